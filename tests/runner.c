@@ -16,6 +16,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/rng.h"
 
 typedef struct {
     const char *name;
@@ -26,6 +27,7 @@ typedef struct {
 static const TestCase k_tests[] = {
     {"err", err_selftest},
     {"log", log_selftest},
+    {"rng", rng_selftest},
 };
 
 static double now_s(void)
