@@ -17,6 +17,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/tensor.h"
 
 typedef struct {
     const char *name;
@@ -28,6 +29,7 @@ static const TestCase k_tests[] = {
     {"err", err_selftest},
     {"log", log_selftest},
     {"rng", rng_selftest},
+    {"tensor", tensor_selftest},
 };
 
 static double now_s(void)

@@ -1,0 +1,83 @@
+/* tensor: the numeric kernels of the model, over flat row-major float
+ * buffers, each forward next to its backward.
+ *
+ * Legend for every shape comment in the codebase:
+ *   B batch, T sequence, C channels, V vocab, L layers, NH heads,
+ *   KVH key/value heads, HS head size, H MLP hidden width, OC output
+ *   channels, N rows (usually B*T).
+ *
+ * Argument order: forward (outputs, values saved for backward, inputs,
+ * parameters, sizes); backward (input gradients, parameter gradients,
+ * upstream gradient, saved tensors, sizes). Backward kernels ACCUMULATE into
+ * every gradient they write (+=); zeroing is the caller's step. Kernels never
+ * allocate: scratch comes from the caller. Misuse is a CHECK. Threading:
+ * kernels are reentrant; tensor_gemm uses OpenBLAS's threads. */
+#ifndef RLHF_TENSOR_H
+#define RLHF_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The one matrix product of the codebase, row-major:
+ *   C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C
+ * op(A) = A (M,K) with row stride lda, or A^T where A is stored (K,M) with
+ * stride lda when trans_a; likewise B is (K,N) stride ldb, or stored (N,K)
+ * when trans_b. ldc is C's row stride. Strides allow strided head views. */
+void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* The same contract with plain loops in double, for tests. */
+void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Linear layer without bias: out (N,OC) = inp (N,C) @ w^T, w (OC,C). */
+void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
+/* dinp (N,C) += dout @ w (skipped when dinp is NULL); dw (OC,C) += dout^T @ inp. */
+void tensor_linear_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC);
+
+/* RMSNorm: out (N,C) = inp * rstd * w, rstd (N) = 1/sqrt(mean(inp^2) + eps). */
+void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                            float eps);
+void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int N, int C);
+
+/* Rotary position embedding in place on x (N,NH,HS), row n at position
+ * pos[n], rotating pairs (i, i+HS/2) by angle pos * theta^(-2i/HS) (the
+ * Hugging Face Llama "rotate half" layout). Backward rotates the gradient
+ * back by the same angle, in place. */
+void tensor_rope_forward(float *x, const int *pos, int N, int NH, int HS, float theta);
+void tensor_rope_backward(float *dx, const int *pos, int N, int NH, int HS, float theta);
+
+/* SwiGLU gate: out (n) = silu(gate) * up, elementwise over n values. */
+void tensor_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void tensor_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                            const float *up, size_t n);
+
+/* Causal grouped-query attention, scale 1/sqrt(HS).
+ *   q (B,T,NH,HS), k v (B,T,KVH,HS); query head h reads kv head h/(NH/KVH)
+ *   att (B,NH,T,T) saved probabilities (zero above the diagonal)
+ *   out (B,T,NH,HS) */
+void tensor_attention_forward(float *out, float *att, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int KVH, int HS);
+/* scratch (T,T) floats. */
+void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int KVH, int HS);
+
+/* Per row of logits (N,V): logp (N) = log softmax(logits)[targets], entropy
+ * (N) of the softmax, lse (N) the log-sum-exp saved for backward. */
+void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *logits,
+                         const int *targets, int N, int V);
+/* dlogits (N,V) += d(dlogp*logp + dentropy*entropy)/dlogits; dlogp or
+ * dentropy may be NULL (zero). */
+void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentropy,
+                          const float *logits, const float *lse, const float *entropy,
+                          const int *targets, int N, int V);
+
+/* Softmax of one row in place at the given temperature (> 0), with
+ * max-subtraction; returns the log-sum-exp of logits/temperature. */
+float tensor_softmax_row(float *x, int V, float temperature);
+
+int tensor_selftest(bool verbose);
+
+#endif
