@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/tensor.h"
+#include "common/tok.h"
 
 typedef struct {
     const char *name;
@@ -29,6 +31,8 @@ static const TestCase k_tests[] = {
     {"err", err_selftest},
     {"log", log_selftest},
     {"rng", rng_selftest},
+    {"fileio", fileio_selftest},
+    {"tok", tok_selftest},
     {"tensor", tensor_selftest},
 };
 
