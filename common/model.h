@@ -101,9 +101,10 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
  * entropy, dvalue w.r.t. value. Accumulates into the gradient block. */
 void model_backward(Model *m, const float *dlogp, const float *dentropy, const float *dvalue);
 
-/* Full logits (B*T, V) of the last model_forward at unmasked positions (rows
- * of masked positions are unspecified). Borrowed until the next forward. */
-const float *model_last_logits(const Model *m);
+/* Logits of the last model_forward, one row per unmasked position in
+ * row-major (b,t) order: (n_active, V), with n_active written if non-NULL.
+ * Borrowed until the next forward. */
+const float *model_last_logits(const Model *m, int *n_active);
 
 /* Key/value cache for incremental decoding of n_seq sequences of different
  * lengths, each up to max_len tokens. Caller owns. */

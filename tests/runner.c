@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/tensor.h"
+#include "common/model.h"
 #include "common/tok.h"
 
 typedef struct {
@@ -34,6 +35,7 @@ static const TestCase k_tests[] = {
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
     {"tensor", tensor_selftest},
+    {"model", model_selftest},
 };
 
 static double now_s(void)
