@@ -18,6 +18,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/safetensors.h"
 #include "common/tensor.h"
 #include "common/model.h"
 #include "common/tok.h"
@@ -34,6 +35,7 @@ static const TestCase k_tests[] = {
     {"rng", rng_selftest},
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
+    {"safetensors", st_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
 };
