@@ -21,6 +21,7 @@
 #include "common/safetensors.h"
 #include "common/tensor.h"
 #include "common/model.h"
+#include "common/rl.h"
 #include "common/tok.h"
 
 typedef struct {
@@ -38,6 +39,7 @@ static const TestCase k_tests[] = {
     {"safetensors", st_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
+    {"rl", rl_selftest},
 };
 
 static double now_s(void)
