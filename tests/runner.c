@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/safetensors.h"
+#include "common/sampler.h"
 #include "common/tensor.h"
 #include "common/model.h"
 #include "common/rl.h"
@@ -37,6 +38,7 @@ static const TestCase k_tests[] = {
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
     {"safetensors", st_selftest},
+    {"sampler", sampler_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
     {"rl", rl_selftest},
