@@ -22,6 +22,7 @@
 #include "common/sampler.h"
 #include "common/tensor.h"
 #include "common/model.h"
+#include "common/gen.h"
 #include "common/rl.h"
 #include "common/tok.h"
 
@@ -41,6 +42,7 @@ static const TestCase k_tests[] = {
     {"sampler", sampler_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
+    {"gen", gen_selftest},
     {"rl", rl_selftest},
 };
 
