@@ -20,6 +20,7 @@
 #include "common/rng.h"
 #include "common/safetensors.h"
 #include "common/sampler.h"
+#include "common/optim.h"
 #include "common/tensor.h"
 #include "common/model.h"
 #include "common/gen.h"
@@ -40,6 +41,7 @@ static const TestCase k_tests[] = {
     {"tok", tok_selftest},
     {"safetensors", st_selftest},
     {"sampler", sampler_selftest},
+    {"optim", optim_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
     {"gen", gen_selftest},
