@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ckpt.h"
 #include "common/err.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -44,6 +45,7 @@ static const TestCase k_tests[] = {
     {"optim", optim_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
+    {"ckpt", ckpt_selftest},
     {"gen", gen_selftest},
     {"rl", rl_selftest},
 };
