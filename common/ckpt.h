@@ -79,7 +79,9 @@ typedef struct {
  * checkpoint directory, if opt->n differs from the model's parameter count,
  * or if the tokenizer's vocabulary exceeds the model's, or ts->extra is not
  * an object (all logged); ERR_IO if writing fails (the old checkpoint is left
- * in place and the temp directory removed). */
+ * in place and the temp directory removed) or if only the final fsync of the
+ * parent directory fails (the new checkpoint is in place but may not survive
+ * a crash). */
 int ckpt_save(const char *dir, Model *m, const Tok *tok, const CkptOptim *opt,
               const CkptTrainerState *ts);
 

@@ -29,8 +29,10 @@ int fileio_atomic_open(const char *path, AtomicFile **out);
 /* Appends n bytes, retrying short writes and EINTR. Returns 0 or ERR_IO. */
 int fileio_atomic_write(AtomicFile *f, const void *buf, size_t n);
 /* Makes the written bytes the target's contents: fsync, close, rename,
- * fsync of the directory. Always frees *f and sets it to NULL; on failure the
- * temp file is removed and the target is untouched. Returns 0 or ERR_IO. */
+ * fsync of the directory. Always frees *f and sets it to NULL. Returns 0 or
+ * ERR_IO: if the fsync, close or rename fails, the temp file is removed and
+ * the target is untouched; if only the final directory fsync fails, the new
+ * contents are in place but may not survive a crash. */
 int fileio_atomic_commit(AtomicFile **f);
 /* Discards the temp file and frees *f; no-op on NULL. The target is untouched. */
 void fileio_atomic_abort(AtomicFile **f);
