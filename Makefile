@@ -33,7 +33,8 @@ MOD_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(MOD_SRC)) $(PROTO_OBJ)
 LIB        := $(BUILD)/librlhf.a
 
 # Program name <- entry source. Add new programs here.
-PROGS      :=
+$(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
+PROGS      := $(BUILD)/rlhf-sft
 
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)

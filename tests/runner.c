@@ -25,6 +25,10 @@
 #include "common/tensor.h"
 #include "common/model.h"
 #include "common/gen.h"
+#include "common/task.h"
+#include "common/progress.h"
+#include "learner/eval.h"
+#include "learner/sft.h"
 #include "common/rl.h"
 #include "common/tok.h"
 
@@ -47,6 +51,10 @@ static const TestCase k_tests[] = {
     {"model", model_selftest},
     {"ckpt", ckpt_selftest},
     {"gen", gen_selftest},
+    {"task", task_selftest},
+    {"progress", progress_selftest},
+    {"eval", eval_selftest},
+    {"sft", sft_selftest},
     {"rl", rl_selftest},
 };
 

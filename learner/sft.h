@@ -1,0 +1,44 @@
+/* sft: supervised fine-tuning steps: cross-entropy on completion tokens
+ * given a prompt, the warm start of every RL run and the trainer behind the
+ * SFT overfit test.
+ *
+ * An example is a prompt and a completion, both as token ids; the sequence
+ * fed to the model is prompt ++ completion and only the completion tokens
+ * are predicted (loss-masked). Sequences are right-padded with pad_id.
+ * Ownership: examples and the model/optimizer are borrowed. Threading: one
+ * thread. Errors: ERR_RANGE for an example longer than T or with an empty
+ * completion (logged with its index); ERR_NONFINITE if the gradient was not
+ * finite (the step was skipped). */
+#ifndef RLHF_SFT_H
+#define RLHF_SFT_H
+
+#include <stdbool.h>
+
+#include "common/model.h"
+#include "common/optim.h"
+
+typedef struct {
+    const int *prompt;
+    int        prompt_len; /* >= 1 (a BOS at least) */
+    const int *completion;
+    int        completion_len; /* >= 1; usually ends with EOS */
+} SftExample;
+
+typedef struct {
+    double loss;       /* mean cross-entropy per completion token (nats) */
+    double token_acc;  /* fraction of completion tokens the argmax gets right */
+    double grad_norm;  /* before clipping */
+    double lr;
+    int    n_tokens;   /* completion tokens in the batch */
+} SftStats;
+
+/* One optimizer step on n examples packed into a (n, T) batch. Returns 0 or
+ * an error as above; stats filled on success. */
+int sft_step(Model *m, Optim *opt, const SftExample *ex, int n, int T, int pad_id, SftStats *st);
+
+/* Loss and token accuracy without updating anything. */
+int sft_eval(Model *m, const SftExample *ex, int n, int T, int pad_id, SftStats *st);
+
+int sft_selftest(bool verbose);
+
+#endif
