@@ -12,7 +12,7 @@
 BUILD   ?= build
 CC      ?= gcc
 ARCH    ?= -march=native
-PKGS    := libzmq libprotobuf-c openblas libuv jansson
+PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash
 SAN     ?=
 
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer \
