@@ -34,8 +34,15 @@ LIB        := $(BUILD)/librlhf.a
 
 # Program name <- entry source. Add new programs here.
 $(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
-PROGS      := $(BUILD)/rlhf-sft
+$(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
+PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen
 
+
+# Test modules (tests/*_test.c) are linked into the runner only. Some run the
+# programs end to end, so `make test` builds them first and tells the runner
+# where they are.
+TEST_SRC   := $(wildcard tests/*_test.c)
+TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -65,15 +72,15 @@ $(LIB): $(MOD_OBJ)
 $(PROGS): $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LDLIBS)
 
-$(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(LIB)
+$(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test: deps $(BUILD)/rlhf-test
-	./$(BUILD)/rlhf-test $(T)
+test: deps $(PROGS) $(BUILD)/rlhf-test
+	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)
 
 bench: deps $(BENCHES)
 	@set -e; for b in $(BENCHES); do ./$$b $(BUILD)/bench.json; done

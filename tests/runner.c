@@ -31,6 +31,7 @@
 #include "learner/sft.h"
 #include "common/rl.h"
 #include "common/tok.h"
+#include "tests/cli_test.h"
 
 typedef struct {
     const char *name;
@@ -56,6 +57,7 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
+    {"cli", cli_selftest},
 };
 
 static double now_s(void)
