@@ -15,7 +15,7 @@ ARCH    ?= -march=native
 PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash
 SAN     ?=
 
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer -fopenmp-simd \
            -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Werror $(SAN) \
            -I. -I$(BUILD) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

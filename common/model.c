@@ -61,7 +61,7 @@ typedef struct {
     float *dq, *datty;          /* (N, NH*HS) */
     float *dk, *dv;             /* (N, KVH*HS) */
     float *dgate, *dup, *dact;  /* (N, H) */
-    float *datt;                /* (T, T) */
+    float *datt;                /* (B, NH, T, T) */
     float *dlogits;             /* (M, V) */
     float *dlnf_act;            /* (M, C) */
     float *dlogp_act, *dent_act; /* (M) */
@@ -81,6 +81,7 @@ struct Model {
     LayerWeights *lw; /* 2L: weights then gradients */
     int          n_tensors;
     TensorInfo  *tensors;
+    float       *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
     Acts         a;
     bool         has_forward; /* a forward ran since the last resize */
 };
@@ -219,6 +220,10 @@ Model *model_new(const ModelConfig *cfg)
         }
     }
     for (int c = 0; c < cfg->dim; c++) m->w.norm[c] = 1.0f;
+    size_t half = (size_t)head_size(cfg) / 2;
+    m->rope_cos = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
+    m->rope_sin = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
+    tensor_rope_table(m->rope_cos, m->rope_sin, cfg->max_seq_len, head_size(cfg), cfg->rope_theta);
     return m;
 }
 
@@ -231,6 +236,8 @@ void model_free(Model **pm)
     free(m->params);
     free(m->grads);
     free(m->tensors);
+    free(m->rope_cos);
+    free(m->rope_sin);
     free(m->lw);
     free(m);
     *pm = NULL;
@@ -329,7 +336,7 @@ static void acts_prepare(Model *m, int B, int T, int M)
     size_t sizes[] = {(L + 1) * N * C, L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * QD,
                       L * N * QD, L * N * KD, L * N * KD, L * B * c->n_heads * TT, L * N * H,
                       L * N * H, L * N * H, N * C, N, Mz * C, Mz * V, Mz, Mz, Mz, N * C, N * C,
-                      N * C, N * QD, N * QD, N * KD, N * KD, N * H, N * H, N * H, TT, Mz * V,
+                      N * C, N * QD, N * QD, N * KD, N * KD, N * H, N * H, N * H, B * c->n_heads * TT, Mz * V,
                       Mz * C, Mz, Mz};
     size_t n_views = sizeof views / sizeof views[0];
     CHECK(n_views == sizeof sizes / sizeof sizes[0]);
@@ -366,7 +373,7 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
                    float *logp, float *entropy, float *value)
 {
     const ModelConfig *c = &m->cfg;
-    CHECK(B > 0 && T > 0);
+    CHECK(B > 0 && T > 0 && T <= c->max_seq_len);
     CHECK(!value || c->has_value_head);
     int N = B * T, M = 0;
     for (int n = 0; n < N; n++) M += !mask || mask[n] != 0.0f;
@@ -404,8 +411,8 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
         tensor_linear_forward(q, ln1, w->wq, N, C, QD);
         tensor_linear_forward(k, ln1, w->wk, N, C, KD);
         tensor_linear_forward(v, ln1, w->wv, N, C, KD);
-        tensor_rope_forward(q, a->pos, N, NH, HS, c->rope_theta);
-        tensor_rope_forward(k, a->pos, N, KVH, HS, c->rope_theta);
+        tensor_rope_forward(q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         tensor_attention_forward(atty, att, q, k, v, B, T, NH, KVH, HS);
         memcpy(mid, x, NC * sizeof(float));
         tensor_gemm(false, true, N, C, QD, 1.0f, atty, QD, w->wo, QD, 1.0f, mid, C);
@@ -516,8 +523,8 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         memset(a->dv, 0, (size_t)N * KD * sizeof(float));
         tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, B, T, NH,
                                   KVH, HS);
-        tensor_rope_backward(a->dq, a->pos, N, NH, HS, c->rope_theta);
-        tensor_rope_backward(a->dk, a->pos, N, KVH, HS, c->rope_theta);
+        tensor_rope_backward(a->dq, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_backward(a->dk, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         memset(a->dln, 0, NC * sizeof(float));
         tensor_linear_backward(a->dln, g->wq, a->dq, ln1, w->wq, N, C, QD);
         tensor_linear_backward(a->dln, g->wk, a->dk, ln1, w->wk, N, C, KD);
@@ -556,7 +563,8 @@ double model_train_flops(const ModelConfig *c, int B, int T)
 KVCache *kv_new(const Model *m, int n_seq, int max_len)
 {
     const ModelConfig *c = &m->cfg;
-    CHECK(n_seq > 0 && max_len > 0);
+    /* Positions index the RoPE tables, which end at max_seq_len. */
+    CHECK(n_seq > 0 && max_len > 0 && max_len <= c->max_seq_len);
     KVCache *kv = xcalloc(1, sizeof *kv);
     kv->L = c->n_layers;
     kv->n_seq = n_seq;
@@ -656,8 +664,8 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         tensor_linear_forward(kv->q, kv->xn, w->wq, n, C, QD);
         tensor_linear_forward(kv->kk, kv->xn, w->wk, n, C, KD);
         tensor_linear_forward(kv->vv, kv->xn, w->wv, n, C, KD);
-        tensor_rope_forward(kv->q, kv->pos, n, NH, HS, c->rope_theta);
-        tensor_rope_forward(kv->kk, kv->pos, n, KVH, HS, c->rope_theta);
+        tensor_rope_forward(kv->q, kv->pos, n, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(kv->kk, kv->pos, n, KVH, HS, m->rope_cos, m->rope_sin);
         /* Every row's key and value goes in before any row attends, so rows
          * later in the call can see earlier rows of their sequence. */
         for (int r = 0; r < n; r++) {
@@ -695,12 +703,12 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
                 }
             }
         }
-        tensor_gemm(false, true, n, C, QD, 1.0f, kv->atty, QD, w->wo, QD, 1.0f, kv->x, C);
+        tensor_linear_forward_add(kv->x, kv->atty, w->wo, n, QD, C);
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C, c->norm_eps);
         tensor_linear_forward(kv->gate, kv->xn, w->w_gate, n, C, H);
         tensor_linear_forward(kv->up, kv->xn, w->w_up, n, C, H);
         tensor_swiglu_forward(kv->gate, kv->gate, kv->up, (size_t)n * H);
-        tensor_gemm(false, true, n, C, H, 1.0f, kv->gate, H, w->w_down, H, 1.0f, kv->x, C);
+        tensor_linear_forward_add(kv->x, kv->gate, w->w_down, n, H, C);
     }
     if (n_out > 0) {
         /* Final norm for the wanted rows only, packed into xn. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/par.h"
 #include "common/rng.h"
 
 void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
@@ -36,9 +37,86 @@ void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float al
     }
 }
 
+/* Rows at or below this count take the weight-streaming kernel: with few
+ * rows the product is bound by reading w, and sgemm's packing of w costs an
+ * extra pass over it. */
+#define SMALL_ROWS 16
+
+/* out (N,OC) (+)= inp (N,C) @ w^T for N <= SMALL_ROWS: each weight row is read
+ * once and dotted with every input row while it sits in L1. */
+typedef struct {
+    float       *out;
+    const float *inp, *w;
+    int          N, C, OC;
+    bool         add;
+} SmallCtx;
+
+static void linear_small_range(void *p, size_t o0, size_t o1)
+{
+    const SmallCtx *s = p;
+    const float    *inp = s->inp, *w = s->w;
+    float          *out = s->out;
+    int             N = s->N, C = s->C, OC = s->OC;
+    bool            add = s->add;
+    int             o = (int)o0;
+    /* Four weight rows at a time: each input element loaded feeds four FMAs. */
+    for (; o + 4 <= (int)o1; o += 4) {
+        const float *w0 = w + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float        a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+            for (int c = 0; c < C; c++) {
+                a0 += w0[c] * x[c];
+                a1 += w1[c] * x[c];
+                a2 += w2[c] * x[c];
+                a3 += w3[c] * x[c];
+            }
+            float *y = out + (size_t)n * OC + o;
+            if (add) {
+                y[0] += a0;
+                y[1] += a1;
+                y[2] += a2;
+                y[3] += a3;
+            } else {
+                y[0] = a0;
+                y[1] = a1;
+                y[2] = a2;
+                y[3] = a3;
+            }
+        }
+    }
+    for (; o < (int)o1; o++) {
+        const float *w_o = w + (size_t)o * C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float        acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < C; c++) acc += w_o[c] * x[c];
+            float *y = out + (size_t)n * OC + o;
+            *y = add ? *y + acc : acc;
+        }
+    }
+}
+
+static void linear_small(float *out, const float *inp, const float *w, int N, int C, int OC,
+                         bool add)
+{
+    SmallCtx s = {out, inp, w, N, C, OC, add};
+    /* Worth two threads once w is past a few L2-sized blocks. */
+    par_for((size_t)OC, 2 * 65536 / (size_t)(C > 0 ? C : 1), linear_small_range, &s);
+}
+
 void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC)
 {
-    tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+    if (N <= SMALL_ROWS) linear_small(out, inp, w, N, C, OC, false);
+    else tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+}
+
+void tensor_linear_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC)
+{
+    if (N <= SMALL_ROWS) linear_small(out, inp, w, N, C, OC, true);
+    else tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
 }
 
 void tensor_linear_backward(float *dinp, float *dw, const float *dout, const float *inp,
@@ -48,10 +126,21 @@ void tensor_linear_backward(float *dinp, float *dw, const float *dout, const flo
     tensor_gemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
 }
 
-void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                            float eps)
+typedef struct {
+    float       *out, *rstd, *dinp, *dw;
+    const float *inp, *w, *dout, *rstd_in;
+    int          N, C;
+    float        eps;
+} NormCtx;
+
+static void rmsnorm_fwd_range(void *p, size_t n0, size_t n1)
 {
-    for (int n = 0; n < N; n++) {
+    const NormCtx *a = p;
+    float         *out = a->out, *rstd = a->rstd;
+    const float   *inp = a->inp, *w = a->w;
+    int            C = a->C;
+    float          eps = a->eps;
+    for (int n = (int)n0; n < (int)n1; n++) {
         const float *inp_n = inp + (size_t)n * C;
         float       *out_n = out + (size_t)n * C;
         double       ss = 0.0;
@@ -62,76 +151,213 @@ void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const flo
     }
 }
 
-void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                             const float *w, const float *rstd, int N, int C)
+void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                            float eps)
+{
+    NormCtx a = {.out = out, .rstd = rstd, .inp = inp, .w = w, .N = N, .C = C, .eps = eps};
+    par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_fwd_range, &a);
+}
+
+static void rmsnorm_bwd_rows(void *p, size_t n0, size_t n1)
 {
     /* y_c = x_c r w_c with r = (mean x^2 + eps)^-1/2, so
      * dx_c = r (g_c w_c) - x_c r^3 / C * sum_k g_k w_k x_k. */
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        const float *g = dout + (size_t)n * C;
-        float       *dx = dinp + (size_t)n * C;
-        float        r = rstd[n];
-        double       dot = 0.0;
-        for (int c = 0; c < C; c++) {
-            dot += (double)g[c] * w[c] * x[c];
-            dw[c] += g[c] * x[c] * r;
-        }
-        float k = (float)(dot * r * r * r / C);
+    const NormCtx *a = p;
+    int            C = a->C;
+    const float   *w = a->w;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *x = a->inp + (size_t)n * C;
+        const float *g = a->dout + (size_t)n * C;
+        float       *dx = a->dinp + (size_t)n * C;
+        float        r = a->rstd_in[n];
+        float        dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int c = 0; c < C; c++) dot += g[c] * w[c] * x[c];
+        float k = dot * r * r * r / (float)C;
         for (int c = 0; c < C; c++) dx[c] += g[c] * w[c] * r - x[c] * k;
     }
 }
 
-static void rope_apply(float *x, const int *pos, int N, int NH, int HS, float theta, float sign)
+static void rmsnorm_bwd_cols(void *p, size_t c0, size_t c1)
 {
-    CHECK(HS % 2 == 0 && HS <= 1024);
-    int   half = HS / 2;
-    float cs[512], sn[512];
-    for (int n = 0; n < N; n++) {
+    /* The weight gradient sums over rows; columns are split so no two
+     * threads write the same dw[c]. */
+    const NormCtx *a = p;
+    int            C = a->C;
+    for (int n = 0; n < a->N; n++) {
+        const float *x = a->inp + (size_t)n * C;
+        const float *g = a->dout + (size_t)n * C;
+        float        r = a->rstd_in[n];
+        for (size_t c = c0; c < c1; c++) a->dw[c] += g[c] * x[c] * r;
+    }
+}
+
+void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int N, int C)
+{
+    NormCtx a = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .rstd_in = rstd,
+                 .N = N, .C = C};
+    par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_bwd_rows, &a);
+    par_for((size_t)C, (size_t)(N > 64 ? 0 : C + 1), rmsnorm_bwd_cols, &a);
+}
+
+void tensor_rope_table(float *cos_tab, float *sin_tab, int max_pos, int HS, float theta)
+{
+    CHECK(HS % 2 == 0 && max_pos > 0);
+    int half = HS / 2;
+    for (int p = 0; p < max_pos; p++) {
         for (int i = 0; i < half; i++) {
             /* Angles in double: pos * freq reaches thousands of radians. */
-            double angle = pos[n] * pow((double)theta, -2.0 * i / HS);
-            cs[i] = (float)cos(angle);
-            sn[i] = sign * (float)sin(angle);
+            double angle = p * pow((double)theta, -2.0 * i / HS);
+            cos_tab[(size_t)p * half + i] = (float)cos(angle);
+            sin_tab[(size_t)p * half + i] = (float)sin(angle);
         }
+    }
+}
+
+typedef struct {
+    float       *x;
+    const int   *pos;
+    int          NH, HS;
+    const float *cos_tab, *sin_tab;
+    float        sign;
+} RopeCtx;
+
+static void rope_range(void *p, size_t n0, size_t n1)
+{
+    const RopeCtx *a = p;
+    int            NH = a->NH, HS = a->HS, half = HS / 2;
+    float         *x = a->x, sign = a->sign;
+    const float   *cos_tab = a->cos_tab, *sin_tab = a->sin_tab;
+    const int     *pos = a->pos;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *cs = cos_tab + (size_t)pos[n] * half, *sn = sin_tab + (size_t)pos[n] * half;
         for (int h = 0; h < NH; h++) {
             float *x_nh = x + ((size_t)n * NH + h) * HS;
             for (int i = 0; i < half; i++) {
-                float x0 = x_nh[i], x1 = x_nh[i + half];
-                x_nh[i] = x0 * cs[i] - x1 * sn[i];
-                x_nh[i + half] = x0 * sn[i] + x1 * cs[i];
+                float x0 = x_nh[i], x1 = x_nh[i + half], s = sign * sn[i];
+                x_nh[i] = x0 * cs[i] - x1 * s;
+                x_nh[i + half] = x0 * s + x1 * cs[i];
             }
         }
     }
 }
 
-void tensor_rope_forward(float *x, const int *pos, int N, int NH, int HS, float theta)
+static void rope_apply(float *x, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                       const float *sin_tab, float sign)
 {
-    rope_apply(x, pos, N, NH, HS, theta, 1.0f);
+    CHECK(HS % 2 == 0);
+    RopeCtx a = {x, pos, NH, HS, cos_tab, sin_tab, sign};
+    par_for((size_t)N, (size_t)(65536 / (NH * HS) + 1), rope_range, &a);
 }
 
-void tensor_rope_backward(float *dx, const int *pos, int N, int NH, int HS, float theta)
+void tensor_rope_forward(float *x, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                         const float *sin_tab)
+{
+    rope_apply(x, pos, N, NH, HS, cos_tab, sin_tab, 1.0f);
+}
+
+void tensor_rope_backward(float *dx, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                          const float *sin_tab)
 {
     /* A rotation's transpose is the rotation by the opposite angle. */
-    rope_apply(dx, pos, N, NH, HS, theta, -1.0f);
+    rope_apply(dx, pos, N, NH, HS, cos_tab, sin_tab, -1.0f);
+}
+
+typedef struct {
+    float       *out, *dgate, *dup;
+    const float *gate, *up, *dout;
+} SwigluCtx;
+
+static void swiglu_fwd_range(void *p, size_t i0, size_t i1)
+{
+    const SwigluCtx *a = p;
+    float           *out = a->out;
+    const float     *gate = a->gate, *up = a->up;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + tensor_exp(-g)) * up[i];
+    }
 }
 
 void tensor_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    SwigluCtx a = {.out = out, .gate = gate, .up = up};
+    par_for(n, 32768, swiglu_fwd_range, &a);
+}
+
+static void swiglu_bwd_range(void *p, size_t i0, size_t i1)
+{
+    const SwigluCtx *a = p;
+    float           *dgate = a->dgate, *dup = a->dup;
+    const float     *gate = a->gate, *up = a->up, *dout = a->dout;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) {
         float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        float s = 1.0f / (1.0f + tensor_exp(-g));
+        dup[i] += dout[i] * g * s;
+        dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
     }
 }
 
 void tensor_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                             const float *up, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        float s = 1.0f / (1.0f + expf(-g));
-        dup[i] += dout[i] * g * s;
-        dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    SwigluCtx a = {.dgate = dgate, .dup = dup, .gate = gate, .up = up, .dout = dout};
+    par_for(n, 32768, swiglu_bwd_range, &a);
+}
+
+/* Causal softmax of each row t of a (T,T) block over columns 0..t, zero
+ * beyond. Max-subtraction keeps exp from overflowing. */
+typedef struct {
+    float       *att, *d;
+    const float *p;
+    int          T;
+} AttCtx;
+
+static void causal_softmax_range(void *ctx, size_t r0, size_t r1)
+{
+    const AttCtx *a = ctx;
+    float        *att = a->att;
+    int           T = a->T;
+    for (size_t rb = r0; rb < r1; rb++) {
+        int    t = (int)(rb % (size_t)T);
+        float *row = att + rb * (size_t)T;
+        float  mx = row[0];
+        for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j <= t; j++) {
+            row[j] = tensor_exp(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j <= t; j++) row[j] *= inv;
+        for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+static void causal_softmax_rows(float *att, size_t n_blocks, int T)
+{
+    AttCtx a = {.att = att, .T = T};
+    par_for(n_blocks * (size_t)T, (size_t)(65536 / T + 1), causal_softmax_range, &a);
+}
+
+static void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
+{
+    /* dS = P * (dP - sum_j dP_j P_j); zero where masked. */
+    const AttCtx *a = ctx;
+    int           T = a->T;
+    for (size_t rb = r0; rb < r1; rb++) {
+        int          t = (int)(rb % (size_t)T);
+        const float *p = a->p + rb * (size_t)T;
+        float       *d = a->d + rb * (size_t)T;
+        float        dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j <= t; j++) dot += d[j] * p[j];
+        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
+        for (int j = t + 1; j < T; j++) d[j] = 0.0f;
     }
 }
 
@@ -142,30 +368,23 @@ void tensor_attention_forward(float *out, float *att, const float *q, const floa
     int   group = NH / KVH;
     int   qs = NH * HS, ks = KVH * HS; /* row strides of q and k/v */
     float scale = 1.0f / sqrtf((float)HS);
+    /* Three phases so the softmax runs over all heads at once in parallel,
+     * between sgemms that thread by themselves. The full T x T products
+     * waste the upper triangle but keep the work in sgemm. */
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;
             const float *k_bh = k + (size_t)b * T * ks + (size_t)(h / group) * HS;
-            const float *v_bh = v + (size_t)b * T * ks + (size_t)(h / group) * HS;
             float       *att_bh = att + ((size_t)b * NH + h) * T * T;
-            /* The full T x T product wastes the upper triangle but keeps the
-             * work in one sgemm; the mask is applied in the softmax. */
             tensor_gemm(false, true, T, T, HS, scale, q_bh, qs, k_bh, ks, 0.0f, att_bh, T);
-            for (int t = 0; t < T; t++) {
-                float *row = att_bh + (size_t)t * T;
-                float  mx = row[0];
-                for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
-                /* Max-subtraction keeps exp from overflowing. */
-                double sum = 0.0;
-                for (int j = 0; j <= t; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= t; j++) row[j] *= inv;
-                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
-            }
-            float *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;
+        }
+    }
+    causal_softmax_rows(att, (size_t)B * NH, T);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *v_bh = v + (size_t)b * T * ks + (size_t)(h / group) * HS;
+            const float *att_bh = att + ((size_t)b * NH + h) * T * T;
+            float       *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;
             tensor_gemm(false, false, T, HS, T, 1.0f, att_bh, T, v_bh, ks, 0.0f, out_bh, qs);
         }
     }
@@ -183,19 +402,19 @@ void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
             size_t       qo = (size_t)b * T * qs + (size_t)h * HS;
             size_t       ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
             const float *att_bh = att + ((size_t)b * NH + h) * T * T;
-            float       *dp = scratch;
+            float       *dp = scratch + ((size_t)b * NH + h) * T * T;
             /* dP = dout V^T; dV += P^T dout. */
             tensor_gemm(false, true, T, T, HS, 1.0f, dout + qo, qs, v + ko, ks, 0.0f, dp, T);
             tensor_gemm(true, false, T, HS, T, 1.0f, att_bh, T, dout + qo, qs, 1.0f, dv + ko, ks);
-            /* Softmax backward: dS = P * (dP - sum_j dP_j P_j); zero where masked. */
-            for (int t = 0; t < T; t++) {
-                const float *p = att_bh + (size_t)t * T;
-                float       *d = dp + (size_t)t * T;
-                double       dot = 0.0;
-                for (int j = 0; j <= t; j++) dot += (double)d[j] * p[j];
-                for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - (float)dot);
-                for (int j = t + 1; j < T; j++) d[j] = 0.0f;
-            }
+        }
+    }
+    AttCtx sb = {.d = scratch, .p = att, .T = T};
+    par_for((size_t)B * NH * T, (size_t)(65536 / T + 1), softmax_bwd_range, &sb);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t qo = (size_t)b * T * qs + (size_t)h * HS;
+            size_t ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
+            float *dp = scratch + ((size_t)b * NH + h) * T * T;
             /* S = scale Q K^T: dQ += scale dS K; dK += scale dS^T Q. */
             tensor_gemm(false, false, T, HS, T, scale, dp, T, k + ko, ks, 1.0f, dq + qo, qs);
             tensor_gemm(true, false, T, HS, T, scale, dp, T, q + qo, qs, 1.0f, dk + ko, ks);
@@ -203,33 +422,57 @@ void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
     }
 }
 
-void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *logits,
-                         const int *targets, int N, int V)
+typedef struct {
+    float       *logp, *entropy, *lse, *dlogits;
+    const float *logits, *dlogp, *dentropy, *lse_in, *entropy_in;
+    const int   *targets;
+    int          V;
+} LogpCtx;
+
+static void logp_fwd_range(void *p, size_t n0, size_t n1)
 {
-    for (int n = 0; n < N; n++) {
+    const LogpCtx *a = p;
+    float         *logp = a->logp, *entropy = a->entropy, *lse = a->lse;
+    const float   *logits = a->logits;
+    const int     *targets = a->targets;
+    int            V = a->V;
+    for (int n = (int)n0; n < (int)n1; n++) {
         const float *z = logits + (size_t)n * V;
         float        mx = z[0];
         for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
-        double sum = 0.0, sum_pz = 0.0;
+        float sum = 0.0f, sum_pz = 0.0f;
+#pragma omp simd reduction(+ : sum, sum_pz)
         for (int i = 0; i < V; i++) {
-            double e = exp((double)(z[i] - mx));
+            float e = tensor_exp(z[i] - mx);
             sum += e;
             sum_pz += e * (z[i] - mx);
         }
-        double l = log(sum); /* log-sum-exp minus mx */
-        lse[n] = (float)(mx + l);
-        if (logp) logp[n] = (float)((z[targets[n]] - mx) - l);
+        float l = logf(sum); /* log-sum-exp minus mx */
+        lse[n] = mx + l;
+        if (logp) logp[n] = (z[targets[n]] - mx) - l;
         /* H = lse - E_p[z], both taken relative to mx for precision. */
-        if (entropy) entropy[n] = (float)(l - sum_pz / sum);
+        if (entropy) entropy[n] = l - sum_pz / sum;
     }
 }
 
-void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentropy,
-                          const float *logits, const float *lse, const float *entropy,
-                          const int *targets, int N, int V)
+void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *logits,
+                         const int *targets, int N, int V)
+{
+    LogpCtx a = {.logp = logp, .entropy = entropy, .lse = lse, .logits = logits,
+                 .targets = targets, .V = V};
+    par_for((size_t)N, (size_t)(65536 / V + 1), logp_fwd_range, &a);
+}
+
+static void logp_bwd_range(void *ctx, size_t n0, size_t n1)
 {
     /* d logp_y / dz_j = [j = y] - p_j; dH/dz_j = -p_j (log p_j + H). */
-    for (int n = 0; n < N; n++) {
+    const LogpCtx *a = ctx;
+    float         *dlogits = a->dlogits;
+    const float   *dlogp = a->dlogp, *dentropy = a->dentropy, *logits = a->logits;
+    const float   *lse = a->lse_in, *entropy = a->entropy_in;
+    const int     *targets = a->targets;
+    int            V = a->V;
+    for (int n = (int)n0; n < (int)n1; n++) {
         const float *z = logits + (size_t)n * V;
         float       *dz = dlogits + (size_t)n * V;
         float        gl = dlogp ? dlogp[n] : 0.0f;
@@ -237,13 +480,23 @@ void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentr
         float        H = ge != 0.0f ? entropy[n] : 0.0f;
         float        l = lse[n];
         if (gl == 0.0f && ge == 0.0f) continue;
+#pragma omp simd
         for (int i = 0; i < V; i++) {
             float lp = z[i] - l;
-            float p = expf(lp);
+            float p = tensor_exp(lp);
             dz[i] += -gl * p - ge * p * (lp + H);
         }
         dz[targets[n]] += gl;
     }
+}
+
+void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentropy,
+                          const float *logits, const float *lse, const float *entropy,
+                          const int *targets, int N, int V)
+{
+    LogpCtx a = {.dlogits = dlogits, .dlogp = dlogp, .dentropy = dentropy, .logits = logits,
+                 .lse_in = lse, .entropy_in = entropy, .targets = targets, .V = V};
+    par_for((size_t)N, (size_t)(65536 / V + 1), logp_bwd_range, &a);
 }
 
 float tensor_softmax_row(float *x, int V, float temperature)
@@ -252,9 +505,10 @@ float tensor_softmax_row(float *x, int V, float temperature)
     float inv_t = 1.0f / temperature;
     float mx = x[0] * inv_t;
     for (int i = 1; i < V; i++) mx = x[i] * inv_t > mx ? x[i] * inv_t : mx;
-    double sum = 0.0;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int i = 0; i < V; i++) {
-        x[i] = expf(x[i] * inv_t - mx);
+        x[i] = tensor_exp(x[i] * inv_t - mx);
         sum += x[i];
     }
     float inv = (float)(1.0 / sum);
@@ -350,6 +604,7 @@ typedef struct {
     float eps;
     int  *pos, *targets;
     float *scratch;
+    float *cos_tab, *sin_tab;
 } OpCtx;
 
 static void fwd_linear(float *out, float *const *in, void *p)
@@ -368,7 +623,7 @@ static void fwd_rope(float *out, float *const *in, void *p)
 {
     OpCtx *c = p;
     memcpy(out, in[0], sizeof(float) * (size_t)c->N * c->NH * c->HS);
-    tensor_rope_forward(out, c->pos, c->N, c->NH, c->HS, 10000.0f);
+    tensor_rope_forward(out, c->pos, c->N, c->NH, c->HS, c->cos_tab, c->sin_tab);
 }
 
 static void fwd_swiglu(float *out, float *const *in, void *p)
@@ -426,11 +681,22 @@ static int test_ops(bool verbose)
     c.NH = 2;
     c.HS = 8;
     memcpy(g0, wo, sizeof(float) * 96);
-    tensor_rope_backward(g0, pos, c.N, c.NH, c.HS, 10000.0f);
+    float *cos_tab = xmalloc(sizeof(float) * 3001 * 4), *sin_tab = xmalloc(sizeof(float) * 3001 * 4);
+    tensor_rope_table(cos_tab, sin_tab, 3001, c.HS, 10000.0f);
+    c.cos_tab = cos_tab;
+    c.sin_tab = sin_tab;
+    tensor_rope_backward(g0, pos, c.N, c.NH, c.HS, cos_tab, sin_tab);
     float *const in1[1] = {x};
     float *const gr1[1] = {g0};
     size_t       nrope = 96;
     fails += fd_check("rope", fwd_rope, &c, in1, &nrope, 1, gr1, 96, wo, 2e-3, verbose);
+    /* Worked example: position 1, pair 0 rotates by exactly 1 radian. */
+    float xr[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    int   p1 = 1;
+    tensor_rope_forward(xr, &p1, 1, 1, 8, cos_tab, sin_tab);
+    if (fabsf(xr[0] - cosf(1.0f)) > 1e-6f || fabsf(xr[4] - sinf(1.0f)) > 1e-6f) fails++;
+    free(cos_tab);
+    free(sin_tab);
 
     c.N = 40;
     fill_normal(x, 40, &r, 2.0f);
@@ -447,7 +713,7 @@ static int test_ops(bool verbose)
     c.KVH = 2;
     c.HS = 4;
     size_t nq = 2 * 5 * 4 * 4, nk = 2 * 5 * 2 * 4;
-    float  q[160], k[80], v[80], att[200], outa[160], tt[25];
+    float  q[160], k[80], v[80], att[200], outa[160], tt[200];
     fill_normal(q, nq, &r, 1.0f);
     fill_normal(k, nk, &r, 1.0f);
     fill_normal(v, nk, &r, 1.0f);
@@ -489,9 +755,46 @@ static int test_ops(bool verbose)
     return fails;
 }
 
+/* The streaming kernel for few rows against sgemm, and tensor_exp against exp. */
+static int test_small_and_exp(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 3);
+    int    N = 5, C = 37, OC = 29, fails = 0;
+    float *x = xmalloc(sizeof(float) * N * C), *w = xmalloc(sizeof(float) * OC * C);
+    float *y1 = xmalloc(sizeof(float) * N * OC), *y2 = xmalloc(sizeof(float) * N * OC);
+    fill_normal(x, (size_t)N * C, &r, 1.0f);
+    fill_normal(w, (size_t)OC * C, &r, 1.0f);
+    fill_normal(y1, (size_t)N * OC, &r, 1.0f);
+    memcpy(y2, y1, sizeof(float) * N * OC);
+    tensor_linear_forward_add(y1, x, w, N, C, OC);
+    tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 1.0f, y2, OC);
+    double worst = 0.0;
+    for (int i = 0; i < N * OC; i++) fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    tensor_linear_forward(y1, x, w, N, C, OC);
+    tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 0.0f, y2, OC);
+    for (int i = 0; i < N * OC; i++) fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    double werr = 0.0;
+    for (float t = -87.0f; t <= 88.0f; t += 0.001953125f) {
+        double want = exp((double)t), got = tensor_exp(t);
+        werr = fmax(werr, fabs(got - want) / want);
+    }
+    if (werr > 2e-7) fails++;
+    if (verbose)
+        printf("  linear small-rows vs naive: max err %.2e (tol 1e-5); tensor_exp max rel err "
+               "%.2e (tol 2e-7)\n",
+               worst, werr);
+    free(x);
+    free(w);
+    free(y1);
+    free(y2);
+    return fails;
+}
+
 int tensor_selftest(bool verbose)
 {
     int fails = test_gemm(verbose);
+    fails += test_small_and_exp(verbose);
     fails += test_ops(verbose);
     return fails ? 1 : 0;
 }

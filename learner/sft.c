@@ -122,7 +122,7 @@ int sft_selftest(bool verbose)
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     CHECK(tok);
     ModelConfig c = {.dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden_dim = 128,
-                     .vocab_size = tok_vocab_size(tok), .max_seq_len = T + 1,
+                     .vocab_size = tok_vocab_size(tok), .max_seq_len = T + 4,
                      .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tie_embeddings = true};
     Model      *m = model_new(&c);
     model_init_random(m, 1, 0.05f);

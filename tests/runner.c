@@ -19,6 +19,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/par.h"
 #include "common/safetensors.h"
 #include "common/sampler.h"
 #include "common/optim.h"
@@ -43,6 +44,7 @@ static const TestCase k_tests[] = {
     {"err", err_selftest},
     {"log", log_selftest},
     {"rng", rng_selftest},
+    {"par", par_selftest},
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
     {"safetensors", st_selftest},
