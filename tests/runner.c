@@ -32,6 +32,7 @@
 #include "learner/sft.h"
 #include "common/rl.h"
 #include "common/tok.h"
+#include "common/wire.h"
 #include "tests/cli_test.h"
 
 typedef struct {
@@ -59,6 +60,7 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
+    {"wire", wire_selftest},
     {"cli", cli_selftest},
 };
 
