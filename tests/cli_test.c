@@ -762,6 +762,12 @@ static void find_dirs(void)
     }
     env = getenv("RLHF_SRC_DIR");
     snprintf(g_src, sizeof g_src, "%s", env && *env ? env : ".");
+    /* Run from elsewhere, the build directory's parent is the likely tree. */
+    char mk[PATH_MAX];
+    if ((!env || !*env) && access("Makefile", R_OK) != 0) {
+        pathf(mk, sizeof mk, "%s/..", g_build);
+        snprintf(g_src, sizeof g_src, "%s", mk);
+    }
 }
 
 int cli_selftest(bool verbose)

@@ -32,6 +32,7 @@
 #include "learner/sft.h"
 #include "common/rl.h"
 #include "common/tok.h"
+#include "tests/cli_test.h"
 #include "common/wire.h"
 #include "tests/cli_test.h"
 
@@ -60,6 +61,7 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
+    {"cli", cli_selftest},
     {"wire", wire_selftest},
     {"cli", cli_selftest},
 };
