@@ -22,7 +22,7 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer -fopenm
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 LDFLAGS := $(SAN)
 
-MODDIRS    := common learner actor reward_server
+MODDIRS    := common learner actor reward_server deploy
 ALL_SRC    := $(foreach d,$(MODDIRS),$(wildcard $(d)/*.c))
 MAIN_SRC   := $(filter %/main.c %_main.c,$(ALL_SRC))
 MOD_SRC    := $(filter-out $(MAIN_SRC),$(ALL_SRC))
