@@ -35,7 +35,8 @@ LIB        := $(BUILD)/librlhf.a
 # Program name <- entry source. Add new programs here.
 $(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
 $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
-PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen
+$(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
+PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
@@ -47,7 +48,7 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps test bench format format-check clean sanitize
+.PHONY: all deps run test bench format format-check clean sanitize
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -78,6 +79,10 @@ $(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The main job: a local cluster on the built-in task (SFT warm start cached in runs/sft).
+run: deps $(PROGS)
+	./$(BUILD)/rlhf run $(RUN_ARGS)
 
 test: deps $(PROGS) $(BUILD)/rlhf-test
 	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)
