@@ -501,10 +501,11 @@ int wire_decode(const ProtobufCMessageDescriptor *desc, const void *data, size_t
 /* ---- Sockets ---------------------------------------------------------- */
 
 struct WireSock {
-    void       *zsock;
-    int         type;
-    char        name[64];
-    WireRejects rejects;
+    void        *zsock;
+    int          type;
+    char         name[64];
+    WireRejects  own_rejects;
+    WireRejects *rejects; /* own_rejects or the caller's (wire_sock_use_rejects) */
 };
 
 static int set_int_opt(WireSock *s, int opt, const char *opt_name, int value)
@@ -524,7 +525,8 @@ WireSock *wire_sock_new(void *zctx, int type, const char *name, const WireSockOp
     WireSock    *s = xcalloc(1, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
     s->type = type;
-    wire_rejects_init(&s->rejects);
+    wire_rejects_init(&s->own_rejects);
+    s->rejects = &s->own_rejects;
     s->zsock = zmq_socket(zctx, type);
     if (!s->zsock) {
         log_error("wire_sock_new: socket '%s': zmq_socket(type %d): %s", name, type,
@@ -629,7 +631,13 @@ int wire_sock_type(const WireSock *s)
 
 WireRejects *wire_sock_rejects(WireSock *s)
 {
-    return &s->rejects;
+    return s->rejects;
+}
+
+void wire_sock_use_rejects(WireSock *s, WireRejects *c)
+{
+    CHECK(c);
+    s->rejects = c;
 }
 
 /* Maps a failed zmq send to an ERR_* code, logging only real failures. */
@@ -715,6 +723,27 @@ int wire_send_raw(WireSock *s, const void *peer, size_t peer_len, const void *da
     return send_frame(s, "wire_send_raw", peer, peer_len, &frame, flags);
 }
 
+int wire_send_msg(WireSock *s, const void *peer, size_t peer_len, WireMsg *m, int flags)
+{
+    CHECK(m->is_open);
+    if (s->type != ZMQ_ROUTER) {
+        CHECK(peer == NULL);
+        /* zmq_msg_send moves the frame's content (no copy) and leaves it
+         * empty; a failed send leaves it untouched, ready for a retry. */
+        if (zmq_msg_send(&m->frame, s->zsock, flags) >= 0) {
+            wire_msg_close(m);
+            return 0;
+        }
+        int rc = send_error(s, "wire_send_msg");
+        if (rc != ERR_AGAIN) wire_msg_close(m);
+        return rc;
+    }
+    /* On ROUTER the routing id goes first, so a half-sent message cannot be
+     * retried; send_frame closes the frame on failure. */
+    m->is_open = false;
+    return send_frame(s, "wire_send_msg", peer, peer_len, &m->frame, flags);
+}
+
 const void *wire_msg_data(WireMsg *m)
 {
     CHECK(m->is_open);
@@ -792,7 +821,7 @@ int wire_recv(WireSock *s, int timeout_ms, WireMsg *m)
             zmq_msg_close(&id);
             reject(&rej, ERR_FORMAT, WIRE_REJ_UNKNOWN,
                    "message of one frame, expected [id, payload]");
-            wire_reject_note(&s->rejects, s->name, "frame", &rej);
+            wire_reject_note(s->rejects, s->name, "frame", &rej);
             return ERR_FORMAT;
         }
         memcpy(m->peer, zmq_msg_data(&id), idn);
@@ -809,7 +838,7 @@ int wire_recv(WireSock *s, int timeout_ms, WireMsg *m)
         wire_msg_close(m);
         reject(&rej, ERR_FORMAT, WIRE_REJ_UNKNOWN, "multipart message, expected %s",
                s->type == ZMQ_ROUTER ? "[id, payload]" : "one frame");
-        wire_reject_note(&s->rejects, s->name, "frame", &rej);
+        wire_reject_note(s->rejects, s->name, "frame", &rej);
         return ERR_FORMAT;
     }
     size_t len = zmq_msg_size(&m->frame);
@@ -818,7 +847,7 @@ int wire_recv(WireSock *s, int timeout_ms, WireMsg *m)
         wire_msg_close(m);
         reject(&rej, ERR_RANGE, WIRE_REJ_OVERSIZED, "frame of %zu bytes, expected <= %zu", len,
                WIRE_MAX_FRAME);
-        wire_reject_note(&s->rejects, s->name, "frame", &rej);
+        wire_reject_note(s->rejects, s->name, "frame", &rej);
         return ERR_RANGE;
     }
     return 0;
@@ -834,7 +863,7 @@ int wire_recv_decode(WireSock *s, int timeout_ms, const ProtobufCMessageDescript
     if (!rej) rej = &local;
     rc = wire_decode(desc, wire_msg_data(m), wire_msg_size(m), lim, out, rej);
     if (rc) {
-        wire_reject_note(&s->rejects, s->name, desc->short_name, rej);
+        wire_reject_note(s->rejects, s->name, desc->short_name, rej);
         wire_msg_close(m);
     }
     return rc;
@@ -1695,6 +1724,56 @@ static int st_rejects(void *zctx, bool verbose)
     return fails;
 }
 
+/* wire_send_msg forwards a received frame untouched, and a socket can count
+ * into counters the caller owns. */
+static int st_forward(void *zctx, bool verbose)
+{
+    int         fails = 0;
+    WireSock   *in_push = wire_sock_new(zctx, ZMQ_PUSH, "fw-in-push", NULL);
+    WireSock   *in_pull = wire_sock_new(zctx, ZMQ_PULL, "fw-in-pull", NULL);
+    WireSock   *out_push = wire_sock_new(zctx, ZMQ_PUSH, "fw-out-push", NULL);
+    WireSock   *out_pull = wire_sock_new(zctx, ZMQ_PULL, "fw-out-pull", NULL);
+    WireRejects ext;
+    wire_rejects_init(&ext);
+    if (!in_push || !in_pull || !out_push || !out_pull || wire_bind(in_pull, "inproc://fw-in") ||
+        wire_connect(in_push, "inproc://fw-in") || wire_bind(out_pull, "inproc://fw-out") ||
+        wire_connect(out_push, "inproc://fw-out")) {
+        fails += st_expect(false, "forward sockets");
+        goto out;
+    }
+    wire_sock_use_rejects(in_pull, &ext);
+    fails += st_expect(wire_sock_rejects(in_pull) == &ext, "external counters");
+    TestGroup t;
+    tg_init(&t);
+    uint8_t junk[3] = {0xff, 0xff, 0xff};
+    wire_send_raw(in_push, NULL, 0, junk, sizeof junk, 0);
+    wire_send(in_push, &t.g.base, 0);
+    WireMsg           m;
+    ProtobufCMessage *got = NULL;
+    int               rc =
+        wire_recv_decode(in_pull, 2000, &rlhf__sampled_group__descriptor, NULL, &m, &got, NULL);
+    fails += st_expect(rc == ERR_FORMAT && wire_rejects_get(&ext, WIRE_REJ_GARBAGE) == 1,
+                       "junk counted in external counters");
+    rc = wire_recv(in_pull, 2000, &m);
+    fails += st_expect(rc == 0, "receive to forward");
+    if (rc == 0) {
+        fails += st_expect(wire_send_msg(out_push, NULL, 0, &m, 0) == 0 && !m.is_open, "forward");
+        wire_msg_close(&m); /* a no-op: already closed */
+        rc = wire_recv_decode(out_pull, 2000, &rlhf__sampled_group__descriptor, NULL, &m, &got,
+                              NULL);
+        fails += st_expect(rc == 0 && got && st_same(got, &t.g.base), "forwarded intact");
+        if (got) protobuf_c_message_free_unpacked(got, NULL);
+        wire_msg_close(&m);
+    }
+    if (verbose) printf("  forward and external counters ok\n");
+out:
+    wire_sock_free(&in_push);
+    wire_sock_free(&in_pull);
+    wire_sock_free(&out_push);
+    wire_sock_free(&out_pull);
+    return fails;
+}
+
 /* A block of n floats with a recognisable pattern. */
 static float *st_block(size_t n, uint32_t seed)
 {
@@ -1891,6 +1970,7 @@ int wire_selftest(bool verbose)
     fails += st_roundtrips(zctx, "tcp://127.0.0.1:*", verbose);
     fails += st_router(zctx, verbose);
     fails += st_rejects(zctx, verbose);
+    fails += st_forward(zctx, verbose);
     fails += st_snapshot_rx(zctx, verbose);
     fails += st_snapshot_tcp(zctx, verbose);
     zmq_ctx_term(zctx);

@@ -246,6 +246,10 @@ const char *wire_sock_name(const WireSock *s);
 int         wire_sock_type(const WireSock *s);
 /* This socket's rejection counters; borrowed, live as long as the socket. */
 WireRejects *wire_sock_rejects(WireSock *s);
+/* Makes s count its rejections in c (borrowed, must outlive s) instead of
+ * its own counters, so the counts outlive the socket or can be read by a
+ * status thread; wire_sock_rejects then returns c. */
+void wire_sock_use_rejects(WireSock *s, WireRejects *c);
 
 /* Packs m into one frame and sends it. flags: 0 or ZMQ_DONTWAIT. Returns 0;
  * ERR_AGAIN if it could not be queued now (high-water mark, send timeout,
@@ -264,15 +268,23 @@ int wire_send_to(WireSock *s, const void *peer, size_t peer_len, const ProtobufC
 int wire_send_raw(WireSock *s, const void *peer, size_t peer_len, const void *data, size_t len,
                   int flags);
 
+typedef struct WireMsg WireMsg;
+/* Sends the payload frame of an open WireMsg (received on any socket of this
+ * thread) without copying it, to peer on ROUTER sockets (NULL otherwise).
+ * For forwarding; errors as wire_send_to. On ERR_AGAIN from a non-ROUTER
+ * socket m stays open, so the caller can retry or close it; otherwise m is
+ * closed afterwards whatever the outcome. */
+int wire_send_msg(WireSock *s, const void *peer, size_t peer_len, WireMsg *m, int flags);
+
 /* One received message: the payload frame and, on ROUTER sockets, the
  * sender's routing id. Zero-initialised or filled by wire_recv; release with
  * wire_msg_close (safe on a closed or zeroed WireMsg). */
-typedef struct {
+struct WireMsg {
     zmq_msg_t     frame;                   /* the payload; see wire_msg_data */
     unsigned char peer[WIRE_MAX_IDENTITY]; /* ROUTER only: routing id of the sender */
     size_t        peer_len;                /* 0 on other socket types */
     bool          is_open;                 /* frame holds a message */
-} WireMsg;
+};
 
 /* Waits up to timeout_ms (0 = poll once, -1 = forever) for a message and
  * receives it into m (which the caller then closes). Returns 0 with m open;
