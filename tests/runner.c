@@ -32,9 +32,9 @@
 #include "learner/eval.h"
 #include "learner/lease.h"
 #include "learner/sft.h"
-#include "learner/algo.h"
 #include "common/rl.h"
 #include "common/tok.h"
+#include "tests/cli_test.h"
 #include "common/wire.h"
 #include "tests/cli_test.h"
 
@@ -64,9 +64,9 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
+    {"cli", cli_selftest},
     {"wire", wire_selftest},
     {"lease", lease_selftest},
-    {"algo", algo_selftest},
     {"cli", cli_selftest},
 };
 
