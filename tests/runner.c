@@ -32,10 +32,12 @@
 #include "learner/eval.h"
 #include "learner/lease.h"
 #include "learner/sft.h"
+#include "learner/algo.h"
 #include "common/rl.h"
 #include "common/tok.h"
-#include "tests/cli_test.h"
 #include "common/wire.h"
+#include "reward_server/reward.h"
+#include "reward_server/scorer.h"
 #include "tests/cli_test.h"
 
 typedef struct {
@@ -64,9 +66,11 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
-    {"cli", cli_selftest},
     {"wire", wire_selftest},
+    {"scorer", scorer_selftest},
+    {"reward", reward_selftest},
     {"lease", lease_selftest},
+    {"algo", algo_selftest},
     {"cli", cli_selftest},
 };
 

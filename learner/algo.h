@@ -1,0 +1,224 @@
+/* algo: the learner's RL update step, GRPO or PPO, over one batch of scored
+ * trajectories. It knows nothing of sockets: the learner daemon collects
+ * scored groups, drops what is too stale, and hands the rest to algo_step.
+ *
+ * One call to algo_step is one batch: it packs the trajectories into a
+ * right-padded (B,T) batch, computes advantages once, then runs `epochs`
+ * passes over shuffled minibatches of `minibatch_size` trajectories, each
+ * minibatch one optimizer step (so a call takes epochs * ceil(n /
+ * minibatch_size) optimizer steps, reported in AlgoStats.n_opt_steps). The
+ * daemon bumps the policy version once per algo_step call, not once per
+ * optimizer step: every token of the next batch that was sampled with the
+ * weights this call produces carries that one new version.
+ *
+ * Packing follows learner/sft.h: row b holds prompt ++ completion, position t
+ * predicts token t+1, and the mask covers the positions whose target is a
+ * completion token, so completion token k of a trajectory with a prompt of p
+ * tokens sits at position p - 1 + k.
+ *
+ * Losses are token means over the minibatch's completion tokens (norm 0 in
+ * common/rl.h), so on-policy (all ratios 1) the policy gradient of a
+ * minibatch is d loss / d logp = -A * mask / N with N its completion tokens.
+ *
+ * Temperature: the behaviour log-probs are log softmax(logits / T) of the
+ * actor's sampling temperature T, and the learner must compute the same
+ * quantity. model_forward has no temperature argument (it gives log softmax
+ * of the raw logits), and adding one is the model owner's call, so for now
+ * the training temperature must be 1.0: algo_config_validate refuses any
+ * other value with ERR_UNSUPPORTED and algo_step refuses a trajectory
+ * sampled at any other temperature with ERR_UNSUPPORTED. RL sampling
+ * defaults to temperature 1.0; top-k/top-p truncation must also be off
+ * (logp_behaviour is the untruncated log-prob, sampler.h's logp_full).
+ *
+ * Ownership: algo_new borrows the models and optimizers, which must outlive
+ * the Algo; the Algo owns its scratch (grown on demand to the largest batch
+ * seen, then reused). Trajectory arrays are borrowed for the call only.
+ * Threading: an Algo, its models and optimizers belong to one thread.
+ * Errors: trajectories are outside input (from actors via reward servers)
+ * and are validated: ERR_RANGE for an empty prompt or completion, a token id
+ * out of range, a sequence longer than the model's max_seq_len + 1, a
+ * negative token version or one newer than the learner's, or a behaviour
+ * log-prob above 0 (beyond rounding); ERR_NONFINITE for a non-finite reward
+ * or behaviour log-prob; ERR_UNSUPPORTED for a temperature other than the
+ * config's. Each is logged with the trajectory index; nothing is changed.
+ * ERR_NONFINITE from an optimizer step (non-finite gradient) stops the call:
+ * earlier minibatches' updates stay applied, n_opt_steps says how many. An
+ * invalid config or a missing model given to algo_new is a CHECK. */
+#ifndef RLHF_ALGO_H
+#define RLHF_ALGO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model.h"
+#include "common/optim.h"
+#include "common/rl.h"
+
+typedef enum {
+    ALGO_GRPO = 0, /* group-relative advantages, KL to the reference in the loss */
+    ALGO_PPO = 1,  /* critic + GAE, KL to the reference folded into the reward */
+} AlgoKind;
+
+typedef struct {
+    AlgoKind kind;              /* ALGO_GRPO */
+    bool     adv_divide_std;    /* GRPO: (r - mean) / (std + eps) if true, else r - mean (Dr.
+                                   GRPO); true */
+    float kl_beta;              /* >= 0; GRPO: weight of the KL loss to the reference; PPO:
+                                   rewards_t -= kl_beta * kl_t per token; 0.04. 0 = off */
+    RlKl kl_kind;               /* estimator for kl_beta's term; 0 = the algorithm's own: k3 in the
+                                   GRPO loss, k1 in the PPO reward; 0 */
+    float clip_low;             /* eps_low in [0,1): ratio floor 1 - clip_low; 0.2 */
+    float clip_high;            /* eps_high >= 0: ratio ceiling 1 + clip_high; 0.2 */
+    float ratio_cap;            /* truncated importance sampling of the ratio for A < 0 (the
+                                   dual clip): 0 = off, else > 1 + clip_high; 3.0 */
+    bool decoupled;             /* recompute the learner's log-probs before the update (the
+                                   proximal policy), clip the ratio against those and weight
+                                   each token by w = min(pi_prox / pi_behaviour, is_weight_cap);
+                                   false */
+    float is_weight_cap;        /* decoupled only: cap on w, >= 0; 0 = no cap; 2.0 */
+    int   epochs;               /* passes over the batch, >= 1; 1 */
+    int   minibatch_size;       /* trajectories per optimizer step, >= 0; 0 = the whole batch */
+    float entropy_coef;         /* >= 0; loss -= entropy_coef * mean entropy; 0 */
+    float gamma;                /* PPO discount in [0,1]; 1.0 */
+    float lambda;               /* PPO GAE lambda in [0,1]; 0.95 */
+    float value_clip;           /* PPO value clip around the pre-update values, >= 0; 0 = off;
+                                   0.2 */
+    float value_coef;           /* PPO scale of the value loss (the critic's gradient), > 0; 0.5 */
+    bool  whiten_rewards;       /* whiten the scalar rewards over the batch before anything
+                                   else; false */
+    bool     whiten_advantages; /* PPO: whiten the advantages over the batch's tokens; true */
+    float    temperature;       /* sampling temperature of the batches; must be 1.0 (see top) */
+    uint64_t seed;              /* minibatch shuffling; 1 */
+} AlgoConfig;
+
+#define ALGO_DEFAULTS                                                                              \
+    ((AlgoConfig){.kind = ALGO_GRPO,                                                               \
+                  .adv_divide_std = true,                                                          \
+                  .kl_beta = 0.04f,                                                                \
+                  .kl_kind = 0,                                                                    \
+                  .clip_low = 0.2f,                                                                \
+                  .clip_high = 0.2f,                                                               \
+                  .ratio_cap = 3.0f,                                                               \
+                  .decoupled = false,                                                              \
+                  .is_weight_cap = 2.0f,                                                           \
+                  .epochs = 1,                                                                     \
+                  .minibatch_size = 0,                                                             \
+                  .entropy_coef = 0.0f,                                                            \
+                  .gamma = 1.0f,                                                                   \
+                  .lambda = 0.95f,                                                                 \
+                  .value_clip = 0.2f,                                                              \
+                  .value_coef = 0.5f,                                                              \
+                  .whiten_rewards = false,                                                         \
+                  .whiten_advantages = true,                                                       \
+                  .temperature = 1.0f,                                                             \
+                  .seed = 1})
+
+/* One scored completion. All arrays are borrowed for the call. */
+typedef struct {
+    const int *prompt;           /* (prompt_len) ids, usually BOS first */
+    int        prompt_len;       /* >= 1 */
+    const int *completion;       /* (completion_len) sampled ids, stop token included if
+                                    generated */
+    int          completion_len; /* >= 1 */
+    const float *logp_behaviour; /* (completion_len) log pi_behaviour(token) under
+                                    softmax(logits / temperature), untruncated */
+    const int64_t *version;      /* (completion_len) policy version that sampled each token */
+    int64_t        group_id;     /* completions of one prompt share it */
+    float          reward;       /* scalar score of the whole completion */
+    float          temperature;  /* the actor's sampling temperature */
+} AlgoTrajectory;
+
+enum { ALGO_STALENESS_BUCKETS = 5 }; /* staleness 0, 1, 2, 3, 4 or more */
+
+/* Statistics of one algo_step. Token means are over completion tokens. */
+typedef struct {
+    int    n_traj;      /* trajectories in the batch */
+    int    n_tokens;    /* completion tokens in the batch */
+    int    n_opt_steps; /* optimizer steps taken (per model) */
+    double loss;        /* total policy-side loss (policy + KL + entropy), mean over steps */
+    double policy_loss; /* clipped surrogate, mean over steps */
+    double kl_ref_k1;   /* mean k1 (logp - logp_ref) of the policy before the update; 0
+                           without ref */
+    double  kl_ref_k3;  /* mean k3 of the policy before the update */
+    double  entropy;    /* mean next-token entropy of the policy before the update */
+    double  clip_frac;  /* tokens whose gradient a clip bound zeroed, over all steps */
+    double  clip_low_frac;
+    double  clip_high_frac;
+    double  cap_frac;           /* tokens the ratio cap zeroed (A < 0, r > ratio_cap) */
+    double  ratio_mean;         /* r = pi_theta / pi_q (q = prox if decoupled, else behaviour) */
+    double  ratio_min;          /* over all steps */
+    double  ratio_max;          /* over all steps */
+    double  is_weight_mean;     /* decoupled w = min(pi_prox / pi_behaviour, cap); 1 otherwise */
+    double  is_weight_cap_frac; /* tokens whose w was capped */
+    double  grad_norm;          /* policy gradient norm before clipping, mean over steps */
+    double  grad_norm_max;
+    double  lr;                  /* policy learning rate of the last step */
+    double  value_loss;          /* PPO: mean over steps of the unscaled value loss */
+    double  value_clip_frac;     /* PPO: tokens where the clipped value term won */
+    double  value_mean;          /* PPO: mean pre-update critic value */
+    double  explained_var;       /* PPO: 1 - Var(returns - values) / Var(returns), pre-update */
+    double  critic_grad_norm;    /* PPO: mean over steps */
+    double  reward_mean;         /* raw scalar rewards over the trajectories */
+    double  reward_std;          /* population standard deviation */
+    double  adv_abs_mean;        /* mean |advantage| over tokens, as used in the loss */
+    double  zero_adv_group_frac; /* GRPO: groups whose rewards were all equal (no signal) */
+    int64_t staleness_hist[ALGO_STALENESS_BUCKETS]; /* tokens by learner version - version */
+    /* Mismatch telemetry over the "fresh" tokens (version == the learner's
+     * version before the update): the learner's log-probs before the update
+     * against the actor's. Same weights and the same code path, so all of
+     * these should be ~0; a large value means the actor and learner disagree
+     * (temperature, truncation, numerics). */
+    int    n_fresh;
+    double mismatch_abs; /* mean |logp_learner - logp_behaviour| */
+    double mismatch_k1;  /* mean logp_behaviour - logp_learner, k1 of KL(behaviour || learner) */
+    double mismatch_k3;  /* mean k3 of KL(behaviour || learner) */
+} AlgoStats;
+
+typedef struct Algo Algo;
+
+/* Checks every field (ranges above, finite). Returns 0; ERR_RANGE with the
+ * reason written to why (if non-NULL), or ERR_UNSUPPORTED for a temperature
+ * other than 1.0. */
+int algo_config_validate(const AlgoConfig *cfg, char *why, size_t why_len);
+
+/* An update step over borrowed components:
+ *   policy, policy_opt  the trainable policy and its optimizer (required)
+ *   ref                 the frozen reference policy, same config as policy;
+ *                       required when kl_beta > 0, else may be NULL (then the
+ *                       KL statistics are 0 and no reference forward runs)
+ *   critic, critic_opt  PPO only (NULL for GRPO): a model with
+ *                       has_value_head and the same vocabulary and
+ *                       max_seq_len as the policy, and its own optimizer
+ * CHECKs the config (validate first) and these requirements. Caller owns. */
+Algo *algo_new(const AlgoConfig *cfg, Model *policy, Optim *policy_opt, Model *ref, Model *critic,
+               Optim *critic_opt);
+/* Releases a and sets *a to NULL; no-op on NULL. The borrowed models stay. */
+void algo_free(Algo **a);
+
+const AlgoConfig *algo_config(const Algo *a);
+
+/* One update over n >= 1 trajectories (n <= 0 or traj NULL is a CHECK).
+ * Cost: a forward of the reference (if any), of the critic (PPO), and with
+ * decoupled or more than one minibatch a forward of the policy before the
+ * update (with a single minibatch its first training forward serves), then
+ * a forward and backward per minibatch per epoch of the policy (and critic).
+ * Trajectories are not reordered for one minibatch; with several, each
+ * epoch shuffles them with the config's seed.
+ * learner_version is the policy version of the weights before this update
+ * (the one fresh tokens carry). Fills *st (required) on success and on
+ * ERR_NONFINITE from an optimizer step; returns 0 or an error as at the top.
+ * The policy's (and critic's) gradient block holds the last minibatch's
+ * gradient afterwards. */
+int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_version, AlgoStats *st);
+
+/* A critic for PPO built from a policy: the policy's config with
+ * has_value_head = true, every tensor the two share copied by name, and the
+ * value head (score.weight, score.bias) initialised as model_init_random
+ * does with seed and std (a policy that already has a value head gives its
+ * own). Caller owns. */
+Model *algo_critic_from_policy(Model *policy, uint64_t seed, float std);
+
+int algo_selftest(bool verbose);
+
+#endif
