@@ -37,6 +37,8 @@
 #include "common/tok.h"
 #include "tests/cli_test.h"
 #include "common/wire.h"
+#include "reward_server/reward.h"
+#include "reward_server/scorer.h"
 #include "tests/cli_test.h"
 
 typedef struct {
@@ -67,6 +69,8 @@ static const TestCase k_tests[] = {
     {"rl", rl_selftest},
     {"cli", cli_selftest},
     {"wire", wire_selftest},
+    {"scorer", scorer_selftest},
+    {"reward", reward_selftest},
     {"lease", lease_selftest},
     {"algo", algo_selftest},
     {"cli", cli_selftest},

@@ -1,0 +1,747 @@
+#include "reward_server/reward.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "common/task.h"
+#include "reward_server/scorer.h"
+
+/* How long a blocking receive or send waits before the stop flag is
+ * checked again; bounds how long shutdown takes. */
+#define REWARD_POLL_MS 100
+
+/* Per-worker buffers, sized once for the largest group the wire allows so
+ * that scoring never allocates. */
+typedef struct {
+    char                   *prompt_text; /* TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS) */
+    char                   *text;        /* TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS) */
+    ScorerResult           *results;     /* (WIRE_MAX_GROUP) */
+    Rlhf__Score            *scores;      /* (WIRE_MAX_GROUP) */
+    Rlhf__Score           **score_ptrs;  /* (WIRE_MAX_GROUP) */
+    Rlhf__RewardComponent  *comps;       /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
+    Rlhf__RewardComponent **comp_ptrs;   /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
+} Scratch;
+
+typedef struct {
+    Reward     *r;
+    int         index;
+    pthread_t   thread;
+    bool        is_running;
+    WireRejects rejects; /* this worker's refused groups; atomics, read by reward_stats */
+} Worker;
+
+struct Reward {
+    char   samples[256];    /* as configured */
+    char   samples_ep[256]; /* as bound (port filled in) */
+    char   results[256];
+    char   id[WIRE_MAX_NAME + 1];
+    char   work_ep[64]; /* inproc endpoint between the front and the workers */
+    int    n_workers;
+    double status_every_s;
+
+    void           *zctx;
+    Tok            *tok;
+    ScorerRegistry *scorers;
+    ScorerArithOpts arith;
+
+    pthread_t   front;
+    bool        is_front_running;
+    WireRejects front_rejects; /* frame-level rejects on the samples socket */
+    Worker     *workers;       /* (n_workers) */
+
+    /* Start-up handshake: each thread reports once whether its sockets are up. */
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    int             n_reported;
+    int             start_rc;
+
+    atomic_int       is_stopping; /* threads exit */
+    atomic_int       is_run_done; /* reward_run returns */
+    _Atomic uint64_t groups_received, groups_scored, completions_scored, groups_unsent;
+
+    double   t_last_status; /* reward_status_line's previous call */
+    uint64_t scored_last_status;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool stopping(const Reward *r)
+{
+    return atomic_load(&((Reward *)r)->is_stopping) != 0;
+}
+
+static void report_started(Reward *r, int rc)
+{
+    pthread_mutex_lock(&r->mu);
+    r->n_reported++;
+    if (rc && !r->start_rc) r->start_rc = rc;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits until n threads have reported; returns the first failure or 0. */
+static int wait_started(Reward *r, int n)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->n_reported < n) pthread_cond_wait(&r->cv, &r->mu);
+    int rc = r->start_rc;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static WireSockOpts sock_opts(void)
+{
+    WireSockOpts o = WIRE_SOCK_DEFAULTS;
+    /* Short send timeouts so a blocked send notices the stop flag quickly. */
+    o.sndtimeo_ms = REWARD_POLL_MS;
+    return o;
+}
+
+/* The front thread: moves frames from the samples socket to the workers. */
+static void *front_main(void *arg)
+{
+    Reward      *r = arg;
+    WireSockOpts o = sock_opts();
+    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
+    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "work", &o);
+    int          rc = in && out ? 0 : ERR_IO;
+    if (!rc) {
+        wire_sock_use_rejects(in, &r->front_rejects);
+        if ((rc = wire_bind(in, r->samples)) == 0)
+            rc = wire_last_endpoint(in, r->samples_ep, sizeof r->samples_ep);
+    }
+    if (!rc) rc = wire_bind(out, r->work_ep);
+    report_started(r, rc);
+    while (!rc && !stopping(r)) {
+        WireMsg m;
+        int     got = wire_recv(in, REWARD_POLL_MS, &m);
+        if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) continue; /* IO: logged */
+        atomic_fetch_add(&r->groups_received, 1);
+        if (got) continue; /* a bad frame, counted and logged by wire_recv */
+        int sent;
+        /* Blocks (in bounded steps) while every worker is busy: back-pressure. */
+        while ((sent = wire_send_msg(out, NULL, 0, &m, 0)) == ERR_AGAIN && !stopping(r)) {
+        }
+        wire_msg_close(&m);
+    }
+    wire_sock_free(&out);
+    wire_sock_free(&in);
+    return NULL;
+}
+
+static void scratch_init(Scratch *s)
+{
+    s->prompt_text = xmalloc(TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS));
+    s->text = xmalloc(TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS));
+    s->results = xcalloc(WIRE_MAX_GROUP, sizeof *s->results);
+    s->scores = xcalloc(WIRE_MAX_GROUP, sizeof *s->scores);
+    s->score_ptrs = xcalloc(WIRE_MAX_GROUP, sizeof *s->score_ptrs);
+    s->comps = xcalloc((size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS, sizeof *s->comps);
+    s->comp_ptrs = xcalloc((size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS, sizeof *s->comp_ptrs);
+}
+
+static void scratch_free(Scratch *s)
+{
+    free(s->prompt_text);
+    free(s->text);
+    free(s->results);
+    free(s->scores);
+    free(s->score_ptrs);
+    free(s->comps);
+    free(s->comp_ptrs);
+}
+
+int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    while (k < n && ids[k] != TOK_EOS) k++;
+    CHECK(k <= (size_t)INT_MAX);
+    _Static_assert(sizeof(int32_t) == sizeof(int), "tok_decode takes int ids");
+    return tok_decode(tok, (const int *)ids, (int)k, 0, out, cap, NULL);
+}
+
+/* Scores every completion of g (already validated) into out, which points
+ * into s and at g. Returns 0 or an error with rej filled. */
+static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__ScoredGroup *out,
+                       WireReject *rej)
+{
+    const Scorer *sc = scorer_find(r->scorers, g->prompt->task);
+    if (!sc) {
+        char names[256];
+        scorer_list(r->scorers, names, sizeof names);
+        rej->reason = WIRE_REJ_UNKNOWN;
+        snprintf(rej->why, sizeof rej->why,
+                 "lease %llu group %d: no scorer for task '%.40s' (have %.60s)",
+                 (unsigned long long)g->lease_id, g->group_index, g->prompt->task, names);
+        return ERR_NOTFOUND;
+    }
+    /* The wire checks bounded the prompt to WIRE_MAX_PROMPT_TOKENS ids of the vocab. */
+    int rc = tok_decode(r->tok, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens, 0,
+                        s->prompt_text, TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS), NULL);
+    for (size_t i = 0; i < g->n_completions && !rc; i++) {
+        const Rlhf__Completion *c = g->completions[i];
+        rc = reward_completion_text(r->tok, c->tokens, c->n_tokens, s->text,
+                                    TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS));
+        if (rc) break;
+        ScorerInput in = {.prompt = s->prompt_text,
+                          .completion = s->text,
+                          .answer = g->prompt->answer,
+                          .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
+        char        why[160];
+        rc = scorer_run(sc, &in, &s->results[i], why, sizeof why);
+        if (rc) {
+            rej->reason = rc == ERR_NONFINITE ? WIRE_REJ_NONFINITE : WIRE_REJ_BAD_VALUE;
+            snprintf(rej->why, sizeof rej->why, "lease %llu group %d completion %zu: %.100s",
+                     (unsigned long long)g->lease_id, g->group_index, i, why);
+            return rc;
+        }
+        const ScorerResult     *res = &s->results[i];
+        Rlhf__Score            *score = &s->scores[i];
+        Rlhf__RewardComponent  *comps = s->comps + i * SCORER_MAX_COMPONENTS;
+        Rlhf__RewardComponent **cptrs = s->comp_ptrs + i * SCORER_MAX_COMPONENTS;
+        rlhf__score__init(score);
+        score->reward = res->reward;
+        for (int j = 0; j < res->n_components; j++) {
+            rlhf__reward_component__init(&comps[j]);
+            /* Points into s->results[i], which lives until the next group. */
+            comps[j].name = (char *)res->components[j].name;
+            comps[j].value = res->components[j].value;
+            cptrs[j] = &comps[j];
+        }
+        score->components = cptrs;
+        score->n_components = (size_t)res->n_components;
+        s->score_ptrs[i] = score;
+    }
+    if (rc) {
+        /* Unreachable after the wire checks bounded every id; tok_decode logged it. */
+        rej->reason = WIRE_REJ_BAD_TOKENS;
+        snprintf(rej->why, sizeof rej->why, "lease %llu group %d: ids do not decode",
+                 (unsigned long long)g->lease_id, g->group_index);
+        return rc;
+    }
+    rlhf__scored_group__init(out);
+    out->version = WIRE_PROTOCOL_VERSION;
+    out->run_id = g->run_id;
+    out->group = g;
+    out->scores = s->score_ptrs;
+    out->n_scores = g->n_completions;
+    out->scorer_id = (char *)scorer_name(sc);
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    Worker      *w = arg;
+    Reward      *r = w->r;
+    WireSockOpts o = sock_opts();
+    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
+    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "results", &o);
+    int          rc = in && out ? 0 : ERR_IO;
+    if (!rc) {
+        wire_sock_use_rejects(in, &w->rejects);
+        rc = wire_connect(in, r->work_ep);
+    }
+    if (!rc) rc = wire_connect(out, r->results);
+    report_started(r, rc);
+    Scratch s;
+    scratch_init(&s);
+    WireLimits lim = {.vocab_size = tok_vocab_size(r->tok)};
+    while (!rc && !stopping(r)) {
+        WireMsg             m;
+        Rlhf__SampledGroup *g = NULL;
+        WireReject          rej;
+        int got = wire_recv_decode(in, REWARD_POLL_MS, &rlhf__sampled_group__descriptor, &lim, &m,
+                                   (ProtobufCMessage **)&g, &rej);
+        if (got) continue; /* nothing yet, or refused (counted and logged) */
+        Rlhf__ScoredGroup sg;
+        if (score_group(r, &s, g, &sg, &rej) == 0) {
+            int sent;
+            while ((sent = wire_send(out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
+            }
+            if (sent == 0) {
+                atomic_fetch_add(&r->groups_scored, 1);
+                atomic_fetch_add(&r->completions_scored, g->n_completions);
+            } else {
+                atomic_fetch_add(&r->groups_unsent, 1);
+            }
+        } else {
+            wire_reject_note(&w->rejects, r->id, "SampledGroup", &rej);
+        }
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        wire_msg_close(&m);
+    }
+    scratch_free(&s);
+    wire_sock_free(&out);
+    wire_sock_free(&in);
+    return NULL;
+}
+
+static int check_endpoint(const char *flag, const char *ep)
+{
+    if (!ep || !ep[0] || strlen(ep) >= 256) {
+        log_error("reward_new: %s endpoint '%s': expected 1..255 bytes", flag, ep ? ep : "(null)");
+        return ERR_ARG;
+    }
+    return 0;
+}
+
+/* Starts the front, then the workers; 0 once all sockets are up. */
+static int start_threads(Reward *r)
+{
+    /* The front binds the work endpoint before any worker connects to it. */
+    int rc = pthread_create(&r->front, NULL, front_main, r);
+    if (rc) {
+        log_error("reward_new: pthread_create (front): %s", strerror(rc));
+        return ERR_IO;
+    }
+    r->is_front_running = true;
+    if ((rc = wait_started(r, 1))) return rc;
+    for (int i = 0; i < r->n_workers; i++) {
+        Worker *w = &r->workers[i];
+        w->r = r;
+        w->index = i;
+        if ((rc = pthread_create(&w->thread, NULL, worker_main, w))) {
+            log_error("reward_new: pthread_create (worker %d): %s", i, strerror(rc));
+            return ERR_IO;
+        }
+        w->is_running = true;
+    }
+    return wait_started(r, 1 + r->n_workers);
+}
+
+/* Stops and joins whatever threads run, then frees. */
+void reward_free(Reward **rp)
+{
+    if (!rp || !*rp) return;
+    Reward *r = *rp;
+    atomic_store(&r->is_stopping, 1);
+    atomic_store(&r->is_run_done, 1);
+    for (int i = 0; i < r->n_workers; i++)
+        if (r->workers[i].is_running) pthread_join(r->workers[i].thread, NULL);
+    if (r->is_front_running) pthread_join(r->front, NULL);
+    /* All sockets are closed by their threads, so this returns after their linger. */
+    if (r->zctx) {
+        while (zmq_ctx_term(r->zctx) != 0 && zmq_errno() == EINTR) {
+        }
+    }
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r->workers);
+    scorer_registry_free(&r->scorers);
+    tok_free(&r->tok);
+    free(r);
+    *rp = NULL;
+}
+
+Reward *reward_new(const RewardConfig *cfg)
+{
+    if (check_endpoint("samples", cfg->samples) || check_endpoint("results", cfg->results))
+        return NULL;
+    if (cfg->threads < 1 || cfg->threads > REWARD_MAX_THREADS) {
+        log_error("reward_new: threads %d, expected 1..%d", cfg->threads, REWARD_MAX_THREADS);
+        return NULL;
+    }
+    if (!cfg->id || !cfg->id[0] || strlen(cfg->id) > WIRE_MAX_NAME) {
+        log_error("reward_new: id '%s', expected 1..%d bytes", cfg->id ? cfg->id : "(null)",
+                  WIRE_MAX_NAME);
+        return NULL;
+    }
+    if (!(cfg->format_bonus >= 0.0f && cfg->format_bonus <= 1.0f)) {
+        log_error("reward_new: format bonus %g, expected [0, 1]", cfg->format_bonus);
+        return NULL;
+    }
+    if (!(cfg->status_every_s >= 0.0 && cfg->status_every_s < 1e6)) {
+        log_error("reward_new: status interval %g s, expected [0, 1e6)", cfg->status_every_s);
+        return NULL;
+    }
+    Reward *r = xcalloc(1, sizeof *r);
+    snprintf(r->samples, sizeof r->samples, "%s", cfg->samples);
+    snprintf(r->results, sizeof r->results, "%s", cfg->results);
+    snprintf(r->id, sizeof r->id, "%s", cfg->id);
+    /* Unique per context, so several servers can live in one process (tests). */
+    snprintf(r->work_ep, sizeof r->work_ep, "inproc://reward-work-%p", (void *)r);
+    r->n_workers = cfg->threads;
+    r->status_every_s = cfg->status_every_s;
+    r->arith = (ScorerArithOpts){.format_bonus = cfg->format_bonus};
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    wire_rejects_init(&r->front_rejects);
+    r->workers = xcalloc((size_t)r->n_workers, sizeof *r->workers);
+    for (int i = 0; i < r->n_workers; i++) wire_rejects_init(&r->workers[i].rejects);
+    r->t_last_status = now_s();
+
+    r->tok = tok_new(TOK_CHARSET_DEFAULT);
+    r->scorers = scorer_registry_new();
+    if (!r->tok || scorer_register_builtins(r->scorers, &r->arith)) goto fail;
+    r->zctx = zmq_ctx_new();
+    if (!r->zctx) {
+        log_error("reward_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    /* The threads start with SIGINT and SIGTERM blocked (they inherit the
+     * mask), so signals reach the caller's thread and its stop flag. */
+    sigset_t block, saved;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &saved);
+    int rc = start_threads(r);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (rc) goto fail;
+    char names[256];
+    scorer_list(r->scorers, names, sizeof names);
+    log_info("%s: samples bound at %s, results to %s, %d scoring threads, scorers %s (arith "
+             "format bonus %g)",
+             r->id, r->samples_ep, r->results, r->n_workers, names, r->arith.format_bonus);
+    return r;
+fail:
+    reward_free(&r);
+    return NULL;
+}
+
+const char *reward_samples_endpoint(const Reward *r)
+{
+    return r->samples_ep;
+}
+
+void reward_stop(Reward *r)
+{
+    atomic_store(&r->is_run_done, 1);
+}
+
+void reward_stats(const Reward *r, RewardStats *out)
+{
+    Reward *m = (Reward *)r; /* atomics are read only */
+    memset(out, 0, sizeof *out);
+    out->groups_received = atomic_load(&m->groups_received);
+    out->groups_scored = atomic_load(&m->groups_scored);
+    out->completions_scored = atomic_load(&m->completions_scored);
+    out->groups_unsent = atomic_load(&m->groups_unsent);
+    for (int k = 0; k < WIRE_REJ_COUNT; k++) {
+        uint64_t n = wire_rejects_get(&r->front_rejects, (WireReason)k);
+        for (int i = 0; i < r->n_workers; i++)
+            n += wire_rejects_get(&r->workers[i].rejects, (WireReason)k);
+        out->rejects[k] = n;
+        out->rejects_total += n;
+    }
+}
+
+void reward_status_line(Reward *r, char *buf, size_t cap)
+{
+    RewardStats st;
+    reward_stats(r, &st);
+    WireRejects all;
+    wire_rejects_init(&all);
+    wire_rejects_add(&all, &r->front_rejects);
+    for (int i = 0; i < r->n_workers; i++) wire_rejects_add(&all, &r->workers[i].rejects);
+    char rej[256];
+    wire_rejects_format(&all, rej, sizeof rej);
+    double t = now_s(), dt = t - r->t_last_status;
+    double rate = dt > 0 ? (double)(st.groups_scored - r->scored_last_status) / dt : 0.0;
+    snprintf(buf, cap,
+             "scored %llu groups (%llu completions), %.1f groups/s, received %llu, rejects: %s%s",
+             (unsigned long long)st.groups_scored, (unsigned long long)st.completions_scored, rate,
+             (unsigned long long)st.groups_received, rej,
+             st.groups_unsent ? ", unsent at shutdown" : "");
+    r->t_last_status = t;
+    r->scored_last_status = st.groups_scored;
+}
+
+int reward_run(Reward *r, volatile sig_atomic_t *stop)
+{
+    double next = now_s() + r->status_every_s;
+    char   line[512];
+    while (!(stop && *stop) && !atomic_load(&r->is_run_done)) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* EINTR just means: look at the flags */
+        if (r->status_every_s > 0 && now_s() >= next) {
+            reward_status_line(r, line, sizeof line);
+            log_info("%s: %s", r->id, line);
+            next = now_s() + r->status_every_s;
+        }
+    }
+    reward_status_line(r, line, sizeof line);
+    log_info("%s: stopping: %s", r->id, line);
+    return 0;
+}
+
+/* ---- Self-test -------------------------------------------------------- */
+
+enum { RT_G = 4, RT_MAXT = 16 };
+
+/* One group of RT_G completions for a task problem, built in place. */
+typedef struct {
+    Rlhf__SamplingParams sp;
+    Rlhf__Prompt         prompt;
+    int32_t              ptoks[TASK_TEXT_MAX];
+    Rlhf__Completion     comp[RT_G];
+    Rlhf__Completion    *compp[RT_G];
+    int32_t              toks[RT_G][RT_MAXT];
+    float                lp[RT_G][RT_MAXT];
+    uint64_t             pv[RT_G][RT_MAXT];
+    char                 answer[TASK_TEXT_MAX];
+    Rlhf__SampledGroup   g;
+} RtGroup;
+
+/* Completion i of a problem: 0 the answer, 1 a wrong answer, 2 not a
+ * number, 3 the answer but cut off by the length cap. */
+static void rt_completion(RtGroup *t, const Tok *tok, int i)
+{
+    char text[TASK_TEXT_MAX + 2];
+    if (i == 1)
+        snprintf(text, sizeof text, "%s1", t->answer);
+    else if (i == 2)
+        snprintf(text, sizeof text, "x%s", t->answer);
+    else
+        snprintf(text, sizeof text, "%s", t->answer);
+    int n = 0;
+    int flags = i == 3 ? 0 : TOK_ENC_EOS;
+    CHECK(tok_encode(tok, text, strlen(text), flags, (int *)t->toks[i], RT_MAXT, &n) == 0);
+    Rlhf__Completion *c = &t->comp[i];
+    rlhf__completion__init(c);
+    for (int j = 0; j < n; j++) {
+        t->lp[i][j] = -0.5f;
+        t->pv[i][j] = 3;
+    }
+    c->tokens = t->toks[i];
+    c->logp_behaviour = c->logp_sampled = t->lp[i];
+    c->policy_version = t->pv[i];
+    c->n_tokens = c->n_logp_behaviour = c->n_logp_sampled = c->n_policy_version = (size_t)n;
+    c->finish =
+        i == 3 ? RLHF__COMPLETION__FINISH__FINISH_LENGTH : RLHF__COMPLETION__FINISH__FINISH_STOP;
+    t->compp[i] = c;
+}
+
+static void rt_group(RtGroup *t, const Tok *tok, int index, int count)
+{
+    memset(t, 0, sizeof *t);
+    TaskConfig  tc = TASK_DEFAULTS;
+    TaskProblem p;
+    task_problem(&tc, 3, (uint64_t)index, false, &p);
+    snprintf(t->answer, sizeof t->answer, "%s", p.answer);
+    rlhf__sampling_params__init(&t->sp);
+    t->sp.temperature = 1.0f;
+    t->sp.top_p = 1.0f;
+    t->sp.max_new_tokens = RT_MAXT;
+    rlhf__prompt__init(&t->prompt);
+    int n = 0;
+    CHECK(tok_encode(tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, (int *)t->ptoks, TASK_TEXT_MAX,
+                     &n) == 0);
+    t->prompt.tokens = t->ptoks;
+    t->prompt.n_tokens = (size_t)n;
+    t->prompt.prompt_id = (uint64_t)index;
+    t->prompt.answer = t->answer;
+    t->prompt.task = (char *)"arith";
+    for (int i = 0; i < RT_G; i++) rt_completion(t, tok, i);
+    rlhf__sampled_group__init(&t->g);
+    t->g.version = WIRE_PROTOCOL_VERSION;
+    t->g.run_id = (char *)"run-rt";
+    t->g.epoch = 1;
+    t->g.lease_id = 100 + (uint64_t)index;
+    t->g.actor_id = (char *)"actor-rt";
+    t->g.prompt = &t->prompt;
+    t->g.completions = t->compp;
+    t->g.n_completions = RT_G;
+    t->g.sampling = &t->sp;
+    t->g.group_index = index;
+    t->g.group_count = count;
+}
+
+static void *rt_run_main(void *arg)
+{
+    reward_run(arg, NULL);
+    return NULL;
+}
+
+static int rt_expect(bool ok, const char *what)
+{
+    if (!ok) fprintf(stderr, "reward_selftest: FAILED: %s\n", what);
+    return ok ? 0 : 1;
+}
+
+/* Checks one ScoredGroup against what rt_group sent. */
+static int rt_check_scored(const Rlhf__ScoredGroup *sg)
+{
+    static const float want_correct[RT_G] = {1, 0, 0, 0}, want_format[RT_G] = {1, 1, 0, 0};
+    int                fails = 0;
+    fails += rt_expect(!strcmp(sg->scorer_id, "arith") && !strcmp(sg->run_id, "run-rt"),
+                       "scorer id and run id");
+    fails += rt_expect(sg->group->lease_id == 100 + (uint64_t)sg->group->group_index &&
+                           sg->group->n_completions == RT_G,
+                       "group passed through");
+    if (sg->n_scores != RT_G) return fails + 1;
+    for (int i = 0; i < RT_G; i++) {
+        const Rlhf__Score *s = sg->scores[i];
+        bool               ok = s->reward == want_correct[i] && s->n_components == 2 &&
+                  !strcmp(s->components[0]->name, "correct") &&
+                  s->components[0]->value == want_correct[i] &&
+                  !strcmp(s->components[1]->name, "format") &&
+                  s->components[1]->value == want_format[i];
+        fails += rt_expect(ok, "scores of a group");
+    }
+    return fails;
+}
+
+int reward_selftest(bool verbose)
+{
+    int  fails = 0;
+    Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
+
+    /* Text of a completion: stop token and what follows are not part of it. */
+    int32_t ids[8];
+    int     n = 0;
+    char    text[TOK_DECODE_MAX_BYTES(8)];
+    CHECK(tok_encode(tok, "-12", 3, TOK_ENC_BOS | TOK_ENC_EOS, (int *)ids, 8, &n) == 0);
+    ids[n++] = tok_id(tok, '7'); /* after EOS: ignored */
+    fails += rt_expect(reward_completion_text(tok, ids, (size_t)n, text, sizeof text) == 0 &&
+                           !strcmp(text, "-12"),
+                       "completion text");
+
+    /* A fake learner's results socket, and the server in this process. */
+    void     *zctx = zmq_ctx_new();
+    WireSock *learner = wire_sock_new(zctx, ZMQ_PULL, "learner", NULL);
+    char      results_ep[256];
+    if (!learner || wire_bind(learner, "tcp://127.0.0.1:*") ||
+        wire_last_endpoint(learner, results_ep, sizeof results_ep)) {
+        wire_sock_free(&learner);
+        zmq_ctx_term(zctx);
+        tok_free(&tok);
+        return 1;
+    }
+    /* Refused configs and a samples endpoint already in use fail cleanly. */
+    fileio_capture_begin();
+    RewardConfig bad = {
+        .samples = "tcp://127.0.0.1:*", .results = results_ep, .threads = 0, .id = "r"};
+    Reward *r0 = reward_new(&bad);
+    bad.threads = 2;
+    bad.samples = results_ep;
+    Reward *r1 = reward_new(&bad);
+    char   *errs = fileio_capture_end(verbose);
+    fails += rt_expect(!r0 && !r1 && strstr(errs, "threads 0") && strstr(errs, "bind"),
+                       "bad config and busy endpoint refused");
+    free(errs);
+    reward_free(&r0);
+    reward_free(&r1);
+
+    RewardConfig cfg = {.samples = "tcp://127.0.0.1:*",
+                        .results = results_ep,
+                        .threads = 2,
+                        .id = "reward-test",
+                        .format_bonus = 0.0f,
+                        .status_every_s = 0.1};
+    Reward      *r = reward_new(&cfg);
+    if (!r) {
+        wire_sock_free(&learner);
+        zmq_ctx_term(zctx);
+        tok_free(&tok);
+        return 1;
+    }
+    pthread_t runner;
+    CHECK(pthread_create(&runner, NULL, rt_run_main, r) == 0);
+    WireSock *actor = wire_sock_new(zctx, ZMQ_PUSH, "actor", NULL);
+    CHECK(actor && wire_connect(actor, reward_samples_endpoint(r)) == 0);
+
+    /* 5 good groups, 6 bad ones, then one more good group. */
+    enum { N_GOOD = 6 };
+    RtGroup *t = xmalloc(sizeof *t);
+    double   t0 = now_s();
+    for (int k = 0; k < N_GOOD - 1; k++) {
+        rt_group(t, tok, k, N_GOOD);
+        fails += rt_expect(wire_send(actor, &t->g.base, 0) == 0, "send group");
+    }
+    uint8_t junk[40];
+    memset(junk, 0xff, sizeof junk);
+    wire_send_raw(actor, NULL, 0, junk, sizeof junk, 0); /* garbage */
+    rt_group(t, tok, 0, N_GOOD);
+    t->toks[1][0] = 200; /* out of the vocab */
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, 0, N_GOOD);
+    t->lp[2][1] = NAN;
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, 0, N_GOOD);
+    t->prompt.task = (char *)"nope"; /* no such scorer */
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, 0, N_GOOD);
+    t->g.version = 9;
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, 0, N_GOOD);
+    t->prompt.answer = (char *)""; /* arith cannot verify it */
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, N_GOOD - 1, N_GOOD);
+    wire_send(actor, &t->g.base, 0);
+
+    int        got = 0, seen[N_GOOD] = {0};
+    WireLimits lim = {.vocab_size = tok_vocab_size(tok), .run_id = "run-rt"};
+    while (got < N_GOOD) {
+        WireMsg            m;
+        Rlhf__ScoredGroup *sg = NULL;
+        int rc = wire_recv_decode(learner, 3000, &rlhf__scored_group__descriptor, &lim, &m,
+                                  (ProtobufCMessage **)&sg, NULL);
+        if (rc == ERR_TIMEOUT) break;
+        if (rc) continue;
+        got++;
+        fails += rt_check_scored(sg);
+        int gi = sg->group->group_index;
+        if (gi >= 0 && gi < N_GOOD) seen[gi]++;
+        protobuf_c_message_free_unpacked(&sg->base, NULL);
+        wire_msg_close(&m);
+    }
+    double dt = now_s() - t0;
+    for (int k = 0; k < N_GOOD; k++) fails += rt_expect(seen[k] == 1, "each group once");
+    fails += rt_expect(got == N_GOOD, "every good group scored");
+
+    /* Rejects are counted by whichever worker saw them; wait for the last. */
+    RewardStats st;
+    for (int i = 0; i < 100; i++) {
+        reward_stats(r, &st);
+        if (st.rejects_total >= 6) break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    double ts0 = now_s();
+    reward_stop(r);
+    pthread_join(runner, NULL);
+    double stop_s = now_s() - ts0;
+    char   line[512];
+    reward_status_line(r, line, sizeof line); /* the run thread is gone: this thread's turn */
+    if (verbose) printf("  reward: %d groups back in %.1f ms; %s\n", got, 1e3 * dt, line);
+    fails += rt_expect(st.groups_scored == N_GOOD && st.completions_scored == N_GOOD * RT_G &&
+                           st.groups_received == N_GOOD + 6 && st.groups_unsent == 0,
+                       "stats counts");
+    fails +=
+        rt_expect(st.rejects[WIRE_REJ_GARBAGE] == 1 && st.rejects[WIRE_REJ_BAD_TOKENS] == 1 &&
+                      st.rejects[WIRE_REJ_NONFINITE] == 1 && st.rejects[WIRE_REJ_UNKNOWN] == 1 &&
+                      st.rejects[WIRE_REJ_BAD_VERSION] == 1 &&
+                      st.rejects[WIRE_REJ_BAD_VALUE] == 1 && st.rejects_total == 6,
+                  "rejects by reason");
+    fails +=
+        rt_expect(strstr(line, "scored 6 groups (24 completions)") && strstr(line, "bad_tokens=1"),
+                  "status line");
+
+    ts0 = now_s();
+    reward_free(&r);
+    stop_s += now_s() - ts0;
+    fails += rt_expect(stop_s < 2.0, "prompt shutdown");
+    if (verbose) printf("  reward: stopped in %.0f ms\n", 1e3 * stop_s);
+    free(t);
+    wire_sock_free(&actor);
+    wire_sock_free(&learner);
+    zmq_ctx_term(zctx);
+    tok_free(&tok);
+    return fails ? 1 : 0;
+}

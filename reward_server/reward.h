@@ -1,0 +1,92 @@
+/* reward: the reward server context. It binds a PULL socket for SampledGroups
+ * from actors, scores every completion with the scorer its prompt's task
+ * names, and pushes a ScoredGroup per group to the learner's results PULL.
+ *
+ *   actors PUSH --tcp--> [samples PULL] front thread [work PUSH] --inproc-->
+ *       [PULL] worker thread x N [results PUSH] --tcp--> learner PULL
+ *
+ * The front thread only moves frames (no copy, no decoding); each worker
+ * owns its two sockets, decodes and validates a group with the wire checks
+ * (token ids against the char tokenizer's vocab), decodes the token ids to
+ * text, scores and forwards. Every refused frame or group is logged (rate
+ * limited) with its reason and counted; the server keeps serving. When the
+ * learner is slow, sends block for a bounded time and back-pressure reaches
+ * the actors through the high-water marks.
+ *
+ * Ownership: reward_new's caller owns the Reward and frees it with
+ * reward_free; config strings are copied. Threading: reward_new starts all
+ * threads and returns once every socket is bound or connected; reward_run,
+ * reward_stop, reward_stats and reward_status_line may be called from any
+ * one thread (reward_stop from any thread at all), and reward_free from the
+ * thread that called reward_new. Sockets never leave the thread that made
+ * them. Errors: reward_new logs the failure and returns NULL. */
+#ifndef RLHF_REWARD_H
+#define RLHF_REWARD_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/tok.h"
+#include "common/wire.h"
+
+#define REWARD_MAX_THREADS 64
+
+typedef struct {
+    const char *samples;        /* endpoint to bind for SampledGroups, e.g. tcp://127.0.0.1:5557 */
+    const char *results;        /* learner's results endpoint to connect, tcp://127.0.0.1:5558 */
+    int         threads;        /* scoring threads, 1..REWARD_MAX_THREADS */
+    const char *id;             /* this server's name in logs, 1..WIRE_MAX_NAME bytes */
+    float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
+    double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
+} RewardConfig;
+
+typedef struct {
+    uint64_t groups_received;         /* frames taken from the samples socket */
+    uint64_t groups_scored;           /* ScoredGroups handed to the results socket */
+    uint64_t completions_scored;      /* completions in those groups */
+    uint64_t groups_unsent;           /* scored but dropped at shutdown (no learner) */
+    uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
+    uint64_t rejects_total;
+} RewardStats;
+
+typedef struct Reward Reward;
+
+/* Checks cfg (logging what is wrong), creates the ZeroMQ context, the
+ * tokenizer and the scorers, starts the threads and waits until the samples
+ * endpoint is bound and the results endpoint connected. Returns NULL on any
+ * failure, after logging it. Caller owns. */
+Reward *reward_new(const RewardConfig *cfg);
+/* Stops the threads (a group being scored is finished or dropped), closes
+ * the sockets with their short linger, terminates the context and frees
+ * everything. No-op on NULL. */
+void reward_free(Reward **r);
+
+/* The samples endpoint actually bound, with the port filled in after
+ * binding "tcp://...:*"; borrowed. */
+const char *reward_samples_endpoint(const Reward *r);
+
+/* Blocks until *stop (a signal flag; may be NULL) becomes non-zero or
+ * reward_stop is called, logging a status line every status_every_s and a
+ * final one. Wakes at least every 100 ms. Returns 0. */
+int reward_run(Reward *r, volatile sig_atomic_t *stop);
+/* Makes reward_run return soon. Thread-safe and async-signal-safe. */
+void reward_stop(Reward *r);
+
+/* Counters so far (consistent per counter, not across counters). */
+void reward_stats(const Reward *r, RewardStats *out);
+/* "scored 12 groups (48 completions), 3.1 groups/s, received 14, rejects:
+ * garbage=1 bad_tokens=1" with the rate since the previous call (or since
+ * start) into buf. */
+void reward_status_line(Reward *r, char *buf, size_t cap);
+
+/* Renders a completion's ids as text for a scorer: the ids before the first
+ * TOK_EOS (the stop token is not part of the text), special ids skipped.
+ * out needs TOK_DECODE_MAX_BYTES(n) bytes at most. Returns 0 or tok_decode's
+ * ERR_RANGE for an id outside the vocab (logged by tok_decode). */
+int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *out, size_t cap);
+
+int reward_selftest(bool verbose);
+
+#endif
