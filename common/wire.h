@@ -18,8 +18,9 @@
  * the ZeroMQ context it was made in. A WireMsg filled by wire_recv owns its
  * frame until wire_msg_close. A message returned by wire_decode is owned by
  * the caller and released with protobuf_c_message_free_unpacked(m, NULL).
- * wire_send packs into a buffer that ZeroMQ takes over without copying (the
- * free callback owns it); the caller keeps its message. wire_snap_send
+ * wire_send packs the message straight into the buffer of a zmq_msg_t, which
+ * ZeroMQ owns and frees once the frame is on the wire: packing is the only
+ * copy, and the caller keeps its message. wire_snap_send
  * borrows the parameter block only for the duration of the call.
  *
  * Threading. A WireSock, its WireMsgs and a WireSnapRx belong to one thread;
@@ -349,8 +350,11 @@ typedef struct WireSnapRx WireSnapRx;
 
 /* A receiver that assembles one snapshot at a time. With buf non-NULL the
  * block is written into buf (cap bytes, borrowed, must outlive the receiver);
- * with buf NULL the receiver allocates a block of total_bytes <= cap (0 =
- * WIRE_MAX_SNAPSHOT_BYTES) on the first chunk and owns it. Caller owns. */
+ * with buf NULL the receiver allocates a block of total_bytes <= cap on the
+ * first chunk and owns it. cap > 0 (CHECK) is the largest snapshot accepted,
+ * normally the model's parameter bytes: a peer cannot make it allocate more.
+ * Each chunk's data is copied once into the block (protobuf-c's unpack has
+ * already copied it out of the frame). Caller owns. */
 WireSnapRx *wire_snap_rx_new(void *buf, size_t cap);
 void        wire_snap_rx_free(WireSnapRx **rx);
 /* Forgets a partial or complete snapshot (an owned block is kept for reuse
