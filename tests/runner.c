@@ -35,8 +35,8 @@
 #include "learner/algo.h"
 #include "common/rl.h"
 #include "common/tok.h"
-#include "tests/cli_test.h"
 #include "common/wire.h"
+#include "actor/actor.h"
 #include "reward_server/reward.h"
 #include "reward_server/scorer.h"
 #include "tests/cli_test.h"
@@ -67,8 +67,8 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
-    {"cli", cli_selftest},
     {"wire", wire_selftest},
+    {"actor", actor_selftest},
     {"scorer", scorer_selftest},
     {"reward", reward_selftest},
     {"lease", lease_selftest},

@@ -1,0 +1,128 @@
+/* actor: the rollout actor of the cluster. It follows the learner's weights
+ * (clone pattern: WeightAnnounce on a SUB says a version exists, a
+ * SnapshotRequest to the snapshot ROUTER fetches it as WeightChunk frames),
+ * asks the learner's lease ROUTER for work (LeaseRequest / LeaseGrant on a
+ * DEALER), samples group_size completions per prompt with gen_run through
+ * the KV cache, batched across prompts, and PUSHes one SampledGroup per
+ * prompt to the reward servers.
+ *
+ * Weights are swapped whole and only between generation batches: a snapshot
+ * is assembled in a spare buffer, verified (checksum, config, size, finite
+ * values) and then copied over the model's parameters in one piece, never
+ * while gen_run runs. Every token carries the policy version of the weights
+ * that produced it. A (run_id, epoch, policy_version) triple names a set of
+ * weights; the actor refetches whenever the learner's run or epoch differs
+ * from what it holds, even if the learner's version is lower (a learner
+ * restarted from an older checkpoint), so versions of two incarnations are
+ * never mixed inside a lease.
+ *
+ * Log-prob contract: logp_behaviour of a token is log softmax(logits / T) of
+ * the token, untruncated (gen's logp_full, what the learner recomputes with
+ * model_forward at the same temperature); logp_sampled is the log-prob under
+ * the top-k/top-p truncated distribution it was actually drawn from (equal
+ * to logp_behaviour without truncation; 0 for greedy, T = 0).
+ *
+ * Ownership: actor_new's caller owns the Actor (actor_free); the config's
+ * strings are copied. Threading: an Actor and its sockets belong to the
+ * thread that created it; only the stop flag given to actor_run may be set
+ * from elsewhere (a signal handler or another thread). Errors: actor_new
+ * returns NULL after logging; actor_run returns 0 when stopped. Bad input
+ * from peers is never an error of the actor: it is logged, counted and
+ * ignored. */
+#ifndef RLHF_ACTOR_H
+#define RLHF_ACTOR_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ACTOR_MAX_REWARD 16  /* reward server endpoints at most */
+#define ACTOR_MAX_ID 64      /* bytes of an actor id, NUL included */
+#define ACTOR_MAX_RUN_ID 129 /* bytes of a run id, NUL included (WIRE_MAX_NAME + 1) */
+
+/* Plain-data configuration; ACTOR_DEFAULTS documents each default once. */
+typedef struct {
+    const char *lease_ep;                     /* learner lease ROUTER (DEALER connects) */
+    const char *weights_ep;                   /* learner PUB of WeightAnnounce (SUB connects) */
+    const char *snapshot_ep;                  /* learner snapshot ROUTER (DEALER connects) */
+    const char *reward_eps[ACTOR_MAX_REWARD]; /* reward server PULLs (PUSH connects to each) */
+    int         n_reward;                     /* endpoints in reward_eps, >= 1 */
+    const char *id;                  /* actor id sent to the learner; NULL = "actor-<pid>" */
+    int         batch;               /* sequences generated together at most, >= 1 */
+    uint64_t    seed;                /* sampling seed; 0 = derived from the actor id */
+    int         poll_ms;             /* longest wait before the stop flag is looked at */
+    int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
+    int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
+    double      status_every_s;      /* seconds between status lines; 0 = none */
+} ActorConfig;
+
+#define ACTOR_DEFAULTS                                                                             \
+    ((ActorConfig){.lease_ep = "tcp://127.0.0.1:5555",                                             \
+                   .weights_ep = "tcp://127.0.0.1:5556",                                           \
+                   .snapshot_ep = "tcp://127.0.0.1:5559",                                          \
+                   .reward_eps = {"tcp://127.0.0.1:5557"},                                         \
+                   .n_reward = 1,                                                                  \
+                   .id = NULL,                                                                     \
+                   .batch = 32,                                                                    \
+                   .seed = 0,                                                                      \
+                   .poll_ms = 50,                                                                  \
+                   .reply_timeout_ms = 3000,                                                       \
+                   .snapshot_timeout_ms = 5000,                                                    \
+                   .status_every_s = 5.0})
+
+/* Counters of one actor, for the status line and tests. */
+typedef struct {
+    uint64_t leases_done;              /* leases whose every group was pushed */
+    uint64_t leases_refused;           /* grants refused (unusable prompts, wrong model) */
+    uint64_t leases_abandoned;         /* leases dropped part-way (stop, learner restarted) */
+    uint64_t leases_stale;             /* duplicate or old-epoch grants ignored */
+    uint64_t groups_sent;              /* SampledGroups pushed */
+    uint64_t completions_sent;         /* completions in them */
+    uint64_t tokens_generated;         /* tokens in them */
+    uint64_t requests_sent;            /* LeaseRequests sent, re-sends included */
+    uint64_t requests_resent;          /* LeaseRequests re-sent after reply_timeout_ms */
+    uint64_t retries;                  /* grants without work (retry_after_ms) */
+    uint64_t error_replies;            /* ErrorReply frames received */
+    uint64_t snapshots;                /* snapshots installed */
+    uint64_t snapshot_failures;        /* fetch attempts that failed (timeout, bad snapshot) */
+    uint64_t rejects;                  /* received frames refused, every socket and reason */
+    bool     has_weights;              /* a snapshot is installed */
+    char     run_id[ACTOR_MAX_RUN_ID]; /* run of the held weights */
+    uint64_t epoch;                    /* learner epoch of the held weights */
+    uint64_t policy_version;           /* version of the held weights */
+} ActorStats;
+
+typedef struct Actor Actor;
+
+/* Creates the ZeroMQ context and sockets and connects them (connecting
+ * never waits for the peer, so start-up order does not matter). Checks the
+ * config (CHECK on misuse: batch < 1, no reward endpoint). Returns NULL
+ * after logging if a socket cannot be made or an endpoint is malformed.
+ * Caller owns. */
+Actor *actor_new(const ActorConfig *cfg);
+/* Closes the sockets with a short linger, terminates the context and frees
+ * everything. No-op on NULL; sets *a to NULL. */
+void actor_free(Actor **a);
+
+/* Runs the actor until *stop becomes non-zero: fetches the first snapshot
+ * (retrying with back-off until a learner answers), then requests, generates
+ * and pushes work, following weight updates, and logs a status line every
+ * status_every_s. Every wait is at most poll_ms, so a stop is seen promptly;
+ * a batch being generated when the stop comes is finished and its groups
+ * are pushed if the reward servers take them within poll_ms, otherwise
+ * abandoned. Returns 0 when stopped, ERR_IO if a socket fails for good. */
+int actor_run(Actor *a, atomic_int *stop);
+
+/* The actor's counters (a copy). Call from the actor's thread, or after
+ * actor_run returned. */
+void actor_stats(const Actor *a, ActorStats *out);
+/* The id the actor uses; borrowed, lives as long as the actor. */
+const char *actor_id(const Actor *a);
+
+/* Runs an actor in a thread against a fake learner and a fake reward server
+ * made of real sockets on tcp loopback: first snapshot, leases, the
+ * log-prob contract against model_forward, a new version, a learner restart
+ * with a lower version, and hostile frames on every socket. */
+int actor_selftest(bool verbose);
+
+#endif
