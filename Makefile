@@ -38,9 +38,7 @@ $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
 $(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
 $(BUILD)/rlhf-reward: $(BUILD)/reward_server/reward_main.o
 $(BUILD)/rlhf-actor: $(BUILD)/actor/actor_main.o
-$(BUILD)/rlhf-learner: $(BUILD)/learner/learner_main.o
-PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
-              $(BUILD)/rlhf-learner
+PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
