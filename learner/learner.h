@@ -1,0 +1,170 @@
+/* learner: the RL learner daemon's context: prompt set, policy, frozen
+ * reference, optimizer(s), lease table, sockets and checkpoints, driven by
+ * one poll loop.
+ *
+ * Sockets (all bound; endpoints from the config):
+ *   lease     ROUTER  LeaseRequest -> LeaseGrant (always one reply per request)
+ *   results   PULL    ScoredGroup from reward servers
+ *   weights   PUB     WeightAnnounce after every update and once a second
+ *   snapshot  ROUTER  SnapshotRequest -> the current weights as WeightChunks
+ *
+ * Run identity: a fresh start draws a random hex run id and starts at epoch
+ * 0, version 0. A start that finds a checkpoint in ckpt_dir keeps its run
+ * id, step and policy version and bumps the epoch; the bumped epoch is
+ * written to ckpt_dir before any socket opens, so two incarnations never
+ * share an epoch. Lease ids carry the epoch in their high 32 bits, so a
+ * group leased by an older incarnation can never match a current lease.
+ * A checkpoint marked finished whose step has reached cfg.steps is not
+ * resumed: the learner starts a fresh run over it (logged).
+ *
+ * Policy versions: one per algo_step call (one batch of batch_groups
+ * groups), see learner/algo.h. Leases grant min_policy_version = version -
+ * max_staleness; the lease table bounds the groups out to what
+ * max_staleness + 1 batches consume and drops groups whose oldest token is
+ * older than that (learner/lease.h has the state machine and accounting).
+ *
+ * Input validation: every frame goes through wire_recv_decode (counted per
+ * socket and reason, logged rate-limited); a scored group is then checked
+ * against its lease (group size, sampling settings, the prompt's tokens,
+ * token versions, sequence length), and a group that does not fit is
+ * counted as a rejection of the results socket (WIRE_REJ_BAD_VALUE or
+ * WIRE_REJ_BAD_SHAPE) and logged. Nothing a peer sends is CHECKed.
+ *
+ * Files: metrics_path gets one JSON object per optimizer step (appended; a
+ * fresh run truncates it), summary_path one JSON object at the end, both
+ * may be NULL. Parent directories are created.
+ *
+ * Ownership: learner_new's caller owns the Learner; config strings are
+ * borrowed and must outlive it. Threading: a Learner belongs to the thread
+ * that runs it; only the stop flag may be set from elsewhere (a signal
+ * handler, another thread). learner_new may be called on one thread and
+ * learner_run on another, as long as the hand-over is synchronised (thread
+ * creation is). Errors: learner_new returns NULL after logging (bad
+ * checkpoint, bind failure); learner_run returns 0 when it finished or was
+ * stopped, or a negative ERR_* (logged) if the checkpoint or summary could
+ * not be written or a socket failed for good. */
+#ifndef RLHF_LEARNER_H
+#define RLHF_LEARNER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "learner/algo.h"
+#include "learner/lease.h"
+
+#define LEARNER_MAX_LEASE_PROMPTS 64 /* prompts in one lease at most */
+
+typedef struct {
+    const char *lease_ep;         /* ROUTER bind, e.g. "tcp://127.0.0.1:5555" */
+    const char *results_ep;       /* PULL bind */
+    const char *weights_ep;       /* PUB bind */
+    const char *snapshot_ep;      /* ROUTER bind */
+    const char *init_dir;         /* warm-start checkpoint; NULL = random init of the shape below */
+    const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
+    const char *metrics_path;     /* JSONL, one record per step; NULL = none */
+    const char *summary_path;     /* JSON at the end; NULL = none */
+    int         steps;            /* optimizer steps (versions) to take in total, >= 0 */
+    int         batch_groups;     /* groups per update, >= 1 */
+    int         group_size;       /* G completions per prompt, >= 1 */
+    int         lease_prompts;    /* prompts per lease at most, 1..LEARNER_MAX_LEASE_PROMPTS */
+    int         lease_timeout_ms; /* a lease is re-issued after this, > 0 */
+    int         max_staleness;    /* versions, >= 0 */
+    int         max_new_tokens;   /* completion length cap, >= 1 */
+    float       lr;               /* AdamW peak learning rate (policy and critic) */
+    int         lr_warmup_steps;  /* linear warmup, in updates */
+    float       grad_clip;        /* global norm, 0 = off */
+    AlgoConfig  algo;             /* update rule; see learner/algo.h */
+    uint64_t    seed;             /* run seed: prompts, init, shuffles */
+    int         max_digits;       /* arithmetic operands 1..max_digits digits */
+    int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
+    int         eval_every;       /* evaluate every N steps as well, 0 = start and end only */
+    int         ckpt_every;       /* checkpoint every N steps, 0 = only at the end */
+    int         poll_ms;          /* longest wait in the loop */
+    double      status_every_s;   /* seconds between status lines, 0 = none */
+    int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
+    /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
+    int dim, n_layers, n_heads, hidden_dim;
+} LearnerConfig;
+
+#define LEARNER_DEFAULTS                                                                           \
+    ((LearnerConfig){.lease_ep = "tcp://127.0.0.1:5555",                                           \
+                     .results_ep = "tcp://127.0.0.1:5558",                                         \
+                     .weights_ep = "tcp://127.0.0.1:5556",                                         \
+                     .snapshot_ep = "tcp://127.0.0.1:5559",                                        \
+                     .init_dir = NULL,                                                             \
+                     .ckpt_dir = "runs/latest/ckpt",                                               \
+                     .metrics_path = "runs/latest/metrics.jsonl",                                  \
+                     .summary_path = "runs/latest/summary.json",                                   \
+                     .steps = 60,                                                                  \
+                     .batch_groups = 8,                                                            \
+                     .group_size = 8,                                                              \
+                     .lease_prompts = 2,                                                           \
+                     .lease_timeout_ms = 15000,                                                    \
+                     .max_staleness = 2,                                                           \
+                     .max_new_tokens = 8,                                                          \
+                     .lr = 3e-4f,                                                                  \
+                     .lr_warmup_steps = 3,                                                         \
+                     .grad_clip = 1.0f,                                                            \
+                     .algo = ALGO_DEFAULTS,                                                        \
+                     .seed = 1,                                                                    \
+                     .max_digits = 3,                                                              \
+                     .eval_n = 200,                                                                \
+                     .eval_every = 0,                                                              \
+                     .ckpt_every = 10,                                                             \
+                     .poll_ms = 50,                                                                \
+                     .status_every_s = 5.0,                                                        \
+                     .chunk_bytes = 0,                                                             \
+                     .dim = 64,                                                                    \
+                     .n_layers = 2,                                                                \
+                     .n_heads = 4,                                                                 \
+                     .hidden_dim = 128})
+
+/* Checks every field; returns 0 or ERR_ARG with the reason in why. */
+int learner_config_validate(const LearnerConfig *cfg, char *why, size_t why_len);
+
+typedef struct Learner Learner;
+
+/* Loads or creates the policy (resuming from ckpt_dir when it holds a
+ * checkpoint), writes the epoch-bumped checkpoint, evaluates the start
+ * (eval_n > 0) and binds the sockets. Returns NULL after logging. */
+Learner *learner_new(const LearnerConfig *cfg);
+/* Closes the sockets (short linger), frees everything; no-op on NULL. */
+void learner_free(Learner **l);
+
+/* Serves and trains until cfg.steps steps are done or *stop is set; then
+ * checkpoints (if a step was taken since the last one), evaluates and
+ * writes the summary. Returns as described at the top. */
+int learner_run(Learner *l, atomic_int *stop);
+
+/* What tests and the status line look at. */
+typedef struct {
+    char          run_id[33];
+    uint64_t      epoch;
+    int64_t       version;
+    int64_t       step;
+    LeaseCounters lease;
+    uint64_t      dup_epoch;     /* groups of another epoch (also in duplicates) */
+    uint64_t      rejects_lease; /* frames refused per socket, every reason */
+    uint64_t      rejects_results;
+    uint64_t      rejects_snapshot;
+    uint64_t      snapshots_served;
+    uint64_t      grants_empty;    /* requests answered without work */
+    double        accuracy_before; /* held-out greedy accuracy at the run's start */
+    double        accuracy_after;  /* at the end (NaN before) */
+} LearnerStatus;
+
+/* Call from the learner's thread, or when learner_run has returned. */
+void learner_status(const Learner *l, LearnerStatus *out);
+/* The endpoint a socket actually bound ("tcp://127.0.0.1:40123" for a
+ * "tcp://127.0.0.1:*" config); which is "lease", "results", "weights" or
+ * "snapshot". Returns 0, ERR_ARG for another name, or wire_last_endpoint's
+ * errors. */
+int learner_endpoint(Learner *l, const char *which, char *buf, size_t cap);
+/* The trainable policy (borrowed), e.g. to compare with a fetched snapshot
+ * after learner_run returned. */
+Model *learner_policy(Learner *l);
+
+int learner_selftest(bool verbose);
+
+#endif
