@@ -37,8 +37,9 @@ $(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
 $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
 $(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
 $(BUILD)/rlhf-reward: $(BUILD)/reward_server/reward_main.o
+$(BUILD)/rlhf-actor: $(BUILD)/actor/actor_main.o
 $(BUILD)/rlhf-learner: $(BUILD)/learner/learner_main.o
-PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward \
+PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
               $(BUILD)/rlhf-learner
 
 
