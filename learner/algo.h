@@ -4,9 +4,10 @@
  *
  * One call to algo_step is one batch: it packs the trajectories into a
  * right-padded (B,T) batch, computes advantages once, then runs `epochs`
- * passes over shuffled minibatches of `minibatch_size` trajectories, each
- * minibatch one optimizer step (so a call takes epochs * ceil(n /
- * minibatch_size) optimizer steps, reported in AlgoStats.n_opt_steps). The
+ * passes over minibatches of `minibatch_size` trajectories (shuffled each
+ * epoch when there are several), each minibatch one optimizer step, so a
+ * call takes epochs * ceil(n / minibatch_size) optimizer steps, reported in
+ * AlgoStats.n_opt_steps. The
  * daemon bumps the policy version once per algo_step call, not once per
  * optimizer step: every token of the next batch that was sampled with the
  * weights this call produces carries that one new version.
@@ -60,36 +61,38 @@ typedef enum {
     ALGO_PPO = 1,  /* critic + GAE, KL to the reference folded into the reward */
 } AlgoKind;
 
+/* The update's settings; ALGO_DEFAULTS below gives the default of each. */
 typedef struct {
-    AlgoKind kind;              /* ALGO_GRPO */
-    bool     adv_divide_std;    /* GRPO: (r - mean) / (std + eps) if true, else r - mean (Dr.
-                                   GRPO); true */
-    float kl_beta;              /* >= 0; GRPO: weight of the KL loss to the reference; PPO:
-                                   rewards_t -= kl_beta * kl_t per token; 0.04. 0 = off */
-    RlKl kl_kind;               /* estimator for kl_beta's term; 0 = the algorithm's own: k3 in the
-                                   GRPO loss, k1 in the PPO reward; 0 */
-    float clip_low;             /* eps_low in [0,1): ratio floor 1 - clip_low; 0.2 */
-    float clip_high;            /* eps_high >= 0: ratio ceiling 1 + clip_high; 0.2 */
-    float ratio_cap;            /* truncated importance sampling of the ratio for A < 0 (the
-                                   dual clip): 0 = off, else > 1 + clip_high; 3.0 */
-    bool decoupled;             /* recompute the learner's log-probs before the update (the
-                                   proximal policy), clip the ratio against those and weight
-                                   each token by w = min(pi_prox / pi_behaviour, is_weight_cap);
-                                   false */
-    float is_weight_cap;        /* decoupled only: cap on w, >= 0; 0 = no cap; 2.0 */
-    int   epochs;               /* passes over the batch, >= 1; 1 */
-    int   minibatch_size;       /* trajectories per optimizer step, >= 0; 0 = the whole batch */
-    float entropy_coef;         /* >= 0; loss -= entropy_coef * mean entropy; 0 */
-    float gamma;                /* PPO discount in [0,1]; 1.0 */
-    float lambda;               /* PPO GAE lambda in [0,1]; 0.95 */
-    float value_clip;           /* PPO value clip around the pre-update values, >= 0; 0 = off;
-                                   0.2 */
-    float value_coef;           /* PPO scale of the value loss (the critic's gradient), > 0; 0.5 */
-    bool  whiten_rewards;       /* whiten the scalar rewards over the batch before anything
-                                   else; false */
-    bool     whiten_advantages; /* PPO: whiten the advantages over the batch's tokens; true */
+    AlgoKind kind; /* GRPO or PPO */
+    /* GRPO advantages: (r - mean) / (std + eps) if true, else r - mean
+     * (the mean-only variant of Dr. GRPO). */
+    bool adv_divide_std;
+    /* KL to the reference, >= 0, 0 = off. GRPO: beta * KL is added to the
+     * loss; PPO: reward_t -= beta * kl_t per token (the tokens were drawn
+     * from the behaviour policy, so kl_t uses its log-probs). */
+    float kl_beta;
+    RlKl  kl_kind;   /* estimator; 0 = k3 in the GRPO loss, k1 in the PPO reward */
+    float clip_low;  /* eps_low in [0,1): the ratio floor is 1 - clip_low */
+    float clip_high; /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
+    /* Truncated importance sampling of the ratio for A < 0 (the dual clip:
+     * the term stops growing past the cap); 0 = off, else > 1 + clip_high. */
+    float ratio_cap;
+    /* Decoupled objective: recompute the learner's log-probs before the
+     * update (the proximal policy), clip the ratio against those and weight
+     * each token by w = min(pi_prox / pi_behaviour, is_weight_cap). */
+    bool     decoupled;
+    float    is_weight_cap;     /* cap on w, >= 0; 0 = no cap; decoupled only */
+    int      epochs;            /* passes over the batch, >= 1 */
+    int      minibatch_size;    /* trajectories per optimizer step, >= 0; 0 = the whole batch */
+    float    entropy_coef;      /* >= 0; the loss gets -entropy_coef * mean entropy */
+    float    gamma;             /* PPO discount in [0,1] */
+    float    lambda;            /* PPO GAE lambda in [0,1] */
+    float    value_clip;        /* PPO value clip around the pre-update values, >= 0; 0 = off */
+    float    value_coef;        /* PPO scale of the value loss (the critic's gradient), > 0 */
+    bool     whiten_rewards;    /* whiten the scalar rewards over the batch before anything else */
+    bool     whiten_advantages; /* PPO: whiten the advantages over the batch's tokens */
     float    temperature;       /* sampling temperature of the batches; must be 1.0 (see top) */
-    uint64_t seed;              /* minibatch shuffling; 1 */
+    uint64_t seed;              /* minibatch shuffling */
 } AlgoConfig;
 
 #define ALGO_DEFAULTS                                                                              \
@@ -116,60 +119,68 @@ typedef struct {
 
 /* One scored completion. All arrays are borrowed for the call. */
 typedef struct {
-    const int *prompt;           /* (prompt_len) ids, usually BOS first */
-    int        prompt_len;       /* >= 1 */
-    const int *completion;       /* (completion_len) sampled ids, stop token included if
-                                    generated */
-    int          completion_len; /* >= 1 */
-    const float *logp_behaviour; /* (completion_len) log pi_behaviour(token) under
-                                    softmax(logits / temperature), untruncated */
-    const int64_t *version;      /* (completion_len) policy version that sampled each token */
-    int64_t        group_id;     /* completions of one prompt share it */
-    float          reward;       /* scalar score of the whole completion */
-    float          temperature;  /* the actor's sampling temperature */
+    const int *prompt;     /* (prompt_len) ids, usually BOS first */
+    int        prompt_len; /* >= 1 */
+    /* The sampled ids, the stop token included if one was generated. */
+    const int *completion;     /* (completion_len) */
+    int        completion_len; /* >= 1 */
+    /* log pi_behaviour(token) under softmax(logits / temperature),
+     * untruncated (sampler.h's logp_full). */
+    const float   *logp_behaviour; /* (completion_len) */
+    const int64_t *version;        /* (completion_len) policy version that sampled each token */
+    int64_t        group_id;       /* completions of one prompt share it */
+    float          reward;         /* scalar score of the whole completion */
+    float          temperature;    /* the actor's sampling temperature */
 } AlgoTrajectory;
 
 enum { ALGO_STALENESS_BUCKETS = 5 }; /* staleness 0, 1, 2, 3, 4 or more */
 
-/* Statistics of one algo_step. Token means are over completion tokens. */
+/* Statistics of one algo_step. Token means are over completion tokens;
+ * "over all steps" means over every token of every optimizer step. */
 typedef struct {
-    int    n_traj;      /* trajectories in the batch */
-    int    n_tokens;    /* completion tokens in the batch */
-    int    n_opt_steps; /* optimizer steps taken (per model) */
-    double loss;        /* total policy-side loss (policy + KL + entropy), mean over steps */
+    int n_traj;      /* trajectories in the batch */
+    int n_tokens;    /* completion tokens in the batch */
+    int n_opt_steps; /* optimizer steps taken (per model) */
+    /* Policy + KL + entropy losses, plus value_coef * value loss for PPO. */
+    double loss;        /* mean over steps */
     double policy_loss; /* clipped surrogate, mean over steps */
-    double kl_ref_k1;   /* mean k1 (logp - logp_ref) of the policy before the update; 0
-                           without ref */
-    double  kl_ref_k3;  /* mean k3 of the policy before the update */
-    double  entropy;    /* mean next-token entropy of the policy before the update */
-    double  clip_frac;  /* tokens whose gradient a clip bound zeroed, over all steps */
-    double  clip_low_frac;
-    double  clip_high_frac;
-    double  cap_frac;           /* tokens the ratio cap zeroed (A < 0, r > ratio_cap) */
-    double  ratio_mean;         /* r = pi_theta / pi_q (q = prox if decoupled, else behaviour) */
-    double  ratio_min;          /* over all steps */
-    double  ratio_max;          /* over all steps */
-    double  is_weight_mean;     /* decoupled w = min(pi_prox / pi_behaviour, cap); 1 otherwise */
-    double  is_weight_cap_frac; /* tokens whose w was capped */
-    double  grad_norm;          /* policy gradient norm before clipping, mean over steps */
-    double  grad_norm_max;
-    double  lr;                  /* policy learning rate of the last step */
-    double  value_loss;          /* PPO: mean over steps of the unscaled value loss */
-    double  value_clip_frac;     /* PPO: tokens where the clipped value term won */
-    double  value_mean;          /* PPO: mean pre-update critic value */
-    double  explained_var;       /* PPO: 1 - Var(returns - values) / Var(returns), pre-update */
-    double  critic_grad_norm;    /* PPO: mean over steps */
+    /* The policy before the update against the reference (0 without one). */
+    double kl_ref_k1; /* mean k1 = logp - logp_ref */
+    double kl_ref_k3; /* mean k3 */
+    double entropy;   /* mean next-token entropy of the policy before the update */
+    /* The surrogate, over all steps; q = prox if decoupled, else behaviour. */
+    double clip_frac;          /* tokens whose gradient a clip bound zeroed (low + high) */
+    double clip_low_frac;      /* A < 0 and r < 1 - clip_low */
+    double clip_high_frac;     /* A > 0 and r > 1 + clip_high */
+    double cap_frac;           /* A < 0 and r > ratio_cap: zeroed by the ratio cap */
+    double ratio_mean;         /* r = pi_theta / pi_q */
+    double ratio_min;          /* over all steps */
+    double ratio_max;          /* over all steps */
+    double is_weight_mean;     /* decoupled w = min(pi_prox / pi_behaviour, cap); else 1 */
+    double is_weight_cap_frac; /* tokens whose w was capped */
+    double grad_norm;          /* policy gradient norm before clipping, mean over steps */
+    double grad_norm_max;      /* over steps */
+    double lr;                 /* policy learning rate of the last step */
+    /* PPO only. The explained variance means nothing when the returns
+     * barely vary (a batch of all-equal rewards). */
+    double value_loss;       /* unscaled value loss, mean over steps */
+    double value_clip_frac;  /* tokens where the clipped value term won, over all steps */
+    double value_mean;       /* mean critic value before the update */
+    double explained_var;    /* 1 - Var(returns - values) / Var(returns), before the update */
+    double critic_grad_norm; /* mean over steps */
+    /* The batch. */
     double  reward_mean;         /* raw scalar rewards over the trajectories */
     double  reward_std;          /* population standard deviation */
-    double  adv_abs_mean;        /* mean |advantage| over tokens, as used in the loss */
+    double  adv_abs_mean;        /* mean |advantage| as used in the loss */
     double  zero_adv_group_frac; /* GRPO: groups whose rewards were all equal (no signal) */
     int64_t staleness_hist[ALGO_STALENESS_BUCKETS]; /* tokens by learner version - version */
     /* Mismatch telemetry over the "fresh" tokens (version == the learner's
      * version before the update): the learner's log-probs before the update
-     * against the actor's. Same weights and the same code path, so all of
-     * these should be ~0; a large value means the actor and learner disagree
-     * (temperature, truncation, numerics). */
-    int    n_fresh;
+     * against the actor's. The same weights through the same kernels (the
+     * actor's KV-cache path differs only in rounding), so these should be
+     * ~1e-7; a large value means the actor and learner disagree
+     * (temperature, truncation, a bug in either path). */
+    int    n_fresh;      /* fresh tokens */
     double mismatch_abs; /* mean |logp_learner - logp_behaviour| */
     double mismatch_k1;  /* mean logp_behaviour - logp_learner, k1 of KL(behaviour || learner) */
     double mismatch_k3;  /* mean k3 of KL(behaviour || learner) */
