@@ -31,6 +31,7 @@
 #include "common/progress.h"
 #include "learner/eval.h"
 #include "learner/lease.h"
+#include "learner/learner.h"
 #include "learner/sft.h"
 #include "learner/algo.h"
 #include "common/rl.h"
@@ -74,6 +75,7 @@ static const TestCase k_tests[] = {
     {"scorer", scorer_selftest},
     {"reward", reward_selftest},
     {"lease", lease_selftest},
+    {"learner", learner_selftest},
     {"algo", algo_selftest},
     {"cli", cli_selftest},
 };
