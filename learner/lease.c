@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/rng.h"
 
@@ -504,12 +505,22 @@ static void test_reissue(TestCtx *t)
     /* A broken state is refused. */
     LeaseTable *lt3 = lease_new(&k_test_cfg, 1, 0);
     json_t     *bad = json_pack("{s:i}", "issued", 5);
-    expect(t, lease_state_load(lt3, bad) == ERR_FORMAT, "a state without counters is refused");
+    fileio_capture_begin();
+    int   rc = lease_state_load(lt3, bad);
+    char *log = fileio_capture_end(t->verbose);
+    expect(t, rc == ERR_FORMAT && strstr(log, "'trained' missing"),
+           "a state without counters is refused, naming the field");
+    free(log);
     json_decref(bad);
     bad = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:[]}", "issued", 5, "trained", 1,
                     "dropped_stale", 0, "reissued", 0, "failed", 0, "in_flight", 0, "buffered", 0,
                     "duplicates", 0, "leases", 1, "leases_expired", 0, "next_prompt", 5, "pending");
-    expect(t, lease_state_load(lt3, bad) == ERR_FORMAT, "counters that do not add up are refused");
+    fileio_capture_begin();
+    rc = lease_state_load(lt3, bad);
+    log = fileio_capture_end(t->verbose);
+    expect(t, rc == ERR_FORMAT && strstr(log, "do not add up"),
+           "counters that do not add up are refused");
+    free(log);
     json_decref(bad);
     lease_free(&lt);
     lease_free(&lt2);
