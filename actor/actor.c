@@ -36,6 +36,8 @@ _Static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
 /* Back-off between failed snapshot fetches, doubling from MIN to MAX. */
 #define ACTOR_BACKOFF_MIN_MS 100
 #define ACTOR_BACKOFF_MAX_MS 2000
+/* Seconds between log lines while snapshot fetches keep failing. */
+#define ACTOR_FETCH_LOG_S 10.0
 /* Fetch attempts made for one grant whose run or epoch differs from ours. */
 #define ACTOR_GRANT_FETCHES 3
 /* Recently served leases remembered to drop duplicate grants. */
@@ -75,11 +77,13 @@ struct Actor {
     Model      *model;  /* NULL before the first snapshot */
     int         eos_id; /* stop token of the held model */
     bool        has_weights;
-    WeightsId   held;       /* identity of the weights in model */
-    bool        want_fetch; /* an announce says the learner has other weights */
-    WeightsId   announced;  /* the newest announce that asked for a fetch */
-    WireSnapRx *rx;         /* assembles snapshots in its own (spare) buffer */
-    int         backoff_ms; /* wait before the next fetch attempt */
+    WeightsId   held;          /* identity of the weights in model */
+    bool        want_fetch;    /* an announce says the learner has other weights */
+    WeightsId   announced;     /* the newest announce that asked for a fetch */
+    WireSnapRx *rx;            /* assembles snapshots in its own (spare) buffer */
+    int         backoff_ms;    /* wait before the next fetch attempt */
+    int         n_fetch_fails; /* failed attempts since the last success */
+    double      t_fetch_log;   /* when the last such failure was logged */
     Generator  *gen;
     int         gen_max_len;
 
@@ -441,11 +445,15 @@ static int install_snapshot(Actor *a)
     }
     /* The swap: whole, between batches (this runs only outside gen_run). */
     memcpy(model_params(a->model), data, bytes);
+    /* A new version of the same run and epoch is routine; anything else is news. */
+    bool is_routine =
+        a->has_weights && !strcmp(id.run_id, a->held.run_id) && id.epoch == a->held.epoch;
     a->eos_id = eos;
     a->held = id;
     a->has_weights = true;
     a->st.snapshots++;
-    log_info("actor %s: weights %s installed (%zu bytes)", a->id, name, bytes);
+    log_msg(is_routine ? LOG_DEBUG : LOG_INFO, "actor %s: weights %s installed (%zu bytes)", a->id,
+            name, bytes);
     return 0;
 }
 
@@ -527,16 +535,24 @@ static int fetch(Actor *a, atomic_int *stop, int max_attempts)
     for (int k = 0; max_attempts == 0 || k < max_attempts; k++) {
         int rc = fetch_once(a, stop);
         if (rc == 0) {
+            if (a->n_fetch_fails > 0)
+                log_info("actor %s: snapshot received after %d failed attempt(s)", a->id,
+                         a->n_fetch_fails);
             a->want_fetch = false;
             a->backoff_ms = ACTOR_BACKOFF_MIN_MS;
+            a->n_fetch_fails = 0;
             log_debug("actor %s: snapshot fetched in %.3f s", a->id, now_s() - t0);
             return 0;
         }
         if (rc == ACTOR_STOPPED || rc == ERR_IO) return rc;
         a->st.snapshot_failures++;
-        if (k == 0 || a->backoff_ms == ACTOR_BACKOFF_MAX_MS)
-            log_info("actor %s: waiting for the learner's snapshot at %s (%s)", a->id,
-                     a->cfg.snapshot_ep, err_str(rc));
+        /* Once when the learner goes missing, then every few seconds. */
+        if (a->n_fetch_fails++ == 0 || now_s() - a->t_fetch_log > ACTOR_FETCH_LOG_S) {
+            log_info("actor %s: waiting for the learner's snapshot at %s (%s; %d attempt(s))",
+                     a->id, a->cfg.snapshot_ep,
+                     rc == ERR_TIMEOUT ? "no learner or no answer" : err_str(rc), a->n_fetch_fails);
+            a->t_fetch_log = now_s();
+        }
         if (wait_ms(a, stop, a->backoff_ms)) return ACTOR_STOPPED;
         a->backoff_ms =
             a->backoff_ms * 2 > ACTOR_BACKOFF_MAX_MS ? ACTOR_BACKOFF_MAX_MS : a->backoff_ms * 2;
@@ -628,6 +644,7 @@ static int send_request(Actor *a, bool is_resend)
     req.epoch = a->held.epoch;
     int rc = wire_send(a->lease, &req.base, ZMQ_DONTWAIT);
     if (rc == ERR_AGAIN) { /* no learner connected: ask again soon */
+        a->is_outstanding = false;
         a->t_next_request = now_s() + ACTOR_NO_PEER_MS / 1000.0;
         return 0;
     }
@@ -1262,6 +1279,7 @@ typedef struct {
     int                 n_groups;
     double              t_announce;
     bool                is_announcing;
+    bool                is_announce_after_grant; /* announce right behind the next grant */
 } StLearner;
 
 static WireSock *st_bind(void *zctx, int type, const char *name, const char *ep, char *out)
@@ -1357,6 +1375,9 @@ static void st_pump(StLearner *L, int ms)
                 wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
                 free(L->pending);
                 L->pending = NULL;
+                if (L->is_announce_after_grant)
+                    st_announce(L, L->epoch, L->version, WIRE_PROTOCOL_VERSION);
+                L->is_announce_after_grant = false;
             } else {
                 Rlhf__LeaseGrant g = RLHF__LEASE_GRANT__INIT;
                 g.version = WIRE_PROTOCOL_VERSION;
@@ -1464,13 +1485,17 @@ static void st_grant(StLearner *L, uint64_t lease_id, uint64_t epoch, int n, int
  * contract: logp_behaviour equals the training forward's log-prob of each
  * token under the served model (temperature 1), within 1e-4. */
 static int st_check_groups(StLearner *L, uint64_t lease_id, int n, int G, uint64_t version,
-                           const char *actor, double *worst, bool verbose)
+                           Model *m_old, uint64_t v_old, const char *actor, double *worst,
+                           bool verbose)
 {
     int                fails = 0;
     const ModelConfig *mc = model_config(L->m);
     WireLimits         lim = {.vocab_size = mc->vocab_size};
     fails += st_fail(L->n_groups == n, "number of groups");
-    bool seen[4] = {false};
+    bool     seen[4] = {false};
+    uint64_t seq_version[16]; /* version of sequence group_index * G + c */
+    int      n_old = 0;
+    CHECK(n <= 4 && n * G <= 16);
     for (int i = 0; i < L->n_groups; i++) {
         const Rlhf__SampledGroup *g = L->groups[i];
         WireReject                rej;
@@ -1490,9 +1515,17 @@ static int st_check_groups(StLearner *L, uint64_t lease_id, int n, int G, uint64
             const Rlhf__Completion *cp = g->completions[c];
             int  P = (int)g->prompt->n_tokens, K = (int)cp->n_tokens, T = P + K - 1;
             bool ok = K >= 1 && K <= 12;
+            /* A completion is made by one batch, so by one version: the
+             * served one, or with m_old the one before a mid-lease swap. */
+            uint64_t v = K >= 1 ? cp->policy_version[0] : 0;
+            ok = ok && (v == version || (m_old && v == v_old));
+            Model *m = v == version ? L->m : m_old;
+            if (ok && g->group_index >= 0 && g->group_index < n)
+                seq_version[g->group_index * G + (int)c] = v;
+            n_old += ok && v != version;
             for (int k = 0; k < K; k++) {
                 ok = ok && cp->tokens[k] >= 0 && cp->tokens[k] < mc->vocab_size;
-                ok = ok && cp->policy_version[k] == version;
+                ok = ok && cp->policy_version[k] == v;
                 /* Truncation only raises a kept token's probability. */
                 ok = ok && cp->logp_sampled[k] >= cp->logp_behaviour[k] - 1e-5f;
             }
@@ -1508,17 +1541,21 @@ static int st_check_groups(StLearner *L, uint64_t lease_id, int n, int G, uint64
                 tgt[t] = seq[t + 1];
                 mask[t] = t >= P - 1 ? 1.0f : 0.0f;
             }
-            model_forward(L->m, seq, tgt, mask, 1, T, lp, NULL, NULL);
+            model_forward(m, seq, tgt, mask, 1, T, lp, NULL, NULL);
             for (int k = 0; k < K; k++) {
                 double d = fabs((double)lp[P - 1 + k] - (double)cp->logp_behaviour[k]);
                 if (d > *worst) *worst = d;
             }
         }
     }
+    /* Weights only ever move forward inside a lease, in sequence order. */
+    for (int q = 1; fails == 0 && q < n * G; q++)
+        fails += st_fail(seq_version[q] >= seq_version[q - 1], "versions in sequence order");
     if (verbose)
-        printf("  actor: lease %llu: %d groups x %d, all tokens v%llu, logp_behaviour vs "
-               "model_forward max diff %.2e (tol 1e-4)\n",
-               (unsigned long long)lease_id, L->n_groups, G, (unsigned long long)version, *worst);
+        printf("  actor: lease %llu: %d groups x %d, %d completions v%llu, %d v%llu; "
+               "logp_behaviour vs model_forward of that version max diff %.2e (tol 1e-4)\n",
+               (unsigned long long)lease_id, L->n_groups, G, n * G - n_old,
+               (unsigned long long)version, n_old, (unsigned long long)v_old, *worst);
     fails += st_fail(*worst <= 1e-4, "log-prob contract (logp_behaviour == model_forward)");
     return fails;
 }
@@ -1684,7 +1721,7 @@ int actor_selftest(bool verbose)
     st_pump(&L, 100);
     st_grant(&L, 1, 1, 2, 4, 5, 0, 1.0f);
     fails += st_fail(st_wait_groups(&L, 2, 8000), "groups of lease 1 arrive");
-    fails += st_check_groups(&L, 1, 2, 4, 5, "actor-st", &worst, verbose);
+    fails += st_check_groups(&L, 1, 2, 4, 5, NULL, 0, "actor-st", &worst, verbose);
     fails += st_fail(!strcmp(L.req_actor, "actor-st") && !strcmp(L.req_run, "run-st") &&
                          L.req_epoch == 1 && L.req_version == 5 && L.req_max_prompts >= 1,
                      "lease request fields");
@@ -1701,7 +1738,7 @@ int actor_selftest(bool verbose)
     st_grant(&L, 2, 1, 2, 4, 5, 0, 1.0f);
     fails += st_fail(st_wait_groups(&L, 2, 8000), "groups of lease 2 arrive");
     worst = 0.0;
-    fails += st_check_groups(&L, 2, 2, 4, 6, "actor-st", &worst, verbose);
+    fails += st_check_groups(&L, 2, 2, 4, 6, NULL, 0, "actor-st", &worst, verbose);
     st_clear_groups(&L);
 
     /* 3. A grant asking for a version the actor lacks (no announce): fetched first. */
@@ -1710,8 +1747,23 @@ int actor_selftest(bool verbose)
     st_grant(&L, 3, 1, 2, 4, 7, 0, 1.0f);
     fails += st_fail(st_wait_groups(&L, 2, 8000), "groups of lease 3 arrive");
     worst = 0.0;
-    fails += st_check_groups(&L, 3, 2, 4, 7, "actor-st", &worst, verbose);
+    fails += st_check_groups(&L, 3, 2, 4, 7, NULL, 0, "actor-st", &worst, verbose);
     st_clear_groups(&L);
+
+    /* 3b. v8 announced just as a lease of 4 prompts x 4 (6 batches of 3) is
+     * granted: the actor may swap at any batch boundary, never inside one,
+     * and every token names the weights that made it. */
+    Model *m7 = model_new(&mc);
+    model_copy_params(m7, L.m);
+    L.version = 8;
+    st_new_weights(&L, 15);
+    st_grant(&L, 5, 1, 4, 4, 7, 0, 1.0f);
+    L.is_announce_after_grant = true;
+    fails += st_fail(st_wait_groups(&L, 4, 8000), "groups of lease 5 arrive");
+    worst = 0.0;
+    fails += st_check_groups(&L, 5, 4, 4, 8, m7, 7, "actor-st", &worst, verbose);
+    st_clear_groups(&L);
+    model_free(&m7);
 
     /* 4. Hostile frames on every socket, then a normal lease still works. */
     snaps = L.n_snap_requests;
@@ -1719,10 +1771,10 @@ int actor_selftest(bool verbose)
     st_pump(&L, 300);
     fails += st_fail(L.n_snap_requests == snaps + 1, "a bogus announce costs one fetch");
     st_clear_groups(&L); /* lease 91 is refused, 92 and the second lease 1 ignored */
-    st_grant(&L, 4, 1, 2, 4, 7, 0, 1.0f);
+    st_grant(&L, 4, 1, 2, 4, 8, 0, 1.0f);
     fails += st_fail(st_wait_groups(&L, 2, 8000), "groups of lease 4 after hostile input");
     worst = 0.0;
-    fails += st_check_groups(&L, 4, 2, 4, 7, "actor-st", &worst, verbose);
+    fails += st_check_groups(&L, 4, 2, 4, 8, NULL, 0, "actor-st", &worst, verbose);
     st_clear_groups(&L);
 
     /* 5. The learner restarts from an older checkpoint: epoch 2, version 3,
@@ -1741,14 +1793,14 @@ int actor_selftest(bool verbose)
         fails += st_fail(st_wait_snap_requests(&L, snaps + 1, 8000),
                          "restarted learner -> snapshot request");
         L.is_announcing = false;
-        fails += st_fail(L.snap_have_epoch == 1 && L.snap_have_version == 7,
-                         "snapshot request names the held epoch 1 v7");
+        fails += st_fail(L.snap_have_epoch == 1 && L.snap_have_version == 8,
+                         "snapshot request names the held epoch 1 v8");
         double end = now_s() + 5.0;
         while (L.n_requests == reqs && now_s() < end) st_pump(&L, 20);
         st_grant(&L, 1, 2, 2, 4, 3, 0, 1.0f); /* lease ids start again in a new epoch */
         fails += st_fail(st_wait_groups(&L, 2, 8000), "groups after the learner restarted");
         worst = 0.0;
-        fails += st_check_groups(&L, 1, 2, 4, 3, "actor-st", &worst, verbose);
+        fails += st_check_groups(&L, 1, 2, 4, 3, NULL, 0, "actor-st", &worst, verbose);
         fails += st_fail(L.req_epoch == 2 && L.req_version == 3, "requests name epoch 2 v3");
         st_clear_groups(&L);
     }
@@ -1761,7 +1813,7 @@ int actor_selftest(bool verbose)
     fails += st_fail(T->is_made && T->rc == 0, "actor_run returns 0 on stop");
     fails += st_fail(dt_stop < 1.0, "actor stops within a second");
     const ActorStats *s = &T->stats;
-    fails += st_fail(s->leases_done == 5, "5 leases done");
+    fails += st_fail(s->leases_done == 6, "6 leases done");
     fails += st_fail(s->leases_refused == 1, "the lease with a bad token refused");
     fails += st_fail(s->leases_stale >= 2, "old-epoch and duplicate grants ignored");
     fails += st_fail(s->rejects >= 8, "hostile frames rejected and counted");

@@ -66,7 +66,7 @@ typedef struct {
                    .batch = 32,                                                                    \
                    .seed = 0,                                                                      \
                    .poll_ms = 50,                                                                  \
-                   .reply_timeout_ms = 3000,                                                       \
+                   .reply_timeout_ms = 5000,                                                       \
                    .snapshot_timeout_ms = 5000,                                                    \
                    .status_every_s = 5.0})
 

@@ -41,10 +41,13 @@ static void usage(FILE *f, const char *prog)
             "  --status-every S      seconds between status lines, 0 = none (default %g)\n"
             "  --reply-timeout-ms N  re-send an unanswered lease request after N ms\n"
             "                        (default %d)\n"
+            "  --snapshot-timeout-ms N  ask for the snapshot again when no chunk came for\n"
+            "                        N ms (default %d)\n"
             "  --log-level L         error, warn, info or debug (default info, or $RLHF_LOG)\n"
             "  --help                this text\n",
             prog, d.lease_ep, d.weights_ep, d.snapshot_ep, d.reward_eps[0], d.batch,
-            (unsigned long long)d.seed, d.status_every_s, d.reply_timeout_ms);
+            (unsigned long long)d.seed, d.status_every_s, d.reply_timeout_ms,
+            d.snapshot_timeout_ms);
 }
 
 static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
@@ -96,6 +99,7 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
         {"seed", required_argument, 0, 'S'},
         {"status-every", required_argument, 0, 'e'},
         {"reply-timeout-ms", required_argument, 0, 't'},
+        {"snapshot-timeout-ms", required_argument, 0, 'T'},
         {"log-level", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -158,6 +162,10 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
         case 't':
             rc = parse_long("reply-timeout-ms", optarg, 10, 3600000, &v);
             c->reply_timeout_ms = (int)v;
+            break;
+        case 'T':
+            rc = parse_long("snapshot-timeout-ms", optarg, 10, 3600000, &v);
+            c->snapshot_timeout_ms = (int)v;
             break;
         case 'L':
             *level = -2;
