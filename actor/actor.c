@@ -1254,6 +1254,8 @@ static int st_config(bool verbose)
     return fails;
 }
 
+enum { ST_SNAP_GOOD, ST_SNAP_NAN, ST_SNAP_SHORT, ST_SNAP_CHECKSUM };
+
 /* A fake learner (lease ROUTER, PUB, snapshot ROUTER) and a fake reward
  * server (PULL), all real sockets on tcp loopback. */
 #define ST_MAX_GROUPS 16
@@ -1280,6 +1282,8 @@ typedef struct {
     double              t_announce;
     bool                is_announcing;
     bool                is_announce_after_grant; /* announce right behind the next grant */
+    int                 bad_snaps[4];            /* ST_SNAP_* served next, last first */
+    int                 n_bad_snaps;
 } StLearner;
 
 static WireSock *st_bind(void *zctx, int type, const char *name, const char *ep, char *out)
@@ -1327,8 +1331,19 @@ static void st_serve_snapshot(StLearner *L, const unsigned char *peer, size_t pe
                          .policy_version = L->version,
                          .config_json = L->config};
     size_t       bytes = model_num_params(L->m) * sizeof(float);
-    int rc = wire_snap_send(L->snap, peer, peer_len, &meta, model_params(L->m), bytes, 8192);
+    float       *block = xmalloc(bytes);
+    memcpy(block, model_params(L->m), bytes);
+    /* Broken snapshots first, one per request, while any are queued. */
+    int bad = L->n_bad_snaps > 0 ? L->bad_snaps[--L->n_bad_snaps] : ST_SNAP_GOOD;
+    if (bad == ST_SNAP_NAN) block[bytes / 8] = NAN;
+    if (bad == ST_SNAP_SHORT) bytes -= 4 * 16;
+    if (bad == ST_SNAP_CHECKSUM) {
+        meta.checksum = wire_snap_checksum(block, bytes) ^ 1;
+        meta.has_checksum = true;
+    }
+    int rc = wire_snap_send(L->snap, peer, peer_len, &meta, block, bytes, 8192);
     if (rc) log_error("actor_selftest: snapshot send: %s", err_str(rc));
+    free(block);
 }
 
 static void st_announce(StLearner *L, uint64_t epoch, uint64_t version, uint32_t proto)
@@ -1552,10 +1567,12 @@ static int st_check_groups(StLearner *L, uint64_t lease_id, int n, int G, uint64
     for (int q = 1; fails == 0 && q < n * G; q++)
         fails += st_fail(seq_version[q] >= seq_version[q - 1], "versions in sequence order");
     if (verbose)
-        printf("  actor: lease %llu: %d groups x %d, %d completions v%llu, %d v%llu; "
-               "logp_behaviour vs model_forward of that version max diff %.2e (tol 1e-4)\n",
+        printf("  actor: lease %llu: %d groups x %d; %d completions v%llu, %d v%llu (before a "
+               "mid-lease swap); logp_behaviour vs model_forward of the token's version max diff "
+               "%.2e (tol 1e-4)\n",
                (unsigned long long)lease_id, L->n_groups, G, n * G - n_old,
-               (unsigned long long)version, n_old, (unsigned long long)v_old, *worst);
+               (unsigned long long)version, n_old, (unsigned long long)(m_old ? v_old : version),
+               *worst);
     fails += st_fail(*worst <= 1e-4, "log-prob contract (logp_behaviour == model_forward)");
     return fails;
 }
@@ -1777,6 +1794,25 @@ int actor_selftest(bool verbose)
     fails += st_check_groups(&L, 4, 2, 4, 8, NULL, 0, "actor-st", &worst, verbose);
     st_clear_groups(&L);
 
+    /* 4b. Broken snapshots of v9 (a NaN weight, a block too short for its
+     * config, a bad checksum) are refused and v8 kept; then v9 is installed. */
+    L.version = 9;
+    st_new_weights(&L, 16);
+    L.bad_snaps[0] = ST_SNAP_CHECKSUM;
+    L.bad_snaps[1] = ST_SNAP_SHORT;
+    L.bad_snaps[2] = ST_SNAP_NAN;
+    L.n_bad_snaps = 3;
+    snaps = L.n_snap_requests;
+    L.is_announcing = true;
+    fails += st_fail(st_wait_snap_requests(&L, snaps + 4, 8000), "broken snapshots asked again");
+    L.is_announcing = false;
+    st_pump(&L, 50);
+    st_grant(&L, 6, 1, 2, 4, 9, 0, 1.0f);
+    fails += st_fail(st_wait_groups(&L, 2, 8000), "groups of lease 6 after broken snapshots");
+    worst = 0.0;
+    fails += st_check_groups(&L, 6, 2, 4, 9, NULL, 0, "actor-st", &worst, verbose);
+    st_clear_groups(&L);
+
     /* 5. The learner restarts from an older checkpoint: epoch 2, version 3,
      * behind the actor's v7. Same endpoints, new sockets. */
     st_learner_down(&L);
@@ -1793,8 +1829,8 @@ int actor_selftest(bool verbose)
         fails += st_fail(st_wait_snap_requests(&L, snaps + 1, 8000),
                          "restarted learner -> snapshot request");
         L.is_announcing = false;
-        fails += st_fail(L.snap_have_epoch == 1 && L.snap_have_version == 8,
-                         "snapshot request names the held epoch 1 v8");
+        fails += st_fail(L.snap_have_epoch == 1 && L.snap_have_version == 9,
+                         "snapshot request names the held epoch 1 v9");
         double end = now_s() + 5.0;
         while (L.n_requests == reqs && now_s() < end) st_pump(&L, 20);
         st_grant(&L, 1, 2, 2, 4, 3, 0, 1.0f); /* lease ids start again in a new epoch */
@@ -1813,10 +1849,10 @@ int actor_selftest(bool verbose)
     fails += st_fail(T->is_made && T->rc == 0, "actor_run returns 0 on stop");
     fails += st_fail(dt_stop < 1.0, "actor stops within a second");
     const ActorStats *s = &T->stats;
-    fails += st_fail(s->leases_done == 6, "6 leases done");
+    fails += st_fail(s->leases_done == 7, "7 leases done");
     fails += st_fail(s->leases_refused == 1, "the lease with a bad token refused");
     fails += st_fail(s->leases_stale >= 2, "old-epoch and duplicate grants ignored");
-    fails += st_fail(s->rejects >= 8, "hostile frames rejected and counted");
+    fails += st_fail(s->rejects >= 11, "hostile frames and snapshots rejected and counted");
     fails += st_fail(s->snapshots >= 4 && s->has_weights && s->epoch == 2 &&
                          s->policy_version == 3 && !strcmp(s->run_id, "run-st"),
                      "final weights epoch 2 v3");
