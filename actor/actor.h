@@ -20,7 +20,8 @@
  * the token, untruncated (gen's logp_full, what the learner recomputes with
  * model_forward at the same temperature); logp_sampled is the log-prob under
  * the top-k/top-p truncated distribution it was actually drawn from (equal
- * to logp_behaviour without truncation; 0 for greedy, T = 0).
+ * to logp_behaviour without truncation). Greedy sampling (T = 0) follows the
+ * sampler: logp_behaviour at T = 1, logp_sampled 0.
  *
  * Ownership: actor_new's caller owns the Actor (actor_free); the config's
  * strings are copied. Threading: an Actor and its sockets belong to the
@@ -107,10 +108,11 @@ void actor_free(Actor **a);
 /* Runs the actor until *stop becomes non-zero: fetches the first snapshot
  * (retrying with back-off until a learner answers), then requests, generates
  * and pushes work, following weight updates, and logs a status line every
- * status_every_s. Every wait is at most poll_ms, so a stop is seen promptly;
- * a batch being generated when the stop comes is finished and its groups
- * are pushed if the reward servers take them within poll_ms, otherwise
- * abandoned. Returns 0 when stopped, ERR_IO if a socket fails for good. */
+ * status_every_s. Every wait is at most poll_ms, so a stop is seen promptly:
+ * a gen_run batch under way when the stop comes is finished, the groups it
+ * completed are pushed if a reward server takes them at once, and the rest
+ * of the lease is abandoned (the learner re-issues it at its deadline).
+ * Returns 0 when stopped, ERR_IO if a socket fails for good. */
 int actor_run(Actor *a, atomic_int *stop);
 
 /* The actor's counters (a copy). Call from the actor's thread, or after
