@@ -361,8 +361,8 @@ static void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
     }
 }
 
-void tensor_attention_forward(float *out, float *att, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int KVH, int HS)
+static void attention_forward_gemm(float *out, float *att, const float *q, const float *k,
+                                   const float *v, int B, int T, int NH, int KVH, int HS)
 {
     CHECK(NH % KVH == 0);
     int   group = NH / KVH;
@@ -390,9 +390,10 @@ void tensor_attention_forward(float *out, float *att, const float *q, const floa
     }
 }
 
-void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                               const float *att, const float *q, const float *k, const float *v,
-                               int B, int T, int NH, int KVH, int HS)
+static void attention_backward_gemm(float *dq, float *dk, float *dv, float *scratch,
+                                    const float *dout, const float *att, const float *q,
+                                    const float *k, const float *v, int B, int T, int NH, int KVH,
+                                    int HS)
 {
     int   group = NH / KVH;
     int   qs = NH * HS, ks = KVH * HS;
@@ -420,6 +421,191 @@ void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
             tensor_gemm(true, false, T, HS, T, scale, dp, T, q + qo, qs, 1.0f, dk + ko, ks);
         }
     }
+}
+
+/* Short sequences: per-head sgemm calls cost more in overhead than in
+ * arithmetic, so plain loops over (b, kv head) tasks run instead, each task
+ * owning every query head of its group so dk and dv have one writer. */
+#define ATT_LOOP_MAX_T 64
+
+typedef struct {
+    float       *out, *att, *dq, *dk, *dv, *scratch;
+    const float *q, *k, *v, *dout, *att_in;
+    int          T, NH, KVH, HS;
+} AttLoopCtx;
+
+static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttLoopCtx *a = ctx;
+    int   T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int   qs = NH * HS, ks = KVH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (size_t i = i0; i < i1; i++) {
+        int b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
+        const float *k_b = a->k + (size_t)b * T * ks + (size_t)g * HS;
+        const float *v_b = a->v + (size_t)b * T * ks + (size_t)g * HS;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            float *att_bh = a->att + ((size_t)b * NH + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                const float *q_t = a->q + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                float       *row = att_bh + (size_t)t * T;
+                float        mx = -INFINITY;
+                for (int j = 0; j <= t; j++) {
+                    const float *k_j = k_b + (size_t)j * ks;
+                    float        s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int c = 0; c < HS; c++) s += q_t[c] * k_j[c];
+                    row[j] = s * scale;
+                    mx = row[j] > mx ? row[j] : mx;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    row[j] = tensor_exp(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= t; j++) row[j] *= inv;
+                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+                float *o = a->out + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                for (int c = 0; c < HS; c++) o[c] = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    const float *v_j = v_b + (size_t)j * ks;
+                    float        p = row[j];
+#pragma omp simd
+                    for (int c = 0; c < HS; c++) o[c] += p * v_j[c];
+                }
+            }
+        }
+    }
+}
+
+static void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttLoopCtx *a = ctx;
+    int   T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int   qs = NH * HS, ks = KVH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (size_t i = i0; i < i1; i++) {
+        int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
+        size_t       kb = (size_t)b * T * ks + (size_t)g * HS;
+        const float *k_b = a->k + kb, *v_b = a->v + kb;
+        float       *dk_b = a->dk + kb, *dv_b = a->dv + kb;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const float *att_bh = a->att_in + ((size_t)b * NH + h) * T * T;
+            float       *dp = a->scratch + ((size_t)b * NH + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                size_t       qo = ((size_t)b * T + t) * qs + (size_t)h * HS;
+                const float *dout_t = a->dout + qo, *q_t = a->q + qo;
+                float       *dq_t = a->dq + qo;
+                const float *p = att_bh + (size_t)t * T;
+                float       *d = dp + (size_t)t * T;
+                /* dP_j = dout . v_j and dV_j += P_j dout, then the softmax backward. */
+                float dot = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    const float *v_j = v_b + (size_t)j * ks;
+                    float       *dv_j = dv_b + (size_t)j * ks;
+                    float        s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int c = 0; c < HS; c++) {
+                        s += dout_t[c] * v_j[c];
+                        dv_j[c] += p[j] * dout_t[c];
+                    }
+                    d[j] = s;
+                    dot += s * p[j];
+                }
+                for (int j = 0; j <= t; j++) {
+                    float ds = p[j] * (d[j] - dot) * scale;
+                    const float *k_j = k_b + (size_t)j * ks;
+                    float       *dk_j = dk_b + (size_t)j * ks;
+#pragma omp simd
+                    for (int c = 0; c < HS; c++) {
+                        dq_t[c] += ds * k_j[c];
+                        dk_j[c] += ds * q_t[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void tensor_attention_forward(float *out, float *att, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int KVH, int HS)
+{
+    CHECK(NH % KVH == 0);
+    if (T > ATT_LOOP_MAX_T) {
+        attention_forward_gemm(out, att, q, k, v, B, T, NH, KVH, HS);
+        return;
+    }
+    AttLoopCtx a = {.out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH,
+                    .KVH = KVH, .HS = HS};
+    par_for((size_t)B * KVH, 2, att_loop_fwd_range, &a);
+}
+
+void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int KVH, int HS)
+{
+    if (T > ATT_LOOP_MAX_T) {
+        attention_backward_gemm(dq, dk, dv, scratch, dout, att, q, k, v, B, T, NH, KVH, HS);
+        return;
+    }
+    AttLoopCtx a = {.dq = dq, .dk = dk, .dv = dv, .scratch = scratch, .dout = dout,
+                    .att_in = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH,
+                    .HS = HS};
+    par_for((size_t)B * KVH, 2, att_loop_bwd_range, &a);
+}
+
+static int check_close(const char *what, double got, double want, double tol, double *worst);
+
+/* The loop and sgemm paths agree, forward and backward, on both sides of
+ * the length threshold. */
+static int test_attention_paths(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 21);
+    int    fails = 0;
+    double worst = 0.0;
+    int    Ts[2] = {7, 70};
+    for (int ti = 0; ti < 2; ti++) {
+        int    B = 2, T = Ts[ti], NH = 4, KVH = 2, HS = 8;
+        size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+        size_t na = (size_t)B * NH * T * T;
+        float *buf = xcalloc(4 * nq + 6 * nk + 4 * na, sizeof(float));
+        float *q = buf, *dout = q + nq, *o1 = dout + nq, *o2 = o1 + nq;
+        float *k = o2 + nq, *v = k + nk, *dk1 = v + nk, *dk2 = dk1 + nk, *dv1 = dk2 + nk,
+              *dv2 = dv1 + nk;
+        float *a1 = dv2 + nk, *a2 = a1 + na, *s1 = a2 + na, *s2 = s1 + na;
+        float *dq1 = xcalloc(2 * nq, sizeof(float)), *dq2 = dq1 + nq;
+        for (size_t i = 0; i < nq; i++) {
+            q[i] = rng_normal(&r);
+            dout[i] = rng_normal(&r);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            k[i] = rng_normal(&r);
+            v[i] = rng_normal(&r);
+        }
+        AttLoopCtx a = {.out = o1, .att = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH,
+                        .KVH = KVH, .HS = HS};
+        att_loop_fwd_range(&a, 0, (size_t)B * KVH);
+        attention_forward_gemm(o2, a2, q, k, v, B, T, NH, KVH, HS);
+        AttLoopCtx g = {.dq = dq1, .dk = dk1, .dv = dv1, .scratch = s1, .dout = dout,
+                        .att_in = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH,
+                        .HS = HS};
+        att_loop_bwd_range(&g, 0, (size_t)B * KVH);
+        attention_backward_gemm(dq2, dk2, dv2, s2, dout, a2, q, k, v, B, T, NH, KVH, HS);
+        for (size_t i = 0; i < nq; i++) {
+            fails += check_close("attention paths out", o1[i], o2[i], 1e-5, &worst);
+            fails += check_close("attention paths dq", dq1[i], dq2[i], 1e-5, &worst);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            fails += check_close("attention paths dk", dk1[i], dk2[i], 1e-5, &worst);
+            fails += check_close("attention paths dv", dv1[i], dv2[i], 1e-5, &worst);
+        }
+        free(buf);
+        free(dq1);
+    }
+    if (verbose) printf("  attention loop vs sgemm paths: max err %.2e (tol 1e-5)\n", worst);
+    return fails;
 }
 
 typedef struct {
@@ -795,6 +981,7 @@ int tensor_selftest(bool verbose)
 {
     int fails = test_gemm(verbose);
     fails += test_small_and_exp(verbose);
+    fails += test_attention_paths(verbose);
     fails += test_ops(verbose);
     return fails ? 1 : 0;
 }
