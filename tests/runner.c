@@ -36,7 +36,6 @@
 #include "learner/algo.h"
 #include "common/rl.h"
 #include "common/tok.h"
-#include "tests/cli_test.h"
 #include "common/wire.h"
 #include "actor/actor.h"
 #include "reward_server/reward.h"
@@ -69,7 +68,6 @@ static const TestCase k_tests[] = {
     {"eval", eval_selftest},
     {"sft", sft_selftest},
     {"rl", rl_selftest},
-    {"cli", cli_selftest},
     {"wire", wire_selftest},
     {"actor", actor_selftest},
     {"scorer", scorer_selftest},
