@@ -82,6 +82,7 @@ struct Model {
     int          n_tensors;
     TensorInfo  *tensors;
     float       *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
+    float        temperature;         /* of the distributions model_forward reports */
     Acts         a;
     bool         has_forward; /* a forward ran since the last resize */
 };
@@ -221,6 +222,7 @@ Model *model_new(const ModelConfig *cfg)
     }
     for (int c = 0; c < cfg->dim; c++) m->w.norm[c] = 1.0f;
     size_t half = (size_t)head_size(cfg) / 2;
+    m->temperature = 1.0f;
     m->rope_cos = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
     m->rope_sin = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
     tensor_rope_table(m->rope_cos, m->rope_sin, cfg->max_seq_len, head_size(cfg), cfg->rope_theta);
@@ -369,6 +371,22 @@ static void acts_prepare(Model *m, int B, int T, int M)
     a->M = M;
 }
 
+void model_set_temperature(Model *m, float T)
+{
+    CHECK(isfinite(T) && T > 0.0f);
+    m->temperature = T;
+}
+
+float model_temperature(const Model *m)
+{
+    return m->temperature;
+}
+
+static void scale_floats(float *x, size_t n, float k)
+{
+    for (size_t i = 0; i < n; i++) x[i] *= k;
+}
+
 void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
                    float *logp, float *entropy, float *value)
 {
@@ -429,6 +447,7 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
     for (int i = 0; i < M; i++)
         memcpy(a->lnf_act + (size_t)i * C, a->lnf + (size_t)a->rows[i] * C, C * sizeof(float));
     tensor_linear_forward(a->logits, a->lnf_act, m->w.lm_head, M, C, V);
+    if (m->temperature != 1.0f) scale_floats(a->logits, (size_t)M * V, 1.0f / m->temperature);
     tensor_logp_forward(a->logp_act, a->ent_act, a->lse, a->logits, a->targets_act, M, V);
     if (logp) memset(logp, 0, (size_t)N * sizeof(float));
     if (entropy) memset(entropy, 0, (size_t)N * sizeof(float));
@@ -468,6 +487,9 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         memset(a->dlogits, 0, (size_t)M * V * sizeof(float));
         tensor_logp_backward(a->dlogits, a->dlogp_act, a->dent_act, a->logits, a->lse, a->ent_act,
                              a->targets_act, M, V);
+        /* logits / T: the chain rule scales the gradient by 1 / T. */
+        if (m->temperature != 1.0f)
+            scale_floats(a->dlogits, (size_t)M * V, 1.0f / m->temperature);
         memset(a->dlnf_act, 0, (size_t)M * C * sizeof(float));
         tensor_linear_backward(a->dlnf_act, m->g.lm_head, a->dlogits, a->lnf_act, m->w.lm_head, M,
                                C, V);
@@ -746,10 +768,11 @@ static double case_loss(Model *m, GradCase *g)
 
 /* Per tensor, compares the analytic directional derivative g.d along a
  * random direction d with (L(p + h d) - L(p - h d)) / 2h. */
-static int grad_check(const ModelConfig *cfg, const char *label, bool verbose)
+static int grad_check(const ModelConfig *cfg, const char *label, float temperature, bool verbose)
 {
     Model *m = model_new(cfg);
     model_init_random(m, 11, 0.3f);
+    model_set_temperature(m, temperature);
     Rng r;
     rng_seed(&r, 5);
     GradCase g = {.B = 2, .T = 6};
@@ -907,6 +930,32 @@ static int kv_check(const ModelConfig *cfg, bool verbose)
     return fails;
 }
 
+/* At temperature T the reported log-probs are log softmax(raw logits / T). */
+static int temperature_check(const ModelConfig *cfg, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 8, 0.5f);
+    int    tokens[6] = {1, 4, 2, 7, 3, 5}, targets[6] = {4, 2, 7, 3, 5, 0}, V = cfg->vocab_size;
+    float  lp[6], lpT[6];
+    float *raw = xmalloc(sizeof(float) * 6 * V);
+    model_forward(m, tokens, targets, NULL, 1, 6, lp, NULL, NULL);
+    memcpy(raw, model_last_logits(m, NULL), sizeof(float) * 6 * V);
+    model_set_temperature(m, 0.5f);
+    model_forward(m, tokens, targets, NULL, 1, 6, lpT, NULL, NULL);
+    double worst = 0.0;
+    for (int t = 0; t < 6; t++) {
+        double mx = -1e30, sum = 0.0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, raw[t * V + v] / 0.5);
+        for (int v = 0; v < V; v++) sum += exp(raw[t * V + v] / 0.5 - mx);
+        double want = raw[t * V + targets[t]] / 0.5 - mx - log(sum);
+        worst = fmax(worst, fabs(want - lpT[t]));
+    }
+    if (verbose) printf("  temperature 0.5: logp vs log softmax(raw/T) max diff %.2e (tol 1e-5)\n", worst);
+    free(raw);
+    model_free(&m);
+    return worst > 1e-5;
+}
+
 int model_selftest(bool verbose)
 {
     ModelConfig base = {.dim = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden_dim = 24,
@@ -923,19 +972,21 @@ int model_selftest(bool verbose)
 
     ModelConfig c = base;
     c.tie_embeddings = true;
-    fails += grad_check(&c, "tied, no value head", verbose);
+    fails += grad_check(&c, "tied, no value head", 1.0f, verbose);
+    fails += grad_check(&c, "tied, temperature 0.7", 0.7f, verbose);
     c.tie_embeddings = false;
     c.has_value_head = true;
-    fails += grad_check(&c, "untied, value head", verbose);
+    fails += grad_check(&c, "untied, value head", 1.0f, verbose);
     c.tie_embeddings = true;
     c.n_kv_heads = 4;
-    fails += grad_check(&c, "tied, value head, MHA", verbose);
+    fails += grad_check(&c, "tied, value head, MHA", 1.0f, verbose);
     c.has_value_head = false;
     c.tie_embeddings = false;
     c.n_kv_heads = 1;
-    fails += grad_check(&c, "untied, MQA", verbose);
+    fails += grad_check(&c, "untied, MQA", 1.0f, verbose);
 
     fails += kv_check(&base, verbose);
+    fails += temperature_check(&base, verbose);
     c = base;
     c.tie_embeddings = true;
     c.dim = 32;

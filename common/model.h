@@ -96,6 +96,14 @@ int model_find_tensor(Model *m, const char *name, ModelTensor *out);
 void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
                    float *logp, float *entropy, float *value);
 
+/* Sets the temperature T of the distributions model_forward reports: logp and
+ * entropy become those of softmax(logits / T) (what an actor sampling at T
+ * records), model_last_logits returns logits / T, and model_backward follows.
+ * Default 1. T must be finite and > 0 (CHECK). model_step is not affected:
+ * samplers apply their own temperature to its raw logits. */
+void  model_set_temperature(Model *m, float T);
+float model_temperature(const Model *m);
+
 /* Backward of the last model_forward. Upstream gradients (B,T), any may be
  * NULL (meaning zero): dlogp of the loss w.r.t. logp, dentropy w.r.t.
  * entropy, dvalue w.r.t. value. Accumulates into the gradient block. */

@@ -117,13 +117,6 @@ int algo_config_validate(const AlgoConfig *c, char *why, size_t why_len)
         why_set(why, why_len, bad);
         return ERR_RANGE;
     }
-    if (c->temperature != 1.0f) {
-        /* model_forward gives log softmax of the raw logits; see algo.h. */
-        why_set(why, why_len,
-                "temperature must be 1.0: the learner's log-probs come from model_forward, "
-                "which has no temperature, so they only match the actor's at T = 1");
-        return ERR_UNSUPPORTED;
-    }
     return 0;
 }
 
@@ -229,7 +222,7 @@ static int check_traj(const Algo *a, const AlgoTrajectory *tr, int i, int64_t le
     }
     if (tr->temperature != a->cfg.temperature) {
         log_error("algo_step: trajectory %d: sampled at temperature %g, expected %g (the "
-                  "learner's log-probs are at temperature 1 only)",
+                  "learner computes log-probs at the configured temperature)",
                   i, (double)tr->temperature, (double)a->cfg.temperature);
         return ERR_UNSUPPORTED;
     }
@@ -485,6 +478,10 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
     Scratch *s = &a->s;
     size_t   NT = (size_t)n * T;
     st->n_traj = n;
+    /* The log-probs must be those of the distribution the actors sampled
+     * from, softmax(logits / T); the critic's value head is unaffected. */
+    model_set_temperature(a->policy, c->temperature);
+    if (a->ref) model_set_temperature(a->ref, c->temperature);
     pack(a, traj, n, T, learner_version, st);
 
     double rs = 0, rss = 0;
@@ -1224,8 +1221,7 @@ static int test_inputs(bool verbose)
     model_init_random(p, 3, 0.2f);
     AlgoConfig ac = ALGO_DEFAULTS;
     ac.temperature = 0.7f;
-    fails += algo_config_validate(&ac, why, sizeof why) != ERR_UNSUPPORTED;
-    if (verbose) printf("  config T=0.7 refused: %s\n", why);
+    fails += algo_config_validate(&ac, why, sizeof why) != 0;
     ac = ALGO_DEFAULTS;
     ac.ratio_cap = 1.1f;
     fails += algo_config_validate(&ac, why, sizeof why) != ERR_RANGE;

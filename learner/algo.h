@@ -22,13 +22,10 @@
  * minibatch is d loss / d logp = -A * mask / N with N its completion tokens.
  *
  * Temperature: the behaviour log-probs are log softmax(logits / T) of the
- * actor's sampling temperature T, and the learner must compute the same
- * quantity. model_forward has no temperature argument (it gives log softmax
- * of the raw logits), and adding one is the model owner's call, so for now
- * the training temperature must be 1.0: algo_config_validate refuses any
- * other value with ERR_UNSUPPORTED and algo_step refuses a trajectory
- * sampled at any other temperature with ERR_UNSUPPORTED. RL sampling
- * defaults to temperature 1.0; top-k/top-p truncation must also be off
+ * actor's sampling temperature T, and the learner computes the same quantity:
+ * algo_step sets the policy's and reference's model temperature to the
+ * config's (model_set_temperature), and refuses a trajectory sampled at any
+ * other temperature with ERR_UNSUPPORTED. top-k/top-p truncation must be off
  * (logp_behaviour is the untruncated log-prob, sampler.h's logp_full).
  *
  * Ownership: algo_new borrows the models and optimizers, which must outlive
@@ -91,7 +88,7 @@ typedef struct {
     float    value_coef;        /* PPO scale of the value loss (the critic's gradient), > 0 */
     bool     whiten_rewards;    /* whiten the scalar rewards over the batch before anything else */
     bool     whiten_advantages; /* PPO: whiten the advantages over the batch's tokens */
-    float    temperature;       /* sampling temperature of the batches; must be 1.0 (see top) */
+    float    temperature;       /* sampling temperature of the batches (see top) */
     uint64_t seed;              /* minibatch shuffling */
 } AlgoConfig;
 
@@ -188,9 +185,8 @@ typedef struct {
 
 typedef struct Algo Algo;
 
-/* Checks every field (ranges above, finite). Returns 0; ERR_RANGE with the
- * reason written to why (if non-NULL), or ERR_UNSUPPORTED for a temperature
- * other than 1.0. */
+/* Checks every field (ranges above, finite). Returns 0, or ERR_RANGE with
+ * the reason written to why (if non-NULL). */
 int algo_config_validate(const AlgoConfig *cfg, char *why, size_t why_len);
 
 /* An update step over borrowed components:
