@@ -13,6 +13,7 @@
 
 #include "actor/actor.h"
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/log.h"
 
 static atomic_int g_stop;
@@ -48,20 +49,6 @@ static void usage(FILE *f, const char *prog)
             prog, d.lease_ep, d.weights_ep, d.snapshot_ep, d.reward_eps[0], d.batch,
             (unsigned long long)d.seed, d.status_every_s, d.reply_timeout_ms,
             d.snapshot_timeout_ms);
-}
-
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr, "rlhf-actor: --%s '%s': expected an integer in %ld..%ld\n", flag, s, lo,
-                hi);
-        return ERR_ARG;
-    }
-    *out = v;
-    return 0;
 }
 
 /* Appends the comma-separated endpoints of one --reward flag. The strings
@@ -104,7 +91,6 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    static const char *levels[] = {"error", "warn", "info", "debug"};
     bool               is_default_reward = true;
     int                ch, idx;
     while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
@@ -132,7 +118,7 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
             c->id = optarg;
             break;
         case 'b':
-            rc = parse_long("batch", optarg, 1, 4096, &v);
+            rc = flags_long("batch", optarg, 1, 4096, &v);
             c->batch = (int)v;
             break;
         case 'S': {
@@ -160,24 +146,15 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
             break;
         }
         case 't':
-            rc = parse_long("reply-timeout-ms", optarg, 10, 3600000, &v);
+            rc = flags_long("reply-timeout-ms", optarg, 10, 3600000, &v);
             c->reply_timeout_ms = (int)v;
             break;
         case 'T':
-            rc = parse_long("snapshot-timeout-ms", optarg, 10, 3600000, &v);
+            rc = flags_long("snapshot-timeout-ms", optarg, 10, 3600000, &v);
             c->snapshot_timeout_ms = (int)v;
             break;
         case 'L':
-            *level = -2;
-            for (int k = 0; k < 4; k++)
-                if (!strcmp(optarg, levels[k])) *level = k;
-            if (*level == -2) {
-                fprintf(stderr,
-                        "rlhf-actor: --log-level '%s': expected error, warn, info or "
-                        "debug\n",
-                        optarg);
-                rc = ERR_ARG;
-            }
+            rc = flags_log_level("log-level", optarg, level);
             break;
         case 'h':
             usage(stdout, argv[0]);
@@ -199,7 +176,8 @@ int main(int argc, char **argv)
 {
     ActorConfig cfg = ACTOR_DEFAULTS;
     int         level = -1;
-    int         rc = parse_args(argc, argv, &cfg, &level);
+    flags_set_prog("rlhf-actor");
+    int rc = parse_args(argc, argv, &cfg, &level);
     if (rc == 1) return 0;
     if (rc) return 2;
     log_init("actor", level);

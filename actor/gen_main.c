@@ -18,6 +18,7 @@
 
 #include "common/ckpt.h"
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/gen.h"
 #include "common/log.h"
 #include "common/model.h"
@@ -84,47 +85,6 @@ static void usage(FILE *f, const char *prog)
             d->sampler.top_p, (unsigned long long)d->seed);
 }
 
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr, "rlhf-gen: --%s '%s': expected an integer in %ld..%ld\n", flag, s, lo, hi);
-        return ERR_ARG;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-/* Range checks of sampling values are left to sampler_config_validate, so
- * the reasons match those of every other sampler user. */
-static int parse_float(const char *flag, const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (*s == '\0' || *end != '\0' || errno) {
-        fprintf(stderr, "rlhf-gen: --%s '%s': expected a number\n", flag, s);
-        return ERR_ARG;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *flag, const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || *end != '\0' || errno) {
-        fprintf(stderr, "rlhf-gen: --%s '%s': expected an integer in 0..2^64-1\n", flag, s);
-        return ERR_ARG;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
-
 /* Validates each sampling flag on its own against the defaults, so the
  * error names the flag; the reason is sampler_config_validate's. */
 static int check_sampler(const SamplerConfig *sc)
@@ -177,28 +137,29 @@ static int parse_args(int argc, char **argv, GenArgs *a)
             a->score = optarg;
             break;
         case 'P':
-            rc = parse_int("prompt-len", optarg, 0, 1 << 20, &a->prompt_len);
+            rc = flags_int("prompt-len", optarg, 0, 1 << 20, &a->prompt_len);
             break;
         case 'E':
             a->is_score_eos = true;
             break;
         case 'n':
-            rc = parse_int("n", optarg, 1, 4096, &a->n);
+            rc = flags_int("n", optarg, 1, 4096, &a->n);
             break;
         case 'm':
-            rc = parse_int("max-new", optarg, 1, 1 << 20, &a->max_new);
+            rc = flags_int("max-new", optarg, 1, 1 << 20, &a->max_new);
             break;
         case 't':
-            rc = parse_float("temperature", optarg, &a->sampler.temperature);
+            rc = flags_float("temperature", optarg, -HUGE_VAL, HUGE_VAL,
+                             &a->sampler.temperature);
             break;
         case 'k':
-            rc = parse_int("top-k", optarg, -(1L << 30), 1L << 30, &a->sampler.top_k);
+            rc = flags_int("top-k", optarg, -(1L << 30), 1L << 30, &a->sampler.top_k);
             break;
         case 'q':
-            rc = parse_float("top-p", optarg, &a->sampler.top_p);
+            rc = flags_float("top-p", optarg, -HUGE_VAL, HUGE_VAL, &a->sampler.top_p);
             break;
         case 'S':
-            rc = parse_u64("seed", optarg, &a->seed);
+            rc = flags_u64("seed", optarg, &a->seed);
             break;
         case 'v':
             a->is_verbose_tok = true;
@@ -437,7 +398,8 @@ static int run_score(const GenArgs *a, Model *m, const Tok *tok)
 int main(int argc, char **argv)
 {
     GenArgs a;
-    int     rc = parse_args(argc, argv, &a);
+    flags_set_prog("rlhf-gen");
+    int rc = parse_args(argc, argv, &a);
     if (rc == 1) return 0;
     if (rc) return 2;
     log_init("gen", -1);

@@ -14,6 +14,7 @@
 
 #include "common/ckpt.h"
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "deploy/launch.h"
@@ -58,18 +59,6 @@ static void usage(FILE *f)
             d->port_base, d->seed);
 }
 
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long  v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "rlhf run: --%s '%s': expected an integer in %d..%d\n", flag, s, lo, hi);
-        return ERR_ARG;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_run(int argc, char **argv, RunArgs *a)
 {
     static const struct option opts[] = {
@@ -84,8 +73,8 @@ static int parse_run(int argc, char **argv, RunArgs *a)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
-        case 'a': rc = parse_int("actors", optarg, 1, 32, &a->actors); break;
-        case 'r': rc = parse_int("rewards", optarg, 1, 16, &a->rewards); break;
+        case 'a': rc = flags_int("actors", optarg, 1, 32, &a->actors); break;
+        case 'r': rc = flags_int("rewards", optarg, 1, 16, &a->rewards); break;
         case 'A':
             a->algo = optarg;
             if (strcmp(optarg, "grpo") && strcmp(optarg, "ppo")) {
@@ -93,12 +82,12 @@ static int parse_run(int argc, char **argv, RunArgs *a)
                 rc = ERR_ARG;
             }
             break;
-        case 's': rc = parse_int("steps", optarg, 1, 100000000, &a->steps); break;
+        case 's': rc = flags_int("steps", optarg, 1, 100000000, &a->steps); break;
         case 'i': a->init = optarg; break;
-        case 'S': rc = parse_int("sft-steps", optarg, 1, 100000000, &a->sft_steps); break;
+        case 'S': rc = flags_int("sft-steps", optarg, 1, 100000000, &a->sft_steps); break;
         case 'd': a->run_dir = optarg; break;
-        case 'p': rc = parse_int("port-base", optarg, 1024, 65000, &a->port_base); break;
-        case 'e': rc = parse_int("seed", optarg, 0, 2147483647, &a->seed); break;
+        case 'p': rc = flags_int("port-base", optarg, 1024, 65000, &a->port_base); break;
+        case 'e': rc = flags_int("seed", optarg, 0, 2147483647, &a->seed); break;
         case 'b': a->bin_dir = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return ERR_ARG;
@@ -190,6 +179,7 @@ static void show_status(void *p, double elapsed)
 static int cmd_run(int argc, char **argv)
 {
     RunArgs a;
+    flags_set_prog("rlhf run");
     if (parse_run(argc, argv, &a)) return 2;
     log_init("rlhf", -1);
     char self[PATH_MAX], bin[PATH_MAX];

@@ -9,6 +9,7 @@
 
 #include "common/ckpt.h"
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/task.h"
@@ -71,18 +72,6 @@ static void usage(FILE *f, const char *prog)
             d->eval_every);
 }
 
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long  v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "rlhf-sft: --%s '%s': expected an integer in %d..%d\n", flag, s, lo, hi);
-        return ERR_ARG;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, SftArgs *a)
 {
     static const struct option opts[] = {
@@ -102,30 +91,22 @@ static int parse_args(int argc, char **argv, SftArgs *a)
         switch (c) {
         case 'o': a->out = optarg; break;
         case 'i': a->init = optarg; break;
-        case 's': rc = parse_int("steps", optarg, 0, 100000000, &a->steps); break;
-        case 'b': rc = parse_int("batch", optarg, 1, 65536, &a->batch); break;
-        case 'l': {
-            char *end;
-            a->lr = strtof(optarg, &end);
-            if (*end || !(a->lr > 0.0f) || a->lr > 1.0f) {
-                fprintf(stderr, "rlhf-sft: --lr '%s': expected a number in (0, 1]\n", optarg);
-                rc = ERR_ARG;
-            }
-            break;
-        }
-        case 'w': rc = parse_int("warmup", optarg, 0, 100000000, &a->warmup); break;
+        case 's': rc = flags_int("steps", optarg, 0, 100000000, &a->steps); break;
+        case 'b': rc = flags_int("batch", optarg, 1, 65536, &a->batch); break;
+        case 'l': rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr); break;
+        case 'w': rc = flags_int("warmup", optarg, 0, 100000000, &a->warmup); break;
         case 'S':
-            rc = parse_int("seed", optarg, 0, 2147483647, &seed);
+            rc = flags_int("seed", optarg, 0, 2147483647, &seed);
             a->seed = (uint64_t)seed;
             break;
-        case 'd': rc = parse_int("dim", optarg, 8, 65536, &a->dim); break;
-        case 'L': rc = parse_int("layers", optarg, 1, 1024, &a->layers); break;
-        case 'H': rc = parse_int("heads", optarg, 1, 1024, &a->heads); break;
-        case 'K': rc = parse_int("kv-heads", optarg, 1, 1024, &a->kv_heads); break;
-        case 'F': rc = parse_int("hidden", optarg, 1, 1 << 20, &a->hidden); break;
-        case 'D': rc = parse_int("max-digits", optarg, 1, 6, &a->max_digits); break;
-        case 'n': rc = parse_int("eval-n", optarg, 1, 1000000, &a->eval_n); break;
-        case 'e': rc = parse_int("eval-every", optarg, 0, 100000000, &a->eval_every); break;
+        case 'd': rc = flags_int("dim", optarg, 8, 65536, &a->dim); break;
+        case 'L': rc = flags_int("layers", optarg, 1, 1024, &a->layers); break;
+        case 'H': rc = flags_int("heads", optarg, 1, 1024, &a->heads); break;
+        case 'K': rc = flags_int("kv-heads", optarg, 1, 1024, &a->kv_heads); break;
+        case 'F': rc = flags_int("hidden", optarg, 1, 1 << 20, &a->hidden); break;
+        case 'D': rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits); break;
+        case 'n': rc = flags_int("eval-n", optarg, 1, 1000000, &a->eval_n); break;
+        case 'e': rc = flags_int("eval-every", optarg, 0, 100000000, &a->eval_every); break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: usage(stderr, argv[0]); return ERR_ARG;
         }
@@ -141,6 +122,7 @@ static int parse_args(int argc, char **argv, SftArgs *a)
 int main(int argc, char **argv)
 {
     SftArgs a;
+    flags_set_prog("rlhf-sft");
     if (parse_args(argc, argv, &a)) return 2;
     log_init("sft", -1);
     signal(SIGINT, on_signal);

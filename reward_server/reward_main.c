@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "reward_server/reward.h"
 
@@ -56,30 +57,6 @@ static void usage(FILE *f, const char *prog)
             d->status_every_s, k_defaults.log_level);
 }
 
-static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char  *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "rlhf-reward: --%s '%s': expected a number in [%g, %g]\n", flag, s, lo, hi);
-        return ERR_ARG;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_level(const char *s, int *out)
-{
-    static const char *names[] = {"error", "warn", "info", "debug"};
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, names[i])) {
-            *out = i;
-            return 0;
-        }
-    fprintf(stderr, "rlhf-reward: --log-level '%s': expected error, warn, info or debug\n", s);
-    return ERR_ARG;
-}
-
 static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
 {
     static const struct option opts[] = {{"samples", required_argument, 0, 's'},
@@ -94,7 +71,7 @@ static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
     *a = k_defaults;
     int    c;
     double v;
-    if (parse_level(a->log_level, level)) return ERR_ARG;
+    if (flags_log_level("log-level", a->log_level, level)) return ERR_ARG;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
@@ -105,7 +82,7 @@ static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
             a->reward.results = optarg;
             break;
         case 't':
-            if (!(rc = parse_num("threads", optarg, 1, REWARD_MAX_THREADS, &v))) {
+            if (!(rc = flags_double("threads", optarg, 1, REWARD_MAX_THREADS, &v))) {
                 a->reward.threads = (int)v;
                 if (v != (double)a->reward.threads) {
                     fprintf(stderr, "rlhf-reward: --threads '%s': expected an integer\n", optarg);
@@ -117,15 +94,15 @@ static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
             a->reward.id = optarg;
             break;
         case 'f':
-            if (!(rc = parse_num("format-bonus", optarg, 0, 1, &v)))
+            if (!(rc = flags_double("format-bonus", optarg, 0, 1, &v)))
                 a->reward.format_bonus = (float)v;
             break;
         case 'S':
-            rc = parse_num("status-every", optarg, 0, 86400, &a->reward.status_every_s);
+            rc = flags_double("status-every", optarg, 0, 86400, &a->reward.status_every_s);
             break;
         case 'l':
             a->log_level = optarg;
-            rc = parse_level(optarg, level);
+            rc = flags_log_level("log-level", optarg, level);
             break;
         case 'h':
             usage(stdout, argv[0]);
@@ -151,6 +128,7 @@ int main(int argc, char **argv)
 {
     RewardArgs a;
     int        level = LOG_INFO;
+    flags_set_prog("rlhf-reward");
     if (parse_args(argc, argv, &a, &level)) return 2;
     log_init("reward", level);
     const RewardConfig *c = &a.reward;

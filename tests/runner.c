@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/par.h"
+#include "common/flags.h"
 #include "deploy/launch.h"
 #include "common/safetensors.h"
 #include "common/sampler.h"
@@ -53,6 +54,7 @@ static const TestCase k_tests[] = {
     {"log", log_selftest},
     {"rng", rng_selftest},
     {"par", par_selftest},
+    {"flags", flags_selftest},
     {"launch", launch_selftest},
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
