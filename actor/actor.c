@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ckpt.h"
 #include "common/err.h"
 #include "common/gen.h"
 #include "common/log.h"
@@ -159,138 +160,6 @@ static uint64_t fnv1a(const char *s)
 
 /* ---- Snapshot config -------------------------------------------------- */
 
-static int json_int(const json_t *o, const char *key, bool required, long long def, long long lo,
-                    long long hi, long long *out, char *why, size_t cap)
-{
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        if (required) {
-            snprintf(why, cap, "config_json: missing key '%s'", key);
-            return ERR_FORMAT;
-        }
-        *out = def;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        snprintf(why, cap, "config_json: '%s' is not an integer in %lld..%lld", key, lo, hi);
-        return ERR_RANGE;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int json_float(const json_t *o, const char *key, bool required, float def, float *out,
-                      char *why, size_t cap)
-{
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        if (required) {
-            snprintf(why, cap, "config_json: missing key '%s'", key);
-            return ERR_FORMAT;
-        }
-        *out = def;
-        return 0;
-    }
-    double x = json_is_number(v) ? json_number_value(v) : NAN;
-    if (!isfinite(x) || fabs(x) > 3.0e38) {
-        snprintf(why, cap, "config_json: '%s' is not a finite number", key);
-        return ERR_RANGE;
-    }
-    *out = (float)x;
-    return 0;
-}
-
-static int json_flag(const json_t *o, const char *key, bool *out, char *why, size_t cap)
-{
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = false;
-        return 0;
-    }
-    if (!json_is_boolean(v)) {
-        snprintf(why, cap, "config_json: '%s' is not true or false", key);
-        return ERR_FORMAT;
-    }
-    *out = json_is_true(v);
-    return 0;
-}
-
-/* A snapshot's config JSON (Hugging Face Llama keys, as ckpt writes
- * config.json) -> ModelConfig and the stop token id, with the same defaults
- * and refusals as ckpt_load_config. Returns 0, or an ERR_* with the reason
- * in why. */
-static int config_from_json(const char *text, ModelConfig *mc, int *eos_id, char *why, size_t cap)
-{
-    json_error_t jerr;
-    json_t      *o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-    int          rc = 0;
-    if (!o || !json_is_object(o)) {
-        snprintf(why, cap, "config_json: %s", o ? "not a JSON object" : jerr.text);
-        json_decref(o);
-        return ERR_FORMAT;
-    }
-    const json_t *type = json_object_get(o, "model_type");
-    const json_t *act = json_object_get(o, "hidden_act");
-    const json_t *scaling = json_object_get(o, "rope_scaling");
-    bool          attn_bias = false, mlp_bias = false;
-    long long     dim, hidden, heads, layers, kv, vocab, seq, head_dim, eos, fmt;
-    if (type && !(json_is_string(type) && !strcmp(json_string_value(type), "llama"))) {
-        snprintf(why, cap, "config_json: model_type is not 'llama'");
-        rc = ERR_UNSUPPORTED;
-    } else if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu"))) {
-        snprintf(why, cap, "config_json: hidden_act is not 'silu'");
-        rc = ERR_UNSUPPORTED;
-    } else if (scaling && !json_is_null(scaling)) {
-        snprintf(why, cap, "config_json: rope_scaling is set; only plain RoPE is supported");
-        rc = ERR_UNSUPPORTED;
-    }
-    memset(mc, 0, sizeof *mc);
-    if (rc || (rc = json_flag(o, "attention_bias", &attn_bias, why, cap)) ||
-        (rc = json_flag(o, "mlp_bias", &mlp_bias, why, cap)))
-        goto done;
-    if (attn_bias || mlp_bias) {
-        snprintf(why, cap, "config_json: biases are set; the model has none");
-        rc = ERR_UNSUPPORTED;
-        goto done;
-    }
-    if ((rc = json_int(o, "rlhf_format_version", false, 0, 0, 1, &fmt, why, cap)) ||
-        (rc = json_int(o, "hidden_size", true, 0, 1, INT_MAX, &dim, why, cap)) ||
-        (rc = json_int(o, "intermediate_size", true, 0, 1, INT_MAX, &hidden, why, cap)) ||
-        (rc = json_int(o, "num_attention_heads", true, 0, 1, INT_MAX, &heads, why, cap)) ||
-        (rc = json_int(o, "num_hidden_layers", true, 0, 1, INT_MAX, &layers, why, cap)) ||
-        (rc = json_int(o, "num_key_value_heads", false, heads, 1, INT_MAX, &kv, why, cap)) ||
-        (rc = json_int(o, "vocab_size", true, 0, 1, INT_MAX, &vocab, why, cap)) ||
-        (rc = json_int(o, "max_position_embeddings", true, 0, 1, INT_MAX, &seq, why, cap)) ||
-        (rc = json_int(o, "head_dim", false, dim / heads, 1, INT_MAX, &head_dim, why, cap)) ||
-        (rc = json_int(o, "eos_token_id", false, TOK_EOS, 0, vocab - 1, &eos, why, cap)))
-        goto done;
-    mc->dim = (int)dim;
-    mc->hidden_dim = (int)hidden;
-    mc->n_heads = (int)heads;
-    mc->n_layers = (int)layers;
-    mc->n_kv_heads = (int)kv;
-    mc->vocab_size = (int)vocab;
-    mc->max_seq_len = (int)seq;
-    if ((rc = json_float(o, "rms_norm_eps", true, 0, &mc->norm_eps, why, cap)) ||
-        (rc = json_float(o, "rope_theta", false, 10000.0f, &mc->rope_theta, why, cap)) ||
-        (rc = json_flag(o, "tie_word_embeddings", &mc->tie_embeddings, why, cap)) ||
-        (rc = json_flag(o, "rlhf_has_value_head", &mc->has_value_head, why, cap)))
-        goto done;
-    char reason[160];
-    if (model_config_validate(mc, reason, sizeof reason) != 0) {
-        snprintf(why, cap, "config_json: %s", reason);
-        rc = ERR_RANGE;
-    } else if (head_dim != dim / heads) {
-        snprintf(why, cap, "config_json: head_dim %lld, expected hidden_size / heads = %lld",
-                 head_dim, dim / heads);
-        rc = ERR_UNSUPPORTED;
-    }
-    *eos_id = (int)eos;
-done:
-    json_decref(o);
-    return rc;
-}
-
 /* Parameters a config implies, in the model's layout (model.h): what the
  * snapshot's size is checked against before any model is built from it, so
  * a peer cannot make the actor allocate for a config it did not send. */
@@ -405,9 +274,9 @@ static int install_snapshot(Actor *a)
     }
     ModelConfig mc;
     int         eos = TOK_EOS;
-    char        why[192];
-    if (config_from_json(wire_snap_rx_config(a->rx), &mc, &eos, why, sizeof why) != 0) {
-        refuse(a, "snapshot", WIRE_REJ_BAD_VALUE, "%s: %s", name, why);
+    /* The same rules as a checkpoint's config.json; the reason is logged there. */
+    if (ckpt_config_from_json(name, wire_snap_rx_config(a->rx), &mc, &eos) != 0) {
+        refuse(a, "snapshot", WIRE_REJ_BAD_VALUE, "%s: config refused", name);
         return ERR_FORMAT;
     }
     uint64_t n = config_num_params(&mc);
@@ -1177,28 +1046,6 @@ static int st_fail(bool ok, const char *what)
     return ok ? 0 : 1;
 }
 
-/* The config JSON a learner sends with chunk 0 (the keys ckpt writes). */
-static char *st_config_json(const ModelConfig *c)
-{
-    json_t *o = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:n, "
-                          "s:b, s:b, s:b, s:s, s:i, s:i, s:s, s:s, s:b, s:i}",
-                          "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
-                          c->dim, "intermediate_size", c->hidden_dim, "num_attention_heads",
-                          c->n_heads, "num_hidden_layers", c->n_layers, "num_key_value_heads",
-                          c->n_kv_heads, "head_dim", c->dim / c->n_heads, "vocab_size",
-                          c->vocab_size, "max_position_embeddings", c->max_seq_len, "rms_norm_eps",
-                          (double)c->norm_eps, "rope_theta", (double)c->rope_theta, "rope_scaling",
-                          "tie_word_embeddings", c->tie_embeddings, "attention_bias", 0, "mlp_bias",
-                          0, "hidden_act", "silu", "bos_token_id", TOK_BOS, "eos_token_id", TOK_EOS,
-                          "rlhf_tokenizer", "char", "rlhf_tokenizer_charset", TOK_CHARSET_DEFAULT,
-                          "rlhf_has_value_head", c->has_value_head, "rlhf_format_version", 1);
-    CHECK(o);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    CHECK(s);
-    return s;
-}
-
 /* The snapshot config parser and the size it implies, against model.h. */
 static int st_config(bool verbose)
 {
@@ -1216,11 +1063,12 @@ static int st_config(bool verbose)
         ModelConfig c = base;
         c.tie_embeddings = v & 1;
         c.has_value_head = (v >> 1) & 1;
-        char       *js = st_config_json(&c);
+        Tok        *tok = tok_new(TOK_CHARSET_DEFAULT);
+        char       *js = ckpt_config_to_json(&c, tok);
         ModelConfig got;
         int         eos = -1;
-        char        why[192] = "";
-        int         rc = config_from_json(js, &got, &eos, why, sizeof why);
+        int         rc = ckpt_config_from_json("test config", js, &got, &eos);
+        tok_free(&tok);
         fails += st_fail(rc == 0 && config_equal(&got, &c) && eos == TOK_EOS, "config round trip");
         Model *m = model_new(&c);
         fails += st_fail(model_num_params(m) == config_num_params(&c), "parameter count");
@@ -1246,10 +1094,8 @@ static int st_config(bool verbose)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ModelConfig got;
         int         eos;
-        char        why[192] = "";
-        int         rc = config_from_json(bad[i], &got, &eos, why, sizeof why);
-        fails += st_fail(rc != 0 && why[0], "bad config refused");
-        if (verbose && rc != 0) printf("  actor: config refused: %s\n", why);
+        int         rc = ckpt_config_from_json("bad test config", bad[i], &got, &eos);
+        fails += st_fail(rc != 0, "bad config refused");
     }
     return fails;
 }
@@ -1710,7 +1556,9 @@ int actor_selftest(bool verbose)
     L.version = 5;
     L.m = model_new(&mc);
     st_new_weights(&L, 11);
-    L.config = st_config_json(&mc);
+    Tok *cfg_tok = tok_new(TOK_CHARSET_DEFAULT);
+    L.config = ckpt_config_to_json(&mc, cfg_tok);
+    tok_free(&cfg_tok);
     L.pull = st_bind(L.zctx, ZMQ_PULL, "fake-reward", "tcp://127.0.0.1:*", L.ep_pull);
     if (!L.pull || st_learner_up(&L, false)) return st_fail(false, "fake learner sockets");
 

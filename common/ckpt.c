@@ -187,7 +187,8 @@ static int write_json(const char *path, json_t *root, size_t flags)
     return rc;
 }
 
-static int write_config(const char *path, const ModelConfig *c, const Tok *tok, const char *save_id)
+/* The config.json object of a model, without the save id. */
+static json_t *config_object(const ModelConfig *c, const Tok *tok)
 {
     json_t *o = json_object();
     CHECK(o);
@@ -218,12 +219,29 @@ static int write_config(const char *path, const ModelConfig *c, const Tok *tok, 
     }
     json_object_set_new(o, "rlhf_has_value_head", json_boolean(c->has_value_head));
     json_object_set_new(o, "rlhf_format_version", json_integer(CKPT_FORMAT_VERSION));
+    return o;
+}
+
+/* Nine significant digits always reproduce a float; shortest_decimal has
+ * already picked the shortest of those forms. */
+#define CONFIG_JSON_FLAGS (JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9))
+
+static int write_config(const char *path, const ModelConfig *c, const Tok *tok, const char *save_id)
+{
+    json_t *o = config_object(c, tok);
     json_object_set_new(o, SAVE_ID_KEY, json_string(save_id));
-    /* Nine significant digits always reproduce a float; shortest_decimal
-     * has already picked the shortest of those forms. */
-    int rc = write_json(path, o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    int rc = write_json(path, o, CONFIG_JSON_FLAGS);
     json_decref(o);
     return rc;
+}
+
+char *ckpt_config_to_json(const ModelConfig *c, const Tok *tok)
+{
+    json_t *o = config_object(c, tok);
+    char   *text = json_dumps(o, CONFIG_JSON_FLAGS);
+    json_decref(o);
+    CHECK(text); /* only fails when out of memory */
+    return text;
 }
 
 static int write_weights(const char *path, Model *m, const char *save_id)
@@ -623,6 +641,30 @@ static int parse_config(const char *fn, const char *path, const json_t *o, Model
         return ERR_UNSUPPORTED;
     }
     return 0;
+}
+
+int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, int *eos_id)
+{
+    CHECK(what && text && cfg);
+    json_error_t jerr;
+    json_t      *o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o || !json_is_object(o)) {
+        if (o) log_error("ckpt_config_from_json: %s: top level is not a JSON object", what);
+        else
+            log_error("ckpt_config_from_json: %s: invalid JSON (line %d, column %d): %s", what,
+                      jerr.line, jerr.column, jerr.text);
+        json_decref(o);
+        return ERR_FORMAT;
+    }
+    int rc = parse_config("ckpt_config_from_json", what, o, cfg);
+    if (rc == 0 && eos_id) {
+        long long eos;
+        rc = get_int("ckpt_config_from_json", what, o, "eos_token_id", false, TOK_EOS, 0,
+                     cfg->vocab_size - 1, &eos);
+        if (rc == 0) *eos_id = (int)eos;
+    }
+    json_decref(o);
+    return rc;
 }
 
 int ckpt_load_config(const char *dir, ModelConfig *cfg)

@@ -98,6 +98,16 @@ bool ckpt_exists(const char *dir);
  * activation, a newer rlhf_format_version). cfg is unspecified on error. */
 int ckpt_load_config(const char *dir, ModelConfig *cfg);
 
+/* The config.json text of a model in the layout above (with tok's keys when
+ * non-NULL), without the save id: what a learner sends with a weight
+ * snapshot. Caller frees with free(). */
+char *ckpt_config_to_json(const ModelConfig *c, const Tok *tok);
+/* Parses config JSON text from another source (what names it in the log,
+ * e.g. "snapshot v12") with exactly the rules of ckpt_load_config, and the
+ * stop token (eos_token_id, default TOK_EOS, must be < vocab_size) into
+ * *eos_id when non-NULL. Returns 0 or an error as ckpt_load_config, logged. */
+int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, int *eos_id);
+
 /* A tokenizer from the charset in dir/config.json (caller owns *out).
  * Returns 0; ERR_NOTFOUND if the config names no charset (for example an
  * imported HF model); ERR_FORMAT if the charset is invalid or the config's
