@@ -37,6 +37,7 @@
 #include "learner/algo.h"
 #include "common/rl.h"
 #include "common/tok.h"
+#include "common/bpe.h"
 #include "common/wire.h"
 #include "actor/actor.h"
 #include "reward_server/reward.h"
@@ -58,6 +59,7 @@ static const TestCase k_tests[] = {
     {"launch", launch_selftest},
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
+    {"bpe", bpe_selftest},
     {"safetensors", st_selftest},
     {"sampler", sampler_selftest},
     {"optim", optim_selftest},
