@@ -38,6 +38,7 @@
 #include "common/rl.h"
 #include "common/tok.h"
 #include "common/bpe.h"
+#include "tests/bpe_test.h"
 #include "common/wire.h"
 #include "actor/actor.h"
 #include "reward_server/reward.h"
@@ -60,6 +61,7 @@ static const TestCase k_tests[] = {
     {"fileio", fileio_selftest},
     {"tok", tok_selftest},
     {"bpe", bpe_selftest},
+    {"bpe_smollm2", bpe_smollm2_selftest},
     {"safetensors", st_selftest},
     {"sampler", sampler_selftest},
     {"optim", optim_selftest},
