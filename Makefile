@@ -3,6 +3,7 @@
 #   make            install missing Debian packages, build every program
 #   make test       build and run every self-test (T=name runs one)
 #   make bench      run the benchmarks, write $(BUILD)/bench.json
+#   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
 #   make format     clang-format the tree; format-check fails on drift
 #
 # Files named main.c or *_main.c are program entry points; every other .c in
@@ -52,7 +53,7 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps run test bench format format-check clean sanitize
+.PHONY: all deps run test bench format format-check clean sanitize model
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -93,6 +94,10 @@ test: deps $(PROGS) $(BUILD)/rlhf-test
 
 bench: deps $(BENCHES)
 	@set -e; for b in $(BENCHES); do ./$$b $(BUILD)/bench.json; done
+
+# The pretrained model (98 MB, git-ignored); skipped when already verified.
+model:
+	./deploy/get-model.sh models
 
 sanitize:
 	$(MAKE) BUILD=build-san SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test

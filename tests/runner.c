@@ -23,6 +23,7 @@
 #include "common/flags.h"
 #include "deploy/launch.h"
 #include "common/safetensors.h"
+#include "common/gguf.h"
 #include "common/sampler.h"
 #include "common/optim.h"
 #include "common/tensor.h"
@@ -67,6 +68,7 @@ static const TestCase k_tests[] = {
     {"optim", optim_selftest},
     {"tensor", tensor_selftest},
     {"model", model_selftest},
+    {"gguf", gguf_selftest},
     {"ckpt", ckpt_selftest},
     {"gen", gen_selftest},
     {"task", task_selftest},
