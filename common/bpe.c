@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -188,6 +189,7 @@ struct Bpe {
     int32_t       bos_id, eos_id, unk_id, pad_id, eot_id;
     BpeChatStyle  chat;
     char         *chat_default_system; /* NULL if none */
+    bool          add_bos;             /* GGUF tokenizer.ggml.add_bos_token */
     atomic_bool   warned_drop;
 };
 
@@ -603,6 +605,7 @@ Bpe *bpe_new(const BpeVocab *v)
     b->eos_id = v->eos_id;
     b->unk_id = v->unk_id;
     b->pad_id = v->pad_id;
+    b->add_bos = v->add_bos;
     atomic_init(&b->warned_drop, false);
     b->text_off = xmalloc(((size_t)n + 1) * sizeof *b->text_off);
     b->bytes_off = xmalloc(((size_t)n + 1) * sizeof *b->bytes_off);
@@ -636,6 +639,10 @@ int bpe_pad_id(const Bpe *b)
 int bpe_eot_id(const Bpe *b)
 {
     return b->eot_id;
+}
+bool bpe_add_bos(const Bpe *b)
+{
+    return b->add_bos;
 }
 const char *bpe_pre_name(const Bpe *b)
 {
@@ -988,6 +995,137 @@ int bpe_chat_format(const Bpe *b, const BpeChatMessage *msgs, int n, bool add_ge
     return 0;
 }
 
+/* ---- GGUF adapter ------------------------------------------------------- */
+
+/* An optional special id: -1 when absent, else the value if it fits int32. */
+static int gguf_id(const GgufFile *f, const char *key, int32_t *out)
+{
+    int64_t v;
+    int     rc = gguf_get_int(f, key, &v);
+    *out = -1;
+    if (rc == ERR_NOTFOUND) return 0;
+    if (rc) return rc;
+    if (v < 0 || v > INT32_MAX) {
+        log_error("bpe_from_gguf: %s: %s = %lld, expected 0..%d", gguf_path(f), key, (long long)v,
+                  INT32_MAX);
+        return ERR_RANGE;
+    }
+    *out = (int32_t)v;
+    return 0;
+}
+
+/* A string of the file, NUL-terminated (GgufStr guarantees the NUL), or NULL
+ * when absent. */
+static int gguf_opt_str(const GgufFile *f, const char *key, const char **out)
+{
+    GgufStr s;
+    int     rc = gguf_get_str(f, key, &s);
+    *out = NULL;
+    if (rc == ERR_NOTFOUND) return 0;
+    if (rc) return rc;
+    if (strlen(s.s) != s.len) {
+        log_error("bpe_from_gguf: %s: %s contains a NUL byte", gguf_path(f), key);
+        return ERR_FORMAT;
+    }
+    *out = s.s;
+    return 0;
+}
+
+int bpe_from_gguf(const GgufFile *f, Bpe **out)
+{
+    CHECK(f && out);
+    *out = NULL;
+    const char *path = gguf_path(f), *model = NULL;
+    BpeVocab    v = {0};
+    int         rc = gguf_opt_str(f, "tokenizer.ggml.model", &model);
+    if (rc) return rc;
+    if (!model || strcmp(model, "gpt2") != 0) {
+        log_error("bpe_from_gguf: %s: tokenizer.ggml.model '%s', expected 'gpt2' (byte-level BPE)",
+                  path, model ? model : "(missing)");
+        return ERR_UNSUPPORTED;
+    }
+    const GgufStr *toks, *merges;
+    size_t         n_toks, n_merges;
+    rc = gguf_get_str_array(f, "tokenizer.ggml.tokens", &toks, &n_toks);
+    if (rc == 0) rc = gguf_get_str_array(f, "tokenizer.ggml.merges", &merges, &n_merges);
+    if (rc) {
+        if (rc == ERR_NOTFOUND)
+            log_error("bpe_from_gguf: %s: tokenizer.ggml.tokens or .merges missing", path);
+        return rc;
+    }
+    if (n_toks == 0 || n_toks > BPE_MAX_TOKENS || n_merges > BPE_MAX_TOKENS) {
+        log_error("bpe_from_gguf: %s: %zu tokens and %zu merges, expected 1..%d of each", path,
+                  n_toks, n_merges, BPE_MAX_TOKENS);
+        return ERR_RANGE;
+    }
+    const void *types = NULL;
+    int         type_elem = 0;
+    size_t      n_types = 0;
+    rc = gguf_get_array(f, "tokenizer.ggml.token_type", &type_elem, &types, &n_types);
+    if (rc == ERR_NOTFOUND) {
+        types = NULL;
+    } else if (rc) {
+        return rc;
+    } else if (type_elem != GGUF_VAL_INT32 || n_types != n_toks) {
+        log_error("bpe_from_gguf: %s: tokenizer.ggml.token_type has %zu elements of type %d, "
+                  "expected %zu INT32",
+                  path, n_types, type_elem, n_toks);
+        return ERR_MISMATCH;
+    }
+    if ((rc = gguf_opt_str(f, "tokenizer.ggml.pre", &v.pre)) != 0) return rc;
+    if (!v.pre) {
+        log_warn("bpe_from_gguf: %s: no tokenizer.ggml.pre; using the GPT-2 split", path);
+        v.pre = "gpt2";
+    }
+    if ((rc = gguf_opt_str(f, "tokenizer.chat_template", &v.chat_template)) != 0) return rc;
+    if ((rc = gguf_id(f, "tokenizer.ggml.bos_token_id", &v.bos_id)) != 0 ||
+        (rc = gguf_id(f, "tokenizer.ggml.eos_token_id", &v.eos_id)) != 0 ||
+        (rc = gguf_id(f, "tokenizer.ggml.unknown_token_id", &v.unk_id)) != 0 ||
+        (rc = gguf_id(f, "tokenizer.ggml.padding_token_id", &v.pad_id)) != 0)
+        return rc;
+    rc = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &v.add_bos);
+    if (rc == ERR_NOTFOUND)
+        v.add_bos = false;
+    else if (rc)
+        return rc;
+
+    const char **tok_p = xmalloc(n_toks * sizeof *tok_p);
+    size_t      *tok_l = xmalloc(n_toks * sizeof *tok_l);
+    const char **mer_p = xmalloc((n_merges + 1) * sizeof *mer_p);
+    size_t      *mer_l = xmalloc((n_merges + 1) * sizeof *mer_l);
+    for (size_t i = 0; i < n_toks; i++) tok_p[i] = toks[i].s, tok_l[i] = toks[i].len;
+    for (size_t i = 0; i < n_merges; i++) mer_p[i] = merges[i].s, mer_l[i] = merges[i].len;
+    v.n_tokens = (int)n_toks;
+    v.tokens = tok_p;
+    v.token_lens = tok_l;
+    v.token_types = types;
+    v.n_merges = (int)n_merges;
+    v.merges = mer_p;
+    v.merge_lens = mer_l;
+    *out = bpe_new(&v);
+    free(tok_p);
+    free(tok_l);
+    free(mer_p);
+    free(mer_l);
+    if (!*out) {
+        log_error("bpe_from_gguf: %s: the tokenizer metadata was refused (see above)", path);
+        return ERR_FORMAT;
+    }
+    return 0;
+}
+
+int bpe_load(const char *path, Bpe **out)
+{
+    CHECK(path && out);
+    *out = NULL;
+    GgufFile *f = NULL;
+    int       rc = gguf_open(path, &f);
+    if (rc) return rc;
+    rc = bpe_from_gguf(f, out);
+    gguf_close(&f);
+    return rc;
+}
+
 /* ---- Self-test ---------------------------------------------------------- */
 
 #define ST_CHECK(cond)                                                                             \
@@ -1072,6 +1210,84 @@ static Bpe *st_build(StVocab *sv, const char *drop, const char *tpl, const char 
 static void st_free(StVocab *sv)
 {
     for (int i = 0; i < sv->n; i++) free(sv->tok[i]);
+}
+
+/* A growing byte buffer for writing a small GGUF file by hand. */
+typedef struct {
+    uint8_t *p;
+    size_t   n, cap;
+} StBuf;
+
+static void sb_put(StBuf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = 2 * (b->n + n);
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void sb_u32(StBuf *b, uint32_t v)
+{
+    uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    sb_put(b, le, 4);
+}
+
+static void sb_u64(StBuf *b, uint64_t v)
+{
+    sb_u32(b, (uint32_t)v);
+    sb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void sb_str(StBuf *b, const char *s)
+{
+    sb_u64(b, strlen(s));
+    sb_put(b, s, strlen(s));
+}
+
+/* Writes sv's vocabulary with merges as a GGUF file (no tensors) declaring
+ * tokenizer model, with n_types token types; returns 0 or -1. */
+static int st_write_gguf(const char *path, const StVocab *sv, const char *const *merges,
+                         int n_merges, const char *model, int n_types)
+{
+    StBuf b = {0};
+    sb_put(&b, "GGUF", 4);
+    sb_u32(&b, 3);
+    sb_u64(&b, 0);
+    sb_u64(&b, 7);
+    sb_str(&b, "tokenizer.ggml.model");
+    sb_u32(&b, GGUF_VAL_STRING);
+    sb_str(&b, model);
+    sb_str(&b, "tokenizer.ggml.pre");
+    sb_u32(&b, GGUF_VAL_STRING);
+    sb_str(&b, "smollm");
+    sb_str(&b, "tokenizer.ggml.tokens");
+    sb_u32(&b, GGUF_VAL_ARRAY);
+    sb_u32(&b, GGUF_VAL_STRING);
+    sb_u64(&b, (uint64_t)sv->n);
+    for (int i = 0; i < sv->n; i++) sb_str(&b, sv->tok[i]);
+    sb_str(&b, "tokenizer.ggml.merges");
+    sb_u32(&b, GGUF_VAL_ARRAY);
+    sb_u32(&b, GGUF_VAL_STRING);
+    sb_u64(&b, (uint64_t)n_merges);
+    for (int i = 0; i < n_merges; i++) sb_str(&b, merges[i]);
+    sb_str(&b, "tokenizer.ggml.token_type");
+    sb_u32(&b, GGUF_VAL_ARRAY);
+    sb_u32(&b, GGUF_VAL_INT32);
+    sb_u64(&b, (uint64_t)n_types);
+    for (int i = 0; i < n_types; i++) sb_u32(&b, (uint32_t)sv->type[i % sv->n]);
+    sb_str(&b, "tokenizer.ggml.eos_token_id");
+    sb_u32(&b, GGUF_VAL_UINT32);
+    sb_u32(&b, 0);
+    sb_str(&b, "tokenizer.chat_template");
+    sb_u32(&b, GGUF_VAL_STRING);
+    sb_str(&b, "{{ '<|im_start|>' + message['role'] }}<|im_end|>");
+    FILE *f = fopen(path, "wb");
+    int   rc = f && fwrite(b.p, 1, b.n, f) == b.n ? 0 : -1;
+    if (f && fclose(f) != 0) rc = -1;
+    free(b.p);
+    return rc;
 }
 
 /* Encodes s and compares with the expected token spellings joined by '|'. */
@@ -1241,6 +1457,32 @@ int bpe_selftest(bool verbose)
     st_free(&sv);
     const char *const two_spaces[] = {"a b c"};
     ST_CHECK(st_build(&sv, "", NULL, two_spaces, 1) == NULL);
+    st_free(&sv);
+    /* The GGUF adapter, on hand-written files. */
+    char path[] = "/tmp/bpe_selftest_XXXXXX";
+    int  fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    b = st_build(&sv, "", NULL, merges, n_merges);
+    CHECK(b);
+    bpe_free(&b);
+    ST_CHECK(st_write_gguf(path, &sv, merges, n_merges, "gpt2", sv.n) == 0);
+    ST_CHECK(bpe_load(path, &b) == 0 && b && bpe_vocab_size(b) == sv.n);
+    if (b) {
+        ST_CHECK(
+            st_encodes_as(b, "<|im_start|>the abc", BPE_ENC_SPECIAL, "<|im_start|>|t|he|Ġ|a|bc"));
+        ST_CHECK(bpe_eos_id(b) == 0 && bpe_bos_id(b) == -1 && !bpe_add_bos(b));
+        ST_CHECK(bpe_chat_supported(b) && bpe_eot_id(b) == 2 && !bpe_chat_default_system(b));
+        ST_CHECK(strcmp(bpe_pre_name(b), "smollm") == 0);
+    }
+    bpe_free(&b);
+    ST_CHECK(st_write_gguf(path, &sv, merges, n_merges, "llama", sv.n) == 0);
+    ST_CHECK(bpe_load(path, &b) == ERR_UNSUPPORTED && !b);
+    ST_CHECK(st_write_gguf(path, &sv, merges, n_merges, "gpt2", sv.n - 1) == 0);
+    ST_CHECK(bpe_load(path, &b) == ERR_MISMATCH && !b);
+    ST_CHECK(st_write_gguf(path, &sv, bad_merge, 2, "gpt2", sv.n) == 0);
+    ST_CHECK(bpe_load(path, &b) == ERR_FORMAT && !b);
+    unlink(path);
     st_free(&sv);
     const char *toks[] = {"a", "b"};
     BpeVocab    v = {.n_tokens = 2,

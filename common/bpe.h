@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/gguf.h"
+
 /* Token types as GGUF stores them in tokenizer.ggml.token_type (llama.cpp's
  * numbering; values reach disk, so only ever append). */
 enum {
@@ -64,6 +66,7 @@ typedef struct {
     int32_t            unk_id;        /* -1 if none */
     int32_t            pad_id;        /* -1 if none */
     const char        *chat_template; /* Jinja text, or NULL */
+    bool               add_bos;       /* whether the model expects BOS first (bpe_add_bos) */
 } BpeVocab;
 
 /* bpe_encode flags. */
@@ -92,6 +95,20 @@ typedef struct Bpe Bpe;
 Bpe *bpe_new(const BpeVocab *v);
 void bpe_free(Bpe **b);
 
+/* The adapter from a GGUF file's metadata: tokenizer.ggml.model (must be
+ * "gpt2"), .tokens, .merges, .token_type (optional, INT32), .pre (default
+ * "gpt2" with a warning when absent), .bos/.eos/.unknown/.padding_token_id
+ * (optional), .add_bos_token (optional, default false) and
+ * tokenizer.chat_template (optional) become a BpeVocab for bpe_new. Returns 0
+ * with *out set (caller owns); ERR_UNSUPPORTED for another tokenizer model;
+ * ERR_NOTFOUND for missing tokens or merges; ERR_MISMATCH for a value of the
+ * wrong type or a token_type count that differs from the token count;
+ * ERR_RANGE for an id outside int32; ERR_FORMAT if bpe_new refuses the
+ * vocabulary. Logged, naming the file and key. */
+int bpe_from_gguf(const GgufFile *f, Bpe **out);
+/* gguf_open + bpe_from_gguf + gguf_close; errors of either, logged. */
+int bpe_load(const char *path, Bpe **out);
+
 int bpe_vocab_size(const Bpe *b);
 /* Special ids from the vocabulary, or -1. */
 int bpe_bos_id(const Bpe *b);
@@ -100,6 +117,9 @@ int bpe_pad_id(const Bpe *b);
 /* The end-of-turn id generation stops at: <|im_end|> for a ChatML template,
  * else eos_id (-1 if neither). */
 int bpe_eot_id(const Bpe *b);
+/* Whether the model expects BOS first (GGUF tokenizer.ggml.add_bos_token;
+ * false for SmolLM2): pass BPE_ENC_BOS to bpe_encode when true. */
+bool bpe_add_bos(const Bpe *b);
 /* The pre-tokenizer name as given. */
 const char *bpe_pre_name(const Bpe *b);
 
