@@ -684,11 +684,13 @@ bool bpe_byte_encodable(const Bpe *b, uint8_t c)
 
 /* ---- Encoding ----------------------------------------------------------- */
 
-/* Scratch for merging one piece, sized for the longest piece of a call. */
+/* Scratch for merging one piece, grown to the longest piece of a call (so
+ * memory follows the longest piece, not the text). */
 typedef struct {
-    int32_t *id;   /* (cap) symbol token ids; -1 once merged into its left neighbour */
-    int32_t *prev; /* (cap) previous live symbol, -1 at the start */
-    int32_t *next; /* (cap) next live symbol, -1 at the end */
+    size_t   scratch; /* pieces of up to this many bytes fit */
+    int32_t *id;      /* (cap) symbol token ids; -1 once merged into its left neighbour */
+    int32_t *prev;    /* (cap) previous live symbol, -1 at the start */
+    int32_t *next;    /* (cap) next live symbol, -1 at the end */
     struct BpeCand {
         int32_t rank, left, right, left_id, right_id;
     } * heap; /* (3 * cap) candidate merges, min-heap on (rank, left) */
@@ -759,6 +761,14 @@ static void push_pair(const Bpe *b, BpeWork *w, int left, int right)
 static int encode_piece(const Bpe *b, BpeWork *w, const uint8_t *s, size_t len, size_t at,
                         int flags)
 {
+    if (len > w->scratch) {
+        w->scratch = len < 64 ? 64 : len;
+        w->id = xrealloc(w->id, w->scratch * sizeof *w->id);
+        w->prev = xrealloc(w->prev, w->scratch * sizeof *w->prev);
+        w->next = xrealloc(w->next, w->scratch * sizeof *w->next);
+        /* Each merge retires one candidate pair and adds at most two. */
+        w->heap = xrealloc(w->heap, 3 * w->scratch * sizeof *w->heap);
+    }
     int n = 0;
     for (size_t i = 0; i < len; i++) {
         int32_t id = b->byte_id[s[i]];
@@ -857,13 +867,7 @@ int bpe_encode(const Bpe *b, const char *text, size_t len, int flags, int *ids, 
     }
     const uint8_t *s = (const uint8_t *)text;
     BpeWork        w = {.out = ids, .cap = cap};
-    size_t         scratch = len ? len : 1;
-    w.id = xmalloc(scratch * sizeof *w.id);
-    w.prev = xmalloc(scratch * sizeof *w.prev);
-    w.next = xmalloc(scratch * sizeof *w.next);
-    /* Each merge retires one candidate pair and adds at most two. */
-    w.heap = xmalloc(3 * scratch * sizeof *w.heap);
-    int rc = 0;
+    int            rc = 0;
     if (flags & BPE_ENC_BOS) emit(&w, b->bos_id);
     size_t chunk = 0;
     for (size_t p = 0; p < len;) {
