@@ -92,7 +92,8 @@ run: deps $(PROGS)
 test: deps $(PROGS) $(BUILD)/rlhf-test
 	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)
 
-bench: deps $(BENCHES)
+# bench_cluster runs the programs (a warm start and a local cluster), so they are built first.
+bench: deps $(PROGS) $(BENCHES)
 	@set -e; for b in $(BENCHES); do ./$$b $(BUILD)/bench.json; done
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
