@@ -3,10 +3,12 @@
  * one poll loop.
  *
  * Sockets (all bound; endpoints from the config):
- *   lease     ROUTER  LeaseRequest -> LeaseGrant (always one reply per request)
+ *   lease     ROUTER  LeaseRequest -> LeaseGrant (always one reply per request;
+ *                     a request that fails validation gets an ErrorReply)
  *   results   PULL    ScoredGroup from reward servers
  *   weights   PUB     WeightAnnounce after every update and once a second
- *   snapshot  ROUTER  SnapshotRequest -> the current weights as WeightChunks
+ *   snapshot  ROUTER  SnapshotRequest -> the current weights as WeightChunks (or an
+ *                     ErrorReply for a request that fails validation)
  *
  * Run identity: a fresh start draws a random hex run id and starts at epoch
  * 0, version 0. A start that finds a checkpoint in ckpt_dir keeps its run
@@ -99,7 +101,7 @@ typedef struct {
                      .steps = 60,                                                                  \
                      .batch_groups = 8,                                                            \
                      .group_size = 8,                                                              \
-                     .lease_prompts = 2,                                                           \
+                     .lease_prompts = 4,                                                           \
                      .lease_timeout_ms = 15000,                                                    \
                      .max_staleness = 2,                                                           \
                      .max_new_tokens = 8,                                                          \

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "learner/learner.h"
 
@@ -81,6 +82,7 @@ static void usage(FILE *f, const char *prog)
             "Daemon:\n"
             "  --poll-ms N          longest wait in the loop (default %d)\n"
             "  --status-every S     seconds between status lines, 0 = none (default %g)\n"
+            "  --log-level L        error, warn, info or debug (default info, or $RLHF_LOG)\n"
             "  --help               this text\n",
             prog, d.lease_ep, d.results_ep, d.weights_ep, d.snapshot_ep, str_or(d.ckpt_dir, "''"),
             str_or(d.metrics_path, "''"), str_or(d.summary_path, "''"), d.steps, d.ckpt_every,
@@ -92,38 +94,12 @@ static void usage(FILE *f, const char *prog)
             d.n_layers, d.n_heads, d.hidden_dim, d.poll_ms, d.status_every_s);
 }
 
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long  v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "rlhf-learner: --%s '%s': expected an integer in %ld..%ld\n", flag, s, lo,
-                hi);
-        return ERR_ARG;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *flag, const char *s, double lo, double hi, float *out)
-{
-    char  *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "rlhf-learner: --%s '%s': expected a number in [%g, %g]\n", flag, s, lo,
-                hi);
-        return ERR_ARG;
-    }
-    *out = (float)v;
-    return 0;
-}
-
 static const char *path_arg(const char *s)
 {
     return *s ? s : NULL;
 }
 
-static int parse_args(int argc, char **argv, LearnerConfig *c)
+static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
 {
     enum {
         O_LEASE = 256,
@@ -163,6 +139,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c)
         O_HEADS,
         O_HIDDEN,
         O_POLL,
+        O_LOG_LEVEL,
         O_STATUS,
         O_HELP
     };
@@ -205,12 +182,13 @@ static int parse_args(int argc, char **argv, LearnerConfig *c)
         {"hidden", required_argument, 0, O_HIDDEN},
         {"poll-ms", required_argument, 0, O_POLL},
         {"status-every", required_argument, 0, O_STATUS},
+        {"log-level", required_argument, 0, O_LOG_LEVEL},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     *c = LEARNER_DEFAULTS;
+    flags_set_prog("rlhf-learner");
     AlgoConfig *a = &c->algo;
-    int         opt, seed;
-    float       f;
+    int         opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (opt) {
@@ -239,42 +217,41 @@ static int parse_args(int argc, char **argv, LearnerConfig *c)
             c->summary_path = path_arg(optarg);
             break;
         case O_STEPS:
-            rc = parse_int("steps", optarg, 0, 100000000, &c->steps);
+            rc = flags_int("steps", optarg, 0, 100000000, &c->steps);
             break;
         case O_CKPT_EVERY:
-            rc = parse_int("ckpt-every", optarg, 0, 100000000, &c->ckpt_every);
+            rc = flags_int("ckpt-every", optarg, 0, 100000000, &c->ckpt_every);
             break;
         case O_EVAL_N:
-            rc = parse_int("eval-n", optarg, 0, 1000000, &c->eval_n);
+            rc = flags_int("eval-n", optarg, 0, 1000000, &c->eval_n);
             break;
         case O_EVAL_EVERY:
-            rc = parse_int("eval-every", optarg, 0, 100000000, &c->eval_every);
+            rc = flags_int("eval-every", optarg, 0, 100000000, &c->eval_every);
             break;
         case O_SEED:
-            rc = parse_int("seed", optarg, 0, 2147483647, &seed);
-            c->seed = (uint64_t)seed;
+            rc = flags_u64("seed", optarg, &c->seed);
             break;
         case O_DIGITS:
-            rc = parse_int("max-digits", optarg, 1, 6, &c->max_digits);
+            rc = flags_int("max-digits", optarg, 1, 6, &c->max_digits);
             break;
         case O_BATCH:
-            rc = parse_int("batch-groups", optarg, 1, 4096, &c->batch_groups);
+            rc = flags_int("batch-groups", optarg, 1, 4096, &c->batch_groups);
             break;
         case O_GROUP:
-            rc = parse_int("group", optarg, 1, 256, &c->group_size);
+            rc = flags_int("group", optarg, 1, 256, &c->group_size);
             break;
         case O_LEASE_PROMPTS:
             rc =
-                parse_int("lease-prompts", optarg, 1, LEARNER_MAX_LEASE_PROMPTS, &c->lease_prompts);
+                flags_int("lease-prompts", optarg, 1, LEARNER_MAX_LEASE_PROMPTS, &c->lease_prompts);
             break;
         case O_LEASE_TIMEOUT:
-            rc = parse_int("lease-timeout-ms", optarg, 1, 86400000, &c->lease_timeout_ms);
+            rc = flags_int("lease-timeout-ms", optarg, 1, 86400000, &c->lease_timeout_ms);
             break;
         case O_STALENESS:
-            rc = parse_int("max-staleness", optarg, 0, 1000, &c->max_staleness);
+            rc = flags_int("max-staleness", optarg, 0, 1000, &c->max_staleness);
             break;
         case O_MAX_NEW:
-            rc = parse_int("max-new-tokens", optarg, 1, 1024, &c->max_new_tokens);
+            rc = flags_int("max-new-tokens", optarg, 1, 1024, &c->max_new_tokens);
             break;
         case O_ALGO:
             if (!strcmp(optarg, "grpo"))
@@ -287,57 +264,55 @@ static int parse_args(int argc, char **argv, LearnerConfig *c)
             }
             break;
         case O_LR:
-            rc = parse_float("lr", optarg, 0, 1, &c->lr);
+            rc = flags_float("lr", optarg, 0, 1, &c->lr);
             break;
         case O_WARMUP:
-            rc = parse_int("warmup", optarg, 0, 100000000, &c->lr_warmup_steps);
+            rc = flags_int("warmup", optarg, 0, 100000000, &c->lr_warmup_steps);
             break;
         case O_GRAD_CLIP:
-            rc = parse_float("grad-clip", optarg, 0, 1e6, &c->grad_clip);
+            rc = flags_float("grad-clip", optarg, 0, 1e6, &c->grad_clip);
             break;
         case O_KL:
-            rc = parse_float("kl-beta", optarg, 0, 1e3, &a->kl_beta);
+            rc = flags_float("kl-beta", optarg, 0, 1e3, &a->kl_beta);
             break;
         case O_CLIP_LOW:
-            rc = parse_float("clip-low", optarg, 0, 0.999, &a->clip_low);
+            rc = flags_float("clip-low", optarg, 0, 0.999, &a->clip_low);
             break;
         case O_CLIP_HIGH:
-            rc = parse_float("clip-high", optarg, 0, 1e3, &a->clip_high);
+            rc = flags_float("clip-high", optarg, 0, 1e3, &a->clip_high);
             break;
         case O_RATIO_CAP:
-            rc = parse_float("ratio-cap", optarg, 0, 1e6, &a->ratio_cap);
+            rc = flags_float("ratio-cap", optarg, 0, 1e6, &a->ratio_cap);
             break;
         case O_EPOCHS:
-            rc = parse_int("epochs", optarg, 1, 100, &a->epochs);
+            rc = flags_int("epochs", optarg, 1, 100, &a->epochs);
             break;
         case O_MINIBATCH:
-            rc = parse_int("minibatch", optarg, 0, 1 << 20, &a->minibatch_size);
+            rc = flags_int("minibatch", optarg, 0, 1 << 20, &a->minibatch_size);
             break;
         case O_ENTROPY:
-            rc = parse_float("entropy-coef", optarg, 0, 10, &f);
-            a->entropy_coef = f;
+            rc = flags_float("entropy-coef", optarg, 0, 10, &a->entropy_coef);
             break;
         case O_DECOUPLED:
             a->decoupled = true;
             break;
         case O_DIM:
-            rc = parse_int("dim", optarg, 8, 65536, &c->dim);
+            rc = flags_int("dim", optarg, 8, 65536, &c->dim);
             break;
         case O_LAYERS:
-            rc = parse_int("layers", optarg, 1, 1024, &c->n_layers);
+            rc = flags_int("layers", optarg, 1, 1024, &c->n_layers);
             break;
         case O_HEADS:
-            rc = parse_int("heads", optarg, 1, 1024, &c->n_heads);
+            rc = flags_int("heads", optarg, 1, 1024, &c->n_heads);
             break;
         case O_HIDDEN:
-            rc = parse_int("hidden", optarg, 1, 1 << 20, &c->hidden_dim);
+            rc = flags_int("hidden", optarg, 1, 1 << 20, &c->hidden_dim);
             break;
         case O_POLL:
-            rc = parse_int("poll-ms", optarg, 1, 10000, &c->poll_ms);
+            rc = flags_int("poll-ms", optarg, 1, 10000, &c->poll_ms);
             break;
         case O_STATUS:
-            rc = parse_float("status-every", optarg, 0, 86400, &f);
-            c->status_every_s = f;
+            rc = flags_double("status-every", optarg, 0, 86400, &c->status_every_s);
             break;
         case O_HELP:
             usage(stdout, argv[0]);
@@ -363,8 +338,9 @@ static int parse_args(int argc, char **argv, LearnerConfig *c)
 int main(int argc, char **argv)
 {
     LearnerConfig cfg;
-    if (parse_args(argc, argv, &cfg)) return 2;
-    log_init("learner", -1);
+    int           log_level = -1;
+    if (parse_args(argc, argv, &cfg, &log_level)) return 2;
+    log_init("learner", log_level);
     const AlgoConfig *a = &cfg.algo;
     log_info("config: lease=%s results=%s weights=%s snapshot=%s init=%s ckpt-dir=%s metrics=%s "
              "summary=%s steps=%d batch-groups=%d group=%d lease-prompts=%d lease-timeout-ms=%d "
