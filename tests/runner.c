@@ -24,6 +24,7 @@
 #include "deploy/launch.h"
 #include "common/safetensors.h"
 #include "common/gguf.h"
+#include "tests/gguf_test.h"
 #include "common/sampler.h"
 #include "common/optim.h"
 #include "common/tensor.h"
@@ -69,6 +70,7 @@ static const TestCase k_tests[] = {
     {"tensor", tensor_selftest},
     {"model", model_selftest},
     {"gguf", gguf_selftest},
+    {"gguf_smollm2", gguf_smollm2_selftest},
     {"ckpt", ckpt_selftest},
     {"gen", gen_selftest},
     {"task", task_selftest},
