@@ -45,6 +45,7 @@
 #include "actor/actor.h"
 #include "reward_server/reward.h"
 #include "reward_server/scorer.h"
+#include "tests/cluster_test.h"
 #include "tests/cli_test.h"
 
 typedef struct {
@@ -85,6 +86,9 @@ static const TestCase k_tests[] = {
     {"lease", lease_selftest},
     {"learner", learner_selftest},
     {"algo", algo_selftest},
+    {"fault_actor", cluster_fault_actor_selftest},
+    {"fault_learner", cluster_fault_learner_selftest},
+    {"fault_reward", cluster_fault_reward_selftest},
     {"cli", cli_selftest},
 };
 

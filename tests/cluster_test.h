@@ -1,0 +1,39 @@
+/* cluster_test: fault and hostile-input tests of the cluster with real
+ * processes on real sockets: rlhf-learner, rlhf-reward and rlhf-actor
+ * started from the build directory, talking over tcp loopback, killed with
+ * SIGKILL and restarted mid-run.
+ *
+ * The programs are looked up in RLHF_BUILD_DIR (set by `make test`), else
+ * beside the running test binary. Each test picks a random block of free
+ * loopback ports in 20000..31999 (avoiding 27000..28099, which other local
+ * clusters use) and starts over on fresh ports if a daemon cannot bind one.
+ * The model is a tiny random-init policy (--dim 32 --layers 1), so a run of
+ * a few dozen steps takes seconds.
+ *
+ * Every child runs in its own process group with SIGKILL as its parent-death
+ * signal; each test kills the groups of whatever is still running and
+ * removes its temp directory (under $TMPDIR, default /tmp) whatever the
+ * outcome. Failures are reported on stderr with the tail of every daemon's
+ * log. Each function returns the number of failed checks (0 = pass). */
+#ifndef RLHF_CLUSTER_TEST_H
+#define RLHF_CLUSTER_TEST_H
+
+#include <stdbool.h>
+
+/* kill -9 of one of two actors while it holds a lease: the lease is
+ * re-issued after its deadline, the other actor finishes every step, and
+ * the accounting identity holds in every metrics record and the summary. */
+int cluster_fault_actor_selftest(bool verbose);
+
+/* kill -9 of the learner after a checkpoint, then a restart with the same
+ * flags: it resumes from the checkpoint (same run id, epoch + 1, version and
+ * step of the checkpoint), the running actors follow it without a restart,
+ * and the run completes with consistent counters. */
+int cluster_fault_learner_selftest(bool verbose);
+
+/* kill -9 of the reward server while groups wait in it, then a restart on
+ * the same port: the lost groups come back as re-issued leases and the run
+ * completes with the identity intact. */
+int cluster_fault_reward_selftest(bool verbose);
+
+#endif
