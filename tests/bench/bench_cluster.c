@@ -6,7 +6,9 @@
  *      checkpoint made here) next to the same loop in one process without
  *      messaging (generate, score, update, copy the weights to the sampling
  *      model), and the overhead of distribution 1 - cluster / in-process;
- *      --rounds alternate the two sides and the best of each counts;
+ *      --rounds alternate the two sides and the best of each counts; and
+ *      the CPU time per sample of both, which the machine's load moves
+ *      much less than samples/s;
  *   2. the share of time in generation, scoring, learning and weight
  *      publishing in the in-process loop, and the learning share the
  *      learner's metrics give for the cluster;
@@ -34,6 +36,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -85,7 +88,7 @@ typedef struct {
 
 static const Args k_defaults = {.out = "build/bench.json",
                                 .steps = 30,
-                                .rounds = 2,
+                                .rounds = 3,
                                 .sft_steps = 30,
                                 .reps = 3,
                                 .chunk_bytes = (int)WIRE_CHUNK_BYTES,
@@ -101,6 +104,16 @@ static void on_signal(int sig)
     (void)sig;
     if (g_stop) _exit(130); /* a second signal forces an immediate exit */
     g_stop = 1;
+}
+
+/* CPU seconds (user + system) of this process (RUSAGE_SELF, every thread)
+ * or of its reaped children (RUSAGE_CHILDREN). */
+static double cpu_s(int who)
+{
+    struct rusage ru;
+    if (getrusage(who, &ru) != 0) return NAN;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static double now_s(void)
@@ -220,6 +233,7 @@ typedef struct {
     double steady_samples_per_s; /* after the first step, from the metrics */
     double learn_s;              /* sum of step_s: time in algo_step */
     double learn_share;          /* learn_s / train_wall_s */
+    double cpu_s;                /* CPU of all cluster processes, start-up included */
     int    snapshots_served;
 } ClusterResult;
 
@@ -373,6 +387,7 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
     fflush(stdout);
     /* Start-up order does not matter to the cluster; the learner goes last
      * so its clock does not include the others' exec and model set-up. */
+    double cpu0 = cpu_s(RUSAGE_CHILDREN);
     pids[1] = spawn(reward_argv, logs[1]);
     for (int i = 0; i < N_ACTORS; i++) {
         snprintf(logs[2 + i], sizeof logs[2 + i], "%s/actor-%d.log", dir, i);
@@ -417,6 +432,7 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
     progress_update(&pr, metrics_steps(metrics), NULL, true);
     progress_end(&pr);
     for (int i = 0; i < 2 + N_ACTORS; i++) stop_child(pids[i]);
+    c->cpu_s = cpu_s(RUSAGE_CHILDREN) - cpu0; /* every child is reaped by now */
     if (rc) return rc;
     if (st != 0) {
         fprintf(stderr, "bench_cluster: rlhf-learner exited with status %d; see %s\n", st, logs[0]);
@@ -458,6 +474,7 @@ typedef struct {
     double samples_per_s;
     double steady_samples_per_s; /* after the first step */
     double phase_s[PH_COUNT];
+    double cpu_s; /* CPU of this process (every thread) during the steps */
 } LoopResult;
 
 /* The learner's optimizer settings (learner.c's optim_config_of at the
@@ -544,7 +561,7 @@ static int run_inprocess(const Args *a, const char *sft_dir, LoopResult *res)
 
     Progress pr;
     progress_start(&pr, "in-process", "step", a->steps);
-    double t_start = now_s(), t_first = 0;
+    double t_start = now_s(), t_first = 0, cpu0 = cpu_s(RUSAGE_SELF);
     for (int step = 0; step < a->steps && rc == 0 && !g_stop; step++) {
         double t0 = now_s();
         for (int g = 0; g < NG; g++) {
@@ -626,6 +643,7 @@ static int run_inprocess(const Args *a, const char *sft_dir, LoopResult *res)
     }
     progress_end(&pr);
     double t_end = now_s();
+    res->cpu_s = cpu_s(RUSAGE_SELF) - cpu0;
     res->samples = (double)res->steps * N;
     res->wall_s = t_end - t_start;
     res->samples_per_s = res->wall_s > 0 ? res->samples / res->wall_s : 0;
@@ -1166,25 +1184,32 @@ static bool bench_loop(const Args *a, json_t *res)
     for (int r = 0; r < a->rounds; r++) {
         if (cls[r].ok) {
             if (!cl.ok || cls[r].samples_per_s > cl.samples_per_s) cl = cls[r];
-            printf("round %d cluster:    %6.1f samples/s, after the first step %6.1f\n", r + 1,
-                   cls[r].samples_per_s, cls[r].steady_samples_per_s);
+            printf("round %d cluster:    %6.1f samples/s, after the first step %6.1f; CPU %.2f ms "
+                   "per sample\n",
+                   r + 1, cls[r].samples_per_s, cls[r].steady_samples_per_s,
+                   1e3 * cls[r].cpu_s / cls[r].samples);
         }
         if (lps[r].ok) {
-            printf("round %d in-process: %6.1f samples/s, after the first step %6.1f\n", r + 1,
-                   lps[r].samples_per_s, lps[r].steady_samples_per_s);
+            printf("round %d in-process: %6.1f samples/s, after the first step %6.1f; CPU %.2f ms "
+                   "per sample\n",
+                   r + 1, lps[r].samples_per_s, lps[r].steady_samples_per_s,
+                   1e3 * lps[r].cpu_s / lps[r].samples);
             if (!lp.ok) {
                 lp = lps[r];
                 continue;
             }
             lp.samples_per_s = fmax(lp.samples_per_s, lps[r].samples_per_s);
             lp.steady_samples_per_s = fmax(lp.steady_samples_per_s, lps[r].steady_samples_per_s);
+            lp.cpu_s = fmin(lp.cpu_s, lps[r].cpu_s);
             lp.wall_s += lps[r].wall_s;
             for (int p = 0; p < PH_COUNT; p++) lp.phase_s[p] += lps[r].phase_s[p];
         }
     }
     for (int r = 0; r < a->rounds; r++)
-        if (cls[r].ok)
+        if (cls[r].ok) {
             cl.steady_samples_per_s = fmax(cl.steady_samples_per_s, cls[r].steady_samples_per_s);
+            cl.cpu_s = fmin(cl.cpu_s, cls[r].cpu_s);
+        }
     if (a->keep || !ok)
         printf("kept %s (logs, metrics, checkpoints)\n", tmp);
     else
@@ -1223,6 +1248,15 @@ static bool bench_loop(const Args *a, json_t *res)
         json_object_set_new(res, "overhead", num(overhead));
         json_object_set_new(res, "overhead_after_first_step", num(overhead_steady));
         json_object_set_new(res, "overhead_target", json_real(OVERHEAD_TARGET));
+        /* CPU time per sample barely depends on how busy the machine is,
+         * unlike samples/s: the work distribution adds, seen from a side. */
+        double cpu_cl = 1e3 * cl.cpu_s / cl.samples, cpu_lp = 1e3 * lp.cpu_s / lp.samples;
+        printf("   CPU per sample (least of the rounds): cluster %.2f ms (all %d processes, "
+               "start-up included), in-process %.2f ms: the cluster spends %+.1f%% CPU per "
+               "sample\n",
+               cpu_cl, N_ACTORS + 2, cpu_lp, 100 * (cpu_cl / cpu_lp - 1));
+        json_object_set_new(res, "cluster_cpu_ms_per_sample", num(cpu_cl));
+        json_object_set_new(res, "inprocess_cpu_ms_per_sample", num(cpu_lp));
     }
 
     printf("\n== 2. where the time goes ==\n");
