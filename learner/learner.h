@@ -73,7 +73,7 @@ typedef struct {
     int         lease_timeout_ms; /* a lease is re-issued after this, > 0 */
     int         max_staleness;    /* versions, >= 0 */
     int         max_new_tokens;   /* completion length cap, >= 1 */
-    float       lr;               /* AdamW peak learning rate (policy and critic) */
+    float       lr;               /* AdamW learning rate (policy and critic); see the default */
     int         lr_warmup_steps;  /* linear warmup, in updates */
     float       grad_clip;        /* global norm, 0 = off */
     AlgoConfig  algo;             /* update rule; see learner/algo.h */
@@ -89,6 +89,10 @@ typedef struct {
     int dim, n_layers, n_heads, hidden_dim;
 } LearnerConfig;
 
+/* lr: on the built-in task's ~1M-parameter model warm-started to 0.65
+ * held-out accuracy, 3e-4 halved the accuracy within 30 updates of 64
+ * samples and 1e-4 lost a little; 2e-5..5e-5 kept it (measured with 2
+ * actors). Larger models and batches may take more. */
 #define LEARNER_DEFAULTS                                                                           \
     ((LearnerConfig){.lease_ep = "tcp://127.0.0.1:5555",                                           \
                      .results_ep = "tcp://127.0.0.1:5558",                                         \
@@ -105,7 +109,7 @@ typedef struct {
                      .lease_timeout_ms = 15000,                                                    \
                      .max_staleness = 2,                                                           \
                      .max_new_tokens = 8,                                                          \
-                     .lr = 3e-4f,                                                                  \
+                     .lr = 3e-5f,                                                                  \
                      .lr_warmup_steps = 3,                                                         \
                      .grad_clip = 1.0f,                                                            \
                      .algo = ALGO_DEFAULTS,                                                        \
