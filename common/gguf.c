@@ -264,8 +264,10 @@ static int rd_strings(Parser *p, size_t n, GgufStr *strs, char **buf_out)
         uint64_t len;
         if ((rc = rd_str_len(p, GGUF_MAX_STRING, &len)) != 0) break;
         /* The total is bounded by the file size, checked above per string. */
-        while (cap - used < (size_t)len + 1) cap *= 2;
-        buf = xrealloc(buf, cap);
+        if (cap - used < (size_t)len + 1) {
+            while (cap - used < (size_t)len + 1) cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
         offs[i] = used;
         strs[i].len = (size_t)len;
         if ((rc = rd(p, buf + used, (size_t)len)) != 0) break;
