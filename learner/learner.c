@@ -1,15 +1,19 @@
 #include "learner/learner.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1274,8 +1278,6 @@ Model *learner_policy(Learner *l)
 
 /* ---- Self-test -------------------------------------------------------- */
 
-#include <pthread.h>
-
 typedef struct {
     int  failures;
     bool verbose;
@@ -1722,12 +1724,109 @@ out:
     learner_free(&l);
 }
 
+/* Runs build_dir/rlhf-learner with argv[1..] (stdout and stderr to log) and,
+ * when term_after_file is set, sends SIGTERM once that file exists. Returns
+ * the exit status, or -1 if it died of a signal or ran over 20 s. */
+static int run_binary(const char *build_dir, char *const *argv, const char *log,
+                      const char *term_after_file)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/rlhf-learner", build_dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(126);
+        execv(path, argv);
+        _exit(127);
+    }
+    if (pid < 0) return -1;
+    double t0 = progress_now();
+    bool   sent = false;
+    int    status = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno != EINTR) return -1;
+        if (progress_now() - t0 > 20.0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        if (term_after_file && !sent && access(term_after_file, F_OK) == 0) {
+            usleep(200 * 1000); /* the sockets open right after the first checkpoint */
+            kill(pid, SIGTERM);
+            sent = true;
+        }
+        usleep(10 * 1000);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The real program, when the build directory is known ($RLHF_BUILD_DIR, as
+ * make test sets it): SIGTERM is a clean shutdown with a checkpoint and a
+ * summary, exit 0; a bad flag is exit 2. */
+static void test_binary(TestCtx *t, const char *dir)
+{
+    const char *build = getenv("RLHF_BUILD_DIR");
+    char        prog[PATH_MAX];
+    snprintf(prog, sizeof prog, "%s/rlhf-learner", build ? build : "");
+    if (!build || !*build || access(prog, X_OK) != 0) {
+        if (t->verbose) printf("  skipped: the program (no RLHF_BUILD_DIR/rlhf-learner)\n");
+        return;
+    }
+    char ck[600], metrics[600], summary[600], log[600], cfg_file[640];
+    snprintf(ck, sizeof ck, "%s/bin-ckpt", dir);
+    snprintf(metrics, sizeof metrics, "%s/bin-metrics.jsonl", dir);
+    snprintf(summary, sizeof summary, "%s/bin-summary.json", dir);
+    snprintf(log, sizeof log, "%s/bin.log", dir);
+    snprintf(cfg_file, sizeof cfg_file, "%s/config.json", ck);
+    char *const argv[] = {"rlhf-learner",
+                          "--lease",
+                          "tcp://127.0.0.1:*",
+                          "--results",
+                          "tcp://127.0.0.1:*",
+                          "--weights",
+                          "tcp://127.0.0.1:*",
+                          "--snapshot",
+                          "tcp://127.0.0.1:*",
+                          "--ckpt-dir",
+                          ck,
+                          "--metrics",
+                          metrics,
+                          "--summary",
+                          summary,
+                          "--eval-n",
+                          "8",
+                          "--dim",
+                          "32",
+                          "--layers",
+                          "1",
+                          "--heads",
+                          "2",
+                          "--hidden",
+                          "64",
+                          "--status-every",
+                          "0",
+                          NULL};
+    int         rc = run_binary(build, argv, log, cfg_file);
+    json_t     *sum = json_load_file(summary, 0, NULL);
+    expect(t,
+           rc == 0 && sum && json_is_true(json_object_get(sum, "stopped_early")) &&
+               json_integer_value(json_object_get(sum, "steps")) == 0 && ckpt_exists(ck),
+           "rlhf-learner: SIGTERM stops it cleanly (exit 0, checkpoint, summary)");
+    json_decref(sum);
+    char *const bad[] = {"rlhf-learner", "--max-staleness", "-1", NULL};
+    expect(t, run_binary(build, bad, log, NULL) == 2, "rlhf-learner: a bad flag value exits 2");
+}
+
 int learner_selftest(bool verbose)
 {
     TestCtx t = {.verbose = verbose};
     char    dir[] = "/tmp/rlhf-learner-test-XXXXXX";
     CHECK(mkdtemp(dir));
     test_cluster(&t, dir);
+    test_binary(&t, dir);
     fileio_remove_tree(dir);
     return t.failures ? 1 : 0;
 }
