@@ -433,6 +433,15 @@ static int setup_models(Learner *l, json_t **lease_state)
                      c->ckpt_dir);
         }
     }
+    /* Prompts and answers are built from these characters; a checkpoint
+     * whose tokenizer lacks one cannot be trained on the task. */
+    for (const char *ch = "0123456789+-="; *ch; ch++) {
+        if (tok_id(l->tok, *ch) < 0) {
+            log_error("learner: the tokenizer has no '%c', which the arithmetic task needs", *ch);
+            rc = ERR_MISMATCH;
+            goto out;
+        }
+    }
     /* The model must hold a prompt and a full completion. */
     int longest = 2 * c->max_digits + 3 + c->max_new_tokens;
     if (longest > model_config(l->policy)->max_seq_len) {
