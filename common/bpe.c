@@ -190,6 +190,9 @@ struct Bpe {
     BpeChatStyle  chat;
     char         *chat_default_system; /* NULL if none */
     bool          add_bos;             /* GGUF tokenizer.ggml.add_bos_token */
+    char         *chat_template;       /* the template text as given, NULL if none */
+    int32_t      *merge_pair;          /* (n_merges, 2) left and right ids in rank order */
+    int           n_merges;
     atomic_bool   warned_drop;
 };
 
@@ -398,6 +401,8 @@ void bpe_free(Bpe **pb)
     free(b->special);
     free(b->pre_name);
     free(b->chat_default_system);
+    free(b->chat_template);
+    free(b->merge_pair);
     free(b);
     *pb = NULL;
 }
@@ -521,6 +526,7 @@ static int load_merges(Bpe *b, const BpeVocab *v)
     char  *buf = xmalloc(2 * BPE_MAX_TOKEN_BYTES + 2);
     int    rc = 0;
     size_t mask = b->merge_cap - 1;
+    b->merge_pair = xmalloc(((size_t)v->n_merges + 1) * 2 * sizeof *b->merge_pair);
     for (int r = 0; r < v->n_merges; r++) {
         const char *m = v->merges[r];
         size_t      len =
@@ -555,6 +561,9 @@ static int load_merges(Bpe *b, const BpeVocab *v)
             rc = ERR_FORMAT;
             goto out;
         }
+        b->merge_pair[2 * r] = left;
+        b->merge_pair[2 * r + 1] = right;
+        b->n_merges = r + 1;
         uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32) | (uint32_t)(right + 1);
         for (size_t i = hash_u64(key) & mask;; i = (i + 1) & mask) {
             /* A repeated pair keeps its first (best) rank. */
@@ -615,6 +624,7 @@ Bpe *bpe_new(const BpeVocab *v)
         return NULL;
     }
     chat_parse(b, v->chat_template);
+    if (v->chat_template) b->chat_template = xstrdup(v->chat_template);
     int im_end = lookup(b, "<|im_end|>", 10);
     b->eot_id = b->chat == BPE_CHAT_CHATML && im_end >= 0 ? im_end : b->eos_id;
     return b;
@@ -647,6 +657,24 @@ bool bpe_add_bos(const Bpe *b)
 const char *bpe_pre_name(const Bpe *b)
 {
     return b->pre_name;
+}
+int bpe_unk_id(const Bpe *b)
+{
+    return b->unk_id;
+}
+const char *bpe_chat_template(const Bpe *b)
+{
+    return b->chat_template;
+}
+int bpe_merge_count(const Bpe *b)
+{
+    return b->n_merges;
+}
+void bpe_merge_at(const Bpe *b, int rank, int *left, int *right)
+{
+    CHECK(rank >= 0 && rank < b->n_merges);
+    *left = b->merge_pair[2 * rank];
+    *right = b->merge_pair[2 * rank + 1];
 }
 
 int bpe_token_id(const Bpe *b, const char *text, size_t len)

@@ -122,6 +122,15 @@ int bpe_eot_id(const Bpe *b);
 bool bpe_add_bos(const Bpe *b);
 /* The pre-tokenizer name as given. */
 const char *bpe_pre_name(const Bpe *b);
+/* The unknown-token id from the vocabulary, or -1. */
+int bpe_unk_id(const Bpe *b);
+/* The chat template text as given (NUL-terminated, borrowed), or NULL. */
+const char *bpe_chat_template(const Bpe *b);
+/* The merges as given, duplicates included, for writing the vocabulary out
+ * again: bpe_merge_at sets the ids of the left and right token of the merge
+ * of rank 0..bpe_merge_count-1 (CHECKed). */
+int  bpe_merge_count(const Bpe *b);
+void bpe_merge_at(const Bpe *b, int rank, int *left, int *right);
 
 /* The id whose stored spelling is text[0..len), or ERR_NOTFOUND. Special
  * tokens are spelled as their text ("<|im_end|>"), others in the byte-level

@@ -1070,10 +1070,7 @@ static const char *const k_global_names[][2] = {
     {"output.weight", "lm_head.weight"},
 };
 
-/* The GGUF name for our tensor name (NULL for tensors GGUF files do not
- * hold, the value head); *qk_heads is set for query / key matrices. */
-static bool gguf_name_for(const char *ours, const ModelConfig *c, char *out, size_t cap,
-                          int *qk_heads)
+bool gguf_tensor_name(const char *ours, const ModelConfig *c, char *out, size_t cap, int *qk_heads)
 {
     *qk_heads = 0;
     for (size_t i = 0; i < sizeof k_global_names / sizeof k_global_names[0]; i++)
@@ -1117,7 +1114,7 @@ int gguf_load_model(GgufFile *f, Model *m)
         char name[GGUF_MAX_NAME + 1];
         int  qk;
         src[i] = -1;
-        if (!gguf_name_for(mt.name, c, name, sizeof name, &qk)) continue; /* value head */
+        if (!gguf_tensor_name(mt.name, c, name, sizeof name, &qk)) continue; /* value head */
         int j = gguf_find_tensor(f, name);
         if (j < 0) {
             log_error("%s: '%s': no tensor '%s' (for %s)", fn, f->path, name, mt.name);
@@ -1175,7 +1172,7 @@ int gguf_load_model(GgufFile *f, Model *m)
         model_tensor(m, i, &mt);
         char name[GGUF_MAX_NAME + 1];
         int  qk;
-        CHECK(gguf_name_for(mt.name, c, name, sizeof name, &qk));
+        CHECK(gguf_tensor_name(mt.name, c, name, sizeof name, &qk));
         if (qk) {
             if ((rc = gguf_read_f32(f, src[i], scratch, mt.numel)) != 0) break;
             gguf_unpermute_qk(mt.data, scratch, qk, (int)mt.shape[0], (int)mt.shape[1]);
@@ -1910,7 +1907,7 @@ static void write_model(Ctx *t, Model *m, int mode)
         ModelTensor mt;
         model_tensor(m, i, &mt);
         int qk;
-        CHECK(gguf_name_for(mt.name, c, names[n], sizeof names[n], &qk));
+        CHECK(gguf_tensor_name(mt.name, c, names[n], sizeof names[n], &qk));
         if (mode == MW_DROP && !strcmp(names[n], "blk.1.ffn_up.weight")) continue;
         float *data = xmalloc(mt.numel * sizeof(float));
         if (qk && mode != MW_NO_PERMUTE)

@@ -199,6 +199,13 @@ int gguf_load_model(GgufFile *f, Model *m);
  * Returns 0 with *out set (caller owns) or an error of those functions. */
 int gguf_load(const char *path, int max_seq_len, Model **out);
 
+/* The GGUF name (e.g. blk.3.attn_q.weight) of our tensor called ours (e.g.
+ * model.layers.3.self_attn.q_proj.weight) into out (cap bytes), as
+ * gguf_load_model maps them. Returns false for a tensor GGUF files do not
+ * hold (the value head). *qk_heads is set to the head count to permute with
+ * (gguf_permute_qk) for a query or key matrix, else 0. */
+bool gguf_tensor_name(const char *ours, const ModelConfig *c, char *out, size_t cap, int *qk_heads);
+
 /* The row permutation of llama.cpp's converter for a query or key matrix of
  * n_heads heads of rows/n_heads rows each (even), cols columns:
  * gguf_permute_qk maps the HF layout to the GGUF one, gguf_unpermute_qk the

@@ -25,6 +25,8 @@
 #include "common/safetensors.h"
 #include "common/gguf.h"
 #include "tests/gguf_test.h"
+#include "common/export.h"
+#include "tests/export_test.h"
 #include "common/sampler.h"
 #include "common/optim.h"
 #include "common/tensor.h"
@@ -73,6 +75,8 @@ static const TestCase k_tests[] = {
     {"gguf", gguf_selftest},
     {"gguf_smollm2", gguf_smollm2_selftest},
     {"ckpt", ckpt_selftest},
+    {"export", export_selftest},
+    {"export_smollm2", export_smollm2_selftest},
     {"gen", gen_selftest},
     {"task", task_selftest},
     {"progress", progress_selftest},
