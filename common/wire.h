@@ -50,9 +50,12 @@
 #define WIRE_PROTOCOL_VERSION 1
 
 /* Limits on anything a peer sends. A frame larger than WIRE_MAX_FRAME is
- * dropped by libzmq itself on tcp/ipc (ZMQ_MAXMSGSIZE, which also drops the
- * connection) and by wire_recv on inproc. */
+ * refused by wire_recv, which reads it, counts it as oversized and logs it.
+ * libzmq itself drops frames larger than WIRE_MAX_FRAME_RECV on tcp/ipc
+ * (ZMQ_MAXMSGSIZE) before allocating what the peer claims, and drops the
+ * connection with them; those reach no counter. */
 #define WIRE_MAX_FRAME ((size_t)32 << 20)           /* bytes of one payload frame */
+#define WIRE_MAX_FRAME_RECV (2 * WIRE_MAX_FRAME)    /* bytes libzmq takes in one frame */
 #define WIRE_MAX_TOKENS 8192                        /* tokens in one completion */
 #define WIRE_MAX_PROMPT_TOKENS 8192                 /* tokens in one prompt */
 #define WIRE_MAX_GROUP 256                          /* completions per group (G) */
@@ -224,7 +227,7 @@ typedef struct WireSock WireSock;
 
 /* A socket of ZeroMQ type (ZMQ_PUSH, ZMQ_ROUTER, ...) in zctx, named for log
  * lines (copied, e.g. "samples"), with opts (NULL = WIRE_SOCK_DEFAULTS) and
- * ZMQ_MAXMSGSIZE = WIRE_MAX_FRAME. ROUTER sockets also get
+ * ZMQ_MAXMSGSIZE = WIRE_MAX_FRAME_RECV. ROUTER sockets also get
  * ZMQ_ROUTER_MANDATORY, so sending to an unknown peer is an error instead of
  * a silent drop; SUB sockets subscribe to everything. Returns NULL after
  * logging if libzmq refuses. Caller owns; zctx must outlive the socket. */

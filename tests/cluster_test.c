@@ -1169,8 +1169,9 @@ static bool reward_last_status(const Proc *p, long long *scored, long long *rece
         ok = sscanf(last, ": scored %lld groups", scored) == 1 && rcv &&
              sscanf(rcv, "received %lld", received) == 1 && rej;
         if (ok && rejects) {
+            /* The reasons end the line, unless ", unsent at shutdown" follows. */
             rej += strlen("rejects: ");
-            size_t n = strcspn(rej, "\n");
+            size_t n = strcspn(rej, ",\n");
             snprintf(rejects, cap, "%.*s", (int)n, rej);
         }
     }
@@ -1247,5 +1248,903 @@ int cluster_fault_reward_selftest(bool verbose)
                "reward-2 scored no groups (%lld received)", received);
         note(&c, "reward-2 scored %lld groups of %lld received", scored, received);
     }
+    return cl_finish(&c);
+}
+
+/* ---- hostile ---------------------------------------------------------- */
+
+#define HOSTILE_ID "hostile-test"
+#define HOSTILE_MAX_FRAMES 12
+
+/* One hostile frame and the reason its receiver must count it under. */
+typedef struct {
+    const char *what;
+    uint8_t    *data; /* owned; NULL: len zero bytes, made at send time */
+    size_t      len;
+    WireReason  reason;
+    bool        is_semantic; /* decodes fine; refused by what the receiver knows */
+} Frame;
+
+/* The hostile frames for one socket. */
+typedef struct {
+    const char *socket;
+    Frame       f[HOSTILE_MAX_FRAMES];
+    int         n;
+} FrameSet;
+
+static Frame *frame_add(FrameSet *s, const char *what, WireReason reason)
+{
+    CHECK(s->n < HOSTILE_MAX_FRAMES);
+    Frame *f = &s->f[s->n++];
+    memset(f, 0, sizeof *f);
+    f->what = what;
+    f->reason = reason;
+    return f;
+}
+
+static void frame_garbage(FrameSet *s)
+{
+    /* 0xff... is a varint tag of wire type 7, which no protobuf has. */
+    static const char junk[] = "\xff\xff\xff hostile garbage \x01\x02";
+    Frame            *f = frame_add(s, "garbage", WIRE_REJ_GARBAGE);
+    f->data = xmalloc(sizeof junk);
+    memcpy(f->data, junk, sizeof junk);
+    f->len = sizeof junk;
+}
+
+static void frame_oversized(FrameSet *s)
+{
+    frame_add(s, "oversized", WIRE_REJ_OVERSIZED)->len = WIRE_MAX_FRAME + 1;
+}
+
+/* m packed, less its last `cut` bytes. */
+static Frame *frame_msg(FrameSet *s, const char *what, const ProtobufCMessage *m, size_t cut,
+                        WireReason reason)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    CHECK(cut < n);
+    Frame *f = frame_add(s, what, reason);
+    f->data = xmalloc(n);
+    CHECK(protobuf_c_message_pack(m, f->data) == n);
+    f->len = n - cut;
+    return f;
+}
+
+static void frames_free(FrameSet *s)
+{
+    for (int i = 0; i < s->n; i++) free(s->f[i].data);
+    s->n = 0;
+}
+
+/* "garbage=2 oversized=1 ..." for the frames of the sets, as
+ * wire_rejects_format writes the counters a receiver should end with. */
+static uint64_t frames_expected(const FrameSet *const *sets, int n_sets, int extra_nonfinite,
+                                char *buf, size_t cap)
+{
+    WireRejects w;
+    wire_rejects_init(&w);
+    for (int k = 0; k < n_sets; k++)
+        for (int i = 0; i < sets[k]->n; i++) atomic_fetch_add(&w.n[sets[k]->f[i].reason], 1);
+    atomic_fetch_add(&w.n[WIRE_REJ_NONFINITE], (uint64_t)extra_nonfinite);
+    wire_rejects_format(&w, buf, cap);
+    return wire_rejects_total(&w);
+}
+
+/* The test's own check of its frames: each is refused by wire_decode as
+ * desc under lim for the reason it names (or decodes, if semantic). With
+ * is_actor, none may decode as an ErrorReply either: the actor would count
+ * it as an error reply instead. */
+static void frames_check(Cluster *c, const FrameSet *s, const ProtobufCMessageDescriptor *desc,
+                         const WireLimits *lim, bool is_actor)
+{
+    for (int i = 0; i < s->n; i++) {
+        const Frame *f = &s->f[i];
+        if (!f->data) continue; /* oversized: refused before decoding */
+        ProtobufCMessage *m = NULL;
+        WireReject        rej = {.reason = WIRE_REJ_COUNT};
+        int               rc = wire_decode(desc, f->data, f->len, lim, &m, &rej);
+        if (f->is_semantic)
+            EXPECT(c, rc == 0, "%s frame '%s' does not decode (%s)", s->socket, f->what, rej.why);
+        else
+            EXPECT(c, rc != 0 && rej.reason == f->reason,
+                   "%s frame '%s': wire_decode gives %s, the test expects %s", s->socket, f->what,
+                   rc ? wire_reason_name(rej.reason) : "success", wire_reason_name(f->reason));
+        if (m) protobuf_c_message_free_unpacked(m, NULL);
+        if (!is_actor) continue;
+        m = NULL;
+        rc = wire_decode(&rlhf__error_reply__descriptor, f->data, f->len, NULL, &m, &rej);
+        const Rlhf__ErrorReply *er = (const Rlhf__ErrorReply *)m;
+        EXPECT(c, rc != 0 || (er->code == 0 && !er->reason[0]),
+               "%s frame '%s' reads as an ErrorReply", s->socket, f->what);
+        if (m) protobuf_c_message_free_unpacked(m, NULL);
+    }
+}
+
+/* Sends every frame of s (to peer on ROUTER sockets). Returns the number sent. */
+static int frames_send(WireSock *sock, const void *peer, size_t peer_len, const FrameSet *s,
+                       char *error, size_t cap)
+{
+    int sent = 0;
+    for (int i = 0; i < s->n; i++) {
+        const Frame *f = &s->f[i];
+        uint8_t     *zeros = f->data ? NULL : xcalloc(f->len, 1);
+        int          rc = wire_send_raw(sock, peer, peer_len, f->data ? f->data : zeros, f->len, 0);
+        free(zeros);
+        if (rc == 0)
+            sent++;
+        else if (error && !error[0])
+            snprintf(error, cap, "%s: frame '%s' not sent: %s", s->socket, f->what, err_str(rc));
+    }
+    return sent;
+}
+
+/* A group of G completions of prompt 0 that passes every wire check, to
+ * spoil one field at a time. */
+typedef struct {
+    int32_t              prompt_tok[4];
+    int32_t              tok[CL_GROUP][2];
+    float                lpb[CL_GROUP][2], lps[CL_GROUP][2];
+    uint64_t             pv[CL_GROUP][2];
+    Rlhf__Prompt         prompt;
+    Rlhf__SamplingParams sampling;
+    Rlhf__Completion     comp[CL_GROUP];
+    Rlhf__Completion    *comp_p[CL_GROUP];
+    Rlhf__SampledGroup   group;
+    Rlhf__Score          score[CL_GROUP];
+    Rlhf__Score         *score_p[CL_GROUP];
+    Rlhf__ScoredGroup    scored;
+} Group;
+
+static void group_init(Group *g, const char *run_id, uint64_t epoch)
+{
+    memset(g, 0, sizeof *g);
+    const int32_t prompt[4] = {TOK_BOS, 20, 21, 22};
+    memcpy(g->prompt_tok, prompt, sizeof prompt);
+    rlhf__prompt__init(&g->prompt);
+    g->prompt.prompt_id = 0;
+    g->prompt.tokens = g->prompt_tok;
+    g->prompt.n_tokens = 4;
+    g->prompt.answer = "3";
+    g->prompt.task = "arith";
+    rlhf__sampling_params__init(&g->sampling);
+    g->sampling.temperature = 1.0f;
+    g->sampling.top_p = 1.0f;
+    g->sampling.max_new_tokens = 8;
+    for (int i = 0; i < CL_GROUP; i++) {
+        g->tok[i][0] = 20;
+        g->tok[i][1] = TOK_EOS;
+        for (int t = 0; t < 2; t++) g->lpb[i][t] = g->lps[i][t] = -1.0f;
+        rlhf__completion__init(&g->comp[i]);
+        g->comp[i].tokens = g->tok[i];
+        g->comp[i].logp_behaviour = g->lpb[i];
+        g->comp[i].logp_sampled = g->lps[i];
+        g->comp[i].policy_version = g->pv[i];
+        g->comp[i].n_tokens = g->comp[i].n_logp_behaviour = g->comp[i].n_logp_sampled =
+            g->comp[i].n_policy_version = 2;
+        g->comp[i].finish = RLHF__COMPLETION__FINISH__FINISH_STOP;
+        g->comp_p[i] = &g->comp[i];
+        rlhf__score__init(&g->score[i]);
+        g->score_p[i] = &g->score[i];
+    }
+    rlhf__sampled_group__init(&g->group);
+    g->group.version = WIRE_PROTOCOL_VERSION;
+    g->group.run_id = (char *)run_id;
+    g->group.epoch = epoch;
+    g->group.lease_id = 0x7fff0001;
+    g->group.actor_id = HOSTILE_ID;
+    g->group.prompt = &g->prompt;
+    g->group.completions = g->comp_p;
+    g->group.n_completions = CL_GROUP;
+    g->group.sampling = &g->sampling;
+    g->group.group_index = 0;
+    g->group.group_count = 1;
+    rlhf__scored_group__init(&g->scored);
+    g->scored.version = WIRE_PROTOCOL_VERSION;
+    g->scored.run_id = (char *)run_id;
+    g->scored.group = &g->group;
+    g->scored.scores = g->score_p;
+    g->scored.n_scores = CL_GROUP;
+    g->scored.scorer_id = "hostile";
+}
+
+/* The learner's lease ROUTER: LeaseRequest has no token ids or floats, so
+ * out-of-range means a negative credit. */
+static void frames_lease_request(FrameSet *s)
+{
+    s->socket = "learner lease";
+    frame_garbage(s);
+    Rlhf__LeaseRequest r = RLHF__LEASE_REQUEST__INIT;
+    r.version = WIRE_PROTOCOL_VERSION;
+    r.actor_id = HOSTILE_ID; /* the last field packed: cutting a byte truncates it */
+    frame_msg(s, "truncated", &r.base, 1, WIRE_REJ_GARBAGE);
+    r.version = WIRE_PROTOCOL_VERSION + 1;
+    r.max_prompts = 1;
+    frame_msg(s, "wrong version", &r.base, 0, WIRE_REJ_BAD_VERSION);
+    r.version = WIRE_PROTOCOL_VERSION;
+    r.max_prompts = -1;
+    frame_msg(s, "negative max_prompts", &r.base, 0, WIRE_REJ_BAD_VALUE);
+    frame_oversized(s);
+}
+
+/* The learner's snapshot ROUTER: no token ids or floats either. */
+static void frames_snapshot_request(FrameSet *s)
+{
+    s->socket = "learner snapshot";
+    frame_garbage(s);
+    Rlhf__SnapshotRequest r = RLHF__SNAPSHOT_REQUEST__INIT;
+    r.version = WIRE_PROTOCOL_VERSION;
+    r.actor_id = HOSTILE_ID;
+    frame_msg(s, "truncated", &r.base, 1, WIRE_REJ_GARBAGE);
+    r.version = 0;
+    frame_msg(s, "wrong version", &r.base, 0, WIRE_REJ_BAD_VERSION);
+    r.version = WIRE_PROTOCOL_VERSION;
+    r.actor_id = "";
+    frame_msg(s, "no actor id", &r.base, 0, WIRE_REJ_BAD_SHAPE);
+    frame_oversized(s);
+}
+
+/* The learner's results PULL: ScoredGroups of the right run. */
+static void frames_scored_group(FrameSet *s, const char *run_id, uint64_t epoch)
+{
+    s->socket = "learner results";
+    Group g;
+    frame_garbage(s);
+    Rlhf__ScoredGroup t = RLHF__SCORED_GROUP__INIT;
+    t.version = WIRE_PROTOCOL_VERSION;
+    t.run_id = (char *)run_id;
+    frame_msg(s, "truncated", &t.base, 1, WIRE_REJ_GARBAGE);
+    group_init(&g, run_id, epoch);
+    g.scored.version = 3;
+    frame_msg(s, "wrong version", &g.scored.base, 0, WIRE_REJ_BAD_VERSION);
+    group_init(&g, run_id, epoch);
+    g.tok[1][0] = 5000;
+    frame_msg(s, "completion token 5000", &g.scored.base, 0, WIRE_REJ_BAD_TOKENS);
+    group_init(&g, run_id, epoch);
+    g.prompt_tok[2] = -1;
+    frame_msg(s, "prompt token -1", &g.scored.base, 0, WIRE_REJ_BAD_TOKENS);
+    group_init(&g, run_id, epoch);
+    g.score[2].reward = NAN;
+    frame_msg(s, "NaN reward", &g.scored.base, 0, WIRE_REJ_NONFINITE);
+    group_init(&g, run_id, epoch);
+    g.lpb[3][1] = INFINITY;
+    frame_msg(s, "infinite log-prob", &g.scored.base, 0, WIRE_REJ_NONFINITE);
+    group_init(&g, run_id, epoch);
+    g.scored.run_id = g.group.run_id = "not-this-run";
+    frame_msg(s, "another run", &g.scored.base, 0, WIRE_REJ_BAD_RUN);
+    frame_oversized(s);
+}
+
+/* The reward server's samples PULL: SampledGroups. */
+static void frames_sampled_group(FrameSet *s, const char *run_id, uint64_t epoch)
+{
+    s->socket = "reward samples";
+    Group g;
+    frame_garbage(s);
+    Rlhf__SampledGroup t = RLHF__SAMPLED_GROUP__INIT;
+    t.version = WIRE_PROTOCOL_VERSION;
+    t.run_id = (char *)run_id;
+    frame_msg(s, "truncated", &t.base, 1, WIRE_REJ_GARBAGE);
+    group_init(&g, run_id, epoch);
+    g.group.version = 2;
+    frame_msg(s, "wrong version", &g.group.base, 0, WIRE_REJ_BAD_VERSION);
+    group_init(&g, run_id, epoch);
+    g.tok[0][0] = 5000;
+    frame_msg(s, "completion token 5000", &g.group.base, 0, WIRE_REJ_BAD_TOKENS);
+    group_init(&g, run_id, epoch);
+    g.lps[2][0] = NAN;
+    frame_msg(s, "NaN log-prob", &g.group.base, 0, WIRE_REJ_NONFINITE);
+    frame_oversized(s);
+}
+
+/* The actor's SUB: WeightAnnounces. */
+static void frames_announce(FrameSet *s, const char *run_id, uint64_t epoch)
+{
+    s->socket = "actor weights";
+    frame_garbage(s);
+    Rlhf__WeightAnnounce w = RLHF__WEIGHT_ANNOUNCE__INIT;
+    w.version = WIRE_PROTOCOL_VERSION;
+    w.run_id = (char *)run_id; /* also what keeps these from reading as an ErrorReply */
+    frame_msg(s, "truncated", &w.base, 1, WIRE_REJ_GARBAGE);
+    w.epoch = epoch;
+    w.policy_version = 999;
+    w.total_bytes = 4;
+    w.version = 4;
+    frame_msg(s, "wrong version", &w.base, 0, WIRE_REJ_BAD_VERSION);
+    w.version = WIRE_PROTOCOL_VERSION;
+    w.total_bytes = 6;
+    frame_msg(s, "total_bytes 6", &w.base, 0, WIRE_REJ_BAD_VALUE);
+    frame_oversized(s);
+}
+
+/* The actor's lease DEALER: LeaseGrants of the right run and epoch. */
+static void frames_grant(FrameSet *s, const char *run_id, uint64_t epoch)
+{
+    s->socket = "actor lease";
+    frame_garbage(s);
+    Rlhf__LeaseGrant g = RLHF__LEASE_GRANT__INIT;
+    g.version = WIRE_PROTOCOL_VERSION;
+    g.run_id = (char *)run_id;
+    frame_msg(s, "truncated", &g.base, 1, WIRE_REJ_GARBAGE);
+    g.epoch = epoch;
+    g.retry_after_ms = 5;
+    g.version = 2;
+    frame_msg(s, "wrong version", &g.base, 0, WIRE_REJ_BAD_VERSION);
+    int32_t              tokens[3] = {TOK_BOS, 20, 21};
+    Rlhf__Prompt         pr = RLHF__PROMPT__INIT;
+    Rlhf__Prompt        *pp = &pr;
+    Rlhf__SamplingParams sp = RLHF__SAMPLING_PARAMS__INIT;
+    pr.prompt_id = 1;
+    pr.tokens = tokens;
+    pr.n_tokens = 3;
+    pr.task = "arith";
+    sp.temperature = NAN;
+    sp.top_p = 1.0f;
+    sp.max_new_tokens = 8;
+    g.version = WIRE_PROTOCOL_VERSION;
+    g.retry_after_ms = 0;
+    g.lease_id = 0x7fffff01;
+    g.group_size = CL_GROUP;
+    g.sampling = &sp;
+    g.prompts = &pp;
+    g.n_prompts = 1;
+    frame_msg(s, "NaN temperature", &g.base, 0, WIRE_REJ_NONFINITE);
+    /* Within the wire bound, beyond the model's vocabulary: the actor's own
+     * check of a grant against its model refuses it. */
+    sp.temperature = 1.0f;
+    tokens[2] = 100000;
+    g.lease_id = 0x7fffff02;
+    frame_msg(s, "prompt token 100000", &g.base, 0, WIRE_REJ_BAD_TOKENS)->is_semantic = true;
+    frame_oversized(s);
+}
+
+/* The actor's snapshot DEALER: WeightChunks nobody asked for. */
+static void frames_chunk(FrameSet *s, const char *run_id, uint64_t epoch)
+{
+    s->socket = "actor snapshot";
+    frame_garbage(s);
+    Rlhf__WeightChunk w = RLHF__WEIGHT_CHUNK__INIT;
+    w.version = WIRE_PROTOCOL_VERSION;
+    w.run_id = (char *)run_id;
+    frame_msg(s, "truncated", &w.base, 1, WIRE_REJ_GARBAGE);
+    uint8_t data[4] = {0};
+    w.version = 7;
+    w.epoch = epoch;
+    w.policy_version = 1;
+    w.chunk_count = 1;
+    w.total_bytes = 4;
+    w.data.data = data;
+    w.data.len = 4;
+    frame_msg(s, "wrong version", &w.base, 0, WIRE_REJ_BAD_VERSION);
+    frame_oversized(s);
+}
+
+/* A forwarding proxy between the actor and the learner, on the test's
+ * thread of its own: it binds what the actor connects to (lease ROUTER,
+ * weights PUB, snapshot ROUTER), passes every frame on to the learner and
+ * back, and on request slips the actor hostile frames on all three, then
+ * answers one snapshot request itself with a complete, correctly
+ * checksummed snapshot holding a NaN. It learns the actor's routing ids,
+ * the run and the snapshot's config from the traffic. */
+typedef struct {
+    void       *zctx;
+    const char *ep_lease, *ep_weights, *ep_snap;       /* bound, for the actor */
+    const char *ep_l_lease, *ep_l_weights, *ep_l_snap; /* the learner's */
+    pthread_t   thread;
+    atomic_int  is_ready;    /* 1 sockets up, -1 failed */
+    atomic_int  stop;        /* set by the test thread */
+    atomic_int  want_inject; /* set by the test thread */
+    atomic_int  is_injected; /* the frames went out */
+    atomic_int  is_nan_sent; /* the NaN snapshot went out */
+    atomic_int  forwarded;   /* frames passed on, both ways */
+    /* Owned by the proxy thread until it is joined. */
+    WireSock *a_lease, *a_pub, *a_snap, *l_lease, *l_sub, *l_snap;
+    uint8_t   lease_peer[WIRE_MAX_IDENTITY];
+    size_t    lease_peer_len;
+    uint8_t   snap_peer[WIRE_MAX_IDENTITY];
+    size_t    snap_peer_len;
+    char      run_id[WIRE_MAX_NAME + 1];
+    uint64_t  epoch;
+    char     *config_json; /* from a chunk 0 the learner sent */
+    uint64_t  total_bytes;
+    bool      is_nan_armed;
+    FrameSet  sub, lease, snap;
+    char      error[256];
+} Proxy;
+
+static void proxy_error(Proxy *px, const char *what, int rc)
+{
+    if (!px->error[0]) snprintf(px->error, sizeof px->error, "proxy: %s: %s", what, err_str(rc));
+}
+
+/* Forwards m to dst (to peer on ROUTER sockets); a vanished peer is fine. */
+static void proxy_forward(Proxy *px, WireSock *dst, const void *peer, size_t peer_len, WireMsg *m)
+{
+    int rc = wire_send_msg(dst, peer, peer_len, m, 0);
+    wire_msg_close(m);
+    if (rc == 0) atomic_fetch_add(&px->forwarded, 1);
+}
+
+static void proxy_send_nan_snapshot(Proxy *px, const Rlhf__SnapshotRequest *req)
+{
+    size_t n = (size_t)(px->total_bytes / 4);
+    float *block = xcalloc(n, sizeof *block);
+    block[n / 2] = NAN;
+    /* One version past what the actor holds, so it is not taken for the
+     * snapshot it has; the checksum is right, so only the NaN can fail it. */
+    WireSnapMeta meta = {.run_id = req->run_id,
+                         .epoch = req->have_epoch,
+                         .policy_version = req->have_policy_version + 1,
+                         .config_json = px->config_json,
+                         .has_checksum = false};
+    int          rc = wire_snap_send(px->a_snap, px->snap_peer, px->snap_peer_len, &meta, block,
+                                     n * sizeof *block, 0);
+    free(block);
+    if (rc) proxy_error(px, "NaN snapshot", rc);
+    atomic_store(&px->is_nan_sent, 1);
+}
+
+static void proxy_inject(Proxy *px)
+{
+    frames_announce(&px->sub, px->run_id, px->epoch);
+    frames_grant(&px->lease, px->run_id, px->epoch);
+    frames_chunk(&px->snap, px->run_id, px->epoch);
+    frames_send(px->a_pub, NULL, 0, &px->sub, px->error, sizeof px->error);
+    frames_send(px->a_lease, px->lease_peer, px->lease_peer_len, &px->lease, px->error,
+                sizeof px->error);
+    frames_send(px->a_snap, px->snap_peer, px->snap_peer_len, &px->snap, px->error,
+                sizeof px->error);
+    px->is_nan_armed = true;
+    atomic_store(&px->is_injected, 1);
+}
+
+/* Takes what waits on one socket and passes it on. */
+static void proxy_pump(Proxy *px, WireSock *from)
+{
+    for (int i = 0; i < 64; i++) {
+        WireMsg m;
+        int     rc = wire_recv(from, 0, &m);
+        if (rc == ERR_TIMEOUT || rc == ERR_AGAIN) return;
+        if (rc) {
+            if (rc == ERR_IO) proxy_error(px, wire_sock_name(from), rc);
+            continue;
+        }
+        const void *data = wire_msg_data(&m);
+        size_t      len = wire_msg_size(&m);
+        if (from == px->a_lease) {
+            memcpy(px->lease_peer, m.peer, m.peer_len);
+            px->lease_peer_len = m.peer_len;
+            proxy_forward(px, px->l_lease, NULL, 0, &m);
+        } else if (from == px->a_snap) {
+            memcpy(px->snap_peer, m.peer, m.peer_len);
+            px->snap_peer_len = m.peer_len;
+            Rlhf__SnapshotRequest *req = NULL;
+            if (px->is_nan_armed && wire_decode(&rlhf__snapshot_request__descriptor, data, len,
+                                                NULL, (ProtobufCMessage **)&req, NULL) == 0) {
+                px->is_nan_armed = false;
+                proxy_send_nan_snapshot(px, req);
+                protobuf_c_message_free_unpacked(&req->base, NULL);
+                wire_msg_close(&m);
+            } else {
+                proxy_forward(px, px->l_snap, NULL, 0, &m);
+            }
+        } else if (from == px->l_lease) {
+            Rlhf__LeaseGrant *g = NULL;
+            if (wire_decode(&rlhf__lease_grant__descriptor, data, len, NULL,
+                            (ProtobufCMessage **)&g, NULL) == 0) {
+                snprintf(px->run_id, sizeof px->run_id, "%s", g->run_id);
+                px->epoch = g->epoch;
+                protobuf_c_message_free_unpacked(&g->base, NULL);
+            }
+            proxy_forward(px, px->a_lease, px->lease_peer, px->lease_peer_len, &m);
+        } else if (from == px->l_snap) {
+            Rlhf__WeightChunk *ch = NULL;
+            if (wire_decode(&rlhf__weight_chunk__descriptor, data, len, NULL,
+                            (ProtobufCMessage **)&ch, NULL) == 0) {
+                if (ch->chunk_index == 0 && ch->config_json[0] && !px->config_json) {
+                    px->config_json = xstrdup(ch->config_json);
+                    px->total_bytes = ch->total_bytes;
+                }
+                protobuf_c_message_free_unpacked(&ch->base, NULL);
+            }
+            proxy_forward(px, px->a_snap, px->snap_peer, px->snap_peer_len, &m);
+        } else {
+            proxy_forward(px, px->a_pub, NULL, 0, &m);
+        }
+    }
+}
+
+static void *proxy_main(void *arg)
+{
+    Proxy       *px = arg;
+    WireSockOpts o = WIRE_SOCK_DEFAULTS;
+    o.linger_ms = 0;
+    o.immediate = false;
+    o.sndtimeo_ms = 2000;
+    px->a_lease = wire_sock_new(px->zctx, ZMQ_ROUTER, "proxy-lease", &o);
+    px->a_pub = wire_sock_new(px->zctx, ZMQ_PUB, "proxy-weights", &o);
+    px->a_snap = wire_sock_new(px->zctx, ZMQ_ROUTER, "proxy-snapshot", &o);
+    px->l_lease = wire_sock_new(px->zctx, ZMQ_DEALER, "proxy-l-lease", &o);
+    px->l_sub = wire_sock_new(px->zctx, ZMQ_SUB, "proxy-l-weights", &o);
+    px->l_snap = wire_sock_new(px->zctx, ZMQ_DEALER, "proxy-l-snapshot", &o);
+    int rc = px->a_lease && px->a_pub && px->a_snap && px->l_lease && px->l_sub && px->l_snap
+                 ? 0
+                 : ERR_IO;
+    if (!rc) rc = wire_bind(px->a_lease, px->ep_lease);
+    if (!rc) rc = wire_bind(px->a_pub, px->ep_weights);
+    if (!rc) rc = wire_bind(px->a_snap, px->ep_snap);
+    if (!rc) rc = wire_connect(px->l_lease, px->ep_l_lease);
+    if (!rc) rc = wire_connect(px->l_sub, px->ep_l_weights);
+    if (!rc) rc = wire_connect(px->l_snap, px->ep_l_snap);
+    if (rc) proxy_error(px, "sockets", rc);
+    atomic_store(&px->is_ready, rc ? -1 : 1);
+    WireSock *in[5] = {px->a_lease, px->a_snap, px->l_lease, px->l_snap, px->l_sub};
+    while (!rc && !atomic_load(&px->stop)) {
+        zmq_pollitem_t items[5];
+        for (int i = 0; i < 5; i++)
+            items[i] = (zmq_pollitem_t){.socket = wire_sock_zmq(in[i]), .events = ZMQ_POLLIN};
+        if (zmq_poll(items, 5, 10) < 0 && zmq_errno() != EINTR) {
+            proxy_error(px, "zmq_poll", ERR_IO);
+            break;
+        }
+        for (int i = 0; i < 5; i++)
+            if (items[i].revents & ZMQ_POLLIN) proxy_pump(px, in[i]);
+        if (atomic_load(&px->want_inject) && !atomic_load(&px->is_injected) && px->lease_peer_len &&
+            px->snap_peer_len && px->config_json && px->run_id[0])
+            proxy_inject(px);
+    }
+    WireSock **all[6] = {&px->a_lease, &px->a_pub, &px->a_snap,
+                         &px->l_lease, &px->l_sub, &px->l_snap};
+    for (int i = 0; i < 6; i++) wire_sock_free(all[i]);
+    return NULL;
+}
+
+/* The totals of the learner's last status line ("| rejects lease L results
+ * R snapshot S"); false before the first. */
+static bool learner_rejects(const Proc *p, long long *lease, long long *results,
+                            long long *snapshot)
+{
+    char *text = read_text(p->log);
+    if (!text) return false;
+    const char *last = NULL;
+    for (const char *q = strstr(text, "| rejects lease "); q; q = strstr(q + 1, "| rejects lease "))
+        last = q;
+    bool ok = last && sscanf(last, "| rejects lease %lld results %lld snapshot %lld", lease,
+                             results, snapshot) == 3;
+    free(text);
+    return ok;
+}
+
+/* The reasons of the actor's last status line ("rejects N (reasons)"). */
+static bool actor_rejects(const Proc *p, long long *total, char *reasons, size_t cap)
+{
+    char *text = read_text(p->log);
+    if (!text) return false;
+    const char *last = NULL;
+    for (const char *q = strstr(text, "; rejects "); q; q = strstr(q + 1, "; rejects ")) last = q;
+    char buf[256] = "";
+    bool ok = last && sscanf(last, "; rejects %lld (%255[^)])", total, buf) == 2;
+    if (ok) snprintf(reasons, cap, "%s", buf);
+    free(text);
+    return ok;
+}
+
+/* Receives on s until a message of type desc arrives (returned, caller
+ * frees) or timeout_s passes, counting the ErrorReplies on the way and
+ * checking each names one of the refusal reasons. */
+static ProtobufCMessage *recv_after_errors(Cluster *c, WireSock *s,
+                                           const ProtobufCMessageDescriptor *desc, double timeout_s,
+                                           int *n_errors)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s) {
+        WireMsg m;
+        if (wire_recv(s, 100, &m) != 0) continue;
+        ProtobufCMessage *out = NULL;
+        int rc = wire_decode(desc, wire_msg_data(&m), wire_msg_size(&m), NULL, &out, NULL);
+        if (rc != 0) {
+            Rlhf__ErrorReply *er = NULL;
+            if (wire_decode(&rlhf__error_reply__descriptor, wire_msg_data(&m), wire_msg_size(&m),
+                            NULL, (ProtobufCMessage **)&er, NULL) == 0) {
+                (*n_errors)++;
+                EXPECT(c, er->code < 0 && strstr(er->reason, "refused"),
+                       "ErrorReply %d '%s' does not say what was refused", er->code, er->reason);
+                note(c, "ErrorReply on %s: %d %s", wire_sock_name(s), er->code, er->reason);
+                protobuf_c_message_free_unpacked(&er->base, NULL);
+            }
+        }
+        wire_msg_close(&m);
+        if (out) return out;
+    }
+    return NULL;
+}
+
+/* Fetches the learner's snapshot through s into rx. */
+static bool fetch_snapshot(Cluster *c, WireSock *s, WireSnapRx *rx, int *n_errors)
+{
+    Rlhf__SnapshotRequest req = RLHF__SNAPSHOT_REQUEST__INIT;
+    req.version = WIRE_PROTOCOL_VERSION;
+    req.actor_id = HOSTILE_ID;
+    wire_snap_rx_reset(rx);
+    if (wire_send(s, &req.base, 0) != 0) return false;
+    for (;;) {
+        Rlhf__WeightChunk *ch = (Rlhf__WeightChunk *)recv_after_errors(
+            c, s, &rlhf__weight_chunk__descriptor, 10.0, n_errors);
+        if (!ch) return false;
+        WireReject rej;
+        int        rc = wire_snap_rx_accept(rx, ch, &rej);
+        protobuf_c_message_free_unpacked(&ch->base, NULL);
+        if (rc < 0) {
+            fail(c, "the learner's snapshot chunk is refused: %s", rej.why);
+            return false;
+        }
+        if (rc == 1) return true;
+    }
+}
+
+/* Checks that p's log holds "rejected WHAT: REASON" for every frame of s
+ * (WHAT is "frame" for the oversized ones wire_recv refuses). */
+static void expect_logged(Cluster *c, const Proc *p, const FrameSet *s, const char *what)
+{
+    for (int i = 0; i < s->n; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "rejected %s: %s: ", s->f[i].data ? what : "frame",
+                 wire_reason_name(s->f[i].reason));
+        if (s->f[i].is_semantic) continue; /* logged under its own name, checked by the caller */
+        EXPECT(c, log_has(p, want), "%s's log lacks \"%s\" (%s frame '%s')", p->name, want,
+               s->socket, s->f[i].what);
+    }
+}
+
+int cluster_hostile_selftest(bool verbose)
+{
+    Cluster c;
+    if (!cl_init(&c, "hostile", verbose)) return cl_finish(&c);
+    const RunOpts o = {.steps = 40,
+                       .ckpt_every = 0,
+                       .lease_timeout_ms = 1000,
+                       .max_staleness = 2,
+                       .batch_groups = 4,
+                       .lease_prompts = 2};
+    Proc         *learner, *reward;
+    if (!start_core(&c, &o, &learner, &reward)) return cl_finish(&c);
+
+    void        *zctx = zmq_ctx_new();
+    WireSockOpts so = WIRE_SOCK_DEFAULTS;
+    so.linger_ms = 0;
+    so.immediate = false; /* queue until connected */
+    so.sndtimeo_ms = 5000;
+    WireSock   *t_lease = wire_sock_new(zctx, ZMQ_DEALER, "test-lease", &so);
+    WireSock   *t_snap = wire_sock_new(zctx, ZMQ_DEALER, "test-snapshot", &so);
+    WireSock   *t_results = wire_sock_new(zctx, ZMQ_PUSH, "test-results", &so);
+    WireSock   *t_samples = wire_sock_new(zctx, ZMQ_PUSH, "test-samples", &so);
+    WireSnapRx *rx = wire_snap_rx_new(NULL, (size_t)1 << 26);
+    Tok        *tok = tok_new(TOK_CHARSET_DEFAULT);
+    Proxy       px = {.zctx = zctx,
+                      .ep_lease = c.ep_px_lease,
+                      .ep_weights = c.ep_px_weights,
+                      .ep_snap = c.ep_px_snap,
+                      .ep_l_lease = c.ep_lease,
+                      .ep_l_weights = c.ep_weights,
+                      .ep_l_snap = c.ep_snap};
+    bool        is_proxy = false;
+    FrameSet    f_lease = {0}, f_snap = {0}, f_results = {0}, f_samples = {0};
+    char        run_id[WIRE_MAX_NAME + 1] = "";
+    int         errs_lease = 0, errs_snap = 0;
+    if (!t_lease || !t_snap || !t_results || !t_samples || !tok ||
+        wire_connect(t_lease, c.ep_lease) || wire_connect(t_snap, c.ep_snap) ||
+        wire_connect(t_results, c.ep_results) || wire_connect(t_samples, c.ep_samples)) {
+        fail(&c, "the test's sockets");
+        goto out;
+    }
+
+    /* The run's identity, from a snapshot fetched the way an actor does. */
+    if (!fetch_snapshot(&c, t_snap, rx, &errs_snap)) {
+        fail(&c, "no snapshot from the learner");
+        goto out;
+    }
+    snprintf(run_id, sizeof run_id, "%s", wire_snap_rx_run_id(rx));
+    uint64_t epoch = wire_snap_rx_epoch(rx);
+
+    /* Every socket of the learner and the reward server gets its frames. */
+    frames_lease_request(&f_lease);
+    frames_snapshot_request(&f_snap);
+    frames_scored_group(&f_results, run_id, epoch);
+    frames_sampled_group(&f_samples, run_id, epoch);
+    WireLimits lim_req = {.vocab_size = tok_vocab_size(tok)};
+    WireLimits lim_results = {.vocab_size = tok_vocab_size(tok), .run_id = run_id};
+    frames_check(&c, &f_lease, &rlhf__lease_request__descriptor, &lim_req, false);
+    frames_check(&c, &f_snap, &rlhf__snapshot_request__descriptor, &lim_req, false);
+    frames_check(&c, &f_results, &rlhf__scored_group__descriptor, &lim_results, false);
+    frames_check(&c, &f_samples, &rlhf__sampled_group__descriptor, &lim_req, false);
+    Group g;
+    group_init(&g, run_id, epoch);
+    ProtobufCMessage *ok_msg = NULL;
+    size_t            ok_len = protobuf_c_message_get_packed_size(&g.scored.base);
+    uint8_t          *ok_buf = xmalloc(ok_len);
+    protobuf_c_message_pack(&g.scored.base, ok_buf);
+    EXPECT(&c,
+           wire_decode(&rlhf__scored_group__descriptor, ok_buf, ok_len, &lim_results, &ok_msg,
+                       NULL) == 0,
+           "the unspoilt group does not pass the wire checks");
+    if (ok_msg) protobuf_c_message_free_unpacked(ok_msg, NULL);
+    free(ok_buf);
+    char     want_lease[256], want_snap[256], want_results[256], want_samples[256];
+    uint64_t n_lease = frames_expected((const FrameSet *[]){&f_lease}, 1, 0, want_lease, 256);
+    uint64_t n_snap = frames_expected((const FrameSet *[]){&f_snap}, 1, 0, want_snap, 256);
+    uint64_t n_results = frames_expected((const FrameSet *[]){&f_results}, 1, 0, want_results, 256);
+    frames_expected((const FrameSet *[]){&f_samples}, 1, 0, want_samples, 256);
+    char send_error[256] = "";
+    frames_send(t_lease, NULL, 0, &f_lease, send_error, sizeof send_error);
+    frames_send(t_snap, NULL, 0, &f_snap, send_error, sizeof send_error);
+    frames_send(t_results, NULL, 0, &f_results, send_error, sizeof send_error);
+    frames_send(t_samples, NULL, 0, &f_samples, send_error, sizeof send_error);
+    EXPECT(&c, !send_error[0], "%s", send_error);
+    note(&c, "sent %d + %d + %d frames to the learner, %d to the reward server", f_lease.n,
+         f_snap.n, f_results.n, f_samples.n);
+
+    /* Each refused request is answered with an ErrorReply, and the next good
+     * one is served as before. */
+    Rlhf__LeaseRequest req = RLHF__LEASE_REQUEST__INIT;
+    req.version = WIRE_PROTOCOL_VERSION;
+    req.actor_id = HOSTILE_ID;
+    req.max_prompts = 0; /* a keep-alive: an answer without work */
+    EXPECT(&c, wire_send(t_lease, &req.base, 0) == 0, "lease request not sent");
+    Rlhf__LeaseGrant *grant = (Rlhf__LeaseGrant *)recv_after_errors(
+        &c, t_lease, &rlhf__lease_grant__descriptor, 15.0, &errs_lease);
+    EXPECT(&c, grant && grant->n_prompts == 0 && !strcmp(grant->run_id, run_id),
+           "no lease grant after the hostile lease requests");
+    if (grant) protobuf_c_message_free_unpacked(&grant->base, NULL);
+    int errs0 = errs_snap;
+    EXPECT(&c, fetch_snapshot(&c, t_snap, rx, &errs_snap),
+           "no snapshot after the hostile snapshot requests");
+    errs_snap -= errs0;
+    EXPECT(&c, errs_lease == f_lease.n - 1 && errs_snap == f_snap.n - 1,
+           "ErrorReplies: %d on lease, %d on snapshot, expected %d and %d (all but the "
+           "oversized frame, which never reaches the decoder)",
+           errs_lease, errs_snap, f_lease.n - 1, f_snap.n - 1);
+
+    /* The daemons' own counts, from their status lines. */
+    long long l = -1, r = -1, sn = -1;
+    double    t0 = now_s();
+    while (!(learner_rejects(learner, &l, &r, &sn) && l == (long long)n_lease &&
+             r == (long long)n_results && sn == (long long)n_snap) &&
+           now_s() - t0 < 20.0 && !out_of_time(&c))
+        sleep_ms(50);
+    EXPECT(&c, l == (long long)n_lease && r == (long long)n_results && sn == (long long)n_snap,
+           "learner status line: rejects lease %lld results %lld snapshot %lld, expected "
+           "%" PRIu64 " %" PRIu64 " %" PRIu64,
+           l, r, sn, n_lease, n_results, n_snap);
+    long long scored = -1, received = -1;
+    char      reasons[256] = "";
+    t0 = now_s();
+    while (!(reward_last_status(reward, &scored, &received, reasons, sizeof reasons) &&
+             !strcmp(reasons, want_samples)) &&
+           now_s() - t0 < 20.0 && !out_of_time(&c))
+        sleep_ms(50);
+    EXPECT(&c, !strcmp(reasons, want_samples) && scored == 0,
+           "reward status line: scored %lld, rejects '%s', expected 0 and '%s'", scored, reasons,
+           want_samples);
+    note(&c, "learner counts lease %lld, results %lld, snapshot %lld; reward: %s", l, r, sn,
+         reasons);
+
+    /* Now the actor, behind the proxy, and a run to the end. */
+    if (pthread_create(&px.thread, NULL, proxy_main, &px) != 0) {
+        fail(&c, "pthread_create");
+        goto out;
+    }
+    is_proxy = true;
+    while (atomic_load(&px.is_ready) == 0) sleep_ms(5);
+    if (atomic_load(&px.is_ready) < 0) {
+        fail(&c, "%s", px.error);
+        goto out;
+    }
+    Proc *actor = actor_proc(&c, "actor-1", 8, true, false);
+    if (!proc_start(&c, actor)) goto out;
+    if (!wait_step(&c, learner, 2, 40.0)) goto out;
+    atomic_store(&px.want_inject, 1);
+    t0 = now_s();
+    while (!atomic_load(&px.is_nan_sent) && proc_running(learner) && now_s() - t0 < 20.0)
+        sleep_ms(20);
+    EXPECT(&c, atomic_load(&px.is_injected) && atomic_load(&px.is_nan_sent),
+           "the proxy did not get to send its frames (injected %d, NaN snapshot %d)",
+           atomic_load(&px.is_injected), atomic_load(&px.is_nan_sent));
+    int64_t step_injected = metrics_step(&c);
+    wait_learner_done(&c, learner, 60.0);
+    EXPECT(&c, step_injected < o.steps, "the run was over before the actor's frames");
+
+    /* The run completed with every count in place. */
+    json_t  *metrics = check_metrics(&c);
+    Counters k;
+    json_t  *sum = check_summary(&c, o.steps, &k);
+    if (sum) {
+        EXPECT(&c,
+               jint(sum, "rejects_lease") == (int64_t)n_lease &&
+                   jint(sum, "rejects_results") == (int64_t)n_results &&
+                   jint(sum, "rejects_snapshot") == (int64_t)n_snap,
+               "summary: rejects lease %" PRId64 " results %" PRId64 " snapshot %" PRId64
+               ", expected %" PRIu64 " %" PRIu64 " %" PRIu64,
+               jint(sum, "rejects_lease"), jint(sum, "rejects_results"),
+               jint(sum, "rejects_snapshot"), n_lease, n_results, n_snap);
+    }
+    size_t  n = json_array_size(metrics);
+    json_t *rej = n ? json_object_get(json_array_get(metrics, n - 1), "rejects") : NULL;
+    struct {
+        const char *sock, *want;
+    } per[3] = {{"lease", want_lease}, {"results", want_results}, {"snapshot", want_snap}};
+    for (int i = 0; i < 3; i++) {
+        const char *got =
+            json_string_value(json_object_get(json_object_get(rej, per[i].sock), "reasons"));
+        EXPECT(&c, got && !strcmp(got, per[i].want),
+               "last metrics record: %s rejects '%s', expected '%s'", per[i].sock,
+               got ? got : "(none)", per[i].want);
+        note(&c, "learner %s rejects: %s", per[i].sock, got ? got : "(none)");
+    }
+    json_decref(metrics);
+    json_decref(sum);
+    expect_logged(&c, learner, &f_lease, "LeaseRequest");
+    expect_logged(&c, learner, &f_snap, "SnapshotRequest");
+    expect_logged(&c, learner, &f_results, "ScoredGroup");
+
+    proc_end(&c, reward);
+    EXPECT(&c,
+           reward_last_status(reward, &scored, &received, reasons, sizeof reasons) &&
+               !strcmp(reasons, want_samples) && scored > 0,
+           "reward's last status line: scored %lld, rejects '%s', expected some and '%s'", scored,
+           reasons, want_samples);
+    note(&c, "reward server: scored %lld groups of %lld frames received, rejects %s", scored,
+         received, reasons);
+    expect_logged(&c, reward, &f_samples, "SampledGroup");
+
+    /* The actor, still serving until told to stop, counted all of its frames. */
+    atomic_store(&px.stop, 1);
+    pthread_join(px.thread, NULL);
+    is_proxy = false;
+    EXPECT(&c, !px.error[0], "%s", px.error);
+    proc_end(&c, actor);
+    if (atomic_load(&px.is_injected)) {
+        WireLimits no_lim = {0};
+        frames_check(&c, &px.sub, &rlhf__weight_announce__descriptor, &no_lim, true);
+        frames_check(&c, &px.lease, &rlhf__lease_grant__descriptor, &no_lim, true);
+        frames_check(&c, &px.snap, &rlhf__weight_chunk__descriptor, &no_lim, true);
+        char      want_actor[256], got_actor[256] = "";
+        long long got_total = -1;
+        uint64_t n_actor = frames_expected((const FrameSet *[]){&px.sub, &px.lease, &px.snap}, 3, 1,
+                                           want_actor, sizeof want_actor);
+        EXPECT(&c,
+               actor_rejects(actor, &got_total, got_actor, sizeof got_actor) &&
+                   got_total == (long long)n_actor && !strcmp(got_actor, want_actor),
+               "actor's last status line: rejects %lld (%s), expected %" PRIu64 " (%s)", got_total,
+               got_actor, n_actor, want_actor);
+        note(&c, "actor: rejects %lld (%s); %d frames forwarded by the proxy", got_total, got_actor,
+             atomic_load(&px.forwarded));
+        expect_logged(&c, actor, &px.sub, "WeightAnnounce");
+        expect_logged(&c, actor, &px.lease, "LeaseGrant");
+        expect_logged(&c, actor, &px.snap, "WeightChunk");
+        EXPECT(&c, log_has(actor, "rejected LeaseGrant: bad_tokens: "),
+               "the actor's log lacks the grant of token 100000");
+        EXPECT(&c, log_has(actor, "rejected snapshot: nonfinite: "),
+               "the actor's log lacks the NaN snapshot");
+    }
+
+out:
+    if (is_proxy) {
+        atomic_store(&px.stop, 1);
+        pthread_join(px.thread, NULL);
+    }
+    frames_free(&px.sub);
+    frames_free(&px.lease);
+    frames_free(&px.snap);
+    free(px.config_json);
+    frames_free(&f_lease);
+    frames_free(&f_snap);
+    frames_free(&f_results);
+    frames_free(&f_samples);
+    tok_free(&tok);
+    wire_snap_rx_free(&rx);
+    wire_sock_free(&t_lease);
+    wire_sock_free(&t_snap);
+    wire_sock_free(&t_results);
+    wire_sock_free(&t_samples);
+    if (zmq_ctx_term(zctx) != 0) fail(&c, "zmq_ctx_term: %s", zmq_strerror(zmq_errno()));
     return cl_finish(&c);
 }

@@ -1,7 +1,8 @@
 /* cluster_test: fault and hostile-input tests of the cluster with real
  * processes on real sockets: rlhf-learner, rlhf-reward and rlhf-actor
  * started from the build directory, talking over tcp loopback, killed with
- * SIGKILL and restarted mid-run.
+ * SIGKILL and restarted mid-run, and fed malformed frames from ZeroMQ sockets
+ * of the test process.
  *
  * The programs are looked up in RLHF_BUILD_DIR (set by `make test`), else
  * beside the running test binary. Each test picks a random block of free
@@ -35,5 +36,17 @@ int cluster_fault_learner_selftest(bool verbose);
  * the same port: the lost groups come back as re-issued leases and the run
  * completes with the identity intact. */
 int cluster_fault_reward_selftest(bool verbose);
+
+/* Garbage, truncated protobufs, oversized frames (WIRE_MAX_FRAME + 1), a
+ * wrong protocol version, out-of-range token ids and numbers, NaN and
+ * infinite values, sent from the test's own DEALER and PUSH sockets to the
+ * learner's lease ROUTER, snapshot ROUTER and results PULL and the reward
+ * server's samples PULL, and to the actor (which binds nothing) through a
+ * proxy between it and the learner that forwards its traffic and slips in
+ * bad announces, grants and chunks and one NaN-holding snapshot. Each daemon
+ * counts every frame under the expected reason (status lines, the learner's
+ * metrics and summary), logs it, answers refused requests with an
+ * ErrorReply (learner), keeps serving, and the run completes. */
+int cluster_hostile_selftest(bool verbose);
 
 #endif

@@ -93,6 +93,7 @@ static const TestCase k_tests[] = {
     {"fault_actor", cluster_fault_actor_selftest},
     {"fault_learner", cluster_fault_learner_selftest},
     {"fault_reward", cluster_fault_reward_selftest},
+    {"hostile", cluster_hostile_selftest},
     {"cli", cli_selftest},
 };
 
