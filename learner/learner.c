@@ -250,11 +250,15 @@ static int save_ckpt(Learner *l, bool finished)
     CkptTrainerState ts = {.step = l->step, .policy_version = l->version};
     snprintf(ts.run_id, sizeof ts.run_id, "%s", l->run_id);
     ts.extra =
-        json_pack("{s:b, s:I, s:o, s:s, s:s, s:I, s:f, s:b, s:I, s:i}", "rlhf_learner", 1, "epoch",
-                  (json_int_t)l->epoch, "lease", lease_state_save(l->leases), "init_dir",
+        /* init_dir may be NULL and accuracy_before NaN (no evaluation): both
+         * become JSON null, which json_pack's s/f would refuse. */
+        json_pack("{s:b, s:I, s:o, s:s?, s:s, s:I, s:o, s:b, s:I, s:i}", "rlhf_learner", 1,
+                  "epoch", (json_int_t)l->epoch, "lease", lease_state_save(l->leases), "init_dir",
                   l->init_dir, "algo", algo_name(l->cfg.algo.kind), "seed", (json_int_t)l->cfg.seed,
-                  "accuracy_before", l->accuracy_before, "finished", finished, "optim_steps",
-                  (json_int_t)optim_step_count(l->opt), "max_digits", l->cfg.max_digits);
+                  "accuracy_before",
+                  isfinite(l->accuracy_before) ? json_real(l->accuracy_before) : json_null(),
+                  "finished", finished, "optim_steps", (json_int_t)optim_step_count(l->opt),
+                  "max_digits", l->cfg.max_digits);
     CHECK(ts.extra);
     double t0 = progress_now();
     rc = ckpt_save(l->cfg.ckpt_dir, l->policy, l->tok, &co, &ts);

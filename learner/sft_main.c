@@ -12,6 +12,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/rng.h"
 #include "common/task.h"
 #include "learner/eval.h"
 #include "learner/sft.h"
@@ -28,12 +29,13 @@ typedef struct {
     int         max_digits;
     int         eval_n;
     int         eval_every;
+    float       label_noise; /* fraction of demonstrations whose answer is off by one */
 } SftArgs;
 
 static const SftArgs k_defaults = {
     .out = "runs/sft", .init = NULL, .steps = 2000, .batch = 64, .lr = 2e-3f, .warmup = 100,
     .seed = 1, .dim = 128, .layers = 4, .heads = 4, .kv_heads = 4, .hidden = 512,
-    .max_digits = 3, .eval_n = 500, .eval_every = 500,
+    .max_digits = 3, .eval_n = 500, .eval_every = 500, .label_noise = 0.0f,
 };
 
 static volatile sig_atomic_t g_stop = 0;
@@ -66,10 +68,12 @@ static void usage(FILE *f, const char *prog)
             "  --max-digits N     operand digits 1..N (default %d)\n"
             "  --eval-n N         held-out problems per evaluation (default %d)\n"
             "  --eval-every N     evaluate every N steps, 0 = only at the end (default %d)\n"
+            "  --label-noise P    fraction of demonstrations whose answer is one too high,\n"
+            "                     imitating a careless labeller (default %g)\n"
             "  --help             this text\n",
             prog, d->out, d->steps, d->batch, d->lr, d->warmup, (unsigned long long)d->seed,
             d->dim, d->layers, d->heads, d->kv_heads, d->hidden, d->max_digits, d->eval_n,
-            d->eval_every);
+            d->eval_every, (double)d->label_noise);
 }
 
 static int parse_args(int argc, char **argv, SftArgs *a)
@@ -82,7 +86,8 @@ static int parse_args(int argc, char **argv, SftArgs *a)
         {"layers", required_argument, 0, 'L'},   {"heads", required_argument, 0, 'H'},
         {"kv-heads", required_argument, 0, 'K'}, {"hidden", required_argument, 0, 'F'},
         {"max-digits", required_argument, 0, 'D'}, {"eval-n", required_argument, 0, 'n'},
-        {"eval-every", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
+        {"eval-every", required_argument, 0, 'e'}, {"label-noise", required_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *a = k_defaults;
     int c, seed;
@@ -107,6 +112,7 @@ static int parse_args(int argc, char **argv, SftArgs *a)
         case 'D': rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits); break;
         case 'n': rc = flags_int("eval-n", optarg, 1, 1000000, &a->eval_n); break;
         case 'e': rc = flags_int("eval-every", optarg, 0, 100000000, &a->eval_every); break;
+        case 'N': rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise); break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: usage(stderr, argv[0]); return ERR_ARG;
         }
@@ -156,9 +162,10 @@ int main(int argc, char **argv)
         model_init_random(m, a.seed, 0.02f);
     }
     const ModelConfig *mc = model_config(m);
-    log_info("config: out=%s steps=%d batch=%d lr=%g warmup=%d seed=%llu model dim=%d layers=%d "
-             "heads=%d/%d hidden=%d vocab=%d params=%zu T=%d",
-             a.out, a.steps, a.batch, a.lr, a.warmup, (unsigned long long)a.seed, mc->dim,
+    log_info("config: out=%s steps=%d batch=%d lr=%g warmup=%d seed=%llu label-noise=%g model "
+             "dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d params=%zu T=%d",
+             a.out, a.steps, a.batch, a.lr, a.warmup, (unsigned long long)a.seed,
+             (double)a.label_noise, mc->dim,
              mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim, mc->vocab_size,
              model_num_params(m), T);
 
@@ -180,8 +187,15 @@ int main(int argc, char **argv)
     double   loss_avg = 0.0;
     int      step = 0;
     for (step = 0; step < a.steps && !g_stop; step++) {
+        Rng noise;
+        rng_seed(&noise, a.seed * 7919 + (uint64_t)step);
         for (int i = 0; i < a.batch; i++) {
             task_problem(&task, a.seed, (uint64_t)step * a.batch + i, false, &probs[i]);
+            /* A noisy demonstration: the same systematic slip every time, so
+             * the imitating policy learns it as a habit RL has to unlearn. */
+            if (a.label_noise > 0.0f && rng_uniform(&noise) < a.label_noise)
+                snprintf(probs[i].answer, sizeof probs[i].answer, "%ld",
+                         strtol(probs[i].answer, NULL, 10) + 1);
             int *pi = ids + (size_t)i * 2 * TASK_TEXT_MAX, *ci = pi + TASK_TEXT_MAX, np, nc;
             CHECK(tok_encode(tok, probs[i].prompt, strlen(probs[i].prompt), TOK_ENC_BOS, pi,
                              TASK_TEXT_MAX, &np) == 0);
