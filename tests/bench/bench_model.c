@@ -20,58 +20,7 @@
 #include "common/optim.h"
 #include "common/rng.h"
 #include "common/tensor.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Best of several runs of a 2048^3 sgemm: the machine's practical peak. */
-static double measure_sgemm_gflops(void)
-{
-    int    n = 2048;
-    float *a = xmalloc_aligned(sizeof(float) * n * n), *b = xmalloc_aligned(sizeof(float) * n * n);
-    float *c = xmalloc_aligned(sizeof(float) * n * n);
-    Rng    r;
-    rng_seed(&r, 1);
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        a[i] = rng_uniform(&r) - 0.5f;
-        b[i] = rng_uniform(&r) - 0.5f;
-    }
-    double best = 0.0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
-        tensor_gemm(false, true, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now_s() - t0;
-        best = fmax(best, 2.0 * n * n * (double)n / dt / 1e9);
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
-/* Best of several 512 MiB memcpys, in GB/s of bytes copied. */
-static double measure_memcpy_gbs(void)
-{
-    size_t n = (size_t)512 << 20;
-    char  *src = xmalloc_aligned(n), *dst = xmalloc_aligned(n);
-    memset(src, 1, n);
-    memset(dst, 2, n);
-    double best = 0.0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
-        memcpy(dst, src, n);
-        double dt = now_s() - t0;
-        best = fmax(best, (double)n / dt / 1e9);
-    }
-    if (dst[n / 2] != 1) abort(); /* keeps the copy from being optimised away */
-    free(src);
-    free(dst);
-    return best;
-}
+#include "tests/bench/bench_common.h"
 
 typedef struct {
     const char *name;
@@ -105,13 +54,13 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
     /* One warm-up step grows the activation block; the timed steps reuse it. */
     double best = 1e30;
     for (int step = 0; step <= s->train_steps; step++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         model_zero_grad(m);
         model_forward(m, tokens, targets, NULL, s->B, s->T, logp, ent, NULL);
         model_backward(m, dlogp, NULL, NULL);
         double gn, lr;
         CHECK(optim_step(opt, model_params(m), model_grads(m), NULL, &gn, &lr) == 0);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (step > 0) best = fmin(best, dt);
     }
     double flops = model_train_flops(&s->cfg, s->B, s->T);
@@ -133,14 +82,14 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
         }
         outs[b] = b * s->dec_prompt + s->dec_prompt - 1;
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     CHECK(model_step(m, kv, DB * s->dec_prompt, seq, tok, DB, outs, logits) == 0);
-    double prefill = now_s() - t0;
+    double prefill = bench_now_s() - t0;
     for (int b = 0; b < DB; b++) {
         seq[b] = b;
         outs[b] = b;
     }
-    t0 = now_s();
+    t0 = bench_now_s();
     for (int step = 0; step < s->dec_new; step++) {
         for (int b = 0; b < DB; b++) {
             const float *row = logits + (size_t)b * V;
@@ -150,7 +99,7 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
         }
         CHECK(model_step(m, kv, DB, seq, tok, DB, outs, logits) == 0);
     }
-    double dec = now_s() - t0;
+    double dec = bench_now_s() - t0;
     double dec_tps = (double)DB * s->dec_new / dec;
     /* Each decode step reads every weight once (the embedding only as the LM
      * head when tied; the untied embedding lookup reads B rows). */
@@ -196,8 +145,8 @@ int main(int argc, char **argv)
             return 0;
         } else out = argv[i];
     }
-    double sg = measure_sgemm_gflops();
-    double bw = measure_memcpy_gbs();
+    double sg = bench_sgemm_gflops();
+    double bw = bench_memcpy_gbs();
     printf("machine: sgemm %.1f GFLOP/s (2048^3, best of 5), memcpy %.2f GB/s (512 MiB, best of 5)\n",
            sg, bw);
     Shape shapes[] = {

@@ -1,0 +1,255 @@
+/* bench_gguf: SmolLM2-135M-Instruct's real figures, from its GGUF file.
+ *
+ * Prints, in one run: the sgemm GFLOP/s and memcpy GB/s measured here; the
+ * time to load the GGUF (open, validate, dequantise Q4_1 into the fp32
+ * Model); the learner's training step (forward + backward + AdamW) on the
+ * real weights in tokens/s and GFLOP/s as a share of the sgemm figure; and
+ * the actor's KV-cache decoding at batch 1 and batch 8 (a chat prompt from
+ * the model's own tokenizer, then greedy tokens) in tokens/s next to the
+ * rate the memory bandwidth allows (the fp32 weights read once per step).
+ * Writes the figures under "smollm2" in the JSON file given as the first
+ * argument (default build/bench.json), keeping other keys. Without the model
+ * file it prints "skipped: run make model" and exits 0.
+ *
+ *   bench_gguf [OUT.json] [--model PATH.gguf] [--train-T N] [--steps N] */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/bpe.h"
+#include "common/err.h"
+#include "common/gguf.h"
+#include "common/log.h"
+#include "common/model.h"
+#include "common/optim.h"
+#include "common/rng.h"
+#include "tests/bench/bench_common.h"
+
+#define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define TRAIN_B 8
+#define DEC_PROMPT 32
+#define DEC_NEW 64
+
+typedef struct {
+    const char *out;
+    const char *model;
+    int         train_T; /* training sequence length (batch TRAIN_B) */
+    int         steps;   /* timed training steps after one warm-up */
+} Args;
+
+/* The best of steps training steps on TRAIN_B x T tokens of real text ids. */
+static json_t *bench_train(Model *m, const int *ids, int n_ids, int T, int steps, double sgemm)
+{
+    const ModelConfig *c = model_config(m);
+    size_t             P = model_num_params(m);
+    OptimConfig        oc = {.lr_peak = 1e-5f,
+                             .lr_min = 1e-6f,
+                             .lr_warmup_steps = 0,
+                             .lr_total_steps = 1000,
+                             .beta1 = 0.9f,
+                             .beta2 = 0.95f,
+                             .eps = 1e-8f,
+                             .weight_decay = 0.0f,
+                             .grad_clip = 1.0f};
+    Optim             *opt = optim_new(&oc, P);
+    int                N = TRAIN_B * T;
+    int               *tokens = xmalloc(sizeof(int) * N), *targets = xmalloc(sizeof(int) * N);
+    float             *logp = xmalloc(sizeof(float) * N), *dlogp = xmalloc(sizeof(float) * N);
+    /* Next-token targets over the prompt ids repeated: real text statistics. */
+    for (int i = 0; i < N; i++) {
+        tokens[i] = ids[i % n_ids];
+        targets[i] = ids[(i + 1) % n_ids];
+        dlogp[i] = -1.0f / N;
+    }
+    double best = 1e30;
+    for (int step = 0; step <= steps; step++) {
+        double t0 = bench_now_s();
+        model_zero_grad(m);
+        model_forward(m, tokens, targets, NULL, TRAIN_B, T, logp, NULL, NULL);
+        model_backward(m, dlogp, NULL, NULL);
+        double gn, lr;
+        CHECK(optim_step(opt, model_params(m), model_grads(m), NULL, &gn, &lr) == 0);
+        double dt = bench_now_s() - t0;
+        if (step > 0) best = fmin(best, dt);
+        printf("  train step %d%s: %.2f s\n", step, step ? "" : " (warm-up)", dt);
+    }
+    double gflops = model_train_flops(c, TRAIN_B, T) / best / 1e9;
+    printf("train %dx%d: %.2f s/step, %.0f tokens/s, %.1f GFLOP/s = %.1f%% of sgemm %.1f\n",
+           TRAIN_B, T, best, N / best, gflops, 100.0 * gflops / sgemm, sgemm);
+    json_t *o =
+        json_pack("{s:i, s:i, s:f, s:f, s:f, s:f}", "B", TRAIN_B, "T", T, "step_s", best,
+                  "tokens_per_s", N / best, "gflops", gflops, "pct_sgemm", 100.0 * gflops / sgemm);
+    free(tokens);
+    free(targets);
+    free(logp);
+    free(dlogp);
+    optim_free(&opt);
+    return o;
+}
+
+/* Prefill DB copies of the prompt, then DEC_NEW greedy steps for all. */
+static json_t *bench_decode(Model *m, const int *prompt, int DB, double memcpy_gbs)
+{
+    const ModelConfig *c = model_config(m);
+    int                V = c->vocab_size;
+    KVCache           *kv = kv_new(m, DB, DEC_PROMPT + DEC_NEW);
+    int               *seq = xmalloc(sizeof(int) * DB * DEC_PROMPT);
+    int               *tok = xmalloc(sizeof(int) * DB * DEC_PROMPT);
+    int               *outs = xmalloc(sizeof(int) * DB);
+    float             *logits = xmalloc(sizeof(float) * (size_t)DB * V);
+    for (int b = 0; b < DB; b++) {
+        for (int t = 0; t < DEC_PROMPT; t++) {
+            seq[b * DEC_PROMPT + t] = b;
+            tok[b * DEC_PROMPT + t] = prompt[t];
+        }
+        outs[b] = b * DEC_PROMPT + DEC_PROMPT - 1;
+    }
+    double t0 = bench_now_s();
+    CHECK(model_step(m, kv, DB * DEC_PROMPT, seq, tok, DB, outs, logits) == 0);
+    double prefill = bench_now_s() - t0;
+    for (int b = 0; b < DB; b++) seq[b] = outs[b] = b;
+    t0 = bench_now_s();
+    for (int step = 0; step < DEC_NEW; step++) {
+        for (int b = 0; b < DB; b++) {
+            const float *row = logits + (size_t)b * V;
+            int          best = 0;
+            for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+            tok[b] = best;
+        }
+        CHECK(model_step(m, kv, DB, seq, tok, DB, outs, logits) == 0);
+    }
+    double dec = bench_now_s() - t0;
+    /* Each step reads every weight once (a tied embedding as the LM head; an
+     * untied one only as DB looked-up rows). */
+    size_t P = model_num_params(m);
+    double weight_bytes =
+        4.0 * (double)(P - (c->tie_embeddings ? 0 : (size_t)c->vocab_size * c->dim));
+    double bound = memcpy_gbs * 1e9 / weight_bytes, steps_per_s = DEC_NEW / dec;
+    double tps = (double)DB * DEC_NEW / dec;
+    printf("decode batch %d: %.1f tokens/s, %.2f steps/s; bandwidth bound %.2f steps/s (%.0f MB "
+           "fp32 weights at memcpy %.1f GB/s) = %.1f%% of bound; prefill %d x %d in %.3f s\n",
+           DB, tps, steps_per_s, bound, weight_bytes / 1e6, memcpy_gbs, 100.0 * steps_per_s / bound,
+           DB, DEC_PROMPT, prefill);
+    json_t *o = json_pack("{s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f}", "batch", DB, "prompt",
+                          DEC_PROMPT, "new_tokens", DEC_NEW, "tokens_per_s", tps, "steps_per_s",
+                          steps_per_s, "bound_steps_per_s", bound, "pct_bound",
+                          100.0 * steps_per_s / bound, "prefill_s", prefill);
+    free(seq);
+    free(tok);
+    free(outs);
+    free(logits);
+    kv_free(&kv);
+    return o;
+}
+
+static int parse_args(int argc, char **argv, Args *a)
+{
+    *a = (Args){.out = "build/bench.json", .model = DEFAULT_MODEL, .train_T = 128, .steps = 2};
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            printf("usage: %s [OUT.json] [--model PATH] [--train-T N] [--steps N]\n"
+                   "  OUT.json      results file, other keys kept (default build/bench.json)\n"
+                   "  --model PATH  GGUF file (default %s)\n"
+                   "  --train-T N   training sequence length, batch %d (default 128)\n"
+                   "  --steps N     timed training steps after one warm-up (default 2)\n",
+                   argv[0], DEFAULT_MODEL, TRAIN_B);
+            return 1;
+        }
+        if ((!strcmp(s, "--model") || !strcmp(s, "--train-T") || !strcmp(s, "--steps")) &&
+            i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(s, "--model")) {
+                a->model = v;
+                continue;
+            }
+            char *end;
+            long  x = strtol(v, &end, 10);
+            if (*end || x < 1 || x > 4096) {
+                fprintf(stderr, "bench_gguf: %s '%s': expected 1..4096\n", s, v);
+                return -1;
+            }
+            if (!strcmp(s, "--train-T"))
+                a->train_T = (int)x;
+            else
+                a->steps = (int)x;
+        } else if (s[0] == '-') {
+            fprintf(stderr, "bench_gguf: unknown flag '%s' (see --help)\n", s);
+            return -1;
+        } else {
+            a->out = s;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    Args a;
+    int  rc = parse_args(argc, argv, &a);
+    if (rc) return rc > 0 ? 0 : 2;
+    log_init("bench_gguf", LOG_WARN);
+    if (access(a.model, R_OK) != 0) {
+        printf("bench_gguf: skipped: run make model (no %s)\n", a.model);
+        return 0;
+    }
+    /* Other work on the machine moves every figure: record how busy it was. */
+    double load_avg = -1;
+    if (getloadavg(&load_avg, 1) != 1) load_avg = -1;
+    printf("machine: %ld cores, load average %.2f at the start\n", sysconf(_SC_NPROCESSORS_ONLN),
+           load_avg);
+    double sg = bench_sgemm_gflops(), bw = bench_memcpy_gbs();
+    printf("machine: sgemm %.1f GFLOP/s (2048^3, best of 5), memcpy %.2f GB/s (512 MiB, best of "
+           "5)\n",
+           sg, bw);
+    int max_seq = a.train_T > DEC_PROMPT + DEC_NEW ? a.train_T : DEC_PROMPT + DEC_NEW;
+    /* Load twice: the first pays for the page cache if the file is cold. */
+    double load[2];
+    Model *m = NULL;
+    for (int i = 0; i < 2; i++) {
+        model_free(&m);
+        double t0 = bench_now_s();
+        if (gguf_load(a.model, max_seq, &m) != 0) return 1;
+        load[i] = bench_now_s() - t0;
+    }
+    Bpe *bpe = NULL;
+    if (bpe_load(a.model, &bpe) != 0) return 1;
+    printf("load %s: %.2f s first, %.2f s second (%.1fM parameters dequantised to fp32)\n", a.model,
+           load[0], load[1], model_num_params(m) / 1e6);
+    /* A real chat prompt, at least DEC_PROMPT ids (the default system prompt
+     * makes it so). */
+    BpeChatMessage msg = {"user", "What is 37 + 45? Reply with the number only, please. Then "
+                                  "explain how you added the two numbers step by step."};
+    char           chat[2048];
+    int            ids[512], n = 0;
+    CHECK(bpe_chat_format(bpe, &msg, 1, true, chat, sizeof chat, NULL) == 0);
+    CHECK(bpe_encode(bpe, chat, strlen(chat), BPE_ENC_SPECIAL, ids, 512, &n) == 0);
+    CHECK(n >= DEC_PROMPT);
+
+    json_t *res = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:I, s:f}", "file", a.model, "params_m",
+                            model_num_params(m) / 1e6, "sgemm_gflops", sg, "memcpy_gbs", bw,
+                            "load_s", load[0], "load_s_warm", load[1], "cores",
+                            (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_start", load_avg);
+    json_object_set_new(res, "decode_b1", bench_decode(m, ids, 1, bw));
+    json_object_set_new(res, "decode_b8", bench_decode(m, ids, 8, bw));
+    json_object_set_new(res, "train", bench_train(m, ids, n, a.train_T, a.steps, sg));
+
+    json_t *root = json_load_file(a.out, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        root = json_object();
+    }
+    json_object_set_new(root, "smollm2", res);
+    rc = json_dump_file(root, a.out, JSON_INDENT(2));
+    if (rc != 0)
+        fprintf(stderr, "bench_gguf: cannot write %s\n", a.out);
+    else
+        printf("wrote %s\n", a.out);
+    json_decref(root);
+    bpe_free(&bpe);
+    model_free(&m);
+    return rc ? 1 : 0;
+}
