@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,9 +153,19 @@ static uint64_t rand_next(Cluster *c)
     return c->rng * 0x2545F4914F6CDD1DULL;
 }
 
+/* Set by SIGINT or SIGTERM (Ctrl-C on make test): every wait then ends,
+ * so the test still kills its processes and removes its files. */
+static volatile sig_atomic_t g_interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
 static bool out_of_time(Cluster *c)
 {
-    return now_s() > c->deadline;
+    return g_interrupted || now_s() > c->deadline;
 }
 
 /* The whole file, NUL-terminated (caller frees), or NULL if missing. */
@@ -365,7 +374,7 @@ static void proc_end(Cluster *c, Proc *p)
     }
     proc_signal(p, SIGTERM);
     if (!proc_wait_exit(c, p, 10.0)) {
-        fail(c, "%s did not exit within 10 s of SIGTERM", p->name);
+        if (!g_interrupted) fail(c, "%s did not exit within 10 s of SIGTERM", p->name);
         proc_kill(p);
         return;
     }
@@ -439,6 +448,12 @@ static bool cl_init(Cluster *c, const char *test, bool verbose)
     c->test = test;
     c->verbose = verbose;
     c->deadline = now_s() + CL_BUDGET_S;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        fail(c, "sigaction: %s", strerror(errno));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
@@ -467,6 +482,7 @@ static bool cl_init(Cluster *c, const char *test, bool verbose)
  * the temp directory. Returns the number of failed checks. */
 static int cl_finish(Cluster *c)
 {
+    if (g_interrupted) fail(c, "interrupted by a signal");
     for (int i = 0; i < c->n_procs; i++) {
         Proc *p = &c->procs[i];
         if (proc_running(p)) {
