@@ -30,11 +30,17 @@ typedef struct {
     int         port_base;
     int         seed;
     const char *bin_dir;
+    int         max_digits;
+    float       label_noise;
+    float       lr;
+    int         batch_groups;
+    int         eval_n;
 } RunArgs;
 
 static const RunArgs k_defaults = {
-    .actors = 2, .rewards = 1, .algo = "grpo", .steps = 60, .init = "runs/sft",
-    .sft_steps = 3000, .run_dir = "runs/latest", .port_base = 5555, .seed = 1, .bin_dir = NULL,
+    .actors = 2, .rewards = 1, .algo = "grpo", .steps = 400, .init = "runs/sft",
+    .sft_steps = 4000, .run_dir = "runs/latest", .port_base = 5555, .seed = 1, .bin_dir = NULL,
+    .max_digits = 2, .label_noise = 0.6f, .lr = 1e-4f, .batch_groups = 16, .eval_n = 300,
 };
 
 static void usage(FILE *f)
@@ -50,13 +56,20 @@ static void usage(FILE *f)
             "  --steps N        learner optimizer steps (default %d)\n"
             "  --init DIR       warm-start checkpoint; made by rlhf-sft if missing (default %s)\n"
             "  --sft-steps N    SFT steps when the warm start is made (default %d)\n"
+            "  --label-noise P  fraction of SFT demonstrations with a systematic off-by-one\n"
+            "                   answer, the imperfect labeller RL has to correct (default %g)\n"
+            "  --max-digits N   operands of 1..N digits (default %d)\n"
+            "  --lr X           learner learning rate (default %g)\n"
+            "  --batch-groups N groups (prompts x G completions) per learner step (default %d)\n"
+            "  --eval-n N       held-out problems evaluated before and after (default %d)\n"
             "  --run-dir DIR    logs, metrics, checkpoints and summary.json (default %s)\n"
             "  --port-base P    first of the loopback ports used (default %d)\n"
             "  --seed N         seed for every process (default %d)\n"
             "  --bin-dir DIR    where the rlhf-* programs are (default: beside this one)\n"
             "  --help           this text\n",
-            d->actors, d->rewards, d->algo, d->steps, d->init, d->sft_steps, d->run_dir,
-            d->port_base, d->seed);
+            d->actors, d->rewards, d->algo, d->steps, d->init, d->sft_steps,
+            (double)d->label_noise, d->max_digits, (double)d->lr, d->batch_groups, d->eval_n,
+            d->run_dir, d->port_base, d->seed);
 }
 
 static int parse_run(int argc, char **argv, RunArgs *a)
@@ -67,6 +80,9 @@ static int parse_run(int argc, char **argv, RunArgs *a)
         {"init", required_argument, 0, 'i'},     {"sft-steps", required_argument, 0, 'S'},
         {"run-dir", required_argument, 0, 'd'},  {"port-base", required_argument, 0, 'p'},
         {"seed", required_argument, 0, 'e'},     {"bin-dir", required_argument, 0, 'b'},
+        {"label-noise", required_argument, 0, 'N'}, {"max-digits", required_argument, 0, 'D'},
+        {"lr", required_argument, 0, 'l'},       {"batch-groups", required_argument, 0, 'g'},
+        {"eval-n", required_argument, 0, 'n'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     *a = k_defaults;
     int c;
@@ -89,6 +105,11 @@ static int parse_run(int argc, char **argv, RunArgs *a)
         case 'p': rc = flags_int("port-base", optarg, 1024, 65000, &a->port_base); break;
         case 'e': rc = flags_int("seed", optarg, 0, 2147483647, &a->seed); break;
         case 'b': a->bin_dir = optarg; break;
+        case 'N': rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise); break;
+        case 'D': rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits); break;
+        case 'l': rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr); break;
+        case 'g': rc = flags_int("batch-groups", optarg, 1, 1024, &a->batch_groups); break;
+        case 'n': rc = flags_int("eval-n", optarg, 1, 100000, &a->eval_n); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return ERR_ARG;
         }
@@ -206,8 +227,20 @@ static int cmd_run(int argc, char **argv)
     if (!ckpt_exists(a.init)) {
         log_info("rlhf run: no warm start at %s; running SFT for %d steps first", a.init,
                  a.sft_steps);
-        char *sft[] = {sdup(&st, "%s/rlhf-sft", bin), "--out", (char *)a.init, "--steps",
-                       sdup(&st, "%d", a.sft_steps), "--seed", sdup(&st, "%d", a.seed), NULL};
+        char *sft[] = {sdup(&st, "%s/rlhf-sft", bin),
+                       "--out",
+                       (char *)a.init,
+                       "--steps",
+                       sdup(&st, "%d", a.sft_steps),
+                       "--seed",
+                       sdup(&st, "%d", a.seed),
+                       "--max-digits",
+                       sdup(&st, "%d", a.max_digits),
+                       "--label-noise",
+                       sdup(&st, "%g", (double)a.label_noise),
+                       "--eval-every",
+                       "0",
+                       NULL};
         LaunchChild kid = {"sft", sft, NULL, true};
         if (launch_run(&quiet, &kid, 1, &rep) != 0) {
             log_error("rlhf run: SFT warm start failed (status %d)", rep.last_status[0]);
@@ -231,7 +264,10 @@ static int cmd_run(int argc, char **argv)
                        "--steps", sdup(&st, "%d", a.steps), "--init", (char *)a.init,
                        "--ckpt-dir", sdup(&st, "%s/ckpt", a.run_dir), "--metrics", metrics,
                        "--summary", sdup(&st, "%s/summary.json", a.run_dir), "--seed",
-                       sdup(&st, "%d", a.seed), NULL};
+                       sdup(&st, "%d", a.seed), "--max-digits", sdup(&st, "%d", a.max_digits),
+                       "--lr", sdup(&st, "%g", (double)a.lr), "--batch-groups",
+                       sdup(&st, "%d", a.batch_groups), "--eval-n", sdup(&st, "%d", a.eval_n),
+                       NULL};
     kids[n++] = (LaunchChild){"learner", learner, sdup(&st, "%s/learner.log", logs), true};
     char **rw = xcalloc((size_t)a.rewards * 12, sizeof(char *));
     char   reward_list[1024] = "";
