@@ -4,6 +4,7 @@
 #   make test       build and run every self-test (T=name runs one)
 #   make bench      run the benchmarks, write $(BUILD)/bench.json
 #   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
+#   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #
 # Files named main.c or *_main.c are program entry points; every other .c in
@@ -54,7 +55,7 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps run test bench format format-check clean sanitize model
+.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -89,6 +90,11 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
 # The main job: a local cluster on the built-in task (SFT warm start cached in runs/sft).
 run: deps $(PROGS)
 	./$(BUILD)/rlhf run $(RUN_ARGS)
+
+# The cluster on SmolLM2-135M-Instruct and the chat arithmetic task (~15 min on 2 cores);
+# deploy/run-smollm2.sh lists the knobs (STEPS=, LR=, ... in the environment).
+run-smollm2: deps model $(PROGS)
+	./deploy/run-smollm2.sh $(BUILD)
 
 test: deps $(PROGS) $(BUILD)/rlhf-test
 	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)

@@ -1,13 +1,16 @@
 /* eval: held-out evaluation of a policy on the built-in arithmetic task:
- * greedy completions of n held-out prompts, scored exactly. Used by the SFT
- * trainer and the learner before and after RL. The model and tokenizer are
- * borrowed; one thread. */
+ * greedy completions of n held-out prompts, scored exactly; and on the chat
+ * task (common/chat_task.h) for pretrained models with their BPE tokenizer.
+ * Used by the SFT trainer and the learner before and after RL. The model and
+ * tokenizer are borrowed; one thread. */
 #ifndef RLHF_EVAL_H
 #define RLHF_EVAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/bpe.h"
+#include "common/chat_task.h"
 #include "common/model.h"
 #include "common/task.h"
 #include "common/tok.h"
@@ -15,6 +18,7 @@
 typedef struct {
     double accuracy; /* fraction of exact answers */
     double format;   /* fraction of well-formed integers */
+    double reward;   /* mean reward (chat task: correct + format bonus; arith: accuracy) */
     int    n;
 } EvalResult;
 
@@ -22,6 +26,14 @@ typedef struct {
  * Returns 0, or an error from tokenizing or generating (logged). */
 int eval_arith(Model *m, const Tok *tok, const TaskConfig *task, uint64_t seed, int n, int batch,
                EvalResult *out);
+
+/* Evaluates the chat task on held-out problems 0..n-1 of seed: greedy
+ * completions of at most max_new tokens, stopped at the BPE's end-of-turn
+ * token, scored with chat_task_score as the reward server's arith_chat
+ * scorer does. Returns 0, or an error from formatting,
+ * tokenizing or generating (logged). */
+int eval_chat(Model *m, const Bpe *bpe, const ChatTaskConfig *task, uint64_t seed, int n, int batch,
+              int max_new, EvalResult *out);
 
 int eval_selftest(bool verbose);
 

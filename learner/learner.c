@@ -17,9 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/bpe.h"
+#include "common/chat_task.h"
 #include "common/ckpt.h"
 #include "common/err.h"
 #include "common/fileio.h"
+#include "common/gguf.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/rng.h"
@@ -33,6 +36,10 @@
 #define ANNOUNCE_EVERY_S 1.0 /* re-announce the current version for late subscribers */
 #define DRAIN_MAX 256        /* frames taken from one socket per loop iteration */
 #define EVAL_BATCH 64
+/* Prompt ids of either task at most; the chat task's are the longer. */
+#define PROMPT_IDS_MAX CHAT_TASK_PROMPT_MAX_IDS
+#define ANSWER_MAX CHAT_TASK_TEXT_MAX
+_Static_assert(PROMPT_IDS_MAX >= TASK_TEXT_MAX && ANSWER_MAX >= TASK_TEXT_MAX, "buffer sizes");
 
 /* One scored group accepted for a lease and waiting for a batch. */
 typedef struct {
@@ -44,15 +51,17 @@ typedef struct {
 } Pending;
 
 struct Learner {
-    LearnerConfig cfg;
-    TaskConfig    task;
-    uint64_t      prompt_seed; /* train problems */
-    uint64_t      eval_seed;   /* held-out problems (the SFT trainer's choice) */
-    Tok          *tok;
-    Model        *policy, *ref, *critic;
-    Optim        *opt, *critic_opt;
-    Algo         *algo;
-    LeaseTable   *leases;
+    LearnerConfig  cfg;
+    TaskConfig     task;
+    uint64_t       prompt_seed; /* train problems */
+    uint64_t       eval_seed;   /* held-out problems (the SFT trainer's choice) */
+    Tok           *tok;         /* the char task's tokenizer, or NULL with bpe */
+    Bpe           *bpe;         /* a GGUF model's tokenizer (cfg.model_path): the chat task */
+    ChatTaskConfig chat;
+    Model         *policy, *ref, *critic;
+    Optim         *opt, *critic_opt;
+    Algo          *algo;
+    LeaseTable    *leases;
 
     void      *zctx;
     WireSock  *s_lease, *s_results, *s_weights, *s_snap;
@@ -75,7 +84,7 @@ struct Learner {
     /* Scratch for one batch. */
     AlgoTrajectory *traj;
     int             cap_traj;
-    int            *prompt_tok; /* (groups, TASK_TEXT_MAX) */
+    int            *prompt_tok; /* (groups, PROMPT_IDS_MAX) */
     int             cap_groups;
     int64_t        *tok_version;
     size_t          cap_versions;
@@ -84,6 +93,7 @@ struct Learner {
     uint64_t samples_total, tokens_total; /* trained by this incarnation */
     double   t_start, t_loop, t_last_status, t_last_announce, t_last_step;
     double   accuracy_before, accuracy_start, accuracy_after;
+    double   reward_before, reward_start, reward_after; /* held-out mean reward */
     double   last_reward, last_accuracy, last_kl, last_stale;
     FILE    *metrics;
 };
@@ -145,16 +155,25 @@ static const char *algo_name(AlgoKind k)
     return k == ALGO_PPO ? "ppo" : "grpo";
 }
 
-/* Prompt ids of train problem id; returns the length (BOS first). */
-static int encode_prompt(const Learner *l, uint64_t id, int *ids, TaskProblem *prob)
+/* Prompt ids of train problem id (at most PROMPT_IDS_MAX) and its answer
+ * (ANSWER_MAX bytes, may be NULL); returns the length. */
+static int encode_prompt(const Learner *l, uint64_t id, int *ids, char *answer)
 {
-    TaskProblem p;
-    if (!prob) prob = &p;
-    task_problem(&l->task, l->prompt_seed, id, false, prob);
     int n = 0;
+    if (l->bpe) {
+        ChatTaskProblem p;
+        chat_task_problem(&l->chat, l->prompt_seed, id, false, &p);
+        /* setup_models encoded the longest question: a failure is a bug. */
+        CHECK(chat_task_prompt_ids(l->bpe, p.question, ids, PROMPT_IDS_MAX, &n) == 0);
+        if (answer) snprintf(answer, ANSWER_MAX, "%s", p.answer);
+        return n;
+    }
+    TaskProblem p;
+    task_problem(&l->task, l->prompt_seed, id, false, &p);
     /* Our own task text in our own charset: a failure is a bug. */
-    CHECK(tok_encode(l->tok, prob->prompt, strlen(prob->prompt), TOK_ENC_BOS, ids, TASK_TEXT_MAX,
-                     &n) == 0);
+    CHECK(tok_encode(l->tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, ids, PROMPT_IDS_MAX, &n) ==
+          0);
+    if (answer) snprintf(answer, ANSWER_MAX, "%s", p.answer);
     return n;
 }
 
@@ -184,6 +203,8 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "lr_warmup_steps must be >= 0";
     else if (!(c->grad_clip >= 0.0f) || !isfinite(c->grad_clip))
         bad = "grad_clip must be >= 0";
+    else if (c->model_path && c->init_dir)
+        bad = "model_path and init_dir exclude each other";
     else if (c->max_digits < 1 || c->max_digits > 6)
         bad = "max_digits must be in 1..6";
     else if (c->eval_n < 0 || c->eval_every < 0 || c->ckpt_every < 0)
@@ -221,12 +242,14 @@ static OptimConfig optim_config_of(const LearnerConfig *c)
                          .grad_clip = c->grad_clip};
 }
 
+/* Loads the model of checkpoint dir, and its char tokenizer into *tok when
+ * tok is non-NULL and *tok is NULL (tok NULL: the BPE comes from the GGUF). */
 static int load_model_dir(const char *dir, Tok **tok, Model **m)
 {
     ModelConfig mc;
     int         rc;
     if ((rc = ckpt_load_config(dir, &mc))) return rc;
-    if (!*tok && (rc = ckpt_load_tok(dir, tok))) return rc;
+    if (tok && !*tok && (rc = ckpt_load_tok(dir, tok))) return rc;
     *m = model_new(&mc);
     rc = ckpt_load(dir, *m);
     if (rc == ERR_AGAIN) rc = ckpt_load(dir, *m); /* a save replaced it between reads */
@@ -252,13 +275,14 @@ static int save_ckpt(Learner *l, bool finished)
     ts.extra =
         /* init_dir may be NULL and accuracy_before NaN (no evaluation): both
          * become JSON null, which json_pack's s/f would refuse. */
-        json_pack("{s:b, s:I, s:o, s:s?, s:s, s:I, s:o, s:b, s:I, s:i}", "rlhf_learner", 1,
-                  "epoch", (json_int_t)l->epoch, "lease", lease_state_save(l->leases), "init_dir",
-                  l->init_dir, "algo", algo_name(l->cfg.algo.kind), "seed", (json_int_t)l->cfg.seed,
-                  "accuracy_before",
-                  isfinite(l->accuracy_before) ? json_real(l->accuracy_before) : json_null(),
-                  "finished", finished, "optim_steps", (json_int_t)optim_step_count(l->opt),
-                  "max_digits", l->cfg.max_digits);
+        json_pack(
+            "{s:b, s:I, s:o, s:s?, s:s, s:I, s:o, s:o, s:b, s:I, s:i}", "rlhf_learner", 1, "epoch",
+            (json_int_t)l->epoch, "lease", lease_state_save(l->leases), "init_dir", l->init_dir,
+            "algo", algo_name(l->cfg.algo.kind), "seed", (json_int_t)l->cfg.seed, "accuracy_before",
+            isfinite(l->accuracy_before) ? json_real(l->accuracy_before) : json_null(),
+            "reward_before", isfinite(l->reward_before) ? json_real(l->reward_before) : json_null(),
+            "finished", finished, "optim_steps", (json_int_t)optim_step_count(l->opt), "max_digits",
+            l->cfg.max_digits);
     CHECK(ts.extra);
     double t0 = progress_now();
     rc = ckpt_save(l->cfg.ckpt_dir, l->policy, l->tok, &co, &ts);
@@ -323,9 +347,42 @@ static int read_resume_state(Learner *l, CkptTrainerState *ts, json_t **lease_st
     snprintf(l->run_id, sizeof l->run_id, "%s", ts->run_id);
     json_t *ab = json_object_get(x, "accuracy_before");
     l->accuracy_before = json_is_number(ab) ? json_number_value(ab) : NAN;
+    json_t *rb = json_object_get(x, "reward_before");
+    l->reward_before = json_is_number(rb) ? json_number_value(rb) : NAN;
     json_t *id = json_object_get(x, "init_dir");
     if (json_is_string(id)) snprintf(l->init_dir, sizeof l->init_dir, "%s", json_string_value(id));
     *lease_state = json_incref(ls);
+    return 0;
+}
+
+/* The chat task on a GGUF model: the longest question (both operands of
+ * max_digits digits, a minus) must fit PROMPT_IDS_MAX ids, and with a full
+ * completion the model's positions; the model must have an end-of-turn. */
+static int check_chat_prompts(Learner *l)
+{
+    const LearnerConfig *c = &l->cfg;
+    char                 q[CHAT_TASK_TEXT_MAX], num[8];
+    memset(num, '9', sizeof num);
+    num[c->max_digits] = '\0';
+    snprintf(q, sizeof q, "What is -%s - %s? Reply with the number only.", num, num);
+    int ids[PROMPT_IDS_MAX], n = 0;
+    int rc = chat_task_prompt_ids(l->bpe, q, ids, PROMPT_IDS_MAX, &n);
+    if (rc) {
+        log_error("learner: '%s': the chat task's prompt does not encode in %d ids (%s)",
+                  c->model_path, PROMPT_IDS_MAX, err_str(rc));
+        return rc;
+    }
+    if (n + c->max_new_tokens > model_config(l->policy)->max_seq_len) {
+        log_error("learner: chat prompts of up to %d ids plus %d new tokens exceed the model's %d "
+                  "positions",
+                  n, c->max_new_tokens, model_config(l->policy)->max_seq_len);
+        return ERR_RANGE;
+    }
+    if (bpe_eot_id(l->bpe) < 0 || bpe_vocab_size(l->bpe) > model_config(l->policy)->vocab_size) {
+        log_error("learner: '%s': no end-of-turn token, or a tokenizer of %d ids for a model of %d",
+                  c->model_path, bpe_vocab_size(l->bpe), model_config(l->policy)->vocab_size);
+        return ERR_MISMATCH;
+    }
     return 0;
 }
 
@@ -337,6 +394,7 @@ static int setup_models(Learner *l, json_t **lease_state)
     int                  rc = 0;
     bool                 resume = false;
     CkptTrainerState     ts = {0};
+    if (c->model_path && (rc = bpe_load(c->model_path, &l->bpe))) return rc;
     if (c->ckpt_dir && ckpt_exists(c->ckpt_dir)) {
         rc = read_resume_state(l, &ts, lease_state);
         if (rc < 0) goto out;
@@ -344,7 +402,7 @@ static int setup_models(Learner *l, json_t **lease_state)
         rc = 0;
     }
     if (resume) {
-        if ((rc = load_model_dir(c->ckpt_dir, &l->tok, &l->policy))) goto out;
+        if ((rc = load_model_dir(c->ckpt_dir, l->bpe ? NULL : &l->tok, &l->policy))) goto out;
         size_t      n = model_num_params(l->policy);
         OptimConfig oc = optim_config_of(c);
         l->opt = optim_new(&oc, n);
@@ -360,7 +418,15 @@ static int setup_models(Learner *l, json_t **lease_state)
          * where the run started; the resumed policy only as a last resort. */
         const char *ref_dir = c->init_dir ? c->init_dir : (l->init_dir[0] ? l->init_dir : NULL);
         if (c->init_dir) snprintf(l->init_dir, sizeof l->init_dir, "%s", c->init_dir);
-        if (ref_dir) {
+        if (c->model_path) {
+            rc = gguf_load(c->model_path, LEARNER_GGUF_MAX_SEQ, &l->ref);
+            if (rc) goto out;
+            if (model_num_params(l->ref) != n) {
+                log_error("learner: model '%s' does not match the resumed policy", c->model_path);
+                rc = ERR_MISMATCH;
+                goto out;
+            }
+        } else if (ref_dir) {
             Tok *rt = l->tok;
             rc = load_model_dir(ref_dir, &rt, &l->ref);
             if (rc == 0 && !(model_config(l->ref)->dim == model_config(l->policy)->dim &&
@@ -378,7 +444,9 @@ static int setup_models(Learner *l, json_t **lease_state)
         log_info("resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch %" PRIu64,
                  l->run_id, c->ckpt_dir, l->step, l->version, l->epoch);
     } else {
-        if (c->init_dir) {
+        if (c->model_path) {
+            if ((rc = gguf_load(c->model_path, LEARNER_GGUF_MAX_SEQ, &l->policy))) goto out;
+        } else if (c->init_dir) {
             if ((rc = load_model_dir(c->init_dir, &l->tok, &l->policy))) goto out;
             snprintf(l->init_dir, sizeof l->init_dir, "%s", c->init_dir);
         } else {
@@ -411,8 +479,11 @@ static int setup_models(Learner *l, json_t **lease_state)
         new_run_id(l->run_id, c->seed);
         l->epoch = 0;
         l->step = l->version = 0;
-        l->accuracy_before = NAN;
-        log_info("new run %s from %s", l->run_id, c->init_dir ? c->init_dir : "random init");
+        l->accuracy_before = l->reward_before = NAN;
+        log_info("new run %s from %s", l->run_id,
+                 c->model_path ? c->model_path
+                 : c->init_dir ? c->init_dir
+                               : "random init");
     }
     if (c->algo.kind == ALGO_PPO) {
         char dir[PATH_MAX + 8] = "";
@@ -436,6 +507,10 @@ static int setup_models(Learner *l, json_t **lease_state)
             log_warn("learner: no critic beside '%s'; a new critic starts from the policy",
                      c->ckpt_dir);
         }
+    }
+    if (l->bpe) {
+        rc = check_chat_prompts(l);
+        goto out;
     }
     /* Prompts and answers are built from these characters; a checkpoint
      * whose tokenizer lacks one cannot be trained on the task. */
@@ -499,18 +574,41 @@ static int open_metrics(Learner *l, bool fresh)
     return 0;
 }
 
-static int evaluate(Learner *l, double *acc)
+static int evaluate(Learner *l, double *acc, double *reward)
 {
-    *acc = NAN;
+    *acc = *reward = NAN;
     if (l->cfg.eval_n <= 0) return 0;
     EvalResult r;
     double     t0 = progress_now();
-    int rc = eval_arith(l->policy, l->tok, &l->task, l->eval_seed, l->cfg.eval_n, EVAL_BATCH, &r);
+    int        rc;
+    if (l->bpe) /* Small batches: a 135M model's KV cache and logits are per sequence. */
+        rc = eval_chat(l->policy, l->bpe, &l->chat, l->eval_seed, l->cfg.eval_n, 16,
+                       l->cfg.max_new_tokens, &r);
+    else
+        rc = eval_arith(l->policy, l->tok, &l->task, l->eval_seed, l->cfg.eval_n, EVAL_BATCH, &r);
     if (rc) return rc;
     *acc = r.accuracy;
-    log_info("held-out greedy accuracy at step %" PRId64 ": %.3f (format %.3f, n=%d, %.1f s)",
-             l->step, r.accuracy, r.format, r.n, progress_now() - t0);
+    *reward = r.reward;
+    log_info("held-out greedy accuracy at step %" PRId64 ": %.3f (reward %.3f, format %.3f, n=%d, "
+             "%.1f s)",
+             l->step, r.accuracy, r.reward, r.format, r.n, progress_now() - t0);
     return 0;
+}
+
+/* The snapshot config of a GGUF model names its tokenizer, and its
+ * eos_token_id is the end-of-turn token, where actors stop generating. */
+static void add_bpe_config(Learner *l)
+{
+    json_t *o = json_loads(l->config_json, 0, NULL);
+    CHECK(o); /* our own JSON */
+    json_object_set_new(o, "eos_token_id", json_integer(bpe_eot_id(l->bpe)));
+    json_object_set_new(o, "bos_token_id", json_integer(bpe_bos_id(l->bpe)));
+    json_object_set_new(o, "rlhf_tokenizer", json_string("gguf"));
+    json_object_set_new(o, "rlhf_tokenizer_path", json_string(l->cfg.model_path));
+    free(l->config_json);
+    l->config_json = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    CHECK(l->config_json);
 }
 
 Learner *learner_new(const LearnerConfig *cfg)
@@ -524,10 +622,12 @@ Learner *learner_new(const LearnerConfig *cfg)
     l->cfg = *cfg;
     l->task = TASK_DEFAULTS;
     l->task.max_digits = cfg->max_digits;
+    l->chat = CHAT_TASK_DEFAULTS;
+    l->chat.max_digits = cfg->max_digits;
     l->prompt_seed = cfg->seed + 2000;
     l->eval_seed = cfg->seed + 1000;
     l->checksum_version = -1;
-    l->accuracy_after = NAN;
+    l->accuracy_after = l->reward_after = NAN;
     l->t_start = progress_now();
     json_t *lease_state = NULL;
     int     rc = setup_models(l, &lease_state);
@@ -551,9 +651,11 @@ Learner *learner_new(const LearnerConfig *cfg)
     l->lim_results =
         (WireLimits){.vocab_size = model_config(l->policy)->vocab_size, .run_id = l->run_id};
     l->config_json = ckpt_config_to_json(model_config(l->policy), l->tok);
+    if (l->bpe) add_bpe_config(l);
 
-    if ((rc = evaluate(l, &l->accuracy_start))) goto fail;
+    if ((rc = evaluate(l, &l->accuracy_start, &l->reward_start))) goto fail;
     if (isnan(l->accuracy_before)) l->accuracy_before = l->accuracy_start;
+    if (isnan(l->reward_before)) l->reward_before = l->reward_start;
     /* Make the new epoch durable before anyone can see it. */
     if ((rc = save_ckpt(l, false))) goto fail;
     if ((rc = open_metrics(l, fresh))) goto fail;
@@ -595,6 +697,7 @@ void learner_free(Learner **lp)
     model_free(&l->ref);
     model_free(&l->policy);
     tok_free(&l->tok);
+    bpe_free(&l->bpe);
     free(l);
     *lp = NULL;
 }
@@ -633,8 +736,8 @@ static void handle_lease_request(Learner *l, WireMsg *m, Rlhf__LeaseRequest *req
     g.min_policy_version = (uint64_t)min_version(l);
     Rlhf__Prompt  pr[LEARNER_MAX_LEASE_PROMPTS];
     Rlhf__Prompt *pp[LEARNER_MAX_LEASE_PROMPTS];
-    int           toks[LEARNER_MAX_LEASE_PROMPTS][TASK_TEXT_MAX];
-    TaskProblem   prob[LEARNER_MAX_LEASE_PROMPTS];
+    int           toks[LEARNER_MAX_LEASE_PROMPTS][PROMPT_IDS_MAX];
+    char          answer[LEARNER_MAX_LEASE_PROMPTS][ANSWER_MAX];
     CHECK(n <= LEARNER_MAX_LEASE_PROMPTS);
     if (n > 0) {
         g.lease_id = lease_id;
@@ -642,13 +745,13 @@ static void handle_lease_request(Learner *l, WireMsg *m, Rlhf__LeaseRequest *req
         g.group_size = l->cfg.group_size;
         g.sampling = &sp;
         for (int i = 0; i < n; i++) {
-            int len = encode_prompt(l, ids[i], toks[i], &prob[i]);
+            int len = encode_prompt(l, ids[i], toks[i], answer[i]);
             pr[i] = (Rlhf__Prompt)RLHF__PROMPT__INIT;
             pr[i].prompt_id = ids[i];
             pr[i].n_tokens = (size_t)len;
             pr[i].tokens = (int32_t *)toks[i];
-            pr[i].answer = prob[i].answer;
-            pr[i].task = LEARNER_TASK;
+            pr[i].answer = answer[i];
+            pr[i].task = l->bpe ? CHAT_TASK_NAME : LEARNER_TASK;
             pp[i] = &pr[i];
         }
         g.n_prompts = (size_t)n;
@@ -742,7 +845,7 @@ static int64_t check_group(Learner *l, const Rlhf__ScoredGroup *sg)
                      (double)l->cfg.algo.temperature, l->cfg.max_new_tokens);
         return -1;
     }
-    int ids[TASK_TEXT_MAX];
+    int ids[PROMPT_IDS_MAX];
     int n = encode_prompt(l, g->prompt->prompt_id, ids, NULL);
     if ((int)g->prompt->n_tokens != n || memcmp(ids, g->prompt->tokens, sizeof(int) * (size_t)n)) {
         reject_group(l, WIRE_REJ_BAD_VALUE, "prompt tokens differ from prompt %" PRIu64 "'s",
@@ -928,7 +1031,7 @@ static int build_batch(Learner *l, int ng, BatchInfo *bi)
     }
     if (ng > l->cap_groups) {
         l->cap_groups = ng;
-        l->prompt_tok = xrealloc(l->prompt_tok, sizeof(int) * (size_t)ng * TASK_TEXT_MAX);
+        l->prompt_tok = xrealloc(l->prompt_tok, sizeof(int) * (size_t)ng * PROMPT_IDS_MAX);
     }
     size_t ntok = 0;
     for (int gi = 0; gi < ng; gi++) {
@@ -945,9 +1048,9 @@ static int build_batch(Learner *l, int ng, BatchInfo *bi)
     for (int gi = 0; gi < ng; gi++) {
         const Rlhf__ScoredGroup  *sg = l->pend[gi].msg;
         const Rlhf__SampledGroup *g = sg->group;
-        int                      *pt = l->prompt_tok + (size_t)gi * TASK_TEXT_MAX;
-        TaskProblem               prob;
-        int                       plen = encode_prompt(l, l->pend[gi].prompt_id, pt, &prob);
+        int                      *pt = l->prompt_tok + (size_t)gi * PROMPT_IDS_MAX;
+        char                      answer[ANSWER_MAX];
+        int                       plen = encode_prompt(l, l->pend[gi].prompt_id, pt, answer);
         for (size_t c = 0; c < g->n_completions; c++, k++) {
             const Rlhf__Completion *cp = g->completions[c];
             int64_t                *ver = l->tok_version + off;
@@ -971,16 +1074,28 @@ static int build_batch(Learner *l, int ng, BatchInfo *bi)
             bi->reward_sum += r;
             bi->reward_sq += (double)r * r;
             bi->tokens += (int64_t)cp->n_tokens;
-            /* Task accuracy from the learner's own check: exact answer, then EOS. */
+            /* Task accuracy from the learner's own check: the answer, then the stop token. */
             int  nt = (int)cp->n_tokens;
-            bool stop = nt > 0 && cp->tokens[nt - 1] == TOK_EOS;
-            char text[TOK_DECODE_MAX_BYTES(64)];
-            if (stop && nt - 1 <= 64 &&
-                tok_decode(l->tok, (const int *)cp->tokens, nt - 1, 0, text, sizeof text, NULL) ==
-                    0) {
-                TaskScore ts;
-                task_score(text, prob.answer, &ts);
-                bi->n_correct += ts.correct > 0.5f;
+            char text[1024];
+            if (l->bpe) {
+                bool stop = nt > 0 && cp->tokens[nt - 1] == bpe_eot_id(l->bpe);
+                int  nc = nt - stop;
+                if (bpe_decode_max_bytes(l->bpe, nc) <= sizeof text &&
+                    bpe_decode(l->bpe, (const int *)cp->tokens, nc, 0, text, sizeof text, NULL) ==
+                        0) {
+                    ChatTaskScore cs;
+                    chat_task_score(text, answer, !stop, &cs);
+                    bi->n_correct += cs.correct > 0.5f;
+                }
+            } else {
+                bool stop = nt > 0 && cp->tokens[nt - 1] == TOK_EOS;
+                if (stop && nt - 1 <= 64 &&
+                    tok_decode(l->tok, (const int *)cp->tokens, nt - 1, 0, text, sizeof text,
+                               NULL) == 0) {
+                    TaskScore ts;
+                    task_score(text, answer, &ts);
+                    bi->n_correct += ts.correct > 0.5f;
+                }
             }
         }
     }
@@ -1163,6 +1278,11 @@ static int write_summary(Learner *l, bool stopped)
     json_object_set_new(o, "accuracy_before", NUM(l->accuracy_before));
     json_object_set_new(o, "accuracy_start", NUM(l->accuracy_start));
     json_object_set_new(o, "accuracy_after", NUM(l->accuracy_after));
+    json_object_set_new(o, "reward_before", NUM(l->reward_before));
+    json_object_set_new(o, "reward_start", NUM(l->reward_start));
+    json_object_set_new(o, "reward_after", NUM(l->reward_after));
+    json_object_set_new(o, "task", json_string(l->bpe ? CHAT_TASK_NAME : LEARNER_TASK));
+    if (l->cfg.model_path) json_object_set_new(o, "model", json_string(l->cfg.model_path));
     json_object_set_new(o, "eval_n", json_integer(l->cfg.eval_n));
     json_object_set_new(o, "steps", json_integer((json_int_t)l->step));
     json_object_set_new(o, "version", json_integer((json_int_t)l->version));
@@ -1224,8 +1344,8 @@ int learner_run(Learner *l, atomic_int *stop)
                 save_ckpt(l, false); /* logged; training goes on, the next one may succeed */
             if (l->cfg.eval_every > 0 && l->step % l->cfg.eval_every == 0 &&
                 l->step < l->cfg.steps) {
-                double acc;
-                evaluate(l, &acc);
+                double acc, reward;
+                evaluate(l, &acc, &reward);
             }
         }
         double now = progress_now();
@@ -1236,7 +1356,7 @@ int learner_run(Learner *l, atomic_int *stop)
     bool stopped = l->step < l->cfg.steps;
     if (stopped) log_info("stopping at step %" PRId64 " (signal)", l->step);
     if (!stopped || rc == 0) {
-        int erc = evaluate(l, &l->accuracy_after);
+        int erc = evaluate(l, &l->accuracy_after, &l->reward_after);
         if (erc) log_error("learner: final evaluation failed (%s)", err_str(erc));
     }
     int src = 0;
@@ -1244,11 +1364,11 @@ int learner_run(Learner *l, atomic_int *stop)
     int           wrc = write_summary(l, stopped);
     LeaseCounters c;
     lease_counters(l->leases, &c);
-    log_info("done: %" PRId64 " steps, accuracy %.3f -> %.3f; leases issued %" PRIu64
-             " trained %" PRIu64 " stale %" PRIu64 " reissued %" PRIu64 " failed %" PRIu64
-             " in flight %" PRIu64 " buffered %" PRIu64,
-             l->step, l->accuracy_before, l->accuracy_after, c.issued, c.trained, c.dropped_stale,
-             c.reissued, c.failed, c.in_flight, c.buffered);
+    log_info("done: %" PRId64 " steps, accuracy %.3f -> %.3f, reward %.3f -> %.3f; leases "
+             "issued %" PRIu64 " trained %" PRIu64 " stale %" PRIu64 " reissued %" PRIu64
+             " failed %" PRIu64 " in flight %" PRIu64 " buffered %" PRIu64,
+             l->step, l->accuracy_before, l->accuracy_after, l->reward_before, l->reward_after,
+             c.issued, c.trained, c.dropped_stale, c.reissued, c.failed, c.in_flight, c.buffered);
     return rc ? rc : src ? src : wrc;
 }
 
@@ -1271,6 +1391,8 @@ void learner_status(const Learner *l, LearnerStatus *out)
     out->grants_empty = l->grants_empty;
     out->accuracy_before = l->accuracy_before;
     out->accuracy_after = l->accuracy_after;
+    out->reward_before = l->reward_before;
+    out->reward_after = l->reward_after;
 }
 
 int learner_endpoint(Learner *l, const char *which, char *buf, size_t cap)

@@ -56,6 +56,7 @@
 #include "learner/lease.h"
 
 #define LEARNER_MAX_LEASE_PROMPTS 64 /* prompts in one lease at most */
+#define LEARNER_GGUF_MAX_SEQ 256     /* positions a GGUF model is loaded with (KV cache, actors) */
 
 typedef struct {
     const char *lease_ep;         /* ROUTER bind, e.g. "tcp://127.0.0.1:5555" */
@@ -63,6 +64,8 @@ typedef struct {
     const char *weights_ep;       /* PUB bind */
     const char *snapshot_ep;      /* ROUTER bind */
     const char *init_dir;         /* warm-start checkpoint; NULL = random init of the shape below */
+    const char *model_path;       /* pretrained GGUF model (policy, reference and BPE tokenizer;
+                                     the chat task); NULL = the char task. Excludes init_dir */
     const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
     const char *metrics_path;     /* JSONL, one record per step; NULL = none */
     const char *summary_path;     /* JSON at the end; NULL = none */
@@ -99,6 +102,7 @@ typedef struct {
                      .weights_ep = "tcp://127.0.0.1:5556",                                         \
                      .snapshot_ep = "tcp://127.0.0.1:5559",                                        \
                      .init_dir = NULL,                                                             \
+                     .model_path = NULL,                                                           \
                      .ckpt_dir = "runs/latest/ckpt",                                               \
                      .metrics_path = "runs/latest/metrics.jsonl",                                  \
                      .summary_path = "runs/latest/summary.json",                                   \
@@ -158,6 +162,8 @@ typedef struct {
     uint64_t      grants_empty;    /* requests answered without work */
     double        accuracy_before; /* held-out greedy accuracy at the run's start */
     double        accuracy_after;  /* at the end (NaN before) */
+    double        reward_before;   /* held-out greedy mean reward at the run's start */
+    double        reward_after;    /* at the end (NaN before) */
 } LearnerStatus;
 
 /* Call from the learner's thread, or when learner_run has returned. */

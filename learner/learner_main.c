@@ -46,6 +46,9 @@ static void usage(FILE *f, const char *prog)
             "Run:\n"
             "  --init DIR           warm-start checkpoint, also the KL reference (default: random "
             "init)\n"
+            "  --model PATH.gguf    pretrained GGUF model instead of --init: policy, KL reference\n"
+            "                       and BPE tokenizer; trains the chat task (arith_chat, operands\n"
+            "                       of 1..2 digits unless --max-digits)\n"
             "  --ckpt-dir DIR       checkpoint to resume from and save to (default %s)\n"
             "  --metrics FILE       one JSON record per step (default %s)\n"
             "  --summary FILE       JSON summary at the end (default %s)\n"
@@ -69,6 +72,7 @@ static void usage(FILE *f, const char *prog)
             "  --warmup N           learning-rate warmup in optimizer steps (default %d)\n"
             "  --grad-clip X        global gradient norm clip, 0 = off (default %g)\n"
             "  --kl-beta X          KL-to-reference weight (default %g)\n"
+            "  --temperature X      actors' sampling temperature, > 0 (default %g)\n"
             "  --clip-low X         PPO clip eps below 1 (default %g)\n"
             "  --clip-high X        PPO clip eps above 1 (default %g)\n"
             "  --ratio-cap X        dual-clip cap on the ratio for A<0, 0 = off (default %g)\n"
@@ -89,9 +93,10 @@ static void usage(FILE *f, const char *prog)
             d.eval_n, d.eval_every, (unsigned long long)d.seed, d.max_digits, d.batch_groups,
             d.group_size, d.lease_prompts, d.lease_timeout_ms, d.max_staleness, d.max_new_tokens,
             a->kind == ALGO_PPO ? "ppo" : "grpo", (double)d.lr, d.lr_warmup_steps,
-            (double)d.grad_clip, (double)a->kl_beta, (double)a->clip_low, (double)a->clip_high,
-            (double)a->ratio_cap, a->epochs, a->minibatch_size, (double)a->entropy_coef, d.dim,
-            d.n_layers, d.n_heads, d.hidden_dim, d.poll_ms, d.status_every_s);
+            (double)d.grad_clip, (double)a->kl_beta, (double)a->temperature, (double)a->clip_low,
+            (double)a->clip_high, (double)a->ratio_cap, a->epochs, a->minibatch_size,
+            (double)a->entropy_coef, d.dim, d.n_layers, d.n_heads, d.hidden_dim, d.poll_ms,
+            d.status_every_s);
 }
 
 static const char *path_arg(const char *s)
@@ -107,6 +112,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         O_WEIGHTS,
         O_SNAPSHOT,
         O_INIT,
+        O_MODEL,
         O_CKPT,
         O_METRICS,
         O_SUMMARY,
@@ -127,6 +133,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         O_WARMUP,
         O_GRAD_CLIP,
         O_KL,
+        O_TEMPERATURE,
         O_CLIP_LOW,
         O_CLIP_HIGH,
         O_RATIO_CAP,
@@ -149,6 +156,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         {"weights", required_argument, 0, O_WEIGHTS},
         {"snapshot", required_argument, 0, O_SNAPSHOT},
         {"init", required_argument, 0, O_INIT},
+        {"model", required_argument, 0, O_MODEL},
         {"ckpt-dir", required_argument, 0, O_CKPT},
         {"metrics", required_argument, 0, O_METRICS},
         {"summary", required_argument, 0, O_SUMMARY},
@@ -169,6 +177,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         {"warmup", required_argument, 0, O_WARMUP},
         {"grad-clip", required_argument, 0, O_GRAD_CLIP},
         {"kl-beta", required_argument, 0, O_KL},
+        {"temperature", required_argument, 0, O_TEMPERATURE},
         {"clip-low", required_argument, 0, O_CLIP_LOW},
         {"clip-high", required_argument, 0, O_CLIP_HIGH},
         {"ratio-cap", required_argument, 0, O_RATIO_CAP},
@@ -189,6 +198,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
     flags_set_prog("rlhf-learner");
     AlgoConfig *a = &c->algo;
     int         opt;
+    bool        digits_given = false;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (opt) {
@@ -206,6 +216,9 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
             break;
         case O_INIT:
             c->init_dir = path_arg(optarg);
+            break;
+        case O_MODEL:
+            c->model_path = path_arg(optarg);
             break;
         case O_CKPT:
             c->ckpt_dir = path_arg(optarg);
@@ -233,6 +246,7 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
             break;
         case O_DIGITS:
             rc = flags_int("max-digits", optarg, 1, 6, &c->max_digits);
+            digits_given = true;
             break;
         case O_BATCH:
             rc = flags_int("batch-groups", optarg, 1, 4096, &c->batch_groups);
@@ -275,6 +289,9 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         case O_KL:
             rc = flags_float("kl-beta", optarg, 0, 1e3, &a->kl_beta);
             break;
+        case O_TEMPERATURE:
+            rc = flags_float("temperature", optarg, 1e-3, 100, &a->temperature);
+            break;
         case O_CLIP_LOW:
             rc = flags_float("clip-low", optarg, 0, 0.999, &a->clip_low);
             break;
@@ -314,6 +331,9 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         case O_STATUS:
             rc = flags_double("status-every", optarg, 0, 86400, &c->status_every_s);
             break;
+        case O_LOG_LEVEL:
+            rc = flags_log_level("log-level", optarg, log_level);
+            break;
         case O_HELP:
             usage(stdout, argv[0]);
             exit(0);
@@ -327,6 +347,8 @@ static int parse_args(int argc, char **argv, LearnerConfig *c, int *log_level)
         fprintf(stderr, "rlhf-learner: unexpected argument '%s'\n", argv[optind]);
         return ERR_ARG;
     }
+    /* A pretrained model starts on easier arithmetic than the char task. */
+    if (c->model_path && !digits_given) c->max_digits = 2;
     char why[200];
     if (learner_config_validate(c, why, sizeof why)) {
         fprintf(stderr, "rlhf-learner: %s\n", why);
@@ -342,17 +364,20 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &cfg, &log_level)) return 2;
     log_init("learner", log_level);
     const AlgoConfig *a = &cfg.algo;
-    log_info("config: lease=%s results=%s weights=%s snapshot=%s init=%s ckpt-dir=%s metrics=%s "
+    log_info("config: lease=%s results=%s weights=%s snapshot=%s init=%s model=%s ckpt-dir=%s "
+             "metrics=%s "
              "summary=%s steps=%d batch-groups=%d group=%d lease-prompts=%d lease-timeout-ms=%d "
              "max-staleness=%d max-new-tokens=%d algo=%s lr=%g warmup=%d grad-clip=%g kl-beta=%g "
+             "temperature=%g "
              "clip=%g/%g ratio-cap=%g epochs=%d minibatch=%d entropy-coef=%g decoupled=%d "
              "seed=%llu max-digits=%d eval-n=%d eval-every=%d ckpt-every=%d",
              cfg.lease_ep, cfg.results_ep, cfg.weights_ep, cfg.snapshot_ep,
-             str_or(cfg.init_dir, "-"), str_or(cfg.ckpt_dir, "-"), str_or(cfg.metrics_path, "-"),
-             str_or(cfg.summary_path, "-"), cfg.steps, cfg.batch_groups, cfg.group_size,
-             cfg.lease_prompts, cfg.lease_timeout_ms, cfg.max_staleness, cfg.max_new_tokens,
-             a->kind == ALGO_PPO ? "ppo" : "grpo", (double)cfg.lr, cfg.lr_warmup_steps,
-             (double)cfg.grad_clip, (double)a->kl_beta, (double)a->clip_low, (double)a->clip_high,
+             str_or(cfg.init_dir, "-"), str_or(cfg.model_path, "-"), str_or(cfg.ckpt_dir, "-"),
+             str_or(cfg.metrics_path, "-"), str_or(cfg.summary_path, "-"), cfg.steps,
+             cfg.batch_groups, cfg.group_size, cfg.lease_prompts, cfg.lease_timeout_ms,
+             cfg.max_staleness, cfg.max_new_tokens, a->kind == ALGO_PPO ? "ppo" : "grpo",
+             (double)cfg.lr, cfg.lr_warmup_steps, (double)cfg.grad_clip, (double)a->kl_beta,
+             (double)a->temperature, (double)a->clip_low, (double)a->clip_high,
              (double)a->ratio_cap, a->epochs, a->minibatch_size, (double)a->entropy_coef,
              a->decoupled, (unsigned long long)cfg.seed, cfg.max_digits, cfg.eval_n, cfg.eval_every,
              cfg.ckpt_every);

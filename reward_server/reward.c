@@ -23,13 +23,14 @@
 /* Per-worker buffers, sized once for the largest group the wire allows so
  * that scoring never allocates. */
 typedef struct {
-    char                   *prompt_text; /* TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS) */
-    char                   *text;        /* TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS) */
-    ScorerResult           *results;     /* (WIRE_MAX_GROUP) */
-    Rlhf__Score            *scores;      /* (WIRE_MAX_GROUP) */
-    Rlhf__Score           **score_ptrs;  /* (WIRE_MAX_GROUP) */
-    Rlhf__RewardComponent  *comps;       /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
-    Rlhf__RewardComponent **comp_ptrs;   /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
+    char                   *prompt_text; /* prompt_cap bytes: the longest prompt decoded */
+    char                   *text;        /* text_cap bytes: the longest completion decoded */
+    size_t                  prompt_cap, text_cap;
+    ScorerResult           *results;    /* (WIRE_MAX_GROUP) */
+    Rlhf__Score            *scores;     /* (WIRE_MAX_GROUP) */
+    Rlhf__Score           **score_ptrs; /* (WIRE_MAX_GROUP) */
+    Rlhf__RewardComponent  *comps;      /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
+    Rlhf__RewardComponent **comp_ptrs;  /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
 } Scratch;
 
 typedef struct {
@@ -50,7 +51,8 @@ struct Reward {
     double status_every_s;
 
     void           *zctx;
-    Tok            *tok;
+    Tok            *tok; /* the char tokenizer, or NULL with bpe */
+    Bpe            *bpe; /* a GGUF model's tokenizer (cfg.model_path) */
     ScorerRegistry *scorers;
     ScorerArithOpts arith;
 
@@ -144,10 +146,14 @@ static void *front_main(void *arg)
     return NULL;
 }
 
-static void scratch_init(Scratch *s)
+static void scratch_init(Scratch *s, const Reward *r)
 {
-    s->prompt_text = xmalloc(TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS));
-    s->text = xmalloc(TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS));
+    s->prompt_cap = r->bpe ? bpe_decode_max_bytes(r->bpe, WIRE_MAX_PROMPT_TOKENS)
+                           : TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS);
+    s->text_cap = r->bpe ? bpe_decode_max_bytes(r->bpe, WIRE_MAX_TOKENS)
+                         : TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS);
+    s->prompt_text = xmalloc(s->prompt_cap);
+    s->text = xmalloc(s->text_cap);
     s->results = xcalloc(WIRE_MAX_GROUP, sizeof *s->results);
     s->scores = xcalloc(WIRE_MAX_GROUP, sizeof *s->scores);
     s->score_ptrs = xcalloc(WIRE_MAX_GROUP, sizeof *s->score_ptrs);
@@ -175,6 +181,16 @@ int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *o
     return tok_decode(tok, (const int *)ids, (int)k, 0, out, cap, NULL);
 }
 
+int reward_completion_text_bpe(const Bpe *b, const int32_t *ids, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    int    eot = bpe_eot_id(b);
+    while (k < n && ids[k] != eot) k++;
+    CHECK(k <= (size_t)INT_MAX);
+    _Static_assert(sizeof(int32_t) == sizeof(int), "bpe_decode takes int ids");
+    return bpe_decode(b, (const int *)ids, (int)k, 0, out, cap, NULL);
+}
+
 /* Scores every completion of g (already validated) into out, which points
  * into s and at g. Returns 0 or an error with rej filled. */
 static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__ScoredGroup *out,
@@ -191,12 +207,15 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
         return ERR_NOTFOUND;
     }
     /* The wire checks bounded the prompt to WIRE_MAX_PROMPT_TOKENS ids of the vocab. */
-    int rc = tok_decode(r->tok, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens, 0,
-                        s->prompt_text, TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS), NULL);
+    int rc = r->bpe ? bpe_decode(r->bpe, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens,
+                                 0, s->prompt_text, s->prompt_cap, NULL)
+                    : tok_decode(r->tok, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens,
+                                 0, s->prompt_text, s->prompt_cap, NULL);
     for (size_t i = 0; i < g->n_completions && !rc; i++) {
         const Rlhf__Completion *c = g->completions[i];
-        rc = reward_completion_text(r->tok, c->tokens, c->n_tokens, s->text,
-                                    TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS));
+        rc = r->bpe
+                 ? reward_completion_text_bpe(r->bpe, c->tokens, c->n_tokens, s->text, s->text_cap)
+                 : reward_completion_text(r->tok, c->tokens, c->n_tokens, s->text, s->text_cap);
         if (rc) break;
         ScorerInput in = {.prompt = s->prompt_text,
                           .completion = s->text,
@@ -259,8 +278,8 @@ static void *worker_main(void *arg)
     if (!rc) rc = wire_connect(out, r->results);
     report_started(r, rc);
     Scratch s;
-    scratch_init(&s);
-    WireLimits lim = {.vocab_size = tok_vocab_size(r->tok)};
+    scratch_init(&s, r);
+    WireLimits lim = {.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
     while (!rc && !stopping(r)) {
         WireMsg             m;
         Rlhf__SampledGroup *g = NULL;
@@ -344,6 +363,7 @@ void reward_free(Reward **rp)
     free(r->workers);
     scorer_registry_free(&r->scorers);
     tok_free(&r->tok);
+    bpe_free(&r->bpe);
     free(r);
     *rp = NULL;
 }
@@ -385,9 +405,14 @@ Reward *reward_new(const RewardConfig *cfg)
     for (int i = 0; i < r->n_workers; i++) wire_rejects_init(&r->workers[i].rejects);
     r->t_last_status = now_s();
 
-    r->tok = tok_new(TOK_CHARSET_DEFAULT);
+    if (cfg->model_path) {
+        if (bpe_load(cfg->model_path, &r->bpe)) goto fail;
+    } else {
+        r->tok = tok_new(TOK_CHARSET_DEFAULT);
+        if (!r->tok) goto fail;
+    }
     r->scorers = scorer_registry_new();
-    if (!r->tok || scorer_register_builtins(r->scorers, &r->arith)) goto fail;
+    if (scorer_register_builtins(r->scorers, &r->arith)) goto fail;
     r->zctx = zmq_ctx_new();
     if (!r->zctx) {
         log_error("reward_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bpe.h"
 #include "common/tok.h"
 #include "common/wire.h"
 
@@ -39,6 +40,8 @@ typedef struct {
     int         threads;        /* scoring threads, 1..REWARD_MAX_THREADS */
     const char *id;             /* this server's name in logs, 1..WIRE_MAX_NAME bytes */
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
+    const char *model_path;     /* GGUF whose BPE tokenizer decodes the ids (stop at its
+                                   end-of-turn token); NULL = the char tokenizer */
     double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
 } RewardConfig;
 
@@ -86,6 +89,10 @@ void reward_status_line(Reward *r, char *buf, size_t cap);
  * out needs TOK_DECODE_MAX_BYTES(n) bytes at most. Returns 0 or tok_decode's
  * ERR_RANGE for an id outside the vocab (logged by tok_decode). */
 int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *out, size_t cap);
+/* The same for a BPE tokenizer: the ids before the first end-of-turn token
+ * (bpe_eot_id), control ids skipped. out needs bpe_decode_max_bytes(b, n)
+ * bytes at most. Returns 0 or bpe_decode's ERR_RANGE (logged). */
+int reward_completion_text_bpe(const Bpe *b, const int32_t *ids, size_t n, char *out, size_t cap);
 
 int reward_selftest(bool verbose);
 

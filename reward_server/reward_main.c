@@ -50,6 +50,8 @@ static void usage(FILE *f, const char *prog)
             "  --threads N         scoring threads, 1..%d (default %d)\n"
             "  --id NAME           this server's name in logs (default %s)\n"
             "  --format-bonus X    arith: reward added for an integer answer, 0..1 (default %g)\n"
+            "  --model PATH.gguf   decode with this model's BPE tokenizer (the chat task)\n"
+            "                      instead of the char tokenizer\n"
             "  --status-every S    seconds between status lines, 0 = off (default %g)\n"
             "  --log-level L       error, warn, info or debug (default %s)\n"
             "  --help              this text\n",
@@ -64,6 +66,7 @@ static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
                                          {"threads", required_argument, 0, 't'},
                                          {"id", required_argument, 0, 'i'},
                                          {"format-bonus", required_argument, 0, 'f'},
+                                         {"model", required_argument, 0, 'm'},
                                          {"status-every", required_argument, 0, 'S'},
                                          {"log-level", required_argument, 0, 'l'},
                                          {"help", no_argument, 0, 'h'},
@@ -96,6 +99,9 @@ static int parse_args(int argc, char **argv, RewardArgs *a, int *level)
         case 'f':
             if (!(rc = flags_double("format-bonus", optarg, 0, 1, &v)))
                 a->reward.format_bonus = (float)v;
+            break;
+        case 'm':
+            a->reward.model_path = optarg;
             break;
         case 'S':
             rc = flags_double("status-every", optarg, 0, 86400, &a->reward.status_every_s);
@@ -132,10 +138,10 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &a, &level)) return 2;
     log_init("reward", level);
     const RewardConfig *c = &a.reward;
-    log_info("config: samples=%s results=%s threads=%d id=%s format-bonus=%g status-every=%g "
-             "log-level=%s",
-             c->samples, c->results, c->threads, c->id, c->format_bonus, c->status_every_s,
-             a.log_level);
+    log_info("config: samples=%s results=%s threads=%d id=%s format-bonus=%g model=%s "
+             "status-every=%g log-level=%s",
+             c->samples, c->results, c->threads, c->id, c->format_bonus,
+             c->model_path ? c->model_path : "-", c->status_every_s, a.log_level);
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "common/fileio.h"
 #include "common/log.h"
+#include "common/chat_task.h"
 #include "common/task.h"
 
 struct Scorer {
@@ -150,9 +151,26 @@ int scorer_arith(const ScorerInput *in, const void *opts, ScorerResult *out, cha
     return 0;
 }
 
+int scorer_arith_chat(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
+                      size_t why_len)
+{
+    if (!in->answer || !in->answer[0]) {
+        snprintf(why, why_len, "arith_chat: prompt '%.40s' has no reference answer",
+                 in->prompt ? in->prompt : "");
+        return ERR_ARG;
+    }
+    ChatTaskScore cs;
+    chat_task_score(in->completion ? in->completion : "", in->answer, in->is_truncated, &cs);
+    add_component(out, "correct", cs.correct);
+    add_component(out, "format", cs.format);
+    out->reward = chat_task_reward(&cs);
+    return 0;
+}
+
 int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opts)
 {
-    return scorer_register(r, "arith", scorer_arith, arith_opts);
+    int rc = scorer_register(r, "arith", scorer_arith, arith_opts);
+    return rc ? rc : scorer_register(r, CHAT_TASK_NAME, scorer_arith_chat, NULL);
 }
 
 int scorer_selftest(bool verbose)
@@ -209,6 +227,39 @@ int scorer_selftest(bool verbose)
         if (!ok) fails++;
     }
     {
+        /* arith_chat: tolerant of surrounding words, format for a bare number. */
+        const Scorer *sc = scorer_find(r, CHAT_TASK_NAME);
+        struct {
+            const char *completion;
+            bool        is_truncated;
+            float       reward, correct, format;
+        } cx[] = {
+            {"82", false, 1.2f, 1, 1},  {"The answer is 82.", false, 1.0f, 1, 0},
+            {"83.", false, 0.2f, 0, 1}, {"I think 37 + 45 is", false, 0.0f, 0, 0},
+            {"82", true, 1.0f, 1, 0},   {"82 + 1 = 83 and", true, 0.0f, 0, 0},
+        };
+        if (!sc) fails++;
+        for (size_t i = 0; sc && i < sizeof cx / sizeof cx[0]; i++) {
+            ScorerInput  in = {.prompt = "What is 37 + 45? Reply with the number only.",
+                               .completion = cx[i].completion,
+                               .answer = "82",
+                               .is_truncated = cx[i].is_truncated};
+            ScorerResult res;
+            char         why[128];
+            bool ok = scorer_run(sc, &in, &res, why, sizeof why) == 0 && res.n_components == 2 &&
+                      fabsf(res.reward - cx[i].reward) < 1e-6f &&
+                      !strcmp(res.components[0].name, "correct") &&
+                      res.components[0].value == cx[i].correct &&
+                      !strcmp(res.components[1].name, "format") &&
+                      res.components[1].value == cx[i].format;
+            if (verbose || !ok)
+                printf("  arith_chat %-20s %-9s -> reward %.2f %s\n", cx[i].completion,
+                       cx[i].is_truncated ? "truncated" : "stopped", res.reward,
+                       ok ? "ok" : "WRONG");
+            if (!ok) fails++;
+        }
+    }
+    {
         /* No answer: the prompt cannot be verified. */
         ScorerInput  in = {.prompt = "1+1=", .completion = "2", .answer = ""};
         ScorerResult res;
@@ -223,7 +274,7 @@ int scorer_selftest(bool verbose)
     if (scorer_register(r, "Bad Name", scorer_arith, NULL) != ERR_ARG) fails++;
     if (scorer_register(r, "", scorer_arith, NULL) != ERR_ARG) fails++;
     if (scorer_register(r, "arith-2", scorer_arith, &bonus) != 0) fails++;
-    for (int i = 2; i < SCORER_MAX; i++) {
+    for (int i = 3; i < SCORER_MAX; i++) {
         char name[16];
         snprintf(name, sizeof name, "s%d", i);
         if (scorer_register(r, name, scorer_arith, NULL) != 0) fails++;
@@ -234,7 +285,7 @@ int scorer_selftest(bool verbose)
     free(log);
     char list[512];
     scorer_list(r, list, sizeof list);
-    if (strncmp(list, "arith,arith-2,s2", 16) != 0) fails++;
+    if (strncmp(list, "arith,arith_chat,arith-2,s3", 27) != 0) fails++;
     if (verbose) printf("  scorers: %s\n", list);
 out:
     scorer_registry_free(&r);

@@ -87,8 +87,17 @@ typedef struct {
 int scorer_arith(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
                  size_t why_len);
 
+/* The "arith_chat" scorer (common/chat_task.h, for instruct models):
+ * components correct (the last integer of the completion is the answer,
+ * surrounding words allowed) and format (the completion is just the number);
+ * reward = correct + CHAT_TASK_FORMAT_BONUS * format. Unlike "arith", a
+ * truncated completion can still be correct (never well-formed): see
+ * chat_task_score. An empty answer is ERR_ARG. opts unused. */
+int scorer_arith_chat(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
+                      size_t why_len);
+
 /* Registers every built-in scorer: "arith" with arith_opts (borrowed, NULL =
- * defaults). Returns 0 or scorer_register's error. */
+ * defaults) and "arith_chat". Returns 0 or scorer_register's error. */
 int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opts);
 
 int scorer_selftest(bool verbose);

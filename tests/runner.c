@@ -33,6 +33,7 @@
 #include "common/model.h"
 #include "common/gen.h"
 #include "common/task.h"
+#include "common/chat_task.h"
 #include "common/progress.h"
 #include "learner/eval.h"
 #include "learner/lease.h"
@@ -43,6 +44,7 @@
 #include "common/tok.h"
 #include "common/bpe.h"
 #include "tests/bpe_test.h"
+#include "tests/chat_test.h"
 #include "common/wire.h"
 #include "actor/actor.h"
 #include "reward_server/reward.h"
@@ -79,6 +81,7 @@ static const TestCase k_tests[] = {
     {"export_smollm2", export_smollm2_selftest},
     {"gen", gen_selftest},
     {"task", task_selftest},
+    {"chat_task", chat_task_selftest},
     {"progress", progress_selftest},
     {"eval", eval_selftest},
     {"sft", sft_selftest},
@@ -89,6 +92,7 @@ static const TestCase k_tests[] = {
     {"reward", reward_selftest},
     {"lease", lease_selftest},
     {"learner", learner_selftest},
+    {"chat_smollm2", chat_smollm2_selftest},
     {"algo", algo_selftest},
     {"fault_actor", cluster_fault_actor_selftest},
     {"fault_learner", cluster_fault_learner_selftest},
