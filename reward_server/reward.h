@@ -40,8 +40,7 @@ typedef struct {
     int         threads;        /* scoring threads, 1..REWARD_MAX_THREADS */
     const char *id;             /* this server's name in logs, 1..WIRE_MAX_NAME bytes */
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
-    const char *model_path;     /* GGUF whose BPE tokenizer decodes the ids (stop at its
-                                   end-of-turn token); NULL = the char tokenizer */
+    const char *model_path;     /* GGUF of the BPE tokenizer (chat task); NULL = char tokenizer */
     double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
 } RewardConfig;
 
