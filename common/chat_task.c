@@ -113,7 +113,7 @@ void chat_task_score(const char *completion, const char *answer, bool is_truncat
 
 float chat_task_reward(const ChatTaskScore *s)
 {
-    return s->correct + CHAT_TASK_FORMAT_BONUS * s->format;
+    return s->correct * (1.0f + CHAT_TASK_FORMAT_BONUS * s->format);
 }
 
 /* ---- Self-test -------------------------------------------------------- */

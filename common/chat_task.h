@@ -7,9 +7,11 @@
  * Problems are common/task.h's (same operands, same train / held-out split
  * by a hash of the problem), only worded as a question, so the two splits
  * never share a problem. The reward of a completion is correct (the last
- * integer in it equals the answer) plus CHAT_TASK_FORMAT_BONUS times format
- * (the completion is just the number, optionally with surrounding
- * whitespace and one trailing period, and stopped by itself).
+ * integer in it equals the answer) plus, only when correct,
+ * CHAT_TASK_FORMAT_BONUS times format (the completion is just the number,
+ * optionally with surrounding whitespace and one trailing period, and
+ * stopped by itself). A bonus for form alone was gamed: a 40-step GRPO run on
+ * SmolLM2 learned bare wrong numbers (format 0 -> 0.95, accuracy 0.23 -> 0.05).
  *
  * Pure functions apart from chat_task_prompt_ids's use of the Bpe (which is
  * immutable and thread-safe); no allocation except inside bpe_* calls.
@@ -70,7 +72,7 @@ typedef struct {
  * often keeps talking after the answer), but never format. */
 void chat_task_score(const char *completion, const char *answer, bool is_truncated,
                      ChatTaskScore *out);
-/* correct + CHAT_TASK_FORMAT_BONUS * format. */
+/* correct * (1 + CHAT_TASK_FORMAT_BONUS * format): form earns only with the answer. */
 float chat_task_reward(const ChatTaskScore *s);
 
 int chat_task_selftest(bool verbose);

@@ -227,7 +227,7 @@ int scorer_selftest(bool verbose)
         if (!ok) fails++;
     }
     {
-        /* arith_chat: tolerant of surrounding words, format for a bare number. */
+        /* arith_chat: tolerant of surrounding words; form earns only with the answer. */
         const Scorer *sc = scorer_find(r, CHAT_TASK_NAME);
         struct {
             const char *completion;
@@ -235,7 +235,7 @@ int scorer_selftest(bool verbose)
             float       reward, correct, format;
         } cx[] = {
             {"82", false, 1.2f, 1, 1},  {"The answer is 82.", false, 1.0f, 1, 0},
-            {"83.", false, 0.2f, 0, 1}, {"I think 37 + 45 is", false, 0.0f, 0, 0},
+            {"83.", false, 0.0f, 0, 1}, {"I think 37 + 45 is", false, 0.0f, 0, 0},
             {"82", true, 1.0f, 1, 0},   {"82 + 1 = 83 and", true, 0.0f, 0, 0},
         };
         if (!sc) fails++;
