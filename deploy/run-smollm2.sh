@@ -6,20 +6,20 @@
 #
 #   deploy/run-smollm2.sh [BUILD_DIR]     (make run-smollm2 does `make model` first)
 #
-# Environment (defaults in brackets): RUN_DIR [runs/smollm2-grpo], STEPS [16],
+# Environment (defaults in brackets): RUN_DIR [runs/smollm2-grpo], STEPS [40],
 # ACTORS [1], PORT_BASE [7755], MODEL [models/SmolLM2-135M-Instruct.Q4_1.gguf],
-# LR [2e-5], KL_BETA [0.01], TEMPERATURE [0.7], EVAL_N [48], MAX_NEW [16],
+# LR [2e-5], KL_BETA [0.01], TEMPERATURE [0.7], EVAL_N [96], MAX_NEW [16],
 # GROUP [4], BATCH_GROUPS [4]. Extra learner flags go in LEARNER_ARGS.
 set -eu
 BIN=${1:-build}
 RUN_DIR=${RUN_DIR:-runs/smollm2-grpo}
-STEPS=${STEPS:-16}
+STEPS=${STEPS:-40}
 ACTORS=${ACTORS:-1}
 P=${PORT_BASE:-7755}
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 LR=${LR:-2e-5}
 KL_BETA=${KL_BETA:-0.01}
-EVAL_N=${EVAL_N:-48}
+EVAL_N=${EVAL_N:-96}
 MAX_NEW=${MAX_NEW:-16}
 TEMPERATURE=${TEMPERATURE:-0.7}
 GROUP=${GROUP:-4}
