@@ -91,8 +91,8 @@ static int parse_args(int argc, char **argv, ActorConfig *c, int *level)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    bool               is_default_reward = true;
-    int                ch, idx;
+    bool is_default_reward = true;
+    int  ch, idx;
     while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
         long v = 0;
         int  rc = 0;

@@ -149,8 +149,7 @@ static int parse_args(int argc, char **argv, GenArgs *a)
             rc = flags_int("max-new", optarg, 1, 1 << 20, &a->max_new);
             break;
         case 't':
-            rc = flags_float("temperature", optarg, -HUGE_VAL, HUGE_VAL,
-                             &a->sampler.temperature);
+            rc = flags_float("temperature", optarg, -HUGE_VAL, HUGE_VAL, &a->sampler.temperature);
             break;
         case 'k':
             rc = flags_int("top-k", optarg, -(1L << 30), 1L << 30, &a->sampler.top_k);

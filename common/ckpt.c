@@ -649,7 +649,8 @@ int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, 
     json_error_t jerr;
     json_t      *o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!o || !json_is_object(o)) {
-        if (o) log_error("ckpt_config_from_json: %s: top level is not a JSON object", what);
+        if (o)
+            log_error("ckpt_config_from_json: %s: top level is not a JSON object", what);
         else
             log_error("ckpt_config_from_json: %s: invalid JSON (line %d, column %d): %s", what,
                       jerr.line, jerr.column, jerr.text);

@@ -7,17 +7,28 @@
 const char *err_str(int code)
 {
     switch (code) {
-    case ERR_OK: return "ok";
-    case ERR_ARG: return "bad argument";
-    case ERR_IO: return "i/o error";
-    case ERR_FORMAT: return "malformed input";
-    case ERR_MISMATCH: return "mismatch";
-    case ERR_RANGE: return "value out of range";
-    case ERR_NOTFOUND: return "not found";
-    case ERR_UNSUPPORTED: return "unsupported";
-    case ERR_AGAIN: return "try again";
-    case ERR_TIMEOUT: return "timed out";
-    case ERR_NONFINITE: return "non-finite number";
+    case ERR_OK:
+        return "ok";
+    case ERR_ARG:
+        return "bad argument";
+    case ERR_IO:
+        return "i/o error";
+    case ERR_FORMAT:
+        return "malformed input";
+    case ERR_MISMATCH:
+        return "mismatch";
+    case ERR_RANGE:
+        return "value out of range";
+    case ERR_NOTFOUND:
+        return "not found";
+    case ERR_UNSUPPORTED:
+        return "unsupported";
+    case ERR_AGAIN:
+        return "try again";
+    case ERR_TIMEOUT:
+        return "timed out";
+    case ERR_NONFINITE:
+        return "non-finite number";
     }
     return "unknown error";
 }

@@ -22,7 +22,7 @@ enum {
     ERR_RANGE = -5,    /* a value is out of its allowed range */
     ERR_NOTFOUND = -6, /* a named file, tensor or key is missing */
     ERR_UNSUPPORTED = -7,
-    ERR_AGAIN = -8,    /* nothing to do now; try later */
+    ERR_AGAIN = -8, /* nothing to do now; try later */
     ERR_TIMEOUT = -9,
     ERR_NONFINITE = -10, /* NaN or infinity where a finite number is required */
 };

@@ -35,13 +35,13 @@ void log_msg(int level, const char *fmt, ...)
 {
     if (level > log_level()) return;
     static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    char            line[2048];
-    struct timespec ts;
+    char               line[2048];
+    struct timespec    ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s %s: ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], g_role);
+    int     n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s %s: ", tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, ts.tv_nsec / 1000000, names[level], g_role);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);

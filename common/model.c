@@ -41,30 +41,30 @@ typedef struct {
 
 /* Activations of one training batch, carved from one block per forward. */
 typedef struct {
-    int    B, T, N, M; /* batch, sequence, rows B*T, active (unmasked) rows */
-    float *resid;      /* (L+1, N, C) residual stream at each layer input, last = final */
-    float *resid_mid;  /* (L, N, C) after attention */
-    float *ln1, *ln2;  /* (L, N, C) normed inputs of attention and MLP */
-    float *rstd1, *rstd2; /* (L, N) */
-    float *q, *atty;   /* (L, N, NH*HS) post-RoPE queries, attention outputs */
-    float *k, *v;      /* (L, N, KVH*HS) post-RoPE keys, values */
-    float *att;        /* (L, B, NH, T, T) attention probabilities */
-    float *gate, *up, *act; /* (L, N, H) */
-    float *lnf;        /* (N, C) final normed hidden */
-    float *rstdf;      /* (N) */
-    float *lnf_act;    /* (M, C) lnf rows of active positions */
-    float *logits;     /* (M, V) */
-    float *lse;        /* (M) */
+    int    B, T, N, M;         /* batch, sequence, rows B*T, active (unmasked) rows */
+    float *resid;              /* (L+1, N, C) residual stream at each layer input, last = final */
+    float *resid_mid;          /* (L, N, C) after attention */
+    float *ln1, *ln2;          /* (L, N, C) normed inputs of attention and MLP */
+    float *rstd1, *rstd2;      /* (L, N) */
+    float *q, *atty;           /* (L, N, NH*HS) post-RoPE queries, attention outputs */
+    float *k, *v;              /* (L, N, KVH*HS) post-RoPE keys, values */
+    float *att;                /* (L, B, NH, T, T) attention probabilities */
+    float *gate, *up, *act;    /* (L, N, H) */
+    float *lnf;                /* (N, C) final normed hidden */
+    float *rstdf;              /* (N) */
+    float *lnf_act;            /* (M, C) lnf rows of active positions */
+    float *logits;             /* (M, V) */
+    float *lse;                /* (M) */
     float *logp_act, *ent_act; /* (M) */
     /* backward scratch */
-    float *dresid, *dln, *dlnf; /* (N, C) */
-    float *dq, *datty;          /* (N, NH*HS) */
-    float *dk, *dv;             /* (N, KVH*HS) */
-    float *dgate, *dup, *dact;  /* (N, H) */
-    float *datt;                /* (B, NH, T, T) */
-    float *dlogits;             /* (M, V) */
-    float *dlnf_act;            /* (M, C) */
-    float *dlogp_act, *dent_act; /* (M) */
+    float *dresid, *dln, *dlnf;               /* (N, C) */
+    float *dq, *datty;                        /* (N, NH*HS) */
+    float *dk, *dv;                           /* (N, KVH*HS) */
+    float *dgate, *dup, *dact;                /* (N, H) */
+    float *datt;                              /* (B, NH, T, T) */
+    float *dlogits;                           /* (M, V) */
+    float *dlnf_act;                          /* (M, C) */
+    float *dlogp_act, *dent_act;              /* (M) */
     int   *tokens, *targets_act, *pos, *rows; /* (N), (M), (N), (M) active row -> n */
     float *block;
     size_t block_cap; /* floats */
@@ -73,25 +73,25 @@ typedef struct {
 } Acts;
 
 struct Model {
-    ModelConfig  cfg;
-    size_t       n_params;
-    float       *params;
-    float       *grads;
-    Weights      w, g;
+    ModelConfig   cfg;
+    size_t        n_params;
+    float        *params;
+    float        *grads;
+    Weights       w, g;
     LayerWeights *lw; /* 2L: weights then gradients */
-    int          n_tensors;
-    TensorInfo  *tensors;
-    float       *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
-    float        temperature;         /* of the distributions model_forward reports */
-    Acts         a;
-    bool         has_forward; /* a forward ran since the last resize */
+    int           n_tensors;
+    TensorInfo   *tensors;
+    float        *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
+    float         temperature;         /* of the distributions model_forward reports */
+    Acts          a;
+    bool          has_forward; /* a forward ran since the last resize */
 };
 
 struct KVCache {
     int    L, n_seq, max_len, KD;
-    float *k, *v;   /* (L, n_seq, max_len, KVH*HS) */
-    int   *len;     /* (n_seq) */
-    int   *count;   /* (n_seq) scratch for model_step */
+    float *k, *v; /* (L, n_seq, max_len, KVH*HS) */
+    int   *len;   /* (n_seq) */
+    int   *count; /* (n_seq) scratch for model_step */
     /* per-call row scratch, grown on demand */
     int    cap;
     float *x, *xn, *rstd, *q, *kk, *vv, *atty, *gate, *up, *scores;
@@ -108,19 +108,26 @@ int model_config_validate(const ModelConfig *c, char *why, size_t why_len)
 {
     const char *bad = NULL;
     char        buf[160];
-    if (c->dim <= 0 || c->dim > 65536) bad = "dim must be in 1..65536";
-    else if (c->n_layers <= 0 || c->n_layers > 1024) bad = "n_layers must be in 1..1024";
-    else if (c->n_heads <= 0 || c->dim % c->n_heads != 0) bad = "n_heads must divide dim";
+    if (c->dim <= 0 || c->dim > 65536)
+        bad = "dim must be in 1..65536";
+    else if (c->n_layers <= 0 || c->n_layers > 1024)
+        bad = "n_layers must be in 1..1024";
+    else if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
+        bad = "n_heads must divide dim";
     else if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads != 0)
         bad = "n_kv_heads must divide n_heads";
     else if (head_size(c) % 2 != 0 || head_size(c) > 1024)
         bad = "head size (dim/n_heads) must be even and at most 1024";
-    else if (c->hidden_dim <= 0 || c->hidden_dim > (1 << 20)) bad = "hidden_dim must be in 1..2^20";
-    else if (c->vocab_size <= 0 || c->vocab_size > (1 << 22)) bad = "vocab_size must be in 1..2^22";
+    else if (c->hidden_dim <= 0 || c->hidden_dim > (1 << 20))
+        bad = "hidden_dim must be in 1..2^20";
+    else if (c->vocab_size <= 0 || c->vocab_size > (1 << 22))
+        bad = "vocab_size must be in 1..2^22";
     else if (c->max_seq_len <= 0 || c->max_seq_len > (1 << 20))
         bad = "max_seq_len must be in 1..2^20";
-    else if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta)) bad = "rope_theta must be > 0";
-    else if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f)) bad = "norm_eps must be in (0,1)";
+    else if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
+        bad = "rope_theta must be > 0";
+    else if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
+        bad = "norm_eps must be in (0,1)";
     if (!bad) {
         /* Parameters above 2^34 floats (64 GiB) cannot be meant for this machine. */
         double C = c->dim, HS = head_size(c), H = c->hidden_dim, V = c->vocab_size;
@@ -187,8 +194,8 @@ static size_t layout(Model *m, bool bind)
         m->w.lm_head = m->w.embed;
         m->g.lm_head = m->g.embed;
     } else {
-        add_tensor(m, bind, &off, &m->w.lm_head, &m->g.lm_head, "lm_head.weight", 2,
-                   c->vocab_size, C);
+        add_tensor(m, bind, &off, &m->w.lm_head, &m->g.lm_head, "lm_head.weight", 2, c->vocab_size,
+                   C);
     }
     m->w.score_w = m->g.score_w = m->w.score_b = m->g.score_b = NULL;
     if (c->has_value_head) {
@@ -328,18 +335,49 @@ static void acts_prepare(Model *m, int B, int T, int M)
     size_t             HS = (size_t)head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
     size_t             H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, Mz = (size_t)M;
     size_t             TT = (size_t)T * T;
-    float            **views[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1,
-                                  &a->rstd2, &a->q, &a->atty, &a->k, &a->v, &a->att,
-                                  &a->gate, &a->up, &a->act, &a->lnf, &a->rstdf, &a->lnf_act,
-                                  &a->logits, &a->lse, &a->logp_act, &a->ent_act, &a->dresid,
-                                  &a->dln, &a->dlnf, &a->dq, &a->datty, &a->dk, &a->dv,
-                                  &a->dgate, &a->dup, &a->dact, &a->datt, &a->dlogits,
-                                  &a->dlnf_act, &a->dlogp_act, &a->dent_act};
-    size_t sizes[] = {(L + 1) * N * C, L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * QD,
-                      L * N * QD, L * N * KD, L * N * KD, L * B * c->n_heads * TT, L * N * H,
-                      L * N * H, L * N * H, N * C, N, Mz * C, Mz * V, Mz, Mz, Mz, N * C, N * C,
-                      N * C, N * QD, N * QD, N * KD, N * KD, N * H, N * H, N * H, B * c->n_heads * TT, Mz * V,
-                      Mz * C, Mz, Mz};
+    float            **views[] = {
+                   &a->resid, &a->resid_mid, &a->ln1,     &a->ln2,      &a->rstd1,     &a->rstd2,
+                   &a->q,     &a->atty,      &a->k,       &a->v,        &a->att,       &a->gate,
+                   &a->up,    &a->act,       &a->lnf,     &a->rstdf,    &a->lnf_act,   &a->logits,
+                   &a->lse,   &a->logp_act,  &a->ent_act, &a->dresid,   &a->dln,       &a->dlnf,
+                   &a->dq,    &a->datty,     &a->dk,      &a->dv,       &a->dgate,     &a->dup,
+                   &a->dact,  &a->datt,      &a->dlogits, &a->dlnf_act, &a->dlogp_act, &a->dent_act};
+    size_t sizes[] = {(L + 1) * N * C,
+                      L * N * C,
+                      L * N * C,
+                      L * N * C,
+                      L * N,
+                      L * N,
+                      L * N * QD,
+                      L * N * QD,
+                      L * N * KD,
+                      L * N * KD,
+                      L * B * c->n_heads * TT,
+                      L * N * H,
+                      L * N * H,
+                      L * N * H,
+                      N * C,
+                      N,
+                      Mz * C,
+                      Mz * V,
+                      Mz,
+                      Mz,
+                      Mz,
+                      N * C,
+                      N * C,
+                      N * C,
+                      N * QD,
+                      N * QD,
+                      N * KD,
+                      N * KD,
+                      N * H,
+                      N * H,
+                      N * H,
+                      B * c->n_heads * TT,
+                      Mz * V,
+                      Mz * C,
+                      Mz,
+                      Mz};
     size_t n_views = sizeof views / sizeof views[0];
     CHECK(n_views == sizeof sizes / sizeof sizes[0]);
     size_t total = 0;
@@ -418,11 +456,11 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
         const LayerWeights *w = &m->w.layers[l];
         float              *x = a->resid + l * NC, *xnext = a->resid + (l + 1) * NC;
         float              *mid = a->resid_mid + l * NC;
-        float *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float *att = a->att + (size_t)l * B * NH * T * T;
-        size_t NH_ = (size_t)N * H;
+        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
+        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
+        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
+        float              *att = a->att + (size_t)l * B * NH * T * T;
+        size_t              NH_ = (size_t)N * H;
         float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
         tensor_rmsnorm_forward(ln1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, C, c->norm_eps);
@@ -488,8 +526,7 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         tensor_logp_backward(a->dlogits, a->dlogp_act, a->dent_act, a->logits, a->lse, a->ent_act,
                              a->targets_act, M, V);
         /* logits / T: the chain rule scales the gradient by 1 / T. */
-        if (m->temperature != 1.0f)
-            scale_floats(a->dlogits, (size_t)M * V, 1.0f / m->temperature);
+        if (m->temperature != 1.0f) scale_floats(a->dlogits, (size_t)M * V, 1.0f / m->temperature);
         memset(a->dlnf_act, 0, (size_t)M * C * sizeof(float));
         tensor_linear_backward(a->dlnf_act, m->g.lm_head, a->dlogits, a->lnf_act, m->w.lm_head, M,
                                C, V);
@@ -519,11 +556,11 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         const LayerWeights *w = &m->w.layers[l];
         LayerWeights       *g = &m->g.layers[l];
         float              *x = a->resid + l * NC, *mid = a->resid_mid + l * NC;
-        float *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float *att = a->att + (size_t)l * B * NH * T * T;
-        size_t NH_ = (size_t)N * H;
+        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
+        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
+        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
+        float              *att = a->att + (size_t)l * B * NH * T * T;
+        size_t              NH_ = (size_t)N * H;
         float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
         /* MLP: xnext = mid + act w_down^T; dresid is d xnext and stays the identity path. */
@@ -634,13 +671,13 @@ int kv_n_seq(const KVCache *kv)
 static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
 {
     if (n <= kv->cap) return;
-    size_t C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
-    size_t rows = (size_t)n;
-    float **views[] = {&kv->x, &kv->xn, &kv->rstd, &kv->q, &kv->kk, &kv->vv, &kv->atty,
-                       &kv->gate, &kv->up, &kv->scores};
-    size_t sizes[] = {rows * C, rows * C, rows, rows * QD, rows * KD, rows * KD, rows * QD,
-                      rows * H, rows * H, (size_t)kv->max_len};
-    size_t total = 0, nv = sizeof views / sizeof views[0];
+    size_t  C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
+    size_t  rows = (size_t)n;
+    float **views[] = {&kv->x,  &kv->xn,   &kv->rstd, &kv->q,  &kv->kk,
+                       &kv->vv, &kv->atty, &kv->gate, &kv->up, &kv->scores};
+    size_t  sizes[] = {rows * C,  rows * C,  rows,     rows * QD, rows * KD,
+                       rows * KD, rows * QD, rows * H, rows * H,  (size_t)kv->max_len};
+    size_t  total = 0, nv = sizeof views / sizeof views[0];
     for (size_t i = 0; i < nv; i++) total += (sizes[i] + 15) & ~(size_t)15;
     free(kv->block);
     free(kv->pos);
@@ -680,8 +717,8 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
     size_t seq_stride = (size_t)kv->max_len * KD;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
-        float *kc_l = kv->k + (size_t)l * kv->n_seq * seq_stride;
-        float *vc_l = kv->v + (size_t)l * kv->n_seq * seq_stride;
+        float              *kc_l = kv->k + (size_t)l * kv->n_seq * seq_stride;
+        float              *vc_l = kv->v + (size_t)l * kv->n_seq * seq_stride;
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C, c->norm_eps);
         tensor_linear_forward(kv->q, kv->xn, w->wq, n, C, QD);
         tensor_linear_forward(kv->kk, kv->xn, w->wk, n, C, KD);
@@ -739,7 +776,8 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
                                    kv->x + (size_t)out_rows[o] * C, m->w.norm, 1, C, c->norm_eps);
         tensor_linear_forward(logits, kv->xn, m->w.lm_head, n_out, C, V);
     }
-    for (int r = 0; r < n; r++) kv->len[seq[r]] = kv->pos[r] + 1 > kv->len[seq[r]] ? kv->pos[r] + 1 : kv->len[seq[r]];
+    for (int r = 0; r < n; r++)
+        kv->len[seq[r]] = kv->pos[r] + 1 > kv->len[seq[r]] ? kv->pos[r] + 1 : kv->len[seq[r]];
     return 0;
 }
 
@@ -826,8 +864,8 @@ static int grad_check(const ModelConfig *cfg, const char *label, float temperatu
         }
     }
     if (verbose)
-        printf("  grad check %-28s %3d tensors, max rel err %.2e (tol 2e-3)\n", label,
-               m->n_tensors, worst);
+        printf("  grad check %-28s %3d tensors, max rel err %.2e (tol 2e-3)\n", label, m->n_tensors,
+               worst);
     free(dir);
     free(f);
     free(g.tokens);
@@ -950,7 +988,8 @@ static int temperature_check(const ModelConfig *cfg, bool verbose)
         double want = raw[t * V + targets[t]] / 0.5 - mx - log(sum);
         worst = fmax(worst, fabs(want - lpT[t]));
     }
-    if (verbose) printf("  temperature 0.5: logp vs log softmax(raw/T) max diff %.2e (tol 1e-5)\n", worst);
+    if (verbose)
+        printf("  temperature 0.5: logp vs log softmax(raw/T) max diff %.2e (tol 1e-5)\n", worst);
     free(raw);
     model_free(&m);
     return worst > 1e-5;
@@ -958,11 +997,17 @@ static int temperature_check(const ModelConfig *cfg, bool verbose)
 
 int model_selftest(bool verbose)
 {
-    ModelConfig base = {.dim = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden_dim = 24,
-                        .vocab_size = 13, .max_seq_len = 16, .rope_theta = 10000.0f,
+    ModelConfig base = {.dim = 16,
+                        .n_layers = 2,
+                        .n_heads = 4,
+                        .n_kv_heads = 2,
+                        .hidden_dim = 24,
+                        .vocab_size = 13,
+                        .max_seq_len = 16,
+                        .rope_theta = 10000.0f,
                         .norm_eps = 1e-5f};
-    int fails = 0;
-    char why[160];
+    int         fails = 0;
+    char        why[160];
     ModelConfig bad = base;
     bad.n_kv_heads = 3;
     if (model_config_validate(&bad, why, sizeof why) != ERR_RANGE) fails++;

@@ -60,9 +60,9 @@ float *model_params(Model *m);
 float *model_grads(Model *m);
 void   model_zero_grad(Model *m);
 /* Normal(0, std) weights from seed; norms one; value head zero-mean small. */
-void   model_init_random(Model *m, uint64_t seed, float std);
+void model_init_random(Model *m, uint64_t seed, float std);
 /* Copies parameters (not gradients) from src; configs must match (CHECK). */
-void   model_copy_params(Model *dst, const Model *src);
+void model_copy_params(Model *dst, const Model *src);
 
 /* A named view of one parameter tensor, with Hugging Face Llama names:
  * model.embed_tokens.weight, model.layers.N.{input_layernorm,
@@ -121,9 +121,9 @@ typedef struct KVCache KVCache;
 KVCache *kv_new(const Model *m, int n_seq, int max_len);
 void     kv_free(KVCache **kv);
 /* Forgets sequence seq (its length becomes 0). */
-void     kv_reset(KVCache *kv, int seq);
-int      kv_len(const KVCache *kv, int seq);
-int      kv_n_seq(const KVCache *kv);
+void kv_reset(KVCache *kv, int seq);
+int  kv_len(const KVCache *kv, int seq);
+int  kv_n_seq(const KVCache *kv);
 
 /* Feeds n new tokens through the model with the cache. Row r appends
  * tokens[r] to sequence seq[r] at position kv_len(seq[r]); rows of one

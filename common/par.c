@@ -136,6 +136,7 @@ int par_selftest(bool verbose)
         for (size_t i = 0; i < n; i++) fails += hits[i] != 51;
         free(hits);
     }
-    if (verbose) printf("  par: %d threads, every index visited exactly once per call\n", par_threads());
+    if (verbose)
+        printf("  par: %d threads, every index visited exactly once per call\n", par_threads());
     return fails ? 1 : 0;
 }

@@ -16,9 +16,12 @@ void progress_fmt_duration(double s, char *buf, int cap)
 {
     if (s < 0 || s != s) s = 0;
     long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, (size_t)cap, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
-    else if (t >= 60) snprintf(buf, (size_t)cap, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, (size_t)cap, "%lds", t);
+    if (t >= 3600)
+        snprintf(buf, (size_t)cap, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+    else if (t >= 60)
+        snprintf(buf, (size_t)cap, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, (size_t)cap, "%lds", t);
 }
 
 void progress_start(Progress *p, const char *label, const char *unit, int64_t total)
@@ -58,8 +61,10 @@ void progress_update(Progress *p, int64_t done, const char *extra, bool force)
         snprintf(line, sizeof line, "%s %lld %s %.2f %s/s elapsed %s%s%s", p->label,
                  (long long)done, p->unit, rate, p->unit, elapsed, extra ? " | " : "",
                  extra ? extra : "");
-    if (p->is_tty) fprintf(stderr, "\r\033[K%s", line);
-    else fprintf(stderr, "%s\n", line);
+    if (p->is_tty)
+        fprintf(stderr, "\r\033[K%s", line);
+    else
+        fprintf(stderr, "%s\n", line);
     fflush(stderr);
 }
 

@@ -81,7 +81,8 @@ int rng_selftest(bool verbose)
         counts[rng_below(&a, 7)]++;
     }
     double mu = su / n, mn = sn / n, vn = sn2 / n - mn * mn;
-    if (verbose) printf("  rng: uniform mean %.4f (0.5), normal mean %.4f var %.4f (0, 1)\n", mu, mn, vn);
+    if (verbose)
+        printf("  rng: uniform mean %.4f (0.5), normal mean %.4f var %.4f (0, 1)\n", mu, mn, vn);
     if (fabs(mu - 0.5) > 0.01 || fabs(mn) > 0.01 || fabs(vn - 1.0) > 0.02) return 1;
     for (int k = 0; k < 7; k++)
         if (fabs(counts[k] / (double)n - 1.0 / 7) > 0.005) return 1;

@@ -15,11 +15,11 @@ typedef struct {
 void     rng_seed(Rng *r, uint64_t seed);
 uint64_t rng_u64(Rng *r);
 /* Uniform in [0, 1) with 24 random bits, so never exactly 1. */
-float    rng_uniform(Rng *r);
+float rng_uniform(Rng *r);
 /* Uniform integer in [0, n), n > 0, without modulo bias. */
 uint32_t rng_below(Rng *r, uint32_t n);
 /* Standard normal (Box-Muller). */
-float    rng_normal(Rng *r);
+float rng_normal(Rng *r);
 
 int rng_selftest(bool verbose);
 

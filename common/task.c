@@ -45,8 +45,7 @@ void task_problem(const TaskConfig *cfg, uint64_t seed, uint64_t index, bool hel
         int32_t a = draw_operand(&r, cfg->max_digits), b = draw_operand(&r, cfg->max_digits);
         int     op = (int)rng_below(&r, 2);
         if (is_held_out(cfg, a, op, b) != held_out) continue;
-        snprintf(out->prompt, sizeof out->prompt, "%d%c%d=", a, op ? '-' : '+',
-                 b);
+        snprintf(out->prompt, sizeof out->prompt, "%d%c%d=", a, op ? '-' : '+', b);
         snprintf(out->answer, sizeof out->answer, "%d", op ? a - b : a + b);
         return;
     }

@@ -109,14 +109,18 @@ static void linear_small(float *out, const float *inp, const float *w, int N, in
 
 void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC)
 {
-    if (N <= SMALL_ROWS) linear_small(out, inp, w, N, C, OC, false);
-    else tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+    if (N <= SMALL_ROWS)
+        linear_small(out, inp, w, N, C, OC, false);
+    else
+        tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
 }
 
 void tensor_linear_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC)
 {
-    if (N <= SMALL_ROWS) linear_small(out, inp, w, N, C, OC, true);
-    else tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
+    if (N <= SMALL_ROWS)
+        linear_small(out, inp, w, N, C, OC, true);
+    else
+        tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
 }
 
 void tensor_linear_backward(float *dinp, float *dw, const float *dout, const float *inp,
@@ -195,8 +199,8 @@ static void rmsnorm_bwd_cols(void *p, size_t c0, size_t c1)
 void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, const float *rstd, int N, int C)
 {
-    NormCtx a = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .rstd_in = rstd,
-                 .N = N, .C = C};
+    NormCtx a = {
+        .dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .rstd_in = rstd, .N = N, .C = C};
     par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_bwd_rows, &a);
     par_for((size_t)C, (size_t)(N > 64 ? 0 : C + 1), rmsnorm_bwd_cols, &a);
 }
@@ -437,11 +441,11 @@ typedef struct {
 static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
-    int   T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int   qs = NH * HS, ks = KVH * HS;
-    float scale = 1.0f / sqrtf((float)HS);
+    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int               qs = NH * HS, ks = KVH * HS;
+    float             scale = 1.0f / sqrtf((float)HS);
     for (size_t i = i0; i < i1; i++) {
-        int b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
+        int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
         const float *k_b = a->k + (size_t)b * T * ks + (size_t)g * HS;
         const float *v_b = a->v + (size_t)b * T * ks + (size_t)g * HS;
         for (int h = g * group; h < (g + 1) * group; h++) {
@@ -482,9 +486,9 @@ static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
 static void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
-    int   T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int   qs = NH * HS, ks = KVH * HS;
-    float scale = 1.0f / sqrtf((float)HS);
+    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int               qs = NH * HS, ks = KVH * HS;
+    float             scale = 1.0f / sqrtf((float)HS);
     for (size_t i = i0; i < i1; i++) {
         int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
         size_t       kb = (size_t)b * T * ks + (size_t)g * HS;
@@ -514,7 +518,7 @@ static void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
                     dot += s * p[j];
                 }
                 for (int j = 0; j <= t; j++) {
-                    float ds = p[j] * (d[j] - dot) * scale;
+                    float        ds = p[j] * (d[j] - dot) * scale;
                     const float *k_j = k_b + (size_t)j * ks;
                     float       *dk_j = dk_b + (size_t)j * ks;
 #pragma omp simd
@@ -536,8 +540,8 @@ void tensor_attention_forward(float *out, float *att, const float *q, const floa
         attention_forward_gemm(out, att, q, k, v, B, T, NH, KVH, HS);
         return;
     }
-    AttLoopCtx a = {.out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH,
-                    .KVH = KVH, .HS = HS};
+    AttLoopCtx a = {
+        .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
     par_for((size_t)B * KVH, 2, att_loop_fwd_range, &a);
 }
 
@@ -549,8 +553,18 @@ void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
         attention_backward_gemm(dq, dk, dv, scratch, dout, att, q, k, v, B, T, NH, KVH, HS);
         return;
     }
-    AttLoopCtx a = {.dq = dq, .dk = dk, .dv = dv, .scratch = scratch, .dout = dout,
-                    .att_in = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH,
+    AttLoopCtx a = {.dq = dq,
+                    .dk = dk,
+                    .dv = dv,
+                    .scratch = scratch,
+                    .dout = dout,
+                    .att_in = att,
+                    .q = q,
+                    .k = k,
+                    .v = v,
+                    .T = T,
+                    .NH = NH,
+                    .KVH = KVH,
                     .HS = HS};
     par_for((size_t)B * KVH, 2, att_loop_bwd_range, &a);
 }
@@ -584,12 +598,22 @@ static int test_attention_paths(bool verbose)
             k[i] = rng_normal(&r);
             v[i] = rng_normal(&r);
         }
-        AttLoopCtx a = {.out = o1, .att = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH,
-                        .KVH = KVH, .HS = HS};
+        AttLoopCtx a = {
+            .out = o1, .att = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
         att_loop_fwd_range(&a, 0, (size_t)B * KVH);
         attention_forward_gemm(o2, a2, q, k, v, B, T, NH, KVH, HS);
-        AttLoopCtx g = {.dq = dq1, .dk = dk1, .dv = dv1, .scratch = s1, .dout = dout,
-                        .att_in = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH,
+        AttLoopCtx g = {.dq = dq1,
+                        .dk = dk1,
+                        .dv = dv1,
+                        .scratch = s1,
+                        .dout = dout,
+                        .att_in = a1,
+                        .q = q,
+                        .k = k,
+                        .v = v,
+                        .T = T,
+                        .NH = NH,
+                        .KVH = KVH,
                         .HS = HS};
         att_loop_bwd_range(&g, 0, (size_t)B * KVH);
         attention_backward_gemm(dq2, dk2, dv2, s2, dout, a2, q, k, v, B, T, NH, KVH, HS);
@@ -644,8 +668,8 @@ static void logp_fwd_range(void *p, size_t n0, size_t n1)
 void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *logits,
                          const int *targets, int N, int V)
 {
-    LogpCtx a = {.logp = logp, .entropy = entropy, .lse = lse, .logits = logits,
-                 .targets = targets, .V = V};
+    LogpCtx a = {
+        .logp = logp, .entropy = entropy, .lse = lse, .logits = logits, .targets = targets, .V = V};
     par_for((size_t)N, (size_t)(65536 / V + 1), logp_fwd_range, &a);
 }
 
@@ -680,8 +704,14 @@ void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentr
                           const float *logits, const float *lse, const float *entropy,
                           const int *targets, int N, int V)
 {
-    LogpCtx a = {.dlogits = dlogits, .dlogp = dlogp, .dentropy = dentropy, .logits = logits,
-                 .lse_in = lse, .entropy_in = entropy, .targets = targets, .V = V};
+    LogpCtx a = {.dlogits = dlogits,
+                 .dlogp = dlogp,
+                 .dentropy = dentropy,
+                 .logits = logits,
+                 .lse_in = lse,
+                 .entropy_in = entropy,
+                 .targets = targets,
+                 .V = V};
     par_for((size_t)N, (size_t)(65536 / V + 1), logp_bwd_range, &a);
 }
 
@@ -786,9 +816,9 @@ done:
 }
 
 typedef struct {
-    int   N, C, OC, NH, KVH, HS, B, T, V;
-    float eps;
-    int  *pos, *targets;
+    int    N, C, OC, NH, KVH, HS, B, T, V;
+    float  eps;
+    int   *pos, *targets;
     float *scratch;
     float *cos_tab, *sin_tab;
 } OpCtx;
@@ -836,9 +866,9 @@ static int test_ops(bool verbose)
 {
     Rng r;
     rng_seed(&r, 7);
-    int   fails = 0;
-    OpCtx c = {.N = 6, .C = 8, .OC = 5, .eps = 1e-5f};
-    float x[512], w[512], g0[512], g1[512], g2[512], wo[4096], big[4096];
+    int          fails = 0;
+    OpCtx        c = {.N = 6, .C = 8, .OC = 5, .eps = 1e-5f};
+    float        x[512], w[512], g0[512], g1[512], g2[512], wo[4096], big[4096];
     float *const in2[2] = {x, w};
     float *const gr2[2] = {g0, g1};
 
@@ -849,8 +879,8 @@ static int test_ops(bool verbose)
     memset(g1, 0, sizeof g1);
     tensor_linear_backward(g0, g1, wo, x, w, c.N, c.C, c.OC);
     size_t nl[2] = {(size_t)c.N * c.C, (size_t)c.OC * c.C};
-    fails += fd_check("linear", fwd_linear, &c, in2, nl, 2, gr2, (size_t)c.N * c.OC, wo, 2e-3,
-                      verbose);
+    fails +=
+        fd_check("linear", fwd_linear, &c, in2, nl, 2, gr2, (size_t)c.N * c.OC, wo, 2e-3, verbose);
 
     float rstd[64], outn[512];
     c.scratch = big;
@@ -859,15 +889,16 @@ static int test_ops(bool verbose)
     memset(g1, 0, sizeof g1);
     tensor_rmsnorm_backward(g0, g1, wo, x, w, rstd, c.N, c.C);
     size_t nr[2] = {(size_t)c.N * c.C, (size_t)c.C};
-    fails += fd_check("rmsnorm", fwd_rmsnorm, &c, in2, nr, 2, gr2, (size_t)c.N * c.C, wo, 2e-3,
-                      verbose);
+    fails +=
+        fd_check("rmsnorm", fwd_rmsnorm, &c, in2, nr, 2, gr2, (size_t)c.N * c.C, wo, 2e-3, verbose);
 
     int pos[6] = {0, 1, 5, 17, 100, 3000};
     c.pos = pos;
     c.NH = 2;
     c.HS = 8;
     memcpy(g0, wo, sizeof(float) * 96);
-    float *cos_tab = xmalloc(sizeof(float) * 3001 * 4), *sin_tab = xmalloc(sizeof(float) * 3001 * 4);
+    float *cos_tab = xmalloc(sizeof(float) * 3001 * 4),
+          *sin_tab = xmalloc(sizeof(float) * 3001 * 4);
     tensor_rope_table(cos_tab, sin_tab, 3001, c.HS, 10000.0f);
     c.cos_tab = cos_tab;
     c.sin_tab = sin_tab;
@@ -956,10 +987,12 @@ static int test_small_and_exp(bool verbose)
     tensor_linear_forward_add(y1, x, w, N, C, OC);
     tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 1.0f, y2, OC);
     double worst = 0.0;
-    for (int i = 0; i < N * OC; i++) fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    for (int i = 0; i < N * OC; i++)
+        fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
     tensor_linear_forward(y1, x, w, N, C, OC);
     tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 0.0f, y2, OC);
-    for (int i = 0; i < N * OC; i++) fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    for (int i = 0; i < N * OC; i++)
+        fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
     double werr = 0.0;
     for (float t = -87.0f; t <= 88.0f; t += 0.001953125f) {
         double want = exp((double)t), got = tensor_exp(t);

@@ -17,30 +17,30 @@
 typedef struct Launch Launch;
 
 typedef struct {
-    Launch       *l;
-    int           index;
-    uv_process_t  proc;
-    uv_timer_t    restart_timer;
-    bool          running;
-    bool          proc_open;  /* proc handle needs closing */
-    double        started_at; /* loop time in s */
-    double        backoff_s;
-    int           log_fd;
+    Launch      *l;
+    int          index;
+    uv_process_t proc;
+    uv_timer_t   restart_timer;
+    bool         running;
+    bool         proc_open;  /* proc handle needs closing */
+    double       started_at; /* loop time in s */
+    double       backoff_s;
+    int          log_fd;
 } Child;
 
 struct Launch {
-    uv_loop_t          loop;
+    uv_loop_t           loop;
     const LaunchConfig *cfg;
-    LaunchChild       *spec;
-    int                n;
-    Child              child[LAUNCH_MAX];
-    uv_signal_t        sigint, sigterm;
-    uv_timer_t         status_timer, kill_timer;
-    bool               stopping;
-    int                n_signals;
-    int                result;
-    double             t0;
-    LaunchReport      *report;
+    LaunchChild        *spec;
+    int                 n;
+    Child               child[LAUNCH_MAX];
+    uv_signal_t         sigint, sigterm;
+    uv_timer_t          status_timer, kill_timer;
+    bool                stopping;
+    int                 n_signals;
+    int                 result;
+    double              t0;
+    LaunchReport       *report;
 };
 
 static double loop_s(Launch *l)
@@ -107,7 +107,8 @@ static void begin_shutdown(Launch *l, int result)
     stop_all(l, SIGTERM);
     if (any_running(l))
         uv_timer_start(&l->kill_timer, on_kill_timer, (uint64_t)(l->cfg->grace_s * 1000), 0);
-    else close_loop_handles(l);
+    else
+        close_loop_handles(l);
 }
 
 static void on_restart_timer(uv_timer_t *t)
@@ -135,10 +136,13 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
         begin_shutdown(l, 0);
         return;
     }
-    if (term_signal) log_warn("launch: %s killed by signal %d after %.1f s", s->name, term_signal, lived);
-    else log_warn("launch: %s exited with status %d after %.1f s", s->name, code, lived);
+    if (term_signal)
+        log_warn("launch: %s killed by signal %d after %.1f s", s->name, term_signal, lived);
+    else
+        log_warn("launch: %s exited with status %d after %.1f s", s->name, code, lived);
     if (l->report->restarts[c->index] >= l->cfg->max_restarts) {
-        log_error("launch: %s failed %d times; giving up", s->name, l->report->restarts[c->index] + 1);
+        log_error("launch: %s failed %d times; giving up", s->name,
+                  l->report->restarts[c->index] + 1);
         begin_shutdown(l, ERR_RANGE);
         return;
     }
@@ -153,8 +157,8 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
 
 static void spawn_child(Child *c)
 {
-    Launch             *l = c->l;
-    LaunchChild        *s = &l->spec[c->index];
+    Launch              *l = c->l;
+    LaunchChild         *s = &l->spec[c->index];
     uv_process_options_t o;
     uv_stdio_container_t io[3];
     memset(&o, 0, sizeof o);
@@ -256,7 +260,8 @@ int launch_run(const LaunchConfig *cfg, LaunchChild *children, int n, LaunchRepo
     if (l->result == 0) {
         for (int i = 0; i < n && !l->stopping; i++) spawn_child(&l->child[i]);
         if (cfg->status_every_s > 0)
-            uv_timer_start(&l->status_timer, on_status, 100, (uint64_t)(cfg->status_every_s * 1000));
+            uv_timer_start(&l->status_timer, on_status, 100,
+                           (uint64_t)(cfg->status_every_s * 1000));
     } else {
         close_loop_handles(l);
     }
@@ -292,20 +297,23 @@ int launch_selftest(bool verbose)
              "n=$(cat %s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s; echo start $n; "
              "if [ $n -le 2 ]; then exit 3; fi; exec sleep 30",
              counter, counter);
-    char *flaky[] = {"/bin/sh", "-c", cmd_flaky, NULL};
-    char *mainp[] = {"/bin/sh", "-c", "sleep 2.5; exit 0", NULL};
-    char *stubborn[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30", NULL};
-    LaunchChild kids[] = {{"main", mainp, NULL, true},
-                          {"flaky", flaky, logp, false},
-                          {"stubborn", stubborn, NULL, false}};
-    StatusCount sc = {0};
-    LaunchConfig cfg = {.max_restarts = 5, .grace_s = 0.5, .status_every_s = 0.5,
-                        .status = count_status, .status_ctx = &sc};
+    char        *flaky[] = {"/bin/sh", "-c", cmd_flaky, NULL};
+    char        *mainp[] = {"/bin/sh", "-c", "sleep 2.5; exit 0", NULL};
+    char        *stubborn[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30", NULL};
+    LaunchChild  kids[] = {{"main", mainp, NULL, true},
+                           {"flaky", flaky, logp, false},
+                           {"stubborn", stubborn, NULL, false}};
+    StatusCount  sc = {0};
+    LaunchConfig cfg = {.max_restarts = 5,
+                        .grace_s = 0.5,
+                        .status_every_s = 0.5,
+                        .status = count_status,
+                        .status_ctx = &sc};
     LaunchReport rep;
     int          fails = 0;
     int          rc = launch_run(&cfg, kids, 3, &rep);
     if (rc != 0) fails++;
-    if (rep.restarts[1] != 2) fails++;      /* two crashes, two restarts */
+    if (rep.restarts[1] != 2) fails++;                /* two crashes, two restarts */
     if (rep.last_status[1] != 128 + SIGTERM) fails++; /* stopped cleanly at the end */
     if (rep.last_status[2] != 128 + SIGKILL) fails++; /* ignored TERM, killed after grace */
     if (sc.calls < 3) fails++;

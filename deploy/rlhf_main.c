@@ -38,9 +38,21 @@ typedef struct {
 } RunArgs;
 
 static const RunArgs k_defaults = {
-    .actors = 2, .rewards = 1, .algo = "grpo", .steps = 400, .init = "runs/sft",
-    .sft_steps = 4000, .run_dir = "runs/latest", .port_base = 5555, .seed = 1, .bin_dir = NULL,
-    .max_digits = 2, .label_noise = 0.6f, .lr = 1e-4f, .batch_groups = 16, .eval_n = 300,
+    .actors = 2,
+    .rewards = 1,
+    .algo = "grpo",
+    .steps = 400,
+    .init = "runs/sft",
+    .sft_steps = 4000,
+    .run_dir = "runs/latest",
+    .port_base = 5555,
+    .seed = 1,
+    .bin_dir = NULL,
+    .max_digits = 2,
+    .label_noise = 0.6f,
+    .lr = 1e-4f,
+    .batch_groups = 16,
+    .eval_n = 300,
 };
 
 static void usage(FILE *f)
@@ -67,30 +79,41 @@ static void usage(FILE *f)
             "  --seed N         seed for every process (default %d)\n"
             "  --bin-dir DIR    where the rlhf-* programs are (default: beside this one)\n"
             "  --help           this text\n",
-            d->actors, d->rewards, d->algo, d->steps, d->init, d->sft_steps,
-            (double)d->label_noise, d->max_digits, (double)d->lr, d->batch_groups, d->eval_n,
-            d->run_dir, d->port_base, d->seed);
+            d->actors, d->rewards, d->algo, d->steps, d->init, d->sft_steps, (double)d->label_noise,
+            d->max_digits, (double)d->lr, d->batch_groups, d->eval_n, d->run_dir, d->port_base,
+            d->seed);
 }
 
 static int parse_run(int argc, char **argv, RunArgs *a)
 {
-    static const struct option opts[] = {
-        {"actors", required_argument, 0, 'a'},   {"rewards", required_argument, 0, 'r'},
-        {"algo", required_argument, 0, 'A'},     {"steps", required_argument, 0, 's'},
-        {"init", required_argument, 0, 'i'},     {"sft-steps", required_argument, 0, 'S'},
-        {"run-dir", required_argument, 0, 'd'},  {"port-base", required_argument, 0, 'p'},
-        {"seed", required_argument, 0, 'e'},     {"bin-dir", required_argument, 0, 'b'},
-        {"label-noise", required_argument, 0, 'N'}, {"max-digits", required_argument, 0, 'D'},
-        {"lr", required_argument, 0, 'l'},       {"batch-groups", required_argument, 0, 'g'},
-        {"eval-n", required_argument, 0, 'n'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    static const struct option opts[] = {{"actors", required_argument, 0, 'a'},
+                                         {"rewards", required_argument, 0, 'r'},
+                                         {"algo", required_argument, 0, 'A'},
+                                         {"steps", required_argument, 0, 's'},
+                                         {"init", required_argument, 0, 'i'},
+                                         {"sft-steps", required_argument, 0, 'S'},
+                                         {"run-dir", required_argument, 0, 'd'},
+                                         {"port-base", required_argument, 0, 'p'},
+                                         {"seed", required_argument, 0, 'e'},
+                                         {"bin-dir", required_argument, 0, 'b'},
+                                         {"label-noise", required_argument, 0, 'N'},
+                                         {"max-digits", required_argument, 0, 'D'},
+                                         {"lr", required_argument, 0, 'l'},
+                                         {"batch-groups", required_argument, 0, 'g'},
+                                         {"eval-n", required_argument, 0, 'n'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     *a = k_defaults;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
-        case 'a': rc = flags_int("actors", optarg, 1, 32, &a->actors); break;
-        case 'r': rc = flags_int("rewards", optarg, 1, 16, &a->rewards); break;
+        case 'a':
+            rc = flags_int("actors", optarg, 1, 32, &a->actors);
+            break;
+        case 'r':
+            rc = flags_int("rewards", optarg, 1, 16, &a->rewards);
+            break;
         case 'A':
             a->algo = optarg;
             if (strcmp(optarg, "grpo") && strcmp(optarg, "ppo")) {
@@ -98,20 +121,48 @@ static int parse_run(int argc, char **argv, RunArgs *a)
                 rc = ERR_ARG;
             }
             break;
-        case 's': rc = flags_int("steps", optarg, 1, 100000000, &a->steps); break;
-        case 'i': a->init = optarg; break;
-        case 'S': rc = flags_int("sft-steps", optarg, 1, 100000000, &a->sft_steps); break;
-        case 'd': a->run_dir = optarg; break;
-        case 'p': rc = flags_int("port-base", optarg, 1024, 65000, &a->port_base); break;
-        case 'e': rc = flags_int("seed", optarg, 0, 2147483647, &a->seed); break;
-        case 'b': a->bin_dir = optarg; break;
-        case 'N': rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise); break;
-        case 'D': rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits); break;
-        case 'l': rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr); break;
-        case 'g': rc = flags_int("batch-groups", optarg, 1, 1024, &a->batch_groups); break;
-        case 'n': rc = flags_int("eval-n", optarg, 1, 100000, &a->eval_n); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return ERR_ARG;
+        case 's':
+            rc = flags_int("steps", optarg, 1, 100000000, &a->steps);
+            break;
+        case 'i':
+            a->init = optarg;
+            break;
+        case 'S':
+            rc = flags_int("sft-steps", optarg, 1, 100000000, &a->sft_steps);
+            break;
+        case 'd':
+            a->run_dir = optarg;
+            break;
+        case 'p':
+            rc = flags_int("port-base", optarg, 1024, 65000, &a->port_base);
+            break;
+        case 'e':
+            rc = flags_int("seed", optarg, 0, 2147483647, &a->seed);
+            break;
+        case 'b':
+            a->bin_dir = optarg;
+            break;
+        case 'N':
+            rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise);
+            break;
+        case 'D':
+            rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits);
+            break;
+        case 'l':
+            rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr);
+            break;
+        case 'g':
+            rc = flags_int("batch-groups", optarg, 1, 1024, &a->batch_groups);
+            break;
+        case 'n':
+            rc = flags_int("eval-n", optarg, 1, 100000, &a->eval_n);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return ERR_ARG;
         }
         if (rc) return rc;
     }
@@ -204,7 +255,8 @@ static int cmd_run(int argc, char **argv)
     if (parse_run(argc, argv, &a)) return 2;
     log_init("rlhf", -1);
     char self[PATH_MAX], bin[PATH_MAX];
-    if (a.bin_dir) snprintf(bin, sizeof bin, "%s", a.bin_dir);
+    if (a.bin_dir)
+        snprintf(bin, sizeof bin, "%s", a.bin_dir);
     else {
         ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
         if (n <= 0) {
@@ -227,20 +279,20 @@ static int cmd_run(int argc, char **argv)
     if (!ckpt_exists(a.init)) {
         log_info("rlhf run: no warm start at %s; running SFT for %d steps first", a.init,
                  a.sft_steps);
-        char *sft[] = {sdup(&st, "%s/rlhf-sft", bin),
-                       "--out",
-                       (char *)a.init,
-                       "--steps",
-                       sdup(&st, "%d", a.sft_steps),
-                       "--seed",
-                       sdup(&st, "%d", a.seed),
-                       "--max-digits",
-                       sdup(&st, "%d", a.max_digits),
-                       "--label-noise",
-                       sdup(&st, "%g", (double)a.label_noise),
-                       "--eval-every",
-                       "0",
-                       NULL};
+        char       *sft[] = {sdup(&st, "%s/rlhf-sft", bin),
+                             "--out",
+                             (char *)a.init,
+                             "--steps",
+                             sdup(&st, "%d", a.sft_steps),
+                             "--seed",
+                             sdup(&st, "%d", a.seed),
+                             "--max-digits",
+                             sdup(&st, "%d", a.max_digits),
+                             "--label-noise",
+                             sdup(&st, "%g", (double)a.label_noise),
+                             "--eval-every",
+                             "0",
+                             NULL};
         LaunchChild kid = {"sft", sft, NULL, true};
         if (launch_run(&quiet, &kid, 1, &rep) != 0) {
             log_error("rlhf run: SFT warm start failed (status %d)", rep.last_status[0]);
@@ -259,20 +311,43 @@ static int cmd_run(int argc, char **argv)
     LaunchChild kids[64];
     int         n = 0;
     char       *metrics = sdup(&st, "%s/metrics.jsonl", a.run_dir);
-    char *learner[] = {sdup(&st, "%s/rlhf-learner", bin), "--lease", lease, "--weights", weights,
-                       "--results", results, "--snapshot", snapshot, "--algo", (char *)a.algo,
-                       "--steps", sdup(&st, "%d", a.steps), "--init", (char *)a.init,
-                       "--ckpt-dir", sdup(&st, "%s/ckpt", a.run_dir), "--metrics", metrics,
-                       "--summary", sdup(&st, "%s/summary.json", a.run_dir), "--seed",
-                       sdup(&st, "%d", a.seed), "--max-digits", sdup(&st, "%d", a.max_digits),
-                       "--lr", sdup(&st, "%g", (double)a.lr), "--batch-groups",
-                       sdup(&st, "%d", a.batch_groups), "--eval-n", sdup(&st, "%d", a.eval_n),
-                       NULL};
+    char       *learner[] = {sdup(&st, "%s/rlhf-learner", bin),
+                             "--lease",
+                             lease,
+                             "--weights",
+                             weights,
+                             "--results",
+                             results,
+                             "--snapshot",
+                             snapshot,
+                             "--algo",
+                             (char *)a.algo,
+                             "--steps",
+                             sdup(&st, "%d", a.steps),
+                             "--init",
+                             (char *)a.init,
+                             "--ckpt-dir",
+                             sdup(&st, "%s/ckpt", a.run_dir),
+                             "--metrics",
+                             metrics,
+                             "--summary",
+                             sdup(&st, "%s/summary.json", a.run_dir),
+                             "--seed",
+                             sdup(&st, "%d", a.seed),
+                             "--max-digits",
+                             sdup(&st, "%d", a.max_digits),
+                             "--lr",
+                             sdup(&st, "%g", (double)a.lr),
+                             "--batch-groups",
+                             sdup(&st, "%d", a.batch_groups),
+                             "--eval-n",
+                             sdup(&st, "%d", a.eval_n),
+                             NULL};
     kids[n++] = (LaunchChild){"learner", learner, sdup(&st, "%s/learner.log", logs), true};
     char **rw = xcalloc((size_t)a.rewards * 12, sizeof(char *));
     char   reward_list[1024] = "";
     for (int i = 0; i < a.rewards; i++) {
-        char *samples = sdup(&st, "tcp://127.0.0.1:%d", P + 10 + i);
+        char  *samples = sdup(&st, "tcp://127.0.0.1:%d", P + 10 + i);
         char **v = rw + i * 12;
         v[0] = sdup(&st, "%s/rlhf-reward", bin);
         v[1] = "--samples";
@@ -305,8 +380,11 @@ static int cmd_run(int argc, char **argv)
     }
     remove(metrics); /* the status line must not show an older run */
     StatusCtx    sc = {metrics, a.steps, 0};
-    LaunchConfig cfg = {.max_restarts = 20, .grace_s = 10.0, .status_every_s = 1.0,
-                        .status = show_status, .status_ctx = &sc};
+    LaunchConfig cfg = {.max_restarts = 20,
+                        .grace_s = 10.0,
+                        .status_every_s = 1.0,
+                        .status = show_status,
+                        .status_ctx = &sc};
     log_info("rlhf run: %s with %d actor(s), %d reward server(s), %d steps; logs in %s", a.algo,
              a.actors, a.rewards, a.steps, logs);
     int rc = launch_run(&cfg, kids, n, &rep);

@@ -15,20 +15,21 @@ int eval_arith(Model *m, const Tok *tok, const TaskConfig *task, uint64_t seed, 
                EvalResult *out)
 {
     CHECK(n > 0 && batch > 0);
-    int        T = TASK_TEXT_MAX + EVAL_MAX_NEW + 2;
-    Generator *g = gen_new(m, batch, T);
-    int       *pbuf = xmalloc(sizeof(int) * (size_t)batch * TASK_TEXT_MAX);
-    int       *plen = xmalloc(sizeof(int) * (size_t)batch);
+    int         T = TASK_TEXT_MAX + EVAL_MAX_NEW + 2;
+    Generator  *g = gen_new(m, batch, T);
+    int        *pbuf = xmalloc(sizeof(int) * (size_t)batch * TASK_TEXT_MAX);
+    int        *plen = xmalloc(sizeof(int) * (size_t)batch);
     const int **pp = xmalloc(sizeof(int *) * (size_t)batch);
-    int       *gt = xmalloc(sizeof(int) * (size_t)batch * EVAL_MAX_NEW);
-    float     *l1 = xmalloc(sizeof(float) * (size_t)batch * EVAL_MAX_NEW);
-    float     *l2 = xmalloc(sizeof(float) * (size_t)batch * EVAL_MAX_NEW);
-    int       *gn = xmalloc(sizeof(int) * (size_t)batch), *gf = xmalloc(sizeof(int) * (size_t)batch);
+    int        *gt = xmalloc(sizeof(int) * (size_t)batch * EVAL_MAX_NEW);
+    float      *l1 = xmalloc(sizeof(float) * (size_t)batch * EVAL_MAX_NEW);
+    float      *l2 = xmalloc(sizeof(float) * (size_t)batch * EVAL_MAX_NEW);
+    int *gn = xmalloc(sizeof(int) * (size_t)batch), *gf = xmalloc(sizeof(int) * (size_t)batch);
     TaskProblem *probs = xmalloc(sizeof(TaskProblem) * (size_t)batch);
-    GenConfig  gc = {.sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
-                     .max_new = EVAL_MAX_NEW, .stop_id = TOK_EOS};
-    GenOutput  go = {gt, l1, l2, gn, gf};
-    Rng        rng;
+    GenConfig    gc = {.sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
+                       .max_new = EVAL_MAX_NEW,
+                       .stop_id = TOK_EOS};
+    GenOutput    go = {gt, l1, l2, gn, gf};
+    Rng          rng;
     rng_seed(&rng, seed);
     int    rc = 0;
     double correct = 0, format = 0;
@@ -152,9 +153,16 @@ int eval_selftest(bool verbose)
      * and must be deterministic. */
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     CHECK(tok);
-    ModelConfig c = {.dim = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .hidden_dim = 64,
-                     .vocab_size = tok_vocab_size(tok), .max_seq_len = 64,
-                     .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tie_embeddings = true};
+    ModelConfig c = {.dim = 32,
+                     .n_layers = 1,
+                     .n_heads = 2,
+                     .n_kv_heads = 1,
+                     .hidden_dim = 64,
+                     .vocab_size = tok_vocab_size(tok),
+                     .max_seq_len = 64,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f,
+                     .tie_embeddings = true};
     Model      *m = model_new(&c);
     model_init_random(m, 2, 0.02f);
     TaskConfig tc = TASK_DEFAULTS;

@@ -11,7 +11,7 @@
 #include "common/tok.h"
 
 typedef struct {
-    int   *tokens, *targets; /* (n, T) */
+    int   *tokens, *targets;    /* (n, T) */
     float *mask, *logp, *dlogp; /* (n, T) */
     int    n_tokens;
 } Batch;
@@ -115,20 +115,33 @@ int sft_selftest(bool verbose)
 {
     /* Overfit: a small model memorises 8 arithmetic facts; greedy decoding
      * then reproduces every answer exactly. */
-    static const char *prompts[] = {"12+34=", "7+8=",   "99-9=",  "5-7=",
-                                    "31+31=", "60-17=", "8+80=",  "100-1="};
+    static const char *prompts[] = {
+        "12+34=", "7+8=", "99-9=", "5-7=", "31+31=", "60-17=", "8+80=", "100-1="};
     static const char *answers[] = {"46", "15", "90", "-2", "62", "43", "88", "99"};
     enum { NX = 8, T = 12 };
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     CHECK(tok);
-    ModelConfig c = {.dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden_dim = 128,
-                     .vocab_size = tok_vocab_size(tok), .max_seq_len = T + 4,
-                     .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tie_embeddings = true};
+    ModelConfig c = {.dim = 64,
+                     .n_layers = 2,
+                     .n_heads = 4,
+                     .n_kv_heads = 2,
+                     .hidden_dim = 128,
+                     .vocab_size = tok_vocab_size(tok),
+                     .max_seq_len = T + 4,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f,
+                     .tie_embeddings = true};
     Model      *m = model_new(&c);
     model_init_random(m, 1, 0.05f);
-    OptimConfig oc = {.lr_peak = 3e-3f, .lr_min = 3e-4f, .lr_warmup_steps = 20,
-                      .lr_total_steps = 400, .beta1 = 0.9f, .beta2 = 0.98f, .eps = 1e-8f,
-                      .weight_decay = 0.0f, .grad_clip = 1.0f};
+    OptimConfig oc = {.lr_peak = 3e-3f,
+                      .lr_min = 3e-4f,
+                      .lr_warmup_steps = 20,
+                      .lr_total_steps = 400,
+                      .beta1 = 0.9f,
+                      .beta2 = 0.98f,
+                      .eps = 1e-8f,
+                      .weight_decay = 0.0f,
+                      .grad_clip = 1.0f};
     Optim      *opt = optim_new(&oc, model_num_params(m));
     int         pbuf[NX][T], cbuf[NX][T];
     SftExample  ex[NX];
@@ -159,7 +172,8 @@ int sft_selftest(bool verbose)
         pp[i] = ex[i].prompt;
         pl[i] = ex[i].prompt_len;
     }
-    GenConfig gc = {.sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}, .max_new = 8,
+    GenConfig gc = {.sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
+                    .max_new = 8,
                     .stop_id = TOK_EOS};
     GenOutput out = {gt, l1, l2, gn, gf};
     Rng       rng;

@@ -25,11 +25,11 @@ typedef struct {
 } SftExample;
 
 typedef struct {
-    double loss;       /* mean cross-entropy per completion token (nats) */
-    double token_acc;  /* fraction of completion tokens the argmax gets right */
-    double grad_norm;  /* before clipping */
+    double loss;      /* mean cross-entropy per completion token (nats) */
+    double token_acc; /* fraction of completion tokens the argmax gets right */
+    double grad_norm; /* before clipping */
     double lr;
-    int    n_tokens;   /* completion tokens in the batch */
+    int    n_tokens; /* completion tokens in the batch */
 } SftStats;
 
 /* One optimizer step on n examples packed into a (n, T) batch. Returns 0 or

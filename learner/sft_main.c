@@ -18,8 +18,8 @@
 #include "learner/sft.h"
 
 typedef struct {
-    const char *out;      /* checkpoint directory written at the end */
-    const char *init;     /* checkpoint to start from, NULL = random init */
+    const char *out;  /* checkpoint directory written at the end */
+    const char *init; /* checkpoint to start from, NULL = random init */
     int         steps;
     int         batch;
     float       lr;
@@ -33,9 +33,22 @@ typedef struct {
 } SftArgs;
 
 static const SftArgs k_defaults = {
-    .out = "runs/sft", .init = NULL, .steps = 2000, .batch = 64, .lr = 2e-3f, .warmup = 100,
-    .seed = 1, .dim = 128, .layers = 4, .heads = 4, .kv_heads = 4, .hidden = 512,
-    .max_digits = 3, .eval_n = 500, .eval_every = 500, .label_noise = 0.0f,
+    .out = "runs/sft",
+    .init = NULL,
+    .steps = 2000,
+    .batch = 64,
+    .lr = 2e-3f,
+    .warmup = 100,
+    .seed = 1,
+    .dim = 128,
+    .layers = 4,
+    .heads = 4,
+    .kv_heads = 4,
+    .hidden = 512,
+    .max_digits = 3,
+    .eval_n = 500,
+    .eval_every = 500,
+    .label_noise = 0.0f,
 };
 
 static volatile sig_atomic_t g_stop = 0;
@@ -71,50 +84,91 @@ static void usage(FILE *f, const char *prog)
             "  --label-noise P    fraction of demonstrations whose answer is one too high,\n"
             "                     imitating a careless labeller (default %g)\n"
             "  --help             this text\n",
-            prog, d->out, d->steps, d->batch, d->lr, d->warmup, (unsigned long long)d->seed,
-            d->dim, d->layers, d->heads, d->kv_heads, d->hidden, d->max_digits, d->eval_n,
-            d->eval_every, (double)d->label_noise);
+            prog, d->out, d->steps, d->batch, d->lr, d->warmup, (unsigned long long)d->seed, d->dim,
+            d->layers, d->heads, d->kv_heads, d->hidden, d->max_digits, d->eval_n, d->eval_every,
+            (double)d->label_noise);
 }
 
 static int parse_args(int argc, char **argv, SftArgs *a)
 {
-    static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'},      {"init", required_argument, 0, 'i'},
-        {"steps", required_argument, 0, 's'},    {"batch", required_argument, 0, 'b'},
-        {"lr", required_argument, 0, 'l'},       {"warmup", required_argument, 0, 'w'},
-        {"seed", required_argument, 0, 'S'},     {"dim", required_argument, 0, 'd'},
-        {"layers", required_argument, 0, 'L'},   {"heads", required_argument, 0, 'H'},
-        {"kv-heads", required_argument, 0, 'K'}, {"hidden", required_argument, 0, 'F'},
-        {"max-digits", required_argument, 0, 'D'}, {"eval-n", required_argument, 0, 'n'},
-        {"eval-every", required_argument, 0, 'e'}, {"label-noise", required_argument, 0, 'N'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                         {"init", required_argument, 0, 'i'},
+                                         {"steps", required_argument, 0, 's'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"lr", required_argument, 0, 'l'},
+                                         {"warmup", required_argument, 0, 'w'},
+                                         {"seed", required_argument, 0, 'S'},
+                                         {"dim", required_argument, 0, 'd'},
+                                         {"layers", required_argument, 0, 'L'},
+                                         {"heads", required_argument, 0, 'H'},
+                                         {"kv-heads", required_argument, 0, 'K'},
+                                         {"hidden", required_argument, 0, 'F'},
+                                         {"max-digits", required_argument, 0, 'D'},
+                                         {"eval-n", required_argument, 0, 'n'},
+                                         {"eval-every", required_argument, 0, 'e'},
+                                         {"label-noise", required_argument, 0, 'N'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     *a = k_defaults;
     int c, seed;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
-        case 'o': a->out = optarg; break;
-        case 'i': a->init = optarg; break;
-        case 's': rc = flags_int("steps", optarg, 0, 100000000, &a->steps); break;
-        case 'b': rc = flags_int("batch", optarg, 1, 65536, &a->batch); break;
-        case 'l': rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr); break;
-        case 'w': rc = flags_int("warmup", optarg, 0, 100000000, &a->warmup); break;
+        case 'o':
+            a->out = optarg;
+            break;
+        case 'i':
+            a->init = optarg;
+            break;
+        case 's':
+            rc = flags_int("steps", optarg, 0, 100000000, &a->steps);
+            break;
+        case 'b':
+            rc = flags_int("batch", optarg, 1, 65536, &a->batch);
+            break;
+        case 'l':
+            rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr);
+            break;
+        case 'w':
+            rc = flags_int("warmup", optarg, 0, 100000000, &a->warmup);
+            break;
         case 'S':
             rc = flags_int("seed", optarg, 0, 2147483647, &seed);
             a->seed = (uint64_t)seed;
             break;
-        case 'd': rc = flags_int("dim", optarg, 8, 65536, &a->dim); break;
-        case 'L': rc = flags_int("layers", optarg, 1, 1024, &a->layers); break;
-        case 'H': rc = flags_int("heads", optarg, 1, 1024, &a->heads); break;
-        case 'K': rc = flags_int("kv-heads", optarg, 1, 1024, &a->kv_heads); break;
-        case 'F': rc = flags_int("hidden", optarg, 1, 1 << 20, &a->hidden); break;
-        case 'D': rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits); break;
-        case 'n': rc = flags_int("eval-n", optarg, 1, 1000000, &a->eval_n); break;
-        case 'e': rc = flags_int("eval-every", optarg, 0, 100000000, &a->eval_every); break;
-        case 'N': rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise); break;
-        case 'h': usage(stdout, argv[0]); exit(0);
-        default: usage(stderr, argv[0]); return ERR_ARG;
+        case 'd':
+            rc = flags_int("dim", optarg, 8, 65536, &a->dim);
+            break;
+        case 'L':
+            rc = flags_int("layers", optarg, 1, 1024, &a->layers);
+            break;
+        case 'H':
+            rc = flags_int("heads", optarg, 1, 1024, &a->heads);
+            break;
+        case 'K':
+            rc = flags_int("kv-heads", optarg, 1, 1024, &a->kv_heads);
+            break;
+        case 'F':
+            rc = flags_int("hidden", optarg, 1, 1 << 20, &a->hidden);
+            break;
+        case 'D':
+            rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits);
+            break;
+        case 'n':
+            rc = flags_int("eval-n", optarg, 1, 1000000, &a->eval_n);
+            break;
+        case 'e':
+            rc = flags_int("eval-every", optarg, 0, 100000000, &a->eval_every);
+            break;
+        case 'N':
+            rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise);
+            break;
+        case 'h':
+            usage(stdout, argv[0]);
+            exit(0);
+        default:
+            usage(stderr, argv[0]);
+            return ERR_ARG;
         }
         if (rc) return rc;
     }
@@ -137,8 +191,8 @@ int main(int argc, char **argv)
     TaskConfig task = TASK_DEFAULTS;
     task.max_digits = a.max_digits;
     /* The longest example: BOS, two operands, op, '=', a signed answer, EOS. */
-    int   T = 2 * a.max_digits + 3 + a.max_digits + 2 + 2;
-    Tok  *tok = NULL;
+    int    T = 2 * a.max_digits + 3 + a.max_digits + 2 + 2;
+    Tok   *tok = NULL;
     Model *m = NULL;
     int    rc = 0;
     if (a.init) {
@@ -149,11 +203,17 @@ int main(int argc, char **argv)
         log_info("initialised from %s", a.init);
     } else {
         tok = tok_new(TOK_CHARSET_DEFAULT);
-        ModelConfig mc = {.dim = a.dim, .n_layers = a.layers, .n_heads = a.heads,
-                          .n_kv_heads = a.kv_heads, .hidden_dim = a.hidden,
-                          .vocab_size = tok_vocab_size(tok), .max_seq_len = 64,
-                          .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tie_embeddings = true};
-        char why[160];
+        ModelConfig mc = {.dim = a.dim,
+                          .n_layers = a.layers,
+                          .n_heads = a.heads,
+                          .n_kv_heads = a.kv_heads,
+                          .hidden_dim = a.hidden,
+                          .vocab_size = tok_vocab_size(tok),
+                          .max_seq_len = 64,
+                          .rope_theta = 10000.0f,
+                          .norm_eps = 1e-5f,
+                          .tie_embeddings = true};
+        char        why[160];
         if (model_config_validate(&mc, why, sizeof why)) {
             fprintf(stderr, "rlhf-sft: model shape: %s\n", why);
             return 2;
@@ -165,14 +225,19 @@ int main(int argc, char **argv)
     log_info("config: out=%s steps=%d batch=%d lr=%g warmup=%d seed=%llu label-noise=%g model "
              "dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d params=%zu T=%d",
              a.out, a.steps, a.batch, a.lr, a.warmup, (unsigned long long)a.seed,
-             (double)a.label_noise, mc->dim,
-             mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim, mc->vocab_size,
-             model_num_params(m), T);
+             (double)a.label_noise, mc->dim, mc->n_layers, mc->n_heads, mc->n_kv_heads,
+             mc->hidden_dim, mc->vocab_size, model_num_params(m), T);
 
-    OptimConfig oc = {.lr_peak = a.lr, .lr_min = a.lr / 10, .lr_warmup_steps = a.warmup,
-                      .lr_total_steps = a.steps > a.warmup ? a.steps : a.warmup, .beta1 = 0.9f,
-                      .beta2 = 0.98f, .eps = 1e-8f, .weight_decay = 0.01f, .grad_clip = 1.0f};
-    Optim      *opt = optim_new(&oc, model_num_params(m));
+    OptimConfig  oc = {.lr_peak = a.lr,
+                       .lr_min = a.lr / 10,
+                       .lr_warmup_steps = a.warmup,
+                       .lr_total_steps = a.steps > a.warmup ? a.steps : a.warmup,
+                       .beta1 = 0.9f,
+                       .beta2 = 0.98f,
+                       .eps = 1e-8f,
+                       .weight_decay = 0.01f,
+                       .grad_clip = 1.0f};
+    Optim       *opt = optim_new(&oc, model_num_params(m));
     TaskProblem *probs = xmalloc(sizeof(TaskProblem) * (size_t)a.batch);
     int         *ids = xmalloc(sizeof(int) * (size_t)a.batch * 2 * TASK_TEXT_MAX);
     SftExample  *ex = xmalloc(sizeof(SftExample) * (size_t)a.batch);

@@ -25,7 +25,7 @@
 typedef struct {
     const char *name;
     ModelConfig cfg;
-    int         B, T;            /* training batch */
+    int         B, T; /* training batch */
     int         dec_B, dec_prompt, dec_new;
     int         train_steps;
 } Shape;
@@ -35,9 +35,15 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
     Model *m = model_new(&s->cfg);
     model_init_random(m, 1, 0.02f);
     size_t      P = model_num_params(m);
-    OptimConfig oc = {.lr_peak = 1e-4f, .lr_min = 1e-5f, .lr_warmup_steps = 0,
-                      .lr_total_steps = 1000, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                      .weight_decay = 0.1f, .grad_clip = 1.0f};
+    OptimConfig oc = {.lr_peak = 1e-4f,
+                      .lr_min = 1e-5f,
+                      .lr_warmup_steps = 0,
+                      .lr_total_steps = 1000,
+                      .beta1 = 0.9f,
+                      .beta2 = 0.95f,
+                      .eps = 1e-8f,
+                      .weight_decay = 0.1f,
+                      .grad_clip = 1.0f};
     Optim      *opt = optim_new(&oc, P);
     int         N = s->B * s->T, V = s->cfg.vocab_size;
     int        *tokens = xmalloc(sizeof(int) * N), *targets = xmalloc(sizeof(int) * N);
@@ -66,15 +72,16 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
     double flops = model_train_flops(&s->cfg, s->B, s->T);
     double gflops = flops / best / 1e9;
     double train_tps = N / best;
-    printf("  train step   %8.3f s  %9.0f tokens/s  %7.1f GFLOP/s = %5.1f%% of sgemm %.1f\n",
-           best, train_tps, gflops, 100.0 * gflops / sgemm_gflops, sgemm_gflops);
+    printf("  train step   %8.3f s  %9.0f tokens/s  %7.1f GFLOP/s = %5.1f%% of sgemm %.1f\n", best,
+           train_tps, gflops, 100.0 * gflops / sgemm_gflops, sgemm_gflops);
 
     /* Decode: prefill each prompt, then dec_new greedy steps for the batch. */
     int      DB = s->dec_B;
     KVCache *kv = kv_new(m, DB, s->dec_prompt + s->dec_new);
-    int     *seq = xmalloc(sizeof(int) * DB * s->dec_prompt), *tok = xmalloc(sizeof(int) * DB * s->dec_prompt);
-    int     *outs = xmalloc(sizeof(int) * DB);
-    float   *logits = xmalloc(sizeof(float) * (size_t)DB * V);
+    int     *seq = xmalloc(sizeof(int) * DB * s->dec_prompt),
+        *tok = xmalloc(sizeof(int) * DB * s->dec_prompt);
+    int   *outs = xmalloc(sizeof(int) * DB);
+    float *logits = xmalloc(sizeof(float) * (size_t)DB * V);
     for (int b = 0; b < DB; b++) {
         for (int t = 0; t < s->dec_prompt; t++) {
             seq[b * s->dec_prompt + t] = b;
@@ -112,12 +119,12 @@ static json_t *bench_shape(const Shape *s, double sgemm_gflops, double memcpy_gb
            DB, dec_tps, steps_per_s, bound_steps, weight_bytes / 1e6, memcpy_gbs,
            100.0 * steps_per_s / bound_steps, DB, s->dec_prompt, prefill);
 
-    json_t *o = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "params_m", P / 1e6,
-                          "train_step_s", best, "train_tokens_per_s", train_tps, "train_gflops",
-                          gflops, "train_pct_sgemm", 100.0 * gflops / sgemm_gflops,
-                          "decode_tokens_per_s", dec_tps, "decode_steps_per_s", steps_per_s,
-                          "decode_bound_steps_per_s", bound_steps, "decode_pct_bound",
-                          100.0 * steps_per_s / bound_steps);
+    json_t *o =
+        json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "params_m", P / 1e6,
+                  "train_step_s", best, "train_tokens_per_s", train_tps, "train_gflops", gflops,
+                  "train_pct_sgemm", 100.0 * gflops / sgemm_gflops, "decode_tokens_per_s", dec_tps,
+                  "decode_steps_per_s", steps_per_s, "decode_bound_steps_per_s", bound_steps,
+                  "decode_pct_bound", 100.0 * steps_per_s / bound_steps);
     free(seq);
     free(tok);
     free(outs);
@@ -138,27 +145,54 @@ int main(int argc, char **argv)
     const char *out = "build/bench.json";
     bool        quick = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = true;
+        if (!strcmp(argv[i], "--quick"))
+            quick = true;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: %s [OUT.json (default build/bench.json)] [--quick (tiny shape only)]\n",
                    argv[0]);
             return 0;
-        } else out = argv[i];
+        } else
+            out = argv[i];
     }
     double sg = bench_sgemm_gflops();
     double bw = bench_memcpy_gbs();
-    printf("machine: sgemm %.1f GFLOP/s (2048^3, best of 5), memcpy %.2f GB/s (512 MiB, best of 5)\n",
-           sg, bw);
+    printf(
+        "machine: sgemm %.1f GFLOP/s (2048^3, best of 5), memcpy %.2f GB/s (512 MiB, best of 5)\n",
+        sg, bw);
     Shape shapes[] = {
         {"tiny",
-         {.dim = 128, .n_layers = 4, .n_heads = 4, .n_kv_heads = 4, .hidden_dim = 512,
-          .vocab_size = 64, .max_seq_len = 128, .rope_theta = 10000.0f, .norm_eps = 1e-5f},
-         64, 64, 16, 8, 32, 5},
+         {.dim = 128,
+          .n_layers = 4,
+          .n_heads = 4,
+          .n_kv_heads = 4,
+          .hidden_dim = 512,
+          .vocab_size = 64,
+          .max_seq_len = 128,
+          .rope_theta = 10000.0f,
+          .norm_eps = 1e-5f},
+         64,
+         64,
+         16,
+         8,
+         32,
+         5},
         {"smollm2-135m-shape",
-         {.dim = 576, .n_layers = 30, .n_heads = 9, .n_kv_heads = 3, .hidden_dim = 1536,
-          .vocab_size = 49152, .max_seq_len = 2048, .rope_theta = 100000.0f, .norm_eps = 1e-5f,
+         {.dim = 576,
+          .n_layers = 30,
+          .n_heads = 9,
+          .n_kv_heads = 3,
+          .hidden_dim = 1536,
+          .vocab_size = 49152,
+          .max_seq_len = 2048,
+          .rope_theta = 100000.0f,
+          .norm_eps = 1e-5f,
           .tie_embeddings = true},
-         8, 256, 8, 32, 64, 2},
+         8,
+         256,
+         8,
+         32,
+         64,
+         2},
     };
     json_t *root = json_load_file(out, 0, NULL);
     if (!json_is_object(root)) {
@@ -171,7 +205,8 @@ int main(int argc, char **argv)
     json_object_set_new(root, "model", res);
     if (json_dump_file(root, out, JSON_INDENT(2)) != 0)
         fprintf(stderr, "bench_model: cannot write %s\n", out);
-    else printf("wrote %s\n", out);
+    else
+        printf("wrote %s\n", out);
     json_decref(root);
     return 0;
 }
