@@ -173,6 +173,30 @@ int fileio_write_atomic(const char *path, const void *buf, size_t n)
     return fileio_atomic_commit(&f);
 }
 
+int fileio_open_regular(const char *fn, const char *path, int *fd, uint64_t *size)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int rc = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+        log_error("%s: '%s': %s", fn, path, strerror(errno));
+        return rc;
+    }
+    struct stat st;
+    const char *bad = NULL;
+    if (fstat(*fd, &st) != 0)
+        bad = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        bad = "not a regular file";
+    if (bad) {
+        log_error("%s: '%s': %s", fn, path, bad);
+        close(*fd);
+        *fd = -1;
+        return ERR_IO;
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
 int fileio_read_all(const char *path, size_t max_len, bool quiet_missing, char **buf, size_t *len)
 {
     CHECK(path && buf && len);

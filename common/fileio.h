@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Prefix of every temp file name fileio creates is "." + target name + this. */
 #define FILEIO_TMP_TAG ".tmp-"
@@ -50,6 +51,13 @@ int fileio_fsync_dir(const char *dir);
  * max_len; ERR_IO otherwise. Every failure is logged except ERR_NOTFOUND
  * when quiet_missing is set, for callers to whom an absent file is normal. */
 int fileio_read_all(const char *path, size_t max_len, bool quiet_missing, char **buf, size_t *len);
+
+/* Opens path read-only (close-on-exec) and checks it is a regular file;
+ * writes the descriptor to *fd and the size to *size. fn names the caller in
+ * the log line. Returns 0; ERR_NOTFOUND if it does not exist; ERR_IO
+ * otherwise (not a regular file, fstat failed). Every failure is logged and
+ * leaves *fd at -1. */
+int fileio_open_regular(const char *fn, const char *path, int *fd, uint64_t *size);
 
 /* Removes a directory tree created by a self-test (files and directories
  * only, no symlinks followed). Returns 0 or ERR_IO (logged). */

@@ -571,25 +571,8 @@ int gguf_open(const char *path, GgufFile **out)
     *out = NULL;
     GgufFile *f = xcalloc(1, sizeof *f);
     f->path = xstrdup(path);
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = 0;
-    if (f->fd < 0) {
-        rc = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
-        log_error("gguf_open: '%s': %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(f->fd, &st) != 0) {
-        rc = ERR_IO;
-        log_error("gguf_open: '%s': fstat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = ERR_IO;
-        log_error("gguf_open: '%s': not a regular file", path);
-        goto fail;
-    }
-    f->size = (uint64_t)st.st_size;
+    int rc = fileio_open_regular("gguf_open", path, &f->fd, &f->size);
+    if (rc != 0) goto fail;
     if ((rc = parse(f)) != 0) goto fail;
     *out = f;
     return 0;

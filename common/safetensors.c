@@ -437,26 +437,10 @@ int st_open(const char *path, StFile **out)
     *out = NULL;
     StFile *f = xcalloc(1, sizeof *f);
     f->path = xstrdup(path);
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    int   rc = 0;
-    char *header = NULL;
-    if (f->fd < 0) {
-        rc = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
-        log_error("st_open: '%s': %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(f->fd, &st) != 0) {
-        rc = ERR_IO;
-        log_error("st_open: '%s': fstat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = ERR_IO;
-        log_error("st_open: '%s': not a regular file", path);
-        goto fail;
-    }
-    uint64_t size = (uint64_t)st.st_size;
+    int      rc = 0;
+    char    *header = NULL;
+    uint64_t size = 0;
+    if ((rc = fileio_open_regular("st_open", path, &f->fd, &size)) != 0) goto fail;
     if (size < 8) {
         rc = bad(path, "file is %llu bytes, too small for the 8-byte header length",
                  (unsigned long long)size);
