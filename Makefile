@@ -7,27 +7,40 @@
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #
-# Files named main.c or *_main.c are program entry points; every other .c in
-# common/, learner/, actor/ and reward_server/ is a module linked into the
-# programs and into the test runner.
+# Files named main.c or *_main.c are program entry points, *_test.c files are
+# self-tests linked only into the test runner, and every other .c below
+# common/, learner/, actor/, reward_server/ and deploy/ is a module linked into
+# the programs and the runner.
 
 BUILD   ?= build
 CC      ?= gcc
 ARCH    ?= -march=native
 PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash
 SAN     ?=
+.DEFAULT_GOAL := all
 
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer -fopenmp-simd \
+# The library flags are asked of pkg-config when the first compile or link
+# needs them, not when make reads this file: on a fresh machine the packages
+# arrive only when `deps` runs, and every object waits for it (order-only).
+# Each is computed once per make run.
+pkg_flags = $(if $(shell pkg-config --exists $(PKGS) && echo ok),$(shell pkg-config $(1) $(PKGS)),$(error pkg-config cannot find some of: $(PKGS) (deploy/install-deps.sh installs them)))
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_flags,--cflags))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(call pkg_flags,--libs))$(PKG_LIBS)
+
+CFLAGS   = -std=c11 -D_GNU_SOURCE -O2 $(ARCH) -g -fno-omit-frame-pointer -fopenmp-simd \
            -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-           -Wno-unused-parameter -Werror $(SAN) \
-           -I. -I$(BUILD) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+           -Wno-unused-parameter -Werror $(SAN) -I. -I$(BUILD) $(PKG_CFLAGS)
+LDLIBS   = $(PKG_LIBS) -lm -lpthread
 LDFLAGS := $(SAN)
 
-MODDIRS    := common learner actor reward_server deploy
-ALL_SRC    := $(foreach d,$(MODDIRS),$(wildcard $(d)/*.c))
+# Sources are found by folder: every .c below these folders is a module of
+# the library, except program entry points (main.c, *_main.c) and self-tests
+# (*_test.c), which only the test runner links.
+SRCDIRS    := common learner actor reward_server deploy
+ALL_SRC    := $(sort $(shell find $(SRCDIRS) -name '*.c'))
 MAIN_SRC   := $(filter %/main.c %_main.c,$(ALL_SRC))
-MOD_SRC    := $(filter-out $(MAIN_SRC),$(ALL_SRC))
+SELFTEST_SRC := $(filter %_test.c,$(ALL_SRC))
+MOD_SRC    := $(filter-out $(MAIN_SRC) $(SELFTEST_SRC),$(ALL_SRC))
 PROTO      := $(wildcard proto/*.proto)
 PROTO_C    := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO))
 PROTO_OBJ  := $(PROTO_C:.c=.o)
@@ -50,7 +63,7 @@ PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-re
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
 # programs end to end, so `make test` builds them first and tells the runner
 # where they are.
-TEST_SRC   := $(wildcard tests/*_test.c)
+TEST_SRC   := $(SELFTEST_SRC) $(wildcard tests/*_test.c tests/support/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
@@ -63,15 +76,15 @@ all: deps $(PROGS) $(BUILD)/rlhf-test
 deps:
 	@./deploy/install-deps.sh
 
-$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto | deps
 	@mkdir -p $(dir $@)
 	protoc-c --proto_path=proto --c_out=$(BUILD)/proto $<
 
-$(BUILD)/%.o: %.c $(PROTO_C)
+$(BUILD)/%.o: %.c $(PROTO_C) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/proto/%.o: $(BUILD)/proto/%.c
+$(BUILD)/proto/%.o: $(BUILD)/proto/%.c | deps
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(MOD_OBJ)
@@ -111,7 +124,7 @@ model:
 sanitize:
 	$(MAKE) BUILD=build-san SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
-FMT_SRC := $(wildcard $(addsuffix /*.[ch],$(MODDIRS)) tests/*.c tests/bench/*.c)
+FMT_SRC := $(shell find $(SRCDIRS) tests -name '*.[ch]')
 format:
 	clang-format -i $(FMT_SRC)
 format-check:

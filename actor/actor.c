@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "actor/actor.h"
 
 #include <errno.h>
@@ -12,15 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/gen.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/progress.h"
-#include "common/rng.h"
-#include "common/tok.h"
-#include "common/wire.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/nn/gen.h"
+#include "common/base/log.h"
+#include "common/nn/model.h"
+#include "common/base/progress.h"
+#include "common/base/rng.h"
+#include "common/formats/tok.h"
+#include "common/net/wire.h"
 
 _Static_assert(ACTOR_MAX_RUN_ID == WIRE_MAX_NAME + 1, "a run id holds WIRE_MAX_NAME bytes");
 /* Prompt ids arrive as int32 and gen_run takes int: the same type here. */

@@ -121,10 +121,4 @@ void actor_stats(const Actor *a, ActorStats *out);
 /* The id the actor uses; borrowed, lives as long as the actor. */
 const char *actor_id(const Actor *a);
 
-/* Runs an actor in a thread against a fake learner and a fake reward server
- * made of real sockets on tcp loopback: first snapshot, leases, the
- * log-prob contract against model_forward, a new version, a learner restart
- * with a lower version, and hostile frames on every socket. */
-int actor_selftest(bool verbose);
-
 #endif

@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include "actor/actor.h"
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/log.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
 
 static atomic_int g_stop;
 

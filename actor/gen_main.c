@@ -16,15 +16,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/gen.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/rng.h"
-#include "common/sampler.h"
-#include "common/tok.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/nn/gen.h"
+#include "common/base/log.h"
+#include "common/nn/model.h"
+#include "common/base/rng.h"
+#include "common/nn/sampler.h"
+#include "common/formats/tok.h"
 
 typedef struct {
     const char   *ckpt;           /* checkpoint directory, required */

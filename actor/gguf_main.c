@@ -15,11 +15,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/gguf.h"
-#include "common/log.h"
-#include "common/model.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/formats/gguf.h"
+#include "common/base/log.h"
+#include "common/nn/model.h"
 
 #define MAX_IDS 4096
 

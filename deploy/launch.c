@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "deploy/launch.h"
 
 #include <errno.h>
@@ -9,8 +10,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/err.h"
-#include "common/log.h"
+#include "common/base/err.h"
+#include "common/base/log.h"
 
 #define LAUNCH_MAX 64
 

@@ -43,6 +43,4 @@ typedef struct {
 
 int launch_run(const LaunchConfig *cfg, LaunchChild *children, int n, LaunchReport *report);
 
-int launch_selftest(bool verbose);
-
 #endif

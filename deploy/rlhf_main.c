@@ -12,11 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/log.h"
-#include "common/progress.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/progress.h"
 #include "deploy/launch.h"
 
 typedef struct {

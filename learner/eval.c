@@ -1,12 +1,13 @@
+#include "tests/test_list.h"
 #include "learner/eval.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-#include "common/gen.h"
-#include "common/log.h"
+#include "common/base/err.h"
+#include "common/nn/gen.h"
+#include "common/base/log.h"
 
 /* Longest completion worth waiting for: the answer, a sign and EOS. */
 #define EVAL_MAX_NEW 10

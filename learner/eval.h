@@ -1,6 +1,6 @@
 /* eval: held-out evaluation of a policy on the built-in arithmetic task:
  * greedy completions of n held-out prompts, scored exactly; and on the chat
- * task (common/chat_task.h) for pretrained models with their BPE tokenizer.
+ * task (common/tasks/chat_task.h) for pretrained models with their BPE tokenizer.
  * Used by the SFT trainer and the learner before and after RL. The model and
  * tokenizer are borrowed; one thread. */
 #ifndef RLHF_EVAL_H
@@ -9,11 +9,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/bpe.h"
-#include "common/chat_task.h"
-#include "common/model.h"
-#include "common/task.h"
-#include "common/tok.h"
+#include "common/formats/bpe.h"
+#include "common/tasks/chat_task.h"
+#include "common/nn/model.h"
+#include "common/tasks/task.h"
+#include "common/formats/tok.h"
 
 typedef struct {
     double accuracy; /* fraction of exact answers */
@@ -34,7 +34,5 @@ int eval_arith(Model *m, const Tok *tok, const TaskConfig *task, uint64_t seed, 
  * tokenizing or generating (logged). */
 int eval_chat(Model *m, const Bpe *bpe, const ChatTaskConfig *task, uint64_t seed, int n, int batch,
               int max_new, EvalResult *out);
-
-int eval_selftest(bool verbose);
 
 #endif

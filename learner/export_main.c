@@ -14,14 +14,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "common/bpe.h"
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/export.h"
-#include "common/flags.h"
-#include "common/gguf.h"
-#include "common/log.h"
-#include "common/model.h"
+#include "common/formats/bpe.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/formats/export.h"
+#include "common/base/flags.h"
+#include "common/formats/gguf.h"
+#include "common/base/log.h"
+#include "common/nn/model.h"
 
 typedef struct {
     const char *model;     /* GGUF file or checkpoint directory, required */

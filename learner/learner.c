@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "learner/learner.h"
 
 #include <errno.h>
@@ -17,18 +18,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/bpe.h"
-#include "common/chat_task.h"
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/gguf.h"
-#include "common/log.h"
-#include "common/progress.h"
-#include "common/rng.h"
-#include "common/task.h"
-#include "common/tok.h"
-#include "common/wire.h"
+#include "common/formats/bpe.h"
+#include "common/tasks/chat_task.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/formats/gguf.h"
+#include "common/base/log.h"
+#include "common/base/progress.h"
+#include "common/base/rng.h"
+#include "common/tasks/task.h"
+#include "common/formats/tok.h"
+#include "common/net/wire.h"
 #include "learner/eval.h"
 
 #define LEARNER_TASK "arith"

@@ -20,7 +20,7 @@
  * resumed: the learner starts a fresh run over it (logged).
  *
  * Policy versions: one per algo_step call (one batch of batch_groups
- * groups), see learner/algo.h. Leases grant min_policy_version = version -
+ * groups), see learner/algo/algo.h. Leases grant min_policy_version = version -
  * max_staleness; the lease table bounds the groups out to what
  * max_staleness + 1 batches consume and drops groups whose oldest token is
  * older than that (learner/lease.h has the state machine and accounting).
@@ -52,7 +52,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "learner/algo.h"
+#include "learner/algo/algo.h"
 #include "learner/lease.h"
 
 #define LEARNER_MAX_LEASE_PROMPTS 64 /* prompts in one lease at most */
@@ -79,7 +79,7 @@ typedef struct {
     float       lr;               /* AdamW learning rate (policy and critic); see the default */
     int         lr_warmup_steps;  /* linear warmup, in updates */
     float       grad_clip;        /* global norm, 0 = off */
-    AlgoConfig  algo;             /* update rule; see learner/algo.h */
+    AlgoConfig  algo;             /* update rule; see learner/algo/algo.h */
     uint64_t    seed;             /* run seed: prompts, init, shuffles */
     int         max_digits;       /* arithmetic operands 1..max_digits digits */
     int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
@@ -176,7 +176,5 @@ int learner_endpoint(Learner *l, const char *which, char *buf, size_t cap);
 /* The trainable policy (borrowed), e.g. to compare with a fetched snapshot
  * after learner_run returned. */
 Model *learner_policy(Learner *l);
-
-int learner_selftest(bool verbose);
 
 #endif

@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "learner/lease.h"
 
 #include <inttypes.h>
@@ -5,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/log.h"
-#include "common/rng.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
 
 enum {
     SLOT_IN_FLIGHT = 0,

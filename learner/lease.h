@@ -136,6 +136,4 @@ json_t *lease_state_save(const LeaseTable *t);
  * is unchanged. */
 int lease_state_load(LeaseTable *t, const json_t *state);
 
-int lease_selftest(bool verbose);
-
 #endif

@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "learner/sft.h"
 
 #include <math.h>
@@ -5,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-#include "common/gen.h"
-#include "common/log.h"
-#include "common/tok.h"
+#include "common/base/err.h"
+#include "common/nn/gen.h"
+#include "common/base/log.h"
+#include "common/formats/tok.h"
 
 typedef struct {
     int   *tokens, *targets;    /* (n, T) */

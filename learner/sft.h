@@ -14,8 +14,8 @@
 
 #include <stdbool.h>
 
-#include "common/model.h"
-#include "common/optim.h"
+#include "common/nn/model.h"
+#include "common/nn/optim.h"
 
 typedef struct {
     const int *prompt;
@@ -38,7 +38,5 @@ int sft_step(Model *m, Optim *opt, const SftExample *ex, int n, int T, int pad_i
 
 /* Loss and token accuracy without updating anything. */
 int sft_eval(Model *m, const SftExample *ex, int n, int T, int pad_id, SftStats *st);
-
-int sft_selftest(bool verbose);
 
 #endif

@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/log.h"
-#include "common/progress.h"
-#include "common/rng.h"
-#include "common/task.h"
+#include "common/formats/ckpt.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/progress.h"
+#include "common/base/rng.h"
+#include "common/tasks/task.h"
 #include "learner/eval.h"
 #include "learner/sft.h"
 

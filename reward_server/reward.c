@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "reward_server/reward.h"
 
 #include <errno.h>
@@ -10,10 +11,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/log.h"
-#include "common/task.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/base/log.h"
+#include "common/tasks/task.h"
 #include "reward_server/scorer.h"
 
 /* How long a blocking receive or send waits before the stop flag is

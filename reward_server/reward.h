@@ -28,9 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/bpe.h"
-#include "common/tok.h"
-#include "common/wire.h"
+#include "common/formats/bpe.h"
+#include "common/formats/tok.h"
+#include "common/net/wire.h"
 
 #define REWARD_MAX_THREADS 64
 
@@ -92,7 +92,5 @@ int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *o
  * (bpe_eot_id), control ids skipped. out needs bpe_decode_max_bytes(b, n)
  * bytes at most. Returns 0 or bpe_decode's ERR_RANGE (logged). */
 int reward_completion_text_bpe(const Bpe *b, const int32_t *ids, size_t n, char *out, size_t cap);
-
-int reward_selftest(bool verbose);
 
 #endif

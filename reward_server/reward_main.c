@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/err.h"
-#include "common/flags.h"
-#include "common/log.h"
+#include "common/base/err.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
 #include "reward_server/reward.h"
 
 typedef struct {

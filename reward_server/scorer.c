@@ -1,3 +1,4 @@
+#include "tests/test_list.h"
 #include "reward_server/scorer.h"
 
 #include <math.h>
@@ -5,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/log.h"
-#include "common/chat_task.h"
-#include "common/task.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/base/log.h"
+#include "common/tasks/chat_task.h"
+#include "common/tasks/task.h"
 
 struct Scorer {
     char        name[SCORER_NAME_MAX];

@@ -71,7 +71,7 @@ void scorer_list(const ScorerRegistry *r, char *buf, size_t cap);
 int scorer_run(const Scorer *s, const ScorerInput *in, ScorerResult *out, char *why,
                size_t why_len);
 
-/* Options of the built-in "arith" scorer (common/task.h's arithmetic). */
+/* Options of the built-in "arith" scorer (common/tasks/task.h's arithmetic). */
 typedef struct {
     float format_bonus; /* added to the reward when the completion is an integer, >= 0 */
 } ScorerArithOpts;
@@ -87,7 +87,7 @@ typedef struct {
 int scorer_arith(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
                  size_t why_len);
 
-/* The "arith_chat" scorer (common/chat_task.h, for instruct models):
+/* The "arith_chat" scorer (common/tasks/chat_task.h, for instruct models):
  * components correct (the last integer of the completion is the answer,
  * surrounding words allowed) and format (the completion is just the number);
  * reward = correct + CHAT_TASK_FORMAT_BONUS * format. Unlike "arith", a
@@ -99,7 +99,5 @@ int scorer_arith_chat(const ScorerInput *in, const void *opts, ScorerResult *out
 /* Registers every built-in scorer: "arith" with arith_opts (borrowed, NULL =
  * defaults) and "arith_chat". Returns 0 or scorer_register's error. */
 int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opts);
-
-int scorer_selftest(bool verbose);
 
 #endif

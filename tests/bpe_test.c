@@ -1,4 +1,10 @@
-#include "tests/bpe_test.h"
+/* bpe_test: the byte-level BPE tokenizer on SmolLM2-135M-Instruct's real
+ * vocabulary, against tests/fixtures/tokenizer_smollm2.json (written by
+ * tests/reference/make_tokenizer_fixture.py with Hugging Face transformers).
+ * Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf is absent
+ * (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path and
+ * RLHF_BPE_FIXTURE the fixture (for larger, randomized comparisons). */
+#include "tests/test_list.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -6,9 +12,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/bpe.h"
-#include "common/err.h"
-#include "common/log.h"
+#include "common/formats/bpe.h"
+#include "common/base/err.h"
+#include "common/base/log.h"
 
 #define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define SMOLLM2_FIXTURE "tests/fixtures/tokenizer_smollm2.json"

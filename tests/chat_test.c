@@ -1,4 +1,10 @@
-#include "tests/chat_test.h"
+/* chat_test: the chat task on SmolLM2-135M-Instruct's real tokenizer and
+ * model: ChatML prompts with the model's default system prompt, the
+ * end-of-turn id, the held-out evaluation, and rlhf-learner's --model path
+ * (learner_new from the GGUF, zero steps, reward and accuracy in the
+ * summary). Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf is
+ * absent (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path. */
+#include "tests/test_list.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -8,10 +14,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/bpe.h"
-#include "common/chat_task.h"
-#include "common/err.h"
-#include "common/gguf.h"
+#include "common/formats/bpe.h"
+#include "common/tasks/chat_task.h"
+#include "common/base/err.h"
+#include "common/formats/gguf.h"
 #include "learner/eval.h"
 #include "learner/learner.h"
 

@@ -1,4 +1,13 @@
-#include "tests/cli_test.h"
+/* cli_test: end-to-end tests of the programs, run as child processes.
+ *
+ * The programs are looked up in the build directory named by the
+ * RLHF_BUILD_DIR environment variable (set by `make test`), else in the
+ * directory holding the running test binary. Sources (the Makefile's program
+ * registrations and each program's option table) are read from RLHF_SRC_DIR,
+ * default the current directory. Each test makes its own temp directory
+ * under $TMPDIR (default /tmp) and removes it. Failures are reported on
+ * stderr with the child's command line and output. */
+#include "tests/test_list.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/err.h"
-#include "common/fileio.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
 
 /* A child that runs longer than this is killed and counts as a failure, so
  * a hung program cannot hang `make test`. */

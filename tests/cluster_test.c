@@ -1,4 +1,22 @@
-#include "tests/cluster_test.h"
+/* cluster_test: fault and hostile-input tests of the cluster with real
+ * processes on real sockets: rlhf-learner, rlhf-reward and rlhf-actor
+ * started from the build directory, talking over tcp loopback, killed with
+ * SIGKILL and restarted mid-run, and fed malformed frames from ZeroMQ sockets
+ * of the test process.
+ *
+ * The programs are looked up in RLHF_BUILD_DIR (set by `make test`), else
+ * beside the running test binary. Each test picks a random block of free
+ * loopback ports in 20000..31999 (avoiding 27000..28099, which other local
+ * clusters use) and starts over on fresh ports if a daemon cannot bind one.
+ * The model is a tiny random-init policy (--dim 32 --layers 1), so a run of
+ * a few dozen steps takes seconds.
+ *
+ * Every child runs in its own process group with SIGKILL as its parent-death
+ * signal; each test kills the groups of whatever is still running and
+ * removes its temp directory (under $TMPDIR, default /tmp) whatever the
+ * outcome. Failures are reported on stderr with the tail of every daemon's
+ * log. Each function returns the number of failed checks (0 = pass). */
+#include "tests/test_list.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,10 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/tok.h"
-#include "common/wire.h"
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/formats/tok.h"
+#include "common/net/wire.h"
 
 extern char **environ;
 

@@ -1,4 +1,11 @@
-#include "tests/gguf_test.h"
+/* gguf_test: SmolLM2-135M-Instruct loaded from its real GGUF file: the config
+ * and the time to load, and logit agreement with Hugging Face transformers
+ * against tests/fixtures/logits_smollm2.json (written by
+ * tests/reference/make_logits_fixture.py): final-position logits within
+ * 1e-3 of the largest absolute reference logit, identical 20-token greedy
+ * continuations. Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf
+ * is absent (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path. */
+#include "tests/test_list.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -8,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/err.h"
-#include "common/gguf.h"
-#include "common/model.h"
+#include "common/base/err.h"
+#include "common/formats/gguf.h"
+#include "common/nn/model.h"
 
 #define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define LOGITS_FIXTURE "tests/fixtures/logits_smollm2.json"

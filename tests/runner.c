@@ -14,92 +14,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/ckpt.h"
-#include "common/err.h"
-#include "common/fileio.h"
-#include "common/log.h"
-#include "common/rng.h"
-#include "common/par.h"
-#include "common/flags.h"
-#include "deploy/launch.h"
-#include "common/safetensors.h"
-#include "common/gguf.h"
-#include "tests/gguf_test.h"
-#include "common/export.h"
-#include "tests/export_test.h"
-#include "common/sampler.h"
-#include "common/optim.h"
-#include "common/tensor.h"
-#include "common/model.h"
-#include "common/gen.h"
-#include "common/task.h"
-#include "common/chat_task.h"
-#include "common/progress.h"
-#include "learner/eval.h"
-#include "learner/lease.h"
-#include "learner/learner.h"
-#include "learner/sft.h"
-#include "learner/algo.h"
-#include "common/rl.h"
-#include "common/tok.h"
-#include "common/bpe.h"
-#include "tests/bpe_test.h"
-#include "tests/chat_test.h"
-#include "common/wire.h"
-#include "actor/actor.h"
-#include "reward_server/reward.h"
-#include "reward_server/scorer.h"
-#include "tests/cluster_test.h"
-#include "tests/cli_test.h"
+#include "common/base/log.h"
+#include "tests/test_list.h"
 
 typedef struct {
     const char *name;
     int (*fn)(bool verbose);
 } TestCase;
 
-/* Every self-test of the tree, in dependency order. */
-static const TestCase k_tests[] = {
-    {"err", err_selftest},
-    {"log", log_selftest},
-    {"rng", rng_selftest},
-    {"par", par_selftest},
-    {"flags", flags_selftest},
-    {"launch", launch_selftest},
-    {"fileio", fileio_selftest},
-    {"tok", tok_selftest},
-    {"bpe", bpe_selftest},
-    {"bpe_smollm2", bpe_smollm2_selftest},
-    {"safetensors", st_selftest},
-    {"sampler", sampler_selftest},
-    {"optim", optim_selftest},
-    {"tensor", tensor_selftest},
-    {"model", model_selftest},
-    {"gguf", gguf_selftest},
-    {"gguf_smollm2", gguf_smollm2_selftest},
-    {"ckpt", ckpt_selftest},
-    {"export", export_selftest},
-    {"export_smollm2", export_smollm2_selftest},
-    {"gen", gen_selftest},
-    {"task", task_selftest},
-    {"chat_task", chat_task_selftest},
-    {"progress", progress_selftest},
-    {"eval", eval_selftest},
-    {"sft", sft_selftest},
-    {"rl", rl_selftest},
-    {"wire", wire_selftest},
-    {"actor", actor_selftest},
-    {"scorer", scorer_selftest},
-    {"reward", reward_selftest},
-    {"lease", lease_selftest},
-    {"learner", learner_selftest},
-    {"chat_smollm2", chat_smollm2_selftest},
-    {"algo", algo_selftest},
-    {"fault_actor", cluster_fault_actor_selftest},
-    {"fault_learner", cluster_fault_learner_selftest},
-    {"fault_reward", cluster_fault_reward_selftest},
-    {"hostile", cluster_hostile_selftest},
-    {"cli", cli_selftest},
-};
+/* Every test of the tree, in the order tests/test_list.h gives. */
+#define TEST_ROW(name, fn) {#name, fn},
+static const TestCase k_tests[] = {TEST_LIST(TEST_ROW)};
+#undef TEST_ROW
 
 static double now_s(void)
 {

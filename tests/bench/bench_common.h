@@ -10,9 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/err.h"
-#include "common/rng.h"
-#include "common/tensor.h"
+#include "common/base/err.h"
+#include "common/base/rng.h"
+#include "common/nn/tensor.h"
 
 static inline double bench_now_s(void)
 {

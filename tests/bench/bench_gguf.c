@@ -19,13 +19,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/bpe.h"
-#include "common/err.h"
-#include "common/gguf.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/optim.h"
-#include "common/rng.h"
+#include "common/formats/bpe.h"
+#include "common/base/err.h"
+#include "common/formats/gguf.h"
+#include "common/base/log.h"
+#include "common/nn/model.h"
+#include "common/nn/optim.h"
+#include "common/base/rng.h"
 #include "tests/bench/bench_common.h"
 
 #define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"

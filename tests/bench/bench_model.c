@@ -15,11 +15,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/err.h"
-#include "common/model.h"
-#include "common/optim.h"
-#include "common/rng.h"
-#include "common/tensor.h"
+#include "common/base/err.h"
+#include "common/nn/model.h"
+#include "common/nn/optim.h"
+#include "common/base/rng.h"
+#include "common/nn/tensor.h"
 #include "tests/bench/bench_common.h"
 
 typedef struct {

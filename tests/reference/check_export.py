@@ -6,7 +6,7 @@ exported GGUF files (transformers' own GGUF reader, dequantisation and Q/K
 un-permutation) against transformers running the source GGUF.
 
 Not part of CI (it needs torch and transformers); run it by hand after
-changing common/export.c:
+changing common/formats/export.c:
 
     python3 -m venv ~/.cache/rlhf-ref-venv
     ~/.cache/rlhf-ref-venv/bin/pip install torch transformers gguf numpy accelerate

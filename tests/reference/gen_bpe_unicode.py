@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes common/bpe_unicode.inc: the code point ranges of the Unicode general
 categories L (Lu Ll Lt Lm Lo) and N (Nd Nl No), which the byte-level BPE
-pre-tokenizer (common/bpe.c) needs for \\p{L} and \\p{N}.
+pre-tokenizer (common/formats/bpe.c) needs for \\p{L} and \\p{N}.
 
 Generated data from the Unicode Character Database as Python's unicodedata
 module ships it; no third-party code. Run from the repository root with any

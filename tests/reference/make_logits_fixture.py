@@ -3,7 +3,7 @@
 20-token greedy continuations of SmolLM2-135M-Instruct (Q4_1 GGUF) for a few
 prompts, computed by Hugging Face transformers (an implementation independent
 of ours: its own GGUF reader, dequantisation via the gguf package, its own
-Q/K un-permutation and Llama forward) from the same file common/gguf.c reads.
+Q/K un-permutation and Llama forward) from the same file common/formats/gguf.c reads.
 The C test gguf_smollm2 (tests/gguf_test.c) compares ours against it.
 
 Requirements (installs nothing itself; Python 3.10+, PyPI reachable):

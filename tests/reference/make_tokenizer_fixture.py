@@ -2,7 +2,7 @@
 """Writes tests/fixtures/tokenizer_smollm2.json: token ids of SmolLM2-135M-Instruct
 for ~70 varied strings and the rendered chat template of sample conversations,
 produced by Hugging Face transformers (an implementation independent of ours)
-from the same GGUF file common/bpe.c reads. The C self-test (bpe_smollm2 in
+from the same GGUF file common/formats/bpe.c reads. The C self-test (bpe_smollm2 in
 tests/bpe_test.c) checks that our ids are identical.
 
 Requirements (installs nothing itself; Python 3.10+, PyPI reachable):

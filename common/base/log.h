@@ -1,0 +1,23 @@
+/* log: leveled logging to stderr, one line per call, with a timestamp and the
+ * process's role name. Thread-safe (each line is one fprintf). The level comes
+ * from log_init or the RLHF_LOG environment variable (error, warn, info,
+ * debug). */
+#ifndef RLHF_LOG_H
+#define RLHF_LOG_H
+
+#include <stdbool.h>
+
+enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+
+/* Sets the role shown on each line (copied) and the level; level < 0 reads RLHF_LOG. */
+void log_init(const char *role, int level);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Current level, for callers that want to skip building expensive messages. */
+int log_level(void);
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,146 @@
+/* ckpt: model checkpoints in a directory, in the Hugging Face Llama layout.
+ *
+ * A checkpoint directory holds
+ *   config.json            HF LlamaConfig keys (architectures, model_type,
+ *                          hidden_size, ..., torch_dtype "float32") plus our
+ *                          own "rlhf_*" keys: format version, value head,
+ *                          tokenizer kind and charset, so the directory is
+ *                          self-contained;
+ *   model.safetensors      every model tensor under its HF name (F32);
+ *   optimizer.safetensors  optional: flat "exp_avg" and "exp_avg_sq", the
+ *                          step count in metadata;
+ *   trainer_state.json     optional: step, policy version, run id and a
+ *                          free-form JSON object from the caller.
+ *
+ * Atomicity: ckpt_save writes everything into a fresh hidden directory
+ * beside the target (".<name>.tmp-XXXXXX", each file temp + fsync + rename,
+ * the directory fsynced), then swaps it with the target in one
+ * renameat2(RENAME_EXCHANGE) and fsyncs the parent, then deletes the old
+ * files. So the target path always names one complete checkpoint, old or
+ * new, never a mix: no half-written file, and no optimizer state left over
+ * from an older save. A crash leaves at worst a stale ".<name>.tmp-*"
+ * directory, which loaders never look at. On filesystems without
+ * RENAME_EXCHANGE the old directory is first renamed aside, which leaves a
+ * short window in which the target does not exist (logged as a warning).
+ * A target that exists must look like a checkpoint (only the files above),
+ * so a wrong path can never delete unrelated data.
+ *
+ * Each loader opens its file once, so it reads one consistent version even
+ * while a save replaces the directory. Every save draws a random save id
+ * and writes it into config.json ("rlhf_save_id") and into the metadata of
+ * each safetensors file; ckpt_load refuses a config and weights whose ids
+ * differ with ERR_AGAIN (a save replaced the directory between the two
+ * reads: retry), so files of two saves are never mixed silently. Optimizer
+ * and trainer state are for the writer's own resume and are not cross-checked.
+ *
+ * Ownership: paths and inputs are borrowed; outputs documented per function.
+ * Threading: no shared state; concurrent saves to the same path are not
+ * supported. Errors: 0 or a negative ERR_* code, each failure logged once
+ * naming the function, the file and the bad vs expected value. */
+#ifndef RLHF_CKPT_H
+#define RLHF_CKPT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/nn/model.h"
+#include "common/formats/tok.h"
+
+#define CKPT_CONFIG_FILE "config.json"
+#define CKPT_MODEL_FILE "model.safetensors"
+#define CKPT_OPTIM_FILE "optimizer.safetensors"
+#define CKPT_STATE_FILE "trainer_state.json"
+/* Written as "rlhf_format_version"; loaders refuse newer versions. */
+#define CKPT_FORMAT_VERSION 1
+#define CKPT_RUN_ID_MAX 64 /* bytes of CkptTrainerState.run_id, NUL included */
+
+/* Optimizer moments parallel to model_params, borrowed. */
+typedef struct {
+    const float *exp_avg;    /* (n) first moments */
+    const float *exp_avg_sq; /* (n) second moments, each >= 0 */
+    size_t       n;          /* floats in each; must equal model_num_params */
+    int64_t      step;       /* updates applied so far (for bias correction), >= 0 */
+} CkptOptim;
+
+typedef struct {
+    int64_t step;                    /* trainer steps completed, >= 0 */
+    int64_t policy_version;          /* version of the saved weights, >= 0 */
+    char    run_id[CKPT_RUN_ID_MAX]; /* NUL-terminated, may be empty */
+    json_t *extra;                   /* a JSON object or NULL; see the functions */
+} CkptTrainerState;
+
+/* Saves model m (and, when non-NULL, the tokenizer's charset, the optimizer
+ * state and the trainer state) as checkpoint directory dir, replacing any
+ * checkpoint there atomically as described above. The parent directory must
+ * exist. m is only read (non-const because model_tensor takes a Model *);
+ * ts->extra is borrowed. Returns 0; ERR_ARG if dir exists but is not a
+ * checkpoint directory, if opt->n differs from the model's parameter count,
+ * or if the tokenizer's vocabulary exceeds the model's, or ts->extra is not
+ * an object (all logged); ERR_IO if writing fails (the old checkpoint is left
+ * in place and the temp directory removed) or if only the final fsync of the
+ * parent directory fails (the new checkpoint is in place but may not survive
+ * a crash). */
+int ckpt_save(const char *dir, Model *m, const Tok *tok, const CkptOptim *opt,
+              const CkptTrainerState *ts);
+
+/* True when dir holds a config.json (a checkpoint may be there). */
+bool ckpt_exists(const char *dir);
+
+/* Reads dir/config.json into cfg and checks it with model_config_validate.
+ * Accepts plain HF Llama configs too (defaults as in HF: num_key_value_heads
+ * = num_attention_heads, rope_theta 10000, tie_word_embeddings false, no
+ * value head). Returns 0; ERR_NOTFOUND if there is no config.json; ERR_FORMAT
+ * for invalid JSON or a missing or ill-typed key; ERR_RANGE for a value out
+ * of range or a config model_config_validate refuses; ERR_UNSUPPORTED for a
+ * model type or feature this model lacks (rope_scaling, biases, another
+ * activation, a newer rlhf_format_version). cfg is unspecified on error. */
+int ckpt_load_config(const char *dir, ModelConfig *cfg);
+
+/* The config.json text of a model in the layout above (with tok's keys when
+ * non-NULL), without the save id: what a learner sends with a weight
+ * snapshot. Caller frees with free(). */
+char *ckpt_config_to_json(const ModelConfig *c, const Tok *tok);
+/* Parses config JSON text from another source (what names it in the log,
+ * e.g. "snapshot v12") with exactly the rules of ckpt_load_config, and the
+ * stop token (eos_token_id, default TOK_EOS, must be < vocab_size) into
+ * *eos_id when non-NULL. Returns 0 or an error as ckpt_load_config, logged. */
+int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, int *eos_id);
+
+/* A tokenizer from the charset in dir/config.json (caller owns *out).
+ * Returns 0; ERR_NOTFOUND if the config names no charset (for example an
+ * imported HF model); ERR_FORMAT if the charset is invalid or the config's
+ * bos/eos/pad ids differ from TOK_BOS/TOK_EOS/TOK_PAD; ERR_MISMATCH if the
+ * vocabulary is larger than the config's vocab_size; errors of
+ * ckpt_load_config's kind for the file itself. */
+int ckpt_load_tok(const char *dir, Tok **out);
+
+/* Loads the weights of dir into m. First checks, before touching m, that
+ * config.json agrees with model_config(m) (every field but max_seq_len) and
+ * that model.safetensors holds exactly the model's tensors with the model's
+ * shapes and a float dtype (F32, or F16/BF16 converted). Returns 0;
+ * ERR_AGAIN if config.json and model.safetensors carry different save ids
+ * (see above; m untouched, retry); ERR_MISMATCH for a config field, shape or dtype that differs, or
+ * a tensor the model does not have (naming them); ERR_NOTFOUND for a missing file or a model tensor
+ * the file lacks (naming it); ERR_FORMAT for a malformed file; ERR_NONFINITE for a NaN or infinite
+ * weight; ERR_IO. After a validation error m is untouched; after ERR_NONFINITE or ERR_IO during the
+ * copy its parameters are unspecified. */
+int ckpt_load(const char *dir, Model *m);
+
+/* Loads optimizer state into exp_avg and exp_avg_sq (n floats each) and the
+ * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,
+ * if the checkpoint has no optimizer state (normal for an inference
+ * checkpoint); ERR_MISMATCH if the saved size is not n; ERR_FORMAT for a
+ * malformed file or step; ERR_NONFINITE for a non-finite moment; ERR_RANGE
+ * for a negative second moment; ERR_IO. Outputs unspecified on error. */
+int ckpt_load_optim(const char *dir, float *exp_avg, float *exp_avg_sq, size_t n, int64_t *step);
+
+/* Loads trainer_state.json into out; out->extra is a new reference the
+ * caller must json_decref (NULL when none was saved). Returns 0;
+ * ERR_NOTFOUND, logged only at info level, if there is no trainer state;
+ * ERR_FORMAT for invalid JSON or a missing or ill-typed field; ERR_IO. On
+ * error out->extra is NULL. */
+int ckpt_load_trainer_state(const char *dir, CkptTrainerState *out);
+
+#endif

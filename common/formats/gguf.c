@@ -1,0 +1,2091 @@
+#include "tests/test_list.h"
+#include "common/formats/gguf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
+#include "common/formats/safetensors.h"
+
+/* Values and tensor bytes go from disk to memory without swapping. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "gguf.c assumes a little-endian host"
+#endif
+
+/* ---- ggml types -------------------------------------------------------- */
+
+typedef struct {
+    int         id;
+    const char *name;
+    int         block;     /* elements per block */
+    int         size;      /* bytes per block */
+    bool        supported; /* gguf_read_f32 can dequantise it */
+} TypeInfo;
+
+/* The ggml types whose block layout is known here. Ids missing from this
+ * table were never assigned, were removed from ggml, or belong to newer
+ * formats (the IQ and ternary quantisations); a file using one is refused at
+ * open, since without the block size its byte ranges cannot be checked. */
+static const TypeInfo k_types[] = {
+    {0, "F32", 1, 4, true},        {1, "F16", 1, 2, true},        {2, "Q4_0", 32, 18, true},
+    {3, "Q4_1", 32, 20, true},     {6, "Q5_0", 32, 22, false},    {7, "Q5_1", 32, 24, false},
+    {8, "Q8_0", 32, 34, true},     {9, "Q8_1", 32, 36, false},    {10, "Q2_K", 256, 84, false},
+    {11, "Q3_K", 256, 110, false}, {12, "Q4_K", 256, 144, false}, {13, "Q5_K", 256, 176, false},
+    {14, "Q6_K", 256, 210, false}, {15, "Q8_K", 256, 292, false}, {24, "I8", 1, 1, false},
+    {25, "I16", 1, 2, false},      {26, "I32", 1, 4, false},      {27, "I64", 1, 8, false},
+    {28, "F64", 1, 8, false},      {30, "BF16", 1, 2, true},
+};
+
+static const TypeInfo *find_type(uint32_t id)
+{
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
+        if ((uint32_t)k_types[i].id == id) return &k_types[i];
+    return NULL;
+}
+
+bool gguf_type_is_supported(int type)
+{
+    const TypeInfo *t = type >= 0 ? find_type((uint32_t)type) : NULL;
+    return t && t->supported;
+}
+
+/* Bytes of one scalar metadata value, 0 for strings and arrays, -1 if the
+ * type id is unknown. */
+static int val_size(uint32_t type)
+{
+    static const int k_size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return type < sizeof k_size / sizeof k_size[0] ? k_size[type] : -1;
+}
+
+static const char *val_name(int type)
+{
+    static const char *k_names[] = {"UINT8",  "INT8",    "UINT16", "INT16",  "UINT32",
+                                    "INT32",  "FLOAT32", "BOOL",   "STRING", "ARRAY",
+                                    "UINT64", "INT64",   "FLOAT64"};
+    return type >= 0 && type < 13 ? k_names[type] : "?";
+}
+
+/* ---- the file ---------------------------------------------------------- */
+
+typedef struct {
+    char   *key;
+    int     type;      /* GGUF_VAL_* */
+    int     elem_type; /* arrays: GGUF_VAL_* of the elements */
+    size_t  n;         /* arrays: element count */
+    uint8_t raw[8];    /* scalars: the value's bytes */
+    GgufStr str;       /* STRING: the value (owned through str_buf) */
+    char   *str_buf;   /* STRING, arrays of STRING: the bytes, NUL after each */
+    void   *arr;       /* numeric arrays: n packed elements; string arrays: GgufStr[n] */
+} Kv;
+
+typedef struct {
+    char           *name;
+    const TypeInfo *type;
+    int             n_dims;
+    int64_t         ne[GGUF_MAX_DIMS];
+    size_t          numel;
+    size_t          nbytes;
+    uint64_t        rel;    /* offset in the data region */
+    uint64_t        offset; /* absolute */
+} Tensor;
+
+struct GgufFile {
+    char    *path;
+    int      fd;
+    uint64_t size; /* bytes in the file at open */
+    uint32_t version;
+    size_t   alignment;
+    uint64_t data_start;
+    Kv      *kv;
+    int      n_kv;
+    Tensor  *tensors;
+    int      n_tensors;
+};
+
+/* Reads exactly n bytes at off. A short read means the file shrank after
+ * gguf_open validated it (or a header read went past the end: callers bound
+ * those first). */
+static int pread_exact(int fd, void *buf, size_t n, uint64_t off)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return ERR_IO;
+        if (r == 0) return ERR_FORMAT;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* ---- parsing ----------------------------------------------------------- */
+
+/* A sequential reader over the header with a small buffer. Every read is
+ * checked against the file size first, so a truncated file is reported as
+ * such and nothing is read past the end. */
+typedef struct {
+    GgufFile *f;
+    uint64_t  pos;                      /* file offset of the next byte */
+    uint64_t  buf_off;                  /* file offset of buf[0] */
+    size_t    buf_len;                  /* valid bytes in buf */
+    char      what[GGUF_MAX_NAME + 96]; /* what is being read, for messages */
+    uint8_t   buf[65536];
+} Parser;
+
+/* Logs "gguf_open: 'path': <message>" and returns code. */
+static int bad(const GgufFile *f, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(const GgufFile *f, int code, const char *fmt, ...)
+{
+    char    msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_error("gguf_open: '%s': %s", f->path, msg);
+    return code;
+}
+
+static void set_what(Parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_what(Parser *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->what, sizeof p->what, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t left(const Parser *p)
+{
+    return p->f->size - p->pos;
+}
+
+static int rd(Parser *p, void *dst, size_t n)
+{
+    if ((uint64_t)n > left(p))
+        return bad(p->f, ERR_FORMAT,
+                   "truncated: reading %s needs %zu bytes at offset %llu but the file ends at "
+                   "%llu",
+                   p->what, n, (unsigned long long)p->pos, (unsigned long long)p->f->size);
+    uint8_t *d = dst;
+    while (n > 0) {
+        if (p->pos < p->buf_off || p->pos >= p->buf_off + p->buf_len) {
+            uint64_t want = p->f->size - p->pos;
+            size_t   len = want < sizeof p->buf ? (size_t)want : sizeof p->buf;
+            int      rc = pread_exact(p->f->fd, p->buf, len, p->pos);
+            if (rc != 0)
+                return bad(p->f, ERR_IO, "reading %s at offset %llu: %s", p->what,
+                           (unsigned long long)p->pos,
+                           rc == ERR_IO ? strerror(errno) : "file shrank while reading");
+            p->buf_off = p->pos;
+            p->buf_len = len;
+        }
+        size_t at = (size_t)(p->pos - p->buf_off);
+        size_t k = p->buf_len - at < n ? p->buf_len - at : n;
+        memcpy(d, p->buf + at, k);
+        d += k;
+        n -= k;
+        p->pos += k;
+    }
+    return 0;
+}
+
+static int rd_u32(Parser *p, uint32_t *v)
+{
+    return rd(p, v, 4);
+}
+
+static int rd_u64(Parser *p, uint64_t *v)
+{
+    return rd(p, v, 8);
+}
+
+/* A string's length field, checked against max and the bytes left. */
+static int rd_str_len(Parser *p, uint64_t max, uint64_t *len)
+{
+    uint64_t at = p->pos;
+    int      rc = rd_u64(p, len);
+    if (rc) return rc;
+    if (*len > max)
+        return bad(p->f, ERR_FORMAT,
+                   "%s: string length %llu at offset %llu exceeds the limit of %llu", p->what,
+                   (unsigned long long)*len, (unsigned long long)at, (unsigned long long)max);
+    if (*len > left(p))
+        return bad(p->f, ERR_FORMAT,
+                   "truncated: %s: string length %llu at offset %llu but only %llu bytes follow",
+                   p->what, (unsigned long long)*len, (unsigned long long)at,
+                   (unsigned long long)left(p));
+    return 0;
+}
+
+/* A name (key or tensor name): 1..GGUF_MAX_NAME bytes without NUL, returned
+ * as a new NUL-terminated string. */
+static int rd_name(Parser *p, char **out)
+{
+    uint64_t len;
+    int      rc = rd_str_len(p, GGUF_MAX_NAME, &len);
+    if (rc) return rc;
+    if (len == 0) return bad(p->f, ERR_FORMAT, "%s: empty name", p->what);
+    char *s = xmalloc((size_t)len + 1);
+    if ((rc = rd(p, s, (size_t)len)) != 0) {
+        free(s);
+        return rc;
+    }
+    s[len] = '\0';
+    if (strlen(s) != len) {
+        free(s);
+        return bad(p->f, ERR_FORMAT, "%s: name contains a NUL byte", p->what);
+    }
+    *out = s;
+    return 0;
+}
+
+/* Reads n strings into one buffer (each followed by a NUL) and fills strs. */
+static int rd_strings(Parser *p, size_t n, GgufStr *strs, char **buf_out)
+{
+    size_t  cap = 4096, used = 0;
+    char   *buf = xmalloc(cap);
+    size_t *offs = xmalloc(sizeof *offs * (n ? n : 1));
+    int     rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint64_t len;
+        if ((rc = rd_str_len(p, GGUF_MAX_STRING, &len)) != 0) break;
+        /* The total is bounded by the file size, checked above per string. */
+        if (cap - used < (size_t)len + 1) {
+            while (cap - used < (size_t)len + 1) cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        offs[i] = used;
+        strs[i].len = (size_t)len;
+        if ((rc = rd(p, buf + used, (size_t)len)) != 0) break;
+        buf[used + len] = '\0';
+        used += (size_t)len + 1;
+    }
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++) strs[i].s = buf + offs[i];
+    free(offs);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *buf_out = buf;
+    return 0;
+}
+
+static int parse_value(Parser *p, Kv *kv, uint64_t *n_array_total)
+{
+    GgufFile *f = p->f;
+    int       rc;
+    if (kv->type == GGUF_VAL_STRING) {
+        uint64_t len;
+        if ((rc = rd_str_len(p, GGUF_MAX_STRING, &len)) != 0) return rc;
+        kv->str_buf = xmalloc((size_t)len + 1);
+        if ((rc = rd(p, kv->str_buf, (size_t)len)) != 0) return rc;
+        kv->str_buf[len] = '\0';
+        kv->str = (GgufStr){kv->str_buf, (size_t)len};
+        return 0;
+    }
+    if (kv->type != GGUF_VAL_ARRAY) return rd(p, kv->raw, (size_t)val_size((uint32_t)kv->type));
+    uint32_t et;
+    uint64_t n;
+    if ((rc = rd_u32(p, &et)) != 0) return rc;
+    int es = val_size(et);
+    if (es < 0)
+        return bad(f, ERR_FORMAT,
+                   "key '%s': array element type %u is not a GGUF value type (0..12)", kv->key, et);
+    if (et == GGUF_VAL_ARRAY)
+        return bad(f, ERR_UNSUPPORTED, "key '%s': arrays of arrays are not supported", kv->key);
+    uint64_t at = p->pos;
+    if ((rc = rd_u64(p, &n)) != 0) return rc;
+    /* Each element takes at least one byte (a string at least its 8-byte
+     * length), so a count the rest of the file cannot hold is refused before
+     * anything is allocated for it. */
+    uint64_t min_size = et == GGUF_VAL_STRING ? 8 : (uint64_t)es;
+    if (n > GGUF_MAX_ARRAY - *n_array_total)
+        return bad(f, ERR_FORMAT,
+                   "key '%s': array count %llu at offset %llu exceeds the limit of %llu elements "
+                   "per file",
+                   kv->key, (unsigned long long)n, (unsigned long long)at,
+                   (unsigned long long)GGUF_MAX_ARRAY);
+    if (n > left(p) / min_size)
+        return bad(f, ERR_FORMAT,
+                   "truncated: key '%s': array of %llu %s needs at least %llu bytes at offset %llu "
+                   "but only %llu are left",
+                   kv->key, (unsigned long long)n, val_name((int)et),
+                   (unsigned long long)(n * min_size), (unsigned long long)at,
+                   (unsigned long long)left(p));
+    *n_array_total += n;
+    kv->elem_type = (int)et;
+    kv->n = (size_t)n;
+    if (et == GGUF_VAL_STRING) {
+        kv->arr = xmalloc(sizeof(GgufStr) * (n ? (size_t)n : 1));
+        return rd_strings(p, (size_t)n, kv->arr, &kv->str_buf);
+    }
+    kv->arr = xmalloc(n ? (size_t)n * (size_t)es : 1);
+    return rd(p, kv->arr, (size_t)n * (size_t)es);
+}
+
+static int parse_kv(Parser *p, uint64_t i, Kv *kv, uint64_t *n_array_total)
+{
+    int rc;
+    set_what(p, "the key of metadata entry %llu", (unsigned long long)i);
+    if ((rc = rd_name(p, &kv->key)) != 0) return rc;
+    set_what(p, "the value of key '%s'", kv->key);
+    uint32_t type;
+    if ((rc = rd_u32(p, &type)) != 0) return rc;
+    if (val_size(type) < 0)
+        return bad(p->f, ERR_FORMAT, "key '%s': value type %u is not a GGUF value type (0..12)",
+                   kv->key, type);
+    kv->type = (int)type;
+    return parse_value(p, kv, n_array_total);
+}
+
+static int parse_tensor(Parser *p, uint64_t i, Tensor *t)
+{
+    GgufFile *f = p->f;
+    int       rc;
+    set_what(p, "the name of tensor %llu", (unsigned long long)i);
+    if ((rc = rd_name(p, &t->name)) != 0) return rc;
+    set_what(p, "the directory entry of tensor '%s'", t->name);
+    uint32_t nd;
+    if ((rc = rd_u32(p, &nd)) != 0) return rc;
+    if (nd < 1 || nd > GGUF_MAX_DIMS)
+        return bad(f, ERR_FORMAT, "tensor '%s': n_dims %u, expected 1..%d", t->name, nd,
+                   GGUF_MAX_DIMS);
+    t->n_dims = (int)nd;
+    uint64_t numel = 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) {
+        uint64_t ne = 1;
+        if (d < t->n_dims && (rc = rd_u64(p, &ne)) != 0) return rc;
+        if (ne < 1 || ne > (uint64_t)GGUF_MAX_DIM)
+            return bad(f, ERR_FORMAT, "tensor '%s': dimension ne[%d] = %llu, expected 1..%lld",
+                       t->name, d, (unsigned long long)ne, (long long)GGUF_MAX_DIM);
+        t->ne[d] = (int64_t)ne;
+        if (__builtin_mul_overflow(numel, ne, &numel) || numel > (uint64_t)GGUF_MAX_NUMEL)
+            return bad(f, ERR_FORMAT, "tensor '%s': more than %lld elements (absurd dimensions)",
+                       t->name, (long long)GGUF_MAX_NUMEL);
+    }
+    uint32_t type;
+    if ((rc = rd_u32(p, &type)) != 0) return rc;
+    t->type = find_type(type);
+    if (!t->type) {
+        /* Ids 16-23, 29 and 31-39 name formats this reader has no block
+         * layout for; anything else is no ggml type at all. */
+        bool known = (type >= 16 && type <= 23) || type == 29 || (type >= 31 && type <= 39);
+        return bad(f, known ? ERR_UNSUPPORTED : ERR_FORMAT,
+                   "tensor '%s': %s tensor type %u (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                   t->name, known ? "unsupported" : "unknown", type);
+    }
+    if (t->ne[0] % t->type->block != 0)
+        return bad(f, ERR_FORMAT,
+                   "tensor '%s': row length ne[0] = %lld is not a multiple of the %s block size %d",
+                   t->name, (long long)t->ne[0], t->type->name, t->type->block);
+    t->numel = (size_t)numel;
+    /* numel <= 2^40 and a block is at most 292 bytes: no overflow. */
+    t->nbytes = (size_t)(numel / (uint64_t)t->type->block) * (size_t)t->type->size;
+    return rd_u64(p, &t->rel);
+}
+
+typedef struct {
+    uint64_t begin, end;
+    int      idx;
+} Span;
+
+static int span_cmp(const void *a, const void *b)
+{
+    const Span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->idx - y->idx;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Finds a duplicate among n names in O(n log n); returns it or NULL. */
+static const char *find_duplicate(char **names, size_t n)
+{
+    qsort(names, n, sizeof *names, name_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) return names[i];
+    return NULL;
+}
+
+static int check_unique(GgufFile *f)
+{
+    size_t n = (size_t)(f->n_kv > f->n_tensors ? f->n_kv : f->n_tensors);
+    char **names = xmalloc(sizeof *names * (n ? n : 1));
+    int    rc = 0;
+    for (int i = 0; i < f->n_kv; i++) names[i] = f->kv[i].key;
+    const char *dup = find_duplicate(names, (size_t)f->n_kv);
+    if (dup) rc = bad(f, ERR_FORMAT, "metadata key '%s' appears twice", dup);
+    for (int i = 0; i < f->n_tensors && rc == 0; i++) names[i] = f->tensors[i].name;
+    if (rc == 0 && (dup = find_duplicate(names, (size_t)f->n_tensors)))
+        rc = bad(f, ERR_FORMAT, "tensor '%s' appears twice", dup);
+    free(names);
+    return rc;
+}
+
+static int set_alignment(GgufFile *f)
+{
+    f->alignment = GGUF_DEFAULT_ALIGNMENT;
+    int i = gguf_find_key(f, "general.alignment");
+    if (i < 0) return 0;
+    const Kv *kv = &f->kv[i];
+    if (kv->type != GGUF_VAL_UINT32)
+        return bad(f, ERR_FORMAT, "general.alignment has type %s, expected UINT32",
+                   val_name(kv->type));
+    uint32_t a;
+    memcpy(&a, kv->raw, 4);
+    if (a == 0 || (a & (a - 1)) != 0 || a > GGUF_MAX_ALIGNMENT)
+        return bad(f, ERR_FORMAT, "general.alignment %u, expected a power of two in 1..%d", a,
+                   GGUF_MAX_ALIGNMENT);
+    f->alignment = a;
+    return 0;
+}
+
+/* Offsets aligned, ranges inside the file, no two tensors overlapping. */
+static int check_ranges(GgufFile *f)
+{
+    uint64_t data_len = f->size - f->data_start;
+    for (int i = 0; i < f->n_tensors; i++) {
+        Tensor *t = &f->tensors[i];
+        if (t->rel % f->alignment != 0)
+            return bad(f, ERR_FORMAT,
+                       "tensor '%s': offset %llu is not a multiple of the alignment %zu", t->name,
+                       (unsigned long long)t->rel, f->alignment);
+        if (t->rel > data_len || t->nbytes > data_len - t->rel)
+            return bad(f, ERR_FORMAT,
+                       "tensor '%s': data [%llu, %llu) of the data region extends past the end "
+                       "of the file (data region of %llu bytes; truncated or bad offset)",
+                       t->name, (unsigned long long)t->rel,
+                       (unsigned long long)t->rel + (unsigned long long)t->nbytes,
+                       (unsigned long long)data_len);
+        t->offset = f->data_start + t->rel;
+    }
+    Span *s = xmalloc(sizeof *s * (size_t)(f->n_tensors ? f->n_tensors : 1));
+    for (int i = 0; i < f->n_tensors; i++)
+        s[i] = (Span){f->tensors[i].rel, f->tensors[i].rel + f->tensors[i].nbytes, i};
+    qsort(s, (size_t)f->n_tensors, sizeof *s, span_cmp);
+    int rc = 0;
+    for (int i = 1; i < f->n_tensors && rc == 0; i++)
+        if (s[i].begin < s[i - 1].end)
+            rc = bad(f, ERR_FORMAT,
+                     "tensor '%s' at [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
+                     f->tensors[s[i].idx].name, (unsigned long long)s[i].begin,
+                     (unsigned long long)s[i].end, f->tensors[s[i - 1].idx].name,
+                     (unsigned long long)s[i - 1].begin, (unsigned long long)s[i - 1].end);
+    free(s);
+    return rc;
+}
+
+static int parse(GgufFile *f)
+{
+    Parser *p = xcalloc(1, sizeof *p);
+    p->f = f;
+    int     rc;
+    uint8_t magic[4];
+    set_what(p, "the magic");
+    if ((rc = rd(p, magic, 4)) != 0) goto done;
+    if (memcmp(magic, "GGUF", 4) != 0) {
+        uint32_t m;
+        memcpy(&m, magic, 4);
+        rc = bad(f, ERR_FORMAT, "magic 0x%08x, expected 0x46554747 (\"GGUF\"): not a GGUF file", m);
+        goto done;
+    }
+    set_what(p, "the version");
+    if ((rc = rd_u32(p, &f->version)) != 0) goto done;
+    if (f->version != 2 && f->version != 3) {
+        /* A big-endian file's version reads byte-swapped here. */
+        bool swapped = f->version >= (1u << 16) && (f->version & 0xffffu) == 0;
+        rc = bad(f, ERR_UNSUPPORTED, "version %u%s, expected 2 or 3", f->version,
+                 swapped ? " (a big-endian file; only little-endian files are supported)" : "");
+        goto done;
+    }
+    uint64_t n_tensors, n_kv;
+    set_what(p, "the tensor count");
+    if ((rc = rd_u64(p, &n_tensors)) != 0) goto done;
+    set_what(p, "the metadata count");
+    if ((rc = rd_u64(p, &n_kv)) != 0) goto done;
+    /* A tensor entry takes at least 33 bytes and a metadata entry 14, so
+     * counts the file cannot hold are refused before allocating for them. */
+    if (n_tensors > GGUF_MAX_COUNT || n_kv > GGUF_MAX_COUNT) {
+        rc = bad(f, ERR_FORMAT, "%s count %llu is absurd (limit %llu)",
+                 n_tensors > GGUF_MAX_COUNT ? "tensor" : "metadata",
+                 (unsigned long long)(n_tensors > GGUF_MAX_COUNT ? n_tensors : n_kv),
+                 (unsigned long long)GGUF_MAX_COUNT);
+        goto done;
+    }
+    if (n_tensors * 33 + n_kv * 14 > left(p)) {
+        rc = bad(f, ERR_FORMAT,
+                 "truncated: %llu tensors and %llu metadata entries need at least %llu bytes but "
+                 "only %llu follow the header",
+                 (unsigned long long)n_tensors, (unsigned long long)n_kv,
+                 (unsigned long long)(n_tensors * 33 + n_kv * 14), (unsigned long long)left(p));
+        goto done;
+    }
+    f->kv = xcalloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kv);
+    uint64_t n_array_total = 0;
+    for (uint64_t i = 0; i < n_kv; i++) {
+        f->n_kv++; /* counted first so gguf_close frees a half-read entry */
+        if ((rc = parse_kv(p, i, &f->kv[i], &n_array_total)) != 0) goto done;
+    }
+    f->tensors = xcalloc(n_tensors ? (size_t)n_tensors : 1, sizeof *f->tensors);
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        f->n_tensors++;
+        if ((rc = parse_tensor(p, i, &f->tensors[i])) != 0) goto done;
+    }
+    if ((rc = check_unique(f)) != 0 || (rc = set_alignment(f)) != 0) goto done;
+    /* The data region starts at the next multiple of the alignment. */
+    f->data_start = (p->pos + f->alignment - 1) / f->alignment * f->alignment;
+    if (f->n_tensors > 0 && f->data_start > f->size) {
+        rc = bad(f, ERR_FORMAT,
+                 "truncated: the data region would start at %llu but the file ends at %llu",
+                 (unsigned long long)f->data_start, (unsigned long long)f->size);
+        goto done;
+    }
+    if (f->data_start > f->size) f->data_start = f->size;
+    rc = check_ranges(f);
+done:
+    free(p);
+    return rc;
+}
+
+int gguf_open(const char *path, GgufFile **out)
+{
+    CHECK(path && out);
+    *out = NULL;
+    GgufFile *f = xcalloc(1, sizeof *f);
+    f->path = xstrdup(path);
+    int rc = fileio_open_regular("gguf_open", path, &f->fd, &f->size);
+    if (rc != 0) goto fail;
+    if ((rc = parse(f)) != 0) goto fail;
+    *out = f;
+    return 0;
+fail:
+    gguf_close(&f);
+    return rc;
+}
+
+void gguf_close(GgufFile **fp)
+{
+    if (!fp || !*fp) return;
+    GgufFile *f = *fp;
+    if (f->fd >= 0) close(f->fd); /* read-only: nothing to lose on close */
+    for (int i = 0; i < f->n_kv; i++) {
+        free(f->kv[i].key);
+        free(f->kv[i].str_buf);
+        free(f->kv[i].arr);
+    }
+    free(f->kv);
+    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    free(f->path);
+    free(f);
+    *fp = NULL;
+}
+
+const char *gguf_path(const GgufFile *f)
+{
+    return f->path;
+}
+
+uint32_t gguf_version(const GgufFile *f)
+{
+    return f->version;
+}
+
+size_t gguf_alignment(const GgufFile *f)
+{
+    return f->alignment;
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+int gguf_kv_count(const GgufFile *f)
+{
+    return f->n_kv;
+}
+
+int gguf_find_key(const GgufFile *f, const char *key)
+{
+    /* Linear: a few dozen keys, looked up a handful of times per load. */
+    for (int i = 0; i < f->n_kv; i++)
+        if (!strcmp(f->kv[i].key, key)) return i;
+    return ERR_NOTFOUND;
+}
+
+void gguf_kv_at(const GgufFile *f, int i, const char **key, int *type, int *elem_type, size_t *n)
+{
+    CHECK(i >= 0 && i < f->n_kv);
+    const Kv *kv = &f->kv[i];
+    if (key) *key = kv->key;
+    if (type) *type = kv->type;
+    if (elem_type) *elem_type = kv->type == GGUF_VAL_ARRAY ? kv->elem_type : -1;
+    if (n) *n = kv->type == GGUF_VAL_ARRAY ? kv->n : 0;
+}
+
+/* The entry for key if it has one of the wanted types (a bit mask of
+ * 1 << GGUF_VAL_*); logs a mismatch. */
+static int get_kv(const GgufFile *f, const char *fn, const char *key, unsigned wanted,
+                  const char *wanted_name, const Kv **out)
+{
+    int i = gguf_find_key(f, key);
+    if (i < 0) return ERR_NOTFOUND;
+    const Kv *kv = &f->kv[i];
+    if (!(wanted & (1u << kv->type))) {
+        log_error("%s: '%s': key '%s' has type %s, expected %s", fn, f->path, key,
+                  val_name(kv->type), wanted_name);
+        return ERR_MISMATCH;
+    }
+    *out = kv;
+    return 0;
+}
+
+#define INT_TYPES                                                                                  \
+    ((1u << GGUF_VAL_UINT8) | (1u << GGUF_VAL_INT8) | (1u << GGUF_VAL_UINT16) |                    \
+     (1u << GGUF_VAL_INT16) | (1u << GGUF_VAL_UINT32) | (1u << GGUF_VAL_INT32) |                   \
+     (1u << GGUF_VAL_UINT64) | (1u << GGUF_VAL_INT64))
+
+int gguf_get_int(const GgufFile *f, const char *key, int64_t *out)
+{
+    const Kv *kv;
+    int       rc = get_kv(f, "gguf_get_int", key, INT_TYPES, "an integer", &kv);
+    if (rc) return rc;
+    const uint8_t *r = kv->raw;
+    switch (kv->type) {
+    case GGUF_VAL_UINT8:
+        *out = r[0];
+        break;
+    case GGUF_VAL_INT8:
+        *out = (int8_t)r[0];
+        break;
+    case GGUF_VAL_UINT16: {
+        uint16_t v;
+        memcpy(&v, r, 2);
+        *out = v;
+        break;
+    }
+    case GGUF_VAL_INT16: {
+        int16_t v;
+        memcpy(&v, r, 2);
+        *out = v;
+        break;
+    }
+    case GGUF_VAL_UINT32: {
+        uint32_t v;
+        memcpy(&v, r, 4);
+        *out = v;
+        break;
+    }
+    case GGUF_VAL_INT32: {
+        int32_t v;
+        memcpy(&v, r, 4);
+        *out = v;
+        break;
+    }
+    case GGUF_VAL_INT64:
+        memcpy(out, r, 8);
+        break;
+    default: {
+        uint64_t v;
+        memcpy(&v, r, 8);
+        if (v > (uint64_t)INT64_MAX) {
+            log_error("gguf_get_int: '%s': key '%s' = %llu exceeds INT64_MAX", f->path, key,
+                      (unsigned long long)v);
+            return ERR_RANGE;
+        }
+        *out = (int64_t)v;
+    }
+    }
+    return 0;
+}
+
+int gguf_get_float(const GgufFile *f, const char *key, double *out)
+{
+    const Kv *kv;
+    int rc = get_kv(f, "gguf_get_float", key, (1u << GGUF_VAL_FLOAT32) | (1u << GGUF_VAL_FLOAT64),
+                    "FLOAT32 or FLOAT64", &kv);
+    if (rc) return rc;
+    if (kv->type == GGUF_VAL_FLOAT32) {
+        float v;
+        memcpy(&v, kv->raw, 4);
+        *out = v;
+    } else {
+        memcpy(out, kv->raw, 8);
+    }
+    return 0;
+}
+
+int gguf_get_bool(const GgufFile *f, const char *key, bool *out)
+{
+    const Kv *kv;
+    int       rc = get_kv(f, "gguf_get_bool", key, 1u << GGUF_VAL_BOOL, "BOOL", &kv);
+    if (rc) return rc;
+    *out = kv->raw[0] != 0;
+    return 0;
+}
+
+int gguf_get_str(const GgufFile *f, const char *key, GgufStr *out)
+{
+    const Kv *kv;
+    int       rc = get_kv(f, "gguf_get_str", key, 1u << GGUF_VAL_STRING, "STRING", &kv);
+    if (rc) return rc;
+    *out = kv->str;
+    return 0;
+}
+
+int gguf_get_str_array(const GgufFile *f, const char *key, const GgufStr **out, size_t *n)
+{
+    const Kv *kv;
+    int       rc = get_kv(f, "gguf_get_str_array", key, 1u << GGUF_VAL_ARRAY, "ARRAY", &kv);
+    if (rc) return rc;
+    if (kv->elem_type != GGUF_VAL_STRING) {
+        log_error("gguf_get_str_array: '%s': key '%s' is an array of %s, expected STRING", f->path,
+                  key, val_name(kv->elem_type));
+        return ERR_MISMATCH;
+    }
+    *out = kv->arr;
+    *n = kv->n;
+    return 0;
+}
+
+int gguf_get_array(const GgufFile *f, const char *key, int *elem_type, const void **data, size_t *n)
+{
+    const Kv *kv;
+    int       rc = get_kv(f, "gguf_get_array", key, 1u << GGUF_VAL_ARRAY, "ARRAY", &kv);
+    if (rc) return rc;
+    if (kv->elem_type == GGUF_VAL_STRING) {
+        log_error("gguf_get_array: '%s': key '%s' is an array of STRING, expected numbers "
+                  "(use gguf_get_str_array)",
+                  f->path, key);
+        return ERR_MISMATCH;
+    }
+    *elem_type = kv->elem_type;
+    *data = kv->arr;
+    *n = kv->n;
+    return 0;
+}
+
+/* ---- tensors ----------------------------------------------------------- */
+
+int gguf_tensor_count(const GgufFile *f)
+{
+    return f->n_tensors;
+}
+
+void gguf_tensor_info(const GgufFile *f, int i, GgufTensorInfo *out)
+{
+    CHECK(i >= 0 && i < f->n_tensors);
+    const Tensor *t = &f->tensors[i];
+    out->name = t->name;
+    out->type = t->type->id;
+    out->type_name = t->type->name;
+    out->n_dims = t->n_dims;
+    memcpy(out->ne, t->ne, sizeof t->ne);
+    out->numel = t->numel;
+    out->nbytes = t->nbytes;
+    out->offset = t->offset;
+}
+
+int gguf_find_tensor(const GgufFile *f, const char *name)
+{
+    for (int i = 0; i < f->n_tensors; i++)
+        if (!strcmp(f->tensors[i].name, name)) return i;
+    return ERR_NOTFOUND;
+}
+
+static float half(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return st_f16_to_f32(h);
+}
+
+/* Dequantises nb blocks of type t from src into dst. The 4-bit formats keep
+ * element j of a block in the low nibble of byte j and element j + 16 in
+ * the high nibble (not interleaved). */
+static void dequant(const TypeInfo *t, const uint8_t *src, float *dst, size_t nb)
+{
+    switch (t->id) {
+    case GGUF_TYPE_F32:
+        memcpy(dst, src, nb * 4);
+        break;
+    case GGUF_TYPE_F16:
+        for (size_t i = 0; i < nb; i++) dst[i] = half(src + 2 * i);
+        break;
+    case GGUF_TYPE_BF16:
+        for (size_t i = 0; i < nb; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = st_bf16_to_f32(h);
+        }
+        break;
+    case GGUF_TYPE_Q8_0:
+        for (size_t b = 0; b < nb; b++, src += 34, dst += 32) {
+            float d = half(src);
+            for (int j = 0; j < 32; j++) dst[j] = (float)(int8_t)src[2 + j] * d;
+        }
+        break;
+    case GGUF_TYPE_Q4_0:
+        for (size_t b = 0; b < nb; b++, src += 18, dst += 32) {
+            float d = half(src);
+            for (int j = 0; j < 16; j++) {
+                dst[j] = (float)((src[2 + j] & 0x0f) - 8) * d;
+                dst[j + 16] = (float)((src[2 + j] >> 4) - 8) * d;
+            }
+        }
+        break;
+    case GGUF_TYPE_Q4_1:
+        for (size_t b = 0; b < nb; b++, src += 20, dst += 32) {
+            float d = half(src), m = half(src + 2);
+            for (int j = 0; j < 16; j++) {
+                dst[j] = (float)(src[4 + j] & 0x0f) * d + m;
+                dst[j + 16] = (float)(src[4 + j] >> 4) * d + m;
+            }
+        }
+        break;
+    default:
+        CHECK(!"dequant: unsupported type");
+    }
+}
+
+int gguf_read_f32(GgufFile *f, int i, float *dst, size_t n)
+{
+    CHECK(i >= 0 && i < f->n_tensors);
+    const Tensor   *t = &f->tensors[i];
+    const TypeInfo *ty = t->type;
+    CHECK(n == t->numel && (dst || n == 0));
+    if (!ty->supported) {
+        log_error("gguf_read_f32: '%s': tensor '%s' has type %s, which cannot be dequantised "
+                  "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                  f->path, t->name, ty->name);
+        return ERR_UNSUPPORTED;
+    }
+    uint8_t buf[16384];
+    size_t  per_chunk = sizeof buf / (size_t)ty->size; /* blocks */
+    size_t  n_blocks = t->numel / (size_t)ty->block;
+    for (size_t done = 0; done < n_blocks;) {
+        size_t   nb = n_blocks - done < per_chunk ? n_blocks - done : per_chunk;
+        uint64_t off = t->offset + (uint64_t)done * (uint64_t)ty->size;
+        int      rc = pread_exact(f->fd, buf, nb * (size_t)ty->size, off);
+        if (rc != 0) {
+            log_error("gguf_read_f32: '%s': tensor '%s': reading %zu bytes at offset %llu: %s",
+                      f->path, t->name, nb * (size_t)ty->size, (unsigned long long)off,
+                      rc == ERR_IO ? strerror(errno) : "the file ends early (shrank after open)");
+            return ERR_IO;
+        }
+        dequant(ty, buf, dst + done * (size_t)ty->block, nb);
+        done += nb;
+    }
+    return 0;
+}
+
+/* ---- Llama models ------------------------------------------------------ */
+
+void gguf_permute_qk(float *dst, const float *src, int n_heads, int rows, int cols)
+{
+    CHECK(n_heads > 0 && rows % n_heads == 0 && (rows / n_heads) % 2 == 0 && cols >= 0);
+    CHECK(dst + (size_t)rows * cols <= src || src + (size_t)rows * cols <= dst);
+    int HS = rows / n_heads, half_hs = HS / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < half_hs; i++)
+                memcpy(dst + ((size_t)h * HS + 2 * i + j) * cols,
+                       src + ((size_t)h * HS + j * half_hs + i) * cols, sizeof(float) * cols);
+}
+
+void gguf_unpermute_qk(float *dst, const float *src, int n_heads, int rows, int cols)
+{
+    CHECK(n_heads > 0 && rows % n_heads == 0 && (rows / n_heads) % 2 == 0 && cols >= 0);
+    CHECK(dst + (size_t)rows * cols <= src || src + (size_t)rows * cols <= dst);
+    int HS = rows / n_heads, half_hs = HS / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < half_hs; i++)
+                memcpy(dst + ((size_t)h * HS + j * half_hs + i) * cols,
+                       src + ((size_t)h * HS + 2 * i + j) * cols, sizeof(float) * cols);
+}
+
+/* A required positive integer key that must fit in an int. */
+static int cfg_int(const GgufFile *f, const char *key, int64_t dflt, int *out)
+{
+    int64_t v;
+    int     rc = gguf_get_int(f, key, &v);
+    if (rc == ERR_NOTFOUND && dflt > 0)
+        v = dflt;
+    else if (rc == ERR_NOTFOUND) {
+        log_error("gguf_model_config: '%s': missing key '%s'", f->path, key);
+        return rc;
+    } else if (rc)
+        return rc;
+    if (v < 1 || v > INT32_MAX) {
+        log_error("gguf_model_config: '%s': %s = %lld, expected 1..%d", f->path, key, (long long)v,
+                  INT32_MAX);
+        return ERR_RANGE;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int cfg_float(const GgufFile *f, const char *key, double dflt, float *out)
+{
+    double v;
+    int    rc = gguf_get_float(f, key, &v);
+    if (rc == ERR_NOTFOUND && dflt > 0)
+        v = dflt;
+    else if (rc == ERR_NOTFOUND) {
+        log_error("gguf_model_config: '%s': missing key '%s'", f->path, key);
+        return rc;
+    } else if (rc)
+        return rc;
+    if (!(v > 0.0) || !(v < 1e30)) {
+        log_error("gguf_model_config: '%s': %s = %g, expected a positive finite number", f->path,
+                  key, v);
+        return ERR_RANGE;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int gguf_model_config(const GgufFile *f, ModelConfig *cfg)
+{
+    const char *fn = "gguf_model_config";
+    GgufStr     arch;
+    int         rc = gguf_get_str(f, "general.architecture", &arch);
+    if (rc == ERR_NOTFOUND) log_error("%s: '%s': missing key 'general.architecture'", fn, f->path);
+    if (rc) return rc;
+    if (strcmp(arch.s, "llama") != 0) {
+        log_error("%s: '%s': general.architecture '%.64s', expected 'llama'", fn, f->path, arch.s);
+        return ERR_UNSUPPORTED;
+    }
+    memset(cfg, 0, sizeof *cfg);
+    if ((rc = cfg_int(f, "llama.embedding_length", 0, &cfg->dim)) ||
+        (rc = cfg_int(f, "llama.block_count", 0, &cfg->n_layers)) ||
+        (rc = cfg_int(f, "llama.attention.head_count", 0, &cfg->n_heads)) ||
+        (rc = cfg_int(f, "llama.attention.head_count_kv", cfg->n_heads, &cfg->n_kv_heads)) ||
+        (rc = cfg_int(f, "llama.feed_forward_length", 0, &cfg->hidden_dim)) ||
+        (rc = cfg_int(f, "llama.context_length", 0, &cfg->max_seq_len)) ||
+        (rc = cfg_float(f, "llama.rope.freq_base", 10000.0, &cfg->rope_theta)) ||
+        (rc = cfg_float(f, "llama.attention.layer_norm_rms_epsilon", 0, &cfg->norm_eps)))
+        return rc;
+    int64_t v;
+    if (gguf_get_int(f, "llama.expert_count", &v) == 0 && v > 0) {
+        log_error("%s: '%s': llama.expert_count %lld: mixture-of-experts models are not supported",
+                  fn, f->path, (long long)v);
+        return ERR_UNSUPPORTED;
+    }
+    GgufStr scaling;
+    if (gguf_get_str(f, "llama.rope.scaling.type", &scaling) == 0 &&
+        strcmp(scaling.s, "none") != 0) {
+        log_error("%s: '%s': llama.rope.scaling.type '%.32s': RoPE scaling is not supported", fn,
+                  f->path, scaling.s);
+        return ERR_UNSUPPORTED;
+    }
+    if (gguf_find_tensor(f, "rope_freqs.weight") >= 0) {
+        log_error("%s: '%s': tensor rope_freqs.weight: RoPE frequency factors are not supported",
+                  fn, f->path);
+        return ERR_UNSUPPORTED;
+    }
+    if (cfg->n_heads > 0 && cfg->dim % cfg->n_heads == 0 &&
+        gguf_get_int(f, "llama.rope.dimension_count", &v) == 0 && v != cfg->dim / cfg->n_heads) {
+        log_error("%s: '%s': llama.rope.dimension_count %lld, expected the head size %d (partial "
+                  "rotary embeddings are not supported)",
+                  fn, f->path, (long long)v, cfg->dim / cfg->n_heads);
+        return ERR_UNSUPPORTED;
+    }
+    int emb = gguf_find_tensor(f, "token_embd.weight");
+    if (emb < 0) {
+        log_error("%s: '%s': no tensor 'token_embd.weight'", fn, f->path);
+        return ERR_NOTFOUND;
+    }
+    const Tensor *te = &f->tensors[emb];
+    if (te->n_dims != 2 || te->ne[1] > INT32_MAX) {
+        log_error("%s: '%s': tensor 'token_embd.weight' has %d dims, expected 2", fn, f->path,
+                  te->n_dims);
+        return ERR_MISMATCH;
+    }
+    cfg->vocab_size = (int)te->ne[1];
+    if (gguf_get_int(f, "llama.vocab_size", &v) == 0 && v != cfg->vocab_size) {
+        log_error("%s: '%s': llama.vocab_size %lld but token_embd.weight has %d rows", fn, f->path,
+                  (long long)v, cfg->vocab_size);
+        return ERR_MISMATCH;
+    }
+    cfg->tie_embeddings = gguf_find_tensor(f, "output.weight") < 0;
+    cfg->has_value_head = false;
+    char why[160];
+    if (model_config_validate(cfg, why, sizeof why) != 0) {
+        log_error("%s: '%s': the model's config is not usable: %s", fn, f->path, why);
+        return ERR_RANGE;
+    }
+    return 0;
+}
+
+/* Our name for each GGUF name: per layer suffixes, then global ones. */
+static const char *const k_layer_names[][2] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+static const char *const k_global_names[][2] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+};
+
+bool gguf_tensor_name(const char *ours, const ModelConfig *c, char *out, size_t cap, int *qk_heads)
+{
+    *qk_heads = 0;
+    for (size_t i = 0; i < sizeof k_global_names / sizeof k_global_names[0]; i++)
+        if (!strcmp(ours, k_global_names[i][1])) {
+            snprintf(out, cap, "%s", k_global_names[i][0]);
+            return true;
+        }
+    int l, used = 0;
+    if (sscanf(ours, "model.layers.%d.%n", &l, &used) != 1 || used == 0) return false;
+    for (size_t i = 0; i < sizeof k_layer_names / sizeof k_layer_names[0]; i++)
+        if (!strcmp(ours + used, k_layer_names[i][1])) {
+            snprintf(out, cap, "blk.%d.%s", l, k_layer_names[i][0]);
+            if (i == 1) *qk_heads = c->n_heads;
+            if (i == 2) *qk_heads = c->n_kv_heads;
+            return true;
+        }
+    return false;
+}
+
+static void ne_str(const int64_t *ne, int n, char *out, size_t cap)
+{
+    size_t k = (size_t)snprintf(out, cap, "[");
+    for (int d = 0; d < n && k < cap; d++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%lld", d ? ", " : "", (long long)ne[d]);
+    if (k < cap) snprintf(out + k, cap - k, "]");
+}
+
+int gguf_load_model(GgufFile *f, Model *m)
+{
+    const char        *fn = "gguf_load_model";
+    const ModelConfig *c = model_config(m);
+    int                nt = model_num_tensors(m), rc = 0;
+    int               *src = xmalloc(sizeof(int) * (size_t)nt);
+    bool              *used = xcalloc((size_t)(f->n_tensors ? f->n_tensors : 1), sizeof(bool));
+    float             *scratch = NULL;
+    size_t             scratch_len = 0;
+    /* Pass 1: everything checked before m is touched. */
+    for (int i = 0; i < nt && rc == 0; i++) {
+        ModelTensor mt;
+        model_tensor(m, i, &mt);
+        char name[GGUF_MAX_NAME + 1];
+        int  qk;
+        src[i] = -1;
+        if (!gguf_tensor_name(mt.name, c, name, sizeof name, &qk)) continue; /* value head */
+        int j = gguf_find_tensor(f, name);
+        if (j < 0) {
+            log_error("%s: '%s': no tensor '%s' (for %s)", fn, f->path, name, mt.name);
+            rc = ERR_NOTFOUND;
+            break;
+        }
+        const Tensor *t = &f->tensors[j];
+        /* GGUF lists dims innermost first: ours [rows, cols] is ne [cols, rows]. */
+        int64_t want[GGUF_MAX_DIMS] = {1, 1, 1, 1};
+        if (mt.ndim == 2) {
+            want[0] = mt.shape[1];
+            want[1] = mt.shape[0];
+        } else {
+            want[0] = mt.shape[0];
+        }
+        if (memcmp(want, t->ne, sizeof want) != 0) {
+            char got_s[96], want_s[96];
+            ne_str(t->ne, t->n_dims, got_s, sizeof got_s);
+            ne_str(want, mt.ndim, want_s, sizeof want_s);
+            log_error("%s: '%s': tensor '%s' has ne %s, expected %s for the config (%s)", fn,
+                      f->path, name, got_s, want_s, mt.name);
+            rc = ERR_MISMATCH;
+            break;
+        }
+        if (!t->type->supported) {
+            log_error("%s: '%s': tensor '%s' has type %s, which cannot be dequantised (supported: "
+                      "F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                      fn, f->path, name, t->type->name);
+            rc = ERR_UNSUPPORTED;
+            break;
+        }
+        if (qk && mt.numel > scratch_len) scratch_len = mt.numel;
+        src[i] = j;
+        used[j] = true;
+    }
+    for (int j = 0; j < f->n_tensors && rc == 0; j++) {
+        if (used[j]) continue;
+        const char *name = f->tensors[j].name;
+        if (!strcmp(name, "output.weight"))
+            log_error("%s: '%s': tensor 'output.weight' is present but the model's config ties the "
+                      "LM head to the embedding",
+                      fn, f->path);
+        else
+            log_error("%s: '%s': tensor '%s' is not part of a Llama model of this config (%d "
+                      "layers)",
+                      fn, f->path, name, c->n_layers);
+        rc = ERR_MISMATCH;
+    }
+    if (rc) goto done;
+    /* Pass 2: dequantise straight into the parameter views. */
+    if (scratch_len) scratch = xmalloc(sizeof(float) * scratch_len);
+    for (int i = 0; i < nt && rc == 0; i++) {
+        if (src[i] < 0) continue;
+        ModelTensor mt;
+        model_tensor(m, i, &mt);
+        char name[GGUF_MAX_NAME + 1];
+        int  qk;
+        CHECK(gguf_tensor_name(mt.name, c, name, sizeof name, &qk));
+        if (qk) {
+            if ((rc = gguf_read_f32(f, src[i], scratch, mt.numel)) != 0) break;
+            gguf_unpermute_qk(mt.data, scratch, qk, (int)mt.shape[0], (int)mt.shape[1]);
+        } else if ((rc = gguf_read_f32(f, src[i], mt.data, mt.numel)) != 0) {
+            break;
+        }
+        for (size_t k = 0; k < mt.numel; k++) {
+            if (!isfinite(mt.data[k])) {
+                log_error("%s: '%s': tensor '%s': element %zu is %g, expected a finite weight", fn,
+                          f->path, name, k, (double)mt.data[k]);
+                rc = ERR_NONFINITE;
+                break;
+            }
+        }
+    }
+done:
+    free(scratch);
+    free(used);
+    free(src);
+    return rc;
+}
+
+int gguf_load(const char *path, int max_seq_len, Model **out)
+{
+    CHECK(path && out);
+    *out = NULL;
+    GgufFile *f = NULL;
+    int       rc = gguf_open(path, &f);
+    if (rc) return rc;
+    ModelConfig cfg;
+    if ((rc = gguf_model_config(f, &cfg)) != 0) goto close;
+    if (max_seq_len > 0 && max_seq_len < cfg.max_seq_len) cfg.max_seq_len = max_seq_len;
+    Model *m = model_new(&cfg);
+    if ((rc = gguf_load_model(f, m)) != 0) {
+        model_free(&m);
+        goto close;
+    }
+    *out = m;
+close:
+    gguf_close(&f);
+    return rc;
+}
+
+/* ---- self-test --------------------------------------------------------- */
+
+/* A growable byte buffer for writing test files by hand. */
+typedef struct {
+    uint8_t *p;
+    size_t   n, cap;
+} Buf;
+
+static void put(Buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        while (b->n + n > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    if (n) memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void put_u32(Buf *b, uint32_t v)
+{
+    put(b, &v, 4);
+}
+
+static void put_u64(Buf *b, uint64_t v)
+{
+    put(b, &v, 8);
+}
+
+static void put_strn(Buf *b, const char *s, size_t n)
+{
+    put_u64(b, n);
+    put(b, s, n);
+}
+
+static void put_str(Buf *b, const char *s)
+{
+    put_strn(b, s, strlen(s));
+}
+
+/* Metadata entries; each returns the position of its value in kv. */
+static size_t kv_scalar(Buf *kv, const char *key, uint32_t type, const void *v)
+{
+    put_str(kv, key);
+    put_u32(kv, type);
+    size_t at = kv->n;
+    put(kv, v, (size_t)val_size(type));
+    return at;
+}
+
+static size_t kv_u32(Buf *kv, const char *key, uint32_t v)
+{
+    return kv_scalar(kv, key, GGUF_VAL_UINT32, &v);
+}
+
+static size_t kv_f32(Buf *kv, const char *key, float v)
+{
+    return kv_scalar(kv, key, GGUF_VAL_FLOAT32, &v);
+}
+
+static size_t kv_str(Buf *kv, const char *key, const char *v)
+{
+    put_str(kv, key);
+    put_u32(kv, GGUF_VAL_STRING);
+    size_t at = kv->n;
+    put_str(kv, v);
+    return at;
+}
+
+/* One tensor to write. */
+typedef struct {
+    const char *name;
+    uint32_t    type;
+    int         n_dims;
+    int64_t     ne[GGUF_MAX_DIMS];
+    const void *data;
+    size_t      nbytes;
+} WTensor;
+
+#define W_MAX 8 /* tensors whose field positions are recorded */
+
+/* Where the fields a hostile test patches ended up in the file. */
+typedef struct {
+    size_t counts;        /* the tensor count; the metadata count follows */
+    size_t kv;            /* the first metadata entry */
+    size_t n_dims[W_MAX]; /* per tensor: n_dims, ne[0], type, offset */
+    size_t ne[W_MAX];
+    size_t type[W_MAX];
+    size_t offset[W_MAX];
+    size_t data_start;
+    size_t rel[W_MAX]; /* offsets written, relative to the data region */
+} Where;
+
+/* A whole file: header, metadata kv (n_kv entries), directory, data at
+ * multiples of align (which must match general.alignment in kv if set). */
+static void build_file(Buf *out, uint32_t version, const Buf *kv, uint64_t n_kv, const WTensor *t,
+                       int n_t, size_t align, Where *w)
+{
+    Where dummy;
+    if (!w) w = &dummy;
+    out->n = 0;
+    put(out, "GGUF", 4);
+    put_u32(out, version);
+    w->counts = out->n;
+    put_u64(out, (uint64_t)n_t);
+    put_u64(out, n_kv);
+    w->kv = out->n;
+    put(out, kv->p, kv->n);
+    size_t rel = 0;
+    for (int i = 0; i < n_t; i++) {
+        put_str(out, t[i].name);
+        if (i < W_MAX) w->n_dims[i] = out->n;
+        put_u32(out, (uint32_t)t[i].n_dims);
+        if (i < W_MAX) w->ne[i] = out->n;
+        for (int d = 0; d < t[i].n_dims; d++) put_u64(out, (uint64_t)t[i].ne[d]);
+        if (i < W_MAX) w->type[i] = out->n;
+        put_u32(out, t[i].type);
+        if (i < W_MAX) w->offset[i] = out->n, w->rel[i] = rel;
+        put_u64(out, rel);
+        rel = (rel + t[i].nbytes + align - 1) / align * align;
+    }
+    static const uint8_t zeros[GGUF_MAX_ALIGNMENT];
+    put(out, zeros, (align - out->n % align) % align);
+    w->data_start = out->n;
+    for (int i = 0; i < n_t; i++) {
+        put(out, t[i].data, t[i].nbytes);
+        /* No padding after the last tensor: then every cut of the file
+         * loses data. */
+        if (i + 1 < n_t) put(out, zeros, (align - (out->n - w->data_start) % align) % align);
+    }
+}
+
+/* Plain write, no fsync: the fuzz loop writes thousands of files. The old
+ * file is unlinked first because rewriting a truncated file makes ext4 flush
+ * it on close (auto_da_alloc), which costs milliseconds per file. */
+static int write_file(const char *path, const void *p, size_t n)
+{
+    if (unlink(path) != 0 && errno != ENOENT) return ERR_IO;
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return ERR_IO;
+    size_t w = fwrite(p, 1, n, fp);
+    return fclose(fp) == 0 && w == n ? 0 : ERR_IO;
+}
+
+static void patch_u32(Buf *b, size_t at, uint32_t v)
+{
+    memcpy(b->p + at, &v, 4);
+}
+
+static void patch_u64(Buf *b, size_t at, uint64_t v)
+{
+    memcpy(b->p + at, &v, 8);
+}
+
+typedef struct {
+    bool        verbose;
+    int         fails;
+    int         checks;
+    const char *dir;
+    char        path[PATH_MAX];
+} Ctx;
+
+#define EXPECT(t, cond, ...)                                                                       \
+    do {                                                                                           \
+        (t)->checks++;                                                                             \
+        if (!(cond)) {                                                                             \
+            (t)->fails++;                                                                          \
+            fprintf(stderr, "gguf_selftest: ");                                                    \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* Writes b as a file and expects gguf_open to refuse it with code want and
+ * a log line containing expect (and the file name). */
+static void expect_refused(Ctx *t, const Buf *b, int want, const char *expect, const char *what)
+{
+    CHECK(write_file(t->path, b->p, b->n) == 0);
+    GgufFile *f = NULL;
+    fileio_capture_begin();
+    int   rc = gguf_open(t->path, &f);
+    char *log = fileio_capture_end(t->verbose);
+    bool  logged = strstr(log, expect) && strstr(log, t->path);
+    EXPECT(t, rc == want && !f && logged,
+           "%s: gguf_open returned %d (%s), expected %d; log %s '%s'", what, rc, err_str(rc), want,
+           logged ? "has" : "lacks", expect);
+    free(log);
+    gguf_close(&f);
+}
+
+/* The hand-made test file: every metadata type and every tensor type. */
+typedef struct {
+    Buf      file;
+    Where    w;
+    size_t   pos_arch, pos_tokens_count, pos_tokens_type, pos_align, pos_first_type;
+    uint16_t f16[4], bf16[4];
+    uint8_t  q8[2 * 34], q40[18], q41[2 * 20], q4k[144];
+    float    f32[4];
+    float    want_q8[64], want_q40[32], want_q41[64];
+} TestFile;
+
+static uint16_t h16(float v)
+{
+    /* Exact for the values used here (small integers and binary fractions). */
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    if (v == 0.0f) return (uint16_t)(bits >> 16);
+    uint32_t sign = bits >> 31, exp = ((bits >> 23) & 0xff) - 127 + 15, mant = (bits >> 13) & 0x3ff;
+    return (uint16_t)(sign << 15 | exp << 10 | mant);
+}
+
+static void make_test_file(TestFile *tf, uint32_t version, uint32_t align)
+{
+    Buf kv = {0};
+    int n_kv = 0;
+    tf->pos_arch = kv_str(&kv, "general.architecture", "llama"), n_kv++;
+    uint8_t  u8 = 200;
+    int8_t   i8 = -5;
+    uint16_t u16 = 60000;
+    int16_t  i16 = -30000;
+    int32_t  i32 = -2000000000;
+    uint64_t u64 = (uint64_t)1 << 40, big = ((uint64_t)1 << 63) + 1;
+    int64_t  i64 = -((int64_t)1 << 40);
+    double   f64 = 0.1;
+    uint8_t  yes = 1;
+    tf->pos_first_type = kv.n;
+    kv_scalar(&kv, "t.u8", GGUF_VAL_UINT8, &u8), n_kv++;
+    kv_scalar(&kv, "t.i8", GGUF_VAL_INT8, &i8), n_kv++;
+    kv_scalar(&kv, "t.u16", GGUF_VAL_UINT16, &u16), n_kv++;
+    kv_scalar(&kv, "t.i16", GGUF_VAL_INT16, &i16), n_kv++;
+    kv_u32(&kv, "t.u32", 4000000000u), n_kv++;
+    kv_scalar(&kv, "t.i32", GGUF_VAL_INT32, &i32), n_kv++;
+    kv_f32(&kv, "t.f32", 0.5f), n_kv++;
+    kv_scalar(&kv, "t.bool", GGUF_VAL_BOOL, &yes), n_kv++;
+    kv_scalar(&kv, "t.u64", GGUF_VAL_UINT64, &u64), n_kv++;
+    kv_scalar(&kv, "t.i64", GGUF_VAL_INT64, &i64), n_kv++;
+    kv_scalar(&kv, "t.f64", GGUF_VAL_FLOAT64, &f64), n_kv++;
+    kv_scalar(&kv, "t.big", GGUF_VAL_UINT64, &big), n_kv++;
+    /* Strings with an empty one, an embedded NUL and UTF-8. */
+    put_str(&kv, "tokenizer.ggml.tokens");
+    put_u32(&kv, GGUF_VAL_ARRAY);
+    tf->pos_tokens_type = kv.n;
+    put_u32(&kv, GGUF_VAL_STRING);
+    tf->pos_tokens_count = kv.n;
+    put_u64(&kv, 4);
+    put_str(&kv, "a");
+    put_str(&kv, "");
+    put_strn(&kv, "h\0i", 3);
+    put_str(&kv, "h\xc3\xa9llo");
+    n_kv++;
+    int32_t types[4] = {1, 2, 3, 6};
+    put_str(&kv, "tokenizer.ggml.token_type");
+    put_u32(&kv, GGUF_VAL_ARRAY);
+    put_u32(&kv, GGUF_VAL_INT32);
+    put_u64(&kv, 4);
+    put(&kv, types, sizeof types);
+    n_kv++;
+    float scores[3] = {0.0f, -1.5f, 2.0f};
+    put_str(&kv, "tokenizer.ggml.scores");
+    put_u32(&kv, GGUF_VAL_ARRAY);
+    put_u32(&kv, GGUF_VAL_FLOAT32);
+    put_u64(&kv, 3);
+    put(&kv, scores, sizeof scores);
+    n_kv++;
+    tf->pos_align = 0;
+    if (align != GGUF_DEFAULT_ALIGNMENT)
+        tf->pos_align = kv_u32(&kv, "general.alignment", align), n_kv++;
+
+    float f32[4] = {1.5f, -2.0f, 0.0f, 3.25f};
+    memcpy(tf->f32, f32, sizeof f32);
+    uint16_t f16[4] = {0x3C00, 0xC000, 0x3800, 0x0001};  /* 1, -2, 0.5, 2^-24 */
+    uint16_t bf16[4] = {0x3F80, 0xC040, 0x4049, 0x8000}; /* 1, -3, 3.140625, -0 */
+    memcpy(tf->f16, f16, sizeof f16);
+    memcpy(tf->bf16, bf16, sizeof bf16);
+    /* Q8_0: row 0 scale 0.5, q = j - 16; row 1 scale 2, q = +-4j, ends 127 and -128. */
+    for (int r = 0; r < 2; r++) {
+        uint8_t *blk = tf->q8 + 34 * r;
+        uint16_t d = h16(r ? 2.0f : 0.5f);
+        memcpy(blk, &d, 2);
+        for (int j = 0; j < 32; j++) {
+            int q = r == 0 ? j - 16 : (j % 2 ? -4 * j : 4 * j);
+            if (r == 1 && j == 30) q = 127;
+            if (r == 1 && j == 31) q = -128;
+            blk[2 + j] = (uint8_t)(int8_t)q;
+            tf->want_q8[32 * r + j] = (float)q * (r ? 2.0f : 0.5f);
+        }
+    }
+    /* Q4_0: scale 0.5, byte j holds j (low) and 15 - j (high). */
+    uint16_t d = h16(0.5f);
+    memcpy(tf->q40, &d, 2);
+    for (int j = 0; j < 16; j++) {
+        tf->q40[2 + j] = (uint8_t)(j | (15 - j) << 4);
+        tf->want_q40[j] = (float)(j - 8) * 0.5f;
+        tf->want_q40[j + 16] = (float)(15 - j - 8) * 0.5f;
+    }
+    /* Q4_1: block 0 d 0.25, m -1; block 1 d 2, m 1; same nibbles as above. */
+    for (int b = 0; b < 2; b++) {
+        uint8_t *blk = tf->q41 + 20 * b;
+        float    dd = b ? 2.0f : 0.25f, mm = b ? 1.0f : -1.0f;
+        uint16_t hd = h16(dd), hm = h16(mm);
+        memcpy(blk, &hd, 2);
+        memcpy(blk + 2, &hm, 2);
+        for (int j = 0; j < 16; j++) {
+            blk[4 + j] = (uint8_t)(j | (15 - j) << 4);
+            tf->want_q41[32 * b + j] = (float)j * dd + mm;
+            tf->want_q41[32 * b + j + 16] = (float)(15 - j) * dd + mm;
+        }
+    }
+    memset(tf->q4k, 0, sizeof tf->q4k);
+    WTensor t[7] = {
+        {"f32", GGUF_TYPE_F32, 1, {4}, tf->f32, 16},
+        {"f16", GGUF_TYPE_F16, 2, {2, 2}, tf->f16, 8},
+        {"bf16", GGUF_TYPE_BF16, 1, {4}, tf->bf16, 8},
+        {"q8_0", GGUF_TYPE_Q8_0, 2, {32, 2}, tf->q8, sizeof tf->q8},
+        {"q4_0", GGUF_TYPE_Q4_0, 1, {32}, tf->q40, sizeof tf->q40},
+        {"q4_1", GGUF_TYPE_Q4_1, 2, {64, 1}, tf->q41, sizeof tf->q41},
+        {"q4_k", 12, 1, {256}, tf->q4k, sizeof tf->q4k},
+    };
+    tf->file = (Buf){0};
+    build_file(&tf->file, version, &kv, (uint64_t)n_kv, t, 7, align, &tf->w);
+    /* Positions in kv become positions in the file. */
+    tf->pos_arch += tf->w.kv;
+    tf->pos_first_type += tf->w.kv;
+    tf->pos_tokens_type += tf->w.kv;
+    tf->pos_tokens_count += tf->w.kv;
+    if (tf->pos_align) tf->pos_align += tf->w.kv;
+    free(kv.p);
+}
+
+static bool same_floats(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x, y;
+        memcpy(&x, &a[i], 4);
+        memcpy(&y, &b[i], 4);
+        if (x != y) return false;
+    }
+    return true;
+}
+
+/* Opens the valid file and checks every value against the hand-computed one. */
+static void test_valid(Ctx *t, uint32_t version, uint32_t align)
+{
+    TestFile tf;
+    make_test_file(&tf, version, align);
+    CHECK(write_file(t->path, tf.file.p, tf.file.n) == 0);
+    GgufFile *f = NULL;
+    int       rc = gguf_open(t->path, &f);
+    EXPECT(t, rc == 0, "v%u align %u: valid file refused (%d)", version, align, rc);
+    if (rc) goto done;
+    EXPECT(t, gguf_version(f) == version && gguf_alignment(f) == align && gguf_tensor_count(f) == 7,
+           "v%u: version %u alignment %zu count %d", version, gguf_version(f), gguf_alignment(f),
+           gguf_tensor_count(f));
+    int64_t     iv[12];
+    const char *ikeys[] = {"t.u8", "t.i8", "t.u16", "t.i16", "t.u32", "t.i32", "t.u64", "t.i64"};
+    int64_t     iwant[] = {
+            200, -5, 60000, -30000, 4000000000LL, -2000000000, (int64_t)1 << 40, -((int64_t)1 << 40)};
+    for (int i = 0; i < 8; i++) {
+        rc = gguf_get_int(f, ikeys[i], &iv[i]);
+        EXPECT(t, rc == 0 && iv[i] == iwant[i], "%s: rc %d value %lld, expected %lld", ikeys[i], rc,
+               (long long)iv[i], (long long)iwant[i]);
+    }
+    double fv = 0;
+    bool   bv = false;
+    EXPECT(t, gguf_get_float(f, "t.f32", &fv) == 0 && fv == 0.5, "t.f32 = %g", fv);
+    EXPECT(t, gguf_get_float(f, "t.f64", &fv) == 0 && fv == 0.1, "t.f64 = %g", fv);
+    EXPECT(t, gguf_get_bool(f, "t.bool", &bv) == 0 && bv, "t.bool");
+    GgufStr s;
+    EXPECT(t,
+           gguf_get_str(f, "general.architecture", &s) == 0 && s.len == 5 && !strcmp(s.s, "llama"),
+           "general.architecture");
+    EXPECT(t, gguf_get_int(f, "nope", &iv[0]) == ERR_NOTFOUND, "missing key not ERR_NOTFOUND");
+    fileio_capture_begin();
+    int rc_type = gguf_get_int(f, "t.f32", &iv[0]);
+    int rc_big = gguf_get_int(f, "t.big", &iv[0]);
+    int rc_sarr =
+        gguf_get_str_array(f, "tokenizer.ggml.scores", &(const GgufStr *){NULL}, &(size_t){0});
+    char *log = fileio_capture_end(t->verbose);
+    EXPECT(t,
+           rc_type == ERR_MISMATCH && rc_big == ERR_RANGE && rc_sarr == ERR_MISMATCH &&
+               strstr(log, "key 't.f32' has type FLOAT32, expected an integer"),
+           "typed getters: %d %d %d; log '%s'", rc_type, rc_big, rc_sarr, log);
+    free(log);
+    const GgufStr *toks = NULL;
+    size_t         n = 0;
+    rc = gguf_get_str_array(f, "tokenizer.ggml.tokens", &toks, &n);
+    EXPECT(t,
+           rc == 0 && n == 4 && toks[0].len == 1 && !strcmp(toks[0].s, "a") && toks[1].len == 0 &&
+               toks[1].s[0] == 0 && toks[2].len == 3 && !memcmp(toks[2].s, "h\0i", 4) &&
+               !strcmp(toks[3].s, "h\xc3\xa9llo"),
+           "tokenizer.ggml.tokens read wrong");
+    int         et = -1;
+    const void *data = NULL;
+    rc = gguf_get_array(f, "tokenizer.ggml.token_type", &et, &data, &n);
+    EXPECT(t, rc == 0 && et == GGUF_VAL_INT32 && n == 4 && ((const int32_t *)data)[3] == 6,
+           "tokenizer.ggml.token_type read wrong");
+    rc = gguf_get_array(f, "tokenizer.ggml.scores", &et, &data, &n);
+    EXPECT(t, rc == 0 && et == GGUF_VAL_FLOAT32 && n == 3 && ((const float *)data)[1] == -1.5f,
+           "tokenizer.ggml.scores read wrong");
+
+    /* Dequantisation against the hand-computed values, bit for bit. */
+    float got[64];
+    struct {
+        const char  *name;
+        const float *want;
+        size_t       n;
+    } cases[] = {
+        {"f32", tf.f32, 4},
+        {"q8_0", tf.want_q8, 64},
+        {"q4_0", tf.want_q40, 32},
+        {"q4_1", tf.want_q41, 64},
+    };
+    float want_f16[4] = {1.0f, -2.0f, 0.5f, 0x1p-24f},
+          want_bf16[4] = {1.0f, -3.0f, 3.140625f, -0.0f};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int i = gguf_find_tensor(f, cases[c].name);
+        rc = i >= 0 ? gguf_read_f32(f, i, got, cases[c].n) : i;
+        EXPECT(t, rc == 0 && same_floats(got, cases[c].want, cases[c].n), "%s dequantised wrong",
+               cases[c].name);
+    }
+    int i = gguf_find_tensor(f, "f16");
+    EXPECT(t, i >= 0 && gguf_read_f32(f, i, got, 4) == 0 && same_floats(got, want_f16, 4),
+           "f16 dequantised wrong");
+    i = gguf_find_tensor(f, "bf16");
+    EXPECT(t, i >= 0 && gguf_read_f32(f, i, got, 4) == 0 && same_floats(got, want_bf16, 4),
+           "bf16 dequantised wrong");
+    GgufTensorInfo info;
+    i = gguf_find_tensor(f, "q8_0");
+    gguf_tensor_info(f, i, &info);
+    EXPECT(t,
+           !strcmp(info.type_name, "Q8_0") && info.n_dims == 2 && info.ne[0] == 32 &&
+               info.ne[1] == 2 && info.ne[2] == 1 && info.numel == 64 && info.nbytes == 68 &&
+               info.offset % align == 0,
+           "q8_0 info wrong");
+    /* A known type without a dequantiser opens but is refused when read. */
+    i = gguf_find_tensor(f, "q4_k");
+    float *big = xmalloc(256 * sizeof(float));
+    fileio_capture_begin();
+    rc = i >= 0 ? gguf_read_f32(f, i, big, 256) : i;
+    log = fileio_capture_end(t->verbose);
+    EXPECT(t, rc == ERR_UNSUPPORTED && strstr(log, "tensor 'q4_k' has type Q4_K"),
+           "Q4_K read: rc %d, log '%s'", rc, log);
+    free(log);
+    free(big);
+    EXPECT(t,
+           !gguf_type_is_supported(12) && gguf_type_is_supported(GGUF_TYPE_Q4_1) &&
+               !gguf_type_is_supported(-1) && !gguf_type_is_supported(99),
+           "gguf_type_is_supported");
+    /* A file that shrinks after open: reading fails cleanly. */
+    i = gguf_find_tensor(f, "q4_1");
+    gguf_tensor_info(f, i, &info);
+    CHECK(truncate(t->path, (off_t)info.offset + 10) == 0);
+    fileio_capture_begin();
+    rc = gguf_read_f32(f, i, got, 64);
+    log = fileio_capture_end(t->verbose);
+    EXPECT(t, rc == ERR_IO && strstr(log, "tensor 'q4_1'"), "read after shrink: rc %d", rc);
+    free(log);
+done:
+    gguf_close(&f);
+    free(tf.file.p);
+}
+
+/* Every kind of hostile file, each refused with its own message. */
+static void test_hostile(Ctx *t)
+{
+    TestFile tf;
+    make_test_file(&tf, 3, 64);
+    Buf    v = tf.file, b = {0};
+    Where *w = &tf.w;
+#define FRESH() (b.n = 0, put(&b, v.p, v.n))
+    FRESH(), memcpy(b.p, "GGML", 4);
+    expect_refused(t, &b, ERR_FORMAT, "magic 0x4c4d4747, expected 0x46554747", "wrong magic");
+    FRESH(), patch_u32(&b, 4, 1);
+    expect_refused(t, &b, ERR_UNSUPPORTED, "version 1, expected 2 or 3", "version 1");
+    FRESH(), patch_u32(&b, 4, 4);
+    expect_refused(t, &b, ERR_UNSUPPORTED, "version 4, expected 2 or 3", "version 4");
+    FRESH(), patch_u32(&b, 4, 0x03000000u);
+    expect_refused(t, &b, ERR_UNSUPPORTED, "big-endian", "big-endian");
+    FRESH(), patch_u64(&b, w->counts, (uint64_t)1 << 40);
+    expect_refused(t, &b, ERR_FORMAT, "tensor count 1099511627776 is absurd", "tensor count");
+    FRESH(), patch_u64(&b, w->counts, 100000);
+    expect_refused(t, &b, ERR_FORMAT, "truncated: 100000 tensors and",
+                   "tensor count past the file");
+    FRESH(), patch_u64(&b, w->counts + 8, (uint64_t)1 << 40);
+    expect_refused(t, &b, ERR_FORMAT, "metadata count 1099511627776 is absurd", "metadata count");
+    FRESH(), patch_u64(&b, w->kv, 100000);
+    expect_refused(t, &b, ERR_FORMAT, "string length 100000 at offset 24 exceeds the limit of 255",
+                   "absurd key length");
+    FRESH(), patch_u64(&b, tf.pos_arch, (uint64_t)1 << 62);
+    expect_refused(t, &b, ERR_FORMAT, "the value of key 'general.architecture': string length",
+                   "absurd string length");
+    FRESH(), patch_u64(&b, tf.pos_arch, GGUF_MAX_STRING);
+    expect_refused(t, &b, ERR_FORMAT, "truncated: the value of key 'general.architecture'",
+                   "string longer than the file");
+    FRESH(), patch_u64(&b, tf.pos_tokens_count, (uint64_t)1 << 62);
+    expect_refused(t, &b, ERR_FORMAT,
+                   "key 'tokenizer.ggml.tokens': array count 4611686018427387904",
+                   "absurd array count");
+    FRESH(), patch_u64(&b, tf.pos_tokens_count, 1000000);
+    expect_refused(t, &b, ERR_FORMAT,
+                   "truncated: key 'tokenizer.ggml.tokens': array of 1000000 STRING",
+                   "array longer than the file");
+    FRESH(), patch_u32(&b, tf.pos_tokens_type, 13);
+    expect_refused(t, &b, ERR_FORMAT, "array element type 13", "unknown element type");
+    FRESH(), patch_u32(&b, tf.pos_tokens_type, GGUF_VAL_ARRAY);
+    expect_refused(t, &b, ERR_UNSUPPORTED, "arrays of arrays", "nested array");
+    FRESH(), patch_u32(&b, tf.pos_first_type + 8 + 4, 13); /* after the key "t.u8" */
+    expect_refused(t, &b, ERR_FORMAT, "key 't.u8': value type 13", "unknown value type");
+    FRESH(), patch_u32(&b, tf.pos_align, 48);
+    expect_refused(t, &b, ERR_FORMAT, "general.alignment 48, expected a power of two", "alignment");
+    FRESH(), patch_u32(&b, tf.pos_align, 0);
+    expect_refused(t, &b, ERR_FORMAT, "general.alignment 0", "zero alignment");
+    FRESH(), patch_u64(&b, w->offset[1], w->rel[1] + 4);
+    expect_refused(t, &b, ERR_FORMAT,
+                   "tensor 'f16': offset 68 is not a multiple of the alignment 64",
+                   "misaligned offset");
+    FRESH(), patch_u64(&b, w->offset[2], w->rel[1]);
+    expect_refused(t, &b, ERR_FORMAT, "overlaps tensor", "overlapping tensors");
+    FRESH(), patch_u64(&b, w->offset[6], (uint64_t)1 << 40);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'q4_k': data [1099511627776, ",
+                   "offset out of bounds");
+    FRESH(), patch_u64(&b, w->offset[6], UINT64_MAX - 63);
+    expect_refused(t, &b, ERR_FORMAT, "extends past the end of the file", "offset near 2^64");
+    FRESH(), patch_u64(&b, w->ne[0], (uint64_t)1 << 40);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': dimension ne[0] = 1099511627776", "huge dim");
+    FRESH(), patch_u64(&b, w->ne[0], 0);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': dimension ne[0] = 0", "zero dim");
+    FRESH(), patch_u64(&b, w->ne[1], INT32_MAX), patch_u64(&b, w->ne[1] + 8, INT32_MAX);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f16': more than 1099511627776 elements", "numel");
+    FRESH(), patch_u64(&b, w->ne[3] + 8, 3000);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'q8_0': data [", "shape larger than its data");
+    FRESH(), patch_u32(&b, w->n_dims[0], 5);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': n_dims 5, expected 1..4", "n_dims 5");
+    FRESH(), patch_u32(&b, w->n_dims[0], 0);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': n_dims 0", "n_dims 0");
+    FRESH(), patch_u32(&b, w->type[0], 99);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': unknown tensor type 99", "unknown type 99");
+    FRESH(), patch_u32(&b, w->type[0], 4);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'f32': unknown tensor type 4", "removed type 4");
+    FRESH(), patch_u32(&b, w->type[4], 20);
+    expect_refused(t, &b, ERR_UNSUPPORTED, "tensor 'q4_0': unsupported tensor type 20",
+                   "unsupported type");
+    FRESH(), patch_u64(&b, w->ne[4], 16);
+    expect_refused(t, &b, ERR_FORMAT, "ne[0] = 16 is not a multiple of the Q4_0 block size 32",
+                   "partial block");
+#undef FRESH
+    /* Duplicates need files of their own. */
+    Buf     kv = {0};
+    float   one = 1.0f;
+    WTensor two[2] = {{"w", GGUF_TYPE_F32, 1, {1}, &one, 4}, {"w", GGUF_TYPE_F32, 1, {1}, &one, 4}};
+    build_file(&b, 3, &kv, 0, two, 2, 32, NULL);
+    expect_refused(t, &b, ERR_FORMAT, "tensor 'w' appears twice", "duplicate tensor");
+    kv_u32(&kv, "k", 1);
+    kv_u32(&kv, "k", 2);
+    build_file(&b, 3, &kv, 2, two, 1, 32, NULL);
+    expect_refused(t, &b, ERR_FORMAT, "metadata key 'k' appears twice", "duplicate key");
+    kv.n = 0;
+    uint64_t a64 = 64;
+    kv_scalar(&kv, "general.alignment", GGUF_VAL_UINT64, &a64);
+    build_file(&b, 3, &kv, 1, two, 1, 64, NULL);
+    expect_refused(t, &b, ERR_FORMAT, "general.alignment has type UINT64, expected UINT32",
+                   "alignment type");
+    free(kv.p);
+    /* An empty file and a missing one. */
+    b.n = 0;
+    expect_refused(t, &b, ERR_FORMAT, "truncated: reading the magic", "empty file");
+    GgufFile *f = NULL;
+    fileio_capture_begin();
+    int rc = gguf_open("/nonexistent/dir/x.gguf", &f);
+    free(fileio_capture_end(t->verbose));
+    EXPECT(t, rc == ERR_NOTFOUND && !f, "missing file: %d", rc);
+
+    /* Truncation at every byte: each refused, as truncated. */
+    int n_bad = 0;
+    for (size_t cut = 0; cut < v.n; cut++) {
+        CHECK(write_file(t->path, v.p, cut) == 0);
+        fileio_capture_begin();
+        rc = gguf_open(t->path, &f);
+        char *log = fileio_capture_end(false);
+        if ((rc != ERR_FORMAT || f || !strstr(log, "truncated")) && n_bad++ < 3)
+            fprintf(stderr, "gguf_selftest: cut at %zu of %zu: rc %d, log '%s'\n", cut, v.n, rc,
+                    log);
+        free(log);
+        gguf_close(&f);
+    }
+    EXPECT(t, n_bad == 0, "%d of %zu truncated files not refused as truncated", n_bad, v.n);
+
+    /* Random corruption of the header: refused or opened, never a crash,
+     * and whatever opens can be read. */
+    Rng rng;
+    rng_seed(&rng, 11);
+    int    opened = 0, refused = 0;
+    float *buf = xmalloc(sizeof(float) * 4096);
+    fileio_capture_begin();
+    for (int it = 0; it < 2000; it++) {
+        b.n = 0;
+        put(&b, v.p, v.n);
+        int flips = 1 + (int)(rng_u64(&rng) % 4);
+        for (int k = 0; k < flips; k++) {
+            size_t at = (size_t)(rng_u64(&rng) % w->data_start);
+            b.p[at] = (uint8_t)rng_u64(&rng);
+        }
+        CHECK(write_file(t->path, b.p, b.n) == 0);
+        if (gguf_open(t->path, &f) != 0) {
+            refused++;
+            continue;
+        }
+        opened++;
+        for (int i = 0; i < gguf_tensor_count(f); i++) {
+            GgufTensorInfo info;
+            gguf_tensor_info(f, i, &info);
+            if (info.numel <= 4096 && gguf_type_is_supported(info.type))
+                CHECK(gguf_read_f32(f, i, buf, info.numel) == 0);
+        }
+        gguf_close(&f);
+    }
+    free(fileio_capture_end(false));
+    free(buf);
+    if (t->verbose)
+        printf("gguf: fuzz: 2000 corrupted headers, %d opened, %d refused\n", opened, refused);
+    free(b.p);
+    free(v.p);
+}
+
+static void test_permute(Ctx *t)
+{
+    /* One head of 4 rows: GGUF rows are HF rows 0, 2, 1, 3. */
+    float hf[8] = {0, 0.5f, 1, 1.5f, 2, 2.5f, 3, 3.5f}, g[8], back[8];
+    gguf_permute_qk(g, hf, 1, 4, 2);
+    float want[8] = {0, 0.5f, 2, 2.5f, 1, 1.5f, 3, 3.5f};
+    EXPECT(t, same_floats(g, want, 8), "permute of one head of 4 rows");
+    gguf_unpermute_qk(back, g, 1, 4, 2);
+    EXPECT(t, same_floats(back, hf, 8), "unpermute of one head");
+    /* Round trip for several head counts and sizes. */
+    Rng rng;
+    rng_seed(&rng, 3);
+    int shapes[][3] = {{9, 576, 5}, {3, 192, 7}, {2, 8, 1}, {4, 32, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int    nh = shapes[s][0], rows = shapes[s][1], cols = shapes[s][2];
+        size_t n = (size_t)rows * cols;
+        float *a = xmalloc(n * sizeof(float)), *p = xmalloc(n * sizeof(float)),
+              *u = xmalloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++) a[i] = rng_normal(&rng);
+        gguf_permute_qk(p, a, nh, rows, cols);
+        gguf_unpermute_qk(u, p, nh, rows, cols);
+        EXPECT(t, same_floats(u, a, n) && !same_floats(p, a, n),
+               "permute round trip %d heads %d x %d", nh, rows, cols);
+        free(a);
+        free(p);
+        free(u);
+    }
+}
+
+enum {
+    MW_OK,
+    MW_NO_PERMUTE, /* forget the converter's permutation */
+    MW_DROP,       /* leave out blk.1.ffn_up.weight */
+    MW_EXTRA,      /* add blk.2.attn_q.weight */
+    MW_BAD_SHAPE,  /* ffn_down with its dims swapped */
+    MW_NAN,        /* a NaN weight */
+    MW_NO_KEY,     /* no llama.feed_forward_length */
+    MW_ARCH,       /* general.architecture "gpt2" */
+    MW_F16,        /* all matrices stored as F16 */
+};
+
+/* Writes m as llama.cpp's converter would: GGUF names, reversed dims,
+ * permuted query and key rows, F32 (or F16 matrices), default alignment. */
+static void write_model(Ctx *t, Model *m, int mode)
+{
+    const ModelConfig *c = model_config(m);
+    Buf                kv = {0}, out = {0};
+    int                n_kv = 0;
+    kv_str(&kv, "general.architecture", mode == MW_ARCH ? "gpt2" : "llama"), n_kv++;
+    kv_u32(&kv, "llama.embedding_length", (uint32_t)c->dim), n_kv++;
+    kv_u32(&kv, "llama.block_count", (uint32_t)c->n_layers), n_kv++;
+    kv_u32(&kv, "llama.attention.head_count", (uint32_t)c->n_heads), n_kv++;
+    kv_u32(&kv, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads), n_kv++;
+    if (mode != MW_NO_KEY)
+        kv_u32(&kv, "llama.feed_forward_length", (uint32_t)c->hidden_dim), n_kv++;
+    kv_u32(&kv, "llama.context_length", (uint32_t)c->max_seq_len), n_kv++;
+    kv_u32(&kv, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads)), n_kv++;
+    kv_f32(&kv, "llama.rope.freq_base", c->rope_theta), n_kv++;
+    kv_f32(&kv, "llama.attention.layer_norm_rms_epsilon", c->norm_eps), n_kv++;
+    int      nt = model_num_tensors(m);
+    WTensor *wt = xcalloc((size_t)nt + 1, sizeof *wt);
+    void   **bufs = xcalloc((size_t)nt + 1, sizeof *bufs);
+    char(*names)[GGUF_MAX_NAME + 1] = xcalloc((size_t)nt + 1, sizeof *names);
+    int n = 0;
+    for (int i = 0; i < nt; i++) {
+        ModelTensor mt;
+        model_tensor(m, i, &mt);
+        int qk;
+        CHECK(gguf_tensor_name(mt.name, c, names[n], sizeof names[n], &qk));
+        if (mode == MW_DROP && !strcmp(names[n], "blk.1.ffn_up.weight")) continue;
+        float *data = xmalloc(mt.numel * sizeof(float));
+        if (qk && mode != MW_NO_PERMUTE)
+            gguf_permute_qk(data, mt.data, qk, (int)mt.shape[0], (int)mt.shape[1]);
+        else
+            memcpy(data, mt.data, mt.numel * sizeof(float));
+        if (mode == MW_NAN && !strcmp(names[n], "blk.0.ffn_gate.weight")) data[5] = NAN;
+        wt[n] = (WTensor){
+            names[n], GGUF_TYPE_F32,
+            mt.ndim,  {mt.ndim == 2 ? mt.shape[1] : mt.shape[0], mt.ndim == 2 ? mt.shape[0] : 1},
+            data,     mt.numel * sizeof(float)};
+        if (mode == MW_BAD_SHAPE && strstr(names[n], "ffn_down")) {
+            int64_t x = wt[n].ne[0];
+            wt[n].ne[0] = wt[n].ne[1];
+            wt[n].ne[1] = x;
+        }
+        if (mode == MW_F16 && mt.ndim == 2) {
+            uint16_t *h = xmalloc(mt.numel * 2);
+            for (size_t k = 0; k < mt.numel; k++) {
+                /* Round to a value F16 holds exactly so the check stays exact:
+                 * 10 mantissa bits, exponents well inside the normal range. */
+                float v = ldexpf(roundf(ldexpf(data[k], 10)), -10);
+                data[k] = v;
+                h[k] = h16(v);
+            }
+            free(data);
+            data = NULL;
+            wt[n].type = GGUF_TYPE_F16;
+            wt[n].data = h;
+            wt[n].nbytes = mt.numel * 2;
+            bufs[n] = h;
+        } else {
+            bufs[n] = data;
+        }
+        n++;
+    }
+    if (mode == MW_EXTRA) {
+        snprintf(names[n], sizeof names[n], "blk.%d.attn_q.weight", c->n_layers);
+        wt[n] = wt[1];
+        wt[n].name = names[n];
+        n++;
+    }
+    build_file(&out, 3, &kv, (uint64_t)n_kv, wt, n, GGUF_DEFAULT_ALIGNMENT, NULL);
+    CHECK(write_file(t->path, out.p, out.n) == 0);
+    for (int i = 0; i < nt; i++) free(bufs[i]);
+    free(bufs);
+    free(names);
+    free(wt);
+    free(out.p);
+    free(kv.p);
+}
+
+/* Logits of every position of a fixed sequence, (T, V) into out. */
+static void logits_of(Model *m, float *out, int T)
+{
+    int tokens[8], targets[8];
+    for (int i = 0; i < T; i++)
+        tokens[i] = (i * 7 + 3) % model_config(m)->vocab_size, targets[i] = 0;
+    model_forward(m, tokens, targets, NULL, 1, T, NULL, NULL, NULL);
+    int          n = 0;
+    const float *lg = model_last_logits(m, &n);
+    CHECK(n == T);
+    memcpy(out, lg, sizeof(float) * (size_t)T * model_config(m)->vocab_size);
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n)
+{
+    float d = 0;
+    for (size_t i = 0; i < n; i++) d = fmaxf(d, fabsf(a[i] - b[i]));
+    return d;
+}
+
+static void test_model(Ctx *t)
+{
+    for (int tied = 0; tied < 2; tied++) {
+        ModelConfig cfg = {.dim = 16,
+                           .n_layers = 2,
+                           .n_heads = 4,
+                           .n_kv_heads = 2,
+                           .hidden_dim = 24,
+                           .vocab_size = 19,
+                           .max_seq_len = 16,
+                           .rope_theta = 10000.0f,
+                           .norm_eps = 1e-5f,
+                           .tie_embeddings = tied};
+        Model      *m = model_new(&cfg), *m2 = NULL;
+        model_init_random(m, 5 + (uint64_t)tied, 0.3f);
+        /* Norm gains away from one so a swapped norm would show. */
+        ModelTensor nt;
+        CHECK(model_find_tensor(m, "model.layers.1.input_layernorm.weight", &nt) == 0);
+        for (size_t k = 0; k < nt.numel; k++) nt.data[k] = 1.0f + 0.1f * (float)k;
+        enum { TT = 8 };
+        float *ref = xmalloc(sizeof(float) * TT * 19), *got = xmalloc(sizeof(float) * TT * 19);
+        logits_of(m, ref, TT);
+
+        write_model(t, m, MW_OK);
+        int rc = gguf_load(t->path, 0, &m2);
+        EXPECT(t, rc == 0, "tied %d: model round trip load failed (%d)", tied, rc);
+        if (rc == 0) {
+            const ModelConfig *c2 = model_config(m2);
+            EXPECT(t,
+                   c2->dim == 16 && c2->n_layers == 2 && c2->n_heads == 4 && c2->n_kv_heads == 2 &&
+                       c2->hidden_dim == 24 && c2->vocab_size == 19 && c2->max_seq_len == 16 &&
+                       c2->tie_embeddings == (bool)tied && c2->norm_eps == 1e-5f,
+                   "tied %d: config read back wrong", tied);
+            EXPECT(t,
+                   model_num_params(m2) == model_num_params(m) &&
+                       same_floats(model_params(m2), model_params(m), model_num_params(m)),
+                   "tied %d: parameters differ after the round trip", tied);
+            logits_of(m2, got, TT);
+            float d = max_abs_diff(ref, got, (size_t)TT * 19);
+            if (t->verbose)
+                printf("gguf: tied %d: logits after GGUF round trip: max diff %g (tolerance 0)\n",
+                       tied, d);
+            EXPECT(t, d == 0.0f, "tied %d: logits differ by %g", tied, d);
+        }
+        model_free(&m2);
+
+        /* Without the permutation the weights land in the wrong rows: the
+         * check above would see it. */
+        write_model(t, m, MW_NO_PERMUTE);
+        rc = gguf_load(t->path, 0, &m2);
+        if (rc == 0) {
+            logits_of(m2, got, TT);
+            float d = max_abs_diff(ref, got, (size_t)TT * 19);
+            EXPECT(t, d > 1e-3f, "tied %d: unpermuted file gives the same logits (%g)", tied, d);
+        }
+        model_free(&m2);
+
+        /* F16 matrices: the file holds each weight rounded to 2^-10. */
+        write_model(t, m, MW_F16);
+        rc = gguf_load(t->path, 4, &m2);
+        EXPECT(t, rc == 0 && model_config(m2)->max_seq_len == 4, "tied %d: F16 model load (%d)",
+               tied, rc);
+        if (rc == 0) {
+            float d = max_abs_diff(model_params(m2), model_params(m), model_num_params(m));
+            EXPECT(t, d <= 0x1p-11f, "tied %d: F16 weights differ by %g, expected <= 2^-11", tied,
+                   d);
+        }
+        model_free(&m2);
+
+        struct {
+            int         mode;
+            int         want;
+            const char *expect;
+        } bad_cases[] = {
+            {MW_DROP, ERR_NOTFOUND, "no tensor 'blk.1.ffn_up.weight'"},
+            {MW_EXTRA, ERR_MISMATCH, "tensor 'blk.2.attn_q.weight' is not part of"},
+            {MW_BAD_SHAPE, ERR_MISMATCH,
+             "tensor 'blk.0.ffn_down.weight' has ne [16, 24], expected [24, 16]"},
+            {MW_NAN, ERR_NONFINITE, "tensor 'blk.0.ffn_gate.weight': element 5 is nan"},
+            {MW_NO_KEY, ERR_NOTFOUND, "missing key 'llama.feed_forward_length'"},
+            {MW_ARCH, ERR_UNSUPPORTED, "general.architecture 'gpt2', expected 'llama'"},
+        };
+        for (size_t k = 0; k < sizeof bad_cases / sizeof bad_cases[0]; k++) {
+            write_model(t, m, bad_cases[k].mode);
+            fileio_capture_begin();
+            rc = gguf_load(t->path, 0, &m2);
+            char *log = fileio_capture_end(t->verbose);
+            bool  logged = strstr(log, bad_cases[k].expect) && strstr(log, t->path);
+            EXPECT(t, rc == bad_cases[k].want && !m2 && logged,
+                   "tied %d: bad model %d: rc %d, expected %d; log %s '%s'", tied,
+                   bad_cases[k].mode, rc, bad_cases[k].want, logged ? "has" : "lacks",
+                   bad_cases[k].expect);
+            free(log);
+            model_free(&m2);
+        }
+        free(ref);
+        free(got);
+        model_free(&m);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int gguf_selftest(bool verbose)
+{
+    char dir[] = "/tmp/rlhf-gguf-XXXXXX";
+    if (!mkdtemp(dir)) return 1;
+    Ctx t = {.verbose = verbose, .dir = dir};
+    snprintf(t.path, sizeof t.path, "%s/t.gguf", dir);
+    test_valid(&t, 3, 64);
+    test_valid(&t, 2, GGUF_DEFAULT_ALIGNMENT);
+    double t0 = now_s();
+    test_hostile(&t);
+    if (verbose) printf("gguf: hostile files %.2fs\n", now_s() - t0);
+    test_permute(&t);
+    test_model(&t);
+    fileio_remove_tree(dir);
+    if (verbose) printf("gguf: %d checks, %d failed\n", t.checks, t.fails);
+    return t.fails ? 1 : 0;
+}

@@ -1,0 +1,1043 @@
+#include "tests/test_list.h"
+#include "common/nn/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/err.h"
+#include "common/base/rng.h"
+#include "common/nn/tensor.h"
+
+typedef struct {
+    float *attn_norm; /* (C) */
+    float *wq;        /* (NH*HS, C) */
+    float *wk;        /* (KVH*HS, C) */
+    float *wv;        /* (KVH*HS, C) */
+    float *wo;        /* (C, NH*HS) */
+    float *mlp_norm;  /* (C) */
+    float *w_gate;    /* (H, C) */
+    float *w_up;      /* (H, C) */
+    float *w_down;    /* (C, H) */
+} LayerWeights;
+
+/* Views into the parameter block (or, with the same offsets, the gradients). */
+typedef struct {
+    float        *embed;   /* (V, C) */
+    LayerWeights *layers;  /* L entries */
+    float        *norm;    /* (C) */
+    float        *lm_head; /* (V, C); the embed view when tied */
+    float        *score_w; /* (C), or NULL without a value head */
+    float        *score_b; /* (1), or NULL */
+} Weights;
+
+typedef struct {
+    char    name[80];
+    size_t  offset; /* floats from the start of the block */
+    int     ndim;
+    int64_t shape[2];
+    size_t  numel;
+} TensorInfo;
+
+/* Activations of one training batch, carved from one block per forward. */
+typedef struct {
+    int    B, T, N, M;         /* batch, sequence, rows B*T, active (unmasked) rows */
+    float *resid;              /* (L+1, N, C) residual stream at each layer input, last = final */
+    float *resid_mid;          /* (L, N, C) after attention */
+    float *ln1, *ln2;          /* (L, N, C) normed inputs of attention and MLP */
+    float *rstd1, *rstd2;      /* (L, N) */
+    float *q, *atty;           /* (L, N, NH*HS) post-RoPE queries, attention outputs */
+    float *k, *v;              /* (L, N, KVH*HS) post-RoPE keys, values */
+    float *att;                /* (L, B, NH, T, T) attention probabilities */
+    float *gate, *up, *act;    /* (L, N, H) */
+    float *lnf;                /* (N, C) final normed hidden */
+    float *rstdf;              /* (N) */
+    float *lnf_act;            /* (M, C) lnf rows of active positions */
+    float *logits;             /* (M, V) */
+    float *lse;                /* (M) */
+    float *logp_act, *ent_act; /* (M) */
+    /* backward scratch */
+    float *dresid, *dln, *dlnf;               /* (N, C) */
+    float *dq, *datty;                        /* (N, NH*HS) */
+    float *dk, *dv;                           /* (N, KVH*HS) */
+    float *dgate, *dup, *dact;                /* (N, H) */
+    float *datt;                              /* (B, NH, T, T) */
+    float *dlogits;                           /* (M, V) */
+    float *dlnf_act;                          /* (M, C) */
+    float *dlogp_act, *dent_act;              /* (M) */
+    int   *tokens, *targets_act, *pos, *rows; /* (N), (M), (N), (M) active row -> n */
+    float *block;
+    size_t block_cap; /* floats */
+    int   *iblock;
+    size_t iblock_cap;
+} Acts;
+
+struct Model {
+    ModelConfig   cfg;
+    size_t        n_params;
+    float        *params;
+    float        *grads;
+    Weights       w, g;
+    LayerWeights *lw; /* 2L: weights then gradients */
+    int           n_tensors;
+    TensorInfo   *tensors;
+    float        *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
+    float         temperature;         /* of the distributions model_forward reports */
+    Acts          a;
+    bool          has_forward; /* a forward ran since the last resize */
+};
+
+struct KVCache {
+    int    L, n_seq, max_len, KD;
+    float *k, *v; /* (L, n_seq, max_len, KVH*HS) */
+    int   *len;   /* (n_seq) */
+    int   *count; /* (n_seq) scratch for model_step */
+    /* per-call row scratch, grown on demand */
+    int    cap;
+    float *x, *xn, *rstd, *q, *kk, *vv, *atty, *gate, *up, *scores;
+    int   *pos;
+    float *block;
+};
+
+static int head_size(const ModelConfig *c)
+{
+    return c->dim / c->n_heads;
+}
+
+int model_config_validate(const ModelConfig *c, char *why, size_t why_len)
+{
+    const char *bad = NULL;
+    char        buf[160];
+    if (c->dim <= 0 || c->dim > 65536)
+        bad = "dim must be in 1..65536";
+    else if (c->n_layers <= 0 || c->n_layers > 1024)
+        bad = "n_layers must be in 1..1024";
+    else if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
+        bad = "n_heads must divide dim";
+    else if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads != 0)
+        bad = "n_kv_heads must divide n_heads";
+    else if (head_size(c) % 2 != 0 || head_size(c) > 1024)
+        bad = "head size (dim/n_heads) must be even and at most 1024";
+    else if (c->hidden_dim <= 0 || c->hidden_dim > (1 << 20))
+        bad = "hidden_dim must be in 1..2^20";
+    else if (c->vocab_size <= 0 || c->vocab_size > (1 << 22))
+        bad = "vocab_size must be in 1..2^22";
+    else if (c->max_seq_len <= 0 || c->max_seq_len > (1 << 20))
+        bad = "max_seq_len must be in 1..2^20";
+    else if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
+        bad = "rope_theta must be > 0";
+    else if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
+        bad = "norm_eps must be in (0,1)";
+    if (!bad) {
+        /* Parameters above 2^34 floats (64 GiB) cannot be meant for this machine. */
+        double C = c->dim, HS = head_size(c), H = c->hidden_dim, V = c->vocab_size;
+        double layer = 2 * C + 2 * C * c->n_heads * HS + 2 * C * c->n_kv_heads * HS + 3 * C * H;
+        double total = c->n_layers * layer + V * C * (c->tie_embeddings ? 1 : 2) + C;
+        if (total > 17179869184.0) {
+            snprintf(buf, sizeof buf, "%.3g parameters is more than 2^34", total);
+            bad = buf;
+        }
+    }
+    if (!bad) return 0;
+    if (why && why_len) snprintf(why, why_len, "%s", bad);
+    return ERR_RANGE;
+}
+
+/* Lays the tensors out in the block. With bind false it only counts; with
+ * bind true it records the table and points the weight and gradient views. */
+static void add_tensor(Model *m, bool bind, size_t *off, float **wv, float **gv, const char *name,
+                       int ndim, int64_t r, int64_t c)
+{
+    size_t numel = (size_t)r * (size_t)(ndim == 2 ? c : 1);
+    if (bind) {
+        TensorInfo *t = &m->tensors[m->n_tensors];
+        snprintf(t->name, sizeof t->name, "%s", name);
+        t->offset = *off;
+        t->ndim = ndim;
+        t->shape[0] = r;
+        t->shape[1] = ndim == 2 ? c : 0;
+        t->numel = numel;
+        *wv = m->params + *off;
+        *gv = m->grads + *off;
+    }
+    m->n_tensors++;
+    *off += numel;
+}
+
+static size_t layout(Model *m, bool bind)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim, HS = head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
+    size_t             off = 0;
+    char               name[80];
+    m->n_tensors = 0;
+    add_tensor(m, bind, &off, &m->w.embed, &m->g.embed, "model.embed_tokens.weight", 2,
+               c->vocab_size, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
+#define LAYER(field, suffix, nd, r, cc)                                                            \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                                  \
+    add_tensor(m, bind, &off, &w->field, &g->field, name, nd, r, cc)
+        LAYER(attn_norm, "input_layernorm.weight", 1, C, 0);
+        LAYER(wq, "self_attn.q_proj.weight", 2, QD, C);
+        LAYER(wk, "self_attn.k_proj.weight", 2, KD, C);
+        LAYER(wv, "self_attn.v_proj.weight", 2, KD, C);
+        LAYER(wo, "self_attn.o_proj.weight", 2, C, QD);
+        LAYER(mlp_norm, "post_attention_layernorm.weight", 1, C, 0);
+        LAYER(w_gate, "mlp.gate_proj.weight", 2, c->hidden_dim, C);
+        LAYER(w_up, "mlp.up_proj.weight", 2, c->hidden_dim, C);
+        LAYER(w_down, "mlp.down_proj.weight", 2, C, c->hidden_dim);
+#undef LAYER
+    }
+    add_tensor(m, bind, &off, &m->w.norm, &m->g.norm, "model.norm.weight", 1, C, 0);
+    if (c->tie_embeddings) {
+        m->w.lm_head = m->w.embed;
+        m->g.lm_head = m->g.embed;
+    } else {
+        add_tensor(m, bind, &off, &m->w.lm_head, &m->g.lm_head, "lm_head.weight", 2, c->vocab_size,
+                   C);
+    }
+    m->w.score_w = m->g.score_w = m->w.score_b = m->g.score_b = NULL;
+    if (c->has_value_head) {
+        add_tensor(m, bind, &off, &m->w.score_w, &m->g.score_w, "score.weight", 2, 1, C);
+        add_tensor(m, bind, &off, &m->w.score_b, &m->g.score_b, "score.bias", 1, 1, 0);
+    }
+    return off;
+}
+
+Model *model_new(const ModelConfig *cfg)
+{
+    char why[160];
+    CHECK(model_config_validate(cfg, why, sizeof why) == 0);
+    Model *m = xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->lw = xcalloc((size_t)2 * cfg->n_layers, sizeof *m->lw);
+    m->w.layers = m->lw;
+    m->g.layers = m->lw + cfg->n_layers;
+    m->n_params = layout(m, false);
+    m->tensors = xcalloc((size_t)m->n_tensors, sizeof *m->tensors);
+    m->params = xmalloc_aligned(m->n_params * sizeof(float));
+    m->grads = xmalloc_aligned(m->n_params * sizeof(float));
+    memset(m->params, 0, m->n_params * sizeof(float));
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    layout(m, true);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        for (int c = 0; c < cfg->dim; c++) {
+            m->w.layers[l].attn_norm[c] = 1.0f;
+            m->w.layers[l].mlp_norm[c] = 1.0f;
+        }
+    }
+    for (int c = 0; c < cfg->dim; c++) m->w.norm[c] = 1.0f;
+    size_t half = (size_t)head_size(cfg) / 2;
+    m->temperature = 1.0f;
+    m->rope_cos = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
+    m->rope_sin = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
+    tensor_rope_table(m->rope_cos, m->rope_sin, cfg->max_seq_len, head_size(cfg), cfg->rope_theta);
+    return m;
+}
+
+void model_free(Model **pm)
+{
+    Model *m = *pm;
+    if (!m) return;
+    free(m->a.block);
+    free(m->a.iblock);
+    free(m->params);
+    free(m->grads);
+    free(m->tensors);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m->lw);
+    free(m);
+    *pm = NULL;
+}
+
+const ModelConfig *model_config(const Model *m)
+{
+    return &m->cfg;
+}
+
+size_t model_num_params(const Model *m)
+{
+    return m->n_params;
+}
+
+float *model_params(Model *m)
+{
+    return m->params;
+}
+
+float *model_grads(Model *m)
+{
+    return m->grads;
+}
+
+void model_zero_grad(Model *m)
+{
+    memset(m->grads, 0, m->n_params * sizeof(float));
+}
+
+void model_init_random(Model *m, uint64_t seed, float std)
+{
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < m->n_tensors; i++) {
+        TensorInfo *t = &m->tensors[i];
+        float      *p = m->params + t->offset;
+        bool        is_norm = t->ndim == 1 && strstr(t->name, "norm");
+        for (size_t j = 0; j < t->numel; j++) p[j] = is_norm ? 1.0f : std * rng_normal(&r);
+        if (!strcmp(t->name, "score.bias")) p[0] = 0.0f;
+    }
+}
+
+void model_copy_params(Model *dst, const Model *src)
+{
+    CHECK(memcmp(&dst->cfg, &src->cfg, sizeof dst->cfg) == 0);
+    memcpy(dst->params, src->params, src->n_params * sizeof(float));
+}
+
+int model_num_tensors(const Model *m)
+{
+    return m->n_tensors;
+}
+
+void model_tensor(Model *m, int i, ModelTensor *out)
+{
+    CHECK(i >= 0 && i < m->n_tensors);
+    TensorInfo *t = &m->tensors[i];
+    snprintf(out->name, sizeof out->name, "%s", t->name);
+    out->data = m->params + t->offset;
+    out->grad = m->grads + t->offset;
+    out->ndim = t->ndim;
+    out->shape[0] = t->shape[0];
+    out->shape[1] = t->shape[1];
+    out->numel = t->numel;
+}
+
+int model_find_tensor(Model *m, const char *name, ModelTensor *out)
+{
+    for (int i = 0; i < m->n_tensors; i++) {
+        if (!strcmp(m->tensors[i].name, name)) {
+            model_tensor(m, i, out);
+            return 0;
+        }
+    }
+    return ERR_NOTFOUND;
+}
+
+/* Carves the activation block for a (B, T) batch with M active rows,
+ * growing it when needed. */
+static void acts_prepare(Model *m, int B, int T, int M)
+{
+    const ModelConfig *c = &m->cfg;
+    Acts              *a = &m->a;
+    size_t             N = (size_t)B * T, L = (size_t)c->n_layers, C = (size_t)c->dim;
+    size_t             HS = (size_t)head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
+    size_t             H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, Mz = (size_t)M;
+    size_t             TT = (size_t)T * T;
+    float            **views[] = {
+                   &a->resid, &a->resid_mid, &a->ln1,     &a->ln2,      &a->rstd1,     &a->rstd2,
+                   &a->q,     &a->atty,      &a->k,       &a->v,        &a->att,       &a->gate,
+                   &a->up,    &a->act,       &a->lnf,     &a->rstdf,    &a->lnf_act,   &a->logits,
+                   &a->lse,   &a->logp_act,  &a->ent_act, &a->dresid,   &a->dln,       &a->dlnf,
+                   &a->dq,    &a->datty,     &a->dk,      &a->dv,       &a->dgate,     &a->dup,
+                   &a->dact,  &a->datt,      &a->dlogits, &a->dlnf_act, &a->dlogp_act, &a->dent_act};
+    size_t sizes[] = {(L + 1) * N * C,
+                      L * N * C,
+                      L * N * C,
+                      L * N * C,
+                      L * N,
+                      L * N,
+                      L * N * QD,
+                      L * N * QD,
+                      L * N * KD,
+                      L * N * KD,
+                      L * B * c->n_heads * TT,
+                      L * N * H,
+                      L * N * H,
+                      L * N * H,
+                      N * C,
+                      N,
+                      Mz * C,
+                      Mz * V,
+                      Mz,
+                      Mz,
+                      Mz,
+                      N * C,
+                      N * C,
+                      N * C,
+                      N * QD,
+                      N * QD,
+                      N * KD,
+                      N * KD,
+                      N * H,
+                      N * H,
+                      N * H,
+                      B * c->n_heads * TT,
+                      Mz * V,
+                      Mz * C,
+                      Mz,
+                      Mz};
+    size_t n_views = sizeof views / sizeof views[0];
+    CHECK(n_views == sizeof sizes / sizeof sizes[0]);
+    size_t total = 0;
+    /* Each view starts on a 64-byte boundary for the BLAS kernels. */
+    for (size_t i = 0; i < n_views; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    if (total > a->block_cap) {
+        free(a->block);
+        a->block = xmalloc_aligned(total * sizeof(float));
+        a->block_cap = total;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n_views; i++) {
+        *views[i] = a->block + off;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    size_t itotal = 3 * N + 2 * Mz;
+    if (itotal > a->iblock_cap) {
+        free(a->iblock);
+        a->iblock = xmalloc(itotal * sizeof(int));
+        a->iblock_cap = itotal;
+    }
+    a->tokens = a->iblock;
+    a->pos = a->iblock + N;
+    a->targets_act = a->iblock + 2 * N;
+    a->rows = a->iblock + 2 * N + Mz;
+    a->B = B;
+    a->T = T;
+    a->N = (int)N;
+    a->M = M;
+}
+
+void model_set_temperature(Model *m, float T)
+{
+    CHECK(isfinite(T) && T > 0.0f);
+    m->temperature = T;
+}
+
+float model_temperature(const Model *m)
+{
+    return m->temperature;
+}
+
+static void scale_floats(float *x, size_t n, float k)
+{
+    for (size_t i = 0; i < n; i++) x[i] *= k;
+}
+
+void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
+                   float *logp, float *entropy, float *value)
+{
+    const ModelConfig *c = &m->cfg;
+    CHECK(B > 0 && T > 0 && T <= c->max_seq_len);
+    CHECK(!value || c->has_value_head);
+    int N = B * T, M = 0;
+    for (int n = 0; n < N; n++) M += !mask || mask[n] != 0.0f;
+    acts_prepare(m, B, T, M);
+    Acts  *a = &m->a;
+    int    C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
+    int    QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
+    size_t NC = (size_t)N * C;
+
+    for (int n = 0, i = 0; n < N; n++) {
+        CHECK(tokens[n] >= 0 && tokens[n] < V);
+        a->tokens[n] = tokens[n];
+        a->pos[n] = n % T;
+        if (!mask || mask[n] != 0.0f) {
+            CHECK(targets[n] >= 0 && targets[n] < V);
+            a->rows[i] = n;
+            a->targets_act[i++] = targets[n];
+        }
+    }
+    for (int n = 0; n < N; n++)
+        memcpy(a->resid + (size_t)n * C, m->w.embed + (size_t)tokens[n] * C, C * sizeof(float));
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        float              *x = a->resid + l * NC, *xnext = a->resid + (l + 1) * NC;
+        float              *mid = a->resid_mid + l * NC;
+        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
+        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
+        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
+        float              *att = a->att + (size_t)l * B * NH * T * T;
+        size_t              NH_ = (size_t)N * H;
+        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
+
+        tensor_rmsnorm_forward(ln1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, C, c->norm_eps);
+        tensor_linear_forward(q, ln1, w->wq, N, C, QD);
+        tensor_linear_forward(k, ln1, w->wk, N, C, KD);
+        tensor_linear_forward(v, ln1, w->wv, N, C, KD);
+        tensor_rope_forward(q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
+        tensor_attention_forward(atty, att, q, k, v, B, T, NH, KVH, HS);
+        memcpy(mid, x, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, QD, 1.0f, atty, QD, w->wo, QD, 1.0f, mid, C);
+        tensor_rmsnorm_forward(ln2, a->rstd2 + (size_t)l * N, mid, w->mlp_norm, N, C, c->norm_eps);
+        tensor_linear_forward(gate, ln2, w->w_gate, N, C, H);
+        tensor_linear_forward(up, ln2, w->w_up, N, C, H);
+        tensor_swiglu_forward(act, gate, up, NH_);
+        memcpy(xnext, mid, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, H, 1.0f, act, H, w->w_down, H, 1.0f, xnext, C);
+    }
+    float *xf = a->resid + (size_t)c->n_layers * NC;
+    tensor_rmsnorm_forward(a->lnf, a->rstdf, xf, m->w.norm, N, C, c->norm_eps);
+    /* The vocabulary work runs only over the active rows. */
+    for (int i = 0; i < M; i++)
+        memcpy(a->lnf_act + (size_t)i * C, a->lnf + (size_t)a->rows[i] * C, C * sizeof(float));
+    tensor_linear_forward(a->logits, a->lnf_act, m->w.lm_head, M, C, V);
+    if (m->temperature != 1.0f) scale_floats(a->logits, (size_t)M * V, 1.0f / m->temperature);
+    tensor_logp_forward(a->logp_act, a->ent_act, a->lse, a->logits, a->targets_act, M, V);
+    if (logp) memset(logp, 0, (size_t)N * sizeof(float));
+    if (entropy) memset(entropy, 0, (size_t)N * sizeof(float));
+    for (int i = 0; i < M; i++) {
+        if (logp) logp[a->rows[i]] = a->logp_act[i];
+        if (entropy) entropy[a->rows[i]] = a->ent_act[i];
+    }
+    if (value) {
+        for (int n = 0; n < N; n++) {
+            const float *h = a->lnf + (size_t)n * C;
+            double       s = m->w.score_b[0];
+            for (int i = 0; i < C; i++) s += (double)h[i] * m->w.score_w[i];
+            value[n] = (float)s;
+        }
+    }
+    m->has_forward = true;
+}
+
+void model_backward(Model *m, const float *dlogp, const float *dentropy, const float *dvalue)
+{
+    CHECK(m->has_forward);
+    const ModelConfig *c = &m->cfg;
+    Acts              *a = &m->a;
+    int                B = a->B, T = a->T, N = a->N, M = a->M;
+    int                C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
+    int                QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
+    size_t             NC = (size_t)N * C;
+
+    memset(a->dlnf, 0, NC * sizeof(float));
+    bool any_vocab = false;
+    for (int i = 0; i < M; i++) {
+        a->dlogp_act[i] = dlogp ? dlogp[a->rows[i]] : 0.0f;
+        a->dent_act[i] = dentropy ? dentropy[a->rows[i]] : 0.0f;
+        any_vocab |= a->dlogp_act[i] != 0.0f || a->dent_act[i] != 0.0f;
+    }
+    if (any_vocab) {
+        memset(a->dlogits, 0, (size_t)M * V * sizeof(float));
+        tensor_logp_backward(a->dlogits, a->dlogp_act, a->dent_act, a->logits, a->lse, a->ent_act,
+                             a->targets_act, M, V);
+        /* logits / T: the chain rule scales the gradient by 1 / T. */
+        if (m->temperature != 1.0f) scale_floats(a->dlogits, (size_t)M * V, 1.0f / m->temperature);
+        memset(a->dlnf_act, 0, (size_t)M * C * sizeof(float));
+        tensor_linear_backward(a->dlnf_act, m->g.lm_head, a->dlogits, a->lnf_act, m->w.lm_head, M,
+                               C, V);
+        for (int i = 0; i < M; i++)
+            memcpy(a->dlnf + (size_t)a->rows[i] * C, a->dlnf_act + (size_t)i * C,
+                   C * sizeof(float));
+    }
+    if (dvalue) {
+        CHECK(c->has_value_head);
+        for (int n = 0; n < N; n++) {
+            float        dv = dvalue[n];
+            const float *h = a->lnf + (size_t)n * C;
+            float       *dh = a->dlnf + (size_t)n * C;
+            if (dv == 0.0f) continue;
+            for (int i = 0; i < C; i++) {
+                dh[i] += dv * m->w.score_w[i];
+                m->g.score_w[i] += dv * h[i];
+            }
+            m->g.score_b[0] += dv;
+        }
+    }
+    float *xf = a->resid + (size_t)c->n_layers * NC;
+    memset(a->dresid, 0, NC * sizeof(float));
+    tensor_rmsnorm_backward(a->dresid, m->g.norm, a->dlnf, xf, m->w.norm, a->rstdf, N, C);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const LayerWeights *w = &m->w.layers[l];
+        LayerWeights       *g = &m->g.layers[l];
+        float              *x = a->resid + l * NC, *mid = a->resid_mid + l * NC;
+        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
+        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
+        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
+        float              *att = a->att + (size_t)l * B * NH * T * T;
+        size_t              NH_ = (size_t)N * H;
+        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
+
+        /* MLP: xnext = mid + act w_down^T; dresid is d xnext and stays the identity path. */
+        memset(a->dact, 0, NH_ * sizeof(float));
+        tensor_linear_backward(a->dact, g->w_down, a->dresid, act, w->w_down, N, H, C);
+        memset(a->dgate, 0, NH_ * sizeof(float));
+        memset(a->dup, 0, NH_ * sizeof(float));
+        tensor_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, NH_);
+        memset(a->dln, 0, NC * sizeof(float));
+        tensor_linear_backward(a->dln, g->w_gate, a->dgate, ln2, w->w_gate, N, C, H);
+        tensor_linear_backward(a->dln, g->w_up, a->dup, ln2, w->w_up, N, C, H);
+        tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, mid, w->mlp_norm,
+                                a->rstd2 + (size_t)l * N, N, C);
+        /* Attention: mid = x + atty wo^T; dresid is now d mid. */
+        memset(a->datty, 0, (size_t)N * QD * sizeof(float));
+        tensor_linear_backward(a->datty, g->wo, a->dresid, atty, w->wo, N, QD, C);
+        memset(a->dq, 0, (size_t)N * QD * sizeof(float));
+        memset(a->dk, 0, (size_t)N * KD * sizeof(float));
+        memset(a->dv, 0, (size_t)N * KD * sizeof(float));
+        tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, B, T, NH,
+                                  KVH, HS);
+        tensor_rope_backward(a->dq, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_backward(a->dk, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
+        memset(a->dln, 0, NC * sizeof(float));
+        tensor_linear_backward(a->dln, g->wq, a->dq, ln1, w->wq, N, C, QD);
+        tensor_linear_backward(a->dln, g->wk, a->dk, ln1, w->wk, N, C, KD);
+        tensor_linear_backward(a->dln, g->wv, a->dv, ln1, w->wv, N, C, KD);
+        tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, x, w->attn_norm,
+                                a->rstd1 + (size_t)l * N, N, C);
+    }
+    for (int n = 0; n < N; n++) {
+        float       *ge = m->g.embed + (size_t)a->tokens[n] * C;
+        const float *d = a->dresid + (size_t)n * C;
+        for (int i = 0; i < C; i++) ge[i] += d[i];
+    }
+}
+
+const float *model_last_logits(const Model *m, int *n_active)
+{
+    CHECK(m->has_forward);
+    if (n_active) *n_active = m->a.M;
+    return m->a.logits;
+}
+
+double model_train_flops(const ModelConfig *c, int B, int T)
+{
+    double C = c->dim, HS = head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
+    double H = c->hidden_dim, V = c->vocab_size, L = c->n_layers, tokens = (double)B * T;
+    /* Matmul parameters: every projection plus the LM head (the embedding
+     * lookup is not a product). Attention: QK^T and PV over the full T x T
+     * square as computed, 2 products x 2 flops forward, x3 with backward. */
+    double matmul_params = L * (2 * C * QD + 2 * C * KD + 3 * C * H) + V * C;
+    double attention = 12.0 * L * B * (double)T * T * QD;
+    return 6.0 * matmul_params * tokens + attention;
+}
+
+/* ---- KV cache ------------------------------------------------------------ */
+
+KVCache *kv_new(const Model *m, int n_seq, int max_len)
+{
+    const ModelConfig *c = &m->cfg;
+    /* Positions index the RoPE tables, which end at max_seq_len. */
+    CHECK(n_seq > 0 && max_len > 0 && max_len <= c->max_seq_len);
+    KVCache *kv = xcalloc(1, sizeof *kv);
+    kv->L = c->n_layers;
+    kv->n_seq = n_seq;
+    kv->max_len = max_len;
+    kv->KD = c->n_kv_heads * head_size(c);
+    size_t n = (size_t)kv->L * n_seq * max_len * kv->KD;
+    kv->k = xmalloc_aligned(n * sizeof(float));
+    kv->v = xmalloc_aligned(n * sizeof(float));
+    kv->len = xcalloc((size_t)n_seq, sizeof(int));
+    kv->count = xcalloc((size_t)n_seq, sizeof(int));
+    return kv;
+}
+
+void kv_free(KVCache **pkv)
+{
+    KVCache *kv = *pkv;
+    if (!kv) return;
+    free(kv->k);
+    free(kv->v);
+    free(kv->len);
+    free(kv->count);
+    free(kv->block);
+    free(kv->pos);
+    free(kv);
+    *pkv = NULL;
+}
+
+void kv_reset(KVCache *kv, int seq)
+{
+    CHECK(seq >= 0 && seq < kv->n_seq);
+    kv->len[seq] = 0;
+}
+
+int kv_len(const KVCache *kv, int seq)
+{
+    CHECK(seq >= 0 && seq < kv->n_seq);
+    return kv->len[seq];
+}
+
+int kv_n_seq(const KVCache *kv)
+{
+    return kv->n_seq;
+}
+
+static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
+{
+    if (n <= kv->cap) return;
+    size_t  C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
+    size_t  rows = (size_t)n;
+    float **views[] = {&kv->x,  &kv->xn,   &kv->rstd, &kv->q,  &kv->kk,
+                       &kv->vv, &kv->atty, &kv->gate, &kv->up, &kv->scores};
+    size_t  sizes[] = {rows * C,  rows * C,  rows,     rows * QD, rows * KD,
+                       rows * KD, rows * QD, rows * H, rows * H,  (size_t)kv->max_len};
+    size_t  total = 0, nv = sizeof views / sizeof views[0];
+    for (size_t i = 0; i < nv; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    free(kv->block);
+    free(kv->pos);
+    kv->block = xmalloc_aligned(total * sizeof(float));
+    kv->pos = xmalloc(rows * sizeof(int));
+    size_t off = 0;
+    for (size_t i = 0; i < nv; i++) {
+        *views[i] = kv->block + off;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    kv->cap = n;
+}
+
+int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
+               const int *out_rows, float *logits)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
+    int                QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
+    int                group = NH / KVH;
+    CHECK(n > 0 && n_out >= 0 && n_out <= n);
+    for (int r = 0; r < n; r++) {
+        CHECK(seq[r] >= 0 && seq[r] < kv->n_seq);
+        if (tokens[r] < 0 || tokens[r] >= V) return ERR_RANGE;
+    }
+    for (int o = 0; o < n_out; o++) CHECK(out_rows[o] >= 0 && out_rows[o] < n);
+    memset(kv->count, 0, (size_t)kv->n_seq * sizeof(int));
+    for (int r = 0; r < n; r++)
+        if (kv->len[seq[r]] + ++kv->count[seq[r]] > kv->max_len) return ERR_RANGE;
+    kv_reserve(kv, c, n);
+    memset(kv->count, 0, (size_t)kv->n_seq * sizeof(int));
+    for (int r = 0; r < n; r++) kv->pos[r] = kv->len[seq[r]] + kv->count[seq[r]]++;
+
+    for (int r = 0; r < n; r++)
+        memcpy(kv->x + (size_t)r * C, m->w.embed + (size_t)tokens[r] * C, C * sizeof(float));
+    float  scale = 1.0f / sqrtf((float)HS);
+    size_t seq_stride = (size_t)kv->max_len * KD;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        float              *kc_l = kv->k + (size_t)l * kv->n_seq * seq_stride;
+        float              *vc_l = kv->v + (size_t)l * kv->n_seq * seq_stride;
+        tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C, c->norm_eps);
+        tensor_linear_forward(kv->q, kv->xn, w->wq, n, C, QD);
+        tensor_linear_forward(kv->kk, kv->xn, w->wk, n, C, KD);
+        tensor_linear_forward(kv->vv, kv->xn, w->wv, n, C, KD);
+        tensor_rope_forward(kv->q, kv->pos, n, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(kv->kk, kv->pos, n, KVH, HS, m->rope_cos, m->rope_sin);
+        /* Every row's key and value goes in before any row attends, so rows
+         * later in the call can see earlier rows of their sequence. */
+        for (int r = 0; r < n; r++) {
+            size_t at = (size_t)seq[r] * seq_stride + (size_t)kv->pos[r] * KD;
+            memcpy(kc_l + at, kv->kk + (size_t)r * KD, KD * sizeof(float));
+            memcpy(vc_l + at, kv->vv + (size_t)r * KD, KD * sizeof(float));
+        }
+        for (int r = 0; r < n; r++) {
+            const float *kc = kc_l + (size_t)seq[r] * seq_stride;
+            const float *vc = vc_l + (size_t)seq[r] * seq_stride;
+            int          len = kv->pos[r] + 1;
+            for (int h = 0; h < NH; h++) {
+                const float *q_rh = kv->q + (size_t)r * QD + (size_t)h * HS;
+                float       *y = kv->atty + (size_t)r * QD + (size_t)h * HS;
+                size_t       ko = (size_t)(h / group) * HS;
+                float        mx = -INFINITY;
+                for (int j = 0; j < len; j++) {
+                    const float *k_j = kc + (size_t)j * KD + ko;
+                    float        s = 0.0f;
+                    for (int i = 0; i < HS; i++) s += q_rh[i] * k_j[i];
+                    kv->scores[j] = s * scale;
+                    mx = kv->scores[j] > mx ? kv->scores[j] : mx;
+                }
+                double sum = 0.0;
+                for (int j = 0; j < len; j++) {
+                    kv->scores[j] = expf(kv->scores[j] - mx);
+                    sum += kv->scores[j];
+                }
+                float inv = (float)(1.0 / sum);
+                memset(y, 0, HS * sizeof(float));
+                for (int j = 0; j < len; j++) {
+                    const float *v_j = vc + (size_t)j * KD + ko;
+                    float        p = kv->scores[j] * inv;
+                    for (int i = 0; i < HS; i++) y[i] += p * v_j[i];
+                }
+            }
+        }
+        tensor_linear_forward_add(kv->x, kv->atty, w->wo, n, QD, C);
+        tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C, c->norm_eps);
+        tensor_linear_forward(kv->gate, kv->xn, w->w_gate, n, C, H);
+        tensor_linear_forward(kv->up, kv->xn, w->w_up, n, C, H);
+        tensor_swiglu_forward(kv->gate, kv->gate, kv->up, (size_t)n * H);
+        tensor_linear_forward_add(kv->x, kv->gate, w->w_down, n, H, C);
+    }
+    if (n_out > 0) {
+        /* Final norm for the wanted rows only, packed into xn. */
+        for (int o = 0; o < n_out; o++)
+            tensor_rmsnorm_forward(kv->xn + (size_t)o * C, kv->rstd + o,
+                                   kv->x + (size_t)out_rows[o] * C, m->w.norm, 1, C, c->norm_eps);
+        tensor_linear_forward(logits, kv->xn, m->w.lm_head, n_out, C, V);
+    }
+    for (int r = 0; r < n; r++)
+        kv->len[seq[r]] = kv->pos[r] + 1 > kv->len[seq[r]] ? kv->pos[r] + 1 : kv->len[seq[r]];
+    return 0;
+}
+
+/* ---- self-test ------------------------------------------------------------ */
+
+typedef struct {
+    int    B, T;
+    int   *tokens, *targets;
+    float *mask, *wl, *we, *wv; /* (B,T) loss weights on logp, entropy, value */
+    float *logp, *ent, *val;
+} GradCase;
+
+/* loss = sum(wl*logp + we*entropy + wv*value), in double. */
+static double case_loss(Model *m, GradCase *g)
+{
+    bool vh = m->cfg.has_value_head;
+    model_forward(m, g->tokens, g->targets, g->mask, g->B, g->T, g->logp, g->ent,
+                  vh ? g->val : NULL);
+    double s = 0.0;
+    for (int n = 0; n < g->B * g->T; n++) {
+        s += (double)g->wl[n] * g->logp[n] + (double)g->we[n] * g->ent[n];
+        if (vh) s += (double)g->wv[n] * g->val[n];
+    }
+    return s;
+}
+
+/* Per tensor, compares the analytic directional derivative g.d along a
+ * random direction d with (L(p + h d) - L(p - h d)) / 2h. */
+static int grad_check(const ModelConfig *cfg, const char *label, float temperature, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 11, 0.3f);
+    model_set_temperature(m, temperature);
+    Rng r;
+    rng_seed(&r, 5);
+    GradCase g = {.B = 2, .T = 6};
+    int      N = g.B * g.T;
+    g.tokens = xmalloc(N * sizeof(int));
+    g.targets = xmalloc(N * sizeof(int));
+    float *f = xcalloc((size_t)N * 7, sizeof(float));
+    g.mask = f;
+    g.wl = f + N;
+    g.we = f + 2 * N;
+    g.wv = f + 3 * N;
+    g.logp = f + 4 * N;
+    g.ent = f + 5 * N;
+    g.val = f + 6 * N;
+    for (int n = 0; n < N; n++) {
+        g.tokens[n] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+        g.targets[n] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+        g.mask[n] = (n % 5 == 3) ? 0.0f : 1.0f; /* a few positions masked out */
+        g.wl[n] = rng_normal(&r);
+        g.we[n] = rng_normal(&r);
+        g.wv[n] = rng_normal(&r);
+    }
+    model_zero_grad(m);
+    case_loss(m, &g);
+    model_backward(m, g.wl, g.we, cfg->has_value_head ? g.wv : NULL);
+
+    int    fails = 0;
+    double worst = 0.0;
+    float *dir = xmalloc(m->n_params * sizeof(float));
+    for (int t = 0; t < m->n_tensors; t++) {
+        TensorInfo *ti = &m->tensors[t];
+        float      *p = m->params + ti->offset, *gr = m->grads + ti->offset;
+        double      analytic = 0.0;
+        for (size_t i = 0; i < ti->numel; i++) {
+            dir[i] = rng_normal(&r);
+            analytic += (double)gr[i] * dir[i];
+        }
+        float h = 1e-3f;
+        for (size_t i = 0; i < ti->numel; i++) p[i] += h * dir[i];
+        double lp = case_loss(m, &g);
+        for (size_t i = 0; i < ti->numel; i++) p[i] -= 2 * h * dir[i];
+        double lm = case_loss(m, &g);
+        for (size_t i = 0; i < ti->numel; i++) p[i] += h * dir[i];
+        double num = (lp - lm) / (2.0 * h);
+        double err = fabs(num - analytic) / fmax(1.0, fabs(num));
+        worst = fmax(worst, err);
+        if (err > 2e-3) {
+            fprintf(stderr, "model grad check (%s): %s analytic %.6g numeric %.6g err %.3g\n",
+                    label, ti->name, analytic, num, err);
+            fails++;
+        }
+    }
+    if (verbose)
+        printf("  grad check %-28s %3d tensors, max rel err %.2e (tol 2e-3)\n", label, m->n_tensors,
+               worst);
+    free(dir);
+    free(f);
+    free(g.tokens);
+    free(g.targets);
+    model_free(&m);
+    return fails;
+}
+
+/* Logits from the KV-cache path equal the full forward's on a batch of
+ * sequences of different lengths, fed as a mix of prefills and decode steps. */
+static int kv_check(const ModelConfig *cfg, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 3, 0.3f);
+    Rng r;
+    rng_seed(&r, 9);
+    enum { B = 3, T = 9 };
+    int   lens[B] = {5, 9, 7}, tokens[B * T], targets[B * T] = {0};
+    float mask[B * T];
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            tokens[b * T + t] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+            mask[b * T + t] = t < lens[b] ? 1.0f : 0.0f;
+        }
+    }
+    model_forward(m, tokens, targets, mask, B, T, NULL, NULL, NULL);
+    int          n_act;
+    const float *full = model_last_logits(m, &n_act);
+    int          V = cfg->vocab_size, row_of[B][T];
+    for (int i = 0, n = 0; n < B * T; n++)
+        if (mask[n] != 0.0f) row_of[n / T][n % T] = i++;
+    double maxref = 0.0;
+    for (size_t i = 0; i < (size_t)n_act * V; i++) maxref = fmax(maxref, fabs(full[i]));
+
+    KVCache *kv = kv_new(m, B, T);
+    float   *lg = xmalloc((size_t)B * T * V * sizeof(float));
+    double   worst = 0.0;
+    int      fails = 0, done[B] = {0};
+    /* Prefill: 3 tokens of seq 0, then 2 of seq 1 and 4 of seq 2 in one call. */
+    int seqs[16], toks[16], outs[16], n = 0;
+    int plan[B] = {3, 2, 4};
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < plan[b]; i++) {
+            seqs[n] = b;
+            toks[n] = tokens[b * T + done[b] + i];
+            outs[n] = n;
+            n++;
+        }
+        if (b == 0) {
+            CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+            for (int i = 0; i < n; i++) {
+                const float *ref = full + (size_t)row_of[0][i] * V;
+                for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+            }
+            done[0] = n;
+            n = 0;
+        }
+    }
+    CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+    for (int i = 0; i < n; i++) {
+        int          b = seqs[i], t = done[b]++;
+        const float *ref = full + (size_t)row_of[b][t] * V;
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+    }
+    /* Decode: one row per unfinished sequence until all reach their length. */
+    for (;;) {
+        n = 0;
+        for (int b = 0; b < B; b++) {
+            if (done[b] >= lens[b]) continue;
+            seqs[n] = b;
+            toks[n] = tokens[b * T + done[b]];
+            outs[n] = n;
+            n++;
+        }
+        if (!n) break;
+        CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+        for (int i = 0; i < n; i++) {
+            int          b = seqs[i], t = done[b]++;
+            const float *ref = full + (size_t)row_of[b][t] * V;
+            for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+        }
+    }
+    for (int b = 0; b < B; b++)
+        if (kv_len(kv, b) != lens[b]) fails++;
+    /* A bad token id and an overlong sequence are refused without appending. */
+    int bad = V, s0 = 0;
+    if (model_step(m, kv, 1, &s0, &bad, 0, NULL, NULL) != ERR_RANGE) fails++;
+    int s1 = 1, tk = 0;
+    if (model_step(m, kv, 1, &s1, &tk, 0, NULL, NULL) != ERR_RANGE) fails++; /* seq 1 is full */
+    if (kv_len(kv, 0) != lens[0]) fails++;
+    double rel = worst / fmax(maxref, 1e-30);
+    if (verbose) printf("  kv cache vs full forward: max rel diff %.2e (tol 1e-5)\n", rel);
+    if (rel > 1e-5) {
+        fprintf(stderr, "kv check: rel diff %.3g > 1e-5\n", rel);
+        fails++;
+    }
+    free(lg);
+    kv_free(&kv);
+    model_free(&m);
+    return fails;
+}
+
+/* At temperature T the reported log-probs are log softmax(raw logits / T). */
+static int temperature_check(const ModelConfig *cfg, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 8, 0.5f);
+    int    tokens[6] = {1, 4, 2, 7, 3, 5}, targets[6] = {4, 2, 7, 3, 5, 0}, V = cfg->vocab_size;
+    float  lp[6], lpT[6];
+    float *raw = xmalloc(sizeof(float) * 6 * V);
+    model_forward(m, tokens, targets, NULL, 1, 6, lp, NULL, NULL);
+    memcpy(raw, model_last_logits(m, NULL), sizeof(float) * 6 * V);
+    model_set_temperature(m, 0.5f);
+    model_forward(m, tokens, targets, NULL, 1, 6, lpT, NULL, NULL);
+    double worst = 0.0;
+    for (int t = 0; t < 6; t++) {
+        double mx = -1e30, sum = 0.0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, raw[t * V + v] / 0.5);
+        for (int v = 0; v < V; v++) sum += exp(raw[t * V + v] / 0.5 - mx);
+        double want = raw[t * V + targets[t]] / 0.5 - mx - log(sum);
+        worst = fmax(worst, fabs(want - lpT[t]));
+    }
+    if (verbose)
+        printf("  temperature 0.5: logp vs log softmax(raw/T) max diff %.2e (tol 1e-5)\n", worst);
+    free(raw);
+    model_free(&m);
+    return worst > 1e-5;
+}
+
+int model_selftest(bool verbose)
+{
+    ModelConfig base = {.dim = 16,
+                        .n_layers = 2,
+                        .n_heads = 4,
+                        .n_kv_heads = 2,
+                        .hidden_dim = 24,
+                        .vocab_size = 13,
+                        .max_seq_len = 16,
+                        .rope_theta = 10000.0f,
+                        .norm_eps = 1e-5f};
+    int         fails = 0;
+    char        why[160];
+    ModelConfig bad = base;
+    bad.n_kv_heads = 3;
+    if (model_config_validate(&bad, why, sizeof why) != ERR_RANGE) fails++;
+    bad = base;
+    bad.dim = 0;
+    if (model_config_validate(&bad, why, sizeof why) != ERR_RANGE) fails++;
+
+    ModelConfig c = base;
+    c.tie_embeddings = true;
+    fails += grad_check(&c, "tied, no value head", 1.0f, verbose);
+    fails += grad_check(&c, "tied, temperature 0.7", 0.7f, verbose);
+    c.tie_embeddings = false;
+    c.has_value_head = true;
+    fails += grad_check(&c, "untied, value head", 1.0f, verbose);
+    c.tie_embeddings = true;
+    c.n_kv_heads = 4;
+    fails += grad_check(&c, "tied, value head, MHA", 1.0f, verbose);
+    c.has_value_head = false;
+    c.tie_embeddings = false;
+    c.n_kv_heads = 1;
+    fails += grad_check(&c, "untied, MQA", 1.0f, verbose);
+
+    fails += kv_check(&base, verbose);
+    fails += temperature_check(&base, verbose);
+    c = base;
+    c.tie_embeddings = true;
+    c.dim = 32;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    fails += kv_check(&c, verbose);
+    return fails ? 1 : 0;
+}

@@ -1,0 +1,1021 @@
+#include "tests/test_list.h"
+#include "common/nn/tensor.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/err.h"
+#include "common/base/par.h"
+#include "common/base/rng.h"
+
+void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CHECK(M >= 0 && N >= 0 && K >= 0);
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int p = 0; p < K; p++) {
+                float a = trans_a ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                float b = trans_b ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                acc += (double)a * b;
+            }
+            float *c = &C[(size_t)i * ldc + j];
+            /* beta == 0 must ignore C, which may hold garbage, as BLAS does. */
+            *c = (float)(alpha * acc + (beta == 0.0f ? 0.0 : (double)beta * *c));
+        }
+    }
+}
+
+/* Rows at or below this count take the weight-streaming kernel: with few
+ * rows the product is bound by reading w, and sgemm's packing of w costs an
+ * extra pass over it. */
+#define SMALL_ROWS 16
+
+/* out (N,OC) (+)= inp (N,C) @ w^T for N <= SMALL_ROWS: each weight row is read
+ * once and dotted with every input row while it sits in L1. */
+typedef struct {
+    float       *out;
+    const float *inp, *w;
+    int          N, C, OC;
+    bool         add;
+} SmallCtx;
+
+static void linear_small_range(void *p, size_t o0, size_t o1)
+{
+    const SmallCtx *s = p;
+    const float    *inp = s->inp, *w = s->w;
+    float          *out = s->out;
+    int             N = s->N, C = s->C, OC = s->OC;
+    bool            add = s->add;
+    int             o = (int)o0;
+    /* Four weight rows at a time: each input element loaded feeds four FMAs. */
+    for (; o + 4 <= (int)o1; o += 4) {
+        const float *w0 = w + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float        a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+            for (int c = 0; c < C; c++) {
+                a0 += w0[c] * x[c];
+                a1 += w1[c] * x[c];
+                a2 += w2[c] * x[c];
+                a3 += w3[c] * x[c];
+            }
+            float *y = out + (size_t)n * OC + o;
+            if (add) {
+                y[0] += a0;
+                y[1] += a1;
+                y[2] += a2;
+                y[3] += a3;
+            } else {
+                y[0] = a0;
+                y[1] = a1;
+                y[2] = a2;
+                y[3] = a3;
+            }
+        }
+    }
+    for (; o < (int)o1; o++) {
+        const float *w_o = w + (size_t)o * C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float        acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < C; c++) acc += w_o[c] * x[c];
+            float *y = out + (size_t)n * OC + o;
+            *y = add ? *y + acc : acc;
+        }
+    }
+}
+
+static void linear_small(float *out, const float *inp, const float *w, int N, int C, int OC,
+                         bool add)
+{
+    SmallCtx s = {out, inp, w, N, C, OC, add};
+    /* Worth two threads once w is past a few L2-sized blocks. */
+    par_for((size_t)OC, 2 * 65536 / (size_t)(C > 0 ? C : 1), linear_small_range, &s);
+}
+
+void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC)
+{
+    if (N <= SMALL_ROWS)
+        linear_small(out, inp, w, N, C, OC, false);
+    else
+        tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+}
+
+void tensor_linear_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC)
+{
+    if (N <= SMALL_ROWS)
+        linear_small(out, inp, w, N, C, OC, true);
+    else
+        tensor_gemm(false, true, N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
+}
+
+void tensor_linear_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC)
+{
+    if (dinp) tensor_gemm(false, false, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    tensor_gemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+}
+
+typedef struct {
+    float       *out, *rstd, *dinp, *dw;
+    const float *inp, *w, *dout, *rstd_in;
+    int          N, C;
+    float        eps;
+} NormCtx;
+
+static void rmsnorm_fwd_range(void *p, size_t n0, size_t n1)
+{
+    const NormCtx *a = p;
+    float         *out = a->out, *rstd = a->rstd;
+    const float   *inp = a->inp, *w = a->w;
+    int            C = a->C;
+    float          eps = a->eps;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *inp_n = inp + (size_t)n * C;
+        float       *out_n = out + (size_t)n * C;
+        double       ss = 0.0;
+        for (int c = 0; c < C; c++) ss += (double)inp_n[c] * inp_n[c];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        rstd[n] = r;
+        for (int c = 0; c < C; c++) out_n[c] = inp_n[c] * r * w[c];
+    }
+}
+
+void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                            float eps)
+{
+    NormCtx a = {.out = out, .rstd = rstd, .inp = inp, .w = w, .N = N, .C = C, .eps = eps};
+    par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_fwd_range, &a);
+}
+
+static void rmsnorm_bwd_rows(void *p, size_t n0, size_t n1)
+{
+    /* y_c = x_c r w_c with r = (mean x^2 + eps)^-1/2, so
+     * dx_c = r (g_c w_c) - x_c r^3 / C * sum_k g_k w_k x_k. */
+    const NormCtx *a = p;
+    int            C = a->C;
+    const float   *w = a->w;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *x = a->inp + (size_t)n * C;
+        const float *g = a->dout + (size_t)n * C;
+        float       *dx = a->dinp + (size_t)n * C;
+        float        r = a->rstd_in[n];
+        float        dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int c = 0; c < C; c++) dot += g[c] * w[c] * x[c];
+        float k = dot * r * r * r / (float)C;
+        for (int c = 0; c < C; c++) dx[c] += g[c] * w[c] * r - x[c] * k;
+    }
+}
+
+static void rmsnorm_bwd_cols(void *p, size_t c0, size_t c1)
+{
+    /* The weight gradient sums over rows; columns are split so no two
+     * threads write the same dw[c]. */
+    const NormCtx *a = p;
+    int            C = a->C;
+    for (int n = 0; n < a->N; n++) {
+        const float *x = a->inp + (size_t)n * C;
+        const float *g = a->dout + (size_t)n * C;
+        float        r = a->rstd_in[n];
+        for (size_t c = c0; c < c1; c++) a->dw[c] += g[c] * x[c] * r;
+    }
+}
+
+void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int N, int C)
+{
+    NormCtx a = {
+        .dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .rstd_in = rstd, .N = N, .C = C};
+    par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_bwd_rows, &a);
+    par_for((size_t)C, (size_t)(N > 64 ? 0 : C + 1), rmsnorm_bwd_cols, &a);
+}
+
+void tensor_rope_table(float *cos_tab, float *sin_tab, int max_pos, int HS, float theta)
+{
+    CHECK(HS % 2 == 0 && max_pos > 0);
+    int half = HS / 2;
+    for (int p = 0; p < max_pos; p++) {
+        for (int i = 0; i < half; i++) {
+            /* Angles in double: pos * freq reaches thousands of radians. */
+            double angle = p * pow((double)theta, -2.0 * i / HS);
+            cos_tab[(size_t)p * half + i] = (float)cos(angle);
+            sin_tab[(size_t)p * half + i] = (float)sin(angle);
+        }
+    }
+}
+
+typedef struct {
+    float       *x;
+    const int   *pos;
+    int          NH, HS;
+    const float *cos_tab, *sin_tab;
+    float        sign;
+} RopeCtx;
+
+static void rope_range(void *p, size_t n0, size_t n1)
+{
+    const RopeCtx *a = p;
+    int            NH = a->NH, HS = a->HS, half = HS / 2;
+    float         *x = a->x, sign = a->sign;
+    const float   *cos_tab = a->cos_tab, *sin_tab = a->sin_tab;
+    const int     *pos = a->pos;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *cs = cos_tab + (size_t)pos[n] * half, *sn = sin_tab + (size_t)pos[n] * half;
+        for (int h = 0; h < NH; h++) {
+            float *x_nh = x + ((size_t)n * NH + h) * HS;
+            for (int i = 0; i < half; i++) {
+                float x0 = x_nh[i], x1 = x_nh[i + half], s = sign * sn[i];
+                x_nh[i] = x0 * cs[i] - x1 * s;
+                x_nh[i + half] = x0 * s + x1 * cs[i];
+            }
+        }
+    }
+}
+
+static void rope_apply(float *x, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                       const float *sin_tab, float sign)
+{
+    CHECK(HS % 2 == 0);
+    RopeCtx a = {x, pos, NH, HS, cos_tab, sin_tab, sign};
+    par_for((size_t)N, (size_t)(65536 / (NH * HS) + 1), rope_range, &a);
+}
+
+void tensor_rope_forward(float *x, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                         const float *sin_tab)
+{
+    rope_apply(x, pos, N, NH, HS, cos_tab, sin_tab, 1.0f);
+}
+
+void tensor_rope_backward(float *dx, const int *pos, int N, int NH, int HS, const float *cos_tab,
+                          const float *sin_tab)
+{
+    /* A rotation's transpose is the rotation by the opposite angle. */
+    rope_apply(dx, pos, N, NH, HS, cos_tab, sin_tab, -1.0f);
+}
+
+typedef struct {
+    float       *out, *dgate, *dup;
+    const float *gate, *up, *dout;
+} SwigluCtx;
+
+static void swiglu_fwd_range(void *p, size_t i0, size_t i1)
+{
+    const SwigluCtx *a = p;
+    float           *out = a->out;
+    const float     *gate = a->gate, *up = a->up;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + tensor_exp(-g)) * up[i];
+    }
+}
+
+void tensor_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
+{
+    SwigluCtx a = {.out = out, .gate = gate, .up = up};
+    par_for(n, 32768, swiglu_fwd_range, &a);
+}
+
+static void swiglu_bwd_range(void *p, size_t i0, size_t i1)
+{
+    const SwigluCtx *a = p;
+    float           *dgate = a->dgate, *dup = a->dup;
+    const float     *gate = a->gate, *up = a->up, *dout = a->dout;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) {
+        float g = gate[i];
+        float s = 1.0f / (1.0f + tensor_exp(-g));
+        dup[i] += dout[i] * g * s;
+        dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}
+
+void tensor_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                            const float *up, size_t n)
+{
+    SwigluCtx a = {.dgate = dgate, .dup = dup, .gate = gate, .up = up, .dout = dout};
+    par_for(n, 32768, swiglu_bwd_range, &a);
+}
+
+/* Causal softmax of each row t of a (T,T) block over columns 0..t, zero
+ * beyond. Max-subtraction keeps exp from overflowing. */
+typedef struct {
+    float       *att, *d;
+    const float *p;
+    int          T;
+} AttCtx;
+
+static void causal_softmax_range(void *ctx, size_t r0, size_t r1)
+{
+    const AttCtx *a = ctx;
+    float        *att = a->att;
+    int           T = a->T;
+    for (size_t rb = r0; rb < r1; rb++) {
+        int    t = (int)(rb % (size_t)T);
+        float *row = att + rb * (size_t)T;
+        float  mx = row[0];
+        for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j <= t; j++) {
+            row[j] = tensor_exp(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j <= t; j++) row[j] *= inv;
+        for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+static void causal_softmax_rows(float *att, size_t n_blocks, int T)
+{
+    AttCtx a = {.att = att, .T = T};
+    par_for(n_blocks * (size_t)T, (size_t)(65536 / T + 1), causal_softmax_range, &a);
+}
+
+static void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
+{
+    /* dS = P * (dP - sum_j dP_j P_j); zero where masked. */
+    const AttCtx *a = ctx;
+    int           T = a->T;
+    for (size_t rb = r0; rb < r1; rb++) {
+        int          t = (int)(rb % (size_t)T);
+        const float *p = a->p + rb * (size_t)T;
+        float       *d = a->d + rb * (size_t)T;
+        float        dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j <= t; j++) dot += d[j] * p[j];
+        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
+        for (int j = t + 1; j < T; j++) d[j] = 0.0f;
+    }
+}
+
+static void attention_forward_gemm(float *out, float *att, const float *q, const float *k,
+                                   const float *v, int B, int T, int NH, int KVH, int HS)
+{
+    CHECK(NH % KVH == 0);
+    int   group = NH / KVH;
+    int   qs = NH * HS, ks = KVH * HS; /* row strides of q and k/v */
+    float scale = 1.0f / sqrtf((float)HS);
+    /* Three phases so the softmax runs over all heads at once in parallel,
+     * between sgemms that thread by themselves. The full T x T products
+     * waste the upper triangle but keep the work in sgemm. */
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;
+            const float *k_bh = k + (size_t)b * T * ks + (size_t)(h / group) * HS;
+            float       *att_bh = att + ((size_t)b * NH + h) * T * T;
+            tensor_gemm(false, true, T, T, HS, scale, q_bh, qs, k_bh, ks, 0.0f, att_bh, T);
+        }
+    }
+    causal_softmax_rows(att, (size_t)B * NH, T);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *v_bh = v + (size_t)b * T * ks + (size_t)(h / group) * HS;
+            const float *att_bh = att + ((size_t)b * NH + h) * T * T;
+            float       *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;
+            tensor_gemm(false, false, T, HS, T, 1.0f, att_bh, T, v_bh, ks, 0.0f, out_bh, qs);
+        }
+    }
+}
+
+static void attention_backward_gemm(float *dq, float *dk, float *dv, float *scratch,
+                                    const float *dout, const float *att, const float *q,
+                                    const float *k, const float *v, int B, int T, int NH, int KVH,
+                                    int HS)
+{
+    int   group = NH / KVH;
+    int   qs = NH * HS, ks = KVH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t       qo = (size_t)b * T * qs + (size_t)h * HS;
+            size_t       ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
+            const float *att_bh = att + ((size_t)b * NH + h) * T * T;
+            float       *dp = scratch + ((size_t)b * NH + h) * T * T;
+            /* dP = dout V^T; dV += P^T dout. */
+            tensor_gemm(false, true, T, T, HS, 1.0f, dout + qo, qs, v + ko, ks, 0.0f, dp, T);
+            tensor_gemm(true, false, T, HS, T, 1.0f, att_bh, T, dout + qo, qs, 1.0f, dv + ko, ks);
+        }
+    }
+    AttCtx sb = {.d = scratch, .p = att, .T = T};
+    par_for((size_t)B * NH * T, (size_t)(65536 / T + 1), softmax_bwd_range, &sb);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t qo = (size_t)b * T * qs + (size_t)h * HS;
+            size_t ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
+            float *dp = scratch + ((size_t)b * NH + h) * T * T;
+            /* S = scale Q K^T: dQ += scale dS K; dK += scale dS^T Q. */
+            tensor_gemm(false, false, T, HS, T, scale, dp, T, k + ko, ks, 1.0f, dq + qo, qs);
+            tensor_gemm(true, false, T, HS, T, scale, dp, T, q + qo, qs, 1.0f, dk + ko, ks);
+        }
+    }
+}
+
+/* Short sequences: per-head sgemm calls cost more in overhead than in
+ * arithmetic, so plain loops over (b, kv head) tasks run instead, each task
+ * owning every query head of its group so dk and dv have one writer. */
+#define ATT_LOOP_MAX_T 64
+
+typedef struct {
+    float       *out, *att, *dq, *dk, *dv, *scratch;
+    const float *q, *k, *v, *dout, *att_in;
+    int          T, NH, KVH, HS;
+} AttLoopCtx;
+
+static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttLoopCtx *a = ctx;
+    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int               qs = NH * HS, ks = KVH * HS;
+    float             scale = 1.0f / sqrtf((float)HS);
+    for (size_t i = i0; i < i1; i++) {
+        int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
+        const float *k_b = a->k + (size_t)b * T * ks + (size_t)g * HS;
+        const float *v_b = a->v + (size_t)b * T * ks + (size_t)g * HS;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            float *att_bh = a->att + ((size_t)b * NH + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                const float *q_t = a->q + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                float       *row = att_bh + (size_t)t * T;
+                float        mx = -INFINITY;
+                for (int j = 0; j <= t; j++) {
+                    const float *k_j = k_b + (size_t)j * ks;
+                    float        s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int c = 0; c < HS; c++) s += q_t[c] * k_j[c];
+                    row[j] = s * scale;
+                    mx = row[j] > mx ? row[j] : mx;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    row[j] = tensor_exp(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= t; j++) row[j] *= inv;
+                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+                float *o = a->out + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                for (int c = 0; c < HS; c++) o[c] = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    const float *v_j = v_b + (size_t)j * ks;
+                    float        p = row[j];
+#pragma omp simd
+                    for (int c = 0; c < HS; c++) o[c] += p * v_j[c];
+                }
+            }
+        }
+    }
+}
+
+static void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttLoopCtx *a = ctx;
+    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int               qs = NH * HS, ks = KVH * HS;
+    float             scale = 1.0f / sqrtf((float)HS);
+    for (size_t i = i0; i < i1; i++) {
+        int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
+        size_t       kb = (size_t)b * T * ks + (size_t)g * HS;
+        const float *k_b = a->k + kb, *v_b = a->v + kb;
+        float       *dk_b = a->dk + kb, *dv_b = a->dv + kb;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const float *att_bh = a->att_in + ((size_t)b * NH + h) * T * T;
+            float       *dp = a->scratch + ((size_t)b * NH + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                size_t       qo = ((size_t)b * T + t) * qs + (size_t)h * HS;
+                const float *dout_t = a->dout + qo, *q_t = a->q + qo;
+                float       *dq_t = a->dq + qo;
+                const float *p = att_bh + (size_t)t * T;
+                float       *d = dp + (size_t)t * T;
+                /* dP_j = dout . v_j and dV_j += P_j dout, then the softmax backward. */
+                float dot = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    const float *v_j = v_b + (size_t)j * ks;
+                    float       *dv_j = dv_b + (size_t)j * ks;
+                    float        s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int c = 0; c < HS; c++) {
+                        s += dout_t[c] * v_j[c];
+                        dv_j[c] += p[j] * dout_t[c];
+                    }
+                    d[j] = s;
+                    dot += s * p[j];
+                }
+                for (int j = 0; j <= t; j++) {
+                    float        ds = p[j] * (d[j] - dot) * scale;
+                    const float *k_j = k_b + (size_t)j * ks;
+                    float       *dk_j = dk_b + (size_t)j * ks;
+#pragma omp simd
+                    for (int c = 0; c < HS; c++) {
+                        dq_t[c] += ds * k_j[c];
+                        dk_j[c] += ds * q_t[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void tensor_attention_forward(float *out, float *att, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int KVH, int HS)
+{
+    CHECK(NH % KVH == 0);
+    if (T > ATT_LOOP_MAX_T) {
+        attention_forward_gemm(out, att, q, k, v, B, T, NH, KVH, HS);
+        return;
+    }
+    AttLoopCtx a = {
+        .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
+    par_for((size_t)B * KVH, 2, att_loop_fwd_range, &a);
+}
+
+void tensor_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int KVH, int HS)
+{
+    if (T > ATT_LOOP_MAX_T) {
+        attention_backward_gemm(dq, dk, dv, scratch, dout, att, q, k, v, B, T, NH, KVH, HS);
+        return;
+    }
+    AttLoopCtx a = {.dq = dq,
+                    .dk = dk,
+                    .dv = dv,
+                    .scratch = scratch,
+                    .dout = dout,
+                    .att_in = att,
+                    .q = q,
+                    .k = k,
+                    .v = v,
+                    .T = T,
+                    .NH = NH,
+                    .KVH = KVH,
+                    .HS = HS};
+    par_for((size_t)B * KVH, 2, att_loop_bwd_range, &a);
+}
+
+static int check_close(const char *what, double got, double want, double tol, double *worst);
+
+/* The loop and sgemm paths agree, forward and backward, on both sides of
+ * the length threshold. */
+static int test_attention_paths(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 21);
+    int    fails = 0;
+    double worst = 0.0;
+    int    Ts[2] = {7, 70};
+    for (int ti = 0; ti < 2; ti++) {
+        int    B = 2, T = Ts[ti], NH = 4, KVH = 2, HS = 8;
+        size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+        size_t na = (size_t)B * NH * T * T;
+        float *buf = xcalloc(4 * nq + 6 * nk + 4 * na, sizeof(float));
+        float *q = buf, *dout = q + nq, *o1 = dout + nq, *o2 = o1 + nq;
+        float *k = o2 + nq, *v = k + nk, *dk1 = v + nk, *dk2 = dk1 + nk, *dv1 = dk2 + nk,
+              *dv2 = dv1 + nk;
+        float *a1 = dv2 + nk, *a2 = a1 + na, *s1 = a2 + na, *s2 = s1 + na;
+        float *dq1 = xcalloc(2 * nq, sizeof(float)), *dq2 = dq1 + nq;
+        for (size_t i = 0; i < nq; i++) {
+            q[i] = rng_normal(&r);
+            dout[i] = rng_normal(&r);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            k[i] = rng_normal(&r);
+            v[i] = rng_normal(&r);
+        }
+        AttLoopCtx a = {
+            .out = o1, .att = a1, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
+        att_loop_fwd_range(&a, 0, (size_t)B * KVH);
+        attention_forward_gemm(o2, a2, q, k, v, B, T, NH, KVH, HS);
+        AttLoopCtx g = {.dq = dq1,
+                        .dk = dk1,
+                        .dv = dv1,
+                        .scratch = s1,
+                        .dout = dout,
+                        .att_in = a1,
+                        .q = q,
+                        .k = k,
+                        .v = v,
+                        .T = T,
+                        .NH = NH,
+                        .KVH = KVH,
+                        .HS = HS};
+        att_loop_bwd_range(&g, 0, (size_t)B * KVH);
+        attention_backward_gemm(dq2, dk2, dv2, s2, dout, a2, q, k, v, B, T, NH, KVH, HS);
+        for (size_t i = 0; i < nq; i++) {
+            fails += check_close("attention paths out", o1[i], o2[i], 1e-5, &worst);
+            fails += check_close("attention paths dq", dq1[i], dq2[i], 1e-5, &worst);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            fails += check_close("attention paths dk", dk1[i], dk2[i], 1e-5, &worst);
+            fails += check_close("attention paths dv", dv1[i], dv2[i], 1e-5, &worst);
+        }
+        free(buf);
+        free(dq1);
+    }
+    if (verbose) printf("  attention loop vs sgemm paths: max err %.2e (tol 1e-5)\n", worst);
+    return fails;
+}
+
+typedef struct {
+    float       *logp, *entropy, *lse, *dlogits;
+    const float *logits, *dlogp, *dentropy, *lse_in, *entropy_in;
+    const int   *targets;
+    int          V;
+} LogpCtx;
+
+static void logp_fwd_range(void *p, size_t n0, size_t n1)
+{
+    const LogpCtx *a = p;
+    float         *logp = a->logp, *entropy = a->entropy, *lse = a->lse;
+    const float   *logits = a->logits;
+    const int     *targets = a->targets;
+    int            V = a->V;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *z = logits + (size_t)n * V;
+        float        mx = z[0];
+        for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        float sum = 0.0f, sum_pz = 0.0f;
+#pragma omp simd reduction(+ : sum, sum_pz)
+        for (int i = 0; i < V; i++) {
+            float e = tensor_exp(z[i] - mx);
+            sum += e;
+            sum_pz += e * (z[i] - mx);
+        }
+        float l = logf(sum); /* log-sum-exp minus mx */
+        lse[n] = mx + l;
+        if (logp) logp[n] = (z[targets[n]] - mx) - l;
+        /* H = lse - E_p[z], both taken relative to mx for precision. */
+        if (entropy) entropy[n] = l - sum_pz / sum;
+    }
+}
+
+void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *logits,
+                         const int *targets, int N, int V)
+{
+    LogpCtx a = {
+        .logp = logp, .entropy = entropy, .lse = lse, .logits = logits, .targets = targets, .V = V};
+    par_for((size_t)N, (size_t)(65536 / V + 1), logp_fwd_range, &a);
+}
+
+static void logp_bwd_range(void *ctx, size_t n0, size_t n1)
+{
+    /* d logp_y / dz_j = [j = y] - p_j; dH/dz_j = -p_j (log p_j + H). */
+    const LogpCtx *a = ctx;
+    float         *dlogits = a->dlogits;
+    const float   *dlogp = a->dlogp, *dentropy = a->dentropy, *logits = a->logits;
+    const float   *lse = a->lse_in, *entropy = a->entropy_in;
+    const int     *targets = a->targets;
+    int            V = a->V;
+    for (int n = (int)n0; n < (int)n1; n++) {
+        const float *z = logits + (size_t)n * V;
+        float       *dz = dlogits + (size_t)n * V;
+        float        gl = dlogp ? dlogp[n] : 0.0f;
+        float        ge = dentropy ? dentropy[n] : 0.0f;
+        float        H = ge != 0.0f ? entropy[n] : 0.0f;
+        float        l = lse[n];
+        if (gl == 0.0f && ge == 0.0f) continue;
+#pragma omp simd
+        for (int i = 0; i < V; i++) {
+            float lp = z[i] - l;
+            float p = tensor_exp(lp);
+            dz[i] += -gl * p - ge * p * (lp + H);
+        }
+        dz[targets[n]] += gl;
+    }
+}
+
+void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentropy,
+                          const float *logits, const float *lse, const float *entropy,
+                          const int *targets, int N, int V)
+{
+    LogpCtx a = {.dlogits = dlogits,
+                 .dlogp = dlogp,
+                 .dentropy = dentropy,
+                 .logits = logits,
+                 .lse_in = lse,
+                 .entropy_in = entropy,
+                 .targets = targets,
+                 .V = V};
+    par_for((size_t)N, (size_t)(65536 / V + 1), logp_bwd_range, &a);
+}
+
+float tensor_softmax_row(float *x, int V, float temperature)
+{
+    CHECK(temperature > 0.0f);
+    float inv_t = 1.0f / temperature;
+    float mx = x[0] * inv_t;
+    for (int i = 1; i < V; i++) mx = x[i] * inv_t > mx ? x[i] * inv_t : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) {
+        x[i] = tensor_exp(x[i] * inv_t - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < V; i++) x[i] *= inv;
+    return mx + (float)log(sum);
+}
+
+/* ---- self-test ---------------------------------------------------------- */
+
+static void fill_normal(float *x, size_t n, Rng *r, float std)
+{
+    for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(r);
+}
+
+static int check_close(const char *what, double got, double want, double tol, double *worst)
+{
+    double err = fabs(got - want) / (fabs(want) > 1.0 ? fabs(want) : 1.0);
+    if (err > *worst) *worst = err;
+    if (err > tol) {
+        fprintf(stderr, "tensor_selftest: %s: got %.8g want %.8g (err %.3g > tol %.3g)\n", what,
+                got, want, err, tol);
+        return 1;
+    }
+    return 0;
+}
+
+static int test_gemm(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 1);
+    int    M = 7, N = 5, K = 9, pad = 3;
+    float *A = xmalloc(sizeof(float) * 20 * 20), *Bm = xmalloc(sizeof(float) * 20 * 20);
+    float *C1 = xmalloc(sizeof(float) * 20 * 20), *C2 = xmalloc(sizeof(float) * 20 * 20);
+    double worst = 0.0;
+    int    fails = 0;
+    for (int ta = 0; ta < 2; ta++) {
+        for (int tb = 0; tb < 2; tb++) {
+            fill_normal(A, 400, &r, 1.0f);
+            fill_normal(Bm, 400, &r, 1.0f);
+            fill_normal(C1, 400, &r, 1.0f);
+            memcpy(C2, C1, sizeof(float) * 400);
+            int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            tensor_gemm(ta, tb, M, N, K, 0.7f, A, lda, Bm, ldb, 0.3f, C1, ldc);
+            tensor_gemm_naive(ta, tb, M, N, K, 0.7f, A, lda, Bm, ldb, 0.3f, C2, ldc);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    fails += check_close("gemm", C1[i * ldc + j], C2[i * ldc + j], 1e-5, &worst);
+        }
+    }
+    if (verbose) printf("  gemm vs naive: max err %.2e (tol 1e-5)\n", worst);
+    free(A);
+    free(Bm);
+    free(C1);
+    free(C2);
+    return fails;
+}
+
+/* Finite-difference check of one op: loss = sum(w_out * out(x)); compares the
+ * analytic gradient of every input element with central differences in
+ * float, a step of 1e-3 and a tolerance relative to max(1, |g|). */
+typedef void (*FwdFn)(float *out, float *const *in, void *ctx);
+
+static int fd_check(const char *name, FwdFn fwd, void *ctx, float *const *in, const size_t *in_n,
+                    int n_in, float *const *grad, size_t out_n, const float *w_out, double tol,
+                    bool verbose)
+{
+    float *out = xmalloc(sizeof(float) * out_n);
+    double worst = 0.0;
+    int    fails = 0;
+    for (int a = 0; a < n_in; a++) {
+        for (size_t i = 0; i < in_n[a]; i++) {
+            float  saved = in[a][i], h = 1e-3f;
+            double lp = 0.0, lm = 0.0;
+            in[a][i] = saved + h;
+            fwd(out, in, ctx);
+            for (size_t o = 0; o < out_n; o++) lp += (double)w_out[o] * out[o];
+            in[a][i] = saved - h;
+            fwd(out, in, ctx);
+            for (size_t o = 0; o < out_n; o++) lm += (double)w_out[o] * out[o];
+            in[a][i] = saved;
+            double num = (lp - lm) / (2.0 * h);
+            if (check_close(name, grad[a][i], num, tol, &worst) && ++fails > 5) goto done;
+        }
+    }
+done:
+    if (verbose) printf("  %-10s fd max err %.2e (tol %.0e)\n", name, worst, tol);
+    free(out);
+    return fails;
+}
+
+typedef struct {
+    int    N, C, OC, NH, KVH, HS, B, T, V;
+    float  eps;
+    int   *pos, *targets;
+    float *scratch;
+    float *cos_tab, *sin_tab;
+} OpCtx;
+
+static void fwd_linear(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    tensor_linear_forward(out, in[0], in[1], c->N, c->C, c->OC);
+}
+
+static void fwd_rmsnorm(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    tensor_rmsnorm_forward(out, c->scratch, in[0], in[1], c->N, c->C, c->eps);
+}
+
+static void fwd_rope(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    memcpy(out, in[0], sizeof(float) * (size_t)c->N * c->NH * c->HS);
+    tensor_rope_forward(out, c->pos, c->N, c->NH, c->HS, c->cos_tab, c->sin_tab);
+}
+
+static void fwd_swiglu(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    tensor_swiglu_forward(out, in[0], in[1], (size_t)c->N);
+}
+
+static void fwd_attention(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    tensor_attention_forward(out, c->scratch, in[0], in[1], in[2], c->B, c->T, c->NH, c->KVH,
+                             c->HS);
+}
+
+/* Output layout for the logp op: logp (N) then entropy (N). */
+static void fwd_logp(float *out, float *const *in, void *p)
+{
+    OpCtx *c = p;
+    tensor_logp_forward(out, out + c->N, c->scratch, in[0], c->targets, c->N, c->V);
+}
+
+static int test_ops(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 7);
+    int          fails = 0;
+    OpCtx        c = {.N = 6, .C = 8, .OC = 5, .eps = 1e-5f};
+    float        x[512], w[512], g0[512], g1[512], g2[512], wo[4096], big[4096];
+    float *const in2[2] = {x, w};
+    float *const gr2[2] = {g0, g1};
+
+    fill_normal(x, 512, &r, 1.0f);
+    fill_normal(w, 512, &r, 1.0f);
+    fill_normal(wo, 4096, &r, 1.0f);
+    memset(g0, 0, sizeof g0);
+    memset(g1, 0, sizeof g1);
+    tensor_linear_backward(g0, g1, wo, x, w, c.N, c.C, c.OC);
+    size_t nl[2] = {(size_t)c.N * c.C, (size_t)c.OC * c.C};
+    fails +=
+        fd_check("linear", fwd_linear, &c, in2, nl, 2, gr2, (size_t)c.N * c.OC, wo, 2e-3, verbose);
+
+    float rstd[64], outn[512];
+    c.scratch = big;
+    tensor_rmsnorm_forward(outn, rstd, x, w, c.N, c.C, c.eps);
+    memset(g0, 0, sizeof g0);
+    memset(g1, 0, sizeof g1);
+    tensor_rmsnorm_backward(g0, g1, wo, x, w, rstd, c.N, c.C);
+    size_t nr[2] = {(size_t)c.N * c.C, (size_t)c.C};
+    fails +=
+        fd_check("rmsnorm", fwd_rmsnorm, &c, in2, nr, 2, gr2, (size_t)c.N * c.C, wo, 2e-3, verbose);
+
+    int pos[6] = {0, 1, 5, 17, 100, 3000};
+    c.pos = pos;
+    c.NH = 2;
+    c.HS = 8;
+    memcpy(g0, wo, sizeof(float) * 96);
+    float *cos_tab = xmalloc(sizeof(float) * 3001 * 4),
+          *sin_tab = xmalloc(sizeof(float) * 3001 * 4);
+    tensor_rope_table(cos_tab, sin_tab, 3001, c.HS, 10000.0f);
+    c.cos_tab = cos_tab;
+    c.sin_tab = sin_tab;
+    tensor_rope_backward(g0, pos, c.N, c.NH, c.HS, cos_tab, sin_tab);
+    float *const in1[1] = {x};
+    float *const gr1[1] = {g0};
+    size_t       nrope = 96;
+    fails += fd_check("rope", fwd_rope, &c, in1, &nrope, 1, gr1, 96, wo, 2e-3, verbose);
+    /* Worked example: position 1, pair 0 rotates by exactly 1 radian. */
+    float xr[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    int   p1 = 1;
+    tensor_rope_forward(xr, &p1, 1, 1, 8, cos_tab, sin_tab);
+    if (fabsf(xr[0] - cosf(1.0f)) > 1e-6f || fabsf(xr[4] - sinf(1.0f)) > 1e-6f) fails++;
+    free(cos_tab);
+    free(sin_tab);
+
+    c.N = 40;
+    fill_normal(x, 40, &r, 2.0f);
+    memset(g0, 0, sizeof g0);
+    memset(g1, 0, sizeof g1);
+    tensor_swiglu_backward(g0, g1, wo, x, w, 40);
+    size_t ns[2] = {40, 40};
+    fails += fd_check("swiglu", fwd_swiglu, &c, in2, ns, 2, gr2, 40, wo, 2e-3, verbose);
+
+    /* Attention with GQA: B 2, T 5, NH 4, KVH 2, HS 4. */
+    c.B = 2;
+    c.T = 5;
+    c.NH = 4;
+    c.KVH = 2;
+    c.HS = 4;
+    size_t nq = 2 * 5 * 4 * 4, nk = 2 * 5 * 2 * 4;
+    float  q[160], k[80], v[80], att[200], outa[160], tt[200];
+    fill_normal(q, nq, &r, 1.0f);
+    fill_normal(k, nk, &r, 1.0f);
+    fill_normal(v, nk, &r, 1.0f);
+    tensor_attention_forward(outa, att, q, k, v, c.B, c.T, c.NH, c.KVH, c.HS);
+    memset(g0, 0, sizeof g0);
+    memset(g1, 0, sizeof g1);
+    memset(g2, 0, sizeof g2);
+    tensor_attention_backward(g0, g1, g2, tt, wo, att, q, k, v, c.B, c.T, c.NH, c.KVH, c.HS);
+    float *const in3[3] = {q, k, v};
+    float *const gr3[3] = {g0, g1, g2};
+    size_t       na[3] = {nq, nk, nk};
+    fails += fd_check("attention", fwd_attention, &c, in3, na, 3, gr3, nq, wo, 2e-3, verbose);
+    /* Causality: the first position's output is exactly its own value row. */
+    for (int i = 0; i < 4; i++)
+        if (fabsf(outa[i] - v[i]) > 1e-6f) fails++;
+
+    /* logp + entropy with both upstream gradients. */
+    c.N = 4;
+    c.V = 11;
+    int targets[4] = {0, 3, 10, 5};
+    c.targets = targets;
+    float logits[44], lse[4], lp[4], ent[4];
+    fill_normal(logits, 44, &r, 2.0f);
+    tensor_logp_forward(lp, ent, lse, logits, targets, 4, 11);
+    memset(g0, 0, sizeof g0);
+    tensor_logp_backward(g0, wo, wo + 4, logits, lse, ent, targets, 4, 11);
+    float *const inl[1] = {logits};
+    size_t       nlg = 44;
+    fails += fd_check("logp", fwd_logp, &c, inl, &nlg, 1, gr1, 8, wo, 2e-3, verbose);
+    /* Worked example: uniform logits over V give logp -log V and entropy log V. */
+    float zero[11] = {0}, l1, e1, s1;
+    int   t0 = 2;
+    tensor_logp_forward(&l1, &e1, &s1, zero, &t0, 1, 11);
+    if (fabsf(l1 + logf(11.0f)) > 1e-6f || fabsf(e1 - logf(11.0f)) > 1e-6f) {
+        fprintf(stderr, "tensor_selftest: uniform logp %g entropy %g, want %g\n", l1, e1,
+                logf(11.0f));
+        fails++;
+    }
+    return fails;
+}
+
+/* The streaming kernel for few rows against sgemm, and tensor_exp against exp. */
+static int test_small_and_exp(bool verbose)
+{
+    Rng r;
+    rng_seed(&r, 3);
+    int    N = 5, C = 37, OC = 29, fails = 0;
+    float *x = xmalloc(sizeof(float) * N * C), *w = xmalloc(sizeof(float) * OC * C);
+    float *y1 = xmalloc(sizeof(float) * N * OC), *y2 = xmalloc(sizeof(float) * N * OC);
+    fill_normal(x, (size_t)N * C, &r, 1.0f);
+    fill_normal(w, (size_t)OC * C, &r, 1.0f);
+    fill_normal(y1, (size_t)N * OC, &r, 1.0f);
+    memcpy(y2, y1, sizeof(float) * N * OC);
+    tensor_linear_forward_add(y1, x, w, N, C, OC);
+    tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 1.0f, y2, OC);
+    double worst = 0.0;
+    for (int i = 0; i < N * OC; i++)
+        fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    tensor_linear_forward(y1, x, w, N, C, OC);
+    tensor_gemm_naive(false, true, N, OC, C, 1.0f, x, C, w, C, 0.0f, y2, OC);
+    for (int i = 0; i < N * OC; i++)
+        fails += check_close("linear_small", y1[i], y2[i], 1e-5, &worst);
+    double werr = 0.0;
+    for (float t = -87.0f; t <= 88.0f; t += 0.001953125f) {
+        double want = exp((double)t), got = tensor_exp(t);
+        werr = fmax(werr, fabs(got - want) / want);
+    }
+    if (werr > 2e-7) fails++;
+    if (verbose)
+        printf("  linear small-rows vs naive: max err %.2e (tol 1e-5); tensor_exp max rel err "
+               "%.2e (tol 2e-7)\n",
+               worst, werr);
+    free(x);
+    free(w);
+    free(y1);
+    free(y2);
+    return fails;
+}
+
+int tensor_selftest(bool verbose)
+{
+    int fails = test_gemm(verbose);
+    fails += test_small_and_exp(verbose);
+    fails += test_attention_paths(verbose);
+    fails += test_ops(verbose);
+    return fails ? 1 : 0;
+}

@@ -1,0 +1,123 @@
+/* The list of every test the runner knows, in dependency order (modules
+ * first, then the model tests, then the programs end to end). A module's
+ * self-test x_selftest lives in x_test.c beside it; the end-to-end tests live
+ * in tests/. Each returns 0 on success (or the number of failed checks) and
+ * is linked only into rlhf-test, never into the programs. */
+#ifndef RLHF_TEST_LIST_H
+#define RLHF_TEST_LIST_H
+
+#include <stdbool.h>
+
+int err_selftest(bool verbose);
+int log_selftest(bool verbose);
+int rng_selftest(bool verbose);
+int par_selftest(bool verbose);
+int flags_selftest(bool verbose);
+int launch_selftest(bool verbose);
+int fileio_selftest(bool verbose);
+int tok_selftest(bool verbose);
+int bpe_selftest(bool verbose);
+int bpe_smollm2_selftest(bool verbose);
+int st_selftest(bool verbose);
+int sampler_selftest(bool verbose);
+int optim_selftest(bool verbose);
+int tensor_selftest(bool verbose);
+int model_selftest(bool verbose);
+int gguf_selftest(bool verbose);
+int gguf_smollm2_selftest(bool verbose);
+int ckpt_selftest(bool verbose);
+int export_selftest(bool verbose);
+int export_smollm2_selftest(bool verbose);
+int gen_selftest(bool verbose);
+int task_selftest(bool verbose);
+int chat_task_selftest(bool verbose);
+int progress_selftest(bool verbose);
+int eval_selftest(bool verbose);
+int sft_selftest(bool verbose);
+int rl_selftest(bool verbose);
+int wire_selftest(bool verbose);
+/* Runs an actor in a thread against a fake learner and a fake reward server
+ * made of real sockets on tcp loopback: first snapshot, leases, the
+ * log-prob contract against model_forward, a new version, a learner restart
+ * with a lower version, and hostile frames on every socket. */
+int actor_selftest(bool verbose);
+int scorer_selftest(bool verbose);
+int reward_selftest(bool verbose);
+int lease_selftest(bool verbose);
+int learner_selftest(bool verbose);
+int chat_smollm2_selftest(bool verbose);
+int algo_selftest(bool verbose);
+/* kill -9 of one of two actors while it holds a lease: the lease is
+ * re-issued after its deadline, the other actor finishes every step, and
+ * the accounting identity holds in every metrics record and the summary. */
+int cluster_fault_actor_selftest(bool verbose);
+/* kill -9 of the learner after a checkpoint, then a restart with the same
+ * flags: it resumes from the checkpoint (same run id, epoch + 1, version and
+ * step of the checkpoint), the running actors follow it without a restart,
+ * and the run completes with consistent counters. */
+int cluster_fault_learner_selftest(bool verbose);
+/* kill -9 of the reward server while groups wait in it, then a restart on
+ * the same port: the lost groups come back as re-issued leases and the run
+ * completes with the identity intact. */
+int cluster_fault_reward_selftest(bool verbose);
+/* Garbage, truncated protobufs, oversized frames (WIRE_MAX_FRAME + 1), a
+ * wrong protocol version, out-of-range token ids and numbers, NaN and
+ * infinite values, sent from the test's own DEALER and PUSH sockets to the
+ * learner's lease ROUTER, snapshot ROUTER and results PULL and the reward
+ * server's samples PULL, and to the actor (which binds nothing) through a
+ * proxy between it and the learner that forwards its traffic and slips in
+ * bad announces, grants and chunks and one NaN-holding snapshot. Each daemon
+ * counts every frame under the expected reason (status lines, the learner's
+ * metrics and summary), logs it, answers refused requests with an
+ * ErrorReply (learner), keeps serving, and the run completes. */
+int cluster_hostile_selftest(bool verbose);
+/* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
+ * (generation, scoring, their agreement, bad flags, bad input, corrupt and
+ * missing checkpoints), then checks --help and bad-flag handling of every
+ * program registered in the Makefile. Returns the number of failed checks. */
+int cli_selftest(bool verbose);
+
+/* name (substring-matched by `rlhf-test NAME`), function */
+#define TEST_LIST(X) \
+    X(err, err_selftest) \
+    X(log, log_selftest) \
+    X(rng, rng_selftest) \
+    X(par, par_selftest) \
+    X(flags, flags_selftest) \
+    X(launch, launch_selftest) \
+    X(fileio, fileio_selftest) \
+    X(tok, tok_selftest) \
+    X(bpe, bpe_selftest) \
+    X(bpe_smollm2, bpe_smollm2_selftest) \
+    X(safetensors, st_selftest) \
+    X(sampler, sampler_selftest) \
+    X(optim, optim_selftest) \
+    X(tensor, tensor_selftest) \
+    X(model, model_selftest) \
+    X(gguf, gguf_selftest) \
+    X(gguf_smollm2, gguf_smollm2_selftest) \
+    X(ckpt, ckpt_selftest) \
+    X(export, export_selftest) \
+    X(export_smollm2, export_smollm2_selftest) \
+    X(gen, gen_selftest) \
+    X(task, task_selftest) \
+    X(chat_task, chat_task_selftest) \
+    X(progress, progress_selftest) \
+    X(eval, eval_selftest) \
+    X(sft, sft_selftest) \
+    X(rl, rl_selftest) \
+    X(wire, wire_selftest) \
+    X(actor, actor_selftest) \
+    X(scorer, scorer_selftest) \
+    X(reward, reward_selftest) \
+    X(lease, lease_selftest) \
+    X(learner, learner_selftest) \
+    X(chat_smollm2, chat_smollm2_selftest) \
+    X(algo, algo_selftest) \
+    X(fault_actor, cluster_fault_actor_selftest) \
+    X(fault_learner, cluster_fault_learner_selftest) \
+    X(fault_reward, cluster_fault_reward_selftest) \
+    X(hostile, cluster_hostile_selftest) \
+    X(cli, cli_selftest) \
+
+#endif
