@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/base/log.h"
+#include "tests/support/expect.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -59,6 +60,7 @@ int main(int argc, char **argv)
         }
     }
     int passed = 0, failed = 0;
+    expect_share();
     for (size_t i = 0; i < sizeof k_tests / sizeof k_tests[0]; i++) {
         const TestCase *t = &k_tests[i];
         if (!selected(t->name, argc, argv)) continue;
@@ -71,7 +73,10 @@ int main(int argc, char **argv)
         }
         if (pid == 0) {
             log_init(t->name, verbose ? -1 : LOG_ERROR);
+            expect_begin(t->name, verbose);
             int rc = t->fn(verbose);
+            /* A check that failed fails the test whatever it returned. */
+            if (expect_fails() > 0) rc = 1;
             fflush(stdout);
             _exit(rc == 0 ? 0 : 1);
         }
@@ -91,6 +96,8 @@ int main(int argc, char **argv)
                 printf("FAIL %-24s %7.2fs\n", t->name, dt);
         }
     }
+    printf("%llu checks made through tests/support/expect.h\n",
+           (unsigned long long)expect_shared_checks());
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
