@@ -36,6 +36,8 @@ int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
 int rl_selftest(bool verbose);
 int wire_selftest(bool verbose);
+/* The services' event loop: bursts, timers, idle work, stop flag, errors. */
+int reactor_selftest(bool verbose);
 /* Runs an actor in a thread against a fake learner and a fake reward server
  * made of real sockets on tcp loopback: first snapshot, leases, the
  * log-prob contract against model_forward, a new version, a learner restart
@@ -107,6 +109,7 @@ int cli_selftest(bool verbose);
     X(sft, sft_selftest) \
     X(rl, rl_selftest) \
     X(wire, wire_selftest) \
+    X(reactor, reactor_selftest) \
     X(actor, actor_selftest) \
     X(scorer, scorer_selftest) \
     X(reward, reward_selftest) \

@@ -48,26 +48,39 @@ bool expect_check(bool ok, const char *file, int line, const char *fmt, ...)
     return false;
 }
 
-bool expect_near(double got, double want, double tol, const char *file, int line,
-                 const char *what)
+bool expect_near(double got, double want, double tol, const char *file, int line, const char *what)
 {
     double diff = fabs(got - want);
     bool   ok = isfinite(got) && isfinite(want) && diff <= tol;
-    if (g_verbose) printf("  %s: %.9g vs %.9g, |diff| %.3g (tol %.3g)\n", what, got, want, diff, tol);
+    if (g_verbose)
+        printf("  %s: %.9g vs %.9g, |diff| %.3g (tol %.3g)\n", what, got, want, diff, tol);
     return expect_check(ok, file, line, "%s: got %.9g, expected %.9g, |diff| %.3g > tol %.3g", what,
                         got, want, diff, tol);
 }
 
-bool expect_verbose(void) { return g_verbose; }
-int  expect_checks(void) { return g_checks; }
-int  expect_fails(void) { return g_fails; }
+bool expect_verbose(void)
+{
+    return g_verbose;
+}
+int expect_checks(void)
+{
+    return g_checks;
+}
+int expect_fails(void)
+{
+    return g_fails;
+}
 
 void expect_share(void)
 {
-    void *p = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *p =
+        mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(p != MAP_FAILED);
     g_shared = p;
     g_shared[0] = 0;
 }
 
-uint64_t expect_shared_checks(void) { return g_shared ? g_shared[0] : 0; }
+uint64_t expect_shared_checks(void)
+{
+    return g_shared ? g_shared[0] : 0;
+}

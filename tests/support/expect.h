@@ -28,8 +28,7 @@ bool expect_check(bool ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* |got - want| <= tol (and both finite); the message names what, both
  * values and the tolerance. Verbose runs print the difference either way. */
-bool expect_near(double got, double want, double tol, const char *file, int line,
-                 const char *what);
+bool expect_near(double got, double want, double tol, const char *file, int line, const char *what);
 
 /* Whether the test runs verbosely (measurements go to stdout then). */
 bool expect_verbose(void);
@@ -43,7 +42,8 @@ void     expect_share(void);
 uint64_t expect_shared_checks(void);
 
 #define EXPECT(cond, ...) expect_check((cond), __FILE__, __LINE__, __VA_ARGS__)
-#define EXPECT_NEAR(got, want, tol, what) expect_near((got), (want), (tol), __FILE__, __LINE__, (what))
+#define EXPECT_NEAR(got, want, tol, what)                                                          \
+    expect_near((got), (want), (tol), __FILE__, __LINE__, (what))
 
 /* Runs call with stderr captured and expects it to return want and to have
  * logged a line containing text (the "name the input and the problem" rule). */
@@ -53,7 +53,7 @@ uint64_t expect_shared_checks(void);
         int   rc_ = (call);                                                                        \
         char *log_ = fileio_capture_end(expect_verbose());                                         \
         bool  has_ = strstr(log_, (text)) != NULL;                                                 \
-        EXPECT(rc_ == (want) && has_, "%s: returned %d (%s), expected %d; log %s '%s'", (what),     \
+        EXPECT(rc_ == (want) && has_, "%s: returned %d (%s), expected %d; log %s '%s'", (what),    \
                rc_, err_str(rc_), (want), has_ ? "has" : "lacks", (text));                         \
         free(log_);                                                                                \
     } while (0)
