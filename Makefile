@@ -6,6 +6,7 @@
 #   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
+#   make bare-test  make test and a short make run from a clean clone in a bare Debian container
 #
 # Files named main.c or *_main.c are program entry points, *_test.c files are
 # self-tests linked only into the test runner, and every other .c below
@@ -69,7 +70,7 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model
+.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -116,6 +117,10 @@ test: deps $(PROGS) $(BUILD)/rlhf-test
 # bench_cluster runs the programs (a warm start and a local cluster), so they are built first.
 bench: deps $(PROGS) $(BENCHES)
 	@set -e; for b in $(BENCHES); do ./$$b $(BUILD)/bench.json; done
+
+# The README's two commands on a bare Debian 12 container (a clean clone of HEAD; needs Docker).
+bare-test:
+	./tests/install/bare_test.sh
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:
