@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "deploy/launch.h"
 
 #include <errno.h>
@@ -273,62 +272,4 @@ int launch_run(const LaunchConfig *cfg, LaunchChild *children, int n, LaunchRepo
     if (uv_loop_close(&l->loop) != 0) log_warn("launch: loop closed with handles open");
     free(l);
     return result;
-}
-
-/* ---- self-test: real processes through /bin/sh ---------------------------- */
-
-typedef struct {
-    int calls;
-} StatusCount;
-
-static void count_status(void *ctx, double elapsed)
-{
-    ((StatusCount *)ctx)->calls++;
-}
-
-int launch_selftest(bool verbose)
-{
-    char dir[] = "/tmp/rlhf-launch-XXXXXX";
-    if (!mkdtemp(dir)) return 1;
-    char counter[64], cmd_flaky[512], logp[64];
-    snprintf(counter, sizeof counter, "%s/count", dir);
-    snprintf(logp, sizeof logp, "%s/flaky.log", dir);
-    /* Crashes on its first two starts, then runs until terminated. */
-    snprintf(cmd_flaky, sizeof cmd_flaky,
-             "n=$(cat %s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s; echo start $n; "
-             "if [ $n -le 2 ]; then exit 3; fi; exec sleep 30",
-             counter, counter);
-    char        *flaky[] = {"/bin/sh", "-c", cmd_flaky, NULL};
-    char        *mainp[] = {"/bin/sh", "-c", "sleep 2.5; exit 0", NULL};
-    char        *stubborn[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30", NULL};
-    LaunchChild  kids[] = {{"main", mainp, NULL, true},
-                           {"flaky", flaky, logp, false},
-                           {"stubborn", stubborn, NULL, false}};
-    StatusCount  sc = {0};
-    LaunchConfig cfg = {.max_restarts = 5,
-                        .grace_s = 0.5,
-                        .status_every_s = 0.5,
-                        .status = count_status,
-                        .status_ctx = &sc};
-    LaunchReport rep;
-    int          fails = 0;
-    int          rc = launch_run(&cfg, kids, 3, &rep);
-    if (rc != 0) fails++;
-    if (rep.restarts[1] != 2) fails++;                /* two crashes, two restarts */
-    if (rep.last_status[1] != 128 + SIGTERM) fails++; /* stopped cleanly at the end */
-    if (rep.last_status[2] != 128 + SIGKILL) fails++; /* ignored TERM, killed after grace */
-    if (sc.calls < 3) fails++;
-    if (verbose)
-        printf("  launch: rc %d, flaky restarts %d (want 2), statuses %d %d %d, status calls %d\n",
-               rc, rep.restarts[1], rep.last_status[0], rep.last_status[1], rep.last_status[2],
-               sc.calls);
-    /* A program that cannot be spawned is reported, not hung on. */
-    char       *missing[] = {"/nonexistent/rlhf-nothing", NULL};
-    LaunchChild bad[] = {{"missing", missing, NULL, true}};
-    cfg.status = NULL;
-    if (launch_run(&cfg, bad, 1, &rep) != ERR_IO) fails++;
-    unlink(counter);
-    unlink(logp);
-    rmdir(dir);
-    return fails ? 1 : 0;
 }

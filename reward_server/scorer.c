@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "reward_server/scorer.h"
 
 #include <math.h>
@@ -7,7 +6,6 @@
 #include <string.h>
 
 #include "common/base/err.h"
-#include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/tasks/chat_task.h"
 #include "common/tasks/task.h"
@@ -172,125 +170,4 @@ int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opt
 {
     int rc = scorer_register(r, "arith", scorer_arith, arith_opts);
     return rc ? rc : scorer_register(r, CHAT_TASK_NAME, scorer_arith_chat, NULL);
-}
-
-int scorer_selftest(bool verbose)
-{
-    int             fails = 0;
-    ScorerArithOpts bonus = {.format_bonus = 0.1f};
-    ScorerRegistry *r = scorer_registry_new();
-    ScorerRegistry *rb = scorer_registry_new();
-    if (scorer_register_builtins(r, NULL) || scorer_register_builtins(rb, &bonus)) fails++;
-
-    /* Worked examples: completion, answer, truncated -> reward, correct, format
-     * without and with a 0.1 format bonus. */
-    struct {
-        const char *completion, *answer;
-        bool        is_truncated;
-        float       reward, correct, format, reward_bonus;
-    } ex[] = {
-        {"82", "82", false, 1.0f, 1.0f, 1.0f, 1.1f},  /* right */
-        {"83", "82", false, 0.0f, 0.0f, 1.0f, 0.1f},  /* wrong but an integer */
-        {"-2", "-2", false, 1.0f, 1.0f, 1.0f, 1.1f},  /* negative answer */
-        {"8a", "82", false, 0.0f, 0.0f, 0.0f, 0.0f},  /* not an integer */
-        {"", "82", false, 0.0f, 0.0f, 0.0f, 0.0f},    /* stopped at once */
-        {"82", "82", true, 0.0f, 0.0f, 0.0f, 0.0f},   /* cut off by the length cap */
-        {"820", "82", false, 0.0f, 0.0f, 1.0f, 0.1f}, /* a prefix is not enough */
-        {" 82", "82", false, 0.0f, 0.0f, 0.0f, 0.0f}, /* exact match, no trimming */
-    };
-    const Scorer *s = scorer_find(r, "arith"), *sb = scorer_find(rb, "arith");
-    if (!s || !sb || scorer_find(r, "") != s) {
-        printf("  scorer: arith not found\n");
-        fails++;
-        goto out;
-    }
-    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
-        ScorerInput  in = {.prompt = "40+42=",
-                           .completion = ex[i].completion,
-                           .answer = ex[i].answer,
-                           .is_truncated = ex[i].is_truncated};
-        ScorerResult res, resb;
-        char         why[128];
-        int          rc = scorer_run(s, &in, &res, why, sizeof why);
-        int          rcb = scorer_run(sb, &in, &resb, why, sizeof why);
-        bool ok = rc == 0 && rcb == 0 && res.n_components == 2 && res.reward == ex[i].reward &&
-                  !strcmp(res.components[0].name, "correct") &&
-                  res.components[0].value == ex[i].correct &&
-                  !strcmp(res.components[1].name, "format") &&
-                  res.components[1].value == ex[i].format &&
-                  fabsf(resb.reward - ex[i].reward_bonus) < 1e-6f;
-        if (verbose || !ok)
-            printf("  arith %-5s answer %-3s %-9s -> reward %.2f (bonus %.2f) correct %.0f "
-                   "format %.0f %s\n",
-                   ex[i].completion, ex[i].answer, ex[i].is_truncated ? "truncated" : "stopped",
-                   res.reward, resb.reward, res.components[0].value, res.components[1].value,
-                   ok ? "ok" : "WRONG");
-        if (!ok) fails++;
-    }
-    {
-        /* arith_chat: tolerant of surrounding words; form earns only with the answer. */
-        const Scorer *sc = scorer_find(r, CHAT_TASK_NAME);
-        struct {
-            const char *completion;
-            bool        is_truncated;
-            float       reward, correct, format;
-        } cx[] = {
-            {"82", false, 1.2f, 1, 1},  {"The answer is 82.", false, 1.0f, 1, 0},
-            {"83.", false, 0.0f, 0, 1}, {"I think 37 + 45 is", false, 0.0f, 0, 0},
-            {"82", true, 1.0f, 1, 0},   {"82 + 1 = 83 and", true, 0.0f, 0, 0},
-        };
-        if (!sc) fails++;
-        for (size_t i = 0; sc && i < sizeof cx / sizeof cx[0]; i++) {
-            ScorerInput  in = {.prompt = "What is 37 + 45? Reply with the number only.",
-                               .completion = cx[i].completion,
-                               .answer = "82",
-                               .is_truncated = cx[i].is_truncated};
-            ScorerResult res;
-            char         why[128];
-            bool ok = scorer_run(sc, &in, &res, why, sizeof why) == 0 && res.n_components == 2 &&
-                      fabsf(res.reward - cx[i].reward) < 1e-6f &&
-                      !strcmp(res.components[0].name, "correct") &&
-                      res.components[0].value == cx[i].correct &&
-                      !strcmp(res.components[1].name, "format") &&
-                      res.components[1].value == cx[i].format;
-            if (verbose || !ok)
-                printf("  arith_chat %-20s %-9s -> reward %.2f %s\n", cx[i].completion,
-                       cx[i].is_truncated ? "truncated" : "stopped", res.reward,
-                       ok ? "ok" : "WRONG");
-            if (!ok) fails++;
-        }
-    }
-    {
-        /* No answer: the prompt cannot be verified. */
-        ScorerInput  in = {.prompt = "1+1=", .completion = "2", .answer = ""};
-        ScorerResult res;
-        char         why[128] = "";
-        if (scorer_run(s, &in, &res, why, sizeof why) != ERR_ARG || !strstr(why, "no reference"))
-            fails++;
-    }
-    /* Registry rules; the refusals are logged, which the capture checks. */
-    fileio_capture_begin();
-    if (scorer_find(r, "nope") != NULL) fails++;
-    if (scorer_register(r, "arith", scorer_arith, NULL) != ERR_ARG) fails++;
-    if (scorer_register(r, "Bad Name", scorer_arith, NULL) != ERR_ARG) fails++;
-    if (scorer_register(r, "", scorer_arith, NULL) != ERR_ARG) fails++;
-    if (scorer_register(r, "arith-2", scorer_arith, &bonus) != 0) fails++;
-    for (int i = 3; i < SCORER_MAX; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "s%d", i);
-        if (scorer_register(r, name, scorer_arith, NULL) != 0) fails++;
-    }
-    if (scorer_register(r, "one-too-many", scorer_arith, NULL) != ERR_ARG) fails++;
-    char *log = fileio_capture_end(verbose);
-    if (!strstr(log, "'arith' is already registered") || !strstr(log, "registry full")) fails++;
-    free(log);
-    char list[512];
-    scorer_list(r, list, sizeof list);
-    if (strncmp(list, "arith,arith_chat,arith-2,s3", 27) != 0) fails++;
-    if (verbose) printf("  scorers: %s\n", list);
-out:
-    scorer_registry_free(&r);
-    scorer_registry_free(&rb);
-    if (r || rb) fails++;
-    return fails ? 1 : 0;
 }

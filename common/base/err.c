@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "common/base/err.h"
 
 #include <stdio.h>
@@ -84,18 +83,4 @@ void *err_xmalloc_aligned(size_t n, const char *file, int line)
     size_t rounded = (n + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) oom(n, file, line);
     return p;
-}
-
-int err_selftest(bool verbose)
-{
-    if (strcmp(err_str(ERR_FORMAT), "malformed input") != 0) return 1;
-    if (strcmp(err_str(12345), "unknown error") != 0) return 1;
-    float *a = xmalloc_aligned(1000);
-    if (((size_t)a & 63) != 0) return 1;
-    free(a);
-    char *s = xstrdup("abc");
-    if (strcmp(s, "abc") != 0) return 1;
-    free(s);
-    if (verbose) printf("  err: codes and allocators ok\n");
-    return 0;
 }

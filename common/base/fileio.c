@@ -1,7 +1,5 @@
-#include "tests/test_list.h"
 #include "common/base/fileio.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -306,65 +304,4 @@ char *fileio_capture_end(bool echo)
     g_capture_file = NULL;
     if (echo) fputs(text, stderr);
     return text;
-}
-
-/* Entries in a directory other than . and .., or -1. */
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int            n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
-int fileio_selftest(bool verbose)
-{
-    char tmpl[] = "/tmp/rlhf-fileio-XXXXXX";
-    char path[PATH_MAX];
-    if (!mkdtemp(tmpl)) return 1;
-    int rc = 1;
-    snprintf(path, sizeof path, "%s/a.txt", tmpl);
-
-    char  *buf = NULL;
-    size_t len = 0;
-    if (fileio_write_atomic(path, "hello", 5) != 0) goto cleanup;
-    if (fileio_read_all(path, 100, false, &buf, &len) != 0 || len != 5 || strcmp(buf, "hello"))
-        goto cleanup;
-    free(buf);
-    buf = NULL;
-
-    /* Overwrite; an aborted write leaves the committed contents alone. */
-    if (fileio_write_atomic(path, "world!", 6) != 0) goto cleanup;
-    AtomicFile *f = NULL;
-    if (fileio_atomic_open(path, &f) != 0) goto cleanup;
-    if (fileio_atomic_write(f, "partial", 7) != 0) goto cleanup;
-    fileio_atomic_abort(&f);
-    if (f) goto cleanup;
-    if (fileio_read_all(path, 100, false, &buf, &len) != 0 || strcmp(buf, "world!")) goto cleanup;
-    free(buf);
-    buf = NULL;
-
-    /* Size limit, missing file, missing directory; and nothing left behind. */
-    fileio_capture_begin();
-    int  r1 = fileio_read_all(path, 3, false, &buf, &len);
-    int  r2 = fileio_read_all("/nonexistent-rlhf/x", 100, true, &buf, &len);
-    char bad[PATH_MAX + 32];
-    snprintf(bad, sizeof bad, "%s/no-such-dir/x", tmpl);
-    int   r3 = fileio_write_atomic(bad, "x", 1);
-    char *log = fileio_capture_end(verbose);
-    bool  logged = strstr(log, "limit 3") && strstr(log, "no-such-dir");
-    free(log);
-    if (r1 != ERR_RANGE || r2 != ERR_NOTFOUND || r3 != ERR_IO || !logged) goto cleanup;
-    /* Only the target may remain: no temp file from the commits or the aborts. */
-    if (count_entries(tmpl) != 1) goto cleanup;
-    rc = 0;
-cleanup:
-    free(buf);
-    if (fileio_remove_tree(tmpl) != 0) rc = 1;
-    if (verbose) printf("  fileio: atomic write, abort, bounded read %s\n", rc ? "FAILED" : "ok");
-    return rc;
 }

@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "common/base/log.h"
 
 #include <stdarg.h>
@@ -48,15 +47,4 @@ void log_msg(int level, const char *fmt, ...)
     if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s\n", line);
-}
-
-int log_selftest(bool verbose)
-{
-    int saved = g_level;
-    log_init(NULL, LOG_ERROR);
-    if (log_level() != LOG_ERROR) return 1;
-    log_debug("this line must not print");
-    g_level = saved;
-    if (verbose) printf("  log: levels ok\n");
-    return 0;
 }

@@ -1,12 +1,8 @@
-#include "tests/test_list.h"
 #include "common/base/par.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include "common/base/err.h"
 
 #define PAR_MAX_THREADS 64
 
@@ -107,37 +103,4 @@ void par_for(size_t n, size_t min_parallel, ParFn fn, void *ctx)
     while (g_pool.pending > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
     pthread_mutex_unlock(&g_pool.mu);
     pthread_mutex_unlock(&g_pool.busy);
-}
-
-typedef struct {
-    int *hits;
-} CountCtx;
-
-static void count_fn(void *p, size_t b, size_t e)
-{
-    CountCtx *c = p;
-    for (size_t i = b; i < e; i++) c->hits[i]++;
-}
-
-static void nested_fn(void *p, size_t b, size_t e)
-{
-    /* A par_for inside a worker runs serially and must still cover its range. */
-    CountCtx *c = p;
-    for (size_t i = b; i < e; i++) par_for(1, 0, count_fn, &(CountCtx){c->hits + i});
-}
-
-int par_selftest(bool verbose)
-{
-    int fails = 0;
-    for (size_t n = 1; n < 300; n += 37) {
-        int     *hits = xcalloc(n, sizeof(int));
-        CountCtx c = {hits};
-        for (int rep = 0; rep < 50; rep++) par_for(n, 0, count_fn, &c);
-        par_for(n, 0, nested_fn, &c);
-        for (size_t i = 0; i < n; i++) fails += hits[i] != 51;
-        free(hits);
-    }
-    if (verbose)
-        printf("  par: %d threads, every index visited exactly once per call\n", par_threads());
-    return fails ? 1 : 0;
 }

@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "common/base/progress.h"
 
 #include <stdio.h>
@@ -72,21 +71,4 @@ void progress_update(Progress *p, int64_t done, const char *extra, bool force)
 void progress_end(Progress *p)
 {
     if (p->is_tty) fprintf(stderr, "\n");
-}
-
-int progress_selftest(bool verbose)
-{
-    char buf[32];
-    int  fails = 0;
-    progress_fmt_duration(42.2, buf, sizeof buf);
-    fails += strcmp(buf, "42s") != 0;
-    progress_fmt_duration(185, buf, sizeof buf);
-    fails += strcmp(buf, "3m05s") != 0;
-    progress_fmt_duration(3720, buf, sizeof buf);
-    fails += strcmp(buf, "1h02m") != 0;
-    Progress p;
-    progress_start(&p, "test", "step", 10);
-    if (progress_elapsed(&p) < 0) fails++;
-    if (verbose) printf("  progress: duration formats ok\n");
-    return fails;
 }

@@ -1,8 +1,6 @@
-#include "tests/test_list.h"
 #include "common/base/rng.h"
 
 #include <math.h>
-#include <stdio.h>
 
 #include "common/base/err.h"
 
@@ -60,32 +58,4 @@ float rng_normal(Rng *r)
     double u1 = 1.0 - (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
     double u2 = (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-int rng_selftest(bool verbose)
-{
-    Rng a, b;
-    rng_seed(&a, 42);
-    rng_seed(&b, 42);
-    for (int i = 0; i < 100; i++)
-        if (rng_u64(&a) != rng_u64(&b)) return 1;
-    /* Moments of the uniform and normal draws over 200k samples. */
-    double su = 0, sn = 0, sn2 = 0;
-    int    n = 200000, counts[7] = {0};
-    for (int i = 0; i < n; i++) {
-        float u = rng_uniform(&a);
-        if (u < 0.0f || u >= 1.0f) return 1;
-        su += u;
-        double z = rng_normal(&a);
-        sn += z;
-        sn2 += z * z;
-        counts[rng_below(&a, 7)]++;
-    }
-    double mu = su / n, mn = sn / n, vn = sn2 / n - mn * mn;
-    if (verbose)
-        printf("  rng: uniform mean %.4f (0.5), normal mean %.4f var %.4f (0, 1)\n", mu, mn, vn);
-    if (fabs(mu - 0.5) > 0.01 || fabs(mn) > 0.01 || fabs(vn - 1.0) > 0.02) return 1;
-    for (int k = 0; k < 7; k++)
-        if (fabs(counts[k] / (double)n - 1.0 / 7) > 0.005) return 1;
-    return 0;
 }

@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "common/tasks/task.h"
 
 #include <stdio.h>
@@ -60,60 +59,4 @@ void task_score(const char *completion, const char *answer, TaskScore *out)
     for (; *p; p++) digits &= *p >= '0' && *p <= '9';
     out->format = digits ? 1.0f : 0.0f;
     out->correct = strcmp(completion, answer) == 0 ? 1.0f : 0.0f;
-}
-
-int task_selftest(bool verbose)
-{
-    TaskConfig  cfg = TASK_DEFAULTS;
-    TaskProblem p, q;
-    int         fails = 0;
-    /* Determinism, and the answer matches the prompt's arithmetic. */
-    for (uint64_t i = 0; i < 2000; i++) {
-        for (int split = 0; split < 2; split++) {
-            task_problem(&cfg, 5, i, split, &p);
-            task_problem(&cfg, 5, i, split, &q);
-            if (strcmp(p.prompt, q.prompt) || strcmp(p.answer, q.answer)) fails++;
-            long long a, b;
-            char      op;
-            if (sscanf(p.prompt, "%lld%c%lld=", &a, &op, &b) != 3) {
-                fails++;
-                continue;
-            }
-            long long want = op == '+' ? a + b : a - b;
-            char      buf[32];
-            snprintf(buf, sizeof buf, "%lld", want);
-            if (strcmp(buf, p.answer)) fails++;
-            if (a > 999 || b > 999) fails++;
-        }
-    }
-    /* The splits are disjoint: no held-out prompt appears among train prompts. */
-    int overlap = 0;
-    for (uint64_t i = 0; i < 300; i++) {
-        task_problem(&cfg, 1, i, true, &p);
-        for (uint64_t j = 0; j < 3000; j++) {
-            task_problem(&cfg, 2, j, false, &q);
-            overlap += !strcmp(p.prompt, q.prompt);
-        }
-    }
-    if (overlap) fails++;
-    TaskScore s;
-    task_score("82", "82", &s);
-    if (s.correct != 1.0f || s.format != 1.0f) fails++;
-    task_score("-2", "-2", &s);
-    if (s.correct != 1.0f || s.format != 1.0f) fails++;
-    task_score("83", "82", &s);
-    if (s.correct != 0.0f || s.format != 1.0f) fails++;
-    task_score("8a", "82", &s);
-    if (s.correct != 0.0f || s.format != 0.0f) fails++;
-    task_score("", "0", &s);
-    if (s.correct != 0.0f || s.format != 0.0f) fails++;
-    task_score("-", "0", &s);
-    if (s.format != 0.0f) fails++;
-    if (verbose) {
-        task_problem(&cfg, 1, 0, false, &p);
-        task_problem(&cfg, 1, 0, true, &q);
-        printf("  task: train[0] %s%s, eval[0] %s%s, split overlap %d\n", p.prompt, p.answer,
-               q.prompt, q.answer, overlap);
-    }
-    return fails ? 1 : 0;
 }
