@@ -22,6 +22,8 @@
 #include "common/base/rng.h"
 #include "common/formats/tok.h"
 #include "common/net/wire.h"
+#include "common/net/zsock.h"
+#include "common/net/snapshot.h"
 
 _Static_assert(ACTOR_MAX_RUN_ID == WIRE_MAX_NAME + 1, "a run id holds WIRE_MAX_NAME bytes");
 /* Prompt ids arrive as int32 and gen_run takes int: the same type here. */

@@ -30,6 +30,8 @@
 #include "common/tasks/task.h"
 #include "common/formats/tok.h"
 #include "common/net/wire.h"
+#include "common/net/zsock.h"
+#include "common/net/snapshot.h"
 #include "learner/eval.h"
 
 #define LEARNER_TASK "arith"

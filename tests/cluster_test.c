@@ -44,6 +44,8 @@
 #include "common/base/fileio.h"
 #include "common/formats/tok.h"
 #include "common/net/wire.h"
+#include "common/net/zsock.h"
+#include "common/net/snapshot.h"
 
 extern char **environ;
 

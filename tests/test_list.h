@@ -35,7 +35,12 @@ int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
 int rl_selftest(bool verbose);
+/* common/net, module by module: rejection counters, message validation,
+ * sockets, weight snapshots (`rlhf-test wire` runs all four). */
+int reject_selftest(bool verbose);
 int wire_selftest(bool verbose);
+int zsock_selftest(bool verbose);
+int snapshot_selftest(bool verbose);
 /* The services' event loop: bursts, timers, idle work, stop flag, errors. */
 int reactor_selftest(bool verbose);
 /* Runs an actor in a thread against a fake learner and a fake reward server
@@ -108,6 +113,10 @@ int cli_selftest(bool verbose);
     X(eval, eval_selftest) \
     X(sft, sft_selftest) \
     X(rl, rl_selftest) \
+    X(wire_reject, reject_selftest) \
+    X(wire_check, wire_selftest) \
+    X(wire_zsock, zsock_selftest) \
+    X(wire_snapshot, snapshot_selftest) \
     X(wire, wire_selftest) \
     X(reactor, reactor_selftest) \
     X(actor, actor_selftest) \

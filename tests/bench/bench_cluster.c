@@ -56,6 +56,8 @@
 #include "common/tasks/task.h"
 #include "common/formats/tok.h"
 #include "common/net/wire.h"
+#include "common/net/zsock.h"
+#include "common/net/snapshot.h"
 #include "learner/algo/algo.h"
 #include "learner/learner.h"
 #include "reward_server/reward.h"
