@@ -117,7 +117,6 @@ int cli_selftest(bool verbose);
     X(wire_check, wire_selftest) \
     X(wire_zsock, zsock_selftest) \
     X(wire_snapshot, snapshot_selftest) \
-    X(wire, wire_selftest) \
     X(reactor, reactor_selftest) \
     X(actor, actor_selftest) \
     X(scorer, scorer_selftest) \
