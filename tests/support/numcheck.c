@@ -1,0 +1,66 @@
+#include "tests/support/numcheck.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "tests/support/expect.h"
+
+double numcheck_rel_diff(double got, double want, double floor)
+{
+    return fabs(got - want) / fmax(fabs(want), floor);
+}
+
+double numcheck_partial(NumcheckLoss f, void *ctx, float *x, float h)
+{
+    float x0 = *x;
+    *x = x0 + h;
+    double xp = *x, lp = f(ctx);
+    *x = x0 - h;
+    double xm = *x, lm = f(ctx);
+    *x = x0;
+    return (lp - lm) / (xp - xm);
+}
+
+double numcheck_directional(NumcheckLoss f, void *ctx, float *x, const float *dir, size_t n,
+                            float h)
+{
+    for (size_t i = 0; i < n; i++) x[i] += h * dir[i];
+    double lp = f(ctx);
+    for (size_t i = 0; i < n; i++) x[i] -= 2 * h * dir[i];
+    double lm = f(ctx);
+    for (size_t i = 0; i < n; i++) x[i] += h * dir[i];
+    return (lp - lm) / (2.0 * h);
+}
+
+NumcheckGrad numcheck_grad(NumcheckLoss f, void *ctx, float *x, const float *g, const float *mask,
+                           int n)
+{
+    NumcheckGrad res = {0};
+    double       gmax = 0.0;
+    for (int i = 0; i < n; i++)
+        if (!mask || mask[i] != 0.0f) gmax = fmax(gmax, fabs((double)g[i]));
+    for (int i = 0; i < n; i++) {
+        if (mask && mask[i] == 0.0f) {
+            res.bad_masked += g[i] != 0.0f;
+            continue;
+        }
+        double fd = numcheck_partial(f, ctx, &x[i], 1e-4f * fmaxf(1.0f, fabsf(x[i])));
+        double err = fabs(fd - g[i]);
+        double ref = fmax(fmax(fabs(fd), fabs((double)g[i])), 1e-3 * gmax);
+        res.worst_abs = fmax(res.worst_abs, err);
+        res.worst_rel = fmax(res.worst_rel, ref > 0.0 ? err / ref : err);
+        res.checked++;
+    }
+    return res;
+}
+
+bool numcheck_expect_rel(double got, double want, double tol, double floor, const char *file,
+                         int line, const char *what)
+{
+    double rel = numcheck_rel_diff(got, want, floor);
+    bool   ok = isfinite(got) && isfinite(want) && rel <= tol;
+    if (expect_verbose())
+        printf("  %s: %.10g vs %.10g, rel diff %.3g (tol %.3g)\n", what, got, want, rel, tol);
+    return expect_check(ok, file, line, "%s: got %.10g, expected %.10g, rel diff %.3g > tol %.3g",
+                        what, got, want, rel, tol);
+}
