@@ -3,9 +3,11 @@
  * length finishes, reproducibility by seed and a refused bad prompt. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/base/fileio.h"
 #include "common/nn/gen.h"
 #include "tests/support/expect.h"
 #include "tests/test_list.h"
@@ -91,9 +93,8 @@ int gen_selftest(bool verbose)
     int        bad[] = {1, 99};
     const int *bp[] = {bad};
     int        bl[] = {2};
-    int        rc = gen_run(g, &cfg, 1, bp, bl, &rng, &out);
-    EXPECT(rc == ERR_RANGE,
-           "prompt with token id 99 (V 17): gen_run returned %d, expected ERR_RANGE", rc);
+    EXPECT_REFUSED(gen_run(g, &cfg, 1, bp, bl, &rng, &out), ERR_RANGE, "is id 99",
+                   "prompt with token id 99 (V 17)");
     gen_free(&g);
     model_free(&m);
     return expect_end();

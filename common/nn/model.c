@@ -139,7 +139,7 @@ int model_config_validate(const ModelConfig *c, char *why, size_t why_len)
         }
     }
     if (!bad) return 0;
-    if (why && why_len) snprintf(why, why_len, "%s", bad);
+    err_why(why, why_len, "%s", bad);
     return ERR_RANGE;
 }
 
