@@ -54,6 +54,32 @@ NumcheckGrad numcheck_grad(NumcheckLoss f, void *ctx, float *x, const float *g, 
     return res;
 }
 
+bool numcheck_expect_grad(const char *file, int line, const char *name, NumcheckLoss f, void *ctx,
+                          float *x, const float *g, const float *mask, int n, double tol)
+{
+    NumcheckGrad r = numcheck_grad(f, ctx, x, g, mask, n);
+    if (expect_verbose())
+        printf("  fd %-16s max abs %.2e  max rel %.2e  over %3d  (tol rel %.0e)\n", name,
+               r.worst_abs, r.worst_rel, r.checked, tol);
+    return expect_check(r.worst_rel <= tol && r.checked > 0 && !r.bad_masked, file, line,
+                        "fd %s: max rel err %.3g (tol %.3g), abs %.3g, %d checked, %d masked "
+                        "gradients nonzero",
+                        name, r.worst_rel, tol, r.worst_abs, r.checked, r.bad_masked);
+}
+
+void numcheck_random_mask(Rng *rng, float *mask, int n)
+{
+    for (int i = 0; i < n; i++) mask[i] = rng_uniform(rng) < 0.2f ? 0.0f : 1.0f;
+    mask[0] = 1.0f;
+}
+
+float numcheck_sum(const float *x, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += x[i];
+    return (float)s;
+}
+
 bool numcheck_expect_rel(double got, double want, double tol, double floor, const char *file,
                          int line, const char *what)
 {

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/base/rng.h"
+
 /* The scalar being differentiated, evaluated at the current inputs. */
 typedef double (*NumcheckLoss)(void *ctx);
 
@@ -49,6 +51,20 @@ typedef struct {
  * clipped token) must come out zero in absolute terms. */
 NumcheckGrad numcheck_grad(NumcheckLoss f, void *ctx, float *x, const float *g, const float *mask,
                            int n);
+
+/* One check of numcheck_grad: fails when the worst relative error exceeds
+ * tol, nothing was checked, or a masked entry has a gradient; the message
+ * names the loss. Verbose runs print the measurements either way. */
+bool numcheck_expect_grad(const char *file, int line, const char *name, NumcheckLoss f, void *ctx,
+                          float *x, const float *g, const float *mask, int n, double tol);
+#define EXPECT_GRAD(name, f, ctx, x, g, mask, n, tol)                                              \
+    numcheck_expect_grad(__FILE__, __LINE__, (name), (f), (ctx), (x), (g), (mask), (n), (tol))
+
+/* A random 0/1 token mask (n) with about a fifth of the entries 0; entry 0
+ * is always 1, so something counts. */
+void numcheck_random_mask(Rng *rng, float *mask, int n);
+/* The sum of x (n), accumulated in double. */
+float numcheck_sum(const float *x, int n);
 
 /* One check: numcheck_rel_diff(got, want, floor) <= tol, both finite; the
  * message names what, both values and the tolerance. Verbose runs print the
