@@ -186,19 +186,29 @@ static int one_step(const AlgoConfig *cfg, Model *p, Model *ref, const TestSet *
     return rc;
 }
 
+/* A policy p and an identical copy p0 (the test's reference for the
+ * gradient), and n random trajectories in groups of 4 drawn with seed,
+ * every token at version. */
+static void twin_setup(Model **p, Model **p0, TestSet *ts, int n, uint64_t seed, int64_t version)
+{
+    Rng r;
+    *p = model_new(&k_tiny);
+    *p0 = model_new(&k_tiny);
+    model_init_random(*p, 3, 0.2f);
+    model_copy_params(*p0, *p);
+    rng_seed(&r, seed);
+    ts_init(ts, n);
+    ts_random(ts, &r, 4, k_tiny.vocab_size, version);
+}
+
 /* Test 1: behaviour == current policy gives ratios of exactly 1 and the
  * on-policy policy gradient -A * mask / N. */
 static void test_on_policy(bool verbose)
 {
-    int    n = 8;
-    Rng    r;
-    Model *p = model_new(&k_tiny), *p0 = model_new(&k_tiny);
-    model_init_random(p, 3, 0.2f);
-    model_copy_params(p0, p);
-    rng_seed(&r, 4);
+    int     n = 8;
+    Model  *p, *p0;
     TestSet ts;
-    ts_init(&ts, n);
-    ts_random(&ts, &r, 4, k_tiny.vocab_size, 7);
+    twin_setup(&p, &p0, &ts, n, 4, 7);
     ts_forward(p, &ts, ts.beh, NULL);
     AlgoConfig ac = ALGO_DEFAULTS;
     ac.kl_beta = 0.0f;
@@ -239,15 +249,10 @@ static void test_on_policy(bool verbose)
  * the ratio cap zeroes A < 0 tokens above it, the IS weight cap scales. */
 static void test_clipping(bool verbose)
 {
-    int    n = 8;
-    Rng    r;
-    Model *p = model_new(&k_tiny), *p0 = model_new(&k_tiny);
-    model_init_random(p, 3, 0.2f);
-    model_copy_params(p0, p);
-    rng_seed(&r, 5);
+    int     n = 8;
+    Model  *p, *p0;
     TestSet ts;
-    ts_init(&ts, n);
-    ts_random(&ts, &r, 4, k_tiny.vocab_size, 0);
+    twin_setup(&p, &p0, &ts, n, 5, 0);
     float cur[8 * TS_MAXC], dl[8 * TS_MAXC] = {0};
     ts_forward(p0, &ts, cur, NULL);
     /* Ratios r = exp(-delta): 1, 0.61, 1.65, 4.95, 0.90, far from every bound. */
