@@ -5,7 +5,7 @@
  * Shapes: N tokens (a (B,T) batch flattened row-major works as N = B*T),
  * T steps of one sequence, G completions of one group, P preference pairs.
  *
- * Conventions shared by every loss here:
+ * Conventions shared by every loss in learner/algo (pg, kl, ppo, prefs):
  *   - A loss is to be minimised. It is returned as a double; the arithmetic
  *     inside runs in double, so finite differences in the self-test are exact
  *     to rounding and the returned value is good for logging.
@@ -35,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
 #include "common/base/err.h"
 
 /* Weight of token i; a NULL mask weighs every token 1. The CHECK also
