@@ -34,7 +34,13 @@ int chat_task_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
-int rl_selftest(bool verbose);
+/* The RL math of learner/algo, one module each. */
+int agg_selftest(bool verbose);
+int kl_selftest(bool verbose);
+int advantage_selftest(bool verbose);
+int pg_selftest(bool verbose);
+int ppo_selftest(bool verbose);
+int prefs_selftest(bool verbose);
 /* common/net, module by module: rejection counters, message validation,
  * sockets, weight snapshots (`rlhf-test wire` runs all four). */
 int reject_selftest(bool verbose);
@@ -112,7 +118,12 @@ int cli_selftest(bool verbose);
     X(progress, progress_selftest) \
     X(eval, eval_selftest) \
     X(sft, sft_selftest) \
-    X(rl, rl_selftest) \
+    X(rl_agg, agg_selftest) \
+    X(rl_kl, kl_selftest) \
+    X(rl_advantage, advantage_selftest) \
+    X(rl_pg, pg_selftest) \
+    X(rl_ppo, ppo_selftest) \
+    X(rl_prefs, prefs_selftest) \
     X(wire_reject, reject_selftest) \
     X(wire_check, wire_selftest) \
     X(wire_zsock, zsock_selftest) \

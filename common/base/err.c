@@ -1,5 +1,6 @@
 #include "common/base/err.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,15 @@ const char *err_str(int code)
         return "non-finite number";
     }
     return "unknown error";
+}
+
+void err_why(char *why, size_t why_len, const char *fmt, ...)
+{
+    if (!why || why_len == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
 }
 
 void err_check_failed(const char *expr, const char *file, int line)

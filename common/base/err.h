@@ -30,6 +30,11 @@ enum {
 /* Static text for an ERR_* code; never NULL. */
 const char *err_str(int code);
 
+/* Writes the reason a validator refused its input into why (why_len bytes,
+ * truncated to fit, always terminated); a no-op when why is NULL or why_len
+ * is 0, so callers may pass no buffer. */
+void err_why(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Aborts with the failed expression, file and line. Used via CHECK. */
 _Noreturn void err_check_failed(const char *expr, const char *file, int line);
 

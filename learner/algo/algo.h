@@ -18,7 +18,7 @@
  * tokens sits at position p - 1 + k.
  *
  * Losses are token means over the minibatch's completion tokens (norm 0 in
- * learner/algo/rl.h), so on-policy (all ratios 1) the policy gradient of a
+ * learner/algo/agg.h), so on-policy (all ratios 1) the policy gradient of a
  * minibatch is d loss / d logp = -A * mask / N with N its completion tokens.
  *
  * Temperature: the behaviour log-probs are log softmax(logits / T) of the
@@ -51,7 +51,7 @@
 
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
-#include "learner/algo/rl.h"
+#include "learner/algo/kl.h"
 
 typedef enum {
     ALGO_GRPO = 0, /* group-relative advantages, KL to the reference in the loss */
@@ -67,10 +67,10 @@ typedef struct {
     /* KL to the reference, >= 0, 0 = off. GRPO: beta * KL is added to the
      * loss; PPO: reward_t -= beta * kl_t per token (the tokens were drawn
      * from the behaviour policy, so kl_t uses its log-probs). */
-    float kl_beta;
-    RlKl  kl_kind;   /* estimator; 0 = k3 in the GRPO loss, k1 in the PPO reward */
-    float clip_low;  /* eps_low in [0,1): the ratio floor is 1 - clip_low */
-    float clip_high; /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
+    float  kl_beta;
+    KlKind kl_kind;   /* estimator; 0 = k3 in the GRPO loss, k1 in the PPO reward */
+    float  clip_low;  /* eps_low in [0,1): the ratio floor is 1 - clip_low */
+    float  clip_high; /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
     /* Truncated importance sampling of the ratio for A < 0 (the dual clip:
      * the term stops growing past the cap); 0 = off, else > 1 + clip_high. */
     float ratio_cap;

@@ -1,0 +1,268 @@
+/* model_selftest: config validation, the gradient of every tensor against
+ * finite differences (tied and untied embeddings, value head, MHA, GQA, MQA,
+ * a temperature), the KV-cache path against the full forward, and the
+ * temperature of the reported log-probabilities. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/err.h"
+#include "common/base/rng.h"
+#include "common/nn/model.h"
+#include "tests/support/expect.h"
+#include "tests/support/numcheck.h"
+#include "tests/test_list.h"
+
+typedef struct {
+    Model *m;
+    int    B, T;
+    int   *tokens, *targets;
+    float *mask, *wl, *we, *wv; /* (B,T) loss weights on logp, entropy, value */
+    float *logp, *ent, *val;
+} GradCase;
+
+/* loss = sum(wl*logp + we*entropy + wv*value), in double. */
+static double case_loss(void *p)
+{
+    GradCase *g = p;
+    Model    *m = g->m;
+    bool      vh = model_config(m)->has_value_head;
+    model_forward(m, g->tokens, g->targets, g->mask, g->B, g->T, g->logp, g->ent,
+                  vh ? g->val : NULL);
+    double s = 0.0;
+    for (int n = 0; n < g->B * g->T; n++) {
+        s += (double)g->wl[n] * g->logp[n] + (double)g->we[n] * g->ent[n];
+        if (vh) s += (double)g->wv[n] * g->val[n];
+    }
+    return s;
+}
+
+/* Per tensor, compares the analytic directional derivative g.d along a
+ * random direction d with (L(p + h d) - L(p - h d)) / 2h. */
+static void grad_check(const ModelConfig *cfg, const char *label, float temperature, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 11, 0.3f);
+    model_set_temperature(m, temperature);
+    Rng r;
+    rng_seed(&r, 5);
+    GradCase g = {.m = m, .B = 2, .T = 6};
+    int      N = g.B * g.T;
+    g.tokens = xmalloc(N * sizeof(int));
+    g.targets = xmalloc(N * sizeof(int));
+    float *f = xcalloc((size_t)N * 7, sizeof(float));
+    g.mask = f;
+    g.wl = f + N;
+    g.we = f + 2 * N;
+    g.wv = f + 3 * N;
+    g.logp = f + 4 * N;
+    g.ent = f + 5 * N;
+    g.val = f + 6 * N;
+    for (int n = 0; n < N; n++) {
+        g.tokens[n] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+        g.targets[n] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+        g.mask[n] = (n % 5 == 3) ? 0.0f : 1.0f; /* a few positions masked out */
+        g.wl[n] = rng_normal(&r);
+        g.we[n] = rng_normal(&r);
+        g.wv[n] = rng_normal(&r);
+    }
+    model_zero_grad(m);
+    case_loss(&g);
+    model_backward(m, g.wl, g.we, cfg->has_value_head ? g.wv : NULL);
+
+    double worst = 0.0;
+    int    n_tensors = model_num_tensors(m);
+    float *dir = xmalloc(model_num_params(m) * sizeof(float));
+    for (int t = 0; t < n_tensors; t++) {
+        ModelTensor ti;
+        model_tensor(m, t, &ti);
+        double analytic = 0.0;
+        for (size_t i = 0; i < ti.numel; i++) {
+            dir[i] = rng_normal(&r);
+            analytic += (double)ti.grad[i] * dir[i];
+        }
+        double num = numcheck_directional(case_loss, &g, ti.data, dir, ti.numel, 1e-3f);
+        double err = numcheck_rel_diff(analytic, num, 1.0);
+        worst = fmax(worst, err);
+        EXPECT(err <= 2e-3, "grad check (%s): %s analytic %.6g numeric %.6g err %.3g > tol 2e-3",
+               label, ti.name, analytic, num, err);
+    }
+    if (verbose)
+        printf("  grad check %-28s %3d tensors, max rel err %.2e (tol 2e-3)\n", label, n_tensors,
+               worst);
+    free(dir);
+    free(f);
+    free(g.tokens);
+    free(g.targets);
+    model_free(&m);
+}
+
+/* Logits from the KV-cache path equal the full forward's on a batch of
+ * sequences of different lengths, fed as a mix of prefills and decode steps. */
+static void kv_check(const ModelConfig *cfg, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 3, 0.3f);
+    Rng r;
+    rng_seed(&r, 9);
+    enum { B = 3, T = 9 };
+    int   lens[B] = {5, 9, 7}, tokens[B * T], targets[B * T] = {0};
+    float mask[B * T];
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            tokens[b * T + t] = (int)rng_below(&r, (uint32_t)cfg->vocab_size);
+            mask[b * T + t] = t < lens[b] ? 1.0f : 0.0f;
+        }
+    }
+    model_forward(m, tokens, targets, mask, B, T, NULL, NULL, NULL);
+    int          n_act;
+    const float *full = model_last_logits(m, &n_act);
+    int          V = cfg->vocab_size, row_of[B][T];
+    for (int i = 0, n = 0; n < B * T; n++)
+        if (mask[n] != 0.0f) row_of[n / T][n % T] = i++;
+    double maxref = 0.0;
+    for (size_t i = 0; i < (size_t)n_act * V; i++) maxref = fmax(maxref, fabs(full[i]));
+
+    KVCache *kv = kv_new(m, B, T);
+    float   *lg = xmalloc((size_t)B * T * V * sizeof(float));
+    double   worst = 0.0;
+    int      done[B] = {0};
+    /* Prefill: 3 tokens of seq 0, then 2 of seq 1 and 4 of seq 2 in one call. */
+    int seqs[16], toks[16], outs[16], n = 0;
+    int plan[B] = {3, 2, 4};
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < plan[b]; i++) {
+            seqs[n] = b;
+            toks[n] = tokens[b * T + done[b] + i];
+            outs[n] = n;
+            n++;
+        }
+        if (b == 0) {
+            CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+            for (int i = 0; i < n; i++) {
+                const float *ref = full + (size_t)row_of[0][i] * V;
+                for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+            }
+            done[0] = n;
+            n = 0;
+        }
+    }
+    CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+    for (int i = 0; i < n; i++) {
+        int          b = seqs[i], t = done[b]++;
+        const float *ref = full + (size_t)row_of[b][t] * V;
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+    }
+    /* Decode: one row per unfinished sequence until all reach their length. */
+    for (;;) {
+        n = 0;
+        for (int b = 0; b < B; b++) {
+            if (done[b] >= lens[b]) continue;
+            seqs[n] = b;
+            toks[n] = tokens[b * T + done[b]];
+            outs[n] = n;
+            n++;
+        }
+        if (!n) break;
+        CHECK(model_step(m, kv, n, seqs, toks, n, outs, lg) == 0);
+        for (int i = 0; i < n; i++) {
+            int          b = seqs[i], t = done[b]++;
+            const float *ref = full + (size_t)row_of[b][t] * V;
+            for (int v = 0; v < V; v++) worst = fmax(worst, fabs(lg[i * V + v] - ref[v]));
+        }
+    }
+    for (int b = 0; b < B; b++)
+        EXPECT(kv_len(kv, b) == lens[b], "kv_len of seq %d is %d after decoding, expected %d", b,
+               kv_len(kv, b), lens[b]);
+    /* A bad token id and an overlong sequence are refused without appending. */
+    int bad = V, s0 = 0, rc = model_step(m, kv, 1, &s0, &bad, 0, NULL, NULL);
+    EXPECT(rc == ERR_RANGE, "model_step with token id %d (V %d) returned %d, expected ERR_RANGE",
+           bad, V, rc);
+    int s1 = 1, tk = 0;
+    rc = model_step(m, kv, 1, &s1, &tk, 0, NULL, NULL); /* seq 1 is full */
+    EXPECT(rc == ERR_RANGE, "model_step past max_len returned %d, expected ERR_RANGE", rc);
+    EXPECT(kv_len(kv, 0) == lens[0], "kv_len of seq 0 is %d after a refused step, expected %d",
+           kv_len(kv, 0), lens[0]);
+    double rel = worst / fmax(maxref, 1e-30);
+    if (verbose) printf("  kv cache vs full forward: max rel diff %.2e (tol 1e-5)\n", rel);
+    EXPECT(rel <= 1e-5, "kv cache vs full forward: rel diff %.3g > 1e-5", rel);
+    free(lg);
+    kv_free(&kv);
+    model_free(&m);
+}
+
+/* At temperature T the reported log-probs are log softmax(raw logits / T). */
+static void temperature_check(const ModelConfig *cfg, bool verbose)
+{
+    Model *m = model_new(cfg);
+    model_init_random(m, 8, 0.5f);
+    int    tokens[6] = {1, 4, 2, 7, 3, 5}, targets[6] = {4, 2, 7, 3, 5, 0}, V = cfg->vocab_size;
+    float  lp[6], lpT[6];
+    float *raw = xmalloc(sizeof(float) * 6 * V);
+    model_forward(m, tokens, targets, NULL, 1, 6, lp, NULL, NULL);
+    memcpy(raw, model_last_logits(m, NULL), sizeof(float) * 6 * V);
+    model_set_temperature(m, 0.5f);
+    model_forward(m, tokens, targets, NULL, 1, 6, lpT, NULL, NULL);
+    double worst = 0.0;
+    for (int t = 0; t < 6; t++) {
+        double mx = -1e30, sum = 0.0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, raw[t * V + v] / 0.5);
+        for (int v = 0; v < V; v++) sum += exp(raw[t * V + v] / 0.5 - mx);
+        double want = raw[t * V + targets[t]] / 0.5 - mx - log(sum);
+        worst = fmax(worst, fabs(want - lpT[t]));
+    }
+    if (verbose)
+        printf("  temperature 0.5: logp vs log softmax(raw/T) max diff %.2e (tol 1e-5)\n", worst);
+    EXPECT(worst <= 1e-5, "temperature 0.5: logp vs log softmax(raw/T) max diff %.3g > 1e-5",
+           worst);
+    free(raw);
+    model_free(&m);
+}
+
+int model_selftest(bool verbose)
+{
+    ModelConfig base = {.dim = 16,
+                        .n_layers = 2,
+                        .n_heads = 4,
+                        .n_kv_heads = 2,
+                        .hidden_dim = 24,
+                        .vocab_size = 13,
+                        .max_seq_len = 16,
+                        .rope_theta = 10000.0f,
+                        .norm_eps = 1e-5f};
+    char        why[160];
+    ModelConfig bad = base;
+    bad.n_kv_heads = 3;
+    EXPECT(model_config_validate(&bad, why, sizeof why) == ERR_RANGE,
+           "n_heads 4 with n_kv_heads 3 accepted, expected ERR_RANGE");
+    bad = base;
+    bad.dim = 0;
+    EXPECT(model_config_validate(&bad, why, sizeof why) == ERR_RANGE,
+           "dim 0 accepted, expected ERR_RANGE");
+
+    ModelConfig c = base;
+    c.tie_embeddings = true;
+    grad_check(&c, "tied, no value head", 1.0f, verbose);
+    grad_check(&c, "tied, temperature 0.7", 0.7f, verbose);
+    c.tie_embeddings = false;
+    c.has_value_head = true;
+    grad_check(&c, "untied, value head", 1.0f, verbose);
+    c.tie_embeddings = true;
+    c.n_kv_heads = 4;
+    grad_check(&c, "tied, value head, MHA", 1.0f, verbose);
+    c.has_value_head = false;
+    c.tie_embeddings = false;
+    c.n_kv_heads = 1;
+    grad_check(&c, "untied, MQA", 1.0f, verbose);
+
+    kv_check(&base, verbose);
+    temperature_check(&base, verbose);
+    c = base;
+    c.tie_embeddings = true;
+    c.dim = 32;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    kv_check(&c, verbose);
+    return expect_end();
+}
