@@ -5,6 +5,7 @@
 #include <zmq.h>
 
 #include "common/base/err.h"
+#include "common/base/fileio.h"
 #include "common/net/reactor.h"
 #include "tests/support/expect.h"
 #include "tests/test_list.h"
@@ -168,11 +169,15 @@ int reactor_selftest(bool verbose)
         Probe    p = {.rx = rx};
         Reactor *r = reactor_new("reactor_test", 10);
         int      rc = 0, n = 0;
+        fileio_capture_begin();
         while (rc == 0 && n < 64) {
             rc = reactor_add_timer(r, "t", 10, false, on_tick, &p);
             n++;
         }
+        char *log = fileio_capture_end(verbose);
         EXPECT(rc == ERR_RANGE && n > 1, "timer %d refused with %d, expected ERR_RANGE", n, rc);
+        EXPECT(strstr(log, "timer 't': table full") != NULL, "the refusal is logged: '%s'", log);
+        free(log);
         reactor_free(&r);
     }
     zmq_close(tx);
