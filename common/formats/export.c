@@ -16,6 +16,7 @@
 #include "common/formats/gguf.h"
 #include "common/base/log.h"
 #include "common/formats/safetensors.h"
+#include "common/nn/half.h"
 
 #define EXPORT_ALIGNMENT GGUF_DEFAULT_ALIGNMENT
 #define EXPORT_F16_CHUNK 65536 /* elements converted per write */
@@ -23,30 +24,6 @@
 /* llama.cpp's general.file_type values (enum llama_ftype). */
 #define EXPORT_FTYPE_ALL_F32 0
 #define EXPORT_FTYPE_MOSTLY_F16 1
-
-uint16_t export_f32_to_f16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7e00; /* NaN stays NaN (quiet) */
-    /* 65520 is halfway between the largest half (65504, odd mantissa) and
-     * the next power of two, so it and everything above round to infinity. */
-    if (a >= 0x477ff000u) return sign | 0x7c00;
-    if (a >= 0x38800000u) { /* normal half: |x| >= 2^-14 */
-        /* Rebias the exponent from 127 to 15 and keep the top 10 mantissa
-         * bits; a carry out of the mantissa correctly bumps the exponent. */
-        uint32_t h = (a - 0x38000000u) >> 13, rem = a & 0x1fffu;
-        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-        return (uint16_t)(sign | h);
-    }
-    /* Subnormal half: units of 2^-24. Scaling by a power of two is exact, and
-     * nearbyintf rounds to nearest even in the default rounding mode. */
-    float f;
-    memcpy(&f, &a, sizeof f);
-    return (uint16_t)(sign | (uint16_t)nearbyintf(f * 16777216.0f));
-}
 
 /* ---- GGUF header buffer -------------------------------------------------- */
 
@@ -212,7 +189,7 @@ static int write_tensor_data(AtomicFile *af, const float *src, size_t numel, boo
     if (!is_f16) return fileio_atomic_write(af, src, numel * sizeof(float));
     for (size_t done = 0; done < numel;) {
         size_t k = numel - done < EXPORT_F16_CHUNK ? numel - done : EXPORT_F16_CHUNK;
-        for (size_t i = 0; i < k; i++) half[i] = export_f32_to_f16(src[done + i]);
+        for (size_t i = 0; i < k; i++) half[i] = half_f32_to_f16(src[done + i]);
         int rc = fileio_atomic_write(af, half, k * sizeof(uint16_t));
         if (rc) return rc;
         done += k;
@@ -585,17 +562,17 @@ static void test_f16(Ctx *t)
         {-INFINITY, 0xfc00},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        uint16_t h = export_f32_to_f16(cases[i].x);
+        uint16_t h = half_f32_to_f16(cases[i].x);
         EXPECT(t, h == cases[i].h, "f16(%.9g) = 0x%04x, expected 0x%04x", (double)cases[i].x, h,
                cases[i].h);
     }
-    EXPECT(t, isnan(st_f16_to_f32(export_f32_to_f16(NAN))), "NaN did not stay NaN");
+    EXPECT(t, isnan(half_f16_to_f32(half_f32_to_f16(NAN))), "NaN did not stay NaN");
     /* Every half value converts back to itself. */
     int bad = 0;
     for (uint32_t h = 0; h < 0x10000; h++) {
-        float f = st_f16_to_f32((uint16_t)h);
+        float f = half_f16_to_f32((uint16_t)h);
         if (isnan(f)) continue;
-        if (export_f32_to_f16(f) != h) bad++;
+        if (half_f32_to_f16(f) != h) bad++;
     }
     EXPECT(t, bad == 0, "%d half values do not round-trip", bad);
 }
@@ -763,7 +740,7 @@ static void test_round_trip(Ctx *t, const Bpe *bpe)
             model_tensor(r16, i, &mt);
             if (mt.ndim != 2) continue;
             for (size_t k = 0; k < mt.numel; k++)
-                mt.data[k] = st_f16_to_f32(export_f32_to_f16(mt.data[k]));
+                mt.data[k] = half_f16_to_f32(half_f32_to_f16(mt.data[k]));
         }
         float *want16 = xmalloc(sizeof(float) * nl);
         logits_of(r16, want16, T);

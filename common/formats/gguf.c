@@ -17,7 +17,7 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/base/rng.h"
-#include "common/formats/safetensors.h"
+#include "common/nn/half.h"
 
 /* Values and tensor bytes go from disk to memory without swapping. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -814,7 +814,7 @@ static float half(const uint8_t *p)
 {
     uint16_t h;
     memcpy(&h, p, 2);
-    return st_f16_to_f32(h);
+    return half_f16_to_f32(h);
 }
 
 /* Dequantises nb blocks of type t from src into dst. The 4-bit formats keep
@@ -833,7 +833,7 @@ static void dequant(const TypeInfo *t, const uint8_t *src, float *dst, size_t nb
         for (size_t i = 0; i < nb; i++) {
             uint16_t h;
             memcpy(&h, src + 2 * i, 2);
-            dst[i] = st_bf16_to_f32(h);
+            dst[i] = half_bf16_to_f32(h);
         }
         break;
     case GGUF_TYPE_Q8_0:

@@ -17,6 +17,7 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/base/rng.h"
+#include "common/nn/half.h"
 
 /* Tensor bytes go between memory and disk without swapping. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -525,32 +526,6 @@ int st_find(const StFile *f, const char *name)
     return ERR_NOTFOUND;
 }
 
-float st_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        /* Zero or subnormal: mant * 2^-24 is exact in float. */
-        float v = (float)mant * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    if (exp == 31)
-        bits = sign | 0x7f800000u | (mant << 13); /* inf, or NaN keeping its payload */
-    else
-        bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-float st_bf16_to_f32(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float    f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 int st_read_f32(StFile *f, const char *name, float *dst, int ndim, const int64_t *shape)
 {
     CHECK(f && name && ndim >= 0 && ndim <= ST_MAX_NDIM && (shape || ndim == 0));
@@ -587,7 +562,7 @@ int st_read_f32(StFile *f, const char *name, float *dst, int ndim, const int64_t
         int    rc = read_exact(f, buf, n * 2, off + done * 2, name);
         if (rc != 0) return rc;
         for (size_t k = 0; k < n; k++)
-            dst[done + k] = is_f16 ? st_f16_to_f32(buf[k]) : st_bf16_to_f32(buf[k]);
+            dst[done + k] = is_f16 ? half_f16_to_f32(buf[k]) : half_bf16_to_f32(buf[k]);
         done += n;
     }
     return 0;
