@@ -16,6 +16,7 @@
 
 #include "common/formats/bpe.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/formats/export.h"
 #include "common/base/flags.h"

@@ -21,6 +21,7 @@
 #include "common/formats/bpe.h"
 #include "common/tasks/chat_task.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"

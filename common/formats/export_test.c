@@ -12,6 +12,7 @@
 #include "common/base/fileio.h"
 #include "common/formats/bpe.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/formats/export.h"
 #include "common/formats/gguf.h"
 #include "common/nn/half.h"
