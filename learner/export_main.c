@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/base/err.h"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/chat_task.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"

@@ -14,6 +14,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/task.h"
 #include "reward_server/scorer.h"
 

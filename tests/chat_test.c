@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/chat_task.h"
 #include "common/base/err.h"
 #include "common/formats/gguf.h"

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_chat.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
 #include "common/base/err.h"
 #include "common/formats/export.h"

@@ -11,6 +11,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/formats/export.h"

@@ -7,6 +7,7 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
+#include "common/formats/bpe_chat.h"
 #include "common/tasks/task.h"
 
 void chat_task_problem(const ChatTaskConfig *cfg, uint64_t seed, uint64_t index, bool held_out,

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_chat.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
 #include "common/base/log.h"
