@@ -26,6 +26,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"

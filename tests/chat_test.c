@@ -19,6 +19,7 @@
 #include "common/tasks/chat_task.h"
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "learner/eval.h"
 #include "learner/learner.h"
 

@@ -22,6 +22,7 @@
 #include "common/formats/export.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/nn/model.h"
 
 #define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -13,6 +13,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/formats/gguf_buf.h"
 #include "common/base/log.h"
 #include "common/formats/safetensors.h"

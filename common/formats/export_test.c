@@ -16,6 +16,7 @@
 #include "common/formats/ckpt_config.h"
 #include "common/formats/export.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/nn/half.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"

@@ -15,6 +15,7 @@
 #include "common/base/fileio.h"
 #include "common/base/rng.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/formats/gguf_buf.h"
 #include "common/nn/half.h"
 #include "tests/support/expect.h"
