@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/nn/gen.h"
 #include "common/base/log.h"

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/flags.h"
 #include "common/nn/gen.h"

@@ -18,6 +18,7 @@
 #include "common/base/err.h"
 #include "common/base/flags.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/nn/model.h"
 

@@ -15,11 +15,14 @@
 #include <time.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/formats/export.h"
 #include "common/base/flags.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/nn/model.h"
 

@@ -19,11 +19,14 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/chat_task.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"

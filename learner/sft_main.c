@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"

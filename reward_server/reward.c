@@ -15,6 +15,7 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/net/zsock.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/task.h"
 #include "reward_server/scorer.h"
 

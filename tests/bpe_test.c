@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_chat.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/base/err.h"
 #include "common/base/log.h"
 

@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/tasks/chat_task.h"
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "learner/eval.h"
 #include "learner/learner.h"
 

@@ -15,11 +15,14 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_chat.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
 #include "common/base/err.h"
 #include "common/formats/export.h"
 #include "common/base/fileio.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/nn/model.h"
 
 #define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"

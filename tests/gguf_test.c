@@ -17,6 +17,7 @@
 
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/nn/model.h"
 
 #define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"

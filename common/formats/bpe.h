@@ -7,7 +7,8 @@
  * so a space is "Ġ"), merges "left right" in rank order, GGUF token types,
  * the special token ids, the pre-tokenizer name and the chat template.
  * bpe_new copies all of it, so the arrays may be freed afterwards; a GGUF
- * file's tokenizer.ggml.* metadata maps onto BpeVocab one to one.
+ * file's tokenizer.ggml.* metadata maps onto BpeVocab one to one (bpe_gguf.h).
+ * The pre-tokenizer lives in bpe_pre.h, the chat template in bpe_chat.h.
  *
  * Encoding follows Hugging Face tokenizers as SmolLM2's tokenizer.json
  * configures them (and llama.cpp for tokenizer.ggml.pre "smollm"): special
@@ -33,8 +34,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/formats/gguf.h"
 
 /* Token types as GGUF stores them in tokenizer.ggml.token_type (llama.cpp's
  * numbering; values reach disk, so only ever append). */
@@ -94,20 +93,6 @@ typedef struct Bpe Bpe;
  * "gpt2". Caller owns. */
 Bpe *bpe_new(const BpeVocab *v);
 void bpe_free(Bpe **b);
-
-/* The adapter from a GGUF file's metadata: tokenizer.ggml.model (must be
- * "gpt2"), .tokens, .merges, .token_type (optional, INT32), .pre (default
- * "gpt2" with a warning when absent), .bos/.eos/.unknown/.padding_token_id
- * (optional), .add_bos_token (optional, default false) and
- * tokenizer.chat_template (optional) become a BpeVocab for bpe_new. Returns 0
- * with *out set (caller owns); ERR_UNSUPPORTED for another tokenizer model;
- * ERR_NOTFOUND for missing tokens or merges; ERR_MISMATCH for a value of the
- * wrong type or a token_type count that differs from the token count;
- * ERR_RANGE for an id outside int32; ERR_FORMAT if bpe_new refuses the
- * vocabulary. Logged, naming the file and key. */
-int bpe_from_gguf(const GgufFile *f, Bpe **out);
-/* gguf_open + bpe_from_gguf + gguf_close; errors of either, logged. */
-int bpe_load(const char *path, Bpe **out);
 
 int bpe_vocab_size(const Bpe *b);
 /* Special ids from the vocabulary, or -1. */
@@ -170,12 +155,6 @@ size_t bpe_decode_max_bytes(const Bpe *b, int n);
 int bpe_decode(const Bpe *b, const int *ids, int n, int flags, char *out, size_t cap,
                size_t *len_out);
 
-/* One chat message: role ("system", "user", "assistant") and content. */
-typedef struct {
-    const char *role;
-    const char *content;
-} BpeChatMessage;
-
 /* Whether the vocabulary's chat template is one bpe_chat_format renders
  * (ChatML: <|im_start|>role\ncontent<|im_end|>\n per message). */
 bool bpe_chat_supported(const Bpe *b);
@@ -183,15 +162,5 @@ bool bpe_chat_supported(const Bpe *b);
  * system message, or NULL if it inserts none. SmolLM2-Instruct's is "You are
  * a helpful AI assistant named SmolLM, trained by Hugging Face". */
 const char *bpe_chat_default_system(const Bpe *b);
-
-/* Renders n messages as the chat template does, followed by the assistant's
- * generation prompt ("<|im_start|>assistant\n") if add_generation_prompt,
- * into out as a NUL-terminated string of at most cap bytes; *len_out (may be
- * NULL) gets the length, and is set to the length needed even when out is too
- * small. Encode the result with BPE_ENC_SPECIAL. Returns 0; ERR_UNSUPPORTED
- * if the template is missing or not ChatML; ERR_ARG for a NULL role or
- * content; ERR_RANGE if out is too small. Each is logged. */
-int bpe_chat_format(const Bpe *b, const BpeChatMessage *msgs, int n, bool add_generation_prompt,
-                    char *out, size_t cap, size_t *len_out);
 
 #endif

@@ -88,34 +88,6 @@ int ckpt_save(const char *dir, Model *m, const Tok *tok, const CkptOptim *opt,
 /* True when dir holds a config.json (a checkpoint may be there). */
 bool ckpt_exists(const char *dir);
 
-/* Reads dir/config.json into cfg and checks it with model_config_validate.
- * Accepts plain HF Llama configs too (defaults as in HF: num_key_value_heads
- * = num_attention_heads, rope_theta 10000, tie_word_embeddings false, no
- * value head). Returns 0; ERR_NOTFOUND if there is no config.json; ERR_FORMAT
- * for invalid JSON or a missing or ill-typed key; ERR_RANGE for a value out
- * of range or a config model_config_validate refuses; ERR_UNSUPPORTED for a
- * model type or feature this model lacks (rope_scaling, biases, another
- * activation, a newer rlhf_format_version). cfg is unspecified on error. */
-int ckpt_load_config(const char *dir, ModelConfig *cfg);
-
-/* The config.json text of a model in the layout above (with tok's keys when
- * non-NULL), without the save id: what a learner sends with a weight
- * snapshot. Caller frees with free(). */
-char *ckpt_config_to_json(const ModelConfig *c, const Tok *tok);
-/* Parses config JSON text from another source (what names it in the log,
- * e.g. "snapshot v12") with exactly the rules of ckpt_load_config, and the
- * stop token (eos_token_id, default TOK_EOS, must be < vocab_size) into
- * *eos_id when non-NULL. Returns 0 or an error as ckpt_load_config, logged. */
-int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, int *eos_id);
-
-/* A tokenizer from the charset in dir/config.json (caller owns *out).
- * Returns 0; ERR_NOTFOUND if the config names no charset (for example an
- * imported HF model); ERR_FORMAT if the charset is invalid or the config's
- * bos/eos/pad ids differ from TOK_BOS/TOK_EOS/TOK_PAD; ERR_MISMATCH if the
- * vocabulary is larger than the config's vocab_size; errors of
- * ckpt_load_config's kind for the file itself. */
-int ckpt_load_tok(const char *dir, Tok **out);
-
 /* Loads the weights of dir into m. First checks, before touching m, that
  * config.json agrees with model_config(m) (every field but max_seq_len) and
  * that model.safetensors holds exactly the model's tensors with the model's

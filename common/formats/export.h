@@ -66,8 +66,4 @@ char *export_tokenizer_json(const Bpe *b);
  * context. Caller frees. */
 char *export_tokenizer_config_json(const Bpe *b, int model_max_length);
 
-/* x rounded to the nearest IEEE half (ties to even), with overflow to
- * infinity and NaN kept NaN: the bit pattern an F16 tensor stores. */
-uint16_t export_f32_to_f16(float x);
-
 #endif

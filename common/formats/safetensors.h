@@ -96,8 +96,4 @@ int         st_meta_count(const StFile *f);
 /* Key and value of metadata entry i in 0..st_meta_count-1 (CHECKed). */
 void st_meta_at(const StFile *f, int i, const char **key, const char **value);
 
-/* F16 / BF16 bit patterns to F32 (exact: every half value is a float). */
-float st_f16_to_f32(uint16_t h);
-float st_bf16_to_f32(uint16_t h);
-
 #endif

@@ -1,4 +1,3 @@
-#include "tests/test_list.h"
 #include "common/formats/tok.h"
 
 #include <stdio.h>
@@ -6,7 +5,6 @@
 #include <string.h>
 
 #include "common/base/err.h"
-#include "common/base/fileio.h"
 #include "common/base/log.h"
 
 struct Tok {
@@ -185,114 +183,4 @@ int tok_decode(const Tok *t, const int *ids, int n, int flags, char *out, size_t
     if (cap > 0) out[k] = '\0';
     if (len_out) *len_out = k;
     return 0;
-}
-
-/* Encodes then decodes s and compares; returns 0 when it comes back unchanged. */
-static int round_trip(const Tok *t, const char *s, int flags)
-{
-    int    ids[256], n = 0;
-    char   back[TOK_DECODE_MAX_BYTES(256)];
-    size_t len = 0;
-    if (tok_encode(t, s, strlen(s), flags, ids, 256, &n) != 0) return 1;
-    if (tok_decode(t, ids, n, 0, back, sizeof back, &len) != 0) return 1;
-    return strcmp(back, s) != 0 || len != strlen(s);
-}
-
-int tok_selftest(bool verbose)
-{
-    int  rc = 1;
-    Tok *t = tok_new(TOK_CHARSET_DEFAULT);
-    Tok *small = NULL;
-    if (!t) return 1;
-
-    /* Special ids are fixed and characters follow in charset order. */
-    int vocab = tok_vocab_size(t);
-    if (vocab != TOK_N_SPECIAL + (int)strlen(TOK_CHARSET_DEFAULT)) goto cleanup;
-    if (tok_id(t, ' ') != TOK_N_SPECIAL || tok_id(t, '0') != TOK_N_SPECIAL + 1) goto cleanup;
-    if (tok_char(t, TOK_N_SPECIAL + 1) != '0' || tok_char(t, TOK_BOS) != '\0') goto cleanup;
-    if (tok_char(t, vocab) != '\0' || tok_char(t, -1) != '\0') goto cleanup;
-    if (tok_id(t, '\n') != ERR_NOTFOUND || tok_id(t, (char)0xc3) != ERR_NOTFOUND) goto cleanup;
-    if (strcmp(tok_charset(t), TOK_CHARSET_DEFAULT) != 0) goto cleanup;
-    for (int id = TOK_N_SPECIAL; id < vocab; id++)
-        if (tok_id(t, tok_char(t, id)) != id) goto cleanup;
-
-    /* Round trips, with and without specials. */
-    if (round_trip(t, "12+34=46", 0) || round_trip(t, "What is 7*6? 42.", TOK_ENC_BOS) ||
-        round_trip(t, "", TOK_ENC_BOS | TOK_ENC_EOS) ||
-        round_trip(t, "(a-b)/c = [x], y: \"z\"!", TOK_ENC_EOS))
-        goto cleanup;
-
-    /* BOS/EOS placement and rendering. */
-    int ids[16], n = 0;
-    if (tok_encode(t, "1+1", 3, TOK_ENC_BOS | TOK_ENC_EOS, ids, 16, &n) != 0 || n != 5)
-        goto cleanup;
-    if (ids[0] != TOK_BOS || ids[4] != TOK_EOS || ids[2] != tok_id(t, '+')) goto cleanup;
-    ids[5] = TOK_PAD;
-    char   out[TOK_DECODE_MAX_BYTES(16)];
-    size_t len = 0;
-    if (tok_decode(t, ids, 6, TOK_DEC_SPECIAL, out, sizeof out, &len) != 0) goto cleanup;
-    if (strcmp(out, "<bos>1+1<eos><pad>") != 0 || len != strlen(out)) goto cleanup;
-    if (tok_decode(t, ids, 6, 0, out, sizeof out, &len) != 0 || strcmp(out, "1+1")) goto cleanup;
-    /* The worst case bound is tight: all specials rendered. */
-    int specials[3] = {TOK_BOS, TOK_EOS, TOK_PAD};
-    if (tok_decode(t, specials, 3, TOK_DEC_SPECIAL, out, TOK_DECODE_MAX_BYTES(3), &len) != 0 ||
-        len != 15)
-        goto cleanup;
-
-    /* Refusals: unknown characters, small buffers, ids out of range. */
-    fileio_capture_begin();
-    int   r_unk = tok_encode(t, "1+1\n", 4, 0, ids, 16, &n);
-    int   r_utf = tok_encode(t, "caf\xc3\xa9", 5, 0, ids, 16, &n);
-    int   r_cap = tok_encode(t, "12345", 5, TOK_ENC_BOS, ids, 5, &n);
-    int   n_cap = n;
-    int   bad_ids[3] = {TOK_N_SPECIAL, vocab, TOK_N_SPECIAL};
-    int   r_id = tok_decode(t, bad_ids, 3, 0, out, sizeof out, &len);
-    int   neg_ids[1] = {-1};
-    int   r_neg = tok_decode(t, neg_ids, 1, 0, out, sizeof out, &len);
-    int   r_small = tok_decode(t, ids, 1, 0, out, 1, &len);
-    char *log = fileio_capture_end(verbose);
-    bool  logged = strstr(log, "byte 0x0a at byte 3") && strstr(log, "byte 0xc3 at byte 3") &&
-                  strstr(log, "at index 1 of 3");
-    free(log);
-    if (r_unk != ERR_RANGE || r_utf != ERR_RANGE || r_cap != ERR_RANGE || n_cap != 6 ||
-        r_id != ERR_RANGE || r_neg != ERR_RANGE || r_small != ERR_RANGE || !logged)
-        goto cleanup;
-
-    /* Charset validation: duplicates, non-printable, empty, too long. */
-    char long_set[TOK_CHARSET_MAX + 2];
-    for (int i = 0; i < TOK_CHARSET_MAX; i++) long_set[i] = (char)(0x20 + i);
-    long_set[TOK_CHARSET_MAX] = '\0';
-    char why[160];
-    if (tok_charset_validate(long_set, why, sizeof why) != 0) goto cleanup; /* all 95 is fine */
-    long_set[TOK_CHARSET_MAX] = 'a';
-    long_set[TOK_CHARSET_MAX + 1] = '\0';
-    if (tok_charset_validate(long_set, why, sizeof why) != ERR_ARG) goto cleanup;
-    if (tok_charset_validate("abca", why, sizeof why) != ERR_ARG || !strstr(why, "position 3"))
-        goto cleanup;
-    if (tok_charset_validate("ab\tc", NULL, 0) != ERR_ARG) goto cleanup;
-    if (tok_charset_validate("", NULL, 0) != ERR_ARG) goto cleanup;
-    if (tok_charset_validate(NULL, NULL, 0) != ERR_ARG) goto cleanup;
-    fileio_capture_begin();
-    Tok *dup = tok_new("0123456789+0");
-    log = fileio_capture_end(verbose);
-    logged = strstr(log, "tok_new") && strstr(log, "position 11");
-    free(log);
-    if (dup || !logged) {
-        tok_free(&dup);
-        goto cleanup;
-    }
-
-    /* A custom charset gets its own ids. */
-    small = tok_new("ab");
-    if (!small || tok_vocab_size(small) != 5 || tok_id(small, 'b') != 4 || tok_id(small, '0') >= 0)
-        goto cleanup;
-    tok_free(&small);
-    tok_free(&small); /* no-op on NULL */
-    rc = 0;
-cleanup:
-    if (verbose)
-        printf("  tok: vocab %d, round trips and refusals %s\n", vocab, rc ? "FAILED" : "ok");
-    tok_free(&t);
-    tok_free(&small);
-    return rc;
 }

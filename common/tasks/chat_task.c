@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/formats/bpe_chat.h"
 #include "common/tasks/task.h"
 
 void chat_task_problem(const ChatTaskConfig *cfg, uint64_t seed, uint64_t index, bool held_out,

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/flags.h"

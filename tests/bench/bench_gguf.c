@@ -20,8 +20,11 @@
 #include <unistd.h>
 
 #include "common/formats/bpe.h"
+#include "common/formats/bpe_chat.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
