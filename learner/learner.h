@@ -1,6 +1,12 @@
 /* learner: the RL learner daemon's context: prompt set, policy, frozen
  * reference, optimizer(s), lease table, sockets and checkpoints, driven by
- * one poll loop.
+ * the services' event loop (common/net/reactor.h): the three readable
+ * sockets through one dispatch table, timers for lease expiry, the
+ * re-announce and the status line, and the training step as the idle work.
+ * Its parts live beside it: learner_setup (models, resume), learner_task,
+ * learner_serve (sockets, dispatch, grants), learner_intake (scored groups,
+ * batches), learner_train, learner_publish (announce, snapshots) and
+ * learner_record (checkpoints, metrics, summary).
  *
  * Sockets (all bound; endpoints from the config):
  *   lease     ROUTER  LeaseRequest -> LeaseGrant (always one reply per request;

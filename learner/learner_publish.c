@@ -1,0 +1,75 @@
+#include "learner/learner_publish.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
+#include "common/net/snapshot.h"
+
+/* The snapshot config of a GGUF model names its tokenizer, and its
+ * eos_token_id is the end-of-turn token, where actors stop generating. */
+static void add_bpe_config(Learner *l)
+{
+    json_t *o = json_loads(l->config_json, 0, NULL);
+    CHECK(o); /* our own JSON */
+    json_object_set_new(o, "eos_token_id", json_integer(bpe_eot_id(l->bpe)));
+    json_object_set_new(o, "bos_token_id", json_integer(bpe_bos_id(l->bpe)));
+    json_object_set_new(o, "rlhf_tokenizer", json_string("gguf"));
+    json_object_set_new(o, "rlhf_tokenizer_path", json_string(l->cfg.model_path));
+    free(l->config_json);
+    l->config_json = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    CHECK(l->config_json);
+}
+
+void learner_publish_config(Learner *l)
+{
+    l->config_json = ckpt_config_to_json(model_config(l->policy), l->tok);
+    if (l->bpe) add_bpe_config(l);
+}
+
+static void update_checksum(Learner *l)
+{
+    if (l->checksum_version == l->version) return;
+    l->checksum =
+        wire_snap_checksum(model_params(l->policy), model_num_params(l->policy) * sizeof(float));
+    l->checksum_version = l->version;
+}
+
+void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
+{
+    const Rlhf__SnapshotRequest *req = (const Rlhf__SnapshotRequest *)*msg;
+    update_checksum(l);
+    WireSnapMeta meta = {.run_id = l->run_id,
+                         .epoch = l->epoch,
+                         .policy_version = (uint64_t)l->version,
+                         .config_json = l->config_json,
+                         .checksum = l->checksum,
+                         .has_checksum = true};
+    size_t       bytes = model_num_params(l->policy) * sizeof(float);
+    int rc = wire_snap_send(l->s_snap, m->peer, m->peer_len, &meta, model_params(l->policy), bytes,
+                            (size_t)l->cfg.chunk_bytes);
+    if (rc) {
+        log_warn("snapshot: version %" PRId64 " to '%.64s' not sent (%s)", l->version,
+                 req->actor_id, err_str(rc));
+        return;
+    }
+    l->snapshots_served++;
+    log_debug("snapshot: version %" PRId64 " (%zu bytes) to '%.64s'", l->version, bytes,
+              req->actor_id);
+}
+
+void learner_publish_announce(Learner *l)
+{
+    Rlhf__WeightAnnounce a = RLHF__WEIGHT_ANNOUNCE__INIT;
+    a.version = WIRE_PROTOCOL_VERSION;
+    a.run_id = l->run_id;
+    a.epoch = l->epoch;
+    a.policy_version = (uint64_t)l->version;
+    a.total_bytes = model_num_params(l->policy) * sizeof(float);
+    int rc = wire_send(l->s_weights, &a.base, ZMQ_DONTWAIT);
+    if (rc && rc != ERR_AGAIN) log_warn("weights: announce not sent (%s)", err_str(rc));
+}

@@ -1,0 +1,24 @@
+/* learner_publish: how the learner's weights reach the actors (the clone
+ * pattern): a WeightAnnounce of the current version on the PUB socket after
+ * every update and periodically for late subscribers, and the whole snapshot
+ * as WeightChunks to whoever asks on the snapshot ROUTER, with the policy's
+ * config (naming the GGUF tokenizer for a chat model) in chunk 0 and the
+ * checksum of the parameter block.
+ *
+ * Ownership: the Learner owns config_json and the checksum cache.
+ * Threading: the Learner's thread. Errors: a send that fails is logged and
+ * dropped (the announce repeats; an actor asks for the snapshot again). */
+#ifndef RLHF_LEARNER_PUBLISH_H
+#define RLHF_LEARNER_PUBLISH_H
+
+#include "learner/learner_int.h"
+
+/* Builds l->config_json from the policy's config (and the BPE's ids). */
+void learner_publish_config(Learner *l);
+/* Announces the current version on the weights socket. */
+void learner_publish_announce(Learner *l);
+/* The dispatch table's handler of a SnapshotRequest: sends the current
+ * weights to its peer; never keeps the message. */
+void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **msg);
+
+#endif

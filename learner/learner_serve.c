@@ -1,0 +1,190 @@
+#include "learner/learner_serve.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "learner/learner_intake.h"
+#include "learner/learner_publish.h"
+#include "learner/learner_task.h"
+
+#define RETRY_AFTER_MS 200 /* what an actor is told to wait when no work is free */
+
+int learner_serve_open(Learner *l)
+{
+    l->zctx = zmq_ctx_new();
+    if (!l->zctx) {
+        log_error("learner: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        return ERR_IO;
+    }
+    WireSockOpts o = WIRE_SOCK_DEFAULTS;
+    /* Replies go to whoever asked; a peer that vanished must not stall the loop. */
+    o.sndtimeo_ms = 0;
+    o.immediate = false;
+    WireSockOpts snap = o;
+    snap.sndtimeo_ms = 2000; /* chunks of one snapshot may fill the pipe for a moment */
+    l->s_lease = wire_sock_new(l->zctx, ZMQ_ROUTER, "lease", &o);
+    l->s_results = wire_sock_new(l->zctx, ZMQ_PULL, "results", &o);
+    l->s_weights = wire_sock_new(l->zctx, ZMQ_PUB, "weights", &o);
+    l->s_snap = wire_sock_new(l->zctx, ZMQ_ROUTER, "snapshot", &snap);
+    if (!l->s_lease || !l->s_results || !l->s_weights || !l->s_snap) return ERR_IO;
+    int rc;
+    if ((rc = wire_bind(l->s_lease, l->cfg.lease_ep)) ||
+        (rc = wire_bind(l->s_results, l->cfg.results_ep)) ||
+        (rc = wire_bind(l->s_weights, l->cfg.weights_ep)) ||
+        (rc = wire_bind(l->s_snap, l->cfg.snapshot_ep)))
+        return rc;
+    return 0;
+}
+
+void learner_serve_close(Learner *l)
+{
+    wire_sock_free(&l->s_lease);
+    wire_sock_free(&l->s_results);
+    wire_sock_free(&l->s_weights);
+    wire_sock_free(&l->s_snap);
+    if (l->zctx) zmq_ctx_term(l->zctx);
+    l->zctx = NULL;
+}
+
+static Rlhf__SamplingParams sampling_of(const Learner *l)
+{
+    Rlhf__SamplingParams sp = RLHF__SAMPLING_PARAMS__INIT;
+    sp.temperature = l->cfg.algo.temperature;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    sp.max_new_tokens = l->cfg.max_new_tokens;
+    return sp;
+}
+
+static int64_t min_version(const Learner *l)
+{
+    int64_t v = l->version - l->cfg.max_staleness;
+    return v < 0 ? 0 : v;
+}
+
+/* The dispatch table's handler of a LeaseRequest: a grant of up to
+ * max_prompts prompts, or none with a retry delay; never keeps the message. */
+static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
+{
+    const Rlhf__LeaseRequest *req = (const Rlhf__LeaseRequest *)*msg;
+    /* Expire first, so a dead lease's prompts can go to this request. */
+    lease_expire(l->leases, learner_mono_ms());
+    uint64_t        lease_id = 0;
+    const uint64_t *ids = NULL;
+    int n = lease_grant(l->leases, req->max_prompts, learner_mono_ms(), &lease_id, &ids);
+
+    Rlhf__SamplingParams sp = sampling_of(l);
+    Rlhf__LeaseGrant     g = RLHF__LEASE_GRANT__INIT;
+    g.version = WIRE_PROTOCOL_VERSION;
+    g.run_id = l->run_id;
+    g.epoch = l->epoch;
+    g.min_policy_version = (uint64_t)min_version(l);
+    Rlhf__Prompt  pr[LEARNER_MAX_LEASE_PROMPTS];
+    Rlhf__Prompt *pp[LEARNER_MAX_LEASE_PROMPTS];
+    int           toks[LEARNER_MAX_LEASE_PROMPTS][LEARNER_PROMPT_IDS_MAX];
+    char          answer[LEARNER_MAX_LEASE_PROMPTS][LEARNER_ANSWER_MAX];
+    CHECK(n <= LEARNER_MAX_LEASE_PROMPTS);
+    if (n > 0) {
+        g.lease_id = lease_id;
+        g.deadline_unix_ms = learner_wall_ms() + l->cfg.lease_timeout_ms;
+        g.group_size = l->cfg.group_size;
+        g.sampling = &sp;
+        for (int i = 0; i < n; i++) {
+            int len = learner_task_prompt(l, ids[i], toks[i], answer[i]);
+            pr[i] = (Rlhf__Prompt)RLHF__PROMPT__INIT;
+            pr[i].prompt_id = ids[i];
+            pr[i].n_tokens = (size_t)len;
+            pr[i].tokens = (int32_t *)toks[i];
+            pr[i].answer = answer[i];
+            pr[i].task = (char *)learner_task_name(l);
+            pp[i] = &pr[i];
+        }
+        g.n_prompts = (size_t)n;
+        g.prompts = pp;
+    } else {
+        l->grants_empty++;
+        g.retry_after_ms = req->max_prompts > 0 ? RETRY_AFTER_MS : 0;
+    }
+    int rc = wire_send_to(l->s_lease, m->peer, m->peer_len, &g.base, ZMQ_DONTWAIT);
+    if (rc) /* The lease stays in the table and is re-issued at its deadline. */
+        log_warn("lease: reply to '%.64s' not sent (%s)%s", req->actor_id, err_str(rc),
+                 n ? "; its lease will expire" : "");
+    else if (n)
+        log_debug("lease %" PRIx64 ": %d prompts to '%.64s' (holds version %" PRIu64 ")", lease_id,
+                  n, req->actor_id, req->policy_version);
+}
+
+/* Receives one request from a ROUTER socket and decodes it. A frame that
+ * decodes badly is counted, logged (rate-limited) and answered with an
+ * ErrorReply naming the reason, so the peer need not wait for a timeout.
+ * Returns 0 with *out (caller frees) and m open; otherwise wire_recv's or
+ * wire_decode's error with m closed. */
+static int recv_request(WireSock *s, const ProtobufCMessageDescriptor *desc, const WireLimits *lim,
+                        WireMsg *m, ProtobufCMessage **out)
+{
+    *out = NULL;
+    int rc = wire_recv(s, 0, m);
+    if (rc) return rc; /* nothing, or a malformed frame wire_recv counted and logged */
+    WireReject rej;
+    rc = wire_decode(desc, wire_msg_data(m), wire_msg_size(m), lim, out, &rej);
+    if (rc == 0) return 0;
+    wire_reject_note(wire_sock_rejects(s), "learner", desc->short_name, &rej);
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s refused: %s: %s", desc->short_name,
+             wire_reason_name(rej.reason), rej.why);
+    Rlhf__ErrorReply er = RLHF__ERROR_REPLY__INIT;
+    er.version = WIRE_PROTOCOL_VERSION;
+    er.code = rc;
+    er.reason = reason;
+    /* Best effort: a peer that sends garbage may be gone or not reading. */
+    (void)wire_send_to(s, m->peer, m->peer_len, &er.base, ZMQ_DONTWAIT);
+    wire_msg_close(m);
+    return rc;
+}
+
+/* The reactor's read handler of every row: one message received, decoded
+ * and handed to the row's handler; then the one rule of who frees it.
+ * Returns 1 when a frame was taken (handled, or refused and counted), 0 when
+ * nothing is waiting, ERR_IO when the socket failed for good. */
+static int on_readable(Reactor *r, void *arg)
+{
+    const LearnerRoute *rt = arg;
+    WireMsg             m = {0};
+    ProtobufCMessage   *msg = NULL;
+    int                 rc;
+    if (wire_sock_type(rt->sock) == ZMQ_ROUTER)
+        rc = recv_request(rt->sock, rt->desc, rt->lim, &m, &msg);
+    else /* a PULL cannot answer: the refusal is counted and logged only */
+        rc = wire_recv_decode(rt->sock, 0, rt->desc, rt->lim, &m, &msg, NULL);
+    if (rc == 0) {
+        rt->handler(rt->l, &m, &msg);
+        CHECK(msg || rt->frees == LEARNER_HANDLER_MAY_KEEP);
+        if (msg) protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    wire_msg_close(&m);
+    if (rc == ERR_TIMEOUT || rc == ERR_AGAIN) return 0;
+    if (rc == ERR_IO) return rc;
+    return 1;
+}
+
+void learner_serve_register(Learner *l, Reactor *r, int burst)
+{
+    /* The dispatch table, one row per readable socket, served in this order
+     * each pass. */
+    // clang-format off
+    const LearnerRoute table[LEARNER_N_ROUTES] = {
+        /*   socket        message                              limits           handler                   who frees */
+        {l, l->s_results, &rlhf__scored_group__descriptor,     &l->lim_results, learner_intake_group,     LEARNER_HANDLER_MAY_KEEP},
+        {l, l->s_lease,   &rlhf__lease_request__descriptor,    &l->lim_req,     grant_lease,              LEARNER_DISPATCH_FREES},
+        {l, l->s_snap,    &rlhf__snapshot_request__descriptor, &l->lim_req,     learner_publish_snapshot, LEARNER_DISPATCH_FREES},
+    };
+    // clang-format on
+    for (int i = 0; i < LEARNER_N_ROUTES; i++) {
+        l->routes[i] = table[i];
+        /* A fixed three of the reactor's eight: a failure is a bug. */
+        CHECK(reactor_add_socket(r, wire_sock_zmq(table[i].sock), wire_sock_name(table[i].sock),
+                                 on_readable, &l->routes[i], burst) == 0);
+    }
+}

@@ -1,0 +1,237 @@
+#include "learner/learner_setup.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
+#include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
+#include "common/formats/bpe_gguf.h"
+#include "common/formats/gguf.h"
+#include "common/formats/gguf_llama.h"
+#include "learner/learner_record.h"
+#include "learner/learner_task.h"
+
+static void new_run_id(char out[33], uint64_t seed)
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        /* No entropy source: time, pid and seed still make collisions unlikely. */
+        Rng r;
+        rng_seed(&r, seed ^ (uint64_t)learner_wall_ms() ^ ((uint64_t)getpid() << 32));
+        for (int i = 0; i < 16; i++) b[i] = (unsigned char)rng_u64(&r);
+    }
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static OptimConfig optim_config_of(const LearnerConfig *c)
+{
+    /* Constant rate after a short warmup: RL runs are short and the
+     * schedule counts optimizer steps, which depend on epochs/minibatches. */
+    return (OptimConfig){.lr_peak = c->lr,
+                         .lr_min = c->lr,
+                         .lr_warmup_steps = c->lr_warmup_steps,
+                         .lr_total_steps = c->lr_warmup_steps,
+                         .beta1 = 0.9f,
+                         .beta2 = 0.99f,
+                         .eps = 1e-8f,
+                         .weight_decay = 0.0f,
+                         .grad_clip = c->grad_clip};
+}
+
+/* Loads the model of checkpoint dir, and its char tokenizer into *tok when
+ * tok is non-NULL and *tok is NULL (tok NULL: the BPE comes from the GGUF). */
+static int load_model_dir(const char *dir, Tok **tok, Model **m)
+{
+    ModelConfig mc;
+    int         rc;
+    if ((rc = ckpt_load_config(dir, &mc))) return rc;
+    if (tok && !*tok && (rc = ckpt_load_tok(dir, tok))) return rc;
+    *m = model_new(&mc);
+    rc = ckpt_load(dir, *m);
+    if (rc == ERR_AGAIN) rc = ckpt_load(dir, *m); /* a save replaced it between reads */
+    if (rc) model_free(m);
+    return rc;
+}
+
+/* Reads the trainer state of a learner checkpoint. Returns 0, 1 if the
+ * checkpoint is a finished run that is not to be resumed, or an error. */
+static int read_resume_state(Learner *l, CkptTrainerState *ts, json_t **lease_state)
+{
+    const char *dir = l->cfg.ckpt_dir;
+    int         rc = ckpt_load_trainer_state(dir, ts);
+    if (rc) {
+        log_error("learner: '%s' holds a checkpoint without a trainer state (%s); refusing to "
+                  "resume from or overwrite it",
+                  dir, err_str(rc));
+        return rc == ERR_NOTFOUND ? ERR_MISMATCH : rc;
+    }
+    json_t *x = ts->extra;
+    if (!json_is_object(x) || !json_is_true(json_object_get(x, "rlhf_learner"))) {
+        log_error("learner: '%s' is not a learner checkpoint (run id '%s'); refusing to resume "
+                  "from or overwrite it",
+                  dir, ts->run_id);
+        return ERR_MISMATCH;
+    }
+    json_t *ep = json_object_get(x, "epoch");
+    json_t *ls = json_object_get(x, "lease");
+    if (!json_is_integer(ep) || json_integer_value(ep) < 0 || !json_is_object(ls) ||
+        ts->run_id[0] == '\0' || strlen(ts->run_id) > 32 || ts->policy_version < 0) {
+        log_error("learner: '%s': trainer state lacks a valid epoch, lease state or run id", dir);
+        return ERR_FORMAT;
+    }
+    if (json_is_true(json_object_get(x, "finished")) && ts->step >= l->cfg.steps) {
+        log_warn("learner: '%s' holds a finished run (%s, step %" PRId64
+                 " >= --steps %d); starting a fresh run over it",
+                 dir, ts->run_id, ts->step, l->cfg.steps);
+        return 1;
+    }
+    json_t *md = json_object_get(x, "max_digits");
+    if (json_is_integer(md) && json_integer_value(md) != l->cfg.max_digits)
+        log_warn("learner: the checkpoint trained on %lld-digit operands, now %d",
+                 (long long)json_integer_value(md), l->cfg.max_digits);
+    l->epoch = (uint64_t)json_integer_value(ep) + 1;
+    l->step = ts->step;
+    l->version = ts->policy_version;
+    snprintf(l->run_id, sizeof l->run_id, "%s", ts->run_id);
+    json_t *ab = json_object_get(x, "accuracy_before");
+    l->accuracy_before = json_is_number(ab) ? json_number_value(ab) : NAN;
+    json_t *rb = json_object_get(x, "reward_before");
+    l->reward_before = json_is_number(rb) ? json_number_value(rb) : NAN;
+    json_t *id = json_object_get(x, "init_dir");
+    if (json_is_string(id)) snprintf(l->init_dir, sizeof l->init_dir, "%s", json_string_value(id));
+    *lease_state = json_incref(ls);
+    return 0;
+}
+
+int learner_setup_models(Learner *l, json_t **lease_state)
+{
+    const LearnerConfig *c = &l->cfg;
+    int                  rc = 0;
+    bool                 resume = false;
+    CkptTrainerState     ts = {0};
+    if (c->model_path && (rc = bpe_load(c->model_path, &l->bpe))) return rc;
+    if (c->ckpt_dir && ckpt_exists(c->ckpt_dir)) {
+        rc = read_resume_state(l, &ts, lease_state);
+        if (rc < 0) goto out;
+        resume = rc == 0;
+        rc = 0;
+    }
+    if (resume) {
+        if ((rc = load_model_dir(c->ckpt_dir, l->bpe ? NULL : &l->tok, &l->policy))) goto out;
+        size_t      n = model_num_params(l->policy);
+        OptimConfig oc = optim_config_of(c);
+        l->opt = optim_new(&oc, n);
+        int64_t osteps = 0;
+        rc = ckpt_load_optim(c->ckpt_dir, optim_state_m(l->opt), optim_state_v(l->opt), n, &osteps);
+        if (rc == ERR_NOTFOUND) {
+            log_warn("learner: no optimizer state in '%s'; moments start at zero", c->ckpt_dir);
+            rc = 0;
+        }
+        if (rc) goto out;
+        optim_set_step_count(l->opt, osteps);
+        /* The reference is the run's initial policy: from --init, else from
+         * where the run started; the resumed policy only as a last resort. */
+        const char *ref_dir = c->init_dir ? c->init_dir : (l->init_dir[0] ? l->init_dir : NULL);
+        if (c->init_dir) snprintf(l->init_dir, sizeof l->init_dir, "%s", c->init_dir);
+        if (c->model_path) {
+            rc = gguf_load(c->model_path, LEARNER_GGUF_MAX_SEQ, &l->ref);
+            if (rc) goto out;
+            if (model_num_params(l->ref) != n) {
+                log_error("learner: model '%s' does not match the resumed policy", c->model_path);
+                rc = ERR_MISMATCH;
+                goto out;
+            }
+        } else if (ref_dir) {
+            Tok *rt = l->tok;
+            rc = load_model_dir(ref_dir, &rt, &l->ref);
+            if (rc == 0 && !(model_config(l->ref)->dim == model_config(l->policy)->dim &&
+                             model_num_params(l->ref) == n)) {
+                log_error("learner: reference '%s' does not match the resumed policy", ref_dir);
+                model_free(&l->ref);
+            }
+        }
+        if (!l->ref) {
+            log_warn("learner: no initial policy to use as the reference; using the resumed "
+                     "policy (the KL term restarts from here)");
+            l->ref = model_new(model_config(l->policy));
+            model_copy_params(l->ref, l->policy);
+        }
+        log_info("resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch %" PRIu64,
+                 l->run_id, c->ckpt_dir, l->step, l->version, l->epoch);
+    } else {
+        if (c->model_path) {
+            if ((rc = gguf_load(c->model_path, LEARNER_GGUF_MAX_SEQ, &l->policy))) goto out;
+        } else if (c->init_dir) {
+            if ((rc = load_model_dir(c->init_dir, &l->tok, &l->policy))) goto out;
+            snprintf(l->init_dir, sizeof l->init_dir, "%s", c->init_dir);
+        } else {
+            l->tok = tok_new(TOK_CHARSET_DEFAULT);
+            CHECK(l->tok);
+            ModelConfig mc = {.dim = c->dim,
+                              .n_layers = c->n_layers,
+                              .n_heads = c->n_heads,
+                              .n_kv_heads = c->n_heads,
+                              .hidden_dim = c->hidden_dim,
+                              .vocab_size = tok_vocab_size(l->tok),
+                              .max_seq_len = 64,
+                              .rope_theta = 10000.0f,
+                              .norm_eps = 1e-5f,
+                              .tie_embeddings = true};
+            char        why[160];
+            if (model_config_validate(&mc, why, sizeof why)) {
+                log_error("learner: random-init model shape: %s", why);
+                rc = ERR_ARG;
+                goto out;
+            }
+            l->policy = model_new(&mc);
+            model_init_random(l->policy, c->seed, 0.02f);
+            log_warn("learner: no --init checkpoint; training a randomly initialised policy");
+        }
+        l->ref = model_new(model_config(l->policy));
+        model_copy_params(l->ref, l->policy);
+        OptimConfig oc = optim_config_of(c);
+        l->opt = optim_new(&oc, model_num_params(l->policy));
+        new_run_id(l->run_id, c->seed);
+        l->epoch = 0;
+        l->step = l->version = 0;
+        l->accuracy_before = l->reward_before = NAN;
+        log_info("new run %s from %s", l->run_id,
+                 c->model_path ? c->model_path
+                 : c->init_dir ? c->init_dir
+                               : "random init");
+    }
+    if (c->algo.kind == ALGO_PPO) {
+        char dir[PATH_MAX + 8] = "";
+        if (resume) learner_record_critic_dir(l, dir, sizeof dir);
+        l->critic = algo_critic_from_policy(l->policy, c->seed + 17, 0.02f);
+        OptimConfig oc = optim_config_of(c);
+        l->critic_opt = optim_new(&oc, model_num_params(l->critic));
+        if (resume && ckpt_exists(dir)) {
+            size_t  n = model_num_params(l->critic);
+            int64_t osteps = 0;
+            rc = ckpt_load(dir, l->critic);
+            if (rc == 0)
+                rc = ckpt_load_optim(dir, optim_state_m(l->critic_opt),
+                                     optim_state_v(l->critic_opt), n, &osteps);
+            if (rc) {
+                log_error("learner: cannot resume the critic from '%s'", dir);
+                goto out;
+            }
+            optim_set_step_count(l->critic_opt, osteps);
+        } else if (resume) {
+            log_warn("learner: no critic beside '%s'; a new critic starts from the policy",
+                     c->ckpt_dir);
+        }
+    }
+    rc = learner_task_check(l);
+out:
+    json_decref(ts.extra);
+    return rc;
+}

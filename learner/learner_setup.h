@@ -1,0 +1,26 @@
+/* learner_setup: where a learner's models and run identity come from. A
+ * start that finds a checkpoint in ckpt_dir resumes it (policy, optimizer
+ * moments, step, version, run id, the epoch bumped, the lease state), with
+ * the reference from --init, from where the run started, or as a last resort
+ * the resumed policy; a fresh start takes --model (GGUF), --init or a random
+ * init of the configured shape, and a new run id. PPO adds a critic, resumed
+ * from beside the checkpoint when it is there.
+ *
+ * Ownership: fills the Learner, which owns what is loaded. Threading: the
+ * Learner's thread, before any socket opens. Errors: logged, an ERR_* is
+ * returned; a checkpoint that is not a learner's is refused (ERR_MISMATCH)
+ * rather than overwritten. */
+#ifndef RLHF_LEARNER_SETUP_H
+#define RLHF_LEARNER_SETUP_H
+
+#include <jansson.h>
+
+#include "learner/learner_int.h"
+
+/* Policy, reference, tokenizer, optimizer state and run identity, from a
+ * checkpoint to resume or from the warm start; then learner_task_check.
+ * On a resume *lease_state gets the checkpoint's lease state (caller owns a
+ * reference), else it stays NULL. Returns 0 or an error (logged). */
+int learner_setup_models(Learner *l, json_t **lease_state);
+
+#endif

@@ -1,0 +1,23 @@
+/* learner_train: the learner's training step and its held-out evaluation.
+ * A step takes the first batch_groups waiting groups (after dropping the too
+ * stale), runs one algo_step on them (one policy version), settles them with
+ * the lease table as trained or failed, announces the new version and
+ * records the step's metrics. The evaluation scores greedy completions of
+ * eval_n held-out problems of the learner's task.
+ *
+ * Ownership: works on the Learner's models and waiting groups. Threading:
+ * the Learner's thread. Errors: a failed update is logged and its groups
+ * settled as failed (or trained, when some optimizer steps were taken);
+ * learner_train_evaluate returns the evaluator's error. */
+#ifndef RLHF_LEARNER_TRAIN_H
+#define RLHF_LEARNER_TRAIN_H
+
+#include "learner/learner_int.h"
+
+/* One update if a batch is ready. Returns 1 if a step was taken, 0 if not. */
+int learner_train_step(Learner *l);
+/* Held-out greedy accuracy and mean reward of the policy (NaN both when
+ * eval_n is 0). Returns 0 or the evaluator's error. */
+int learner_train_evaluate(Learner *l, double *acc, double *reward);
+
+#endif
