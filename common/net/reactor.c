@@ -79,6 +79,18 @@ int reactor_add_socket(Reactor *r, void *zsock, const char *what, ReactorReadFn 
     return 0;
 }
 
+int reactor_add_fd(Reactor *r, int fd, const char *what, ReactorReadFn fn, void *arg, int burst)
+{
+    CHECK(r && fd >= 0 && what && fn && burst >= 1);
+    if (r->n_socks == REACTOR_MAX_SOCKETS) {
+        log_error("%s: reactor: fd '%s': table full (%d)", r->name, what, REACTOR_MAX_SOCKETS);
+        return ERR_RANGE;
+    }
+    r->items[r->n_socks] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = ZMQ_POLLIN};
+    r->socks[r->n_socks++] = (ReactorSocket){what, fn, arg, burst};
+    return 0;
+}
+
 int reactor_add_timer(Reactor *r, const char *what, int64_t period_ms, bool fire_now,
                       ReactorTimerFn fn, void *arg)
 {

@@ -70,6 +70,23 @@ static int on_idle(Reactor *r, void *arg)
     return 0;
 }
 
+static int on_pipe(Reactor *r, void *arg)
+{
+    const int *fds = arg;
+    char       c;
+    CHECK(read(fds[0], &c, 1) == 1);
+    reactor_stop(r);
+    return 0;
+}
+
+static void *pipe_writer(void *arg)
+{
+    const int *fds = arg;
+    usleep(50 * 1000);
+    CHECK(write(fds[1], "x", 1) == 1);
+    return NULL;
+}
+
 typedef struct {
     atomic_int *stop;
     int         after_ms;
@@ -206,6 +223,26 @@ int reactor_selftest(bool verbose)
         EXPECT(rc == 0 && q.received == 2, "resumed socket: %d messages taken, expected 2",
                q.received);
         reactor_free(&r);
+    }
+    /* A pipe registered with reactor_add_fd: a byte written by another
+     * thread wakes the loop at once (poll_ms is 5 s) and its handler ends it. */
+    {
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        Reactor *r = reactor_new("reactor_test", 5000);
+        EXPECT(reactor_add_fd(r, fds[0], "pipe", on_pipe, fds, 1) == 0, "add_fd");
+        atomic_store(&stop, 0);
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, pipe_writer, fds) == 0);
+        int64_t t0 = reactor_now_ms();
+        int     rc = reactor_run(r, &stop);
+        int64_t dt = reactor_now_ms() - t0;
+        pthread_join(th, NULL);
+        EXPECT(rc == 0 && dt < 2000, "pipe: run returned %d after %lld ms, expected 0 after ~50",
+               rc, (long long)dt);
+        reactor_free(&r);
+        close(fds[0]);
+        close(fds[1]);
     }
     /* A full table is refused with ERR_RANGE. */
     {
