@@ -1,6 +1,7 @@
 #include "reward_server/reward.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -9,15 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/net/reactor.h"
 #include "common/tasks/task.h"
 #include "reward_server/scorer.h"
 
-/* How long a blocking receive or send waits before the stop flag is
- * checked again; bounds how long shutdown takes. */
+/* How long a loop's wait or a blocking send lasts before the stop flag is
+ * looked at again; bounds how long shutdown takes. */
 #define REWARD_POLL_MS 100
 
 /* Per-worker buffers, sized once for the largest group the wire allows so
@@ -69,6 +72,7 @@ struct Reward {
 
     atomic_int       is_stopping; /* threads exit */
     atomic_int       is_run_done; /* reward_run returns */
+    int              wake[2];     /* pipe: reward_stop writes a byte, reward_run wakes */
     _Atomic uint64_t groups_received, groups_scored, completions_scored, groups_unsent;
 
     double   t_last_status; /* reward_status_line's previous call */
@@ -114,35 +118,53 @@ static WireSockOpts sock_opts(void)
     return o;
 }
 
-/* The front thread: moves frames from the samples socket to the workers. */
+/* The front thread's reactor handler: moves one frame from the samples
+ * socket to the workers, blocking (in bounded steps) while every worker is
+ * busy: back-pressure. */
+typedef struct {
+    Reward   *r;
+    WireSock *in, *out;
+} Front;
+
+static int front_on_sample(Reactor *rx, void *arg)
+{
+    Front  *f = arg;
+    Reward *r = f->r;
+    WireMsg m;
+    int     got = wire_recv(f->in, 0, &m);
+    if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) return 0; /* IO: logged */
+    atomic_fetch_add(&r->groups_received, 1);
+    if (got) return 1; /* a bad frame, counted and logged by wire_recv */
+    while (wire_send_msg(f->out, NULL, 0, &m, 0) == ERR_AGAIN && !stopping(r)) {
+    }
+    wire_msg_close(&m);
+    return 1;
+}
+
+/* The front thread: binds the samples and work sockets, then runs its
+ * reactor until the threads are told to stop. */
 static void *front_main(void *arg)
 {
     Reward      *r = arg;
     WireSockOpts o = sock_opts();
-    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
-    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "work", &o);
-    int          rc = in && out ? 0 : ERR_IO;
+    Front        f = {r, wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o),
+                      wire_sock_new(r->zctx, ZMQ_PUSH, "work", &o)};
+    int          rc = f.in && f.out ? 0 : ERR_IO;
     if (!rc) {
-        wire_sock_use_rejects(in, &r->front_rejects);
-        if ((rc = wire_bind(in, r->samples)) == 0)
-            rc = wire_last_endpoint(in, r->samples_ep, sizeof r->samples_ep);
+        wire_sock_use_rejects(f.in, &r->front_rejects);
+        if ((rc = wire_bind(f.in, r->samples)) == 0)
+            rc = wire_last_endpoint(f.in, r->samples_ep, sizeof r->samples_ep);
     }
-    if (!rc) rc = wire_bind(out, r->work_ep);
+    if (!rc) rc = wire_bind(f.out, r->work_ep);
     report_started(r, rc);
-    while (!rc && !stopping(r)) {
-        WireMsg m;
-        int     got = wire_recv(in, REWARD_POLL_MS, &m);
-        if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) continue; /* IO: logged */
-        atomic_fetch_add(&r->groups_received, 1);
-        if (got) continue; /* a bad frame, counted and logged by wire_recv */
-        int sent;
-        /* Blocks (in bounded steps) while every worker is busy: back-pressure. */
-        while ((sent = wire_send_msg(out, NULL, 0, &m, 0)) == ERR_AGAIN && !stopping(r)) {
-        }
-        wire_msg_close(&m);
+    if (!rc) {
+        Reactor *rx = reactor_new("reward front", REWARD_POLL_MS);
+        if (reactor_add_socket(rx, wire_sock_zmq(f.in), "samples", front_on_sample, &f, 64) == 0)
+            reactor_run(rx, &r->is_stopping); /* its handler never fails */
+        reactor_free(&rx);
     }
-    wire_sock_free(&out);
-    wire_sock_free(&in);
+    wire_sock_free(&f.out);
+    wire_sock_free(&f.in);
     return NULL;
 }
 
@@ -263,50 +285,71 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
     return 0;
 }
 
+/* A worker's reactor handler: decodes and validates one group, scores it
+ * and forwards it, blocking (in bounded steps) while the learner is slow. */
+typedef struct {
+    Worker    *w;
+    WireSock  *in, *out;
+    Scratch    s;
+    WireLimits lim;
+} WorkerLoop;
+
+static int worker_on_group(Reactor *rx, void *arg)
+{
+    WorkerLoop         *k = arg;
+    Reward             *r = k->w->r;
+    WireMsg             m;
+    Rlhf__SampledGroup *g = NULL;
+    WireReject          rej;
+    int got = wire_recv_decode(k->in, 0, &rlhf__sampled_group__descriptor, &k->lim, &m,
+                               (ProtobufCMessage **)&g, &rej);
+    if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) return 0;
+    if (got) return 1; /* refused (counted and logged) */
+    Rlhf__ScoredGroup sg;
+    if (score_group(r, &k->s, g, &sg, &rej) == 0) {
+        int sent;
+        while ((sent = wire_send(k->out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
+        }
+        if (sent == 0) {
+            atomic_fetch_add(&r->groups_scored, 1);
+            atomic_fetch_add(&r->completions_scored, g->n_completions);
+        } else {
+            atomic_fetch_add(&r->groups_unsent, 1);
+        }
+    } else {
+        wire_reject_note(&k->w->rejects, r->id, "SampledGroup", &rej);
+    }
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    wire_msg_close(&m);
+    return 1;
+}
+
 static void *worker_main(void *arg)
 {
     Worker      *w = arg;
     Reward      *r = w->r;
     WireSockOpts o = sock_opts();
-    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
-    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "results", &o);
-    int          rc = in && out ? 0 : ERR_IO;
+    WorkerLoop   k = {.w = w,
+                      .in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o),
+                      .out = wire_sock_new(r->zctx, ZMQ_PUSH, "results", &o)};
+    int          rc = k.in && k.out ? 0 : ERR_IO;
     if (!rc) {
-        wire_sock_use_rejects(in, &w->rejects);
-        rc = wire_connect(in, r->work_ep);
+        wire_sock_use_rejects(k.in, &w->rejects);
+        rc = wire_connect(k.in, r->work_ep);
     }
-    if (!rc) rc = wire_connect(out, r->results);
+    if (!rc) rc = wire_connect(k.out, r->results);
     report_started(r, rc);
-    Scratch s;
-    scratch_init(&s, r);
-    WireLimits lim = {.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
-    while (!rc && !stopping(r)) {
-        WireMsg             m;
-        Rlhf__SampledGroup *g = NULL;
-        WireReject          rej;
-        int got = wire_recv_decode(in, REWARD_POLL_MS, &rlhf__sampled_group__descriptor, &lim, &m,
-                                   (ProtobufCMessage **)&g, &rej);
-        if (got) continue; /* nothing yet, or refused (counted and logged) */
-        Rlhf__ScoredGroup sg;
-        if (score_group(r, &s, g, &sg, &rej) == 0) {
-            int sent;
-            while ((sent = wire_send(out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
-            }
-            if (sent == 0) {
-                atomic_fetch_add(&r->groups_scored, 1);
-                atomic_fetch_add(&r->completions_scored, g->n_completions);
-            } else {
-                atomic_fetch_add(&r->groups_unsent, 1);
-            }
-        } else {
-            wire_reject_note(&w->rejects, r->id, "SampledGroup", &rej);
-        }
-        protobuf_c_message_free_unpacked(&g->base, NULL);
-        wire_msg_close(&m);
+    scratch_init(&k.s, r);
+    k.lim = (WireLimits){.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
+    if (!rc) {
+        Reactor *rx = reactor_new("reward worker", REWARD_POLL_MS);
+        if (reactor_add_socket(rx, wire_sock_zmq(k.in), "work", worker_on_group, &k, 16) == 0)
+            reactor_run(rx, &r->is_stopping); /* its handler never fails */
+        reactor_free(&rx);
     }
-    scratch_free(&s);
-    wire_sock_free(&out);
-    wire_sock_free(&in);
+    scratch_free(&k.s);
+    wire_sock_free(&k.out);
+    wire_sock_free(&k.in);
     return NULL;
 }
 
@@ -353,6 +396,8 @@ void reward_free(Reward **rp)
     for (int i = 0; i < r->n_workers; i++)
         if (r->workers[i].is_running) pthread_join(r->workers[i].thread, NULL);
     if (r->is_front_running) pthread_join(r->front, NULL);
+    for (int i = 0; i < 2; i++)
+        if (r->wake[i] >= 0) close(r->wake[i]);
     /* All sockets are closed by their threads, so this returns after their linger. */
     if (r->zctx) {
         while (zmq_ctx_term(r->zctx) != 0 && zmq_errno() == EINTR) {
@@ -390,6 +435,7 @@ Reward *reward_new(const RewardConfig *cfg)
         return NULL;
     }
     Reward *r = xcalloc(1, sizeof *r);
+    r->wake[0] = r->wake[1] = -1;
     snprintf(r->samples, sizeof r->samples, "%s", cfg->samples);
     snprintf(r->results, sizeof r->results, "%s", cfg->results);
     snprintf(r->id, sizeof r->id, "%s", cfg->id);
@@ -410,6 +456,11 @@ Reward *reward_new(const RewardConfig *cfg)
     } else {
         r->tok = tok_new(TOK_CHARSET_DEFAULT);
         if (!r->tok) goto fail;
+    }
+    if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        log_error("reward_new: pipe2: %s", strerror(errno));
+        r->wake[0] = r->wake[1] = -1;
+        goto fail;
     }
     r->scorers = scorer_registry_new();
     if (scorer_register_builtins(r->scorers, &r->arith)) goto fail;
@@ -447,6 +498,9 @@ const char *reward_samples_endpoint(const Reward *r)
 void reward_stop(Reward *r)
 {
     atomic_store(&r->is_run_done, 1);
+    /* write is async-signal-safe; a full pipe already holds a wake-up. */
+    ssize_t n = write(r->wake[1], "x", 1);
+    (void)n;
 }
 
 void reward_stats(const Reward *r, RewardStats *out)
@@ -487,19 +541,54 @@ void reward_status_line(Reward *r, char *buf, size_t cap)
     r->scored_last_status = st.groups_scored;
 }
 
+/* reward_run's loop: the wake pipe, the status timer, and the caller's
+ * signal flag, looked at after every wake-up (at least every
+ * REWARD_POLL_MS). */
+typedef struct {
+    Reward                      *r;
+    const volatile sig_atomic_t *stop;
+} RunLoop;
+
+static int run_on_wake(Reactor *rx, void *arg)
+{
+    RunLoop *l = arg;
+    char     buf[64];
+    /* Drained so the level-triggered poll does not report it again. */
+    while (read(l->r->wake[0], buf, sizeof buf) > 0) {
+    }
+    reactor_stop(rx);
+    return 0;
+}
+
+static int run_on_status(Reactor *rx, void *arg)
+{
+    RunLoop *l = arg;
+    char     line[512];
+    reward_status_line(l->r, line, sizeof line);
+    log_info("%s: %s", l->r->id, line);
+    return 0;
+}
+
+static int run_on_pass(Reactor *rx, void *arg)
+{
+    RunLoop *l = arg;
+    if (l->stop && *l->stop) reactor_stop(rx);
+    return 0;
+}
+
 int reward_run(Reward *r, volatile sig_atomic_t *stop)
 {
-    double next = now_s() + r->status_every_s;
-    char   line[512];
-    while (!(stop && *stop) && !atomic_load(&r->is_run_done)) {
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* EINTR just means: look at the flags */
-        if (r->status_every_s > 0 && now_s() >= next) {
-            reward_status_line(r, line, sizeof line);
-            log_info("%s: %s", r->id, line);
-            next = now_s() + r->status_every_s;
-        }
-    }
+    RunLoop  l = {r, stop};
+    Reactor *rx = reactor_new(r->id, REWARD_POLL_MS);
+    int64_t  status_ms = (int64_t)(r->status_every_s * 1000.0);
+    if (r->status_every_s > 0 && status_ms < 1) status_ms = 1;
+    /* Neither registration can fail: the tables hold eight entries each. */
+    CHECK(reactor_add_fd(rx, r->wake[0], "wake", run_on_wake, &l, 1) == 0);
+    CHECK(reactor_add_timer(rx, "status", status_ms, false, run_on_status, &l) == 0);
+    reactor_set_idle(rx, run_on_pass, &l);
+    if (!(stop && *stop)) reactor_run(rx, &r->is_run_done); /* its callbacks never fail */
+    reactor_free(&rx);
+    char line[512];
     reward_status_line(r, line, sizeof line);
     log_info("%s: stopping: %s", r->id, line);
     return 0;
