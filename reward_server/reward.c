@@ -1,7 +1,7 @@
-#include "tests/test_list.h"
 #include "reward_server/reward.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -10,17 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/net/zsock.h"
 #include "common/formats/bpe_gguf.h"
+#include "common/net/reactor.h"
 #include "common/tasks/task.h"
 #include "reward_server/scorer.h"
 
-/* How long a blocking receive or send waits before the stop flag is
- * checked again; bounds how long shutdown takes. */
+/* How long a loop's wait or a blocking send lasts before the stop flag is
+ * looked at again; bounds how long shutdown takes. */
 #define REWARD_POLL_MS 100
 
 /* Per-worker buffers, sized once for the largest group the wire allows so
@@ -72,6 +74,7 @@ struct Reward {
 
     atomic_int       is_stopping; /* threads exit */
     atomic_int       is_run_done; /* reward_run returns */
+    int              wake[2];     /* pipe: reward_stop writes a byte, reward_run wakes */
     _Atomic uint64_t groups_received, groups_scored, completions_scored, groups_unsent;
 
     double   t_last_status; /* reward_status_line's previous call */
@@ -117,35 +120,53 @@ static WireSockOpts sock_opts(void)
     return o;
 }
 
-/* The front thread: moves frames from the samples socket to the workers. */
+/* The front thread's reactor handler: moves one frame from the samples
+ * socket to the workers, blocking (in bounded steps) while every worker is
+ * busy: back-pressure. */
+typedef struct {
+    Reward   *r;
+    WireSock *in, *out;
+} Front;
+
+static int front_on_sample(Reactor *rx, void *arg)
+{
+    Front  *f = arg;
+    Reward *r = f->r;
+    WireMsg m;
+    int     got = wire_recv(f->in, 0, &m);
+    if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) return 0; /* IO: logged */
+    atomic_fetch_add(&r->groups_received, 1);
+    if (got) return 1; /* a bad frame, counted and logged by wire_recv */
+    while (wire_send_msg(f->out, NULL, 0, &m, 0) == ERR_AGAIN && !stopping(r)) {
+    }
+    wire_msg_close(&m);
+    return 1;
+}
+
+/* The front thread: binds the samples and work sockets, then runs its
+ * reactor until the threads are told to stop. */
 static void *front_main(void *arg)
 {
     Reward      *r = arg;
     WireSockOpts o = sock_opts();
-    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
-    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "work", &o);
-    int          rc = in && out ? 0 : ERR_IO;
+    Front        f = {r, wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o),
+                      wire_sock_new(r->zctx, ZMQ_PUSH, "work", &o)};
+    int          rc = f.in && f.out ? 0 : ERR_IO;
     if (!rc) {
-        wire_sock_use_rejects(in, &r->front_rejects);
-        if ((rc = wire_bind(in, r->samples)) == 0)
-            rc = wire_last_endpoint(in, r->samples_ep, sizeof r->samples_ep);
+        wire_sock_use_rejects(f.in, &r->front_rejects);
+        if ((rc = wire_bind(f.in, r->samples)) == 0)
+            rc = wire_last_endpoint(f.in, r->samples_ep, sizeof r->samples_ep);
     }
-    if (!rc) rc = wire_bind(out, r->work_ep);
+    if (!rc) rc = wire_bind(f.out, r->work_ep);
     report_started(r, rc);
-    while (!rc && !stopping(r)) {
-        WireMsg m;
-        int     got = wire_recv(in, REWARD_POLL_MS, &m);
-        if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) continue; /* IO: logged */
-        atomic_fetch_add(&r->groups_received, 1);
-        if (got) continue; /* a bad frame, counted and logged by wire_recv */
-        int sent;
-        /* Blocks (in bounded steps) while every worker is busy: back-pressure. */
-        while ((sent = wire_send_msg(out, NULL, 0, &m, 0)) == ERR_AGAIN && !stopping(r)) {
-        }
-        wire_msg_close(&m);
+    if (!rc) {
+        Reactor *rx = reactor_new("reward front", REWARD_POLL_MS);
+        if (reactor_add_socket(rx, wire_sock_zmq(f.in), "samples", front_on_sample, &f, 64) == 0)
+            reactor_run(rx, &r->is_stopping); /* its handler never fails */
+        reactor_free(&rx);
     }
-    wire_sock_free(&out);
-    wire_sock_free(&in);
+    wire_sock_free(&f.out);
+    wire_sock_free(&f.in);
     return NULL;
 }
 
@@ -266,50 +287,71 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
     return 0;
 }
 
+/* A worker's reactor handler: decodes and validates one group, scores it
+ * and forwards it, blocking (in bounded steps) while the learner is slow. */
+typedef struct {
+    Worker    *w;
+    WireSock  *in, *out;
+    Scratch    s;
+    WireLimits lim;
+} WorkerLoop;
+
+static int worker_on_group(Reactor *rx, void *arg)
+{
+    WorkerLoop         *k = arg;
+    Reward             *r = k->w->r;
+    WireMsg             m;
+    Rlhf__SampledGroup *g = NULL;
+    WireReject          rej;
+    int got = wire_recv_decode(k->in, 0, &rlhf__sampled_group__descriptor, &k->lim, &m,
+                               (ProtobufCMessage **)&g, &rej);
+    if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) return 0;
+    if (got) return 1; /* refused (counted and logged) */
+    Rlhf__ScoredGroup sg;
+    if (score_group(r, &k->s, g, &sg, &rej) == 0) {
+        int sent;
+        while ((sent = wire_send(k->out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
+        }
+        if (sent == 0) {
+            atomic_fetch_add(&r->groups_scored, 1);
+            atomic_fetch_add(&r->completions_scored, g->n_completions);
+        } else {
+            atomic_fetch_add(&r->groups_unsent, 1);
+        }
+    } else {
+        wire_reject_note(&k->w->rejects, r->id, "SampledGroup", &rej);
+    }
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    wire_msg_close(&m);
+    return 1;
+}
+
 static void *worker_main(void *arg)
 {
     Worker      *w = arg;
     Reward      *r = w->r;
     WireSockOpts o = sock_opts();
-    WireSock    *in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o);
-    WireSock    *out = wire_sock_new(r->zctx, ZMQ_PUSH, "results", &o);
-    int          rc = in && out ? 0 : ERR_IO;
+    WorkerLoop   k = {.w = w,
+                      .in = wire_sock_new(r->zctx, ZMQ_PULL, "samples", &o),
+                      .out = wire_sock_new(r->zctx, ZMQ_PUSH, "results", &o)};
+    int          rc = k.in && k.out ? 0 : ERR_IO;
     if (!rc) {
-        wire_sock_use_rejects(in, &w->rejects);
-        rc = wire_connect(in, r->work_ep);
+        wire_sock_use_rejects(k.in, &w->rejects);
+        rc = wire_connect(k.in, r->work_ep);
     }
-    if (!rc) rc = wire_connect(out, r->results);
+    if (!rc) rc = wire_connect(k.out, r->results);
     report_started(r, rc);
-    Scratch s;
-    scratch_init(&s, r);
-    WireLimits lim = {.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
-    while (!rc && !stopping(r)) {
-        WireMsg             m;
-        Rlhf__SampledGroup *g = NULL;
-        WireReject          rej;
-        int got = wire_recv_decode(in, REWARD_POLL_MS, &rlhf__sampled_group__descriptor, &lim, &m,
-                                   (ProtobufCMessage **)&g, &rej);
-        if (got) continue; /* nothing yet, or refused (counted and logged) */
-        Rlhf__ScoredGroup sg;
-        if (score_group(r, &s, g, &sg, &rej) == 0) {
-            int sent;
-            while ((sent = wire_send(out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
-            }
-            if (sent == 0) {
-                atomic_fetch_add(&r->groups_scored, 1);
-                atomic_fetch_add(&r->completions_scored, g->n_completions);
-            } else {
-                atomic_fetch_add(&r->groups_unsent, 1);
-            }
-        } else {
-            wire_reject_note(&w->rejects, r->id, "SampledGroup", &rej);
-        }
-        protobuf_c_message_free_unpacked(&g->base, NULL);
-        wire_msg_close(&m);
+    scratch_init(&k.s, r);
+    k.lim = (WireLimits){.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
+    if (!rc) {
+        Reactor *rx = reactor_new("reward worker", REWARD_POLL_MS);
+        if (reactor_add_socket(rx, wire_sock_zmq(k.in), "work", worker_on_group, &k, 16) == 0)
+            reactor_run(rx, &r->is_stopping); /* its handler never fails */
+        reactor_free(&rx);
     }
-    scratch_free(&s);
-    wire_sock_free(&out);
-    wire_sock_free(&in);
+    scratch_free(&k.s);
+    wire_sock_free(&k.out);
+    wire_sock_free(&k.in);
     return NULL;
 }
 
@@ -356,6 +398,8 @@ void reward_free(Reward **rp)
     for (int i = 0; i < r->n_workers; i++)
         if (r->workers[i].is_running) pthread_join(r->workers[i].thread, NULL);
     if (r->is_front_running) pthread_join(r->front, NULL);
+    for (int i = 0; i < 2; i++)
+        if (r->wake[i] >= 0) close(r->wake[i]);
     /* All sockets are closed by their threads, so this returns after their linger. */
     if (r->zctx) {
         while (zmq_ctx_term(r->zctx) != 0 && zmq_errno() == EINTR) {
@@ -393,6 +437,7 @@ Reward *reward_new(const RewardConfig *cfg)
         return NULL;
     }
     Reward *r = xcalloc(1, sizeof *r);
+    r->wake[0] = r->wake[1] = -1;
     snprintf(r->samples, sizeof r->samples, "%s", cfg->samples);
     snprintf(r->results, sizeof r->results, "%s", cfg->results);
     snprintf(r->id, sizeof r->id, "%s", cfg->id);
@@ -413,6 +458,11 @@ Reward *reward_new(const RewardConfig *cfg)
     } else {
         r->tok = tok_new(TOK_CHARSET_DEFAULT);
         if (!r->tok) goto fail;
+    }
+    if (pipe2(r->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        log_error("reward_new: pipe2: %s", strerror(errno));
+        r->wake[0] = r->wake[1] = -1;
+        goto fail;
     }
     r->scorers = scorer_registry_new();
     if (scorer_register_builtins(r->scorers, &r->arith)) goto fail;
@@ -450,6 +500,9 @@ const char *reward_samples_endpoint(const Reward *r)
 void reward_stop(Reward *r)
 {
     atomic_store(&r->is_run_done, 1);
+    /* write is async-signal-safe; a full pipe already holds a wake-up. */
+    ssize_t n = write(r->wake[1], "x", 1);
+    (void)n;
 }
 
 void reward_stats(const Reward *r, RewardStats *out)
@@ -490,286 +543,55 @@ void reward_status_line(Reward *r, char *buf, size_t cap)
     r->scored_last_status = st.groups_scored;
 }
 
-int reward_run(Reward *r, volatile sig_atomic_t *stop)
+/* reward_run's loop: the wake pipe, the status timer, and the caller's
+ * signal flag, looked at after every wake-up (at least every
+ * REWARD_POLL_MS). */
+typedef struct {
+    Reward                      *r;
+    const volatile sig_atomic_t *stop;
+} RunLoop;
+
+static int run_on_wake(Reactor *rx, void *arg)
 {
-    double next = now_s() + r->status_every_s;
-    char   line[512];
-    while (!(stop && *stop) && !atomic_load(&r->is_run_done)) {
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* EINTR just means: look at the flags */
-        if (r->status_every_s > 0 && now_s() >= next) {
-            reward_status_line(r, line, sizeof line);
-            log_info("%s: %s", r->id, line);
-            next = now_s() + r->status_every_s;
-        }
+    RunLoop *l = arg;
+    char     buf[64];
+    /* Drained so the level-triggered poll does not report it again. */
+    while (read(l->r->wake[0], buf, sizeof buf) > 0) {
     }
-    reward_status_line(r, line, sizeof line);
-    log_info("%s: stopping: %s", r->id, line);
+    reactor_stop(rx);
     return 0;
 }
 
-/* ---- Self-test -------------------------------------------------------- */
-
-enum { RT_G = 4, RT_MAXT = 16 };
-
-/* One group of RT_G completions for a task problem, built in place. */
-typedef struct {
-    Rlhf__SamplingParams sp;
-    Rlhf__Prompt         prompt;
-    int32_t              ptoks[TASK_TEXT_MAX];
-    Rlhf__Completion     comp[RT_G];
-    Rlhf__Completion    *compp[RT_G];
-    int32_t              toks[RT_G][RT_MAXT];
-    float                lp[RT_G][RT_MAXT];
-    uint64_t             pv[RT_G][RT_MAXT];
-    char                 answer[TASK_TEXT_MAX];
-    Rlhf__SampledGroup   g;
-} RtGroup;
-
-/* Completion i of a problem: 0 the answer, 1 a wrong answer, 2 not a
- * number, 3 the answer but cut off by the length cap. */
-static void rt_completion(RtGroup *t, const Tok *tok, int i)
+static int run_on_status(Reactor *rx, void *arg)
 {
-    char text[TASK_TEXT_MAX + 2];
-    if (i == 1)
-        snprintf(text, sizeof text, "%s1", t->answer);
-    else if (i == 2)
-        snprintf(text, sizeof text, "x%s", t->answer);
-    else
-        snprintf(text, sizeof text, "%s", t->answer);
-    int n = 0;
-    int flags = i == 3 ? 0 : TOK_ENC_EOS;
-    CHECK(tok_encode(tok, text, strlen(text), flags, (int *)t->toks[i], RT_MAXT, &n) == 0);
-    Rlhf__Completion *c = &t->comp[i];
-    rlhf__completion__init(c);
-    for (int j = 0; j < n; j++) {
-        t->lp[i][j] = -0.5f;
-        t->pv[i][j] = 3;
-    }
-    c->tokens = t->toks[i];
-    c->logp_behaviour = c->logp_sampled = t->lp[i];
-    c->policy_version = t->pv[i];
-    c->n_tokens = c->n_logp_behaviour = c->n_logp_sampled = c->n_policy_version = (size_t)n;
-    c->finish =
-        i == 3 ? RLHF__COMPLETION__FINISH__FINISH_LENGTH : RLHF__COMPLETION__FINISH__FINISH_STOP;
-    t->compp[i] = c;
+    RunLoop *l = arg;
+    char     line[512];
+    reward_status_line(l->r, line, sizeof line);
+    log_info("%s: %s", l->r->id, line);
+    return 0;
 }
 
-static void rt_group(RtGroup *t, const Tok *tok, int index, int count)
+static int run_on_pass(Reactor *rx, void *arg)
 {
-    memset(t, 0, sizeof *t);
-    TaskConfig  tc = TASK_DEFAULTS;
-    TaskProblem p;
-    task_problem(&tc, 3, (uint64_t)index, false, &p);
-    snprintf(t->answer, sizeof t->answer, "%s", p.answer);
-    rlhf__sampling_params__init(&t->sp);
-    t->sp.temperature = 1.0f;
-    t->sp.top_p = 1.0f;
-    t->sp.max_new_tokens = RT_MAXT;
-    rlhf__prompt__init(&t->prompt);
-    int n = 0;
-    CHECK(tok_encode(tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, (int *)t->ptoks, TASK_TEXT_MAX,
-                     &n) == 0);
-    t->prompt.tokens = t->ptoks;
-    t->prompt.n_tokens = (size_t)n;
-    t->prompt.prompt_id = (uint64_t)index;
-    t->prompt.answer = t->answer;
-    t->prompt.task = (char *)"arith";
-    for (int i = 0; i < RT_G; i++) rt_completion(t, tok, i);
-    rlhf__sampled_group__init(&t->g);
-    t->g.version = WIRE_PROTOCOL_VERSION;
-    t->g.run_id = (char *)"run-rt";
-    t->g.epoch = 1;
-    t->g.lease_id = 100 + (uint64_t)index;
-    t->g.actor_id = (char *)"actor-rt";
-    t->g.prompt = &t->prompt;
-    t->g.completions = t->compp;
-    t->g.n_completions = RT_G;
-    t->g.sampling = &t->sp;
-    t->g.group_index = index;
-    t->g.group_count = count;
+    RunLoop *l = arg;
+    if (l->stop && *l->stop) reactor_stop(rx);
+    return 0;
 }
 
-static void *rt_run_main(void *arg)
+int reward_run(Reward *r, volatile sig_atomic_t *stop)
 {
-    reward_run(arg, NULL);
-    return NULL;
-}
-
-static int rt_expect(bool ok, const char *what)
-{
-    if (!ok) fprintf(stderr, "reward_selftest: FAILED: %s\n", what);
-    return ok ? 0 : 1;
-}
-
-/* Checks one ScoredGroup against what rt_group sent. */
-static int rt_check_scored(const Rlhf__ScoredGroup *sg)
-{
-    static const float want_correct[RT_G] = {1, 0, 0, 0}, want_format[RT_G] = {1, 1, 0, 0};
-    int                fails = 0;
-    fails += rt_expect(!strcmp(sg->scorer_id, "arith") && !strcmp(sg->run_id, "run-rt"),
-                       "scorer id and run id");
-    fails += rt_expect(sg->group->lease_id == 100 + (uint64_t)sg->group->group_index &&
-                           sg->group->n_completions == RT_G,
-                       "group passed through");
-    if (sg->n_scores != RT_G) return fails + 1;
-    for (int i = 0; i < RT_G; i++) {
-        const Rlhf__Score *s = sg->scores[i];
-        bool               ok = s->reward == want_correct[i] && s->n_components == 2 &&
-                  !strcmp(s->components[0]->name, "correct") &&
-                  s->components[0]->value == want_correct[i] &&
-                  !strcmp(s->components[1]->name, "format") &&
-                  s->components[1]->value == want_format[i];
-        fails += rt_expect(ok, "scores of a group");
-    }
-    return fails;
-}
-
-int reward_selftest(bool verbose)
-{
-    int  fails = 0;
-    Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
-
-    /* Text of a completion: stop token and what follows are not part of it. */
-    int32_t ids[8];
-    int     n = 0;
-    char    text[TOK_DECODE_MAX_BYTES(8)];
-    CHECK(tok_encode(tok, "-12", 3, TOK_ENC_BOS | TOK_ENC_EOS, (int *)ids, 8, &n) == 0);
-    ids[n++] = tok_id(tok, '7'); /* after EOS: ignored */
-    fails += rt_expect(reward_completion_text(tok, ids, (size_t)n, text, sizeof text) == 0 &&
-                           !strcmp(text, "-12"),
-                       "completion text");
-
-    /* A fake learner's results socket, and the server in this process. */
-    void     *zctx = zmq_ctx_new();
-    WireSock *learner = wire_sock_new(zctx, ZMQ_PULL, "learner", NULL);
-    char      results_ep[256];
-    if (!learner || wire_bind(learner, "tcp://127.0.0.1:*") ||
-        wire_last_endpoint(learner, results_ep, sizeof results_ep)) {
-        wire_sock_free(&learner);
-        zmq_ctx_term(zctx);
-        tok_free(&tok);
-        return 1;
-    }
-    /* Refused configs and a samples endpoint already in use fail cleanly. */
-    fileio_capture_begin();
-    RewardConfig bad = {
-        .samples = "tcp://127.0.0.1:*", .results = results_ep, .threads = 0, .id = "r"};
-    Reward *r0 = reward_new(&bad);
-    bad.threads = 2;
-    bad.samples = results_ep;
-    Reward *r1 = reward_new(&bad);
-    char   *errs = fileio_capture_end(verbose);
-    fails += rt_expect(!r0 && !r1 && strstr(errs, "threads 0") && strstr(errs, "bind"),
-                       "bad config and busy endpoint refused");
-    free(errs);
-    reward_free(&r0);
-    reward_free(&r1);
-
-    RewardConfig cfg = {.samples = "tcp://127.0.0.1:*",
-                        .results = results_ep,
-                        .threads = 2,
-                        .id = "reward-test",
-                        .format_bonus = 0.0f,
-                        .status_every_s = 0.1};
-    Reward      *r = reward_new(&cfg);
-    if (!r) {
-        wire_sock_free(&learner);
-        zmq_ctx_term(zctx);
-        tok_free(&tok);
-        return 1;
-    }
-    pthread_t runner;
-    CHECK(pthread_create(&runner, NULL, rt_run_main, r) == 0);
-    WireSock *actor = wire_sock_new(zctx, ZMQ_PUSH, "actor", NULL);
-    CHECK(actor && wire_connect(actor, reward_samples_endpoint(r)) == 0);
-
-    /* 5 good groups, 6 bad ones, then one more good group. */
-    enum { N_GOOD = 6 };
-    RtGroup *t = xmalloc(sizeof *t);
-    double   t0 = now_s();
-    for (int k = 0; k < N_GOOD - 1; k++) {
-        rt_group(t, tok, k, N_GOOD);
-        fails += rt_expect(wire_send(actor, &t->g.base, 0) == 0, "send group");
-    }
-    uint8_t junk[40];
-    memset(junk, 0xff, sizeof junk);
-    wire_send_raw(actor, NULL, 0, junk, sizeof junk, 0); /* garbage */
-    rt_group(t, tok, 0, N_GOOD);
-    t->toks[1][0] = 200; /* out of the vocab */
-    wire_send(actor, &t->g.base, 0);
-    rt_group(t, tok, 0, N_GOOD);
-    t->lp[2][1] = NAN;
-    wire_send(actor, &t->g.base, 0);
-    rt_group(t, tok, 0, N_GOOD);
-    t->prompt.task = (char *)"nope"; /* no such scorer */
-    wire_send(actor, &t->g.base, 0);
-    rt_group(t, tok, 0, N_GOOD);
-    t->g.version = 9;
-    wire_send(actor, &t->g.base, 0);
-    rt_group(t, tok, 0, N_GOOD);
-    t->prompt.answer = (char *)""; /* arith cannot verify it */
-    wire_send(actor, &t->g.base, 0);
-    rt_group(t, tok, N_GOOD - 1, N_GOOD);
-    wire_send(actor, &t->g.base, 0);
-
-    int        got = 0, seen[N_GOOD] = {0};
-    WireLimits lim = {.vocab_size = tok_vocab_size(tok), .run_id = "run-rt"};
-    while (got < N_GOOD) {
-        WireMsg            m;
-        Rlhf__ScoredGroup *sg = NULL;
-        int rc = wire_recv_decode(learner, 3000, &rlhf__scored_group__descriptor, &lim, &m,
-                                  (ProtobufCMessage **)&sg, NULL);
-        if (rc == ERR_TIMEOUT) break;
-        if (rc) continue;
-        got++;
-        fails += rt_check_scored(sg);
-        int gi = sg->group->group_index;
-        if (gi >= 0 && gi < N_GOOD) seen[gi]++;
-        protobuf_c_message_free_unpacked(&sg->base, NULL);
-        wire_msg_close(&m);
-    }
-    double dt = now_s() - t0;
-    for (int k = 0; k < N_GOOD; k++) fails += rt_expect(seen[k] == 1, "each group once");
-    fails += rt_expect(got == N_GOOD, "every good group scored");
-
-    /* Rejects are counted by whichever worker saw them; wait for the last. */
-    RewardStats st;
-    for (int i = 0; i < 100; i++) {
-        reward_stats(r, &st);
-        if (st.rejects_total >= 6) break;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    double ts0 = now_s();
-    reward_stop(r);
-    pthread_join(runner, NULL);
-    double stop_s = now_s() - ts0;
-    char   line[512];
-    reward_status_line(r, line, sizeof line); /* the run thread is gone: this thread's turn */
-    if (verbose) printf("  reward: %d groups back in %.1f ms; %s\n", got, 1e3 * dt, line);
-    fails += rt_expect(st.groups_scored == N_GOOD && st.completions_scored == N_GOOD * RT_G &&
-                           st.groups_received == N_GOOD + 6 && st.groups_unsent == 0,
-                       "stats counts");
-    fails +=
-        rt_expect(st.rejects[WIRE_REJ_GARBAGE] == 1 && st.rejects[WIRE_REJ_BAD_TOKENS] == 1 &&
-                      st.rejects[WIRE_REJ_NONFINITE] == 1 && st.rejects[WIRE_REJ_UNKNOWN] == 1 &&
-                      st.rejects[WIRE_REJ_BAD_VERSION] == 1 &&
-                      st.rejects[WIRE_REJ_BAD_VALUE] == 1 && st.rejects_total == 6,
-                  "rejects by reason");
-    fails +=
-        rt_expect(strstr(line, "scored 6 groups (24 completions)") && strstr(line, "bad_tokens=1"),
-                  "status line");
-
-    ts0 = now_s();
-    reward_free(&r);
-    stop_s += now_s() - ts0;
-    fails += rt_expect(stop_s < 2.0, "prompt shutdown");
-    if (verbose) printf("  reward: stopped in %.0f ms\n", 1e3 * stop_s);
-    free(t);
-    wire_sock_free(&actor);
-    wire_sock_free(&learner);
-    zmq_ctx_term(zctx);
-    tok_free(&tok);
-    return fails ? 1 : 0;
+    RunLoop  l = {r, stop};
+    Reactor *rx = reactor_new(r->id, REWARD_POLL_MS);
+    int64_t  status_ms = (int64_t)(r->status_every_s * 1000.0);
+    if (r->status_every_s > 0 && status_ms < 1) status_ms = 1;
+    /* Neither registration can fail: the tables hold eight entries each. */
+    CHECK(reactor_add_fd(rx, r->wake[0], "wake", run_on_wake, &l, 1) == 0);
+    CHECK(reactor_add_timer(rx, "status", status_ms, false, run_on_status, &l) == 0);
+    reactor_set_idle(rx, run_on_pass, &l);
+    if (!(stop && *stop)) reactor_run(rx, &r->is_run_done); /* its callbacks never fail */
+    reactor_free(&rx);
+    char line[512];
+    reward_status_line(r, line, sizeof line);
+    log_info("%s: stopping: %s", r->id, line);
+    return 0;
 }

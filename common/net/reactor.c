@@ -10,6 +10,8 @@
 #include "common/base/log.h"
 
 enum { REACTOR_MAX_SOCKETS = 8, REACTOR_MAX_TIMERS = 8 };
+/* The due time of a disarmed timer. */
+#define REACTOR_NEVER INT64_MAX
 
 typedef struct {
     const char   *what;
@@ -25,6 +27,7 @@ typedef struct {
     int64_t        period_ms;
     int64_t        due_ms; /* on reactor_now_ms's clock; set when the loop starts */
     bool           fire_now;
+    bool           is_set; /* due_ms set by reactor_set_timer since the loop or callback began */
 } ReactorTimer;
 
 struct Reactor {
@@ -76,6 +79,18 @@ int reactor_add_socket(Reactor *r, void *zsock, const char *what, ReactorReadFn 
     return 0;
 }
 
+int reactor_add_fd(Reactor *r, int fd, const char *what, ReactorReadFn fn, void *arg, int burst)
+{
+    CHECK(r && fd >= 0 && what && fn && burst >= 1);
+    if (r->n_socks == REACTOR_MAX_SOCKETS) {
+        log_error("%s: reactor: fd '%s': table full (%d)", r->name, what, REACTOR_MAX_SOCKETS);
+        return ERR_RANGE;
+    }
+    r->items[r->n_socks] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = ZMQ_POLLIN};
+    r->socks[r->n_socks++] = (ReactorSocket){what, fn, arg, burst};
+    return 0;
+}
+
 int reactor_add_timer(Reactor *r, const char *what, int64_t period_ms, bool fire_now,
                       ReactorTimerFn fn, void *arg)
 {
@@ -88,6 +103,33 @@ int reactor_add_timer(Reactor *r, const char *what, int64_t period_ms, bool fire
     r->timers[r->n_timers++] = (ReactorTimer){
         .what = what, .fn = fn, .arg = arg, .period_ms = period_ms, .fire_now = fire_now};
     return 0;
+}
+
+int reactor_set_timer(Reactor *r, const char *what, int64_t delay_ms)
+{
+    CHECK(r && what);
+    for (int i = 0; i < r->n_timers; i++) {
+        ReactorTimer *t = &r->timers[i];
+        if (strcmp(t->what, what) != 0) continue;
+        t->due_ms = delay_ms < 0 ? REACTOR_NEVER : reactor_now_ms() + delay_ms;
+        t->is_set = true;
+        return 0;
+    }
+    log_error("%s: reactor_set_timer: no timer '%s'", r->name, what);
+    return ERR_NOTFOUND;
+}
+
+int reactor_watch_socket(Reactor *r, void *zsock, bool is_on)
+{
+    CHECK(r && zsock);
+    for (int i = 0; i < r->n_socks; i++) {
+        if (r->items[i].socket != zsock) continue;
+        r->items[i].events = is_on ? ZMQ_POLLIN : 0;
+        r->items[i].revents = 0;
+        return 0;
+    }
+    log_error("%s: reactor_watch_socket: socket not registered", r->name);
+    return ERR_NOTFOUND;
 }
 
 void reactor_set_idle(Reactor *r, ReactorIdleFn fn, void *arg)
@@ -135,9 +177,11 @@ static int run_timers(Reactor *r)
         ReactorTimer *t = &r->timers[i];
         int64_t       now = reactor_now_ms();
         if (now < t->due_ms) continue;
+        t->is_set = false;
         int rc = t->fn(r, t->arg);
-        /* Measured after the callback, so a slow one does not fire again at once. */
-        t->due_ms = reactor_now_ms() + t->period_ms;
+        /* Measured after the callback, so a slow one does not fire again at
+         * once; a callback that set its own timer keeps that setting. */
+        if (!t->is_set) t->due_ms = reactor_now_ms() + t->period_ms;
         if (rc < 0) return rc;
     }
     return 0;
@@ -148,8 +192,11 @@ int reactor_run(Reactor *r, const atomic_int *stop)
     CHECK(r && stop);
     r->stopping = false;
     int64_t start = reactor_now_ms();
-    for (int i = 0; i < r->n_timers; i++)
-        r->timers[i].due_ms = r->timers[i].fire_now ? start : start + r->timers[i].period_ms;
+    for (int i = 0; i < r->n_timers; i++) {
+        ReactorTimer *t = &r->timers[i];
+        if (!t->is_set) t->due_ms = t->fire_now ? start : start + t->period_ms;
+        t->is_set = false;
+    }
     bool busy = false;
     int  rc = 0;
     while (rc == 0 && !r->stopping && !atomic_load(stop)) {

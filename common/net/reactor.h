@@ -53,6 +53,19 @@ int reactor_add_socket(Reactor *r, void *zsock, const char *what, ReactorReadFn 
  * 0 (a disabled timer). Returns 0 or ERR_RANGE. */
 int reactor_add_timer(Reactor *r, const char *what, int64_t period_ms, bool fire_now,
                       ReactorTimerFn fn, void *arg);
+/* Registers a file descriptor (a pipe's read end, say; borrowed) like a
+ * socket: fn is called when it is readable. Returns 0 or ERR_RANGE. */
+int reactor_add_fd(Reactor *r, int fd, const char *what, ReactorReadFn fn, void *arg, int burst);
+/* Re-arms the timer registered as what: it next fires delay_ms from now (0:
+ * on the current or next pass), then every period_ms again; delay_ms < 0
+ * disarms it until it is set again. Callable before reactor_run (which then
+ * keeps the setting) and from any callback, the timer's own included (the
+ * setting then wins over the period). Returns 0, or ERR_NOTFOUND (logged)
+ * when no timer has that name. */
+int reactor_set_timer(Reactor *r, const char *what, int64_t delay_ms);
+/* Stops (is_on false) or resumes polling a registered socket: a paused
+ * socket's messages wait in its queue. Returns 0 or ERR_NOTFOUND (logged). */
+int reactor_watch_socket(Reactor *r, void *zsock, bool is_on);
 /* The hook run once per pass after sockets and timers. */
 void reactor_set_idle(Reactor *r, ReactorIdleFn fn, void *arg);
 

@@ -50,6 +50,15 @@ static int on_tick(Reactor *r, void *arg)
     return 0;
 }
 
+/* Re-arms itself 30 ms ahead twice, then disarms itself. */
+static int on_rearm(Reactor *r, void *arg)
+{
+    Probe *p = arg;
+    if (p->ticks++ == 0) p->first_tick_ms = reactor_now_ms();
+    CHECK(reactor_set_timer(r, "rearm", p->ticks < 3 ? 30 : -1) == 0);
+    return 0;
+}
+
 static int on_idle(Reactor *r, void *arg)
 {
     Probe *p = arg;
@@ -60,6 +69,23 @@ static int on_idle(Reactor *r, void *arg)
         return 1;
     }
     return 0;
+}
+
+static int on_pipe(Reactor *r, void *arg)
+{
+    const int *fds = arg;
+    char       c;
+    CHECK(read(fds[0], &c, 1) == 1);
+    reactor_stop(r);
+    return 0;
+}
+
+static void *pipe_writer(void *arg)
+{
+    const int *fds = arg;
+    usleep(50 * 1000);
+    CHECK(write(fds[1], "x", 1) == 1);
+    return NULL;
 }
 
 typedef struct {
@@ -163,6 +189,61 @@ int reactor_selftest(bool verbose)
         EXPECT(rc == ERR_FORMAT, "handler error: run returned %d, expected ERR_FORMAT", rc);
         EXPECT(p.received == 2, "loop ended after message %d, expected 2", p.received);
         reactor_free(&r);
+    }
+    /* reactor_set_timer: a setting made before the run is kept (fires at
+     * once, not after its 1000 ms period); a callback re-arming its own timer
+     * wins over the period; a disarmed timer stays quiet. A paused socket is
+     * not read; resumed, its queued messages are. */
+    {
+        Probe    p = {.rx = rx}, q = {.rx = rx};
+        Reactor *r = reactor_new("reactor_test", 20);
+        EXPECT(reactor_add_socket(r, rx, "rx", on_read, &q, 8) == 0, "add_socket");
+        EXPECT(reactor_add_timer(r, "rearm", 1000, false, on_rearm, &p) == 0, "add_timer");
+        EXPECT(reactor_set_timer(r, "rearm", 0) == 0, "set_timer before the run");
+        EXPECT(reactor_set_timer(r, "missing", 0) == ERR_NOTFOUND,
+               "set_timer of an unknown timer: expected ERR_NOTFOUND");
+        EXPECT(reactor_watch_socket(r, rx, false) == 0, "pause the socket");
+        send_n(tx, 2);
+        atomic_store(&stop, 0);
+        Stopper   s = {&stop, 250};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, stopper, &s) == 0);
+        int64_t t0 = reactor_now_ms();
+        int     rc = reactor_run(r, &stop);
+        pthread_join(th, NULL);
+        EXPECT(rc == 0, "run returned %d", rc);
+        EXPECT(p.first_tick_ms - t0 < 20, "first tick after %lld ms, expected at once (set to 0)",
+               (long long)(p.first_tick_ms - t0));
+        EXPECT(p.ticks == 3, "re-armed timer fired %d times in 250 ms, expected 3 (then disarmed)",
+               p.ticks);
+        EXPECT(q.received == 0, "paused socket: %d messages taken, expected 0", q.received);
+        EXPECT(reactor_watch_socket(r, rx, true) == 0, "resume the socket");
+        q.stop_after = 2;
+        atomic_store(&stop, 0);
+        rc = reactor_run(r, &stop);
+        EXPECT(rc == 0 && q.received == 2, "resumed socket: %d messages taken, expected 2",
+               q.received);
+        reactor_free(&r);
+    }
+    /* A pipe registered with reactor_add_fd: a byte written by another
+     * thread wakes the loop at once (poll_ms is 5 s) and its handler ends it. */
+    {
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        Reactor *r = reactor_new("reactor_test", 5000);
+        EXPECT(reactor_add_fd(r, fds[0], "pipe", on_pipe, fds, 1) == 0, "add_fd");
+        atomic_store(&stop, 0);
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, pipe_writer, fds) == 0);
+        int64_t t0 = reactor_now_ms();
+        int     rc = reactor_run(r, &stop);
+        int64_t dt = reactor_now_ms() - t0;
+        pthread_join(th, NULL);
+        EXPECT(rc == 0 && dt < 2000, "pipe: run returned %d after %lld ms, expected 0 after ~50",
+               rc, (long long)dt);
+        reactor_free(&r);
+        close(fds[0]);
+        close(fds[1]);
     }
     /* A full table is refused with ERR_RANGE. */
     {

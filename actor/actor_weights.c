@@ -1,0 +1,275 @@
+#include "actor/actor_weights.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/base/progress.h"
+#include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
+#include "common/formats/tok.h"
+
+/* Back-off between failed snapshot fetches, doubling from MIN to MAX. */
+#define ACTOR_BACKOFF_MIN_MS 100
+#define ACTOR_BACKOFF_MAX_MS 2000
+/* Seconds between log lines while snapshot fetches keep failing. */
+#define ACTOR_FETCH_LOG_S 10.0
+
+/* Parameters a config implies, in the model's layout (model.h): what the
+ * snapshot's size is checked against before any model is built from it, so
+ * a peer cannot make the actor allocate for a config it did not send. */
+uint64_t actor_config_num_params(const ModelConfig *c)
+{
+    uint64_t C = (uint64_t)c->dim, HS = C / (uint64_t)c->n_heads;
+    uint64_t kvd = (uint64_t)c->n_kv_heads * HS, H = (uint64_t)c->hidden_dim;
+    uint64_t layer = 2 * C + 2 * C * C + 2 * kvd * C + 3 * H * C;
+    uint64_t n = (uint64_t)c->vocab_size * C + (uint64_t)c->n_layers * layer + C;
+    if (!c->tie_embeddings) n += (uint64_t)c->vocab_size * C;
+    if (c->has_value_head) n += C + 1;
+    return n;
+}
+
+bool actor_config_equal(const ModelConfig *x, const ModelConfig *y)
+{
+    return x->dim == y->dim && x->n_layers == y->n_layers && x->n_heads == y->n_heads &&
+           x->n_kv_heads == y->n_kv_heads && x->hidden_dim == y->hidden_dim &&
+           x->vocab_size == y->vocab_size && x->max_seq_len == y->max_seq_len &&
+           x->rope_theta == y->rope_theta && x->norm_eps == y->norm_eps &&
+           x->tie_embeddings == y->tie_embeddings && x->has_value_head == y->has_value_head;
+}
+
+void actor_weights_format(const WeightsId *w, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "run '%s' epoch %llu v%llu", w->run_id, (unsigned long long)w->epoch,
+             (unsigned long long)w->version);
+}
+
+/* Makes the complete snapshot in a->rx the held weights: checks its config,
+ * size and values, then copies the whole block over the parameters (or
+ * builds a new model when the config changed). Returns 0 or ERR_FORMAT
+ * (refusal counted and logged). */
+static int install_snapshot(Actor *a)
+{
+    size_t      bytes = 0;
+    const void *data = wire_snap_rx_data(a->rx, &bytes);
+    CHECK(data);
+    WeightsId id;
+    actor_copy_str(id.run_id, sizeof id.run_id, wire_snap_rx_run_id(a->rx));
+    id.epoch = wire_snap_rx_epoch(a->rx);
+    id.version = wire_snap_rx_policy_version(a->rx);
+    char name[200];
+    actor_weights_format(&id, name, sizeof name);
+    if (actor_has_weights(a) && !strcmp(id.run_id, a->held.run_id) && id.epoch == a->held.epoch &&
+        id.version == a->held.version) {
+        log_debug("actor %s: snapshot %s is the one held", a->id, name);
+        return 0;
+    }
+    ModelConfig mc;
+    int         eos = TOK_EOS;
+    /* The same rules as a checkpoint's config.json; the reason is logged there. */
+    if (ckpt_config_from_json(name, wire_snap_rx_config(a->rx), &mc, &eos) != 0) {
+        actor_refuse(a, "snapshot", WIRE_REJ_BAD_VALUE, "%s: config refused", name);
+        return ERR_FORMAT;
+    }
+    uint64_t n = actor_config_num_params(&mc);
+    if (n * 4 != bytes) {
+        actor_refuse(a, "snapshot", WIRE_REJ_BAD_SHAPE,
+                     "%s: %zu bytes, but its config implies %llu parameters (%llu bytes)", name,
+                     bytes, (unsigned long long)n, (unsigned long long)n * 4);
+        return ERR_FORMAT;
+    }
+    const float *w = data;
+    for (size_t i = 0; i < bytes / 4; i++) {
+        if (!isfinite(w[i])) {
+            actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE, "%s: parameter %zu is %g", name, i,
+                         (double)w[i]);
+            return ERR_FORMAT;
+        }
+    }
+    if (!a->model || !actor_config_equal(model_config(a->model), &mc)) {
+        Model *m = model_new(&mc);
+        if (model_num_params(m) != n) {
+            /* config_num_params disagrees with model.h's layout: a bug here. */
+            actor_refuse(a, "snapshot", WIRE_REJ_BAD_SHAPE,
+                         "%s: model has %zu parameters, expected %llu", name, model_num_params(m),
+                         (unsigned long long)n);
+            model_free(&m);
+            return ERR_FORMAT;
+        }
+        gen_free(&a->gen);
+        a->gen_max_len = 0;
+        model_free(&a->model);
+        a->model = m;
+        log_info("actor %s: model: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d, "
+                 "max_seq_len %d, %zu parameters",
+                 a->id, mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.hidden_dim,
+                 mc.vocab_size, mc.max_seq_len, model_num_params(m));
+    }
+    /* The swap: whole, between batches (this runs only outside gen_run). */
+    memcpy(model_params(a->model), data, bytes);
+    /* A new version of the same run and epoch is routine; anything else is news. */
+    bool is_routine =
+        actor_has_weights(a) && !strcmp(id.run_id, a->held.run_id) && id.epoch == a->held.epoch;
+    a->eos_id = eos;
+    a->held = id;
+    a->st.snapshots++;
+    log_msg(is_routine ? LOG_DEBUG : LOG_INFO, "actor %s: weights %s installed (%zu bytes)", a->id,
+            name, bytes);
+    return 0;
+}
+
+/* Reads and discards frames left on the snapshot socket by an earlier
+ * request (the rest of an answer that came too late), validating each. */
+static void drain_snapshot(Actor *a)
+{
+    for (;;) {
+        ProtobufCMessage *m = NULL;
+        int               rc = actor_recv(a, a->snap, 0, &rlhf__weight_chunk__descriptor, &m);
+        if (m) protobuf_c_message_free_unpacked(m, NULL);
+        if (rc == ERR_TIMEOUT || rc == ERR_AGAIN || rc == ERR_IO) return;
+    }
+}
+
+/* One fetch: SnapshotRequest, then chunks until the snapshot is complete
+ * and installed. Returns 0, ACTOR_STOPPED, or a negative code when this
+ * attempt failed (no learner, silence, a refused snapshot). */
+static int fetch_once(Actor *a)
+{
+    drain_snapshot(a);
+    wire_snap_rx_reset(a->rx);
+    Rlhf__SnapshotRequest req = RLHF__SNAPSHOT_REQUEST__INIT;
+    req.version = WIRE_PROTOCOL_VERSION;
+    req.run_id = a->held.run_id;
+    req.actor_id = a->id;
+    req.have_policy_version = a->held.version;
+    req.have_epoch = a->held.epoch;
+    int rc = wire_send(a->snap, &req.base, ZMQ_DONTWAIT);
+    if (rc == ERR_AGAIN) return ERR_TIMEOUT; /* no learner connected yet */
+    if (rc) return rc;
+    double t_last = progress_now();
+    while (!actor_is_stopped(a)) {
+        Rlhf__WeightChunk *c = NULL;
+        rc = actor_recv(a, a->snap, a->cfg.poll_ms, &rlhf__weight_chunk__descriptor,
+                        (ProtobufCMessage **)&c);
+        if (rc == 1) return ERR_UNSUPPORTED; /* the learner refused: try again later */
+        if (rc == ERR_IO) return rc;
+        if (rc) { /* nothing yet, EINTR, or a refused frame */
+            if (progress_now() - t_last > a->cfg.snapshot_timeout_ms / 1000.0) {
+                uint32_t have, count;
+                wire_snap_rx_progress(a->rx, &have, &count);
+                log_warn("actor %s: snapshot: no chunk for %d ms (%u of %u received); asking "
+                         "again",
+                         a->id, a->cfg.snapshot_timeout_ms, have, count);
+                return ERR_TIMEOUT;
+            }
+            continue;
+        }
+        t_last = progress_now();
+        WireReject rej;
+        uint32_t   have, count;
+        wire_snap_rx_progress(a->rx, &have, &count);
+        rc = wire_snap_rx_accept(a->rx, c, &rej);
+        if (rc < 0 && rej.reason == WIRE_REJ_BAD_CHUNK && c->chunk_index == 0 && have > 0) {
+            /* A whole new answer began (an earlier request's, or the same
+             * snapshot sent again): assemble that one instead. */
+            wire_snap_rx_reset(a->rx);
+            rc = wire_snap_rx_accept(a->rx, c, &rej);
+        }
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+        if (rc < 0) {
+            wire_reject_note(wire_sock_rejects(a->snap), wire_sock_name(a->snap), "WeightChunk",
+                             &rej);
+            if (rej.reason == WIRE_REJ_CHECKSUM) return ERR_MISMATCH;
+            continue;
+        }
+        if (rc == 1) return install_snapshot(a);
+    }
+    return ACTOR_STOPPED;
+}
+
+int actor_fetch_attempt(Actor *a, int *retry_ms)
+{
+    double t0 = progress_now();
+    int    rc = fetch_once(a);
+    if (rc == 0) {
+        if (a->n_fetch_fails > 0)
+            log_info("actor %s: snapshot received after %d failed attempt(s)", a->id,
+                     a->n_fetch_fails);
+        a->is_fetch_due = false;
+        a->backoff_ms = ACTOR_BACKOFF_MIN_MS;
+        a->n_fetch_fails = 0;
+        log_debug("actor %s: snapshot fetched in %.3f s", a->id, progress_now() - t0);
+        return 0;
+    }
+    if (rc == ACTOR_STOPPED || rc == ERR_IO) return rc;
+    a->st.snapshot_failures++;
+    /* Once when the learner goes missing, then every few seconds. */
+    if (a->n_fetch_fails++ == 0 || progress_now() - a->t_fetch_log > ACTOR_FETCH_LOG_S) {
+        log_info("actor %s: waiting for the learner's snapshot at %s (%s; %d attempt(s))", a->id,
+                 a->cfg.snapshot_ep, rc == ERR_TIMEOUT ? "no learner or no answer" : err_str(rc),
+                 a->n_fetch_fails);
+        a->t_fetch_log = progress_now();
+    }
+    *retry_ms = a->backoff_ms;
+    a->backoff_ms =
+        a->backoff_ms * 2 > ACTOR_BACKOFF_MAX_MS ? ACTOR_BACKOFF_MAX_MS : a->backoff_ms * 2;
+    return rc;
+}
+
+/* Waits ms, looking at the stop flag every poll_ms. Returns ACTOR_STOPPED or 0. */
+static int wait_ms(Actor *a, int ms)
+{
+    double end = progress_now() + ms / 1000.0;
+    while (!actor_is_stopped(a)) {
+        double left = end - progress_now();
+        if (left <= 0) return 0;
+        int             step = (int)(left * 1000.0) + 1;
+        int             nap = step < a->cfg.poll_ms ? step : a->cfg.poll_ms;
+        struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
+        /* An interrupted sleep is fine: the loop looks at the stop flag. */
+        nanosleep(&ts, NULL);
+    }
+    return ACTOR_STOPPED;
+}
+
+int actor_fetch(Actor *a, int max_attempts)
+{
+    for (int k = 0; max_attempts == 0 || k < max_attempts; k++) {
+        int retry_ms = 0;
+        int rc = actor_fetch_attempt(a, &retry_ms);
+        if (rc == 0 || rc == ACTOR_STOPPED || rc == ERR_IO) return rc;
+        if (wait_ms(a, retry_ms)) return ACTOR_STOPPED;
+        if (k + 1 == max_attempts) return rc;
+    }
+    return ERR_TIMEOUT;
+}
+
+bool actor_held_matches(const Actor *a, const char *run_id, uint64_t epoch)
+{
+    return actor_has_weights(a) && !strcmp(a->held.run_id, run_id) && a->held.epoch == epoch;
+}
+
+int actor_on_announce(Actor *a, const ProtobufCMessage *msg)
+{
+    const Rlhf__WeightAnnounce *w = (const Rlhf__WeightAnnounce *)msg;
+    const char                 *run = w->run_id ? w->run_id : "";
+    if (!actor_has_weights(a)) return 0; /* the first fetch is under way anyway */
+    bool is_newer = strcmp(run, a->held.run_id) != 0 || w->epoch > a->held.epoch ||
+                    (w->epoch == a->held.epoch && w->policy_version > a->held.version);
+    if (!is_newer) return 0;
+    /* The same announcement twice (or a bogus one the learner's snapshot
+     * did not confirm) triggers one fetch, not one per repeat. */
+    if (!strcmp(run, a->announced.run_id) && w->epoch == a->announced.epoch &&
+        w->policy_version == a->announced.version)
+        return 0;
+    actor_copy_str(a->announced.run_id, sizeof a->announced.run_id, run);
+    a->announced.epoch = w->epoch;
+    a->announced.version = w->policy_version;
+    actor_want_fetch(a);
+    log_debug("actor %s: announce run '%s' epoch %llu v%llu", a->id, run,
+              (unsigned long long)w->epoch, (unsigned long long)w->policy_version);
+    return 0;
+}

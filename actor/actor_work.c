@@ -1,0 +1,410 @@
+#include "actor/actor_work.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actor/actor_weights.h"
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/base/progress.h"
+#include "common/base/rng.h"
+
+/* Prompt ids arrive as int32 and gen_run takes int: the same type here. */
+_Static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
+
+/* Until a grant tells the group size, credit is asked as if G were this. */
+#define ACTOR_GROUP_GUESS 8
+/* A learner's retry_after_ms is obeyed up to this. */
+#define ACTOR_RETRY_MAX_MS 10000
+/* Wait after a LeaseRequest could not be queued (no learner connected). */
+#define ACTOR_NO_PEER_MS 100
+/* Wait after the learner refused a request (an ErrorReply). */
+#define ACTOR_REFUSED_MS 500
+/* Fetch attempts made for one grant whose run or epoch differs from ours. */
+#define ACTOR_GRANT_FETCHES 3
+/* After this long blocked on the reward servers, say so (once per stall). */
+#define ACTOR_PUSH_WARN_S 2.0
+
+/* Sends a LeaseRequest for as many prompts as --batch holds groups of the
+ * last grant's size. Returns 0 or ERR_IO. */
+static int send_request(Actor *a, bool is_resend)
+{
+    int                G = a->group_guess > 0 ? a->group_guess : ACTOR_GROUP_GUESS;
+    Rlhf__LeaseRequest req = RLHF__LEASE_REQUEST__INIT;
+    req.version = WIRE_PROTOCOL_VERSION;
+    req.run_id = a->held.run_id;
+    req.actor_id = a->id;
+    req.max_prompts = a->cfg.batch / G > 0 ? a->cfg.batch / G : 1;
+    if (req.max_prompts > WIRE_MAX_PROMPTS) req.max_prompts = WIRE_MAX_PROMPTS;
+    req.policy_version = a->held.version;
+    req.epoch = a->held.epoch;
+    int rc = wire_send(a->lease, &req.base, ZMQ_DONTWAIT);
+    if (rc == ERR_AGAIN) { /* no learner connected: ask again soon */
+        actor_set_state(a, ACTOR_IDLE, ACTOR_NO_PEER_MS);
+        return 0;
+    }
+    if (rc) {
+        /* Not sent: the lease timer tries again on the next turn. */
+        reactor_set_timer(a->reactor, ACTOR_TIMER_LEASE, a->cfg.poll_ms);
+        return rc == ERR_IO ? rc : 0;
+    }
+    a->st.requests_sent++;
+    if (is_resend) a->st.requests_resent++;
+    log_debug("actor %s: lease request for %d prompts%s", a->id, req.max_prompts,
+              is_resend ? " (re-sent: no reply)" : "");
+    actor_set_state(a, ACTOR_REQUESTING, 0);
+    return 0;
+}
+
+static bool lease_seen(Actor *a, const Rlhf__LeaseGrant *g)
+{
+    for (int i = 0; i < a->n_seen; i++) {
+        const LeaseSeen *s = &a->seen[i];
+        if (s->lease_id == g->lease_id && s->epoch == g->epoch && !strcmp(s->run_id, g->run_id))
+            return true;
+    }
+    LeaseSeen *s = &a->seen[a->seen_at];
+    actor_copy_str(s->run_id, sizeof s->run_id, g->run_id);
+    s->epoch = g->epoch;
+    s->lease_id = g->lease_id;
+    a->seen_at = (a->seen_at + 1) % ACTOR_RECENT_LEASES;
+    if (a->n_seen < ACTOR_RECENT_LEASES) a->n_seen++;
+    return false;
+}
+
+/* Grows the generation and group buffers for batch x W and G x W. */
+static void ensure_buffers(Actor *a, int G, int W)
+{
+    size_t need = (size_t)a->cfg.batch * W;
+    if (need > a->out_cap) {
+        free(a->out_tok);
+        free(a->out_lps);
+        free(a->out_lpf);
+        a->out_tok = xmalloc(need * sizeof(int));
+        a->out_lps = xmalloc(need * sizeof(float));
+        a->out_lpf = xmalloc(need * sizeof(float));
+        a->out_cap = need;
+    }
+    need = (size_t)G * W;
+    if (need > a->gb_cap) {
+        free(a->gb_tok);
+        free(a->gb_lb);
+        free(a->gb_ls);
+        free(a->gb_pv);
+        a->gb_tok = xmalloc(need * sizeof(int32_t));
+        a->gb_lb = xmalloc(need * sizeof(float));
+        a->gb_ls = xmalloc(need * sizeof(float));
+        a->gb_pv = xmalloc(need * sizeof(uint64_t));
+        a->gb_cap = need;
+    }
+    if (G > a->gb_g_cap) {
+        free(a->gb_n);
+        free(a->gb_fin);
+        a->gb_n = xmalloc((size_t)G * sizeof(int));
+        a->gb_fin = xmalloc((size_t)G * sizeof(int));
+        a->gb_g_cap = G;
+    }
+}
+
+/* Pushes one group, waiting (poll_ms at a time) while no reward server can
+ * take it. Returns 0, ACTOR_STOPPED, or ERR_IO / ERR_RANGE (logged). */
+static int push_group(Actor *a, const Rlhf__SampledGroup *g)
+{
+    double t0 = progress_now();
+    for (;;) {
+        int rc = wire_send(a->push, &g->base, ZMQ_DONTWAIT);
+        if (rc == 0) {
+            if (a->is_push_warned) log_info("actor %s: a reward server takes groups again", a->id);
+            a->is_push_warned = false;
+            return 0;
+        }
+        if (rc != ERR_AGAIN) return rc;
+        if (actor_is_stopped(a)) return ACTOR_STOPPED;
+        if (!a->is_push_warned && progress_now() - t0 > ACTOR_PUSH_WARN_S) {
+            log_warn("actor %s: no reward server takes groups (%d endpoint(s), first %s); waiting",
+                     a->id, a->cfg.n_reward, a->cfg.reward_eps[0]);
+            a->is_push_warned = true;
+        }
+        zmq_pollitem_t it = {.socket = wire_sock_zmq(a->push), .events = ZMQ_POLLOUT};
+        if (zmq_poll(&it, 1, a->cfg.poll_ms) < 0 && zmq_errno() != EINTR) {
+            log_error("actor %s: zmq_poll on the reward socket: %s", a->id,
+                      zmq_strerror(zmq_errno()));
+            return ERR_IO;
+        }
+    }
+}
+
+/* Builds the SampledGroup of prompt p from the group buffer and pushes it. */
+static int send_group(Actor *a, const Rlhf__LeaseGrant *g, int p, int W)
+{
+    int                G = g->group_size;
+    Rlhf__Completion  *comp = xmalloc((size_t)G * sizeof *comp);
+    Rlhf__Completion **compp = xmalloc((size_t)G * sizeof *compp);
+    uint64_t           tokens = 0;
+    for (int c = 0; c < G; c++) {
+        rlhf__completion__init(&comp[c]);
+        size_t at = (size_t)c * W;
+        comp[c].n_tokens = comp[c].n_logp_behaviour = comp[c].n_logp_sampled =
+            comp[c].n_policy_version = (size_t)a->gb_n[c];
+        comp[c].tokens = a->gb_tok + at;
+        comp[c].logp_behaviour = a->gb_lb + at;
+        comp[c].logp_sampled = a->gb_ls + at;
+        comp[c].policy_version = a->gb_pv + at;
+        comp[c].finish = a->gb_fin[c] == GEN_FINISH_STOP ? RLHF__COMPLETION__FINISH__FINISH_STOP
+                                                         : RLHF__COMPLETION__FINISH__FINISH_LENGTH;
+        compp[c] = &comp[c];
+        tokens += (uint64_t)a->gb_n[c];
+    }
+    Rlhf__SampledGroup sg = RLHF__SAMPLED_GROUP__INIT;
+    sg.version = WIRE_PROTOCOL_VERSION;
+    sg.run_id = g->run_id;
+    sg.epoch = g->epoch;
+    sg.lease_id = g->lease_id;
+    sg.actor_id = a->id;
+    sg.prompt = g->prompts[p]; /* borrowed: packing only reads it */
+    sg.completions = compp;
+    sg.n_completions = (size_t)G;
+    sg.sampling = g->sampling;
+    sg.group_index = p;
+    sg.group_count = (int32_t)g->n_prompts;
+    int rc = push_group(a, &sg);
+    free(compp);
+    free(comp);
+    if (rc == 0) {
+        a->st.groups_sent++;
+        a->st.completions_sent += (uint64_t)G;
+        a->st.tokens_generated += tokens;
+    }
+    return rc;
+}
+
+/* Checks a grant's prompts and sampling against the held model. Returns
+ * true if it can be served; a refusal is counted and logged. */
+static bool grant_usable(Actor *a, const Rlhf__LeaseGrant *g)
+{
+    const ModelConfig *mc = model_config(a->model);
+    char               why[160];
+    SamplerConfig      sc = {g->sampling->temperature, g->sampling->top_k, g->sampling->top_p};
+    if (sampler_config_validate(&sc, why, sizeof why) != 0) {
+        actor_refuse(a, "LeaseGrant", WIRE_REJ_BAD_VALUE, "lease %llu: sampling: %s",
+                     (unsigned long long)g->lease_id, why);
+        return false;
+    }
+    for (size_t p = 0; p < g->n_prompts; p++) {
+        const Rlhf__Prompt *pr = g->prompts[p];
+        if (pr->n_tokens + 1 > (size_t)mc->max_seq_len) {
+            actor_refuse(a, "LeaseGrant", WIRE_REJ_BAD_SHAPE,
+                         "lease %llu prompt %zu: %zu tokens, the model takes at most %d with one "
+                         "generated",
+                         (unsigned long long)g->lease_id, p, pr->n_tokens, mc->max_seq_len - 1);
+            return false;
+        }
+        for (size_t t = 0; t < pr->n_tokens; t++) {
+            if (pr->tokens[t] < 0 || pr->tokens[t] >= mc->vocab_size) {
+                actor_refuse(a, "LeaseGrant", WIRE_REJ_BAD_TOKENS,
+                             "lease %llu prompt %zu token %zu: id %d, expected 0..%d",
+                             (unsigned long long)g->lease_id, p, t, pr->tokens[t],
+                             mc->vocab_size - 1);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Seeds the lease's sampling stream from the actor seed and the lease's
+ * identity, so a seed fixes each lease's samples whatever the order. */
+static void seed_lease(Actor *a, const Rlhf__LeaseGrant *g, Rng *rng)
+{
+    uint64_t s = a->seed ^ (g->lease_id * 0x9E3779B97F4A7C15ULL) ^ (g->epoch << 48) ^
+                 actor_fnv1a(g->run_id ? g->run_id : "");
+    rng_seed(rng, s);
+}
+
+/* Serves one grant with prompts: weights first if needed, then
+ * generation in chunks of --batch sequences, pushing each group as soon as
+ * its G completions are done. Returns 0, ACTOR_STOPPED or ERR_IO. */
+static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g)
+{
+    unsigned long long lid = (unsigned long long)g->lease_id;
+    if (!actor_held_matches(a, g->run_id, g->epoch) || a->held.version < g->min_policy_version) {
+        /* The learner's run or epoch differs (it restarted, maybe behind
+         * us) or it wants a newer version: its weights first. */
+        int rc = actor_fetch(a, ACTOR_GRANT_FETCHES);
+        if (rc == ACTOR_STOPPED || rc == ERR_IO) return rc;
+        if (!actor_held_matches(a, g->run_id, g->epoch)) {
+            char w[200];
+            actor_weights_format(&a->held, w, sizeof w);
+            log_warn("actor %s: lease %llu of run '%s' epoch %llu, but the learner serves %s: "
+                     "lease dropped",
+                     a->id, lid, g->run_id, (unsigned long long)g->epoch, w);
+            a->st.leases_abandoned++;
+            return 0;
+        }
+        if (a->held.version < g->min_policy_version)
+            log_warn("actor %s: lease %llu wants v%llu, the learner's snapshot is v%llu: serving "
+                     "it with v%llu",
+                     a->id, lid, (unsigned long long)g->min_policy_version,
+                     (unsigned long long)a->held.version, (unsigned long long)a->held.version);
+    }
+    if (!grant_usable(a, g)) {
+        a->st.leases_refused++;
+        return 0;
+    }
+    const ModelConfig *mc = model_config(a->model);
+    int                G = g->group_size, P = (int)g->n_prompts;
+    int                W = g->sampling->max_new_tokens, maxp = 0;
+    for (int p = 0; p < P; p++)
+        if ((int)g->prompts[p]->n_tokens > maxp) maxp = (int)g->prompts[p]->n_tokens;
+    int max_len = maxp + W < mc->max_seq_len ? maxp + W : mc->max_seq_len;
+    if (!a->gen || max_len > a->gen_max_len) {
+        gen_free(&a->gen);
+        a->gen = gen_new(a->model, a->cfg.batch, max_len);
+        a->gen_max_len = max_len;
+    }
+    ensure_buffers(a, G, W);
+    GenConfig gc = {.sampler = {g->sampling->temperature, g->sampling->top_k, g->sampling->top_p},
+                    .max_new = W,
+                    .stop_id = a->eos_id};
+    GenOutput out = {a->out_tok, a->out_lps, a->out_lpf, a->out_n, a->out_fin};
+    Rng       rng;
+    seed_lease(a, g, &rng);
+    log_debug("actor %s: lease %llu: %d prompts x %d, max_new %d, T %g, with v%llu", a->id, lid, P,
+              G, W, (double)g->sampling->temperature, (unsigned long long)a->held.version);
+    long total = (long)P * G;
+    for (long s0 = 0; s0 < total; s0 += a->cfg.batch) {
+        if (s0 > 0) {
+            /* Between batches: a stop, or newer weights of the same learner. */
+            if (actor_is_stopped(a)) {
+                a->st.leases_abandoned++;
+                return ACTOR_STOPPED;
+            }
+            if (actor_read_announces(a)) return ERR_IO;
+            if (a->is_fetch_due) {
+                int rc = actor_fetch(a, 1);
+                if (rc == ACTOR_STOPPED || rc == ERR_IO) {
+                    if (rc == ACTOR_STOPPED) a->st.leases_abandoned++;
+                    return rc;
+                }
+                if (!actor_held_matches(a, g->run_id, g->epoch)) {
+                    log_warn("actor %s: the learner restarted (now run '%s' epoch %llu) during "
+                             "lease %llu: rest of the lease dropped",
+                             a->id, a->held.run_id, (unsigned long long)a->held.epoch, lid);
+                    a->st.leases_abandoned++;
+                    return 0;
+                }
+                mc = model_config(a->model);
+                if (max_len > mc->max_seq_len || !a->gen) {
+                    log_warn("actor %s: the model changed shape during lease %llu: rest of the "
+                             "lease dropped",
+                             a->id, lid);
+                    a->st.leases_abandoned++;
+                    return 0;
+                }
+            }
+        }
+        int n = total - s0 < a->cfg.batch ? (int)(total - s0) : a->cfg.batch;
+        for (int i = 0; i < n; i++) {
+            const Rlhf__Prompt *pr = g->prompts[(s0 + i) / G];
+            a->prompts[i] = (const int *)pr->tokens;
+            a->plens[i] = (int)pr->n_tokens;
+        }
+        uint64_t version = a->held.version;
+        int      rc = gen_run(a->gen, &gc, n, a->prompts, a->plens, &rng, &out);
+        if (rc != 0) {
+            /* Validated prompts cannot fail; non-finite logits mean broken weights. */
+            actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE,
+                         "lease %llu: generation failed (%s) with %s v%llu", lid, err_str(rc),
+                         a->held.run_id, (unsigned long long)version);
+            a->st.leases_abandoned++;
+            return 0;
+        }
+        for (int i = 0; i < n; i++) {
+            long   s = s0 + i;
+            int    p = (int)(s / G), c = (int)(s % G), k = out.n_tokens[i];
+            size_t from = (size_t)i * W, to = (size_t)c * W;
+            for (int t = 0; t < k; t++) {
+                a->gb_tok[to + t] = out.tokens[from + t];
+                a->gb_lb[to + t] = out.logp_full[from + t];
+                a->gb_ls[to + t] = out.logp_sampled[from + t];
+                a->gb_pv[to + t] = version;
+            }
+            a->gb_n[c] = k;
+            a->gb_fin[c] = out.finish[i];
+            if (c + 1 < G) continue;
+            rc = send_group(a, g, p, W);
+            if (rc == ACTOR_STOPPED) {
+                a->st.leases_abandoned++;
+                return rc;
+            }
+            if (rc == ERR_RANGE) { /* too big for one frame: logged by wire */
+                a->st.leases_abandoned++;
+                return 0;
+            }
+            if (rc) return rc;
+        }
+    }
+    a->st.leases_done++;
+    log_debug("actor %s: lease %llu done", a->id, lid);
+    return 0;
+}
+
+int actor_on_grant(Actor *a, const ProtobufCMessage *msg)
+{
+    const Rlhf__LeaseGrant *g = (const Rlhf__LeaseGrant *)msg;
+    if (g->n_prompts == 0) {
+        a->st.retries++;
+        int ms = g->retry_after_ms > 0 ? g->retry_after_ms : a->cfg.poll_ms;
+        if (ms > ACTOR_RETRY_MAX_MS) ms = ACTOR_RETRY_MAX_MS;
+        actor_set_state(a, ACTOR_IDLE, ms);
+        /* An idle learner of another run or epoch still tells us to follow it. */
+        if (!actor_held_matches(a, g->run_id, g->epoch) && g->run_id[0] && !a->is_fetch_due) {
+            bool is_older = actor_has_weights(a) && !strcmp(g->run_id, a->held.run_id) &&
+                            g->epoch < a->held.epoch;
+            if (!is_older) actor_want_fetch(a);
+        }
+        return 0;
+    }
+    /* Any grant answers the request: the next one may go at once. */
+    actor_set_state(a, ACTOR_IDLE, 0);
+    if (actor_has_weights(a) && !strcmp(g->run_id, a->held.run_id) && g->epoch < a->held.epoch) {
+        log_info("actor %s: lease %llu of epoch %llu ignored: the learner is at epoch %llu", a->id,
+                 (unsigned long long)g->lease_id, (unsigned long long)g->epoch,
+                 (unsigned long long)a->held.epoch);
+        a->st.leases_stale++;
+        return 0;
+    }
+    if (lease_seen(a, g)) {
+        log_info("actor %s: lease %llu granted twice; the duplicate is ignored", a->id,
+                 (unsigned long long)g->lease_id);
+        a->st.leases_stale++;
+        return 0;
+    }
+    a->group_guess = g->group_size;
+    actor_set_state(a, ACTOR_SAMPLING, 0);
+    int rc = serve_grant(a, g);
+    actor_set_state(a, ACTOR_IDLE, 0);
+    return rc;
+}
+
+int actor_on_lease_refused(Actor *a)
+{
+    actor_set_state(a, ACTOR_IDLE, ACTOR_REFUSED_MS);
+    return 0;
+}
+
+int actor_on_lease_timer(Reactor *r, void *arg)
+{
+    Actor *a = arg;
+    if (a->state == ACTOR_REQUESTING) {
+        /* The learner may have restarted and lost the request; a DEALER
+         * may simply ask again. A late reply to the first is still work;
+         * a duplicate grant is recognised by its lease id. */
+        log_info("actor %s: no lease reply in %d ms; asking again", a->id, a->cfg.reply_timeout_ms);
+        return send_request(a, true);
+    }
+    if (a->state == ACTOR_IDLE) return send_request(a, false);
+    return 0;
+}
