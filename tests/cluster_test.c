@@ -18,14 +18,11 @@
  * log. Each function returns the number of failed checks (0 = pass). */
 #include "tests/test_list.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,9 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,15 +38,16 @@
 #include "common/base/fileio.h"
 #include "common/formats/tok.h"
 #include "common/net/wire.h"
-#include "common/net/zsock.h"
 #include "common/net/snapshot.h"
-
-extern char **environ;
+#include "common/net/zsock.h"
+#include "tests/support/expect.h"
+#include "tests/support/ports.h"
+#include "tests/support/proc.h"
+#include "tests/support/testfs.h"
 
 /* A test still running after this long fails, and its processes are killed. */
 #define CL_BUDGET_S 100.0
 #define CL_MAX_PROCS 10
-#define CL_MAX_ARGS 64
 #define CL_LOG_MAX ((size_t)64 << 20)
 /* Ports per test: learner lease, weights, snapshot, results; reward samples;
  * the hostile test's proxy lease, weights, snapshot. */
@@ -65,32 +60,18 @@ extern char **environ;
 #define CL_GROUP 4 /* completions per prompt */
 
 typedef struct {
-    char  name[32];
-    char  log[PATH_MAX];
-    char *argv[CL_MAX_ARGS + 1]; /* owned; argv[0] is the program's name in the build dir */
-    int   argc;
-    char  env[64]; /* "NAME=value" added to the environment, or "" */
-    pid_t pid;     /* valid once started, until reaped */
-    int   status;  /* waitpid status once reaped */
-    bool  is_started;
-    bool  is_reaped;
-} Proc;
-
-typedef struct {
     const char *test;
     bool        verbose;
-    int         fails;
     char        build[PATH_MAX];
     char        tmp[PATH_MAX];
     char        ckpt[PATH_MAX + 16];    /* the learner's --ckpt-dir */
     char        metrics[PATH_MAX + 16]; /* --metrics */
     char        summary[PATH_MAX + 16]; /* --summary */
     double      deadline;               /* monotonic seconds */
-    uint64_t    rng;
-    int         port; /* first of CL_PORTS free ports */
+    int         port;                   /* first of CL_PORTS free ports */
     char        ep_lease[64], ep_weights[64], ep_snap[64], ep_results[64], ep_samples[64];
     char        ep_px_lease[64], ep_px_weights[64], ep_px_snap[64];
-    Proc        procs[CL_MAX_PROCS];
+    Proc       *procs[CL_MAX_PROCS]; /* owned; each logs to tmp/NAME.log */
     int         n_procs;
 } Cluster;
 
@@ -123,18 +104,6 @@ static void sleep_ms(int ms)
     }
 }
 
-static void fail(Cluster *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(Cluster *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "  %s: FAIL: ", c->test);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    c->fails++;
-}
-
 static void note(Cluster *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(Cluster *c, const char *fmt, ...)
 {
@@ -148,319 +117,108 @@ static void note(Cluster *c, const char *fmt, ...)
     fflush(stdout);
 }
 
-#define EXPECT(c, cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) fail((c), __VA_ARGS__);                                                       \
-    } while (0)
-
-static void pathf(Cluster *c, char *out, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void pathf(Cluster *c, char *out, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out, cap, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap) fail(c, "path too long: '%s...'", out);
-}
-
-static uint64_t rand_next(Cluster *c)
-{
-    /* xorshift64*: only port choices and pauses depend on it. */
-    c->rng ^= c->rng >> 12;
-    c->rng ^= c->rng << 25;
-    c->rng ^= c->rng >> 27;
-    return c->rng * 0x2545F4914F6CDD1DULL;
-}
-
-/* Set by SIGINT or SIGTERM (Ctrl-C on make test): every wait then ends,
- * so the test still kills its processes and removes its files. */
-static volatile sig_atomic_t g_interrupted;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    g_interrupted = 1;
-}
-
+/* Ctrl-C on make test (SIGINT or SIGTERM, see proc_catch_interrupts) ends
+ * every wait, so the test still kills its processes and removes its files. */
 static bool out_of_time(Cluster *c)
 {
-    return g_interrupted || now_s() > c->deadline;
+    return proc_interrupted() || now_s() > c->deadline;
+}
+
+/* timeout_s, cut to what is left of the test's budget. */
+static double budget(Cluster *c, double timeout_s)
+{
+    return fmin(timeout_s, c->deadline - now_s());
 }
 
 /* The whole file, NUL-terminated (caller frees), or NULL if missing. */
 static char *read_text(const char *path)
 {
-    char  *buf = NULL;
-    size_t len = 0;
-    if (fileio_read_all(path, CL_LOG_MAX, true, &buf, &len) != 0) return NULL;
-    return buf;
+    return testfs_read(path, CL_LOG_MAX);
+}
+
+/* The last occurrence of needle in text, or NULL. */
+static const char *find_last(const char *text, const char *needle)
+{
+    const char *last = NULL;
+    for (const char *q = text ? strstr(text, needle) : NULL; q; q = strstr(q + 1, needle)) last = q;
+    return last;
 }
 
 /* ---- Processes -------------------------------------------------------- */
 
-static Proc *proc_new(Cluster *c, const char *name)
+/* A daemon of the test: build/prog with its output appended to tmp/NAME.log,
+ * with env ("NAME=value" strings) added; clone_of, when given, supplies the
+ * command line instead. Killed (if need be) and freed by cl_finish. */
+static Proc *cl_proc(Cluster *c, const char *name, const char *prog, const char *const *env,
+                     const Proc *clone_of)
 {
     CHECK(c->n_procs < CL_MAX_PROCS);
-    Proc *p = &c->procs[c->n_procs++];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
-    pathf(c, p->log, sizeof p->log, "%s/%s.log", c->tmp, name);
+    char log[PATH_MAX + 64];
+    testfs_path(log, sizeof log, "%s/%s.log", c->tmp, name);
+    Proc *p;
+    if (clone_of) {
+        p = proc_clone(clone_of, name, log);
+    } else {
+        char path[PATH_MAX + 64];
+        testfs_path(path, sizeof path, "%s/%s", c->build, prog);
+        p = proc_new(path, NULL, &(ProcOpts){.name = name, .env = env, .log_path = log});
+        proc_arg(p, "%s", prog);
+    }
+    c->procs[c->n_procs++] = p;
     return p;
 }
 
-static void proc_arg(Proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void proc_arg(Proc *p, const char *fmt, ...)
+/* Starts p (in its own process group, dying with the test: see proc.h). */
+static bool cl_start(Cluster *c, Proc *p)
 {
-    CHECK(p->argc < CL_MAX_ARGS);
-    char    buf[PATH_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    p->argv[p->argc++] = xstrdup(buf);
-    p->argv[p->argc] = NULL;
-}
-
-/* A new process with src's command line and its own log. */
-static Proc *proc_clone(Cluster *c, const Proc *src, const char *name)
-{
-    Proc *p = proc_new(c, name);
-    for (int i = 0; i < src->argc; i++) proc_arg(p, "%s", src->argv[i]);
-    snprintf(p->env, sizeof p->env, "%s", src->env);
-    return p;
-}
-
-static void proc_free_args(Proc *p)
-{
-    for (int i = 0; i < p->argc; i++) free(p->argv[i]);
-    p->argc = 0;
-    p->argv[0] = NULL;
-}
-
-/* Starts p in its own process group with stdout and stderr appended to its
- * log. The child dies with the test process (PR_SET_PDEATHSIG), so a
- * crashed test cannot leave daemons behind. */
-static bool proc_start(Cluster *c, Proc *p)
-{
-    char path[PATH_MAX];
-    pathf(c, path, sizeof path, "%s/%s", c->build, p->argv[0]);
-    int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fail(c, "open '%s': %s", p->log, strerror(errno));
-        return false;
-    }
-    /* The environment, with p->env in place of any variable of its name. */
-    size_t n_env = 0;
-    while (environ[n_env]) n_env++;
-    char **envp = xcalloc(n_env + 2, sizeof *envp);
-    size_t k = 0, name_len = strcspn(p->env, "=");
-    for (size_t i = 0; i < n_env; i++)
-        if (!p->env[0] || strncmp(environ[i], p->env, name_len + 1)) envp[k++] = environ[i];
-    if (p->env[0]) envp[k++] = p->env;
-    fflush(NULL); /* or buffered output would be written twice */
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(126); /* the test died before prctl */
-        int in = open("/dev/null", O_RDONLY);
-        if (in < 0 || dup2(in, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(126);
-        execve(path, p->argv, envp);
-        dprintf(2, "cluster_test: execv '%s': %s\n", path, strerror(errno));
-        _exit(127);
-    }
-    close(fd);
-    free(envp);
-    if (pid < 0) {
-        fail(c, "fork: %s", strerror(errno));
-        return false;
-    }
-    /* Both sides set the group, so it exists before either can signal it;
-     * EACCES here only means the child has exec'd already (and set it). */
-    setpgid(pid, pid);
-    p->pid = pid;
-    p->is_started = true;
-    p->is_reaped = false;
-    p->status = 0;
-    if (c->verbose) {
-        char   cmd[2048];
-        size_t at = 0;
-        for (int i = 0; i < p->argc && at < sizeof cmd; i++) {
-            int n = snprintf(cmd + at, sizeof cmd - at, i ? " %s" : "%s", p->argv[i]);
-            if (n < 0) break;
-            at += (size_t)n;
-        }
-        note(c, "started %s (pid %d): %s", p->name, (int)pid, cmd);
-    }
+    if (!EXPECT(proc_start(p) == 0, "%s did not start", proc_name(p))) return false;
+    note(c, "started %s (pid %d): %s", proc_name(p), (int)proc_pid(p), proc_cmd(p));
     return true;
-}
-
-/* True while p runs (or is stopped); reaps it once it has exited. */
-static bool proc_running(Proc *p)
-{
-    if (!p->is_started || p->is_reaped) return false;
-    int   st = 0;
-    pid_t w = waitpid(p->pid, &st, WNOHANG);
-    if (w == p->pid) {
-        p->status = st;
-        p->is_reaped = true;
-        return false;
-    }
-    return true;
-}
-
-/* Signals p's process group. Not checked: the only failure left once p is
- * known to run is a group that has just exited, which the next look at p
- * reports. */
-static void proc_signal(Proc *p, int sig)
-{
-    if (proc_running(p)) kill(-p->pid, sig);
-}
-
-/* kill -9 of p's process group, then reaps it. */
-static void proc_kill(Proc *p)
-{
-    if (!proc_running(p)) return;
-    kill(-p->pid, SIGKILL);
-    int st = 0;
-    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    p->status = st;
-    p->is_reaped = true;
 }
 
 /* SIGSTOP to p's group, returning once p is stopped (so nothing it does
  * races with what the test reads next). */
-static bool proc_stop(Cluster *c, Proc *p)
+static bool cl_pause(Proc *p)
 {
-    if (!proc_running(p)) return false;
-    kill(-p->pid, SIGSTOP);
-    double t0 = now_s();
-    for (;;) {
-        int   st = 0;
-        pid_t w = waitpid(p->pid, &st, WUNTRACED | WNOHANG);
-        if (w == p->pid && WIFSTOPPED(st)) return true;
-        if (w == p->pid) {
-            p->status = st;
-            p->is_reaped = true;
-            return false;
-        }
-        if (now_s() - t0 > 5.0) {
-            fail(c, "%s did not stop within 5 s of SIGSTOP", p->name);
-            return false;
-        }
-        sleep_ms(1);
-    }
-}
-
-/* Waits up to timeout_s (and the test's budget) for p to exit. */
-static bool proc_wait_exit(Cluster *c, Proc *p, double timeout_s)
-{
-    double t0 = now_s();
-    while (proc_running(p)) {
-        if (now_s() - t0 > timeout_s || out_of_time(c)) return false;
-        sleep_ms(20);
-    }
-    return true;
-}
-
-static bool exited_ok(const Proc *p)
-{
-    return p->is_reaped && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
-}
-
-static void describe_status(const Proc *p, char *buf, size_t cap)
-{
-    if (!p->is_reaped)
-        snprintf(buf, cap, "running");
-    else if (WIFEXITED(p->status))
-        snprintf(buf, cap, "exit %d", WEXITSTATUS(p->status));
-    else if (WIFSIGNALED(p->status))
-        snprintf(buf, cap, "signal %d", WTERMSIG(p->status));
-    else
-        snprintf(buf, cap, "status 0x%x", p->status);
-}
-
-/* A clean shutdown: SIGTERM, then exit status 0 within 10 s. */
-static void proc_end(Cluster *c, Proc *p)
-{
-    if (!proc_running(p)) {
-        char st[64];
-        describe_status(p, st, sizeof st);
-        fail(c, "%s is no longer running (%s) before its shutdown", p->name, st);
-        return;
-    }
-    proc_signal(p, SIGTERM);
-    if (!proc_wait_exit(c, p, 10.0)) {
-        if (!g_interrupted) fail(c, "%s did not exit within 10 s of SIGTERM", p->name);
-        proc_kill(p);
-        return;
-    }
-    char st[64];
-    describe_status(p, st, sizeof st);
-    EXPECT(c, exited_ok(p), "%s after SIGTERM: %s, expected exit 0", p->name, st);
-}
-
-/* True if p's log holds needle. */
-static bool log_has(const Proc *p, const char *needle)
-{
-    char *text = read_text(p->log);
-    bool  found = text && strstr(text, needle);
-    free(text);
-    return found;
+    int rc = proc_pause(p, 5.0);
+    EXPECT(rc != ERR_TIMEOUT, "%s did not stop within 5 s of SIGSTOP", proc_name(p));
+    return rc == 0;
 }
 
 /* Waits until p's log holds needle; false if p exits or time runs out. */
 static bool wait_log(Cluster *c, Proc *p, const char *needle, double timeout_s)
 {
-    double t0 = now_s();
-    for (;;) {
-        if (log_has(p, needle)) return true;
-        if (!proc_running(p) || now_s() - t0 > timeout_s || out_of_time(c)) return false;
-        sleep_ms(20);
-    }
+    return proc_wait_output(p, needle, budget(c, timeout_s));
 }
 
-/* Prints the last lines of every log, for a failed test. */
-static void dump_logs(Cluster *c)
+/* Waits up to timeout_s (and the test's budget) for p to exit, then
+ * expects exit 0 ("NAME<how>: STATUS, expected exit 0"). False if p still
+ * runs. */
+static bool expect_exit_ok(Cluster *c, Proc *p, double timeout_s, const char *how)
 {
-    for (int i = 0; i < c->n_procs; i++) {
-        char *text = read_text(c->procs[i].log);
-        if (!text) continue;
-        size_t len = strlen(text);
-        int    lines = 0;
-        size_t at = len;
-        while (at > 0 && lines < 30) {
-            at--;
-            if (text[at] == '\n' && at + 1 < len) lines++;
-        }
-        if (lines == 30) at++;
-        fprintf(stderr, "  ---- %s (%s), last lines:\n%s", c->procs[i].name, c->procs[i].log,
-                text + at);
-        free(text);
+    if (proc_wait(p, budget(c, timeout_s)) != 0) return false;
+    char st[64];
+    EXPECT(proc_exited_ok(p), "%s%s: %s, expected exit 0", proc_name(p), how,
+           proc_describe(p, st, sizeof st));
+    return true;
+}
+
+/* A clean shutdown: SIGTERM, then exit status 0 within 10 s. */
+static void proc_end(Cluster *c, Proc *p)
+{
+    char st[64];
+    if (!EXPECT(proc_is_running(p), "%s is no longer running (%s) before its shutdown",
+                proc_name(p), proc_describe(p, st, sizeof st)))
+        return;
+    proc_signal(p, SIGTERM);
+    if (!expect_exit_ok(c, p, 10.0, " after SIGTERM")) {
+        if (!proc_interrupted())
+            EXPECT(false, "%s did not exit within 10 s of SIGTERM", proc_name(p));
+        proc_kill(p);
     }
 }
 
 /* ---- Set-up and clean-up ---------------------------------------------- */
-
-static void find_build(Cluster *c)
-{
-    const char *env = getenv("RLHF_BUILD_DIR");
-    if (env && *env) {
-        snprintf(c->build, sizeof c->build, "%s", env);
-        return;
-    }
-    /* The runner lives in the build directory next to the programs. */
-    ssize_t n = readlink("/proc/self/exe", c->build, sizeof c->build - 1);
-    c->build[n > 0 ? n : 0] = '\0';
-    char *slash = strrchr(c->build, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(c->build, sizeof c->build, "build");
-}
 
 static bool cl_init(Cluster *c, const char *test, bool verbose)
 {
@@ -468,32 +226,20 @@ static bool cl_init(Cluster *c, const char *test, bool verbose)
     c->test = test;
     c->verbose = verbose;
     c->deadline = now_s() + CL_BUDGET_S;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_interrupt;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        fail(c, "sigaction: %s", strerror(errno));
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
-             0x9E3779B97F4A7C15ULL;
-    find_build(c);
-    char path[PATH_MAX];
-    pathf(c, path, sizeof path, "%s/rlhf-learner", c->build);
-    if (access(path, X_OK) != 0) {
-        fail(c, "'%s' not found: build the programs first (make test sets RLHF_BUILD_DIR)", path);
+    EXPECT(proc_catch_interrupts() == 0, "SIGINT and SIGTERM handlers");
+    proc_build_dir(c->build, sizeof c->build);
+    char path[PATH_MAX + 16];
+    testfs_path(path, sizeof path, "%s/rlhf-learner", c->build);
+    if (!EXPECT(access(path, X_OK) == 0,
+                "'%s' not found: build the programs first (make test sets RLHF_BUILD_DIR)", path))
+        return false;
+    if (!EXPECT(testfs_tmpdir_new(test, c->tmp, sizeof c->tmp) == 0, "temp directory")) {
+        c->tmp[0] = '\0';
         return false;
     }
-    const char *tmp = getenv("TMPDIR");
-    pathf(c, c->tmp, sizeof c->tmp, "%s/rlhf-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", test);
-    if (!mkdtemp(c->tmp)) {
-        fail(c, "mkdtemp '%s': %s", c->tmp, strerror(errno));
-        return false;
-    }
-    pathf(c, c->ckpt, sizeof c->ckpt, "%s/ckpt", c->tmp);
-    pathf(c, c->metrics, sizeof c->metrics, "%s/metrics.jsonl", c->tmp);
-    pathf(c, c->summary, sizeof c->summary, "%s/summary.json", c->tmp);
+    testfs_path(c->ckpt, sizeof c->ckpt, "%s/ckpt", c->tmp);
+    testfs_path(c->metrics, sizeof c->metrics, "%s/metrics.jsonl", c->tmp);
+    testfs_path(c->summary, sizeof c->summary, "%s/summary.json", c->tmp);
     note(c, "programs in '%s', files in '%s'", c->build, c->tmp);
     return true;
 }
@@ -502,77 +248,46 @@ static bool cl_init(Cluster *c, const char *test, bool verbose)
  * the temp directory. Returns the number of failed checks. */
 static int cl_finish(Cluster *c)
 {
-    if (g_interrupted) fail(c, "interrupted by a signal");
+    if (proc_interrupted()) EXPECT(false, "interrupted by a signal");
     for (int i = 0; i < c->n_procs; i++) {
-        Proc *p = &c->procs[i];
-        if (proc_running(p)) {
-            if (c->fails == 0) fail(c, "%s still running at the end", p->name);
+        Proc *p = c->procs[i];
+        if (proc_is_running(p)) {
+            if (expect_fails() == 0) EXPECT(false, "%s still running at the end", proc_name(p));
             proc_kill(p);
         }
     }
-    if (c->fails) dump_logs(c);
-    for (int i = 0; i < c->n_procs; i++) proc_free_args(&c->procs[i]);
-    const char *keep = getenv("RLHF_TEST_KEEP");
-    if (keep && *keep)
-        fprintf(stderr, "  %s: RLHF_TEST_KEEP: logs left in '%s'\n", c->test, c->tmp);
-    else if (c->tmp[0] && fileio_remove_tree(c->tmp) != 0)
-        fail(c, "cannot remove '%s'", c->tmp);
-    note(c, "%d failed checks", c->fails);
-    return c->fails;
-}
-
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static bool overlaps(int lo, int hi, int a, int b)
-{
-    return lo < b && a < hi;
+    if (expect_fails())
+        for (int i = 0; i < c->n_procs; i++) proc_report(c->procs[i], 30);
+    for (int i = 0; i < c->n_procs; i++) proc_free(&c->procs[i]);
+    if (c->tmp[0]) EXPECT(testfs_tmpdir_remove(c->tmp) == 0, "cannot remove '%s'", c->tmp);
+    note(c, "%d failed checks", expect_fails());
+    return expect_end();
 }
 
 /* Picks CL_PORTS consecutive ports that are free right now. Another process
  * may still take one before a daemon binds it: start_core then retries. */
 static bool pick_ports(Cluster *c)
 {
-    for (int tries = 0; tries < 500; tries++) {
-        int base =
-            CL_PORT_LO + (int)(rand_next(c) % (uint64_t)((CL_PORT_HI - CL_PORT_LO) / 10)) * 10;
-        if (base + CL_PORTS > CL_PORT_HI || overlaps(base, base + CL_PORTS, 27000, 28100) ||
-            overlaps(base, base + CL_PORTS, 5550, 5610))
-            continue;
-        bool ok = true;
-        for (int i = 0; i < CL_PORTS && ok; i++) ok = port_free(base + i);
-        if (!ok) continue;
-        c->port = base;
-        snprintf(c->ep_lease, sizeof c->ep_lease, "tcp://127.0.0.1:%d", base);
-        snprintf(c->ep_weights, sizeof c->ep_weights, "tcp://127.0.0.1:%d", base + 1);
-        snprintf(c->ep_snap, sizeof c->ep_snap, "tcp://127.0.0.1:%d", base + 2);
-        snprintf(c->ep_results, sizeof c->ep_results, "tcp://127.0.0.1:%d", base + 3);
-        snprintf(c->ep_samples, sizeof c->ep_samples, "tcp://127.0.0.1:%d", base + 4);
-        snprintf(c->ep_px_lease, sizeof c->ep_px_lease, "tcp://127.0.0.1:%d", base + 5);
-        snprintf(c->ep_px_weights, sizeof c->ep_px_weights, "tcp://127.0.0.1:%d", base + 6);
-        snprintf(c->ep_px_snap, sizeof c->ep_px_snap, "tcp://127.0.0.1:%d", base + 7);
-        note(c, "ports %d..%d", base, base + CL_PORTS - 1);
-        return true;
-    }
-    fail(c, "no block of %d free ports in %d..%d", CL_PORTS, CL_PORT_LO, CL_PORT_HI);
-    return false;
+    int base = ports_pick(CL_PORTS, CL_PORT_LO, CL_PORT_HI);
+    if (!EXPECT(base > 0, "no block of %d free ports in %d..%d", CL_PORTS, CL_PORT_LO, CL_PORT_HI))
+        return false;
+    c->port = base;
+    snprintf(c->ep_lease, sizeof c->ep_lease, "tcp://127.0.0.1:%d", base);
+    snprintf(c->ep_weights, sizeof c->ep_weights, "tcp://127.0.0.1:%d", base + 1);
+    snprintf(c->ep_snap, sizeof c->ep_snap, "tcp://127.0.0.1:%d", base + 2);
+    snprintf(c->ep_results, sizeof c->ep_results, "tcp://127.0.0.1:%d", base + 3);
+    snprintf(c->ep_samples, sizeof c->ep_samples, "tcp://127.0.0.1:%d", base + 4);
+    snprintf(c->ep_px_lease, sizeof c->ep_px_lease, "tcp://127.0.0.1:%d", base + 5);
+    snprintf(c->ep_px_weights, sizeof c->ep_px_weights, "tcp://127.0.0.1:%d", base + 6);
+    snprintf(c->ep_px_snap, sizeof c->ep_px_snap, "tcp://127.0.0.1:%d", base + 7);
+    note(c, "ports %d..%d", base, base + CL_PORTS - 1);
+    return true;
 }
 
 static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
 {
-    Proc *p = proc_new(c, name);
-    proc_arg(p, "rlhf-learner");
+    static const char *const debug[] = {"RLHF_LOG=debug", NULL};
+    Proc                    *p = cl_proc(c, name, "rlhf-learner", o->is_debug ? debug : NULL, NULL);
     proc_arg(p, "--lease=%s", c->ep_lease);
     proc_arg(p, "--weights=%s", c->ep_weights);
     proc_arg(p, "--snapshot=%s", c->ep_snap);
@@ -595,14 +310,12 @@ static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
     proc_arg(p, "--hidden=64");
     proc_arg(p, "--poll-ms=20");
     proc_arg(p, "--status-every=0.25");
-    if (o->is_debug) snprintf(p->env, sizeof p->env, "RLHF_LOG=debug");
     return p;
 }
 
 static Proc *reward_proc(Cluster *c, const char *name)
 {
-    Proc *p = proc_new(c, name);
-    proc_arg(p, "rlhf-reward");
+    Proc *p = cl_proc(c, name, "rlhf-reward", NULL, NULL);
     proc_arg(p, "--samples=%s", c->ep_samples);
     proc_arg(p, "--results=%s", c->ep_results);
     proc_arg(p, "--threads=1");
@@ -615,8 +328,7 @@ static Proc *reward_proc(Cluster *c, const char *name)
  * test's proxy if via_proxy. */
 static Proc *actor_proc(Cluster *c, const char *name, int batch, bool via_proxy, bool is_debug)
 {
-    Proc *p = proc_new(c, name);
-    proc_arg(p, "rlhf-actor");
+    Proc *p = cl_proc(c, name, "rlhf-actor", NULL, NULL);
     proc_arg(p, "--lease=%s", via_proxy ? c->ep_px_lease : c->ep_lease);
     proc_arg(p, "--weights=%s", via_proxy ? c->ep_px_weights : c->ep_weights);
     proc_arg(p, "--snapshot=%s", via_proxy ? c->ep_px_snap : c->ep_snap);
@@ -640,33 +352,48 @@ static bool start_core(Cluster *c, const RunOpts *o, Proc **learner, Proc **rewa
         Proc *l = learner_proc(c, "learner", o);
         Proc *r = reward_proc(c, "reward");
         /* " params, " ends the learner's start-up line, logged once bound. */
-        bool ok = proc_start(c, l) && wait_log(c, l, " params, ", 30.0);
-        ok = ok && proc_start(c, r) && wait_log(c, r, "samples bound at", 15.0);
+        bool ok = cl_start(c, l) && wait_log(c, l, " params, ", 30.0);
+        ok = ok && cl_start(c, r) && wait_log(c, r, "samples bound at", 15.0);
         if (ok) {
             *learner = l;
             *reward = r;
             return true;
         }
-        bool is_busy = log_has(l, "Address already in use") || log_has(r, "Address already in use");
-        proc_kill(l);
-        proc_kill(r);
-        if (!is_busy) {
-            fail(c, "the learner or the reward server did not start");
-            return false;
-        }
+        bool is_busy = proc_output_has(l, "Address already in use") ||
+                       proc_output_has(r, "Address already in use");
+        if (!EXPECT(is_busy, "the learner or the reward server did not start")) return false;
         note(c, "a port of %d..%d was taken meanwhile; starting over on others", c->port,
              c->port + CL_PORTS - 1);
         /* The learner checkpoints its new epoch before binding: forget it. */
         fileio_remove_tree(c->ckpt);
         unlink(c->metrics);
-        unlink(l->log);
-        unlink(r->log);
-        proc_free_args(l);
-        proc_free_args(r);
+        unlink(proc_log_path(l));
+        unlink(proc_log_path(r));
+        proc_free(&c->procs[n0]);
+        proc_free(&c->procs[n0 + 1]);
         c->n_procs = n0;
     }
-    fail(c, "no free ports after %d attempts", CL_START_TRIES);
+    EXPECT(false, "no free ports after %d attempts", CL_START_TRIES);
     return false;
+}
+
+/* The start of a fault test: cl_init, the learner and the reward server
+ * (start_core), then n_actors actors named actor-1.. generating 8
+ * sequences at a time, the first logging at debug level if is_first_debug.
+ * False after a failed check. */
+static bool cl_start_run(Cluster *c, const char *test, bool verbose, const RunOpts *o,
+                         Proc **learner, Proc **reward, Proc **actors, int n_actors,
+                         bool is_first_debug)
+{
+    if (!cl_init(c, test, verbose) || !start_core(c, o, learner, reward)) return false;
+    for (int a = 0; a < n_actors; a++) {
+        char name[32];
+        snprintf(name, sizeof name, "actor-%d", a + 1);
+        actors[a] = actor_proc(c, name, 8, false, a == 0 && is_first_debug);
+    }
+    for (int a = 0; a < n_actors; a++)
+        if (!cl_start(c, actors[a])) return false;
+    return true;
 }
 
 /* ---- Metrics and summary ---------------------------------------------- */
@@ -683,8 +410,8 @@ static json_t *read_metrics(Cluster *c)
         json_error_t err;
         json_t      *o = json_loads(line, 0, &err);
         if (!json_is_object(o)) {
-            fail(c, "metrics line %zu is not a JSON object: %s", json_array_size(arr) + 1,
-                 err.text);
+            EXPECT(false, "metrics line %zu is not a JSON object: %s", json_array_size(arr) + 1,
+                   err.text);
             json_decref(o);
             continue;
         }
@@ -716,13 +443,13 @@ static bool wait_step(Cluster *c, Proc *learner, int64_t step, double timeout_s)
     double t0 = now_s();
     for (;;) {
         if (metrics_step(c) >= step) return true;
-        if (!proc_running(learner)) {
-            fail(c, "%s exited before step %" PRId64, learner->name, step);
+        if (!proc_is_running(learner)) {
+            EXPECT(false, "%s exited before step %" PRId64, proc_name(learner), step);
             return false;
         }
         if (now_s() - t0 > timeout_s || out_of_time(c)) {
-            fail(c, "step %" PRId64 " not reached in %.0f s (at %" PRId64 ")", step, timeout_s,
-                 metrics_step(c));
+            EXPECT(false, "step %" PRId64 " not reached in %.0f s (at %" PRId64 ")", step,
+                   timeout_s, metrics_step(c));
             return false;
         }
         sleep_ms(20);
@@ -743,7 +470,7 @@ static bool counters_of(Cluster *c, const json_t *o, const char *where, Counters
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         *vals[i] = jint(o, keys[i]);
         if (*vals[i] < 0) {
-            fail(c, "%s: no non-negative integer '%s'", where, keys[i]);
+            EXPECT(false, "%s: no non-negative integer '%s'", where, keys[i]);
             return false;
         }
     }
@@ -760,12 +487,12 @@ static bool identity_holds(Cluster *c, const json_t *o, const char *where, Count
     int64_t sum =
         k->trained + k->dropped_stale + k->reissued + k->failed + k->in_flight + k->buffered;
     if (k->issued != sum) {
-        fail(c,
-             "%s: issued %" PRId64 " != trained %" PRId64 " + dropped_stale %" PRId64
-             " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
-             " + buffered %" PRId64 " = %" PRId64,
-             where, k->issued, k->trained, k->dropped_stale, k->reissued, k->failed, k->in_flight,
-             k->buffered, sum);
+        EXPECT(false,
+               "%s: issued %" PRId64 " != trained %" PRId64 " + dropped_stale %" PRId64
+               " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
+               " + buffered %" PRId64 " = %" PRId64,
+               where, k->issued, k->trained, k->dropped_stale, k->reissued, k->failed, k->in_flight,
+               k->buffered, sum);
         return false;
     }
     return true;
@@ -794,17 +521,16 @@ static json_t *check_summary(Cluster *c, int steps, Counters *k)
     json_error_t err;
     json_t      *s = json_load_file(c->summary, 0, &err);
     if (!json_is_object(s)) {
-        fail(c, "summary '%s': %s", c->summary, err.text);
+        EXPECT(false, "summary '%s': %s", c->summary, err.text);
         json_decref(s);
         return NULL;
     }
-    EXPECT(c, jint(s, "steps") == steps, "summary: steps %" PRId64 ", expected %d",
-           jint(s, "steps"), steps);
-    EXPECT(c, jint(s, "version") == steps, "summary: version %" PRId64 ", expected %d",
+    EXPECT(jint(s, "steps") == steps, "summary: steps %" PRId64 ", expected %d", jint(s, "steps"),
+           steps);
+    EXPECT(jint(s, "version") == steps, "summary: version %" PRId64 ", expected %d",
            jint(s, "version"), steps);
-    EXPECT(c, json_is_false(json_object_get(s, "stopped_early")), "summary: stopped_early");
-    EXPECT(c, json_is_true(json_object_get(s, "accounting_ok")),
-           "summary: accounting_ok is not true");
+    EXPECT(json_is_false(json_object_get(s, "stopped_early")), "summary: stopped_early");
+    EXPECT(json_is_true(json_object_get(s, "accounting_ok")), "summary: accounting_ok is not true");
     identity_holds(c, s, "summary", k);
     return s;
 }
@@ -812,14 +538,20 @@ static json_t *check_summary(Cluster *c, int steps, Counters *k)
 /* Waits for the learner to finish the run and exit 0. */
 static void wait_learner_done(Cluster *c, Proc *learner, double timeout_s)
 {
-    if (!proc_wait_exit(c, learner, timeout_s)) {
-        fail(c, "%s still running after %.0f s (at step %" PRId64 ")", learner->name, timeout_s,
-             metrics_step(c));
-        return;
-    }
-    char st[64];
-    describe_status(learner, st, sizeof st);
-    EXPECT(c, exited_ok(learner), "%s: %s, expected exit 0", learner->name, st);
+    if (!expect_exit_ok(c, learner, timeout_s, ""))
+        EXPECT(false, "%s still running after %.0f s (at step %" PRId64 ")", proc_name(learner),
+               timeout_s, metrics_step(c));
+}
+
+/* The counters of the summary, in a verbose run. */
+static void note_counters(Cluster *c, const Counters *k)
+{
+    note(c,
+         "summary: issued %" PRId64 " = trained %" PRId64 " + dropped_stale %" PRId64
+         " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64 " + buffered %" PRId64
+         "; duplicates %" PRId64,
+         k->issued, k->trained, k->dropped_stale, k->reissued, k->failed, k->in_flight, k->buffered,
+         k->duplicates);
 }
 
 /* ---- fault_actor ------------------------------------------------------ */
@@ -827,7 +559,7 @@ static void wait_learner_done(Cluster *c, Proc *learner, double timeout_s)
 /* Lines of p's log holding needle. */
 static int count_lines(const Proc *p, const char *needle)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     int   n = 0;
     for (const char *q = text ? strstr(text, needle) : NULL; q; q = strstr(q + 1, needle)) n++;
     free(text);
@@ -838,10 +570,7 @@ static int count_lines(const Proc *p, const char *needle)
  * line with no grant served after it. */
 static bool is_requesting(const char *log)
 {
-    const char *last = NULL;
-    for (const char *p = strstr(log, "lease request for"); p;
-         p = strstr(p + 1, "lease request for"))
-        last = p;
+    const char *last = find_last(log, "lease request for");
     return last && !strstr(last, " prompts x ");
 }
 
@@ -851,11 +580,11 @@ static bool is_requesting(const char *log)
  * there is none) and its id. */
 static int grant_unserved(const Proc *learner, const Proc *actor, uint64_t *id)
 {
-    char *ltext = read_text(learner->log);
-    char *atext = read_text(actor->log);
+    char *ltext = proc_read_out(learner);
+    char *atext = proc_read_out(actor);
     int   n = 0;
     char  want[96];
-    snprintf(want, sizeof want, " prompts to '%s'", actor->name);
+    snprintf(want, sizeof want, " prompts to '%s'", proc_name(actor));
     for (const char *p = ltext ? strstr(ltext, "learner: lease ") : NULL; p && !n;
          p = strstr(p + 1, "learner: lease ")) {
         unsigned long long lid = 0;
@@ -876,8 +605,6 @@ static int grant_unserved(const Proc *learner, const Proc *actor, uint64_t *id)
 
 int cluster_fault_actor_selftest(bool verbose)
 {
-    Cluster c;
-    if (!cl_init(&c, "fault_actor", verbose)) return cl_finish(&c);
     /* A step takes four leases, so actor-1 often gets one; without its
      * lease no step can be completed, so the run waits for the re-issue. */
     const RunOpts o = {.steps = 30,
@@ -887,11 +614,11 @@ int cluster_fault_actor_selftest(bool verbose)
                        .batch_groups = 8,
                        .lease_prompts = 2,
                        .is_debug = true};
-    Proc         *learner, *reward;
-    if (!start_core(&c, &o, &learner, &reward)) return cl_finish(&c);
-    Proc *victim = actor_proc(&c, "actor-1", 8, false, true);
-    Proc *other = actor_proc(&c, "actor-2", 8, false, false);
-    if (!proc_start(&c, victim) || !proc_start(&c, other)) return cl_finish(&c);
+    Cluster       c;
+    Proc         *learner, *reward, *actors[2];
+    if (!cl_start_run(&c, "fault_actor", verbose, &o, &learner, &reward, actors, 2, true))
+        return cl_finish(&c);
+    Proc *victim = actors[0], *other = actors[1];
     if (!wait_step(&c, learner, 3, 40.0)) return cl_finish(&c);
 
     /* Catch the victim waiting for a lease and freeze it; if the learner
@@ -901,7 +628,7 @@ int cluster_fault_actor_selftest(bool verbose)
     uint64_t lease = 0;
     int      n_prompts = 0, looks = 0, requests_seen = 0;
     double   t0 = now_s();
-    while (!n_prompts && now_s() - t0 < 30.0 && !out_of_time(&c) && proc_running(learner)) {
+    while (!n_prompts && now_s() - t0 < 30.0 && !out_of_time(&c) && proc_is_running(learner)) {
         /* A fresh request: its answer is yet to come. */
         int n_requests = count_lines(victim, "lease request for");
         if (n_requests == requests_seen) {
@@ -909,9 +636,9 @@ int cluster_fault_actor_selftest(bool verbose)
             continue;
         }
         requests_seen = n_requests;
-        if (!proc_stop(&c, victim)) break;
+        if (!cl_pause(victim)) break;
         looks++;
-        char *text = read_text(victim->log);
+        char *text = proc_read_out(victim);
         bool  is_waiting = text && is_requesting(text);
         free(text);
         for (double t1 = now_s(); is_waiting && !n_prompts && now_s() - t1 < 0.1;) {
@@ -922,10 +649,8 @@ int cluster_fault_actor_selftest(bool verbose)
     }
     int64_t step_at_kill = metrics_step(&c);
     proc_kill(victim);
-    if (!n_prompts) {
-        fail(&c, "actor-1 never seen granted a lease while frozen (%d tries)", looks);
+    if (!EXPECT(n_prompts > 0, "actor-1 never seen granted a lease while frozen (%d tries)", looks))
         return cl_finish(&c);
-    }
     note(&c,
          "kill -9 of actor-1 holding lease %" PRIx64 " (%d prompts, none served) at step %" PRId64
          " (try %d)",
@@ -936,25 +661,20 @@ int cluster_fault_actor_selftest(bool verbose)
     Counters k = {0};
     json_t  *sum = check_summary(&c, o.steps, &k);
     if (sum) {
-        EXPECT(&c, k.reissued >= n_prompts,
+        EXPECT(k.reissued >= n_prompts,
                "summary: reissued %" PRId64 ", expected >= %d (the dead actor's lease)", k.reissued,
                n_prompts);
-        note(&c,
-             "summary: issued %" PRId64 " = trained %" PRId64 " + dropped_stale %" PRId64
-             " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
-             " + buffered %" PRId64 "; duplicates %" PRId64,
-             k.issued, k.trained, k.dropped_stale, k.reissued, k.failed, k.in_flight, k.buffered,
-             k.duplicates);
+        note_counters(&c, &k);
     }
     size_t  n = json_array_size(metrics);
     json_t *last = n ? json_array_get(metrics, n - 1) : NULL;
-    EXPECT(&c, n == (size_t)o.steps, "%zu metrics records, expected %d", n, o.steps);
-    EXPECT(&c, last && jint(last, "leases_expired") >= 1,
+    EXPECT(n == (size_t)o.steps, "%zu metrics records, expected %d", n, o.steps);
+    EXPECT(last && jint(last, "leases_expired") >= 1,
            "metrics: leases_expired %" PRId64 ", expected >= 1",
            last ? jint(last, "leases_expired") : -1);
     /* Every step after the kill was served by the other actor alone. */
-    EXPECT(&c, proc_running(other), "actor-2 died");
-    EXPECT(&c, step_at_kill < o.steps, "the run had finished before the kill");
+    EXPECT(proc_is_running(other), "actor-2 died");
+    EXPECT(step_at_kill < o.steps, "the run had finished before the kill");
     json_decref(metrics);
     json_decref(sum);
     proc_end(&c, other);
@@ -974,7 +694,7 @@ typedef struct {
 static bool read_ckpt_state(Cluster *c, CkptState *s)
 {
     char path[PATH_MAX + 32];
-    pathf(c, path, sizeof path, "%s/trainer_state.json", c->ckpt);
+    testfs_path(path, sizeof path, "%s/trainer_state.json", c->ckpt);
     json_error_t err;
     json_t      *o = json_load_file(path, 0, &err);
     json_t      *x = json_object_get(o, "extra");
@@ -992,7 +712,7 @@ static bool read_ckpt_state(Cluster *c, CkptState *s)
         ok = s->step >= 0 && s->version >= 0 && s->epoch >= 0 && s->in_flight >= 0 &&
              s->buffered >= 0 && s->reissued >= 0;
     }
-    if (!ok) fail(c, "checkpoint state '%s' unreadable or incomplete (%s)", path, err.text);
+    EXPECT(ok, "checkpoint state '%s' unreadable or incomplete (%s)", path, err.text);
     json_decref(o);
     return ok;
 }
@@ -1001,7 +721,7 @@ static bool read_ckpt_state(Cluster *c, CkptState *s)
 static int64_t ckpt_step(Cluster *c)
 {
     char path[PATH_MAX + 32];
-    pathf(c, path, sizeof path, "%s/trainer_state.json", c->ckpt);
+    testfs_path(path, sizeof path, "%s/trainer_state.json", c->ckpt);
     json_t *o = json_load_file(path, 0, NULL);
     int64_t step = o ? jint(o, "step") : -1;
     json_decref(o);
@@ -1011,14 +731,12 @@ static int64_t ckpt_step(Cluster *c)
 /* The actor's last status line's weights, "run 'R' epoch E vV". */
 static bool actor_holds(const Proc *p, const char *run_id, int64_t epoch)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     if (!text) return false;
     char want[128];
     snprintf(want, sizeof want, "weights run '%s' epoch %" PRId64 " v", run_id, epoch);
-    const char *last = NULL;
-    for (const char *q = strstr(text, "weights run '"); q; q = strstr(q + 1, "weights run '"))
-        last = q;
-    bool ok = last && !strncmp(last, want, strlen(want));
+    const char *last = find_last(text, "weights run '");
+    bool        ok = last && !strncmp(last, want, strlen(want));
     free(text);
     return ok;
 }
@@ -1028,7 +746,7 @@ static bool actor_holds(const Proc *p, const char *run_id, int64_t epoch)
 static bool actor_groups_around(const Proc *p, const char *mark, long long *before,
                                 long long *after)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     if (!text) return false;
     const char *at = strstr(text, mark);
     bool        ok = at != NULL;
@@ -1045,8 +763,6 @@ static bool actor_groups_around(const Proc *p, const char *mark, long long *befo
 
 int cluster_fault_learner_selftest(bool verbose)
 {
-    Cluster c;
-    if (!cl_init(&c, "fault_learner", verbose)) return cl_finish(&c);
     /* Four leases a step and no staleness: both actors take part in every
      * step, and the steps are paced by their requests, slow enough for both
      * to find the restarted learner before the run ends. */
@@ -1057,20 +773,18 @@ int cluster_fault_learner_selftest(bool verbose)
                        .batch_groups = 8,
                        .lease_prompts = 2,
                        .is_debug = true};
-    Proc         *learner, *reward;
-    if (!start_core(&c, &o, &learner, &reward)) return cl_finish(&c);
-    Proc *actors[2] = {actor_proc(&c, "actor-1", 8, false, false),
-                       actor_proc(&c, "actor-2", 8, false, false)};
-    if (!proc_start(&c, actors[0]) || !proc_start(&c, actors[1])) return cl_finish(&c);
-    pid_t pids[2] = {actors[0]->pid, actors[1]->pid};
+    Cluster       c;
+    Proc         *learner, *reward, *actors[2];
+    if (!cl_start_run(&c, "fault_learner", verbose, &o, &learner, &reward, actors, 2, false))
+        return cl_finish(&c);
+    pid_t pids[2] = {proc_pid(actors[0]), proc_pid(actors[1])};
 
     /* Kill it past a checkpoint, so the restart goes back to an older
      * version, once both actors work for it. */
     for (int a = 0; a < 2; a++)
-        if (!wait_log(&c, actors[a], "weights run '", 30.0)) {
-            fail(&c, "%s never installed weights", actors[a]->name);
+        if (!EXPECT(wait_log(&c, actors[a], "weights run '", 30.0), "%s never installed weights",
+                    proc_name(actors[a])))
             return cl_finish(&c);
-        }
     if (!wait_step(&c, learner, 6, 40.0)) return cl_finish(&c);
     double t0 = now_s();
     while (ckpt_step(&c) < 4 && now_s() - t0 < 10.0) sleep_ms(20);
@@ -1082,20 +796,20 @@ int cluster_fault_learner_selftest(bool verbose)
          "kill -9 of the learner at step %" PRId64 "; checkpoint: run %s epoch %" PRId64
          " step %" PRId64 " version %" PRId64 ", %" PRId64 " groups in flight",
          step_at_kill, ck.run_id, ck.epoch, ck.step, ck.version, ck.in_flight);
-    EXPECT(&c, ck.epoch == 0 && ck.step >= 4 && ck.step <= step_at_kill && ck.version == ck.step,
+    EXPECT(ck.epoch == 0 && ck.step >= 4 && ck.step <= step_at_kill && ck.version == ck.step,
            "checkpoint at kill: epoch %" PRId64 " step %" PRId64 " version %" PRId64
            ", expected epoch 0, step 4..%" PRId64,
            ck.epoch, ck.step, ck.version, step_at_kill);
 
     /* Down for a second: the actors' requests go unanswered and time out. */
     sleep_ms(1000);
-    Proc *again = proc_clone(&c, learner, "learner-2");
-    if (!proc_start(&c, again)) return cl_finish(&c);
+    Proc *again = cl_proc(&c, "learner-2", NULL, NULL, learner);
+    if (!cl_start(&c, again)) return cl_finish(&c);
     char resumed[PATH_MAX + 256];
     snprintf(resumed, sizeof resumed,
              "resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch 1", ck.run_id,
              c.ckpt, ck.step, ck.version);
-    EXPECT(&c, wait_log(&c, again, resumed, 30.0), "learner-2 did not log \"%s\"", resumed);
+    EXPECT(wait_log(&c, again, resumed, 30.0), "learner-2 did not log \"%s\"", resumed);
     wait_learner_done(&c, again, 60.0);
 
     /* The metrics go on where the checkpoint left off, in epoch 1. */
@@ -1118,38 +832,32 @@ int cluster_fault_learner_selftest(bool verbose)
          "metrics: %" PRId64 " records of epoch 0 (last step %" PRId64 "), %" PRId64
          " of epoch 1 (first step %" PRId64 " version %" PRId64 ")",
          n0, last0, n1, first1 ? jint(first1, "step") : -1, first1 ? jint(first1, "version") : -1);
-    EXPECT(&c, n0 + n1 == (int64_t)json_array_size(metrics), "metrics records of another epoch");
-    EXPECT(&c,
-           first1 && jint(first1, "step") == ck.step + 1 &&
+    EXPECT(n0 + n1 == (int64_t)json_array_size(metrics), "metrics records of another epoch");
+    EXPECT(first1 && jint(first1, "step") == ck.step + 1 &&
                jint(first1, "version") == ck.version + 1,
            "the first step after the restart is step %" PRId64 " version %" PRId64
            ", expected %" PRId64 " (the checkpoint's + 1)",
            first1 ? jint(first1, "step") : -1, first1 ? jint(first1, "version") : -1, ck.step + 1);
-    EXPECT(&c, last && jint(last, "epoch") == 1 && jint(last, "step") == o.steps,
+    EXPECT(last && jint(last, "epoch") == 1 && jint(last, "step") == o.steps,
            "the last metrics record is not epoch 1 step %d", o.steps);
-    EXPECT(&c, n1 == o.steps - ck.step, "%" PRId64 " steps in epoch 1, expected %" PRId64, n1,
+    EXPECT(n1 == o.steps - ck.step, "%" PRId64 " steps in epoch 1, expected %" PRId64, n1,
            o.steps - ck.step);
 
     Counters k = {0};
     json_t  *sum = check_summary(&c, o.steps, &k);
     if (sum) {
         const char *run = json_string_value(json_object_get(sum, "run_id"));
-        EXPECT(&c, run && !strcmp(run, ck.run_id), "summary run id '%s', expected '%s'",
-               run ? run : "", ck.run_id);
-        EXPECT(&c, jint(sum, "epoch") == 1, "summary epoch %" PRId64 ", expected 1",
+        EXPECT(run && !strcmp(run, ck.run_id), "summary run id '%s', expected '%s'", run ? run : "",
+               ck.run_id);
+        EXPECT(jint(sum, "epoch") == 1, "summary epoch %" PRId64 ", expected 1",
                jint(sum, "epoch"));
         /* The groups out or buffered at the checkpoint died with the old
          * learner: the new one counts them as re-issued. */
-        EXPECT(&c, k.reissued >= ck.reissued + ck.in_flight + ck.buffered,
+        EXPECT(k.reissued >= ck.reissued + ck.in_flight + ck.buffered,
                "summary: reissued %" PRId64 ", expected >= %" PRId64 " + %" PRId64 " + %" PRId64
                " (the checkpoint's re-issued, in flight and buffered)",
                k.reissued, ck.reissued, ck.in_flight, ck.buffered);
-        note(&c,
-             "summary: issued %" PRId64 " = trained %" PRId64 " + dropped_stale %" PRId64
-             " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
-             " + buffered %" PRId64 "; duplicates %" PRId64,
-             k.issued, k.trained, k.dropped_stale, k.reissued, k.failed, k.in_flight, k.buffered,
-             k.duplicates);
+        note_counters(&c, &k);
     }
 
     /* The same actor processes followed the new incarnation: each got
@@ -1157,15 +865,16 @@ int cluster_fault_learner_selftest(bool verbose)
     char installed[160];
     snprintf(installed, sizeof installed, "weights run '%s' epoch 1 v", ck.run_id);
     for (int a = 0; a < 2; a++) {
-        EXPECT(&c, proc_running(actors[a]) && actors[a]->pid == pids[a],
-               "%s (pid %d) did not survive the learner's restart", actors[a]->name, (int)pids[a]);
+        EXPECT(proc_is_running(actors[a]) && proc_pid(actors[a]) == pids[a],
+               "%s (pid %d) did not survive the learner's restart", proc_name(actors[a]),
+               (int)pids[a]);
         char granted[96];
-        snprintf(granted, sizeof granted, " prompts to '%s'", actors[a]->name);
+        snprintf(granted, sizeof granted, " prompts to '%s'", proc_name(actors[a]));
         int n_grants = count_lines(again, granted);
-        EXPECT(&c, n_grants > 0, "learner-2 granted %s no lease", actors[a]->name);
-        EXPECT(&c, log_has(actors[a], installed), "%s never installed weights of epoch 1",
-               actors[a]->name);
-        note(&c, "%s (pid %d, never restarted): %d leases from learner-2", actors[a]->name,
+        EXPECT(n_grants > 0, "learner-2 granted %s no lease", proc_name(actors[a]));
+        EXPECT(proc_output_has(actors[a], installed), "%s never installed weights of epoch 1",
+               proc_name(actors[a]));
+        note(&c, "%s (pid %d, never restarted): %d leases from learner-2", proc_name(actors[a]),
              (int)pids[a], n_grants);
     }
     json_decref(metrics);
@@ -1175,13 +884,13 @@ int cluster_fault_learner_selftest(bool verbose)
         /* Its final status line: groups sent since it took epoch 1's weights. */
         long long before = 0, after = 0;
         bool      ok = actor_groups_around(actors[a], installed, &before, &after);
-        EXPECT(&c, ok && after > before,
+        EXPECT(ok && after > before,
                "%s sent no groups with epoch 1's weights (%lld before, %lld at the end)",
-               actors[a]->name, before, after);
-        EXPECT(&c, actor_holds(actors[a], ck.run_id, 1),
-               "%s's last status line does not hold epoch 1 weights", actors[a]->name);
-        note(&c, "%s: %lld groups sent before epoch 1's weights, %lld at the end", actors[a]->name,
-             before, after);
+               proc_name(actors[a]), before, after);
+        EXPECT(actor_holds(actors[a], ck.run_id, 1),
+               "%s's last status line does not hold epoch 1 weights", proc_name(actors[a]));
+        note(&c, "%s: %lld groups sent before epoch 1's weights, %lld at the end",
+             proc_name(actors[a]), before, after);
     }
     proc_end(&c, reward);
     return cl_finish(&c);
@@ -1194,11 +903,10 @@ int cluster_fault_learner_selftest(bool verbose)
 static bool reward_last_status(const Proc *p, long long *scored, long long *received, char *rejects,
                                size_t cap)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     if (!text) return false;
-    const char *last = NULL;
-    for (const char *q = strstr(text, ": scored "); q; q = strstr(q + 1, ": scored ")) last = q;
-    bool ok = false;
+    const char *last = find_last(text, ": scored ");
+    bool        ok = false;
     if (last) {
         const char *rcv = strstr(last, "received ");
         const char *rej = strstr(last, "rejects: ");
@@ -1217,30 +925,27 @@ static bool reward_last_status(const Proc *p, long long *scored, long long *rece
 
 int cluster_fault_reward_selftest(bool verbose)
 {
-    Cluster c;
-    if (!cl_init(&c, "fault_reward", verbose)) return cl_finish(&c);
     const RunOpts o = {.steps = 30,
                        .ckpt_every = 0,
                        .lease_timeout_ms = 1000,
                        .max_staleness = 0,
                        .batch_groups = 4,
                        .lease_prompts = 2};
-    Proc         *learner, *reward;
-    if (!start_core(&c, &o, &learner, &reward)) return cl_finish(&c);
-    Proc *actors[2] = {actor_proc(&c, "actor-1", 8, false, false),
-                       actor_proc(&c, "actor-2", 8, false, false)};
-    if (!proc_start(&c, actors[0]) || !proc_start(&c, actors[1])) return cl_finish(&c);
+    Cluster       c;
+    Proc         *learner, *reward, *actors[2];
+    if (!cl_start_run(&c, "fault_reward", verbose, &o, &learner, &reward, actors, 2, false))
+        return cl_finish(&c);
     if (!wait_step(&c, learner, 4, 40.0)) return cl_finish(&c);
 
     /* Frozen, the server takes groups into its socket buffers and queues
      * without scoring them; kill -9 then loses them. */
-    if (!proc_stop(&c, reward)) return cl_finish(&c);
+    if (!cl_pause(reward)) return cl_finish(&c);
     sleep_ms(600);
     int64_t step_at_kill = metrics_step(&c);
     proc_kill(reward);
     note(&c, "kill -9 of the reward server at step %" PRId64, step_at_kill);
     sleep_ms(500);
-    Proc *again = proc_clone(&c, reward, "reward-2");
+    Proc *again = cl_proc(&c, "reward-2", NULL, NULL, reward);
     bool  up = false;
     /* Its port was ours a moment ago; give the kernel a few tries. */
     for (int tries = 0; tries < 10 && !up && !out_of_time(&c); tries++) {
@@ -1248,30 +953,25 @@ int cluster_fault_reward_selftest(bool verbose)
             note(&c, "reward-2 could not bind yet; again");
             sleep_ms(300);
         }
-        if (!proc_start(&c, again)) break;
+        if (!cl_start(&c, again)) break;
         up = wait_log(&c, again, "samples bound at", 15.0);
         if (!up) proc_kill(again);
     }
-    EXPECT(&c, up, "reward-2 did not start on the same port");
+    EXPECT(up, "reward-2 did not start on the same port");
     wait_learner_done(&c, learner, 60.0);
 
     json_t  *metrics = check_metrics(&c);
     Counters k = {0};
     json_t  *sum = check_summary(&c, o.steps, &k);
     if (sum) {
-        EXPECT(&c, k.reissued >= 1,
+        EXPECT(k.reissued >= 1,
                "summary: reissued %" PRId64 ", expected >= 1 (groups lost with the server)",
                k.reissued);
-        note(&c,
-             "summary: issued %" PRId64 " = trained %" PRId64 " + dropped_stale %" PRId64
-             " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
-             " + buffered %" PRId64 "; duplicates %" PRId64,
-             k.issued, k.trained, k.dropped_stale, k.reissued, k.failed, k.in_flight, k.buffered,
-             k.duplicates);
+        note_counters(&c, &k);
     }
     size_t n = json_array_size(metrics);
-    EXPECT(&c, n == (size_t)o.steps, "%zu metrics records, expected %d", n, o.steps);
-    EXPECT(&c, step_at_kill + 1 < o.steps, "the run was almost over at the kill (step %" PRId64 ")",
+    EXPECT(n == (size_t)o.steps, "%zu metrics records, expected %d", n, o.steps);
+    EXPECT(step_at_kill + 1 < o.steps, "the run was almost over at the kill (step %" PRId64 ")",
            step_at_kill);
     json_decref(metrics);
     json_decref(sum);
@@ -1280,7 +980,7 @@ int cluster_fault_reward_selftest(bool verbose)
     if (up) {
         proc_end(&c, again);
         long long scored = 0, received = 0;
-        EXPECT(&c, reward_last_status(again, &scored, &received, NULL, 0) && scored > 0,
+        EXPECT(reward_last_status(again, &scored, &received, NULL, 0) && scored > 0,
                "reward-2 scored no groups (%lld received)", received);
         note(&c, "reward-2 scored %lld groups of %lld received", scored, received);
     }
@@ -1380,9 +1080,9 @@ static void frames_check(Cluster *c, const FrameSet *s, const ProtobufCMessageDe
         WireReject        rej = {.reason = WIRE_REJ_COUNT};
         int               rc = wire_decode(desc, f->data, f->len, lim, &m, &rej);
         if (f->is_semantic)
-            EXPECT(c, rc == 0, "%s frame '%s' does not decode (%s)", s->socket, f->what, rej.why);
+            EXPECT(rc == 0, "%s frame '%s' does not decode (%s)", s->socket, f->what, rej.why);
         else
-            EXPECT(c, rc != 0 && rej.reason == f->reason,
+            EXPECT(rc != 0 && rej.reason == f->reason,
                    "%s frame '%s': wire_decode gives %s, the test expects %s", s->socket, f->what,
                    rc ? wire_reason_name(rej.reason) : "success", wire_reason_name(f->reason));
         if (m) protobuf_c_message_free_unpacked(m, NULL);
@@ -1390,8 +1090,8 @@ static void frames_check(Cluster *c, const FrameSet *s, const ProtobufCMessageDe
         m = NULL;
         rc = wire_decode(&rlhf__error_reply__descriptor, f->data, f->len, NULL, &m, &rej);
         const Rlhf__ErrorReply *er = (const Rlhf__ErrorReply *)m;
-        EXPECT(c, rc != 0 || (er->code == 0 && !er->reason[0]),
-               "%s frame '%s' reads as an ErrorReply", s->socket, f->what);
+        EXPECT(rc != 0 || (er->code == 0 && !er->reason[0]), "%s frame '%s' reads as an ErrorReply",
+               s->socket, f->what);
         if (m) protobuf_c_message_free_unpacked(m, NULL);
     }
 }
@@ -1483,16 +1183,24 @@ static void group_init(Group *g, const char *run_id, uint64_t epoch)
     g->scored.scorer_id = "hostile";
 }
 
+/* The frames every socket gets first: garbage, then m (of the socket's
+ * type, with its version and a string that is the last field packed, so
+ * that cutting a byte truncates it) less its last byte. */
+static void frames_start(FrameSet *s, const char *socket, const ProtobufCMessage *m)
+{
+    s->socket = socket;
+    frame_garbage(s);
+    frame_msg(s, "truncated", m, 1, WIRE_REJ_GARBAGE);
+}
+
 /* The learner's lease ROUTER: LeaseRequest has no token ids or floats, so
  * out-of-range means a negative credit. */
 static void frames_lease_request(FrameSet *s)
 {
-    s->socket = "learner lease";
-    frame_garbage(s);
     Rlhf__LeaseRequest r = RLHF__LEASE_REQUEST__INIT;
     r.version = WIRE_PROTOCOL_VERSION;
-    r.actor_id = HOSTILE_ID; /* the last field packed: cutting a byte truncates it */
-    frame_msg(s, "truncated", &r.base, 1, WIRE_REJ_GARBAGE);
+    r.actor_id = HOSTILE_ID;
+    frames_start(s, "learner lease", &r.base);
     r.version = WIRE_PROTOCOL_VERSION + 1;
     r.max_prompts = 1;
     frame_msg(s, "wrong version", &r.base, 0, WIRE_REJ_BAD_VERSION);
@@ -1505,12 +1213,10 @@ static void frames_lease_request(FrameSet *s)
 /* The learner's snapshot ROUTER: no token ids or floats either. */
 static void frames_snapshot_request(FrameSet *s)
 {
-    s->socket = "learner snapshot";
-    frame_garbage(s);
     Rlhf__SnapshotRequest r = RLHF__SNAPSHOT_REQUEST__INIT;
     r.version = WIRE_PROTOCOL_VERSION;
     r.actor_id = HOSTILE_ID;
-    frame_msg(s, "truncated", &r.base, 1, WIRE_REJ_GARBAGE);
+    frames_start(s, "learner snapshot", &r.base);
     r.version = 0;
     frame_msg(s, "wrong version", &r.base, 0, WIRE_REJ_BAD_VERSION);
     r.version = WIRE_PROTOCOL_VERSION;
@@ -1519,68 +1225,56 @@ static void frames_snapshot_request(FrameSet *s)
     frame_oversized(s);
 }
 
-/* The learner's results PULL: ScoredGroups of the right run. */
-static void frames_scored_group(FrameSet *s, const char *run_id, uint64_t epoch)
+/* Groups of the right run, spoilt one field at a time: ScoredGroups for
+ * the learner's results PULL (is_scored), else SampledGroups for the
+ * reward server's samples PULL. */
+static void frames_group(FrameSet *s, const char *run_id, uint64_t epoch, bool is_scored)
 {
-    s->socket = "learner results";
-    Group g;
-    frame_garbage(s);
-    Rlhf__ScoredGroup t = RLHF__SCORED_GROUP__INIT;
-    t.version = WIRE_PROTOCOL_VERSION;
-    t.run_id = (char *)run_id;
-    frame_msg(s, "truncated", &t.base, 1, WIRE_REJ_GARBAGE);
+    Rlhf__ScoredGroup  ts = RLHF__SCORED_GROUP__INIT;
+    Rlhf__SampledGroup tg = RLHF__SAMPLED_GROUP__INIT;
+    ts.version = tg.version = WIRE_PROTOCOL_VERSION;
+    ts.run_id = tg.run_id = (char *)run_id;
+    frames_start(s, is_scored ? "learner results" : "reward samples",
+                 is_scored ? &ts.base : &tg.base);
+    Group                   g;
+    const ProtobufCMessage *m = is_scored ? &g.scored.base : &g.group.base;
     group_init(&g, run_id, epoch);
-    g.scored.version = 3;
-    frame_msg(s, "wrong version", &g.scored.base, 0, WIRE_REJ_BAD_VERSION);
+    if (is_scored)
+        g.scored.version = 3;
+    else
+        g.group.version = 2;
+    frame_msg(s, "wrong version", m, 0, WIRE_REJ_BAD_VERSION);
     group_init(&g, run_id, epoch);
-    g.tok[1][0] = 5000;
-    frame_msg(s, "completion token 5000", &g.scored.base, 0, WIRE_REJ_BAD_TOKENS);
-    group_init(&g, run_id, epoch);
-    g.prompt_tok[2] = -1;
-    frame_msg(s, "prompt token -1", &g.scored.base, 0, WIRE_REJ_BAD_TOKENS);
-    group_init(&g, run_id, epoch);
-    g.score[2].reward = NAN;
-    frame_msg(s, "NaN reward", &g.scored.base, 0, WIRE_REJ_NONFINITE);
-    group_init(&g, run_id, epoch);
-    g.lpb[3][1] = INFINITY;
-    frame_msg(s, "infinite log-prob", &g.scored.base, 0, WIRE_REJ_NONFINITE);
-    group_init(&g, run_id, epoch);
-    g.scored.run_id = g.group.run_id = "not-this-run";
-    frame_msg(s, "another run", &g.scored.base, 0, WIRE_REJ_BAD_RUN);
-    frame_oversized(s);
-}
-
-/* The reward server's samples PULL: SampledGroups. */
-static void frames_sampled_group(FrameSet *s, const char *run_id, uint64_t epoch)
-{
-    s->socket = "reward samples";
-    Group g;
-    frame_garbage(s);
-    Rlhf__SampledGroup t = RLHF__SAMPLED_GROUP__INIT;
-    t.version = WIRE_PROTOCOL_VERSION;
-    t.run_id = (char *)run_id;
-    frame_msg(s, "truncated", &t.base, 1, WIRE_REJ_GARBAGE);
-    group_init(&g, run_id, epoch);
-    g.group.version = 2;
-    frame_msg(s, "wrong version", &g.group.base, 0, WIRE_REJ_BAD_VERSION);
-    group_init(&g, run_id, epoch);
-    g.tok[0][0] = 5000;
-    frame_msg(s, "completion token 5000", &g.group.base, 0, WIRE_REJ_BAD_TOKENS);
-    group_init(&g, run_id, epoch);
-    g.lps[2][0] = NAN;
-    frame_msg(s, "NaN log-prob", &g.group.base, 0, WIRE_REJ_NONFINITE);
+    g.tok[is_scored ? 1 : 0][0] = 5000;
+    frame_msg(s, "completion token 5000", m, 0, WIRE_REJ_BAD_TOKENS);
+    if (is_scored) {
+        group_init(&g, run_id, epoch);
+        g.prompt_tok[2] = -1;
+        frame_msg(s, "prompt token -1", m, 0, WIRE_REJ_BAD_TOKENS);
+        group_init(&g, run_id, epoch);
+        g.score[2].reward = NAN;
+        frame_msg(s, "NaN reward", m, 0, WIRE_REJ_NONFINITE);
+        group_init(&g, run_id, epoch);
+        g.lpb[3][1] = INFINITY;
+        frame_msg(s, "infinite log-prob", m, 0, WIRE_REJ_NONFINITE);
+        group_init(&g, run_id, epoch);
+        g.scored.run_id = g.group.run_id = "not-this-run";
+        frame_msg(s, "another run", m, 0, WIRE_REJ_BAD_RUN);
+    } else {
+        group_init(&g, run_id, epoch);
+        g.lps[2][0] = NAN;
+        frame_msg(s, "NaN log-prob", m, 0, WIRE_REJ_NONFINITE);
+    }
     frame_oversized(s);
 }
 
 /* The actor's SUB: WeightAnnounces. */
 static void frames_announce(FrameSet *s, const char *run_id, uint64_t epoch)
 {
-    s->socket = "actor weights";
-    frame_garbage(s);
     Rlhf__WeightAnnounce w = RLHF__WEIGHT_ANNOUNCE__INIT;
     w.version = WIRE_PROTOCOL_VERSION;
     w.run_id = (char *)run_id; /* also what keeps these from reading as an ErrorReply */
-    frame_msg(s, "truncated", &w.base, 1, WIRE_REJ_GARBAGE);
+    frames_start(s, "actor weights", &w.base);
     w.epoch = epoch;
     w.policy_version = 999;
     w.total_bytes = 4;
@@ -1595,12 +1289,10 @@ static void frames_announce(FrameSet *s, const char *run_id, uint64_t epoch)
 /* The actor's lease DEALER: LeaseGrants of the right run and epoch. */
 static void frames_grant(FrameSet *s, const char *run_id, uint64_t epoch)
 {
-    s->socket = "actor lease";
-    frame_garbage(s);
     Rlhf__LeaseGrant g = RLHF__LEASE_GRANT__INIT;
     g.version = WIRE_PROTOCOL_VERSION;
     g.run_id = (char *)run_id;
-    frame_msg(s, "truncated", &g.base, 1, WIRE_REJ_GARBAGE);
+    frames_start(s, "actor lease", &g.base);
     g.epoch = epoch;
     g.retry_after_ms = 5;
     g.version = 2;
@@ -1636,12 +1328,10 @@ static void frames_grant(FrameSet *s, const char *run_id, uint64_t epoch)
 /* The actor's snapshot DEALER: WeightChunks nobody asked for. */
 static void frames_chunk(FrameSet *s, const char *run_id, uint64_t epoch)
 {
-    s->socket = "actor snapshot";
-    frame_garbage(s);
     Rlhf__WeightChunk w = RLHF__WEIGHT_CHUNK__INIT;
     w.version = WIRE_PROTOCOL_VERSION;
     w.run_id = (char *)run_id;
-    frame_msg(s, "truncated", &w.base, 1, WIRE_REJ_GARBAGE);
+    frames_start(s, "actor snapshot", &w.base);
     uint8_t data[4] = {0};
     w.version = 7;
     w.epoch = epoch;
@@ -1839,13 +1529,11 @@ static void *proxy_main(void *arg)
 static bool learner_rejects(const Proc *p, long long *lease, long long *results,
                             long long *snapshot)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     if (!text) return false;
-    const char *last = NULL;
-    for (const char *q = strstr(text, "| rejects lease "); q; q = strstr(q + 1, "| rejects lease "))
-        last = q;
-    bool ok = last && sscanf(last, "| rejects lease %lld results %lld snapshot %lld", lease,
-                             results, snapshot) == 3;
+    const char *last = find_last(text, "| rejects lease ");
+    bool        ok = last && sscanf(last, "| rejects lease %lld results %lld snapshot %lld", lease,
+                                    results, snapshot) == 3;
     free(text);
     return ok;
 }
@@ -1853,12 +1541,11 @@ static bool learner_rejects(const Proc *p, long long *lease, long long *results,
 /* The reasons of the actor's last status line ("rejects N (reasons)"). */
 static bool actor_rejects(const Proc *p, long long *total, char *reasons, size_t cap)
 {
-    char *text = read_text(p->log);
+    char *text = proc_read_out(p);
     if (!text) return false;
-    const char *last = NULL;
-    for (const char *q = strstr(text, "; rejects "); q; q = strstr(q + 1, "; rejects ")) last = q;
-    char buf[256] = "";
-    bool ok = last && sscanf(last, "; rejects %lld (%255[^)])", total, buf) == 2;
+    const char *last = find_last(text, "; rejects ");
+    char        buf[256] = "";
+    bool        ok = last && sscanf(last, "; rejects %lld (%255[^)])", total, buf) == 2;
     if (ok) snprintf(reasons, cap, "%s", buf);
     free(text);
     return ok;
@@ -1882,7 +1569,7 @@ static ProtobufCMessage *recv_after_errors(Cluster *c, WireSock *s,
             if (wire_decode(&rlhf__error_reply__descriptor, wire_msg_data(&m), wire_msg_size(&m),
                             NULL, (ProtobufCMessage **)&er, NULL) == 0) {
                 (*n_errors)++;
-                EXPECT(c, er->code < 0 && strstr(er->reason, "refused"),
+                EXPECT(er->code < 0 && strstr(er->reason, "refused"),
                        "ErrorReply %d '%s' does not say what was refused", er->code, er->reason);
                 note(c, "ErrorReply on %s: %d %s", wire_sock_name(s), er->code, er->reason);
                 protobuf_c_message_free_unpacked(&er->base, NULL);
@@ -1910,7 +1597,7 @@ static bool fetch_snapshot(Cluster *c, WireSock *s, WireSnapRx *rx, int *n_error
         int        rc = wire_snap_rx_accept(rx, ch, &rej);
         protobuf_c_message_free_unpacked(&ch->base, NULL);
         if (rc < 0) {
-            fail(c, "the learner's snapshot chunk is refused: %s", rej.why);
+            EXPECT(false, "the learner's snapshot chunk is refused: %s", rej.why);
             return false;
         }
         if (rc == 1) return true;
@@ -1926,23 +1613,23 @@ static void expect_logged(Cluster *c, const Proc *p, const FrameSet *s, const ch
         snprintf(want, sizeof want, "rejected %s: %s: ", s->f[i].data ? what : "frame",
                  wire_reason_name(s->f[i].reason));
         if (s->f[i].is_semantic) continue; /* logged under its own name, checked by the caller */
-        EXPECT(c, log_has(p, want), "%s's log lacks \"%s\" (%s frame '%s')", p->name, want,
-               s->socket, s->f[i].what);
+        EXPECT(proc_output_has(p, want), "%s's log lacks \"%s\" (%s frame '%s')", proc_name(p),
+               want, s->socket, s->f[i].what);
     }
 }
 
 int cluster_hostile_selftest(bool verbose)
 {
-    Cluster c;
-    if (!cl_init(&c, "hostile", verbose)) return cl_finish(&c);
     const RunOpts o = {.steps = 40,
                        .ckpt_every = 0,
                        .lease_timeout_ms = 1000,
                        .max_staleness = 2,
                        .batch_groups = 4,
                        .lease_prompts = 2};
+    Cluster       c;
     Proc         *learner, *reward;
-    if (!start_core(&c, &o, &learner, &reward)) return cl_finish(&c);
+    if (!cl_start_run(&c, "hostile", verbose, &o, &learner, &reward, NULL, 0, false))
+        return cl_finish(&c);
 
     void        *zctx = zmq_ctx_new();
     WireSockOpts so = WIRE_SOCK_DEFAULTS;
@@ -1966,26 +1653,24 @@ int cluster_hostile_selftest(bool verbose)
     FrameSet    f_lease = {0}, f_snap = {0}, f_results = {0}, f_samples = {0};
     char        run_id[WIRE_MAX_NAME + 1] = "";
     int         errs_lease = 0, errs_snap = 0;
-    if (!t_lease || !t_snap || !t_results || !t_samples || !tok ||
-        wire_connect(t_lease, c.ep_lease) || wire_connect(t_snap, c.ep_snap) ||
-        wire_connect(t_results, c.ep_results) || wire_connect(t_samples, c.ep_samples)) {
-        fail(&c, "the test's sockets");
+    if (!EXPECT(t_lease && t_snap && t_results && t_samples && tok &&
+                    !wire_connect(t_lease, c.ep_lease) && !wire_connect(t_snap, c.ep_snap) &&
+                    !wire_connect(t_results, c.ep_results) &&
+                    !wire_connect(t_samples, c.ep_samples),
+                "the test's sockets"))
         goto out;
-    }
 
     /* The run's identity, from a snapshot fetched the way an actor does. */
-    if (!fetch_snapshot(&c, t_snap, rx, &errs_snap)) {
-        fail(&c, "no snapshot from the learner");
+    if (!EXPECT(fetch_snapshot(&c, t_snap, rx, &errs_snap), "no snapshot from the learner"))
         goto out;
-    }
     snprintf(run_id, sizeof run_id, "%s", wire_snap_rx_run_id(rx));
     uint64_t epoch = wire_snap_rx_epoch(rx);
 
     /* Every socket of the learner and the reward server gets its frames. */
     frames_lease_request(&f_lease);
     frames_snapshot_request(&f_snap);
-    frames_scored_group(&f_results, run_id, epoch);
-    frames_sampled_group(&f_samples, run_id, epoch);
+    frames_group(&f_results, run_id, epoch, true);
+    frames_group(&f_samples, run_id, epoch, false);
     WireLimits lim_req = {.vocab_size = tok_vocab_size(tok)};
     WireLimits lim_results = {.vocab_size = tok_vocab_size(tok), .run_id = run_id};
     frames_check(&c, &f_lease, &rlhf__lease_request__descriptor, &lim_req, false);
@@ -1998,8 +1683,7 @@ int cluster_hostile_selftest(bool verbose)
     size_t            ok_len = protobuf_c_message_get_packed_size(&g.scored.base);
     uint8_t          *ok_buf = xmalloc(ok_len);
     protobuf_c_message_pack(&g.scored.base, ok_buf);
-    EXPECT(&c,
-           wire_decode(&rlhf__scored_group__descriptor, ok_buf, ok_len, &lim_results, &ok_msg,
+    EXPECT(wire_decode(&rlhf__scored_group__descriptor, ok_buf, ok_len, &lim_results, &ok_msg,
                        NULL) == 0,
            "the unspoilt group does not pass the wire checks");
     if (ok_msg) protobuf_c_message_free_unpacked(ok_msg, NULL);
@@ -2014,7 +1698,7 @@ int cluster_hostile_selftest(bool verbose)
     frames_send(t_snap, NULL, 0, &f_snap, send_error, sizeof send_error);
     frames_send(t_results, NULL, 0, &f_results, send_error, sizeof send_error);
     frames_send(t_samples, NULL, 0, &f_samples, send_error, sizeof send_error);
-    EXPECT(&c, !send_error[0], "%s", send_error);
+    EXPECT(!send_error[0], "%s", send_error);
     note(&c, "sent %d + %d + %d frames to the learner, %d to the reward server", f_lease.n,
          f_snap.n, f_results.n, f_samples.n);
 
@@ -2024,17 +1708,17 @@ int cluster_hostile_selftest(bool verbose)
     req.version = WIRE_PROTOCOL_VERSION;
     req.actor_id = HOSTILE_ID;
     req.max_prompts = 0; /* a keep-alive: an answer without work */
-    EXPECT(&c, wire_send(t_lease, &req.base, 0) == 0, "lease request not sent");
+    EXPECT(wire_send(t_lease, &req.base, 0) == 0, "lease request not sent");
     Rlhf__LeaseGrant *grant = (Rlhf__LeaseGrant *)recv_after_errors(
         &c, t_lease, &rlhf__lease_grant__descriptor, 15.0, &errs_lease);
-    EXPECT(&c, grant && grant->n_prompts == 0 && !strcmp(grant->run_id, run_id),
+    EXPECT(grant && grant->n_prompts == 0 && !strcmp(grant->run_id, run_id),
            "no lease grant after the hostile lease requests");
     if (grant) protobuf_c_message_free_unpacked(&grant->base, NULL);
     int errs0 = errs_snap;
-    EXPECT(&c, fetch_snapshot(&c, t_snap, rx, &errs_snap),
+    EXPECT(fetch_snapshot(&c, t_snap, rx, &errs_snap),
            "no snapshot after the hostile snapshot requests");
     errs_snap -= errs0;
-    EXPECT(&c, errs_lease == f_lease.n - 1 && errs_snap == f_snap.n - 1,
+    EXPECT(errs_lease == f_lease.n - 1 && errs_snap == f_snap.n - 1,
            "ErrorReplies: %d on lease, %d on snapshot, expected %d and %d (all but the "
            "oversized frame, which never reaches the decoder)",
            errs_lease, errs_snap, f_lease.n - 1, f_snap.n - 1);
@@ -2046,7 +1730,7 @@ int cluster_hostile_selftest(bool verbose)
              r == (long long)n_results && sn == (long long)n_snap) &&
            now_s() - t0 < 20.0 && !out_of_time(&c))
         sleep_ms(50);
-    EXPECT(&c, l == (long long)n_lease && r == (long long)n_results && sn == (long long)n_snap,
+    EXPECT(l == (long long)n_lease && r == (long long)n_results && sn == (long long)n_snap,
            "learner status line: rejects lease %lld results %lld snapshot %lld, expected "
            "%" PRIu64 " %" PRIu64 " %" PRIu64,
            l, r, sn, n_lease, n_results, n_snap);
@@ -2057,44 +1741,37 @@ int cluster_hostile_selftest(bool verbose)
              !strcmp(reasons, want_samples)) &&
            now_s() - t0 < 20.0 && !out_of_time(&c))
         sleep_ms(50);
-    EXPECT(&c, !strcmp(reasons, want_samples) && scored == 0,
+    EXPECT(!strcmp(reasons, want_samples) && scored == 0,
            "reward status line: scored %lld, rejects '%s', expected 0 and '%s'", scored, reasons,
            want_samples);
     note(&c, "learner counts lease %lld, results %lld, snapshot %lld; reward: %s", l, r, sn,
          reasons);
 
     /* Now the actor, behind the proxy, and a run to the end. */
-    if (pthread_create(&px.thread, NULL, proxy_main, &px) != 0) {
-        fail(&c, "pthread_create");
-        goto out;
-    }
+    if (!EXPECT(pthread_create(&px.thread, NULL, proxy_main, &px) == 0, "pthread_create")) goto out;
     is_proxy = true;
     while (atomic_load(&px.is_ready) == 0) sleep_ms(5);
-    if (atomic_load(&px.is_ready) < 0) {
-        fail(&c, "%s", px.error);
-        goto out;
-    }
+    if (!EXPECT(atomic_load(&px.is_ready) > 0, "%s", px.error)) goto out;
     Proc *actor = actor_proc(&c, "actor-1", 8, true, false);
-    if (!proc_start(&c, actor)) goto out;
+    if (!cl_start(&c, actor)) goto out;
     if (!wait_step(&c, learner, 2, 40.0)) goto out;
     atomic_store(&px.want_inject, 1);
     t0 = now_s();
-    while (!atomic_load(&px.is_nan_sent) && proc_running(learner) && now_s() - t0 < 20.0)
+    while (!atomic_load(&px.is_nan_sent) && proc_is_running(learner) && now_s() - t0 < 20.0)
         sleep_ms(20);
-    EXPECT(&c, atomic_load(&px.is_injected) && atomic_load(&px.is_nan_sent),
+    EXPECT(atomic_load(&px.is_injected) && atomic_load(&px.is_nan_sent),
            "the proxy did not get to send its frames (injected %d, NaN snapshot %d)",
            atomic_load(&px.is_injected), atomic_load(&px.is_nan_sent));
     int64_t step_injected = metrics_step(&c);
     wait_learner_done(&c, learner, 60.0);
-    EXPECT(&c, step_injected < o.steps, "the run was over before the actor's frames");
+    EXPECT(step_injected < o.steps, "the run was over before the actor's frames");
 
     /* The run completed with every count in place. */
     json_t  *metrics = check_metrics(&c);
     Counters k;
     json_t  *sum = check_summary(&c, o.steps, &k);
     if (sum) {
-        EXPECT(&c,
-               jint(sum, "rejects_lease") == (int64_t)n_lease &&
+        EXPECT(jint(sum, "rejects_lease") == (int64_t)n_lease &&
                    jint(sum, "rejects_results") == (int64_t)n_results &&
                    jint(sum, "rejects_snapshot") == (int64_t)n_snap,
                "summary: rejects lease %" PRId64 " results %" PRId64 " snapshot %" PRId64
@@ -2110,7 +1787,7 @@ int cluster_hostile_selftest(bool verbose)
     for (int i = 0; i < 3; i++) {
         const char *got =
             json_string_value(json_object_get(json_object_get(rej, per[i].sock), "reasons"));
-        EXPECT(&c, got && !strcmp(got, per[i].want),
+        EXPECT(got && !strcmp(got, per[i].want),
                "last metrics record: %s rejects '%s', expected '%s'", per[i].sock,
                got ? got : "(none)", per[i].want);
         note(&c, "learner %s rejects: %s", per[i].sock, got ? got : "(none)");
@@ -2122,8 +1799,7 @@ int cluster_hostile_selftest(bool verbose)
     expect_logged(&c, learner, &f_results, "ScoredGroup");
 
     proc_end(&c, reward);
-    EXPECT(&c,
-           reward_last_status(reward, &scored, &received, reasons, sizeof reasons) &&
+    EXPECT(reward_last_status(reward, &scored, &received, reasons, sizeof reasons) &&
                !strcmp(reasons, want_samples) && scored > 0,
            "reward's last status line: scored %lld, rejects '%s', expected some and '%s'", scored,
            reasons, want_samples);
@@ -2135,7 +1811,7 @@ int cluster_hostile_selftest(bool verbose)
     atomic_store(&px.stop, 1);
     pthread_join(px.thread, NULL);
     is_proxy = false;
-    EXPECT(&c, !px.error[0], "%s", px.error);
+    EXPECT(!px.error[0], "%s", px.error);
     proc_end(&c, actor);
     if (atomic_load(&px.is_injected)) {
         WireLimits no_lim = {0};
@@ -2146,8 +1822,7 @@ int cluster_hostile_selftest(bool verbose)
         long long got_total = -1;
         uint64_t n_actor = frames_expected((const FrameSet *[]){&px.sub, &px.lease, &px.snap}, 3, 1,
                                            want_actor, sizeof want_actor);
-        EXPECT(&c,
-               actor_rejects(actor, &got_total, got_actor, sizeof got_actor) &&
+        EXPECT(actor_rejects(actor, &got_total, got_actor, sizeof got_actor) &&
                    got_total == (long long)n_actor && !strcmp(got_actor, want_actor),
                "actor's last status line: rejects %lld (%s), expected %" PRIu64 " (%s)", got_total,
                got_actor, n_actor, want_actor);
@@ -2156,9 +1831,9 @@ int cluster_hostile_selftest(bool verbose)
         expect_logged(&c, actor, &px.sub, "WeightAnnounce");
         expect_logged(&c, actor, &px.lease, "LeaseGrant");
         expect_logged(&c, actor, &px.snap, "WeightChunk");
-        EXPECT(&c, log_has(actor, "rejected LeaseGrant: bad_tokens: "),
+        EXPECT(proc_output_has(actor, "rejected LeaseGrant: bad_tokens: "),
                "the actor's log lacks the grant of token 100000");
-        EXPECT(&c, log_has(actor, "rejected snapshot: nonfinite: "),
+        EXPECT(proc_output_has(actor, "rejected snapshot: nonfinite: "),
                "the actor's log lacks the NaN snapshot");
     }
 
@@ -2181,6 +1856,6 @@ out:
     wire_sock_free(&t_snap);
     wire_sock_free(&t_results);
     wire_sock_free(&t_samples);
-    if (zmq_ctx_term(zctx) != 0) fail(&c, "zmq_ctx_term: %s", zmq_strerror(zmq_errno()));
+    EXPECT(zmq_ctx_term(zctx) == 0, "zmq_ctx_term: %s", zmq_strerror(zmq_errno()));
     return cl_finish(&c);
 }
