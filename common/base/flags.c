@@ -309,7 +309,9 @@ void flags_usage(const FlagsSpec *spec, FILE *f)
             snprintf(def, sizeof def, "%s", r->def);
         else
             show_value(r, def, sizeof def);
-        fprintf(f, " (default %s)\n", def);
+        fprintf(f, " (default ");
+        print_indented(f, def, width);
+        fprintf(f, ")\n");
     }
     fprintf(f, "%-*s%s\n", width, "  --help", "this text");
     if (spec->epilog) fputs(spec->epilog, f);
