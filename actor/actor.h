@@ -37,6 +37,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/net/endpoints.h"
+
 #define ACTOR_MAX_REWARD 16  /* reward server endpoints at most */
 #define ACTOR_MAX_ID 64      /* bytes of an actor id, NUL included */
 #define ACTOR_MAX_RUN_ID 129 /* bytes of a run id, NUL included (WIRE_MAX_NAME + 1) */
@@ -58,10 +60,10 @@ typedef struct {
 } ActorConfig;
 
 #define ACTOR_DEFAULTS                                                                             \
-    ((ActorConfig){.lease_ep = "tcp://127.0.0.1:5555",                                             \
-                   .weights_ep = "tcp://127.0.0.1:5556",                                           \
-                   .snapshot_ep = "tcp://127.0.0.1:5559",                                          \
-                   .reward_eps = {"tcp://127.0.0.1:5557"},                                         \
+    ((ActorConfig){.lease_ep = ENDPOINT_LEASE,                                                     \
+                   .weights_ep = ENDPOINT_WEIGHTS,                                                 \
+                   .snapshot_ep = ENDPOINT_SNAPSHOT,                                               \
+                   .reward_eps = {ENDPOINT_SAMPLES},                                               \
                    .n_reward = 1,                                                                  \
                    .id = NULL,                                                                     \
                    .batch = 32,                                                                    \

@@ -9,7 +9,6 @@
  * Scoring runs the training forward (model_forward), so its log-probs are
  * the ones the learner recomputes. Results go to stdout, logs to stderr. */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +18,7 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
-#include "common/base/flags.h"
+#include "common/base/prog.h"
 #include "common/nn/gen.h"
 #include "common/base/log.h"
 #include "common/nn/model.h"
@@ -53,38 +52,14 @@ static const GenArgs k_defaults = {
     .is_verbose_tok = false,
 };
 
-static void usage(FILE *f, const char *prog)
-{
-    const GenArgs *d = &k_defaults;
-    fprintf(f,
-            "usage: %s --ckpt DIR --prompt TEXT [generation flags]\n"
-            "       %s --ckpt DIR --score TEXT [--prompt TEXT | --prompt-len N] [--score-eos]\n"
-            "Generates completions of a prompt (BOS prepended), or scores a text, under a\n"
-            "checkpoint written by rlhf-sft or a learner.\n"
-            "  --ckpt DIR          checkpoint directory (required)\n"
-            "  --prompt TEXT       prompt to complete; with --score, the prefix the scored\n"
-            "                      text is conditioned on (default: none)\n"
-            "  --score TEXT        score TEXT instead of generating: per token its log-prob\n"
-            "                      given the prefix and the entropy there (default: off)\n"
-            "  --prompt-len N      with --score: treat the first N characters of TEXT as the\n"
-            "                      prompt and score the rest (default 0)\n"
-            "  --score-eos         with --score: append EOS and score it too (default off)\n"
-            "Generation only:\n"
-            "  --n N               completions to generate (default %d)\n"
-            "  --max-new N         tokens per completion at most, EOS included (default %d)\n"
-            "  --temperature X     sampling temperature, 0 = greedy (default %g)\n"
-            "  --top-k K           keep the K most likely tokens, 0 = off (default %d)\n"
-            "  --top-p P           nucleus mass in (0, 1], 1 = off (default %g)\n"
-            "  --seed S            sampling seed (default %llu)\n"
-            "  --verbose-tokens    print each generated token with logp_full and\n"
-            "                      logp_sampled (default off)\n"
-            "  --help              this text\n"
-            "Each completion prints as: completion I \"TEXT\" sum_logp X n_tokens K finish\n"
-            "stop|length, where sum_logp adds logp_full (the log-prob under softmax(logits/T),\n"
-            "temperature 1 when greedy) over the generated tokens, EOS included.\n",
-            prog, prog, d->n, d->max_new, d->sampler.temperature, d->sampler.top_k,
-            d->sampler.top_p, (unsigned long long)d->seed);
-}
+/* The flags that apply to generation only. */
+static const char *const k_gen_only[] = {"n",     "max-new", "temperature",    "top-k",
+                                         "top-p", "seed",    "verbose-tokens", NULL};
+
+typedef struct {
+    GenArgs         *args;
+    const FlagsSpec *spec;
+} Check;
 
 /* Validates each sampling flag on its own against the defaults, so the
  * error names the flag; the reason is sampler_config_validate's. */
@@ -109,74 +84,20 @@ static int check_sampler(const SamplerConfig *sc)
     return 0;
 }
 
-/* Returns 0 to run, 1 after printing --help, ERR_ARG for a bad command line
- * (the reason printed). */
-static int parse_args(int argc, char **argv, GenArgs *a)
+/* The checks across flags: the mode's required flags, and no flag of the
+ * other mode. */
+static int check(void *ctx)
 {
-    static const struct option opts[] = {
-        {"ckpt", required_argument, 0, 'c'},    {"prompt", required_argument, 0, 'p'},
-        {"score", required_argument, 0, 's'},   {"prompt-len", required_argument, 0, 'P'},
-        {"score-eos", no_argument, 0, 'E'},     {"n", required_argument, 0, 'n'},
-        {"max-new", required_argument, 0, 'm'}, {"temperature", required_argument, 0, 't'},
-        {"top-k", required_argument, 0, 'k'},   {"top-p", required_argument, 0, 'q'},
-        {"seed", required_argument, 0, 'S'},    {"verbose-tokens", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
-    };
-    *a = k_defaults;
-    const char *gen_only = NULL; /* the first generation-only flag given */
-    int         c, idx;
-    while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case 'c':
-            a->ckpt = optarg;
-            break;
-        case 'p':
-            a->prompt = optarg;
-            break;
-        case 's':
-            a->score = optarg;
-            break;
-        case 'P':
-            rc = flags_int("prompt-len", optarg, 0, 1 << 20, &a->prompt_len);
-            break;
-        case 'E':
-            a->is_score_eos = true;
-            break;
-        case 'n':
-            rc = flags_int("n", optarg, 1, 4096, &a->n);
-            break;
-        case 'm':
-            rc = flags_int("max-new", optarg, 1, 1 << 20, &a->max_new);
-            break;
-        case 't':
-            rc = flags_float("temperature", optarg, -HUGE_VAL, HUGE_VAL, &a->sampler.temperature);
-            break;
-        case 'k':
-            rc = flags_int("top-k", optarg, -(1L << 30), 1L << 30, &a->sampler.top_k);
-            break;
-        case 'q':
-            rc = flags_float("top-p", optarg, -HUGE_VAL, HUGE_VAL, &a->sampler.top_p);
-            break;
-        case 'S':
-            rc = flags_u64("seed", optarg, &a->seed);
-            break;
-        case 'v':
-            a->is_verbose_tok = true;
-            break;
-        case 'h':
-            usage(stdout, argv[0]);
-            return 1;
-        default:
-            usage(stderr, argv[0]);
-            return ERR_ARG; /* getopt named the flag */
+    const Check *k = ctx;
+    GenArgs     *a = k->args;
+    const char  *gen_only = NULL; /* the first generation-only flag given */
+    int          first = 0;
+    for (int i = 0; k_gen_only[i]; i++) {
+        int at = flags_at(k->spec, k_gen_only[i]);
+        if (at && (!first || at < first)) {
+            first = at;
+            gen_only = k_gen_only[i];
         }
-        if (rc) return rc;
-        if (strchr("nmtkqSv", c) && !gen_only) gen_only = opts[idx].name;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "rlhf-gen: unexpected argument '%s'\n", argv[optind]);
-        return ERR_ARG;
     }
     if (!a->ckpt) {
         fprintf(stderr, "rlhf-gen: --ckpt DIR is required\n");
@@ -397,37 +318,70 @@ static int run_score(const GenArgs *a, Model *m, const Tok *tok)
 
 int main(int argc, char **argv)
 {
-    GenArgs a;
-    flags_set_prog("rlhf-gen");
-    int rc = parse_args(argc, argv, &a);
-    if (rc == 1) return 0;
-    if (rc) return 2;
-    log_init("gen", -1);
-    if (a.score)
-        log_info("config: ckpt=%s score mode, prompt=%s%s%s prompt_len=%d score_eos=%d", a.ckpt,
-                 a.prompt ? "'" : "", a.prompt ? a.prompt : "(none)", a.prompt ? "'" : "",
-                 a.prompt_len, a.is_score_eos);
-    else
-        log_info("config: ckpt=%s prompt='%s' n=%d max_new=%d temperature=%g top_k=%d top_p=%g "
-                 "seed=%llu",
-                 a.ckpt, a.prompt, a.n, a.max_new, a.sampler.temperature, a.sampler.top_k,
-                 a.sampler.top_p, (unsigned long long)a.seed);
+    GenArgs a = k_defaults;
+
+    Flag flags[] = {
+        FLAG_STRING("ckpt", &a.ckpt, "DIR", "checkpoint directory", .def = "(required)"),
+        FLAG_STRING("prompt", &a.prompt, "TEXT",
+                    "prompt to complete; with --score, the prefix the scored\n"
+                    "text is conditioned on"),
+        FLAG_STRING("score", &a.score, "TEXT",
+                    "score TEXT instead of generating: per token its log-prob\n"
+                    "given the prefix and the entropy there",
+                    .def = "off"),
+        FLAG_INT("prompt-len", &a.prompt_len, 0, 1 << 20, "N",
+                 "with --score: treat the first N characters of TEXT as the\n"
+                 "prompt and score the rest",
+                 .def = "0"),
+        FLAG_BOOL("score-eos", &a.is_score_eos, "with --score: append EOS and score it too"),
+        FLAG_SECTION("Generation only:"),
+        FLAG_INT("n", &a.n, 1, 4096, "N", "completions to generate"),
+        FLAG_INT("max-new", &a.max_new, 1, 1 << 20, "N",
+                 "tokens per completion at most, EOS included"),
+        FLAG_FLOAT("temperature", &a.sampler.temperature, -HUGE_VAL, HUGE_VAL, "X",
+                   "sampling temperature, 0 = greedy"),
+        FLAG_INT("top-k", &a.sampler.top_k, -(1L << 30), 1L << 30, "K",
+                 "keep the K most likely tokens, 0 = off"),
+        FLAG_FLOAT("top-p", &a.sampler.top_p, -HUGE_VAL, HUGE_VAL, "P",
+                   "nucleus mass in (0, 1], 1 = off"),
+        FLAG_U64("seed", &a.seed, "S", "sampling seed"),
+        FLAG_BOOL("verbose-tokens", &a.is_verbose_tok,
+                  "print each generated token with logp_full and\nlogp_sampled"),
+        FLAGS_END,
+    };
+    FlagsSpec spec = {
+        .prog = "rlhf-gen",
+        .synopsis = "--ckpt DIR --prompt TEXT [generation flags]\n"
+                    "--ckpt DIR --score TEXT [--prompt TEXT | --prompt-len N] [--score-eos]",
+        .about = "Generates completions of a prompt (BOS prepended), or scores a text, under a\n"
+                 "checkpoint written by rlhf-sft or a learner.\n",
+        .epilog = "Each completion prints as: completion I \"TEXT\" sum_logp X n_tokens K finish\n"
+                  "stop|length, where sum_logp adds logp_full (the log-prob under "
+                  "softmax(logits/T),\ntemperature 1 when greedy) over the generated tokens, EOS "
+                  "included.\n",
+        .flags = flags,
+    };
+    Check k = {&a, &spec};
+    spec.check = check;
+    spec.check_ctx = &k;
+    int rc = prog_start(&spec, argc, argv, "gen", NULL);
+    if (rc != PROG_RUN) return rc;
 
     /* Say plainly when the directory itself is the problem; what is wrong
      * inside one is for the ckpt loaders to report. */
     struct stat st;
     if (stat(a.ckpt, &st) != 0) {
         log_error("--ckpt '%s': %s", a.ckpt, strerror(errno));
-        return 1;
+        return PROG_EXIT_FAIL;
     }
     if (!S_ISDIR(st.st_mode)) {
         log_error("--ckpt '%s': not a directory", a.ckpt);
-        return 1;
+        return PROG_EXIT_FAIL;
     }
     ModelConfig mc;
     Tok        *tok = NULL;
     Model      *m = NULL;
-    if (ckpt_load_config(a.ckpt, &mc) || ckpt_load_tok(a.ckpt, &tok)) return 1;
+    if (ckpt_load_config(a.ckpt, &mc) || ckpt_load_tok(a.ckpt, &tok)) return PROG_EXIT_FAIL;
     m = model_new(&mc);
     /* ERR_AGAIN means a save replaced the directory between reading the
      * config and the weights; reading again gets one consistent save. */
@@ -445,5 +399,5 @@ int main(int argc, char **argv)
     }
     model_free(&m);
     tok_free(&tok);
-    return rc ? 1 : 0;
+    return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

@@ -9,14 +9,13 @@
  * next-token logits and N greedy continuation ids are printed. Token ids are
  * given directly: text goes through the tokenizer module, not this tool.
  * Results go to stdout, logs to stderr. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/base/err.h"
-#include "common/base/flags.h"
+#include "common/base/prog.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
@@ -31,57 +30,9 @@ typedef struct {
     int         top;    /* next-token logits shown */
 } GgufArgs;
 
-static const GgufArgs k_defaults = {.model = NULL, .ids = NULL, .greedy = 20, .top = 10};
-
-static void usage(FILE *f, const char *prog)
+static int check(void *ctx)
 {
-    fprintf(f,
-            "usage: %s --model PATH.gguf [--ids I,J,... [--greedy N] [--top K]]\n"
-            "Describes a GGUF model file, or loads it and runs it on token ids.\n"
-            "  --model PATH   GGUF file (required)\n"
-            "  --ids LIST     comma-separated prompt token ids (default: describe only)\n"
-            "  --greedy N     greedy continuation length (default %d)\n"
-            "  --top K        next-token logits to show (default %d)\n"
-            "  --help         this text\n",
-            prog, k_defaults.greedy, k_defaults.top);
-}
-
-static int parse_args(int argc, char **argv, GgufArgs *a)
-{
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},  {"ids", required_argument, 0, 'i'},
-        {"greedy", required_argument, 0, 'g'}, {"top", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
-    };
-    *a = k_defaults;
-    int c, rc = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            a->model = optarg;
-            break;
-        case 'i':
-            a->ids = optarg;
-            break;
-        case 'g':
-            rc = flags_int("greedy", optarg, 0, 1 << 16, &a->greedy);
-            break;
-        case 't':
-            rc = flags_int("top", optarg, 0, 1000, &a->top);
-            break;
-        case 'h':
-            usage(stdout, argv[0]);
-            return 1;
-        default:
-            usage(stderr, argv[0]);
-            return ERR_ARG;
-        }
-        if (rc) return rc;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "rlhf-gguf: unexpected argument '%s'\n", argv[optind]);
-        return ERR_ARG;
-    }
+    const GgufArgs *a = ctx;
     if (!a->model) {
         fprintf(stderr, "rlhf-gguf: --model PATH.gguf is required\n");
         return ERR_ARG;
@@ -221,20 +172,34 @@ free_bufs:
 
 int main(int argc, char **argv)
 {
-    GgufArgs a;
-    flags_set_prog("rlhf-gguf");
-    int rc = parse_args(argc, argv, &a);
-    if (rc == 1) return 0;
-    if (rc) return 2;
-    log_init("gguf", -1);
+    GgufArgs a = {.model = NULL, .ids = NULL, .greedy = 20, .top = 10};
+
+    Flag flags[] = {
+        FLAG_STRING("model", &a.model, "PATH", "GGUF file", .def = "(required)"),
+        FLAG_STRING("ids", &a.ids, "LIST", "comma-separated prompt token ids",
+                    .def = "none: describe only"),
+        FLAG_INT("greedy", &a.greedy, 0, 1 << 16, "N", "greedy continuation length"),
+        FLAG_INT("top", &a.top, 0, 1000, "K", "next-token logits to show"),
+        FLAGS_END,
+    };
+    FlagsSpec spec = {
+        .prog = "rlhf-gguf",
+        .synopsis = "--model PATH.gguf [--ids I,J,... [--greedy N] [--top K]]",
+        .about = "Describes a GGUF model file, or loads it and runs it on token ids.\n",
+        .flags = flags,
+        .check = check,
+        .check_ctx = &a,
+    };
+    int rc = prog_start(&spec, argc, argv, "gguf", NULL);
+    if (rc != PROG_RUN) return rc;
     if (!a.ids) {
         GgufFile *f = NULL;
-        if (gguf_open(a.model, &f) != 0) return 1;
+        if (gguf_open(a.model, &f) != 0) return PROG_EXIT_FAIL;
         describe(f);
         gguf_close(&f);
     } else if (run(&a) != 0) {
-        return 1;
+        return PROG_EXIT_FAIL;
     }
-    if (fflush(stdout) != 0) return 1;
-    return 0;
+    if (fflush(stdout) != 0) return PROG_EXIT_FAIL;
+    return PROG_EXIT_OK;
 }

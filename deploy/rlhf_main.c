@@ -3,7 +3,6 @@
  * servers and actors as separate processes), shows one live status line,
  * restarts crashed children and shuts everything down cleanly on Ctrl-C. */
 #include <errno.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,15 +13,18 @@
 
 #include "common/formats/ckpt.h"
 #include "common/base/err.h"
-#include "common/base/flags.h"
 #include "common/base/log.h"
+#include "common/base/prog.h"
 #include "common/base/progress.h"
+#include "common/net/endpoints.h"
 #include "deploy/launch.h"
+
+static const char *const k_algos[] = {"grpo", "ppo", NULL};
 
 typedef struct {
     int         actors;
     int         rewards;
-    const char *algo;
+    int         algo; /* index in k_algos */
     int         steps;
     const char *init;
     int         sft_steps;
@@ -36,142 +38,6 @@ typedef struct {
     int         batch_groups;
     int         eval_n;
 } RunArgs;
-
-static const RunArgs k_defaults = {
-    .actors = 2,
-    .rewards = 1,
-    .algo = "grpo",
-    .steps = 400,
-    .init = "runs/sft",
-    .sft_steps = 4000,
-    .run_dir = "runs/latest",
-    .port_base = 5555,
-    .seed = 1,
-    .bin_dir = NULL,
-    .max_digits = 2,
-    .label_noise = 0.6f,
-    .lr = 1e-4f,
-    .batch_groups = 16,
-    .eval_n = 300,
-};
-
-static void usage(FILE *f)
-{
-    const RunArgs *d = &k_defaults;
-    fprintf(f,
-            "usage: rlhf run [flags]\n"
-            "Runs a local cluster: SFT warm start (skipped when --init holds a checkpoint), then\n"
-            "the learner, reward servers and actors as separate processes on loopback.\n"
-            "  --actors N       rollout actors (default %d)\n"
-            "  --rewards N      reward servers (default %d)\n"
-            "  --algo A         grpo or ppo (default %s)\n"
-            "  --steps N        learner optimizer steps (default %d)\n"
-            "  --init DIR       warm-start checkpoint; made by rlhf-sft if missing (default %s)\n"
-            "  --sft-steps N    SFT steps when the warm start is made (default %d)\n"
-            "  --label-noise P  fraction of SFT demonstrations with a systematic off-by-one\n"
-            "                   answer, the imperfect labeller RL has to correct (default %g)\n"
-            "  --max-digits N   operands of 1..N digits (default %d)\n"
-            "  --lr X           learner learning rate (default %g)\n"
-            "  --batch-groups N groups (prompts x G completions) per learner step (default %d)\n"
-            "  --eval-n N       held-out problems evaluated before and after (default %d)\n"
-            "  --run-dir DIR    logs, metrics, checkpoints and summary.json (default %s)\n"
-            "  --port-base P    first of the loopback ports used (default %d)\n"
-            "  --seed N         seed for every process (default %d)\n"
-            "  --bin-dir DIR    where the rlhf-* programs are (default: beside this one)\n"
-            "  --help           this text\n",
-            d->actors, d->rewards, d->algo, d->steps, d->init, d->sft_steps, (double)d->label_noise,
-            d->max_digits, (double)d->lr, d->batch_groups, d->eval_n, d->run_dir, d->port_base,
-            d->seed);
-}
-
-static int parse_run(int argc, char **argv, RunArgs *a)
-{
-    static const struct option opts[] = {{"actors", required_argument, 0, 'a'},
-                                         {"rewards", required_argument, 0, 'r'},
-                                         {"algo", required_argument, 0, 'A'},
-                                         {"steps", required_argument, 0, 's'},
-                                         {"init", required_argument, 0, 'i'},
-                                         {"sft-steps", required_argument, 0, 'S'},
-                                         {"run-dir", required_argument, 0, 'd'},
-                                         {"port-base", required_argument, 0, 'p'},
-                                         {"seed", required_argument, 0, 'e'},
-                                         {"bin-dir", required_argument, 0, 'b'},
-                                         {"label-noise", required_argument, 0, 'N'},
-                                         {"max-digits", required_argument, 0, 'D'},
-                                         {"lr", required_argument, 0, 'l'},
-                                         {"batch-groups", required_argument, 0, 'g'},
-                                         {"eval-n", required_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    *a = k_defaults;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case 'a':
-            rc = flags_int("actors", optarg, 1, 32, &a->actors);
-            break;
-        case 'r':
-            rc = flags_int("rewards", optarg, 1, 16, &a->rewards);
-            break;
-        case 'A':
-            a->algo = optarg;
-            if (strcmp(optarg, "grpo") && strcmp(optarg, "ppo")) {
-                fprintf(stderr, "rlhf run: --algo '%s': expected grpo or ppo\n", optarg);
-                rc = ERR_ARG;
-            }
-            break;
-        case 's':
-            rc = flags_int("steps", optarg, 1, 100000000, &a->steps);
-            break;
-        case 'i':
-            a->init = optarg;
-            break;
-        case 'S':
-            rc = flags_int("sft-steps", optarg, 1, 100000000, &a->sft_steps);
-            break;
-        case 'd':
-            a->run_dir = optarg;
-            break;
-        case 'p':
-            rc = flags_int("port-base", optarg, 1024, 65000, &a->port_base);
-            break;
-        case 'e':
-            rc = flags_int("seed", optarg, 0, 2147483647, &a->seed);
-            break;
-        case 'b':
-            a->bin_dir = optarg;
-            break;
-        case 'N':
-            rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise);
-            break;
-        case 'D':
-            rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits);
-            break;
-        case 'l':
-            rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr);
-            break;
-        case 'g':
-            rc = flags_int("batch-groups", optarg, 1, 1024, &a->batch_groups);
-            break;
-        case 'n':
-            rc = flags_int("eval-n", optarg, 1, 100000, &a->eval_n);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            usage(stderr);
-            return ERR_ARG;
-        }
-        if (rc) return rc;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "rlhf run: unexpected argument '%s'\n", argv[optind]);
-        return ERR_ARG;
-    }
-    return 0;
-}
 
 static int mkdir_p(const char *path)
 {
@@ -248,30 +114,28 @@ static void show_status(void *p, double elapsed)
     json_decref(o);
 }
 
-static int cmd_run(int argc, char **argv)
+/* `rlhf run` with its parsed flags; returns the exit status. */
+static int cmd_run(const RunArgs *args)
 {
-    RunArgs a;
-    flags_set_prog("rlhf run");
-    if (parse_run(argc, argv, &a)) return 2;
-    log_init("rlhf", -1);
-    char self[PATH_MAX], bin[PATH_MAX];
+    const RunArgs a = *args;
+    char          self[PATH_MAX], bin[PATH_MAX];
     if (a.bin_dir)
         snprintf(bin, sizeof bin, "%s", a.bin_dir);
     else {
         ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
         if (n <= 0) {
             log_error("rlhf run: cannot find my own path; pass --bin-dir");
-            return 1;
+            return PROG_EXIT_FAIL;
         }
         self[n] = '\0';
         char *slash = strrchr(self, '/');
         *slash = '\0';
         snprintf(bin, sizeof bin, "%s", self);
     }
-    if (mkdir_p(a.run_dir) != 0) return 1;
+    if (mkdir_p(a.run_dir) != 0) return PROG_EXIT_FAIL;
     char logs[PATH_MAX];
     snprintf(logs, sizeof logs, "%s/logs", a.run_dir);
-    if (mkdir_p(logs) != 0) return 1;
+    if (mkdir_p(logs) != 0) return PROG_EXIT_FAIL;
     Strs         st = {0};
     LaunchReport rep;
     LaunchConfig quiet = {.max_restarts = 0, .grace_s = 5.0};
@@ -296,7 +160,7 @@ static int cmd_run(int argc, char **argv)
         LaunchChild kid = {"sft", sft, NULL, true};
         if (launch_run(&quiet, &kid, 1, &rep) != 0) {
             log_error("rlhf run: SFT warm start failed (status %d)", rep.last_status[0]);
-            return 1;
+            return PROG_EXIT_FAIL;
         }
     } else {
         log_info("rlhf run: warm start from %s (cached)", a.init);
@@ -304,10 +168,13 @@ static int cmd_run(int argc, char **argv)
 
     int  P = a.port_base;
     char lease[64], weights[64], results[64], snapshot[64];
-    snprintf(lease, sizeof lease, "tcp://127.0.0.1:%d", P);
-    snprintf(weights, sizeof weights, "tcp://127.0.0.1:%d", P + 1);
-    snprintf(results, sizeof results, "tcp://127.0.0.1:%d", P + 3);
-    snprintf(snapshot, sizeof snapshot, "tcp://127.0.0.1:%d", P + 4);
+    snprintf(lease, sizeof lease, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF(ENDPOINT_PORT_LEASE));
+    snprintf(weights, sizeof weights, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_WEIGHTS));
+    snprintf(results, sizeof results, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_RESULTS));
+    snprintf(snapshot, sizeof snapshot, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_SNAPSHOT));
     LaunchChild kids[64];
     int         n = 0;
     char       *metrics = sdup(&st, "%s/metrics.jsonl", a.run_dir);
@@ -321,7 +188,7 @@ static int cmd_run(int argc, char **argv)
                              "--snapshot",
                              snapshot,
                              "--algo",
-                             (char *)a.algo,
+                             (char *)k_algos[a.algo],
                              "--steps",
                              sdup(&st, "%d", a.steps),
                              "--init",
@@ -347,7 +214,7 @@ static int cmd_run(int argc, char **argv)
     char **rw = xcalloc((size_t)a.rewards * 12, sizeof(char *));
     char   reward_list[1024] = "";
     for (int i = 0; i < a.rewards; i++) {
-        char  *samples = sdup(&st, "tcp://127.0.0.1:%d", P + 10 + i);
+        char  *samples = sdup(&st, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF_REWARD_FIRST + i);
         char **v = rw + i * 12;
         v[0] = sdup(&st, "%s/rlhf-reward", bin);
         v[1] = "--samples";
@@ -385,8 +252,8 @@ static int cmd_run(int argc, char **argv)
                         .status_every_s = 1.0,
                         .status = show_status,
                         .status_ctx = &sc};
-    log_info("rlhf run: %s with %d actor(s), %d reward server(s), %d steps; logs in %s", a.algo,
-             a.actors, a.rewards, a.steps, logs);
+    log_info("rlhf run: %s with %d actor(s), %d reward server(s), %d steps; logs in %s",
+             k_algos[a.algo], a.actors, a.rewards, a.steps, logs);
     int rc = launch_run(&cfg, kids, n, &rep);
     fprintf(stderr, "\n");
     char sum_path[PATH_MAX];
@@ -407,20 +274,74 @@ static int cmd_run(int argc, char **argv)
     free(rw);
     free(ac);
     for (int i = 0; i < st.n; i++) free(st.s[i]);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? PROG_EXIT_OK : PROG_EXIT_FAIL;
 }
 
 int main(int argc, char **argv)
 {
+    RunArgs a = {
+        .actors = 2,
+        .rewards = 1,
+        .algo = 0,
+        .steps = 400,
+        .init = "runs/sft",
+        .sft_steps = 4000,
+        .run_dir = "runs/latest",
+        .port_base = ENDPOINT_PORT_BASE,
+        .seed = 1,
+        .bin_dir = NULL,
+        .max_digits = 2,
+        .label_noise = 0.6f,
+        .lr = 1e-4f,
+        .batch_groups = 16,
+        .eval_n = 300,
+    };
+
+    Flag flags[] = {
+        FLAG_INT("actors", &a.actors, 1, 32, "N", "rollout actors"),
+        FLAG_INT("rewards", &a.rewards, 1, 16, "N", "reward servers"),
+        FLAG_CHOICE("algo", &a.algo, k_algos, "A", "grpo or ppo"),
+        FLAG_INT("steps", &a.steps, 1, 100000000, "N", "learner optimizer steps"),
+        FLAG_STRING("init", &a.init, "DIR", "warm-start checkpoint; made by rlhf-sft if missing"),
+        FLAG_INT("sft-steps", &a.sft_steps, 1, 100000000, "N",
+                 "SFT steps when the warm start is made"),
+        FLAG_FLOAT("label-noise", &a.label_noise, 0.0, 1.0, "P",
+                   "fraction of SFT demonstrations with a systematic off-by-one\n"
+                   "answer, the imperfect labeller RL has to correct"),
+        FLAG_INT("max-digits", &a.max_digits, 1, 6, "N", "operands of 1..N digits"),
+        FLAG_FLOAT("lr", &a.lr, 1e-12, 1.0, "X", "learner learning rate"),
+        FLAG_INT("batch-groups", &a.batch_groups, 1, 1024, "N",
+                 "groups (prompts x G completions) per learner step"),
+        FLAG_INT("eval-n", &a.eval_n, 1, 100000, "N",
+                 "held-out problems evaluated before and after"),
+        FLAG_STRING("run-dir", &a.run_dir, "DIR", "logs, metrics, checkpoints and summary.json"),
+        FLAG_INT("port-base", &a.port_base, 1024, 65000, "P", "first of the loopback ports used"),
+        FLAG_INT("seed", &a.seed, 0, 2147483647, "N", "seed for every process"),
+        FLAG_STRING("bin-dir", &a.bin_dir, "DIR", "where the rlhf-* programs are",
+                    .def = "beside this one"),
+        FLAGS_END,
+    };
+    FlagsSpec spec = {
+        .prog = "rlhf run",
+        .about = "Runs a local cluster: SFT warm start (skipped when --init holds a checkpoint), "
+                 "then\nthe learner, reward servers and actors as separate processes on "
+                 "loopback.\n",
+        .flags = flags,
+    };
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
         fprintf(f, "usage: rlhf COMMAND [flags]\n"
                    "commands:\n"
                    "  run     run a local cluster on the built-in task\n\n");
-        usage(f);
-        return argc < 2 ? 2 : 0;
+        flags_usage(&spec, f);
+        return argc < 2 ? PROG_EXIT_USAGE : PROG_EXIT_OK;
     }
-    if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
-    fprintf(stderr, "rlhf: unknown command '%s' (try rlhf --help)\n", argv[1]);
-    return 2;
+    if (strcmp(argv[1], "run")) {
+        fprintf(stderr, "rlhf: unknown command '%s' (try rlhf --help)\n", argv[1]);
+        return PROG_EXIT_USAGE;
+    }
+    /* The launcher's own libuv handles catch SIGINT and SIGTERM (launch.h). */
+    int rc = prog_start(&spec, argc - 1, argv + 1, "rlhf", NULL);
+    if (rc != PROG_RUN) return rc;
+    return cmd_run(&a);
 }

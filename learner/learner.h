@@ -58,6 +58,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/net/endpoints.h"
 #include "learner/algo/algo.h"
 #include "learner/lease.h"
 
@@ -103,10 +104,10 @@ typedef struct {
  * samples and 1e-4 lost a little; 2e-5..5e-5 kept it (measured with 2
  * actors). Larger models and batches may take more. */
 #define LEARNER_DEFAULTS                                                                           \
-    ((LearnerConfig){.lease_ep = "tcp://127.0.0.1:5555",                                           \
-                     .results_ep = "tcp://127.0.0.1:5558",                                         \
-                     .weights_ep = "tcp://127.0.0.1:5556",                                         \
-                     .snapshot_ep = "tcp://127.0.0.1:5559",                                        \
+    ((LearnerConfig){.lease_ep = ENDPOINT_LEASE,                                                   \
+                     .results_ep = ENDPOINT_RESULTS,                                               \
+                     .weights_ep = ENDPOINT_WEIGHTS,                                               \
+                     .snapshot_ep = ENDPOINT_SNAPSHOT,                                             \
                      .init_dir = NULL,                                                             \
                      .model_path = NULL,                                                           \
                      .ckpt_dir = "runs/latest/ckpt",                                               \

@@ -1,8 +1,6 @@
 /* rlhf-sft: supervised warm start of a policy on the built-in arithmetic
  * task, from scratch or from a checkpoint; writes a checkpoint with the
  * held-out accuracy in its trainer state. */
-#include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +8,8 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
-#include "common/base/flags.h"
 #include "common/base/log.h"
+#include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"
 #include "common/tasks/task.h"
@@ -33,161 +31,59 @@ typedef struct {
     float       label_noise; /* fraction of demonstrations whose answer is off by one */
 } SftArgs;
 
-static const SftArgs k_defaults = {
-    .out = "runs/sft",
-    .init = NULL,
-    .steps = 2000,
-    .batch = 64,
-    .lr = 2e-3f,
-    .warmup = 100,
-    .seed = 1,
-    .dim = 128,
-    .layers = 4,
-    .heads = 4,
-    .kv_heads = 4,
-    .hidden = 512,
-    .max_digits = 3,
-    .eval_n = 500,
-    .eval_every = 500,
-    .label_noise = 0.0f,
-};
-
-static volatile sig_atomic_t g_stop = 0;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (g_stop) _exit(130); /* a second signal forces an immediate exit */
-    g_stop = 1;
-}
-
-static void usage(FILE *f, const char *prog)
-{
-    const SftArgs *d = &k_defaults;
-    fprintf(f,
-            "usage: %s [flags]\n"
-            "Supervised warm start on the built-in arithmetic task (a+b=, a-b=).\n"
-            "  --out DIR          checkpoint written at the end (default %s)\n"
-            "  --init DIR         start from this checkpoint (default: random init)\n"
-            "  --steps N          optimizer steps (default %d)\n"
-            "  --batch N          examples per step (default %d)\n"
-            "  --lr X             peak learning rate, cosine to lr/10 (default %g)\n"
-            "  --warmup N         warmup steps (default %d)\n"
-            "  --seed N           seed for data and init (default %llu)\n"
-            "  --dim N            model width for a new model (default %d)\n"
-            "  --layers N         layers (default %d)\n"
-            "  --heads N          attention heads (default %d)\n"
-            "  --kv-heads N       key/value heads (default %d)\n"
-            "  --hidden N         SwiGLU width (default %d)\n"
-            "  --max-digits N     operand digits 1..N (default %d)\n"
-            "  --eval-n N         held-out problems per evaluation (default %d)\n"
-            "  --eval-every N     evaluate every N steps, 0 = only at the end (default %d)\n"
-            "  --label-noise P    fraction of demonstrations whose answer is one too high,\n"
-            "                     imitating a careless labeller (default %g)\n"
-            "  --help             this text\n",
-            prog, d->out, d->steps, d->batch, d->lr, d->warmup, (unsigned long long)d->seed, d->dim,
-            d->layers, d->heads, d->kv_heads, d->hidden, d->max_digits, d->eval_n, d->eval_every,
-            (double)d->label_noise);
-}
-
-static int parse_args(int argc, char **argv, SftArgs *a)
-{
-    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
-                                         {"init", required_argument, 0, 'i'},
-                                         {"steps", required_argument, 0, 's'},
-                                         {"batch", required_argument, 0, 'b'},
-                                         {"lr", required_argument, 0, 'l'},
-                                         {"warmup", required_argument, 0, 'w'},
-                                         {"seed", required_argument, 0, 'S'},
-                                         {"dim", required_argument, 0, 'd'},
-                                         {"layers", required_argument, 0, 'L'},
-                                         {"heads", required_argument, 0, 'H'},
-                                         {"kv-heads", required_argument, 0, 'K'},
-                                         {"hidden", required_argument, 0, 'F'},
-                                         {"max-digits", required_argument, 0, 'D'},
-                                         {"eval-n", required_argument, 0, 'n'},
-                                         {"eval-every", required_argument, 0, 'e'},
-                                         {"label-noise", required_argument, 0, 'N'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    *a = k_defaults;
-    int c, seed;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case 'o':
-            a->out = optarg;
-            break;
-        case 'i':
-            a->init = optarg;
-            break;
-        case 's':
-            rc = flags_int("steps", optarg, 0, 100000000, &a->steps);
-            break;
-        case 'b':
-            rc = flags_int("batch", optarg, 1, 65536, &a->batch);
-            break;
-        case 'l':
-            rc = flags_float("lr", optarg, 1e-12, 1.0, &a->lr);
-            break;
-        case 'w':
-            rc = flags_int("warmup", optarg, 0, 100000000, &a->warmup);
-            break;
-        case 'S':
-            rc = flags_int("seed", optarg, 0, 2147483647, &seed);
-            a->seed = (uint64_t)seed;
-            break;
-        case 'd':
-            rc = flags_int("dim", optarg, 8, 65536, &a->dim);
-            break;
-        case 'L':
-            rc = flags_int("layers", optarg, 1, 1024, &a->layers);
-            break;
-        case 'H':
-            rc = flags_int("heads", optarg, 1, 1024, &a->heads);
-            break;
-        case 'K':
-            rc = flags_int("kv-heads", optarg, 1, 1024, &a->kv_heads);
-            break;
-        case 'F':
-            rc = flags_int("hidden", optarg, 1, 1 << 20, &a->hidden);
-            break;
-        case 'D':
-            rc = flags_int("max-digits", optarg, 1, 6, &a->max_digits);
-            break;
-        case 'n':
-            rc = flags_int("eval-n", optarg, 1, 1000000, &a->eval_n);
-            break;
-        case 'e':
-            rc = flags_int("eval-every", optarg, 0, 100000000, &a->eval_every);
-            break;
-        case 'N':
-            rc = flags_float("label-noise", optarg, 0.0, 1.0, &a->label_noise);
-            break;
-        case 'h':
-            usage(stdout, argv[0]);
-            exit(0);
-        default:
-            usage(stderr, argv[0]);
-            return ERR_ARG;
-        }
-        if (rc) return rc;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "rlhf-sft: unexpected argument '%s'\n", argv[optind]);
-        return ERR_ARG;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    SftArgs a;
-    flags_set_prog("rlhf-sft");
-    if (parse_args(argc, argv, &a)) return 2;
-    log_init("sft", -1);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    SftArgs a = {
+        .out = "runs/sft",
+        .init = NULL,
+        .steps = 2000,
+        .batch = 64,
+        .lr = 2e-3f,
+        .warmup = 100,
+        .seed = 1,
+        .dim = 128,
+        .layers = 4,
+        .heads = 4,
+        .kv_heads = 4,
+        .hidden = 512,
+        .max_digits = 3,
+        .eval_n = 500,
+        .eval_every = 500,
+        .label_noise = 0.0f,
+    };
+
+    Flag flags[] = {
+        FLAG_STRING("out", &a.out, "DIR", "checkpoint written at the end"),
+        FLAG_STRING("init", &a.init, "DIR", "start from this checkpoint",
+                    .def = "none: random init"),
+        FLAG_INT("steps", &a.steps, 0, 100000000, "N", "optimizer steps"),
+        FLAG_INT("batch", &a.batch, 1, 65536, "N", "examples per step"),
+        FLAG_FLOAT("lr", &a.lr, 1e-12, 1.0, "X", "peak learning rate, cosine to lr/10"),
+        FLAG_INT("warmup", &a.warmup, 0, 100000000, "N", "warmup steps"),
+        FLAG_U64("seed", &a.seed, "N", "seed for data and init", .hi = 2147483647),
+        FLAG_INT("dim", &a.dim, 8, 65536, "N", "model width for a new model"),
+        FLAG_INT("layers", &a.layers, 1, 1024, "N", "layers"),
+        FLAG_INT("heads", &a.heads, 1, 1024, "N", "attention heads"),
+        FLAG_INT("kv-heads", &a.kv_heads, 1, 1024, "N", "key/value heads"),
+        FLAG_INT("hidden", &a.hidden, 1, 1 << 20, "N", "SwiGLU width"),
+        FLAG_INT("max-digits", &a.max_digits, 1, 6, "N", "operand digits 1..N"),
+        FLAG_INT("eval-n", &a.eval_n, 1, 1000000, "N", "held-out problems per evaluation"),
+        FLAG_INT("eval-every", &a.eval_every, 0, 100000000, "N",
+                 "evaluate every N steps, 0 = only at the end"),
+        FLAG_FLOAT("label-noise", &a.label_noise, 0.0, 1.0, "P",
+                   "fraction of demonstrations whose answer is one too high,\n"
+                   "imitating a careless labeller"),
+        FLAGS_END,
+    };
+    FlagsSpec spec = {
+        .prog = "rlhf-sft",
+        .about = "Supervised warm start on the built-in arithmetic task (a+b=, a-b=).\n",
+        .flags = flags,
+    };
+    int rc = prog_start(&spec, argc, argv, "sft", NULL);
+    if (rc != PROG_RUN) return rc;
+    if (prog_catch_signals()) return PROG_EXIT_FAIL;
+    volatile sig_atomic_t *stop = prog_stop_flag();
 
     TaskConfig task = TASK_DEFAULTS;
     task.max_digits = a.max_digits;
@@ -195,12 +91,12 @@ int main(int argc, char **argv)
     int    T = 2 * a.max_digits + 3 + a.max_digits + 2 + 2;
     Tok   *tok = NULL;
     Model *m = NULL;
-    int    rc = 0;
     if (a.init) {
         ModelConfig mc;
-        if ((rc = ckpt_load_config(a.init, &mc)) || (rc = ckpt_load_tok(a.init, &tok))) return 1;
+        if ((rc = ckpt_load_config(a.init, &mc)) || (rc = ckpt_load_tok(a.init, &tok)))
+            return PROG_EXIT_FAIL;
         m = model_new(&mc);
-        if ((rc = ckpt_load(a.init, m))) return 1;
+        if ((rc = ckpt_load(a.init, m))) return PROG_EXIT_FAIL;
         log_info("initialised from %s", a.init);
     } else {
         tok = tok_new(TOK_CHARSET_DEFAULT);
@@ -217,17 +113,15 @@ int main(int argc, char **argv)
         char        why[160];
         if (model_config_validate(&mc, why, sizeof why)) {
             fprintf(stderr, "rlhf-sft: model shape: %s\n", why);
-            return 2;
+            return PROG_EXIT_USAGE;
         }
         m = model_new(&mc);
         model_init_random(m, a.seed, 0.02f);
     }
     const ModelConfig *mc = model_config(m);
-    log_info("config: out=%s steps=%d batch=%d lr=%g warmup=%d seed=%llu label-noise=%g model "
-             "dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d params=%zu T=%d",
-             a.out, a.steps, a.batch, a.lr, a.warmup, (unsigned long long)a.seed,
-             (double)a.label_noise, mc->dim, mc->n_layers, mc->n_heads, mc->n_kv_heads,
-             mc->hidden_dim, mc->vocab_size, model_num_params(m), T);
+    log_info("model dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d params=%zu T=%d", mc->dim,
+             mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim, mc->vocab_size,
+             model_num_params(m), T);
 
     OptimConfig  oc = {.lr_peak = a.lr,
                        .lr_min = a.lr / 10,
@@ -243,7 +137,7 @@ int main(int argc, char **argv)
     int         *ids = xmalloc(sizeof(int) * (size_t)a.batch * 2 * TASK_TEXT_MAX);
     SftExample  *ex = xmalloc(sizeof(SftExample) * (size_t)a.batch);
     EvalResult   before, after;
-    if (eval_arith(m, tok, &task, a.seed + 1000, a.eval_n, 64, &before)) return 1;
+    if (eval_arith(m, tok, &task, a.seed + 1000, a.eval_n, 64, &before)) return PROG_EXIT_FAIL;
     log_info("held-out accuracy before: %.3f (format %.3f, n=%d)", before.accuracy, before.format,
              before.n);
 
@@ -252,7 +146,7 @@ int main(int argc, char **argv)
     SftStats st = {0};
     double   loss_avg = 0.0;
     int      step = 0;
-    for (step = 0; step < a.steps && !g_stop; step++) {
+    for (step = 0; step < a.steps && !*stop; step++) {
         Rng noise;
         rng_seed(&noise, a.seed * 7919 + (uint64_t)step);
         for (int i = 0; i < a.batch; i++) {
@@ -286,8 +180,8 @@ int main(int argc, char **argv)
         }
     }
     progress_end(&p);
-    if (g_stop) log_warn("stopped by signal after %d steps; saving what was trained", step);
-    if (eval_arith(m, tok, &task, a.seed + 1000, a.eval_n, 64, &after)) return 1;
+    if (*stop) log_warn("stopped by signal after %d steps; saving what was trained", step);
+    if (eval_arith(m, tok, &task, a.seed + 1000, a.eval_n, 64, &after)) return PROG_EXIT_FAIL;
     log_info("held-out accuracy after %d steps: %.3f (format %.3f, n=%d) in %.1f s", step,
              after.accuracy, after.format, after.n, progress_elapsed(&p));
 
@@ -309,5 +203,5 @@ int main(int argc, char **argv)
     optim_free(&opt);
     model_free(&m);
     tok_free(&tok);
-    return rc ? 1 : 0;
+    return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

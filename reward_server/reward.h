@@ -35,8 +35,8 @@
 #define REWARD_MAX_THREADS 64
 
 typedef struct {
-    const char *samples;        /* endpoint to bind for SampledGroups, e.g. tcp://127.0.0.1:5557 */
-    const char *results;        /* learner's results endpoint to connect, tcp://127.0.0.1:5558 */
+    const char *samples;        /* bind for SampledGroups (default ENDPOINT_SAMPLES) */
+    const char *results;        /* learner results to connect (default ENDPOINT_RESULTS) */
     int         threads;        /* scoring threads, 1..REWARD_MAX_THREADS */
     const char *id;             /* this server's name in logs, 1..WIRE_MAX_NAME bytes */
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */

@@ -98,7 +98,7 @@ typedef ProcResult CliRun;
 #define EXPECT(cond, r, ...) ((void)EXPECT_RUN((cond), (r), __VA_ARGS__))
 
 /* The programs registered in the Makefile, as lines of the exact form
- * "$(BUILD)/rlhf-NAME: $(BUILD)/SOURCE.o": names[i] and sources[i] (.c). */
+ * "$(BUILD)/rlhf[-NAME]: $(BUILD)/SOURCE.o": names[i] and sources[i] (.c). */
 #define CLI_MAX_PROGS 32
 typedef struct {
     char name[64];
@@ -117,7 +117,7 @@ static int find_programs(CliProg *progs, int max)
     char *lines[1024];
     int   nl = split_lines(text, lines, 1024), n = 0;
     for (int i = 0; i < nl && n < max; i++) {
-        const char *pre = "$(BUILD)/rlhf-";
+        const char *pre = "$(BUILD)/rlhf"; /* rlhf itself and rlhf-NAME */
         if (strncmp(lines[i], pre, strlen(pre))) continue;
         char name[64], src[256], rest[8];
         int  k =
@@ -134,8 +134,9 @@ static int find_programs(CliProg *progs, int max)
     return n;
 }
 
-/* The long option names of a getopt_long table in source: entries of the
- * form {"name", required_argument|no_argument|optional_argument, ...}. */
+/* The long option names of a program's flag table in source (rows of the
+ * form FLAG_TYPE("name", ... from common/base/flags.h; FLAG_SECTION rows
+ * are headings), and "help", which every program has. */
 static int option_names(const char *source, char names[][48], int max)
 {
     char *text = read_text(source);
@@ -144,14 +145,14 @@ static int option_names(const char *source, char names[][48], int max)
         return 0;
     }
     int n = 0;
-    for (char *p = strstr(text, "{\""); p && n < max; p = strstr(p + 1, "{\"")) {
-        char name[48], kind[32];
-        if (sscanf(p, "{\"%47[a-z0-9-]\" , %31[a-z_]", name, kind) != 2) continue;
-        if (strcmp(kind, "required_argument") && strcmp(kind, "no_argument") &&
-            strcmp(kind, "optional_argument"))
-            continue;
+    for (char *p = strstr(text, "FLAG_"); p && n < max; p = strstr(p + 1, "FLAG_")) {
+        char kind[32], name[48];
+        if (p > text && (p[-1] == '_' || (p[-1] >= 'A' && p[-1] <= 'Z'))) continue;
+        if (sscanf(p, "FLAG_%31[A-Z0-9_]( \"%47[a-z0-9-]\"", kind, name) != 2) continue;
+        if (!strcmp(kind, "SECTION")) continue;
         snprintf(names[n++], 48, "%s", name);
     }
+    if (n > 0 && n < max) snprintf(names[n++], 48, "help");
     free(text);
     return n;
 }
@@ -166,7 +167,7 @@ static void test_help_and_bad_flags(void)
         seen_gen |= !strcmp(progs[i].name, "rlhf-gen");
         char names[64][48];
         int  nn = option_names(progs[i].source, names, 64);
-        EXPECT(nn > 0, NULL, "%s: no getopt_long options found in '%s'", progs[i].name,
+        EXPECT(nn > 0, NULL, "%s: no flag table rows found in '%s'", progs[i].name,
                progs[i].source);
         const char *help[] = {progs[i].name, "--help", NULL};
         CliRun      r = run(help);

@@ -1,7 +1,7 @@
-#include "tests/test_list.h"
 #include "common/base/flags.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,11 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+
+/* getopt_long returns 'h' for --help (and -h when asked) and FLAG_OPT_BASE
+ * + i for row i of the table. */
+#define FLAG_OPT_BASE 1000
+#define FLAGS_MAX 128
 
 static const char *g_prog = "rlhf";
 
@@ -76,42 +81,260 @@ int flags_float(const char *flag, const char *text, double lo, double hi, float 
     return rc;
 }
 
-int flags_log_level(const char *flag, const char *text, int *out)
+static const char *const k_level_names[] = {"error", "warn", "info", "debug", NULL};
+
+/* "a, b or c" of a NULL-terminated list. */
+static void join_or(const char *const *names, char *out, size_t cap)
 {
-    static const char *names[] = {"error", "warn", "info", "debug"};
-    static const int   levels[] = {LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG};
-    for (int i = 0; i < 4; i++) {
-        if (!strcmp(text, names[i])) {
-            *out = levels[i];
-            return 0;
-        }
+    size_t at = 0;
+    out[0] = '\0';
+    for (int i = 0; names[i] && at < cap; i++) {
+        const char *sep = i == 0 ? "" : names[i + 1] ? ", " : " or ";
+        int         n = snprintf(out + at, cap - at, "%s%s", sep, names[i]);
+        if (n < 0) break;
+        at += (size_t)n;
     }
-    fprintf(stderr, "%s: --%s '%s': expected error, warn, info or debug\n", g_prog, flag, text);
-    return ERR_ARG;
 }
 
-int flags_selftest(bool verbose)
+/* The index of text in names, or -1 after naming the flag and the choices. */
+static int find_choice(const char *flag, const char *text, const char *const *names)
 {
-    int      fails = 0, i;
-    long     l;
-    uint64_t u;
-    float    f;
-    double   d;
-    /* Refusals print to stderr; that is the behaviour under test. */
-    fails += flags_int("n", "42", 0, 100, &i) != 0 || i != 42;
-    fails += flags_int("n", "101", 0, 100, &i) != ERR_ARG;
-    fails += flags_int("n", "4x", 0, 100, &i) != ERR_ARG;
-    fails += flags_int("n", "", 0, 100, &i) != ERR_ARG;
-    fails += flags_long("n", "-5", -10, 10, &l) != 0 || l != -5;
-    fails += flags_long("n", "99999999999999999999", 0, 10, &l) != ERR_ARG;
-    fails += flags_u64("s", "18446744073709551615", &u) != 0 || u != UINT64_MAX;
-    fails += flags_u64("s", "-1", &u) != ERR_ARG;
-    fails += flags_float("x", "0.25", 0, 1, &f) != 0 || f != 0.25f;
-    fails += flags_float("x", "nan", 0, 1, &f) != ERR_ARG;
-    fails += flags_double("x", "inf", 0, INFINITY, &d) != ERR_ARG;
-    fails += flags_double("x", "1e400", 0, INFINITY, &d) != ERR_ARG;
-    fails += flags_log_level("log-level", "debug", &i) != 0 || i != LOG_DEBUG;
-    fails += flags_log_level("log-level", "loud", &i) != ERR_ARG;
-    if (verbose) printf("  flags: %d failure(s)\n", fails);
-    return fails ? 1 : 0;
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(text, names[i])) return i;
+    char list[256];
+    join_or(names, list, sizeof list);
+    fprintf(stderr, "%s: --%s '%s': expected %s\n", g_prog, flag, text, list);
+    return -1;
+}
+
+int flags_log_level(const char *flag, const char *text, int *out)
+{
+    static const int levels[] = {LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG};
+    int              i = find_choice(flag, text, k_level_names);
+    if (i < 0) return ERR_ARG;
+    *out = levels[i];
+    return 0;
+}
+
+/* Parses text into the field of row f. */
+static int parse_value(const Flag *f, const char *text)
+{
+    switch (f->type) {
+    case FLAG_T_INT:
+        return flags_int(f->name, text, (long)f->lo, (long)f->hi, f->ptr);
+    case FLAG_T_LONG:
+        return flags_long(f->name, text, (long)f->lo, (long)f->hi, f->ptr);
+    case FLAG_T_U64: {
+        if (f->hi <= 0) return flags_u64(f->name, text, f->ptr);
+        long v;
+        int  rc = flags_long(f->name, text, (long)f->lo, (long)f->hi, &v);
+        if (rc == 0) *(uint64_t *)f->ptr = (uint64_t)v;
+        return rc;
+    }
+    case FLAG_T_FLOAT:
+        return flags_float(f->name, text, f->lo, f->hi, f->ptr);
+    case FLAG_T_DOUBLE:
+        return flags_double(f->name, text, f->lo, f->hi, f->ptr);
+    case FLAG_T_STRING: {
+        size_t n = strlen(text);
+        if (f->hi > 0 && (n < (size_t)f->lo || n > (size_t)f->hi)) {
+            fprintf(stderr, "%s: --%s '%s': expected %ld..%ld characters\n", g_prog, f->name, text,
+                    (long)f->lo, (long)f->hi);
+            return ERR_ARG;
+        }
+        *(const char **)f->ptr = text;
+        return 0;
+    }
+    case FLAG_T_PATH:
+        *(const char **)f->ptr = *text ? text : NULL;
+        return 0;
+    case FLAG_T_CHOICE: {
+        int i = find_choice(f->name, text, f->choices);
+        if (i < 0) return ERR_ARG;
+        *(int *)f->ptr = i;
+        return 0;
+    }
+    case FLAG_T_LOG_LEVEL:
+        return flags_log_level(f->name, text, f->ptr);
+    case FLAG_T_FUNC:
+        return f->parse(text, f->ptr);
+    case FLAG_T_BOOL:
+        *(bool *)f->ptr = true;
+        return 0;
+    default:
+        CHECK(!"flag row of an unknown type");
+        return ERR_ARG;
+    }
+}
+
+/* The field's value as --help and the config line show it. */
+static void show_value(const Flag *f, char *out, size_t cap)
+{
+    const void *p = f->ptr;
+    int         i;
+    switch (f->type) {
+    case FLAG_T_INT:
+        snprintf(out, cap, "%d", *(const int *)p);
+        break;
+    case FLAG_T_LONG:
+        snprintf(out, cap, "%ld", *(const long *)p);
+        break;
+    case FLAG_T_U64:
+        snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)p);
+        break;
+    case FLAG_T_FLOAT:
+        snprintf(out, cap, "%g", (double)*(const float *)p);
+        break;
+    case FLAG_T_DOUBLE:
+        snprintf(out, cap, "%g", *(const double *)p);
+        break;
+    case FLAG_T_BOOL:
+        snprintf(out, cap, "%s", *(const bool *)p ? "on" : "off");
+        break;
+    case FLAG_T_STRING:
+    case FLAG_T_PATH:
+        snprintf(out, cap, "%s", *(const char *const *)p ? *(const char *const *)p : "none");
+        break;
+    case FLAG_T_CHOICE:
+        i = *(const int *)p;
+        for (int k = 0; k <= i; k++)
+            if (!f->choices[k]) i = -1;
+        snprintf(out, cap, "%s", i >= 0 ? f->choices[i] : "none");
+        break;
+    case FLAG_T_LOG_LEVEL:
+        i = *(const int *)p;
+        snprintf(out, cap, "%s", i >= LOG_ERROR && i <= LOG_DEBUG ? k_level_names[i] : "$RLHF_LOG");
+        break;
+    case FLAG_T_FUNC:
+        if (f->show)
+            f->show(p, out, cap);
+        else
+            snprintf(out, cap, "?");
+        break;
+    default:
+        snprintf(out, cap, "?");
+    }
+}
+
+static bool is_flag(const Flag *f)
+{
+    return f->type != FLAG_T_SECTION;
+}
+
+int flags_parse(FlagsSpec *spec, int argc, char **argv)
+{
+    static struct option opts[FLAGS_MAX + 2];
+    int                  n = 0, k = 0;
+    flags_set_prog(spec->prog);
+    optind = 0; /* GNU getopt: start afresh, so a table may be parsed again (tests) */
+    for (; spec->flags[n].type != FLAG_T_END; n++) {
+        Flag *f = &spec->flags[n];
+        f->at = 0;
+        if (!is_flag(f)) continue;
+        CHECK(k < FLAGS_MAX && f->name && f->help);
+        opts[k++] =
+            (struct option){f->name, f->type == FLAG_T_BOOL ? no_argument : required_argument, NULL,
+                            FLAG_OPT_BASE + n};
+    }
+    opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[k] = (struct option){NULL, 0, NULL, 0};
+    int c, seq = 0, n_args = 0;
+    while ((c = getopt_long(argc, argv, spec->is_h_help ? "h" : "", opts, NULL)) != -1) {
+        if (c == 'h') {
+            flags_usage(spec, stdout);
+            return FLAGS_HELP;
+        }
+        if (c < FLAG_OPT_BASE || c >= FLAG_OPT_BASE + n) {
+            /* getopt_long has named the flag. */
+            flags_usage(spec, stderr);
+            return ERR_ARG;
+        }
+        Flag *f = &spec->flags[c - FLAG_OPT_BASE];
+        if (!f->at) f->at = ++seq;
+        int rc = parse_value(f, optarg ? optarg : "");
+        if (rc) return rc;
+    }
+    for (; optind < argc; optind++) {
+        if (!spec->args || n_args == spec->n_args_max) {
+            fprintf(stderr, "%s: unexpected argument '%s'\n", spec->prog, argv[optind]);
+            return ERR_ARG;
+        }
+        spec->args[n_args++] = argv[optind];
+    }
+    if (spec->check && spec->check(spec->check_ctx)) return ERR_ARG;
+    return FLAGS_RUN;
+}
+
+/* Prints text with every line after the first indented by indent spaces. */
+static void print_indented(FILE *f, const char *text, int indent)
+{
+    for (const char *p = text; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\n' && p[1]) fprintf(f, "%*s", indent, "");
+    }
+}
+
+void flags_usage(const FlagsSpec *spec, FILE *f)
+{
+    const char *syn = spec->synopsis ? spec->synopsis : "[flags]";
+    fprintf(f, "usage: %s ", spec->prog);
+    for (const char *p = syn; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\n' && p[1]) fprintf(f, "       %s ", spec->prog);
+    }
+    fputc('\n', f);
+    if (spec->about) fputs(spec->about, f);
+    /* The help column: past the longest "--name ARG", within reason. */
+    int width = 20;
+    for (const Flag *r = spec->flags; r->type != FLAG_T_END; r++) {
+        if (!is_flag(r)) continue;
+        int w = 2 + 2 + (int)strlen(r->name) + (r->arg ? 1 + (int)strlen(r->arg) : 0) + 2;
+        if (w > width && w <= 30) width = w;
+    }
+    for (const Flag *r = spec->flags; r->type != FLAG_T_END; r++) {
+        if (!is_flag(r)) {
+            fprintf(f, "%s\n", r->name);
+            continue;
+        }
+        char head[128], def[256];
+        snprintf(head, sizeof head, "  --%s%s%s", r->name, r->arg ? " " : "", r->arg ? r->arg : "");
+        fprintf(f, "%-*s", width, head);
+        if ((int)strlen(head) >= width) fputc(' ', f);
+        print_indented(f, r->help, width);
+        if (r->def && r->def[0] == '(') {
+            fprintf(f, " %s\n", r->def);
+            continue;
+        }
+        if (r->def)
+            snprintf(def, sizeof def, "%s", r->def);
+        else
+            show_value(r, def, sizeof def);
+        fprintf(f, " (default ");
+        print_indented(f, def, width);
+        fprintf(f, ")\n");
+    }
+    fprintf(f, "%-*s%s\n", width, "  --help", "this text");
+    if (spec->epilog) fputs(spec->epilog, f);
+}
+
+void flags_format_config(const FlagsSpec *spec, char *out, size_t cap)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (const Flag *r = spec->flags; r->type != FLAG_T_END && at < cap; r++) {
+        if (!is_flag(r)) continue;
+        char v[512];
+        show_value(r, v, sizeof v);
+        int n = snprintf(out + at, cap - at, "%s%s=%s", at ? " " : "", r->name, v);
+        if (n < 0) break;
+        at += (size_t)n;
+    }
+}
+
+int flags_at(const FlagsSpec *spec, const char *name)
+{
+    for (const Flag *r = spec->flags; r->type != FLAG_T_END; r++)
+        if (is_flag(r) && !strcmp(r->name, name)) return r->at;
+    CHECK(!"flags_at: no such flag in the table");
+    return 0;
 }

@@ -23,7 +23,6 @@
  * build directory the benchmark was built into). */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -47,7 +46,7 @@
 #include "common/formats/ckpt_config.h"
 #include "common/base/err.h"
 #include "common/base/fileio.h"
-#include "common/base/flags.h"
+#include "common/base/prog.h"
 #include "common/nn/gen.h"
 #include "common/base/log.h"
 #include "common/nn/model.h"
@@ -56,11 +55,13 @@
 #include "common/base/rng.h"
 #include "common/tasks/task.h"
 #include "common/formats/tok.h"
+#include "common/net/endpoints.h"
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "common/net/snapshot.h"
 #include "learner/algo/algo.h"
 #include "learner/learner.h"
+#include "learner/learner_config.h"
 #include "reward_server/reward.h"
 #include "reward_server/scorer.h"
 
@@ -89,7 +90,11 @@ typedef struct {
     bool        keep;           /* keep the temp dir (logs, metrics) */
 } Args;
 
-static const Args k_defaults = {.out = "build/bench.json",
+#define DEFAULT_OUT "build/bench.json"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static const Args k_defaults = {.out = DEFAULT_OUT,
                                 .steps = 30,
                                 .rounds = 3,
                                 .sft_steps = 30,
@@ -100,14 +105,8 @@ static const Args k_defaults = {.out = "build/bench.json",
                                 .timeout_s = 600.0,
                                 .bin_dir = NULL};
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (g_stop) _exit(130); /* a second signal forces an immediate exit */
-    g_stop = 1;
-}
+/* The stop flag of common/base/prog (SIGINT, SIGTERM), set in main. */
+static volatile sig_atomic_t *g_stop;
 
 /* CPU seconds (user + system) of this process (RUSAGE_SELF, every thread)
  * or of its reaped children (RUSAGE_CHILDREN). */
@@ -324,17 +323,23 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
 {
     memset(c, 0, sizeof *c);
     c->steady_samples_per_s = NAN;
-    int P = a->port_base ? a->port_base : pick_ports(5);
+    int P = a->port_base ? a->port_base : pick_ports(ENDPOINT_N_PORTS);
     if (P < 0) {
-        fprintf(stderr, "bench_cluster: no 5 free consecutive loopback ports found\n");
+        fprintf(stderr, "bench_cluster: no %d free consecutive loopback ports found\n",
+                ENDPOINT_N_PORTS);
         return ERR_IO;
     }
     char lease[48], weights[48], results[48], snapshot[48], samples[48];
-    snprintf(lease, sizeof lease, "tcp://127.0.0.1:%d", P);
-    snprintf(weights, sizeof weights, "tcp://127.0.0.1:%d", P + 1);
-    snprintf(results, sizeof results, "tcp://127.0.0.1:%d", P + 2);
-    snprintf(snapshot, sizeof snapshot, "tcp://127.0.0.1:%d", P + 3);
-    snprintf(samples, sizeof samples, "tcp://127.0.0.1:%d", P + 4);
+    /* The default layout (common/net/endpoints.h) from port P. */
+    snprintf(lease, sizeof lease, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF(ENDPOINT_PORT_LEASE));
+    snprintf(weights, sizeof weights, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_WEIGHTS));
+    snprintf(results, sizeof results, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_RESULTS));
+    snprintf(snapshot, sizeof snapshot, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_SNAPSHOT));
+    snprintf(samples, sizeof samples, ENDPOINT_LOOPBACK_FMT,
+             P + ENDPOINT_OFF(ENDPOINT_PORT_SAMPLES));
     char learner_bin[PATH_MAX + 16], reward_bin[PATH_MAX + 16], actor_bin[PATH_MAX + 16];
     snprintf(learner_bin, sizeof learner_bin, "%s/rlhf-learner", bin);
     snprintf(reward_bin, sizeof reward_bin, "%s/rlhf-reward", bin);
@@ -385,8 +390,8 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
     int   rc = 0;
     printf("cluster: learner + 1 reward server + %d actors on 127.0.0.1:%d..%d, %d steps of "
            "%d groups x %d (logs in %s)\n",
-           N_ACTORS, P, P + 4, a->steps, LEARNER_DEFAULTS.batch_groups, LEARNER_DEFAULTS.group_size,
-           dir);
+           N_ACTORS, P, P + ENDPOINT_N_PORTS - 1, a->steps, LEARNER_DEFAULTS.batch_groups,
+           LEARNER_DEFAULTS.group_size, dir);
     fflush(stdout);
     /* Start-up order does not matter to the cluster; the learner goes last
      * so its clock does not include the others' exec and model set-up. */
@@ -424,7 +429,7 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
                 rc = ERR_IO;
             }
         }
-        if (g_stop) rc = ERR_AGAIN;
+        if (*g_stop) rc = ERR_AGAIN;
         if (now_s() > t_end) {
             fprintf(stderr, "\nbench_cluster: the cluster did not finish in %g s; see %s\n",
                     a->timeout_s, logs[0]);
@@ -480,22 +485,6 @@ typedef struct {
     double cpu_s; /* CPU of this process (every thread) during the steps */
 } LoopResult;
 
-/* The learner's optimizer settings (learner.c's optim_config_of at the
- * default flags): constant rate after a short warmup. */
-static OptimConfig loop_optim_config(void)
-{
-    const LearnerConfig d = LEARNER_DEFAULTS;
-    return (OptimConfig){.lr_peak = d.lr,
-                         .lr_min = d.lr,
-                         .lr_warmup_steps = d.lr_warmup_steps,
-                         .lr_total_steps = d.lr_warmup_steps,
-                         .beta1 = 0.9f,
-                         .beta2 = 0.99f,
-                         .eps = 1e-8f,
-                         .weight_decay = 0.0f,
-                         .grad_clip = d.grad_clip};
-}
-
 /* What the cluster does per learner step, in one thread and without
  * messages: for batch_groups prompts, lease_prompts at a time (one actor
  * lease, one gen_run of lease_prompts x G sequences on the sampling copy of
@@ -523,7 +512,7 @@ static int run_inprocess(const Args *a, const char *sft_dir, LoopResult *res)
     model_copy_params(ref, policy);
     actor = model_new(&mc);
     model_copy_params(actor, policy);
-    OptimConfig oc = loop_optim_config();
+    OptimConfig oc = learner_optim_config(&d); /* the learner's, at the default flags */
     Optim      *opt = optim_new(&oc, model_num_params(policy));
     AlgoConfig  ac = d.algo;
     ac.seed = (uint64_t)a->seed;
@@ -565,7 +554,7 @@ static int run_inprocess(const Args *a, const char *sft_dir, LoopResult *res)
     Progress pr;
     progress_start(&pr, "in-process", "step", a->steps);
     double t_start = now_s(), t_first = 0, cpu0 = cpu_s(RUSAGE_SELF);
-    for (int step = 0; step < a->steps && rc == 0 && !g_stop; step++) {
+    for (int step = 0; step < a->steps && rc == 0 && !*g_stop; step++) {
         double t0 = now_s();
         for (int g = 0; g < NG; g++) {
             TaskProblem p;
@@ -977,134 +966,12 @@ out_sock:
 
 /* ---- main ----------------------------------------------------------------- */
 
-static void usage(FILE *f, const char *prog)
+static int check_args(void *ctx)
 {
-    const Args *d = &k_defaults;
-    fprintf(f,
-            "usage: %s [OUT.json] [flags]\n"
-            "The cost of distribution: the real cluster's samples/s against the same loop in\n"
-            "one process, the phase shares of that loop, and the time to publish a\n"
-            "SmolLM2-135M-shape snapshot to %d receivers against memcpy and raw ZeroMQ.\n"
-            "Writes \"cluster\" into OUT.json (default %s), keeping other keys.\n"
-            "  --steps N          learner steps, also of the in-process loop (default %d)\n"
-            "  --rounds N         rounds of in-process then cluster, best of each side counts,\n"
-            "                     1..%d (default %d)\n"
-            "  --sft-steps N      rlhf-sft steps of the warm start (default %d)\n"
-            "  --reps N           repetitions of each transfer, best counts, 1..%d (default %d)\n"
-            "  --chunk-bytes N    snapshot and raw chunk size, multiple of 4 (default %d)\n"
-            "  --port-base P      first of 5 loopback ports for the cluster (default: random,\n"
-            "                     free, above 28000 and below the ephemeral range)\n"
-            "  --seed N           seed of every process and of the in-process loop (default %d)\n"
-            "  --timeout S        give up on the warm start or cluster after S seconds (default "
-            "%g)\n"
-            "  --bin-dir DIR      where the rlhf-* programs are (default: the build dir above "
-            "this program)\n"
-            "  --skip-cluster     no cluster run\n"
-            "  --skip-inprocess   no in-process loop\n"
-            "  --skip-snapshot    no snapshot / raw ZeroMQ / memcpy measurement\n"
-            "  --keep             keep the temp dir (logs, metrics, checkpoints)\n"
-            "  --help             this text\n",
-            prog, N_RECEIVERS, d->out, d->steps, MAX_ROUNDS, d->rounds, d->sft_steps, MAX_REPS,
-            d->reps, d->chunk_bytes, d->seed, d->timeout_s);
-}
-
-/* Returns 0 to run, 1 after --help, ERR_ARG for a bad command line. */
-static int parse_args(int argc, char **argv, Args *a)
-{
-    enum {
-        O_STEPS = 256,
-        O_ROUNDS,
-        O_SFT_STEPS,
-        O_REPS,
-        O_CHUNK,
-        O_PORT,
-        O_SEED,
-        O_TIMEOUT,
-        O_BIN,
-        O_SKIP_CLUSTER,
-        O_SKIP_INPROCESS,
-        O_SKIP_SNAPSHOT,
-        O_KEEP,
-        O_HELP
-    };
-    static const struct option opts[] = {{"steps", required_argument, 0, O_STEPS},
-                                         {"rounds", required_argument, 0, O_ROUNDS},
-                                         {"sft-steps", required_argument, 0, O_SFT_STEPS},
-                                         {"reps", required_argument, 0, O_REPS},
-                                         {"chunk-bytes", required_argument, 0, O_CHUNK},
-                                         {"port-base", required_argument, 0, O_PORT},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"timeout", required_argument, 0, O_TIMEOUT},
-                                         {"bin-dir", required_argument, 0, O_BIN},
-                                         {"skip-cluster", no_argument, 0, O_SKIP_CLUSTER},
-                                         {"skip-inprocess", no_argument, 0, O_SKIP_INPROCESS},
-                                         {"skip-snapshot", no_argument, 0, O_SKIP_SNAPSHOT},
-                                         {"keep", no_argument, 0, O_KEEP},
-                                         {"help", no_argument, 0, O_HELP},
-                                         {0, 0, 0, 0}};
-    *a = k_defaults;
-    flags_set_prog("bench_cluster");
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int rc = 0;
-        switch (opt) {
-        case O_STEPS:
-            rc = flags_int("steps", optarg, 1, 100000, &a->steps);
-            break;
-        case O_ROUNDS:
-            rc = flags_int("rounds", optarg, 1, MAX_ROUNDS, &a->rounds);
-            break;
-        case O_SFT_STEPS:
-            rc = flags_int("sft-steps", optarg, 1, 1000000, &a->sft_steps);
-            break;
-        case O_REPS:
-            rc = flags_int("reps", optarg, 1, MAX_REPS, &a->reps);
-            break;
-        case O_CHUNK:
-            rc = flags_int("chunk-bytes", optarg, 4, (long)WIRE_MAX_CHUNK_BYTES, &a->chunk_bytes);
-            if (!rc && a->chunk_bytes % 4) {
-                fprintf(stderr, "bench_cluster: --chunk-bytes %d: expected a multiple of 4\n",
-                        a->chunk_bytes);
-                rc = ERR_ARG;
-            }
-            break;
-        case O_PORT:
-            rc = flags_int("port-base", optarg, 1024, 65530, &a->port_base);
-            break;
-        case O_SEED:
-            rc = flags_int("seed", optarg, 0, 1000000, &a->seed);
-            break;
-        case O_TIMEOUT:
-            rc = flags_double("timeout", optarg, 1, 86400, &a->timeout_s);
-            break;
-        case O_BIN:
-            a->bin_dir = optarg;
-            break;
-        case O_SKIP_CLUSTER:
-            a->skip_cluster = true;
-            break;
-        case O_SKIP_INPROCESS:
-            a->skip_inprocess = true;
-            break;
-        case O_SKIP_SNAPSHOT:
-            a->skip_snapshot = true;
-            break;
-        case O_KEEP:
-            a->keep = true;
-            break;
-        case 'h':
-        case O_HELP:
-            usage(stdout, argv[0]);
-            return 1;
-        default:
-            usage(stderr, argv[0]);
-            return ERR_ARG;
-        }
-        if (rc) return rc;
-    }
-    if (optind < argc) a->out = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "bench_cluster: unexpected argument '%s'\n", argv[optind]);
+    const Args *a = ctx;
+    if (a->chunk_bytes % 4) {
+        fprintf(stderr, "bench_cluster: --chunk-bytes %d: expected a multiple of 4\n",
+                a->chunk_bytes);
         return ERR_ARG;
     }
     return 0;
@@ -1162,7 +1029,7 @@ static bool bench_loop(const Args *a, json_t *res)
      * only ever slow a run down, and alternating keeps a load that comes
      * and goes from landing on one side only. A failed run does not stop
      * the others: half a comparison still says something. */
-    for (int r = 0; is_sft_ok && !g_stop && r < a->rounds; r++) {
+    for (int r = 0; is_sft_ok && !*g_stop && r < a->rounds; r++) {
         if (!a->skip_inprocess) {
             printf("round %d/%d, in-process: the same loop without messages, generating %d "
                    "prompts x %d per gen_run (one lease)\n",
@@ -1173,7 +1040,7 @@ static bool bench_loop(const Args *a, json_t *res)
             else
                 ok = false;
         }
-        if (!a->skip_cluster && !g_stop) {
+        if (!a->skip_cluster && !*g_stop) {
             char dir[64]; /* tmp is short: "/tmp/bench_cluster.XXXXXX" */
             snprintf(dir, sizeof dir, "%s/round-%d", tmp, r + 1);
             printf("round %d/%d, ", r + 1, a->rounds);
@@ -1326,7 +1193,7 @@ static bool bench_snapshot(const Args *a, json_t *res)
     int        src = 0, rrc = 0;
     /* One repetition of each at a time, alternating, so that a load which
      * comes and goes does not land on one side only. */
-    for (int rep = 0; rep < a->reps && src == 0 && rrc == 0 && !g_stop; rep++) {
+    for (int rep = 0; rep < a->reps && src == 0 && rrc == 0 && !*g_stop; rep++) {
         XferResult x;
         if ((src = run_transfer(block, bytes, chunk, 1, rep, false, &x)) == 0 &&
             x.best_s < snap.best_s)
@@ -1335,7 +1202,7 @@ static bool bench_snapshot(const Args *a, json_t *res)
             x.best_s < raw.best_s)
             raw = x;
     }
-    if (g_stop) src = rrc = ERR_AGAIN;
+    if (*g_stop) src = rrc = ERR_AGAIN;
     model_free(&m);
     printf("   memcpy      %.3f s for %.1f MB (%.2f GB/s, best of 5); x%d receivers %.3f s\n", mc,
            bytes / 1e6, bytes / mc / 1e9, N_RECEIVERS, N_RECEIVERS * mc);
@@ -1374,17 +1241,55 @@ static bool bench_snapshot(const Args *a, json_t *res)
 
 int main(int argc, char **argv)
 {
-    Args a;
-    int  prc = parse_args(argc, argv, &a);
-    if (prc == 1) return 0;
-    if (prc) return 2;
-    log_init("bench_cluster", getenv("RLHF_LOG") ? -1 : LOG_WARN);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    Args a = k_defaults;
+
+    Flag flags[] = {
+        FLAG_INT("steps", &a.steps, 1, 100000, "N", "learner steps, also of the in-process loop"),
+        FLAG_INT("rounds", &a.rounds, 1, MAX_ROUNDS, "N",
+                 "rounds of in-process then cluster, best of each side counts"),
+        FLAG_INT("sft-steps", &a.sft_steps, 1, 1000000, "N", "rlhf-sft steps of the warm start"),
+        FLAG_INT("reps", &a.reps, 1, MAX_REPS, "N", "repetitions of each transfer, best counts"),
+        FLAG_INT("chunk-bytes", &a.chunk_bytes, 4, (long)WIRE_MAX_CHUNK_BYTES, "N",
+                 "snapshot and raw chunk size, multiple of 4"),
+        FLAG_INT("port-base", &a.port_base, 1024, 65530, "P",
+                 "first of 5 loopback ports for the cluster",
+                 .def = "random, free, above 28000\nand below the ephemeral range"),
+        FLAG_INT("seed", &a.seed, 0, 1000000, "N",
+                 "seed of every process and of the in-process loop"),
+        FLAG_DOUBLE("timeout", &a.timeout_s, 1, 86400, "S",
+                    "give up on the warm start or cluster after S seconds"),
+        FLAG_STRING("bin-dir", &a.bin_dir, "DIR", "where the rlhf-* programs are",
+                    .def = "the build dir above this program"),
+        FLAG_BOOL("skip-cluster", &a.skip_cluster, "no cluster run"),
+        FLAG_BOOL("skip-inprocess", &a.skip_inprocess, "no in-process loop"),
+        FLAG_BOOL("skip-snapshot", &a.skip_snapshot,
+                  "no snapshot / raw ZeroMQ / memcpy measurement"),
+        FLAG_BOOL("keep", &a.keep, "keep the temp dir (logs, metrics, checkpoints)"),
+        FLAGS_END,
+    };
+    FlagsSpec spec = {
+        .prog = "bench_cluster",
+        .synopsis = "[OUT.json] [flags]",
+        .about = "The cost of distribution: the real cluster's samples/s against the same loop in\n"
+                 "one process, the phase shares of that loop, and the time to publish a\n"
+                 "SmolLM2-135M-shape snapshot to " STR(
+                     N_RECEIVERS) " receivers against "
+                                  "memcpy and raw ZeroMQ.\n"
+                                  "Writes \"cluster\" into OUT.json (default " DEFAULT_OUT
+                                  "), keeping other "
+                                  "keys.\n",
+        .flags = flags,
+        .args = &a.out,
+        .n_args_max = 1,
+        .is_h_help = true,
+        .check = check_args,
+        .check_ctx = &a,
+    };
+    int level = getenv("RLHF_LOG") ? -1 : LOG_WARN;
+    int rc = prog_start(&spec, argc, argv, "bench_cluster", &level);
+    if (rc != PROG_RUN) return rc;
+    if (prog_catch_signals()) return PROG_EXIT_FAIL;
+    g_stop = prog_stop_flag();
 
     json_t *res = json_object();
     bool    ok = true;
@@ -1396,7 +1301,7 @@ int main(int argc, char **argv)
     json_object_set_new(res, "cores", json_integer(sysconf(_SC_NPROCESSORS_ONLN)));
     json_object_set_new(res, "load_average_start", num(load[0]));
     if (!a.skip_cluster || !a.skip_inprocess) ok = bench_loop(&a, res) && ok;
-    if (!a.skip_snapshot && !g_stop) ok = bench_snapshot(&a, res) && ok;
+    if (!a.skip_snapshot && !*g_stop) ok = bench_snapshot(&a, res) && ok;
 
     json_t *root = json_load_file(a.out, 0, NULL);
     if (!json_is_object(root)) {
@@ -1411,5 +1316,5 @@ int main(int argc, char **argv)
         printf("\nwrote %s\n", a.out);
     }
     json_decref(root);
-    return ok && !g_stop ? 0 : 1;
+    return ok && !*g_stop ? PROG_EXIT_OK : PROG_EXIT_FAIL;
 }

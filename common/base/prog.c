@@ -1,0 +1,64 @@
+#include "common/base/prog.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+
+/* Both are set together by the handler: reward_run polls a
+ * volatile sig_atomic_t, actor_run and learner_run an atomic_int. A
+ * lock-free atomic is as safe to store from a handler (C11 7.14.1.1). */
+static volatile sig_atomic_t g_stop;
+static atomic_int            g_stop_atomic;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag is set from a signal handler");
+
+int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, const int *log_level)
+{
+    int rc = flags_parse(spec, argc, argv);
+    if (rc == FLAGS_HELP) return PROG_EXIT_OK;
+    if (rc) return PROG_EXIT_USAGE;
+    log_init(log_role, log_level ? *log_level : -1);
+    char cfg[4096];
+    flags_format_config(spec, cfg, sizeof cfg);
+    log_info("config: %s", cfg);
+    return PROG_RUN;
+}
+
+void prog_stop(void)
+{
+    g_stop = 1;
+    atomic_store(&g_stop_atomic, 1);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_stop) _exit(PROG_EXIT_SIGNAL); /* the second signal: now */
+    prog_stop();
+}
+
+int prog_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL) ||
+        signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        log_error("prog_catch_signals: %s", strerror(errno));
+        return ERR_IO;
+    }
+    return 0;
+}
+
+volatile sig_atomic_t *prog_stop_flag(void)
+{
+    return &g_stop;
+}
+
+atomic_int *prog_stop_atomic(void)
+{
+    return &g_stop_atomic;
+}

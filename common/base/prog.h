@@ -1,0 +1,58 @@
+/* prog: the one shape of a program's main.
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *         Config cfg = CONFIG_DEFAULTS;
+ *         Flag   flags[] = {FLAG_INT("steps", &cfg.steps, ...), ..., FLAGS_END};
+ *         FlagsSpec spec = {.prog = "rlhf-x", .flags = flags, ...};
+ *         int rc = prog_start(&spec, argc, argv, "x", &cfg.log_level);
+ *         if (rc != PROG_RUN) return rc;
+ *         if (prog_catch_signals()) return PROG_EXIT_FAIL;   (daemons)
+ *         ... x_new(&cfg), x_run(x, prog_stop_atomic()), x_free(&x) ...
+ *     }
+ *
+ * Exit statuses, the same in every program: 0 done (and after --help), 1
+ * failed, 2 bad command line, PROG_EXIT_SIGNAL when a second SIGINT or
+ * SIGTERM ends a program that was already stopping. prog_catch_signals is
+ * for programs with a loop that looks at the stop flag (the daemons, the
+ * trainers); one-shot tools keep the default dispositions, so Ctrl-C ends
+ * them at once. Main thread only, except the stop flags, which any thread
+ * may read. */
+#ifndef RLHF_PROG_H
+#define RLHF_PROG_H
+
+#include <signal.h>
+#include <stdatomic.h>
+
+#include "common/base/flags.h"
+
+enum {
+    PROG_EXIT_OK = 0,
+    PROG_EXIT_FAIL = 1,
+    PROG_EXIT_USAGE = 2,
+    PROG_EXIT_SIGNAL = 130, /* a second signal while stopping: 128 + SIGINT, as shells report */
+};
+#define PROG_RUN (-1) /* prog_start: go on */
+
+/* Parses the command line (flags_parse), then starts logging with role
+ * log_role at *log_level as parsed (NULL or < 0: $RLHF_LOG, else info) and
+ * logs the effective
+ * config ("config: name=value ..."). Returns PROG_RUN, or the status main
+ * returns at once: PROG_EXIT_OK after --help, PROG_EXIT_USAGE after a bad
+ * command line (already explained on stderr). */
+int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, const int *log_level);
+
+/* SIGINT and SIGTERM set the stop flag; a second one exits at once with
+ * PROG_EXIT_SIGNAL. SIGPIPE is ignored: a vanished peer shows up as a send
+ * error, not a dead process. Returns 0, or ERR_IO after logging. */
+int prog_catch_signals(void);
+
+/* The stop flag, set by the handlers (and by prog_stop). The same flag in
+ * the two types the modules take: the signal-handler type and a lock-free
+ * atomic (which threads may read too). */
+volatile sig_atomic_t *prog_stop_flag(void);
+atomic_int            *prog_stop_atomic(void);
+/* Sets the stop flag, as a signal would. */
+void prog_stop(void);
+
+#endif
