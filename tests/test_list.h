@@ -26,6 +26,7 @@ int sampler_selftest(bool verbose);
 int optim_selftest(bool verbose);
 int tensor_selftest(bool verbose);
 int model_selftest(bool verbose);
+int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
@@ -111,6 +112,7 @@ int cli_selftest(bool verbose);
     X(optim, optim_selftest) \
     X(tensor, tensor_selftest) \
     X(model, model_selftest) \
+    X(gguf_type, gguf_type_selftest) \
     X(gguf, gguf_selftest) \
     X(gguf_smollm2, gguf_smollm2_selftest) \
     X(ckpt, ckpt_selftest) \

@@ -196,6 +196,24 @@ int fileio_open_regular(const char *fn, const char *path, int *fd, uint64_t *siz
     return 0;
 }
 
+int fileio_pread_exact(int fd, void *buf, size_t n, uint64_t off, size_t *got)
+{
+    char  *p = buf;
+    size_t done = 0;
+    int    rc = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, p + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            rc = r < 0 ? ERR_IO : ERR_FORMAT;
+            break;
+        }
+        done += (size_t)r;
+    }
+    if (got) *got = done;
+    return rc;
+}
+
 int fileio_read_all(const char *path, size_t max_len, bool quiet_missing, char **buf, size_t *len)
 {
     CHECK(path && buf && len);

@@ -59,6 +59,13 @@ int fileio_read_all(const char *path, size_t max_len, bool quiet_missing, char *
  * leaves *fd at -1. */
 int fileio_open_regular(const char *fn, const char *path, int *fd, uint64_t *size);
 
+/* Reads exactly n bytes at file offset off of fd into buf with pread,
+ * retrying short reads and EINTR. Returns 0; ERR_IO if a read fails (errno
+ * says why); ERR_FORMAT if the file ends first. *got (if got is not NULL)
+ * is set to the bytes read, n on success. Not logged: the caller knows what
+ * it was reading and names it. */
+int fileio_pread_exact(int fd, void *buf, size_t n, uint64_t off, size_t *got);
+
 /* Removes a directory tree created by a self-test (files and directories
  * only, no symlinks followed). Returns 0 or ERR_IO (logged). */
 int fileio_remove_tree(const char *path);

@@ -16,49 +16,13 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/base/rng.h"
-#include "common/nn/half.h"
 
 /* Values and tensor bytes go from disk to memory without swapping. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c assumes a little-endian host"
 #endif
 
-/* ---- ggml types -------------------------------------------------------- */
-
-typedef struct {
-    int         id;
-    const char *name;
-    int         block;     /* elements per block */
-    int         size;      /* bytes per block */
-    bool        supported; /* gguf_read_f32 can dequantise it */
-} TypeInfo;
-
-/* The ggml types whose block layout is known here. Ids missing from this
- * table were never assigned, were removed from ggml, or belong to newer
- * formats (the IQ and ternary quantisations); a file using one is refused at
- * open, since without the block size its byte ranges cannot be checked. */
-static const TypeInfo k_types[] = {
-    {0, "F32", 1, 4, true},        {1, "F16", 1, 2, true},        {2, "Q4_0", 32, 18, true},
-    {3, "Q4_1", 32, 20, true},     {6, "Q5_0", 32, 22, false},    {7, "Q5_1", 32, 24, false},
-    {8, "Q8_0", 32, 34, true},     {9, "Q8_1", 32, 36, false},    {10, "Q2_K", 256, 84, false},
-    {11, "Q3_K", 256, 110, false}, {12, "Q4_K", 256, 144, false}, {13, "Q5_K", 256, 176, false},
-    {14, "Q6_K", 256, 210, false}, {15, "Q8_K", 256, 292, false}, {24, "I8", 1, 1, false},
-    {25, "I16", 1, 2, false},      {26, "I32", 1, 4, false},      {27, "I64", 1, 8, false},
-    {28, "F64", 1, 8, false},      {30, "BF16", 1, 2, true},
-};
-
-static const TypeInfo *find_type(uint32_t id)
-{
-    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
-        if ((uint32_t)k_types[i].id == id) return &k_types[i];
-    return NULL;
-}
-
-bool gguf_type_is_supported(int type)
-{
-    const TypeInfo *t = type >= 0 ? find_type((uint32_t)type) : NULL;
-    return t && t->supported;
-}
+/* ---- metadata value types -------------------------------------------- */
 
 /* Bytes of one scalar metadata value, 0 for strings and arrays, -1 if the
  * type id is unknown. */
@@ -91,7 +55,7 @@ typedef struct {
 
 typedef struct {
     char           *name;
-    const TypeInfo *type;
+    const GgufType *type;
     int             n_dims;
     int64_t         ne[GGUF_MAX_DIMS];
     size_t          numel;
@@ -112,24 +76,6 @@ struct GgufFile {
     Tensor  *tensors;
     int      n_tensors;
 };
-
-/* Reads exactly n bytes at off. A short read means the file shrank after
- * gguf_open validated it (or a header read went past the end: callers bound
- * those first). */
-static int pread_exact(int fd, void *buf, size_t n, uint64_t off)
-{
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return ERR_IO;
-        if (r == 0) return ERR_FORMAT;
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
 
 /* ---- parsing ----------------------------------------------------------- */
 
@@ -185,7 +131,8 @@ static int rd(Parser *p, void *dst, size_t n)
         if (p->pos < p->buf_off || p->pos >= p->buf_off + p->buf_len) {
             uint64_t want = p->f->size - p->pos;
             size_t   len = want < sizeof p->buf ? (size_t)want : sizeof p->buf;
-            int      rc = pread_exact(p->f->fd, p->buf, len, p->pos);
+            /* A short read means the file shrank after its size was taken. */
+            int rc = fileio_pread_exact(p->f->fd, p->buf, len, p->pos, NULL);
             if (rc != 0)
                 return bad(p->f, ERR_IO, "reading %s at offset %llu: %s", p->what,
                            (unsigned long long)p->pos,
@@ -380,13 +327,13 @@ static int parse_tensor(Parser *p, uint64_t i, Tensor *t)
     }
     uint32_t type;
     if ((rc = rd_u32(p, &type)) != 0) return rc;
-    t->type = find_type(type);
+    t->type = gguf_type_find(type);
     if (!t->type) {
-        /* Ids 16-23, 29 and 31-39 name formats this reader has no block
-         * layout for; anything else is no ggml type at all. */
-        bool known = (type >= 16 && type <= 23) || type == 29 || (type >= 31 && type <= 39);
+        /* A reserved id names a format this reader has no block layout
+         * for; anything else is no ggml type at all. */
+        bool known = gguf_type_is_reserved(type);
         return bad(f, known ? ERR_UNSUPPORTED : ERR_FORMAT,
-                   "tensor '%s': %s tensor type %u (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                   "tensor '%s': %s tensor type %u (supported: " GGUF_TYPE_SUPPORTED_NAMES ")",
                    t->name, known ? "unsupported" : "unknown", type);
     }
     if (t->ne[0] % t->type->block != 0)
@@ -805,70 +752,15 @@ int gguf_find_tensor(const GgufFile *f, const char *name)
     return ERR_NOTFOUND;
 }
 
-static float half(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return half_f16_to_f32(h);
-}
-
-/* Dequantises nb blocks of type t from src into dst. The 4-bit formats keep
- * element j of a block in the low nibble of byte j and element j + 16 in
- * the high nibble (not interleaved). */
-static void dequant(const TypeInfo *t, const uint8_t *src, float *dst, size_t nb)
-{
-    switch (t->id) {
-    case GGUF_TYPE_F32:
-        memcpy(dst, src, nb * 4);
-        break;
-    case GGUF_TYPE_F16:
-        for (size_t i = 0; i < nb; i++) dst[i] = half(src + 2 * i);
-        break;
-    case GGUF_TYPE_BF16:
-        for (size_t i = 0; i < nb; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = half_bf16_to_f32(h);
-        }
-        break;
-    case GGUF_TYPE_Q8_0:
-        for (size_t b = 0; b < nb; b++, src += 34, dst += 32) {
-            float d = half(src);
-            for (int j = 0; j < 32; j++) dst[j] = (float)(int8_t)src[2 + j] * d;
-        }
-        break;
-    case GGUF_TYPE_Q4_0:
-        for (size_t b = 0; b < nb; b++, src += 18, dst += 32) {
-            float d = half(src);
-            for (int j = 0; j < 16; j++) {
-                dst[j] = (float)((src[2 + j] & 0x0f) - 8) * d;
-                dst[j + 16] = (float)((src[2 + j] >> 4) - 8) * d;
-            }
-        }
-        break;
-    case GGUF_TYPE_Q4_1:
-        for (size_t b = 0; b < nb; b++, src += 20, dst += 32) {
-            float d = half(src), m = half(src + 2);
-            for (int j = 0; j < 16; j++) {
-                dst[j] = (float)(src[4 + j] & 0x0f) * d + m;
-                dst[j + 16] = (float)(src[4 + j] >> 4) * d + m;
-            }
-        }
-        break;
-    default:
-        CHECK(!"dequant: unsupported type");
-    }
-}
-
 int gguf_read_f32(GgufFile *f, int i, float *dst, size_t n)
 {
     CHECK(i >= 0 && i < f->n_tensors);
     const Tensor   *t = &f->tensors[i];
-    const TypeInfo *ty = t->type;
+    const GgufType *ty = t->type;
     CHECK(n == t->numel && (dst || n == 0));
     if (!ty->supported) {
         log_error("gguf_read_f32: '%s': tensor '%s' has type %s, which cannot be dequantised "
-                  "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                  "(supported: " GGUF_TYPE_SUPPORTED_NAMES ")",
                   f->path, t->name, ty->name);
         return ERR_UNSUPPORTED;
     }
@@ -878,14 +770,14 @@ int gguf_read_f32(GgufFile *f, int i, float *dst, size_t n)
     for (size_t done = 0; done < n_blocks;) {
         size_t   nb = n_blocks - done < per_chunk ? n_blocks - done : per_chunk;
         uint64_t off = t->offset + (uint64_t)done * (uint64_t)ty->size;
-        int      rc = pread_exact(f->fd, buf, nb * (size_t)ty->size, off);
+        int      rc = fileio_pread_exact(f->fd, buf, nb * (size_t)ty->size, off, NULL);
         if (rc != 0) {
             log_error("gguf_read_f32: '%s': tensor '%s': reading %zu bytes at offset %llu: %s",
                       f->path, t->name, nb * (size_t)ty->size, (unsigned long long)off,
                       rc == ERR_IO ? strerror(errno) : "the file ends early (shrank after open)");
             return ERR_IO;
         }
-        dequant(ty, buf, dst + done * (size_t)ty->block, nb);
+        gguf_type_dequant(ty, buf, dst + done * (size_t)ty->block, nb);
         done += nb;
     }
     return 0;

@@ -24,7 +24,8 @@
  *
  * Tensor types F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be dequantised to
  * fp32; other known ggml types are accepted in the directory (so the file can
- * be inspected) but refused when read.
+ * be inspected) but refused when read. gguf_type.h holds the type table and
+ * the dequantisation.
  *
  * Ownership: gguf_open's caller owns the GgufFile; every string, array and
  * info it returns is borrowed until gguf_close. Threading: one thread per
@@ -37,6 +38,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common/formats/gguf_type.h"
 
 #define GGUF_MAX_DIMS 4                      /* ggml tensors have at most 4 dims */
 #define GGUF_MAX_NAME 255                    /* longest tensor name or key, bytes */
@@ -63,16 +66,6 @@ enum {
     GGUF_VAL_UINT64 = 10,
     GGUF_VAL_INT64 = 11,
     GGUF_VAL_FLOAT64 = 12,
-};
-
-/* ggml tensor types that this reader can dequantise (ids as in the file). */
-enum {
-    GGUF_TYPE_F32 = 0,
-    GGUF_TYPE_F16 = 1,
-    GGUF_TYPE_Q4_0 = 2, /* blocks of 32: fp16 d, 16 bytes of nibbles; x = (q - 8) * d */
-    GGUF_TYPE_Q4_1 = 3, /* blocks of 32: fp16 d, fp16 m, 16 bytes of nibbles; x = q * d + m */
-    GGUF_TYPE_Q8_0 = 8, /* blocks of 32: fp16 d, 32 int8; x = q * d */
-    GGUF_TYPE_BF16 = 30,
 };
 
 typedef struct GgufFile GgufFile;

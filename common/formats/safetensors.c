@@ -92,18 +92,13 @@ static bool shape_bytes(const int64_t *shape, int ndim, size_t elem_size, size_t
  * st_open validated it. */
 static int read_exact(const StFile *f, void *buf, size_t n, uint64_t off, const char *what)
 {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(f->fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            log_error("st_read_f32: '%s': reading %s at offset %llu: %s", f->path, what,
-                      (unsigned long long)off, r < 0 ? strerror(errno) : "file ends early");
-            return ERR_IO;
-        }
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
+    size_t got;
+    int    rc = fileio_pread_exact(f->fd, buf, n, off, &got);
+    if (rc != 0) {
+        log_error("st_read_f32: '%s': reading %s at offset %llu: %s", f->path, what,
+                  (unsigned long long)(off + got),
+                  rc == ERR_IO ? strerror(errno) : "file ends early");
+        return ERR_IO;
     }
     return 0;
 }
