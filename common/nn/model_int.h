@@ -1,0 +1,98 @@
+/* model_int: the inside of a Model, private to model.c (construction, the
+ * training forward and backward) and model_decode.c (the KV cache and
+ * model_step), which read the same weights and RoPE tables. Not for other
+ * modules: they go through model.h. Same ownership, threading and error
+ * conventions as model.h. */
+#ifndef RLHF_MODEL_INT_H
+#define RLHF_MODEL_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/nn/model.h"
+
+typedef struct {
+    float *attn_norm; /* (C) */
+    float *wq;        /* (NH*HS, C) */
+    float *wk;        /* (KVH*HS, C) */
+    float *wv;        /* (KVH*HS, C) */
+    float *wo;        /* (C, NH*HS) */
+    float *mlp_norm;  /* (C) */
+    float *w_gate;    /* (H, C) */
+    float *w_up;      /* (H, C) */
+    float *w_down;    /* (C, H) */
+} LayerWeights;
+
+/* Views into the parameter block (or, with the same offsets, the gradients). */
+typedef struct {
+    float        *embed;   /* (V, C) */
+    LayerWeights *layers;  /* L entries */
+    float        *norm;    /* (C) */
+    float        *lm_head; /* (V, C); the embed view when tied */
+    float        *score_w; /* (C), or NULL without a value head */
+    float        *score_b; /* (1), or NULL */
+} Weights;
+
+typedef struct {
+    char    name[80];
+    size_t  offset; /* floats from the start of the block */
+    int     ndim;
+    int64_t shape[2];
+    size_t  numel;
+} TensorInfo;
+
+/* Activations of one training batch, carved from one block per forward. */
+typedef struct {
+    int    B, T, N, M;         /* batch, sequence, rows B*T, active (unmasked) rows */
+    float *resid;              /* (L+1, N, C) residual stream at each layer input, last = final */
+    float *resid_mid;          /* (L, N, C) after attention */
+    float *ln1, *ln2;          /* (L, N, C) normed inputs of attention and MLP */
+    float *rstd1, *rstd2;      /* (L, N) */
+    float *q, *atty;           /* (L, N, NH*HS) post-RoPE queries, attention outputs */
+    float *k, *v;              /* (L, N, KVH*HS) post-RoPE keys, values */
+    float *att;                /* (L, B, NH, T, T) attention probabilities */
+    float *gate, *up, *act;    /* (L, N, H) */
+    float *lnf;                /* (N, C) final normed hidden */
+    float *rstdf;              /* (N) */
+    float *lnf_act;            /* (M, C) lnf rows of active positions */
+    float *logits;             /* (M, V) */
+    float *lse;                /* (M) */
+    float *logp_act, *ent_act; /* (M) */
+    /* backward scratch */
+    float *dresid, *dln, *dlnf;               /* (N, C) */
+    float *dq, *datty;                        /* (N, NH*HS) */
+    float *dk, *dv;                           /* (N, KVH*HS) */
+    float *dgate, *dup, *dact;                /* (N, H) */
+    float *datt;                              /* (B, NH, T, T) */
+    float *dlogits;                           /* (M, V) */
+    float *dlnf_act;                          /* (M, C) */
+    float *dlogp_act, *dent_act;              /* (M) */
+    int   *tokens, *targets_act, *pos, *rows; /* (N), (M), (N), (M) active row -> n */
+    float *block;
+    size_t block_cap; /* floats */
+    int   *iblock;
+    size_t iblock_cap;
+} Acts;
+
+struct Model {
+    ModelConfig   cfg;
+    size_t        n_params;
+    float        *params;
+    float        *grads;
+    Weights       w, g;
+    LayerWeights *lw; /* 2L: weights then gradients */
+    int           n_tensors;
+    TensorInfo   *tensors;
+    float        *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
+    float         temperature;         /* of the distributions model_forward reports */
+    Acts          a;
+    bool          has_forward; /* a forward ran since the last resize */
+};
+
+static inline int head_size(const ModelConfig *c)
+{
+    return c->dim / c->n_heads;
+}
+
+#endif
