@@ -35,18 +35,24 @@ void gguf_unpermute_qk(float *dst, const float *src, int n_heads, int rows, int 
     permute_rows(dst, src, n_heads, rows, cols, false);
 }
 
+/* What the lookup of a config key returned (rc) means: 0 to use the value
+ * read, 1 to use the default (the key is absent and has one), or the error,
+ * logged when the key is missing. */
+static int cfg_found(const GgufFile *f, const char *key, int rc, bool has_default)
+{
+    if (rc != ERR_NOTFOUND) return rc;
+    if (has_default) return 1;
+    log_error("gguf_model_config: '%s': missing key '%s'", gguf_path(f), key);
+    return rc;
+}
+
 /* A required positive integer key that must fit in an int. */
 static int cfg_int(const GgufFile *f, const char *key, int64_t dflt, int *out)
 {
     int64_t v;
-    int     rc = gguf_get_int(f, key, &v);
-    if (rc == ERR_NOTFOUND && dflt > 0)
-        v = dflt;
-    else if (rc == ERR_NOTFOUND) {
-        log_error("gguf_model_config: '%s': missing key '%s'", gguf_path(f), key);
-        return rc;
-    } else if (rc)
-        return rc;
+    int     rc = cfg_found(f, key, gguf_get_int(f, key, &v), dflt > 0);
+    if (rc < 0) return rc;
+    if (rc == 1) v = dflt;
     if (v < 1 || v > INT32_MAX) {
         log_error("gguf_model_config: '%s': %s = %lld, expected 1..%d", gguf_path(f), key,
                   (long long)v, INT32_MAX);
@@ -59,14 +65,9 @@ static int cfg_int(const GgufFile *f, const char *key, int64_t dflt, int *out)
 static int cfg_float(const GgufFile *f, const char *key, double dflt, float *out)
 {
     double v;
-    int    rc = gguf_get_float(f, key, &v);
-    if (rc == ERR_NOTFOUND && dflt > 0)
-        v = dflt;
-    else if (rc == ERR_NOTFOUND) {
-        log_error("gguf_model_config: '%s': missing key '%s'", gguf_path(f), key);
-        return rc;
-    } else if (rc)
-        return rc;
+    int    rc = cfg_found(f, key, gguf_get_float(f, key, &v), dflt > 0);
+    if (rc < 0) return rc;
+    if (rc == 1) v = dflt;
     if (!(v > 0.0) || !(v < 1e30)) {
         log_error("gguf_model_config: '%s': %s = %g, expected a positive finite number",
                   gguf_path(f), key, v);
