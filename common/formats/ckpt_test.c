@@ -21,6 +21,7 @@
 #include "common/formats/ckpt_int.h"
 #include "common/formats/safetensors.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -32,17 +33,9 @@ typedef struct {
 
 static ModelConfig test_config(bool tied, bool value_head)
 {
-    ModelConfig c = {.dim = 16,
-                     .n_layers = 2,
-                     .n_heads = 4,
-                     .n_kv_heads = 2,
-                     .hidden_dim = 40,
-                     .vocab_size = 90,
-                     .max_seq_len = 32,
-                     .rope_theta = 10000.0f,
-                     .norm_eps = 1e-5f,
-                     .tie_embeddings = tied,
-                     .has_value_head = value_head};
+    ModelConfig c = fixture_model_config(16, 2, 4, 2, 40, 90, 32);
+    c.tie_embeddings = tied;
+    c.has_value_head = value_head;
     return c;
 }
 

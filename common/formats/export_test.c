@@ -150,17 +150,9 @@ static void test_round_trip(Ctx *t, const Bpe *bpe)
 {
     int V = bpe_vocab_size(bpe), T = 12;
     for (int tied = 0; tied < 2; tied++) {
-        ModelConfig cfg = {.dim = 32,
-                           .n_layers = 2,
-                           .n_heads = 4,
-                           .n_kv_heads = 2,
-                           .hidden_dim = 40,
-                           .vocab_size = V,
-                           .max_seq_len = 64,
-                           .rope_theta = 10000.0f,
-                           .norm_eps = 1e-5f,
-                           .tie_embeddings = tied};
-        Model      *m = model_new(&cfg), *back = NULL;
+        ModelConfig cfg = fixture_model_config(32, 2, 4, 2, 40, V, 64);
+        cfg.tie_embeddings = tied;
+        Model *m = model_new(&cfg), *back = NULL;
         model_init_random(m, 11 + (uint64_t)tied, 0.3f);
         /* Norm gains away from one, so a transposed or skipped gain shows. */
         float *p = model_params(m);
@@ -287,17 +279,9 @@ static void test_round_trip(Ctx *t, const Bpe *bpe)
 
 static void test_refused(Ctx *t, const Bpe *bpe)
 {
-    ModelConfig cfg = {.dim = 16,
-                       .n_layers = 1,
-                       .n_heads = 2,
-                       .n_kv_heads = 1,
-                       .hidden_dim = 16,
-                       .vocab_size = bpe_vocab_size(bpe) + 3,
-                       .max_seq_len = 16,
-                       .rope_theta = 10000.0f,
-                       .norm_eps = 1e-5f,
-                       .has_value_head = true};
-    Model      *m = model_new(&cfg);
+    ModelConfig cfg = fixture_model_config(16, 1, 2, 1, 16, bpe_vocab_size(bpe) + 3, 16);
+    cfg.has_value_head = true;
+    Model *m = model_new(&cfg);
     model_init_random(m, 3, 0.2f);
     char path[128];
     snprintf(path, sizeof path, "%s/v.gguf", t->dir);

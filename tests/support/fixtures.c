@@ -8,6 +8,34 @@
 
 #include "common/base/err.h"
 
+ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                                 int vocab_size, int max_seq_len)
+{
+    return (ModelConfig){.dim = dim,
+                         .n_layers = n_layers,
+                         .n_heads = n_heads,
+                         .n_kv_heads = n_kv_heads,
+                         .hidden_dim = hidden_dim,
+                         .vocab_size = vocab_size,
+                         .max_seq_len = max_seq_len,
+                         .rope_theta = 10000.0f,
+                         .norm_eps = 1e-5f};
+}
+
+OptimConfig fixture_optim_config(float lr_peak, float lr_min, int64_t lr_warmup_steps,
+                                 int64_t lr_total_steps)
+{
+    return (OptimConfig){.lr_peak = lr_peak,
+                         .lr_min = lr_min,
+                         .lr_warmup_steps = lr_warmup_steps,
+                         .lr_total_steps = lr_total_steps,
+                         .beta1 = 0.9f,
+                         .beta2 = 0.95f,
+                         .eps = 1e-8f,
+                         .weight_decay = 0.0f,
+                         .grad_clip = 0.0f};
+}
+
 void fixture_logits(Model *m, float *out, int T)
 {
     int tokens[16], targets[16];

@@ -1,6 +1,7 @@
-/* fixtures: small helpers the model-file tests (gguf, export, bpe) share:
- * logits of a fixed token sequence, the largest difference of two float
- * arrays, and a quick unsynced file write for hand-made files.
+/* fixtures: small helpers the tests and benchmarks share: the configs of
+ * small models and optimizers, logits of a fixed token sequence, the largest
+ * difference of two float arrays, and a quick unsynced file write for
+ * hand-made files.
  *
  * Ownership: buffers are the caller's. Threading: one thread per call.
  * Errors: fixture_write_file returns 0 or ERR_IO; misuse is a CHECK. */
@@ -8,8 +9,22 @@
 #define RLHF_FIXTURES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/nn/model.h"
+#include "common/nn/optim.h"
+
+/* A model config of the given sizes with the usual RoPE base 10000 and
+ * RMSNorm epsilon 1e-5, untied embeddings and no value head (set those
+ * fields on the result where a test wants otherwise). */
+ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                                 int vocab_size, int max_seq_len);
+
+/* An AdamW config with the given learning-rate schedule, beta1 0.9, beta2
+ * 0.95, eps 1e-8, no weight decay and no clipping (set those fields on the
+ * result where a test wants otherwise). */
+OptimConfig fixture_optim_config(float lr_peak, float lr_min, int64_t lr_warmup_steps,
+                                 int64_t lr_total_steps);
 
 /* Logits of every position of a fixed sequence of T <= 16 tokens (token i is
  * (7i + 3) mod V), (T, V) into out. */
