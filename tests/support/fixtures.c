@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/formats/bpe_pre.h"
 
 ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                                  int vocab_size, int max_seq_len)
@@ -65,4 +67,45 @@ int fixture_write_file(const char *path, const void *p, size_t n)
     if (!fp) return ERR_IO;
     size_t w = fwrite(p, 1, n, fp);
     return fclose(fp) == 0 && w == n ? 0 : ERR_IO;
+}
+
+int fixture_vocab_add(FixtureVocab *fv, const char *t, int32_t type)
+{
+    CHECK(fv->n < FIXTURE_VOCAB_MAX);
+    fv->tok[fv->n] = xstrdup(t);
+    fv->type[fv->n] = type;
+    return fv->n++;
+}
+
+void fixture_vocab_add_bytes(FixtureVocab *fv, const char *drop)
+{
+    for (int c = 0; c < 256; c++) {
+        if (c && strchr(drop, c)) continue;
+        uint8_t u[5];
+        u[bpe_pre_utf8_put(bpe_pre_byte_to_cp((uint8_t)c), u)] = 0;
+        fixture_vocab_add(fv, (const char *)u, BPE_TOKEN_NORMAL);
+    }
+}
+
+Bpe *fixture_vocab_bpe(const FixtureVocab *fv, const char *const *merges, int n_merges,
+                       const char *tpl)
+{
+    BpeVocab v = {.n_tokens = fv->n,
+                  .tokens = (const char *const *)fv->tok,
+                  .token_types = fv->type,
+                  .n_merges = n_merges,
+                  .merges = merges,
+                  .pre = "smollm",
+                  .bos_id = 0,
+                  .eos_id = 0,
+                  .unk_id = -1,
+                  .pad_id = -1,
+                  .chat_template = tpl};
+    return bpe_new(&v);
+}
+
+void fixture_vocab_free(FixtureVocab *fv)
+{
+    for (int i = 0; i < fv->n; i++) free(fv->tok[i]);
+    fv->n = 0;
 }

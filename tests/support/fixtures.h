@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/formats/bpe.h"
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
 
@@ -25,6 +26,28 @@ ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_he
  * result where a test wants otherwise). */
 OptimConfig fixture_optim_config(float lr_peak, float lr_min, int64_t lr_warmup_steps,
                                  int64_t lr_total_steps);
+
+/* A hand-made byte-level vocabulary for tokenizer tests: tokens (owned
+ * copies) and their BPE_TOKEN_* types, in id order. Start from {0}; release
+ * with fixture_vocab_free. */
+#define FIXTURE_VOCAB_MAX 300
+typedef struct {
+    char   *tok[FIXTURE_VOCAB_MAX];
+    int32_t type[FIXTURE_VOCAB_MAX];
+    int     n;
+} FixtureVocab;
+
+/* Appends a copy of token t of the given type; returns its id. */
+int fixture_vocab_add(FixtureVocab *fv, const char *t, int32_t type);
+/* Appends GPT-2's 256 byte tokens in byte order, less the bytes in drop
+ * (byte 0 always stays), as SmolLM2 lacks a few. */
+void fixture_vocab_add_bytes(FixtureVocab *fv, const char *drop);
+/* A tokenizer over fv with SmolLM2's pre-tokenizer, BOS and EOS id 0, no
+ * unknown or padding token, the given merges and chat template (NULL: none).
+ * NULL when bpe_new refuses the vocabulary. Caller owns. */
+Bpe *fixture_vocab_bpe(const FixtureVocab *fv, const char *const *merges, int n_merges,
+                       const char *tpl);
+void fixture_vocab_free(FixtureVocab *fv);
 
 /* Logits of every position of a fixed sequence of T <= 16 tokens (token i is
  * (7i + 3) mod V), (T, V) into out. */
