@@ -60,6 +60,17 @@ float fixture_max_abs_diff(const float *a, const float *b, size_t n)
 
 /* The old file is unlinked first because rewriting a truncated file makes
  * ext4 flush it on close (auto_da_alloc), which costs milliseconds per file. */
+const char *fixture_smollm2_path(const char *test)
+{
+    const char *path = getenv("RLHF_SMOLLM2_GGUF");
+    if (!path || !*path) path = FIXTURE_SMOLLM2_GGUF;
+    if (access(path, R_OK) != 0) {
+        printf("%s: skipped: run make model (no %s)\n", test, path);
+        return NULL;
+    }
+    return path;
+}
+
 int fixture_write_file(const char *path, const void *p, size_t n)
 {
     if (unlink(path) != 0 && errno != ENOENT) return ERR_IO;

@@ -49,6 +49,14 @@ Bpe *fixture_vocab_bpe(const FixtureVocab *fv, const char *const *merges, int n_
                        const char *tpl);
 void fixture_vocab_free(FixtureVocab *fv);
 
+/* The SmolLM2-135M-Instruct GGUF that `make model` fetches. */
+#define FIXTURE_SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* The path of the SmolLM2 GGUF for test: $RLHF_SMOLLM2_GGUF if set and
+ * non-empty, else FIXTURE_SMOLLM2_GGUF. NULL, after printing "TEST:
+ * skipped: run make model (no PATH)", when the file cannot be read. */
+const char *fixture_smollm2_path(const char *test);
+
 /* Logits of every position of a fixed sequence of T <= 16 tokens (token i is
  * (7i + 3) mod V), (T, V) into out. */
 void fixture_logits(Model *m, float *out, int T);
