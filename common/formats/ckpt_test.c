@@ -22,6 +22,7 @@
 #include "common/formats/safetensors.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -521,8 +522,7 @@ static void test_refusals(TestCtx *t, const Tok *tok)
 int ckpt_selftest(bool verbose)
 {
     TestCtx t = {.verbose = verbose};
-    snprintf(t.root, sizeof t.root, "/tmp/rlhf-ckpt-XXXXXX");
-    if (!mkdtemp(t.root)) return 1;
+    if (testfs_tmpdir_new("ckpt", t.root, sizeof t.root) != 0) return 1;
     ckpt_join(t.ck, t.root, "ck");
     ckpt_join(t.bad, t.root, "bad");
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
@@ -535,6 +535,6 @@ int ckpt_selftest(bool verbose)
     test_refusals(&t, tok);
 
     tok_free(&tok);
-    EXPECT(fileio_remove_tree(t.root) == 0, "removing the test directory %s", t.root);
+    EXPECT(testfs_tmpdir_remove(t.root) == 0, "removing the test directory %s", t.root);
     return expect_end();
 }

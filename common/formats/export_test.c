@@ -20,6 +20,7 @@
 #include "common/nn/half.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -317,13 +318,12 @@ static void test_refused(Ctx *t, const Bpe *bpe)
 int export_selftest(bool verbose)
 {
     Ctx t = {.verbose = verbose};
-    snprintf(t.dir, sizeof t.dir, "/tmp/rlhf-export-XXXXXX");
-    if (!mkdtemp(t.dir)) return 1;
+    if (testfs_tmpdir_new("export", t.dir, sizeof t.dir) != 0) return 1;
     test_f16(&t);
     Bpe *bpe = test_bpe();
     test_round_trip(&t, bpe);
     test_refused(&t, bpe);
     bpe_free(&bpe);
-    fileio_remove_tree(t.dir);
+    testfs_tmpdir_remove(t.dir);
     return expect_end();
 }
