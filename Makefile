@@ -98,7 +98,8 @@ $(PROGS): $(LIB)
 $(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
+# Benchmarks link the shared test fixtures (model and optimizer configs) beside the library.
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/tests/support/fixtures.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -6,6 +6,7 @@
 
 #include "common/base/err.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 int eval_selftest(bool verbose)
@@ -14,17 +15,9 @@ int eval_selftest(bool verbose)
      * and must be deterministic. */
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     CHECK(tok);
-    ModelConfig c = {.dim = 32,
-                     .n_layers = 1,
-                     .n_heads = 2,
-                     .n_kv_heads = 1,
-                     .hidden_dim = 64,
-                     .vocab_size = tok_vocab_size(tok),
-                     .max_seq_len = 64,
-                     .rope_theta = 10000.0f,
-                     .norm_eps = 1e-5f,
-                     .tie_embeddings = true};
-    Model      *m = model_new(&c);
+    ModelConfig c = fixture_model_config(32, 1, 2, 1, 64, tok_vocab_size(tok), 64);
+    c.tie_embeddings = true;
+    Model *m = model_new(&c);
     model_init_random(m, 2, 0.02f);
     TaskConfig tc = TASK_DEFAULTS;
     EvalResult a, b;

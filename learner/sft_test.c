@@ -10,6 +10,7 @@
 #include "common/formats/tok.h"
 #include "common/nn/gen.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 int sft_selftest(bool verbose)
@@ -22,30 +23,16 @@ int sft_selftest(bool verbose)
     enum { NX = 8, T = 12 };
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     CHECK(tok);
-    ModelConfig c = {.dim = 64,
-                     .n_layers = 2,
-                     .n_heads = 4,
-                     .n_kv_heads = 2,
-                     .hidden_dim = 128,
-                     .vocab_size = tok_vocab_size(tok),
-                     .max_seq_len = T + 4,
-                     .rope_theta = 10000.0f,
-                     .norm_eps = 1e-5f,
-                     .tie_embeddings = true};
-    Model      *m = model_new(&c);
+    ModelConfig c = fixture_model_config(64, 2, 4, 2, 128, tok_vocab_size(tok), T + 4);
+    c.tie_embeddings = true;
+    Model *m = model_new(&c);
     model_init_random(m, 1, 0.05f);
-    OptimConfig oc = {.lr_peak = 3e-3f,
-                      .lr_min = 3e-4f,
-                      .lr_warmup_steps = 20,
-                      .lr_total_steps = 400,
-                      .beta1 = 0.9f,
-                      .beta2 = 0.98f,
-                      .eps = 1e-8f,
-                      .weight_decay = 0.0f,
-                      .grad_clip = 1.0f};
-    Optim      *opt = optim_new(&oc, model_num_params(m));
-    int         pbuf[NX][T], cbuf[NX][T];
-    SftExample  ex[NX];
+    OptimConfig oc = fixture_optim_config(3e-3f, 3e-4f, 20, 400);
+    oc.beta2 = 0.98f;
+    oc.grad_clip = 1.0f;
+    Optim     *opt = optim_new(&oc, model_num_params(m));
+    int        pbuf[NX][T], cbuf[NX][T];
+    SftExample ex[NX];
     for (int i = 0; i < NX; i++) {
         int np = 0, nc = 0;
         CHECK(tok_encode(tok, prompts[i], strlen(prompts[i]), TOK_ENC_BOS, pbuf[i], T, &np) == 0);

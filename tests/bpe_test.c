@@ -4,6 +4,7 @@
  * Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf is absent
  * (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path and
  * RLHF_BPE_FIXTURE the fixture (for larger, randomized comparisons). */
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 #include <jansson.h>
@@ -18,7 +19,6 @@
 #include "common/base/err.h"
 #include "common/base/log.h"
 
-#define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define SMOLLM2_FIXTURE "tests/fixtures/tokenizer_smollm2.json"
 
 /* ---- The test ----------------------------------------------------------- */
@@ -80,14 +80,8 @@ static bool round_trips(const Bpe *b, const char *text, size_t len)
 
 int bpe_smollm2_selftest(bool verbose)
 {
-    const char *path = getenv("RLHF_SMOLLM2_GGUF");
-    if (!path || !*path) path = SMOLLM2_GGUF;
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        printf("bpe_smollm2: skipped: run make model (no %s)\n", path);
-        return 0;
-    }
-    fclose(probe);
+    const char *path = fixture_smollm2_path("bpe_smollm2");
+    if (!path) return 0;
 
     int    fails = 0;
     double t0 = now_s();

@@ -4,6 +4,7 @@
  * (learner_new from the GGUF, zero steps, reward and accuracy in the
  * summary). Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf is
  * absent (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path. */
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 #include <jansson.h>
@@ -23,8 +24,6 @@
 #include "learner/eval.h"
 #include "learner/learner.h"
 
-#define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
 static int expect(bool ok, const char *what)
 {
     if (!ok) printf("  chat_smollm2: FAILED: %s\n", what);
@@ -33,14 +32,8 @@ static int expect(bool ok, const char *what)
 
 int chat_smollm2_selftest(bool verbose)
 {
-    const char *path = getenv("RLHF_SMOLLM2_GGUF");
-    if (!path || !*path) path = SMOLLM2_GGUF;
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        printf("chat_smollm2: skipped: run make model (no %s)\n", path);
-        return 0;
-    }
-    fclose(probe);
+    const char *path = fixture_smollm2_path("chat_smollm2");
+    if (!path) return 0;
     int  fails = 0;
     Bpe *b = NULL;
     if (bpe_load(path, &b) != 0) return 1;

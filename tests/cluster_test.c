@@ -58,6 +58,8 @@
 #define CL_PORT_HI 32000
 #define CL_START_TRIES 6
 #define CL_GROUP 4 /* completions per prompt */
+#define CL_LEASE_PROMPTS 2
+#define CL_LEASE_TIMEOUT_MS 1000
 
 typedef struct {
     const char *test;
@@ -79,13 +81,11 @@ typedef struct {
 typedef struct {
     int steps;
     int ckpt_every;
-    int lease_timeout_ms;
     /* 0 makes the learner's capacity one batch: a step then needs every
      * group out, so a lost group stalls the run until its lease expires. */
     int  max_staleness;
-    int  batch_groups;  /* groups per step */
-    int  lease_prompts; /* prompts per lease */
-    bool is_debug;      /* the learner logs at debug level: every grant */
+    int  batch_groups; /* groups per step */
+    bool is_debug;     /* the learner logs at debug level: every grant */
 } RunOpts;
 
 /* ---- Reporting -------------------------------------------------------- */
@@ -297,10 +297,10 @@ static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
     proc_arg(p, "--summary=%s", c->summary);
     proc_arg(p, "--steps=%d", o->steps);
     proc_arg(p, "--ckpt-every=%d", o->ckpt_every);
-    proc_arg(p, "--lease-timeout-ms=%d", o->lease_timeout_ms);
+    proc_arg(p, "--lease-timeout-ms=%d", CL_LEASE_TIMEOUT_MS);
     proc_arg(p, "--batch-groups=%d", o->batch_groups);
     proc_arg(p, "--group=%d", CL_GROUP);
-    proc_arg(p, "--lease-prompts=%d", o->lease_prompts);
+    proc_arg(p, "--lease-prompts=%d", CL_LEASE_PROMPTS);
     proc_arg(p, "--max-staleness=%d", o->max_staleness);
     proc_arg(p, "--eval-n=10");
     proc_arg(p, "--seed=7");
@@ -607,15 +607,10 @@ int cluster_fault_actor_selftest(bool verbose)
 {
     /* A step takes four leases, so actor-1 often gets one; without its
      * lease no step can be completed, so the run waits for the re-issue. */
-    const RunOpts o = {.steps = 30,
-                       .ckpt_every = 0,
-                       .lease_timeout_ms = 1000,
-                       .max_staleness = 0,
-                       .batch_groups = 8,
-                       .lease_prompts = 2,
-                       .is_debug = true};
-    Cluster       c;
-    Proc         *learner, *reward, *actors[2];
+    const RunOpts o = {
+        .steps = 30, .ckpt_every = 0, .max_staleness = 0, .batch_groups = 8, .is_debug = true};
+    Cluster c;
+    Proc   *learner, *reward, *actors[2];
     if (!cl_start_run(&c, "fault_actor", verbose, &o, &learner, &reward, actors, 2, true))
         return cl_finish(&c);
     Proc *victim = actors[0], *other = actors[1];
@@ -766,15 +761,10 @@ int cluster_fault_learner_selftest(bool verbose)
     /* Four leases a step and no staleness: both actors take part in every
      * step, and the steps are paced by their requests, slow enough for both
      * to find the restarted learner before the run ends. */
-    const RunOpts o = {.steps = 60,
-                       .ckpt_every = 4,
-                       .lease_timeout_ms = 1000,
-                       .max_staleness = 0,
-                       .batch_groups = 8,
-                       .lease_prompts = 2,
-                       .is_debug = true};
-    Cluster       c;
-    Proc         *learner, *reward, *actors[2];
+    const RunOpts o = {
+        .steps = 60, .ckpt_every = 4, .max_staleness = 0, .batch_groups = 8, .is_debug = true};
+    Cluster c;
+    Proc   *learner, *reward, *actors[2];
     if (!cl_start_run(&c, "fault_learner", verbose, &o, &learner, &reward, actors, 2, false))
         return cl_finish(&c);
     pid_t pids[2] = {proc_pid(actors[0]), proc_pid(actors[1])};
@@ -925,12 +915,7 @@ static bool reward_last_status(const Proc *p, long long *scored, long long *rece
 
 int cluster_fault_reward_selftest(bool verbose)
 {
-    const RunOpts o = {.steps = 30,
-                       .ckpt_every = 0,
-                       .lease_timeout_ms = 1000,
-                       .max_staleness = 0,
-                       .batch_groups = 4,
-                       .lease_prompts = 2};
+    const RunOpts o = {.steps = 30, .ckpt_every = 0, .max_staleness = 0, .batch_groups = 4};
     Cluster       c;
     Proc         *learner, *reward, *actors[2];
     if (!cl_start_run(&c, "fault_reward", verbose, &o, &learner, &reward, actors, 2, false))
@@ -1620,12 +1605,7 @@ static void expect_logged(Cluster *c, const Proc *p, const FrameSet *s, const ch
 
 int cluster_hostile_selftest(bool verbose)
 {
-    const RunOpts o = {.steps = 40,
-                       .ckpt_every = 0,
-                       .lease_timeout_ms = 1000,
-                       .max_staleness = 2,
-                       .batch_groups = 4,
-                       .lease_prompts = 2};
+    const RunOpts o = {.steps = 40, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4};
     Cluster       c;
     Proc         *learner, *reward;
     if (!cl_start_run(&c, "hostile", verbose, &o, &learner, &reward, NULL, 0, false))

@@ -5,6 +5,7 @@
  * models/SmolLM2-135M-Instruct.Q4_1.gguf is absent (`make model` fetches it);
  * RLHF_SMOLLM2_GGUF overrides the path. RLHF_EXPORT_KEEP=DIR keeps the
  * exported HF directory there (for tests/reference/check_export.py). */
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 #include <limits.h>
@@ -25,7 +26,6 @@
 #include "common/formats/gguf_llama.h"
 #include "common/nn/model.h"
 
-#define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MAX_SEQ 256 /* positions loaded: the RoPE tables, not the test, need more */
 
 static double now_s(void)
@@ -56,12 +56,8 @@ static bool same_encoding(const Bpe *a, const Bpe *b, const char *text)
 
 int export_smollm2_selftest(bool verbose)
 {
-    const char *path = getenv("RLHF_SMOLLM2_GGUF");
-    if (!path || !*path) path = SMOLLM2_GGUF;
-    if (access(path, R_OK) != 0) {
-        printf("export_smollm2: skipped: run make model (no %s)\n", path);
-        return 0;
-    }
+    const char *path = fixture_smollm2_path("export_smollm2");
+    if (!path) return 0;
     int    fails = 0;
     Model *m = NULL, *back = NULL, *h = NULL;
     Bpe   *bpe = NULL, *bpe2 = NULL;

@@ -5,6 +5,7 @@
  * 1e-3 of the largest absolute reference logit, identical 20-token greedy
  * continuations. Skipped, passing, when models/SmolLM2-135M-Instruct.Q4_1.gguf
  * is absent (`make model` fetches it); RLHF_SMOLLM2_GGUF overrides the path. */
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 #include <jansson.h>
@@ -20,7 +21,6 @@
 #include "common/formats/gguf_llama.h"
 #include "common/nn/model.h"
 
-#define SMOLLM2_GGUF "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define LOGITS_FIXTURE "tests/fixtures/logits_smollm2.json"
 #define MAX_IDS 256 /* longest fixture prompt accepted */
 
@@ -142,12 +142,8 @@ static int check_case(Model *m, const json_t *c, int idx, bool verbose, double *
 
 int gguf_smollm2_selftest(bool verbose)
 {
-    const char *path = getenv("RLHF_SMOLLM2_GGUF");
-    if (!path || !*path) path = SMOLLM2_GGUF;
-    if (access(path, R_OK) != 0) {
-        printf("gguf_smollm2: skipped: run make model (no %s)\n", path);
-        return 0;
-    }
+    const char *path = fixture_smollm2_path("gguf_smollm2");
+    if (!path) return 0;
     json_error_t jerr;
     json_t      *doc = json_load_file(LOGITS_FIXTURE, 0, &jerr);
     json_t      *cases = doc ? json_object_get(doc, "cases") : NULL;

@@ -44,58 +44,24 @@ static void st_pieces(BpePre pre, const char *s, char *out, size_t cap)
 
 /* A tiny vocabulary: 4 special tokens, the 256 byte tokens (less the bytes
  * in drop, which stay out as SmolLM2's missing bytes do) and a few merges. */
-typedef struct {
-    char   *tok[300];
-    int32_t type[300];
-    int     n;
-} StVocab;
-
-static int st_add(StVocab *sv, const char *t, int type)
-{
-    sv->tok[sv->n] = xstrdup(t);
-    sv->type[sv->n] = type;
-    return sv->n++;
-}
-
-static Bpe *st_build(StVocab *sv, const char *drop, const char *tpl, const char *const *merges,
+static Bpe *st_build(FixtureVocab *sv, const char *drop, const char *tpl, const char *const *merges,
                      int n_merges)
 {
     memset(sv, 0, sizeof *sv);
-    st_add(sv, "<|endoftext|>", BPE_TOKEN_CONTROL);
-    st_add(sv, "<|im_start|>", BPE_TOKEN_CONTROL);
-    st_add(sv, "<|im_end|>", BPE_TOKEN_CONTROL);
-    st_add(sv, "<tool>", BPE_TOKEN_USER_DEFINED);
-    for (int c = 0; c < 256; c++) {
-        if (c && strchr(drop, c)) continue;
-        uint8_t u[5];
-        u[bpe_pre_utf8_put(bpe_pre_byte_to_cp((uint8_t)c), u)] = 0;
-        st_add(sv, (const char *)u, BPE_TOKEN_NORMAL);
-    }
+    fixture_vocab_add(sv, "<|endoftext|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(sv, "<|im_start|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(sv, "<|im_end|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(sv, "<tool>", BPE_TOKEN_USER_DEFINED);
+    fixture_vocab_add_bytes(sv, drop);
     const char *merged[] = {"Ġt", "he", "Ġthe", "bc", "ab", "ll", "Ġ3", "aa", "aaaa"};
     for (size_t i = 0; i < sizeof merged / sizeof merged[0]; i++)
-        st_add(sv, merged[i], BPE_TOKEN_NORMAL);
-    BpeVocab v = {.n_tokens = sv->n,
-                  .tokens = (const char *const *)sv->tok,
-                  .token_types = sv->type,
-                  .n_merges = n_merges,
-                  .merges = merges,
-                  .pre = "smollm",
-                  .bos_id = 0,
-                  .eos_id = 0,
-                  .unk_id = -1,
-                  .pad_id = -1,
-                  .chat_template = tpl};
-    return bpe_new(&v);
-}
-
-static void st_free(StVocab *sv)
-{
-    for (int i = 0; i < sv->n; i++) free(sv->tok[i]);
+        fixture_vocab_add(sv, merged[i], BPE_TOKEN_NORMAL);
+    return fixture_vocab_bpe(sv, merges, n_merges, tpl);
 }
 
 /* Writes sv's vocabulary with merges as a GGUF file (no tensors) declaring
  * tokenizer model, with n_types token types; returns 0 or -1. */
-static int st_write_gguf(const char *path, const StVocab *sv, const char *const *merges,
+static int st_write_gguf(const char *path, const FixtureVocab *sv, const char *const *merges,
                          int n_merges, const char *model, int n_types)
 {
     GgufBuf b = {0};
@@ -174,13 +140,13 @@ int bpe_selftest(bool verbose)
     const char *const merges[] = {"Ġ t", "h e", "Ġt he", "b c",  "a b",
                                   "l l", "Ġ 3", "a a",   "aa aa"};
     const int         n_merges = (int)(sizeof merges / sizeof merges[0]);
-    const char *tpl = "{% for message in messages %}{% if loop.first and messages[0]['role'] != "
-                      "'system' %}{{ '<|im_start|>system\nYou are a test.<|im_end|>\n' }}{% endif "
-                      "%}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-                      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
-                      "'<|im_start|>assistant\\n' }}{% endif %}";
-    StVocab     sv;
-    Bpe        *b = st_build(&sv, "", tpl, merges, n_merges);
+    const char  *tpl = "{% for message in messages %}{% if loop.first and messages[0]['role'] != "
+                       "'system' %}{{ '<|im_start|>system\nYou are a test.<|im_end|>\n' }}{% endif "
+                       "%}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                       "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+                       "'<|im_start|>assistant\\n' }}{% endif %}";
+    FixtureVocab sv;
+    Bpe         *b = st_build(&sv, "", tpl, merges, n_merges);
     CHECK(b);
 
     /* Merges by rank: "b c" (rank 3) beats "a b" (rank 4), so "abc" is a|bc. */
@@ -297,7 +263,7 @@ int bpe_selftest(bool verbose)
     free(big);
     free(big_ids);
     bpe_free(&b);
-    st_free(&sv);
+    fixture_vocab_free(&sv);
 
     /* A vocabulary missing bytes 0x04 and 'x' drops them (both references
      * do); inside one piece the neighbours then merge ("a b"), across pieces
@@ -315,17 +281,17 @@ int bpe_selftest(bool verbose)
     EXPECT(bpe_chat_format(b, msgs, 1, true, buf, sizeof buf, &len) == ERR_UNSUPPORTED, "%s",
            "bpe_chat_format(b, msgs, 1, true, buf, sizeof buf, &len) == ERR_UNSUPPORTED");
     bpe_free(&b);
-    st_free(&sv);
+    fixture_vocab_free(&sv);
 
     /* Malformed vocabularies are refused. */
     const char *const bad_merge[] = {"a b", "x zz"};
     EXPECT(st_build(&sv, "", NULL, bad_merge, 2) == NULL, "%s",
            "st_build(&sv, \"\", NULL, bad_merge, 2) == NULL");
-    st_free(&sv);
+    fixture_vocab_free(&sv);
     const char *const two_spaces[] = {"a b c"};
     EXPECT(st_build(&sv, "", NULL, two_spaces, 1) == NULL, "%s",
            "st_build(&sv, \"\", NULL, two_spaces, 1) == NULL");
-    st_free(&sv);
+    fixture_vocab_free(&sv);
     /* The GGUF adapter, on hand-written files. */
     char path[] = "/tmp/bpe_selftest_XXXXXX";
     int  fd = mkstemp(path);
@@ -363,7 +329,7 @@ int bpe_selftest(bool verbose)
            "st_write_gguf(path, &sv, bad_merge, 2, \"gpt2\", sv.n) == 0");
     EXPECT(bpe_load(path, &b) == ERR_FORMAT && !b, "%s", "bpe_load(path, &b) == ERR_FORMAT && !b");
     unlink(path);
-    st_free(&sv);
+    fixture_vocab_free(&sv);
     const char *toks[] = {"a", "b"};
     BpeVocab    v = {.n_tokens = 2,
                      .tokens = toks,

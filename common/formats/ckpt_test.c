@@ -21,6 +21,8 @@
 #include "common/formats/ckpt_int.h"
 #include "common/formats/safetensors.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
+#include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -32,17 +34,9 @@ typedef struct {
 
 static ModelConfig test_config(bool tied, bool value_head)
 {
-    ModelConfig c = {.dim = 16,
-                     .n_layers = 2,
-                     .n_heads = 4,
-                     .n_kv_heads = 2,
-                     .hidden_dim = 40,
-                     .vocab_size = 90,
-                     .max_seq_len = 32,
-                     .rope_theta = 10000.0f,
-                     .norm_eps = 1e-5f,
-                     .tie_embeddings = tied,
-                     .has_value_head = value_head};
+    ModelConfig c = fixture_model_config(16, 2, 4, 2, 40, 90, 32);
+    c.tie_embeddings = tied;
+    c.has_value_head = value_head;
     return c;
 }
 
@@ -528,8 +522,7 @@ static void test_refusals(TestCtx *t, const Tok *tok)
 int ckpt_selftest(bool verbose)
 {
     TestCtx t = {.verbose = verbose};
-    snprintf(t.root, sizeof t.root, "/tmp/rlhf-ckpt-XXXXXX");
-    if (!mkdtemp(t.root)) return 1;
+    if (testfs_tmpdir_new("ckpt", t.root, sizeof t.root) != 0) return 1;
     ckpt_join(t.ck, t.root, "ck");
     ckpt_join(t.bad, t.root, "bad");
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
@@ -542,6 +535,6 @@ int ckpt_selftest(bool verbose)
     test_refusals(&t, tok);
 
     tok_free(&tok);
-    EXPECT(fileio_remove_tree(t.root) == 0, "removing the test directory %s", t.root);
+    EXPECT(testfs_tmpdir_remove(t.root) == 0, "removing the test directory %s", t.root);
     return expect_end();
 }

@@ -20,6 +20,7 @@
 #include "common/nn/half.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
 typedef struct {
@@ -150,17 +151,9 @@ static void test_round_trip(Ctx *t, const Bpe *bpe)
 {
     int V = bpe_vocab_size(bpe), T = 12;
     for (int tied = 0; tied < 2; tied++) {
-        ModelConfig cfg = {.dim = 32,
-                           .n_layers = 2,
-                           .n_heads = 4,
-                           .n_kv_heads = 2,
-                           .hidden_dim = 40,
-                           .vocab_size = V,
-                           .max_seq_len = 64,
-                           .rope_theta = 10000.0f,
-                           .norm_eps = 1e-5f,
-                           .tie_embeddings = tied};
-        Model      *m = model_new(&cfg), *back = NULL;
+        ModelConfig cfg = fixture_model_config(32, 2, 4, 2, 40, V, 64);
+        cfg.tie_embeddings = tied;
+        Model *m = model_new(&cfg), *back = NULL;
         model_init_random(m, 11 + (uint64_t)tied, 0.3f);
         /* Norm gains away from one, so a transposed or skipped gain shows. */
         float *p = model_params(m);
@@ -287,17 +280,9 @@ static void test_round_trip(Ctx *t, const Bpe *bpe)
 
 static void test_refused(Ctx *t, const Bpe *bpe)
 {
-    ModelConfig cfg = {.dim = 16,
-                       .n_layers = 1,
-                       .n_heads = 2,
-                       .n_kv_heads = 1,
-                       .hidden_dim = 16,
-                       .vocab_size = bpe_vocab_size(bpe) + 3,
-                       .max_seq_len = 16,
-                       .rope_theta = 10000.0f,
-                       .norm_eps = 1e-5f,
-                       .has_value_head = true};
-    Model      *m = model_new(&cfg);
+    ModelConfig cfg = fixture_model_config(16, 1, 2, 1, 16, bpe_vocab_size(bpe) + 3, 16);
+    cfg.has_value_head = true;
+    Model *m = model_new(&cfg);
     model_init_random(m, 3, 0.2f);
     char path[128];
     snprintf(path, sizeof path, "%s/v.gguf", t->dir);
@@ -333,13 +318,12 @@ static void test_refused(Ctx *t, const Bpe *bpe)
 int export_selftest(bool verbose)
 {
     Ctx t = {.verbose = verbose};
-    snprintf(t.dir, sizeof t.dir, "/tmp/rlhf-export-XXXXXX");
-    if (!mkdtemp(t.dir)) return 1;
+    if (testfs_tmpdir_new("export", t.dir, sizeof t.dir) != 0) return 1;
     test_f16(&t);
     Bpe *bpe = test_bpe();
     test_round_trip(&t, bpe);
     test_refused(&t, bpe);
     bpe_free(&bpe);
-    fileio_remove_tree(t.dir);
+    testfs_tmpdir_remove(t.dir);
     return expect_end();
 }

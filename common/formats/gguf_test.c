@@ -658,17 +658,9 @@ static void write_model(Ctx *t, Model *m, int mode)
 static void test_model(Ctx *t)
 {
     for (int tied = 0; tied < 2; tied++) {
-        ModelConfig cfg = {.dim = 16,
-                           .n_layers = 2,
-                           .n_heads = 4,
-                           .n_kv_heads = 2,
-                           .hidden_dim = 24,
-                           .vocab_size = 19,
-                           .max_seq_len = 16,
-                           .rope_theta = 10000.0f,
-                           .norm_eps = 1e-5f,
-                           .tie_embeddings = tied};
-        Model      *m = model_new(&cfg), *m2 = NULL;
+        ModelConfig cfg = fixture_model_config(16, 2, 4, 2, 24, 19, 16);
+        cfg.tie_embeddings = tied;
+        Model *m = model_new(&cfg), *m2 = NULL;
         model_init_random(m, 5 + (uint64_t)tied, 0.3f);
         /* Norm gains away from one so a swapped norm would show. */
         ModelTensor nt;

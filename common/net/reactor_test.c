@@ -101,6 +101,22 @@ static void *stopper(void *arg)
     return NULL;
 }
 
+/* Runs r with *stop cleared and set again by another thread after_ms
+ * later; writes the start time to *t0 and the run's length to *dt.
+ * Returns what reactor_run returned. */
+static int run_stopped_after(Reactor *r, atomic_int *stop, int after_ms, int64_t *t0, int64_t *dt)
+{
+    atomic_store(stop, 0);
+    Stopper   s = {stop, after_ms};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, stopper, &s) == 0);
+    *t0 = reactor_now_ms();
+    int rc = reactor_run(r, stop);
+    *dt = reactor_now_ms() - *t0;
+    pthread_join(th, NULL);
+    return rc;
+}
+
 static void send_n(void *tx, int n)
 {
     for (int i = 0; i < n; i++) CHECK(zmq_send(tx, "x", 1, 0) == 1);
@@ -143,14 +159,8 @@ int reactor_selftest(bool verbose)
         EXPECT(reactor_add_timer(r, "tick", 40, false, on_tick, &p) == 0, "add_timer");
         EXPECT(reactor_add_timer(r, "now", 1000, true, on_tick, &q) == 0, "add_timer now");
         EXPECT(reactor_add_timer(r, "off", 0, true, on_tick, &z) == 0, "add_timer disabled");
-        atomic_store(&stop, 0);
-        Stopper   s = {&stop, 330};
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, stopper, &s) == 0);
-        int64_t t0 = reactor_now_ms();
-        int     rc = reactor_run(r, &stop);
-        int64_t dt = reactor_now_ms() - t0;
-        pthread_join(th, NULL);
+        int64_t t0, dt;
+        int     rc = run_stopped_after(r, &stop, 330, &t0, &dt);
         EXPECT(rc == 0, "run returned %d", rc);
         EXPECT(p.ticks >= 6 && p.ticks <= 9, "40 ms timer fired %d times in %lld ms, expected 6..9",
                p.ticks, (long long)dt);
@@ -170,14 +180,8 @@ int reactor_selftest(bool verbose)
         Probe    p = {.rx = rx, .idle_work = 50, .fail_after = 2};
         Reactor *r = reactor_new("reactor_test", 100);
         reactor_set_idle(r, on_idle, &p);
-        atomic_store(&stop, 0);
-        Stopper   s = {&stop, 400};
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, stopper, &s) == 0);
-        int64_t t0 = reactor_now_ms();
-        int     rc = reactor_run(r, &stop);
-        int64_t dt = reactor_now_ms() - t0;
-        pthread_join(th, NULL);
+        int64_t t0, dt;
+        int     rc = run_stopped_after(r, &stop, 400, &t0, &dt);
         EXPECT(rc == 0, "run returned %d", rc);
         EXPECT(p.idle_calls >= 51 && p.idle_calls <= 51 + 6,
                "idle ran %d times in %lld ms: 51 busy passes, then one per 100 ms wait",
@@ -204,13 +208,8 @@ int reactor_selftest(bool verbose)
                "set_timer of an unknown timer: expected ERR_NOTFOUND");
         EXPECT(reactor_watch_socket(r, rx, false) == 0, "pause the socket");
         send_n(tx, 2);
-        atomic_store(&stop, 0);
-        Stopper   s = {&stop, 250};
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, stopper, &s) == 0);
-        int64_t t0 = reactor_now_ms();
-        int     rc = reactor_run(r, &stop);
-        pthread_join(th, NULL);
+        int64_t t0, dt;
+        int     rc = run_stopped_after(r, &stop, 250, &t0, &dt);
         EXPECT(rc == 0, "run returned %d", rc);
         EXPECT(p.first_tick_ms - t0 < 20, "first tick after %lld ms, expected at once (set to 0)",
                (long long)(p.first_tick_ms - t0));

@@ -10,6 +10,7 @@
 #include "common/base/fileio.h"
 #include "common/nn/gen.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 int gen_selftest(bool verbose)
@@ -17,15 +18,7 @@ int gen_selftest(bool verbose)
     /* Greedy generation through the cache must equal greedy decoding by
      * repeated full forwards, and the recorded logp_full must equal the
      * full forward's log-probability of each generated token. */
-    ModelConfig c = {.dim = 32,
-                     .n_layers = 2,
-                     .n_heads = 4,
-                     .n_kv_heads = 2,
-                     .hidden_dim = 48,
-                     .vocab_size = 17,
-                     .max_seq_len = 32,
-                     .rope_theta = 10000.0f,
-                     .norm_eps = 1e-5f};
+    ModelConfig c = fixture_model_config(32, 2, 4, 2, 48, 17, 32);
     Model      *m = model_new(&c);
     model_init_random(m, 4, 0.5f);
     Generator *g = gen_new(m, 3, 24);

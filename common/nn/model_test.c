@@ -11,6 +11,7 @@
 #include "common/base/rng.h"
 #include "common/nn/model.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/numcheck.h"
 #include "tests/test_list.h"
 
@@ -222,15 +223,7 @@ static void temperature_check(const ModelConfig *cfg, bool verbose)
 
 int model_selftest(bool verbose)
 {
-    ModelConfig base = {.dim = 16,
-                        .n_layers = 2,
-                        .n_heads = 4,
-                        .n_kv_heads = 2,
-                        .hidden_dim = 24,
-                        .vocab_size = 13,
-                        .max_seq_len = 16,
-                        .rope_theta = 10000.0f,
-                        .norm_eps = 1e-5f};
+    ModelConfig base = fixture_model_config(16, 2, 4, 2, 24, 13, 16);
     char        why[160];
     ModelConfig bad = base;
     bad.n_kv_heads = 3;

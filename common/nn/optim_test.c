@@ -13,6 +13,7 @@
 #include "common/base/rng.h"
 #include "common/nn/optim.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/numcheck.h"
 #include "tests/test_list.h"
 
@@ -22,15 +23,10 @@
  * formula shows), weight decay 0.1 except on the masked-out third entry. */
 static void test_worked_example(void)
 {
-    OptimConfig cfg = {.lr_peak = 0.1f,
-                       .lr_min = 0.01f,
-                       .lr_warmup_steps = 2,
-                       .lr_total_steps = 4,
-                       .beta1 = 0.9f,
-                       .beta2 = 0.999f,
-                       .eps = 1e-3f,
-                       .weight_decay = 0.1f,
-                       .grad_clip = 0.0f};
+    OptimConfig cfg = fixture_optim_config(0.1f, 0.01f, 2, 4);
+    cfg.beta2 = 0.999f;
+    cfg.eps = 1e-3f;
+    cfg.weight_decay = 0.1f;
     Optim      *o = optim_new(&cfg, 3);
     float       p[3] = {1.0f, -2.0f, 0.5f};
     uint8_t     mask[3] = {1, 1, 0};
@@ -97,13 +93,7 @@ static void test_worked_example(void)
 
 static void test_schedule(bool verbose)
 {
-    OptimConfig cfg = {.lr_peak = 1e-3f,
-                       .lr_min = 1e-4f,
-                       .lr_warmup_steps = 100,
-                       .lr_total_steps = 1100,
-                       .beta1 = 0.9f,
-                       .beta2 = 0.95f,
-                       .eps = 1e-8f};
+    OptimConfig cfg = fixture_optim_config(1e-3f, 1e-4f, 100, 1100);
     double      peak = cfg.lr_peak, lo = cfg.lr_min;
     const struct {
         int64_t step;
@@ -163,13 +153,11 @@ static void test_schedule(bool verbose)
  * first Adam step g / (|g| + eps) depends on the scale of g. */
 static void test_clip_and_nonfinite(void)
 {
-    OptimConfig cfg = {.lr_peak = 1.0f,
-                       .lr_min = 1.0f,
-                       .beta1 = 0.9f,
-                       .beta2 = 0.999f,
-                       .eps = 1e-3f,
-                       .grad_clip = 1.0f};
-    float       g[2] = {3.0f, 4.0f};
+    OptimConfig cfg = fixture_optim_config(1.0f, 1.0f, 0, 0);
+    cfg.beta2 = 0.999f;
+    cfg.eps = 1e-3f;
+    cfg.grad_clip = 1.0f;
+    float g[2] = {3.0f, 4.0f};
     for (int clipped = 1; clipped >= 0; clipped--) {
         cfg.grad_clip = clipped ? 1.0f : 10.0f;
         Optim *o = optim_new(&cfg, 2);
@@ -238,17 +226,11 @@ static void test_clip_and_nonfinite(void)
 static void test_convergence(bool verbose)
 {
     enum { N = 64, STEPS = 3000 };
-    OptimConfig cfg = {.lr_peak = 0.1f,
-                       .lr_min = 1e-4f,
-                       .lr_warmup_steps = 50,
-                       .lr_total_steps = STEPS,
-                       .beta1 = 0.9f,
-                       .beta2 = 0.999f,
-                       .eps = 1e-8f,
-                       .weight_decay = 0.0f,
-                       .grad_clip = 1.0f};
-    float       a[N], c[N], x[N], xr[N], g[N], gr[N];
-    Rng         rng;
+    OptimConfig cfg = fixture_optim_config(0.1f, 1e-4f, 50, STEPS);
+    cfg.beta2 = 0.999f;
+    cfg.grad_clip = 1.0f;
+    float a[N], c[N], x[N], xr[N], g[N], gr[N];
+    Rng   rng;
     rng_seed(&rng, 8);
     for (int i = 0; i < N; i++) {
         a[i] = powf(10.0f, -1.0f + 2.0f * (float)i / (N - 1));

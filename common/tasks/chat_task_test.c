@@ -10,68 +10,25 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
-
-/* Whether GPT-2's byte-to-code-point map keeps byte c as itself (the
- * printable Latin-1 bytes). */
-static bool st_byte_is_self(int c)
-{
-    return (c >= '!' && c <= '~') || (c >= 0xa1 && c <= 0xac) || (c >= 0xae && c <= 0xff);
-}
-
-/* GPT-2's byte-to-code-point map: printable Latin-1 bytes stand for
- * themselves, the others take code points from 256 up, in byte order. */
-static int st_byte_cp(int c)
-{
-    if (st_byte_is_self(c)) return c;
-    int k = 0;
-    for (int d = 0; d < c; d++)
-        if (!st_byte_is_self(d)) k++;
-    return 256 + k;
-}
 
 /* A hand-made ChatML vocabulary: three special tokens, the 256 byte tokens
  * and no merges, so every byte of the text becomes one id. */
 static Bpe *st_tiny_bpe(void)
 {
-    enum { N = 3 + 256 };
-    char       *toks[N];
-    int32_t     types[N];
-    const char *special[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-    for (int i = 0; i < 3; i++) {
-        toks[i] = xstrdup(special[i]);
-        types[i] = BPE_TOKEN_CONTROL;
-    }
-    for (int c = 0; c < 256; c++) {
-        int  cp = st_byte_cp(c);
-        char u[4];
-        if (cp < 0x80) {
-            u[0] = (char)cp;
-            u[1] = 0;
-        } else {
-            u[0] = (char)(0xc0 | (cp >> 6));
-            u[1] = (char)(0x80 | (cp & 0x3f));
-            u[2] = 0;
-        }
-        toks[3 + c] = xstrdup(u);
-        types[3 + c] = BPE_TOKEN_NORMAL;
-    }
+    FixtureVocab fv = {0};
+    fixture_vocab_add(&fv, "<|endoftext|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(&fv, "<|im_start|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(&fv, "<|im_end|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add_bytes(&fv, "");
     const char *tpl = "{% for message in messages %}{% if loop.first and message['role'] != "
                       "'system' %}{{ '<|im_start|>system\nBe exact.<|im_end|>\n' }}{% endif "
                       "%}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
                       "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
                       "'<|im_start|>assistant\\n' }}{% endif %}";
-    BpeVocab    v = {.n_tokens = N,
-                     .tokens = (const char *const *)toks,
-                     .token_types = types,
-                     .pre = "smollm",
-                     .bos_id = 0,
-                     .eos_id = 0,
-                     .unk_id = -1,
-                     .pad_id = -1,
-                     .chat_template = tpl};
-    Bpe        *b = bpe_new(&v);
-    for (int i = 0; i < N; i++) free(toks[i]);
+    Bpe        *b = fixture_vocab_bpe(&fv, NULL, 0, tpl);
+    fixture_vocab_free(&fv);
     return b;
 }
 

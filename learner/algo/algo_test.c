@@ -15,6 +15,7 @@
 #include "learner/algo/advantage.h"
 #include "learner/algo/algo.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/test_list.h"
 
 enum { TS_MAXP = 4, TS_MAXC = 6 };
@@ -161,15 +162,9 @@ static const ModelConfig k_tiny = {.dim = 32,
 
 static OptimConfig test_optim(float lr)
 {
-    return (OptimConfig){.lr_peak = lr,
-                         .lr_min = lr,
-                         .lr_warmup_steps = 0,
-                         .lr_total_steps = 0,
-                         .beta1 = 0.9f,
-                         .beta2 = 0.99f,
-                         .eps = 1e-8f,
-                         .weight_decay = 0.0f,
-                         .grad_clip = 0.0f};
+    OptimConfig c = fixture_optim_config(lr, lr, 0, 0);
+    c.beta2 = 0.99f;
+    return c;
 }
 
 /* Runs one algo_step of cfg on a fresh Algo over p and returns its stats;

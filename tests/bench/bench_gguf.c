@@ -46,40 +46,17 @@ typedef struct {
 /* The best of steps training steps on TRAIN_B x T tokens of real text ids. */
 static json_t *bench_train(Model *m, const int *ids, int n_ids, int T, int steps, double sgemm)
 {
-    const ModelConfig *c = model_config(m);
-    size_t             P = model_num_params(m);
-    OptimConfig        oc = {.lr_peak = 1e-5f,
-                             .lr_min = 1e-6f,
-                             .lr_warmup_steps = 0,
-                             .lr_total_steps = 1000,
-                             .beta1 = 0.9f,
-                             .beta2 = 0.95f,
-                             .eps = 1e-8f,
-                             .weight_decay = 0.0f,
-                             .grad_clip = 1.0f};
-    Optim             *opt = optim_new(&oc, P);
-    int                N = TRAIN_B * T;
-    int               *tokens = xmalloc(sizeof(int) * N), *targets = xmalloc(sizeof(int) * N);
-    float             *logp = xmalloc(sizeof(float) * N), *dlogp = xmalloc(sizeof(float) * N);
+    OptimConfig oc = fixture_optim_config(1e-5f, 1e-6f, 0, 1000);
+    oc.grad_clip = 1.0f;
+    int  N = TRAIN_B * T;
+    int *tokens = xmalloc(sizeof(int) * N), *targets = xmalloc(sizeof(int) * N);
     /* Next-token targets over the prompt ids repeated: real text statistics. */
     for (int i = 0; i < N; i++) {
         tokens[i] = ids[i % n_ids];
         targets[i] = ids[(i + 1) % n_ids];
-        dlogp[i] = -1.0f / N;
     }
-    double best = 1e30;
-    for (int step = 0; step <= steps; step++) {
-        double t0 = bench_now_s();
-        model_zero_grad(m);
-        model_forward(m, tokens, targets, NULL, TRAIN_B, T, logp, NULL, NULL);
-        model_backward(m, dlogp, NULL, NULL);
-        double gn, lr;
-        CHECK(optim_step(opt, model_params(m), model_grads(m), NULL, &gn, &lr) == 0);
-        double dt = bench_now_s() - t0;
-        if (step > 0) best = fmin(best, dt);
-        printf("  train step %d%s: %.2f s\n", step, step ? "" : " (warm-up)", dt);
-    }
-    double gflops = model_train_flops(c, TRAIN_B, T) / best / 1e9;
+    double best = bench_train_best_s(m, &oc, tokens, targets, TRAIN_B, T, steps, false, true);
+    double gflops = model_train_flops(model_config(m), TRAIN_B, T) / best / 1e9;
     printf("train %dx%d: %.2f s/step, %.0f tokens/s, %.1f GFLOP/s = %.1f%% of sgemm %.1f\n",
            TRAIN_B, T, best, N / best, gflops, 100.0 * gflops / sgemm, sgemm);
     json_t *o =
@@ -87,49 +64,16 @@ static json_t *bench_train(Model *m, const int *ids, int n_ids, int T, int steps
                   "tokens_per_s", N / best, "gflops", gflops, "pct_sgemm", 100.0 * gflops / sgemm);
     free(tokens);
     free(targets);
-    free(logp);
-    free(dlogp);
-    optim_free(&opt);
     return o;
 }
 
 /* Prefill DB copies of the prompt, then DEC_NEW greedy steps for all. */
 static json_t *bench_decode(Model *m, const int *prompt, int DB, double memcpy_gbs)
 {
-    const ModelConfig *c = model_config(m);
-    int                V = c->vocab_size;
-    KVCache           *kv = kv_new(m, DB, DEC_PROMPT + DEC_NEW);
-    int               *seq = xmalloc(sizeof(int) * DB * DEC_PROMPT);
-    int               *tok = xmalloc(sizeof(int) * DB * DEC_PROMPT);
-    int               *outs = xmalloc(sizeof(int) * DB);
-    float             *logits = xmalloc(sizeof(float) * (size_t)DB * V);
-    for (int b = 0; b < DB; b++) {
-        for (int t = 0; t < DEC_PROMPT; t++) {
-            seq[b * DEC_PROMPT + t] = b;
-            tok[b * DEC_PROMPT + t] = prompt[t];
-        }
-        outs[b] = b * DEC_PROMPT + DEC_PROMPT - 1;
-    }
-    double t0 = bench_now_s();
-    CHECK(model_step(m, kv, DB * DEC_PROMPT, seq, tok, DB, outs, logits) == 0);
-    double prefill = bench_now_s() - t0;
-    for (int b = 0; b < DB; b++) seq[b] = outs[b] = b;
-    t0 = bench_now_s();
-    for (int step = 0; step < DEC_NEW; step++) {
-        for (int b = 0; b < DB; b++) {
-            const float *row = logits + (size_t)b * V;
-            int          best = 0;
-            for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
-            tok[b] = best;
-        }
-        CHECK(model_step(m, kv, DB, seq, tok, DB, outs, logits) == 0);
-    }
-    double dec = bench_now_s() - t0;
-    /* Each step reads every weight once (a tied embedding as the LM head; an
-     * untied one only as DB looked-up rows). */
-    size_t P = model_num_params(m);
-    double weight_bytes =
-        4.0 * (double)(P - (c->tie_embeddings ? 0 : (size_t)c->vocab_size * c->dim));
+    int *prompts = xmalloc(sizeof(int) * DB * DEC_PROMPT);
+    for (int b = 0; b < DB; b++) memcpy(prompts + b * DEC_PROMPT, prompt, sizeof(int) * DEC_PROMPT);
+    double prefill, dec = bench_decode_s(m, prompts, DB, DEC_PROMPT, DEC_NEW, &prefill);
+    double weight_bytes = bench_decode_weight_bytes(m);
     double bound = memcpy_gbs * 1e9 / weight_bytes, steps_per_s = DEC_NEW / dec;
     double tps = (double)DB * DEC_NEW / dec;
     printf("decode batch %d: %.1f tokens/s, %.2f steps/s; bandwidth bound %.2f steps/s (%.0f MB "
@@ -140,11 +84,7 @@ static json_t *bench_decode(Model *m, const int *prompt, int DB, double memcpy_g
                           DEC_PROMPT, "new_tokens", DEC_NEW, "tokens_per_s", tps, "steps_per_s",
                           steps_per_s, "bound_steps_per_s", bound, "pct_bound",
                           100.0 * steps_per_s / bound, "prefill_s", prefill);
-    free(seq);
-    free(tok);
-    free(outs);
-    free(logits);
-    kv_free(&kv);
+    free(prompts);
     return o;
 }
 
@@ -240,18 +180,7 @@ int main(int argc, char **argv)
     json_object_set_new(res, "decode_b8", bench_decode(m, ids, 8, bw));
     json_object_set_new(res, "train", bench_train(m, ids, n, a.train_T, a.steps, sg));
 
-    json_t *root = json_load_file(a.out, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        root = json_object();
-    }
-    json_object_set_new(root, "smollm2", res);
-    rc = json_dump_file(root, a.out, JSON_INDENT(2));
-    if (rc != 0)
-        fprintf(stderr, "bench_gguf: cannot write %s\n", a.out);
-    else
-        printf("wrote %s\n", a.out);
-    json_decref(root);
+    rc = bench_json_write("bench_gguf", a.out, "smollm2", res);
     bpe_free(&bpe);
     model_free(&m);
     return rc ? 1 : 0;

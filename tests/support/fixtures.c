@@ -3,10 +3,40 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/formats/bpe_pre.h"
+
+ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                                 int vocab_size, int max_seq_len)
+{
+    return (ModelConfig){.dim = dim,
+                         .n_layers = n_layers,
+                         .n_heads = n_heads,
+                         .n_kv_heads = n_kv_heads,
+                         .hidden_dim = hidden_dim,
+                         .vocab_size = vocab_size,
+                         .max_seq_len = max_seq_len,
+                         .rope_theta = 10000.0f,
+                         .norm_eps = 1e-5f};
+}
+
+OptimConfig fixture_optim_config(float lr_peak, float lr_min, int64_t lr_warmup_steps,
+                                 int64_t lr_total_steps)
+{
+    return (OptimConfig){.lr_peak = lr_peak,
+                         .lr_min = lr_min,
+                         .lr_warmup_steps = lr_warmup_steps,
+                         .lr_total_steps = lr_total_steps,
+                         .beta1 = 0.9f,
+                         .beta2 = 0.95f,
+                         .eps = 1e-8f,
+                         .weight_decay = 0.0f,
+                         .grad_clip = 0.0f};
+}
 
 void fixture_logits(Model *m, float *out, int T)
 {
@@ -30,6 +60,17 @@ float fixture_max_abs_diff(const float *a, const float *b, size_t n)
 
 /* The old file is unlinked first because rewriting a truncated file makes
  * ext4 flush it on close (auto_da_alloc), which costs milliseconds per file. */
+const char *fixture_smollm2_path(const char *test)
+{
+    const char *path = getenv("RLHF_SMOLLM2_GGUF");
+    if (!path || !*path) path = FIXTURE_SMOLLM2_GGUF;
+    if (access(path, R_OK) != 0) {
+        printf("%s: skipped: run make model (no %s)\n", test, path);
+        return NULL;
+    }
+    return path;
+}
+
 int fixture_write_file(const char *path, const void *p, size_t n)
 {
     if (unlink(path) != 0 && errno != ENOENT) return ERR_IO;
@@ -37,4 +78,45 @@ int fixture_write_file(const char *path, const void *p, size_t n)
     if (!fp) return ERR_IO;
     size_t w = fwrite(p, 1, n, fp);
     return fclose(fp) == 0 && w == n ? 0 : ERR_IO;
+}
+
+int fixture_vocab_add(FixtureVocab *fv, const char *t, int32_t type)
+{
+    CHECK(fv->n < FIXTURE_VOCAB_MAX);
+    fv->tok[fv->n] = xstrdup(t);
+    fv->type[fv->n] = type;
+    return fv->n++;
+}
+
+void fixture_vocab_add_bytes(FixtureVocab *fv, const char *drop)
+{
+    for (int c = 0; c < 256; c++) {
+        if (c && strchr(drop, c)) continue;
+        uint8_t u[5];
+        u[bpe_pre_utf8_put(bpe_pre_byte_to_cp((uint8_t)c), u)] = 0;
+        fixture_vocab_add(fv, (const char *)u, BPE_TOKEN_NORMAL);
+    }
+}
+
+Bpe *fixture_vocab_bpe(const FixtureVocab *fv, const char *const *merges, int n_merges,
+                       const char *tpl)
+{
+    BpeVocab v = {.n_tokens = fv->n,
+                  .tokens = (const char *const *)fv->tok,
+                  .token_types = fv->type,
+                  .n_merges = n_merges,
+                  .merges = merges,
+                  .pre = "smollm",
+                  .bos_id = 0,
+                  .eos_id = 0,
+                  .unk_id = -1,
+                  .pad_id = -1,
+                  .chat_template = tpl};
+    return bpe_new(&v);
+}
+
+void fixture_vocab_free(FixtureVocab *fv)
+{
+    for (int i = 0; i < fv->n; i++) free(fv->tok[i]);
+    fv->n = 0;
 }
