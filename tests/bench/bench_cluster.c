@@ -106,7 +106,7 @@ static const Args k_defaults = {.out = DEFAULT_OUT,
                                 .bin_dir = NULL};
 
 /* The stop flag of common/base/prog (SIGINT, SIGTERM), set in main. */
-static volatile sig_atomic_t *g_stop;
+static atomic_int *g_stop;
 
 /* CPU seconds (user + system) of this process (RUSAGE_SELF, every thread)
  * or of its reaped children (RUSAGE_CHILDREN). */
@@ -1289,7 +1289,7 @@ int main(int argc, char **argv)
     int rc = prog_start(&spec, argc, argv, "bench_cluster", &level);
     if (rc != PROG_RUN) return rc;
     if (prog_catch_signals()) return PROG_EXIT_FAIL;
-    g_stop = prog_stop_flag();
+    g_stop = prog_stop_atomic();
 
     json_t *res = json_object();
     bool    ok = true;
