@@ -69,6 +69,8 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# The test plumbing the benchmarks use (bench_cluster starts the programs).
+BENCH_SUPPORT_OBJ := $(BUILD)/tests/support/proc.o $(BUILD)/tests/support/ports.o
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test
 .SECONDARY: $(PROTO_C)
@@ -98,7 +100,7 @@ $(PROGS): $(LIB)
 $(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BENCH_SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
