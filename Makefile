@@ -69,6 +69,8 @@ TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# The test plumbing the benchmarks use (bench_cluster starts the programs).
+BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test
 .SECONDARY: $(PROTO_C)
@@ -98,8 +100,8 @@ $(PROGS): $(LIB)
 $(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Benchmarks link the shared test fixtures (model and optimizer configs) beside the library.
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/tests/support/fixtures.o $(LIB)
+# Benchmarks link the test plumbing they share (fixtures, the process spawner, ports) beside the library.
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BENCH_SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

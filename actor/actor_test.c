@@ -1,13 +1,12 @@
 /* actor's self-test: an actor in a thread against a fake learner and a fake
  * reward server on tcp loopback, and the rlhf-actor program under SIGTERM. */
-#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "actor/actor.h"
@@ -23,6 +22,7 @@
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "tests/support/expect.h"
+#include "tests/support/proc.h"
 #include "tests/test_list.h"
 
 /* The snapshot config parser and the size it implies, against model.h. */
@@ -478,46 +478,46 @@ static void st_hostile(StLearner *L)
 
 /* The real program: with no learner anywhere it waits, and SIGTERM ends it
  * with status 0 promptly (bounds generous enough for a loaded machine: the
- * signal must not arrive before the handler is installed). Skipped without
- * RLHF_BUILD_DIR. */
+ * signal must not arrive before the handler is installed). Skipped when the
+ * program is not built (tests/support/proc.h says where it is looked for). */
 static void st_program(bool verbose)
 {
-    const char *dir = getenv("RLHF_BUILD_DIR");
-    char        path[4096];
-    if (!dir || snprintf(path, sizeof path, "%s/rlhf-actor", dir) >= (int)sizeof path ||
-        access(path, X_OK) != 0) {
-        if (verbose) printf("  actor: rlhf-actor not found (RLHF_BUILD_DIR unset): skipped\n");
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    proc_build_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/rlhf-actor", dir);
+    if (access(path, X_OK) != 0) {
+        if (verbose) printf("  actor: %s not found: skipped\n", path);
         return;
     }
-    pid_t pid = fork();
-    if (!EXPECT(pid >= 0, "fork: %s", strerror(errno))) return;
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(path, path, "--lease", "tcp://127.0.0.1:9", "--weights", "tcp://127.0.0.1:9",
-              "--snapshot", "tcp://127.0.0.1:9", "--reward", "tcp://127.0.0.1:9,tcp://127.0.0.1:9",
-              "--id", "st-proc", (char *)NULL);
-        _exit(127);
+    const char *const argv[] = {path,
+                                "--lease",
+                                "tcp://127.0.0.1:9",
+                                "--weights",
+                                "tcp://127.0.0.1:9",
+                                "--snapshot",
+                                "tcp://127.0.0.1:9",
+                                "--reward",
+                                "tcp://127.0.0.1:9,tcp://127.0.0.1:9",
+                                "--id",
+                                "st-proc",
+                                NULL};
+    Proc             *p = proc_new(path, argv, NULL);
+    if (!EXPECT(proc_start(p) == 0, "rlhf-actor: cannot be started")) {
+        proc_free(&p);
+        return;
     }
     usleep(1000 * 1000);
     double t0 = progress_now();
-    kill(pid, SIGTERM);
-    int   status = -1;
-    pid_t w = 0;
-    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && progress_now() - t0 < 10.0)
-        usleep(10 * 1000);
+    proc_signal(p, SIGTERM);
+    int    rc = proc_wait(p, 10.0);
     double dt = progress_now() - t0;
-    if (w == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    EXPECT(w == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 && dt < 5.0,
-           "rlhf-actor on SIGTERM: status 0x%x after %.3f s, expected exit 0 within 5 s", status,
-           dt);
+    char   st[64];
+    if (!EXPECT(rc == 0 && proc_exited_ok(p) && dt < 5.0,
+                "rlhf-actor on SIGTERM: %s after %.3f s, expected exit 0 within 5 s",
+                proc_describe(p, st, sizeof st), dt))
+        proc_report(p, 40);
     if (verbose) printf("  actor: rlhf-actor stopped by SIGTERM in %.3f s\n", dt);
+    proc_free(&p);
 }
 
 int actor_selftest(bool verbose)

@@ -17,6 +17,7 @@
 #include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/net/endpoints.h"
+#include "deploy/cluster_cmd.h"
 #include "deploy/launch.h"
 
 static const char *const k_algos[] = {"grpo", "ppo", NULL};
@@ -166,84 +167,42 @@ static int cmd_run(const RunArgs *args)
         log_info("rlhf run: warm start from %s (cached)", a.init);
     }
 
-    int  P = a.port_base;
-    char lease[64], weights[64], results[64], snapshot[64];
-    snprintf(lease, sizeof lease, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF(ENDPOINT_PORT_LEASE));
-    snprintf(weights, sizeof weights, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_WEIGHTS));
-    snprintf(results, sizeof results, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_RESULTS));
-    snprintf(snapshot, sizeof snapshot, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_SNAPSHOT));
-    LaunchChild kids[64];
-    int         n = 0;
-    char       *metrics = sdup(&st, "%s/metrics.jsonl", a.run_dir);
-    char       *learner[] = {sdup(&st, "%s/rlhf-learner", bin),
-                             "--lease",
-                             lease,
-                             "--weights",
-                             weights,
-                             "--results",
-                             results,
-                             "--snapshot",
-                             snapshot,
-                             "--algo",
-                             (char *)k_algos[a.algo],
-                             "--steps",
-                             sdup(&st, "%d", a.steps),
-                             "--init",
-                             (char *)a.init,
-                             "--ckpt-dir",
-                             sdup(&st, "%s/ckpt", a.run_dir),
-                             "--metrics",
-                             metrics,
-                             "--summary",
-                             sdup(&st, "%s/summary.json", a.run_dir),
-                             "--seed",
-                             sdup(&st, "%d", a.seed),
-                             "--max-digits",
-                             sdup(&st, "%d", a.max_digits),
-                             "--lr",
-                             sdup(&st, "%g", (double)a.lr),
-                             "--batch-groups",
-                             sdup(&st, "%d", a.batch_groups),
-                             "--eval-n",
-                             sdup(&st, "%d", a.eval_n),
-                             NULL};
-    kids[n++] = (LaunchChild){"learner", learner, sdup(&st, "%s/learner.log", logs), true};
-    char **rw = xcalloc((size_t)a.rewards * 12, sizeof(char *));
-    char   reward_list[1024] = "";
+    ClusterEndpoints ep;
+    cluster_endpoints(&ep, a.port_base);
+    LaunchChild       kids[64];
+    ClusterCmd        cmds[64] = {{0}};
+    int               n = 0;
+    char             *metrics = sdup(&st, "%s/metrics.jsonl", a.run_dir);
+    ClusterLearnerRun run = {.init = a.init,
+                             .ckpt_dir = sdup(&st, "%s/ckpt", a.run_dir),
+                             .metrics = metrics,
+                             .summary = sdup(&st, "%s/summary.json", a.run_dir),
+                             .steps = a.steps,
+                             .seed = a.seed,
+                             .eval_n = a.eval_n};
+    cluster_cmd_learner(&cmds[n], bin, &ep, &run);
+    cluster_cmd_flag(&cmds[n], "--algo", "%s", k_algos[a.algo]);
+    cluster_cmd_flag(&cmds[n], "--max-digits", "%d", a.max_digits);
+    cluster_cmd_flag(&cmds[n], "--lr", "%g", (double)a.lr);
+    cluster_cmd_flag(&cmds[n], "--batch-groups", "%d", a.batch_groups);
+    kids[n] = (LaunchChild){"learner", cmds[n].argv, sdup(&st, "%s/learner.log", logs), true};
+    n++;
+    char reward_list[1024] = "";
     for (int i = 0; i < a.rewards; i++) {
-        char  *samples = sdup(&st, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF_REWARD_FIRST + i);
-        char **v = rw + i * 12;
-        v[0] = sdup(&st, "%s/rlhf-reward", bin);
-        v[1] = "--samples";
-        v[2] = samples;
-        v[3] = "--results";
-        v[4] = results;
-        v[5] = "--id";
-        v[6] = sdup(&st, "reward-%d", i);
-        kids[n++] = (LaunchChild){v[6], v, sdup(&st, "%s/reward-%d.log", logs, i), false};
+        char *samples =
+            sdup(&st, ENDPOINT_LOOPBACK_FMT, a.port_base + ENDPOINT_OFF_REWARD_FIRST + i);
+        cluster_cmd_reward(&cmds[n], bin, samples, ep.results, i);
+        kids[n] = (LaunchChild){sdup(&st, "reward-%d", i), cmds[n].argv,
+                                sdup(&st, "%s/reward-%d.log", logs, i), false};
+        n++;
         size_t len = strlen(reward_list);
         snprintf(reward_list + len, sizeof reward_list - len, "%s%s", i ? "," : "", samples);
     }
-    char **ac = xcalloc((size_t)a.actors * 16, sizeof(char *));
     for (int i = 0; i < a.actors; i++) {
-        char **v = ac + i * 16;
-        v[0] = sdup(&st, "%s/rlhf-actor", bin);
-        v[1] = "--lease";
-        v[2] = lease;
-        v[3] = "--weights";
-        v[4] = weights;
-        v[5] = "--snapshot";
-        v[6] = snapshot;
-        v[7] = "--reward";
-        v[8] = reward_list;
-        v[9] = "--id";
-        v[10] = sdup(&st, "actor-%d", i);
-        v[11] = "--seed";
-        v[12] = sdup(&st, "%d", a.seed * 100 + i);
-        kids[n++] = (LaunchChild){v[10], v, sdup(&st, "%s/actor-%d.log", logs, i), false};
+        cluster_cmd_actor(&cmds[n], bin, &ep, reward_list, i, a.seed);
+        kids[n] = (LaunchChild){sdup(&st, "actor-%d", i), cmds[n].argv,
+                                sdup(&st, "%s/actor-%d.log", logs, i), false};
+        n++;
     }
     remove(metrics); /* the status line must not show an older run */
     StatusCtx    sc = {metrics, a.steps, 0};
@@ -271,8 +230,7 @@ static int cmd_run(const RunArgs *args)
     } else {
         log_error("rlhf run: the run did not finish (%s); logs in %s", err_str(rc), logs);
     }
-    free(rw);
-    free(ac);
+    for (int i = 0; i < n; i++) cluster_cmd_free(&cmds[i]);
     for (int i = 0; i < st.n; i++) free(st.s[i]);
     return rc == 0 ? PROG_EXIT_OK : PROG_EXIT_FAIL;
 }

@@ -1,10 +1,7 @@
 /* The learner's self-test: a fake actor and reward server in one (real
  * sockets on tcp loopback) drives a learner on a thread through snapshots,
  * leases, expiry, hostile frames on every socket, staleness, a stop and two
- * restarts; then the real rlhf-learner program is run when the build
- * directory is known. */
-#include <errno.h>
-#include <fcntl.h>
+ * restarts; then the real rlhf-learner program is run when it is built. */
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/base/err.h"
@@ -27,6 +23,7 @@
 #include "common/tasks/task.h"
 #include "learner/learner.h"
 #include "tests/support/expect.h"
+#include "tests/support/proc.h"
 #include "tests/test_list.h"
 /* The model width the snapshot's config names, -1 if it does not parse. */
 static int snapshot_dim(const WireSnapRx *rx)
@@ -471,102 +468,91 @@ out:
     learner_free(&l);
 }
 
-/* Runs build_dir/rlhf-learner with argv[1..] (stdout and stderr to log) and,
- * when term_after_file is set, sends SIGTERM once that file exists. Returns
- * the exit status, or -1 if it died of a signal or ran over 20 s. */
-static int run_binary(const char *build_dir, char *const *argv, const char *log,
-                      const char *term_after_file)
+/* Runs the program p and, when term_after_file is set, sends SIGTERM once
+ * that file exists. Returns the exit status, or -1 if it could not be
+ * started, died of a signal or ran over 20 s (then it is killed). */
+static int run_learner(Proc *p, const char *term_after_file)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/rlhf-learner", build_dir);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(126);
-        execv(path, argv);
-        _exit(127);
-    }
-    if (pid < 0) return -1;
     double t0 = progress_now();
-    bool   sent = false;
-    int    status = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno != EINTR) return -1;
-        if (progress_now() - t0 > 20.0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return -1;
-        }
-        if (term_after_file && !sent && access(term_after_file, F_OK) == 0) {
+    if (proc_start(p) != 0) return -1;
+    if (term_after_file) {
+        while (access(term_after_file, F_OK) != 0 && proc_is_running(p) &&
+               progress_now() - t0 <= 20.0)
+            usleep(10 * 1000);
+        if (access(term_after_file, F_OK) == 0) {
             usleep(200 * 1000); /* the sockets open right after the first checkpoint */
-            kill(pid, SIGTERM);
-            sent = true;
+            proc_signal(p, SIGTERM);
         }
-        usleep(10 * 1000);
     }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (proc_wait(p, 20.0 - (progress_now() - t0)) != 0) {
+        proc_kill(p);
+        return -1;
+    }
+    return proc_exit_code(p);
 }
 
-/* The real program, when the build directory is known ($RLHF_BUILD_DIR, as
- * make test sets it): SIGTERM is a clean shutdown with a checkpoint and a
+/* The real program, when it is built (tests/support/proc.h says where it
+ * is looked for): SIGTERM is a clean shutdown with a checkpoint and a
  * summary, exit 0; a bad flag is exit 2. */
 static void test_binary(const char *dir)
 {
-    const char *build = getenv("RLHF_BUILD_DIR");
-    char        prog[PATH_MAX];
-    snprintf(prog, sizeof prog, "%s/rlhf-learner", build ? build : "");
-    if (!build || !*build || access(prog, X_OK) != 0) {
-        if (expect_verbose()) printf("  skipped: the program (no RLHF_BUILD_DIR/rlhf-learner)\n");
+    char build[PATH_MAX], prog[PATH_MAX + 16];
+    proc_build_dir(build, sizeof build);
+    snprintf(prog, sizeof prog, "%s/rlhf-learner", build);
+    if (access(prog, X_OK) != 0) {
+        if (expect_verbose()) printf("  skipped: the program (no %s)\n", prog);
         return;
     }
-    char ck[600], metrics[600], summary[600], log[600], cfg_file[640];
+    char ck[600], metrics[600], summary[600], cfg_file[640];
     snprintf(ck, sizeof ck, "%s/bin-ckpt", dir);
     snprintf(metrics, sizeof metrics, "%s/bin-metrics.jsonl", dir);
     snprintf(summary, sizeof summary, "%s/bin-summary.json", dir);
-    snprintf(log, sizeof log, "%s/bin.log", dir);
     snprintf(cfg_file, sizeof cfg_file, "%s/config.json", ck);
-    char *const argv[] = {"rlhf-learner",
-                          "--lease",
-                          "tcp://127.0.0.1:*",
-                          "--results",
-                          "tcp://127.0.0.1:*",
-                          "--weights",
-                          "tcp://127.0.0.1:*",
-                          "--snapshot",
-                          "tcp://127.0.0.1:*",
-                          "--ckpt-dir",
-                          ck,
-                          "--metrics",
-                          metrics,
-                          "--summary",
-                          summary,
-                          "--eval-n",
-                          "8",
-                          "--dim",
-                          "32",
-                          "--layers",
-                          "1",
-                          "--heads",
-                          "2",
-                          "--hidden",
-                          "64",
-                          "--status-every",
-                          "0",
-                          NULL};
-    int         rc = run_binary(build, argv, log, cfg_file);
-    json_t     *sum = json_load_file(summary, 0, NULL);
-    EXPECT(rc == 0 && sum && json_is_true(json_object_get(sum, "stopped_early")) &&
-               json_integer_value(json_object_get(sum, "steps")) == 0 && ckpt_exists(ck),
-           "rlhf-learner: SIGTERM: exit %d, expected a clean stop (exit 0, checkpoint, summary "
-           "with steps 0 and stopped_early)",
-           rc);
+    const char *const argv[] = {"rlhf-learner",
+                                "--lease",
+                                "tcp://127.0.0.1:*",
+                                "--results",
+                                "tcp://127.0.0.1:*",
+                                "--weights",
+                                "tcp://127.0.0.1:*",
+                                "--snapshot",
+                                "tcp://127.0.0.1:*",
+                                "--ckpt-dir",
+                                ck,
+                                "--metrics",
+                                metrics,
+                                "--summary",
+                                summary,
+                                "--eval-n",
+                                "8",
+                                "--dim",
+                                "32",
+                                "--layers",
+                                "1",
+                                "--heads",
+                                "2",
+                                "--hidden",
+                                "64",
+                                "--status-every",
+                                "0",
+                                NULL};
+    Proc             *p = proc_new(prog, argv, NULL);
+    int               rc = run_learner(p, cfg_file);
+    json_t           *sum = json_load_file(summary, 0, NULL);
+    if (!EXPECT(rc == 0 && sum && json_is_true(json_object_get(sum, "stopped_early")) &&
+                    json_integer_value(json_object_get(sum, "steps")) == 0 && ckpt_exists(ck),
+                "rlhf-learner: SIGTERM: exit %d, expected a clean stop (exit 0, checkpoint, "
+                "summary with steps 0 and stopped_early)",
+                rc))
+        proc_report(p, 40);
     json_decref(sum);
-    char *const bad[] = {"rlhf-learner", "--max-staleness", "-1", NULL};
-    rc = run_binary(build, bad, log, NULL);
-    EXPECT(rc == 2, "rlhf-learner: a bad flag value: exit %d, expected 2", rc);
+    proc_free(&p);
+    const char *const bad[] = {"rlhf-learner", "--max-staleness", "-1", NULL};
+    p = proc_new(prog, bad, NULL);
+    rc = run_learner(p, NULL);
+    if (!EXPECT(rc == 2, "rlhf-learner: a bad flag value: exit %d, expected 2", rc))
+        proc_report(p, 40);
+    proc_free(&p);
 }
 
 int learner_selftest(bool verbose)

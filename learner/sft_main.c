@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     int rc = prog_start(&spec, argc, argv, "sft", NULL);
     if (rc != PROG_RUN) return rc;
     if (prog_catch_signals()) return PROG_EXIT_FAIL;
-    volatile sig_atomic_t *stop = prog_stop_flag();
+    atomic_int *stop = prog_stop_atomic();
 
     TaskConfig task = TASK_DEFAULTS;
     task.max_digits = a.max_digits;

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,11 +545,11 @@ void reward_status_line(Reward *r, char *buf, size_t cap)
 }
 
 /* reward_run's loop: the wake pipe, the status timer, and the caller's
- * signal flag, looked at after every wake-up (at least every
+ * stop flag, looked at after every wake-up (at least every
  * REWARD_POLL_MS). */
 typedef struct {
-    Reward                      *r;
-    const volatile sig_atomic_t *stop;
+    Reward           *r;
+    const atomic_int *stop;
 } RunLoop;
 
 static int run_on_wake(Reactor *rx, void *arg)
@@ -574,11 +575,11 @@ static int run_on_status(Reactor *rx, void *arg)
 static int run_on_pass(Reactor *rx, void *arg)
 {
     RunLoop *l = arg;
-    if (l->stop && *l->stop) reactor_stop(rx);
+    if (l->stop && atomic_load(l->stop)) reactor_stop(rx);
     return 0;
 }
 
-int reward_run(Reward *r, volatile sig_atomic_t *stop)
+int reward_run(Reward *r, atomic_int *stop)
 {
     RunLoop  l = {r, stop};
     Reactor *rx = reactor_new(r->id, REWARD_POLL_MS);
@@ -588,7 +589,8 @@ int reward_run(Reward *r, volatile sig_atomic_t *stop)
     CHECK(reactor_add_fd(rx, r->wake[0], "wake", run_on_wake, &l, 1) == 0);
     CHECK(reactor_add_timer(rx, "status", status_ms, false, run_on_status, &l) == 0);
     reactor_set_idle(rx, run_on_pass, &l);
-    if (!(stop && *stop)) reactor_run(rx, &r->is_run_done); /* its callbacks never fail */
+    /* The reactor's callbacks here never fail. */
+    if (!(stop && atomic_load(stop))) reactor_run(rx, &r->is_run_done);
     reactor_free(&rx);
     char line[512];
     reward_status_line(r, line, sizeof line);

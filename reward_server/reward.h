@@ -23,7 +23,7 @@
 #ifndef RLHF_REWARD_H
 #define RLHF_REWARD_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -69,10 +69,10 @@ void reward_free(Reward **r);
  * binding "tcp://...:*"; borrowed. */
 const char *reward_samples_endpoint(const Reward *r);
 
-/* Blocks until *stop (a signal flag; may be NULL) becomes non-zero or
- * reward_stop is called, logging a status line every status_every_s and a
- * final one. Wakes at least every 100 ms. Returns 0. */
-int reward_run(Reward *r, volatile sig_atomic_t *stop);
+/* Blocks until *stop (a stop flag such as prog_stop_atomic's; may be
+ * NULL) becomes non-zero or reward_stop is called, logging a status line
+ * every status_every_s and a final one. Wakes at least every 100 ms. Returns 0. */
+int reward_run(Reward *r, atomic_int *stop);
 /* Makes reward_run return soon. Thread-safe and async-signal-safe. */
 void reward_stop(Reward *r);
 

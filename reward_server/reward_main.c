@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     if (prog_catch_signals()) return PROG_EXIT_FAIL;
     Reward *r = reward_new(&cfg);
     if (!r) return PROG_EXIT_FAIL;
-    rc = reward_run(r, prog_stop_flag());
+    rc = reward_run(r, prog_stop_atomic());
     reward_free(&r);
     log_info("shut down");
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;

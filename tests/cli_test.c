@@ -86,17 +86,6 @@ static char *read_text(const char *path)
     return testfs_read(path, CLI_OUTPUT_MAX);
 }
 
-/* The option-table checks below keep, until their rewrite lands, the
- * spelling of this file's former helpers; every check still goes through
- * tests/support/expect.h. */
-typedef ProcResult CliRun;
-#define run_free proc_result_free
-#define pathf testfs_path
-#define fail(r, ...) ((void)EXPECT_RUN(false, (r), __VA_ARGS__))
-#pragma push_macro("EXPECT")
-#undef EXPECT
-#define EXPECT(cond, r, ...) ((void)EXPECT_RUN((cond), (r), __VA_ARGS__))
-
 /* The programs registered in the Makefile, as lines of the exact form
  * "$(BUILD)/rlhf[-NAME]: $(BUILD)/SOURCE.o": names[i] and sources[i] (.c). */
 #define CLI_MAX_PROGS 32
@@ -108,10 +97,10 @@ typedef struct {
 static int find_programs(CliProg *progs, int max)
 {
     char mk[PATH_MAX];
-    pathf(mk, sizeof mk, "%s/Makefile", g_src);
+    testfs_path(mk, sizeof mk, "%s/Makefile", g_src);
     char *text = read_text(mk);
     if (!text) {
-        fail(NULL, "cannot read '%s' to list the programs (set RLHF_SRC_DIR?)", mk);
+        EXPECT(false, "cannot read '%s' to list the programs (set RLHF_SRC_DIR?)", mk);
         return 0;
     }
     char *lines[1024];
@@ -127,7 +116,7 @@ static int find_programs(CliProg *progs, int max)
         if (k != 2 || sl < 3 || strcmp(src + sl - 2, ".o")) continue;
         src[sl - 1] = 'c';
         snprintf(progs[n].name, sizeof progs[n].name, "%s", name);
-        pathf(progs[n].source, sizeof progs[n].source, "%s/%s", g_src, src);
+        testfs_path(progs[n].source, sizeof progs[n].source, "%s/%s", g_src, src);
         n++;
     }
     free(text);
@@ -141,7 +130,7 @@ static int option_names(const char *source, char names[][48], int max)
 {
     char *text = read_text(source);
     if (!text) {
-        fail(NULL, "cannot read '%s'", source);
+        EXPECT(false, "cannot read '%s'", source);
         return 0;
     }
     int n = 0;
@@ -167,33 +156,26 @@ static void test_help_and_bad_flags(void)
         seen_gen |= !strcmp(progs[i].name, "rlhf-gen");
         char names[64][48];
         int  nn = option_names(progs[i].source, names, 64);
-        EXPECT(nn > 0, NULL, "%s: no flag table rows found in '%s'", progs[i].name,
-               progs[i].source);
+        EXPECT(nn > 0, "%s: no flag table rows found in '%s'", progs[i].name, progs[i].source);
         const char *help[] = {progs[i].name, "--help", NULL};
-        CliRun      r = run(help);
-        EXPECT(r.status == 0, &r, "%s --help: exit %d, expected 0", progs[i].name, r.status);
+        ProcResult  r = run(help);
+        EXPECT_RUN(r.status == 0, &r, "%s --help: exit %d, expected 0", progs[i].name, r.status);
         for (int k = 0; k < nn; k++)
-            EXPECT(has_flag(r.out, names[k]), &r, "%s --help does not mention --%s", progs[i].name,
-                   names[k]);
-        run_free(&r);
+            EXPECT_RUN(has_flag(r.out, names[k]), &r, "%s --help does not mention --%s",
+                       progs[i].name, names[k]);
+        proc_result_free(&r);
         const char *bad[] = {progs[i].name, "--no-such-flag-xyz", NULL};
         r = run(bad);
-        EXPECT(r.status == 2, &r, "%s with a bad flag: exit %d, expected 2", progs[i].name,
-               r.status);
-        EXPECT(strstr(r.err, "no-such-flag-xyz"), &r, "%s: the bad flag is not named on stderr",
-               progs[i].name);
-        run_free(&r);
+        EXPECT_RUN(r.status == 2, &r, "%s with a bad flag: exit %d, expected 2", progs[i].name,
+                   r.status);
+        EXPECT_RUN(strstr(r.err, "no-such-flag-xyz"), &r, "%s: the bad flag is not named on stderr",
+                   progs[i].name);
+        proc_result_free(&r);
         if (g_verbose) printf("  cli: %s: --help lists all %d flags\n", progs[i].name, nn);
     }
-    EXPECT(seen_sft && seen_gen, NULL,
-           "the Makefile registers %d programs, rlhf-sft %s, rlhf-gen %s", np,
+    EXPECT(seen_sft && seen_gen, "the Makefile registers %d programs, rlhf-sft %s, rlhf-gen %s", np,
            seen_sft ? "found" : "missing", seen_gen ? "found" : "missing");
 }
-
-#pragma pop_macro("EXPECT")
-#undef fail
-#undef pathf
-#undef run_free
 
 /* One "completion I "TEXT" sum_logp X n_tokens K finish F" line. */
 typedef struct {

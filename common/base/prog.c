@@ -1,17 +1,15 @@
 #include "common/base/prog.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/log.h"
 
-/* Both are set together by the handler: reward_run polls a
- * volatile sig_atomic_t, actor_run and learner_run an atomic_int. A
- * lock-free atomic is as safe to store from a handler (C11 7.14.1.1). */
-static volatile sig_atomic_t g_stop;
-static atomic_int            g_stop_atomic;
+/* The one stop flag (see prog.h for why an atomic_int). */
+static atomic_int g_stop;
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag is set from a signal handler");
 
 int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, const int *log_level)
@@ -28,14 +26,13 @@ int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, con
 
 void prog_stop(void)
 {
-    g_stop = 1;
-    atomic_store(&g_stop_atomic, 1);
+    atomic_store(&g_stop, 1);
 }
 
 static void on_signal(int sig)
 {
     (void)sig;
-    if (g_stop) _exit(PROG_EXIT_SIGNAL); /* the second signal: now */
+    if (atomic_load(&g_stop)) _exit(PROG_EXIT_SIGNAL); /* the second signal: now */
     prog_stop();
 }
 
@@ -53,12 +50,7 @@ int prog_catch_signals(void)
     return 0;
 }
 
-volatile sig_atomic_t *prog_stop_flag(void)
-{
-    return &g_stop;
-}
-
 atomic_int *prog_stop_atomic(void)
 {
-    return &g_stop_atomic;
+    return &g_stop;
 }

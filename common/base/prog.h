@@ -16,8 +16,13 @@
  * SIGTERM ends a program that was already stopping. prog_catch_signals is
  * for programs with a loop that looks at the stop flag (the daemons, the
  * trainers); one-shot tools keep the default dispositions, so Ctrl-C ends
- * them at once. Main thread only, except the stop flags, which any thread
- * may read. */
+ * them at once. Main thread only, except the stop flag, which any thread
+ * may read.
+ *
+ * The stop flag is one atomic_int, the type every x_run takes: a signal
+ * handler may store to it because it is lock-free (C11 7.14.1.1, checked
+ * at compile time in prog.c), and unlike a volatile sig_atomic_t it may
+ * also be read from other threads without a data race. */
 #ifndef RLHF_PROG_H
 #define RLHF_PROG_H
 
@@ -47,11 +52,8 @@ int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, con
  * error, not a dead process. Returns 0, or ERR_IO after logging. */
 int prog_catch_signals(void);
 
-/* The stop flag, set by the handlers (and by prog_stop). The same flag in
- * the two types the modules take: the signal-handler type and a lock-free
- * atomic (which threads may read too). */
-volatile sig_atomic_t *prog_stop_flag(void);
-atomic_int            *prog_stop_atomic(void);
+/* The stop flag, set by the handlers (and by prog_stop): 0 until then. */
+atomic_int *prog_stop_atomic(void);
 /* Sets the stop flag, as a signal would. */
 void prog_stop(void);
 

@@ -22,23 +22,17 @@
  * flags. The programs are taken from the directory above this one (the
  * build directory the benchmark was built into). */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +58,9 @@
 #include "learner/learner_config.h"
 #include "reward_server/reward.h"
 #include "reward_server/scorer.h"
+#include "deploy/cluster_cmd.h"
+#include "tests/support/ports.h"
+#include "tests/support/proc.h"
 
 #define MAX_REPS 16
 #define MAX_ROUNDS 8
@@ -106,7 +103,7 @@ static const Args k_defaults = {.out = DEFAULT_OUT,
                                 .bin_dir = NULL};
 
 /* The stop flag of common/base/prog (SIGINT, SIGTERM), set in main. */
-static volatile sig_atomic_t *g_stop;
+static atomic_int *g_stop;
 
 /* CPU seconds (user + system) of this process (RUSAGE_SELF, every thread)
  * or of its reaped children (RUSAGE_CHILDREN). */
@@ -127,75 +124,29 @@ static double now_s(void)
 
 /* ---- Processes -------------------------------------------------------- */
 
-/* Starts argv[0] with stdout and stderr appended to log_path. Returns the
- * pid, or -1 after printing why. */
-static pid_t spawn(char *const argv[], const char *log_path)
+/* The program of cmd, named for its file, with its output appended to
+ * log_path (tests/support/proc.h: its own process group, killed if the
+ * benchmark dies). */
+static Proc *new_child(const ClusterCmd *cmd, const char *log_path)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "bench_cluster: fork for %s: %s\n", argv[0], strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        /* The child must not outlive the benchmark (Ctrl-C, a crash). Only
-         * async-signal-safe calls between fork and exec. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) _exit(1);
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
+    ProcOpts o = {.log_path = log_path};
+    return proc_new(cmd->argv[0], (const char *const *)cmd->argv, &o);
 }
 
-/* Waits up to timeout_s for pid to exit. Returns 0 with *status (exit
- * status, or 128 + signal) or ERR_TIMEOUT. */
-static int wait_exit(pid_t pid, double timeout_s, int *status)
+/* The exit status of a program that has exited, or 128 + the signal that
+ * ended it. */
+static int exit_status(const Proc *p)
 {
-    double t_end = now_s() + timeout_s;
-    for (;;) {
-        int   st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            return 0;
-        }
-        if (r < 0 && errno != EINTR) {
-            *status = -1;
-            return 0; /* not our child any more: nothing left to wait for */
-        }
-        if (now_s() >= t_end) return ERR_TIMEOUT;
-        usleep(20000);
-    }
+    return proc_term_signal(p) ? 128 + proc_term_signal(p) : proc_exit_code(p);
 }
 
-/* SIGTERM, a grace period, then SIGKILL. */
-static void stop_child(pid_t pid)
+/* SIGTERM, a grace period, then SIGKILL; frees *p. No-op on NULL. */
+static void stop_child(Proc **p)
 {
-    if (pid <= 0) return;
-    int st;
-    kill(pid, SIGTERM);
-    if (wait_exit(pid, 5.0, &st) == ERR_TIMEOUT) {
-        kill(pid, SIGKILL);
-        wait_exit(pid, 5.0, &st);
-    }
-}
-
-static bool port_is_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
+    if (!*p) return;
+    proc_signal(*p, SIGTERM);
+    if (proc_wait(*p, 5.0) != 0) proc_kill(*p);
+    proc_free(p);
 }
 
 /* A random base of n free consecutive loopback ports, above 28000 (clear
@@ -211,17 +162,7 @@ static int pick_ports(int n)
         if (fscanf(f, "%d %d", &eph_lo, &eph_hi) == 2 && eph_lo - lo >= 1000) hi = eph_lo;
         fclose(f);
     }
-    uint64_t s;
-    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = (uint64_t)getpid() ^ (uint64_t)time(0);
-    Rng r;
-    rng_seed(&r, s);
-    for (int attempt = 0; attempt < 100; attempt++) {
-        int  base = lo + (int)rng_below(&r, (uint32_t)(hi - lo - n));
-        bool ok = true;
-        for (int i = 0; i < n && ok; i++) ok = port_is_free(base + i);
-        if (ok) return base;
-    }
-    return -1;
+    return ports_pick(n, lo, hi);
 }
 
 /* ---- 1. The cluster ------------------------------------------------------ */
@@ -286,27 +227,30 @@ static void read_metrics(const char *path, ClusterResult *c)
 
 static int run_sft(const Args *a, const char *bin, const char *tmp, char *sft_dir, size_t cap)
 {
-    char prog[PATH_MAX + 16], steps[16], seed[16], log_path[PATH_MAX + 16];
+    char log_path[PATH_MAX + 16];
     snprintf(sft_dir, cap, "%s/sft", tmp);
-    snprintf(prog, sizeof prog, "%s/rlhf-sft", bin);
-    snprintf(steps, sizeof steps, "%d", a->sft_steps);
-    snprintf(seed, sizeof seed, "%d", a->seed);
     snprintf(log_path, sizeof log_path, "%s/sft.log", tmp);
+    ClusterCmd cmd = {0};
+    cluster_cmd_add(&cmd, "%s/rlhf-sft", bin);
+    cluster_cmd_flag(&cmd, "--out", "%s", sft_dir);
+    cluster_cmd_flag(&cmd, "--steps", "%d", a->sft_steps);
+    cluster_cmd_flag(&cmd, "--seed", "%d", a->seed);
     /* One held-out problem: the warm start's accuracy is not what is measured. */
-    char *argv[] = {prog,     "--out", sft_dir,    "--steps", steps,
-                    "--seed", seed,    "--eval-n", "1",       NULL};
-    printf("warm start: %s --steps %d (log %s)\n", prog, a->sft_steps, log_path);
+    cluster_cmd_flag(&cmd, "--eval-n", "1");
+    printf("warm start: %s --steps %d (log %s)\n", cmd.argv[0], a->sft_steps, log_path);
     fflush(stdout);
     double t0 = now_s();
-    pid_t  pid = spawn(argv, log_path);
-    if (pid < 0) return ERR_IO;
-    int st = -1;
-    if (wait_exit(pid, a->timeout_s, &st) == ERR_TIMEOUT) {
-        stop_child(pid);
+    Proc  *p = new_child(&cmd, log_path);
+    cluster_cmd_free(&cmd);
+    int rc = proc_start(p);
+    if (rc == 0 && proc_wait(p, a->timeout_s) != 0) {
+        stop_child(&p);
         fprintf(stderr, "bench_cluster: rlhf-sft took longer than %g s; see %s\n", a->timeout_s,
                 log_path);
         return ERR_TIMEOUT;
     }
+    int st = rc == 0 ? exit_status(p) : -1;
+    proc_free(&p);
     if (st != 0 || !ckpt_exists(sft_dir)) {
         fprintf(stderr, "bench_cluster: rlhf-sft failed (status %d); see %s\n", st, log_path);
         return ERR_IO;
@@ -329,65 +273,41 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
                 ENDPOINT_N_PORTS);
         return ERR_IO;
     }
-    char lease[48], weights[48], results[48], snapshot[48], samples[48];
-    /* The default layout (common/net/endpoints.h) from port P. */
-    snprintf(lease, sizeof lease, ENDPOINT_LOOPBACK_FMT, P + ENDPOINT_OFF(ENDPOINT_PORT_LEASE));
-    snprintf(weights, sizeof weights, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_WEIGHTS));
-    snprintf(results, sizeof results, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_RESULTS));
-    snprintf(snapshot, sizeof snapshot, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_SNAPSHOT));
-    snprintf(samples, sizeof samples, ENDPOINT_LOOPBACK_FMT,
-             P + ENDPOINT_OFF(ENDPOINT_PORT_SAMPLES));
-    char learner_bin[PATH_MAX + 16], reward_bin[PATH_MAX + 16], actor_bin[PATH_MAX + 16];
-    snprintf(learner_bin, sizeof learner_bin, "%s/rlhf-learner", bin);
-    snprintf(reward_bin, sizeof reward_bin, "%s/rlhf-reward", bin);
-    snprintf(actor_bin, sizeof actor_bin, "%s/rlhf-actor", bin);
-    char ckpt[PATH_MAX], metrics[PATH_MAX], summary[PATH_MAX], steps[16], seed[16];
+    ClusterEndpoints ep;
+    cluster_endpoints(&ep, P);
+    char ckpt[PATH_MAX], metrics[PATH_MAX], summary[PATH_MAX];
     snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", dir);
     snprintf(summary, sizeof summary, "%s/summary.json", dir);
-    snprintf(steps, sizeof steps, "%d", a->steps);
-    snprintf(seed, sizeof seed, "%d", a->seed);
-    char logs[2 + N_ACTORS][PATH_MAX];
-    snprintf(logs[0], sizeof logs[0], "%s/learner.log", dir);
-    snprintf(logs[1], sizeof logs[1], "%s/reward.log", dir);
+    /* kids[0] is the learner, kids[1] the reward server, then the actors. */
+    char       logs[2 + N_ACTORS][PATH_MAX];
+    ClusterCmd cmds[2 + N_ACTORS] = {{0}};
+    Proc      *kids[2 + N_ACTORS] = {0};
     /* Evaluation is cut to one problem: its time would count in the
      * learner's samples/s (the final one runs inside the timed loop's
      * wall), and --eval-n 0 makes the learner abort (its checkpoint code
      * json_packs the NaN accuracy_before). */
-    char *learner_argv[] = {learner_bin,
-                            "--lease",
-                            lease,
-                            "--weights",
-                            weights,
-                            "--results",
-                            results,
-                            "--snapshot",
-                            snapshot,
-                            "--init",
-                            (char *)sft_dir,
-                            "--ckpt-dir",
-                            ckpt,
-                            "--metrics",
-                            metrics,
-                            "--summary",
-                            summary,
-                            "--steps",
-                            steps,
-                            "--seed",
-                            seed,
-                            "--eval-n",
-                            "1",
-                            "--ckpt-every",
-                            "0",
-                            NULL};
-    char *reward_argv[] = {reward_bin, "--samples", samples,    "--results",
-                           results,    "--id",      "reward-0", NULL};
-    char  actor_ids[N_ACTORS][16], actor_seeds[N_ACTORS][16];
-    pid_t pids[2 + N_ACTORS] = {0};
-    int   rc = 0;
+    ClusterLearnerRun run = {.init = sft_dir,
+                             .ckpt_dir = ckpt,
+                             .metrics = metrics,
+                             .summary = summary,
+                             .steps = a->steps,
+                             .seed = a->seed,
+                             .eval_n = 1};
+    cluster_cmd_learner(&cmds[0], bin, &ep, &run);
+    cluster_cmd_flag(&cmds[0], "--ckpt-every", "0");
+    snprintf(logs[0], sizeof logs[0], "%s/learner.log", dir);
+    cluster_cmd_reward(&cmds[1], bin, ep.samples, ep.results, 0);
+    snprintf(logs[1], sizeof logs[1], "%s/reward.log", dir);
+    for (int i = 0; i < N_ACTORS; i++) {
+        cluster_cmd_actor(&cmds[2 + i], bin, &ep, ep.samples, i, a->seed);
+        snprintf(logs[2 + i], sizeof logs[2 + i], "%s/actor-%d.log", dir, i);
+    }
+    for (int i = 0; i < 2 + N_ACTORS; i++) {
+        kids[i] = new_child(&cmds[i], logs[i]);
+        cluster_cmd_free(&cmds[i]);
+    }
+    int rc = 0;
     printf("cluster: learner + 1 reward server + %d actors on 127.0.0.1:%d..%d, %d steps of "
            "%d groups x %d (logs in %s)\n",
            N_ACTORS, P, P + ENDPOINT_N_PORTS - 1, a->steps, LEARNER_DEFAULTS.batch_groups,
@@ -396,36 +316,24 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
     /* Start-up order does not matter to the cluster; the learner goes last
      * so its clock does not include the others' exec and model set-up. */
     double cpu0 = cpu_s(RUSAGE_CHILDREN);
-    pids[1] = spawn(reward_argv, logs[1]);
-    for (int i = 0; i < N_ACTORS; i++) {
-        snprintf(logs[2 + i], sizeof logs[2 + i], "%s/actor-%d.log", dir, i);
-        snprintf(actor_ids[i], sizeof actor_ids[i], "actor-%d", i);
-        snprintf(actor_seeds[i], sizeof actor_seeds[i], "%d", a->seed * 100 + i);
-        char *actor_argv[] = {actor_bin,    "--lease", lease,          "--weights", weights,
-                              "--snapshot", snapshot,  "--reward",     samples,     "--id",
-                              actor_ids[i], "--seed",  actor_seeds[i], NULL};
-        pids[2 + i] = spawn(actor_argv, logs[2 + i]);
-    }
-    pids[0] = spawn(learner_argv, logs[0]);
-    for (int i = 0; i < 2 + N_ACTORS; i++)
-        if (pids[i] < 0) rc = ERR_IO;
+    for (int i = 1; i < 2 + N_ACTORS; i++)
+        if (proc_start(kids[i]) != 0) rc = ERR_IO;
+    if (proc_start(kids[0]) != 0) rc = ERR_IO;
 
     Progress pr;
     progress_start(&pr, "cluster", "step", a->steps);
     double t_end = now_s() + a->timeout_s;
     int    st = -1;
     while (rc == 0) {
-        if (wait_exit(pids[0], 0.5, &st) == 0) {
-            pids[0] = 0;
+        if (proc_wait(kids[0], 0.5) == 0) {
+            st = exit_status(kids[0]);
             break;
         }
         for (int i = 1; i < 2 + N_ACTORS; i++) {
-            int cst;
-            if (pids[i] > 0 && wait_exit(pids[i], 0, &cst) == 0) {
+            if (!proc_is_running(kids[i])) {
                 fprintf(stderr,
                         "\nbench_cluster: %s exited with status %d during the run; see %s\n",
-                        i == 1 ? "rlhf-reward" : "rlhf-actor", cst, logs[i]);
-                pids[i] = 0;
+                        proc_name(kids[i]), exit_status(kids[i]), logs[i]);
                 rc = ERR_IO;
             }
         }
@@ -439,7 +347,7 @@ static int run_cluster(const Args *a, const char *bin, const char *dir, const ch
     }
     progress_update(&pr, metrics_steps(metrics), NULL, true);
     progress_end(&pr);
-    for (int i = 0; i < 2 + N_ACTORS; i++) stop_child(pids[i]);
+    for (int i = 0; i < 2 + N_ACTORS; i++) stop_child(&kids[i]);
     c->cpu_s = cpu_s(RUSAGE_CHILDREN) - cpu0; /* every child is reaped by now */
     if (rc) return rc;
     if (st != 0) {
@@ -1289,7 +1197,7 @@ int main(int argc, char **argv)
     int rc = prog_start(&spec, argc, argv, "bench_cluster", &level);
     if (rc != PROG_RUN) return rc;
     if (prog_catch_signals()) return PROG_EXIT_FAIL;
-    g_stop = prog_stop_flag();
+    g_stop = prog_stop_atomic();
 
     json_t *res = json_object();
     bool    ok = true;
