@@ -74,36 +74,34 @@ static bool lease_seen(Actor *a, const Rlhf__LeaseGrant *g)
     return false;
 }
 
+/* A buffer of n bytes in place of p, whose contents are not needed again. */
+static void *renew(void *p, size_t n)
+{
+    free(p);
+    return xmalloc(n);
+}
+
 /* Grows the generation and group buffers for batch x W and G x W. */
 static void ensure_buffers(Actor *a, int G, int W)
 {
     size_t need = (size_t)a->cfg.batch * W;
     if (need > a->out_cap) {
-        free(a->out_tok);
-        free(a->out_lps);
-        free(a->out_lpf);
-        a->out_tok = xmalloc(need * sizeof(int));
-        a->out_lps = xmalloc(need * sizeof(float));
-        a->out_lpf = xmalloc(need * sizeof(float));
+        a->out_tok = renew(a->out_tok, need * sizeof(int));
+        a->out_lps = renew(a->out_lps, need * sizeof(float));
+        a->out_lpf = renew(a->out_lpf, need * sizeof(float));
         a->out_cap = need;
     }
     need = (size_t)G * W;
     if (need > a->gb_cap) {
-        free(a->gb_tok);
-        free(a->gb_lb);
-        free(a->gb_ls);
-        free(a->gb_pv);
-        a->gb_tok = xmalloc(need * sizeof(int32_t));
-        a->gb_lb = xmalloc(need * sizeof(float));
-        a->gb_ls = xmalloc(need * sizeof(float));
-        a->gb_pv = xmalloc(need * sizeof(uint64_t));
+        a->gb_tok = renew(a->gb_tok, need * sizeof(int32_t));
+        a->gb_lb = renew(a->gb_lb, need * sizeof(float));
+        a->gb_ls = renew(a->gb_ls, need * sizeof(float));
+        a->gb_pv = renew(a->gb_pv, need * sizeof(uint64_t));
         a->gb_cap = need;
     }
     if (G > a->gb_g_cap) {
-        free(a->gb_n);
-        free(a->gb_fin);
-        a->gb_n = xmalloc((size_t)G * sizeof(int));
-        a->gb_fin = xmalloc((size_t)G * sizeof(int));
+        a->gb_n = renew(a->gb_n, (size_t)G * sizeof(int));
+        a->gb_fin = renew(a->gb_fin, (size_t)G * sizeof(int));
         a->gb_g_cap = G;
     }
 }

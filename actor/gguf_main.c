@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/base/err.h"
 #include "common/base/prog.h"
+#include "common/base/progress.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
@@ -63,13 +63,6 @@ static int parse_ids(const char *s, int V, int *ids, int *n)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void describe(const GgufFile *f)
 {
     printf("file %s version %u alignment %zu tensors %d metadata %d\n", gguf_path(f),
@@ -115,7 +108,7 @@ static int argmax(const float *x, int n)
 
 static int run(const GgufArgs *a)
 {
-    double t0 = now_s();
+    double t0 = progress_now();
     Model *m = NULL;
     /* Enough positions for the prompt and the continuation, not the model's
      * whole context: the RoPE tables and KV cache scale with it. */
@@ -124,8 +117,8 @@ static int run(const GgufArgs *a)
     const ModelConfig *c = model_config(m);
     printf("loaded %s in %.2f s: dim %d layers %d heads %d/%d hidden %d vocab %d tied %d "
            "rope_theta %g norm_eps %g\n",
-           a->model, now_s() - t0, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden_dim,
-           c->vocab_size, c->tie_embeddings, c->rope_theta, c->norm_eps);
+           a->model, progress_now() - t0, c->dim, c->n_layers, c->n_heads, c->n_kv_heads,
+           c->hidden_dim, c->vocab_size, c->tie_embeddings, c->rope_theta, c->norm_eps);
     int   *ids = xmalloc(sizeof(int) * (MAX_IDS + (size_t)a->greedy + 1));
     int    n = 0, V = c->vocab_size;
     float *logits = xmalloc(sizeof(float) * (size_t)V);
@@ -133,11 +126,11 @@ static int run(const GgufArgs *a)
     KVCache *kv = kv_new(m, 1, n + a->greedy + 1);
     int     *seq = xcalloc((size_t)n, sizeof(int));
     int      last = n - 1;
-    t0 = now_s();
+    t0 = progress_now();
     rc = model_step(m, kv, n, seq, ids, 1, &last, logits);
     free(seq);
     if (rc) goto free_kv;
-    printf("prefill of %d ids: %.1f ms\n", n, 1e3 * (now_s() - t0));
+    printf("prefill of %d ids: %.1f ms\n", n, 1e3 * (progress_now() - t0));
     int *order = xmalloc(sizeof(int) * (size_t)a->top);
     for (int k = 0; k < a->top && k < V; k++) {
         /* Selection by repeated scan: K is small. */
@@ -152,7 +145,7 @@ static int run(const GgufArgs *a)
     }
     free(order);
     printf("greedy:");
-    t0 = now_s();
+    t0 = progress_now();
     for (int k = 0; k < a->greedy && rc == 0; k++) {
         int next = argmax(logits, V), zero = 0, row = 0;
         printf(" %d", next);
@@ -160,7 +153,7 @@ static int run(const GgufArgs *a)
     }
     printf("\n");
     if (rc == 0 && a->greedy > 0)
-        printf("decode: %.1f ms per token\n", 1e3 * (now_s() - t0) / a->greedy);
+        printf("decode: %.1f ms per token\n", 1e3 * (progress_now() - t0) / a->greedy);
 free_kv:
     kv_free(&kv);
 free_bufs:

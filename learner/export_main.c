@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "common/formats/bpe.h"
 #include "common/formats/bpe_gguf.h"
@@ -20,6 +19,7 @@
 #include "common/base/err.h"
 #include "common/formats/export.h"
 #include "common/base/prog.h"
+#include "common/base/progress.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
@@ -84,13 +84,6 @@ static int load_model(const char *path, Model **out)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int main(int argc, char **argv)
 {
     ExportArgs a = {.model = NULL,
@@ -128,7 +121,7 @@ int main(int argc, char **argv)
     const char *tok_path = a.tokenizer ? a.tokenizer : is_dir(a.model) ? NULL : a.model;
     log_info("rlhf-export: model %s, tokenizer %s, out %s, format %s, type %s", a.model,
              tok_path ? tok_path : "(none)", a.out, format, a.type == EXPORT_F16 ? "f16" : "f32");
-    double t0 = now_s();
+    double t0 = progress_now();
     Model *m = NULL;
     Bpe   *bpe = NULL;
     if (load_model(a.model, &m) != 0) return PROG_EXIT_FAIL;
@@ -136,8 +129,8 @@ int main(int argc, char **argv)
         model_free(&m);
         return PROG_EXIT_FAIL;
     }
-    double t_load = now_s() - t0;
-    t0 = now_s();
+    double t_load = progress_now() - t0;
+    t0 = progress_now();
     if (a.format == FORMAT_GGUF)
         rc = export_gguf(a.out, m, bpe, a.type);
     else
@@ -145,7 +138,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         printf("exported %s to %s (%s%s) in %.2f s (load %.2f s)\n", a.model, a.out, format,
                a.format == FORMAT_GGUF ? (a.type == EXPORT_F16 ? " F16" : " F32") : "",
-               now_s() - t0, t_load);
+               progress_now() - t0, t_load);
     bpe_free(&bpe);
     model_free(&m);
     if (rc != 0) return PROG_EXIT_FAIL;

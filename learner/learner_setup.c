@@ -15,8 +15,10 @@
 #include "common/formats/bpe_gguf.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
+#include "learner/learner_config.h"
 #include "learner/learner_record.h"
 #include "learner/learner_task.h"
+#include "learner/sft.h"
 
 static void new_run_id(char out[33], uint64_t seed)
 {
@@ -28,21 +30,6 @@ static void new_run_id(char out[33], uint64_t seed)
         for (int i = 0; i < 16; i++) b[i] = (unsigned char)rng_u64(&r);
     }
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
-static OptimConfig optim_config_of(const LearnerConfig *c)
-{
-    /* Constant rate after a short warmup: RL runs are short and the
-     * schedule counts optimizer steps, which depend on epochs/minibatches. */
-    return (OptimConfig){.lr_peak = c->lr,
-                         .lr_min = c->lr,
-                         .lr_warmup_steps = c->lr_warmup_steps,
-                         .lr_total_steps = c->lr_warmup_steps,
-                         .beta1 = 0.9f,
-                         .beta2 = 0.99f,
-                         .eps = 1e-8f,
-                         .weight_decay = 0.0f,
-                         .grad_clip = c->grad_clip};
 }
 
 /* Loads the model of checkpoint dir, and its char tokenizer into *tok when
@@ -126,7 +113,7 @@ int learner_setup_models(Learner *l, json_t **lease_state)
     if (resume) {
         if ((rc = load_model_dir(c->ckpt_dir, l->bpe ? NULL : &l->tok, &l->policy))) goto out;
         size_t      n = model_num_params(l->policy);
-        OptimConfig oc = optim_config_of(c);
+        OptimConfig oc = learner_optim_config(c);
         l->opt = optim_new(&oc, n);
         int64_t osteps = 0;
         rc = ckpt_load_optim(c->ckpt_dir, optim_state_m(l->opt), optim_state_v(l->opt), n, &osteps);
@@ -174,16 +161,8 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         } else {
             l->tok = tok_new(TOK_CHARSET_DEFAULT);
             CHECK(l->tok);
-            ModelConfig mc = {.dim = c->dim,
-                              .n_layers = c->n_layers,
-                              .n_heads = c->n_heads,
-                              .n_kv_heads = c->n_heads,
-                              .hidden_dim = c->hidden_dim,
-                              .vocab_size = tok_vocab_size(l->tok),
-                              .max_seq_len = 64,
-                              .rope_theta = 10000.0f,
-                              .norm_eps = 1e-5f,
-                              .tie_embeddings = true};
+            ModelConfig mc = sft_model_config(c->dim, c->n_layers, c->n_heads, c->n_heads,
+                                              c->hidden_dim, tok_vocab_size(l->tok));
             char        why[160];
             if (model_config_validate(&mc, why, sizeof why)) {
                 log_error("learner: random-init model shape: %s", why);
@@ -196,7 +175,7 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         }
         l->ref = model_new(model_config(l->policy));
         model_copy_params(l->ref, l->policy);
-        OptimConfig oc = optim_config_of(c);
+        OptimConfig oc = learner_optim_config(c);
         l->opt = optim_new(&oc, model_num_params(l->policy));
         new_run_id(l->run_id, c->seed);
         l->epoch = 0;
@@ -211,7 +190,7 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         char dir[PATH_MAX + 8] = "";
         if (resume) learner_record_critic_dir(l, dir, sizeof dir);
         l->critic = algo_critic_from_policy(l->policy, c->seed + 17, 0.02f);
-        OptimConfig oc = optim_config_of(c);
+        OptimConfig oc = learner_optim_config(c);
         l->critic_opt = optim_new(&oc, model_num_params(l->critic));
         if (resume && ckpt_exists(dir)) {
             size_t  n = model_num_params(l->critic);

@@ -39,4 +39,11 @@ int sft_step(Model *m, Optim *opt, const SftExample *ex, int n, int T, int pad_i
 /* Loss and token accuracy without updating anything. */
 int sft_eval(Model *m, const SftExample *ex, int n, int T, int pad_id, SftStats *st);
 
+/* The shape of a randomly initialised char-task model, the start of SFT
+ * without --init and of a learner without one: the given sizes, 64
+ * positions, RoPE theta 10000, RMSNorm eps 1e-5, tied embeddings. Not
+ * validated: the caller runs model_config_validate on it. */
+ModelConfig sft_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                             int vocab_size);
+
 #endif

@@ -100,17 +100,9 @@ int main(int argc, char **argv)
         log_info("initialised from %s", a.init);
     } else {
         tok = tok_new(TOK_CHARSET_DEFAULT);
-        ModelConfig mc = {.dim = a.dim,
-                          .n_layers = a.layers,
-                          .n_heads = a.heads,
-                          .n_kv_heads = a.kv_heads,
-                          .hidden_dim = a.hidden,
-                          .vocab_size = tok_vocab_size(tok),
-                          .max_seq_len = 64,
-                          .rope_theta = 10000.0f,
-                          .norm_eps = 1e-5f,
-                          .tie_embeddings = true};
-        char        why[160];
+        ModelConfig mc =
+            sft_model_config(a.dim, a.layers, a.heads, a.kv_heads, a.hidden, tok_vocab_size(tok));
+        char why[160];
         if (model_config_validate(&mc, why, sizeof why)) {
             fprintf(stderr, "rlhf-sft: model shape: %s\n", why);
             return PROG_EXIT_USAGE;

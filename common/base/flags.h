@@ -64,31 +64,25 @@ typedef struct {
     {                                                                                              \
         .name = (heading), .type = FLAG_T_SECTION                                                  \
     }
+/* The numeric rows: a field of type T written as type t, in [lo_, hi_]. */
+#define FLAG_NUM_(t, T, n, p, lo_, hi_, arg_, help_, ...)                                          \
+    {                                                                                              \
+        .name = (n), .type = (t), .ptr = FLAG_PTR_(p, T), .lo = (lo_), .hi = (hi_), .arg = (arg_), \
+        .help = (help_), __VA_ARGS__                                                               \
+    }
 #define FLAG_INT(n, p, lo_, hi_, arg_, help_, ...)                                                 \
-    {                                                                                              \
-        .name = (n), .type = FLAG_T_INT, .ptr = FLAG_PTR_(p, int), .lo = (lo_), .hi = (hi_),       \
-        .arg = (arg_), .help = (help_), __VA_ARGS__                                                \
-    }
+    FLAG_NUM_(FLAG_T_INT, int, n, p, lo_, hi_, arg_, help_, __VA_ARGS__)
 #define FLAG_LONG(n, p, lo_, hi_, arg_, help_, ...)                                                \
-    {                                                                                              \
-        .name = (n), .type = FLAG_T_LONG, .ptr = FLAG_PTR_(p, long), .lo = (lo_), .hi = (hi_),     \
-        .arg = (arg_), .help = (help_), __VA_ARGS__                                                \
-    }
+    FLAG_NUM_(FLAG_T_LONG, long, n, p, lo_, hi_, arg_, help_, __VA_ARGS__)
 #define FLAG_U64(n, p, arg_, help_, ...)                                                           \
     {                                                                                              \
         .name = (n), .type = FLAG_T_U64, .ptr = FLAG_PTR_(p, uint64_t), .arg = (arg_),             \
         .help = (help_), __VA_ARGS__                                                               \
     }
 #define FLAG_FLOAT(n, p, lo_, hi_, arg_, help_, ...)                                               \
-    {                                                                                              \
-        .name = (n), .type = FLAG_T_FLOAT, .ptr = FLAG_PTR_(p, float), .lo = (lo_), .hi = (hi_),   \
-        .arg = (arg_), .help = (help_), __VA_ARGS__                                                \
-    }
+    FLAG_NUM_(FLAG_T_FLOAT, float, n, p, lo_, hi_, arg_, help_, __VA_ARGS__)
 #define FLAG_DOUBLE(n, p, lo_, hi_, arg_, help_, ...)                                              \
-    {                                                                                              \
-        .name = (n), .type = FLAG_T_DOUBLE, .ptr = FLAG_PTR_(p, double), .lo = (lo_), .hi = (hi_), \
-        .arg = (arg_), .help = (help_), __VA_ARGS__                                                \
-    }
+    FLAG_NUM_(FLAG_T_DOUBLE, double, n, p, lo_, hi_, arg_, help_, __VA_ARGS__)
 #define FLAG_BOOL(n, p, help_, ...)                                                                \
     {                                                                                              \
         .name = (n), .type = FLAG_T_BOOL, .ptr = FLAG_PTR_(p, bool), .help = (help_), __VA_ARGS__  \

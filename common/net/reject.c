@@ -2,10 +2,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+#include "common/base/progress.h"
 
 static const char *const k_reason_names[WIRE_REJ_COUNT] = {
     "garbage",   "oversized", "bad_version", "bad_run",  "bad_shape", "bad_tokens",
@@ -17,13 +17,6 @@ static const char *const k_reason_names[WIRE_REJ_COUNT] = {
  * cannot flood the log. */
 #define WIRE_LOG_BURST 5
 #define WIRE_LOG_EVERY_S 5.0
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *wire_reason_name(WireReason r)
 {
@@ -81,7 +74,7 @@ void wire_reject_note(WireRejects *c, const char *where, const char *what, const
     WireReason r = rej && (int)rej->reason >= 0 && rej->reason < WIRE_REJ_COUNT ? rej->reason
                                                                                 : WIRE_REJ_UNKNOWN;
     uint64_t   n = atomic_fetch_add_explicit(&c->n[r], 1, memory_order_relaxed) + 1;
-    double     now = mono_s();
+    double     now = progress_now();
     if (n > WIRE_LOG_BURST && now - c->last_log_s[r] < WIRE_LOG_EVERY_S) {
         c->suppressed[r]++;
         return;

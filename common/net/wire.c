@@ -49,6 +49,15 @@ static int check_head(const char *msg, uint32_t version, const char *run_id, con
     return rc ? rc : check_run(msg, run_id, lim, rej);
 }
 
+/* The head, then the name of the sender (actor_id, scorer_id, sender) in
+ * field: at most WIRE_MAX_NAME bytes, and not empty when required. */
+static int check_head_from(const char *msg, uint32_t version, const char *run_id, const char *field,
+                           const char *name, bool required, const WireLimits *lim, WireReject *rej)
+{
+    int rc = check_head(msg, version, run_id, lim, rej);
+    return rc ? rc : check_str(msg, field, name, WIRE_MAX_NAME, required, rej);
+}
+
 static int check_count(const char *msg, const char *field, size_t n, size_t lo, size_t hi,
                        WireReject *rej)
 {
@@ -144,8 +153,8 @@ int wire_check_sampled_group(const Rlhf__SampledGroup *m, const WireLimits *lim,
 {
     if (!lim) lim = &k_no_limits;
     int rc;
-    if ((rc = check_head("SampledGroup", m->version, m->run_id, lim, rej)) ||
-        (rc = check_str("SampledGroup", "actor_id", m->actor_id, WIRE_MAX_NAME, false, rej)))
+    if ((rc = check_head_from("SampledGroup", m->version, m->run_id, "actor_id", m->actor_id, false,
+                              lim, rej)))
         return rc;
     if (!m->prompt || !m->sampling)
         return wire_reject_set(rej, ERR_FORMAT, WIRE_REJ_BAD_SHAPE, "SampledGroup without %s",
@@ -187,8 +196,8 @@ int wire_check_scored_group(const Rlhf__ScoredGroup *m, const WireLimits *lim, W
 {
     if (!lim) lim = &k_no_limits;
     int rc;
-    if ((rc = check_head("ScoredGroup", m->version, m->run_id, lim, rej)) ||
-        (rc = check_str("ScoredGroup", "scorer_id", m->scorer_id, WIRE_MAX_NAME, false, rej)))
+    if ((rc = check_head_from("ScoredGroup", m->version, m->run_id, "scorer_id", m->scorer_id,
+                              false, lim, rej)))
         return rc;
     if (!m->group)
         return wire_reject_set(rej, ERR_FORMAT, WIRE_REJ_BAD_SHAPE, "ScoredGroup without group");
@@ -230,8 +239,8 @@ int wire_check_lease_request(const Rlhf__LeaseRequest *m, const WireLimits *lim,
 {
     if (!lim) lim = &k_no_limits;
     int rc;
-    if ((rc = check_head("LeaseRequest", m->version, m->run_id, lim, rej)) ||
-        (rc = check_str("LeaseRequest", "actor_id", m->actor_id, WIRE_MAX_NAME, true, rej)))
+    if ((rc = check_head_from("LeaseRequest", m->version, m->run_id, "actor_id", m->actor_id, true,
+                              lim, rej)))
         return rc;
     if (m->max_prompts < 0 || m->max_prompts > WIRE_MAX_PROMPTS)
         return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
@@ -281,22 +290,16 @@ int wire_check_weight_announce(const Rlhf__WeightAnnounce *m, const WireLimits *
                                WireReject *rej)
 {
     if (!lim) lim = &k_no_limits;
-    int rc;
-    if ((rc = check_head("WeightAnnounce", m->version, m->run_id, lim, rej)) ||
-        (rc = check_snapshot_bytes("WeightAnnounce", m->total_bytes, rej)))
-        return rc;
-    return 0;
+    int rc = check_head("WeightAnnounce", m->version, m->run_id, lim, rej);
+    return rc ? rc : check_snapshot_bytes("WeightAnnounce", m->total_bytes, rej);
 }
 
 int wire_check_snapshot_request(const Rlhf__SnapshotRequest *m, const WireLimits *lim,
                                 WireReject *rej)
 {
     if (!lim) lim = &k_no_limits;
-    int rc;
-    if ((rc = check_head("SnapshotRequest", m->version, m->run_id, lim, rej)) ||
-        (rc = check_str("SnapshotRequest", "actor_id", m->actor_id, WIRE_MAX_NAME, true, rej)))
-        return rc;
-    return 0;
+    return check_head_from("SnapshotRequest", m->version, m->run_id, "actor_id", m->actor_id, true,
+                           lim, rej);
 }
 
 int wire_check_weight_chunk(const Rlhf__WeightChunk *m, const WireLimits *lim, WireReject *rej)
@@ -332,21 +335,15 @@ int wire_check_weight_chunk(const Rlhf__WeightChunk *m, const WireLimits *lim, W
 int wire_check_heartbeat(const Rlhf__Heartbeat *m, const WireLimits *lim, WireReject *rej)
 {
     if (!lim) lim = &k_no_limits;
-    int rc;
-    if ((rc = check_head("Heartbeat", m->version, m->run_id, lim, rej)) ||
-        (rc = check_str("Heartbeat", "sender", m->sender, WIRE_MAX_NAME, false, rej)))
-        return rc;
-    return 0;
+    return check_head_from("Heartbeat", m->version, m->run_id, "sender", m->sender, false, lim,
+                           rej);
 }
 
 int wire_check_error_reply(const Rlhf__ErrorReply *m, const WireLimits *lim, WireReject *rej)
 {
-    int rc;
     (void)lim;
-    if ((rc = check_version("ErrorReply", m->version, rej)) ||
-        (rc = check_str("ErrorReply", "reason", m->reason, WIRE_MAX_TEXT, false, rej)))
-        return rc;
-    return 0;
+    int rc = check_version("ErrorReply", m->version, rej);
+    return rc ? rc : check_str("ErrorReply", "reason", m->reason, WIRE_MAX_TEXT, false, rej);
 }
 
 int wire_check(const ProtobufCMessage *m, const WireLimits *lim, WireReject *rej)

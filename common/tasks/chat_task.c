@@ -12,9 +12,8 @@ void chat_task_problem(const ChatTaskConfig *cfg, uint64_t seed, uint64_t index,
                        ChatTaskProblem *out)
 {
     /* The char task's problem, worded as a question: same operands, same split. */
-    TaskConfig  tc = {.max_digits = cfg->max_digits, .eval_every = cfg->eval_every};
     TaskProblem p;
-    task_problem(&tc, seed, index, held_out, &p);
+    task_problem(cfg, seed, index, held_out, &p);
     long long a = 0, b = 0;
     char      op = 0;
     CHECK(sscanf(p.prompt, "%lld%c%lld=", &a, &op, &b) == 3);

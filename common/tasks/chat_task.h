@@ -24,16 +24,15 @@
 #include <stdint.h>
 
 #include "common/formats/bpe.h"
+#include "common/tasks/task.h"
 
 #define CHAT_TASK_TEXT_MAX 128       /* bytes of a question or an answer, NUL included */
 #define CHAT_TASK_PROMPT_MAX_IDS 160 /* ids of a formatted prompt at most */
 #define CHAT_TASK_FORMAT_BONUS 0.2f  /* reward for a bare-number completion */
 #define CHAT_TASK_NAME "arith_chat"  /* the scorer (the prompts' task) name */
 
-typedef struct {
-    int max_digits; /* operands have 1..max_digits digits, in 1..6 */
-    int eval_every; /* one problem in eval_every is held out, >= 2 */
-} ChatTaskConfig;
+/* The char task's settings: the problems are its problems. */
+typedef TaskConfig ChatTaskConfig;
 
 #define CHAT_TASK_DEFAULTS ((ChatTaskConfig){.max_digits = 2, .eval_every = 10})
 
