@@ -874,8 +874,9 @@ out_sock:
 
 /* ---- main ----------------------------------------------------------------- */
 
-static int check_args(void *ctx)
+static int check_args(const FlagsSpec *spec, void *ctx)
 {
+    (void)spec;
     const Args *a = ctx;
     if (a->chunk_bytes % 4) {
         fprintf(stderr, "bench_cluster: --chunk-bytes %d: expected a multiple of 4\n",
