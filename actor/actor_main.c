@@ -62,14 +62,12 @@ int main(int argc, char **argv)
                     .def = "actor-<pid>"),
         FLAG_INT("batch", &cfg.batch, 1, 4096, "N", "sequences generated together at most"),
         FLAG_U64("seed", &cfg.seed, "S", "sampling seed, 0 = derived from the id"),
-        FLAG_DOUBLE("status-every", &cfg.status_every_s, 0, 86400, "S",
-                    "seconds between status lines, 0 = none"),
+        FLAG_STATUS_EVERY(&cfg.status_every_s, "none"),
         FLAG_INT("reply-timeout-ms", &cfg.reply_timeout_ms, 10, 3600000, "N",
                  "re-send an unanswered lease request after N ms"),
         FLAG_INT("snapshot-timeout-ms", &cfg.snapshot_timeout_ms, 10, 3600000, "N",
                  "ask for the snapshot again when no chunk came for N ms"),
-        FLAG_LOG_LEVEL("log-level", &level, "error, warn, info or debug",
-                       .def = "info, or $RLHF_LOG"),
+        FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
         FLAGS_END,
     };
     FlagsSpec spec = {
@@ -78,9 +76,8 @@ int main(int argc, char **argv)
                  "completions per prompt and pushes them to the reward servers.\n",
         .flags = flags,
     };
-    int rc = prog_start(&spec, argc, argv, "actor", &level);
+    int rc = prog_start_stoppable(&spec, argc, argv, "actor", &level);
     if (rc != PROG_RUN) return rc;
-    if (prog_catch_signals()) return PROG_EXIT_FAIL;
     Actor *a = actor_new(&cfg);
     if (!a) return PROG_EXIT_FAIL;
     rc = actor_run(a, prog_stop_atomic());

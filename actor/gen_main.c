@@ -56,11 +56,6 @@ static const GenArgs k_defaults = {
 static const char *const k_gen_only[] = {"n",     "max-new", "temperature",    "top-k",
                                          "top-p", "seed",    "verbose-tokens", NULL};
 
-typedef struct {
-    GenArgs         *args;
-    const FlagsSpec *spec;
-} Check;
-
 /* Validates each sampling flag on its own against the defaults, so the
  * error names the flag; the reason is sampler_config_validate's. */
 static int check_sampler(const SamplerConfig *sc)
@@ -86,14 +81,13 @@ static int check_sampler(const SamplerConfig *sc)
 
 /* The checks across flags: the mode's required flags, and no flag of the
  * other mode. */
-static int check(void *ctx)
+static int check(const FlagsSpec *spec, void *ctx)
 {
-    const Check *k = ctx;
-    GenArgs     *a = k->args;
-    const char  *gen_only = NULL; /* the first generation-only flag given */
-    int          first = 0;
+    GenArgs    *a = ctx;
+    const char *gen_only = NULL; /* the first generation-only flag given */
+    int         first = 0;
     for (int i = 0; k_gen_only[i]; i++) {
-        int at = flags_at(k->spec, k_gen_only[i]);
+        int at = flags_at(spec, k_gen_only[i]);
         if (at && (!first || at < first)) {
             first = at;
             gen_only = k_gen_only[i];
@@ -360,10 +354,9 @@ int main(int argc, char **argv)
                   "softmax(logits/T),\ntemperature 1 when greedy) over the generated tokens, EOS "
                   "included.\n",
         .flags = flags,
+        .check = check,
+        .check_ctx = &a,
     };
-    Check k = {&a, &spec};
-    spec.check = check;
-    spec.check_ctx = &k;
     int rc = prog_start(&spec, argc, argv, "gen", NULL);
     if (rc != PROG_RUN) return rc;
 

@@ -30,8 +30,9 @@ typedef struct {
     int         top;    /* next-token logits shown */
 } GgufArgs;
 
-static int check(void *ctx)
+static int check(const FlagsSpec *spec, void *ctx)
 {
+    (void)spec;
     const GgufArgs *a = ctx;
     if (!a->model) {
         fprintf(stderr, "rlhf-gguf: --model PATH.gguf is required\n");

@@ -45,8 +45,9 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-static int check(void *ctx)
+static int check(const FlagsSpec *spec, void *ctx)
 {
+    (void)spec;
     ExportArgs *a = ctx;
     if (!a->model || !a->out) {
         fprintf(stderr, "rlhf-export: --model and --out are required (see --help)\n");
@@ -103,7 +104,7 @@ int main(int argc, char **argv)
         FLAG_CHOICE("type", &a.type, k_types, "T", "GGUF tensor type, f32 or f16"),
         FLAG_STRING("tokenizer", &a.tokenizer, "PATH", "GGUF file whose tokenizer is exported",
                     .def = "--model when it is a GGUF file;\nnone for a checkpoint"),
-        FLAG_LOG_LEVEL("log-level", &a.log_level, "error, warn, info or debug"),
+        FLAG_LOG_LEVEL(&a.log_level),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -12,17 +12,11 @@ static const char *const k_algos[] = {"grpo", "ppo", NULL};
 _Static_assert(ALGO_GRPO == 0 && ALGO_PPO == 1 && sizeof(AlgoKind) == sizeof(int),
                "--algo stores the index of its name in k_algos");
 
-typedef struct {
-    LearnerConfig *cfg;
-    FlagsSpec     *spec;
-} Check;
-
-static int check(void *ctx)
+static int check(const FlagsSpec *spec, void *ctx)
 {
-    const Check   *k = ctx;
-    LearnerConfig *c = k->cfg;
+    LearnerConfig *c = ctx;
     /* A pretrained model starts on easier arithmetic than the char task. */
-    if (c->model_path && !flags_at(k->spec, "max-digits")) c->max_digits = 2;
+    if (c->model_path && !flags_at(spec, "max-digits")) c->max_digits = 2;
     char why[200];
     if (learner_config_validate(c, why, sizeof why)) {
         fprintf(stderr, "rlhf-learner: %s\n", why);
@@ -97,10 +91,8 @@ int main(int argc, char **argv)
         FLAG_INT("hidden", &cfg.hidden_dim, 1, 1 << 20, "N", "SwiGLU width"),
         FLAG_SECTION("Daemon:"),
         FLAG_INT("poll-ms", &cfg.poll_ms, 1, 10000, "N", "longest wait in the loop"),
-        FLAG_DOUBLE("status-every", &cfg.status_every_s, 0, 86400, "S",
-                    "seconds between status lines, 0 = none"),
-        FLAG_LOG_LEVEL("log-level", &level, "error, warn, info or debug",
-                       .def = "info, or $RLHF_LOG"),
+        FLAG_STATUS_EVERY(&cfg.status_every_s, "none"),
+        FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
         FLAGS_END,
     };
     FlagsSpec spec = {
@@ -109,13 +101,11 @@ int main(int argc, char **argv)
                  "publishes\nweights, checkpoints and resumes from --ckpt-dir. Paths may be '' "
                  "to disable.\n",
         .flags = flags,
+        .check = check,
+        .check_ctx = &cfg,
     };
-    Check k = {&cfg, &spec};
-    spec.check = check;
-    spec.check_ctx = &k;
-    int rc = prog_start(&spec, argc, argv, "learner", &level);
+    int rc = prog_start_stoppable(&spec, argc, argv, "learner", &level);
     if (rc != PROG_RUN) return rc;
-    if (prog_catch_signals()) return PROG_EXIT_FAIL;
     Learner *l = learner_new(&cfg);
     if (!l) return PROG_EXIT_FAIL;
     rc = learner_run(l, prog_stop_atomic());

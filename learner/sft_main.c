@@ -80,9 +80,8 @@ int main(int argc, char **argv)
         .about = "Supervised warm start on the built-in arithmetic task (a+b=, a-b=).\n",
         .flags = flags,
     };
-    int rc = prog_start(&spec, argc, argv, "sft", NULL);
+    int rc = prog_start_stoppable(&spec, argc, argv, "sft", NULL);
     if (rc != PROG_RUN) return rc;
-    if (prog_catch_signals()) return PROG_EXIT_FAIL;
     atomic_int *stop = prog_stop_atomic();
 
     TaskConfig task = TASK_DEFAULTS;

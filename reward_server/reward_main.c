@@ -30,9 +30,8 @@ int main(int argc, char **argv)
                     "decode with this model's BPE tokenizer (the chat task)\n"
                     "instead of the char tokenizer",
                     .def = "none: the char tokenizer"),
-        FLAG_DOUBLE("status-every", &cfg.status_every_s, 0, 86400, "S",
-                    "seconds between status lines, 0 = off"),
-        FLAG_LOG_LEVEL("log-level", &level, "error, warn, info or debug"),
+        FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
+        FLAG_LOG_LEVEL(&level),
         FLAGS_END,
     };
     FlagsSpec spec = {
@@ -41,9 +40,8 @@ int main(int argc, char **argv)
                  "learner.\n",
         .flags = flags,
     };
-    int rc = prog_start(&spec, argc, argv, "reward", &level);
+    int rc = prog_start_stoppable(&spec, argc, argv, "reward", &level);
     if (rc != PROG_RUN) return rc;
-    if (prog_catch_signals()) return PROG_EXIT_FAIL;
     Reward *r = reward_new(&cfg);
     if (!r) return PROG_EXIT_FAIL;
     rc = reward_run(r, prog_stop_atomic());

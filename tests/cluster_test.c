@@ -44,6 +44,7 @@
 #include "tests/support/ports.h"
 #include "tests/support/proc.h"
 #include "tests/support/testfs.h"
+#include "tests/support/wire_fixture.h"
 
 /* A test still running after this long fails, and its processes are killed. */
 #define CL_BUDGET_S 100.0
@@ -1135,37 +1136,18 @@ static void group_init(Group *g, const char *run_id, uint64_t epoch)
         g->tok[i][0] = 20;
         g->tok[i][1] = TOK_EOS;
         for (int t = 0; t < 2; t++) g->lpb[i][t] = g->lps[i][t] = -1.0f;
-        rlhf__completion__init(&g->comp[i]);
-        g->comp[i].tokens = g->tok[i];
-        g->comp[i].logp_behaviour = g->lpb[i];
-        g->comp[i].logp_sampled = g->lps[i];
-        g->comp[i].policy_version = g->pv[i];
-        g->comp[i].n_tokens = g->comp[i].n_logp_behaviour = g->comp[i].n_logp_sampled =
-            g->comp[i].n_policy_version = 2;
-        g->comp[i].finish = RLHF__COMPLETION__FINISH__FINISH_STOP;
+        wire_fixture_completion_init(&g->comp[i], g->tok[i], g->lpb[i], g->lps[i], g->pv[i], 2);
         g->comp_p[i] = &g->comp[i];
         rlhf__score__init(&g->score[i]);
         g->score_p[i] = &g->score[i];
     }
-    rlhf__sampled_group__init(&g->group);
-    g->group.version = WIRE_PROTOCOL_VERSION;
-    g->group.run_id = (char *)run_id;
-    g->group.epoch = epoch;
+    wire_fixture_sampled_init(&g->group, run_id, epoch, &g->prompt, &g->sampling, g->comp_p,
+                              CL_GROUP);
     g->group.lease_id = 0x7fff0001;
     g->group.actor_id = HOSTILE_ID;
-    g->group.prompt = &g->prompt;
-    g->group.completions = g->comp_p;
-    g->group.n_completions = CL_GROUP;
-    g->group.sampling = &g->sampling;
     g->group.group_index = 0;
     g->group.group_count = 1;
-    rlhf__scored_group__init(&g->scored);
-    g->scored.version = WIRE_PROTOCOL_VERSION;
-    g->scored.run_id = (char *)run_id;
-    g->scored.group = &g->group;
-    g->scored.scores = g->score_p;
-    g->scored.n_scores = CL_GROUP;
-    g->scored.scorer_id = "hostile";
+    wire_fixture_scored_init(&g->scored, &g->group, g->score_p, CL_GROUP, "hostile");
 }
 
 /* The frames every socket gets first: garbage, then m (of the socket's
@@ -1660,9 +1642,8 @@ int cluster_hostile_selftest(bool verbose)
     Group g;
     group_init(&g, run_id, epoch);
     ProtobufCMessage *ok_msg = NULL;
-    size_t            ok_len = protobuf_c_message_get_packed_size(&g.scored.base);
-    uint8_t          *ok_buf = xmalloc(ok_len);
-    protobuf_c_message_pack(&g.scored.base, ok_buf);
+    size_t            ok_len;
+    uint8_t          *ok_buf = wire_fixture_pack(&g.scored.base, &ok_len);
     EXPECT(wire_decode(&rlhf__scored_group__descriptor, ok_buf, ok_len, &lim_results, &ok_msg,
                        NULL) == 0,
            "the unspoilt group does not pass the wire checks");

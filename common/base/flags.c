@@ -261,7 +261,7 @@ int flags_parse(FlagsSpec *spec, int argc, char **argv)
         }
         spec->args[n_args++] = argv[optind];
     }
-    if (spec->check && spec->check(spec->check_ctx)) return ERR_ARG;
+    if (spec->check && spec->check(spec, spec->check_ctx)) return ERR_ARG;
     return FLAGS_RUN;
 }
 

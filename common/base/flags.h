@@ -102,11 +102,15 @@ typedef struct {
         .name = (n), .type = FLAG_T_CHOICE, .ptr = FLAG_PTR_(p, int), .choices = (choices_),       \
         .arg = (arg_), .help = (help_), __VA_ARGS__                                                \
     }
-#define FLAG_LOG_LEVEL(n, p, help_, ...)                                                           \
+/* The rows every program spells the same way: --log-level, and a daemon's
+ * --status-every (zero_ says what 0 means: "none", "off"). */
+#define FLAG_LOG_LEVEL(p, ...)                                                                     \
     {                                                                                              \
-        .name = (n), .type = FLAG_T_LOG_LEVEL, .ptr = FLAG_PTR_(p, int), .arg = "L",               \
-        .help = (help_), __VA_ARGS__                                                               \
+        .name = "log-level", .type = FLAG_T_LOG_LEVEL, .ptr = FLAG_PTR_(p, int), .arg = "L",       \
+        .help = "error, warn, info or debug", __VA_ARGS__                                          \
     }
+#define FLAG_STATUS_EVERY(p, zero_)                                                                \
+    FLAG_DOUBLE("status-every", p, 0, 86400, "S", "seconds between status lines, 0 = " zero_)
 #define FLAG_FUNC(n, p, parse_, show_, arg_, help_, ...)                                           \
     {                                                                                              \
         .name = (n), .type = FLAG_T_FUNC, .ptr = (p), .parse = (parse_), .show = (show_),          \
@@ -118,7 +122,7 @@ typedef struct {
     }
 
 /* A program's command line: its table and the text --help wraps it in. */
-typedef struct {
+typedef struct FlagsSpec {
     const char  *prog;     /* name in messages, e.g. "rlhf-actor" */
     const char  *synopsis; /* after "usage: <argv[0]> "; each further line is another form */
     const char  *about;    /* text between the usage line(s) and the flags */
@@ -127,9 +131,10 @@ typedef struct {
     const char **args;     /* where positional arguments go; NULL = none allowed */
     int          n_args_max;
     bool         is_h_help; /* -h is --help as well */
-    /* Checks across flags after parsing (NULL = none): returns 0, or ERR_ARG
-     * after printing the reason to stderr. */
-    int (*check)(void *ctx);
+    /* Checks across flags after parsing (NULL = none), given this spec (for
+     * flags_at) and check_ctx: returns 0, or ERR_ARG after printing the
+     * reason to stderr. */
+    int (*check)(const struct FlagsSpec *spec, void *ctx);
     void *check_ctx;
 } FlagsSpec;
 

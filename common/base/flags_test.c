@@ -58,8 +58,9 @@ typedef struct {
 
 static const char *const k_algos[] = {"grpo", "ppo", NULL};
 
-static int check_cfg(void *ctx)
+static int check_cfg(const FlagsSpec *spec, void *ctx)
 {
+    (void)spec;
     const Cfg *c = ctx;
     if (c->steps == 13) {
         fprintf(stderr, "test: --steps 13 is unlucky\n");
@@ -93,7 +94,7 @@ static int parse(Cfg *c, const char **argv_in, char *help, size_t help_cap)
             FLAG_STRING("id", &c->id, "NAME", "worker id", .lo = 1, .hi = 8),
             FLAG_PATH("path", &c->path, "DIR", "a directory, '' = none"),
             FLAG_CHOICE("algo", &c->algo, k_algos, "A", "grpo or ppo"),
-            FLAG_LOG_LEVEL("log-level", &c->level, "error, warn, info or debug"),
+            FLAG_LOG_LEVEL(&c->level),
             FLAGS_END,
     };
     const char *args[1] = {NULL};

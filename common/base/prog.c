@@ -24,6 +24,14 @@ int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, con
     return PROG_RUN;
 }
 
+int prog_start_stoppable(FlagsSpec *spec, int argc, char **argv, const char *log_role,
+                         const int *log_level)
+{
+    int rc = prog_start(spec, argc, argv, log_role, log_level);
+    if (rc != PROG_RUN) return rc;
+    return prog_catch_signals() ? PROG_EXIT_FAIL : PROG_RUN;
+}
+
 void prog_stop(void)
 {
     atomic_store(&g_stop, 1);

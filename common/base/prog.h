@@ -5,19 +5,19 @@
  *         Config cfg = CONFIG_DEFAULTS;
  *         Flag   flags[] = {FLAG_INT("steps", &cfg.steps, ...), ..., FLAGS_END};
  *         FlagsSpec spec = {.prog = "rlhf-x", .flags = flags, ...};
- *         int rc = prog_start(&spec, argc, argv, "x", &cfg.log_level);
+ *         int rc = prog_start_stoppable(&spec, argc, argv, "x", &cfg.log_level);
  *         if (rc != PROG_RUN) return rc;
- *         if (prog_catch_signals()) return PROG_EXIT_FAIL;   (daemons)
  *         ... x_new(&cfg), x_run(x, prog_stop_atomic()), x_free(&x) ...
  *     }
  *
  * Exit statuses, the same in every program: 0 done (and after --help), 1
  * failed, 2 bad command line, PROG_EXIT_SIGNAL when a second SIGINT or
- * SIGTERM ends a program that was already stopping. prog_catch_signals is
- * for programs with a loop that looks at the stop flag (the daemons, the
- * trainers); one-shot tools keep the default dispositions, so Ctrl-C ends
- * them at once. Main thread only, except the stop flag, which any thread
- * may read.
+ * SIGTERM ends a program that was already stopping. Programs with a loop
+ * that looks at the stop flag (the daemons, the trainers) start with
+ * prog_start_stoppable, which catches those signals; one-shot tools start
+ * with prog_start and keep the default dispositions, so Ctrl-C ends them
+ * at once. Main thread only, except the stop flag, which any thread may
+ * read.
  *
  * The stop flag is one atomic_int, the type every x_run takes: a signal
  * handler may store to it because it is lock-free (C11 7.14.1.1, checked
@@ -46,6 +46,12 @@ enum {
  * returns at once: PROG_EXIT_OK after --help, PROG_EXIT_USAGE after a bad
  * command line (already explained on stderr). */
 int prog_start(FlagsSpec *spec, int argc, char **argv, const char *log_role, const int *log_level);
+
+/* prog_start, then prog_catch_signals: the start of a program that runs
+ * until the stop flag. Returns PROG_RUN, prog_start's status, or
+ * PROG_EXIT_FAIL when the handlers could not be installed. */
+int prog_start_stoppable(FlagsSpec *spec, int argc, char **argv, const char *log_role,
+                         const int *log_level);
 
 /* SIGINT and SIGTERM set the stop flag; a second one exits at once with
  * PROG_EXIT_SIGNAL. SIGPIPE is ignored: a vanished peer shows up as a send

@@ -132,8 +132,7 @@ typedef struct {
 static void make_test_file(TestFile *tf, uint32_t version, uint32_t align)
 {
     GgufBuf kv = {0};
-    int     n_kv = 0;
-    tf->pos_arch = gguf_buf_kv_str(&kv, "general.architecture", "llama"), n_kv++;
+    tf->pos_arch = gguf_buf_kv_str(&kv, "general.architecture", "llama");
     uint8_t  u8 = 200;
     int8_t   i8 = -5;
     uint16_t u16 = 60000;
@@ -144,47 +143,34 @@ static void make_test_file(TestFile *tf, uint32_t version, uint32_t align)
     double   f64 = 0.1;
     uint8_t  yes = 1;
     tf->pos_first_type = kv.n;
-    gguf_buf_kv_scalar(&kv, "t.u8", GGUF_VAL_UINT8, &u8), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.i8", GGUF_VAL_INT8, &i8), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.u16", GGUF_VAL_UINT16, &u16), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.i16", GGUF_VAL_INT16, &i16), n_kv++;
-    gguf_buf_kv_u32(&kv, "t.u32", 4000000000u), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.i32", GGUF_VAL_INT32, &i32), n_kv++;
-    gguf_buf_kv_f32(&kv, "t.f32", 0.5f), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.bool", GGUF_VAL_BOOL, &yes), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.u64", GGUF_VAL_UINT64, &u64), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.i64", GGUF_VAL_INT64, &i64), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.f64", GGUF_VAL_FLOAT64, &f64), n_kv++;
-    gguf_buf_kv_scalar(&kv, "t.big", GGUF_VAL_UINT64, &big), n_kv++;
+    gguf_buf_kv_scalar(&kv, "t.u8", GGUF_VAL_UINT8, &u8);
+    gguf_buf_kv_scalar(&kv, "t.i8", GGUF_VAL_INT8, &i8);
+    gguf_buf_kv_scalar(&kv, "t.u16", GGUF_VAL_UINT16, &u16);
+    gguf_buf_kv_scalar(&kv, "t.i16", GGUF_VAL_INT16, &i16);
+    gguf_buf_kv_u32(&kv, "t.u32", 4000000000u);
+    gguf_buf_kv_scalar(&kv, "t.i32", GGUF_VAL_INT32, &i32);
+    gguf_buf_kv_f32(&kv, "t.f32", 0.5f);
+    gguf_buf_kv_scalar(&kv, "t.bool", GGUF_VAL_BOOL, &yes);
+    gguf_buf_kv_scalar(&kv, "t.u64", GGUF_VAL_UINT64, &u64);
+    gguf_buf_kv_scalar(&kv, "t.i64", GGUF_VAL_INT64, &i64);
+    gguf_buf_kv_scalar(&kv, "t.f64", GGUF_VAL_FLOAT64, &f64);
+    gguf_buf_kv_scalar(&kv, "t.big", GGUF_VAL_UINT64, &big);
     /* Strings with an empty one, an embedded NUL and UTF-8. */
-    gguf_buf_str(&kv, "tokenizer.ggml.tokens");
-    gguf_buf_u32(&kv, GGUF_VAL_ARRAY);
-    tf->pos_tokens_type = kv.n;
-    gguf_buf_u32(&kv, GGUF_VAL_STRING);
-    tf->pos_tokens_count = kv.n;
-    gguf_buf_u64(&kv, 4);
+    tf->pos_tokens_type = gguf_buf_kv_array(&kv, "tokenizer.ggml.tokens", GGUF_VAL_STRING, 4);
+    tf->pos_tokens_count = tf->pos_tokens_type + 4; /* after the u32 element type */
     gguf_buf_str(&kv, "a");
     gguf_buf_str(&kv, "");
     gguf_buf_strn(&kv, "h\0i", 3);
     gguf_buf_str(&kv, "h\xc3\xa9llo");
-    n_kv++;
     int32_t types[4] = {1, 2, 3, 6};
-    gguf_buf_str(&kv, "tokenizer.ggml.token_type");
-    gguf_buf_u32(&kv, GGUF_VAL_ARRAY);
-    gguf_buf_u32(&kv, GGUF_VAL_INT32);
-    gguf_buf_u64(&kv, 4);
+    gguf_buf_kv_array(&kv, "tokenizer.ggml.token_type", GGUF_VAL_INT32, 4);
     gguf_buf_put(&kv, types, sizeof types);
-    n_kv++;
     float scores[3] = {0.0f, -1.5f, 2.0f};
-    gguf_buf_str(&kv, "tokenizer.ggml.scores");
-    gguf_buf_u32(&kv, GGUF_VAL_ARRAY);
-    gguf_buf_u32(&kv, GGUF_VAL_FLOAT32);
-    gguf_buf_u64(&kv, 3);
+    gguf_buf_kv_array(&kv, "tokenizer.ggml.scores", GGUF_VAL_FLOAT32, 3);
     gguf_buf_put(&kv, scores, sizeof scores);
-    n_kv++;
     tf->pos_align = 0;
     if (align != GGUF_DEFAULT_ALIGNMENT)
-        tf->pos_align = gguf_buf_kv_u32(&kv, "general.alignment", align), n_kv++;
+        tf->pos_align = gguf_buf_kv_u32(&kv, "general.alignment", align);
 
     float f32[4] = {1.5f, -2.0f, 0.0f, 3.25f};
     memcpy(tf->f32, f32, sizeof f32);
@@ -237,7 +223,7 @@ static void make_test_file(TestFile *tf, uint32_t version, uint32_t align)
         {"q4_k", 12, 1, {256}, tf->q4k, sizeof tf->q4k},
     };
     tf->file = (GgufBuf){0};
-    build_file(&tf->file, version, &kv, (uint64_t)n_kv, t, 7, align, &tf->w);
+    build_file(&tf->file, version, &kv, kv.n_kv, t, 7, align, &tf->w);
     /* Positions in kv become positions in the file. */
     tf->pos_arch += tf->w.kv;
     tf->pos_first_type += tf->w.kv;
@@ -581,18 +567,17 @@ static void write_model(Ctx *t, Model *m, int mode)
 {
     const ModelConfig *c = model_config(m);
     GgufBuf            kv = {0}, out = {0};
-    int                n_kv = 0;
-    gguf_buf_kv_str(&kv, "general.architecture", mode == MW_ARCH ? "gpt2" : "llama"), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.embedding_length", (uint32_t)c->dim), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.block_count", (uint32_t)c->n_layers), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.attention.head_count", (uint32_t)c->n_heads), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads), n_kv++;
+    gguf_buf_kv_str(&kv, "general.architecture", mode == MW_ARCH ? "gpt2" : "llama");
+    gguf_buf_kv_u32(&kv, "llama.embedding_length", (uint32_t)c->dim);
+    gguf_buf_kv_u32(&kv, "llama.block_count", (uint32_t)c->n_layers);
+    gguf_buf_kv_u32(&kv, "llama.attention.head_count", (uint32_t)c->n_heads);
+    gguf_buf_kv_u32(&kv, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
     if (mode != MW_NO_KEY)
-        gguf_buf_kv_u32(&kv, "llama.feed_forward_length", (uint32_t)c->hidden_dim), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.context_length", (uint32_t)c->max_seq_len), n_kv++;
-    gguf_buf_kv_u32(&kv, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads)), n_kv++;
-    gguf_buf_kv_f32(&kv, "llama.rope.freq_base", c->rope_theta), n_kv++;
-    gguf_buf_kv_f32(&kv, "llama.attention.layer_norm_rms_epsilon", c->norm_eps), n_kv++;
+        gguf_buf_kv_u32(&kv, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    gguf_buf_kv_u32(&kv, "llama.context_length", (uint32_t)c->max_seq_len);
+    gguf_buf_kv_u32(&kv, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads));
+    gguf_buf_kv_f32(&kv, "llama.rope.freq_base", c->rope_theta);
+    gguf_buf_kv_f32(&kv, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     int      nt = model_num_tensors(m);
     WTensor *wt = xcalloc((size_t)nt + 1, sizeof *wt);
     void   **bufs = xcalloc((size_t)nt + 1, sizeof *bufs);
@@ -645,7 +630,7 @@ static void write_model(Ctx *t, Model *m, int mode)
         wt[n].name = names[n];
         n++;
     }
-    build_file(&out, 3, &kv, (uint64_t)n_kv, wt, n, GGUF_DEFAULT_ALIGNMENT, NULL);
+    build_file(&out, 3, &kv, kv.n_kv, wt, n, GGUF_DEFAULT_ALIGNMENT, NULL);
     CHECK(fixture_write_file(t->path, out.p, out.n) == 0);
     for (int i = 0; i < nt; i++) free(bufs[i]);
     free(bufs);

@@ -58,6 +58,7 @@
 #include "learner/learner_config.h"
 #include "reward_server/reward.h"
 #include "reward_server/scorer.h"
+#include "tests/bench/bench_common.h"
 #include "deploy/cluster_cmd.h"
 #include "tests/support/ports.h"
 #include "tests/support/proc.h"
@@ -579,24 +580,6 @@ static int run_inprocess(const Args *a, const char *sft_dir, LoopResult *res)
 
 /* ---- 3. Snapshot publishing --------------------------------------------- */
 
-/* Best of 5 memcpys of n bytes, in seconds. */
-static double measure_memcpy_s(size_t n)
-{
-    char *src = xmalloc_aligned(n), *dst = xmalloc_aligned(n);
-    memset(src, 1, n);
-    memset(dst, 2, n);
-    double best = 1e30;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
-        memcpy(dst, src, n);
-        best = fmin(best, now_s() - t0);
-    }
-    if (dst[n / 2] != 1) abort(); /* keeps the copy from being optimised away */
-    free(src);
-    free(dst);
-    return best;
-}
-
 /* One receiver thread: its own ZeroMQ context (as in a separate actor
  * process), one DEALER and one block. Per repetition: barrier, ask, take
  * every chunk, note the time, barrier. */
@@ -874,8 +857,9 @@ out_sock:
 
 /* ---- main ----------------------------------------------------------------- */
 
-static int check_args(void *ctx)
+static int check_args(const FlagsSpec *spec, void *ctx)
 {
+    (void)spec;
     const Args *a = ctx;
     if (a->chunk_bytes % 4) {
         fprintf(stderr, "bench_cluster: --chunk-bytes %d: expected a multiple of 4\n",
@@ -1096,7 +1080,7 @@ static bool bench_snapshot(const Args *a, json_t *res)
            "ZeroMQ context, as in its own process\n",
            wire_snap_chunk_count(bytes, chunk), chunk, a->reps);
     fflush(stdout);
-    double     mc = measure_memcpy_s(bytes);
+    double     mc = bench_memcpy_best_s(bytes);
     XferResult snap = {.best_s = INFINITY}, raw = {.best_s = INFINITY};
     int        src = 0, rrc = 0;
     /* One repetition of each at a time, alternating, so that a load which

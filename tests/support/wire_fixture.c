@@ -23,33 +23,19 @@ void wire_fixture_group_init(WireFixtureGroup *t)
     t->prompt.answer = (char *)"12";
     t->prompt.task = (char *)"arith";
     for (int i = 0; i < WIRE_FIXTURE_N; i++) {
-        Rlhf__Completion *c = &t->comp[i];
-        rlhf__completion__init(c);
         for (int j = 0; j < WIRE_FIXTURE_T; j++) {
             t->toks[i][j] = j + 1 == WIRE_FIXTURE_T ? 2 : 3 + (i + j) % 10;
             t->lb[i][j] = -0.25f * (float)(j + 1);
             t->ls[i][j] = -0.125f * (float)(j + 1);
             t->pv[i][j] = 7;
         }
-        c->tokens = t->toks[i];
-        c->logp_behaviour = t->lb[i];
-        c->logp_sampled = t->ls[i];
-        c->policy_version = t->pv[i];
-        c->n_tokens = c->n_logp_behaviour = c->n_logp_sampled = c->n_policy_version =
-            WIRE_FIXTURE_T;
-        c->finish = RLHF__COMPLETION__FINISH__FINISH_STOP;
-        t->compp[i] = c;
+        wire_fixture_completion_init(&t->comp[i], t->toks[i], t->lb[i], t->ls[i], t->pv[i],
+                                     WIRE_FIXTURE_T);
+        t->compp[i] = &t->comp[i];
     }
-    rlhf__sampled_group__init(&t->g);
-    t->g.version = WIRE_PROTOCOL_VERSION;
-    t->g.run_id = (char *)"run-a";
-    t->g.epoch = 2;
+    wire_fixture_sampled_init(&t->g, "run-a", 2, &t->prompt, &t->sp, t->compp, WIRE_FIXTURE_N);
     t->g.lease_id = 9;
     t->g.actor_id = (char *)"actor-0";
-    t->g.prompt = &t->prompt;
-    t->g.completions = t->compp;
-    t->g.n_completions = WIRE_FIXTURE_N;
-    t->g.sampling = &t->sp;
     t->g.group_index = 1;
     t->g.group_count = 2;
 
@@ -64,13 +50,45 @@ void wire_fixture_group_init(WireFixtureGroup *t)
         t->scores[i].n_components = 1;
         t->scorep[i] = &t->scores[i];
     }
-    rlhf__scored_group__init(&t->scored);
-    t->scored.version = WIRE_PROTOCOL_VERSION;
-    t->scored.run_id = (char *)"run-a";
-    t->scored.group = &t->g;
-    t->scored.scores = t->scorep;
-    t->scored.n_scores = WIRE_FIXTURE_N;
-    t->scored.scorer_id = (char *)"arith";
+    wire_fixture_scored_init(&t->scored, &t->g, t->scorep, WIRE_FIXTURE_N, "arith");
+}
+
+void wire_fixture_completion_init(Rlhf__Completion *c, int32_t *toks, float *lb, float *ls,
+                                  uint64_t *pv, size_t n)
+{
+    rlhf__completion__init(c);
+    c->tokens = toks;
+    c->logp_behaviour = lb;
+    c->logp_sampled = ls;
+    c->policy_version = pv;
+    c->n_tokens = c->n_logp_behaviour = c->n_logp_sampled = c->n_policy_version = n;
+    c->finish = RLHF__COMPLETION__FINISH__FINISH_STOP;
+}
+
+void wire_fixture_sampled_init(Rlhf__SampledGroup *g, const char *run_id, uint64_t epoch,
+                               Rlhf__Prompt *prompt, Rlhf__SamplingParams *sp,
+                               Rlhf__Completion **comps, size_t n)
+{
+    rlhf__sampled_group__init(g);
+    g->version = WIRE_PROTOCOL_VERSION;
+    g->run_id = (char *)run_id;
+    g->epoch = epoch;
+    g->prompt = prompt;
+    g->completions = comps;
+    g->n_completions = n;
+    g->sampling = sp;
+}
+
+void wire_fixture_scored_init(Rlhf__ScoredGroup *s, Rlhf__SampledGroup *g, Rlhf__Score **scores,
+                              size_t n, const char *scorer_id)
+{
+    rlhf__scored_group__init(s);
+    s->version = WIRE_PROTOCOL_VERSION;
+    s->run_id = g->run_id;
+    s->group = g;
+    s->scores = scores;
+    s->n_scores = n;
+    s->scorer_id = (char *)scorer_id;
 }
 
 uint8_t *wire_fixture_pack(const ProtobufCMessage *m, size_t *len)

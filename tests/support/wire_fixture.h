@@ -4,7 +4,8 @@
  *
  * Ownership. A WireFixtureGroup holds pointers into itself, so it is filled
  * in place by wire_fixture_group_init and never copied; the strings it
- * points to are literals. wire_fixture_pack returns a buffer the caller
+ * points to are literals. The wire_fixture_*_init parts borrow what they
+ * are given. wire_fixture_pack returns a buffer the caller
  * frees. wire_fixture_pair's sockets belong to the caller.
  *
  * Threading. Plain data and the caller's sockets: one thread.
@@ -49,6 +50,24 @@ typedef struct {
 
 /* Fills t with the valid group and scored group described above. */
 void wire_fixture_group_init(WireFixtureGroup *t);
+
+/* The parts of a group, for a group of another shape (the cluster test's
+ * G completions of the char task). Each initialises its message and points
+ * it at the caller's arrays and messages (borrowed). */
+
+/* A finished (STOP) completion of the n tokens toks, with their
+ * logp_behaviour lb, logp_sampled ls and policy_version pv. */
+void wire_fixture_completion_init(Rlhf__Completion *c, int32_t *toks, float *lb, float *ls,
+                                  uint64_t *pv, size_t n);
+/* A SampledGroup of run_id and epoch at WIRE_PROTOCOL_VERSION: the n
+ * completions comps of prompt, sampled with sp. The lease, actor and
+ * group_index/count are the caller's to set. */
+void wire_fixture_sampled_init(Rlhf__SampledGroup *g, const char *run_id, uint64_t epoch,
+                               Rlhf__Prompt *prompt, Rlhf__SamplingParams *sp,
+                               Rlhf__Completion **comps, size_t n);
+/* The ScoredGroup of g (of g's run) by scorer_id, with the n scores. */
+void wire_fixture_scored_init(Rlhf__ScoredGroup *s, Rlhf__SampledGroup *g, Rlhf__Score **scores,
+                              size_t n, const char *scorer_id);
 
 /* Packs m into a malloc'd buffer of *len bytes (caller frees). */
 uint8_t *wire_fixture_pack(const ProtobufCMessage *m, size_t *len);
