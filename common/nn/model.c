@@ -7,6 +7,7 @@
 
 #include "common/base/err.h"
 #include "common/base/rng.h"
+#include "common/base/views.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
@@ -79,8 +80,10 @@ static size_t layout(Model *m, bool bind)
     m->n_tensors = 0;
     add_tensor(m, bind, &off, &m->w.embed, &m->g.embed, "model.embed_tokens.weight", 2,
                c->vocab_size, C);
+    LayerWeights count_only[2]; /* targets of the views while counting */
     for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
+        LayerWeights *w = bind ? &m->w.layers[l] : &count_only[0];
+        LayerWeights *g = bind ? &m->g.layers[l] : &count_only[1];
 #define LAYER(field, suffix, nd, r, cc)                                                            \
     snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                                  \
     add_tensor(m, bind, &off, &w->field, &g->field, name, nd, r, cc)
@@ -117,16 +120,16 @@ Model *model_new(const ModelConfig *cfg)
     CHECK(model_config_validate(cfg, why, sizeof why) == 0);
     Model *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
-    m->lw = xcalloc((size_t)2 * cfg->n_layers, sizeof *m->lw);
-    m->w.layers = m->lw;
-    m->g.layers = m->lw + cfg->n_layers;
     m->n_params = layout(m, false);
-    m->tensors = xcalloc((size_t)m->n_tensors, sizeof *m->tensors);
-    m->params = xmalloc_aligned(m->n_params * sizeof(float));
-    m->grads = xmalloc_aligned(m->n_params * sizeof(float));
+    size_t L = (size_t)cfg->n_layers, rope = (size_t)cfg->max_seq_len * (head_size(cfg) / 2);
+    View   views[] = {VIEW(&m->params, m->n_params),   VIEW(&m->grads, m->n_params),
+                      VIEW(&m->w.layers, L),           VIEW(&m->g.layers, L),
+                      VIEW(&m->tensors, m->n_tensors), VIEW(&m->rope_cos, rope),
+                      VIEW(&m->rope_sin, rope)};
+    m->block = views_alloc(views, sizeof views / sizeof views[0]);
     memset(m->params, 0, m->n_params * sizeof(float));
     memset(m->grads, 0, m->n_params * sizeof(float));
-    layout(m, true);
+    layout(m, true); /* fills the layer views and the tensor table */
     for (int l = 0; l < cfg->n_layers; l++) {
         for (int c = 0; c < cfg->dim; c++) {
             m->w.layers[l].attn_norm[c] = 1.0f;
@@ -134,10 +137,7 @@ Model *model_new(const ModelConfig *cfg)
         }
     }
     for (int c = 0; c < cfg->dim; c++) m->w.norm[c] = 1.0f;
-    size_t half = (size_t)head_size(cfg) / 2;
     m->temperature = 1.0f;
-    m->rope_cos = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
-    m->rope_sin = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
     tensor_rope_table(m->rope_cos, m->rope_sin, cfg->max_seq_len, head_size(cfg), cfg->rope_theta);
     return m;
 }
@@ -147,13 +147,7 @@ void model_free(Model **pm)
     Model *m = *pm;
     if (!m) return;
     free(m->a.block);
-    free(m->a.iblock);
-    free(m->params);
-    free(m->grads);
-    free(m->tensors);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    free(m->lw);
+    free(m->block);
     free(m);
     *pm = NULL;
 }
@@ -241,74 +235,49 @@ static void acts_prepare(Model *m, int B, int T, int M)
     size_t             HS = (size_t)head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
     size_t             H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, Mz = (size_t)M;
     size_t             TT = (size_t)T * T;
-    float            **views[] = {
-                   &a->resid, &a->resid_mid, &a->ln1,     &a->ln2,      &a->rstd1,     &a->rstd2,
-                   &a->q,     &a->atty,      &a->k,       &a->v,        &a->att,       &a->gate,
-                   &a->up,    &a->act,       &a->lnf,     &a->rstdf,    &a->lnf_act,   &a->logits,
-                   &a->lse,   &a->logp_act,  &a->ent_act, &a->dresid,   &a->dln,       &a->dlnf,
-                   &a->dq,    &a->datty,     &a->dk,      &a->dv,       &a->dgate,     &a->dup,
-                   &a->dact,  &a->datt,      &a->dlogits, &a->dlnf_act, &a->dlogp_act, &a->dent_act};
-    size_t sizes[] = {(L + 1) * N * C,
-                      L * N * C,
-                      L * N * C,
-                      L * N * C,
-                      L * N,
-                      L * N,
-                      L * N * QD,
-                      L * N * QD,
-                      L * N * KD,
-                      L * N * KD,
-                      L * B * c->n_heads * TT,
-                      L * N * H,
-                      L * N * H,
-                      L * N * H,
-                      N * C,
-                      N,
-                      Mz * C,
-                      Mz * V,
-                      Mz,
-                      Mz,
-                      Mz,
-                      N * C,
-                      N * C,
-                      N * C,
-                      N * QD,
-                      N * QD,
-                      N * KD,
-                      N * KD,
-                      N * H,
-                      N * H,
-                      N * H,
-                      B * c->n_heads * TT,
-                      Mz * V,
-                      Mz * C,
-                      Mz,
-                      Mz};
-    size_t n_views = sizeof views / sizeof views[0];
-    CHECK(n_views == sizeof sizes / sizeof sizes[0]);
-    size_t total = 0;
+    size_t             att = (size_t)B * c->n_heads * TT;
+    View               views[] = {VIEW(&a->resid, (L + 1) * N * C),
+                                  VIEW(&a->resid_mid, L * N * C),
+                                  VIEW(&a->ln1, L * N * C),
+                                  VIEW(&a->ln2, L * N * C),
+                                  VIEW(&a->rstd1, L * N),
+                                  VIEW(&a->rstd2, L * N),
+                                  VIEW(&a->q, L * N * QD),
+                                  VIEW(&a->atty, L * N * QD),
+                                  VIEW(&a->k, L * N * KD),
+                                  VIEW(&a->v, L * N * KD),
+                                  VIEW(&a->att, L * att),
+                                  VIEW(&a->gate, L * N * H),
+                                  VIEW(&a->up, L * N * H),
+                                  VIEW(&a->act, L * N * H),
+                                  VIEW(&a->lnf, N * C),
+                                  VIEW(&a->rstdf, N),
+                                  VIEW(&a->lnf_act, Mz * C),
+                                  VIEW(&a->logits, Mz * V),
+                                  VIEW(&a->lse, Mz),
+                                  VIEW(&a->logp_act, Mz),
+                                  VIEW(&a->ent_act, Mz),
+                                  VIEW(&a->dresid, N * C),
+                                  VIEW(&a->dln, N * C),
+                                  VIEW(&a->dlnf, N * C),
+                                  VIEW(&a->dq, N * QD),
+                                  VIEW(&a->datty, N * QD),
+                                  VIEW(&a->dk, N * KD),
+                                  VIEW(&a->dv, N * KD),
+                                  VIEW(&a->dgate, N * H),
+                                  VIEW(&a->dup, N * H),
+                                  VIEW(&a->dact, N * H),
+                                  VIEW(&a->datt, att),
+                                  VIEW(&a->dlogits, Mz * V),
+                                  VIEW(&a->dlnf_act, Mz * C),
+                                  VIEW(&a->dlogp_act, Mz),
+                                  VIEW(&a->dent_act, Mz),
+                                  VIEW(&a->tokens, N),
+                                  VIEW(&a->pos, N),
+                                  VIEW(&a->targets_act, Mz),
+                                  VIEW(&a->rows, Mz)};
     /* Each view starts on a 64-byte boundary for the BLAS kernels. */
-    for (size_t i = 0; i < n_views; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    if (total > a->block_cap) {
-        free(a->block);
-        a->block = xmalloc_aligned(total * sizeof(float));
-        a->block_cap = total;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < n_views; i++) {
-        *views[i] = a->block + off;
-        off += (sizes[i] + 15) & ~(size_t)15;
-    }
-    size_t itotal = 3 * N + 2 * Mz;
-    if (itotal > a->iblock_cap) {
-        free(a->iblock);
-        a->iblock = xmalloc(itotal * sizeof(int));
-        a->iblock_cap = itotal;
-    }
-    a->tokens = a->iblock;
-    a->pos = a->iblock + N;
-    a->targets_act = a->iblock + 2 * N;
-    a->rows = a->iblock + 2 * N + Mz;
+    views_reserve(&a->block, &a->block_bytes, views, sizeof views / sizeof views[0]);
     a->B = B;
     a->T = T;
     a->N = (int)N;
