@@ -300,6 +300,45 @@ static void scale_floats(float *x, size_t n, float k)
     for (size_t i = 0; i < n; i++) x[i] *= k;
 }
 
+/* One layer's slices of the activation block, as the forward pass writes
+ * them and the backward pass reads them. */
+typedef struct {
+    float *x, *xnext, *mid; /* (N, C) layer input, output, after attention */
+    float *ln1, *ln2;       /* (N, C) normed inputs of attention and MLP */
+    float *rstd1, *rstd2;   /* (N) */
+    float *q, *atty;        /* (N, NH*HS) */
+    float *k, *v;           /* (N, KVH*HS) */
+    float *att;             /* (B, NH, T, T) */
+    float *gate, *up, *act; /* (N, H) */
+} LayerActs;
+
+static LayerActs layer_acts(const Model *m, int l)
+{
+    const ModelConfig *c = &m->cfg;
+    const Acts        *a = &m->a;
+    size_t             N = (size_t)a->N, HS = (size_t)head_size(c);
+    size_t             NC = N * c->dim, NQ = N * c->n_heads * HS, NK = N * c->n_kv_heads * HS;
+    size_t             NH_ = N * c->hidden_dim, L = (size_t)l;
+    LayerActs          la = {
+                 .x = a->resid + L * NC,
+                 .xnext = a->resid + (L + 1) * NC,
+                 .mid = a->resid_mid + L * NC,
+                 .ln1 = a->ln1 + L * NC,
+                 .ln2 = a->ln2 + L * NC,
+                 .rstd1 = a->rstd1 + L * N,
+                 .rstd2 = a->rstd2 + L * N,
+                 .q = a->q + L * NQ,
+                 .atty = a->atty + L * NQ,
+                 .k = a->k + L * NK,
+                 .v = a->v + L * NK,
+                 .att = a->att + L * a->B * c->n_heads * a->T * a->T,
+                 .gate = a->gate + L * NH_,
+                 .up = a->up + L * NH_,
+                 .act = a->act + L * NH_,
+    };
+    return la;
+}
+
 void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
                    float *logp, float *entropy, float *value)
 {
@@ -329,30 +368,24 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
-        float              *x = a->resid + l * NC, *xnext = a->resid + (l + 1) * NC;
-        float              *mid = a->resid_mid + l * NC;
-        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float              *att = a->att + (size_t)l * B * NH * T * T;
+        LayerActs           la = layer_acts(m, l);
         size_t              NH_ = (size_t)N * H;
-        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
-        tensor_rmsnorm_forward(ln1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, C, c->norm_eps);
-        tensor_linear_forward(q, ln1, w->wq, N, C, QD);
-        tensor_linear_forward(k, ln1, w->wk, N, C, KD);
-        tensor_linear_forward(v, ln1, w->wv, N, C, KD);
-        tensor_rope_forward(q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
-        tensor_rope_forward(k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
-        tensor_attention_forward(atty, att, q, k, v, B, T, NH, KVH, HS);
-        memcpy(mid, x, NC * sizeof(float));
-        tensor_gemm(false, true, N, C, QD, 1.0f, atty, QD, w->wo, QD, 1.0f, mid, C);
-        tensor_rmsnorm_forward(ln2, a->rstd2 + (size_t)l * N, mid, w->mlp_norm, N, C, c->norm_eps);
-        tensor_linear_forward(gate, ln2, w->w_gate, N, C, H);
-        tensor_linear_forward(up, ln2, w->w_up, N, C, H);
-        tensor_swiglu_forward(act, gate, up, NH_);
-        memcpy(xnext, mid, NC * sizeof(float));
-        tensor_gemm(false, true, N, C, H, 1.0f, act, H, w->w_down, H, 1.0f, xnext, C);
+        tensor_rmsnorm_forward(la.ln1, la.rstd1, la.x, w->attn_norm, N, C, c->norm_eps);
+        tensor_linear_forward(la.q, la.ln1, w->wq, N, C, QD);
+        tensor_linear_forward(la.k, la.ln1, w->wk, N, C, KD);
+        tensor_linear_forward(la.v, la.ln1, w->wv, N, C, KD);
+        tensor_rope_forward(la.q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(la.k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
+        tensor_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, NH, KVH, HS);
+        memcpy(la.mid, la.x, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, QD, 1.0f, la.atty, QD, w->wo, QD, 1.0f, la.mid, C);
+        tensor_rmsnorm_forward(la.ln2, la.rstd2, la.mid, w->mlp_norm, N, C, c->norm_eps);
+        tensor_linear_forward(la.gate, la.ln2, w->w_gate, N, C, H);
+        tensor_linear_forward(la.up, la.ln2, w->w_up, N, C, H);
+        tensor_swiglu_forward(la.act, la.gate, la.up, NH_);
+        memcpy(la.xnext, la.mid, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, H, 1.0f, la.act, H, w->w_down, H, 1.0f, la.xnext, C);
     }
     float *xf = a->resid + (size_t)c->n_layers * NC;
     tensor_rmsnorm_forward(a->lnf, a->rstdf, xf, m->w.norm, N, C, c->norm_eps);
@@ -430,41 +463,36 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerWeights *w = &m->w.layers[l];
         LayerWeights       *g = &m->g.layers[l];
-        float              *x = a->resid + l * NC, *mid = a->resid_mid + l * NC;
-        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float              *att = a->att + (size_t)l * B * NH * T * T;
+        LayerActs           la = layer_acts(m, l);
         size_t              NH_ = (size_t)N * H;
-        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
         /* MLP: xnext = mid + act w_down^T; dresid is d xnext and stays the identity path. */
         memset(a->dact, 0, NH_ * sizeof(float));
-        tensor_linear_backward(a->dact, g->w_down, a->dresid, act, w->w_down, N, H, C);
+        tensor_linear_backward(a->dact, g->w_down, a->dresid, la.act, w->w_down, N, H, C);
         memset(a->dgate, 0, NH_ * sizeof(float));
         memset(a->dup, 0, NH_ * sizeof(float));
-        tensor_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, NH_);
+        tensor_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, NH_);
         memset(a->dln, 0, NC * sizeof(float));
-        tensor_linear_backward(a->dln, g->w_gate, a->dgate, ln2, w->w_gate, N, C, H);
-        tensor_linear_backward(a->dln, g->w_up, a->dup, ln2, w->w_up, N, C, H);
-        tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, mid, w->mlp_norm,
-                                a->rstd2 + (size_t)l * N, N, C);
+        tensor_linear_backward(a->dln, g->w_gate, a->dgate, la.ln2, w->w_gate, N, C, H);
+        tensor_linear_backward(a->dln, g->w_up, a->dup, la.ln2, w->w_up, N, C, H);
+        tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, la.mid, w->mlp_norm, la.rstd2, N,
+                                C);
         /* Attention: mid = x + atty wo^T; dresid is now d mid. */
         memset(a->datty, 0, (size_t)N * QD * sizeof(float));
-        tensor_linear_backward(a->datty, g->wo, a->dresid, atty, w->wo, N, QD, C);
+        tensor_linear_backward(a->datty, g->wo, a->dresid, la.atty, w->wo, N, QD, C);
         memset(a->dq, 0, (size_t)N * QD * sizeof(float));
         memset(a->dk, 0, (size_t)N * KD * sizeof(float));
         memset(a->dv, 0, (size_t)N * KD * sizeof(float));
-        tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, B, T, NH,
-                                  KVH, HS);
+        tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, la.att, la.q, la.k, la.v,
+                                  B, T, NH, KVH, HS);
         tensor_rope_backward(a->dq, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
         tensor_rope_backward(a->dk, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         memset(a->dln, 0, NC * sizeof(float));
-        tensor_linear_backward(a->dln, g->wq, a->dq, ln1, w->wq, N, C, QD);
-        tensor_linear_backward(a->dln, g->wk, a->dk, ln1, w->wk, N, C, KD);
-        tensor_linear_backward(a->dln, g->wv, a->dv, ln1, w->wv, N, C, KD);
-        tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, x, w->attn_norm,
-                                a->rstd1 + (size_t)l * N, N, C);
+        tensor_linear_backward(a->dln, g->wq, a->dq, la.ln1, w->wq, N, C, QD);
+        tensor_linear_backward(a->dln, g->wk, a->dk, la.ln1, w->wk, N, C, KD);
+        tensor_linear_backward(a->dln, g->wv, a->dv, la.ln1, w->wv, N, C, KD);
+        tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, la.x, w->attn_norm, la.rstd1, N,
+                                C);
     }
     for (int n = 0; n < N; n++) {
         float       *ge = m->g.embed + (size_t)a->tokens[n] * C;
