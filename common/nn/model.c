@@ -11,6 +11,24 @@
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
+ModelConfig model_config_llama(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                               int vocab_size, int max_seq_len)
+{
+    ModelConfig c;
+    /* Padding too: model_copy_params compares configs with memcmp. */
+    memset(&c, 0, sizeof c);
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.dim = dim;
+    c.n_layers = n_layers;
+    c.n_heads = n_heads;
+    c.n_kv_heads = n_kv_heads;
+    c.hidden_dim = hidden_dim;
+    c.vocab_size = vocab_size;
+    c.max_seq_len = max_seq_len;
+    return c;
+}
+
 int model_config_validate(const ModelConfig *c, char *why, size_t why_len)
 {
     const char *bad = NULL;
