@@ -334,10 +334,6 @@ Actor *actor_new(const ActorConfig *cfg)
     a->seed = cfg->seed ? cfg->seed : actor_fnv1a(a->id);
     a->backoff_ms = ACTOR_FETCH_FIRST_MS;
     a->rx = wire_snap_rx_new(NULL, ACTOR_MAX_SNAPSHOT_BYTES);
-    a->prompts = xmalloc((size_t)cfg->batch * sizeof *a->prompts);
-    a->plens = xmalloc((size_t)cfg->batch * sizeof *a->plens);
-    a->out_n = xmalloc((size_t)cfg->batch * sizeof *a->out_n);
-    a->out_fin = xmalloc((size_t)cfg->batch * sizeof *a->out_fin);
     a->zctx = zmq_ctx_new();
     if (!a->zctx) {
         log_error("actor_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
@@ -373,19 +369,7 @@ void actor_free(Actor **pa)
     gen_free(&a->gen);
     model_free(&a->model);
     wire_snap_rx_free(&a->rx);
-    free(a->out_tok);
-    free(a->out_lps);
-    free(a->out_lpf);
-    free(a->out_n);
-    free(a->out_fin);
-    free(a->prompts);
-    free(a->plens);
-    free(a->gb_tok);
-    free(a->gb_lb);
-    free(a->gb_ls);
-    free(a->gb_pv);
-    free(a->gb_n);
-    free(a->gb_fin);
+    free(a->buf_block);
     for (int i = 0; i < 3 + ACTOR_MAX_REWARD; i++) free(a->ep_copies[i]);
     free(a);
     *pa = NULL;

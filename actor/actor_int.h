@@ -94,19 +94,18 @@ struct Actor {
     LeaseSeen seen[ACTOR_RECENT_LEASES];
     int       n_seen, seen_at;
 
-    /* Generation buffers, grown on demand. */
+    /* Generation buffers, carved for each grant from one block grown on demand. */
     int        *out_tok;           /* (batch, W) */
     float      *out_lps, *out_lpf; /* (batch, W) */
     int        *out_n, *out_fin;   /* (batch) */
-    size_t      out_cap;           /* floats in out_lps etc. */
     const int **prompts;           /* (batch) */
     int        *plens;             /* (batch) */
     int32_t    *gb_tok;            /* (G, W) one group being assembled */
     float      *gb_lb, *gb_ls;     /* (G, W) */
     uint64_t   *gb_pv;             /* (G, W) */
     int        *gb_n, *gb_fin;     /* (G) */
-    size_t      gb_cap;            /* entries in gb_tok etc. */
-    int         gb_g_cap;          /* entries in gb_n, gb_fin */
+    void       *buf_block;         /* all of the above */
+    size_t      buf_bytes;
 
     ActorStats st;
     double     t_status; /* monotonic time of the last status line */

@@ -28,15 +28,7 @@
 /* The snapshot config parser and the size it implies, against model.h. */
 static void st_config(bool verbose)
 {
-    ModelConfig base = {.dim = 32,
-                        .n_layers = 2,
-                        .n_heads = 4,
-                        .n_kv_heads = 2,
-                        .hidden_dim = 48,
-                        .vocab_size = 40,
-                        .max_seq_len = 64,
-                        .rope_theta = 10000.0f,
-                        .norm_eps = 1e-5f};
+    ModelConfig base = model_config_llama(32, 2, 4, 2, 48, 40, 64);
     for (int v = 0; v < 4; v++) {
         ModelConfig c = base;
         c.tie_embeddings = v & 1;

@@ -10,6 +10,7 @@
 #include "common/base/log.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"
+#include "common/base/views.h"
 
 /* Prompt ids arrive as int32 and gen_run takes int: the same type here. */
 _Static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
@@ -74,36 +75,18 @@ static bool lease_seen(Actor *a, const Rlhf__LeaseGrant *g)
     return false;
 }
 
-/* A buffer of n bytes in place of p, whose contents are not needed again. */
-static void *renew(void *p, size_t n)
-{
-    free(p);
-    return xmalloc(n);
-}
-
-/* Grows the generation and group buffers for batch x W and G x W. */
+/* Carves the generation buffers (batch, and batch x W) and the group
+ * buffers (G x W) from one block, growing it when needed; the old contents
+ * are not kept. */
 static void ensure_buffers(Actor *a, int G, int W)
 {
-    size_t need = (size_t)a->cfg.batch * W;
-    if (need > a->out_cap) {
-        a->out_tok = renew(a->out_tok, need * sizeof(int));
-        a->out_lps = renew(a->out_lps, need * sizeof(float));
-        a->out_lpf = renew(a->out_lpf, need * sizeof(float));
-        a->out_cap = need;
-    }
-    need = (size_t)G * W;
-    if (need > a->gb_cap) {
-        a->gb_tok = renew(a->gb_tok, need * sizeof(int32_t));
-        a->gb_lb = renew(a->gb_lb, need * sizeof(float));
-        a->gb_ls = renew(a->gb_ls, need * sizeof(float));
-        a->gb_pv = renew(a->gb_pv, need * sizeof(uint64_t));
-        a->gb_cap = need;
-    }
-    if (G > a->gb_g_cap) {
-        a->gb_n = renew(a->gb_n, (size_t)G * sizeof(int));
-        a->gb_fin = renew(a->gb_fin, (size_t)G * sizeof(int));
-        a->gb_g_cap = G;
-    }
+    size_t B = (size_t)a->cfg.batch, BW = B * W, GW = (size_t)G * W;
+    View   views[] = {VIEW(&a->prompts, B),  VIEW(&a->plens, B),    VIEW(&a->out_tok, BW),
+                      VIEW(&a->out_lps, BW), VIEW(&a->out_lpf, BW), VIEW(&a->out_n, B),
+                      VIEW(&a->out_fin, B),  VIEW(&a->gb_tok, GW),  VIEW(&a->gb_lb, GW),
+                      VIEW(&a->gb_ls, GW),   VIEW(&a->gb_pv, GW),   VIEW(&a->gb_n, G),
+                      VIEW(&a->gb_fin, G)};
+    views_reserve(&a->buf_block, &a->buf_bytes, views, sizeof views / sizeof views[0]);
 }
 
 /* Pushes one group, waiting (poll_ms at a time) while no reward server can

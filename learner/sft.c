@@ -110,14 +110,8 @@ int sft_step(Model *m, Optim *opt, const SftExample *ex, int n, int T, int pad_i
 ModelConfig sft_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                              int vocab_size)
 {
-    return (ModelConfig){.dim = dim,
-                         .n_layers = n_layers,
-                         .n_heads = n_heads,
-                         .n_kv_heads = n_kv_heads,
-                         .hidden_dim = hidden_dim,
-                         .vocab_size = vocab_size,
-                         .max_seq_len = 64,
-                         .rope_theta = 10000.0f,
-                         .norm_eps = 1e-5f,
-                         .tie_embeddings = true};
+    ModelConfig c =
+        model_config_llama(dim, n_layers, n_heads, n_kv_heads, hidden_dim, vocab_size, 64);
+    c.tie_embeddings = true;
+    return c;
 }

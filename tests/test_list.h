@@ -15,6 +15,7 @@ int par_selftest(bool verbose);
 int flags_selftest(bool verbose);
 int launch_selftest(bool verbose);
 int fileio_selftest(bool verbose);
+int views_selftest(bool verbose);
 /* tests/support: the spawning helper (proc) on /bin/sh and sleep, then
  * testfs and ports. */
 int proc_selftest(bool verbose);
@@ -103,6 +104,7 @@ int cli_selftest(bool verbose);
     X(flags, flags_selftest) \
     X(launch, launch_selftest) \
     X(fileio, fileio_selftest) \
+    X(views, views_selftest) \
     X(proc, proc_selftest) \
     X(tok, tok_selftest) \
     X(bpe, bpe_selftest) \

@@ -7,15 +7,19 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+#include "common/base/views.h"
 
 struct Generator {
     Model   *m;
     KVCache *kv;
     int      max_batch, max_len, V;
-    float   *logits;  /* (max_batch, V) */
-    void    *scratch; /* sampler scratch */
-    int     *seq, *tok, *rows, *active;
-    int     *pf_seq, *pf_tok; /* prefill rows, grown on demand */
+    float   *logits;                    /* (max_batch, V) */
+    char    *scratch;                   /* sampler scratch */
+    int     *seq, *tok, *rows, *active; /* (max_batch) */
+    void    *block;                     /* the views above */
+    int     *pf_seq, *pf_tok;           /* prefill rows, grown on demand */
+    void    *pf_block;                  /* the prefill views */
+    size_t   pf_bytes;
     int      pf_cap;
 };
 
@@ -28,12 +32,13 @@ Generator *gen_new(Model *m, int max_batch, int max_len)
     g->max_batch = max_batch;
     g->max_len = max_len;
     g->kv = kv_new(m, max_batch, max_len);
-    g->logits = xmalloc((size_t)max_batch * g->V * sizeof(float));
-    g->scratch = xmalloc(sampler_scratch_bytes(g->V));
-    g->seq = xmalloc((size_t)max_batch * 4 * sizeof(int));
-    g->tok = g->seq + max_batch;
-    g->rows = g->seq + 2 * max_batch;
-    g->active = g->seq + 3 * max_batch;
+    View views[] = {VIEW(&g->logits, (size_t)max_batch * g->V),
+                    VIEW(&g->scratch, sampler_scratch_bytes(g->V)),
+                    VIEW(&g->seq, max_batch),
+                    VIEW(&g->tok, max_batch),
+                    VIEW(&g->rows, max_batch),
+                    VIEW(&g->active, max_batch)};
+    g->block = views_alloc(views, sizeof views / sizeof views[0]);
     return g;
 }
 
@@ -42,11 +47,8 @@ void gen_free(Generator **pg)
     Generator *g = *pg;
     if (!g) return;
     kv_free(&g->kv);
-    free(g->logits);
-    free(g->scratch);
-    free(g->seq);
-    free(g->pf_seq);
-    free(g->pf_tok);
+    free(g->block);
+    free(g->pf_block);
     free(g);
     *pg = NULL;
 }
@@ -72,10 +74,8 @@ int gen_run(Generator *g, const GenConfig *cfg, int n, const int *const *prompts
         total += prompt_lens[i];
     }
     if (total > g->pf_cap) {
-        free(g->pf_seq);
-        free(g->pf_tok);
-        g->pf_seq = xmalloc((size_t)total * sizeof(int));
-        g->pf_tok = xmalloc((size_t)total * sizeof(int));
+        View pf[] = {VIEW(&g->pf_seq, total), VIEW(&g->pf_tok, total)};
+        views_reserve(&g->pf_block, &g->pf_bytes, pf, 2);
         g->pf_cap = total;
     }
     int r = 0;

@@ -7,8 +7,27 @@
 
 #include "common/base/err.h"
 #include "common/base/rng.h"
+#include "common/base/views.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
+
+ModelConfig model_config_llama(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                               int vocab_size, int max_seq_len)
+{
+    ModelConfig c;
+    /* Padding too: model_copy_params compares configs with memcmp. */
+    memset(&c, 0, sizeof c);
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.dim = dim;
+    c.n_layers = n_layers;
+    c.n_heads = n_heads;
+    c.n_kv_heads = n_kv_heads;
+    c.hidden_dim = hidden_dim;
+    c.vocab_size = vocab_size;
+    c.max_seq_len = max_seq_len;
+    return c;
+}
 
 int model_config_validate(const ModelConfig *c, char *why, size_t why_len)
 {
@@ -79,8 +98,10 @@ static size_t layout(Model *m, bool bind)
     m->n_tensors = 0;
     add_tensor(m, bind, &off, &m->w.embed, &m->g.embed, "model.embed_tokens.weight", 2,
                c->vocab_size, C);
+    LayerWeights count_only[2]; /* targets of the views while counting */
     for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
+        LayerWeights *w = bind ? &m->w.layers[l] : &count_only[0];
+        LayerWeights *g = bind ? &m->g.layers[l] : &count_only[1];
 #define LAYER(field, suffix, nd, r, cc)                                                            \
     snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                                  \
     add_tensor(m, bind, &off, &w->field, &g->field, name, nd, r, cc)
@@ -117,16 +138,16 @@ Model *model_new(const ModelConfig *cfg)
     CHECK(model_config_validate(cfg, why, sizeof why) == 0);
     Model *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
-    m->lw = xcalloc((size_t)2 * cfg->n_layers, sizeof *m->lw);
-    m->w.layers = m->lw;
-    m->g.layers = m->lw + cfg->n_layers;
     m->n_params = layout(m, false);
-    m->tensors = xcalloc((size_t)m->n_tensors, sizeof *m->tensors);
-    m->params = xmalloc_aligned(m->n_params * sizeof(float));
-    m->grads = xmalloc_aligned(m->n_params * sizeof(float));
+    size_t L = (size_t)cfg->n_layers, rope = (size_t)cfg->max_seq_len * (head_size(cfg) / 2);
+    View   views[] = {VIEW(&m->params, m->n_params),   VIEW(&m->grads, m->n_params),
+                      VIEW(&m->w.layers, L),           VIEW(&m->g.layers, L),
+                      VIEW(&m->tensors, m->n_tensors), VIEW(&m->rope_cos, rope),
+                      VIEW(&m->rope_sin, rope)};
+    m->block = views_alloc(views, sizeof views / sizeof views[0]);
     memset(m->params, 0, m->n_params * sizeof(float));
     memset(m->grads, 0, m->n_params * sizeof(float));
-    layout(m, true);
+    layout(m, true); /* fills the layer views and the tensor table */
     for (int l = 0; l < cfg->n_layers; l++) {
         for (int c = 0; c < cfg->dim; c++) {
             m->w.layers[l].attn_norm[c] = 1.0f;
@@ -134,10 +155,7 @@ Model *model_new(const ModelConfig *cfg)
         }
     }
     for (int c = 0; c < cfg->dim; c++) m->w.norm[c] = 1.0f;
-    size_t half = (size_t)head_size(cfg) / 2;
     m->temperature = 1.0f;
-    m->rope_cos = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
-    m->rope_sin = xmalloc((size_t)cfg->max_seq_len * half * sizeof(float));
     tensor_rope_table(m->rope_cos, m->rope_sin, cfg->max_seq_len, head_size(cfg), cfg->rope_theta);
     return m;
 }
@@ -147,13 +165,7 @@ void model_free(Model **pm)
     Model *m = *pm;
     if (!m) return;
     free(m->a.block);
-    free(m->a.iblock);
-    free(m->params);
-    free(m->grads);
-    free(m->tensors);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    free(m->lw);
+    free(m->block);
     free(m);
     *pm = NULL;
 }
@@ -240,75 +252,51 @@ static void acts_prepare(Model *m, int B, int T, int M)
     size_t             N = (size_t)B * T, L = (size_t)c->n_layers, C = (size_t)c->dim;
     size_t             HS = (size_t)head_size(c), QD = c->n_heads * HS, KD = c->n_kv_heads * HS;
     size_t             H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, Mz = (size_t)M;
-    size_t             TT = (size_t)T * T;
-    float            **views[] = {
-                   &a->resid, &a->resid_mid, &a->ln1,     &a->ln2,      &a->rstd1,     &a->rstd2,
-                   &a->q,     &a->atty,      &a->k,       &a->v,        &a->att,       &a->gate,
-                   &a->up,    &a->act,       &a->lnf,     &a->rstdf,    &a->lnf_act,   &a->logits,
-                   &a->lse,   &a->logp_act,  &a->ent_act, &a->dresid,   &a->dln,       &a->dlnf,
-                   &a->dq,    &a->datty,     &a->dk,      &a->dv,       &a->dgate,     &a->dup,
-                   &a->dact,  &a->datt,      &a->dlogits, &a->dlnf_act, &a->dlogp_act, &a->dent_act};
-    size_t sizes[] = {(L + 1) * N * C,
-                      L * N * C,
-                      L * N * C,
-                      L * N * C,
-                      L * N,
-                      L * N,
-                      L * N * QD,
-                      L * N * QD,
-                      L * N * KD,
-                      L * N * KD,
-                      L * B * c->n_heads * TT,
-                      L * N * H,
-                      L * N * H,
-                      L * N * H,
-                      N * C,
-                      N,
-                      Mz * C,
-                      Mz * V,
-                      Mz,
-                      Mz,
-                      Mz,
-                      N * C,
-                      N * C,
-                      N * C,
-                      N * QD,
-                      N * QD,
-                      N * KD,
-                      N * KD,
-                      N * H,
-                      N * H,
-                      N * H,
-                      B * c->n_heads * TT,
-                      Mz * V,
-                      Mz * C,
-                      Mz,
-                      Mz};
-    size_t n_views = sizeof views / sizeof views[0];
-    CHECK(n_views == sizeof sizes / sizeof sizes[0]);
-    size_t total = 0;
+    size_t             att = (size_t)B * c->n_heads * T * T;
+    size_t             NC = N * C, NQ = N * QD, NK = N * KD, NH_ = N * H, MC = Mz * C, MV = Mz * V;
+
     /* Each view starts on a 64-byte boundary for the BLAS kernels. */
-    for (size_t i = 0; i < n_views; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    if (total > a->block_cap) {
-        free(a->block);
-        a->block = xmalloc_aligned(total * sizeof(float));
-        a->block_cap = total;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < n_views; i++) {
-        *views[i] = a->block + off;
-        off += (sizes[i] + 15) & ~(size_t)15;
-    }
-    size_t itotal = 3 * N + 2 * Mz;
-    if (itotal > a->iblock_cap) {
-        free(a->iblock);
-        a->iblock = xmalloc(itotal * sizeof(int));
-        a->iblock_cap = itotal;
-    }
-    a->tokens = a->iblock;
-    a->pos = a->iblock + N;
-    a->targets_act = a->iblock + 2 * N;
-    a->rows = a->iblock + 2 * N + Mz;
+    View views[] = {VIEW(&a->resid, (L + 1) * NC),
+                    VIEW(&a->resid_mid, L * NC),
+                    VIEW(&a->ln1, L * NC),
+                    VIEW(&a->ln2, L * NC),
+                    VIEW(&a->rstd1, L * N),
+                    VIEW(&a->rstd2, L * N),
+                    VIEW(&a->q, L * NQ),
+                    VIEW(&a->atty, L * NQ),
+                    VIEW(&a->k, L * NK),
+                    VIEW(&a->v, L * NK),
+                    VIEW(&a->att, L * att),
+                    VIEW(&a->gate, L * NH_),
+                    VIEW(&a->up, L * NH_),
+                    VIEW(&a->act, L * NH_),
+                    VIEW(&a->lnf, NC),
+                    VIEW(&a->rstdf, N),
+                    VIEW(&a->lnf_act, MC),
+                    VIEW(&a->logits, MV),
+                    VIEW(&a->lse, Mz),
+                    VIEW(&a->logp_act, Mz),
+                    VIEW(&a->ent_act, Mz),
+                    VIEW(&a->dresid, NC),
+                    VIEW(&a->dln, NC),
+                    VIEW(&a->dlnf, NC),
+                    VIEW(&a->dq, NQ),
+                    VIEW(&a->datty, NQ),
+                    VIEW(&a->dk, NK),
+                    VIEW(&a->dv, NK),
+                    VIEW(&a->dgate, NH_),
+                    VIEW(&a->dup, NH_),
+                    VIEW(&a->dact, NH_),
+                    VIEW(&a->datt, att),
+                    VIEW(&a->dlogits, MV),
+                    VIEW(&a->dlnf_act, MC),
+                    VIEW(&a->dlogp_act, Mz),
+                    VIEW(&a->dent_act, Mz),
+                    VIEW(&a->tokens, N),
+                    VIEW(&a->pos, N),
+                    VIEW(&a->targets_act, Mz),
+                    VIEW(&a->rows, Mz)};
+    views_reserve(&a->block, &a->block_bytes, views, sizeof views / sizeof views[0]);
     a->B = B;
     a->T = T;
     a->N = (int)N;
@@ -329,6 +317,45 @@ float model_temperature(const Model *m)
 static void scale_floats(float *x, size_t n, float k)
 {
     for (size_t i = 0; i < n; i++) x[i] *= k;
+}
+
+/* One layer's slices of the activation block, as the forward pass writes
+ * them and the backward pass reads them. */
+typedef struct {
+    float *x, *xnext, *mid; /* (N, C) layer input, output, after attention */
+    float *ln1, *ln2;       /* (N, C) normed inputs of attention and MLP */
+    float *rstd1, *rstd2;   /* (N) */
+    float *q, *atty;        /* (N, NH*HS) */
+    float *k, *v;           /* (N, KVH*HS) */
+    float *att;             /* (B, NH, T, T) */
+    float *gate, *up, *act; /* (N, H) */
+} LayerActs;
+
+static LayerActs layer_acts(const Model *m, int l)
+{
+    const ModelConfig *c = &m->cfg;
+    const Acts        *a = &m->a;
+    size_t             N = (size_t)a->N, HS = (size_t)head_size(c);
+    size_t             NC = N * c->dim, NQ = N * c->n_heads * HS, NK = N * c->n_kv_heads * HS;
+    size_t             NH_ = N * c->hidden_dim, L = (size_t)l;
+    LayerActs          la = {
+                 .x = a->resid + L * NC,
+                 .xnext = a->resid + (L + 1) * NC,
+                 .mid = a->resid_mid + L * NC,
+                 .ln1 = a->ln1 + L * NC,
+                 .ln2 = a->ln2 + L * NC,
+                 .rstd1 = a->rstd1 + L * N,
+                 .rstd2 = a->rstd2 + L * N,
+                 .q = a->q + L * NQ,
+                 .atty = a->atty + L * NQ,
+                 .k = a->k + L * NK,
+                 .v = a->v + L * NK,
+                 .att = a->att + L * a->B * c->n_heads * a->T * a->T,
+                 .gate = a->gate + L * NH_,
+                 .up = a->up + L * NH_,
+                 .act = a->act + L * NH_,
+    };
+    return la;
 }
 
 void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
@@ -360,30 +387,24 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
-        float              *x = a->resid + l * NC, *xnext = a->resid + (l + 1) * NC;
-        float              *mid = a->resid_mid + l * NC;
-        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float              *att = a->att + (size_t)l * B * NH * T * T;
+        LayerActs           la = layer_acts(m, l);
         size_t              NH_ = (size_t)N * H;
-        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
-        tensor_rmsnorm_forward(ln1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, C, c->norm_eps);
-        tensor_linear_forward(q, ln1, w->wq, N, C, QD);
-        tensor_linear_forward(k, ln1, w->wk, N, C, KD);
-        tensor_linear_forward(v, ln1, w->wv, N, C, KD);
-        tensor_rope_forward(q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
-        tensor_rope_forward(k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
-        tensor_attention_forward(atty, att, q, k, v, B, T, NH, KVH, HS);
-        memcpy(mid, x, NC * sizeof(float));
-        tensor_gemm(false, true, N, C, QD, 1.0f, atty, QD, w->wo, QD, 1.0f, mid, C);
-        tensor_rmsnorm_forward(ln2, a->rstd2 + (size_t)l * N, mid, w->mlp_norm, N, C, c->norm_eps);
-        tensor_linear_forward(gate, ln2, w->w_gate, N, C, H);
-        tensor_linear_forward(up, ln2, w->w_up, N, C, H);
-        tensor_swiglu_forward(act, gate, up, NH_);
-        memcpy(xnext, mid, NC * sizeof(float));
-        tensor_gemm(false, true, N, C, H, 1.0f, act, H, w->w_down, H, 1.0f, xnext, C);
+        tensor_rmsnorm_forward(la.ln1, la.rstd1, la.x, w->attn_norm, N, C, c->norm_eps);
+        tensor_linear_forward(la.q, la.ln1, w->wq, N, C, QD);
+        tensor_linear_forward(la.k, la.ln1, w->wk, N, C, KD);
+        tensor_linear_forward(la.v, la.ln1, w->wv, N, C, KD);
+        tensor_rope_forward(la.q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
+        tensor_rope_forward(la.k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
+        tensor_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, NH, KVH, HS);
+        memcpy(la.mid, la.x, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, QD, 1.0f, la.atty, QD, w->wo, QD, 1.0f, la.mid, C);
+        tensor_rmsnorm_forward(la.ln2, la.rstd2, la.mid, w->mlp_norm, N, C, c->norm_eps);
+        tensor_linear_forward(la.gate, la.ln2, w->w_gate, N, C, H);
+        tensor_linear_forward(la.up, la.ln2, w->w_up, N, C, H);
+        tensor_swiglu_forward(la.act, la.gate, la.up, NH_);
+        memcpy(la.xnext, la.mid, NC * sizeof(float));
+        tensor_gemm(false, true, N, C, H, 1.0f, la.act, H, w->w_down, H, 1.0f, la.xnext, C);
     }
     float *xf = a->resid + (size_t)c->n_layers * NC;
     tensor_rmsnorm_forward(a->lnf, a->rstdf, xf, m->w.norm, N, C, c->norm_eps);
@@ -461,41 +482,36 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerWeights *w = &m->w.layers[l];
         LayerWeights       *g = &m->g.layers[l];
-        float              *x = a->resid + l * NC, *mid = a->resid_mid + l * NC;
-        float              *ln1 = a->ln1 + l * NC, *ln2 = a->ln2 + l * NC;
-        float              *q = a->q + (size_t)l * N * QD, *atty = a->atty + (size_t)l * N * QD;
-        float              *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
-        float              *att = a->att + (size_t)l * B * NH * T * T;
+        LayerActs           la = layer_acts(m, l);
         size_t              NH_ = (size_t)N * H;
-        float *gate = a->gate + l * NH_, *up = a->up + l * NH_, *act = a->act + l * NH_;
 
         /* MLP: xnext = mid + act w_down^T; dresid is d xnext and stays the identity path. */
         memset(a->dact, 0, NH_ * sizeof(float));
-        tensor_linear_backward(a->dact, g->w_down, a->dresid, act, w->w_down, N, H, C);
+        tensor_linear_backward(a->dact, g->w_down, a->dresid, la.act, w->w_down, N, H, C);
         memset(a->dgate, 0, NH_ * sizeof(float));
         memset(a->dup, 0, NH_ * sizeof(float));
-        tensor_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, NH_);
+        tensor_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, NH_);
         memset(a->dln, 0, NC * sizeof(float));
-        tensor_linear_backward(a->dln, g->w_gate, a->dgate, ln2, w->w_gate, N, C, H);
-        tensor_linear_backward(a->dln, g->w_up, a->dup, ln2, w->w_up, N, C, H);
-        tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, mid, w->mlp_norm,
-                                a->rstd2 + (size_t)l * N, N, C);
+        tensor_linear_backward(a->dln, g->w_gate, a->dgate, la.ln2, w->w_gate, N, C, H);
+        tensor_linear_backward(a->dln, g->w_up, a->dup, la.ln2, w->w_up, N, C, H);
+        tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, la.mid, w->mlp_norm, la.rstd2, N,
+                                C);
         /* Attention: mid = x + atty wo^T; dresid is now d mid. */
         memset(a->datty, 0, (size_t)N * QD * sizeof(float));
-        tensor_linear_backward(a->datty, g->wo, a->dresid, atty, w->wo, N, QD, C);
+        tensor_linear_backward(a->datty, g->wo, a->dresid, la.atty, w->wo, N, QD, C);
         memset(a->dq, 0, (size_t)N * QD * sizeof(float));
         memset(a->dk, 0, (size_t)N * KD * sizeof(float));
         memset(a->dv, 0, (size_t)N * KD * sizeof(float));
-        tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, B, T, NH,
-                                  KVH, HS);
+        tensor_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, la.att, la.q, la.k, la.v,
+                                  B, T, NH, KVH, HS);
         tensor_rope_backward(a->dq, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
         tensor_rope_backward(a->dk, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         memset(a->dln, 0, NC * sizeof(float));
-        tensor_linear_backward(a->dln, g->wq, a->dq, ln1, w->wq, N, C, QD);
-        tensor_linear_backward(a->dln, g->wk, a->dk, ln1, w->wk, N, C, KD);
-        tensor_linear_backward(a->dln, g->wv, a->dv, ln1, w->wv, N, C, KD);
-        tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, x, w->attn_norm,
-                                a->rstd1 + (size_t)l * N, N, C);
+        tensor_linear_backward(a->dln, g->wq, a->dq, la.ln1, w->wq, N, C, QD);
+        tensor_linear_backward(a->dln, g->wk, a->dk, la.ln1, w->wk, N, C, KD);
+        tensor_linear_backward(a->dln, g->wv, a->dv, la.ln1, w->wv, N, C, KD);
+        tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, la.x, w->attn_norm, la.rstd1, N,
+                                C);
     }
     for (int n = 0; n < N; n++) {
         float       *ge = m->g.embed + (size_t)a->tokens[n] * C;

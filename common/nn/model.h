@@ -43,6 +43,13 @@ typedef struct {
 
 typedef struct Model Model;
 
+/* A Llama-style config with the usual defaults: rope_theta 10000, norm_eps
+ * 1e-5, an untied LM head and no value head. Set other fields after the
+ * call. Not validated: pass it to model_config_validate if it comes from
+ * outside. */
+ModelConfig model_config_llama(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
+                               int vocab_size, int max_seq_len);
+
 /* Checks a config for sizes that cannot work (non-positive, NH % KVH != 0,
  * C % NH != 0, odd head size, absurd sizes). Returns 0, or ERR_RANGE with a
  * reason written to why (if non-NULL). */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/base/views.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
@@ -17,11 +18,13 @@ struct KVCache {
     float *k, *v; /* (L, n_seq, max_len, KVH*HS) */
     int   *len;   /* (n_seq) */
     int   *count; /* (n_seq) scratch for model_step */
+    void  *block; /* k, v, len, count */
     /* per-call row scratch, grown on demand */
     int    cap;
     float *x, *xn, *rstd, *q, *kk, *vv, *atty, *gate, *up, *scores;
     int   *pos;
-    float *block;
+    void  *rows_block; /* the row scratch */
+    size_t rows_bytes;
 };
 
 /* ---- KV cache ------------------------------------------------------------ */
@@ -37,10 +40,11 @@ KVCache *kv_new(const Model *m, int n_seq, int max_len)
     kv->max_len = max_len;
     kv->KD = c->n_kv_heads * head_size(c);
     size_t n = (size_t)kv->L * n_seq * max_len * kv->KD;
-    kv->k = xmalloc_aligned(n * sizeof(float));
-    kv->v = xmalloc_aligned(n * sizeof(float));
-    kv->len = xcalloc((size_t)n_seq, sizeof(int));
-    kv->count = xcalloc((size_t)n_seq, sizeof(int));
+    View   views[] = {VIEW(&kv->k, n), VIEW(&kv->v, n), VIEW(&kv->len, n_seq),
+                      VIEW(&kv->count, n_seq)};
+    kv->block = views_alloc(views, sizeof views / sizeof views[0]);
+    memset(kv->len, 0, (size_t)n_seq * sizeof(int));
+    memset(kv->count, 0, (size_t)n_seq * sizeof(int));
     return kv;
 }
 
@@ -48,12 +52,8 @@ void kv_free(KVCache **pkv)
 {
     KVCache *kv = *pkv;
     if (!kv) return;
-    free(kv->k);
-    free(kv->v);
-    free(kv->len);
-    free(kv->count);
     free(kv->block);
-    free(kv->pos);
+    free(kv->rows_block);
     free(kv);
     *pkv = NULL;
 }
@@ -78,23 +78,14 @@ int kv_n_seq(const KVCache *kv)
 static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
 {
     if (n <= kv->cap) return;
-    size_t  C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
-    size_t  rows = (size_t)n;
-    float **views[] = {&kv->x,  &kv->xn,   &kv->rstd, &kv->q,  &kv->kk,
-                       &kv->vv, &kv->atty, &kv->gate, &kv->up, &kv->scores};
-    size_t  sizes[] = {rows * C,  rows * C,  rows,     rows * QD, rows * KD,
-                       rows * KD, rows * QD, rows * H, rows * H,  (size_t)kv->max_len};
-    size_t  total = 0, nv = sizeof views / sizeof views[0];
-    for (size_t i = 0; i < nv; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    free(kv->block);
-    free(kv->pos);
-    kv->block = xmalloc_aligned(total * sizeof(float));
-    kv->pos = xmalloc(rows * sizeof(int));
-    size_t off = 0;
-    for (size_t i = 0; i < nv; i++) {
-        *views[i] = kv->block + off;
-        off += (sizes[i] + 15) & ~(size_t)15;
-    }
+    size_t C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
+    size_t rows = (size_t)n;
+    View   views[] = {
+          VIEW(&kv->x, rows * C),         VIEW(&kv->xn, rows * C),   VIEW(&kv->rstd, rows),
+          VIEW(&kv->q, rows * QD),        VIEW(&kv->kk, rows * KD),  VIEW(&kv->vv, rows * KD),
+          VIEW(&kv->atty, rows * QD),     VIEW(&kv->gate, rows * H), VIEW(&kv->up, rows * H),
+          VIEW(&kv->scores, kv->max_len), VIEW(&kv->pos, rows)};
+    views_reserve(&kv->rows_block, &kv->rows_bytes, views, sizeof views / sizeof views[0]);
     kv->cap = n;
 }
 

@@ -69,25 +69,23 @@ typedef struct {
     float *dlnf_act;                          /* (M, C) */
     float *dlogp_act, *dent_act;              /* (M) */
     int   *tokens, *targets_act, *pos, *rows; /* (N), (M), (N), (M) active row -> n */
-    float *block;
-    size_t block_cap; /* floats */
-    int   *iblock;
-    size_t iblock_cap;
+    void  *block;                             /* all of the above */
+    size_t block_bytes;
 } Acts;
 
 struct Model {
-    ModelConfig   cfg;
-    size_t        n_params;
-    float        *params;
-    float        *grads;
-    Weights       w, g;
-    LayerWeights *lw; /* 2L: weights then gradients */
-    int           n_tensors;
-    TensorInfo   *tensors;
-    float        *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
-    float         temperature;         /* of the distributions model_forward reports */
-    Acts          a;
-    bool          has_forward; /* a forward ran since the last resize */
+    ModelConfig cfg;
+    size_t      n_params;
+    float      *params;
+    float      *grads;
+    Weights     w, g;
+    int         n_tensors;
+    TensorInfo *tensors;
+    float      *rope_cos, *rope_sin; /* (max_seq_len, HS/2) */
+    void       *block;               /* params, grads, w.layers, g.layers, tensors, rope */
+    float       temperature;         /* of the distributions model_forward reports */
+    Acts        a;
+    bool        has_forward; /* a forward ran since the last resize */
 };
 
 static inline int head_size(const ModelConfig *c)

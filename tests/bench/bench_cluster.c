@@ -1054,21 +1054,14 @@ static bool bench_loop(const Args *a, json_t *res)
  * SmolLM2-135M-shape parameter block, and their figures in res. */
 static bool bench_snapshot(const Args *a, json_t *res)
 {
-    ModelConfig smol = {.dim = 576,
-                        .n_layers = 30,
-                        .n_heads = 9,
-                        .n_kv_heads = 3,
-                        .hidden_dim = 1536,
-                        .vocab_size = 49152,
-                        .max_seq_len = 2048,
-                        .rope_theta = 100000.0f,
-                        .norm_eps = 1e-5f,
-                        .tie_embeddings = true};
-    Model      *m = model_new(&smol);
-    size_t      P = model_num_params(m), bytes = P * sizeof(float);
-    size_t      chunk = (size_t)a->chunk_bytes;
-    float      *block = model_params(m);
-    Rng         r;
+    ModelConfig smol = model_config_llama(576, 30, 9, 3, 1536, 49152, 2048);
+    smol.rope_theta = 100000.0f;
+    smol.tie_embeddings = true;
+    Model *m = model_new(&smol);
+    size_t P = model_num_params(m), bytes = P * sizeof(float);
+    size_t chunk = (size_t)a->chunk_bytes;
+    float *block = model_params(m);
+    Rng    r;
     /* Random values, as trained weights are: nothing for a transport to
      * compress (uniform draws: normal ones would only take longer). */
     rng_seed(&r, 1);

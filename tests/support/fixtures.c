@@ -13,15 +13,8 @@
 ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                                  int vocab_size, int max_seq_len)
 {
-    return (ModelConfig){.dim = dim,
-                         .n_layers = n_layers,
-                         .n_heads = n_heads,
-                         .n_kv_heads = n_kv_heads,
-                         .hidden_dim = hidden_dim,
-                         .vocab_size = vocab_size,
-                         .max_seq_len = max_seq_len,
-                         .rope_theta = 10000.0f,
-                         .norm_eps = 1e-5f};
+    return model_config_llama(dim, n_layers, n_heads, n_kv_heads, hidden_dim, vocab_size,
+                              max_seq_len);
 }
 
 OptimConfig fixture_optim_config(float lr_peak, float lr_min, int64_t lr_warmup_steps,

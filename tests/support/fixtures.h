@@ -15,9 +15,9 @@
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
 
-/* A model config of the given sizes with the usual RoPE base 10000 and
- * RMSNorm epsilon 1e-5, untied embeddings and no value head (set those
- * fields on the result where a test wants otherwise). */
+/* model_config_llama under the fixtures' name: the given sizes with RoPE
+ * base 10000, RMSNorm epsilon 1e-5, untied embeddings and no value head (set
+ * those fields on the result where a test wants otherwise). */
 ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                                  int vocab_size, int max_seq_len);
 
