@@ -16,6 +16,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/base/views.h"
 #include "common/net/zsock.h"
 #include "common/formats/bpe_gguf.h"
 #include "common/net/reactor.h"
@@ -37,6 +38,7 @@ typedef struct {
     Rlhf__Score           **score_ptrs; /* (WIRE_MAX_GROUP) */
     Rlhf__RewardComponent  *comps;      /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
     Rlhf__RewardComponent **comp_ptrs;  /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
+    void                   *block;      /* the one allocation the views above are carved from */
 } Scratch;
 
 typedef struct {
@@ -129,6 +131,17 @@ typedef struct {
     WireSock *in, *out;
 } Front;
 
+/* Runs one reactor over one socket until the server stops: the loop of the
+ * front thread and of each worker. */
+static void serve_socket(Reward *r, const char *name, WireSock *s, const char *what,
+                         ReactorReadFn fn, void *arg, int burst)
+{
+    Reactor *rx = reactor_new(name, REWARD_POLL_MS);
+    if (reactor_add_socket(rx, wire_sock_zmq(s), what, fn, arg, burst) == 0)
+        reactor_run(rx, &r->is_stopping); /* its handler never fails */
+    reactor_free(&rx);
+}
+
 static int front_on_sample(Reactor *rx, void *arg)
 {
     Front  *f = arg;
@@ -160,12 +173,7 @@ static void *front_main(void *arg)
     }
     if (!rc) rc = wire_bind(f.out, r->work_ep);
     report_started(r, rc);
-    if (!rc) {
-        Reactor *rx = reactor_new("reward front", REWARD_POLL_MS);
-        if (reactor_add_socket(rx, wire_sock_zmq(f.in), "samples", front_on_sample, &f, 64) == 0)
-            reactor_run(rx, &r->is_stopping); /* its handler never fails */
-        reactor_free(&rx);
-    }
+    if (!rc) serve_socket(r, "reward front", f.in, "samples", front_on_sample, &f, 64);
     wire_sock_free(&f.out);
     wire_sock_free(&f.in);
     return NULL;
@@ -177,24 +185,21 @@ static void scratch_init(Scratch *s, const Reward *r)
                            : TOK_DECODE_MAX_BYTES(WIRE_MAX_PROMPT_TOKENS);
     s->text_cap = r->bpe ? bpe_decode_max_bytes(r->bpe, WIRE_MAX_TOKENS)
                          : TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS);
-    s->prompt_text = xmalloc(s->prompt_cap);
-    s->text = xmalloc(s->text_cap);
-    s->results = xcalloc(WIRE_MAX_GROUP, sizeof *s->results);
-    s->scores = xcalloc(WIRE_MAX_GROUP, sizeof *s->scores);
-    s->score_ptrs = xcalloc(WIRE_MAX_GROUP, sizeof *s->score_ptrs);
-    s->comps = xcalloc((size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS, sizeof *s->comps);
-    s->comp_ptrs = xcalloc((size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS, sizeof *s->comp_ptrs);
+    const size_t n_comps = (size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS;
+    const View   v[] = {VIEW(&s->prompt_text, s->prompt_cap), VIEW(&s->text, s->text_cap),
+                        VIEW(&s->results, WIRE_MAX_GROUP),    VIEW(&s->scores, WIRE_MAX_GROUP),
+                        VIEW(&s->score_ptrs, WIRE_MAX_GROUP), VIEW(&s->comps, n_comps),
+                        VIEW(&s->comp_ptrs, n_comps)};
+    const int    n = (int)(sizeof v / sizeof v[0]);
+    s->block = views_alloc(v, n);
+    /* The protobuf structs are initialised per group; zero the rest once as calloc did. */
+    memset(s->block, 0, views_bytes(v, n));
 }
 
 static void scratch_free(Scratch *s)
 {
-    free(s->prompt_text);
-    free(s->text);
-    free(s->results);
-    free(s->scores);
-    free(s->score_ptrs);
-    free(s->comps);
-    free(s->comp_ptrs);
+    free(s->block);
+    s->block = NULL;
 }
 
 int reward_completion_text(const Tok *tok, const int32_t *ids, size_t n, char *out, size_t cap)
@@ -344,12 +349,7 @@ static void *worker_main(void *arg)
     report_started(r, rc);
     scratch_init(&k.s, r);
     k.lim = (WireLimits){.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
-    if (!rc) {
-        Reactor *rx = reactor_new("reward worker", REWARD_POLL_MS);
-        if (reactor_add_socket(rx, wire_sock_zmq(k.in), "work", worker_on_group, &k, 16) == 0)
-            reactor_run(rx, &r->is_stopping); /* its handler never fails */
-        reactor_free(&rx);
-    }
+    if (!rc) serve_socket(r, "reward worker", k.in, "work", worker_on_group, &k, 16);
     scratch_free(&k.s);
     wire_sock_free(&k.out);
     wire_sock_free(&k.in);
