@@ -16,7 +16,7 @@
 BUILD   ?= build
 CC      ?= gcc
 ARCH    ?= -march=native
-PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash
+PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash libmicrohttpd
 SAN     ?=
 .DEFAULT_GOAL := all
 

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler \
-libopenblas-dev libuv1-dev libjansson-dev libxxhash-dev python3"
+libopenblas-dev libuv1-dev libjansson-dev libxxhash-dev libmicrohttpd-dev python3"
 
 missing=""
 for p in $PKGS; do
