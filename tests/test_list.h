@@ -54,6 +54,10 @@ int zsock_selftest(bool verbose);
 int snapshot_selftest(bool verbose);
 /* The services' event loop: bursts, timers, idle work, stop flag, errors. */
 int reactor_selftest(bool verbose);
+/* The Prometheus endpoint: rendering and escaping, the HTTP server through a
+ * raw TCP client (/metrics, /healthz and its heartbeat, 404, 405, HEAD, bad
+ * requests and addresses), scrapes concurrent with updates. */
+int metrics_selftest(bool verbose);
 /* Runs an actor in a thread against a fake learner and a fake reward server
  * made of real sockets on tcp loopback: first snapshot, leases, the
  * log-prob contract against model_forward, a new version, a learner restart
@@ -137,6 +141,7 @@ int cli_selftest(bool verbose);
     X(wire_zsock, zsock_selftest)                                                                  \
     X(wire_snapshot, snapshot_selftest)                                                            \
     X(reactor, reactor_selftest)                                                                   \
+    X(metrics, metrics_selftest)                                                                   \
     X(actor, actor_selftest)                                                                       \
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
