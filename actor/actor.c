@@ -11,6 +11,7 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "actor/actor_int.h"
+#include "actor/actor_metrics.h"
 #include "actor/actor_weights.h"
 #include "actor/actor_work.h"
 #include "common/base/err.h"
@@ -346,7 +347,7 @@ Actor *actor_new(const ActorConfig *cfg)
     if (a->snap) a->push = wire_sock_new(a->zctx, ZMQ_PUSH, "samples", NULL);
     for (int i = 0; a->push && i < cfg->n_reward; i++)
         if (wire_connect(a->push, a->cfg.reward_eps[i]) != 0) wire_sock_free(&a->push);
-    if (!a->push) {
+    if (!a->push || actor_metrics_open(a) != 0) {
         actor_free(&a);
         return NULL;
     }
@@ -357,6 +358,7 @@ void actor_free(Actor **pa)
 {
     if (!pa || !*pa) return;
     Actor *a = *pa;
+    actor_metrics_close(a); /* its server reads the actor's counters' copies: first */
     /* Sockets first (each lingers at most its short linger), then the context. */
     wire_sock_free(&a->push);
     wire_sock_free(&a->snap);
@@ -414,6 +416,9 @@ int actor_run(Actor *a, atomic_int *stop)
         rc = reactor_add_socket(a->reactor, wire_sock_zmq(a->lease), routes[ROUTE_LEASE].socket,
                                 on_readable, &lease, 1);
     if (!rc) rc = reactor_add_timer(a->reactor, "status", status_ms, false, on_status_timer, a);
+    if (!rc && a->http_metrics)
+        rc = reactor_add_timer(a->reactor, "metrics", ACTOR_METRICS_TICK_MS, true,
+                               actor_metrics_on_timer, a);
     if (!rc)
         rc = reactor_add_timer(a->reactor, ACTOR_TIMER_FETCH, a->cfg.snapshot_timeout_ms, false,
                                on_fetch_timer, a);

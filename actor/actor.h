@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "common/net/endpoints.h"
+#include "common/net/metrics.h"
 
 #define ACTOR_MAX_REWARD 16  /* reward server endpoints at most */
 #define ACTOR_MAX_ID 64      /* bytes of an actor id, NUL included */
@@ -57,6 +58,9 @@ typedef struct {
     int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
     int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
     double      status_every_s;      /* seconds between status lines; 0 = none */
+    /* Metrics: */
+    const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
+    double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */
 } ActorConfig;
 
 #define ACTOR_DEFAULTS                                                                             \
@@ -71,7 +75,9 @@ typedef struct {
                    .poll_ms = 50,                                                                  \
                    .reply_timeout_ms = 5000,                                                       \
                    .snapshot_timeout_ms = 5000,                                                    \
-                   .status_every_s = 5.0})
+                   .status_every_s = 5.0,                                                          \
+                   .metrics_addr = NULL,                                                           \
+                   .metrics_stale_s = METRICS_STALE_S})
 
 /* Counters of one actor, for the status line and tests. */
 typedef struct {
@@ -93,6 +99,7 @@ typedef struct {
     char     run_id[ACTOR_MAX_RUN_ID]; /* run of the held weights */
     uint64_t epoch;                    /* learner epoch of the held weights */
     uint64_t policy_version;           /* version of the held weights */
+    uint64_t snapshot_bytes;           /* bytes of the snapshots installed */
 } ActorStats;
 
 typedef struct Actor Actor;

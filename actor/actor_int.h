@@ -46,6 +46,8 @@ typedef enum {
  * from FETCHING to the state before it). */
 #define ACTOR_KEEP_TIMER (-1)
 
+typedef struct ActorMetrics ActorMetrics;
+
 /* The name of one set of weights. */
 typedef struct {
     char     run_id[ACTOR_MAX_RUN_ID];
@@ -111,6 +113,8 @@ struct Actor {
     double     t_status; /* monotonic time of the last status line */
     ActorStats st_last;  /* counters at the last status line */
     bool       is_push_warned;
+    /* The Prometheus endpoint (actor_metrics), NULL when off. */
+    struct ActorMetrics *http_metrics;
 };
 
 /* ---- actor.c ---------------------------------------------------------- */

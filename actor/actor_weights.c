@@ -116,6 +116,7 @@ static int install_snapshot(Actor *a)
     a->eos_id = eos;
     a->held = id;
     a->st.snapshots++;
+    a->st.snapshot_bytes += bytes;
     log_msg(is_routine ? LOG_DEBUG : LOG_INFO, "actor %s: weights %s installed (%zu bytes)", a->id,
             name, bytes);
     return 0;

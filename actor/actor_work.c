@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor/actor_metrics.h"
 #include "actor/actor_weights.h"
 #include "common/base/err.h"
 #include "common/base/log.h"
@@ -256,6 +257,7 @@ static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g)
               G, W, (double)g->sampling->temperature, (unsigned long long)a->held.version);
     long total = (long)P * G;
     for (long s0 = 0; s0 < total; s0 += a->cfg.batch) {
+        actor_metrics_tick(a); /* the loop is alive while a long lease is served */
         if (s0 > 0) {
             /* Between batches: a stop, or newer weights of the same learner. */
             if (actor_is_stopped(a)) {

@@ -11,6 +11,7 @@
 #include "common/net/reactor.h"
 #include "learner/learner_int.h"
 #include "learner/learner_intake.h"
+#include "learner/learner_metrics.h"
 #include "learner/learner_publish.h"
 #include "learner/learner_record.h"
 #include "learner/learner_serve.h"
@@ -61,6 +62,8 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "chunk_bytes must be a multiple of 4 up to WIRE_MAX_CHUNK_BYTES";
     else if (algo_config_validate(&c->algo, tmp, sizeof tmp) != 0)
         bad = tmp;
+    else if (!(c->metrics_stale_s > 0.0))
+        bad = "metrics_stale_s must be > 0";
     if (bad) {
         if (why) snprintf(why, why_len, "%s", bad);
         return ERR_ARG;
@@ -118,6 +121,7 @@ Learner *learner_new(const LearnerConfig *cfg)
     if ((rc = learner_record_ckpt(l, false))) goto fail;
     if ((rc = learner_record_open_metrics(l, fresh))) goto fail;
     if ((rc = learner_serve_open(l))) goto fail;
+    if ((rc = learner_metrics_open(l))) goto fail;
     log_info("run %s epoch %" PRIu64 " version %" PRId64 "; %s, %zu params, %d steps of "
              "%d groups x %d; leases of %d prompts, %d ms, max staleness %d",
              l->run_id, l->epoch, l->version, learner_algo_name(cfg->algo.kind),
@@ -134,6 +138,7 @@ void learner_free(Learner **lp)
 {
     if (!lp || !*lp) return;
     Learner *l = *lp;
+    learner_metrics_close(l); /* its server reads the registry: first */
     learner_intake_free(l);
     learner_serve_close(l);
     if (l->metrics) fclose(l->metrics);
@@ -182,6 +187,7 @@ static int on_lease_expiry(Reactor *r, void *arg)
 static int on_idle(Reactor *r, void *arg)
 {
     Learner *l = arg;
+    learner_metrics_tick(l);
     if (learner_train_step(l)) {
         if (l->cfg.ckpt_every > 0 && l->step % l->cfg.ckpt_every == 0 && l->step < l->cfg.steps)
             learner_record_ckpt(l, false); /* logged; training goes on, the next one may succeed */

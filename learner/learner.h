@@ -59,6 +59,7 @@
 #include <stdint.h>
 
 #include "common/net/endpoints.h"
+#include "common/net/metrics.h"
 #include "learner/algo/algo.h"
 #include "learner/lease.h"
 
@@ -97,6 +98,9 @@ typedef struct {
     int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
+    /* Metrics: */
+    const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
+    double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */
 } LearnerConfig;
 
 /* lr: on the built-in task's ~1M-parameter model warm-started to 0.65
@@ -135,7 +139,9 @@ typedef struct {
                      .dim = 64,                                                                    \
                      .n_layers = 2,                                                                \
                      .n_heads = 4,                                                                 \
-                     .hidden_dim = 128})
+                     .hidden_dim = 128,                                                            \
+                     .metrics_addr = NULL,                                                         \
+                     .metrics_stale_s = METRICS_STALE_S})
 
 /* Checks every field; returns 0 or ERR_ARG with the reason in why. */
 int learner_config_validate(const LearnerConfig *cfg, char *why, size_t why_len);

@@ -61,6 +61,8 @@ typedef struct {
 
 enum { LEARNER_N_ROUTES = 3 }; /* results, lease, snapshot */
 
+typedef struct LearnerMetrics LearnerMetrics;
+
 struct Learner {
     LearnerConfig  cfg;
     TaskConfig     task;
@@ -109,6 +111,8 @@ struct Learner {
     double   reward_before, reward_start, reward_after; /* held-out mean reward */
     double   last_reward, last_accuracy, last_kl, last_stale;
     FILE    *metrics;
+    /* The Prometheus endpoint (learner_metrics), NULL when off. */
+    struct LearnerMetrics *http_metrics;
 };
 
 /* Wall-clock milliseconds (lease deadlines sent to actors, run id entropy). */

@@ -8,6 +8,7 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/net/snapshot.h"
+#include "learner/learner_metrics.h"
 
 /* The snapshot config of a GGUF model names its tokenizer, and its
  * eos_token_id is the end-of-turn token, where actors stop generating. */
@@ -50,6 +51,7 @@ void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **m
                          .checksum = l->checksum,
                          .has_checksum = true};
     size_t       bytes = model_num_params(l->policy) * sizeof(float);
+    double       t0 = progress_now();
     int rc = wire_snap_send(l->s_snap, m->peer, m->peer_len, &meta, model_params(l->policy), bytes,
                             (size_t)l->cfg.chunk_bytes);
     if (rc) {
@@ -58,6 +60,7 @@ void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **m
         return;
     }
     l->snapshots_served++;
+    learner_metrics_snapshot(l, bytes, progress_now() - t0);
     log_debug("snapshot: version %" PRId64 " (%zu bytes) to '%.64s'", l->version, bytes,
               req->actor_id);
 }

@@ -10,6 +10,7 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/formats/ckpt.h"
+#include "learner/learner_metrics.h"
 #include "learner/learner_task.h"
 
 /* mkdir -p of the directory part of path (or of path itself if is_dir). */
@@ -112,9 +113,11 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     l->last_accuracy = bi->n_correct / n;
     l->last_kl = st->kl_ref_k3;
     l->last_stale = bi->tokens > 0 ? bi->stale_sum / (double)bi->tokens : 0;
-    if (!l->metrics) return;
     LeaseCounters c;
     lease_counters(l->leases, &c);
+    /* The endpoint gets the numbers of this record, before it is written. */
+    learner_metrics_step(l, &c, st, bi, step_s, sps);
+    if (!l->metrics) return;
     json_t *hist = json_array();
     for (int i = 0; i < ALGO_STALENESS_BUCKETS; i++)
         json_array_append_new(hist, json_integer((json_int_t)st->staleness_hist[i]));

@@ -21,6 +21,7 @@
 #include "common/formats/bpe_gguf.h"
 #include "common/net/reactor.h"
 #include "common/tasks/task.h"
+#include "reward_server/reward_metrics.h"
 #include "reward_server/scorer.h"
 
 /* How long a loop's wait or a blocking send lasts before the stop flag is
@@ -79,6 +80,8 @@ struct Reward {
     atomic_int       is_run_done; /* reward_run returns */
     int              wake[2];     /* pipe: reward_stop writes a byte, reward_run wakes */
     _Atomic uint64_t groups_received, groups_scored, completions_scored, groups_unsent;
+    _Atomic uint64_t score_ns; /* time spent in score_group, every worker */
+    RewardMetrics   *http_metrics; /* the Prometheus endpoint, NULL when off */
 
     double   t_last_status; /* reward_status_line's previous call */
     uint64_t scored_last_status;
@@ -314,7 +317,10 @@ static int worker_on_group(Reactor *rx, void *arg)
     if (got == ERR_TIMEOUT || got == ERR_AGAIN || got == ERR_IO) return 0;
     if (got) return 1; /* refused (counted and logged) */
     Rlhf__ScoredGroup sg;
-    if (score_group(r, &k->s, g, &sg, &rej) == 0) {
+    double            t0 = now_s();
+    int               scored = score_group(r, &k->s, g, &sg, &rej);
+    atomic_fetch_add(&r->score_ns, (uint64_t)((now_s() - t0) * 1e9));
+    if (scored == 0) {
         int sent;
         while ((sent = wire_send(k->out, &sg.base, 0)) == ERR_AGAIN && !stopping(r)) {
         }
@@ -394,6 +400,7 @@ void reward_free(Reward **rp)
 {
     if (!rp || !*rp) return;
     Reward *r = *rp;
+    reward_metrics_close(&r->http_metrics);
     atomic_store(&r->is_stopping, 1);
     atomic_store(&r->is_run_done, 1);
     for (int i = 0; i < r->n_workers; i++)
@@ -482,6 +489,7 @@ Reward *reward_new(const RewardConfig *cfg)
     int rc = start_threads(r);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (rc) goto fail;
+    if (reward_metrics_open(cfg, &r->http_metrics)) goto fail;
     char names[256];
     scorer_list(r->scorers, names, sizeof names);
     log_info("%s: samples bound at %s, results to %s, %d scoring threads, scorers %s (arith "
@@ -514,6 +522,7 @@ void reward_stats(const Reward *r, RewardStats *out)
     out->groups_scored = atomic_load(&m->groups_scored);
     out->completions_scored = atomic_load(&m->completions_scored);
     out->groups_unsent = atomic_load(&m->groups_unsent);
+    out->score_seconds = (double)atomic_load(&m->score_ns) * 1e-9;
     for (int k = 0; k < WIRE_REJ_COUNT; k++) {
         uint64_t n = wire_rejects_get(&r->front_rejects, (WireReason)k);
         for (int i = 0; i < r->n_workers; i++)
@@ -572,6 +581,13 @@ static int run_on_status(Reactor *rx, void *arg)
     return 0;
 }
 
+static int run_on_metrics(Reactor *rx, void *arg)
+{
+    RunLoop *l = arg;
+    reward_metrics_tick(l->r->http_metrics, l->r);
+    return 0;
+}
+
 static int run_on_pass(Reactor *rx, void *arg)
 {
     RunLoop *l = arg;
@@ -588,6 +604,11 @@ int reward_run(Reward *r, atomic_int *stop)
     /* Neither registration can fail: the tables hold eight entries each. */
     CHECK(reactor_add_fd(rx, r->wake[0], "wake", run_on_wake, &l, 1) == 0);
     CHECK(reactor_add_timer(rx, "status", status_ms, false, run_on_status, &l) == 0);
+    if (r->http_metrics) {
+        reward_metrics_tick(r->http_metrics, r);
+        CHECK(reactor_add_timer(rx, "metrics", REWARD_METRICS_TICK_MS, false, run_on_metrics, &l) ==
+              0);
+    }
     reactor_set_idle(rx, run_on_pass, &l);
     /* The reactor's callbacks here never fail. */
     if (!(stop && atomic_load(stop))) reactor_run(rx, &r->is_run_done);

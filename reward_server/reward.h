@@ -42,6 +42,10 @@ typedef struct {
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
     const char *model_path;     /* GGUF of the BPE tokenizer (chat task); NULL = char tokenizer */
     double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
+    /* Metrics: */
+    const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
+    double      metrics_stale_s; /* /healthz answers 503 after this long without a pass of
+                                    reward_run's loop; 0 = METRICS_STALE_S */
 } RewardConfig;
 
 typedef struct {
@@ -51,6 +55,7 @@ typedef struct {
     uint64_t groups_unsent;           /* scored but dropped at shutdown (no learner) */
     uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
     uint64_t rejects_total;
+    double   score_seconds; /* time the workers spent scoring (decode, scorers) */
 } RewardStats;
 
 typedef struct Reward Reward;

@@ -6,6 +6,7 @@
 #include "common/base/log.h"
 #include "common/base/prog.h"
 #include "common/net/endpoints.h"
+#include "common/net/metrics.h"
 #include "reward_server/reward.h"
 
 int main(int argc, char **argv)
@@ -16,7 +17,9 @@ int main(int argc, char **argv)
                         .id = "reward-0",
                         .format_bonus = 0.0f,
                         .model_path = NULL,
-                        .status_every_s = 5.0};
+                        .status_every_s = 5.0,
+                        .metrics_addr = NULL,
+                        .metrics_stale_s = METRICS_STALE_S};
     int          level = LOG_INFO;
 
     Flag flags[] = {
@@ -32,6 +35,13 @@ int main(int argc, char **argv)
                     .def = "none: the char tokenizer"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
         FLAG_LOG_LEVEL(&level),
+        FLAG_SECTION("Metrics:"),
+        FLAG_STRING("metrics-addr", &cfg.metrics_addr, "HOST:PORT",
+                    "serve Prometheus /metrics and /healthz over HTTP here\n"
+                    "(port 0 picks one, logged)",
+                    .def = "off"),
+        FLAG_DOUBLE("metrics-stale-s", &cfg.metrics_stale_s, 0.1, 86400, "S",
+                    "/healthz answers 503 after S s without a loop pass"),
         FLAGS_END,
     };
     FlagsSpec spec = {
