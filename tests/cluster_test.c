@@ -41,6 +41,7 @@
 #include "common/net/snapshot.h"
 #include "common/net/zsock.h"
 #include "tests/support/expect.h"
+#include "tests/support/http.h"
 #include "tests/support/ports.h"
 #include "tests/support/proc.h"
 #include "tests/support/testfs.h"
@@ -51,8 +52,10 @@
 #define CL_MAX_PROCS 10
 #define CL_LOG_MAX ((size_t)64 << 20)
 /* Ports per test: learner lease, weights, snapshot, results; reward samples;
- * the hostile test's proxy lease, weights, snapshot. */
-#define CL_PORTS 8
+ * the hostile test's proxy lease, weights, snapshot; the metrics test's
+ * HTTP endpoints of the learner, the reward server and the actor. */
+#define CL_PORTS 11
+#define CL_PORT_HTTP 8 /* offset of the first HTTP port */
 /* Below the kernel's ephemeral range (32768..), where connecting sockets
  * take their local ports, and away from the ports other clusters use. */
 #define CL_PORT_LO 20000
@@ -87,6 +90,7 @@ typedef struct {
     int  max_staleness;
     int  batch_groups; /* groups per step */
     bool is_debug;     /* the learner logs at debug level: every grant */
+    bool is_metrics;   /* the learner and the reward server serve /metrics */
 } RunOpts;
 
 /* ---- Reporting -------------------------------------------------------- */
@@ -311,6 +315,7 @@ static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
     proc_arg(p, "--hidden=64");
     proc_arg(p, "--poll-ms=20");
     proc_arg(p, "--status-every=0.25");
+    if (o->is_metrics) proc_arg(p, "--metrics-addr=127.0.0.1:%d", c->port + CL_PORT_HTTP);
     return p;
 }
 
@@ -352,6 +357,7 @@ static bool start_core(Cluster *c, const RunOpts *o, Proc **learner, Proc **rewa
         int   n0 = c->n_procs;
         Proc *l = learner_proc(c, "learner", o);
         Proc *r = reward_proc(c, "reward");
+        if (o->is_metrics) proc_arg(r, "--metrics-addr=127.0.0.1:%d", c->port + CL_PORT_HTTP + 1);
         /* " params, " ends the learner's start-up line, logged once bound. */
         bool ok = cl_start(c, l) && wait_log(c, l, " params, ", 30.0);
         ok = ok && cl_start(c, r) && wait_log(c, r, "samples bound at", 15.0);
@@ -1818,5 +1824,239 @@ out:
     wire_sock_free(&t_results);
     wire_sock_free(&t_samples);
     EXPECT(zmq_ctx_term(zctx) == 0, "zmq_ctx_term: %s", zmq_strerror(zmq_errno()));
+    return cl_finish(&c);
+}
+
+/* ---- metrics_cluster -------------------------------------------------- */
+
+/* GET /metrics of the daemon on port: the body (caller frees) or NULL. */
+static char *scrape(int port, const char *who)
+{
+    HttpReply r;
+    int       rc = http_request(port, "GET", "/metrics", NULL, 5.0, false, &r);
+    if (rc) {
+        EXPECT(false, "%s: GET /metrics on port %d: %s", who, port, err_str(rc));
+        return NULL;
+    }
+    char *body = r.body;
+    r.body = NULL;
+    bool ok = EXPECT(r.status == 200, "%s: GET /metrics: status %d", who, r.status);
+    http_reply_free(&r);
+    if (!ok) free(body);
+    return ok ? body : NULL;
+}
+
+/* A scrape of the daemon on port once its sample series is above 0: the
+ * daemons copy their counters into the registry a few times a second. */
+static char *scrape_when_positive(Cluster *c, int port, const char *who, const char *series)
+{
+    for (double t0 = now_s(); now_s() - t0 < 10.0 && !out_of_time(c);) {
+        char  *text = scrape(port, who);
+        double v = 0;
+        if (!text || (http_prom_value(text, series, &v) && v > 0)) return text;
+        free(text);
+        sleep_ms(50);
+    }
+    return scrape(port, who);
+}
+
+/* The value of one sample of a scrape (NaN, after a failed check, if it is missing). */
+static double sample(const char *text, const char *series, const char *who)
+{
+    double v = NAN;
+    EXPECT(text && http_prom_value(text, series, &v), "%s: no sample '%s'", who, series);
+    return v;
+}
+
+static void expect_status(int port, const char *path, int status, const char *who)
+{
+    HttpReply r;
+    int       rc = http_request(port, "GET", path, NULL, 5.0, false, &r);
+    if (!EXPECT(rc == 0, "%s: GET %s: %s", who, path, err_str(rc))) return;
+    EXPECT(r.status == status, "%s: GET %s: status %d, expected %d (%s)", who, path, r.status,
+           status, r.body);
+    http_reply_free(&r);
+}
+
+/* The scraped learner against a metrics record: the step, the version and
+ * every lease counter exactly, the per-step statistics to the record's
+ * six significant digits. */
+static void expect_agrees(const char *text, const json_t *rec)
+{
+    static const struct {
+        const char *key, *series;
+    } exact[] = {
+        {"step", "rlhf_learner_step"},
+        {"version", "rlhf_learner_policy_version"},
+        {"epoch", "rlhf_learner_epoch"},
+        {"issued", "rlhf_learner_groups_total{state=\"issued\"}"},
+        {"trained", "rlhf_learner_groups_total{state=\"trained\"}"},
+        {"dropped_stale", "rlhf_learner_groups_total{state=\"dropped_stale\"}"},
+        {"reissued", "rlhf_learner_groups_total{state=\"reissued\"}"},
+        {"failed", "rlhf_learner_groups_total{state=\"failed\"}"},
+        {"duplicates", "rlhf_learner_groups_total{state=\"duplicates\"}"},
+        {"in_flight", "rlhf_learner_groups{state=\"in_flight\"}"},
+        {"buffered", "rlhf_learner_groups{state=\"buffered\"}"},
+        {"leases", "rlhf_learner_leases_total"},
+        {"leases_expired", "rlhf_learner_leases_expired_total"},
+        {"staleness_max", "rlhf_learner_staleness_max"},
+    };
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        double got = sample(text, exact[i].series, "learner");
+        EXPECT(got == (double)jint(rec, exact[i].key),
+               "learner: /metrics %s = %.17g, metrics.jsonl %s = %" PRId64, exact[i].series, got,
+               exact[i].key, jint(rec, exact[i].key));
+    }
+    static const struct {
+        const char *key, *series;
+    } reals[] = {
+        {"samples_per_s", "rlhf_learner_samples_per_second"},
+        {"reward_mean", "rlhf_learner_reward_mean"},
+        {"accuracy", "rlhf_learner_accuracy"},
+        {"kl_ref", "rlhf_learner_kl_ref"},
+        {"staleness_mean", "rlhf_learner_staleness_mean"},
+        {"step_s", "rlhf_learner_step_seconds"},
+        {"entropy", "rlhf_learner_entropy"},
+        {"lr", "rlhf_learner_lr"},
+    };
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+        double got = sample(text, reals[i].series, "learner");
+        double want = json_number_value(json_object_get(rec, reals[i].key));
+        EXPECT(fabs(got - want) <= 1e-5 * fabs(want) + 1e-9,
+               "learner: /metrics %s = %.9g, metrics.jsonl %s = %.9g", reals[i].series, got,
+               reals[i].key, want);
+    }
+    /* The accounting identity, in the scraped values alone. */
+    double issued = sample(text, "rlhf_learner_groups_total{state=\"issued\"}", "learner");
+    double sum = 0;
+    static const char *const parts[] = {
+        "rlhf_learner_groups_total{state=\"trained\"}",
+        "rlhf_learner_groups_total{state=\"dropped_stale\"}",
+        "rlhf_learner_groups_total{state=\"reissued\"}",
+        "rlhf_learner_groups_total{state=\"failed\"}",
+        "rlhf_learner_groups{state=\"in_flight\"}",
+        "rlhf_learner_groups{state=\"buffered\"}",
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        sum += sample(text, parts[i], "learner");
+    EXPECT(issued == sum && issued > 0,
+           "learner: scraped issued %g != trained + dropped_stale + reissued + failed + "
+           "in_flight + buffered = %g",
+           issued, sum);
+}
+
+/* The last metrics record with the scraped step: the actor is frozen, so
+ * the learner soon stops stepping and a scrape and the file's last record
+ * describe the same step. Returns the scrape (caller frees) and the record
+ * (a new reference), or NULL. */
+static char *scrape_at_record(Cluster *c, int port, json_t **rec)
+{
+    *rec = NULL;
+    for (int tries = 0; tries < 50 && !out_of_time(c); tries++) {
+        char *text = scrape(port, "learner");
+        if (!text) return NULL;
+        json_t *arr = read_metrics(c);
+        size_t  n = json_array_size(arr);
+        json_t *last = n ? json_array_get(arr, n - 1) : NULL;
+        double  step = NAN;
+        http_prom_value(text, "rlhf_learner_step", &step);
+        if (last && step == (double)jint(last, "step")) {
+            *rec = json_incref(last);
+            json_decref(arr);
+            return text;
+        }
+        json_decref(arr);
+        free(text);
+        sleep_ms(100);
+    }
+    EXPECT(false, "the learner's scraped step never matched the last metrics record");
+    return NULL;
+}
+
+int cluster_metrics_selftest(bool verbose)
+{
+    const RunOpts o = {
+        .steps = 10000, .ckpt_every = 0, .max_staleness = 1, .batch_groups = 4, .is_metrics = true};
+    Cluster c;
+    Proc   *learner, *reward;
+    if (!cl_init(&c, "metrics_cluster", verbose) || !start_core(&c, &o, &learner, &reward))
+        return cl_finish(&c);
+    int   http_l = c.port + CL_PORT_HTTP, http_r = http_l + 1, http_a = http_l + 2;
+    Proc *actor = actor_proc(&c, "actor-1", 8, false, false);
+    proc_arg(actor, "--metrics-addr=127.0.0.1:%d", http_a);
+    if (!cl_start(&c, actor) || !wait_log(&c, actor, "metrics: serving", 15.0) ||
+        !wait_step(&c, learner, 3, 60.0))
+        return cl_finish(&c);
+    note(&c, "HTTP ports: learner %d, reward %d, actor %d", http_l, http_r, http_a);
+    expect_status(http_l, "/healthz", 200, "learner");
+    expect_status(http_r, "/healthz", 200, "reward");
+    expect_status(http_a, "/healthz", 200, "actor");
+    expect_status(http_l, "/nope", 404, "learner");
+
+    char *ta = scrape_when_positive(&c, http_a, "actor", "rlhf_actor_groups_total");
+    if (ta) {
+        double groups = sample(ta, "rlhf_actor_groups_total", "actor");
+        double samples = sample(ta, "rlhf_actor_samples_total", "actor");
+        EXPECT(groups > 0 && samples == groups * CL_GROUP,
+               "actor: groups %g and samples %g, expected > 0 and %d per group", groups, samples,
+               CL_GROUP);
+        EXPECT(sample(ta, "rlhf_actor_has_weights", "actor") == 1 &&
+                   sample(ta, "rlhf_actor_snapshot_fetches_total", "actor") >= 1 &&
+                   sample(ta, "rlhf_actor_snapshot_bytes_total", "actor") > 0,
+               "actor: no snapshot counted");
+        static const char *const states[] = {"waiting_weights", "fetching", "idle", "requesting",
+                                             "sampling"};
+        double                   n_on = 0;
+        for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+            char series[64];
+            snprintf(series, sizeof series, "rlhf_actor_state{state=\"%s\"}", states[i]);
+            n_on += sample(ta, series, "actor");
+        }
+        EXPECT(n_on == 1, "actor: %g states at 1, expected one", n_on);
+        EXPECT(sample(ta, "rlhf_actor_rejects_total{socket=\"lease\",reason=\"garbage\"}",
+                      "actor") == 0,
+               "actor: rejects counted in a clean run");
+        free(ta);
+    }
+    char *tr = scrape_when_positive(&c, http_r, "reward", "rlhf_reward_groups_scored_total");
+    if (tr) {
+        double scored = sample(tr, "rlhf_reward_groups_scored_total", "reward");
+        double score_s = sample(tr, "rlhf_reward_score_seconds_total", "reward");
+        EXPECT(scored > 0 && score_s > 0, "reward: %g groups scored in %g s, expected > 0 both",
+               scored, score_s);
+        EXPECT(sample(tr, "rlhf_reward_rejects_total{reason=\"garbage\"}", "reward") == 0,
+               "reward: rejects counted in a clean run");
+        free(tr);
+    }
+
+    /* Freeze the actor: the learner's step settles, and its scrape must
+     * equal the last record of metrics.jsonl. */
+    if (!cl_pause(actor)) return cl_finish(&c);
+    sleep_ms(500);
+    json_t *rec = NULL;
+    char   *tl = scrape_at_record(&c, http_l, &rec);
+    if (tl) {
+        note(&c, "learner scraped at step %" PRId64 " (issued %" PRId64 ", trained %" PRId64 ")",
+             jint(rec, "step"), jint(rec, "issued"), jint(rec, "trained"));
+        expect_agrees(tl, rec);
+        EXPECT(sample(tl, "rlhf_learner_snapshots_served_total", "learner") >= 1 &&
+                   sample(tl, "rlhf_learner_snapshot_sent_bytes_total", "learner") > 0,
+               "learner: no snapshot counted");
+    }
+    int64_t step = rec ? jint(rec, "step") : 0;
+    free(tl);
+    json_decref(rec);
+
+    /* Going on: the scraped step moves with the run. */
+    proc_signal(actor, SIGCONT);
+    if (wait_step(&c, learner, step + 2, 60.0)) {
+        char *t2 = scrape(http_l, "learner");
+        EXPECT(t2 && sample(t2, "rlhf_learner_step", "learner") >= (double)(step + 1),
+               "learner: the scraped step did not move past %" PRId64, step);
+        free(t2);
+    }
+    proc_end(&c, actor);
+    proc_end(&c, reward);
+    proc_end(&c, learner);
     return cl_finish(&c);
 }

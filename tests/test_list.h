@@ -93,6 +93,12 @@ int cluster_fault_reward_selftest(bool verbose);
  * metrics and summary), logs it, answers refused requests with an
  * ErrorReply (learner), keeps serving, and the run completes. */
 int cluster_hostile_selftest(bool verbose);
+/* The learner, a reward server and an actor with --metrics-addr train a
+ * few steps: each serves /metrics and /healthz; the learner's scraped step
+ * and lease counters equal the last record of metrics.jsonl (the actor
+ * frozen meanwhile), the accounting identity holds in the scraped values,
+ * and the actor's and reward server's counters show the work. */
+int cluster_metrics_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -153,6 +159,7 @@ int cli_selftest(bool verbose);
     X(fault_learner, cluster_fault_learner_selftest)                                               \
     X(fault_reward, cluster_fault_reward_selftest)                                                 \
     X(hostile, cluster_hostile_selftest)                                                           \
+    X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(cli, cli_selftest)
 
 #endif
