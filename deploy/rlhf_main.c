@@ -38,6 +38,8 @@ typedef struct {
     float       lr;
     int         batch_groups;
     int         eval_n;
+    /* Metrics: */
+    int metrics_port_base; /* learner's HTTP port; reward servers, then actors, follow; 0 = off */
 } RunArgs;
 
 static int mkdir_p(const char *path)
@@ -185,6 +187,8 @@ static int cmd_run(const RunArgs *args)
     cluster_cmd_flag(&cmds[n], "--max-digits", "%d", a.max_digits);
     cluster_cmd_flag(&cmds[n], "--lr", "%g", (double)a.lr);
     cluster_cmd_flag(&cmds[n], "--batch-groups", "%d", a.batch_groups);
+    int http_port = a.metrics_port_base; /* the next child's, when serving metrics */
+    if (http_port) cluster_cmd_flag(&cmds[n], "--metrics-addr", "127.0.0.1:%d", http_port++);
     kids[n] = (LaunchChild){"learner", cmds[n].argv, sdup(&st, "%s/learner.log", logs), true};
     n++;
     char reward_list[1024] = "";
@@ -192,6 +196,7 @@ static int cmd_run(const RunArgs *args)
         char *samples =
             sdup(&st, ENDPOINT_LOOPBACK_FMT, a.port_base + ENDPOINT_OFF_REWARD_FIRST + i);
         cluster_cmd_reward(&cmds[n], bin, samples, ep.results, i);
+        if (http_port) cluster_cmd_flag(&cmds[n], "--metrics-addr", "127.0.0.1:%d", http_port++);
         kids[n] = (LaunchChild){sdup(&st, "reward-%d", i), cmds[n].argv,
                                 sdup(&st, "%s/reward-%d.log", logs, i), false};
         n++;
@@ -200,6 +205,7 @@ static int cmd_run(const RunArgs *args)
     }
     for (int i = 0; i < a.actors; i++) {
         cluster_cmd_actor(&cmds[n], bin, &ep, reward_list, i, a.seed);
+        if (http_port) cluster_cmd_flag(&cmds[n], "--metrics-addr", "127.0.0.1:%d", http_port++);
         kids[n] = (LaunchChild){sdup(&st, "actor-%d", i), cmds[n].argv,
                                 sdup(&st, "%s/actor-%d.log", logs, i), false};
         n++;
@@ -213,6 +219,10 @@ static int cmd_run(const RunArgs *args)
                         .status_ctx = &sc};
     log_info("rlhf run: %s with %d actor(s), %d reward server(s), %d steps; logs in %s",
              k_algos[a.algo], a.actors, a.rewards, a.steps, logs);
+    if (a.metrics_port_base)
+        log_info("rlhf run: metrics on http://127.0.0.1:%d/metrics (learner), then one port each "
+                 "for the %d reward server(s) and the %d actor(s), up to %d",
+                 a.metrics_port_base, a.rewards, a.actors, http_port - 1);
     int rc = launch_run(&cfg, kids, n, &rep);
     fprintf(stderr, "\n");
     char sum_path[PATH_MAX];
@@ -253,6 +263,7 @@ int main(int argc, char **argv)
         .lr = 1e-4f,
         .batch_groups = 16,
         .eval_n = 300,
+        .metrics_port_base = 0,
     };
 
     Flag flags[] = {
@@ -277,6 +288,10 @@ int main(int argc, char **argv)
         FLAG_INT("seed", &a.seed, 0, 2147483647, "N", "seed for every process"),
         FLAG_STRING("bin-dir", &a.bin_dir, "DIR", "where the rlhf-* programs are",
                     .def = "beside this one"),
+        FLAG_SECTION("Metrics:"),
+        FLAG_INT("metrics-port-base", &a.metrics_port_base, 0, 65000, "P",
+                 "serve /metrics on 127.0.0.1: the learner on P, reward\n"
+                 "servers on P+1.., actors after them; 0 = off"),
         FLAGS_END,
     };
     FlagsSpec spec = {
