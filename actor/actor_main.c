@@ -68,13 +68,7 @@ int main(int argc, char **argv)
         FLAG_INT("snapshot-timeout-ms", &cfg.snapshot_timeout_ms, 10, 3600000, "N",
                  "ask for the snapshot again when no chunk came for N ms"),
         FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
-        FLAG_SECTION("Metrics:"),
-        FLAG_STRING("metrics-addr", &cfg.metrics_addr, "HOST:PORT",
-                    "serve Prometheus /metrics and /healthz over HTTP here\n"
-                    "(port 0 picks one, logged)",
-                    .def = "off"),
-        FLAG_DOUBLE("metrics-stale-s", &cfg.metrics_stale_s, 0.1, 86400, "S",
-                    "/healthz answers 503 after S s without a loop pass"),
+        METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
         FLAGS_END,
     };
     FlagsSpec spec = {

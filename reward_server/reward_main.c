@@ -35,13 +35,7 @@ int main(int argc, char **argv)
                     .def = "none: the char tokenizer"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
         FLAG_LOG_LEVEL(&level),
-        FLAG_SECTION("Metrics:"),
-        FLAG_STRING("metrics-addr", &cfg.metrics_addr, "HOST:PORT",
-                    "serve Prometheus /metrics and /healthz over HTTP here\n"
-                    "(port 0 picks one, logged)",
-                    .def = "off"),
-        FLAG_DOUBLE("metrics-stale-s", &cfg.metrics_stale_s, 0.1, 86400, "S",
-                    "/healthz answers 503 after S s without a loop pass"),
+        METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -38,6 +38,8 @@
 
 #include <stddef.h>
 
+#include "common/base/flags.h"
+
 #define METRICS_MAX_LABELS 4 /* label names of one family at most */
 /* Seconds without a heartbeat before /healthz answers 503, unless the
  * daemon says otherwise (a learner step or an actor's batch may be long). */
@@ -54,6 +56,18 @@ typedef struct MetricsFamily MetricsFamily;
 /* Label values for metrics_set / metrics_add, in the order of the family's
  * label names: METRICS_LABELS("results", "garbage"). */
 #define METRICS_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* A daemon's flag rows (common/base/flags.h), the same in every program:
+ * a "Metrics:" heading, --metrics-addr HOST:PORT into *addr (NULL = off)
+ * and --metrics-stale-s into *stale_s. */
+#define METRICS_FLAGS(addr, stale_s)                                                               \
+    FLAG_SECTION("Metrics:"),                                                                      \
+        FLAG_STRING("metrics-addr", addr, "HOST:PORT",                                             \
+                    "serve Prometheus /metrics and /healthz over HTTP here\n"                      \
+                    "(port 0 picks one, logged)",                                                  \
+                    .def = "off"),                                                                 \
+        FLAG_DOUBLE("metrics-stale-s", stale_s, 0.1, 86400, "S",                                   \
+                    "/healthz answers 503 after S s without a loop pass")
 
 /* An empty registry whose heartbeat has just ticked. Caller owns. */
 Metrics *metrics_new(void);
