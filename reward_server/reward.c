@@ -80,7 +80,7 @@ struct Reward {
     atomic_int       is_run_done; /* reward_run returns */
     int              wake[2];     /* pipe: reward_stop writes a byte, reward_run wakes */
     _Atomic uint64_t groups_received, groups_scored, completions_scored, groups_unsent;
-    _Atomic uint64_t score_ns; /* time spent in score_group, every worker */
+    _Atomic uint64_t score_ns;     /* time spent in score_group, every worker */
     RewardMetrics   *http_metrics; /* the Prometheus endpoint, NULL when off */
 
     double   t_last_status; /* reward_status_line's previous call */
