@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/net/auth.h"
 #include "common/net/endpoints.h"
 
 #define ACTOR_MAX_REWARD 16  /* reward server endpoints at most */
@@ -57,6 +58,9 @@ typedef struct {
     int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
     int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
     double      status_every_s;      /* seconds between status lines; 0 = none */
+    /* Security: with keys, every socket is a CURVE client holding DIR/<key_name>.key and the
+       server's DIR/learner.pub or DIR/reward.pub (common/net/auth.h). */
+    AuthConfig auth;
 } ActorConfig;
 
 #define ACTOR_DEFAULTS                                                                             \
@@ -71,7 +75,8 @@ typedef struct {
                    .poll_ms = 50,                                                                  \
                    .reply_timeout_ms = 5000,                                                       \
                    .snapshot_timeout_ms = 5000,                                                    \
-                   .status_every_s = 5.0})
+                   .status_every_s = 5.0,                                                          \
+                   .auth = AUTH_DEFAULTS})
 
 /* Counters of one actor, for the status line and tests. */
 typedef struct {

@@ -68,6 +68,7 @@ int main(int argc, char **argv)
         FLAG_INT("snapshot-timeout-ms", &cfg.snapshot_timeout_ms, 10, 3600000, "N",
                  "ask for the snapshot again when no chunk came for N ms"),
         FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
+        AUTH_FLAGS(&cfg.auth, "actor"),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -93,6 +93,7 @@ int main(int argc, char **argv)
         FLAG_INT("poll-ms", &cfg.poll_ms, 1, 10000, "N", "longest wait in the loop"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "none"),
         FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
+        AUTH_FLAGS(&cfg.auth, "learner"),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -189,6 +189,7 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETI("leases_expired", c.leases_expired);
     SETI("snapshots_served", l->snapshots_served);
     json_object_set_new(o, "rejects", rej);
+    SETI("refused_auth", auth_refused(l->auth));
 #undef SETR
 #undef SETI
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -210,13 +211,13 @@ void learner_record_status_line(Learner *l)
              "samples/s %.1f | leases issued %" PRIu64 " trained %" PRIu64 " stale %" PRIu64
              " reissued %" PRIu64 " failed %" PRIu64 " dup %" PRIu64 " in-flight %" PRIu64
              " buffered %" PRIu64 " | rejects lease %" PRIu64 " results %" PRIu64
-             " snapshot %" PRIu64,
+             " snapshot %" PRIu64 " refused %" PRIu64,
              l->step, l->cfg.steps, l->version, l->last_reward, l->last_accuracy, l->last_kl,
              l->last_stale, wall > 0 ? (double)l->samples_total / wall : 0.0, c.issued, c.trained,
              c.dropped_stale, c.reissued, c.failed, c.duplicates + l->dup_epoch, c.in_flight,
              c.buffered, wire_rejects_total(wire_sock_rejects(l->s_lease)),
              wire_rejects_total(wire_sock_rejects(l->s_results)),
-             wire_rejects_total(wire_sock_rejects(l->s_snap)));
+             wire_rejects_total(wire_sock_rejects(l->s_snap)), auth_refused(l->auth));
 }
 
 int learner_record_summary(Learner *l, bool stopped)
@@ -267,6 +268,7 @@ int learner_record_summary(Learner *l, bool stopped)
         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_results))));
     json_object_set_new(o, "rejects_snapshot",
                         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_snap))));
+    json_object_set_new(o, "refused_auth", json_integer((json_int_t)auth_refused(l->auth)));
     json_object_set_new(o, "stopped_early", json_boolean(stopped));
 #undef NUM
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));

@@ -30,6 +30,7 @@
 
 #include "common/formats/bpe.h"
 #include "common/formats/tok.h"
+#include "common/net/auth.h"
 #include "common/net/wire.h"
 
 #define REWARD_MAX_THREADS 64
@@ -42,6 +43,9 @@ typedef struct {
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
     const char *model_path;     /* GGUF of the BPE tokenizer (chat task); NULL = char tokenizer */
     double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
+    /* Security: with keys, samples is a CURVE server allowing the keys in DIR/authorized and
+       results a CURVE client of DIR/learner.pub (common/net/auth.h); AUTH_DEFAULTS = plaintext. */
+    AuthConfig auth;
 } RewardConfig;
 
 typedef struct {
@@ -51,6 +55,7 @@ typedef struct {
     uint64_t groups_unsent;           /* scored but dropped at shutdown (no learner) */
     uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
     uint64_t rejects_total;
+    uint64_t refused_auth; /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
 } RewardStats;
 
 typedef struct Reward Reward;

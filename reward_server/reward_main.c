@@ -16,7 +16,8 @@ int main(int argc, char **argv)
                         .id = "reward-0",
                         .format_bonus = 0.0f,
                         .model_path = NULL,
-                        .status_every_s = 5.0};
+                        .status_every_s = 5.0,
+                        .auth = AUTH_DEFAULTS};
     int          level = LOG_INFO;
 
     Flag flags[] = {
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
                     .def = "none: the char tokenizer"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
         FLAG_LOG_LEVEL(&level),
+        AUTH_FLAGS(&cfg.auth, "reward"),
         FLAGS_END,
     };
     FlagsSpec spec = {

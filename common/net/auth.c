@@ -55,6 +55,8 @@ Auth *auth_new(void *zctx, const AuthConfig *cfg, const char *role, bool is_serv
     a->cfg = *cfg;
     if (!cfg->keys_dir) return a;
     snprintf(a->keys_dir, sizeof a->keys_dir, "%s", cfg->keys_dir);
+    a->cfg.keys_dir = a->keys_dir; /* the caller's strings are not kept */
+    a->cfg.key_name = NULL;
     if (!curve_is_available()) {
         log_error("%s: --keys %s: this libzmq has no CURVE (zmq_has(\"curve\") is false)", role,
                   cfg->keys_dir);

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/base/flags.h"
 #include "common/net/zsock.h"
 
 /* Plain-data configuration of one daemon's security; AUTH_DEFAULTS is
@@ -43,6 +44,20 @@ typedef struct {
 } AuthConfig;
 
 #define AUTH_DEFAULTS ((AuthConfig){.keys_dir = NULL, .key_name = NULL, .is_insecure = false})
+
+/* The flag rows of a daemon's security (cfg: AuthConfig *), one block at the
+ * end of its table; what_ says what the key pair is for. */
+#define AUTH_FLAGS(cfg_, role_)                                                                    \
+    FLAG_SECTION("Security:"),                                                                     \
+        FLAG_PATH("keys", &(cfg_)->keys_dir, "DIR",                                                \
+                  "CURVE keys (README \"Keys\"): DIR/<key-name>.key, the servers'\n"               \
+                  "DIR/learner.pub, DIR/reward.pub, allow-list DIR/authorized/*.pub",              \
+                  .def = "none: plaintext"),                                                       \
+        FLAG_STRING("key-name", &(cfg_)->key_name, "NAME", "this daemon's key pair DIR/NAME.key",  \
+                    .lo = 1, .hi = 63, .def = role_),                                              \
+        FLAG_BOOL("insecure", &(cfg_)->is_insecure,                                                \
+                  "without --keys, bind non-loopback endpoints anyway\n(anyone who reaches them "  \
+                  "is let in)")
 
 /* The server names whose public keys clients look up (DIR/<name>.pub). */
 #define AUTH_LEARNER "learner"

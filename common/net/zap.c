@@ -116,7 +116,7 @@ static void refuse(Zap *z, Watch *w, const char *fmt_what, const char *why)
     if (w && w->rejects) wire_rejects_count(w->rejects, WIRE_REJ_UNAUTHORIZED);
     WireReject rej = {.reason = WIRE_REJ_UNAUTHORIZED};
     snprintf(rej.why, sizeof rej.why, "%s", why);
-    wire_reject_note(&z->refusals, z->who, fmt_what, &rej);
+    wire_reject_note(&z->refusals, "zap", fmt_what, &rej);
 }
 
 /* ---- The handler thread ------------------------------------------------- */
