@@ -38,6 +38,7 @@ typedef struct {
     float       lr;
     int         batch_groups;
     int         eval_n;
+    const char *keys; /* CURVE keys directory for every child (made if missing); NULL = none */
 } RunArgs;
 
 static int mkdir_p(const char *path)
@@ -167,6 +168,18 @@ static int cmd_run(const RunArgs *args)
         log_info("rlhf run: warm start from %s (cached)", a.init);
     }
 
+    char key_path[PATH_MAX];
+    if (a.keys) snprintf(key_path, sizeof key_path, "%s/learner.key", a.keys);
+    if (a.keys && access(key_path, F_OK) != 0) {
+        log_info("rlhf run: no keys in %s; making them with rlhf-keygen", a.keys);
+        char       *gen[] = {sdup(&st, "%s/rlhf-keygen", bin), "--dir", (char *)a.keys, NULL};
+        LaunchChild kid = {"keygen", gen, NULL, true};
+        if (launch_run(&quiet, &kid, 1, &rep) != 0) {
+            log_error("rlhf run: rlhf-keygen failed (status %d)", rep.last_status[0]);
+            return PROG_EXIT_FAIL;
+        }
+    }
+
     ClusterEndpoints ep;
     cluster_endpoints(&ep, a.port_base);
     LaunchChild       kids[64];
@@ -204,6 +217,9 @@ static int cmd_run(const RunArgs *args)
                                 sdup(&st, "%s/actor-%d.log", logs, i), false};
         n++;
     }
+    /* Every child gets the keys: each finds its own key pair by its role. */
+    for (int i = 0; a.keys && i < n; i++) cluster_cmd_flag(&cmds[i], "--keys", "%s", a.keys);
+    for (int i = 0; i < n; i++) kids[i].argv = cmds[i].argv; /* the vectors may have moved */
     remove(metrics); /* the status line must not show an older run */
     StatusCtx    sc = {metrics, a.steps, 0};
     LaunchConfig cfg = {.max_restarts = 20,
@@ -253,6 +269,7 @@ int main(int argc, char **argv)
         .lr = 1e-4f,
         .batch_groups = 16,
         .eval_n = 300,
+        .keys = NULL,
     };
 
     Flag flags[] = {
@@ -277,6 +294,11 @@ int main(int argc, char **argv)
         FLAG_INT("seed", &a.seed, 0, 2147483647, "N", "seed for every process"),
         FLAG_STRING("bin-dir", &a.bin_dir, "DIR", "where the rlhf-* programs are",
                     .def = "beside this one"),
+        FLAG_SECTION("Security:"),
+        FLAG_PATH("keys", &a.keys, "DIR",
+                  "CURVE keys for every daemon (README \"Keys\"); made by\nrlhf-keygen when "
+                  "DIR/learner.key is missing",
+                  .def = "none: plaintext on loopback"),
         FLAGS_END,
     };
     FlagsSpec spec = {
