@@ -52,6 +52,10 @@ int reject_selftest(bool verbose);
 int wire_selftest(bool verbose);
 int zsock_selftest(bool verbose);
 int snapshot_selftest(bool verbose);
+/* CURVE certificates (round trip, bad files named by file:line) and a CURVE
+ * server with its ZAP handler: an allowed client in, an unknown key and a
+ * plaintext client refused and counted. */
+int curve_selftest(bool verbose);
 /* The services' event loop: bursts, timers, idle work, stop flag, errors. */
 int reactor_selftest(bool verbose);
 /* Runs an actor in a thread against a fake learner and a fake reward server
@@ -136,6 +140,7 @@ int cli_selftest(bool verbose);
     X(wire_check, wire_selftest)                                                                   \
     X(wire_zsock, zsock_selftest)                                                                  \
     X(wire_snapshot, snapshot_selftest)                                                            \
+    X(wire_curve, curve_selftest)                                                                  \
     X(reactor, reactor_selftest)                                                                   \
     X(actor, actor_selftest)                                                                       \
     X(scorer, scorer_selftest)                                                                     \
