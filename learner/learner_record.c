@@ -119,8 +119,8 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     for (int i = 0; i < ALGO_STALENESS_BUCKETS; i++)
         json_array_append_new(hist, json_integer((json_int_t)st->staleness_hist[i]));
     json_t   *rej = json_object();
-    WireSock *socks[3] = {l->s_lease, l->s_results, l->s_snap};
-    for (int i = 0; i < 3; i++) {
+    WireSock *socks[4] = {l->s_lease, l->s_results, l->s_snap, l->s_weights};
+    for (int i = 0; i < 4; i++) {
         char buf[256];
         wire_rejects_format(wire_sock_rejects(socks[i]), buf, sizeof buf);
         json_object_set_new(rej, wire_sock_name(socks[i]),
@@ -211,13 +211,14 @@ void learner_record_status_line(Learner *l)
              "samples/s %.1f | leases issued %" PRIu64 " trained %" PRIu64 " stale %" PRIu64
              " reissued %" PRIu64 " failed %" PRIu64 " dup %" PRIu64 " in-flight %" PRIu64
              " buffered %" PRIu64 " | rejects lease %" PRIu64 " results %" PRIu64
-             " snapshot %" PRIu64 " refused %" PRIu64,
+             " snapshot %" PRIu64 " weights %" PRIu64 " refused %" PRIu64,
              l->step, l->cfg.steps, l->version, l->last_reward, l->last_accuracy, l->last_kl,
              l->last_stale, wall > 0 ? (double)l->samples_total / wall : 0.0, c.issued, c.trained,
              c.dropped_stale, c.reissued, c.failed, c.duplicates + l->dup_epoch, c.in_flight,
              c.buffered, wire_rejects_total(wire_sock_rejects(l->s_lease)),
              wire_rejects_total(wire_sock_rejects(l->s_results)),
-             wire_rejects_total(wire_sock_rejects(l->s_snap)), auth_refused(l->auth));
+             wire_rejects_total(wire_sock_rejects(l->s_snap)),
+             wire_rejects_total(wire_sock_rejects(l->s_weights)), auth_refused(l->auth));
 }
 
 int learner_record_summary(Learner *l, bool stopped)

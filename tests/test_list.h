@@ -93,6 +93,13 @@ int cluster_fault_reward_selftest(bool verbose);
  * metrics and summary), logs it, answers refused requests with an
  * ErrorReply (learner), keeps serving, and the run completes. */
 int cluster_hostile_selftest(bool verbose);
+/* A learner, a reward server and an actor with CURVE keys (rlhf-keygen)
+ * train; a client with a key not on the allow-list and a plaintext client
+ * are refused on every server socket (lease, results, snapshot, weights,
+ * samples), counted per socket, and nothing they send reaches a decoder or
+ * the training; a keyed but hostile client is refused frame by frame as in
+ * cluster_hostile; a non-loopback bind without keys is refused. */
+int cluster_auth_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -153,6 +160,7 @@ int cli_selftest(bool verbose);
     X(fault_learner, cluster_fault_learner_selftest)                                               \
     X(fault_reward, cluster_fault_reward_selftest)                                                 \
     X(hostile, cluster_hostile_selftest)                                                           \
+    X(auth, cluster_auth_selftest)                                                                 \
     X(cli, cli_selftest)
 
 #endif

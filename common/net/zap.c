@@ -18,9 +18,12 @@
 #define ZAP_POLL_MS 50 /* how often the thread looks at new watches and the stop flag */
 #define ZAP_MAX_FRAMES 8
 /* Handshakes that failed before ZAP was asked: mechanism mismatch (a
- * plaintext client), a HELLO that does not decrypt (a wrong server key), a
- * connection that dropped mid-handshake. ZAP refusals are counted by the
- * handler itself, so HANDSHAKE_FAILED_AUTH is not watched. */
+ * plaintext client), a HELLO that does not decrypt (a wrong server key).
+ * ZAP refusals are counted by the handler itself, so HANDSHAKE_FAILED_AUTH
+ * is not watched. HANDSHAKE_FAILED_NO_DETAIL (the peer hung up mid-handshake)
+ * is counted as well: a plaintext client that sees the mismatch first hangs
+ * up before the server reads its greeting, and that is all the server sees
+ * of it. A port probe that connects and closes counts the same way. */
 #define ZAP_MONITOR_EVENTS                                                                         \
     (ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -225,13 +228,17 @@ static void on_monitor(Zap *z, Watch *w)
         char what[160], why[160];
         snprintf(what, sizeof what, "connection on '%s' (%.*s)", w->name,
                  (int)zmq_msg_size(&m.f[1]), (const char *)zmq_msg_data(&m.f[1]));
-        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
             snprintf(why, sizeof why,
                      "handshake failed (protocol error 0x%x: a plaintext client, or one "
                      "holding a wrong server key)",
                      value);
-        else
-            snprintf(why, sizeof why, "handshake failed (errno %u)", value);
+        } else {
+            snprintf(why, sizeof why,
+                     "handshake failed (errno %u: the peer hung up, a plaintext client or a "
+                     "port probe)",
+                     value);
+        }
         refuse(z, w, what, why);
     }
     close_frames(&m);
