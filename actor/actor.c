@@ -304,7 +304,7 @@ static WireSock *sock_connect(Actor *a, int type, const char *name, const char *
 {
     WireSock *s = wire_sock_new(a->zctx, type, name, NULL);
     if (!s) return NULL;
-    if (wire_connect(s, ep) != 0) wire_sock_free(&s);
+    if (auth_connect(a->auth, s, ep, AUTH_LEARNER) != 0) wire_sock_free(&s);
     return s;
 }
 
@@ -341,12 +341,14 @@ Actor *actor_new(const ActorConfig *cfg)
         actor_free(&a);
         return NULL;
     }
-    a->lease = sock_connect(a, ZMQ_DEALER, "lease", a->cfg.lease_ep);
+    a->auth = auth_new(a->zctx, &cfg->auth, "actor", false);
+    a->lease = a->auth ? sock_connect(a, ZMQ_DEALER, "lease", a->cfg.lease_ep) : NULL;
     a->sub = a->lease ? sock_connect(a, ZMQ_SUB, "weights", a->cfg.weights_ep) : NULL;
     a->snap = a->sub ? sock_connect(a, ZMQ_DEALER, "snapshot", a->cfg.snapshot_ep) : NULL;
     if (a->snap) a->push = wire_sock_new(a->zctx, ZMQ_PUSH, "samples", NULL);
     for (int i = 0; a->push && i < cfg->n_reward; i++)
-        if (wire_connect(a->push, a->cfg.reward_eps[i]) != 0) wire_sock_free(&a->push);
+        if (auth_connect(a->auth, a->push, a->cfg.reward_eps[i], AUTH_REWARD) != 0)
+            wire_sock_free(&a->push);
     if (!a->push || actor_metrics_open(a) != 0) {
         actor_free(&a);
         return NULL;
@@ -364,6 +366,7 @@ void actor_free(Actor **pa)
     wire_sock_free(&a->snap);
     wire_sock_free(&a->sub);
     wire_sock_free(&a->lease);
+    auth_free(&a->auth);
     if (a->zctx) {
         while (zmq_ctx_term(a->zctx) != 0 && zmq_errno() == EINTR) {
         }

@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/net/auth.h"
 #include "common/net/endpoints.h"
 #include "common/net/metrics.h"
 
@@ -61,6 +62,9 @@ typedef struct {
     /* Metrics: */
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
     double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */
+    /* Security: with keys, every socket is a CURVE client holding DIR/<key_name>.key and the
+       server's DIR/learner.pub or DIR/reward.pub (common/net/auth.h). */
+    AuthConfig auth;
 } ActorConfig;
 
 #define ACTOR_DEFAULTS                                                                             \
@@ -77,7 +81,8 @@ typedef struct {
                    .snapshot_timeout_ms = 5000,                                                    \
                    .status_every_s = 5.0,                                                          \
                    .metrics_addr = NULL,                                                           \
-                   .metrics_stale_s = METRICS_STALE_S})
+                   .metrics_stale_s = METRICS_STALE_S,                                             \
+                   .auth = AUTH_DEFAULTS})
 
 /* Counters of one actor, for the status line and tests. */
 typedef struct {

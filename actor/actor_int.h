@@ -67,6 +67,7 @@ struct Actor {
     char       *ep_copies[3 + ACTOR_MAX_REWARD];
     uint64_t    seed; /* effective sampling seed */
     void       *zctx;
+    Auth       *auth;  /* CURVE keys of the sockets (plaintext without keys) */
     WireSock   *lease; /* DEALER -> learner lease ROUTER */
     WireSock   *sub;   /* SUB <- learner PUB */
     WireSock   *snap;  /* DEALER -> learner snapshot ROUTER */

@@ -69,6 +69,7 @@ int main(int argc, char **argv)
                  "ask for the snapshot again when no chunk came for N ms"),
         FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
         METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
+        AUTH_FLAGS(&cfg.auth, "actor"),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -40,6 +40,7 @@ typedef struct {
     int         eval_n;
     /* Metrics: */
     int metrics_port_base; /* learner's HTTP port; reward servers, then actors, follow; 0 = off */
+    const char *keys; /* CURVE keys directory for every child (made if missing); NULL = none */
 } RunArgs;
 
 static int mkdir_p(const char *path)
@@ -169,6 +170,18 @@ static int cmd_run(const RunArgs *args)
         log_info("rlhf run: warm start from %s (cached)", a.init);
     }
 
+    char key_path[PATH_MAX];
+    if (a.keys) snprintf(key_path, sizeof key_path, "%s/learner.key", a.keys);
+    if (a.keys && access(key_path, F_OK) != 0) {
+        log_info("rlhf run: no keys in %s; making them with rlhf-keygen", a.keys);
+        char       *gen[] = {sdup(&st, "%s/rlhf-keygen", bin), "--dir", (char *)a.keys, NULL};
+        LaunchChild kid = {"keygen", gen, NULL, true};
+        if (launch_run(&quiet, &kid, 1, &rep) != 0) {
+            log_error("rlhf run: rlhf-keygen failed (status %d)", rep.last_status[0]);
+            return PROG_EXIT_FAIL;
+        }
+    }
+
     ClusterEndpoints ep;
     cluster_endpoints(&ep, a.port_base);
     LaunchChild       kids[64];
@@ -210,6 +223,9 @@ static int cmd_run(const RunArgs *args)
                                 sdup(&st, "%s/actor-%d.log", logs, i), false};
         n++;
     }
+    /* Every child gets the keys: each finds its own key pair by its role. */
+    for (int i = 0; a.keys && i < n; i++) cluster_cmd_flag(&cmds[i], "--keys", "%s", a.keys);
+    for (int i = 0; i < n; i++) kids[i].argv = cmds[i].argv; /* the vectors may have moved */
     remove(metrics); /* the status line must not show an older run */
     StatusCtx    sc = {metrics, a.steps, 0};
     LaunchConfig cfg = {.max_restarts = 20,
@@ -264,6 +280,7 @@ int main(int argc, char **argv)
         .batch_groups = 16,
         .eval_n = 300,
         .metrics_port_base = 0,
+        .keys = NULL,
     };
 
     Flag flags[] = {
@@ -292,6 +309,11 @@ int main(int argc, char **argv)
         FLAG_INT("metrics-port-base", &a.metrics_port_base, 0, 65000, "P",
                  "serve /metrics on 127.0.0.1: the learner on P, reward\n"
                  "servers on P+1.., actors after them; 0 = off"),
+        FLAG_SECTION("Security:"),
+        FLAG_PATH("keys", &a.keys, "DIR",
+                  "CURVE keys for every daemon (README \"Keys\"); made by\nrlhf-keygen when "
+                  "DIR/learner.key is missing",
+                  .def = "none: plaintext on loopback"),
         FLAGS_END,
     };
     FlagsSpec spec = {

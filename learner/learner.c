@@ -23,10 +23,15 @@
 
 int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
 {
-    char        tmp[160];
+    char        tmp[384];
     const char *bad = NULL;
     if (!c->lease_ep || !c->results_ep || !c->weights_ep || !c->snapshot_ep)
         bad = "every endpoint is required";
+    else if (auth_check_bind(&c->auth, c->lease_ep, tmp, sizeof tmp) ||
+             auth_check_bind(&c->auth, c->results_ep, tmp, sizeof tmp) ||
+             auth_check_bind(&c->auth, c->weights_ep, tmp, sizeof tmp) ||
+             auth_check_bind(&c->auth, c->snapshot_ep, tmp, sizeof tmp))
+        bad = tmp;
     else if (c->steps < 0)
         bad = "steps must be >= 0";
     else if (c->batch_groups < 1 || c->batch_groups > 4096)
@@ -266,6 +271,7 @@ void learner_status(const Learner *l, LearnerStatus *out)
     out->accuracy_after = l->accuracy_after;
     out->reward_before = l->reward_before;
     out->reward_after = l->reward_after;
+    out->refused_auth = auth_refused(l->auth);
 }
 
 int learner_endpoint(Learner *l, const char *which, char *buf, size_t cap)

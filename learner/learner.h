@@ -32,7 +32,10 @@
  * older than that (learner/lease.h has the state machine and accounting).
  *
  * Input validation: every frame goes through wire_recv_decode (counted per
- * socket and reason, logged rate-limited); a scored group is then checked
+ * socket and reason, logged rate-limited); with keys (cfg.auth), every
+ * socket is a CURVE server and a connection whose key is not allow-listed
+ * is refused and counted as the socket's "unauthorized" rejects (and in
+ * refused_auth); a scored group is then checked
  * against its lease (group size, sampling settings, the prompt's tokens,
  * token versions, sequence length), and a group that does not fit is
  * counted as a rejection of the results socket (WIRE_REJ_BAD_VALUE or
@@ -58,6 +61,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/net/auth.h"
 #include "common/net/endpoints.h"
 #include "common/net/metrics.h"
 #include "learner/algo/algo.h"
@@ -101,6 +105,8 @@ typedef struct {
     /* Metrics: */
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
     double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */
+    /* Security: CURVE keys and the ZAP allow-list (common/net/auth.h). */
+    AuthConfig auth; /* keys_dir NULL = plaintext, loopback binds only unless is_insecure */
 } LearnerConfig;
 
 /* lr: on the built-in task's ~1M-parameter model warm-started to 0.65
@@ -141,7 +147,8 @@ typedef struct {
                      .n_heads = 4,                                                                 \
                      .hidden_dim = 128,                                                            \
                      .metrics_addr = NULL,                                                         \
-                     .metrics_stale_s = METRICS_STALE_S})
+                     .metrics_stale_s = METRICS_STALE_S,                                           \
+                     .auth = AUTH_DEFAULTS})
 
 /* Checks every field; returns 0 or ERR_ARG with the reason in why. */
 int learner_config_validate(const LearnerConfig *cfg, char *why, size_t why_len);
@@ -177,6 +184,7 @@ typedef struct {
     double        accuracy_after;  /* at the end (NaN before) */
     double        reward_before;   /* held-out greedy mean reward at the run's start */
     double        reward_after;    /* at the end (NaN before) */
+    uint64_t      refused_auth;    /* connections refused by CURVE/ZAP, every socket */
 } LearnerStatus;
 
 /* Call from the learner's thread, or when learner_run has returned. */

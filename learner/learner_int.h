@@ -77,6 +77,7 @@ struct Learner {
     LeaseTable    *leases;
 
     void      *zctx;
+    Auth      *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
     WireSock  *s_lease, *s_results, *s_weights, *s_snap;
     WireLimits lim_req;     /* lease and snapshot requests: any run (the actor may not know it) */
     WireLimits lim_results; /* scored groups: this run, this vocabulary */

@@ -94,6 +94,7 @@ int main(int argc, char **argv)
         FLAG_STATUS_EVERY(&cfg.status_every_s, "none"),
         FLAG_LOG_LEVEL(&level, .def = "info, or $RLHF_LOG"),
         METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
+        AUTH_FLAGS(&cfg.auth, "learner"),
         FLAGS_END,
     };
     FlagsSpec spec = {

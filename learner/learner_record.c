@@ -122,8 +122,8 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     for (int i = 0; i < ALGO_STALENESS_BUCKETS; i++)
         json_array_append_new(hist, json_integer((json_int_t)st->staleness_hist[i]));
     json_t   *rej = json_object();
-    WireSock *socks[3] = {l->s_lease, l->s_results, l->s_snap};
-    for (int i = 0; i < 3; i++) {
+    WireSock *socks[4] = {l->s_lease, l->s_results, l->s_snap, l->s_weights};
+    for (int i = 0; i < 4; i++) {
         char buf[256];
         wire_rejects_format(wire_sock_rejects(socks[i]), buf, sizeof buf);
         json_object_set_new(rej, wire_sock_name(socks[i]),
@@ -192,6 +192,7 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETI("leases_expired", c.leases_expired);
     SETI("snapshots_served", l->snapshots_served);
     json_object_set_new(o, "rejects", rej);
+    SETI("refused_auth", auth_refused(l->auth));
 #undef SETR
 #undef SETI
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -213,13 +214,14 @@ void learner_record_status_line(Learner *l)
              "samples/s %.1f | leases issued %" PRIu64 " trained %" PRIu64 " stale %" PRIu64
              " reissued %" PRIu64 " failed %" PRIu64 " dup %" PRIu64 " in-flight %" PRIu64
              " buffered %" PRIu64 " | rejects lease %" PRIu64 " results %" PRIu64
-             " snapshot %" PRIu64,
+             " snapshot %" PRIu64 " weights %" PRIu64 " refused %" PRIu64,
              l->step, l->cfg.steps, l->version, l->last_reward, l->last_accuracy, l->last_kl,
              l->last_stale, wall > 0 ? (double)l->samples_total / wall : 0.0, c.issued, c.trained,
              c.dropped_stale, c.reissued, c.failed, c.duplicates + l->dup_epoch, c.in_flight,
              c.buffered, wire_rejects_total(wire_sock_rejects(l->s_lease)),
              wire_rejects_total(wire_sock_rejects(l->s_results)),
-             wire_rejects_total(wire_sock_rejects(l->s_snap)));
+             wire_rejects_total(wire_sock_rejects(l->s_snap)),
+             wire_rejects_total(wire_sock_rejects(l->s_weights)), auth_refused(l->auth));
 }
 
 int learner_record_summary(Learner *l, bool stopped)
@@ -270,6 +272,7 @@ int learner_record_summary(Learner *l, bool stopped)
         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_results))));
     json_object_set_new(o, "rejects_snapshot",
                         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_snap))));
+    json_object_set_new(o, "refused_auth", json_integer((json_int_t)auth_refused(l->auth)));
     json_object_set_new(o, "stopped_early", json_boolean(stopped));
 #undef NUM
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));

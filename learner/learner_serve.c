@@ -29,17 +29,20 @@ int learner_serve_open(Learner *l)
     l->s_weights = wire_sock_new(l->zctx, ZMQ_PUB, "weights", &o);
     l->s_snap = wire_sock_new(l->zctx, ZMQ_ROUTER, "snapshot", &snap);
     if (!l->s_lease || !l->s_results || !l->s_weights || !l->s_snap) return ERR_IO;
+    l->auth = auth_new(l->zctx, &l->cfg.auth, AUTH_LEARNER, true);
+    if (!l->auth) return ERR_ARG;
     int rc;
-    if ((rc = wire_bind(l->s_lease, l->cfg.lease_ep)) ||
-        (rc = wire_bind(l->s_results, l->cfg.results_ep)) ||
-        (rc = wire_bind(l->s_weights, l->cfg.weights_ep)) ||
-        (rc = wire_bind(l->s_snap, l->cfg.snapshot_ep)))
+    if ((rc = auth_bind(l->auth, l->s_lease, l->cfg.lease_ep)) ||
+        (rc = auth_bind(l->auth, l->s_results, l->cfg.results_ep)) ||
+        (rc = auth_bind(l->auth, l->s_weights, l->cfg.weights_ep)) ||
+        (rc = auth_bind(l->auth, l->s_snap, l->cfg.snapshot_ep)))
         return rc;
     return 0;
 }
 
 void learner_serve_close(Learner *l)
 {
+    auth_free(&l->auth); /* its ZAP thread counts into the sockets' rejects: first */
     wire_sock_free(&l->s_lease);
     wire_sock_free(&l->s_results);
     wire_sock_free(&l->s_weights);

@@ -60,6 +60,7 @@ struct Reward {
     double status_every_s;
 
     void           *zctx;
+    Auth           *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
     Tok            *tok; /* the char tokenizer, or NULL with bpe */
     Bpe            *bpe; /* a GGUF model's tokenizer (cfg.model_path) */
     ScorerRegistry *scorers;
@@ -171,7 +172,7 @@ static void *front_main(void *arg)
     int          rc = f.in && f.out ? 0 : ERR_IO;
     if (!rc) {
         wire_sock_use_rejects(f.in, &r->front_rejects);
-        if ((rc = wire_bind(f.in, r->samples)) == 0)
+        if ((rc = auth_bind(r->auth, f.in, r->samples)) == 0)
             rc = wire_last_endpoint(f.in, r->samples_ep, sizeof r->samples_ep);
     }
     if (!rc) rc = wire_bind(f.out, r->work_ep);
@@ -351,7 +352,7 @@ static void *worker_main(void *arg)
         wire_sock_use_rejects(k.in, &w->rejects);
         rc = wire_connect(k.in, r->work_ep);
     }
-    if (!rc) rc = wire_connect(k.out, r->results);
+    if (!rc) rc = auth_connect(r->auth, k.out, r->results, AUTH_LEARNER);
     report_started(r, rc);
     scratch_init(&k.s, r);
     k.lim = (WireLimits){.vocab_size = r->bpe ? bpe_vocab_size(r->bpe) : tok_vocab_size(r->tok)};
@@ -406,6 +407,7 @@ void reward_free(Reward **rp)
     for (int i = 0; i < r->n_workers; i++)
         if (r->workers[i].is_running) pthread_join(r->workers[i].thread, NULL);
     if (r->is_front_running) pthread_join(r->front, NULL);
+    auth_free(&r->auth);
     for (int i = 0; i < 2; i++)
         if (r->wake[i] >= 0) close(r->wake[i]);
     /* All sockets are closed by their threads, so this returns after their linger. */
@@ -427,6 +429,11 @@ Reward *reward_new(const RewardConfig *cfg)
 {
     if (check_endpoint("samples", cfg->samples) || check_endpoint("results", cfg->results))
         return NULL;
+    char why[384];
+    if (auth_check_bind(&cfg->auth, cfg->samples, why, sizeof why)) {
+        log_error("reward_new: samples: %s", why);
+        return NULL;
+    }
     if (cfg->threads < 1 || cfg->threads > REWARD_MAX_THREADS) {
         log_error("reward_new: threads %d, expected 1..%d", cfg->threads, REWARD_MAX_THREADS);
         return NULL;
@@ -479,6 +486,8 @@ Reward *reward_new(const RewardConfig *cfg)
         log_error("reward_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    r->auth = auth_new(r->zctx, &cfg->auth, AUTH_REWARD, true);
+    if (!r->auth) goto fail;
     /* The threads start with SIGINT and SIGTERM blocked (they inherit the
      * mask), so signals reach the caller's thread and its stop flag. */
     sigset_t block, saved;
@@ -530,6 +539,7 @@ void reward_stats(const Reward *r, RewardStats *out)
         out->rejects[k] = n;
         out->rejects_total += n;
     }
+    out->refused_auth = auth_refused(r->auth);
 }
 
 void reward_status_line(Reward *r, char *buf, size_t cap)

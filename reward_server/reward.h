@@ -30,6 +30,7 @@
 
 #include "common/formats/bpe.h"
 #include "common/formats/tok.h"
+#include "common/net/auth.h"
 #include "common/net/wire.h"
 
 #define REWARD_MAX_THREADS 64
@@ -46,6 +47,9 @@ typedef struct {
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
     double      metrics_stale_s; /* /healthz answers 503 after this long without a pass of
                                     reward_run's loop; 0 = METRICS_STALE_S */
+    /* Security: with keys, samples is a CURVE server allowing the keys in DIR/authorized and
+       results a CURVE client of DIR/learner.pub (common/net/auth.h); AUTH_DEFAULTS = plaintext. */
+    AuthConfig auth;
 } RewardConfig;
 
 typedef struct {
@@ -56,6 +60,7 @@ typedef struct {
     uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
     uint64_t rejects_total;
     double   score_seconds; /* time the workers spent scoring (decode, scorers) */
+    uint64_t refused_auth; /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
 } RewardStats;
 
 typedef struct Reward Reward;

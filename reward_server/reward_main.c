@@ -19,7 +19,8 @@ int main(int argc, char **argv)
                         .model_path = NULL,
                         .status_every_s = 5.0,
                         .metrics_addr = NULL,
-                        .metrics_stale_s = METRICS_STALE_S};
+                        .metrics_stale_s = METRICS_STALE_S,
+                        .auth = AUTH_DEFAULTS};
     int          level = LOG_INFO;
 
     Flag flags[] = {
@@ -36,6 +37,7 @@ int main(int argc, char **argv)
         FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
         FLAG_LOG_LEVEL(&level),
         METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
+        AUTH_FLAGS(&cfg.auth, "reward"),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -52,6 +52,10 @@ int reject_selftest(bool verbose);
 int wire_selftest(bool verbose);
 int zsock_selftest(bool verbose);
 int snapshot_selftest(bool verbose);
+/* CURVE certificates (round trip, bad files named by file:line) and a CURVE
+ * server with its ZAP handler: an allowed client in, an unknown key and a
+ * plaintext client refused and counted. */
+int curve_selftest(bool verbose);
 /* The services' event loop: bursts, timers, idle work, stop flag, errors. */
 int reactor_selftest(bool verbose);
 /* The Prometheus endpoint: rendering and escaping, the HTTP server through a
@@ -99,6 +103,13 @@ int cluster_hostile_selftest(bool verbose);
  * frozen meanwhile), the accounting identity holds in the scraped values,
  * and the actor's and reward server's counters show the work. */
 int cluster_metrics_selftest(bool verbose);
+/* A learner, a reward server and an actor with CURVE keys (rlhf-keygen)
+ * train; a client with a key not on the allow-list and a plaintext client
+ * are refused on every server socket (lease, results, snapshot, weights,
+ * samples), counted per socket, and nothing they send reaches a decoder or
+ * the training; a keyed but hostile client is refused frame by frame as in
+ * cluster_hostile; a non-loopback bind without keys is refused. */
+int cluster_auth_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -146,6 +157,7 @@ int cli_selftest(bool verbose);
     X(wire_check, wire_selftest)                                                                   \
     X(wire_zsock, zsock_selftest)                                                                  \
     X(wire_snapshot, snapshot_selftest)                                                            \
+    X(wire_curve, curve_selftest)                                                                  \
     X(reactor, reactor_selftest)                                                                   \
     X(metrics, metrics_selftest)                                                                   \
     X(actor, actor_selftest)                                                                       \
@@ -160,6 +172,7 @@ int cli_selftest(bool verbose);
     X(fault_reward, cluster_fault_reward_selftest)                                                 \
     X(hostile, cluster_hostile_selftest)                                                           \
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
+    X(auth, cluster_auth_selftest)                                                                 \
     X(cli, cli_selftest)
 
 #endif

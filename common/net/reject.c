@@ -10,6 +10,7 @@
 static const char *const k_reason_names[WIRE_REJ_COUNT] = {
     "garbage",   "oversized", "bad_version", "bad_run",  "bad_shape", "bad_tokens",
     "nonfinite", "bad_value", "bad_chunk",   "checksum", "unknown",
+    "unauthorized",
 };
 
 /* The first WIRE_LOG_BURST rejections of a reason are logged each; after
@@ -31,6 +32,12 @@ void wire_rejects_init(WireRejects *c)
         c->last_log_s[i] = 0.0;
         c->suppressed[i] = 0;
     }
+}
+
+void wire_rejects_count(WireRejects *c, WireReason r)
+{
+    CHECK((int)r >= 0 && r < WIRE_REJ_COUNT);
+    atomic_fetch_add_explicit(&c->n[r], 1, memory_order_relaxed);
 }
 
 uint64_t wire_rejects_get(const WireRejects *c, WireReason r)

@@ -39,6 +39,7 @@ typedef enum {
     WIRE_REJ_BAD_CHUNK,  /* snapshot chunk index/offset/size/version inconsistent */
     WIRE_REJ_CHECKSUM,   /* snapshot checksum mismatch */
     WIRE_REJ_UNKNOWN,    /* unexpected frame structure or message type */
+    WIRE_REJ_UNAUTHORIZED, /* a connection refused by CURVE/ZAP (key not allowed, plaintext) */
     WIRE_REJ_COUNT
 } WireReason;
 
@@ -65,6 +66,9 @@ void        wire_rejects_init(WireRejects *c);
 uint64_t wire_rejects_get(const WireRejects *c, WireReason r);
 /* Sum over all reasons. */
 uint64_t wire_rejects_total(const WireRejects *c);
+/* Counts one rejection of reason r without logging; safe from any thread
+ * (the ZAP handler counts refused connections of a socket it does not own). */
+void wire_rejects_count(WireRejects *c, WireReason r);
 /* Adds src's counters into dst (for aggregating per-thread counters). */
 void wire_rejects_add(WireRejects *dst, const WireRejects *src);
 /* Writes "garbage=1 bad_tokens=3" (only non-zero reasons; "none" if all are
