@@ -9,6 +9,7 @@
 #   make bare-test  make test and a short make run from a clean clone in a bare Debian container
 #   make install    copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make image      the Docker image rlhf:latest (deploy/Dockerfile) on a local Debian 12 base
+#   make image-test make image, then check it: every program's --help, non-root, a tiny cluster
 #
 # PORTABLE=1 builds for every x86-64 server of the last decade (x86-64-v2)
 # instead of this machine (-march=native); the hot kernels then carry AVX2 and
@@ -87,7 +88,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image
+        install image image-test
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -151,6 +152,9 @@ IMAGE_BASE ?= rlhf-base:bookworm
 image:
 	./deploy/make-base-image.sh $(IMAGE_BASE)
 	docker build --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) -f deploy/Dockerfile .
+
+image-test:
+	./tests/install/image_test.sh $(IMAGE)
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:
