@@ -47,7 +47,7 @@ vex_outside_clones() {
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/rlhf-image.XXXXXX")
     cid=$(docker create "$IMAGE")
     docker cp -q "$cid:/usr/local/bin/rlhf-learner" "$tmp/bin"
-    docker rm "$cid" >/dev/null
+    docker rm -v "$cid" >/dev/null # -v: and its anonymous /data volume
     bad=$(objdump -d --no-show-raw-insn "$tmp/bin" | awk '
         /^[0-9a-f]+ <.*>:$/ { fn = $2; next }
         fn !~ /arch_x86_64_v[34]/ && $2 ~ /^v[a-z]/ { print fn }' | sort -u)
