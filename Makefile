@@ -7,6 +7,15 @@
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #   make bare-test  make test and a short make run from a clean clone in a bare Debian container
+#   make install    copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
+#   make image      the Docker image rlhf:latest (deploy/Dockerfile) on a local Debian 12 base
+#   make image-test make image, then check it: every program's --help, non-root, a tiny cluster
+#
+# PORTABLE=1 builds for every x86-64 server of the last decade (x86-64-v2)
+# instead of this machine (-march=native); the hot kernels then carry AVX2 and
+# AVX-512 clones chosen at load time (common/nn/cpu.h). Use a separate BUILD
+# dir for it (make test BUILD=build-portable PORTABLE=1): objects are not
+# rebuilt when only the flags change.
 #
 # Files named main.c or *_main.c are program entry points, *_test.c files are
 # self-tests linked only into the test runner, and every other .c below
@@ -15,7 +24,13 @@
 
 BUILD   ?= build
 CC      ?= gcc
+PORTABLE ?=
+ifeq ($(PORTABLE),1)
+ARCH    ?= -march=x86-64-v2 -mtune=generic -DRLHF_PORTABLE
+else
 ARCH    ?= -march=native
+endif
+PREFIX  ?= /usr/local
 PKGS    := libzmq libprotobuf-c openblas libuv jansson libxxhash libmicrohttpd
 SAN     ?=
 .DEFAULT_GOAL := all
@@ -73,7 +88,8 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # The test plumbing the benchmarks use (bench_cluster starts the programs).
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
-.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test
+.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
+        install image image-test
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -125,6 +141,21 @@ bench: deps $(PROGS) $(BENCHES)
 # The README's two commands on a bare Debian 12 container (a clean clone of HEAD; needs Docker).
 bare-test:
 	./tests/install/bare_test.sh
+
+install: deps $(PROGS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+
+# The image, built offline against a local debootstrapped base (no registry is
+# reached; a user with one may drop the BASE argument and get debian:bookworm-slim).
+IMAGE      ?= rlhf:latest
+IMAGE_BASE ?= rlhf-base:bookworm
+image:
+	./deploy/make-base-image.sh $(IMAGE_BASE)
+	docker build --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) -f deploy/Dockerfile .
+
+image-test:
+	./tests/install/image_test.sh $(IMAGE)
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:

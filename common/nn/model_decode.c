@@ -10,6 +10,7 @@
 
 #include "common/base/err.h"
 #include "common/base/views.h"
+#include "common/nn/cpu.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
@@ -89,6 +90,40 @@ static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
     kv->cap = n;
 }
 
+/* One row's attention, every head: y_h = softmax_j(q_h . k_j * scale) v_j
+ * over the first len positions of its sequence's cache (kc, vc: rows of KD
+ * floats, query head h reading kv head h / group). scores holds len floats. */
+static RLHF_HOT void attend_row(float *y, float *scores, const float *q, const float *kc,
+                                const float *vc, int len, int NH, int group, int HS, int KD,
+                                float scale)
+{
+    for (int h = 0; h < NH; h++) {
+        const float *q_h = q + (size_t)h * HS;
+        float       *y_h = y + (size_t)h * HS;
+        size_t       ko = (size_t)(h / group) * HS;
+        float        mx = -INFINITY;
+        for (int j = 0; j < len; j++) {
+            const float *k_j = kc + (size_t)j * KD + ko;
+            float        s = 0.0f;
+            for (int i = 0; i < HS; i++) s += q_h[i] * k_j[i];
+            scores[j] = s * scale;
+            mx = scores[j] > mx ? scores[j] : mx;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < len; j++) {
+            scores[j] = expf(scores[j] - mx);
+            sum += scores[j];
+        }
+        float inv = (float)(1.0 / sum);
+        memset(y_h, 0, HS * sizeof(float));
+        for (int j = 0; j < len; j++) {
+            const float *v_j = vc + (size_t)j * KD + ko;
+            float        p = scores[j] * inv;
+            for (int i = 0; i < HS; i++) y_h[i] += p * v_j[i];
+        }
+    }
+}
+
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
                const int *out_rows, float *logits)
 {
@@ -130,36 +165,10 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
             memcpy(kc_l + at, kv->kk + (size_t)r * KD, KD * sizeof(float));
             memcpy(vc_l + at, kv->vv + (size_t)r * KD, KD * sizeof(float));
         }
-        for (int r = 0; r < n; r++) {
-            const float *kc = kc_l + (size_t)seq[r] * seq_stride;
-            const float *vc = vc_l + (size_t)seq[r] * seq_stride;
-            int          len = kv->pos[r] + 1;
-            for (int h = 0; h < NH; h++) {
-                const float *q_rh = kv->q + (size_t)r * QD + (size_t)h * HS;
-                float       *y = kv->atty + (size_t)r * QD + (size_t)h * HS;
-                size_t       ko = (size_t)(h / group) * HS;
-                float        mx = -INFINITY;
-                for (int j = 0; j < len; j++) {
-                    const float *k_j = kc + (size_t)j * KD + ko;
-                    float        s = 0.0f;
-                    for (int i = 0; i < HS; i++) s += q_rh[i] * k_j[i];
-                    kv->scores[j] = s * scale;
-                    mx = kv->scores[j] > mx ? kv->scores[j] : mx;
-                }
-                double sum = 0.0;
-                for (int j = 0; j < len; j++) {
-                    kv->scores[j] = expf(kv->scores[j] - mx);
-                    sum += kv->scores[j];
-                }
-                float inv = (float)(1.0 / sum);
-                memset(y, 0, HS * sizeof(float));
-                for (int j = 0; j < len; j++) {
-                    const float *v_j = vc + (size_t)j * KD + ko;
-                    float        p = kv->scores[j] * inv;
-                    for (int i = 0; i < HS; i++) y[i] += p * v_j[i];
-                }
-            }
-        }
+        for (int r = 0; r < n; r++)
+            attend_row(kv->atty + (size_t)r * QD, kv->scores, kv->q + (size_t)r * QD,
+                       kc_l + (size_t)seq[r] * seq_stride, vc_l + (size_t)seq[r] * seq_stride,
+                       kv->pos[r] + 1, NH, group, HS, KD, scale);
         tensor_linear_forward_add(kv->x, kv->atty, w->wo, n, QD, C);
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C, c->norm_eps);
         tensor_linear_forward(kv->gate, kv->xn, w->w_gate, n, C, H);

@@ -10,6 +10,7 @@
 #include "common/base/err.h"
 #include "common/base/log.h"
 #include "common/base/rng.h"
+#include "common/nn/cpu.h"
 
 struct Optim {
     OptimConfig cfg;
@@ -95,7 +96,7 @@ double optim_lr_at(const OptimConfig *cfg, int64_t step)
     return lo + 0.5 * (peak - lo) * (1.0 + cos(M_PI * progress));
 }
 
-int optim_grad_norm(const float *grads, size_t n, double *norm)
+RLHF_HOT int optim_grad_norm(const float *grads, size_t n, double *norm)
 {
     CHECK(grads && norm);
     /* Four independent double sums: float would overflow above ~1.8e19 per
@@ -136,6 +137,28 @@ void optim_free(Optim **o)
     *o = NULL;
 }
 
+/* The AdamW update of every parameter, with the step's constants folded in
+ * by optim_step. */
+static RLHF_HOT void adamw_update(Optim *o, float *params, const float *grads,
+                                  const uint8_t *decay_mask, float scale, float step_size,
+                                  float inv_sqrt_bc2, float decay)
+{
+    const OptimConfig *c = &o->cfg;
+    float              b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    float              one_b1 = 1.0f - b1, one_b2 = 1.0f - b2;
+    float             *m = o->m, *v = o->v;
+    for (size_t i = 0; i < o->n; i++) {
+        float g = grads[i] * scale;
+        m[i] = b1 * m[i] + one_b1 * g;
+        v[i] = b2 * v[i] + one_b2 * g * g;
+        float d = (!decay_mask || decay_mask[i]) ? decay : 0.0f;
+        float p = params[i];
+        /* Decoupled decay: shrinks p by lr * wd directly instead of adding
+         * wd * p to the gradient, so Adam's scaling does not touch it. */
+        params[i] = p - d * p - step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    }
+}
+
 int optim_step(Optim *o, float *params, const float *grads, const uint8_t *decay_mask,
                double *grad_norm, double *lr)
 {
@@ -164,19 +187,7 @@ int optim_step(Optim *o, float *params, const float *grads, const uint8_t *decay
     float  step_size = (float)(lr_t / bc1);
     float  inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float  decay = (float)(lr_t * c->weight_decay);
-    float  b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-    float  one_b1 = 1.0f - b1, one_b2 = 1.0f - b2;
-    float *m = o->m, *v = o->v;
-    for (size_t i = 0; i < o->n; i++) {
-        float g = grads[i] * scale;
-        m[i] = b1 * m[i] + one_b1 * g;
-        v[i] = b2 * v[i] + one_b2 * g * g;
-        float d = (!decay_mask || decay_mask[i]) ? decay : 0.0f;
-        float p = params[i];
-        /* Decoupled decay: shrinks p by lr * wd directly instead of adding
-         * wd * p to the gradient, so Adam's scaling does not touch it. */
-        params[i] = p - d * p - step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
-    }
+    adamw_update(o, params, grads, decay_mask, scale, step_size, inv_sqrt_bc2, decay);
     o->step = t;
     return 0;
 }

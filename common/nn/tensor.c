@@ -10,6 +10,7 @@
 #include "common/base/err.h"
 #include "common/base/par.h"
 #include "common/base/rng.h"
+#include "common/nn/cpu.h"
 
 void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc)
@@ -52,7 +53,7 @@ typedef struct {
     bool         add;
 } SmallCtx;
 
-static void linear_small_range(void *p, size_t o0, size_t o1)
+static RLHF_HOT void linear_small_range(void *p, size_t o0, size_t o1)
 {
     const SmallCtx *s = p;
     const float    *inp = s->inp, *w = s->w;
@@ -138,7 +139,7 @@ typedef struct {
     float        eps;
 } NormCtx;
 
-static void rmsnorm_fwd_range(void *p, size_t n0, size_t n1)
+static RLHF_HOT void rmsnorm_fwd_range(void *p, size_t n0, size_t n1)
 {
     const NormCtx *a = p;
     float         *out = a->out, *rstd = a->rstd;
@@ -163,7 +164,7 @@ void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const flo
     par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_fwd_range, &a);
 }
 
-static void rmsnorm_bwd_rows(void *p, size_t n0, size_t n1)
+static RLHF_HOT void rmsnorm_bwd_rows(void *p, size_t n0, size_t n1)
 {
     /* y_c = x_c r w_c with r = (mean x^2 + eps)^-1/2, so
      * dx_c = r (g_c w_c) - x_c r^3 / C * sum_k g_k w_k x_k. */
@@ -183,7 +184,7 @@ static void rmsnorm_bwd_rows(void *p, size_t n0, size_t n1)
     }
 }
 
-static void rmsnorm_bwd_cols(void *p, size_t c0, size_t c1)
+static RLHF_HOT void rmsnorm_bwd_cols(void *p, size_t c0, size_t c1)
 {
     /* The weight gradient sums over rows; columns are split so no two
      * threads write the same dw[c]. */
@@ -228,7 +229,7 @@ typedef struct {
     float        sign;
 } RopeCtx;
 
-static void rope_range(void *p, size_t n0, size_t n1)
+static RLHF_HOT void rope_range(void *p, size_t n0, size_t n1)
 {
     const RopeCtx *a = p;
     int            NH = a->NH, HS = a->HS, half = HS / 2;
@@ -274,7 +275,7 @@ typedef struct {
     const float *gate, *up, *dout;
 } SwigluCtx;
 
-static void swiglu_fwd_range(void *p, size_t i0, size_t i1)
+static RLHF_HOT void swiglu_fwd_range(void *p, size_t i0, size_t i1)
 {
     const SwigluCtx *a = p;
     float           *out = a->out;
@@ -292,7 +293,7 @@ void tensor_swiglu_forward(float *out, const float *gate, const float *up, size_
     par_for(n, 32768, swiglu_fwd_range, &a);
 }
 
-static void swiglu_bwd_range(void *p, size_t i0, size_t i1)
+static RLHF_HOT void swiglu_bwd_range(void *p, size_t i0, size_t i1)
 {
     const SwigluCtx *a = p;
     float           *dgate = a->dgate, *dup = a->dup;
@@ -321,7 +322,7 @@ typedef struct {
     int          T;
 } AttCtx;
 
-static void causal_softmax_range(void *ctx, size_t r0, size_t r1)
+static RLHF_HOT void causal_softmax_range(void *ctx, size_t r0, size_t r1)
 {
     const AttCtx *a = ctx;
     float        *att = a->att;
@@ -349,7 +350,7 @@ static void causal_softmax_rows(float *att, size_t n_blocks, int T)
     par_for(n_blocks * (size_t)T, (size_t)(65536 / T + 1), causal_softmax_range, &a);
 }
 
-static void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
+static RLHF_HOT void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
 {
     /* dS = P * (dP - sum_j dP_j P_j); zero where masked. */
     const AttCtx *a = ctx;
@@ -439,7 +440,7 @@ typedef struct {
     int          T, NH, KVH, HS;
 } AttLoopCtx;
 
-static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
+static RLHF_HOT void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
     int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
@@ -484,7 +485,7 @@ static void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
     }
 }
 
-static void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
+static RLHF_HOT void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
     int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
@@ -589,7 +590,7 @@ typedef struct {
     int          V;
 } LogpCtx;
 
-static void logp_fwd_range(void *p, size_t n0, size_t n1)
+static RLHF_HOT void logp_fwd_range(void *p, size_t n0, size_t n1)
 {
     const LogpCtx *a = p;
     float         *logp = a->logp, *entropy = a->entropy, *lse = a->lse;
@@ -623,7 +624,7 @@ void tensor_logp_forward(float *logp, float *entropy, float *lse, const float *l
     par_for((size_t)N, (size_t)(65536 / V + 1), logp_fwd_range, &a);
 }
 
-static void logp_bwd_range(void *ctx, size_t n0, size_t n1)
+static RLHF_HOT void logp_bwd_range(void *ctx, size_t n0, size_t n1)
 {
     /* d logp_y / dz_j = [j = y] - p_j; dH/dz_j = -p_j (log p_j + H). */
     const LogpCtx *a = ctx;
@@ -665,7 +666,7 @@ void tensor_logp_backward(float *dlogits, const float *dlogp, const float *dentr
     par_for((size_t)N, (size_t)(65536 / V + 1), logp_bwd_range, &a);
 }
 
-float tensor_softmax_row(float *x, int V, float temperature)
+RLHF_HOT float tensor_softmax_row(float *x, int V, float temperature)
 {
     CHECK(temperature > 0.0f);
     float inv_t = 1.0f / temperature;

@@ -1,0 +1,25 @@
+/* cpu: run-time selection of the vector kernels in the portable build.
+ *
+ * The default build compiles for this machine (-march=native) and RLHF_HOT is
+ * empty. The portable build (make PORTABLE=1: -march=x86-64-v2, which every
+ * x86-64 server of the last decade runs, and -DRLHF_PORTABLE) marks the hot
+ * vectorisable loops RLHF_HOT: GCC compiles each of them three times, for
+ * x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline, and the
+ * dynamic loader picks one per function when the program starts (an ifunc),
+ * from the CPU it runs on. One definition per kernel; the clones differ only
+ * in the instructions the compiler may use. BLAS is not concerned: Debian's
+ * OpenBLAS already selects its kernels at run time.
+ *
+ * Put RLHF_HOT on the function that holds the loop (a par_for range function
+ * or a static helper), not on a caller: inlined callees take the clone's
+ * target with them, calls out of it do not. */
+#ifndef RLHF_CPU_H
+#define RLHF_CPU_H
+
+#if defined(RLHF_PORTABLE) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RLHF_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RLHF_HOT
+#endif
+
+#endif
