@@ -21,7 +21,7 @@ ROOT=$(pwd)
 P=rlhfct$$
 DC="docker-compose -p $P -f deploy/docker-compose.yml"
 OUT=build/cluster-test.json
-TARGET=${TARGET:-0.8}
+TARGET=${TARGET:-0.75}
 T0=$(date +%s)
 mkdir -p build
 export RLHF_BASE=rlhf-base:bookworm RLHF_SFT_STEPS=300 RLHF_MAX_DIGITS=1 RLHF_LABEL_NOISE=0 \
@@ -102,13 +102,16 @@ say "actor reconnected: pushing again after ${REC_NET} ms, duplicates counted (n
 # 3. kill a reward server
 R1=$(running reward | head -n 1)
 re0=$(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')")
+ex0=$(num "$(lm rlhf_learner_leases_expired_total)")
 docker kill "$R1" >/dev/null
 t=$(now_ms)
 s0=$(step)
 wait_until 90 step_past $((s0 + 2)) || die "training stopped after a reward server was killed"
 REC_REWARD=$(($(now_ms) - t))
+sleep 4 # past the lease timeout: what the dead server held has expired by now
 RE_REWARD=$(($(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')") - re0))
-say "reward server killed: training on after ${REC_REWARD} ms, groups re-issued since: $RE_REWARD"
+EX_REWARD=$(($(num "$(lm rlhf_learner_leases_expired_total)") - ex0))
+say "reward server killed: training on after ${REC_REWARD} ms, groups re-issued since: $RE_REWARD, leases expired: $EX_REWARD"
 
 # 4. a client with a key not on the allow-list, and one with no key at all
 unauth() { $DC exec -T learner curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
@@ -162,8 +165,8 @@ prom_has_step() { [ -n "$(q 'rlhf_learner_step{job="learner"}')" ]; }
 wait_until 30 prom_has_step || die "Prometheus has no rlhf_learner_step"
 PSTEP=$(q 'rlhf_learner_step{job="learner"}')
 PREW=$(q 'rlhf_learner_reward_mean{job="learner"}')
-JREW=$($DC exec -T learner sh -c "grep '\"step\": $PSTEP,' /data/run/metrics.jsonl | tail -n 1" |
-    sed -n 's/.*"reward_mean": \([-0-9.e]*\).*/\1/p')
+JREW=$($DC exec -T learner sh -c "grep -E '\"step\": ?$PSTEP[,}]' /data/run/metrics.jsonl | tail -n 1" |
+    sed -n 's/.*"reward_mean": \{0,1\}\([-0-9.eE+]*\).*/\1/p')
 PROM_OK=$(awk -v a="$PREW" -v b="$JREW" 'BEGIN { d = a - b; if (d < 0) d = -d; print (b != "" && d < 1e-3) ? "true" : "false" }')
 say "Prometheus: rlhf_learner_step $PSTEP, reward_mean $PREW; metrics.jsonl at that step: $JREW ($PROM_OK)"
 [ "$PROM_OK" = true ] || die "Prometheus and metrics.jsonl disagree"
@@ -197,7 +200,7 @@ cat >"$OUT" <<JSON
   "actors": 3, "reward_servers": 2, "seconds": $TOTAL,
   "recover_ms": {"actor_killed": $REC_ACTOR, "actor_disconnected_20s": $REC_NET,
                  "reward_killed": $REC_REWARD, "learner_restarted": $REC_LEARNER},
-  "reissued_after_reward_kill": $RE_REWARD, "duplicates_after_disconnect": $DUPS,
+  "reissued_after_reward_kill": $RE_REWARD, "leases_expired_after_reward_kill": $EX_REWARD, "duplicates_after_disconnect": $DUPS,
   "refusals": {"learner_unauthorized": $REFUSED, "reward_unauthorized": $REFUSED_REWARD},
   "samples_per_s": {"actors_1": $SPS1, "actors_4": $SPS4, "actors_2": $SPS2},
   "epoch_before_restart": $E0, "epoch_after_restart": $E1,
