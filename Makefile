@@ -10,6 +10,8 @@
 #   make install    copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make image      the Docker image rlhf:latest (deploy/Dockerfile) on a local Debian 12 base
 #   make image-test make image, then check it: every program's --help, non-root, a tiny cluster
+#   make cluster-up   the compose cluster (deploy/docker-compose.yml): build, then up
+#   make cluster-test the compose cluster with faults (tests/cluster/compose_test.sh)
 #
 # PORTABLE=1 builds for every x86-64 server of the last decade (x86-64-v2)
 # instead of this machine (-march=native); the hot kernels then carry AVX2 and
@@ -89,7 +91,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image image-test
+        install image image-test cluster-up cluster-down cluster-test
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -156,6 +158,22 @@ image:
 
 image-test:
 	./tests/install/image_test.sh $(IMAGE)
+
+# The compose cluster (README "Cluster with docker compose"); ACTORS, REWARDS.
+COMPOSE ?= docker-compose -f deploy/docker-compose.yml
+ACTORS  ?= 3
+REWARDS ?= 2
+cluster-up:
+	./deploy/make-base-image.sh $(IMAGE_BASE)
+	RLHF_BASE=$(IMAGE_BASE) $(COMPOSE) build
+	$(COMPOSE) up -d --scale actor=$(ACTORS) --scale reward=$(REWARDS)
+	$(COMPOSE) ps
+
+cluster-down:
+	$(COMPOSE) down
+
+cluster-test:
+	./tests/cluster/compose_test.sh
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:

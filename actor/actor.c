@@ -10,6 +10,7 @@
 
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
+#include "actor/actor_dns.h"
 #include "actor/actor_int.h"
 #include "actor/actor_metrics.h"
 #include "actor/actor_weights.h"
@@ -133,6 +134,14 @@ static void status_line(Actor *a)
              (unsigned long long)s.error_replies);
     a->st_last = s;
     a->t_status = t;
+}
+
+static int on_dns_timer(Reactor *r, void *arg)
+{
+    (void)r;
+    Actor *a = arg;
+    actor_dns_refresh(a->dns, a->auth, a->push, a->cfg.reward_eps, a->cfg.n_reward);
+    return 0; /* a failed connect is retried at the next refresh */
 }
 
 static int on_status_timer(Reactor *r, void *arg)
@@ -346,7 +355,12 @@ Actor *actor_new(const ActorConfig *cfg)
     a->sub = a->lease ? sock_connect(a, ZMQ_SUB, "weights", a->cfg.weights_ep) : NULL;
     a->snap = a->sub ? sock_connect(a, ZMQ_DEALER, "snapshot", a->cfg.snapshot_ep) : NULL;
     if (a->snap) a->push = wire_sock_new(a->zctx, ZMQ_PUSH, "samples", NULL);
-    for (int i = 0; a->push && i < cfg->n_reward; i++)
+    if (a->push && cfg->reward_resolve_ms > 0) {
+        a->dns = actor_dns_new();
+        if (actor_dns_refresh(a->dns, a->auth, a->push, a->cfg.reward_eps, cfg->n_reward) < 0)
+            wire_sock_free(&a->push);
+    }
+    for (int i = 0; a->push && !a->dns && i < cfg->n_reward; i++)
         if (auth_connect(a->auth, a->push, a->cfg.reward_eps[i], AUTH_REWARD) != 0)
             wire_sock_free(&a->push);
     if (!a->push || actor_metrics_open(a) != 0) {
@@ -363,6 +377,7 @@ void actor_free(Actor **pa)
     actor_metrics_close(a); /* its server reads the actor's counters' copies: first */
     /* Sockets first (each lingers at most its short linger), then the context. */
     wire_sock_free(&a->push);
+    actor_dns_free(&a->dns);
     wire_sock_free(&a->snap);
     wire_sock_free(&a->sub);
     wire_sock_free(&a->lease);
@@ -419,6 +434,9 @@ int actor_run(Actor *a, atomic_int *stop)
         rc = reactor_add_socket(a->reactor, wire_sock_zmq(a->lease), routes[ROUTE_LEASE].socket,
                                 on_readable, &lease, 1);
     if (!rc) rc = reactor_add_timer(a->reactor, "status", status_ms, false, on_status_timer, a);
+    if (!rc && a->dns)
+        rc = reactor_add_timer(a->reactor, "reward-dns", a->cfg.reward_resolve_ms, false,
+                               on_dns_timer, a);
     if (!rc && a->http_metrics)
         rc = reactor_add_timer(a->reactor, "metrics", ACTOR_METRICS_TICK_MS, true,
                                actor_metrics_on_timer, a);

@@ -47,6 +47,7 @@ typedef enum {
 #define ACTOR_KEEP_TIMER (-1)
 
 typedef struct ActorMetrics ActorMetrics;
+typedef struct ActorDns     ActorDns;
 
 /* The name of one set of weights. */
 typedef struct {
@@ -72,6 +73,7 @@ struct Actor {
     WireSock   *sub;   /* SUB <- learner PUB */
     WireSock   *snap;  /* DEALER -> learner snapshot ROUTER */
     WireSock   *push;  /* PUSH -> reward servers */
+    ActorDns   *dns;   /* reward host names resolved to every address, or NULL */
     WireRejects local; /* refusals found after decoding (prompts vs model, snapshots) */
 
     /* The loop (set by actor_run for its duration). */

@@ -58,6 +58,9 @@ int main(int argc, char **argv)
         FLAG_STRING("snapshot", &cfg.snapshot_ep, "EP", "learner snapshot ROUTER"),
         FLAG_FUNC("reward", &cfg, parse_rewards, show_rewards, "EP[,EP...]",
                   "reward server(s) to push groups to;\nmay be repeated"),
+        FLAG_INT("reward-resolve-ms", &cfg.reward_resolve_ms, 0, 3600000, "N",
+                 "connect to every address of a --reward host name (a scaled\n"
+                 "service behind one DNS name) and re-resolve every N ms; 0 = off"),
         FLAG_STRING("id", &cfg.id, "NAME", "actor id", .lo = 1, .hi = ACTOR_MAX_ID - 1,
                     .def = "actor-<pid>"),
         FLAG_INT("batch", &cfg.batch, 1, 4096, "N", "sequences generated together at most"),

@@ -1,0 +1,212 @@
+#!/bin/sh
+# make cluster-test: the compose cluster (deploy/docker-compose.yml) with real
+# containers, 3 actors and 2 reward servers on the built-in task (a tiny
+# model: 1-digit operands), faults on the way, figures to build/cluster-test.json.
+#
+#   1. docker kill an actor holding leases     -> its groups re-issued
+#   2. docker network disconnect an actor 20 s -> it rejoins; duplicates counted, not trained
+#   3. docker kill a reward server             -> its groups re-issued, training goes on
+#   4. clients with a wrong key and with none  -> refused (unauthorized) on the learner's
+#                                                 and a reward server's sockets
+#   5. scale actors 1 -> 4 -> 2                -> samples/s before and after
+#   6. Prometheus's HTTP API: rlhf_learner_step and the reward at that step
+#                                              == the record of metrics.jsonl
+#   7. restart the learner container           -> resumes from the volume, epoch + 1,
+#                                                 actors follow the new epoch
+# and at the end summary.json: accounting_ok and accuracy_after >= TARGET.
+# Every container, network and volume of the project is removed on exit.
+set -eu
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+P=rlhfct$$
+DC="docker-compose -p $P -f deploy/docker-compose.yml"
+OUT=build/cluster-test.json
+TARGET=${TARGET:-0.75}
+T0=$(date +%s)
+mkdir -p build
+export RLHF_BASE=rlhf-base:bookworm RLHF_SFT_STEPS=300 RLHF_MAX_DIGITS=1 RLHF_LABEL_NOISE=0 \
+    RLHF_STEPS=100000 RLHF_BATCH_GROUPS=8 RLHF_EVAL_N=200 RLHF_LR=0.00005 \
+    RLHF_SFT_ARGS="--dim 128 --layers 2 --hidden 256 --eval-n 100" \
+    RLHF_LEARNER_ARGS="--lease-timeout-ms 3000 --max-staleness 50 --ckpt-every 20 --status-every 2" \
+    RLHF_ACTOR_ARGS="--batch 16" RLHF_REWARD_RESOLVE_MS=1000 \
+    RLHF_PROMETHEUS_PORT=127.0.0.1:0
+
+cleanup() {
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "cluster-test: FAILED (rc $rc); last learner log:"
+        $DC logs --no-color --tail 30 learner 2>/dev/null || true
+    fi
+    docker rm -f "$P-intruder" "$P-plain" >/dev/null 2>&1 || true
+    $DC down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "cluster-test [$(($(date +%s) - T0))s]: $*"; }
+die() { say "FAIL: $*"; exit 1; }
+now_ms() { date +%s%3N; }
+# lm METRIC_LINE_PREFIX: a learner metric's value (empty when unreachable)
+lm() { $DC exec -T learner curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
+    awk -v k="$1" 'index($0, k " ") == 1 { print $2; exit }'; }
+# cm CONTAINER PREFIX: a metric of any container
+cm() { docker exec "$1" curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
+    awk -v k="$2" 'index($0, k " ") == 1 { print $2; exit }'; }
+# running SERVICE: the ids of the service's running containers
+running() { docker ps -q --filter "label=com.docker.compose.project=$P" \
+    --filter "label=com.docker.compose.service=$1"; }
+num() { printf '%.0f' "${1:-0}"; }
+# wait_until SECONDS CMD...: polls CMD every 0.5 s
+wait_until() { lim=$1; shift; end=$(($(date +%s) + lim))
+    while ! "$@"; do [ "$(date +%s)" -lt $end ] || return 1; sleep 0.5; done; }
+step() { num "$(lm rlhf_learner_step)"; }
+step_past() { [ "$(step)" -gt "$1" ]; }
+metric_gt() { [ "$(num "$(lm "$1")")" -gt "$2" ]; }
+
+say "building the images offline (base rlhf-base:bookworm)"
+./deploy/make-base-image.sh rlhf-base:bookworm >/dev/null
+$DC build -q >/dev/null
+say "up: 3 actors, 2 reward servers"
+$DC up -d --scale actor=3 --scale reward=2 >/dev/null
+wait_until 240 step_past 3 || die "the learner made no steps"
+NET=$(docker network ls -q -f "name=${P}_rlhf" | head -n 1)
+say "training (step $(step))"
+
+# 1. kill an actor holding leases
+A1=$(running actor | head -n 1)
+re0=$(num "$(lm rlhf_learner_leases_expired_total)")
+docker kill "$A1" >/dev/null
+t=$(now_ms)
+wait_until 60 metric_gt rlhf_learner_leases_expired_total "$re0" ||
+    die "the killed actor's groups were not re-issued"
+s0=$(step)
+wait_until 60 step_past "$s0" || die "no step after the actor was killed"
+REC_ACTOR=$(($(now_ms) - t))
+say "actor killed: groups re-issued, training on after ${REC_ACTOR} ms"
+
+# 2. cut an actor off the network for 20 s
+A2=$(running actor | head -n 1)
+dup0=$(num "$(lm 'rlhf_learner_groups_total{state="duplicates"}')")
+docker network disconnect "$NET" "$A2"
+sleep 20
+docker network connect --alias actor "$NET" "$A2"
+t=$(now_ms)
+g0=$(num "$(cm "$A2" rlhf_actor_groups_total)")
+actor_moved() { [ "$(num "$(cm "$A2" rlhf_actor_groups_total)")" -gt "$g0" ]; }
+wait_until 90 actor_moved || die "the reconnected actor pushed nothing"
+REC_NET=$(($(now_ms) - t))
+DUPS=$(($(num "$(lm 'rlhf_learner_groups_total{state="duplicates"}')") - dup0))
+say "actor reconnected: pushing again after ${REC_NET} ms, duplicates counted (not trained): $DUPS"
+
+# 3. kill a reward server
+R1=$(running reward | head -n 1)
+re0=$(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')")
+ex0=$(num "$(lm rlhf_learner_leases_expired_total)")
+docker kill "$R1" >/dev/null
+t=$(now_ms)
+s0=$(step)
+wait_until 90 step_past $((s0 + 2)) || die "training stopped after a reward server was killed"
+REC_REWARD=$(($(now_ms) - t))
+sleep 4 # past the lease timeout: what the dead server held has expired by now
+RE_REWARD=$(($(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')") - re0))
+EX_REWARD=$(($(num "$(lm rlhf_learner_leases_expired_total)") - ex0))
+say "reward server killed: training on after ${REC_REWARD} ms, groups re-issued since: $RE_REWARD, leases expired: $EX_REWARD"
+
+# 4. a client with a key not on the allow-list, and one with no key at all
+unauth() { $DC exec -T learner curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
+    awk '/^rlhf_learner_rejects_total/ && /unauthorized/ { s += $2 } END { printf "%d", s }'; }
+runauth() { docker exec "$(running reward | head -n 1)" curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
+    awk '/^rlhf_reward_rejects_total/ && /unauthorized/ { s += $2 } END { printf "%d", s }'; }
+u0=$(unauth)
+tr0=$(num "$(lm 'rlhf_learner_groups_total{state="trained"}')")
+IMG=${RLHF_IMAGE:-rlhf:latest}
+docker run -d --name "$P-intruder" --network "$NET" -v "${P}_keys:/keys:ro" "$IMG" sh -c '
+    rlhf-keygen --dir /tmp/k --name intruder >/dev/null && cp /keys/learner.pub /keys/reward.pub /tmp/k/ &&
+    exec rlhf-actor --keys /tmp/k --key-name intruder --id intruder --lease tcp://learner:5555 \
+        --weights tcp://learner:5556 --snapshot tcp://learner:5559 --reward tcp://reward:5557 \
+        --reward-resolve-ms 1000' >/dev/null
+docker run -d --name "$P-plain" --network "$NET" "$IMG" rlhf-actor --id plain \
+    --lease tcp://learner:5555 --weights tcp://learner:5556 --snapshot tcp://learner:5559 \
+    --reward tcp://reward:5557 --reward-resolve-ms 1000 >/dev/null
+sleep 12
+REFUSED=$(($(unauth) - u0))
+REFUSED_REWARD=$(runauth)
+in_has_weights=$(num "$(cm "$P-intruder" rlhf_actor_has_weights)")
+pl_has_weights=$(num "$(cm "$P-plain" rlhf_actor_has_weights)")
+in_groups=$(num "$(cm "$P-intruder" rlhf_actor_groups_total)")
+docker rm -f "$P-intruder" "$P-plain" >/dev/null
+[ "$REFUSED" -gt 0 ] || die "no refusal counted by the learner"
+[ "$in_has_weights" = 0 ] && [ "$pl_has_weights" = 0 ] && [ "$in_groups" = 0 ] ||
+    die "an unauthorized client got weights or pushed groups"
+say "wrong key and no key: $REFUSED refusals at the learner, $REFUSED_REWARD at a reward server; no weights, no groups"
+
+# 5. scale actors 1 -> 4 -> 2, samples/s over a window after each change
+rate() { # samples trained per second over 15 s (the learner's counter)
+    a=$(num "$(lm rlhf_learner_samples_total)"); ta=$(now_ms); sleep 15
+    b=$(num "$(lm rlhf_learner_samples_total)"); tb=$(now_ms)
+    awk -v a="$a" -v b="$b" -v ta="$ta" -v tb="$tb" 'BEGIN { printf "%.1f", (b - a) * 1000 / (tb - ta) }'; }
+$DC up -d --no-recreate --scale actor=1 --scale reward=2 >/dev/null 2>&1
+sleep 5
+SPS1=$(rate)
+$DC up -d --no-recreate --scale actor=4 --scale reward=2 >/dev/null 2>&1
+sleep 8
+SPS4=$(rate)
+$DC up -d --no-recreate --scale actor=2 --scale reward=2 >/dev/null 2>&1
+sleep 5
+SPS2=$(rate)
+say "samples/s: 1 actor $SPS1, 4 actors $SPS4, back to 2 actors $SPS2"
+
+# 6. Prometheus's view of the learner against metrics.jsonl
+PROM=$($DC port prometheus 9090 | tail -n 1)
+q() { curl -fsS "http://$PROM/api/v1/query" --data-urlencode "query=$1" |
+    sed -n 's/.*"value":\[[0-9.]*,"\([^"]*\)"\].*/\1/p'; }
+prom_has_step() { [ -n "$(q 'rlhf_learner_step{job="learner"}')" ]; }
+wait_until 30 prom_has_step || die "Prometheus has no rlhf_learner_step"
+PSTEP=$(q 'rlhf_learner_step{job="learner"}')
+PREW=$(q 'rlhf_learner_reward_mean{job="learner"}')
+JREW=$($DC exec -T learner sh -c "grep -E '\"step\": ?$PSTEP[,}]' /data/run/metrics.jsonl | tail -n 1" |
+    sed -n 's/.*"reward_mean": \{0,1\}\([-0-9.eE+]*\).*/\1/p')
+PROM_OK=$(awk -v a="$PREW" -v b="$JREW" 'BEGIN { d = a - b; if (d < 0) d = -d; print (b != "" && d < 1e-3) ? "true" : "false" }')
+say "Prometheus: rlhf_learner_step $PSTEP, reward_mean $PREW; metrics.jsonl at that step: $JREW ($PROM_OK)"
+[ "$PROM_OK" = true ] || die "Prometheus and metrics.jsonl disagree"
+
+# 7. restart the learner container: it resumes from the volume (epoch + 1)
+E0=$(num "$(lm rlhf_learner_epoch)")
+S0=$(step)
+$DC stop -t 30 learner >/dev/null 2>&1
+t=$(now_ms)
+RLHF_STEPS=$((S0 + 40)) $DC up -d --no-deps learner >/dev/null 2>&1
+wait_until 120 step_past "$S0" || die "the restarted learner made no steps"
+REC_LEARNER=$(($(now_ms) - t))
+E1=$(num "$(lm rlhf_learner_epoch)")
+[ "$E1" -eq $((E0 + 1)) ] || die "epoch $E1 after the restart, expected $((E0 + 1))"
+A=$(running actor | head -n 1)
+follows() { [ "$(num "$(cm "$A" rlhf_actor_epoch)")" -eq "$E1" ]; }
+wait_until 60 follows || die "the actors did not follow epoch $E1"
+say "learner restarted: resumed at step $S0 -> epoch $E1, training after ${REC_LEARNER} ms, actors follow"
+
+# the end: every lease accounted for, accuracy
+LC=$($DC ps -q learner)
+docker wait "$LC" >/dev/null
+SUM=$(docker run --rm -v "${P}_data:/data" "$IMG" cat /data/run/summary.json)
+echo "$SUM" | grep -q '"accounting_ok": true' || die "accounting_ok is not true: $SUM"
+ACC=$(echo "$SUM" | sed -n 's/.*"accuracy_after": \([0-9.]*\).*/\1/p' | head -n 1)
+ACC0=$(echo "$SUM" | sed -n 's/.*"accuracy_start": \([0-9.]*\).*/\1/p' | head -n 1)
+awk -v a="$ACC" -v t="$TARGET" 'BEGIN { exit !(a >= t) }' || die "accuracy $ACC < target $TARGET"
+TOTAL=$(($(date +%s) - T0))
+cat >"$OUT" <<JSON
+{
+  "actors": 3, "reward_servers": 2, "seconds": $TOTAL,
+  "recover_ms": {"actor_killed": $REC_ACTOR, "actor_disconnected_20s": $REC_NET,
+                 "reward_killed": $REC_REWARD, "learner_restarted": $REC_LEARNER},
+  "reissued_after_reward_kill": $RE_REWARD, "leases_expired_after_reward_kill": $EX_REWARD, "duplicates_after_disconnect": $DUPS,
+  "refusals": {"learner_unauthorized": $REFUSED, "reward_unauthorized": $REFUSED_REWARD},
+  "samples_per_s": {"actors_1": $SPS1, "actors_4": $SPS4, "actors_2": $SPS2},
+  "epoch_before_restart": $E0, "epoch_after_restart": $E1,
+  "prometheus": {"rlhf_learner_step": $PSTEP, "reward_mean": $PREW, "jsonl_reward_mean": $JREW},
+  "accuracy_start": ${ACC0:-null}, "accuracy_after": $ACC, "accuracy_target": $TARGET,
+  "accounting_ok": true
+}
+JSON
+say "PASS in ${TOTAL}s: accuracy $ACC (target $TARGET), accounting_ok; figures in $OUT"
