@@ -12,6 +12,7 @@
 #   make image-test make image, then check it: every program's --help, non-root, a tiny cluster
 #   make cluster-up   the compose cluster (deploy/docker-compose.yml): build, then up
 #   make cluster-test the compose cluster with faults (tests/cluster/compose_test.sh)
+#   make stack-test   the swarm stack on a one-node swarm (tests/cluster/stack_test.sh)
 #
 # PORTABLE=1 builds for every x86-64 server of the last decade (x86-64-v2)
 # instead of this machine (-march=native); the hot kernels then carry AVX2 and
@@ -91,7 +92,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image image-test cluster-up cluster-down cluster-test
+        install image image-test cluster-up cluster-down cluster-test stack-test
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -174,6 +175,11 @@ cluster-down:
 
 cluster-test:
 	./tests/cluster/compose_test.sh
+
+# deploy/docker-stack.yml on a one-node swarm (made and left when the daemon
+# is in none); needs the image, which cluster-test or image builds.
+stack-test:
+	./tests/cluster/stack_test.sh
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:
