@@ -8,10 +8,11 @@
 #   3. docker kill a reward server             -> its groups re-issued, training goes on
 #   4. clients with a wrong key and with none  -> refused (unauthorized) on the learner's
 #                                                 and a reward server's sockets
-#   5. scale actors 1 -> 4 -> 2                -> samples/s before and after
+#   5. scale actors 1 -> 4 -> 2, each capped   -> samples/s rises with 4, the job
+#      at 0.05 CPU (its own small machine)        goes on with 2
 #   6. Prometheus's HTTP API: rlhf_learner_step and the reward at that step
 #                                              == the record of metrics.jsonl
-#   7. restart the learner container           -> resumes from the volume, epoch + 1,
+#   7. docker kill the learner container       -> resumes from the volume, a new epoch,
 #                                                 actors follow the new epoch
 # and at the end summary.json: accounting_ok and accuracy_after >= TARGET.
 # Every container, network and volume of the project is removed on exit.
@@ -152,21 +153,33 @@ docker rm -f "$P-intruder" "$P-plain" >/dev/null
     die "an unauthorized client got weights or pushed groups"
 say "wrong key and no key: $REFUSED refusals at the learner, $REFUSED_REWARD at a reward server; no weights, no groups"
 
-# 5. scale actors 1 -> 4 -> 2, samples/s over a window after each change
+# 5. scale actors 1 -> 4 -> 2, samples/s over a window after each change.
+# Every actor is capped at ACTOR_CPUS of a core (docker update --cpus), as if
+# each ran on a small machine of its own: on this host all containers share
+# its cores, and uncapped actors only take cycles from the learner.
+ACTOR_CPUS=${ACTOR_CPUS:-0.05}
+cap_actors() { for c in $(running actor); do docker update --cpus "$ACTOR_CPUS" "$c" >/dev/null; done; }
 rate() { # samples trained per second over 15 s (the learner's counter)
     a=$(num "$(lm rlhf_learner_samples_total)"); ta=$(now_ms); sleep 15
     b=$(num "$(lm rlhf_learner_samples_total)"); tb=$(now_ms)
     awk -v a="$a" -v b="$b" -v ta="$ta" -v tb="$tb" 'BEGIN { printf "%.1f", (b - a) * 1000 / (tb - ta) }'; }
 $DC up -d --no-recreate --scale actor=1 --scale reward=2 >/dev/null 2>&1
+cap_actors
 sleep 5
 SPS1=$(rate)
 $DC up -d --no-recreate --scale actor=4 --scale reward=2 >/dev/null 2>&1
+cap_actors
 sleep 8
 SPS4=$(rate)
 $DC up -d --no-recreate --scale actor=2 --scale reward=2 >/dev/null 2>&1
 sleep 5
 SPS2=$(rate)
-say "samples/s: 1 actor $SPS1, 4 actors $SPS4, back to 2 actors $SPS2"
+say "samples/s with actors capped at $ACTOR_CPUS CPU: 1 actor $SPS1, 4 actors $SPS4, back to 2 actors $SPS2"
+# actors added mid-run raise the rate, removed ones lower it and the job goes on
+awk -v a="$SPS1" -v b="$SPS4" 'BEGIN { exit !(b > 1.5 * a) }' ||
+    die "samples/s did not rise with 4 actors ($SPS1 -> $SPS4)"
+[ "$(num "$SPS2")" -gt 0 ] || die "no samples trained after scaling down to 2 actors"
+for c in $(running actor); do docker update --cpus 0 "$c" >/dev/null; done
 
 # 6. Prometheus's view of the learner against metrics.jsonl
 PROM=$($DC port prometheus 9090 | tail -n 1)
@@ -182,20 +195,24 @@ PROM_OK=$(awk -v a="$PREW" -v b="$JREW" 'BEGIN { d = a - b; if (d < 0) d = -d; p
 say "Prometheus: rlhf_learner_step $PSTEP, reward_mean $PREW; metrics.jsonl at that step: $JREW ($PROM_OK)"
 [ "$PROM_OK" = true ] || die "Prometheus and metrics.jsonl disagree"
 
-# 7. restart the learner container: it resumes from the volume (epoch + 1)
+# 7. kill the learner container (SIGKILL, no clean save): it resumes from the
+# last checkpoint in the volume as a new epoch and the actors follow
 E0=$(num "$(lm rlhf_learner_epoch)")
 S0=$(step)
-$DC stop -t 30 learner >/dev/null 2>&1
+$DC kill learner >/dev/null 2>&1
 t=$(now_ms)
 RLHF_STEPS=$((S0 + 40)) $DC up -d --no-deps learner >/dev/null 2>&1
-wait_until 120 step_past "$S0" || die "the restarted learner made no steps"
+new_epoch() { e=$(lm rlhf_learner_epoch); [ -n "$e" ] && [ "$(num "$e")" -ne "$E0" ]; }
+wait_until 120 new_epoch || die "the restarted learner did not come up"
+S1=$(step)
+wait_until 120 step_past "$S1" || die "the restarted learner made no steps"
 REC_LEARNER=$(($(now_ms) - t))
 E1=$(num "$(lm rlhf_learner_epoch)")
-[ "$E1" -eq $((E0 + 1)) ] || die "epoch $E1 after the restart, expected $((E0 + 1))"
+[ "$E1" -ne "$E0" ] || die "epoch $E1 after the restart, as before it"
 A=$(running actor | head -n 1)
 follows() { [ "$(num "$(cm "$A" rlhf_actor_epoch)")" -eq "$E1" ]; }
 wait_until 60 follows || die "the actors did not follow epoch $E1"
-say "learner restarted: resumed at step $S0 -> epoch $E1, training after ${REC_LEARNER} ms, actors follow"
+say "learner killed at step $S0: up again as epoch $E1 (step $S1 when first read), training after ${REC_LEARNER} ms, actors follow"
 
 # the end: every lease accounted for, accuracy
 LC=$($DC ps -q learner)
@@ -213,8 +230,8 @@ cat >"$OUT" <<JSON
                  "reward_killed": $REC_REWARD, "learner_restarted": $REC_LEARNER},
   "reissued_after_reward_kill": $RE_REWARD, "leases_expired_after_reward_kill": $EX_REWARD, "duplicates_after_disconnect": $DUPS,
   "refusals": {"learner_unauthorized": $REFUSED, "reward_unauthorized": $REFUSED_REWARD},
-  "samples_per_s": {"actors_1": $SPS1, "actors_4": $SPS4, "actors_2": $SPS2},
-  "epoch_before_restart": $E0, "epoch_after_restart": $E1,
+  "actor_cpus": $ACTOR_CPUS, "samples_per_s": {"actors_1": $SPS1, "actors_4": $SPS4, "actors_2": $SPS2},
+  "learner_killed": {"step": $S0, "step_first_read_after": $S1, "epoch_before": $E0, "epoch_after": $E1},
   "prometheus": {"rlhf_learner_step": $PSTEP, "reward_mean": $PREW, "jsonl_reward_mean": $JREW},
   "accuracy_start": ${ACC0:-null}, "accuracy_after": $ACC, "accuracy_target": $TARGET,
   "accounting_ok": true
