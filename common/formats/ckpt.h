@@ -146,8 +146,8 @@ bool ckpt_exists(const char *dir);
  * a tensor the model does not have (naming them); ERR_NOTFOUND for a missing file or a model tensor
  * the file lacks (naming it); ERR_FORMAT for a malformed file or a tensor whose bytes do not
  * match their checksum (naming file and tensor); ERR_NONFINITE for a NaN or infinite
- * weight; ERR_IO. After a validation error m is untouched; after ERR_NONFINITE or ERR_IO during the
- * copy its parameters are unspecified. */
+ * weight; ERR_IO. After a validation error m is untouched; after a damaged tensor (ERR_FORMAT),
+ * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified. */
 int ckpt_load(const char *dir, Model *m);
 
 /* Loads optimizer state into exp_avg and exp_avg_sq (n floats each) and the
