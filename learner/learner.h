@@ -105,9 +105,8 @@ typedef struct {
     int         lr_warmup_steps;  /* linear warmup, in updates */
     float       grad_clip;        /* global norm, 0 = off */
     AlgoConfig  algo;             /* update rule; see learner/algo/algo.h */
-    /* The valid range of a completion's reward, finite, min < max: a scored
-     * group with a reward outside it is refused (WIRE_REJ_BAD_VALUE). */
-    float reward_min, reward_max;
+    float       reward_min;       /* valid rewards: finite, reward_min < reward_max; a group */
+    float       reward_max;       /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
     uint64_t    seed;             /* run seed: prompts, init, shuffles */
     int         max_digits;       /* arithmetic operands 1..max_digits digits */
     int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */

@@ -148,8 +148,8 @@ fail:
  * an older one has loaded. *resume says whether a run is resumed (false: no
  * checkpoint, or a finished run to start over); from gets its directory.
  * Returns 0, or an error when none loads or one is refused outright. */
-static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_state,
-                              char *from, bool *resume)
+static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_state, char *from,
+                              bool *resume)
 {
     const char *dir = l->cfg.ckpt_dir;
     CkptHistory h;
@@ -181,8 +181,8 @@ static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_s
     }
     if (k > 0 && rc == 0)
         log_warn("learner: RESUMING FROM AN OLDER CHECKPOINT: '%s' (step %" PRId64
-                 ", version %" PRId64 "), because the %d newer one%s did not load; the steps "
-                 "after it are lost",
+                 ", version %" PRId64 "), because %d newer checkpoint%s did not load; the "
+                 "steps after it are lost",
                  h.dirs[k], ts->step, ts->policy_version, k, k > 1 ? "s" : "");
     snprintf(from, PATH_MAX, "%s", h.dirs[k]);
     *resume = rc == 0;
@@ -230,8 +230,7 @@ static int resume_critic(Learner *l)
         char aside[PATH_MAX];
         log_error("learner: critic checkpoint '%s' is damaged (%s)", h.dirs[k], err_str(rc));
         if (ckpt_set_aside(h.dirs[k], aside) == 0)
-            log_warn("learner: damaged critic checkpoint '%s' set aside as '%s'", h.dirs[k],
-                     aside);
+            log_warn("learner: damaged critic checkpoint '%s' set aside as '%s'", h.dirs[k], aside);
     }
     /* A failed load may have written part of the critic: start it afresh. */
     Model *fresh = algo_critic_from_policy(l->policy, l->cfg.seed + 17, 0.02f);

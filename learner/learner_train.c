@@ -60,7 +60,8 @@ static int train_models(Learner *l, Model *mods[2], Optim *opts[2])
 static bool is_single_step(const Learner *l, int n)
 {
     const AlgoConfig *a = &l->cfg.algo;
-    return a->kind != ALGO_PPO && a->epochs == 1 && (a->minibatch_size == 0 || a->minibatch_size >= n);
+    return a->kind != ALGO_PPO && a->epochs == 1 &&
+           (a->minibatch_size == 0 || a->minibatch_size >= n);
 }
 
 static void undo_save(Learner *l, TrainUndo *u)
@@ -84,9 +85,9 @@ static void undo_save(Learner *l, TrainUndo *u)
 
 static void undo_restore(Learner *l, const TrainUndo *u)
 {
-    Model *mods[2];
-    Optim *opts[2];
-    int    k = train_models(l, mods, opts);
+    Model       *mods[2];
+    Optim       *opts[2];
+    int          k = train_models(l, mods, opts);
     const float *p = u->block;
     for (int i = 0; i < k; i++) {
         size_t n = model_num_params(mods[i]);
@@ -118,11 +119,12 @@ int learner_train_step(Learner *l)
      * policy, the critic and both optimizers are as before it. A single
      * step that failed changed nothing (optim_step's contract). */
     bool ppo = l->cfg.algo.kind == ALGO_PPO;
-    bool finite = isfinite(st.loss) && isfinite(st.grad_norm) &&
-                  (!ppo || isfinite(st.critic_grad_norm));
+    bool finite =
+        isfinite(st.loss) && isfinite(st.grad_norm) && (!ppo || isfinite(st.critic_grad_norm));
     bool failed = rc != 0 || (!single && !finite);
     if (failed) {
-        log_error("learner: update at version %" PRId64 " failed (%s; loss %g, gradient norm %g%s%g) "
+        log_error("learner: update at version %" PRId64
+                  " failed (%s; loss %g, gradient norm %g%s%g) "
                   "after %d optimizer steps; %s, its %d groups counted failed",
                   l->version, rc ? err_str(rc) : "not finite", st.loss, st.grad_norm,
                   ppo ? ", critic's " : "", ppo ? st.critic_grad_norm : 0.0, st.n_opt_steps,

@@ -120,9 +120,9 @@ static void test_nonfinite_update(bool verbose)
     int kept = learner_feed(l, 2, 3e38f);
     EXPECT(kept == 2, "both groups with a reward of 3e38 accepted into the batch: %d", kept);
     fileio_capture_begin();
-    int   stepped = learner_train_step(l);
-    char *log = fileio_capture_end(verbose);
-    int   diff = state_diff(l, &before);
+    int           stepped = learner_train_step(l);
+    char         *log = fileio_capture_end(verbose);
+    int           diff = state_diff(l, &before);
     LeaseCounters lc;
     lease_counters(l->leases, &lc);
     if (verbose) printf("  train: failed update: state diff mask 0x%02x; %s", diff, log);
@@ -179,7 +179,7 @@ static ProtobufCMessage *recv_one(WireSock *s, const ProtobufCMessageDescriptor 
     while (progress_now() < end) {
         WireMsg           m = {0};
         ProtobufCMessage *out = NULL;
-        int rc = wire_recv_decode(s, 100, desc, NULL, &m, &out, NULL);
+        int               rc = wire_recv_decode(s, 100, desc, NULL, &m, &out, NULL);
         wire_msg_close(&m);
         if (rc == 0) return out;
     }

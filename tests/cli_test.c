@@ -622,7 +622,7 @@ static void test_default_goal(void)
     char src[PATH_MAX];
     if (!realpath(g_src, src)) snprintf(src, sizeof src, "%s", g_src);
     testfs_path(build, sizeof build, "%s/make-n", g_tmp);
-    ProcResult r[2];
+    ProcResult  r[2];
     const char *goals[2] = {"", "all"};
     for (int i = 0; i < 2; i++) {
         /* Without the caller's make variables: `make test` runs this test. */

@@ -10,6 +10,10 @@
  * step 1's weights bit for bit. When every checkpoint is damaged it must
  * refuse to start, leaving them all where they are.
  *
+ * PPO: the critic resumed is the one saved with the resumed policy's step,
+ * found in the critic's own history; without a good one a new critic
+ * starts (logged).
+ *
  * Symbolic link: a checkpoint directory that is a link to one elsewhere
  * resumes and then saves through the link (the save failed before), the
  * link staying a link and the kept predecessor beside the target. */
@@ -24,6 +28,7 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
+#include "common/base/log.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "learner/learner.h"
@@ -65,14 +70,42 @@ static LearnerConfig rt_config(const char *ckpt)
 /* rlhf-learner on ckpt with rt_config's settings (its output captured). */
 static Proc *rt_program(const char *ckpt)
 {
-    const char *const argv[] = {
-        "rlhf-learner", "--lease",  "tcp://127.0.0.1:*", "--results", "tcp://127.0.0.1:*",
-        "--weights",    "tcp://127.0.0.1:*", "--snapshot", "tcp://127.0.0.1:*", "--ckpt-dir",
-        ckpt,           "--metrics", "",     "--summary", "",       "--batch-groups",
-        "2",            "--group",  "4",     "--lease-prompts", "2", "--eval-n",
-        "0",            "--dim",    "32",    "--layers", "1",       "--heads",
-        "2",            "--hidden", "64",    "--status-every", "0", "--log-level",
-        "info",         NULL};
+    const char *const argv[] = {"rlhf-learner",
+                                "--lease",
+                                "tcp://127.0.0.1:*",
+                                "--results",
+                                "tcp://127.0.0.1:*",
+                                "--weights",
+                                "tcp://127.0.0.1:*",
+                                "--snapshot",
+                                "tcp://127.0.0.1:*",
+                                "--ckpt-dir",
+                                ckpt,
+                                "--metrics",
+                                "",
+                                "--summary",
+                                "",
+                                "--batch-groups",
+                                "2",
+                                "--group",
+                                "4",
+                                "--lease-prompts",
+                                "2",
+                                "--eval-n",
+                                "0",
+                                "--dim",
+                                "32",
+                                "--layers",
+                                "1",
+                                "--heads",
+                                "2",
+                                "--hidden",
+                                "64",
+                                "--status-every",
+                                "0",
+                                "--log-level",
+                                "info",
+                                NULL};
     return proc_new(g_prog, argv, NULL);
 }
 
@@ -182,8 +215,7 @@ static void test_damaged(const char *tmp)
     EXPECT(saved_step(ckpt) == 2 && saved_step(prev2) == 1 && saved_step(prev1) == 0,
            "three checkpoints kept: ckpt at step %lld, .prev-2 at %lld, .prev-1 at %lld "
            "(expected 2, 1, 0)",
-           (long long)saved_step(ckpt), (long long)saved_step(prev2),
-           (long long)saved_step(prev1));
+           (long long)saved_step(ckpt), (long long)saved_step(prev2), (long long)saved_step(prev1));
     EXPECT(n > 1024 + 4096 && damage(ckpt, 1024, 4096, 1000.0f) == 0,
            "4096 floats of the newest model.safetensors (of %zu) set to 1000.0", n);
 
@@ -215,8 +247,9 @@ static void test_damaged(const char *tmp)
     EXPECT(now && m == n && !memcmp(now, w1, n * sizeof(float)) && saved_step(ckpt) == 1,
            "the resumed checkpoint holds step %lld with %s weights (expected step 1's)",
            (long long)saved_step(ckpt),
-           !now ? "unloadable" : (m == n && !memcmp(now, w1, n * sizeof(float))) ? "step 1's"
-                                                                                 : "other");
+           !now                                              ? "unloadable"
+           : (m == n && !memcmp(now, w1, n * sizeof(float))) ? "step 1's"
+                                                             : "other");
     free(now);
     float  got = 0;
     char   bad_file[PATH_MAX + 32];
@@ -243,8 +276,8 @@ static void test_damaged(const char *tmp)
            "%s", "all three damaged");
     p = rt_program(ckpt);
     rc = rt_run(p);
-    if (!EXPECT(rc == 1 && proc_output_has(p, "none of the 3 checkpoints") &&
-                    ckpt_exists(ckpt) && ckpt_exists(prev1) && ckpt_exists(prev2),
+    if (!EXPECT(rc == 1 && proc_output_has(p, "none of the 3 checkpoints") && ckpt_exists(ckpt) &&
+                    ckpt_exists(prev1) && ckpt_exists(prev2),
                 "all damaged: exit %d (expected 1) with 'none of the 3 checkpoints', all "
                 "left in place",
                 rc))
@@ -252,6 +285,62 @@ static void test_damaged(const char *tmp)
     if (expect_verbose()) print_lines(p, "none of", "none of");
     proc_free(&p);
     free(w1);
+}
+
+/* PPO: the critic follows the policy back. The newest policy checkpoint is
+ * damaged, so step 1 is resumed; the critic must be step 1's too (matched
+ * by run, step and version), not the newest. With step 1's critic damaged
+ * as well, a new critic starts from the policy (logged), nothing crashes. */
+static void test_ppo_critic(const char *tmp)
+{
+    char ckpt[PATH_MAX], critic[PATH_MAX], critic_prev2[PATH_MAX];
+    testfs_path(ckpt, sizeof ckpt, "%s/ppo", tmp);
+    testfs_path(critic, sizeof critic, "%s/ppo-critic", tmp);
+    testfs_path(critic_prev2, sizeof critic_prev2, "%s/ppo-critic%s2", tmp, CKPT_PREV_TAG);
+    LearnerConfig c = rt_config(ckpt);
+    c.algo.kind = ALGO_PPO;
+    Learner *l = learner_new(&c);
+    if (!EXPECT(l != NULL, "a PPO learner on '%s'", ckpt)) return;
+    size_t n = model_num_params(l->critic);
+    float *c1 = xmalloc(n * sizeof(float));
+    for (int s = 1; s <= 2; s++) {
+        EXPECT(learner_feed(l, 2, 1.0f) == 2 && learner_train_step(l) == 1 &&
+                   learner_record_ckpt(l, false) == 0,
+               "PPO step %d and its checkpoint", s);
+        if (s == 1) memcpy(c1, model_params(l->critic), n * sizeof(float));
+    }
+    learner_free(&l);
+    EXPECT(damage(ckpt, 1024, 4096, 1000.0f) == 0 && saved_step(critic_prev2) == 1, "%s",
+           "the newest policy damaged; step 1's critic kept as .prev-2");
+    fileio_capture_begin();
+    l = learner_new(&c);
+    free(fileio_capture_end(false));
+    EXPECT(l && l->step == 1 && !memcmp(model_params(l->critic), c1, n * sizeof(float)),
+           "resumed at step %lld with step 1's critic (expected step 1 and its critic)",
+           l ? (long long)l->step : -1LL);
+    learner_free(&l);
+
+    /* Step 1's critics damaged as well: the one kept (.prev-2) and the one
+     * the resume above saved (the newest); the newest policy, step 1's
+     * from that save, damaged again. */
+    EXPECT(damage(ckpt, 1024, 4096, 1000.0f) == 0 && damage(critic, 0, 1024, 1000.0f) == 0 &&
+               damage(critic_prev2, 0, 1024, 1000.0f) == 0 && saved_step(critic) == 1,
+           "%s", "the newest policy and both step-1 critics damaged");
+    int level = log_level();
+    log_init("resume", level > LOG_ERROR ? level : LOG_ERROR);
+    fileio_capture_begin();
+    l = learner_new(&c);
+    char *log = fileio_capture_end(expect_verbose());
+    log_init("resume", level);
+    bool fresh = l && l->critic;
+    for (size_t i = 0; fresh && i < n; i++) fresh = model_params(l->critic)[i] != 1000.0f;
+    EXPECT(l && l->step == 1 && fresh && strstr(log, "critic checkpoint") &&
+               strstr(log, "a new critic starts from the policy"),
+           "with no good critic of step 1 a new critic starts (logged): learner %s, step %lld",
+           l ? "up" : "NULL", l ? (long long)l->step : -1LL);
+    free(log);
+    learner_free(&l);
+    free(c1);
 }
 
 static void test_symlink(const char *tmp)
@@ -295,14 +384,14 @@ int resume_selftest(bool verbose)
     proc_build_dir(build, sizeof build);
     testfs_path(g_prog, sizeof g_prog, "%s/rlhf-learner", build);
     if (!EXPECT(access(g_prog, X_OK) == 0,
-                "'%s' not found: build the programs first (make test sets RLHF_BUILD_DIR)",
-                g_prog))
+                "'%s' not found: build the programs first (make test sets RLHF_BUILD_DIR)", g_prog))
         return expect_end();
     if (!EXPECT(proc_catch_interrupts() == 0 && testfs_tmpdir_new("resume", tmp, sizeof tmp) == 0,
                 "%s", "temp directory"))
         return expect_end();
     if (verbose) printf("  resume: '%s', files in '%s'\n", g_prog, tmp);
     test_damaged(tmp);
+    test_ppo_critic(tmp);
     test_symlink(tmp);
     EXPECT(testfs_tmpdir_remove(tmp) == 0, "removing '%s'", tmp);
     return expect_end();

@@ -133,7 +133,7 @@ static int list_tagged(const char *fn, const char *parent, const char *base, con
         }
         (*out)[n++] = strtoull(digits, NULL, 10);
     }
-    closedir(d); /* read-only handle */
+    closedir(d);                /* read-only handle */
     for (int i = 1; i < n; i++) /* insertion sort, descending: a handful of entries */
         for (int j = i; j > 0 && (*out)[j - 1] < (*out)[j]; j--) {
             uint64_t t = (*out)[j];
@@ -503,12 +503,12 @@ int ckpt_history(const char *dir_in, CkptHistory *h)
     int         rc = resolve_dir("ckpt_history", dir_in, target);
     if (rc == 0) rc = split_dir("ckpt_history", target, dir, parent, &base);
     if (rc != 0) return rc;
-    uint64_t *seq = NULL;
-    int       n = 0;
+    uint64_t   *seq = NULL;
+    int         n = 0;
     struct stat st;
     /* A missing parent holds no checkpoints; anything else unreadable is an error. */
-    if (stat(parent, &st) == 0 && (n = list_tagged("ckpt_history", parent, base, CKPT_PREV_TAG,
-                                                   &seq)) < 0)
+    if (stat(parent, &st) == 0 &&
+        (n = list_tagged("ckpt_history", parent, base, CKPT_PREV_TAG, &seq)) < 0)
         return n;
     h->dirs = xcalloc((size_t)n + 1, sizeof *h->dirs);
     if (ckpt_exists(dir)) h->dirs[h->n++] = xstrdup(dir);

@@ -73,8 +73,8 @@
 #define CKPT_STATE_FILE "trainer_state.json"
 /* Written as "rlhf_format_version"; loaders refuse newer versions. */
 #define CKPT_FORMAT_VERSION 1
-#define CKPT_RUN_ID_MAX 64 /* bytes of CkptTrainerState.run_id, NUL included */
-#define CKPT_KEEP_MAX 1000 /* checkpoints ckpt_save_keep may keep */
+#define CKPT_RUN_ID_MAX 64           /* bytes of CkptTrainerState.run_id, NUL included */
+#define CKPT_KEEP_MAX 1000           /* checkpoints ckpt_save_keep may keep */
 #define CKPT_PREV_TAG ".prev-"       /* "<dir>.prev-<n>": a kept predecessor */
 #define CKPT_DAMAGED_TAG ".damaged-" /* "<dir>.damaged-<n>": set aside by ckpt_set_aside */
 
@@ -154,8 +154,8 @@ int ckpt_load(const char *dir, Model *m);
  * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,
  * if the checkpoint has no optimizer state (normal for an inference
  * checkpoint); ERR_MISMATCH if the saved size is not n; ERR_FORMAT for a
- * malformed file or step, or a moment whose checksum does not match; ERR_NONFINITE for a non-finite moment; ERR_RANGE
- * for a negative second moment; ERR_IO. Outputs unspecified on error. */
+ * malformed file or step, or a moment whose checksum does not match; ERR_NONFINITE for a non-finite
+ * moment; ERR_RANGE for a negative second moment; ERR_IO. Outputs unspecified on error. */
 int ckpt_load_optim(const char *dir, float *exp_avg, float *exp_avg_sq, size_t n, int64_t *step);
 
 /* Loads trainer_state.json into out; out->extra is a new reference the

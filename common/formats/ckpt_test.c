@@ -597,8 +597,7 @@ static void test_integrity(TestCtx *t, const Tok *tok)
     ModelConfig c = test_config(false, true);
     Model      *m = random_model(&c, 31), *x = model_new(&c);
     size_t      n = model_num_params(m);
-    float      *mo = xcalloc(4 * n, sizeof(float)), *vo = mo + n, *mo2 = mo + 2 * n,
-          *vo2 = mo + 3 * n;
+    float *mo = xcalloc(4 * n, sizeof(float)), *vo = mo + n, *mo2 = mo + 2 * n, *vo2 = mo + 3 * n;
     for (size_t i = 0; i < n; i++) vo[i] = 1e-6f * (float)(i % 7);
     CkptOptim opt = {mo, vo, n, 12};
     int64_t   step = 0;
@@ -648,10 +647,8 @@ static void test_integrity(TestCtx *t, const Tok *tok)
     log = fileio_capture_end(t->verbose);
     log_init("ckpt", level);
     EXPECT(rc == 0 && rco == 0 && same_params(x, m) && !memcmp(vo, vo2, n * sizeof(float)) &&
-               strstr(log, "records no tensor checksums") &&
-               strstr(log, "loading it unverified"),
-           "old checkpoint: load %d, optimizer %d; expected both to load with a warning", rc,
-           rco);
+               strstr(log, "records no tensor checksums") && strstr(log, "loading it unverified"),
+           "old checkpoint: load %d, optimizer %d; expected both to load with a warning", rc, rco);
     free(log);
     free(mo);
     model_free(&m);
@@ -706,9 +703,8 @@ static void test_history(TestCtx *t)
            "history without the newest: the kept one of save 1 is all that is left");
     ckpt_history_free(&h);
     /* The next save has nothing to replace and keeps what is there. */
-    EXPECT(ckpt_save_keep(t->ck, 3, m[4], NULL, NULL, NULL) == 0 &&
-               ckpt_history(t->ck, &h) == 0 && h.n == 2 && holds(h.dirs[0], m[4]) &&
-               holds(h.dirs[1], m[1]),
+    EXPECT(ckpt_save_keep(t->ck, 3, m[4], NULL, NULL, NULL) == 0 && ckpt_history(t->ck, &h) == 0 &&
+               h.n == 2 && holds(h.dirs[0], m[4]) && holds(h.dirs[1], m[1]),
            "%s", "a save after a set aside: the new one, then the kept one of save 1");
     ckpt_history_free(&h);
     /* The plain save deletes what it replaces and leaves the kept ones. */
@@ -717,15 +713,14 @@ static void test_history(TestCtx *t)
            "%s", "ckpt_save keeps no history and drops none");
     ckpt_history_free(&h);
     /* keep 1: only the new one is left (the set-aside ones stay). */
-    EXPECT(ckpt_save_keep(t->ck, 1, m[2], NULL, NULL, NULL) == 0 &&
-               ckpt_history(t->ck, &h) == 0 && h.n == 1 && holds(h.dirs[0], m[2]),
+    EXPECT(ckpt_save_keep(t->ck, 1, m[2], NULL, NULL, NULL) == 0 && ckpt_history(t->ck, &h) == 0 &&
+               h.n == 1 && holds(h.dirs[0], m[2]),
            "%s", "keep 1 drops every kept checkpoint");
     ckpt_history_free(&h);
     list_dir(t->root, names, sizeof names);
     EXPECT(!strcmp(names, "ck ck.damaged-1 ck.prev-3.damaged-1"),
            "the directory holds '%s', expected the checkpoint and the two set aside", names);
-    EXPECT_REFUSED(ckpt_save_keep(t->ck, 0, m[2], NULL, NULL, NULL), ERR_ARG, "keep 0",
-                   "keep 0");
+    EXPECT_REFUSED(ckpt_save_keep(t->ck, 0, m[2], NULL, NULL, NULL), ERR_ARG, "keep 0", "keep 0");
     EXPECT_REFUSED(ckpt_save_keep(t->ck, CKPT_KEEP_MAX + 1, m[2], NULL, NULL, NULL), ERR_ARG,
                    "expected 1..", "keep too large");
     for (int i = 0; i < 5; i++) model_free(&m[i]);

@@ -142,9 +142,9 @@ static bool expect_read(StFile *f, const char *name, float *dst, int ndim, const
     char *log = fileio_capture_end(expect_verbose());
     bool  logged = !expect || strstr(log, expect) != NULL;
     free(log);
-    return EXPECT(rc == want && logged, "%s: st_read_f32('%s') returned %d (%s), expected %d; log %s '%s'",
-                  what, name, rc, err_str(rc), want, logged ? "has" : "lacks",
-                  expect ? expect : "");
+    return EXPECT(rc == want && logged,
+                  "%s: st_read_f32('%s') returned %d (%s), expected %d; log %s '%s'", what, name,
+                  rc, err_str(rc), want, logged ? "has" : "lacks", expect ? expect : "");
 }
 
 /* Checksums: written for every tensor, hidden from the metadata, verified
@@ -225,7 +225,8 @@ static void test_checksums(const char *dir)
     struct {
         const char *meta, *expect, *what;
     } bad[] = {
-        {"\"" ST_XXH3_PREFIX "x\":\"0123456789abcdef\",\"" ST_XXH3_PREFIX "z\":\"0123456789abcdef\"",
+        {"\"" ST_XXH3_PREFIX "x\":\"0123456789abcdef\",\"" ST_XXH3_PREFIX
+         "z\":\"0123456789abcdef\"",
          "checksum entry 'rlhf_xxh3:z' names no tensor", "a checksum of no tensor"},
         {"\"" ST_XXH3_PREFIX "x\":\"0123456789ABCDEF\",\"" ST_XXH3_PREFIX "y\":\"0\"",
          "checksum of tensor 'x' is '0123456789ABCDEF', expected 16 hex digits", "upper case"},
