@@ -154,8 +154,9 @@ int ckpt_load(const char *dir, Model *m);
  * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,
  * if the checkpoint has no optimizer state (normal for an inference
  * checkpoint); ERR_MISMATCH if the saved size is not n; ERR_FORMAT for a
- * malformed file or step, or a moment whose checksum does not match; ERR_NONFINITE for a non-finite
- * moment; ERR_RANGE for a negative second moment; ERR_IO. Outputs unspecified on error. */
+ * malformed file or step, or moments whose checksum does not match (naming
+ * file and tensor); ERR_NONFINITE for a non-finite moment; ERR_RANGE for a
+ * negative second moment; ERR_IO. Outputs unspecified on error. */
 int ckpt_load_optim(const char *dir, float *exp_avg, float *exp_avg_sq, size_t n, int64_t *step);
 
 /* Loads trainer_state.json into out; out->extra is a new reference the
