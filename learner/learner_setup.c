@@ -155,7 +155,10 @@ static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_s
     CkptHistory h;
     *resume = false;
     int rc = ckpt_history(dir, &h);
-    if (rc || h.n == 0) return rc;
+    if (rc || h.n == 0) {
+        ckpt_history_free(&h);
+        return rc;
+    }
     if (!ckpt_exists(dir))
         log_warn("learner: no checkpoint at '%s', but %d kept beside it: resuming from the "
                  "newest that loads (remove them to start a fresh run)",

@@ -7,8 +7,9 @@
  * finding. rlhf-learner started on that directory must refuse the damaged
  * checkpoint with an error naming the file and the tensor, set it aside,
  * say loudly that it resumes from the previous one, and resume step 1 with
- * step 1's weights bit for bit. When every checkpoint is damaged it must
- * refuse to start, leaving them all where they are.
+ * step 1's weights bit for bit. Damaged optimizer moments are refused the
+ * same way. When every checkpoint is damaged it must refuse to start,
+ * leaving them all where they are.
  *
  * PPO: the critic resumed is the one saved with the resumed policy's step,
  * found in the critic's own history; without a good one a new critic
@@ -122,14 +123,14 @@ static int rt_run(Proc *p)
     return proc_exit_code(p);
 }
 
-/* Overwrites n floats of dir/model.safetensors' data region from float at
- * with value (the finding's damage). */
-static int damage(const char *dir, size_t at, size_t n, float value)
+/* Overwrites n floats of dir/file's data region from float at with value
+ * (the finding's damage). */
+static int damage_file(const char *dir, const char *file, size_t at, size_t n, float value)
 {
     char   path[PATH_MAX];
     char  *raw = NULL;
     size_t len = 0;
-    if (!testfs_path(path, sizeof path, "%s/%s", dir, CKPT_MODEL_FILE)) return ERR_RANGE;
+    if (!testfs_path(path, sizeof path, "%s/%s", dir, file)) return ERR_RANGE;
     int rc = fileio_read_all(path, 1 << 26, false, &raw, &len);
     if (rc) return rc;
     uint64_t hlen = 0;
@@ -141,6 +142,12 @@ static int damage(const char *dir, size_t at, size_t n, float value)
     if (rc == 0) rc = fileio_write_atomic(path, raw, len);
     free(raw);
     return rc;
+}
+
+/* The same in dir/model.safetensors. */
+static int damage(const char *dir, size_t at, size_t n, float value)
+{
+    return damage_file(dir, CKPT_MODEL_FILE, at, n, value);
 }
 
 /* The policy's weights saved in dir, in a new buffer of *n floats (caller
@@ -269,6 +276,25 @@ static void test_damaged(const char *tmp)
     EXPECT(ckpt_history(ckpt, &h) == 0 && h.n == 3, "history after the fallback: %d, expected 3",
            h.n);
     ckpt_history_free(&h);
+
+    /* Damaged optimizer state makes the checkpoint as unusable as damaged
+     * weights: the previous one is resumed (in this process, faster). */
+    EXPECT(damage_file(ckpt, CKPT_OPTIM_FILE, 10, 1, 1000.0f) == 0, "%s",
+           "one moment of the newest optimizer.safetensors damaged");
+    LearnerConfig c = rt_config(ckpt);
+    int           level = log_level();
+    log_init("resume", level > LOG_WARN ? level : LOG_WARN);
+    fileio_capture_begin();
+    Learner *l = learner_new(&c);
+    char    *log = fileio_capture_end(expect_verbose());
+    log_init("resume", level);
+    snprintf(want_file, sizeof want_file, "'%s/%s': tensor 'exp_avg' is damaged", ckpt,
+             CKPT_OPTIM_FILE);
+    EXPECT(l && l->step == 1 && strstr(log, want_file) && strstr(log, "RESUMING FROM AN OLDER"),
+           "damaged moments: refused (\"%s\") and the previous checkpoint resumed at step %lld",
+           want_file, l ? (long long)l->step : -1LL);
+    free(log);
+    learner_free(&l);
 
     /* Every checkpoint damaged: the start is refused and nothing is moved. */
     EXPECT(damage(ckpt, 1024, 4096, 1000.0f) == 0 && damage(prev2, 1024, 4096, 1000.0f) == 0 &&
