@@ -29,9 +29,10 @@
  * ("<ckpt_dir>.prev-<n>", the last ckpt_keep in all; common/formats/ckpt.h).
  * A start resumes from the newest checkpoint that loads whole (every
  * tensor's checksum, the optimizer state, the trainer state): a damaged
- * newer one is logged as an error, set aside as "<dir>.damaged-<n>", and
- * the one before it is used (a loud warning names both). When none loads,
- * learner_new fails.
+ * newer one is logged as an error and set aside as "<dir>.damaged-<n>",
+ * and the one before it is used and put back at ckpt_dir (a loud warning
+ * names both). When none loads, learner_new fails. Without a checkpoint at
+ * ckpt_dir itself a fresh run starts, whatever is kept beside it.
  *
  * Policy versions: one per algo_step call (one batch of batch_groups
  * groups), see learner/algo/algo.h. Leases grant min_policy_version = version -

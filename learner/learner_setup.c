@@ -155,14 +155,16 @@ static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_s
     CkptHistory h;
     *resume = false;
     int rc = ckpt_history(dir, &h);
-    if (rc || h.n == 0) {
+    if (rc || h.n == 0 || !ckpt_exists(dir)) {
+        /* No checkpoint: a fresh run, even beside kept ones of an older run
+         * (removing the checkpoint is how an operator starts over). */
+        if (rc == 0 && h.n > 0)
+            log_warn("learner: no checkpoint at '%s'; starting a fresh run beside %d kept "
+                     "one%s of an earlier run (%s<n>)",
+                     dir, h.n, h.n > 1 ? "s" : "", CKPT_PREV_TAG);
         ckpt_history_free(&h);
         return rc;
     }
-    if (!ckpt_exists(dir))
-        log_warn("learner: no checkpoint at '%s', but %d kept beside it: resuming from the "
-                 "newest that loads (remove them to start a fresh run)",
-                 dir, h.n);
     int k = 0;
     for (; k < h.n; k++) {
         rc = try_resume(l, h.dirs[k], ts, lease_state);
@@ -177,17 +179,24 @@ static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_s
                       h.n, h.n > 1 ? "s" : "", dir);
         goto done;
     }
-    for (int j = 0; j < k; j++) {
-        char aside[PATH_MAX];
+    /* The damaged ones go aside; the one that loaded takes the newest's
+     * place (in one exchange with it), so the directory never goes missing. */
+    char aside[PATH_MAX];
+    for (int j = 1; j < k; j++)
         if (ckpt_set_aside(h.dirs[j], aside) == 0)
             log_warn("learner: damaged checkpoint '%s' set aside as '%s'", h.dirs[j], aside);
-    }
-    if (k > 0 && rc == 0)
-        log_warn("learner: RESUMING FROM AN OLDER CHECKPOINT: '%s' (step %" PRId64
-                 ", version %" PRId64 "), because %d newer checkpoint%s did not load; the "
-                 "steps after it are lost",
-                 h.dirs[k], ts->step, ts->policy_version, k, k > 1 ? "s" : "");
     snprintf(from, PATH_MAX, "%s", h.dirs[k]);
+    if (k > 0) {
+        if (ckpt_restore(dir, h.dirs[k], aside) == 0) {
+            log_warn("learner: damaged checkpoint '%s' set aside as '%s'", h.dirs[0], aside);
+            snprintf(from, PATH_MAX, "%s", h.dirs[0]);
+        }
+        if (rc == 0)
+            log_warn("learner: RESUMING FROM AN OLDER CHECKPOINT: '%s' (step %" PRId64
+                     ", version %" PRId64 "), because %d newer checkpoint%s did not load; the "
+                     "steps after it are lost; it is '%s' again",
+                     h.dirs[k], ts->step, ts->policy_version, k, k > 1 ? "s" : "", from);
+    }
     *resume = rc == 0;
     rc = 0;
 done:

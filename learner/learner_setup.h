@@ -11,8 +11,10 @@
  * that loads whole. A damaged one (a checksum that does not match, a
  * malformed, truncated or missing file, a non-finite value) is logged as an
  * error and the one before it tried; once one loads, the damaged ones are
- * set aside ("<dir>.damaged-<n>") and a warning names the checkpoint used.
- * If none loads the start fails: a fresh run is never started over them.
+ * set aside ("<dir>.damaged-<n>"), the one that loaded is put back at
+ * ckpt_dir (ckpt_restore: one atomic exchange with the damaged newest) and
+ * a warning names it. If none loads the start fails: a fresh run is never
+ * started over them. No checkpoint at ckpt_dir itself means a fresh run.
  * The critic follows the policy: its newest checkpoint with the policy's run
  * id, step and version that loads; without one it starts afresh (logged).
  *

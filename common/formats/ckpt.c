@@ -550,6 +550,52 @@ int ckpt_set_aside(const char *dir_in, char *out)
     return fileio_fsync_dir(parent);
 }
 
+int ckpt_restore(const char *dir_in, const char *from, char *aside)
+{
+    CHECK(dir_in && from && aside);
+    aside[0] = '\0';
+    char        target[PATH_MAX], dir[PATH_MAX], parent[PATH_MAX];
+    const char *base = NULL;
+    int         rc = resolve_dir("ckpt_restore", dir_in, target);
+    if (rc == 0) rc = split_dir("ckpt_restore", target, dir, parent, &base);
+    if (rc != 0) return rc;
+    struct stat st;
+    if (lstat(dir, &st) != 0) { /* nothing to set aside */
+        if (rename(from, dir) != 0) {
+            log_error("ckpt_restore: rename '%s' -> '%s': %s", from, dir, strerror(errno));
+            return ERR_IO;
+        }
+        return fileio_fsync_dir(parent);
+    }
+    uint64_t *seq = NULL;
+    int       n = list_tagged("ckpt_restore", parent, base, CKPT_DAMAGED_TAG, &seq);
+    if (n < 0) return n;
+    tagged_path(aside, parent, base, CKPT_DAMAGED_TAG, n > 0 ? seq[0] + 1 : 1);
+    free(seq);
+    /* One step: dir holds the kept checkpoint, from the damaged one; then
+     * the damaged one moves on to its own name. A crash in between leaves
+     * it among the kept ones, where the next fallback finds it damaged. */
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        if (rename(from, aside) != 0) {
+            log_error("ckpt_restore: rename '%s' -> '%s': %s", from, aside, strerror(errno));
+            aside[0] = '\0';
+            return ERR_IO;
+        }
+        return fileio_fsync_dir(parent);
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+        log_error("ckpt_restore: exchange '%s' <-> '%s': %s", from, dir, strerror(errno));
+        aside[0] = '\0';
+        return ERR_IO;
+    }
+    if (rename(dir, aside) != 0 || rename(from, dir) != 0) {
+        log_error("ckpt_restore: moving '%s' aside and '%s' into its place: %s", dir, from,
+                  strerror(errno));
+        return ERR_IO;
+    }
+    return fileio_fsync_dir(parent);
+}
+
 bool ckpt_exists(const char *dir)
 {
     char        path[PATH_MAX];

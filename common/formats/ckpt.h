@@ -37,7 +37,9 @@
  * (the new one included). ckpt_history lists the checkpoint and its kept
  * predecessors newest first, for a loader that falls back when the newest
  * is damaged; ckpt_set_aside renames a damaged one to "<dir>.damaged-<n>",
- * where neither loaders nor the pruning look, so it stays for inspection.
+ * where neither loaders nor the pruning look, so it stays for inspection;
+ * ckpt_restore puts a kept one back at dir, setting aside the damaged one
+ * there in the same atomic exchange, so dir never goes missing.
  *
  * Symbolic links: a dir that is a symbolic link (to a directory, or to a
  * path that does not exist yet) is followed, so saves replace, keep and set
@@ -133,6 +135,14 @@ void ckpt_history_free(CkptHistory *h);
  * "<dir>.damaged-<n>" (n one more than any there), writing the new path into
  * out (PATH_MAX bytes). Returns 0, or ERR_ARG / ERR_IO (logged). */
 int ckpt_set_aside(const char *dir, char *out);
+
+/* Makes from, a kept predecessor of dir (one of ckpt_history's), the
+ * checkpoint at dir again. The checkpoint at dir (a damaged one) is set
+ * aside as by ckpt_set_aside, its new path written into aside (PATH_MAX
+ * bytes; "" when dir held none): the two trade places in one
+ * renameat2(RENAME_EXCHANGE), so dir always names a checkpoint (without
+ * RENAME_EXCHANGE, two renames). Returns 0, or ERR_ARG / ERR_IO (logged). */
+int ckpt_restore(const char *dir, const char *from, char *aside);
 
 /* True when dir holds a config.json (a checkpoint may be there). */
 bool ckpt_exists(const char *dir);

@@ -667,8 +667,9 @@ static bool holds(const char *dir, Model *m)
 }
 
 /* Keeping the last N: every save keeps the one it replaces as .prev-<n>
- * and drops the oldest beyond N; set aside takes one out of the history;
- * keep 1 drops them all; the plain ckpt_save leaves them be. */
+ * and drops the oldest beyond N; restore puts a kept one back in place of
+ * a damaged newest; set aside takes one out of the history; keep 1 drops
+ * them all; the plain ckpt_save leaves them be. */
 static void test_history(TestCtx *t)
 {
     ModelConfig c = test_config(false, false);
@@ -692,12 +693,18 @@ static void test_history(TestCtx *t)
            "history newest first: %d entries, each with the weights of its save", h.n);
     ckpt_history_free(&h);
 
-    /* A damaged one set aside: out of the history, kept on disk. */
+    /* The newest damaged: the one before it restored in its place, the
+     * damaged one set aside, out of the history but kept on disk. */
     ckpt_join(path, t->root, "ck.prev-3");
-    EXPECT(ckpt_set_aside(path, aside) == 0 && strstr(aside, "/ck.prev-3" CKPT_DAMAGED_TAG "1"),
-           "set aside '%s' as '%s'", path, aside);
-    EXPECT(ckpt_set_aside(t->ck, aside) == 0 && strstr(aside, "/ck" CKPT_DAMAGED_TAG "1") &&
-               holds(aside, m[3]),
+    EXPECT(ckpt_restore(t->ck, path, aside) == 0 && strstr(aside, "/ck" CKPT_DAMAGED_TAG "1") &&
+               holds(aside, m[3]) && holds(t->ck, m[2]) && access(path, F_OK) != 0,
+           "restore '%s': the newest set aside as '%s', save 2 back in its place", path, aside);
+    EXPECT(ckpt_history(t->ck, &h) == 0 && h.n == 2 && holds(h.dirs[0], m[2]) &&
+               holds(h.dirs[1], m[1]),
+           "%s", "history after the restore: save 2, then save 1");
+    ckpt_history_free(&h);
+    EXPECT(ckpt_set_aside(t->ck, aside) == 0 && strstr(aside, "/ck" CKPT_DAMAGED_TAG "2") &&
+               holds(aside, m[2]),
            "set aside the newest as '%s', weights kept", aside);
     EXPECT(ckpt_history(t->ck, &h) == 0 && h.n == 1 && holds(h.dirs[0], m[1]), "%s",
            "history without the newest: the kept one of save 1 is all that is left");
@@ -718,7 +725,7 @@ static void test_history(TestCtx *t)
            "%s", "keep 1 drops every kept checkpoint");
     ckpt_history_free(&h);
     list_dir(t->root, names, sizeof names);
-    EXPECT(!strcmp(names, "ck ck.damaged-1 ck.prev-3.damaged-1"),
+    EXPECT(!strcmp(names, "ck ck.damaged-1 ck.damaged-2"),
            "the directory holds '%s', expected the checkpoint and the two set aside", names);
     EXPECT_REFUSED(ckpt_save_keep(t->ck, 0, m[2], NULL, NULL, NULL), ERR_ARG, "keep 0", "keep 0");
     EXPECT_REFUSED(ckpt_save_keep(t->ck, CKPT_KEEP_MAX + 1, m[2], NULL, NULL, NULL), ERR_ARG,
@@ -727,7 +734,7 @@ static void test_history(TestCtx *t)
     fileio_remove_tree(t->ck);
     ckpt_join(path, t->root, "ck.damaged-1");
     fileio_remove_tree(path);
-    ckpt_join(path, t->root, "ck.prev-3.damaged-1");
+    ckpt_join(path, t->root, "ck.damaged-2");
     fileio_remove_tree(path);
 }
 
