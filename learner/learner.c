@@ -8,6 +8,7 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+#include "common/formats/ckpt.h"
 #include "common/net/reactor.h"
 #include "learner/learner_int.h"
 #include "learner/learner_intake.h"
@@ -58,6 +59,10 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "max_digits must be in 1..6";
     else if (c->eval_n < 0 || c->eval_every < 0 || c->ckpt_every < 0)
         bad = "eval_n, eval_every and ckpt_every must be >= 0";
+    else if (c->ckpt_keep < 1 || c->ckpt_keep > CKPT_KEEP_MAX)
+        bad = "ckpt_keep must be in 1..CKPT_KEEP_MAX";
+    else if (!(isfinite(c->reward_min) && isfinite(c->reward_max) && c->reward_min < c->reward_max))
+        bad = "reward_min and reward_max must be finite with reward_min < reward_max";
     else if (c->poll_ms < 1 || c->poll_ms > 10000)
         bad = "poll_ms must be in 1..10000";
     else if (!(c->status_every_s >= 0.0))

@@ -25,6 +25,15 @@
  * A checkpoint marked finished whose step has reached cfg.steps is not
  * resumed: the learner starts a fresh run over it (logged).
  *
+ * Checkpoint history: each save keeps the one it replaces beside it
+ * ("<ckpt_dir>.prev-<n>", the last ckpt_keep in all; common/formats/ckpt.h).
+ * A start resumes from the newest checkpoint that loads whole (every
+ * tensor's checksum, the optimizer state, the trainer state): a damaged
+ * newer one is logged as an error and set aside as "<dir>.damaged-<n>",
+ * and the one before it is used and put back at ckpt_dir (a loud warning
+ * names both). When none loads, learner_new fails. Without a checkpoint at
+ * ckpt_dir itself a fresh run starts, whatever is kept beside it.
+ *
  * Policy versions: one per algo_step call (one batch of batch_groups
  * groups), see learner/algo/algo.h. Leases grant min_policy_version = version -
  * max_staleness; the lease table bounds the groups out to what
@@ -69,6 +78,11 @@
 
 #define LEARNER_MAX_LEASE_PROMPTS 64 /* prompts in one lease at most */
 #define LEARNER_GGUF_MAX_SEQ 256     /* positions a GGUF model is loaded with (KV cache, actors) */
+/* Default bound of |reward|: far above any scorer's (0..1.1 for the built-in
+ * tasks, a few units for reward models), far below what overflows float
+ * arithmetic in advantages and value losses (a reward of 3e38 drove PPO's
+ * critic gradient to infinity). */
+#define LEARNER_REWARD_LIMIT 1e4f
 
 typedef struct {
     const char *lease_ep;         /* ROUTER bind, e.g. "tcp://127.0.0.1:5555" */
@@ -92,11 +106,14 @@ typedef struct {
     int         lr_warmup_steps;  /* linear warmup, in updates */
     float       grad_clip;        /* global norm, 0 = off */
     AlgoConfig  algo;             /* update rule; see learner/algo/algo.h */
+    float       reward_min;       /* valid rewards: finite, reward_min < reward_max; a group */
+    float       reward_max;       /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
     uint64_t    seed;             /* run seed: prompts, init, shuffles */
     int         max_digits;       /* arithmetic operands 1..max_digits digits */
     int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
     int         eval_every;       /* evaluate every N steps as well, 0 = start and end only */
     int         ckpt_every;       /* checkpoint every N steps, 0 = only at the end */
+    int         ckpt_keep;        /* checkpoints kept (the newest included), 1..CKPT_KEEP_MAX */
     int         poll_ms;          /* longest wait in the loop */
     double      status_every_s;   /* seconds between status lines, 0 = none */
     int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
@@ -134,11 +151,14 @@ typedef struct {
                      .lr_warmup_steps = 3,                                                         \
                      .grad_clip = 1.0f,                                                            \
                      .algo = ALGO_DEFAULTS,                                                        \
+                     .reward_min = -LEARNER_REWARD_LIMIT,                                          \
+                     .reward_max = LEARNER_REWARD_LIMIT,                                           \
                      .seed = 1,                                                                    \
                      .max_digits = 3,                                                              \
                      .eval_n = 200,                                                                \
                      .eval_every = 0,                                                              \
                      .ckpt_every = 10,                                                             \
+                     .ckpt_keep = 3,                                                               \
                      .poll_ms = 50,                                                                \
                      .status_every_s = 5.0,                                                        \
                      .chunk_bytes = 0,                                                             \

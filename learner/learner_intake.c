@@ -22,8 +22,9 @@ static void reject_group(Learner *l, WireReason reason, const char *fmt, ...)
     wire_reject_note(wire_sock_rejects(l->s_results), "learner", "scored group", &rej);
 }
 
-/* Checks what wire validation cannot know: the lease's terms. Returns the
- * group's oldest token version, or -1 after counting a rejection. */
+/* Checks what wire validation cannot know: the lease's terms and the
+ * learner's reward range. Returns the group's oldest token version, or -1
+ * after counting a rejection. */
 static int64_t check_group(Learner *l, const Rlhf__ScoredGroup *sg)
 {
     const Rlhf__SampledGroup   *g = sg->group;
@@ -41,6 +42,20 @@ static int64_t check_group(Learner *l, const Rlhf__ScoredGroup *sg)
                      (double)s->temperature, s->top_k, (double)s->top_p, s->max_new_tokens,
                      (double)l->cfg.algo.temperature, l->cfg.max_new_tokens);
         return -1;
+    }
+    /* Wire validation saw finite rewards; a finite one can still be large
+     * enough to overflow the update's float arithmetic (advantages, value
+     * losses), so the learner keeps to its configured range. The slot stays
+     * in flight and is re-issued at its deadline. */
+    for (size_t c = 0; c < sg->n_scores; c++) {
+        float r = sg->scores[c]->reward;
+        if (!(r >= l->cfg.reward_min && r <= l->cfg.reward_max)) {
+            reject_group(l, WIRE_REJ_BAD_VALUE,
+                         "completion %zu: reward %g is outside the valid range [%g, %g] "
+                         "(--reward-min, --reward-max)",
+                         c, (double)r, (double)l->cfg.reward_min, (double)l->cfg.reward_max);
+            return -1;
+        }
     }
     int ids[LEARNER_PROMPT_IDS_MAX];
     int n = learner_task_prompt(l, g->prompt->prompt_id, ids, NULL);

@@ -1,9 +1,10 @@
 /* learner_intake: scored groups on their way into a batch. A group that
  * arrives is checked against what wire validation cannot know (its lease's
  * terms: group size, sampling settings, the prompt's tokens, token versions,
- * sequence length), then given to the lease table, which accepts it (it
- * waits here, in arrival order), drops it as too stale, or calls it a
- * duplicate; a group of another epoch is a duplicate too. A group that does
+ * sequence length; every reward within cfg.reward_min..reward_max), then
+ * given to the lease table, which accepts it (it waits here, in arrival
+ * order), drops it as too stale, or calls it a duplicate; a group of
+ * another epoch is a duplicate too. A group that does
  * not fit is counted as a rejection of the results socket (WIRE_REJ_BAD_VALUE
  * or WIRE_REJ_BAD_SHAPE) and logged. Waiting groups become a batch of
  * trajectories, and each is settled with the lease table once trained,

@@ -6,6 +6,7 @@
 
 #include "common/base/err.h"
 #include "common/base/prog.h"
+#include "common/formats/ckpt.h"
 #include "learner/learner.h"
 
 static const char *const k_algos[] = {"grpo", "ppo", NULL};
@@ -50,6 +51,9 @@ int main(int argc, char **argv)
         FLAG_INT("steps", &cfg.steps, 0, 100000000, "N", "optimizer steps = policy versions"),
         FLAG_INT("ckpt-every", &cfg.ckpt_every, 0, 100000000, "N",
                  "checkpoint every N steps, 0 = only at the end"),
+        FLAG_INT("ckpt-keep", &cfg.ckpt_keep, 1, CKPT_KEEP_MAX, "N",
+                 "checkpoints kept, the newest included (DIR.prev-<n>);\n"
+                 "a start falls back to an older one when the newest is damaged"),
         FLAG_INT("eval-n", &cfg.eval_n, 0, 1000000, "N",
                  "held-out problems evaluated at start and end, 0 = none"),
         FLAG_INT("eval-every", &cfg.eval_every, 0, 100000000, "N",
@@ -66,6 +70,10 @@ int main(int argc, char **argv)
         FLAG_INT("max-staleness", &cfg.max_staleness, 0, 1000, "N",
                  "versions a token may lag; bounds work in flight"),
         FLAG_INT("max-new-tokens", &cfg.max_new_tokens, 1, 1024, "N", "completion length cap"),
+        FLAG_FLOAT("reward-min", &cfg.reward_min, -3e38, 3e38, "X",
+                   "lowest valid reward; a group with one below it is refused"),
+        FLAG_FLOAT("reward-max", &cfg.reward_max, -3e38, 3e38, "X",
+                   "highest valid reward; a group with one above it is refused"),
         FLAG_SECTION("Update:"),
         FLAG_CHOICE("algo", (int *)&a->kind, k_algos, "A", "grpo or ppo"),
         FLAG_FLOAT("lr", &cfg.lr, 0, 1, "X", "AdamW learning rate"),

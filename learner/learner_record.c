@@ -67,7 +67,7 @@ int learner_record_ckpt(Learner *l, bool finished)
                   "max_digits", l->cfg.max_digits);
     CHECK(ts.extra);
     double t0 = progress_now();
-    rc = ckpt_save(l->cfg.ckpt_dir, l->policy, l->tok, &co, &ts);
+    rc = ckpt_save_keep(l->cfg.ckpt_dir, l->cfg.ckpt_keep, l->policy, l->tok, &co, &ts);
     json_decref(ts.extra);
     if (rc == 0 && l->critic) {
         char dir[PATH_MAX + 8];
@@ -76,7 +76,7 @@ int learner_record_ckpt(Learner *l, bool finished)
                                model_num_params(l->critic), optim_step_count(l->critic_opt)};
         CkptTrainerState cts = {.step = l->step, .policy_version = l->version};
         snprintf(cts.run_id, sizeof cts.run_id, "%s", l->run_id);
-        rc = ckpt_save(dir, l->critic, l->tok, &cc, &cts);
+        rc = ckpt_save_keep(dir, l->cfg.ckpt_keep, l->critic, l->tok, &cc, &cts);
     }
     if (rc == 0) {
         l->last_ckpt_step = l->step;

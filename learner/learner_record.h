@@ -17,7 +17,8 @@
 #include "learner/learner_int.h"
 
 /* Saves the checkpoint to cfg.ckpt_dir (and the critic beside it for PPO),
- * marked finished or not; a no-op without ckpt_dir. Returns 0 or an error. */
+ * marked finished or not, keeping the last cfg.ckpt_keep of each
+ * (ckpt_save_keep); a no-op without ckpt_dir. Returns 0 or an error. */
 int learner_record_ckpt(Learner *l, bool finished);
 /* Where the critic's checkpoint lives: "<ckpt_dir>-critic". */
 void learner_record_critic_dir(const Learner *l, char *out, size_t cap);

@@ -47,12 +47,12 @@ static int load_model_dir(const char *dir, Tok **tok, Model **m)
     return rc;
 }
 
-/* Reads the trainer state of a learner checkpoint. Returns 0, 1 if the
+/* Reads the trainer state of learner checkpoint dir. Returns 0, 1 if the
  * checkpoint is a finished run that is not to be resumed, or an error. */
-static int read_resume_state(Learner *l, CkptTrainerState *ts, json_t **lease_state)
+static int read_resume_state(Learner *l, const char *dir, CkptTrainerState *ts,
+                             json_t **lease_state)
 {
-    const char *dir = l->cfg.ckpt_dir;
-    int         rc = ckpt_load_trainer_state(dir, ts);
+    int rc = ckpt_load_trainer_state(dir, ts);
     if (rc) {
         log_error("learner: '%s' holds a checkpoint without a trainer state (%s); refusing to "
                   "resume from or overwrite it",
@@ -97,32 +97,185 @@ static int read_resume_state(Learner *l, CkptTrainerState *ts, json_t **lease_st
     return 0;
 }
 
+/* Whether a load error means the checkpoint's files are damaged (a
+ * checksum, a malformed or truncated file, a missing file, a non-finite
+ * value, an unreadable disk), so an older one may be tried; other errors
+ * (a checkpoint that is not a learner's, a newer format) are the operator's
+ * to look at and stop the start. */
+static bool is_damage(int rc)
+{
+    return rc == ERR_FORMAT || rc == ERR_NONFINITE || rc == ERR_IO || rc == ERR_NOTFOUND ||
+           rc == ERR_RANGE || rc == ERR_AGAIN;
+}
+
+/* Resumes from checkpoint dir: its trainer state, its policy (and char
+ * tokenizer) and its optimizer state, all or nothing. Returns 0, 1 for a
+ * finished run (nothing loaded), or an error with nothing of dir kept. */
+static int try_resume(Learner *l, const char *dir, CkptTrainerState *ts, json_t **lease_state)
+{
+    json_decref(ts->extra);
+    memset(ts, 0, sizeof *ts);
+    json_decref(*lease_state);
+    *lease_state = NULL;
+    l->init_dir[0] = '\0';
+    int rc = read_resume_state(l, dir, ts, lease_state);
+    if (rc) return rc;
+    bool had_tok = l->tok != NULL;
+    if ((rc = load_model_dir(dir, l->bpe ? NULL : &l->tok, &l->policy))) goto fail;
+    size_t      n = model_num_params(l->policy);
+    OptimConfig oc = learner_optim_config(&l->cfg);
+    l->opt = optim_new(&oc, n);
+    int64_t osteps = 0;
+    rc = ckpt_load_optim(dir, optim_state_m(l->opt), optim_state_v(l->opt), n, &osteps);
+    if (rc == ERR_NOTFOUND) {
+        log_warn("learner: no optimizer state in '%s'; moments start at zero", dir);
+        rc = 0;
+    }
+    if (rc) goto fail;
+    optim_set_step_count(l->opt, osteps);
+    return 0;
+fail:
+    optim_free(&l->opt);
+    model_free(&l->policy);
+    if (!had_tok) tok_free(&l->tok);
+    json_decref(*lease_state);
+    *lease_state = NULL;
+    return rc;
+}
+
+/* Resumes from the newest checkpoint of cfg.ckpt_dir's history that loads
+ * whole (see learner.h): damaged newer ones are logged, then set aside once
+ * an older one has loaded. *resume says whether a run is resumed (false: no
+ * checkpoint, or a finished run to start over); from gets its directory.
+ * Returns 0, or an error when none loads or one is refused outright. */
+static int resume_newest_good(Learner *l, CkptTrainerState *ts, json_t **lease_state, char *from,
+                              bool *resume)
+{
+    const char *dir = l->cfg.ckpt_dir;
+    CkptHistory h;
+    *resume = false;
+    int rc = ckpt_history(dir, &h);
+    if (rc || h.n == 0 || !ckpt_exists(dir)) {
+        /* No checkpoint: a fresh run, even beside kept ones of an older run
+         * (removing the checkpoint is how an operator starts over). */
+        if (rc == 0 && h.n > 0)
+            log_warn("learner: no checkpoint at '%s'; starting a fresh run beside %d kept "
+                     "one%s of an earlier run (%s<n>)",
+                     dir, h.n, h.n > 1 ? "s" : "", CKPT_PREV_TAG);
+        ckpt_history_free(&h);
+        return rc;
+    }
+    int k = 0;
+    for (; k < h.n; k++) {
+        rc = try_resume(l, h.dirs[k], ts, lease_state);
+        if (rc >= 0 || !is_damage(rc)) break;
+        log_error("learner: checkpoint '%s' is damaged (%s)%s", h.dirs[k], err_str(rc),
+                  k + 1 < h.n ? "; trying the one before it" : "");
+    }
+    if (rc < 0) {
+        if (is_damage(rc))
+            log_error("learner: none of the %d checkpoint%s of '%s' loads; refusing to start "
+                      "over them (repair or remove them, or use another --ckpt-dir)",
+                      h.n, h.n > 1 ? "s" : "", dir);
+        goto done;
+    }
+    /* The damaged ones go aside; the one that loaded takes the newest's
+     * place (in one exchange with it), so the directory never goes missing. */
+    char aside[PATH_MAX];
+    for (int j = 1; j < k; j++)
+        if (ckpt_set_aside(h.dirs[j], aside) == 0)
+            log_warn("learner: damaged checkpoint '%s' set aside as '%s'", h.dirs[j], aside);
+    snprintf(from, PATH_MAX, "%s", h.dirs[k]);
+    if (k > 0) {
+        if (ckpt_restore(dir, h.dirs[k], aside) == 0) {
+            log_warn("learner: damaged checkpoint '%s' set aside as '%s'", h.dirs[0], aside);
+            snprintf(from, PATH_MAX, "%s", h.dirs[0]);
+        }
+        if (rc == 0)
+            log_warn("learner: RESUMING FROM AN OLDER CHECKPOINT: '%s' (step %" PRId64
+                     ", version %" PRId64 "), because %d newer checkpoint%s did not load; the "
+                     "steps after it are lost; it is '%s' again",
+                     h.dirs[k], ts->step, ts->policy_version, k, k > 1 ? "s" : "", from);
+    }
+    *resume = rc == 0;
+    rc = 0;
+done:
+    ckpt_history_free(&h);
+    return rc;
+}
+
+/* The critic saved with the resumed policy: the newest of the critic's
+ * history whose trainer state has the policy's run id, step and version and
+ * that loads whole. Damaged ones are logged and set aside; without a good
+ * match a new critic (already made from the policy) is kept, logged. */
+static int resume_critic(Learner *l)
+{
+    char dir[PATH_MAX + 8];
+    learner_record_critic_dir(l, dir, sizeof dir);
+    CkptHistory h;
+    int         rc = ckpt_history(dir, &h);
+    if (rc) return rc;
+    int matched = 0;
+    for (int k = 0; k < h.n; k++) {
+        CkptTrainerState cts = {0};
+        bool             same = ckpt_load_trainer_state(h.dirs[k], &cts) == 0 &&
+                    !strcmp(cts.run_id, l->run_id) && cts.step == l->step &&
+                    cts.policy_version == l->version;
+        json_decref(cts.extra);
+        if (!same) continue;
+        matched++;
+        size_t  n = model_num_params(l->critic);
+        int64_t osteps = 0;
+        rc = ckpt_load(h.dirs[k], l->critic);
+        if (rc == 0)
+            rc = ckpt_load_optim(h.dirs[k], optim_state_m(l->critic_opt),
+                                 optim_state_v(l->critic_opt), n, &osteps);
+        if (rc == 0) {
+            optim_set_step_count(l->critic_opt, osteps);
+            if (k > 0) log_warn("learner: critic resumed from '%s'", h.dirs[k]);
+            goto done;
+        }
+        if (!is_damage(rc)) {
+            log_error("learner: cannot resume the critic from '%s'", h.dirs[k]);
+            goto done;
+        }
+        char aside[PATH_MAX];
+        log_error("learner: critic checkpoint '%s' is damaged (%s)", h.dirs[k], err_str(rc));
+        if (ckpt_set_aside(h.dirs[k], aside) == 0)
+            log_warn("learner: damaged critic checkpoint '%s' set aside as '%s'", h.dirs[k], aside);
+    }
+    /* A failed load may have written part of the critic: start it afresh. */
+    Model *fresh = algo_critic_from_policy(l->policy, l->cfg.seed + 17, 0.02f);
+    model_copy_params(l->critic, fresh);
+    model_free(&fresh);
+    memset(optim_state_m(l->critic_opt), 0, model_num_params(l->critic) * sizeof(float));
+    memset(optim_state_v(l->critic_opt), 0, model_num_params(l->critic) * sizeof(float));
+    optim_set_step_count(l->critic_opt, 0);
+    if (matched)
+        log_error("learner: no critic checkpoint beside '%s' loads; a new critic starts from "
+                  "the policy",
+                  l->cfg.ckpt_dir);
+    else
+        log_warn("learner: no critic beside '%s' for step %" PRId64 " of run %s; a new critic "
+                 "starts from the policy",
+                 l->cfg.ckpt_dir, l->step, l->run_id);
+    rc = 0;
+done:
+    ckpt_history_free(&h);
+    return rc;
+}
+
 int learner_setup_models(Learner *l, json_t **lease_state)
 {
     const LearnerConfig *c = &l->cfg;
     int                  rc = 0;
     bool                 resume = false;
     CkptTrainerState     ts = {0};
+    char                 from[PATH_MAX] = "";
     if (c->model_path && (rc = bpe_load(c->model_path, &l->bpe))) return rc;
-    if (c->ckpt_dir && ckpt_exists(c->ckpt_dir)) {
-        rc = read_resume_state(l, &ts, lease_state);
-        if (rc < 0) goto out;
-        resume = rc == 0;
-        rc = 0;
-    }
+    if (c->ckpt_dir && (rc = resume_newest_good(l, &ts, lease_state, from, &resume))) goto out;
     if (resume) {
-        if ((rc = load_model_dir(c->ckpt_dir, l->bpe ? NULL : &l->tok, &l->policy))) goto out;
-        size_t      n = model_num_params(l->policy);
-        OptimConfig oc = learner_optim_config(c);
-        l->opt = optim_new(&oc, n);
-        int64_t osteps = 0;
-        rc = ckpt_load_optim(c->ckpt_dir, optim_state_m(l->opt), optim_state_v(l->opt), n, &osteps);
-        if (rc == ERR_NOTFOUND) {
-            log_warn("learner: no optimizer state in '%s'; moments start at zero", c->ckpt_dir);
-            rc = 0;
-        }
-        if (rc) goto out;
-        optim_set_step_count(l->opt, osteps);
+        size_t n = model_num_params(l->policy);
         /* The reference is the run's initial policy: from --init, else from
          * where the run started; the resumed policy only as a last resort. */
         const char *ref_dir = c->init_dir ? c->init_dir : (l->init_dir[0] ? l->init_dir : NULL);
@@ -151,7 +304,7 @@ int learner_setup_models(Learner *l, json_t **lease_state)
             model_copy_params(l->ref, l->policy);
         }
         log_info("resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch %" PRIu64,
-                 l->run_id, c->ckpt_dir, l->step, l->version, l->epoch);
+                 l->run_id, from, l->step, l->version, l->epoch);
     } else {
         if (c->model_path) {
             if ((rc = gguf_load(c->model_path, LEARNER_GGUF_MAX_SEQ, &l->policy))) goto out;
@@ -187,27 +340,10 @@ int learner_setup_models(Learner *l, json_t **lease_state)
                                : "random init");
     }
     if (c->algo.kind == ALGO_PPO) {
-        char dir[PATH_MAX + 8] = "";
-        if (resume) learner_record_critic_dir(l, dir, sizeof dir);
         l->critic = algo_critic_from_policy(l->policy, c->seed + 17, 0.02f);
         OptimConfig oc = learner_optim_config(c);
         l->critic_opt = optim_new(&oc, model_num_params(l->critic));
-        if (resume && ckpt_exists(dir)) {
-            size_t  n = model_num_params(l->critic);
-            int64_t osteps = 0;
-            rc = ckpt_load(dir, l->critic);
-            if (rc == 0)
-                rc = ckpt_load_optim(dir, optim_state_m(l->critic_opt),
-                                     optim_state_v(l->critic_opt), n, &osteps);
-            if (rc) {
-                log_error("learner: cannot resume the critic from '%s'", dir);
-                goto out;
-            }
-            optim_set_step_count(l->critic_opt, osteps);
-        } else if (resume) {
-            log_warn("learner: no critic beside '%s'; a new critic starts from the policy",
-                     c->ckpt_dir);
-        }
+        if (resume && (rc = resume_critic(l))) goto out;
     }
     rc = learner_task_check(l);
 out:

@@ -4,7 +4,19 @@
  * the reference from --init, from where the run started, or as a last resort
  * the resumed policy; a fresh start takes --model (GGUF), --init or a random
  * init of the configured shape, and a new run id. PPO adds a critic, resumed
- * from beside the checkpoint when it is there.
+ * from beside the checkpoint when one saved with the resumed step is there.
+ *
+ * Damage: the resume takes the newest checkpoint of ckpt_dir's history
+ * (common/formats/ckpt.h: the checkpoint, then the kept "<dir>.prev-<n>")
+ * that loads whole. A damaged one (a checksum that does not match, a
+ * malformed, truncated or missing file, a non-finite value) is logged as an
+ * error and the one before it tried; once one loads, the damaged ones are
+ * set aside ("<dir>.damaged-<n>"), the one that loaded is put back at
+ * ckpt_dir (ckpt_restore: one atomic exchange with the damaged newest) and
+ * a warning names it. If none loads the start fails: a fresh run is never
+ * started over them. No checkpoint at ckpt_dir itself means a fresh run.
+ * The critic follows the policy: its newest checkpoint with the policy's run
+ * id, step and version that loads; without one it starts afresh (logged).
  *
  * Ownership: fills the Learner, which owns what is loaded. Threading: the
  * Learner's thread, before any socket opens. Errors: logged, an ERR_* is

@@ -34,6 +34,71 @@ int learner_train_evaluate(Learner *l, double *acc, double *reward)
     return 0;
 }
 
+/* What an update changes: the policy's parameters, optimizer moments and
+ * step count, and the critic's (PPO). A copy is taken before an update that
+ * may take more than one optimizer step, so that a failure part-way through
+ * (PPO's policy step applied, then the critic's gradient not finite; a later
+ * minibatch's gradient not finite) is undone whole. */
+typedef struct {
+    float  *block;    /* the copies, one allocation: per model params, m, v */
+    int64_t steps[2]; /* optimizer step counts, policy and critic */
+} TrainUndo;
+
+/* The models and optimizers an update changes: the policy, and the critic
+ * for PPO (NULL otherwise). */
+static int train_models(Learner *l, Model *mods[2], Optim *opts[2])
+{
+    mods[0] = l->policy;
+    opts[0] = l->opt;
+    mods[1] = l->critic;
+    opts[1] = l->critic_opt;
+    return l->critic ? 2 : 1;
+}
+
+/* True when algo_step takes one optimizer step, which optim_step's contract
+ * makes all or nothing: a non-finite gradient changes nothing. */
+static bool is_single_step(const Learner *l, int n)
+{
+    const AlgoConfig *a = &l->cfg.algo;
+    return a->kind != ALGO_PPO && a->epochs == 1 &&
+           (a->minibatch_size == 0 || a->minibatch_size >= n);
+}
+
+static void undo_save(Learner *l, TrainUndo *u)
+{
+    Model *mods[2];
+    Optim *opts[2];
+    int    k = train_models(l, mods, opts);
+    size_t total = 0;
+    for (int i = 0; i < k; i++) total += 3 * model_num_params(mods[i]);
+    u->block = xmalloc(total * sizeof(float));
+    float *p = u->block;
+    for (int i = 0; i < k; i++) {
+        size_t n = model_num_params(mods[i]);
+        memcpy(p, model_params(mods[i]), n * sizeof(float));
+        memcpy(p + n, optim_state_m(opts[i]), n * sizeof(float));
+        memcpy(p + 2 * n, optim_state_v(opts[i]), n * sizeof(float));
+        u->steps[i] = optim_step_count(opts[i]);
+        p += 3 * n;
+    }
+}
+
+static void undo_restore(Learner *l, const TrainUndo *u)
+{
+    Model       *mods[2];
+    Optim       *opts[2];
+    int          k = train_models(l, mods, opts);
+    const float *p = u->block;
+    for (int i = 0; i < k; i++) {
+        size_t n = model_num_params(mods[i]);
+        memcpy(model_params(mods[i]), p, n * sizeof(float));
+        memcpy(optim_state_m(opts[i]), p + n, n * sizeof(float));
+        memcpy(optim_state_v(opts[i]), p + 2 * n, n * sizeof(float));
+        optim_set_step_count(opts[i], u->steps[i]);
+        p += 3 * n;
+    }
+}
+
 int learner_train_step(Learner *l)
 {
     learner_intake_drop_stale(l);
@@ -43,15 +108,33 @@ int learner_train_step(Learner *l)
     int              n = learner_intake_build_batch(l, B, &bi);
     AlgoStats        st;
     memset(&st, 0, sizeof st);
+    TrainUndo undo = {0};
+    bool      single = is_single_step(l, n);
+    if (!single) undo_save(l, &undo);
     double t0 = progress_now();
     int    rc = algo_step(l->algo, l->traj, n, l->version, &st);
     double dt = progress_now() - t0;
-    bool   stepped = rc == 0 || st.n_opt_steps > 0;
-    if (rc)
-        log_error("learner: update at version %" PRId64 " failed (%s) after %d optimizer steps",
-                  l->version, err_str(rc), st.n_opt_steps);
-    learner_intake_settle(l, B, stepped ? LEASE_OUT_TRAINED : LEASE_OUT_FAILED);
-    if (!stepped) return 0;
+    /* An update whose loss or gradient norm is not finite failed, even if
+     * algo_step took some of its optimizer steps: they are undone, so the
+     * policy, the critic and both optimizers are as before it. A single
+     * step that failed changed nothing (optim_step's contract). */
+    bool ppo = l->cfg.algo.kind == ALGO_PPO;
+    bool finite =
+        isfinite(st.loss) && isfinite(st.grad_norm) && (!ppo || isfinite(st.critic_grad_norm));
+    bool failed = rc != 0 || (!single && !finite);
+    if (failed) {
+        log_error("learner: update at version %" PRId64
+                  " failed (%s; loss %g, gradient norm %g%s%g) "
+                  "after %d optimizer steps; %s, its %d groups counted failed",
+                  l->version, rc ? err_str(rc) : "not finite", st.loss, st.grad_norm,
+                  ppo ? ", critic's " : "", ppo ? st.critic_grad_norm : 0.0, st.n_opt_steps,
+                  single ? "nothing was changed" : "policy, critic and optimizers restored", B);
+        if (!single) undo_restore(l, &undo);
+        CHECK(!single || st.n_opt_steps == 0);
+    }
+    free(undo.block);
+    learner_intake_settle(l, B, failed ? LEASE_OUT_FAILED : LEASE_OUT_TRAINED);
+    if (failed) return 0;
     l->version++;
     l->step++;
     l->samples_total += (uint64_t)bi.n_samples;

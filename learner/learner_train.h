@@ -5,10 +5,19 @@
  * records the step's metrics. The evaluation scores greedy completions of
  * eval_n held-out problems of the learner's task.
  *
+ * An update either happens whole or not at all. One that fails (algo_step's
+ * error, or a loss or gradient norm that is not finite) takes no step: the
+ * policy, the critic and both optimizers' moments and step counts are as
+ * before it, the version does not move, and its groups are settled as
+ * failed (the lease identity counts them under `failed`). An update of one
+ * optimizer step is all or nothing by optim_step's contract (a non-finite
+ * gradient changes nothing); before one that may take several (PPO's policy
+ * and critic steps, several epochs or minibatches) a copy of what it
+ * changes is kept and put back on failure.
+ *
  * Ownership: works on the Learner's models and waiting groups. Threading:
  * the Learner's thread. Errors: a failed update is logged and its groups
- * settled as failed (or trained, when some optimizer steps were taken);
- * learner_train_evaluate returns the evaluator's error. */
+ * settled as failed; learner_train_evaluate returns the evaluator's error. */
 #ifndef RLHF_LEARNER_TRAIN_H
 #define RLHF_LEARNER_TRAIN_H
 

@@ -1,5 +1,6 @@
 /* reward's self-test: the server in this process between a fake actor and a
- * fake learner, with good groups and one bad group per reject reason. */
+ * fake learner, with good groups and one bad group per reject reason (a
+ * prompt without a task among them: refused, not scored by a default). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -188,7 +189,7 @@ int reward_selftest(bool verbose)
     WireSock *actor = wire_sock_new(zctx, ZMQ_PUSH, "actor", NULL);
     CHECK(actor && wire_connect(actor, reward_samples_endpoint(r)) == 0);
 
-    /* 5 good groups, 6 bad ones, then one more good group. */
+    /* 5 good groups, 7 bad ones, then one more good group. */
     enum { N_GOOD = 6 };
     RtGroup *t = xmalloc(sizeof *t);
     double   t0 = progress_now();
@@ -213,6 +214,9 @@ int reward_selftest(bool verbose)
     wire_send(actor, &t->g.base, 0);
     rt_group(t, tok, 0, N_GOOD);
     t->prompt.answer = (char *)""; /* arith cannot verify it */
+    wire_send(actor, &t->g.base, 0);
+    rt_group(t, tok, 0, N_GOOD);
+    t->prompt.task = (char *)""; /* no task: refused, not scored by a default scorer */
     wire_send(actor, &t->g.base, 0);
     rt_group(t, tok, N_GOOD - 1, N_GOOD);
     wire_send(actor, &t->g.base, 0);
@@ -242,7 +246,7 @@ int reward_selftest(bool verbose)
     RewardStats st;
     for (int i = 0; i < 100; i++) {
         reward_stats(r, &st);
-        if (st.rejects_total >= 6) break;
+        if (st.rejects_total >= 7) break;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -254,18 +258,20 @@ int reward_selftest(bool verbose)
     reward_status_line(r, line, sizeof line); /* the run thread is gone: this thread's turn */
     if (verbose) printf("  reward: %d groups back in %.1f ms; %s\n", got, 1e3 * dt, line);
     EXPECT(st.groups_scored == N_GOOD && st.completions_scored == N_GOOD * RT_G &&
-               st.groups_received == N_GOOD + 6 && st.groups_unsent == 0,
+               st.groups_received == N_GOOD + 7 && st.groups_unsent == 0,
            "stats: scored %llu (%llu completions), received %llu, unsent %llu; "
            "expected %d (%d), %d, 0",
            (unsigned long long)st.groups_scored, (unsigned long long)st.completions_scored,
            (unsigned long long)st.groups_received, (unsigned long long)st.groups_unsent, N_GOOD,
-           N_GOOD * RT_G, N_GOOD + 6);
+           N_GOOD * RT_G, N_GOOD + 7);
     EXPECT(st.rejects[WIRE_REJ_GARBAGE] == 1 && st.rejects[WIRE_REJ_BAD_TOKENS] == 1 &&
                st.rejects[WIRE_REJ_NONFINITE] == 1 && st.rejects[WIRE_REJ_UNKNOWN] == 1 &&
                st.rejects[WIRE_REJ_BAD_VERSION] == 1 && st.rejects[WIRE_REJ_BAD_VALUE] == 1 &&
-               st.rejects_total == 6,
-           "rejects by reason: %llu in all, expected one of each of 6 reasons",
-           (unsigned long long)st.rejects_total);
+               st.rejects[WIRE_REJ_BAD_SHAPE] == 1 && st.rejects_total == 7,
+           "rejects by reason: %llu in all (bad_shape %llu: the empty task), expected one of "
+           "each of 7 reasons",
+           (unsigned long long)st.rejects_total,
+           (unsigned long long)st.rejects[WIRE_REJ_BAD_SHAPE]);
     EXPECT(strstr(line, "scored 6 groups (24 completions)") && strstr(line, "bad_tokens=1"),
            "status line '%s', expected 'scored 6 groups (24 completions)' and "
            "'bad_tokens=1'",

@@ -70,7 +70,7 @@ int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void
 
 const Scorer *scorer_find(const ScorerRegistry *r, const char *name)
 {
-    if (!name || !name[0]) name = SCORER_DEFAULT;
+    if (!name || !name[0]) return NULL; /* no default: a task must be named */
     for (int i = 0; i < r->n; i++)
         if (!strcmp(r->scorers[i].name, name)) return &r->scorers[i];
     return NULL;

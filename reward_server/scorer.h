@@ -23,7 +23,6 @@
 #define SCORER_NAME_MAX 32      /* bytes of a scorer or component name, NUL included */
 #define SCORER_MAX_COMPONENTS 8 /* named components one result may carry */
 #define SCORER_MAX 16           /* scorers in one registry */
-#define SCORER_DEFAULT "arith"  /* the scorer for prompts whose task is empty */
 
 typedef struct {
     const char *prompt;       /* prompt text, special tokens removed */
@@ -58,7 +57,8 @@ void            scorer_registry_free(ScorerRegistry **r);
 /* Adds fn under name (1..SCORER_NAME_MAX-1 bytes of [a-z0-9_-]). Returns 0,
  * or ERR_ARG (logged) for a bad or duplicate name or a full registry. */
 int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void *opts);
-/* The scorer of that name, or NULL. An empty name means SCORER_DEFAULT. */
+/* The scorer of that name, or NULL (also for an empty name: a prompt
+ * must name its task; none is scored by a default). */
 const Scorer *scorer_find(const ScorerRegistry *r, const char *name);
 const char   *scorer_name(const Scorer *s);
 /* Writes the registered names, comma-separated, into buf. */

@@ -611,6 +611,51 @@ out:
     free(saved[1]);
 }
 
+/* `make` with no target must be `make all` (issue 8, finding 6: the first
+ * rule was a program's, so plain `make` built only rlhf-sft and skipped
+ * deps). Compared by what make would do (-n, nothing run) in a fresh build
+ * directory: the same commands, installing the dependencies and linking
+ * every program registered in the Makefile. */
+static void test_default_goal(void)
+{
+    char build[PATH_MAX], cmd[3 * PATH_MAX];
+    char src[PATH_MAX];
+    if (!realpath(g_src, src)) snprintf(src, sizeof src, "%s", g_src);
+    testfs_path(build, sizeof build, "%s/make-n", g_tmp);
+    ProcResult  r[2];
+    const char *goals[2] = {"", "all"};
+    for (int i = 0; i < 2; i++) {
+        /* Without the caller's make variables: `make test` runs this test. */
+        testfs_path(cmd, sizeof cmd,
+                    "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -n --no-print-directory -C '%s' "
+                    "BUILD='%s' %s",
+                    src, build, goals[i]);
+        const char *const argv[] = {"sh", "-c", cmd, NULL};
+        int               rc = proc_run("/bin/sh", argv, NULL, CLI_TIMEOUT_S, &r[i]);
+        EXPECT_RUN(rc == 0 && r[i].status == 0, &r[i], "'%s' failed", cmd);
+    }
+    EXPECT_RUN(!strcmp(r[0].out, r[1].out), &r[0],
+               "`make -n` and `make -n all` differ (%zu and %zu bytes of commands): plain make "
+               "is not make all",
+               strlen(r[0].out), strlen(r[1].out));
+    bool    deps = strstr(r[0].out, "install-deps.sh") != NULL;
+    CliProg progs[CLI_MAX_PROGS];
+    int     n = find_programs(progs, CLI_MAX_PROGS), linked = 0;
+    for (int i = 0; i < n; i++) {
+        char want[PATH_MAX + 80];
+        testfs_path(want, sizeof want, "-o %s/%s ", build, progs[i].name);
+        linked += strstr(r[0].out, want) != NULL;
+    }
+    EXPECT_RUN(deps && n > 0 && linked == n, &r[0],
+               "plain `make` runs deps (%s) and links %d of the %d programs", deps ? "yes" : "no",
+               linked, n);
+    if (g_verbose)
+        printf("  cli: plain make = make all: %zu bytes of commands, deps, %d programs linked\n",
+               strlen(r[0].out), linked);
+    proc_result_free(&r[0]);
+    proc_result_free(&r[1]);
+}
+
 static void find_dirs(void)
 {
     proc_build_dir(g_build, sizeof g_build);
@@ -632,6 +677,7 @@ int cli_selftest(bool verbose)
     if (verbose)
         printf("  cli: programs in '%s', sources in '%s', temp '%s'\n", g_build, g_src, g_tmp);
     test_help_and_bad_flags();
+    test_default_goal();
     test_gen();
     EXPECT(testfs_tmpdir_remove(g_tmp) == 0, "cannot remove '%s'", g_tmp);
     return expect_end();

@@ -73,6 +73,11 @@ int scorer_selftest(bool verbose);
 int reward_selftest(bool verbose);
 int lease_selftest(bool verbose);
 int learner_selftest(bool verbose);
+/* Issue 8, finding 5: a reward outside --reward-min/--reward-max (3e38) is
+ * refused on the results socket and counted; an update whose gradient is
+ * not finite (PPO's critic on that reward) takes no step at all and its
+ * groups count as failed, the lease identity intact. */
+int learner_train_selftest(bool verbose);
 int chat_smollm2_selftest(bool verbose);
 int algo_selftest(bool verbose);
 /* kill -9 of one of two actors while it holds a lease: the lease is
@@ -112,6 +117,13 @@ int cluster_metrics_selftest(bool verbose);
  * the training; a keyed but hostile client is refused frame by frame as in
  * cluster_hostile; a non-loopback bind without keys is refused. */
 int cluster_auth_selftest(bool verbose);
+/* Issue 8, findings 4 and 7, with the real rlhf-learner: 4096 floats of the
+ * newest model.safetensors set to 1000.0 are refused (file and tensor
+ * named), the checkpoint set aside and the previous one resumed (logged
+ * loudly, its weights bit for bit); with every kept one damaged the start
+ * is refused; a checkpoint directory that is a symbolic link resumes and
+ * saves through the link. */
+int resume_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -168,6 +180,7 @@ int cli_selftest(bool verbose);
     X(reward, reward_selftest)                                                                     \
     X(lease, lease_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
+    X(learner_train, learner_train_selftest)                                                       \
     X(chat_smollm2, chat_smollm2_selftest)                                                         \
     X(algo, algo_selftest)                                                                         \
     X(fault_actor, cluster_fault_actor_selftest)                                                   \
@@ -176,6 +189,7 @@ int cli_selftest(bool verbose);
     X(hostile, cluster_hostile_selftest)                                                           \
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
+    X(resume, resume_selftest)                                                                     \
     X(cli, cli_selftest)
 
 #endif

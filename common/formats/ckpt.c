@@ -65,6 +65,92 @@ void ckpt_join(char *out, const char *dir, const char *name)
     CHECK(n > 0 && n < PATH_MAX);
 }
 
+/* Follows dir while it is a symbolic link (up to 8 links), into out
+ * (PATH_MAX bytes): the target of the last link, which may not exist yet.
+ * A relative target is taken from the link's directory. A path that is no
+ * link is copied as it is. */
+static int resolve_dir(const char *fn, const char *dir, char *out)
+{
+    char cur[PATH_MAX], target[PATH_MAX];
+    if (snprintf(cur, sizeof cur, "%s", dir) >= (int)sizeof cur) {
+        log_error("%s: checkpoint directory '%.200s...' is too long", fn, dir);
+        return ERR_ARG;
+    }
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) break;
+        if (hops == 8) {
+            log_error("%s: '%s': more than 8 symbolic links to follow", fn, dir);
+            return ERR_ARG;
+        }
+        ssize_t k = readlink(cur, target, sizeof target - 1);
+        if (k < 0) {
+            log_error("%s: readlink '%s': %s", fn, cur, strerror(errno));
+            return ERR_IO;
+        }
+        target[k] = '\0';
+        /* Trailing slashes would make the link's own name the base below. */
+        size_t n = strlen(cur);
+        while (n > 1 && cur[n - 1] == '/') cur[--n] = '\0';
+        char *slash = strrchr(cur, '/');
+        int   len = target[0] == '/' || !slash
+                        ? snprintf(out, PATH_MAX, "%s", target)
+                        : snprintf(out, PATH_MAX, "%.*s/%s", (int)(slash - cur), cur, target);
+        if (len < 0 || len >= PATH_MAX - 64) {
+            log_error("%s: '%s' links to a path that is too long", fn, cur);
+            return ERR_ARG;
+        }
+        memcpy(cur, out, (size_t)len + 1);
+    }
+    memcpy(out, cur, strlen(cur) + 1);
+    return 0;
+}
+
+/* Sequence numbers of the siblings "<base><tag><n>" in parent, largest
+ * first, into *out (caller frees, NULL when none). Returns the count, or
+ * ERR_IO (logged) when parent cannot be read. */
+static int list_tagged(const char *fn, const char *parent, const char *base, const char *tag,
+                       uint64_t **out)
+{
+    *out = NULL;
+    DIR *d = opendir(parent);
+    if (!d) {
+        log_error("%s: opendir '%s': %s", fn, parent, strerror(errno));
+        return ERR_IO;
+    }
+    size_t         nb = strlen(base), nt = strlen(tag);
+    int            n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (strncmp(s, base, nb) || strncmp(s + nb, tag, nt)) continue;
+        const char *digits = s + nb + nt;
+        size_t      k = strspn(digits, "0123456789");
+        if (k == 0 || k > 18 || digits[k]) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            *out = xrealloc(*out, sizeof **out * (size_t)cap);
+        }
+        (*out)[n++] = strtoull(digits, NULL, 10);
+    }
+    closedir(d);                /* read-only handle */
+    for (int i = 1; i < n; i++) /* insertion sort, descending: a handful of entries */
+        for (int j = i; j > 0 && (*out)[j - 1] < (*out)[j]; j--) {
+            uint64_t t = (*out)[j];
+            (*out)[j] = (*out)[j - 1];
+            (*out)[j - 1] = t;
+        }
+    return n;
+}
+
+/* parent/base + tag + seq into out (PATH_MAX bytes; bounded by split_dir). */
+static void tagged_path(char *out, const char *parent, const char *base, const char *tag,
+                        uint64_t seq)
+{
+    int n = snprintf(out, PATH_MAX, "%s/%s%s%llu", parent, base, tag, (unsigned long long)seq);
+    CHECK(n > 0 && n < PATH_MAX);
+}
+
 static bool is_ckpt_file(const char *name)
 {
     for (size_t i = 0; i < sizeof k_ckpt_files / sizeof k_ckpt_files[0]; i++)
@@ -131,6 +217,42 @@ static void remove_old_dir(const char *dir)
     if (rmdir(dir) != 0)
         log_warn("ckpt_save: old checkpoint directory '%s' left in place: %s", dir,
                  strerror(errno));
+}
+
+/* Keeps the replaced checkpoint old as the newest "<base>.prev-<n>" (keep
+ * > 1; else deletes it), then deletes the kept ones beyond keep - 1. The
+ * new checkpoint is already in place, so nothing here fails the save. */
+static void keep_old(const char *old, const char *parent, const char *base, int keep)
+{
+    char      path[PATH_MAX];
+    uint64_t *seq = NULL;
+    int       n = list_tagged("ckpt_save", parent, base, CKPT_PREV_TAG, &seq);
+    if (old[0]) {
+        bool kept = false;
+        if (keep > 1 && n >= 0) {
+            tagged_path(path, parent, base, CKPT_PREV_TAG, n > 0 ? seq[0] + 1 : 1);
+            kept = rename(old, path) == 0;
+            if (!kept)
+                log_warn("ckpt_save: could not keep the previous checkpoint as '%s': %s; "
+                         "deleting it",
+                         path, strerror(errno));
+            else
+                log_info("ckpt_save: kept the previous checkpoint as '%s'", path);
+        }
+        if (!kept) remove_old_dir(old);
+        if (kept) {
+            free(seq);
+            n = list_tagged("ckpt_save", parent, base, CKPT_PREV_TAG, &seq);
+        }
+    }
+    for (int i = keep - 1; i < n; i++) {
+        if (i < 0) continue;
+        tagged_path(path, parent, base, CKPT_PREV_TAG, seq[i]);
+        log_info("ckpt_save: dropping '%s' (keeping the last %d checkpoint%s)", path, keep,
+                 keep > 1 ? "s" : "");
+        remove_old_dir(path);
+    }
+    free(seq);
 }
 
 /* ---- writing ----------------------------------------------------------- */
@@ -249,15 +371,22 @@ static int swap_in(const char *tmp, const char *dir, const char *parent, const c
     return 0;
 }
 
-int ckpt_save(const char *dir_in, Model *m, const Tok *tok, const CkptOptim *opt,
-              const CkptTrainerState *ts)
+/* keep 0: the replaced checkpoint is deleted and kept ones are left alone
+ * (ckpt_save); 1..CKPT_KEEP_MAX: as ckpt_save_keep. */
+static int save(const char *dir_in, int keep, Model *m, const Tok *tok, const CkptOptim *opt,
+                const CkptTrainerState *ts)
 {
     CHECK(dir_in && m);
     const ModelConfig *cfg = model_config(m);
     char               dir[PATH_MAX], parent[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX];
-    char               old[PATH_MAX];
+    char               old[PATH_MAX], target[PATH_MAX];
     const char        *base = NULL;
-    int                rc = split_dir("ckpt_save", dir_in, dir, parent, &base);
+    if (keep < 0 || keep > CKPT_KEEP_MAX) {
+        log_error("ckpt_save: '%s': keep %d, expected 1..%d", dir_in, keep, CKPT_KEEP_MAX);
+        return ERR_ARG;
+    }
+    int rc = resolve_dir("ckpt_save", dir_in, target);
+    if (rc == 0) rc = split_dir("ckpt_save", target, dir, parent, &base);
     if (rc != 0) return rc;
     if (opt) {
         CHECK(opt->exp_avg && opt->exp_avg_sq);
@@ -324,19 +453,147 @@ int ckpt_save(const char *dir_in, Model *m, const Tok *tok, const CkptOptim *opt
     if ((rc = swap_in(tmp, dir, parent, base, exists, old)) != 0) goto remove_tmp;
     /* The swap is durable only once the parent directory is on disk. */
     rc = fileio_fsync_dir(parent);
-    if (old[0]) remove_old_dir(old);
+    if (keep == 0 && old[0]) remove_old_dir(old);
+    if (keep > 0) {
+        keep_old(old, parent, base, keep);
+        if (fileio_fsync_dir(parent) != 0)
+            log_warn("ckpt_save: '%s': the kept checkpoints' names may not survive a crash",
+                     parent);
+    }
     if (old[0] && strcmp(old, tmp) != 0) {
         /* Two-step fallback: old was holder/old; drop the holder too. */
         char *slash = strrchr(old, '/');
         *slash = '\0';
         rmdir(old); /* empty by now unless remove_old_dir warned */
     }
-    if (rc == 0) log_info("ckpt_save: wrote '%s' (save %s)", dir, save_id);
+    if (rc == 0 && strcmp(dir_in, dir) != 0)
+        log_info("ckpt_save: wrote '%s', the target of the link '%s' (save %s)", dir, dir_in,
+                 save_id);
+    else if (rc == 0)
+        log_info("ckpt_save: wrote '%s' (save %s)", dir, save_id);
     return rc;
 remove_tmp:
     /* tmp is our private directory, so removing all of it is safe. */
     fileio_remove_tree(tmp);
     return rc;
+}
+
+int ckpt_save(const char *dir, Model *m, const Tok *tok, const CkptOptim *opt,
+              const CkptTrainerState *ts)
+{
+    return save(dir, 0, m, tok, opt, ts);
+}
+
+int ckpt_save_keep(const char *dir, int keep, Model *m, const Tok *tok, const CkptOptim *opt,
+                   const CkptTrainerState *ts)
+{
+    if (keep < 1) {
+        log_error("ckpt_save: '%s': keep %d, expected 1..%d", dir, keep, CKPT_KEEP_MAX);
+        return ERR_ARG;
+    }
+    return save(dir, keep, m, tok, opt, ts);
+}
+
+int ckpt_history(const char *dir_in, CkptHistory *h)
+{
+    CHECK(dir_in && h);
+    memset(h, 0, sizeof *h);
+    char        target[PATH_MAX], dir[PATH_MAX], parent[PATH_MAX], path[PATH_MAX];
+    const char *base = NULL;
+    int         rc = resolve_dir("ckpt_history", dir_in, target);
+    if (rc == 0) rc = split_dir("ckpt_history", target, dir, parent, &base);
+    if (rc != 0) return rc;
+    uint64_t   *seq = NULL;
+    int         n = 0;
+    struct stat st;
+    /* A missing parent holds no checkpoints; anything else unreadable is an error. */
+    if (stat(parent, &st) == 0 &&
+        (n = list_tagged("ckpt_history", parent, base, CKPT_PREV_TAG, &seq)) < 0)
+        return n;
+    h->dirs = xcalloc((size_t)n + 1, sizeof *h->dirs);
+    if (ckpt_exists(dir)) h->dirs[h->n++] = xstrdup(dir);
+    for (int i = 0; i < n; i++) {
+        tagged_path(path, parent, base, CKPT_PREV_TAG, seq[i]);
+        if (ckpt_exists(path)) h->dirs[h->n++] = xstrdup(path);
+    }
+    free(seq);
+    return 0;
+}
+
+void ckpt_history_free(CkptHistory *h)
+{
+    if (!h) return;
+    for (int i = 0; i < h->n; i++) free(h->dirs[i]);
+    free(h->dirs);
+    memset(h, 0, sizeof *h);
+}
+
+int ckpt_set_aside(const char *dir_in, char *out)
+{
+    CHECK(dir_in && out);
+    out[0] = '\0';
+    char        target[PATH_MAX], dir[PATH_MAX], parent[PATH_MAX];
+    const char *base = NULL;
+    int         rc = resolve_dir("ckpt_set_aside", dir_in, target);
+    if (rc == 0) rc = split_dir("ckpt_set_aside", target, dir, parent, &base);
+    if (rc != 0) return rc;
+    uint64_t *seq = NULL;
+    int       n = list_tagged("ckpt_set_aside", parent, base, CKPT_DAMAGED_TAG, &seq);
+    if (n < 0) return n;
+    tagged_path(out, parent, base, CKPT_DAMAGED_TAG, n > 0 ? seq[0] + 1 : 1);
+    free(seq);
+    if (rename(dir, out) != 0) {
+        log_error("ckpt_set_aside: rename '%s' -> '%s': %s", dir, out, strerror(errno));
+        out[0] = '\0';
+        return ERR_IO;
+    }
+    return fileio_fsync_dir(parent);
+}
+
+int ckpt_restore(const char *dir_in, const char *from, char *aside)
+{
+    CHECK(dir_in && from && aside);
+    aside[0] = '\0';
+    char        target[PATH_MAX], dir[PATH_MAX], parent[PATH_MAX];
+    const char *base = NULL;
+    int         rc = resolve_dir("ckpt_restore", dir_in, target);
+    if (rc == 0) rc = split_dir("ckpt_restore", target, dir, parent, &base);
+    if (rc != 0) return rc;
+    struct stat st;
+    if (lstat(dir, &st) != 0) { /* nothing to set aside */
+        if (rename(from, dir) != 0) {
+            log_error("ckpt_restore: rename '%s' -> '%s': %s", from, dir, strerror(errno));
+            return ERR_IO;
+        }
+        return fileio_fsync_dir(parent);
+    }
+    uint64_t *seq = NULL;
+    int       n = list_tagged("ckpt_restore", parent, base, CKPT_DAMAGED_TAG, &seq);
+    if (n < 0) return n;
+    tagged_path(aside, parent, base, CKPT_DAMAGED_TAG, n > 0 ? seq[0] + 1 : 1);
+    free(seq);
+    /* One step: dir holds the kept checkpoint, from the damaged one; then
+     * the damaged one moves on to its own name. A crash in between leaves
+     * it among the kept ones, where the next fallback finds it damaged. */
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        if (rename(from, aside) != 0) {
+            log_error("ckpt_restore: rename '%s' -> '%s': %s", from, aside, strerror(errno));
+            aside[0] = '\0';
+            return ERR_IO;
+        }
+        return fileio_fsync_dir(parent);
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+        log_error("ckpt_restore: exchange '%s' <-> '%s': %s", from, dir, strerror(errno));
+        aside[0] = '\0';
+        return ERR_IO;
+    }
+    if (rename(dir, aside) != 0 || rename(from, dir) != 0) {
+        log_error("ckpt_restore: moving '%s' aside and '%s' into its place: %s", dir, from,
+                  strerror(errno));
+        return ERR_IO;
+    }
+    return fileio_fsync_dir(parent);
 }
 
 bool ckpt_exists(const char *dir)
@@ -484,6 +741,10 @@ int ckpt_load(const char *dir, Model *m)
         goto close_file;
     }
     if ((rc = check_tensors(wpath, f, m)) != 0) goto close_file;
+    if (!st_has_checksums(f))
+        log_warn("ckpt_load: '%s' records no tensor checksums (saved before they existed, or by "
+                 "another tool): loading it unverified",
+                 wpath);
     for (int i = 0; i < model_num_tensors(m) && rc == 0; i++) {
         ModelTensor mt;
         model_tensor(m, i, &mt);
@@ -528,6 +789,10 @@ int ckpt_load_optim(const char *dir, float *exp_avg, float *exp_avg_sq, size_t n
         goto close_file;
     }
     *step = v;
+    if (!st_has_checksums(f))
+        log_warn("ckpt_load_optim: '%s' records no checksums (saved before they existed): "
+                 "loading it unverified",
+                 path);
     const char *names[2] = {"exp_avg", "exp_avg_sq"};
     float      *dst[2] = {exp_avg, exp_avg_sq};
     if (st_count(f) != 2) {

@@ -25,6 +25,27 @@
  * A target that exists must look like a checkpoint (only the files above),
  * so a wrong path can never delete unrelated data.
  *
+ * Integrity: the tensors of model.safetensors and optimizer.safetensors
+ * carry XXH3-64 checksums in the files' metadata (common/formats/
+ * safetensors.h), verified as they are read: a damaged tensor is refused
+ * with ERR_FORMAT naming the file and the tensor. A checkpoint saved before
+ * the checksums existed loads unverified, with a warning.
+ *
+ * History (ckpt_save_keep): instead of deleting the checkpoint it replaces,
+ * a save may keep it beside the new one as "<dir>.prev-<n>", n one more than
+ * any kept before, and drop the oldest beyond the last `keep` checkpoints
+ * (the new one included). ckpt_history lists the checkpoint and its kept
+ * predecessors newest first, for a loader that falls back when the newest
+ * is damaged; ckpt_set_aside renames a damaged one to "<dir>.damaged-<n>",
+ * where neither loaders nor the pruning look, so it stays for inspection;
+ * ckpt_restore puts a kept one back at dir, setting aside the damaged one
+ * there in the same atomic exchange, so dir never goes missing.
+ *
+ * Symbolic links: a dir that is a symbolic link (to a directory, or to a
+ * path that does not exist yet) is followed, so saves replace, keep and set
+ * aside at the link's target, beside it, and the link keeps naming the
+ * newest checkpoint.
+ *
  * Each loader opens its file once, so it reads one consistent version even
  * while a save replaces the directory. Every save draws a random save id
  * and writes it into config.json ("rlhf_save_id") and into the metadata of
@@ -54,7 +75,10 @@
 #define CKPT_STATE_FILE "trainer_state.json"
 /* Written as "rlhf_format_version"; loaders refuse newer versions. */
 #define CKPT_FORMAT_VERSION 1
-#define CKPT_RUN_ID_MAX 64 /* bytes of CkptTrainerState.run_id, NUL included */
+#define CKPT_RUN_ID_MAX 64           /* bytes of CkptTrainerState.run_id, NUL included */
+#define CKPT_KEEP_MAX 1000           /* checkpoints ckpt_save_keep may keep */
+#define CKPT_PREV_TAG ".prev-"       /* "<dir>.prev-<n>": a kept predecessor */
+#define CKPT_DAMAGED_TAG ".damaged-" /* "<dir>.damaged-<n>": set aside by ckpt_set_aside */
 
 /* Optimizer moments parallel to model_params, borrowed. */
 typedef struct {
@@ -85,6 +109,41 @@ typedef struct {
 int ckpt_save(const char *dir, Model *m, const Tok *tok, const CkptOptim *opt,
               const CkptTrainerState *ts);
 
+/* ckpt_save that keeps the replaced checkpoint as "<dir>.prev-<n>" and
+ * deletes the oldest kept ones beyond the last `keep` checkpoints, the new
+ * one included (1..CKPT_KEEP_MAX; 1 keeps only the new one and removes every
+ * predecessor). Kept ones are renamed, never copied. Errors as ckpt_save,
+ * plus ERR_ARG for keep out of range; a failure to keep or to drop an old
+ * one is logged as a warning and does not fail the save. */
+int ckpt_save_keep(const char *dir, int keep, Model *m, const Tok *tok, const CkptOptim *opt,
+                   const CkptTrainerState *ts);
+
+/* Checkpoint directories of dir, newest first: dir itself if it holds a
+ * checkpoint, then its kept predecessors by decreasing n (symbolic links
+ * followed as described at the top). */
+typedef struct {
+    char **dirs; /* (n) paths, owned */
+    int    n;
+} CkptHistory;
+
+/* Fills h (release with ckpt_history_free); an empty list is not an error.
+ * Returns 0; ERR_ARG for a bad dir; ERR_IO if its parent cannot be read. */
+int  ckpt_history(const char *dir, CkptHistory *h);
+void ckpt_history_free(CkptHistory *h);
+
+/* Renames checkpoint directory dir (one of ckpt_history's) to
+ * "<dir>.damaged-<n>" (n one more than any there), writing the new path into
+ * out (PATH_MAX bytes). Returns 0, or ERR_ARG / ERR_IO (logged). */
+int ckpt_set_aside(const char *dir, char *out);
+
+/* Makes from, a kept predecessor of dir (one of ckpt_history's), the
+ * checkpoint at dir again. The checkpoint at dir (a damaged one) is set
+ * aside as by ckpt_set_aside, its new path written into aside (PATH_MAX
+ * bytes; "" when dir held none): the two trade places in one
+ * renameat2(RENAME_EXCHANGE), so dir always names a checkpoint (without
+ * RENAME_EXCHANGE, two renames). Returns 0, or ERR_ARG / ERR_IO (logged). */
+int ckpt_restore(const char *dir, const char *from, char *aside);
+
 /* True when dir holds a config.json (a checkpoint may be there). */
 bool ckpt_exists(const char *dir);
 
@@ -95,17 +154,19 @@ bool ckpt_exists(const char *dir);
  * ERR_AGAIN if config.json and model.safetensors carry different save ids
  * (see above; m untouched, retry); ERR_MISMATCH for a config field, shape or dtype that differs, or
  * a tensor the model does not have (naming them); ERR_NOTFOUND for a missing file or a model tensor
- * the file lacks (naming it); ERR_FORMAT for a malformed file; ERR_NONFINITE for a NaN or infinite
- * weight; ERR_IO. After a validation error m is untouched; after ERR_NONFINITE or ERR_IO during the
- * copy its parameters are unspecified. */
+ * the file lacks (naming it); ERR_FORMAT for a malformed file or a tensor whose bytes do not
+ * match their checksum (naming file and tensor); ERR_NONFINITE for a NaN or infinite
+ * weight; ERR_IO. After a validation error m is untouched; after a damaged tensor (ERR_FORMAT),
+ * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified. */
 int ckpt_load(const char *dir, Model *m);
 
 /* Loads optimizer state into exp_avg and exp_avg_sq (n floats each) and the
  * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,
  * if the checkpoint has no optimizer state (normal for an inference
  * checkpoint); ERR_MISMATCH if the saved size is not n; ERR_FORMAT for a
- * malformed file or step; ERR_NONFINITE for a non-finite moment; ERR_RANGE
- * for a negative second moment; ERR_IO. Outputs unspecified on error. */
+ * malformed file or step, or moments whose checksum does not match (naming
+ * file and tensor); ERR_NONFINITE for a non-finite moment; ERR_RANGE for a
+ * negative second moment; ERR_IO. Outputs unspecified on error. */
 int ckpt_load_optim(const char *dir, float *exp_avg, float *exp_avg_sq, size_t n, int64_t *step);
 
 /* Loads trainer_state.json into out; out->extra is a new reference the

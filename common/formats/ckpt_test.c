@@ -1,6 +1,10 @@
 /* The checkpoint self-test: round trips of every file, atomic replacement
  * (a failed save keeps the old checkpoint, a concurrent reader never sees a
- * mix), and refusals of bad configs, weights, optimizer and trainer state. */
+ * mix), refusals of bad configs, weights, optimizer and trainer state, the
+ * tensors' checksums (damaged weights and moments refused, naming file and
+ * tensor; a checkpoint without checksums loaded with a warning), the kept
+ * history (keep N, set aside) and a checkpoint directory behind a symbolic
+ * link. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -15,6 +19,7 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
+#include "common/base/log.h"
 #include "common/base/rng.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
@@ -519,6 +524,275 @@ static void test_refusals(TestCtx *t, const Tok *tok)
     model_free(&x);
 }
 
+/* Overwrites n floats of the data region of dir/file, from float index at,
+ * with value: the damage of issue 8's finding 4 (4096 floats set to 1000.0). */
+static int damage_floats(const char *dir, const char *file, size_t at, size_t n, float value)
+{
+    char   path[PATH_MAX];
+    char  *raw = NULL;
+    size_t len = 0;
+    ckpt_join(path, dir, file);
+    int rc = fileio_read_all(path, 1 << 26, false, &raw, &len);
+    if (rc) return rc;
+    uint64_t hlen = 0;
+    memcpy(&hlen, raw, 8);
+    size_t off = 8 + hlen + at * sizeof(float);
+    if (len < 8 || off + n * sizeof(float) > len) {
+        free(raw);
+        return ERR_RANGE;
+    }
+    for (size_t i = 0; i < n; i++) memcpy(raw + off + i * sizeof(float), &value, sizeof value);
+    rc = fileio_write_atomic(path, raw, len);
+    free(raw);
+    return rc;
+}
+
+/* Rewrites dir/file without its checksum entries, as a version before them
+ * wrote it: the header re-serialised and padded, the data unchanged. */
+static int strip_checksums(const char *dir, const char *file)
+{
+    char   path[PATH_MAX];
+    char  *raw = NULL;
+    size_t len = 0;
+    ckpt_join(path, dir, file);
+    int rc = fileio_read_all(path, 1 << 26, false, &raw, &len);
+    if (rc) return rc;
+    uint64_t hlen = 0;
+    memcpy(&hlen, raw, 8);
+    json_t *root = json_loadb(raw + 8, hlen, 0, NULL);
+    json_t *meta = json_object_get(root, ST_METADATA_KEY);
+    if (!meta) {
+        json_decref(root);
+        free(raw);
+        return ERR_FORMAT;
+    }
+    const char *key;
+    json_t     *v, *tmp;
+    json_object_foreach_safe(meta, tmp, key, v)
+    {
+        if (!strncmp(key, ST_XXH3_PREFIX, strlen(ST_XXH3_PREFIX))) json_object_del(meta, key);
+    }
+    char    *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t   tl = strlen(text), nh = (tl + 7) & ~(size_t)7, data = len - 8 - hlen;
+    char    *out = xmalloc(8 + nh + data);
+    uint64_t nh64 = nh;
+    memcpy(out, &nh64, 8);
+    memcpy(out + 8, text, tl);
+    memset(out + 8 + tl, ' ', nh - tl);
+    memcpy(out + 8 + nh, raw + 8 + hlen, data);
+    rc = fileio_write_atomic(path, out, 8 + nh + data);
+    free(out);
+    free(text);
+    json_decref(root);
+    free(raw);
+    return rc;
+}
+
+/* Checksums at the checkpoint level: 4096 floats of model.safetensors set
+ * to 1000.0 are refused, naming the file and the tensor, and the model is
+ * not taken; damaged moments likewise; a checkpoint without checksums (an
+ * older version's) loads, with a warning. */
+static void test_integrity(TestCtx *t, const Tok *tok)
+{
+    ModelConfig c = test_config(false, true);
+    Model      *m = random_model(&c, 31), *x = model_new(&c);
+    size_t      n = model_num_params(m);
+    float *mo = xcalloc(4 * n, sizeof(float)), *vo = mo + n, *mo2 = mo + 2 * n, *vo2 = mo + 3 * n;
+    for (size_t i = 0; i < n; i++) vo[i] = 1e-6f * (float)(i % 7);
+    CkptOptim opt = {mo, vo, n, 12};
+    int64_t   step = 0;
+    char      wpath[PATH_MAX], opath[PATH_MAX], want[PATH_MAX + 64];
+    ckpt_join(wpath, t->ck, CKPT_MODEL_FILE);
+    ckpt_join(opath, t->ck, CKPT_OPTIM_FILE);
+    EXPECT(n > 4096 + 1024, "the model has %zu parameters, too few to damage 4096", n);
+
+    /* The finding: 4096 floats overwritten with 1000.0 in the weights. */
+    EXPECT(ckpt_save(t->ck, m, tok, &opt, NULL) == 0 &&
+               damage_floats(t->ck, CKPT_MODEL_FILE, 1024, 4096, 1000.0f) == 0,
+           "%s", "integrity: save, then damage 4096 floats");
+    memset(model_params(x), 0, n * sizeof(float));
+    snprintf(want, sizeof want, "'%s': tensor '", wpath);
+    fileio_capture_begin();
+    int   rc = ckpt_load(t->ck, x);
+    char *log = fileio_capture_end(t->verbose);
+    EXPECT(rc == ERR_FORMAT && strstr(log, want) && strstr(log, "' is damaged: its "),
+           "damaged weights: ckpt_load returned %d (%s), expected ERR_FORMAT with \"%s...' is "
+           "damaged\" in the log",
+           rc, err_str(rc), want);
+    free(log);
+    EXPECT(ckpt_load_optim(t->ck, mo2, vo2, n, &step) == 0 && step == 12, "%s",
+           "the intact optimizer file of the damaged checkpoint still loads");
+
+    /* Damaged moments. */
+    EXPECT(ckpt_save(t->ck, m, tok, &opt, NULL) == 0 &&
+               damage_floats(t->ck, CKPT_OPTIM_FILE, n + 5, 1, 1000.0f) == 0,
+           "%s", "integrity: save, then damage one second moment");
+    snprintf(want, sizeof want, "'%s': tensor 'exp_avg_sq' is damaged", opath);
+    EXPECT_REFUSED(ckpt_load_optim(t->ck, mo2, vo2, n, &step), ERR_FORMAT, want,
+                   "damaged optimizer state");
+    EXPECT(ckpt_load(t->ck, x) == 0 && same_params(x, m), "%s",
+           "the intact weights of that checkpoint still load");
+
+    /* A checkpoint from before the checksums: loads, with a warning. */
+    EXPECT(ckpt_save(t->ck, m, tok, &opt, NULL) == 0 &&
+               strip_checksums(t->ck, CKPT_MODEL_FILE) == 0 &&
+               strip_checksums(t->ck, CKPT_OPTIM_FILE) == 0,
+           "%s", "integrity: a checkpoint without checksums");
+    memset(model_params(x), 0, n * sizeof(float));
+    int level = log_level(); /* the warning is what is checked: let it through */
+    log_init("ckpt", level > LOG_WARN ? level : LOG_WARN);
+    fileio_capture_begin();
+    rc = ckpt_load(t->ck, x);
+    int rco = ckpt_load_optim(t->ck, mo2, vo2, n, &step);
+    log = fileio_capture_end(t->verbose);
+    log_init("ckpt", level);
+    EXPECT(rc == 0 && rco == 0 && same_params(x, m) && !memcmp(vo, vo2, n * sizeof(float)) &&
+               strstr(log, "records no tensor checksums") && strstr(log, "loading it unverified"),
+           "old checkpoint: load %d, optimizer %d; expected both to load with a warning", rc, rco);
+    free(log);
+    free(mo);
+    model_free(&m);
+    model_free(&x);
+}
+
+/* True if dir holds a checkpoint with m's weights. */
+static bool holds(const char *dir, Model *m)
+{
+    Model *x = model_new(model_config(m));
+    fileio_capture_begin();
+    bool ok = ckpt_load(dir, x) == 0 && same_params(x, m);
+    free(fileio_capture_end(false));
+    model_free(&x);
+    return ok;
+}
+
+/* Keeping the last N: every save keeps the one it replaces as .prev-<n>
+ * and drops the oldest beyond N; restore puts a kept one back in place of
+ * a damaged newest; set aside takes one out of the history; keep 1 drops
+ * them all; the plain ckpt_save leaves them be. */
+static void test_history(TestCtx *t)
+{
+    ModelConfig c = test_config(false, false);
+    Model      *m[5];
+    char        names[512], path[PATH_MAX], aside[PATH_MAX];
+    for (int i = 0; i < 5; i++) m[i] = random_model(&c, 200 + (uint64_t)i);
+    fileio_remove_tree(t->ck);
+    fileio_remove_tree(t->bad);
+    CkptHistory h;
+    EXPECT(ckpt_history(t->ck, &h) == 0 && h.n == 0, "%s", "history of nothing is empty");
+    ckpt_history_free(&h);
+    for (int i = 0; i < 4; i++)
+        EXPECT(ckpt_save_keep(t->ck, 3, m[i], NULL, NULL, NULL) == 0, "keep 3: save %d", i);
+    list_dir(t->root, names, sizeof names);
+    EXPECT(!strcmp(names, "ck ck.prev-2 ck.prev-3"),
+           "after 4 saves keeping 3 the directory holds '%s', expected 'ck ck.prev-2 ck.prev-3'",
+           names);
+    bool ok = ckpt_history(t->ck, &h) == 0 && h.n == 3;
+    for (int i = 0; ok && i < 3; i++) ok = holds(h.dirs[i], m[3 - i]);
+    EXPECT(ok && strstr(h.dirs[1], "ck.prev-3") && strstr(h.dirs[2], "ck.prev-2"),
+           "history newest first: %d entries, each with the weights of its save", h.n);
+    ckpt_history_free(&h);
+
+    /* The newest damaged: the one before it restored in its place, the
+     * damaged one set aside, out of the history but kept on disk. */
+    ckpt_join(path, t->root, "ck.prev-3");
+    EXPECT(ckpt_restore(t->ck, path, aside) == 0 && strstr(aside, "/ck" CKPT_DAMAGED_TAG "1") &&
+               holds(aside, m[3]) && holds(t->ck, m[2]) && access(path, F_OK) != 0,
+           "restore '%s': the newest set aside as '%s', save 2 back in its place", path, aside);
+    EXPECT(ckpt_history(t->ck, &h) == 0 && h.n == 2 && holds(h.dirs[0], m[2]) &&
+               holds(h.dirs[1], m[1]),
+           "%s", "history after the restore: save 2, then save 1");
+    ckpt_history_free(&h);
+    EXPECT(ckpt_set_aside(t->ck, aside) == 0 && strstr(aside, "/ck" CKPT_DAMAGED_TAG "2") &&
+               holds(aside, m[2]),
+           "set aside the newest as '%s', weights kept", aside);
+    EXPECT(ckpt_history(t->ck, &h) == 0 && h.n == 1 && holds(h.dirs[0], m[1]), "%s",
+           "history without the newest: the kept one of save 1 is all that is left");
+    ckpt_history_free(&h);
+    /* The next save has nothing to replace and keeps what is there. */
+    EXPECT(ckpt_save_keep(t->ck, 3, m[4], NULL, NULL, NULL) == 0 && ckpt_history(t->ck, &h) == 0 &&
+               h.n == 2 && holds(h.dirs[0], m[4]) && holds(h.dirs[1], m[1]),
+           "%s", "a save after a set aside: the new one, then the kept one of save 1");
+    ckpt_history_free(&h);
+    /* The plain save deletes what it replaces and leaves the kept ones. */
+    EXPECT(ckpt_save(t->ck, m[0], NULL, NULL, NULL) == 0 && ckpt_history(t->ck, &h) == 0 &&
+               h.n == 2 && holds(h.dirs[0], m[0]) && holds(h.dirs[1], m[1]),
+           "%s", "ckpt_save keeps no history and drops none");
+    ckpt_history_free(&h);
+    /* keep 1: only the new one is left (the set-aside ones stay). */
+    EXPECT(ckpt_save_keep(t->ck, 1, m[2], NULL, NULL, NULL) == 0 && ckpt_history(t->ck, &h) == 0 &&
+               h.n == 1 && holds(h.dirs[0], m[2]),
+           "%s", "keep 1 drops every kept checkpoint");
+    ckpt_history_free(&h);
+    list_dir(t->root, names, sizeof names);
+    EXPECT(!strcmp(names, "ck ck.damaged-1 ck.damaged-2"),
+           "the directory holds '%s', expected the checkpoint and the two set aside", names);
+    EXPECT_REFUSED(ckpt_save_keep(t->ck, 0, m[2], NULL, NULL, NULL), ERR_ARG, "keep 0", "keep 0");
+    EXPECT_REFUSED(ckpt_save_keep(t->ck, CKPT_KEEP_MAX + 1, m[2], NULL, NULL, NULL), ERR_ARG,
+                   "expected 1..", "keep too large");
+    for (int i = 0; i < 5; i++) model_free(&m[i]);
+    fileio_remove_tree(t->ck);
+    ckpt_join(path, t->root, "ck.damaged-1");
+    fileio_remove_tree(path);
+    ckpt_join(path, t->root, "ck.damaged-2");
+    fileio_remove_tree(path);
+}
+
+/* A checkpoint directory behind a symbolic link (issue 8, finding 7): saves
+ * go to the link's target, which is replaced, kept and set aside beside
+ * itself, while the link stays a link; a link to a path that does not exist
+ * yet is saved through; a loop of links is refused. */
+static void test_symlink(TestCtx *t)
+{
+    ModelConfig c = test_config(false, false);
+    Model      *a = random_model(&c, 301), *b = random_model(&c, 302);
+    char        real[PATH_MAX], link[PATH_MAX], names[512], path[PATH_MAX];
+    ckpt_join(real, t->root, "disk");
+    ckpt_join(link, t->root, "ck-link");
+    EXPECT(mkdir(real, 0755) == 0, "mkdir '%s'", real);
+    ckpt_join(path, real, "ck");
+    EXPECT(ckpt_save(path, a, NULL, NULL, NULL) == 0 && symlink("disk/ck", link) == 0, "%s",
+           "a checkpoint, and a relative link to it");
+    /* The first save through the link (the one that failed before). */
+    EXPECT(ckpt_save_keep(link, 2, b, NULL, NULL, NULL) == 0, "%s",
+           "ckpt_save_keep through a symbolic link");
+    struct stat st;
+    char        target[PATH_MAX];
+    ssize_t     k = readlink(link, target, sizeof target - 1);
+    if (k >= 0) target[k] = '\0';
+    EXPECT(lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && k > 0 && !strcmp(target, "disk/ck"),
+           "%s", "the link is still a link to disk/ck");
+    list_dir(real, names, sizeof names);
+    EXPECT(!strcmp(names, "ck ck.prev-1") && holds(link, b) && holds(path, b),
+           "the target was replaced and its predecessor kept beside it: '%s'", names);
+    CkptHistory h;
+    ckpt_join(path, real, "ck.prev-1");
+    EXPECT(ckpt_history(link, &h) == 0 && h.n == 2 && holds(h.dirs[1], a) &&
+               !strcmp(h.dirs[1], path),
+           "history through the link: %d entries, the kept one beside the target", h.n);
+    ckpt_history_free(&h);
+    /* Set aside through the link: the target moves, the link dangles until
+     * the next save recreates the target. */
+    char aside[PATH_MAX];
+    EXPECT(ckpt_set_aside(link, aside) == 0 && strstr(aside, "/disk/ck.damaged-1") &&
+               !ckpt_exists(link),
+           "set aside through the link: '%s'", aside);
+    EXPECT(ckpt_save_keep(link, 2, a, NULL, NULL, NULL) == 0 && holds(link, a) &&
+               lstat(link, &st) == 0 && S_ISLNK(st.st_mode),
+           "%s", "a save through a link to a missing path creates it");
+    /* A loop of links is refused, naming it. */
+    char loop[PATH_MAX];
+    ckpt_join(loop, t->root, "loop");
+    EXPECT(symlink("loop", loop) == 0, "%s", "a link to itself");
+    EXPECT_REFUSED(ckpt_save(loop, a, NULL, NULL, NULL), ERR_ARG, "more than 8 symbolic links",
+                   "a loop of links");
+    unlink(loop);
+    unlink(link);
+    fileio_remove_tree(real);
+    model_free(&a);
+    model_free(&b);
+}
+
 int ckpt_selftest(bool verbose)
 {
     TestCtx t = {.verbose = verbose};
@@ -533,6 +807,9 @@ int ckpt_selftest(bool verbose)
     test_replace(&t);
     test_concurrent_reader(&t);
     test_refusals(&t, tok);
+    test_integrity(&t, tok);
+    test_history(&t);
+    test_symlink(&t);
 
     tok_free(&tok);
     EXPECT(testfs_tmpdir_remove(t.root) == 0, "removing the test directory %s", t.root);

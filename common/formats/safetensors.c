@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
@@ -45,6 +46,8 @@ typedef struct {
     size_t       numel;
     uint64_t     begin; /* byte offsets into the data region */
     uint64_t     end;
+    bool         has_xxh3; /* the file records xxh3 for this tensor */
+    uint64_t     xxh3;     /* XXH3-64 of the tensor's bytes, as recorded */
 } Entry;
 
 struct StFile {
@@ -57,6 +60,7 @@ struct StFile {
     char   **meta_keys; /* (n_meta) */
     char   **meta_vals; /* (n_meta) */
     int      n_meta;
+    bool     has_xxh3; /* every tensor has a recorded checksum */
 };
 
 /* ---- shared helpers ---------------------------------------------------- */
@@ -112,14 +116,20 @@ static bool name_ok(const char *name)
     return n >= 1 && n <= ST_MAX_NAME;
 }
 
+static bool is_xxh3_key(const char *key)
+{
+    return !strncmp(key, ST_XXH3_PREFIX, sizeof ST_XXH3_PREFIX - 1);
+}
+
 /* Builds the header JSON; returns NULL after logging on a bad argument. */
 static json_t *build_header(const char *path, const StTensor *t, int n, const StMeta *meta,
                             int n_meta, size_t *data_len)
 {
     json_t *root = json_object();
     CHECK(root);
-    if (n_meta > 0) {
-        json_t *m = json_object();
+    json_t *m = NULL;
+    if (n_meta > 0 || n > 0) {
+        m = json_object();
         CHECK(m);
         json_object_set_new(root, ST_METADATA_KEY, m);
         for (int i = 0; i < n_meta; i++) {
@@ -127,6 +137,12 @@ static json_t *build_header(const char *path, const StTensor *t, int n, const St
                 log_error("st_write: '%s': metadata entry %d: key must be 1..%d bytes and value "
                           "non-NULL",
                           path, i, ST_MAX_NAME);
+                goto fail;
+            }
+            if (is_xxh3_key(meta[i].key)) {
+                log_error("st_write: '%s': metadata key '%s': the prefix '%s' is reserved for "
+                          "the tensors' checksums",
+                          path, meta[i].key, ST_XXH3_PREFIX);
                 goto fail;
             }
             if (json_object_get(m, meta[i].key)) {
@@ -180,6 +196,13 @@ static json_t *build_header(const char *path, const StTensor *t, int n, const St
             log_error("st_write: '%s': tensor name '%s' is not valid UTF-8", path, ti->name);
             goto fail;
         }
+        /* The bytes written are the floats as they are in memory (a
+         * little-endian host), so their hash is the hash of the file's. */
+        char key[sizeof ST_XXH3_PREFIX + ST_MAX_NAME], hex[17];
+        snprintf(key, sizeof key, "%s%s", ST_XXH3_PREFIX, ti->name);
+        snprintf(hex, sizeof hex, "%016llx",
+                 (unsigned long long)XXH3_64bits(nbytes ? (const void *)ti->data : "", nbytes));
+        json_object_set_new(m, key, json_string(hex));
         off = end;
     }
     *data_len = off;
@@ -391,6 +414,59 @@ static int check_tiling(const StFile *f)
     return rc;
 }
 
+/* Moves the checksum entries out of the metadata into the tensors' entries,
+ * validating them: each names a tensor of the file and is 16 lower-case hex
+ * digits, and once one tensor has a checksum every tensor must. */
+static int parse_checksums(StFile *f)
+{
+    int kept = 0, found = 0;
+    for (int i = 0; i < f->n_meta; i++) {
+        char *key = f->meta_keys[i], *val = f->meta_vals[i];
+        if (!is_xxh3_key(key)) {
+            f->meta_keys[kept] = key;
+            f->meta_vals[kept++] = val;
+            continue;
+        }
+        const char *name = key + sizeof ST_XXH3_PREFIX - 1;
+        int         rc = 0, j = st_find(f, name);
+        size_t      len = strlen(val);
+        bool        hex = len == 16;
+        for (size_t k = 0; k < len && hex; k++)
+            hex = (val[k] >= '0' && val[k] <= '9') || (val[k] >= 'a' && val[k] <= 'f');
+        if (j < 0)
+            rc = bad(f->path, "checksum entry '%.300s' names no tensor of the file", key);
+        else if (!hex)
+            rc = bad(f->path, "checksum of tensor '%s' is '%.40s', expected 16 hex digits", name,
+                     val);
+        else {
+            f->entries[j].has_xxh3 = true;
+            f->entries[j].xxh3 = strtoull(val, NULL, 16);
+            found++;
+        }
+        free(key);
+        free(val);
+        if (rc) {
+            /* The remaining entries are freed by st_close from their slots. */
+            for (int r = i + 1; r < f->n_meta; r++) {
+                f->meta_keys[kept] = f->meta_keys[r];
+                f->meta_vals[kept++] = f->meta_vals[r];
+            }
+            f->n_meta = kept;
+            return rc;
+        }
+    }
+    f->n_meta = kept;
+    if (found == 0) return 0;
+    for (int j = 0; j < f->n; j++)
+        if (!f->entries[j].has_xxh3)
+            return bad(f->path,
+                       "tensor '%s' has no checksum though %d other tensor%s have one (entries "
+                       "removed from the header?)",
+                       f->entries[j].name, found, found > 1 ? "s" : "");
+    f->has_xxh3 = true;
+    return 0;
+}
+
 static int parse_header(StFile *f, const char *text, size_t len)
 {
     /* The format requires an object; checking the first byte gives a clearer
@@ -422,6 +498,7 @@ static int parse_header(StFile *f, const char *text, size_t len)
         if (rc != 0) goto free_root;
     }
     rc = check_tiling(f);
+    if (rc == 0) rc = parse_checksums(f);
 free_root:
     json_decref(root);
     return rc;
@@ -520,6 +597,17 @@ int st_find(const StFile *f, const char *name)
     return ERR_NOTFOUND;
 }
 
+/* Compares a tensor's hash with the recorded one. */
+static int check_xxh3(const StFile *f, const Entry *e, uint64_t got)
+{
+    if (got == e->xxh3) return 0;
+    log_error("st_read_f32: '%s': tensor '%s' is damaged: its %llu bytes hash to xxh3 %016llx, "
+              "the file records %016llx",
+              f->path, e->name, (unsigned long long)(e->end - e->begin), (unsigned long long)got,
+              (unsigned long long)e->xxh3);
+    return ERR_FORMAT;
+}
+
 int st_read_f32(StFile *f, const char *name, float *dst, int ndim, const int64_t *shape)
 {
     CHECK(f && name && ndim >= 0 && ndim <= ST_MAX_NDIM && (shape || ndim == 0));
@@ -548,18 +636,36 @@ int st_read_f32(StFile *f, const char *name, float *dst, int ndim, const int64_t
     }
     CHECK(e->numel == 0 || dst);
     uint64_t off = f->data_start + e->begin;
-    if (!is_f16 && !is_bf16) return read_exact(f, dst, e->numel * sizeof(float), off, name);
-    /* Halves go through a small buffer so no allocation is needed. */
+    if (!is_f16 && !is_bf16) {
+        size_t nbytes = e->numel * sizeof(float);
+        int    rc = read_exact(f, dst, nbytes, off, name);
+        /* dst holds the file's bytes unchanged (little-endian host). */
+        if (rc == 0 && e->has_xxh3)
+            rc = check_xxh3(f, e, XXH3_64bits(nbytes ? (const void *)dst : "", nbytes));
+        return rc;
+    }
+    /* Halves go through a small buffer so no allocation is needed; the
+     * checksum is of the half-precision bytes, hashed as they stream by. */
+    XXH3_state_t *hs = e->has_xxh3 ? XXH3_createState() : NULL;
+    CHECK(!e->has_xxh3 || (hs && XXH3_64bits_reset(hs) == XXH_OK));
     uint16_t buf[4096];
-    for (size_t done = 0; done < e->numel;) {
+    int      rc = 0;
+    for (size_t done = 0; done < e->numel && rc == 0;) {
         size_t n = e->numel - done < 4096 ? e->numel - done : 4096;
-        int    rc = read_exact(f, buf, n * 2, off + done * 2, name);
-        if (rc != 0) return rc;
+        if ((rc = read_exact(f, buf, n * 2, off + done * 2, name)) != 0) break;
+        if (hs) XXH3_64bits_update(hs, buf, n * 2);
         for (size_t k = 0; k < n; k++)
             dst[done + k] = is_f16 ? half_f16_to_f32(buf[k]) : half_bf16_to_f32(buf[k]);
         done += n;
     }
-    return 0;
+    if (rc == 0 && hs) rc = check_xxh3(f, e, XXH3_64bits_digest(hs));
+    XXH3_freeState(hs);
+    return rc;
+}
+
+bool st_has_checksums(const StFile *f)
+{
+    return f->has_xxh3;
 }
 
 const char *st_meta_get(const StFile *f, const char *key)

@@ -10,6 +10,17 @@
  * with spaces so the data starts 8-byte aligned, and replaces the target
  * atomically (fileio: temp file, fsync, rename, directory fsync).
  *
+ * Integrity: every file st_write makes records, for each tensor, the XXH3-64
+ * of its bytes in the data region, in the metadata under ST_XXH3_PREFIX plus
+ * the tensor's name as 16 lower-case hex digits. Metadata values are plain
+ * strings, so other readers (Python's safetensors, transformers) load the
+ * file as before. st_open validates the entries (each names a tensor of the
+ * file, 16 hex digits, and every tensor has one once any has) and keeps them
+ * out of st_meta_*; st_read_f32 hashes the bytes it reads and refuses a
+ * tensor whose hash differs (ERR_FORMAT, naming file and tensor). A file
+ * without the entries (written before they existed, or by another tool) is
+ * read unverified; st_has_checksums tells which.
+ *
  * Reading treats the file as untrusted: st_open validates the whole header
  * against the file size before anything is used (lengths, JSON, field types,
  * dtypes, shapes against byte ranges with overflow checks, bounds, overlaps
@@ -34,6 +45,7 @@
 #define ST_MAX_NAME 255                             /* longest tensor name or metadata key, bytes */
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* largest JSON header accepted, bytes */
 #define ST_METADATA_KEY "__metadata__"
+#define ST_XXH3_PREFIX "rlhf_xxh3:" /* metadata key of a tensor's checksum: prefix + name */
 
 /* One tensor to write: F32 data, row-major, numel = product of shape. */
 typedef struct {
@@ -50,9 +62,10 @@ typedef struct {
 } StMeta;
 
 /* Writes n tensors and n_meta metadata entries to path, atomically replacing
- * any existing file. Returns 0; ERR_ARG for a bad name, duplicate name or
- * key, bad ndim or shape, or NULL data (logged); ERR_IO on a write failure
- * (the target is untouched). */
+ * any existing file, with each tensor's checksum (see Integrity above).
+ * Returns 0; ERR_ARG for a bad name, duplicate name or key, a key that
+ * starts with ST_XXH3_PREFIX, bad ndim or shape, or NULL data (logged);
+ * ERR_IO on a write failure (the target is untouched). */
 int st_write(const char *path, const StTensor *tensors, int n, const StMeta *meta, int n_meta);
 
 typedef struct StFile StFile;
@@ -84,13 +97,20 @@ void st_info_at(const StFile *f, int i, StInfo *out);
 int st_find(const StFile *f, const char *name);
 
 /* Copies tensor name into dst (numel floats) as F32, checking that it has
- * exactly the expected ndim and shape. Returns 0; ERR_NOTFOUND if absent;
- * ERR_MISMATCH if the shape differs or the dtype cannot be converted to F32
- * (logged with expected and found); ERR_IO if the read fails. dst is
- * unspecified on error. */
+ * exactly the expected ndim and shape, and that its bytes match the file's
+ * checksum when it has one. Returns 0; ERR_NOTFOUND if absent; ERR_MISMATCH
+ * if the shape differs or the dtype cannot be converted to F32 (logged with
+ * expected and found); ERR_FORMAT if the bytes do not match the recorded
+ * checksum (logged: "tensor 'x' is damaged", both hashes); ERR_IO if the read
+ * fails. dst is unspecified on error. */
 int st_read_f32(StFile *f, const char *name, float *dst, int ndim, const int64_t *shape);
 
-/* Value of metadata key, borrowed, or NULL when absent. */
+/* True when the file records a checksum for each of its tensors (so every
+ * st_read_f32 is verified); false for a file without them. */
+bool st_has_checksums(const StFile *f);
+
+/* Value of metadata key, borrowed, or NULL when absent. The checksum
+ * entries are not metadata here: st_meta_* never return them. */
 const char *st_meta_get(const StFile *f, const char *key);
 int         st_meta_count(const StFile *f);
 /* Key and value of metadata entry i in 0..st_meta_count-1 (CHECKed). */

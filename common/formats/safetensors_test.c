@@ -1,12 +1,15 @@
 /* The safetensors self-test: bit-exact round trips, every F16 bit pattern
  * and BF16 read as F32, truncations, wrong header lengths, one malformed
- * header per defect, reads that do not fit, and the writer's refusals. */
+ * header per defect, reads that do not fit, the writer's refusals, and the
+ * tensors' checksums (damage found and named, bad entries refused, files
+ * without them read unverified). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
@@ -128,6 +131,135 @@ static const BadHeader k_bad_headers[] = {
     {"NUL in a string", "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, "not valid JSON"},
 };
 #undef T_
+
+/* st_read_f32 of name expecting code want and, when want is an error, a log
+ * line containing expect. */
+static bool expect_read(StFile *f, const char *name, float *dst, int ndim, const int64_t *shape,
+                        int want, const char *expect, const char *what)
+{
+    fileio_capture_begin();
+    int   rc = st_read_f32(f, name, dst, ndim, shape);
+    char *log = fileio_capture_end(expect_verbose());
+    bool  logged = !expect || strstr(log, expect) != NULL;
+    free(log);
+    return EXPECT(rc == want && logged,
+                  "%s: st_read_f32('%s') returned %d (%s), expected %d; log %s '%s'", what, name,
+                  rc, err_str(rc), want, logged ? "has" : "lacks", expect ? expect : "");
+}
+
+/* Checksums: written for every tensor, hidden from the metadata, verified
+ * on every read (F32 and half precision), damage named with the tensor, bad
+ * entries refused at open, a file without them read unverified. */
+static void test_checksums(const char *dir)
+{
+    char path[PATH_MAX], bad_path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    snprintf(bad_path, sizeof bad_path, "%s/ck-bad.safetensors", dir);
+    float a[64], b[8], got[64];
+    for (int i = 0; i < 64; i++) a[i] = 0.25f * (float)i - 3.0f;
+    for (int i = 0; i < 8; i++) b[i] = (float)(i * i);
+    StTensor t[3] = {{"a", a, 2, {8, 8}}, {"b", b, 1, {8}}, {"empty", NULL, 1, {0}}};
+    StMeta   meta = {"format", "pt"};
+    StFile  *f = NULL;
+    char    *raw = NULL;
+    size_t   len = 0;
+    if (!EXPECT(st_write(path, t, 3, &meta, 1) == 0 && st_open(path, &f) == 0 &&
+                    fileio_read_all(path, 1 << 20, false, &raw, &len) == 0,
+                "checksums: write, open and read back"))
+        goto out;
+    /* The header records XXH3 of each tensor's bytes, 16 hex digits. */
+    char want_a[80];
+    snprintf(want_a, sizeof want_a, "\"%sa\":\"%016llx\"", ST_XXH3_PREFIX,
+             (unsigned long long)XXH3_64bits(a, sizeof a));
+    EXPECT(st_has_checksums(f) && st_meta_count(f) == 1 && !st_meta_get(f, ST_XXH3_PREFIX "a") &&
+               strstr(raw + 8, want_a),
+           "checksums recorded (header has %s) and kept out of the metadata (%d entries)", want_a,
+           st_meta_count(f));
+    expect_read(f, "a", got, 2, (int64_t[]){8, 8}, 0, NULL, "intact tensor");
+    expect_read(f, "empty", got, 1, (int64_t[]){0}, 0, NULL, "empty tensor");
+    st_close(&f);
+
+    /* One float of b changed in place: b is refused and named, a still reads. */
+    uint64_t hlen;
+    memcpy(&hlen, raw, 8);
+    char  *damaged = xmalloc(len);
+    size_t b_off = 8 + hlen + sizeof a + 3 * sizeof(float);
+    memcpy(damaged, raw, len);
+    memcpy(damaged + b_off, &(float){1000.0f}, sizeof(float));
+    EXPECT(fileio_write_atomic(bad_path, damaged, len) == 0 && st_open(bad_path, &f) == 0,
+           "the damaged file still opens (its header is intact)");
+    char expect[PATH_MAX + 64];
+    snprintf(expect, sizeof expect, "'%s': tensor 'b' is damaged: its 32 bytes hash to xxh3",
+             bad_path);
+    if (f) {
+        expect_read(f, "b", got, 1, (int64_t[]){8}, ERR_FORMAT, expect, "a changed float");
+        expect_read(f, "a", got, 2, (int64_t[]){8, 8}, 0, NULL, "the other tensor");
+    }
+    st_close(&f);
+    free(damaged);
+
+    /* Half precision: the checksum is of the file's 2-byte values. */
+    uint16_t h[4] = {0x3c00, 0xc000, 0x3800, 0x0000}; /* 1, -2, 0.5, 0 */
+    char     hdr[400];
+    snprintf(hdr, sizeof hdr,
+             "{\"__metadata__\":{\"%sh\":\"%016llx\"},\"h\":{\"dtype\":\"F16\",\"shape\":[4],"
+             "\"data_offsets\":[0,8]}}",
+             ST_XXH3_PREFIX, (unsigned long long)XXH3_64bits(h, sizeof h));
+    EXPECT(write_raw(bad_path, hdr, -1, h, sizeof h) == 0 && st_open(bad_path, &f) == 0,
+           "F16 file with a checksum");
+    if (f && expect_read(f, "h", got, 1, (int64_t[]){4}, 0, NULL, "F16 with a checksum"))
+        EXPECT(got[0] == 1.0f && got[1] == -2.0f && got[2] == 0.5f && got[3] == 0.0f,
+               "F16 values %g %g %g %g", got[0], got[1], got[2], got[3]);
+    st_close(&f);
+    h[2] = 0x3801;
+    EXPECT(write_raw(bad_path, hdr, -1, h, sizeof h) == 0 && st_open(bad_path, &f) == 0,
+           "F16 file, one value changed");
+    if (f)
+        expect_read(f, "h", got, 1, (int64_t[]){4}, ERR_FORMAT, "tensor 'h' is damaged",
+                    "a changed F16 value");
+    st_close(&f);
+
+    /* Bad checksum entries are refused when the file is opened. */
+    const char *t2 = "\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                     "\"y\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
+    struct {
+        const char *meta, *expect, *what;
+    } bad[] = {
+        {"\"" ST_XXH3_PREFIX "x\":\"0123456789abcdef\",\"" ST_XXH3_PREFIX
+         "z\":\"0123456789abcdef\"",
+         "checksum entry 'rlhf_xxh3:z' names no tensor", "a checksum of no tensor"},
+        {"\"" ST_XXH3_PREFIX "x\":\"0123456789ABCDEF\",\"" ST_XXH3_PREFIX "y\":\"0\"",
+         "checksum of tensor 'x' is '0123456789ABCDEF', expected 16 hex digits", "upper case"},
+        {"\"" ST_XXH3_PREFIX "x\":\"0123456789abcdef\"",
+         "tensor 'y' has no checksum though 1 other tensor have one", "one checksum missing"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(hdr, sizeof hdr, "{\"__metadata__\":{%s},%s", bad[i].meta, t2);
+        EXPECT(write_raw(bad_path, hdr, -1, NULL, 8) == 0, "%s: write", bad[i].what);
+        expect_open_fails(bad_path, ERR_FORMAT, bad[i].expect, bad[i].what);
+    }
+
+    /* A file without checksums (an older writer, another tool) reads unverified. */
+    snprintf(hdr, sizeof hdr, "{\"__metadata__\":{\"format\":\"pt\"},%s", t2);
+    float xy[2] = {7, 8};
+    EXPECT(write_raw(bad_path, hdr, -1, xy, sizeof xy) == 0 && st_open(bad_path, &f) == 0 &&
+               !st_has_checksums(f),
+           "a file without checksums opens and says so");
+    if (f) expect_read(f, "y", got, 1, (int64_t[]){1}, 0, NULL, "unverified read");
+    st_close(&f);
+
+    /* The writer keeps the prefix for itself. */
+    StMeta reserved = {ST_XXH3_PREFIX "a", "0000000000000000"};
+    fileio_capture_begin();
+    int   rc = st_write(bad_path, t, 1, &reserved, 1);
+    char *log = fileio_capture_end(expect_verbose());
+    EXPECT(rc == ERR_ARG && strstr(log, "is reserved for the tensors' checksums"),
+           "a metadata key with the checksum prefix: %d, expected ERR_ARG", rc);
+    free(log);
+out:
+    st_close(&f);
+    free(raw);
+}
 
 /* Reference F16 decoding by arithmetic, independent of the bit shuffling. */
 static double f16_reference(uint16_t h)
@@ -385,6 +517,8 @@ int st_selftest(bool verbose)
                "writer refusals: codes %s, logged %d, old file %s", codes ? "ok" : "wrong", logged,
                old_intact ? "intact" : "damaged");
     }
+
+    test_checksums(dir);
 
 cleanup:
     st_close(&f);

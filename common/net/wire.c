@@ -109,7 +109,9 @@ int wire_check_prompt(const Rlhf__Prompt *m, const WireLimits *lim, WireReject *
     if ((rc = check_count("Prompt", "tokens", m->n_tokens, 1, WIRE_MAX_PROMPT_TOKENS, rej)) ||
         (rc = check_tokens("Prompt", m->tokens, m->n_tokens, lim, rej)) ||
         (rc = check_str("Prompt", "answer", m->answer, WIRE_MAX_TEXT, false, rej)) ||
-        (rc = check_str("Prompt", "task", m->task, WIRE_MAX_NAME, false, rej)))
+        /* The task names the scorer: a prompt without one cannot be scored
+         * rightly, and guessing a default would score it by the wrong rules. */
+        (rc = check_str("Prompt", "task", m->task, WIRE_MAX_NAME, true, rej)))
         return rc;
     return 0;
 }

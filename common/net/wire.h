@@ -79,7 +79,8 @@ typedef struct {
  * Nothing is logged. What each one checks beyond the bounds:
  *   sampling params  temperature finite in [0, WIRE_MAX_TEMPERATURE], top_k >= 0,
  *                    top_p in (0, 1], max_new_tokens in [1, WIRE_MAX_TOKENS]
- *   prompt           1..WIRE_MAX_PROMPT_TOKENS ids in the vocab; answer, task bounded
+ *   prompt           1..WIRE_MAX_PROMPT_TOKENS ids in the vocab; answer bounded; task
+ *                    1..WIRE_MAX_NAME bytes (it names the scorer; there is no default)
  *   completion       1..WIRE_MAX_TOKENS tokens; logp_behaviour, logp_sampled and
  *                    policy_version exactly as long as tokens; log-probs finite and
  *                    <= WIRE_LOGP_EPS; finish is STOP or LENGTH
