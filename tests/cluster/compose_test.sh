@@ -5,7 +5,7 @@
 #
 #   1. docker kill an actor holding leases     -> its groups re-issued
 #   2. docker network disconnect an actor 20 s -> it rejoins; duplicates counted, not trained
-#   3. docker kill a reward server             -> its groups re-issued, training goes on
+#   3. docker pause, then kill a reward server -> its groups re-issued, training goes on
 #   4. clients with a wrong key and with none  -> refused (unauthorized) on the learner's
 #                                                 and a reward server's sockets
 #   5. scale actors 1 -> 4 -> 2, each capped   -> samples/s rises with 4, the job
@@ -111,19 +111,23 @@ REC_NET=$(($(now_ms) - t))
 DUPS=$(($(num "$(lm 'rlhf_learner_groups_total{state="duplicates"}')") - dup0))
 say "actor reconnected: pushing again after ${REC_NET} ms, duplicates counted (not trained): $DUPS"
 
-# 3. kill a reward server
+# 3. kill a reward server holding groups: paused first (a hung server) for
+# 3 s, so the actors' pushes pile up in it, then killed with them
 R1=$(running reward | head -n 1)
 re0=$(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')")
 ex0=$(num "$(lm rlhf_learner_leases_expired_total)")
+docker pause "$R1" >/dev/null
+sleep 3
 docker kill "$R1" >/dev/null
 t=$(now_ms)
 s0=$(step)
 wait_until 90 step_past $((s0 + 2)) || die "training stopped after a reward server was killed"
 REC_REWARD=$(($(now_ms) - t))
-sleep 4 # past the lease timeout: what the dead server held has expired by now
+reissued() { [ "$(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')")" -gt "$re0" ]; }
+wait_until 30 reissued || die "nothing re-issued after a reward server died holding groups"
 RE_REWARD=$(($(num "$(lm 'rlhf_learner_groups_total{state="reissued"}')") - re0))
 EX_REWARD=$(($(num "$(lm rlhf_learner_leases_expired_total)") - ex0))
-say "reward server killed: training on after ${REC_REWARD} ms, groups re-issued since: $RE_REWARD, leases expired: $EX_REWARD"
+say "reward server hung 3 s then killed: training on after ${REC_REWARD} ms, groups re-issued since: $RE_REWARD, leases expired: $EX_REWARD"
 
 # 4. a client with a key not on the allow-list, and one with no key at all
 unauth() { $DC exec -T learner curl -fsS 127.0.0.1:9100/metrics 2>/dev/null |
