@@ -254,6 +254,10 @@ static void test_concurrent(bool verbose)
     Race r = {.m = metrics_new()};
     r.a = metrics_family(r.m, METRICS_COUNTER, "t_a_total", "a", NULL);
     r.b = metrics_family(r.m, METRICS_COUNTER, "t_b_total", "b", "k");
+    /* Both series exist before the first scrape: one the writer has not yet
+     * reached (a loaded machine may start the scrapers first) is no tear. */
+    metrics_set(r.a, NULL, 0);
+    metrics_set(r.b, METRICS_LABELS("x"), 0);
     /* Many series, so a render takes long enough to overlap the writer. */
     MetricsFamily *pad = metrics_family(r.m, METRICS_GAUGE, "t_pad", "padding", "i");
     for (int i = 0; i < 500; i++) {
