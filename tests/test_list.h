@@ -72,6 +72,8 @@ int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
 int reward_selftest(bool verbose);
 int lease_selftest(bool verbose);
+/* learner/epoch: the epoch of each start, a restored checkpoint, lease ids. */
+int epoch_selftest(bool verbose);
 int learner_selftest(bool verbose);
 int chat_smollm2_selftest(bool verbose);
 int algo_selftest(bool verbose);
@@ -112,6 +114,15 @@ int cluster_metrics_selftest(bool verbose);
  * the training; a keyed but hostile client is refused frame by frame as in
  * cluster_hostile; a non-loopback bind without keys is refused. */
 int cluster_auth_selftest(bool verbose);
+/* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
+ * hoarder holds at most its credit, the run completes, the refusals are
+ * counted); clients flooding snapshot requests without reading (the
+ * learner's RSS stays bounded, refusals counted, honest fetches served);
+ * an older checkpoint directory restored after two restarts (a new epoch,
+ * the actor refetches, the run completes). */
+int peer_hoard_selftest(bool verbose);
+int peer_snapshot_flood_selftest(bool verbose);
+int peer_epoch_restore_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -167,6 +178,7 @@ int cli_selftest(bool verbose);
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
     X(lease, lease_selftest)                                                                       \
+    X(epoch, epoch_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
     X(chat_smollm2, chat_smollm2_selftest)                                                         \
     X(algo, algo_selftest)                                                                         \
@@ -176,6 +188,9 @@ int cli_selftest(bool verbose);
     X(hostile, cluster_hostile_selftest)                                                           \
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
+    X(peer_hoard, peer_hoard_selftest)                                                             \
+    X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
+    X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
     X(cli, cli_selftest)
 
 #endif

@@ -11,7 +11,7 @@
 #   5. scale actors 1 -> 4 -> 2                -> samples/s before and after
 #   6. Prometheus's HTTP API: rlhf_learner_step and the reward at that step
 #                                              == the record of metrics.jsonl
-#   7. restart the learner container           -> resumes from the volume, epoch + 1,
+#   7. restart the learner container           -> resumes from the volume, a new epoch,
 #                                                 actors follow the new epoch
 # and at the end summary.json: accounting_ok and accuracy_after >= TARGET.
 # Every container, network and volume of the project is removed on exit.
@@ -182,7 +182,8 @@ PROM_OK=$(awk -v a="$PREW" -v b="$JREW" 'BEGIN { d = a - b; if (d < 0) d = -d; p
 say "Prometheus: rlhf_learner_step $PSTEP, reward_mean $PREW; metrics.jsonl at that step: $JREW ($PROM_OK)"
 [ "$PROM_OK" = true ] || die "Prometheus and metrics.jsonl disagree"
 
-# 7. restart the learner container: it resumes from the volume (epoch + 1)
+# 7. restart the learner container: it resumes from the volume in a new epoch
+# (one restart more in the epoch's high 32 bits, random low bits: learner/epoch.h)
 E0=$(num "$(lm rlhf_learner_epoch)")
 S0=$(step)
 $DC stop -t 30 learner >/dev/null 2>&1
@@ -191,7 +192,8 @@ RLHF_STEPS=$((S0 + 40)) $DC up -d --no-deps learner >/dev/null 2>&1
 wait_until 120 step_past "$S0" || die "the restarted learner made no steps"
 REC_LEARNER=$(($(now_ms) - t))
 E1=$(num "$(lm rlhf_learner_epoch)")
-[ "$E1" -eq $((E0 + 1)) ] || die "epoch $E1 after the restart, expected $((E0 + 1))"
+[ $((E1 >> 32)) -eq $(((E0 >> 32) + 1)) ] && [ "$E1" -ne "$E0" ] ||
+    die "epoch $E1 after the restart, expected one restart more than $E0"
 A=$(running actor | head -n 1)
 follows() { [ "$(num "$(cm "$A" rlhf_actor_epoch)")" -eq "$E1" ]; }
 wait_until 60 follows || die "the actors did not follow epoch $E1"
