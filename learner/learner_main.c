@@ -67,8 +67,7 @@ int main(int argc, char **argv)
                  "versions a token may lag; bounds work in flight"),
         FLAG_INT("lease-credit", &cfg.lease_credit, 0, 1 << 24, "N",
                  "groups one peer (connection) may hold in flight; 0 =\n"
-                 "min(batch-groups, (max-staleness+1)*batch-groups/2), >= lease-prompts",
-                 .def = "0"),
+                 "min(batch-groups, (max-staleness+1)*batch-groups/2), >= lease-prompts"),
         FLAG_INT("lease-credit-key", &cfg.lease_credit_key, 0, 1 << 24, "N",
                  "with --keys: groups one client key may hold over all its\n"
                  "connections (give each actor its own key); 0 = no limit per key"),

@@ -12,6 +12,8 @@
 #include "learner/learner_task.h"
 
 #define RETRY_AFTER_MS 200 /* what an actor is told to wait when no work is free */
+/* ... and when it holds its credit: its groups are on their way back */
+#define RETRY_OVER_CREDIT_MS 50
 
 int learner_serve_open(Learner *l)
 {
@@ -149,8 +151,9 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
     char            key[LEASE_ACCOUNT_MAX_ID];
     int             n_acct = peer_accounts(l, m, acct, conn, key);
     int             n = 0;
-    if (req->max_prompts > 0 && lease_capacity(l->leases) > 0 &&
-        lease_credit_left(l->leases, acct, n_acct) == 0) {
+    bool            is_over = req->max_prompts > 0 && lease_capacity(l->leases) > 0 &&
+                   lease_credit_left(l->leases, acct, n_acct) == 0;
+    if (is_over) {
         char       hex[20];
         WireReject rej;
         peer_hex(m, hex);
@@ -199,7 +202,9 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
         g.prompts = pp;
     } else {
         l->grants_empty++;
-        g.retry_after_ms = req->max_prompts > 0 ? RETRY_AFTER_MS : 0;
+        g.retry_after_ms = req->max_prompts <= 0 ? 0
+                           : is_over             ? RETRY_OVER_CREDIT_MS
+                                                 : RETRY_AFTER_MS;
     }
     int rc = wire_send_to(l->s_lease, m->peer, m->peer_len, &g.base, ZMQ_DONTWAIT);
     if (rc) /* The lease stays in the table and is re-issued at its deadline. */

@@ -93,6 +93,11 @@ typedef struct {
     int  batch_groups; /* groups per step */
     bool is_debug;     /* the learner logs at debug level: every grant */
     bool is_metrics;   /* the learner and the reward server serve /metrics */
+    /* --lease-credit; 0 = the default. Tests that count every reject of the
+     * lease socket exactly set it high: a lone actor that runs ahead of its
+     * reward server is refused now and then as over its credit (counted as
+     * a reject; tests/hostile_peer_test.c tests the credit). */
+    int lease_credit;
 } RunOpts;
 
 /* ---- Reporting -------------------------------------------------------- */
@@ -318,6 +323,7 @@ static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
     proc_arg(p, "--poll-ms=20");
     proc_arg(p, "--status-every=0.25");
     if (o->is_metrics) proc_arg(p, "--metrics-addr=127.0.0.1:%d", c->port + CL_PORT_HTTP);
+    if (o->lease_credit) proc_arg(p, "--lease-credit=%d", o->lease_credit);
     if (c->keys[0]) proc_arg(p, "--keys=%s", c->keys);
     return p;
 }
@@ -1605,9 +1611,10 @@ static void expect_logged(Cluster *c, const Proc *p, const FrameSet *s, const ch
 
 int cluster_hostile_selftest(bool verbose)
 {
-    const RunOpts o = {.steps = 40, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4};
-    Cluster       c;
-    Proc         *learner, *reward;
+    const RunOpts o = {
+        .steps = 40, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4, .lease_credit = 1000};
+    Cluster c;
+    Proc   *learner, *reward;
     if (!cl_start_run(&c, "hostile", verbose, &o, &learner, &reward, NULL, 0, false))
         return cl_finish(&c);
 
@@ -2228,7 +2235,11 @@ static bool copy_into(const char *src, const char *dir, const char *name)
 int cluster_auth_selftest(bool verbose)
 {
     /* A run longer than the test: the learner is stopped once all is seen. */
-    const RunOpts o = {.steps = 1000000, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4};
+    const RunOpts o = {.steps = 1000000,
+                       .ckpt_every = 0,
+                       .max_staleness = 2,
+                       .batch_groups = 4,
+                       .lease_credit = 1000};
     Cluster       c;
     Proc         *learner = NULL, *reward = NULL, *actor = NULL;
     AuClient      rogue = {0}, plain = {0}, hostile = {0};

@@ -207,11 +207,13 @@ int peer_hoard_selftest(bool verbose)
 {
     /* Capacity (max_staleness + 1) * batch_groups = 8 groups; the default
      * credit of one peer is min(batch, capacity / 2) = 4 of them. */
-    const TestClRun o = {.steps = 20,
+    /* Leases expire every second: the hoarder takes its credit again and
+     * again over the run, never more. */
+    const TestClRun o = {.steps = 40,
                          .max_staleness = 1,
                          .batch_groups = 4,
                          .lease_prompts = 2,
-                         .lease_timeout_ms = 2000,
+                         .lease_timeout_ms = 1000,
                          .is_metrics = true};
     const int       credit = 4, capacity = 8;
     TestCl          c;
@@ -264,6 +266,11 @@ int peer_hoard_selftest(bool verbose)
     atomic_store(&h.stop, 1);
     pthread_join(th, NULL);
     uint64_t held_max = atomic_load(&h.held_max);
+    testcl_note(&c,
+                "over the run (%.1f s): the hoarder got %llu grants (%llu prompts, taken again "
+                "as they expired), held at most %llu groups at once",
+                testcl_now() - t_actor, (unsigned long long)atomic_load(&h.grants),
+                (unsigned long long)atomic_load(&h.prompts), (unsigned long long)held_max);
     EXPECT(held_max <= (uint64_t)credit,
            "the hoarder held up to %llu groups at once, its credit is %d (capacity %d)",
            (unsigned long long)held_max, credit, capacity);
@@ -450,6 +457,36 @@ int peer_snapshot_flood_selftest(bool verbose)
            refused);
     EXPECT(proc_is_running(learner), "the learner died");
     testcl_end(&c, learner);
+
+    /* A budget that cannot hold one snapshot is refused at start, by name. */
+    char ckpt2[PATH_MAX + 16];
+    testfs_path(ckpt2, sizeof ckpt2, "%s/ckpt-small", c.tmp);
+    char prog[PATH_MAX + 32], ck_arg[PATH_MAX + 32];
+    testfs_path(prog, sizeof prog, "%s/rlhf-learner", c.build);
+    testfs_path(ck_arg, sizeof ck_arg, "--ckpt-dir=%s", ckpt2);
+    const char *const argv[] = {"rlhf-learner",
+                                ck_arg,
+                                "--lease=tcp://127.0.0.1:*",
+                                "--results=tcp://127.0.0.1:*",
+                                "--weights=tcp://127.0.0.1:*",
+                                "--snapshot=tcp://127.0.0.1:*",
+                                "--metrics=",
+                                "--summary=",
+                                "--eval-n=0",
+                                "--dim=128",
+                                "--layers=4",
+                                "--heads=2",
+                                "--hidden=512",
+                                "--snapshot-queue-mb=1",
+                                NULL};
+    ProcResult        pr;
+    int               prc = proc_run(prog, argv, NULL, 30.0, &pr);
+    EXPECT_RUN(prc == 0 && pr.status == 1 && strstr(pr.err, "--snapshot-queue-mb 1") &&
+                   strstr(pr.err, "does not hold one snapshot"),
+               &pr,
+               "--snapshot-queue-mb=1 for a ~4 MB snapshot: exit %d, expected 1 naming the flag",
+               pr.status);
+    proc_result_free(&pr);
 out:
     for (int i = 0; i < N_FLOODERS; i++) wire_sock_free(&fl[i]);
     zmq_ctx_term(zctx);
