@@ -7,6 +7,9 @@
  *                        the hoarder holds at most its credit, the honest
  *                        actor gets work and the run goes on; the refusals
  *                        are counted (metrics.jsonl, /metrics).
+ *   peer_hoard_keyed     the same with a CURVE key on three connections, an
+ *                        honest actor with a key of its own: the key holds
+ *                        at most --lease-credit-key over all connections.
  *   peer_snapshot_flood  clients that send SnapshotRequests and never read:
  *                        the learner's resident memory stays bounded (one
  *                        transfer queued per peer, a budget over all of
@@ -36,6 +39,7 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
+#include "common/net/auth.h"
 #include "common/net/snapshot.h"
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
@@ -136,38 +140,54 @@ static bool actor_groups(const Proc *p, long long *groups)
 
 /* The hoarding client, on a thread of its own: asks for as many prompts as
  * a request may name, again as soon as a grant comes (5 ms after an empty
- * one), and never sends a group back. It tracks what it holds from the
- * grants' deadlines. */
+ * one), and never sends a group back; over n_conn connections in turn,
+ * each a CURVE client with keys/<key_name>.key when keys is set. It tracks
+ * what it holds from the grants' deadlines. */
+enum { HOARD_MAX = 4096, HOARD_MAX_CONN = 4 };
+
 typedef struct {
     char             ep[64];
+    const char      *keys;     /* keys directory, NULL = plaintext */
+    const char      *key_name; /* its key pair */
+    int              n_conn;   /* connections, 1..HOARD_MAX_CONN */
     atomic_int       stop;
     _Atomic uint64_t grants, prompts, empties, held_max;
-    int              rc;
 } Hoarder;
-
-enum { HOARD_MAX = 4096 };
 
 static void *hoard_main(void *arg)
 {
-    Hoarder  *h = arg;
-    void     *zctx = zmq_ctx_new();
-    WireSock *s = dealer(zctx, "hoarder", h->ep, 0);
-    int64_t  *deadline = calloc(HOARD_MAX, sizeof *deadline);
-    int      *n_held = calloc(HOARD_MAX, sizeof *n_held);
-    int       n = 0;
-    while (s && !atomic_load(&h->stop)) {
+    Hoarder   *h = arg;
+    void      *zctx = zmq_ctx_new();
+    AuthConfig cfg = {.keys_dir = h->keys, .key_name = h->key_name};
+    Auth      *auth = auth_new(zctx, &cfg, "actor", false);
+    WireSock  *s[HOARD_MAX_CONN] = {NULL};
+    int        n_conn = h->n_conn < 1 ? 1 : h->n_conn > HOARD_MAX_CONN ? HOARD_MAX_CONN : h->n_conn;
+    WireSockOpts o = WIRE_SOCK_DEFAULTS;
+    o.linger_ms = 0;
+    bool ok = auth != NULL;
+    for (int i = 0; ok && i < n_conn; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "hoarder-%d", i);
+        s[i] = wire_sock_new(zctx, ZMQ_DEALER, name, &o);
+        ok = s[i] && auth_connect(auth, s[i], h->ep, AUTH_LEARNER) == 0;
+    }
+    int64_t *deadline = calloc(HOARD_MAX, sizeof *deadline);
+    int     *n_held = calloc(HOARD_MAX, sizeof *n_held);
+    int      n = 0;
+    for (int turn = 0; ok && !atomic_load(&h->stop); turn++) {
+        WireSock          *sock = s[turn % n_conn];
         Rlhf__LeaseRequest r = RLHF__LEASE_REQUEST__INIT;
         r.version = WIRE_PROTOCOL_VERSION;
         r.run_id = "";
         r.actor_id = "hoarder";
         r.max_prompts = WIRE_MAX_PROMPTS;
-        if (wire_send(s, &r.base, 0) != 0) {
+        if (wire_send(sock, &r.base, 0) != 0) {
             usleep(5000);
             continue;
         }
         WireMsg           m = {0};
         ProtobufCMessage *out = NULL;
-        int rc = wire_recv_decode(s, 1000, &rlhf__lease_grant__descriptor, NULL, &m, &out, NULL);
+        int rc = wire_recv_decode(sock, 1000, &rlhf__lease_grant__descriptor, NULL, &m, &out, NULL);
         wire_msg_close(&m);
         if (rc) continue;
         const Rlhf__LeaseGrant *g = (const Rlhf__LeaseGrant *)out;
@@ -198,7 +218,8 @@ static void *hoard_main(void *arg)
     }
     free(deadline);
     free(n_held);
-    wire_sock_free(&s);
+    for (int i = 0; i < n_conn; i++) wire_sock_free(&s[i]);
+    auth_free(&auth);
     zmq_ctx_term(zctx);
     return NULL;
 }
@@ -290,6 +311,60 @@ int peer_hoard_selftest(bool verbose)
                "the honest actor sent %lld groups, expected at least %d", groups,
                o.steps * o.batch_groups / 2);
     }
+    testcl_end(&c, actor);
+    testcl_end(&c, reward);
+    return testcl_finish(&c);
+}
+
+/* The same hoarder with a client key and three connections, beside an
+ * honest actor with a key of its own: --lease-credit-key bounds what the
+ * key holds over all its connections (a new connection is no new credit). */
+int peer_hoard_keyed_selftest(bool verbose)
+{
+    const TestClRun o = {.steps = 30,
+                         .max_staleness = 1,
+                         .batch_groups = 4,
+                         .lease_prompts = 2,
+                         .lease_timeout_ms = 1000,
+                         .extra = {"--lease-credit-key=2", NULL}};
+    const int       key_credit = 2;
+    TestCl          c;
+    Proc           *learner, *reward;
+    if (!testcl_init(&c, "peer_hoard_keyed", verbose, PEER_BUDGET_S)) return testcl_finish(&c);
+    testfs_path(c.keys, sizeof c.keys, "%s/keys", c.tmp);
+    if (!testcl_keygen(&c, c.keys, NULL) || !testcl_keygen(&c, c.keys, "actor-2") ||
+        !testcl_start_core(&c, &o, &learner, &reward))
+        return testcl_finish(&c);
+    Hoarder h = {.keys = c.keys, .key_name = "actor", .n_conn = 3};
+    snprintf(h.ep, sizeof h.ep, "%s", c.ep_lease);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, hoard_main, &h) == 0);
+    double t0 = testcl_now();
+    while (atomic_load(&h.grants) == 0 && testcl_now() - t0 < 10.0 && !testcl_out_of_time(&c))
+        testcl_sleep_ms(10);
+    testcl_sleep_ms(300);
+    Proc *actor = testcl_actor(&c, "actor-2", 8, false);
+    proc_arg(actor, "--key-name=actor-2");
+    double t_actor = testcl_now();
+    bool   ok = testcl_start(&c, actor) && testcl_wait_step(&c, learner, o.steps, 60.0);
+    atomic_store(&h.stop, 1);
+    pthread_join(th, NULL);
+    uint64_t held_max = atomic_load(&h.held_max);
+    testcl_note(&c,
+                "%d steps in %.1f s beside a hoarder on 3 connections of one key: it got %llu "
+                "grants (%llu prompts), held at most %llu groups at once (key credit %d)",
+                o.steps, testcl_now() - t_actor, (unsigned long long)atomic_load(&h.grants),
+                (unsigned long long)atomic_load(&h.prompts), (unsigned long long)held_max,
+                key_credit);
+    EXPECT(atomic_load(&h.grants) > 0 && held_max <= (uint64_t)key_credit,
+           "the hoarder's key held up to %llu groups over its 3 connections, the key's credit "
+           "is %d",
+           (unsigned long long)held_max, key_credit);
+    EXPECT(proc_output_has(learner, "its key 'actor' holds the key's credit of 2"),
+           "the learner did not log a refusal naming the key");
+    if (ok)
+        EXPECT(proc_wait(learner, testcl_budget(&c, 20.0)) == 0 && proc_exited_ok(learner),
+               "the learner did not finish its %d steps cleanly", o.steps);
     testcl_end(&c, actor);
     testcl_end(&c, reward);
     return testcl_finish(&c);

@@ -116,11 +116,13 @@ int cluster_metrics_selftest(bool verbose);
 int cluster_auth_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
- * counted); clients flooding snapshot requests without reading (the
+ * counted; with a client key over several connections, the key's credit
+ * binds them all); clients flooding snapshot requests without reading (the
  * learner's RSS stays bounded, refusals counted, honest fetches served);
  * an older checkpoint directory restored after two restarts (a new epoch,
  * the actor refetches, the run completes). */
 int peer_hoard_selftest(bool verbose);
+int peer_hoard_keyed_selftest(bool verbose);
 int peer_snapshot_flood_selftest(bool verbose);
 int peer_epoch_restore_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
@@ -189,6 +191,7 @@ int cli_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
+    X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
     X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
     X(cli, cli_selftest)

@@ -193,6 +193,7 @@ Proc *testcl_learner(TestCl *c, const char *name, const TestClRun *o)
     proc_arg(p, "--status-every=0.25");
     if (o->is_metrics) proc_arg(p, "--metrics-addr=127.0.0.1:%d", c->port + TESTCL_PORT_HTTP);
     for (int i = 0; i < 8 && o->extra[i]; i++) proc_arg(p, "%s", o->extra[i]);
+    if (c->keys[0]) proc_arg(p, "--keys=%s", c->keys);
     return p;
 }
 
@@ -204,6 +205,7 @@ static Proc *reward_proc(TestCl *c, const char *name)
     proc_arg(p, "--threads=1");
     proc_arg(p, "--id=%s", name);
     proc_arg(p, "--status-every=0.25");
+    if (c->keys[0]) proc_arg(p, "--keys=%s", c->keys);
     return p;
 }
 
@@ -220,7 +222,22 @@ Proc *testcl_actor(TestCl *c, const char *name, int batch, bool is_debug)
     proc_arg(p, "--reply-timeout-ms=1000");
     proc_arg(p, "--snapshot-timeout-ms=1000");
     if (is_debug) proc_arg(p, "--log-level=debug");
+    if (c->keys[0]) proc_arg(p, "--keys=%s", c->keys);
     return p;
+}
+
+bool testcl_keygen(TestCl *c, const char *dir, const char *name)
+{
+    char pname[64];
+    snprintf(pname, sizeof pname, "keygen-%s", name ? name : "all");
+    Proc *p = testcl_proc(c, pname, "rlhf-keygen", NULL, NULL);
+    proc_arg(p, "--dir=%s", dir);
+    if (name) proc_arg(p, "--name=%s", name);
+    char st[64];
+    return testcl_start(c, p) &&
+           EXPECT(proc_wait(p, testcl_budget(c, 10.0)) == 0 && proc_exited_ok(p),
+                  "rlhf-keygen --dir %s%s%s: %s", dir, name ? " --name " : "", name ? name : "",
+                  proc_describe(p, st, sizeof st));
 }
 
 bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward)

@@ -50,6 +50,7 @@ typedef struct {
     char        ep_lease[64], ep_weights[64], ep_snap[64], ep_results[64], ep_samples[64];
     Proc       *procs[TESTCL_MAX_PROCS]; /* owned; each logs to tmp/NAME.log */
     int         n_procs;
+    char        keys[PATH_MAX + 16]; /* --keys of every daemon; "" = none (plaintext) */
 } TestCl;
 
 /* The learner's flags that differ between tests; 0 fields take the
@@ -101,7 +102,8 @@ void testcl_end(TestCl *c, Proc *p);
 
 /* The learner's command line for o (not started). */
 Proc *testcl_learner(TestCl *c, const char *name, const TestClRun *o);
-/* An actor generating batch sequences at a time, debug-logging if asked. */
+/* An actor generating batch sequences at a time, debug-logging if asked
+ * (with keys: its key pair is keys/actor.key; add --key-name for another). */
 Proc *testcl_actor(TestCl *c, const char *name, int batch, bool is_debug);
 /* Picks ports, starts the learner and a reward server and waits until both
  * are bound; starts over on other ports if one was taken meanwhile. */
@@ -116,6 +118,9 @@ int64_t testcl_step(TestCl *c);
 /* Waits until the learner has recorded step; false (a failed check) if it
  * exits first or timeout_s passes. */
 bool testcl_wait_step(TestCl *c, Proc *learner, int64_t step, double timeout_s);
+/* Runs rlhf-keygen --dir dir [--name name] to its end; false after a
+ * failed check. */
+bool testcl_keygen(TestCl *c, const char *dir, const char *name);
 /* Lines of p's log holding needle. */
 int testcl_count(const Proc *p, const char *needle);
 
