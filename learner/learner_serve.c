@@ -49,13 +49,13 @@ int learner_serve_open(Learner *l)
     size_t       budget = learner_snapshot_budget(&l->cfg, bytes);
     if (frames == 0 || budget < frames) {
         log_error("learner: --snapshot-queue-mb %d (%zu bytes) does not hold one snapshot of "
-                  "%zu bytes; raise it to at least %zu",
+                  "%zu bytes; give at least --snapshot-queue-mb %zu",
                   l->cfg.snapshot_queue_mb, budget, frames, (frames >> 20) + 1);
         return ERR_ARG;
     }
     l->snap_out = wire_snap_out_new(budget);
     log_info("learner: per peer: %d groups in flight (lease credit%s), one snapshot queued; "
-             "snapshots queued in all: %.1f MiB (%zu of %.1f MiB)",
+             "snapshots queued in all: %.1f MiB (%zu snapshots of %.1f MiB)",
              l->lease_credit,
              l->cfg.lease_credit_key > 0 && auth_has_keys(l->auth) ? ", and per client key" : "",
              (double)budget / (1 << 20), budget / frames, (double)frames / (1 << 20));
