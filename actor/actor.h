@@ -11,9 +11,13 @@
  * values) and then copied over the model's parameters in one piece, never
  * while gen_run runs. Every token carries the policy version of the weights
  * that produced it. A (run_id, epoch, policy_version) triple names a set of
- * weights; the actor refetches whenever the learner's run or epoch differs
- * from what it holds, even if the learner's version is lower (a learner
- * restarted from an older checkpoint), so versions of two incarnations are
+ * weights; the actor refetches whenever the learner's (run, epoch,
+ * version) differs from what it holds in any direction: another run or
+ * epoch, higher or lower (epochs are compared for equality only, never for
+ * order: learner/epoch.h), or a newer version; a lower version of the held
+ * epoch once the learner repeats it (a stale announce is not). So a learner
+ * restarted from an older checkpoint, or from a restored older copy of its
+ * checkpoint directory, is followed, and versions of two incarnations are
  * never mixed inside a lease.
  *
  * Log-prob contract: logp_behaviour of a token is log softmax(logits / T) of
@@ -52,8 +56,8 @@ typedef struct {
     const char *snapshot_ep;                  /* learner snapshot ROUTER (DEALER connects) */
     const char *reward_eps[ACTOR_MAX_REWARD]; /* reward server PULLs (PUSH connects to each) */
     int         n_reward;                     /* endpoints in reward_eps, >= 1 */
-    int reward_resolve_ms; /* > 0: connect to every address of a reward host name and
-                              re-resolve this often (actor_dns.h); 0 = as given, once */
+    int         reward_resolve_ms;   /* > 0: connect to every address of a reward host name and
+                                        re-resolve this often (actor_dns.h); 0 = as given, once */
     const char *id;                  /* actor id sent to the learner; NULL = "actor-<pid>" */
     int         batch;               /* sequences generated together at most, >= 1 */
     uint64_t    seed;                /* sampling seed; 0 = derived from the actor id */

@@ -87,6 +87,8 @@ struct Actor {
     WeightsId   held;          /* identity of the weights in model */
     bool        is_fetch_due;  /* the learner has other weights: fetch at the fetch timer */
     WeightsId   announced;     /* the newest announce that asked for a fetch */
+    WeightsId   behind;        /* an announce of the held run and epoch below the held version */
+    int         n_behind;      /* times in a row it was announced (actor_on_announce) */
     WireSnapRx *rx;            /* assembles snapshots in its own (spare) buffer */
     int         backoff_ms;    /* wait before the next fetch attempt */
     int         n_fetch_fails; /* failed attempts since the last success */

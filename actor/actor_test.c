@@ -454,7 +454,9 @@ static void st_hostile(StLearner *L)
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
     st_grant(L, 91, L->epoch, 2, 2, 0, 5000, 1.0f);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
-    /* An old epoch's grant, and lease 1 granted a second time. */
+    /* A grant of another epoch (a learner that is gone: the actor asks for
+     * the snapshot, finds epoch 1 served and drops the lease), and lease 1
+     * granted a second time. */
     st_grant(L, 92, L->epoch - 1, 1, 2, 0, 0, 1.0f);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
     st_grant(L, 1, L->epoch, 2, 4, 0, 0, 1.0f);
@@ -466,6 +468,46 @@ static void st_hostile(StLearner *L)
      * the garbage) and keeps what the learner serves. */
     wire_send_raw(L->snap, L->snap_peer, L->snap_peer_len, garbage, sizeof garbage, 0);
     st_announce(L, L->epoch, 999, WIRE_PROTOCOL_VERSION);
+}
+
+/* The fake learner restarts (same endpoints, new sockets) at epoch and
+ * version with new weights; the actor, holding held_epoch v held_version,
+ * must ask for the snapshot and serve lease lease_id of the new
+ * incarnation with its weights. */
+static void st_restart(StLearner *L, uint64_t epoch, uint64_t version, uint64_t seed,
+                       uint64_t lease_id, uint64_t held_epoch, uint64_t held_version, bool verbose)
+{
+    st_learner_down(L);
+    usleep(100 * 1000);
+    L->epoch = epoch;
+    L->version = version;
+    st_new_weights(L, seed);
+    if (st_learner_up(L, true)) {
+        EXPECT(false, "fake learner rebinds");
+        return;
+    }
+    int snaps = L->n_snap_requests, reqs = L->n_requests;
+    L->is_announcing = true;
+    EXPECT(st_wait_snap_requests(L, snaps + 1, 8000),
+           "restarted learner (epoch %llu v%llu) -> snapshot request", (unsigned long long)epoch,
+           (unsigned long long)version);
+    L->is_announcing = false;
+    EXPECT(L->snap_have_epoch == held_epoch && L->snap_have_version == held_version,
+           "snapshot request names epoch %llu v%llu, expected the held epoch %llu v%llu",
+           (unsigned long long)L->snap_have_epoch, (unsigned long long)L->snap_have_version,
+           (unsigned long long)held_epoch, (unsigned long long)held_version);
+    double end = progress_now() + 5.0;
+    while (L->n_requests == reqs && progress_now() < end) st_pump(L, 20);
+    st_grant(L, lease_id, epoch, 2, 4, version, 0, 1.0f);
+    EXPECT(st_wait_groups(L, 2, 8000), "groups after the learner restarted at epoch %llu v%llu",
+           (unsigned long long)epoch, (unsigned long long)version);
+    double worst = 0.0;
+    st_check_groups(L, lease_id, 2, 4, version, NULL, 0, "actor-st", &worst, verbose);
+    EXPECT(L->req_epoch == epoch && L->req_version == version,
+           "requests name epoch %llu v%llu, expected %llu v%llu", (unsigned long long)L->req_epoch,
+           (unsigned long long)L->req_version, (unsigned long long)epoch,
+           (unsigned long long)version);
+    st_clear_groups(L);
 }
 
 /* The real program: with no learner anywhere it waits, and SIGTERM ends it
@@ -617,9 +659,10 @@ int actor_selftest(bool verbose)
     snaps = L.n_snap_requests;
     st_hostile(&L);
     st_pump(&L, 300);
-    EXPECT(L.n_snap_requests == snaps + 1, "a bogus announce: %d snapshot requests, expected one",
+    EXPECT(L.n_snap_requests == snaps + 2,
+           "another epoch's grant and a bogus announce: %d snapshot requests, expected one each",
            L.n_snap_requests - snaps);
-    st_clear_groups(&L); /* lease 91 is refused, 92 and the second lease 1 ignored */
+    st_clear_groups(&L); /* lease 91 is refused, 92 dropped, the second lease 1 ignored */
     st_grant(&L, 4, 1, 2, 4, 8, 0, 1.0f);
     EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 4 after hostile input");
     worst = 0.0;
@@ -646,34 +689,16 @@ int actor_selftest(bool verbose)
     st_clear_groups(&L);
 
     /* 5. The learner restarts from an older checkpoint: epoch 2, version 3,
-     * behind the actor's v7. Same endpoints, new sockets. */
-    st_learner_down(&L);
-    usleep(100 * 1000);
-    L.epoch = 2;
-    L.version = 3;
-    st_new_weights(&L, 14);
-    if (st_learner_up(&L, true)) {
-        EXPECT(false, "fake learner rebinds");
-    } else {
-        snaps = L.n_snap_requests;
-        int reqs = L.n_requests;
-        L.is_announcing = true;
-        EXPECT(st_wait_snap_requests(&L, snaps + 1, 8000), "restarted learner -> snapshot request");
-        L.is_announcing = false;
-        EXPECT(L.snap_have_epoch == 1 && L.snap_have_version == 9,
-               "snapshot request names epoch %llu v%llu, expected the held epoch 1 v9",
-               (unsigned long long)L.snap_have_epoch, (unsigned long long)L.snap_have_version);
-        double end = progress_now() + 5.0;
-        while (L.n_requests == reqs && progress_now() < end) st_pump(&L, 20);
-        st_grant(&L, 1, 2, 2, 4, 3, 0, 1.0f); /* lease ids start again in a new epoch */
-        EXPECT(st_wait_groups(&L, 2, 8000), "groups after the learner restarted");
-        worst = 0.0;
-        st_check_groups(&L, 1, 2, 4, 3, NULL, 0, "actor-st", &worst, verbose);
-        EXPECT(L.req_epoch == 2 && L.req_version == 3,
-               "requests name epoch %llu v%llu, expected 2 v3", (unsigned long long)L.req_epoch,
-               (unsigned long long)L.req_version);
-        st_clear_groups(&L);
-    }
+     * behind the actor's v9. Same endpoints, new sockets. */
+    st_restart(&L, 2, 3, 14, 1, 1, 9, verbose);
+    /* 5b. A copy of an older checkpoint restored: a lower epoch (epochs
+     * never repeat but are not ordered) and version 2, behind the held
+     * epoch 2 v3: the actor follows it all the same. */
+    st_restart(&L, 0, 2, 17, 2, 2, 3, verbose);
+    /* 5c. A learner that reused the epoch (as learners before issue 8 did
+     * after a restore) at version 1, behind the held v2: announced again
+     * and again, it is followed too. */
+    st_restart(&L, 0, 1, 18, 3, 0, 2, verbose);
 
     /* 6. Stop: prompt, clean, status 0. */
     double t_stop = progress_now();
@@ -684,17 +709,19 @@ int actor_selftest(bool verbose)
            T->is_made, T->rc);
     EXPECT(dt_stop < 1.0, "actor stopped in %.3f s, expected within a second", dt_stop);
     const ActorStats *s = &T->stats;
-    EXPECT(s->leases_done == 7, "%llu leases done, expected 7", (unsigned long long)s->leases_done);
+    EXPECT(s->leases_done == 9, "%llu leases done, expected 9", (unsigned long long)s->leases_done);
     EXPECT(s->leases_refused == 1, "%llu leases refused, expected 1 (the bad token)",
            (unsigned long long)s->leases_refused);
-    EXPECT(s->leases_stale >= 2, "%llu stale grants, expected >= 2 (old epoch, duplicate)",
-           (unsigned long long)s->leases_stale);
+    EXPECT(s->leases_stale >= 1 && s->leases_abandoned >= 1,
+           "%llu stale grants and %llu abandoned, expected >= 1 (the duplicate) and >= 1 (another "
+           "epoch's)",
+           (unsigned long long)s->leases_stale, (unsigned long long)s->leases_abandoned);
     EXPECT(s->rejects >= 11, "%llu rejects, expected >= 11 (hostile frames and snapshots)",
            (unsigned long long)s->rejects);
-    EXPECT(s->snapshots >= 4 && s->has_weights && s->epoch == 2 && s->policy_version == 3 &&
+    EXPECT(s->snapshots >= 6 && s->has_weights && s->epoch == 0 && s->policy_version == 1 &&
                !strcmp(s->run_id, "run-st"),
-           "final weights: %llu snapshots, run '%s' epoch %llu v%llu, expected >= 4, "
-           "run-st epoch 2 v3",
+           "final weights: %llu snapshots, run '%s' epoch %llu v%llu, expected >= 6, "
+           "run-st epoch 0 v1",
            (unsigned long long)s->snapshots, s->run_id, (unsigned long long)s->epoch,
            (unsigned long long)s->policy_version);
     if (verbose)

@@ -253,14 +253,43 @@ bool actor_held_matches(const Actor *a, const char *run_id, uint64_t epoch)
     return actor_has_weights(a) && !strcmp(a->held.run_id, run_id) && a->held.epoch == epoch;
 }
 
+/* Whether an announce of (run, epoch, version) asks for a fetch: whenever
+ * the learner's weights differ from the held ones in any direction. Another
+ * run or epoch is another incarnation of the learner (epochs never repeat
+ * within a run and are compared for equality only: learner/epoch.h), be its
+ * numbers higher or lower. Within one incarnation versions only grow, so a
+ * higher version is news at once; a lower one is usually an announce that
+ * waited in the queue while a fetch got a newer snapshot, so it asks for a
+ * fetch only when the learner repeats it (it re-announces its current
+ * version every second): a learner really behind the held weights (an
+ * incarnation that reused an epoch) is still followed. */
+static bool announce_differs(Actor *a, const char *run, uint64_t epoch, uint64_t version)
+{
+    bool is_same = !strcmp(run, a->held.run_id) && epoch == a->held.epoch;
+    if (!is_same || version > a->held.version) {
+        a->n_behind = 0;
+        return true;
+    }
+    if (version == a->held.version) {
+        a->n_behind = 0;
+        return false;
+    }
+    if (a->n_behind > 0 && a->behind.version == version && a->behind.epoch == epoch &&
+        !strcmp(a->behind.run_id, run))
+        return ++a->n_behind >= 2;
+    actor_copy_str(a->behind.run_id, sizeof a->behind.run_id, run);
+    a->behind.epoch = epoch;
+    a->behind.version = version;
+    a->n_behind = 1;
+    return false;
+}
+
 int actor_on_announce(Actor *a, const ProtobufCMessage *msg)
 {
     const Rlhf__WeightAnnounce *w = (const Rlhf__WeightAnnounce *)msg;
     const char                 *run = w->run_id ? w->run_id : "";
     if (!actor_has_weights(a)) return 0; /* the first fetch is under way anyway */
-    bool is_newer = strcmp(run, a->held.run_id) != 0 || w->epoch > a->held.epoch ||
-                    (w->epoch == a->held.epoch && w->policy_version > a->held.version);
-    if (!is_newer) return 0;
+    if (!announce_differs(a, run, w->epoch, w->policy_version)) return 0;
     /* The same announcement twice (or a bogus one the learner's snapshot
      * did not confirm) triggers one fetch, not one per repeat. */
     if (!strcmp(run, a->announced.run_id) && w->epoch == a->announced.epoch &&

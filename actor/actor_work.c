@@ -342,23 +342,17 @@ int actor_on_grant(Actor *a, const ProtobufCMessage *msg)
         int ms = g->retry_after_ms > 0 ? g->retry_after_ms : a->cfg.poll_ms;
         if (ms > ACTOR_RETRY_MAX_MS) ms = ACTOR_RETRY_MAX_MS;
         actor_set_state(a, ACTOR_IDLE, ms);
-        /* An idle learner of another run or epoch still tells us to follow it. */
-        if (!actor_held_matches(a, g->run_id, g->epoch) && g->run_id[0] && !a->is_fetch_due) {
-            bool is_older = actor_has_weights(a) && !strcmp(g->run_id, a->held.run_id) &&
-                            g->epoch < a->held.epoch;
-            if (!is_older) actor_want_fetch(a);
-        }
+        /* An idle learner of another run or epoch, higher or lower (epochs
+         * are never compared for order: learner/epoch.h), still tells us
+         * to follow it. */
+        if (!actor_held_matches(a, g->run_id, g->epoch) && g->run_id[0] && !a->is_fetch_due)
+            actor_want_fetch(a);
         return 0;
     }
-    /* Any grant answers the request: the next one may go at once. */
+    /* Any grant answers the request: the next one may go at once. A grant
+     * of another epoch is served after a fetch (serve_grant), or dropped
+     * if the learner turns out to serve other weights. */
     actor_set_state(a, ACTOR_IDLE, 0);
-    if (actor_has_weights(a) && !strcmp(g->run_id, a->held.run_id) && g->epoch < a->held.epoch) {
-        log_info("actor %s: lease %llu of epoch %llu ignored: the learner is at epoch %llu", a->id,
-                 (unsigned long long)g->lease_id, (unsigned long long)g->epoch,
-                 (unsigned long long)a->held.epoch);
-        a->st.leases_stale++;
-        return 0;
-    }
     if (lease_seen(a, g)) {
         log_info("actor %s: lease %llu granted twice; the duplicate is ignored", a->id,
                  (unsigned long long)g->lease_id);

@@ -20,9 +20,12 @@
  * REQUESTING re-sends it (no reply in reply_timeout_ms). Returns 0 or ERR_IO. */
 int actor_on_lease_timer(Reactor *r, void *arg);
 
-/* The LeaseGrant handler: a grant without prompts sets when to ask again;
- * an old-epoch or duplicate grant is ignored; otherwise the grant is served
- * (ACTOR_SAMPLING). Returns 0, ACTOR_STOPPED or ERR_IO. */
+/* The LeaseGrant handler: a grant without prompts sets when to ask again
+ * (and asks for a fetch if the learner's run or epoch differs); a duplicate
+ * grant is ignored; otherwise the grant is served (ACTOR_SAMPLING), after a
+ * fetch if its run or epoch differs from the held weights' in either
+ * direction (dropped if the learner then serves other weights). Returns 0,
+ * ACTOR_STOPPED or ERR_IO. */
 int actor_on_grant(Actor *a, const ProtobufCMessage *g);
 /* The learner refused a request (an ErrorReply on the lease socket): ask
  * again after a pause. Returns 0. */

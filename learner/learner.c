@@ -10,6 +10,7 @@
 #include "common/base/log.h"
 #include "common/formats/ckpt.h"
 #include "common/net/reactor.h"
+#include "learner/epoch.h"
 #include "learner/learner_int.h"
 #include "learner/learner_intake.h"
 #include "learner/learner_metrics.h"
@@ -45,6 +46,9 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "lease_timeout_ms must be > 0";
     else if (c->max_staleness < 0 || c->max_staleness > 1000)
         bad = "max_staleness out of range";
+    else if (c->lease_credit < 0 || c->lease_credit_key < 0 || c->snapshot_queue_mb < 0 ||
+             c->snapshot_queue_mb > (1 << 20))
+        bad = "lease_credit, lease_credit_key and snapshot_queue_mb must be >= 0 (0 = default)";
     else if (c->max_new_tokens < 1 || c->max_new_tokens > 1024)
         bad = "max_new_tokens out of range";
     else if (!(c->lr >= 0.0f && c->lr <= 1.0f))
@@ -113,7 +117,7 @@ Learner *learner_new(const LearnerConfig *cfg)
                       .timeout_ms = cfg->lease_timeout_ms,
                       .max_staleness = cfg->max_staleness,
                       .batch_groups = cfg->batch_groups};
-    l->leases = lease_new(&lc, (l->epoch << 32) | 1, 0);
+    l->leases = lease_new(&lc, epoch_first_lease_id(l->epoch), 0);
     if (lease_state) {
         rc = lease_state_load(l->leases, lease_state);
         json_decref(lease_state);

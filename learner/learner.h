@@ -18,10 +18,31 @@
  *
  * Run identity: a fresh start draws a random hex run id and starts at epoch
  * 0, version 0. A start that finds a checkpoint in ckpt_dir keeps its run
- * id, step and policy version and bumps the epoch; the bumped epoch is
- * written to ckpt_dir before any socket opens, so two incarnations never
- * share an epoch. Lease ids carry the epoch in their high 32 bits, so a
- * group leased by an older incarnation can never match a current lease.
+ * id, step and policy version and takes a new epoch: one restart more than
+ * the checkpoint's in the high 32 bits and 32 random bits below
+ * (learner/epoch.h), so two incarnations never share an epoch, not even
+ * when an older copy of ckpt_dir is restored; it is written to ckpt_dir
+ * before any socket opens. Lease ids count up from the epoch's random half
+ * shifted up 32 bits, and a group is matched by (epoch, lease id), so a
+ * group leased by another incarnation can never match a current lease.
+ *
+ * Per-peer limits: what one peer can make the learner hold is bounded.
+ * Lease credit: a connection (its ZeroMQ routing id) may hold at most
+ * learner_lease_credit(cfg) groups in flight (learner/learner_config.h;
+ * cfg.lease_credit), and with CURVE keys and cfg.lease_credit_key > 0 all
+ * connections of one client key (ZAP's user id: the key's allow-list name)
+ * together at most lease_credit_key; a request beyond it gets no work and
+ * is counted as an over_credit reject of the lease socket. Without keys an
+ * identity is a connection, and a client that opens many connections gets
+ * a credit on each: plaintext binds only to loopback unless --insecure, and
+ * a deployment with keys gives each actor its own key for a per-actor bound
+ * (actors sharing a key share its credit). Snapshots: one transfer queued
+ * per connection at once, and the bytes queued for all peers within
+ * learner_snapshot_budget(cfg) (common/net/snapshot.h, WireSnapOut); a
+ * request beyond either is answered with an ErrorReply and counted as a
+ * busy or over_budget reject of the snapshot socket. A peer that stops
+ * reading keeps its one transfer until the learner's heartbeat (or the
+ * peer) drops the connection.
  * A checkpoint marked finished whose step has reached cfg.steps is not
  * resumed: the learner starts a fresh run over it (logged).
  *
@@ -101,6 +122,12 @@ typedef struct {
     int         lease_prompts;    /* prompts per lease at most, 1..LEARNER_MAX_LEASE_PROMPTS */
     int         lease_timeout_ms; /* a lease is re-issued after this, > 0 */
     int         max_staleness;    /* versions, >= 0 */
+    int         lease_credit;     /* groups one peer (connection) may hold in flight;
+                                     0 = learner_lease_credit's default */
+    int lease_credit_key;         /* with keys: groups one client key may hold over all its
+                                     connections; 0 = no limit per key */
+    int snapshot_queue_mb;        /* MiB of snapshots queued for sending, all peers;
+                                     0 = learner_snapshot_budget's default */
     int         max_new_tokens;   /* completion length cap, >= 1 */
     float       lr;               /* AdamW learning rate (policy and critic); see the default */
     int         lr_warmup_steps;  /* linear warmup, in updates */
@@ -146,6 +173,9 @@ typedef struct {
                      .lease_prompts = 4,                                                           \
                      .lease_timeout_ms = 15000,                                                    \
                      .max_staleness = 2,                                                           \
+                     .lease_credit = 0,                                                            \
+                     .lease_credit_key = 0,                                                        \
+                     .snapshot_queue_mb = 0,                                                       \
                      .max_new_tokens = 8,                                                          \
                      .lr = 3e-5f,                                                                  \
                      .lr_warmup_steps = 3,                                                         \
@@ -176,7 +206,7 @@ int learner_config_validate(const LearnerConfig *cfg, char *why, size_t why_len)
 typedef struct Learner Learner;
 
 /* Loads or creates the policy (resuming from ckpt_dir when it holds a
- * checkpoint), writes the epoch-bumped checkpoint, evaluates the start
+ * checkpoint), writes the checkpoint of the new epoch, evaluates the start
  * (eval_n > 0) and binds the sockets. Returns NULL after logging. */
 Learner *learner_new(const LearnerConfig *cfg);
 /* Closes the sockets (short linger), frees everything; no-op on NULL. */

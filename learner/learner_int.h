@@ -21,6 +21,7 @@
 #include "common/base/progress.h"
 #include "common/formats/bpe.h"
 #include "common/formats/tok.h"
+#include "common/net/snapshot.h"
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "common/tasks/chat_task.h"
@@ -76,11 +77,13 @@ struct Learner {
     Algo          *algo;
     LeaseTable    *leases;
 
-    void      *zctx;
-    Auth      *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
-    WireSock  *s_lease, *s_results, *s_weights, *s_snap;
-    WireLimits lim_req;     /* lease and snapshot requests: any run (the actor may not know it) */
-    WireLimits lim_results; /* scored groups: this run, this vocabulary */
+    void        *zctx;
+    Auth        *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
+    WireSock    *s_lease, *s_results, *s_weights, *s_snap;
+    WireSnapOut *snap_out;     /* snapshots queued on s_snap: one per peer, a budget in all */
+    int          lease_credit; /* groups one connection may hold in flight (learner_lease_credit) */
+    WireLimits   lim_req;     /* lease and snapshot requests: any run (the actor may not know it) */
+    WireLimits   lim_results; /* scored groups: this run, this vocabulary */
     LearnerRoute
         routes[LEARNER_N_ROUTES]; /* the dispatch table, filled by learner_serve_register */
 

@@ -69,6 +69,15 @@ int main(int argc, char **argv)
                  "re-issue a lease after this"),
         FLAG_INT("max-staleness", &cfg.max_staleness, 0, 1000, "N",
                  "versions a token may lag; bounds work in flight"),
+        FLAG_INT("lease-credit", &cfg.lease_credit, 0, 1 << 24, "N",
+                 "groups one peer (connection) may hold in flight; 0 =\n"
+                 "min(batch-groups, (max-staleness+1)*batch-groups/2), >= lease-prompts"),
+        FLAG_INT("lease-credit-key", &cfg.lease_credit_key, 0, 1 << 24, "N",
+                 "with --keys: groups one client key may hold over all its\n"
+                 "connections (give each actor its own key); 0 = no limit per key"),
+        FLAG_INT("snapshot-queue-mb", &cfg.snapshot_queue_mb, 0, 1 << 20, "N",
+                 "MiB of weight snapshots queued for sending, all peers (one\n"
+                 "at a time per peer); 0 = the larger of 256 MiB and 4 snapshots"),
         FLAG_INT("max-new-tokens", &cfg.max_new_tokens, 1, 1024, "N", "completion length cap"),
         FLAG_FLOAT("reward-min", &cfg.reward_min, -3e38, 3e38, "X",
                    "lowest valid reward; a group with one below it is refused"),

@@ -14,6 +14,8 @@ struct LearnerMetrics {
     MetricsFamily *step, *version, *epoch;
     MetricsFamily *groups_total, *groups, *leases_total, *leases_expired, *grants_empty;
     MetricsFamily *rejects;
+    MetricsFamily *lease_credit, *lease_holders, *lease_held_max;
+    MetricsFamily *snap_queued, *snap_budget, *snap_transfers;
     MetricsFamily *samples_total, *tokens_total, *samples_per_s;
     MetricsFamily *stale_mean, *stale_max;
     MetricsFamily *snap_bytes, *snaps_served, *snap_sent_bytes, *snap_send_s, *publish_time;
@@ -64,6 +66,20 @@ int learner_metrics_open(Learner *l)
                                      "lease requests answered without work", NULL);
     p->rejects = metrics_family(m, C, "rlhf_learner_rejects_total",
                                 "frames and groups refused, by socket and reason", "socket,reason");
+    p->lease_credit = metrics_family(m, G, "rlhf_learner_lease_credit",
+                                     "groups one peer (connection) may hold in flight", NULL);
+    p->lease_holders =
+        metrics_family(m, G, "rlhf_learner_lease_holders",
+                       "peers (connections, client keys) holding groups in flight", NULL);
+    p->lease_held_max = metrics_family(m, G, "rlhf_learner_lease_held_max",
+                                       "the most groups in flight one peer holds", NULL);
+    p->snap_queued =
+        metrics_family(m, G, "rlhf_learner_snapshot_queued_bytes",
+                       "bytes of snapshots queued for peers, not yet on the wire", NULL);
+    p->snap_budget = metrics_family(m, G, "rlhf_learner_snapshot_queue_budget_bytes",
+                                    "the most snapshot bytes that may be queued at once", NULL);
+    p->snap_transfers = metrics_family(m, G, "rlhf_learner_snapshot_transfers",
+                                       "snapshot transfers queued (one per peer at most)", NULL);
     p->samples_total = metrics_family(m, C, "rlhf_learner_samples_total",
                                       "completions trained on by this incarnation", NULL);
     p->tokens_total = metrics_family(m, C, "rlhf_learner_tokens_total",
@@ -179,5 +195,15 @@ void learner_metrics_tick(Learner *l)
                         (double)wire_rejects_get(r, (WireReason)k));
     }
     metrics_set(p->grants_empty, NULL, (double)l->grants_empty);
+    int holders = 0, held_max = 0;
+    lease_holders(l->leases, &holders, &held_max);
+    metrics_set(p->lease_credit, NULL, (double)l->lease_credit);
+    metrics_set(p->lease_holders, NULL, (double)holders);
+    metrics_set(p->lease_held_max, NULL, (double)held_max);
+    if (l->snap_out) {
+        metrics_set(p->snap_queued, NULL, (double)wire_snap_out_queued(l->snap_out));
+        metrics_set(p->snap_budget, NULL, (double)wire_snap_out_budget(l->snap_out));
+        metrics_set(p->snap_transfers, NULL, (double)wire_snap_out_transfers(l->snap_out));
+    }
     metrics_unlock(p->m);
 }

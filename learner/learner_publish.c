@@ -9,6 +9,7 @@
 #include "common/formats/ckpt_config.h"
 #include "common/net/snapshot.h"
 #include "learner/learner_metrics.h"
+#include "learner/learner_serve.h"
 
 /* The snapshot config of a GGUF model names its tokenizer, and its
  * eos_token_id is the end-of-turn token, where actors stop generating. */
@@ -51,9 +52,19 @@ void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **m
                          .checksum = l->checksum,
                          .has_checksum = true};
     size_t       bytes = model_num_params(l->policy) * sizeof(float);
+    size_t       chunk = (size_t)l->cfg.chunk_bytes;
     double       t0 = progress_now();
-    int rc = wire_snap_send(l->s_snap, m->peer, m->peer_len, &meta, model_params(l->policy), bytes,
-                            (size_t)l->cfg.chunk_bytes);
+    /* One snapshot queued per peer, and a budget over all of them: a peer
+     * that asks again and again without reading is refused, not fed. */
+    WireReject rej;
+    int        rc = wire_snap_out_admit(l->snap_out, m->peer, m->peer_len,
+                                        wire_snap_packed_bytes(&meta, bytes, chunk), &rej);
+    if (rc) {
+        learner_serve_refuse(l->s_snap, m, "SnapshotRequest", rc, &rej);
+        return;
+    }
+    rc = wire_snap_out_send(l->snap_out, l->s_snap, m->peer, m->peer_len, &meta,
+                            model_params(l->policy), bytes, chunk);
     if (rc) {
         log_warn("snapshot: version %" PRId64 " to '%.64s' not sent (%s)", l->version,
                  req->actor_id, err_str(rc));

@@ -3,7 +3,11 @@
  * every update and periodically for late subscribers, and the whole snapshot
  * as WeightChunks to whoever asks on the snapshot ROUTER, with the policy's
  * config (naming the GGUF tokenizer for a chat model) in chunk 0 and the
- * checksum of the parameter block.
+ * checksum of the parameter block. Snapshots go out through a ledger of
+ * queued output (common/net/snapshot.h, WireSnapOut): one at a time per
+ * peer, within a memory budget over all peers; a request beyond either is
+ * answered with an ErrorReply and counted as a busy or over_budget reject
+ * of the snapshot socket.
  *
  * Ownership: the Learner owns config_json and the checksum cache.
  * Threading: the Learner's thread. Errors: a send that fails is logged and

@@ -2,14 +2,18 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+#include "learner/learner_config.h"
 #include "learner/learner_intake.h"
 #include "learner/learner_publish.h"
 #include "learner/learner_task.h"
 
 #define RETRY_AFTER_MS 200 /* what an actor is told to wait when no work is free */
+/* ... and when it holds its credit: its groups are on their way back */
+#define RETRY_OVER_CREDIT_MS 50
 
 int learner_serve_open(Learner *l)
 {
@@ -37,6 +41,24 @@ int learner_serve_open(Learner *l)
         (rc = auth_bind(l->auth, l->s_weights, l->cfg.weights_ep)) ||
         (rc = auth_bind(l->auth, l->s_snap, l->cfg.snapshot_ep)))
         return rc;
+    /* The per-peer limits (learner.h, "Per-peer limits"). */
+    l->lease_credit = learner_lease_credit(&l->cfg);
+    size_t       bytes = model_num_params(l->policy) * sizeof(float);
+    WireSnapMeta meta = {.run_id = l->run_id, .config_json = l->config_json};
+    size_t       frames = wire_snap_packed_bytes(&meta, bytes, (size_t)l->cfg.chunk_bytes);
+    size_t       budget = learner_snapshot_budget(&l->cfg, bytes);
+    if (frames == 0 || budget < frames) {
+        log_error("learner: --snapshot-queue-mb %d (%zu bytes) does not hold one snapshot of "
+                  "%zu bytes; give at least --snapshot-queue-mb %zu",
+                  l->cfg.snapshot_queue_mb, budget, frames, (frames >> 20) + 1);
+        return ERR_ARG;
+    }
+    l->snap_out = wire_snap_out_new(budget);
+    log_info("learner: per peer: %d groups in flight (lease credit%s), one snapshot queued; "
+             "snapshots queued in all: %.1f MiB (%zu snapshots of %.1f MiB)",
+             l->lease_credit,
+             l->cfg.lease_credit_key > 0 && auth_has_keys(l->auth) ? ", and per client key" : "",
+             (double)budget / (1 << 20), budget / frames, (double)frames / (1 << 20));
     return 0;
 }
 
@@ -49,6 +71,23 @@ void learner_serve_close(Learner *l)
     wire_sock_free(&l->s_snap);
     if (l->zctx) zmq_ctx_term(l->zctx);
     l->zctx = NULL;
+    /* After the context: ZeroMQ has released every queued frame by now. */
+    wire_snap_out_free(&l->snap_out);
+}
+
+void learner_serve_refuse(WireSock *s, const WireMsg *m, const char *what, int code,
+                          const WireReject *rej)
+{
+    wire_reject_note(wire_sock_rejects(s), "learner", what, rej);
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s refused: %s: %s", what, wire_reason_name(rej->reason),
+             rej->why);
+    Rlhf__ErrorReply er = RLHF__ERROR_REPLY__INIT;
+    er.version = WIRE_PROTOCOL_VERSION;
+    er.code = code;
+    er.reason = reason;
+    /* Best effort: a peer that is refused may be gone or not reading. */
+    (void)wire_send_to(s, m->peer, m->peer_len, &er.base, ZMQ_DONTWAIT);
 }
 
 static Rlhf__SamplingParams sampling_of(const Learner *l)
@@ -67,8 +106,39 @@ static int64_t min_version(const Learner *l)
     return v < 0 ? 0 : v;
 }
 
+/* Up to 8 bytes of a routing id in hex, for log lines. */
+static void peer_hex(const WireMsg *m, char out[20])
+{
+    size_t n = m->peer_len < 8 ? m->peer_len : 8;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", m->peer[i]);
+    if (m->peer_len > 8) snprintf(out + 16, 4, "..");
+}
+
+/* The accounts a request from m is charged to (learner.h, "Per-peer
+ * limits"): its connection, named by the routing id; and with CURVE and
+ * --lease-credit-key, the client key ZAP let it in with (ZeroMQ's User-Id
+ * of the frame: the allow-list name of the key), over all connections of
+ * that key. The names point into conn and key. Returns how many. */
+static int peer_accounts(Learner *l, const WireMsg *m, LeaseAccount acct[LEASE_MAX_ACCOUNTS],
+                         uint8_t conn[LEASE_ACCOUNT_MAX_ID], char key[LEASE_ACCOUNT_MAX_ID])
+{
+    conn[0] = 'c';
+    memcpy(conn + 1, m->peer, m->peer_len);
+    acct[0] = (LeaseAccount){conn, m->peer_len + 1, l->lease_credit};
+    if (l->cfg.lease_credit_key <= 0 || !auth_has_keys(l->auth)) return 1;
+    /* zmq_msg_gets only reads the frame's metadata. */
+    const char *uid = zmq_msg_gets((zmq_msg_t *)&m->frame, "User-Id");
+    if (!uid || !uid[0]) return 1;
+    snprintf(key, LEASE_ACCOUNT_MAX_ID, "k%s", uid);
+    acct[1] = (LeaseAccount){key, strlen(key), l->cfg.lease_credit_key};
+    return 2;
+}
+
 /* The dispatch table's handler of a LeaseRequest: a grant of up to
- * max_prompts prompts, or none with a retry delay; never keeps the message. */
+ * max_prompts prompts, or none with a retry delay; never keeps the message.
+ * A peer that already holds its credit gets none, counted as an
+ * over_credit reject of the lease socket. */
 static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
 {
     const Rlhf__LeaseRequest *req = (const Rlhf__LeaseRequest *)*msg;
@@ -76,7 +146,31 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
     lease_expire(l->leases, learner_mono_ms());
     uint64_t        lease_id = 0;
     const uint64_t *ids = NULL;
-    int n = lease_grant(l->leases, req->max_prompts, learner_mono_ms(), &lease_id, &ids);
+    LeaseAccount    acct[LEASE_MAX_ACCOUNTS];
+    uint8_t         conn[LEASE_ACCOUNT_MAX_ID];
+    char            key[LEASE_ACCOUNT_MAX_ID];
+    int             n_acct = peer_accounts(l, m, acct, conn, key);
+    int             n = 0;
+    bool            is_over = req->max_prompts > 0 && lease_capacity(l->leases) > 0 &&
+                   lease_credit_left(l->leases, acct, n_acct) == 0;
+    if (is_over) {
+        char       hex[20];
+        WireReject rej;
+        peer_hex(m, hex);
+        if (lease_credit_left(l->leases, acct, 1) == 0)
+            wire_reject_set(&rej, ERR_RANGE, WIRE_REJ_OVER_CREDIT,
+                            "peer %s ('%.64s') holds its credit of %d groups in flight", hex,
+                            req->actor_id, l->lease_credit);
+        else
+            wire_reject_set(&rej, ERR_RANGE, WIRE_REJ_OVER_CREDIT,
+                            "peer %s ('%.64s'): its key '%.64s' holds the key's credit of %d "
+                            "groups in flight",
+                            hex, req->actor_id, key + 1, l->cfg.lease_credit_key);
+        wire_reject_note(wire_sock_rejects(l->s_lease), "learner", "LeaseRequest", &rej);
+    } else {
+        n = lease_grant_to(l->leases, req->max_prompts, learner_mono_ms(), acct, n_acct, &lease_id,
+                           &ids);
+    }
 
     Rlhf__SamplingParams sp = sampling_of(l);
     Rlhf__LeaseGrant     g = RLHF__LEASE_GRANT__INIT;
@@ -108,7 +202,9 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
         g.prompts = pp;
     } else {
         l->grants_empty++;
-        g.retry_after_ms = req->max_prompts > 0 ? RETRY_AFTER_MS : 0;
+        g.retry_after_ms = req->max_prompts <= 0 ? 0
+                           : is_over             ? RETRY_OVER_CREDIT_MS
+                                                 : RETRY_AFTER_MS;
     }
     int rc = wire_send_to(l->s_lease, m->peer, m->peer_len, &g.base, ZMQ_DONTWAIT);
     if (rc) /* The lease stays in the table and is re-issued at its deadline. */
@@ -133,16 +229,7 @@ static int recv_request(WireSock *s, const ProtobufCMessageDescriptor *desc, con
     WireReject rej;
     rc = wire_decode(desc, wire_msg_data(m), wire_msg_size(m), lim, out, &rej);
     if (rc == 0) return 0;
-    wire_reject_note(wire_sock_rejects(s), "learner", desc->short_name, &rej);
-    char reason[256];
-    snprintf(reason, sizeof reason, "%s refused: %s: %s", desc->short_name,
-             wire_reason_name(rej.reason), rej.why);
-    Rlhf__ErrorReply er = RLHF__ERROR_REPLY__INIT;
-    er.version = WIRE_PROTOCOL_VERSION;
-    er.code = rc;
-    er.reason = reason;
-    /* Best effort: a peer that sends garbage may be gone or not reading. */
-    (void)wire_send_to(s, m->peer, m->peer_len, &er.base, ZMQ_DONTWAIT);
+    learner_serve_refuse(s, m, desc->short_name, rc, &rej);
     wire_msg_close(m);
     return rc;
 }

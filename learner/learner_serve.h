@@ -11,7 +11,9 @@
  * logged rate-limited); a request refused on a ROUTER socket is answered
  * with an ErrorReply naming the reason, so the peer need not wait for a
  * timeout. Who frees a message: see learner_int.h (one rule). A lease
- * request is always answered: with work, or with none and a retry delay.
+ * request is always answered: with work, or with none and a retry delay;
+ * a peer that holds its lease credit (learner.h, "Per-peer limits") gets
+ * none, counted as an over_credit reject of the lease socket.
  *
  * Ownership: the Learner owns the ZeroMQ context and sockets
  * (learner_serve_close). Threading: the Learner's thread. Errors: binds
@@ -33,5 +35,10 @@ void learner_serve_register(Learner *l, Reactor *r, int burst);
 /* Closes the sockets (short linger) and terminates the context; no-op when
  * closed. */
 void learner_serve_close(Learner *l);
+/* Refuses the request m received on ROUTER socket s: counts rej on the
+ * socket (logged, rate-limited) and answers the peer with an ErrorReply of
+ * code naming what was refused and why (best effort, never blocks). */
+void learner_serve_refuse(WireSock *s, const WireMsg *m, const char *what, int code,
+                          const WireReject *rej);
 
 #endif

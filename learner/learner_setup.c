@@ -15,6 +15,7 @@
 #include "common/formats/bpe_gguf.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
+#include "learner/epoch.h"
 #include "learner/learner_config.h"
 #include "learner/learner_record.h"
 #include "learner/learner_task.h"
@@ -83,7 +84,9 @@ static int read_resume_state(Learner *l, const char *dir, CkptTrainerState *ts,
     if (json_is_integer(md) && json_integer_value(md) != l->cfg.max_digits)
         log_warn("learner: the checkpoint trained on %lld-digit operands, now %d",
                  (long long)json_integer_value(md), l->cfg.max_digits);
-    l->epoch = (uint64_t)json_integer_value(ep) + 1;
+    /* Never an epoch an earlier incarnation ran, even from a restored copy:
+     * learner/epoch.h. */
+    l->epoch = epoch_next((uint64_t)json_integer_value(ep), epoch_nonce());
     l->step = ts->step;
     l->version = ts->policy_version;
     snprintf(l->run_id, sizeof l->run_id, "%s", ts->run_id);

@@ -1,6 +1,7 @@
 #include "learner/lease.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,25 @@ enum {
     SLOT_REISSUED,
 };
 
+/* An account holding groups in flight (see Credit in lease.h). Allocated
+ * one by one, so a lease's pointer stays valid while the table's array of
+ * accounts is reordered. */
+typedef struct {
+    uint8_t id[LEASE_ACCOUNT_MAX_ID];
+    size_t  id_len;
+    int     held;  /* groups in flight charged to it, > 0 */
+    int     check; /* scratch of check_accounting */
+} Account;
+
 typedef struct {
     uint64_t  id;
     int64_t   deadline_ms;
-    int       n;        /* slots */
-    int       n_open;   /* slots IN_FLIGHT or BUFFERED */
-    int       n_flying; /* slots IN_FLIGHT */
-    uint64_t *prompt;   /* (n) prompt indices */
-    uint8_t  *state;    /* (n) SLOT_* */
+    int       n;                        /* slots */
+    int       n_open;                   /* slots IN_FLIGHT or BUFFERED */
+    int       n_flying;                 /* slots IN_FLIGHT */
+    uint64_t *prompt;                   /* (n) prompt indices */
+    uint8_t  *state;                    /* (n) SLOT_* */
+    Account  *acct[LEASE_MAX_ACCOUNTS]; /* charged while n_flying > 0, else NULL */
 } Lease;
 
 struct LeaseTable {
@@ -36,6 +48,8 @@ struct LeaseTable {
     Lease       **lease; /* active leases */
     int           n_lease, cap_lease;
     uint64_t     *grant_buf; /* (lease_prompts) the last grant's prompts */
+    Account     **acct;      /* accounts holding groups in flight */
+    int           n_acct, cap_acct;
     LeaseCounters c;
 };
 
@@ -53,7 +67,15 @@ static void check_accounting(const LeaseTable *t)
         CHECK(f == l->n_flying && f + b == l->n_open && l->n_open > 0);
         flying += (uint64_t)f;
         buffered += (uint64_t)b;
+        for (int k = 0; k < LEASE_MAX_ACCOUNTS; k++) CHECK(!l->acct[k] || f > 0);
     }
+    /* Every account's count is the IN_FLIGHT slots charged to it. */
+    for (int a = 0; a < t->n_acct; a++) t->acct[a]->check = 0;
+    for (int i = 0; i < t->n_lease; i++)
+        for (int k = 0; k < LEASE_MAX_ACCOUNTS; k++)
+            if (t->lease[i]->acct[k]) t->lease[i]->acct[k]->check += t->lease[i]->n_flying;
+    for (int a = 0; a < t->n_acct; a++)
+        CHECK(t->acct[a]->held > 0 && t->acct[a]->check == t->acct[a]->held);
     const LeaseCounters *c = &t->c;
     CHECK(flying == c->in_flight && buffered == c->buffered);
     CHECK(c->issued ==
@@ -93,6 +115,8 @@ void lease_free(LeaseTable **t)
     free((*t)->lease);
     free((*t)->queue);
     free((*t)->grant_buf);
+    for (int a = 0; a < (*t)->n_acct; a++) free((*t)->acct[a]);
+    free((*t)->acct);
     free(*t);
     *t = NULL;
 }
@@ -128,13 +152,93 @@ static uint64_t next_prompt(LeaseTable *t)
     return t->next_prompt++;
 }
 
-int lease_grant(LeaseTable *t, int max_prompts, int64_t now_ms, uint64_t *lease_id,
-                const uint64_t **prompts)
+/* The account named like a, or NULL. */
+static Account *find_account(const LeaseTable *t, const LeaseAccount *a)
+{
+    for (int i = 0; i < t->n_acct; i++)
+        if (t->acct[i]->id_len == a->id_len && !memcmp(t->acct[i]->id, a->id, a->id_len))
+            return t->acct[i];
+    return NULL;
+}
+
+static void check_accounts(const LeaseAccount *acct, int n_acct)
+{
+    CHECK(n_acct >= 0 && n_acct <= LEASE_MAX_ACCOUNTS && (n_acct == 0 || acct));
+    for (int k = 0; k < n_acct; k++)
+        CHECK(acct[k].id && acct[k].id_len >= 1 && acct[k].id_len <= LEASE_ACCOUNT_MAX_ID &&
+              acct[k].credit >= 1);
+}
+
+int lease_credit_left(const LeaseTable *t, const LeaseAccount *acct, int n_acct)
+{
+    CHECK(t);
+    check_accounts(acct, n_acct);
+    int left = INT_MAX;
+    for (int k = 0; k < n_acct; k++) {
+        const Account *a = find_account(t, &acct[k]);
+        int            free_k = acct[k].credit - (a ? a->held : 0);
+        if (free_k < left) left = free_k;
+    }
+    return left > 0 ? left : 0;
+}
+
+/* Charges n groups of lease l to the accounts, making them as needed. */
+static void charge(LeaseTable *t, Lease *l, const LeaseAccount *acct, int n_acct, int n)
+{
+    for (int k = 0; k < n_acct; k++) {
+        Account *a = find_account(t, &acct[k]);
+        if (!a) {
+            a = xcalloc(1, sizeof *a);
+            memcpy(a->id, acct[k].id, acct[k].id_len);
+            a->id_len = acct[k].id_len;
+            if (t->n_acct == t->cap_acct) {
+                t->cap_acct = t->cap_acct ? 2 * t->cap_acct : 8;
+                t->acct = xrealloc(t->acct, sizeof(Account *) * (size_t)t->cap_acct);
+            }
+            t->acct[t->n_acct++] = a;
+        }
+        /* The same account twice in one grant is charged once. */
+        bool is_dup = false;
+        for (int j = 0; j < k; j++) is_dup |= l->acct[j] == a;
+        if (is_dup) continue;
+        a->held += n;
+        l->acct[k] = a;
+    }
+}
+
+/* Gives back the credit of k slots of l that left IN_FLIGHT (l->n_flying
+ * already lowered); forgets accounts that hold nothing any more, and the
+ * lease's accounts once nothing of it flies. */
+static void release(LeaseTable *t, Lease *l, int k)
+{
+    for (int j = 0; j < LEASE_MAX_ACCOUNTS; j++) {
+        Account *a = l->acct[j];
+        if (!a) continue;
+        a->held -= k;
+        CHECK(a->held >= 0);
+        if (a->held == 0) {
+            for (int i = 0; i < t->n_acct; i++)
+                if (t->acct[i] == a) {
+                    t->acct[i] = t->acct[--t->n_acct];
+                    break;
+                }
+            free(a);
+            /* Another lease charged to a has no flying slots left either. */
+            l->acct[j] = NULL;
+        }
+        if (l->n_flying == 0) l->acct[j] = NULL;
+    }
+}
+
+int lease_grant_to(LeaseTable *t, int max_prompts, int64_t now_ms, const LeaseAccount *acct,
+                   int n_acct, uint64_t *lease_id, const uint64_t **prompts)
 {
     CHECK(t && lease_id && prompts);
     int n = max_prompts < t->cfg.lease_prompts ? max_prompts : t->cfg.lease_prompts;
     int cap = lease_capacity(t);
     if (n > cap) n = cap;
+    int left = lease_credit_left(t, acct, n_acct);
+    if (n > left) n = left;
     if (n <= 0) return 0;
     Lease *l = xcalloc(1, sizeof *l);
     l->id = t->next_id++;
@@ -148,6 +252,7 @@ int lease_grant(LeaseTable *t, int max_prompts, int64_t now_ms, uint64_t *lease_
         t->lease = xrealloc(t->lease, sizeof(Lease *) * (size_t)t->cap_lease);
     }
     t->lease[t->n_lease++] = l;
+    charge(t, l, acct, n_acct, n);
     t->c.issued += (uint64_t)n;
     t->c.in_flight += (uint64_t)n;
     t->c.leases++;
@@ -156,6 +261,22 @@ int lease_grant(LeaseTable *t, int max_prompts, int64_t now_ms, uint64_t *lease_
     *lease_id = l->id;
     *prompts = t->grant_buf;
     return n;
+}
+
+int lease_grant(LeaseTable *t, int max_prompts, int64_t now_ms, uint64_t *lease_id,
+                const uint64_t **prompts)
+{
+    return lease_grant_to(t, max_prompts, now_ms, NULL, 0, lease_id, prompts);
+}
+
+void lease_holders(const LeaseTable *t, int *n_accounts, int *max_held)
+{
+    CHECK(t);
+    int most = 0;
+    for (int i = 0; i < t->n_acct; i++)
+        if (t->acct[i]->held > most) most = t->acct[i]->held;
+    if (n_accounts) *n_accounts = t->n_acct;
+    if (max_held) *max_held = most;
 }
 
 static int find_lease(const LeaseTable *t, uint64_t id)
@@ -198,6 +319,7 @@ LeaseArrival lease_arrive(LeaseTable *t, uint64_t lease_id, int group_index, int
     }
     l->n_flying--;
     t->c.in_flight--;
+    release(t, l, 1);
     LeaseArrival r;
     if (lease_is_stale(t, oldest_version, current_version)) {
         l->state[group_index] = SLOT_STALE;
@@ -259,10 +381,12 @@ int lease_expire(LeaseTable *t, int64_t now_ms)
             queue_push(t, l->prompt[s]);
             n++;
         }
-        t->c.in_flight -= (uint64_t)l->n_flying;
-        t->c.reissued += (uint64_t)l->n_flying;
-        l->n_open -= l->n_flying;
+        int k = l->n_flying;
+        t->c.in_flight -= (uint64_t)k;
+        t->c.reissued += (uint64_t)k;
+        l->n_open -= k;
         l->n_flying = 0;
+        release(t, l, k);
         t->c.leases_expired++;
         int before = t->n_lease;
         maybe_forget(t, i);

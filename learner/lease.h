@@ -33,6 +33,17 @@
  * is what max_staleness + 1 optimizer steps consume, and a group whose
  * oldest token version is older than current - max_staleness is dropped.
  *
+ * Credit: a grant may be charged to up to LEASE_MAX_ACCOUNTS accounts (the
+ * learner's are the requesting connection and, with CURVE, its key; see
+ * learner/learner_serve.c), each a name of up to LEASE_ACCOUNT_MAX_ID bytes
+ * with a credit: the groups it may hold IN_FLIGHT at once. A slot that
+ * leaves IN_FLIGHT (arrival, expiry) gives its credit back to every account
+ * its lease was charged to. The table keeps a count per account that holds
+ * anything (at most capacity accounts) and forgets an account at zero;
+ * that each count equals the IN_FLIGHT slots charged to it is CHECKed with
+ * the accounting below. A peer that never answers thus holds at most its
+ * credit, and gets it back only as its leases expire.
+ *
  * Restarts: lease_state_save writes the counters and every prompt not yet
  * finished (queued, in flight, buffered); lease_state_load, on a fresh
  * table, restores them with the unfinished in-flight and buffered groups
@@ -87,6 +98,16 @@ typedef enum {
 
 typedef struct LeaseTable LeaseTable;
 
+#define LEASE_MAX_ACCOUNTS 2     /* accounts one grant is charged to at most */
+#define LEASE_ACCOUNT_MAX_ID 272 /* bytes of an account's name */
+
+/* An account a grant is charged to (see Credit at the top). */
+typedef struct {
+    const void *id;     /* its name, borrowed */
+    size_t      id_len; /* 1..LEASE_ACCOUNT_MAX_ID bytes */
+    int         credit; /* groups it may hold in flight at once, >= 1 */
+} LeaseAccount;
+
 /* A table whose lease ids start at first_lease_id (the learner folds its
  * restart epoch into the high bits so ids never repeat within a run) and
  * whose fresh prompts start at index first_prompt. CHECKs the config.
@@ -104,6 +125,19 @@ int lease_capacity(const LeaseTable *t);
  * table) set. */
 int lease_grant(LeaseTable *t, int max_prompts, int64_t now_ms, uint64_t *lease_id,
                 const uint64_t **prompts);
+
+/* Groups the n accounts (0..LEASE_MAX_ACCOUNTS; a bad account is a
+ * CHECK) may still take: the least credit left among them, INT_MAX for
+ * none. 0 means a grant to them would be refused for credit. */
+int lease_credit_left(const LeaseTable *t, const LeaseAccount *acct, int n_acct);
+
+/* lease_grant, charged to the n accounts: at most lease_credit_left
+ * prompts (0, nothing granted, when that is 0). */
+int lease_grant_to(LeaseTable *t, int max_prompts, int64_t now_ms, const LeaseAccount *acct,
+                   int n_acct, uint64_t *lease_id, const uint64_t **prompts);
+
+/* Accounts that hold groups in flight now, and the most one of them holds. */
+void lease_holders(const LeaseTable *t, int *n_accounts, int *max_held);
 
 /* A group came back for slot group_index of lease_id (the group says the
  * lease has group_count prompts and this one is prompt_id); its oldest token

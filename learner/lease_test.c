@@ -1,6 +1,6 @@
 /* lease's self-test: grants, arrivals, duplicates and settling; expiry and
- * re-issue; saving and loading the state; and the accounting identity over
- * random sequences of every operation. */
+ * re-issue; saving and loading the state; credit per account; and the
+ * accounting identity over random sequences of every operation. */
 #include "learner/lease.h"
 
 #include <stdio.h>
@@ -150,6 +150,8 @@ static void test_random(bool verbose)
                            .batch_groups = 1 + (int)rng_below(&rng, 6)};
         LeaseTable *lt = lease_new(&cfg, 1, 0);
         int64_t     now = 0, version = 0;
+        int         credit[4];
+        for (int i = 0; i < 4; i++) credit[i] = 1 + (int)rng_below(&rng, 6);
         n_sent = n_buf = 0;
         seen_dups = 0;
         for (int step = 0; step < 3000; step++) {
@@ -158,7 +160,13 @@ static void test_random(bool verbose)
             if (op <= 2) { /* grant */
                 uint64_t        id;
                 const uint64_t *p;
-                int             n = lease_grant(lt, 1 + (int)rng_below(&rng, 5), now, &id, &p);
+                /* Charged to one of three connections and, half the time, a key. */
+                char         conn[2] = {(char)('a' + rng_below(&rng, 3)), 0};
+                LeaseAccount acct[2] = {{conn, 1, credit[conn[0] - 'a']}, {"key", 3, credit[3]}};
+                int          n_acct = (int)rng_below(&rng, 3);
+                int          left = lease_credit_left(lt, acct, n_acct);
+                int n = lease_grant_to(lt, 1 + (int)rng_below(&rng, 5), now, acct, n_acct, &id, &p);
+                if (n > left) bad++;
                 for (int i = 0; i < n && n_sent < 4096; i++)
                     sent[n_sent++] = (Sent){id, i, n, p[i]};
             } else if (op <= 5 && n_sent > 0) { /* a group arrives, possibly late or twice */
@@ -206,7 +214,9 @@ static void test_random(bool verbose)
             lease_settle(lt, buf[i].id, buf[i].index, LEASE_OUT_TRAINED);
         LeaseCounters c;
         lease_counters(lt, &c);
-        if (c.in_flight || c.buffered || c.leases_active ||
+        int n_holders = 0;
+        lease_holders(lt, &n_holders, NULL);
+        if (c.in_flight || c.buffered || c.leases_active || n_holders ||
             c.issued != c.trained + c.dropped_stale + c.reissued + c.failed)
             bad++;
         if (verbose && round == 0)
@@ -222,9 +232,56 @@ static void test_random(bool verbose)
     EXPECT(bad == 0, "accounting broke %d times over 20 random sequences of 3000 operations", bad);
 }
 
+/* Credit: what an account holds in flight is bounded, given back on
+ * arrival and expiry; a grant charged to two accounts takes the smaller
+ * credit left. */
+static void test_credit(void)
+{
+    LeaseTable        *lt = lease_new(&k_test_cfg, 1, 0); /* capacity 6, leases of 2 */
+    uint64_t           id1, id2, id3, id;
+    const uint64_t    *p;
+    const LeaseAccount a = {"conn-a", 6, 3}, b = {"conn-b", 6, 3}, key = {"key", 3, 4};
+    const LeaseAccount ak[2] = {a, key}, bk[2] = {b, key}, aa[2] = {a, a};
+    EXPECT(lease_credit_left(lt, &a, 1) == 3 && lease_credit_left(lt, NULL, 0) > 1000,
+           "an account that holds nothing has its whole credit; no account, no limit");
+    EXPECT(lease_grant_to(lt, 5, 0, ak, 2, &id1, &p) == 2, "a grant of lease_prompts");
+    EXPECT(lease_credit_left(lt, &a, 1) == 1 && lease_credit_left(lt, &key, 1) == 2 &&
+               lease_credit_left(lt, &b, 1) == 3 && lease_credit_left(lt, bk, 2) == 2,
+           "credit left: a %d key %d b %d b+key %d, expected 1 2 3 2", lease_credit_left(lt, &a, 1),
+           lease_credit_left(lt, &key, 1), lease_credit_left(lt, &b, 1),
+           lease_credit_left(lt, bk, 2));
+    EXPECT(lease_grant_to(lt, 5, 0, ak, 2, &id2, &p) == 1, "the second grant is cut to a's credit");
+    EXPECT(lease_credit_left(lt, ak, 2) == 0 && lease_grant_to(lt, 5, 0, ak, 2, &id, &p) == 0,
+           "a grant beyond the credit gives nothing");
+    EXPECT(lease_grant_to(lt, 5, 0, bk, 2, &id3, &p) == 1,
+           "b is cut to the credit its key has left (4 - 3)");
+    int n_acct = 0, most = 0;
+    lease_holders(lt, &n_acct, &most);
+    EXPECT(n_acct == 3 && most == 4, "holders: %d accounts, the most %d; expected 3 and 4 (key)",
+           n_acct, most);
+    EXPECT(lease_capacity(lt) == 2, "capacity left %d, expected 2", lease_capacity(lt));
+    /* An arrival gives one group of credit back to both accounts. */
+    EXPECT(lease_arrive(lt, id1, 0, 2, 0, 0, 0) == LEASE_ACCEPTED, "a's first group arrives");
+    EXPECT(lease_credit_left(lt, &a, 1) == 1 && lease_credit_left(lt, &key, 1) == 1,
+           "after an arrival: a %d key %d, expected 1 1", lease_credit_left(lt, &a, 1),
+           lease_credit_left(lt, &key, 1));
+    /* Expiry gives back the rest; accounts that hold nothing are forgotten. */
+    EXPECT(lease_expire(lt, 1000) == 3, "the three groups still in flight expire");
+    lease_holders(lt, &n_acct, &most);
+    EXPECT(n_acct == 0 && most == 0 && lease_credit_left(lt, ak, 2) == 3,
+           "after expiry: %d accounts, most %d, a+key %d left; expected 0, 0, 3", n_acct, most,
+           lease_credit_left(lt, ak, 2));
+    /* The same account named twice in one grant is charged once. */
+    EXPECT(lease_grant_to(lt, 2, 1000, aa, 2, &id, &p) == 2 && lease_credit_left(lt, &a, 1) == 1,
+           "a twice: credit left %d, expected 1", lease_credit_left(lt, &a, 1));
+    lease_settle(lt, id1, 0, LEASE_OUT_TRAINED);
+    lease_free(&lt);
+}
+
 int lease_selftest(bool verbose)
 {
     test_basic();
+    test_credit();
     test_reissue();
     test_random(verbose);
     return expect_end();

@@ -93,6 +93,11 @@ typedef struct {
     int  batch_groups; /* groups per step */
     bool is_debug;     /* the learner logs at debug level: every grant */
     bool is_metrics;   /* the learner and the reward server serve /metrics */
+    /* --lease-credit; 0 = the default. Tests that count every reject of the
+     * lease socket exactly set it high: a lone actor that runs ahead of its
+     * reward server is refused now and then as over its credit (counted as
+     * a reject; tests/hostile_peer_test.c tests the credit). */
+    int lease_credit;
 } RunOpts;
 
 /* ---- Reporting -------------------------------------------------------- */
@@ -318,6 +323,7 @@ static Proc *learner_proc(Cluster *c, const char *name, const RunOpts *o)
     proc_arg(p, "--poll-ms=20");
     proc_arg(p, "--status-every=0.25");
     if (o->is_metrics) proc_arg(p, "--metrics-addr=127.0.0.1:%d", c->port + CL_PORT_HTTP);
+    if (o->lease_credit) proc_arg(p, "--lease-credit=%d", o->lease_credit);
     if (c->keys[0]) proc_arg(p, "--keys=%s", c->keys);
     return p;
 }
@@ -809,12 +815,19 @@ int cluster_fault_learner_selftest(bool verbose)
     if (!cl_start(&c, again)) return cl_finish(&c);
     char resumed[PATH_MAX + 256];
     snprintf(resumed, sizeof resumed,
-             "resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch 1", ck.run_id,
+             "resumed run %s from '%s': step %" PRId64 " version %" PRId64 " epoch ", ck.run_id,
              c.ckpt, ck.step, ck.version);
     EXPECT(wait_log(&c, again, resumed, 30.0), "learner-2 did not log \"%s\"", resumed);
+    /* The new epoch: one restart more in its high half, a random low half
+     * (learner/epoch.h); learner-2 has written it to the checkpoint. */
+    CkptState ck2 = {0};
+    int64_t   e1 = -1;
+    if (wait_log(&c, again, " params, ", 30.0) && read_ckpt_state(&c, &ck2)) e1 = ck2.epoch;
+    EXPECT(e1 >> 32 == 1 && (e1 & 0xffffffff) != 0,
+           "learner-2's epoch %#" PRIx64 ", expected one restart and a nonce", e1);
     wait_learner_done(&c, again, 60.0);
 
-    /* The metrics go on where the checkpoint left off, in epoch 1. */
+    /* The metrics go on where the checkpoint left off, in the new epoch. */
     json_t *metrics = check_metrics(&c);
     size_t  i;
     json_t *m, *first1 = NULL, *last = NULL;
@@ -824,7 +837,7 @@ int cluster_fault_learner_selftest(bool verbose)
         if (jint(m, "epoch") == 0) {
             n0++;
             last0 = jint(m, "step");
-        } else if (jint(m, "epoch") == 1) {
+        } else if (jint(m, "epoch") == e1) {
             if (!first1) first1 = m;
             n1++;
         }
@@ -832,7 +845,7 @@ int cluster_fault_learner_selftest(bool verbose)
     }
     note(&c,
          "metrics: %" PRId64 " records of epoch 0 (last step %" PRId64 "), %" PRId64
-         " of epoch 1 (first step %" PRId64 " version %" PRId64 ")",
+         " of the new epoch (first step %" PRId64 " version %" PRId64 ")",
          n0, last0, n1, first1 ? jint(first1, "step") : -1, first1 ? jint(first1, "version") : -1);
     EXPECT(n0 + n1 == (int64_t)json_array_size(metrics), "metrics records of another epoch");
     EXPECT(first1 && jint(first1, "step") == ck.step + 1 &&
@@ -840,9 +853,9 @@ int cluster_fault_learner_selftest(bool verbose)
            "the first step after the restart is step %" PRId64 " version %" PRId64
            ", expected %" PRId64 " (the checkpoint's + 1)",
            first1 ? jint(first1, "step") : -1, first1 ? jint(first1, "version") : -1, ck.step + 1);
-    EXPECT(last && jint(last, "epoch") == 1 && jint(last, "step") == o.steps,
-           "the last metrics record is not epoch 1 step %d", o.steps);
-    EXPECT(n1 == o.steps - ck.step, "%" PRId64 " steps in epoch 1, expected %" PRId64, n1,
+    EXPECT(last && jint(last, "epoch") == e1 && jint(last, "step") == o.steps,
+           "the last metrics record is not the new epoch's step %d", o.steps);
+    EXPECT(n1 == o.steps - ck.step, "%" PRId64 " steps in the new epoch, expected %" PRId64, n1,
            o.steps - ck.step);
 
     Counters k = {0};
@@ -851,8 +864,8 @@ int cluster_fault_learner_selftest(bool verbose)
         const char *run = json_string_value(json_object_get(sum, "run_id"));
         EXPECT(run && !strcmp(run, ck.run_id), "summary run id '%s', expected '%s'", run ? run : "",
                ck.run_id);
-        EXPECT(jint(sum, "epoch") == 1, "summary epoch %" PRId64 ", expected 1",
-               jint(sum, "epoch"));
+        EXPECT(jint(sum, "epoch") == e1, "summary epoch %" PRId64 ", expected %" PRId64,
+               jint(sum, "epoch"), e1);
         /* The groups out or buffered at the checkpoint died with the old
          * learner: the new one counts them as re-issued. */
         EXPECT(k.reissued >= ck.reissued + ck.in_flight + ck.buffered,
@@ -865,7 +878,7 @@ int cluster_fault_learner_selftest(bool verbose)
     /* The same actor processes followed the new incarnation: each got
      * leases from it, installed its weights and sent groups with them. */
     char installed[160];
-    snprintf(installed, sizeof installed, "weights run '%s' epoch 1 v", ck.run_id);
+    snprintf(installed, sizeof installed, "weights run '%s' epoch %" PRId64 " v", ck.run_id, e1);
     for (int a = 0; a < 2; a++) {
         EXPECT(proc_is_running(actors[a]) && proc_pid(actors[a]) == pids[a],
                "%s (pid %d) did not survive the learner's restart", proc_name(actors[a]),
@@ -874,7 +887,7 @@ int cluster_fault_learner_selftest(bool verbose)
         snprintf(granted, sizeof granted, " prompts to '%s'", proc_name(actors[a]));
         int n_grants = count_lines(again, granted);
         EXPECT(n_grants > 0, "learner-2 granted %s no lease", proc_name(actors[a]));
-        EXPECT(proc_output_has(actors[a], installed), "%s never installed weights of epoch 1",
+        EXPECT(proc_output_has(actors[a], installed), "%s never installed weights of the new epoch",
                proc_name(actors[a]));
         note(&c, "%s (pid %d, never restarted): %d leases from learner-2", proc_name(actors[a]),
              (int)pids[a], n_grants);
@@ -883,15 +896,15 @@ int cluster_fault_learner_selftest(bool verbose)
     json_decref(sum);
     for (int a = 0; a < 2; a++) {
         proc_end(&c, actors[a]);
-        /* Its final status line: groups sent since it took epoch 1's weights. */
+        /* Its final status line: groups sent since it took the new epoch's weights. */
         long long before = 0, after = 0;
         bool      ok = actor_groups_around(actors[a], installed, &before, &after);
         EXPECT(ok && after > before,
-               "%s sent no groups with epoch 1's weights (%lld before, %lld at the end)",
+               "%s sent no groups with the new epoch's weights (%lld before, %lld at the end)",
                proc_name(actors[a]), before, after);
-        EXPECT(actor_holds(actors[a], ck.run_id, 1),
-               "%s's last status line does not hold epoch 1 weights", proc_name(actors[a]));
-        note(&c, "%s: %lld groups sent before epoch 1's weights, %lld at the end",
+        EXPECT(actor_holds(actors[a], ck.run_id, e1),
+               "%s's last status line does not hold the new epoch's weights", proc_name(actors[a]));
+        note(&c, "%s: %lld groups sent before the new epoch's weights, %lld at the end",
              proc_name(actors[a]), before, after);
     }
     proc_end(&c, reward);
@@ -1598,9 +1611,10 @@ static void expect_logged(Cluster *c, const Proc *p, const FrameSet *s, const ch
 
 int cluster_hostile_selftest(bool verbose)
 {
-    const RunOpts o = {.steps = 40, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4};
-    Cluster       c;
-    Proc         *learner, *reward;
+    const RunOpts o = {
+        .steps = 40, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4, .lease_credit = 1000};
+    Cluster c;
+    Proc   *learner, *reward;
     if (!cl_start_run(&c, "hostile", verbose, &o, &learner, &reward, NULL, 0, false))
         return cl_finish(&c);
 
@@ -2221,7 +2235,11 @@ static bool copy_into(const char *src, const char *dir, const char *name)
 int cluster_auth_selftest(bool verbose)
 {
     /* A run longer than the test: the learner is stopped once all is seen. */
-    const RunOpts o = {.steps = 1000000, .ckpt_every = 0, .max_staleness = 2, .batch_groups = 4};
+    const RunOpts o = {.steps = 1000000,
+                       .ckpt_every = 0,
+                       .max_staleness = 2,
+                       .batch_groups = 4,
+                       .lease_credit = 1000};
     Cluster       c;
     Proc         *learner = NULL, *reward = NULL, *actor = NULL;
     AuClient      rogue = {0}, plain = {0}, hostile = {0};

@@ -72,6 +72,8 @@ int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
 int reward_selftest(bool verbose);
 int lease_selftest(bool verbose);
+/* learner/epoch: the epoch of each start, a restored checkpoint, lease ids. */
+int epoch_selftest(bool verbose);
 int learner_selftest(bool verbose);
 /* Issue 8, finding 5: a reward outside --reward-min/--reward-max (3e38) is
  * refused on the results socket and counted; an update whose gradient is
@@ -124,6 +126,17 @@ int cluster_auth_selftest(bool verbose);
  * is refused; a checkpoint directory that is a symbolic link resumes and
  * saves through the link. */
 int resume_selftest(bool verbose);
+/* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
+ * hoarder holds at most its credit, the run completes, the refusals are
+ * counted; with a client key over several connections, the key's credit
+ * binds them all); clients flooding snapshot requests without reading (the
+ * learner's RSS stays bounded, refusals counted, honest fetches served);
+ * an older checkpoint directory restored after two restarts (a new epoch,
+ * the actor refetches, the run completes). */
+int peer_hoard_selftest(bool verbose);
+int peer_hoard_keyed_selftest(bool verbose);
+int peer_snapshot_flood_selftest(bool verbose);
+int peer_epoch_restore_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -179,6 +192,7 @@ int cli_selftest(bool verbose);
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
     X(lease, lease_selftest)                                                                       \
+    X(epoch, epoch_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
     X(learner_train, learner_train_selftest)                                                       \
     X(chat_smollm2, chat_smollm2_selftest)                                                         \
@@ -190,6 +204,10 @@ int cli_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
+    X(peer_hoard, peer_hoard_selftest)                                                             \
+    X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
+    X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
+    X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
     X(cli, cli_selftest)
 
 #endif

@@ -1,5 +1,7 @@
 #include "common/net/snapshot.h"
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +22,11 @@ uint32_t wire_snap_chunk_count(size_t bytes, size_t chunk_bytes)
     return (uint32_t)((bytes + chunk_bytes - 1) / chunk_bytes);
 }
 
-int wire_snap_send_chunk(WireSock *s, const void *peer, size_t peer_len, const WireSnapMeta *meta,
-                         const void *block, size_t bytes, size_t chunk_bytes, uint32_t index)
+/* Fills c with chunk `index` of block (its data borrowed from block),
+ * after checking the block, the chunk size and meta. Returns 0 or ERR_ARG
+ * (logged, naming fn and socket). */
+static int chunk_of(const char *fn, const char *sock, const WireSnapMeta *meta, const void *block,
+                    size_t bytes, size_t chunk_bytes, uint32_t index, Rlhf__WeightChunk *c)
 {
     if (chunk_bytes == 0) chunk_bytes = WIRE_CHUNK_BYTES;
     size_t   cfg_len = meta->config_json ? strlen(meta->config_json) : 0;
@@ -30,11 +35,11 @@ int wire_snap_send_chunk(WireSock *s, const void *peer, size_t peer_len, const W
         chunk_bytes > WIRE_MAX_CHUNK_BYTES || count > WIRE_MAX_CHUNKS || index >= count ||
         !meta->has_checksum || cfg_len > WIRE_MAX_CONFIG_JSON ||
         (meta->run_id && strlen(meta->run_id) > WIRE_MAX_NAME)) {
-        log_error("wire_snap_send_chunk: socket '%s': chunk %u of %zu bytes at %zu per chunk "
+        log_error("%s: socket '%s': chunk %u of %zu bytes at %zu per chunk "
                   "(%llu chunks, config %zu bytes, checksum %s): expected a positive multiple "
                   "of 4 up to %llu bytes, chunk size a multiple of 4 up to %zu, at most %d "
                   "chunks, config up to %zu bytes and a checksum",
-                  wire_sock_name(s), index, bytes, chunk_bytes, (unsigned long long)count, cfg_len,
+                  fn, sock, index, bytes, chunk_bytes, (unsigned long long)count, cfg_len,
                   meta->has_checksum ? "set" : "missing",
                   (unsigned long long)WIRE_MAX_SNAPSHOT_BYTES, WIRE_MAX_CHUNK_BYTES,
                   WIRE_MAX_CHUNKS, WIRE_MAX_CONFIG_JSON);
@@ -43,21 +48,30 @@ int wire_snap_send_chunk(WireSock *s, const void *peer, size_t peer_len, const W
     size_t offset = (size_t)index * chunk_bytes;
     size_t len = bytes - offset < chunk_bytes ? bytes - offset : chunk_bytes;
 
-    Rlhf__WeightChunk c = RLHF__WEIGHT_CHUNK__INIT;
-    c.version = WIRE_PROTOCOL_VERSION;
+    *c = (Rlhf__WeightChunk)RLHF__WEIGHT_CHUNK__INIT;
+    c->version = WIRE_PROTOCOL_VERSION;
     /* protobuf-c's pack only reads these strings and the data. */
-    c.run_id = (char *)(meta->run_id ? meta->run_id : "");
-    c.epoch = meta->epoch;
-    c.policy_version = meta->policy_version;
-    c.chunk_index = index;
-    c.chunk_count = (uint32_t)count;
-    c.total_bytes = bytes;
-    c.offset = offset;
-    c.data.data = (uint8_t *)block + offset;
-    c.data.len = len;
-    c.config_json = (char *)(index == 0 && meta->config_json ? meta->config_json : "");
-    c.checksum = meta->checksum;
+    c->run_id = (char *)(meta->run_id ? meta->run_id : "");
+    c->epoch = meta->epoch;
+    c->policy_version = meta->policy_version;
+    c->chunk_index = index;
+    c->chunk_count = (uint32_t)count;
+    c->total_bytes = bytes;
+    c->offset = offset;
+    c->data.data = block ? (uint8_t *)block + offset : NULL; /* NULL: only sized */
+    c->data.len = len;
+    c->config_json = (char *)(index == 0 && meta->config_json ? meta->config_json : "");
+    c->checksum = meta->checksum;
+    return 0;
+}
 
+int wire_snap_send_chunk(WireSock *s, const void *peer, size_t peer_len, const WireSnapMeta *meta,
+                         const void *block, size_t bytes, size_t chunk_bytes, uint32_t index)
+{
+    Rlhf__WeightChunk c;
+    int rc = chunk_of("wire_snap_send_chunk", wire_sock_name(s), meta, block, bytes, chunk_bytes,
+                      index, &c);
+    if (rc) return rc;
     return wire_send_any(s, "wire_snap_send_chunk", peer, peer_len, &c.base, 0);
 }
 
@@ -76,6 +90,229 @@ int wire_snap_send(WireSock *s, const void *peer, size_t peer_len, const WireSna
         if (rc) return rc;
     }
     return 0;
+}
+
+size_t wire_snap_packed_bytes(const WireSnapMeta *meta, size_t bytes, size_t chunk_bytes)
+{
+    WireSnapMeta m = *meta;
+    if (!m.has_checksum) {
+        /* Varints: the largest value packs longest, so this is a bound. */
+        m.checksum = UINT64_MAX;
+        m.has_checksum = true;
+    }
+    uint32_t count = wire_snap_chunk_count(bytes, chunk_bytes);
+    size_t   total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        Rlhf__WeightChunk c;
+        /* Validated again when sent; a bad block packs to nothing here. */
+        if (bytes == 0 || bytes % 4 || bytes > WIRE_MAX_SNAPSHOT_BYTES ||
+            chunk_of("wire_snap_packed_bytes", "-", &m, NULL, bytes, chunk_bytes, i, &c))
+            return 0;
+        total += protobuf_c_message_get_packed_size(&c.base);
+    }
+    return total;
+}
+
+/* ---- Queued output ------------------------------------------------------ */
+
+typedef struct WireSnapOut WireSnapOut;
+
+/* One transfer to one peer: what ZeroMQ still holds of it. The counts are
+ * lowered by the frames' free callback on ZeroMQ's I/O threads; the record
+ * is freed by the ledger's thread once frames reaches 0 (the callback's
+ * last touch of it). */
+typedef struct {
+    WireSnapOut     *out;
+    uint8_t          peer[WIRE_MAX_IDENTITY];
+    size_t           peer_len;
+    _Atomic size_t   bytes;  /* packed bytes ZeroMQ holds */
+    _Atomic uint32_t frames; /* frames ZeroMQ holds */
+} Transfer;
+
+struct WireSnapOut {
+    size_t         budget;
+    _Atomic size_t queued; /* bytes ZeroMQ holds, all transfers */
+    Transfer     **x;      /* transfers with frames queued (and done ones not yet reaped) */
+    int            n, cap;
+};
+
+/* What precedes every packed frame in its buffer: the free callback's hint. */
+typedef struct {
+    Transfer *x;
+    size_t    len;
+} FrameHead;
+
+/* ZeroMQ is done with a frame (sent, or dropped with its connection): may
+ * run on an I/O thread. */
+static void on_frame_free(void *data, void *hint)
+{
+    (void)data;
+    FrameHead *h = hint;
+    Transfer  *x = h->x;
+    atomic_fetch_sub(&x->out->queued, h->len);
+    atomic_fetch_sub(&x->bytes, h->len);
+    atomic_fetch_sub_explicit(&x->frames, 1, memory_order_release); /* last touch of x */
+    free(h);
+}
+
+WireSnapOut *wire_snap_out_new(size_t budget_bytes)
+{
+    CHECK(budget_bytes > 0);
+    WireSnapOut *o = xcalloc(1, sizeof *o);
+    o->budget = budget_bytes;
+    atomic_init(&o->queued, 0);
+    return o;
+}
+
+/* Frees the records of transfers ZeroMQ has let go of entirely. */
+static void reap(WireSnapOut *o)
+{
+    for (int i = 0; i < o->n;) {
+        if (atomic_load_explicit(&o->x[i]->frames, memory_order_acquire) == 0) {
+            free(o->x[i]);
+            o->x[i] = o->x[--o->n];
+        } else {
+            i++;
+        }
+    }
+}
+
+void wire_snap_out_free(WireSnapOut **op)
+{
+    if (!op || !*op) return;
+    WireSnapOut *o = *op;
+    *op = NULL;
+    reap(o);
+    if (o->n > 0) {
+        /* Freeing them would leave ZeroMQ's callbacks writing freed memory. */
+        log_warn("wire_snap_out_free: %d transfer(s) still hold %zu bytes in ZeroMQ; the ledger "
+                 "is left allocated",
+                 o->n, atomic_load(&o->queued));
+        return;
+    }
+    free(o->x);
+    free(o);
+}
+
+static Transfer *find_transfer(WireSnapOut *o, const void *peer, size_t peer_len)
+{
+    for (int i = 0; i < o->n; i++)
+        if (o->x[i]->peer_len == peer_len && !memcmp(o->x[i]->peer, peer, peer_len)) return o->x[i];
+    return NULL;
+}
+
+/* Up to 8 bytes of a routing id in hex, for messages. */
+static void peer_hex(const void *peer, size_t len, char out[20])
+{
+    size_t n = len < 8 ? len : 8;
+    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", ((const uint8_t *)peer)[i]);
+    if (len > 8) snprintf(out + 16, 4, "..");
+    if (n == 0) out[0] = '\0';
+}
+
+int wire_snap_out_admit(WireSnapOut *o, const void *peer, size_t peer_len, size_t frame_bytes,
+                        WireReject *rej)
+{
+    reap(o);
+    char      hex[20];
+    Transfer *x = find_transfer(o, peer, peer_len);
+    if (x) {
+        peer_hex(peer, peer_len, hex);
+        return wire_reject_set(rej, ERR_AGAIN, WIRE_REJ_BUSY,
+                               "peer %s: its last snapshot is still queued (%zu bytes in %u "
+                               "frames); one at a time per peer",
+                               hex, atomic_load(&x->bytes), atomic_load(&x->frames));
+    }
+    size_t queued = atomic_load(&o->queued);
+    if (queued + frame_bytes > o->budget) {
+        peer_hex(peer, peer_len, hex);
+        return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_OVER_BUDGET,
+                               "peer %s: a snapshot of %zu bytes on top of %zu queued for %d "
+                               "peer(s) exceeds the budget of %zu bytes",
+                               hex, frame_bytes, queued, o->n, o->budget);
+    }
+    return 0;
+}
+
+/* Sends one packed frame to peer through the ledger: the buffer goes to
+ * ZeroMQ, which frees it through on_frame_free. */
+static int send_tracked(WireSnapOut *o, Transfer *x, WireSock *s, const void *peer, size_t peer_len,
+                        const Rlhf__WeightChunk *c)
+{
+    size_t     len = protobuf_c_message_get_packed_size(&c->base);
+    FrameHead *h = xmalloc(sizeof *h + len);
+    h->x = x;
+    h->len = len;
+    uint8_t *data = (uint8_t *)(h + 1);
+    CHECK(protobuf_c_message_pack(&c->base, data) == len);
+    atomic_fetch_add(&o->queued, len);
+    atomic_fetch_add(&x->bytes, len);
+    atomic_fetch_add(&x->frames, 1);
+    zmq_msg_t frame;
+    /* From here ZeroMQ owns the buffer: on_frame_free runs even if the send fails. */
+    CHECK(zmq_msg_init_data(&frame, data, len, on_frame_free, h) == 0);
+    void *zs = wire_sock_zmq(s);
+    int   e = 0;
+    if (zmq_send(zs, peer, peer_len, ZMQ_SNDMORE) < 0)
+        e = zmq_errno();
+    else if (zmq_msg_send(&frame, zs, 0) < 0)
+        e = zmq_errno();
+    if (!e) return 0;
+    zmq_msg_close(&frame);
+    if (e == EAGAIN || e == EINTR) return ERR_AGAIN;
+    if (e == EHOSTUNREACH) return ERR_NOTFOUND;
+    log_error("wire_snap_out_send: socket '%s': send: %s", wire_sock_name(s), zmq_strerror(e));
+    return ERR_IO;
+}
+
+int wire_snap_out_send(WireSnapOut *o, WireSock *s, const void *peer, size_t peer_len,
+                       const WireSnapMeta *meta, const void *block, size_t bytes,
+                       size_t chunk_bytes)
+{
+    CHECK(wire_sock_type(s) == ZMQ_ROUTER && peer && peer_len > 0 && peer_len <= WIRE_MAX_IDENTITY);
+    WireSnapMeta m = *meta;
+    if (!m.has_checksum) {
+        m.checksum = wire_snap_checksum(block, bytes);
+        m.has_checksum = true;
+    }
+    uint32_t count = wire_snap_chunk_count(bytes, chunk_bytes);
+    if (count == 0) count = 1; /* let chunk_of report the empty block */
+    reap(o);
+    Transfer *x = xcalloc(1, sizeof *x);
+    x->out = o;
+    memcpy(x->peer, peer, peer_len);
+    x->peer_len = peer_len;
+    atomic_init(&x->bytes, 0);
+    atomic_init(&x->frames, 0);
+    if (o->n == o->cap) {
+        o->cap = o->cap ? 2 * o->cap : 8;
+        o->x = xrealloc(o->x, sizeof(Transfer *) * (size_t)o->cap);
+    }
+    o->x[o->n++] = x; /* reaped once ZeroMQ lets go of its frames */
+    for (uint32_t i = 0; i < count; i++) {
+        Rlhf__WeightChunk c;
+        int               rc =
+            chunk_of("wire_snap_out_send", wire_sock_name(s), &m, block, bytes, chunk_bytes, i, &c);
+        if (!rc) rc = send_tracked(o, x, s, peer, peer_len, &c);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+size_t wire_snap_out_queued(const WireSnapOut *o)
+{
+    return atomic_load(&((WireSnapOut *)o)->queued);
+}
+
+int wire_snap_out_transfers(WireSnapOut *o)
+{
+    reap(o);
+    return o->n;
+}
+
+size_t wire_snap_out_budget(const WireSnapOut *o)
+{
+    return o->budget;
 }
 
 struct WireSnapRx {

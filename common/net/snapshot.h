@@ -9,7 +9,8 @@
  * block it allocates, which wire_snap_rx_take hands over.
  *
  * Threading. A WireSnapRx, like the WireSock it is fed from, belongs to one
- * thread.
+ * thread. A WireSnapOut belongs to the thread of its socket, but ZeroMQ's
+ * I/O threads release its frames: its byte and frame counts are atomics.
  *
  * Errors. Functions that can fail return 0 or a negative ERR_* code from
  * common/base/err.h. Sending failures are logged as in common/net/zsock.h;
@@ -61,6 +62,54 @@ int wire_snap_send_chunk(WireSock *s, const void *peer, size_t peer_len, const W
  * until it is on the wire. Returns 0 or the first chunk's error. */
 int wire_snap_send(WireSock *s, const void *peer, size_t peer_len, const WireSnapMeta *meta,
                    const void *block, size_t bytes, size_t chunk_bytes);
+
+/* Bytes the frames of a whole snapshot pack to (what wire_snap_out_send
+ * queues in ZeroMQ): exact when meta has its checksum, else an upper
+ * bound; 0 if the block or meta is invalid (logged). */
+size_t wire_snap_packed_bytes(const WireSnapMeta *meta, size_t bytes, size_t chunk_bytes);
+
+/* ---- Queued output ------------------------------------------------------
+ *
+ * A WireSnapOut is the ledger of the snapshots a ROUTER socket has queued
+ * for its peers: every chunk frame is packed into a buffer ZeroMQ releases
+ * through a callback once the frame is on the wire (or dropped with its
+ * peer's connection), so the ledger knows, per peer and in all, how many
+ * bytes ZeroMQ still holds. It enforces two limits: at most one transfer
+ * per peer is queued at once (a peer that does not read cannot stack up
+ * snapshots), and the bytes queued over all peers stay within a budget.
+ * A peer that stops reading keeps its one transfer until its connection
+ * goes (heartbeat timeout, hang-up): the budget bounds what such peers
+ * hold together. */
+typedef struct WireSnapOut WireSnapOut;
+
+/* A ledger with a budget of budget_bytes (> 0, CHECK). Caller owns. */
+WireSnapOut *wire_snap_out_new(size_t budget_bytes);
+/* Frees the ledger. Call once ZeroMQ has released every frame: after the
+ * socket's context was terminated (zmq_ctx_term). Frames still held are
+ * logged and their records leaked rather than freed under ZeroMQ. No-op on
+ * NULL; sets *o to NULL. */
+void wire_snap_out_free(WireSnapOut **o);
+
+/* Whether a snapshot of frame_bytes (wire_snap_packed_bytes) may be queued
+ * for peer now: 0, or a refusal with rej filled (nothing logged):
+ * ERR_AGAIN (WIRE_REJ_BUSY) while an earlier transfer to the same peer is
+ * still queued; ERR_RANGE (WIRE_REJ_OVER_BUDGET) when the bytes queued for
+ * all peers plus frame_bytes would exceed the budget. */
+int wire_snap_out_admit(WireSnapOut *o, const void *peer, size_t peer_len, size_t frame_bytes,
+                        WireReject *rej);
+/* Sends a whole snapshot to peer on ROUTER socket s as wire_snap_send
+ * does (chunks in order, each send blocking up to the socket's send
+ * timeout), every frame tracked in the ledger. Does not check the limits
+ * (wire_snap_out_admit does). Returns 0 or the first chunk's error, as
+ * wire_send_to; frames queued before a failure stay queued. */
+int wire_snap_out_send(WireSnapOut *o, WireSock *s, const void *peer, size_t peer_len,
+                       const WireSnapMeta *meta, const void *block, size_t bytes,
+                       size_t chunk_bytes);
+/* Bytes ZeroMQ holds of queued snapshots now, all peers. Any thread. */
+size_t wire_snap_out_queued(const WireSnapOut *o);
+/* Transfers with frames still queued (peers served but not yet drained). */
+int    wire_snap_out_transfers(WireSnapOut *o);
+size_t wire_snap_out_budget(const WireSnapOut *o);
 
 typedef struct WireSnapRx WireSnapRx;
 

@@ -210,12 +210,132 @@ static void test_tcp(void *zctx, bool verbose)
     wire_sock_free(&router);
 }
 
+/* A DEALER of test_out connected to ep that has said hello, so the ROUTER
+ * knows its routing id (into peer, *peer_len). */
+static WireSock *out_peer(void *zctx, WireSock *router, const char *ep, const char *name,
+                          uint8_t *peer, size_t *peer_len)
+{
+    WireSockOpts o = WIRE_SOCK_DEFAULTS;
+    o.linger_ms = 0;
+    WireSock *d = wire_sock_new(zctx, ZMQ_DEALER, name, &o);
+    if (!EXPECT(d && wire_connect(d, ep) == 0 && wire_send_raw(d, NULL, 0, "hi", 2, 0) == 0,
+                "%s connects and says hello", name))
+        return d;
+    WireMsg m;
+    if (EXPECT(wire_recv(router, 2000, &m) == 0, "the router hears %s", name)) {
+        memcpy(peer, m.peer, m.peer_len);
+        *peer_len = m.peer_len;
+        wire_msg_close(&m);
+    }
+    return d;
+}
+
+/* Reads every chunk d has been sent into rx. Returns the last accept rc. */
+static int out_read_all(WireSock *d, WireSnapRx *rx)
+{
+    int rc = 0;
+    while (rc == 0) {
+        Rlhf__WeightChunk *c = NULL;
+        WireMsg            m;
+        WireReject         rej;
+        if (wire_recv_decode(d, 1000, &rlhf__weight_chunk__descriptor, NULL, &m,
+                             (ProtobufCMessage **)&c, &rej))
+            return -1;
+        rc = wire_snap_rx_accept(rx, c, &rej);
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+        wire_msg_close(&m); /* the last reference: ZeroMQ releases the frame */
+    }
+    return rc;
+}
+
+/* Queued output: frames tracked until ZeroMQ lets go of them, one transfer
+ * per peer, a budget over all peers, the memory released when a peer goes.
+ * Over inproc, a frame is released only when its receiver closes it, so
+ * what is "queued" is exactly what the peer has not read. */
+static void test_out(void *zctx, bool verbose)
+{
+    WireSock   *router = wire_sock_new(zctx, ZMQ_ROUTER, "snapshot", NULL);
+    const char *ep = "inproc://wire-snap-out";
+    if (!EXPECT(router && wire_bind(router, ep) == 0, "router bound at %s", ep)) {
+        wire_sock_free(&router);
+        return;
+    }
+    enum { N_FLOATS = 100003, CHUNK = 64 << 10 }; /* 7 chunks */
+    size_t       bytes = (size_t)N_FLOATS * 4;
+    float       *block = make_block(N_FLOATS, 3);
+    WireSnapMeta meta = {.run_id = "run-o", .epoch = 5, .policy_version = 2, .config_json = "{}"};
+    size_t       bound = wire_snap_packed_bytes(&meta, bytes, CHUNK);
+    meta.checksum = wire_snap_checksum(block, bytes);
+    meta.has_checksum = true;
+    size_t packed = wire_snap_packed_bytes(&meta, bytes, CHUNK);
+    EXPECT(bound >= packed, "without the checksum the size %zu is a bound of %zu", bound, packed);
+    EXPECT(packed > bytes && packed < bytes + 7 * 128,
+           "packed size %zu of a %zu-byte block in 7 chunks: the data plus a header per chunk",
+           packed, bytes);
+    WireSnapOut *out = wire_snap_out_new(packed * 5 / 2); /* room for two transfers */
+    uint8_t      pa[WIRE_MAX_IDENTITY], pb[WIRE_MAX_IDENTITY], pc[WIRE_MAX_IDENTITY];
+    size_t       la = 0, lb = 0, lc = 0;
+    WireSock    *a = out_peer(zctx, router, ep, "peer-a", pa, &la);
+    WireSock    *b = out_peer(zctx, router, ep, "peer-b", pb, &lb);
+    WireSock    *c = out_peer(zctx, router, ep, "peer-c", pc, &lc);
+    WireReject   rej;
+    int          rc = wire_snap_out_admit(out, pa, la, packed, &rej);
+    EXPECT(rc == 0, "a first transfer to a is admitted: rc %d (%s)", rc, rej.why);
+    rc = wire_snap_out_send(out, router, pa, la, &meta, block, bytes, CHUNK);
+    EXPECT(rc == 0 && wire_snap_out_queued(out) == packed && wire_snap_out_transfers(out) == 1,
+           "sent to a: rc %d, %zu bytes queued in %d transfer(s), expected 0, %zu, 1", rc,
+           wire_snap_out_queued(out), wire_snap_out_transfers(out), packed);
+    rc = wire_snap_out_admit(out, pa, la, packed, &rej);
+    expect_refused(rc, &rej, ERR_AGAIN, WIRE_REJ_BUSY,
+                   "a second transfer to a while one is queued");
+    if (verbose) printf("  refused: %s\n", rej.why);
+    EXPECT(wire_snap_out_admit(out, pb, lb, packed, &rej) == 0 &&
+               wire_snap_out_send(out, router, pb, lb, &meta, block, bytes, CHUNK) == 0,
+           "b gets the second transfer the budget holds");
+    rc = wire_snap_out_admit(out, pc, lc, packed, &rej);
+    expect_refused(rc, &rej, ERR_RANGE, WIRE_REJ_OVER_BUDGET, "a third transfer over the budget");
+    if (verbose) printf("  refused: %s\n", rej.why);
+
+    /* a reads its snapshot: the bytes are released, the data is right, and
+     * a may ask again. */
+    WireSnapRx *rx = wire_snap_rx_new(NULL, bytes);
+    rc = out_read_all(a, rx);
+    size_t      got_bytes = 0;
+    const void *got = wire_snap_rx_data(rx, &got_bytes);
+    EXPECT(rc == 1 && got_bytes == bytes && !memcmp(got, block, bytes),
+           "a assembled the tracked snapshot: rc %d, %zu bytes", rc, got_bytes);
+    EXPECT(wire_snap_out_queued(out) == packed && wire_snap_out_transfers(out) == 1 &&
+               wire_snap_out_admit(out, pa, la, packed, &rej) == 0,
+           "after a read: %zu bytes in %d transfer(s) queued, expected %zu in 1 (b's); a may "
+           "ask again",
+           wire_snap_out_queued(out), wire_snap_out_transfers(out), packed);
+    /* b hangs up without reading: its frames are dropped and released. */
+    wire_sock_free(&b);
+    for (int i = 0; i < 200 && wire_snap_out_queued(out) > 0; i++) {
+        WireMsg m;
+        if (wire_recv(router, 10, &m) == 0)
+            wire_msg_close(&m); /* lets the router see the hang-up */
+    }
+    EXPECT(wire_snap_out_queued(out) == 0 && wire_snap_out_transfers(out) == 0,
+           "b hung up: %zu bytes in %d transfer(s) still queued, expected none",
+           wire_snap_out_queued(out), wire_snap_out_transfers(out));
+    EXPECT(wire_snap_out_admit(out, pc, lc, packed, &rej) == 0, "c fits the budget now");
+    wire_snap_rx_free(&rx);
+    wire_sock_free(&a);
+    wire_sock_free(&c);
+    wire_sock_free(&router);
+    wire_snap_out_free(&out);
+    EXPECT(out == NULL, "wire_snap_out_free clears the pointer");
+    free(block);
+}
+
 int snapshot_selftest(bool verbose)
 {
     void *zctx = zmq_ctx_new();
     if (!EXPECT(zctx != NULL, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()))) return expect_end();
     test_rx(zctx, verbose);
     test_tcp(zctx, verbose);
+    test_out(zctx, verbose);
     zmq_ctx_term(zctx);
     return expect_end();
 }

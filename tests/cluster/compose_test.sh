@@ -200,7 +200,8 @@ say "Prometheus: rlhf_learner_step $PSTEP, reward_mean $PREW; metrics.jsonl at t
 [ "$PROM_OK" = true ] || die "Prometheus and metrics.jsonl disagree"
 
 # 7. kill the learner container (SIGKILL, no clean save): it resumes from the
-# last checkpoint in the volume as a new epoch and the actors follow
+# last checkpoint in the volume in a new epoch (more restarts in the epoch's
+# high 32 bits, random low bits: learner/epoch.h) and the actors follow
 E0=$(num "$(lm rlhf_learner_epoch)")
 S0=$(step)
 $DC kill learner >/dev/null 2>&1
@@ -212,7 +213,8 @@ S1=$(step)
 wait_until 120 step_past "$S1" || die "the restarted learner made no steps"
 REC_LEARNER=$(($(now_ms) - t))
 E1=$(num "$(lm rlhf_learner_epoch)")
-[ "$E1" -ne "$E0" ] || die "epoch $E1 after the restart, as before it"
+[ $((E1 >> 32)) -gt $((E0 >> 32)) ] && [ "$E1" -ne "$E0" ] ||
+    die "epoch $E1 after the restart, expected more restarts than in $E0"
 A=$(running actor | head -n 1)
 follows() { [ "$(num "$(cm "$A" rlhf_actor_epoch)")" -eq "$E1" ]; }
 wait_until 60 follows || die "the actors did not follow epoch $E1"
