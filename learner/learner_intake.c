@@ -85,8 +85,8 @@ static bool group_is_flat(const Learner *l, const Rlhf__ScoredGroup *sg)
     CHECK(G >= 1 && G <= WIRE_MAX_GROUP && sg->n_scores == G);
     for (size_t c = 0; c < G; c++)
         r[c] = sg->scores[c]->reward +
-               adv_overlong_penalty((int)sg->group->completions[c]->n_tokens,
-                                    l->cfg.max_new_tokens, a->overlong_buffer, a->overlong_coef);
+               adv_overlong_penalty((int)sg->group->completions[c]->n_tokens, l->cfg.max_new_tokens,
+                                    a->overlong_buffer, a->overlong_coef);
     return adv_group_is_flat(r, (int)G);
 }
 

@@ -35,14 +35,10 @@ static void apply_algo_preset(const FlagsSpec *spec, MainArgs *m)
         const char *flag;
         unsigned    bit;
     } k_fields[] = {
-        {"adv-std", ALGO_PRESET_ADV_STD},
-        {"agg", ALGO_PRESET_AGG},
-        {"ratio-level", ALGO_PRESET_RATIO_LEVEL},
-        {"clip-low", ALGO_PRESET_CLIP_LOW},
-        {"clip-high", ALGO_PRESET_CLIP_HIGH},
-        {"kl-beta", ALGO_PRESET_KL_BETA},
-        {"dynamic-sampling", ALGO_PRESET_DYNAMIC},
-        {"overlong-buffer", ALGO_PRESET_OVERLONG},
+        {"adv-std", ALGO_PRESET_ADV_STD},          {"agg", ALGO_PRESET_AGG},
+        {"ratio-level", ALGO_PRESET_RATIO_LEVEL},  {"clip-low", ALGO_PRESET_CLIP_LOW},
+        {"clip-high", ALGO_PRESET_CLIP_HIGH},      {"kl-beta", ALGO_PRESET_KL_BETA},
+        {"dynamic-sampling", ALGO_PRESET_DYNAMIC}, {"overlong-buffer", ALGO_PRESET_OVERLONG},
     };
     AlgoConfig *a = &m->cfg->algo;
     unsigned    keep = 0;

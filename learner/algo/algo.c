@@ -41,8 +41,8 @@ typedef struct {
     float *fresh;   /* (n,T) 1 on completion tokens sampled at the learner's version */
     float *tmp;     /* (n,T) per-token KL and the like */
 
-    int   *m_tokens, *m_targets;                                       /* (mb,T) */
-    float *m_mask, *m_beh, *m_prox, *m_ref, *m_adv, *m_ret, *m_vold;   /* (mb,T) gathered */
+    int   *m_tokens, *m_targets;                                     /* (mb,T) */
+    float *m_mask, *m_beh, *m_prox, *m_ref, *m_adv, *m_ret, *m_vold; /* (mb,T) gathered */
     /* m_tmp: PPO's compact rewards before the minibatch loop, the
      * aggregation weights within it. */
     float *m_logp, *m_ent, *m_val, *m_dlogp, *m_dent, *m_dval, *m_tmp; /* (mb,T) */
@@ -433,8 +433,8 @@ static void seq_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, Al
     if (a->cfg.kind == ALGO_REINFORCE) {
         double before = a->baseline;
         bool   had = a->has_baseline;
-        adv_reinforce(s->seq_adv, s->reward, &a->baseline, &a->has_baseline,
-                      a->cfg.baseline_decay, n);
+        adv_reinforce(s->seq_adv, s->reward, &a->baseline, &a->has_baseline, a->cfg.baseline_decay,
+                      n);
         /* A first batch used its own mean, which is also the updated value. */
         st->baseline = had ? before : a->baseline;
     }
@@ -610,8 +610,7 @@ double algo_policy_loss(float *dlogp, float *dent, float *w, PgPpoStats *ps, dou
     double loss = pl;
     if (beta > 0.0 && !kl_in_reward(c))
         loss += kl_loss(dlogp, in->logp, in->ref, w, kl_kind_of(c), (float)beta, norm, N);
-    if (c->entropy_coef > 0.0f)
-        loss += pg_entropy_loss(dent, in->ent, w, c->entropy_coef, norm, N);
+    if (c->entropy_coef > 0.0f) loss += pg_entropy_loss(dent, in->ent, w, c->entropy_coef, norm, N);
     *policy_loss = pl;
     return loss;
 }
@@ -720,8 +719,8 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
                                    .ref = s->m_ref,
                                    .adv = s->m_adv,
                                    .mask = s->m_mask};
-            double loss = algo_policy_loss(s->m_dlogp, s->m_dent, s->m_tmp, &ps, &pl, c, beta, &in,
-                                           m, T);
+            double           loss =
+                algo_policy_loss(s->m_dlogp, s->m_dent, s->m_tmp, &ps, &pl, c, beta, &in, m, T);
             if (e == 0 && !pre) {
                 /* One minibatch in batch order: this forward is pre-update. */
                 memcpy(s->prox, s->m_logp, NT * sizeof(float));
@@ -799,8 +798,8 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
         st->ratio_min = st->ratio_max = 0.0;
     }
     if (c->kl_target > 0.0f && k > 0 && a->ref) {
-        a->beta = kl_adaptive_beta(a->beta, st->kl_ref_seq, c->kl_target, c->kl_gain, n,
-                                   c->kl_horizon);
+        a->beta =
+            kl_adaptive_beta(a->beta, st->kl_ref_seq, c->kl_target, c->kl_gain, n, c->kl_horizon);
         st->kl_beta_next = a->beta;
     }
     return rc;

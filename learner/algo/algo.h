@@ -117,9 +117,9 @@ typedef struct {
      * per completion (the mean over the batch of the summed per-token
      * estimate, of the policy before the update), 0 = a fixed beta; the
      * horizon in samples (completions), > 0; the gain K_beta, >= 0. */
-    float kl_target;
-    float kl_horizon;
-    float kl_gain;
+    float        kl_target;
+    float        kl_horizon;
+    float        kl_gain;
     AggMode      agg;         /* loss aggregation (agg.h) */
     PgRatioLevel ratio_level; /* per token (pg_ppo_loss) or per sequence (GSPO) */
     /* The completion length cap the actors sample with (the learner's
@@ -136,8 +136,8 @@ typedef struct {
      * (learner_intake.h); algo_step takes whatever it is given. */
     bool  dynamic_sampling;
     float baseline_decay; /* REINFORCE's running mean, in [0, 1) */
-    float  clip_low;  /* eps_low in [0,1): the ratio floor is 1 - clip_low */
-    float  clip_high; /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
+    float clip_low;       /* eps_low in [0,1): the ratio floor is 1 - clip_low */
+    float clip_high;      /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
     /* Truncated importance sampling of the ratio for A < 0 (the dual clip:
      * the term stops growing past the cap); 0 = off, else > 1 + clip_high. */
     float ratio_cap;
@@ -229,7 +229,7 @@ typedef struct {
     double kl_beta_next;  /* the coefficient for the next step (== kl_beta unless adaptive) */
     double baseline;      /* REINFORCE: the baseline subtracted this step */
     double overlong_frac; /* completions the overlong penalty reached (< 0 added) */
-    double entropy;   /* mean next-token entropy of the policy before the update */
+    double entropy;       /* mean next-token entropy of the policy before the update */
     /* The surrogate, over all steps; q = prox if decoupled, else behaviour. */
     double clip_frac;          /* tokens whose gradient a clip bound zeroed (low + high) */
     double clip_low_frac;      /* A < 0 and r < 1 - clip_low */
