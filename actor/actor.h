@@ -52,8 +52,8 @@ typedef struct {
     const char *snapshot_ep;                  /* learner snapshot ROUTER (DEALER connects) */
     const char *reward_eps[ACTOR_MAX_REWARD]; /* reward server PULLs (PUSH connects to each) */
     int         n_reward;                     /* endpoints in reward_eps, >= 1 */
-    int         reward_resolve_ms;   /* > 0: connect to every address of a reward host name and
-                                        re-resolve this often (actor_dns.h); 0 = as given, once */
+    int reward_resolve_ms; /* > 0: connect to every address of a reward host name and
+                              re-resolve this often (actor_dns.h); 0 = as given, once */
     const char *id;                  /* actor id sent to the learner; NULL = "actor-<pid>" */
     int         batch;               /* sequences generated together at most, >= 1 */
     uint64_t    seed;                /* sampling seed; 0 = derived from the actor id */

@@ -9,7 +9,8 @@
 
 static const char *const k_reason_names[WIRE_REJ_COUNT] = {
     "garbage",   "oversized", "bad_version", "bad_run",  "bad_shape", "bad_tokens",
-    "nonfinite", "bad_value", "bad_chunk",   "checksum", "unknown",   "unauthorized",
+    "nonfinite", "bad_value", "bad_chunk",   "checksum", "unknown",
+    "unauthorized",
 };
 
 /* The first WIRE_LOG_BURST rejections of a reason are logged each; after

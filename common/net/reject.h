@@ -33,12 +33,12 @@ typedef enum {
     WIRE_REJ_BAD_VERSION, /* `version` != WIRE_PROTOCOL_VERSION */
     WIRE_REJ_BAD_RUN,     /* run id differs from the expected one, or is inconsistent */
     WIRE_REJ_BAD_SHAPE, /* a count or length out of bounds, parallel arrays differ, field missing */
-    WIRE_REJ_BAD_TOKENS,   /* a token id outside [0, vocab) */
-    WIRE_REJ_NONFINITE,    /* NaN/inf where a finite number is required */
-    WIRE_REJ_BAD_VALUE,    /* a number out of range: log-prob > 0, top_p, enum, ... */
-    WIRE_REJ_BAD_CHUNK,    /* snapshot chunk index/offset/size/version inconsistent */
-    WIRE_REJ_CHECKSUM,     /* snapshot checksum mismatch */
-    WIRE_REJ_UNKNOWN,      /* unexpected frame structure or message type */
+    WIRE_REJ_BAD_TOKENS, /* a token id outside [0, vocab) */
+    WIRE_REJ_NONFINITE,  /* NaN/inf where a finite number is required */
+    WIRE_REJ_BAD_VALUE,  /* a number out of range: log-prob > 0, top_p, enum, ... */
+    WIRE_REJ_BAD_CHUNK,  /* snapshot chunk index/offset/size/version inconsistent */
+    WIRE_REJ_CHECKSUM,   /* snapshot checksum mismatch */
+    WIRE_REJ_UNKNOWN,    /* unexpected frame structure or message type */
     WIRE_REJ_UNAUTHORIZED, /* a connection refused by CURVE/ZAP (key not allowed, plaintext) */
     WIRE_REJ_COUNT
 } WireReason;
