@@ -778,7 +778,8 @@ static void test_family_on_policy(bool verbose)
                 dl[i * TS_MAXC + k2] = (float)(-adv[i] * ts_kind_weight(&ts, &ac, i));
         }
         ts_forward(p0, &ts, lp, dl);
-        double scale, d = max_abs_diff(model_grads(p), model_grads(p0), model_num_params(p), &scale);
+        double scale,
+            d = max_abs_diff(model_grads(p), model_grads(p0), model_num_params(p), &scale);
         if (verbose)
             printf("  %-9s on-policy: grad vs -A*w by hand: max diff %.3g (max |g| %.3g); agg %s, "
                    "ratio %s, overlong %.3f (want %.3f), ratio %.6f..%.6f\n",
@@ -805,7 +806,7 @@ static void test_family_on_policy(bool verbose)
     model_copy_params(p, p0);
     AlgoStats st;
     CHECK(one_step(&ac, p, ref, &ts, 4, &st) == 0);
-    TestSet shaped = ts; /* the same arrays, its own trajectory table */
+    TestSet        shaped = ts; /* the same arrays, its own trajectory table */
     AlgoTrajectory tr2[16];
     memcpy(tr2, ts.tr, sizeof tr2);
     shaped.tr = tr2;
@@ -931,7 +932,8 @@ static void test_family_fd(bool verbose)
                 for (int i = 0; i < N; i++) lpb[i] = logp[i] - prox[i] + beh[i];
                 lp = lpb;
             }
-            FamCtx c = {&ac, ac.kl_beta, {lp, ent, beh, dec ? prox : NULL, ref, adv, mask}, w, B, T};
+            FamCtx     c = {&ac, ac.kl_beta, {lp, ent, beh, dec ? prox : NULL, ref, adv, mask},
+                            w,   B,          T};
             float      g[N] = {0}, ge[N] = {0};
             PgPpoStats ps;
             double     pl, loss = algo_policy_loss(g, ge, w, &ps, &pl, &ac, c.beta, &c.in, B, T);
@@ -982,8 +984,8 @@ static void test_family_configs(bool verbose)
            "grpo preset over dapo's, keeping clip_high");
     for (int k = 0; k < ALGO_N_KINDS; k++) {
         c = family_config((AlgoKind)k, 8);
-        EXPECT(algo_config_validate(&c, NULL, 0) == 0 && !strcmp(algo_kind_names[k],
-                                                                 algo_kind_name((AlgoKind)k)),
+        EXPECT(algo_config_validate(&c, NULL, 0) == 0 &&
+                   !strcmp(algo_kind_names[k], algo_kind_name((AlgoKind)k)),
                "preset %s validates", algo_kind_names[k]);
     }
     EXPECT(!strcmp(algo_kind_name((AlgoKind)99), "?"), "an unknown kind's name");
@@ -999,7 +1001,7 @@ static void test_family_configs(bool verbose)
         {"kind 7", {.kind = (AlgoKind)7}},
     };
     for (size_t i = 0; i < sizeof k_bad / sizeof k_bad[0]; i++) {
-        AlgoConfig b = ALGO_DEFAULTS;
+        AlgoConfig        b = ALGO_DEFAULTS;
         const AlgoConfig *x = &k_bad[i].cfg;
         b.kind = x->kind;
         b.ratio_level = x->ratio_level;
@@ -1009,8 +1011,8 @@ static void test_family_configs(bool verbose)
         if (x->kl_target > 0.0f) b.kl_target = x->kl_target, b.kl_beta = x->kl_beta;
         if (x->baseline_decay > 0.0f) b.baseline_decay = x->baseline_decay;
         char why[200] = "";
-        EXPECT(algo_config_validate(&b, why, sizeof why) == ERR_RANGE && why[0],
-               "refused: %s (%s)", k_bad[i].what, why);
+        EXPECT(algo_config_validate(&b, why, sizeof why) == ERR_RANGE && why[0], "refused: %s (%s)",
+               k_bad[i].what, why);
         if (verbose) printf("  refused %-32s %s\n", k_bad[i].what, why);
     }
 }
