@@ -48,6 +48,9 @@ static void apply_algo_preset(const FlagsSpec *spec, MainArgs *m)
     a->dynamic_sampling = m->dynamic == 1;
     a->max_new_tokens = m->cfg->max_new_tokens;
     algo_preset(a, a->kind, keep);
+    /* The logged config shows the choices: keep them in step. */
+    m->adv_std = a->adv_divide_std;
+    m->dynamic = a->dynamic_sampling;
 }
 
 static int check(const FlagsSpec *spec, void *ctx)

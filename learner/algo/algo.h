@@ -282,7 +282,7 @@ extern const char *const algo_kind_names[];
 /* The name of kind; "?" for a value out of range. */
 const char *algo_kind_name(AlgoKind kind);
 
-/* The fields of AlgoPresetField: what algo_preset sets. */
+/* The fields algo_preset sets, as bits of its keep mask. */
 typedef enum {
     ALGO_PRESET_ADV_STD = 1 << 0,     /* adv_divide_std */
     ALGO_PRESET_AGG = 1 << 1,         /* agg */
