@@ -111,8 +111,10 @@ Learner *learner_new(const LearnerConfig *cfg)
     bool       fresh = lease_state == NULL;
     AlgoConfig ac = cfg->algo;
     ac.seed = cfg->seed ^ (l->epoch << 20);
-    l->algo =
-        algo_new(&ac, l->policy, l->opt, ac.kl_beta > 0 ? l->ref : NULL, l->critic, l->critic_opt);
+    ac.max_new_tokens = cfg->max_new_tokens;
+    /* The reference even without a KL term: the KL to it is measured (and
+     * recorded) for every algorithm, at one reference forward per batch. */
+    l->algo = algo_new(&ac, l->policy, l->opt, l->ref, l->critic, l->critic_opt);
     LeaseConfig lc = {.lease_prompts = cfg->lease_prompts,
                       .timeout_ms = cfg->lease_timeout_ms,
                       .max_staleness = cfg->max_staleness,

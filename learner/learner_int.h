@@ -109,6 +109,7 @@ struct Learner {
     size_t          cap_versions;
 
     uint64_t dup_epoch, snapshots_served, grants_empty;
+    uint64_t groups_flat;                 /* dropped by dynamic sampling (all rewards equal) */
     uint64_t samples_total, tokens_total; /* trained by this incarnation */
     double   t_start, t_loop, t_last_step;
     double   accuracy_before, accuracy_start, accuracy_after;
@@ -135,7 +136,7 @@ static inline int64_t learner_mono_ms(void)
 
 static inline const char *learner_algo_name(AlgoKind k)
 {
-    return k == ALGO_PPO ? "ppo" : "grpo";
+    return algo_kind_name(k);
 }
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
+#include "learner/algo/advantage.h"
 #include "learner/learner_task.h"
 
 /* Refuses a group that does not fit this learner's lease terms. */
@@ -88,6 +89,22 @@ static int64_t check_group(Learner *l, const Rlhf__ScoredGroup *sg)
     return oldest;
 }
 
+/* DAPO's dynamic sampling: true if the group's rewards, after the overlong
+ * penalty the update will add, are all equal, so it carries no signal. */
+static bool group_is_flat(const Learner *l, const Rlhf__ScoredGroup *sg)
+{
+    const AlgoConfig *a = &l->cfg.algo;
+    float             r[WIRE_MAX_GROUP];
+    size_t            G = sg->group->n_completions;
+    /* Wire validation bounded G and matched the scores to it: not peer data now. */
+    CHECK(G >= 1 && G <= WIRE_MAX_GROUP && sg->n_scores == G);
+    for (size_t c = 0; c < G; c++)
+        r[c] = sg->scores[c]->reward +
+               adv_overlong_penalty((int)sg->group->completions[c]->n_tokens, l->cfg.max_new_tokens,
+                                    a->overlong_buffer, a->overlong_coef);
+    return adv_group_is_flat(r, (int)G);
+}
+
 void learner_intake_group(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
 {
     Rlhf__ScoredGroup        *sg = (Rlhf__ScoredGroup *)*msg;
@@ -105,6 +122,16 @@ void learner_intake_group(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
                                   g->prompt->prompt_id, oldest, l->version);
     switch (a) {
     case LEASE_ACCEPTED:
+        if (l->cfg.algo.dynamic_sampling && group_is_flat(l, sg)) {
+            /* No signal: settled now (as trained: the update would have
+             * given it zero advantage), which frees its place under the
+             * staleness bound, so another prompt is leased instead. */
+            lease_settle(l->leases, g->lease_id, g->group_index, LEASE_OUT_TRAINED);
+            l->groups_flat++;
+            log_debug("results: group of lease %" PRIx64 " slot %d dropped: all rewards equal",
+                      g->lease_id, g->group_index);
+            return;
+        }
         if (l->n_pend == l->cap_pend) {
             l->cap_pend = l->cap_pend ? 2 * l->cap_pend : 32;
             l->pend = xrealloc(l->pend, sizeof(LearnerPending) * (size_t)l->cap_pend);

@@ -8,7 +8,14 @@
  * not fit is counted as a rejection of the results socket (WIRE_REJ_BAD_VALUE
  * or WIRE_REJ_BAD_SHAPE) and logged. Waiting groups become a batch of
  * trajectories, and each is settled with the lease table once trained,
- * failed or too stale.
+ * failed or too stale. With dynamic sampling (AlgoConfig.dynamic_sampling,
+ * DAPO's), an accepted group whose rewards after the overlong penalty are
+ * all equal carries no signal: it is settled at once as trained (the lease
+ * table has no other outcome for it; without dynamic sampling it would be
+ * trained with zero advantage), counted in Learner.groups_flat, and its
+ * place under the staleness bound goes to a newly leased prompt. A KL
+ * term in the reward (AlgoConfig.kl_place) is not counted: such a group
+ * would carry only the KL's signal.
  *
  * Ownership: the waiting groups belong to the Learner (learner_intake_free);
  * a batch's trajectories point into them and into the Learner's scratch, so

@@ -1,7 +1,7 @@
 /* rlhf-learner: the RL learner daemon. Hands out leases of arithmetic
- * prompts to actors, trains the policy with GRPO or PPO on the scored groups
- * the reward servers send back, publishes each new version, checkpoints and
- * resumes. The logic lives in learner/learner.c. */
+ * prompts to actors, trains the policy with GRPO, PPO or a relative (--algo)
+ * on the scored groups the reward servers send back, publishes each new
+ * version, checkpoints and resumes. The logic lives in learner/learner.c. */
 #include <stdio.h>
 
 #include "common/base/err.h"
@@ -9,15 +9,58 @@
 #include "common/formats/ckpt.h"
 #include "learner/learner.h"
 
-static const char *const k_algos[] = {"grpo", "ppo", NULL};
-_Static_assert(ALGO_GRPO == 0 && ALGO_PPO == 1 && sizeof(AlgoKind) == sizeof(int),
-               "--algo stores the index of its name in k_algos");
+_Static_assert(sizeof(AlgoKind) == sizeof(int) && sizeof(AggMode) == sizeof(int) &&
+                   sizeof(PgRatioLevel) == sizeof(int) && sizeof(AlgoKlPlace) == sizeof(int) &&
+                   sizeof(KlKind) == sizeof(int),
+               "the choice flags store the index of their name in an int");
+
+static const char *const k_off_on[] = {"off", "on", NULL};
+static const char *const k_ratio_levels[] = {"token", "sequence", NULL};
+static const char *const k_kl_places[] = {"auto", "loss", "reward", NULL};
+static const char *const k_kl_kinds[] = {"auto", "k1", "k2", "k3", NULL};
+_Static_assert(PG_RATIO_SEQUENCE == 1 && ALGO_KL_REWARD == 2 && KL_K1 == 1 && KL_K3 == 3,
+               "the choice lists follow the enums");
+
+/* What the flags fill: the config, and the on/off choices of its bools. */
+typedef struct {
+    LearnerConfig *cfg;
+    int            adv_std; /* index in k_off_on */
+    int            dynamic; /* index in k_off_on */
+} MainArgs;
+
+/* --algo is a preset (algo_preset): the fields that define the algorithm
+ * take its values, except those whose own flag was given. */
+static void apply_algo_preset(const FlagsSpec *spec, MainArgs *m)
+{
+    static const struct {
+        const char *flag;
+        unsigned    bit;
+    } k_fields[] = {
+        {"adv-std", ALGO_PRESET_ADV_STD},          {"agg", ALGO_PRESET_AGG},
+        {"ratio-level", ALGO_PRESET_RATIO_LEVEL},  {"clip-low", ALGO_PRESET_CLIP_LOW},
+        {"clip-high", ALGO_PRESET_CLIP_HIGH},      {"kl-beta", ALGO_PRESET_KL_BETA},
+        {"dynamic-sampling", ALGO_PRESET_DYNAMIC}, {"overlong-buffer", ALGO_PRESET_OVERLONG},
+    };
+    AlgoConfig *a = &m->cfg->algo;
+    unsigned    keep = 0;
+    for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0]; i++)
+        if (flags_at(spec, k_fields[i].flag)) keep |= k_fields[i].bit;
+    a->adv_divide_std = m->adv_std == 1;
+    a->dynamic_sampling = m->dynamic == 1;
+    a->max_new_tokens = m->cfg->max_new_tokens;
+    algo_preset(a, a->kind, keep);
+    /* The logged config shows the choices: keep them in step. */
+    m->adv_std = a->adv_divide_std;
+    m->dynamic = a->dynamic_sampling;
+}
 
 static int check(const FlagsSpec *spec, void *ctx)
 {
-    LearnerConfig *c = ctx;
+    MainArgs      *m = ctx;
+    LearnerConfig *c = m->cfg;
     /* A pretrained model starts on easier arithmetic than the char task. */
     if (c->model_path && !flags_at(spec, "max-digits")) c->max_digits = 2;
+    apply_algo_preset(spec, m);
     char why[200];
     if (learner_config_validate(c, why, sizeof why)) {
         fprintf(stderr, "rlhf-learner: %s\n", why);
@@ -31,6 +74,7 @@ int main(int argc, char **argv)
     LearnerConfig cfg = LEARNER_DEFAULTS;
     AlgoConfig   *a = &cfg.algo;
     int           level = -1;
+    MainArgs      args = {&cfg, a->adv_divide_std, a->dynamic_sampling};
 
     Flag flags[] = {
         FLAG_SECTION("Sockets (all bound):"),
@@ -84,16 +128,43 @@ int main(int argc, char **argv)
         FLAG_FLOAT("reward-max", &cfg.reward_max, -3e38, 3e38, "X",
                    "highest valid reward; a group with one above it is refused"),
         FLAG_SECTION("Update:"),
-        FLAG_CHOICE("algo", (int *)&a->kind, k_algos, "A", "grpo or ppo"),
+        FLAG_CHOICE("algo", (int *)&a->kind, algo_kind_names, "A",
+                    "grpo, ppo, reinforce, rloo, dr_grpo, dapo or gspo: sets the\n"
+                    "flags marked (preset) unless given; README \"Algorithms\""),
         FLAG_FLOAT("lr", &cfg.lr, 0, 1, "X", "AdamW learning rate"),
         FLAG_INT("warmup", &cfg.lr_warmup_steps, 0, 100000000, "N",
                  "learning-rate warmup in optimizer steps"),
         FLAG_FLOAT("grad-clip", &cfg.grad_clip, 0, 1e6, "X", "global gradient norm clip, 0 = off"),
-        FLAG_FLOAT("kl-beta", &a->kl_beta, 0, 1e3, "X", "KL-to-reference weight"),
+        FLAG_FLOAT("kl-beta", &a->kl_beta, 0, 1e3, "X",
+                   "KL-to-reference weight (preset); the start with --kl-target"),
+        FLAG_CHOICE("kl-place", (int *)&a->kl_place, k_kl_places, "P",
+                    "KL in the loss or the reward; auto = reward for ppo, else loss"),
+        FLAG_CHOICE("kl-estimator", (int *)&a->kl_kind, k_kl_kinds, "K",
+                    "k1, k2 or k3; auto = k1 in the reward, k3 in the loss"),
+        FLAG_FLOAT("kl-target", &a->kl_target, 0, 1e6, "X",
+                   "adaptive KL coefficient: target KL per completion (nats), 0 = fixed"),
+        FLAG_FLOAT("kl-horizon", &a->kl_horizon, 1e-3, 1e12, "N",
+                   "adaptive KL: horizon in samples"),
+        FLAG_FLOAT("kl-gain", &a->kl_gain, 0, 1e3, "X", "adaptive KL: gain K_beta"),
         FLAG_FLOAT("temperature", &a->temperature, 1e-3, 100, "X",
                    "actors' sampling temperature, > 0"),
-        FLAG_FLOAT("clip-low", &a->clip_low, 0, 0.999, "X", "PPO clip eps below 1"),
-        FLAG_FLOAT("clip-high", &a->clip_high, 0, 1e3, "X", "PPO clip eps above 1"),
+        FLAG_FLOAT("clip-low", &a->clip_low, 0, 0.999, "X", "clip eps below 1 (preset)"),
+        FLAG_FLOAT("clip-high", &a->clip_high, 0, 1e3, "X", "clip eps above 1 (preset)"),
+        FLAG_CHOICE("ratio-level", (int *)&a->ratio_level, k_ratio_levels, "L",
+                    "importance ratio per token or per sequence (preset)"),
+        FLAG_CHOICE("adv-std", &args.adv_std, k_off_on, "S",
+                    "divide group advantages by the group's std (preset)"),
+        FLAG_CHOICE("agg", (int *)&a->agg, agg_mode_names, "M",
+                    "loss aggregation: token-mean, seq-mean or constant (preset)"),
+        FLAG_CHOICE("dynamic-sampling", &args.dynamic, k_off_on, "S",
+                    "drop groups whose rewards are all equal, lease more (preset)"),
+        FLAG_INT("overlong-buffer", &a->overlong_buffer, 0, 1024, "N",
+                 "soft overlong penalty over the last N tokens before\n"
+                 "--max-new-tokens, 0 = off (preset)"),
+        FLAG_FLOAT("overlong-coef", &a->overlong_coef, 0, 1e3, "X",
+                   "overlong penalty at the cap (reward -X)"),
+        FLAG_FLOAT("baseline-decay", &a->baseline_decay, 0, 0.999999, "X",
+                   "reinforce: running-mean baseline decay per batch"),
         FLAG_FLOAT("ratio-cap", &a->ratio_cap, 0, 1e6, "X",
                    "dual-clip cap on the ratio for A<0, 0 = off"),
         FLAG_INT("epochs", &a->epochs, 1, 100, "N", "passes over each batch"),
@@ -121,7 +192,7 @@ int main(int argc, char **argv)
                  "to disable.\n",
         .flags = flags,
         .check = check,
-        .check_ctx = &cfg,
+        .check_ctx = &args,
     };
     int rc = prog_start_stoppable(&spec, argc, argv, "learner", &level);
     if (rc != PROG_RUN) return rc;

@@ -148,6 +148,11 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETR("accuracy", bi->n_correct / n);
     SETR("kl_ref", st->kl_ref_k3);
     SETR("kl_ref_k1", st->kl_ref_k1);
+    SETR("kl_ref_seq", st->kl_ref_seq);
+    SETR("kl_beta", st->kl_beta);
+    SETR("overlong_frac", st->overlong_frac);
+    SETI("groups_flat", l->groups_flat);
+    if (l->cfg.algo.kind == ALGO_REINFORCE) SETR("baseline", st->baseline);
     SETR("entropy", st->entropy);
     SETR("loss", st->loss);
     SETR("policy_loss", st->policy_loss);
@@ -261,6 +266,7 @@ int learner_record_summary(Learner *l, bool stopped)
     json_object_set_new(o, "reissued", json_integer((json_int_t)c.reissued));
     json_object_set_new(o, "failed", json_integer((json_int_t)c.failed));
     json_object_set_new(o, "duplicates", json_integer((json_int_t)(c.duplicates + l->dup_epoch)));
+    json_object_set_new(o, "groups_flat", json_integer((json_int_t)l->groups_flat));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)c.in_flight));
     json_object_set_new(o, "buffered", json_integer((json_int_t)c.buffered));
     json_object_set_new(o, "accounting_ok", json_boolean(ok));

@@ -476,6 +476,93 @@ out:
     learner_free(&l);
 }
 
+/* DAPO's dynamic sampling in the synchronous mode (max staleness 0): a
+ * group whose rewards are all equal is dropped on arrival and counted, its
+ * place goes to a newly leased prompt, and the batch is made of groups with
+ * signal only. Staleness 0 leases exactly one batch at a time, each at the
+ * current version. */
+static void test_dynamic_sampling(const char *dir)
+{
+    char sub[256], paths[1536];
+    snprintf(sub, sizeof sub, "%s/dyn", dir);
+    LearnerConfig cfg = test_config(sub, paths, sizeof paths);
+    cfg.max_staleness = 0;
+    cfg.lease_timeout_ms = 10000;
+    cfg.algo.dynamic_sampling = true;
+    Learner *l = learner_new(&cfg);
+    EXPECT(l != NULL, "learner_new with dynamic sampling");
+    if (!l) return;
+    Fake f;
+    EXPECT(fake_open(&f, l) == 0, "fake actor connects");
+    RunArg            arg = {.l = l};
+    pthread_t         th;
+    Rlhf__LeaseGrant *g[4] = {NULL};
+    WireSnapRx       *rx = wire_snap_rx_new(NULL, (size_t)1 << 24);
+    CHECK(pthread_create(&th, NULL, run_thread, &arg) == 0);
+    if (fake_snapshot(&f, rx) != 0) goto out;
+    snprintf(f.run_id, sizeof f.run_id, "%s", wire_snap_rx_run_id(rx));
+
+    /* Staleness 0: one batch (2 groups) out at a time. */
+    g[0] = fake_lease(&f, 4);
+    EXPECT(g[0] && g[0]->n_prompts == 2 && g[0]->min_policy_version == 0,
+           "sync: a lease of the whole batch at version 0");
+    if (!g[0]) goto out;
+    fake_send_group(&f, g[0], 0, 4, 0, FAKE_OK); /* all right: no signal, dropped */
+    fake_send_group(&f, g[0], 1, 2, 0, FAKE_OK); /* kept */
+    /* The dropped group's place is leased again (only that one place). */
+    g[1] = fake_lease(&f, 4);
+    EXPECT(g[1] && g[1]->n_prompts == 1,
+           "the flat group's place is leased: %d prompt(s), expected 1",
+           g[1] ? (int)g[1]->n_prompts : -1);
+    if (!g[1]) goto out;
+    fake_send_group(&f, g[1], 0, 0, 0, FAKE_OK); /* all wrong: dropped too */
+    g[2] = fake_lease(&f, 4);
+    EXPECT(g[2] && g[2]->n_prompts == 1, "and again");
+    if (!g[2]) goto out;
+    fake_send_group(&f, g[2], 0, 1, 0, FAKE_OK); /* kept: the batch is full */
+    int64_t seen = fake_wait_version(&f, 1, 10000);
+    EXPECT(seen == 1, "two groups with signal make version 1: saw %lld", (long long)seen);
+    g[3] = fake_lease(&f, 4);
+    EXPECT(g[3] && g[3]->n_prompts == 2 && g[3]->min_policy_version == 1,
+           "sync: the next batch is leased at the new version only");
+    usleep(200 * 1000);
+out:
+    atomic_store(&arg.stop, 1);
+    pthread_join(th, NULL);
+    LearnerStatus st;
+    learner_status(l, &st);
+    const LeaseCounters *c = &st.lease;
+    if (expect_verbose())
+        printf("  dynamic sampling: issued %llu trained %llu in flight %llu buffered %llu, "
+               "version %lld\n",
+               (unsigned long long)c->issued, (unsigned long long)c->trained,
+               (unsigned long long)c->in_flight, (unsigned long long)c->buffered,
+               (long long)st.version);
+    EXPECT(c->issued == 6 && c->trained == 4 && c->in_flight == 2 && c->buffered == 0 &&
+               c->issued == c->trained + c->dropped_stale + c->reissued + c->failed + c->in_flight +
+                                c->buffered,
+           "counters: issued %llu = trained %llu (2 dropped flat + 2 in the batch) + in flight "
+           "%llu, expected 6 = 4 + 2",
+           (unsigned long long)c->issued, (unsigned long long)c->trained,
+           (unsigned long long)c->in_flight);
+    char path[700];
+    snprintf(path, sizeof path, "%s/summary.json", sub);
+    json_t *sum = json_load_file(path, 0, NULL);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", sub);
+    json_t *rec = json_load_file(path, JSON_DISABLE_EOF_CHECK, NULL);
+    EXPECT(sum && json_integer_value(json_object_get(sum, "groups_flat")) == 2 && rec &&
+               json_integer_value(json_object_get(rec, "groups_flat")) == 2 &&
+               json_integer_value(json_object_get(rec, "groups")) == 2,
+           "metrics and summary count the 2 dropped groups; the step trained 2");
+    json_decref(sum);
+    json_decref(rec);
+    for (int i = 0; i < 4; i++)
+        if (g[i]) protobuf_c_message_free_unpacked(&g[i]->base, NULL);
+    wire_snap_rx_free(&rx);
+    fake_close(&f);
+    learner_free(&l);
+}
+
 /* Runs the program p and, when term_after_file is set, sends SIGTERM once
  * that file exists. Returns the exit status, or -1 if it could not be
  * started, died of a signal or ran over 20 s (then it is killed). */
@@ -569,6 +656,7 @@ int learner_selftest(bool verbose)
     char dir[] = "/tmp/rlhf-learner-test-XXXXXX";
     CHECK(mkdtemp(dir));
     test_cluster(dir);
+    test_dynamic_sampling(dir);
     test_binary(dir);
     fileio_remove_tree(dir);
     return expect_end();

@@ -54,3 +54,25 @@ void agg_seq_mean_weights(float *w, const float *mask, int B, int T)
         }
     }
 }
+
+const char *const agg_mode_names[] = {"token-mean", "seq-mean", "constant", NULL};
+
+float agg_weights(float *w, AggMode mode, const float *mask, int const_len, int B, int T)
+{
+    CHECK(B >= 0 && T >= 0 && w);
+    size_t N = (size_t)B * T;
+    switch (mode) {
+    case AGG_TOKEN_MEAN:
+        for (size_t i = 0; i < N; i++) w[i] = (float)agg_weight(mask, i);
+        return 0.0f;
+    case AGG_SEQ_MEAN:
+        agg_seq_mean_weights(w, mask, B, T);
+        return 0.0f;
+    case AGG_CONSTANT:
+        CHECK(const_len >= 1);
+        for (size_t i = 0; i < N; i++) w[i] = (float)agg_weight(mask, i);
+        return (float)B * (float)const_len;
+    }
+    CHECK(!"unknown AggMode");
+    return 0.0f;
+}

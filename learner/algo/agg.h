@@ -66,4 +66,43 @@ void agg_seq_sum_backward(float *dx, const float *dout, const float *mask, int B
  * sequence's token mean. mask NULL means every position counts. */
 void agg_seq_mean_weights(float *w, const float *mask, int B, int T);
 
+/* The loss aggregation modes: how a minibatch's per-token terms l_bt become
+ * one loss, as the weights w and divisor D of the convention above
+ * (loss = sum w_bt * l_bt / D). With |y_b| the tokens of row b, B the rows
+ * and L the completion length cap, the weight each token gets is:
+ *   AGG_TOKEN_MEAN  1 / sum_b |y_b|    every token of the minibatch alike, so
+ *                                      a long sequence's share of the gradient
+ *                                      grows with its length (DAPO's
+ *                                      token-level loss; our default)
+ *   AGG_SEQ_MEAN    1 / (B * |y_b|)    the mean over sequences of each
+ *                                      sequence's token mean (the original
+ *                                      GRPO): every sequence counts the same,
+ *                                      so a long sequence's tokens each count
+ *                                      less
+ *   AGG_CONSTANT    1 / (B * L)        a constant divisor (Dr. GRPO): no
+ *                                      length normalisation at all; a token
+ *                                      counts the same whatever the length of
+ *                                      its sequence or of the others
+ * Example, one sequence of 4 tokens and one of 1, L = 8: token-mean gives
+ * each token 1/5 (the long sequence 4/5 of the total), seq-mean 1/8 to each
+ * long token and 1/2 to the short one (1/2 each in total), constant 1/16 to
+ * every token (4/16 and 1/16). */
+typedef enum {
+    AGG_TOKEN_MEAN = 0,
+    AGG_SEQ_MEAN = 1,
+    AGG_CONSTANT = 2,
+} AggMode;
+
+/* Writes the weights w (B,T) of mode from the 0/1 mask (B,T) (NULL: all
+ * positions count) and returns the norm to pass with them to every loss:
+ * token-mean w = mask and 0 (the mask sum), seq-mean the weights of
+ * agg_seq_mean_weights and 0 (they sum to 1), constant w = mask and B * L
+ * with L = const_len, which must then be >= 1 (CHECK). */
+float agg_weights(float *w, AggMode mode, const float *mask, int const_len, int B, int T);
+
+/* The name of mode as flags and metrics spell it ("token-mean",
+ * "seq-mean", "constant"); agg_mode_names lists them in enum order,
+ * NULL-terminated. */
+extern const char *const agg_mode_names[];
+
 #endif

@@ -13,6 +13,7 @@
 #include "common/formats/tok.h"
 #include "learner/algo/advantage.h"
 #include "learner/algo/agg.h"
+#include "learner/algo/algo_int.h"
 #include "learner/algo/pg.h"
 #include "learner/algo/ppo.h"
 
@@ -40,8 +41,10 @@ typedef struct {
     float *fresh;   /* (n,T) 1 on completion tokens sampled at the learner's version */
     float *tmp;     /* (n,T) per-token KL and the like */
 
-    int   *m_tokens, *m_targets;                                       /* (mb,T) */
-    float *m_mask, *m_beh, *m_prox, *m_ref, *m_adv, *m_ret, *m_vold;   /* (mb,T) gathered */
+    int   *m_tokens, *m_targets;                                     /* (mb,T) */
+    float *m_mask, *m_beh, *m_prox, *m_ref, *m_adv, *m_ret, *m_vold; /* (mb,T) gathered */
+    /* m_tmp: PPO's compact rewards before the minibatch loop, the
+     * aggregation weights within it. */
     float *m_logp, *m_ent, *m_val, *m_dlogp, *m_dent, *m_dval, *m_tmp; /* (mb,T) */
 
     int      *perm;    /* (n) trajectory order of this epoch */
@@ -63,6 +66,9 @@ struct Algo {
     size_t     cap_nt; /* (n,T) entries per view */
     float     *fblock;
     int       *iblock;
+    double     beta;         /* the KL coefficient of the next step */
+    double     baseline;     /* REINFORCE's running mean of rewards */
+    bool       has_baseline; /* false until the first REINFORCE batch */
 };
 
 /* How many views of each size the scratch blocks are carved into. */
@@ -85,8 +91,8 @@ static bool finite_in(float x, float lo, float hi)
 int algo_config_validate(const AlgoConfig *c, char *why, size_t why_len)
 {
     const char *bad = NULL;
-    if (c->kind != ALGO_GRPO && c->kind != ALGO_PPO)
-        bad = "kind must be ALGO_GRPO or ALGO_PPO";
+    if ((int)c->kind < 0 || (int)c->kind >= ALGO_N_KINDS)
+        bad = "kind must be one of AlgoKind";
     else if (!finite_in(c->kl_beta, 0.0f, INFINITY))
         bad = "kl_beta must be finite and >= 0";
     else if (c->kl_kind != 0 && c->kl_kind != KL_K1 && c->kl_kind != KL_K2 && c->kl_kind != KL_K3)
@@ -116,6 +122,34 @@ int algo_config_validate(const AlgoConfig *c, char *why, size_t why_len)
         bad = "value_coef must be finite and > 0";
     else if (!(isfinite(c->temperature) && c->temperature > 0.0f))
         bad = "temperature must be finite and > 0";
+    else if (c->kl_place != ALGO_KL_AUTO && c->kl_place != ALGO_KL_LOSS &&
+             c->kl_place != ALGO_KL_REWARD)
+        bad = "kl_place must be ALGO_KL_AUTO, ALGO_KL_LOSS or ALGO_KL_REWARD";
+    else if (!finite_in(c->kl_target, 0.0f, INFINITY))
+        bad = "kl_target must be finite and >= 0";
+    else if (c->kl_target > 0.0f && c->kl_beta == 0.0f)
+        bad = "an adaptive KL coefficient (kl_target > 0) needs kl_beta > 0 to start from";
+    else if (!(isfinite(c->kl_horizon) && c->kl_horizon > 0.0f))
+        bad = "kl_horizon must be finite and > 0";
+    else if (!finite_in(c->kl_gain, 0.0f, INFINITY))
+        bad = "kl_gain must be finite and >= 0";
+    else if (c->agg != AGG_TOKEN_MEAN && c->agg != AGG_SEQ_MEAN && c->agg != AGG_CONSTANT)
+        bad = "agg must be AGG_TOKEN_MEAN, AGG_SEQ_MEAN or AGG_CONSTANT";
+    else if (c->ratio_level != PG_RATIO_TOKEN && c->ratio_level != PG_RATIO_SEQUENCE)
+        bad = "ratio_level must be PG_RATIO_TOKEN or PG_RATIO_SEQUENCE";
+    else if (c->ratio_level == PG_RATIO_SEQUENCE && c->kind == ALGO_PPO)
+        bad = "a sequence-level ratio needs one advantage per sequence: not with PPO's GAE";
+    else if (c->max_new_tokens < 0)
+        bad = "max_new_tokens must be >= 0";
+    else if (c->agg == AGG_CONSTANT && c->max_new_tokens == 0)
+        bad = "AGG_CONSTANT divides by max_new_tokens, which is 0 (unknown)";
+    else if (c->overlong_buffer < 0 || c->overlong_buffer > c->max_new_tokens)
+        bad = "overlong_buffer must be in 0..max_new_tokens";
+    else if (!finite_in(c->overlong_coef, 0.0f, INFINITY))
+        bad = "overlong_coef must be finite and >= 0";
+    else if (!(isfinite(c->baseline_decay) && c->baseline_decay >= 0.0f &&
+               c->baseline_decay < 1.0f))
+        bad = "baseline_decay must be in [0, 1)";
     if (bad) {
         why_set(why, why_len, bad);
         return ERR_RANGE;
@@ -153,6 +187,7 @@ Algo *algo_new(const AlgoConfig *cfg, Model *policy, Optim *policy_opt, Model *r
     a->critic = critic;
     a->critic_opt = critic_opt;
     rng_seed(&a->rng, cfg->seed);
+    a->beta = cfg->kl_beta;
     return a;
 }
 
@@ -169,6 +204,74 @@ void algo_free(Algo **a)
 const AlgoConfig *algo_config(const Algo *a)
 {
     return &a->cfg;
+}
+
+double algo_kl_beta(const Algo *a)
+{
+    return a->beta;
+}
+
+const char *const algo_kind_names[] = {"grpo",    "ppo",  "reinforce", "rloo",
+                                       "dr_grpo", "dapo", "gspo",      NULL};
+_Static_assert(sizeof algo_kind_names / sizeof algo_kind_names[0] == ALGO_N_KINDS + 1,
+               "one name per AlgoKind");
+
+const char *algo_kind_name(AlgoKind kind)
+{
+    return (int)kind >= 0 && (int)kind < ALGO_N_KINDS ? algo_kind_names[kind] : "?";
+}
+
+void algo_preset(AlgoConfig *cfg, AlgoKind kind, unsigned keep)
+{
+    CHECK(cfg && (int)kind >= 0 && (int)kind < ALGO_N_KINDS);
+    const AlgoConfig d = ALGO_DEFAULTS;
+    AlgoConfig       p = *cfg;
+    p.kind = kind;
+    p.adv_divide_std = d.adv_divide_std;
+    p.agg = d.agg;
+    p.ratio_level = d.ratio_level;
+    p.clip_low = d.clip_low;
+    p.clip_high = d.clip_high;
+    p.kl_beta = d.kl_beta;
+    p.dynamic_sampling = d.dynamic_sampling;
+    p.overlong_buffer = d.overlong_buffer;
+    switch (kind) {
+    case ALGO_GRPO:
+    case ALGO_PPO:
+    case ALGO_REINFORCE:
+    case ALGO_RLOO:
+        break;
+    case ALGO_DR_GRPO:
+        p.adv_divide_std = false;
+        p.agg = AGG_CONSTANT;
+        break;
+    case ALGO_DAPO:
+        p.clip_low = 0.2f;
+        p.clip_high = 0.28f;
+        p.dynamic_sampling = true;
+        p.agg = AGG_TOKEN_MEAN;
+        p.overlong_buffer = (cfg->max_new_tokens + 4) / 5;
+        p.kl_beta = 0.0f;
+        break;
+    case ALGO_GSPO:
+        p.ratio_level = PG_RATIO_SEQUENCE;
+        p.clip_low = 3e-4f;
+        p.clip_high = 4e-4f;
+        p.agg = AGG_SEQ_MEAN;
+        break;
+    }
+    cfg->kind = kind;
+#define TAKE(bit, field)                                                                           \
+    if (!(keep & (bit))) cfg->field = p.field
+    TAKE(ALGO_PRESET_ADV_STD, adv_divide_std);
+    TAKE(ALGO_PRESET_AGG, agg);
+    TAKE(ALGO_PRESET_RATIO_LEVEL, ratio_level);
+    TAKE(ALGO_PRESET_CLIP_LOW, clip_low);
+    TAKE(ALGO_PRESET_CLIP_HIGH, clip_high);
+    TAKE(ALGO_PRESET_KL_BETA, kl_beta);
+    TAKE(ALGO_PRESET_DYNAMIC, dynamic_sampling);
+    TAKE(ALGO_PRESET_OVERLONG, overlong_buffer);
+#undef TAKE
 }
 
 /* Makes the scratch hold n trajectories of (n, T) entries, reallocating
@@ -304,9 +407,11 @@ static int key_cmp(const void *x, const void *y)
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
-/* GRPO: adv_group per group (groups may differ in size and come
- * in any order), each trajectory's advantage spread over its tokens. */
-static void grpo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, AlgoStats *st)
+/* The critic-free kinds: one advantage per trajectory from s->reward,
+ * spread over its tokens. Group estimators (GRPO's, RLOO's) run per group
+ * (groups may differ in size and come in any order); REINFORCE's baseline
+ * spans the batch. */
+static void seq_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, AlgoStats *st)
 {
     Scratch *s = &a->s;
     for (int i = 0; i < n; i++) s->keys[i] = (GroupKey){traj[i].group_id, i};
@@ -316,26 +421,49 @@ static void grpo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, A
         for (g1 = g0; g1 < n && s->keys[g1].gid == s->keys[g0].gid; g1++)
             s->g_r[g1 - g0] = s->reward[s->keys[g1].idx];
         int G = g1 - g0;
-        adv_group(s->g_adv, s->g_r, a->cfg.adv_divide_std, 1, G);
-        bool flat = true;
-        for (int k = 0; k < G; k++) {
-            s->seq_adv[s->keys[g0 + k].idx] = s->g_adv[k];
-            flat = flat && s->g_r[k] == s->g_r[0];
-        }
+        if (a->cfg.kind == ALGO_RLOO)
+            adv_rloo(s->g_adv, s->g_r, 1, G);
+        else
+            adv_group(s->g_adv, s->g_r, a->cfg.adv_divide_std, 1, G);
+        for (int k = 0; k < G; k++) s->seq_adv[s->keys[g0 + k].idx] = s->g_adv[k];
         n_groups++;
-        n_flat += flat;
+        n_flat += adv_group_is_flat(s->g_r, G);
     }
     st->zero_adv_group_frac = (double)n_flat / n_groups;
+    if (a->cfg.kind == ALGO_REINFORCE) {
+        double before = a->baseline;
+        bool   had = a->has_baseline;
+        adv_reinforce(s->seq_adv, s->reward, &a->baseline, &a->has_baseline, a->cfg.baseline_decay,
+                      n);
+        /* A first batch used its own mean, which is also the updated value. */
+        st->baseline = had ? before : a->baseline;
+    }
     memset(s->adv, 0, (size_t)n * T * sizeof(float));
     agg_seq_sum_backward(s->adv, s->seq_adv, s->mask, n, T);
 }
 
-/* PPO: per-step rewards (-kl_beta * kl per token, plus the scalar reward at
- * the last completion token), critic values before the update, GAE over each
- * completion, returns as value targets, optional whitening. Every completion
- * is treated as ended after its last token (bootstrap 0), including those
- * cut at the length limit: their score already judges them as they are. */
-static void ppo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, AlgoStats *st)
+/* Whether the KL to the reference goes into the reward (else the loss). */
+static bool kl_in_reward(const AlgoConfig *c)
+{
+    return c->kl_place == ALGO_KL_REWARD || (c->kl_place == ALGO_KL_AUTO && c->kind == ALGO_PPO);
+}
+
+/* The estimator of the KL term: the configured one, else k1 in the reward
+ * (unbiased for the value) and k3 in the loss (its gradient is that of a KL;
+ * k1's is zero in expectation, see kl.h). */
+static KlKind kl_kind_of(const AlgoConfig *c)
+{
+    return c->kl_kind ? c->kl_kind : kl_in_reward(c) ? KL_K1 : KL_K3;
+}
+
+/* PPO: per-step rewards (-beta * kl per token when the KL goes in the
+ * reward, plus the scalar reward at the last completion token), critic
+ * values before the update, GAE over each completion, returns as value
+ * targets, optional whitening. Every completion is treated as ended after
+ * its last token (bootstrap 0), including those cut at the length limit:
+ * their score already judges them as they are. */
+static void ppo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, double beta,
+                           AlgoStats *st)
 {
     Scratch          *s = &a->s;
     const AlgoConfig *c = &a->cfg;
@@ -343,11 +471,10 @@ static void ppo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, Al
     model_forward(a->critic, s->tokens, s->targets, s->mask, n, T, NULL, NULL, s->vold);
     for (size_t i = 0; i < NT; i++) s->vold[i] *= s->mask[i] != 0.0f;
     memset(s->tmp, 0, NT * sizeof(float));
-    if (c->kl_beta > 0.0f) {
-        KlKind kind = c->kl_kind ? c->kl_kind : KL_K1;
+    if (beta > 0.0 && kl_in_reward(c)) {
         /* The tokens were drawn from the behaviour policy, so its log-probs
          * are the ones the per-token estimator is unbiased for. */
-        kl_estimate(s->tmp, NULL, s->beh, s->ref, s->mask, kind, (int)NT);
+        kl_estimate(s->tmp, NULL, s->beh, s->ref, s->mask, kl_kind_of(c), (int)NT);
     }
     int Tc = 0;
     for (int i = 0; i < n; i++) Tc = s->lens[i] > Tc ? s->lens[i] : Tc;
@@ -359,7 +486,7 @@ static void ppo_advantages(Algo *a, const AlgoTrajectory *traj, int n, int T, Al
         int p = traj[i].prompt_len;
         for (int k = 0; k < s->lens[i]; k++) {
             size_t at = (size_t)i * T + (size_t)(p - 1 + k);
-            rew_c[(size_t)i * Tc + k] = -c->kl_beta * s->tmp[at];
+            rew_c[(size_t)i * Tc + k] = (float)(-beta * s->tmp[at]);
             val_c[(size_t)i * Tc + k] = s->vold[at];
         }
         rew_c[(size_t)i * Tc + s->lens[i] - 1] += s->reward[i];
@@ -459,9 +586,33 @@ static void pre_update_stats(Algo *a, size_t NT, AlgoStats *st)
         st->kl_ref_k1 = sum_masked(s->tmp, s->mask, NT) / N;
         kl_estimate(s->tmp, NULL, s->prox, s->ref, s->mask, KL_K3, (int)NT);
         st->kl_ref_k3 = sum_masked(s->tmp, s->mask, NT) / N;
+        kl_estimate(s->tmp, NULL, s->prox, s->ref, s->mask, kl_kind_of(&a->cfg), (int)NT);
+        st->kl_ref_seq = sum_masked(s->tmp, s->mask, NT) / st->n_traj;
     }
     st->entropy = sum_masked(s->ent, s->mask, NT) / N;
     mismatch_stats(s->prox, s->beh, s->fresh, NT, st);
+}
+
+double algo_policy_loss(float *dlogp, float *dent, float *w, PgPpoStats *ps, double *policy_loss,
+                        const AlgoConfig *c, double beta, const AlgoLossIn *in, int B, int T)
+{
+    const int   N = B * T;
+    PgPpoConfig pc = {.clip_low = c->clip_low,
+                      .clip_high = c->clip_high,
+                      .ratio_cap = c->ratio_cap,
+                      .prox_weight_cap = c->is_weight_cap};
+    float       norm = agg_weights(w, c->agg, in->mask, c->max_new_tokens, B, T);
+    double      pl;
+    if (c->ratio_level == PG_RATIO_SEQUENCE)
+        pl = pg_gspo_loss(dlogp, ps, in->logp, in->beh, in->prox, in->adv, w, &pc, norm, B, T);
+    else
+        pl = pg_ppo_loss(dlogp, ps, in->logp, in->beh, in->prox, in->adv, w, &pc, norm, N);
+    double loss = pl;
+    if (beta > 0.0 && !kl_in_reward(c))
+        loss += kl_loss(dlogp, in->logp, in->ref, w, kl_kind_of(c), (float)beta, norm, N);
+    if (c->entropy_coef > 0.0f) loss += pg_entropy_loss(dent, in->ent, w, c->entropy_coef, norm, N);
+    *policy_loss = pl;
+    return loss;
 }
 
 int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_version, AlgoStats *st)
@@ -488,17 +639,35 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
     pack(a, traj, n, T, learner_version, st);
 
     double rs = 0, rss = 0;
+    int    n_long = 0;
     for (int i = 0; i < n; i++) {
         rs += traj[i].reward;
         rss += (double)traj[i].reward * traj[i].reward;
-        s->reward[i] = traj[i].reward;
+        float pen = adv_overlong_penalty(traj[i].completion_len, c->max_new_tokens,
+                                         c->overlong_buffer, c->overlong_coef);
+        n_long += pen < 0.0f;
+        s->reward[i] = traj[i].reward + pen;
     }
     st->reward_mean = rs / n;
     st->reward_std = sqrt(fmax(0.0, rss / n - st->reward_mean * st->reward_mean));
+    st->overlong_frac = (double)n_long / n;
     if (c->whiten_rewards) adv_whiten(s->reward, s->reward, NULL, n);
 
     memset(s->ref, 0, NT * sizeof(float));
     if (a->ref) model_forward(a->ref, s->tokens, s->targets, s->mask, n, T, s->ref, NULL, NULL);
+    const double beta = a->ref ? a->beta : 0.0;
+    st->kl_beta = st->kl_beta_next = beta;
+    if (!ppo && beta > 0.0 && kl_in_reward(c)) {
+        /* r -= beta * the completion's summed per-token estimate, from the
+         * behaviour log-probs the tokens were drawn with (as PPO's). */
+        kl_estimate(s->tmp, NULL, s->beh, s->ref, s->mask, kl_kind_of(c), (int)NT);
+        for (int i = 0; i < n; i++) {
+            double kl = 0.0;
+            for (int t = 0; t < T; t++)
+                if (s->mask[(size_t)i * T + t] != 0.0f) kl += s->tmp[(size_t)i * T + t];
+            s->reward[i] = (float)(s->reward[i] - beta * kl);
+        }
+    }
 
     int mb = c->minibatch_size > 0 && c->minibatch_size < n ? c->minibatch_size : n;
     int n_mb = (n + mb - 1) / mb;
@@ -511,20 +680,15 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
     if (pre) model_forward(a->policy, s->tokens, s->targets, s->mask, n, T, s->prox, s->ent, NULL);
 
     if (ppo)
-        ppo_advantages(a, traj, n, T, st);
+        ppo_advantages(a, traj, n, T, beta, st);
     else
-        grpo_advantages(a, traj, n, T, st);
+        seq_advantages(a, traj, n, T, st);
     st->adv_abs_mean = 0.0;
     for (size_t i = 0; i < NT; i++) st->adv_abs_mean += fabs(s->adv[i]) * (s->mask[i] != 0.0f);
     st->adv_abs_mean /= st->n_tokens;
 
-    PgPpoConfig pc = {.clip_low = c->clip_low,
-                      .clip_high = c->clip_high,
-                      .ratio_cap = c->ratio_cap,
-                      .prox_weight_cap = c->is_weight_cap};
-    KlKind      kl_kind = c->kl_kind ? c->kl_kind : KL_K3;
-    double      w_all = 0, vclip = 0;
-    int         rc = 0;
+    double w_all = 0, vclip = 0;
+    int    rc = 0;
     st->ratio_min = INFINITY;
     st->ratio_max = -INFINITY;
     for (int i = 0; i < n; i++) s->perm[i] = i;
@@ -546,16 +710,17 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
                           NULL);
             memset(s->m_dlogp, 0, (size_t)N * sizeof(float));
             memset(s->m_dent, 0, (size_t)N * sizeof(float));
-            PgPpoStats ps;
-            double     pl =
-                pg_ppo_loss(s->m_dlogp, &ps, s->m_logp, s->m_beh, c->decoupled ? s->m_prox : NULL,
-                            s->m_adv, s->m_mask, &pc, 0.0f, N);
-            double loss = pl;
-            if (!ppo && c->kl_beta > 0.0f)
-                loss += kl_loss(s->m_dlogp, s->m_logp, s->m_ref, s->m_mask, kl_kind, c->kl_beta,
-                                0.0f, N);
-            if (c->entropy_coef > 0.0f)
-                loss += pg_entropy_loss(s->m_dent, s->m_ent, s->m_mask, c->entropy_coef, 0.0f, N);
+            PgPpoStats       ps;
+            double           pl;
+            const AlgoLossIn in = {.logp = s->m_logp,
+                                   .ent = s->m_ent,
+                                   .beh = s->m_beh,
+                                   .prox = c->decoupled ? s->m_prox : NULL,
+                                   .ref = s->m_ref,
+                                   .adv = s->m_adv,
+                                   .mask = s->m_mask};
+            double           loss =
+                algo_policy_loss(s->m_dlogp, s->m_dent, s->m_tmp, &ps, &pl, c, beta, &in, m, T);
             if (e == 0 && !pre) {
                 /* One minibatch in batch order: this forward is pre-update. */
                 memcpy(s->prox, s->m_logp, NT * sizeof(float));
@@ -631,6 +796,11 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
         st->value_clip_frac = vclip / w_all;
     } else {
         st->ratio_min = st->ratio_max = 0.0;
+    }
+    if (c->kl_target > 0.0f && k > 0 && a->ref) {
+        a->beta =
+            kl_adaptive_beta(a->beta, st->kl_ref_seq, c->kl_target, c->kl_gain, n, c->kl_horizon);
+        st->kl_beta_next = a->beta;
     }
     return rc;
 }

@@ -1,6 +1,27 @@
-/* algo: the learner's RL update step, GRPO or PPO, over one batch of scored
- * trajectories. It knows nothing of sockets: the learner daemon collects
+/* algo: the learner's RL update step over one batch of scored trajectories:
+ * GRPO, PPO and their relatives (REINFORCE, RLOO, Dr. GRPO, DAPO, GSPO; see
+ * AlgoKind). It knows nothing of sockets: the learner daemon collects
  * scored groups, drops what is too stale, and hands the rest to algo_step.
+ *
+ * Every algorithm is the same step with different pieces, each a field of
+ * AlgoConfig: the advantage estimator (the kind), the loss aggregation
+ * (agg), where the importance ratio lives (ratio_level), the clip bounds,
+ * where the KL to the reference goes (kl_place) and whether its coefficient
+ * adapts (kl_target), and the reward shaping (overlong_*). algo_preset sets
+ * the pieces that define each named algorithm; any of them can be changed
+ * after. The order within a step:
+ *   1. rewards: r_i + overlong penalty (advantage.h), then optional
+ *      whitening over the batch;
+ *   2. KL in the reward: critic-free kinds subtract beta * the sequence's
+ *      summed per-token estimate (k1 unless kl_kind says) from r_i, PPO
+ *      subtracts beta * k_t per token;
+ *   3. advantages by kind (advantage.h, ppo.h);
+ *   4. per minibatch: the weights and divisor of agg (agg.h), the surrogate
+ *      (pg_ppo_loss per token or pg_gspo_loss per sequence, pg.h), plus
+ *      beta * KL as a loss when it is not in the reward (k3 unless kl_kind
+ *      says), minus the entropy bonus, all aggregated alike;
+ *   5. with kl_target > 0, beta moves by the adaptive controller
+ *      (kl_adaptive_beta in kl.h) from the KL measured before the update.
  *
  * One call to algo_step is one batch: it packs the trajectories into a
  * right-padded (B,T) batch, computes advantages once, then runs `epochs`
@@ -17,9 +38,10 @@
  * completion token, so completion token k of a trajectory with a prompt of p
  * tokens sits at position p - 1 + k.
  *
- * Losses are token means over the minibatch's completion tokens (norm 0 in
- * learner/algo/agg.h), so on-policy (all ratios 1) the policy gradient of a
- * minibatch is d loss / d logp = -A * mask / N with N its completion tokens.
+ * With the default aggregation (AGG_TOKEN_MEAN) losses are token means over
+ * the minibatch's completion tokens, so on-policy (all ratios 1) the policy
+ * gradient of a minibatch is d loss / d logp = -A * mask / N with N its
+ * completion tokens; the other modes change only the weights (agg.h).
  *
  * Temperature: the behaviour log-probs are log softmax(logits / T) of the
  * actor's sampling temperature T, and the learner computes the same quantity:
@@ -51,26 +73,71 @@
 
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
+#include "learner/algo/agg.h"
 #include "learner/algo/kl.h"
+#include "learner/algo/pg.h"
 
+/* The advantage estimator, and through algo_preset the named algorithm.
+ * Values are appended only (they index algo_kind_names, the --algo names). */
 typedef enum {
-    ALGO_GRPO = 0, /* group-relative advantages, KL to the reference in the loss */
-    ALGO_PPO = 1,  /* critic + GAE, KL to the reference folded into the reward */
+    ALGO_GRPO = 0,      /* (r - group mean) / group std; KL (k3) in the loss */
+    ALGO_PPO = 1,       /* critic + GAE; KL (k1) folded into the per-token reward */
+    ALGO_REINFORCE = 2, /* r - running mean of past batches' rewards (adv_reinforce) */
+    ALGO_RLOO = 3,      /* r - mean of the other completions of the group (adv_rloo) */
+    ALGO_DR_GRPO = 4,   /* GRPO without the std division and with a constant divisor */
+    ALGO_DAPO = 5,      /* GRPO with clip-higher, dynamic sampling, token-level loss,
+                           overlong penalty, no KL */
+    ALGO_GSPO = 6,      /* GRPO advantages, one length-normalised ratio per sequence */
 } AlgoKind;
+
+enum { ALGO_N_KINDS = 7 };
+
+/* Where the KL to the reference goes. */
+typedef enum {
+    ALGO_KL_AUTO = 0,   /* in the reward for PPO, in the loss for the others */
+    ALGO_KL_LOSS = 1,   /* beta * KL as a loss term (GRPO's), k3 by default */
+    ALGO_KL_REWARD = 2, /* reward -= beta * KL (PPO-RLHF's), k1 by default */
+} AlgoKlPlace;
 
 /* The update's settings; ALGO_DEFAULTS below gives the default of each. */
 typedef struct {
-    AlgoKind kind; /* GRPO or PPO */
-    /* GRPO advantages: (r - mean) / (std + eps) if true, else r - mean
-     * (the mean-only variant of Dr. GRPO). */
+    AlgoKind kind; /* the advantage estimator (and the name in the metrics) */
+    /* Group-relative advantages (GRPO, Dr. GRPO, DAPO, GSPO): (r - mean) /
+     * (std + eps) if true, else r - mean (Dr. GRPO). */
     bool adv_divide_std;
-    /* KL to the reference, >= 0, 0 = off. GRPO: beta * KL is added to the
-     * loss; PPO: reward_t -= beta * kl_t per token (the tokens were drawn
-     * from the behaviour policy, so kl_t uses its log-probs). */
-    float  kl_beta;
-    KlKind kl_kind;   /* estimator; 0 = k3 in the GRPO loss, k1 in the PPO reward */
-    float  clip_low;  /* eps_low in [0,1): the ratio floor is 1 - clip_low */
-    float  clip_high; /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
+    /* KL to the reference, >= 0, 0 = off; the initial coefficient when
+     * kl_target > 0. In the loss: beta * KL is added to it. In the reward:
+     * PPO's reward_t -= beta * kl_t per token, a critic-free kind's
+     * r -= beta * sum_t kl_t per completion (the tokens were drawn from the
+     * behaviour policy, so kl_t uses its log-probs). */
+    float       kl_beta;
+    KlKind      kl_kind;  /* estimator; 0 = k3 in the loss, k1 in the reward */
+    AlgoKlPlace kl_place; /* loss or reward; 0 = by kind (see AlgoKlPlace) */
+    /* Adaptive KL coefficient (kl_adaptive_beta): the target KL in nats
+     * per completion (the mean over the batch of the summed per-token
+     * estimate, of the policy before the update), 0 = a fixed beta; the
+     * horizon in samples (completions), > 0; the gain K_beta, >= 0. */
+    float        kl_target;
+    float        kl_horizon;
+    float        kl_gain;
+    AggMode      agg;         /* loss aggregation (agg.h) */
+    PgRatioLevel ratio_level; /* per token (pg_ppo_loss) or per sequence (GSPO) */
+    /* The completion length cap the actors sample with (the learner's
+     * max_new_tokens): AGG_CONSTANT's divisor is rows * max_new_tokens, and
+     * the overlong penalty's L_max. 0 = unknown (then neither may be used). */
+    int max_new_tokens;
+    /* DAPO's soft overlong penalty (adv_overlong_penalty): the buffer
+     * before the cap in tokens, 0 = off, else <= max_new_tokens; its scale. */
+    int   overlong_buffer;
+    float overlong_coef;
+    /* DAPO's dynamic sampling: groups whose rewards (after the overlong
+     * penalty) are all equal are dropped before they reach a batch and more
+     * prompts are leased in their place. The learner's intake does this
+     * (learner_intake.h); algo_step takes whatever it is given. */
+    bool  dynamic_sampling;
+    float baseline_decay; /* REINFORCE's running mean, in [0, 1) */
+    float clip_low;       /* eps_low in [0,1): the ratio floor is 1 - clip_low */
+    float clip_high;      /* eps_high >= 0: the ratio ceiling is 1 + clip_high */
     /* Truncated importance sampling of the ratio for A < 0 (the dual clip:
      * the term stops growing past the cap); 0 = off, else > 1 + clip_high. */
     float ratio_cap;
@@ -97,6 +164,17 @@ typedef struct {
                   .adv_divide_std = true,                                                          \
                   .kl_beta = 0.04f,                                                                \
                   .kl_kind = 0,                                                                    \
+                  .kl_place = ALGO_KL_AUTO,                                                        \
+                  .kl_target = 0.0f,                                                               \
+                  .kl_horizon = 1000.0f,                                                           \
+                  .kl_gain = 0.1f,                                                                 \
+                  .agg = AGG_TOKEN_MEAN,                                                           \
+                  .ratio_level = PG_RATIO_TOKEN,                                                   \
+                  .max_new_tokens = 0,                                                             \
+                  .overlong_buffer = 0,                                                            \
+                  .overlong_coef = 1.0f,                                                           \
+                  .dynamic_sampling = false,                                                       \
+                  .baseline_decay = 0.9f,                                                          \
                   .clip_low = 0.2f,                                                                \
                   .clip_high = 0.2f,                                                               \
                   .ratio_cap = 3.0f,                                                               \
@@ -144,7 +222,14 @@ typedef struct {
     /* The policy before the update against the reference (0 without one). */
     double kl_ref_k1; /* mean k1 = logp - logp_ref */
     double kl_ref_k3; /* mean k3 */
-    double entropy;   /* mean next-token entropy of the policy before the update */
+    /* The mean over completions of the summed per-token estimate (the
+     * estimator of the KL term): what the adaptive controller steers. */
+    double kl_ref_seq;
+    double kl_beta;       /* the KL coefficient this step used */
+    double kl_beta_next;  /* the coefficient for the next step (== kl_beta unless adaptive) */
+    double baseline;      /* REINFORCE: the baseline subtracted this step */
+    double overlong_frac; /* completions the overlong penalty reached (< 0 added) */
+    double entropy;       /* mean next-token entropy of the policy before the update */
     /* The surrogate, over all steps; q = prox if decoupled, else behaviour. */
     double clip_frac;          /* tokens whose gradient a clip bound zeroed (low + high) */
     double clip_low_frac;      /* A < 0 and r < 1 - clip_low */
@@ -185,9 +270,45 @@ typedef struct {
 
 typedef struct Algo Algo;
 
-/* Checks every field (ranges above, finite). Returns 0, or ERR_RANGE with
- * the reason written to why (if non-NULL). */
+/* Checks every field (ranges above, finite, and the combinations: a
+ * sequence-level ratio needs a critic-free kind, AGG_CONSTANT and the
+ * overlong penalty need max_new_tokens, an adaptive beta a nonzero one).
+ * Returns 0, or ERR_RANGE with the reason written to why (if non-NULL). */
 int algo_config_validate(const AlgoConfig *cfg, char *why, size_t why_len);
+
+/* The --algo names, in AlgoKind order, NULL-terminated ("grpo", "ppo",
+ * "reinforce", "rloo", "dr_grpo", "dapo", "gspo"). */
+extern const char *const algo_kind_names[];
+/* The name of kind; "?" for a value out of range. */
+const char *algo_kind_name(AlgoKind kind);
+
+/* The fields algo_preset sets, as bits of its keep mask. */
+typedef enum {
+    ALGO_PRESET_ADV_STD = 1 << 0,     /* adv_divide_std */
+    ALGO_PRESET_AGG = 1 << 1,         /* agg */
+    ALGO_PRESET_RATIO_LEVEL = 1 << 2, /* ratio_level */
+    ALGO_PRESET_CLIP_LOW = 1 << 3,    /* clip_low */
+    ALGO_PRESET_CLIP_HIGH = 1 << 4,   /* clip_high */
+    ALGO_PRESET_KL_BETA = 1 << 5,     /* kl_beta */
+    ALGO_PRESET_DYNAMIC = 1 << 6,     /* dynamic_sampling */
+    ALGO_PRESET_OVERLONG = 1 << 7,    /* overlong_buffer */
+} AlgoPresetField;
+
+/* Makes cfg the named algorithm kind: sets cfg->kind and, except the
+ * fields in keep (a mask of AlgoPresetField, for settings the user gave
+ * explicitly), the fields that define it; everything else is left alone.
+ * Starting from ALGO_DEFAULTS' values of those fields (GRPO's: std
+ * division, token-mean, per-token ratio, clip 0.2/0.2, beta 0.04, no
+ * dynamic sampling, no overlong penalty):
+ *   grpo, ppo, reinforce, rloo  nothing else (their difference is the
+ *                               advantage estimator itself)
+ *   dr_grpo  no std division; AGG_CONSTANT (needs max_new_tokens)
+ *   dapo     clip 0.2 / 0.28 (clip-higher); dynamic sampling; token-mean;
+ *            overlong buffer ceil(max_new_tokens / 5) (DAPO's 4096 of
+ *            20480; off while max_new_tokens is 0); kl_beta 0
+ *   gspo     per-sequence ratio; clip 3e-4 / 4e-4 (the paper's); AGG_SEQ_MEAN
+ * Set max_new_tokens before calling it. */
+void algo_preset(AlgoConfig *cfg, AlgoKind kind, unsigned keep);
 
 /* An update step over borrowed components:
  *   policy, policy_opt  the trainable policy and its optimizer (required)
@@ -204,6 +325,10 @@ Algo *algo_new(const AlgoConfig *cfg, Model *policy, Optim *policy_opt, Model *r
 void algo_free(Algo **a);
 
 const AlgoConfig *algo_config(const Algo *a);
+
+/* The KL coefficient the next algo_step will use: cfg.kl_beta, moved by
+ * the adaptive controller after each step when kl_target > 0. */
+double algo_kl_beta(const Algo *a);
 
 /* One update over n >= 1 trajectories (n <= 0 or traj NULL is a CHECK).
  * Cost: a forward of the reference (if any), of the critic (PPO), and with

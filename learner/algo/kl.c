@@ -62,3 +62,13 @@ double kl_loss(float *dlogp, const float *logp, const float *logp_ref, const flo
     }
     return D > 0.0 ? beta * sum / D : 0.0;
 }
+
+double kl_adaptive_beta(double beta, double kl, double target, double gain, double n_samples,
+                        double horizon)
+{
+    CHECK(beta >= 0.0 && target > 0.0 && gain >= 0.0 && n_samples >= 0.0 && horizon > 0.0);
+    if (!isfinite(kl)) return beta;
+    double e = fmin(fmax(kl / target - 1.0, -0.2), 0.2);
+    /* A gain so large that one step would flip the sign stops at 0 instead. */
+    return fmax(0.0, beta * (1.0 + gain * e * n_samples / horizon));
+}

@@ -1,5 +1,6 @@
 /* kl: estimators of the KL divergence between the policy and a reference
- * from sampled tokens (k1, k2, k3), per token and as a loss.
+ * from sampled tokens (k1, k2, k3), per token and as a loss, and the
+ * adaptive controller of the KL coefficient.
  *
  * Shapes, masks, aggregation (norm) and gradient accumulation follow the
  * conventions in learner/algo/agg.h. Misuse is a CHECK; nothing allocates
@@ -37,5 +38,21 @@ double kl_loss(float *dlogp, const float *logp, const float *logp_ref, const flo
 /* e^x - 1 - x, which is r - 1 - log r for x = log r (the k3 estimate),
  * accurate and never negative for small x where expm1(x) - x cancels. */
 double kl_k3(double x);
+
+/* The adaptive KL coefficient of Ziegler et al. (2019, "Fine-Tuning
+ * Language Models from Human Preferences"): a proportional controller that
+ * steers the measured KL toward a target. With the KL measured on the
+ * batch just trained (kl) and n_samples completions in it:
+ *   e    = clip(kl / target - 1, -0.2, 0.2)
+ *   beta = beta * (1 + gain * e * n_samples / horizon)
+ * The clip bounds each step's change, and n_samples / horizon makes the
+ * rate per sample, not per update: after `horizon` samples at a steady
+ * error e the coefficient has moved by about a factor exp(gain * e). Too
+ * much KL raises beta, too little lowers it. Returns the new beta (never
+ * below 0, however large the gain).
+ * beta >= 0, target > 0, gain >= 0, n_samples >= 0, horizon > 0 (CHECK);
+ * a non-finite kl leaves beta unchanged. */
+double kl_adaptive_beta(double beta, double kl, double target, double gain, double n_samples,
+                        double horizon);
 
 #endif

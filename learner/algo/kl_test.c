@@ -1,6 +1,7 @@
 /* kl_selftest: the estimators on equal policies, k3 never negative and
  * accurate where the naive formula cancels, each as a loss against its
- * masked mean and finite differences. */
+ * masked mean and finite differences; the adaptive coefficient on worked
+ * examples and steering a simulated KL to its target. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,8 +90,46 @@ static void test_kl(bool verbose)
     }
 }
 
+/* The controller e = clip(kl / target - 1, -0.2, 0.2),
+ * beta *= 1 + gain * e * n / horizon, with beta 0.1, target 4, gain 0.1,
+ * n = 128 samples, horizon 1000 (so gain * n / horizon = 0.0128):
+ *   kl 6    e = 0.5 clipped to 0.2:   0.1 * (1 + 0.00256) = 0.100256
+ *   kl 4.4  e = 0.1:                  0.1 * (1 + 0.00128) = 0.100128
+ *   kl 4    e = 0:                    0.1
+ *   kl 3    e = -0.25 clipped to -0.2: 0.1 * (1 - 0.00256) = 0.099744
+ *   kl 0    e = -1 clipped to -0.2:   0.099744 as well */
+static void test_adaptive(bool verbose)
+{
+    static const double k_cases[][2] = {
+        {6.0, 0.100256}, {4.4, 0.100128}, {4.0, 0.1}, {3.0, 0.099744}, {0.0, 0.099744},
+    };
+    for (size_t i = 0; i < sizeof k_cases / sizeof k_cases[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "adaptive beta at kl %g", k_cases[i][0]);
+        EXPECT_NEAR(kl_adaptive_beta(0.1, k_cases[i][0], 4.0, 0.1, 128, 1000), k_cases[i][1], 1e-12,
+                    what);
+    }
+    EXPECT(kl_adaptive_beta(0.1, NAN, 4.0, 0.1, 128, 1000) == 0.1, "a NaN KL leaves beta");
+    EXPECT(kl_adaptive_beta(0.1, 0.0, 4.0, 100.0, 1000, 10) == 0.0, "a huge gain stops at 0");
+
+    /* Closed loop: a policy whose KL answers the penalty as kl = 0.6 / beta
+     * (more penalty, less drift) sits at the target 4 when beta = 0.15.
+     * From 0.1 (kl 6, too much) the controller raises beta until the KL
+     * reaches the target and stays there. */
+    double beta = 0.1, kl = 0.0;
+    for (int step = 0; step < 2000; step++) {
+        kl = 0.6 / beta;
+        beta = kl_adaptive_beta(beta, kl, 4.0, 0.1, 128, 1000);
+    }
+    if (verbose)
+        printf("  adaptive: kl = 0.6/beta from beta 0.1 -> beta %.5f, kl %.4f\n", beta, kl);
+    EXPECT_NEAR(kl, 4.0, 0.01, "adaptive beta steers the simulated KL to its target 4");
+    EXPECT_NEAR(beta, 0.15, 0.001, "adaptive beta settles at 0.15");
+}
+
 int kl_selftest(bool verbose)
 {
     test_kl(verbose);
+    test_adaptive(verbose);
     return expect_end();
 }

@@ -1,7 +1,9 @@
 /* pg_selftest: the PPO clipped surrogate on worked examples (clip,
  * asymmetric clip, dual clip, on-policy), on random tokens against the
  * textbook formula and finite differences (plain and decoupled, with a
- * negative control), its normaliser and sequence-mean weights; and the
+ * negative control), its normaliser and sequence-mean weights; GSPO's
+ * sequence-level surrogate on worked examples against the per-token one,
+ * on-policy, and against finite differences (plain and decoupled); and the
  * entropy bonus. */
 #include <math.h>
 #include <stdio.h>
@@ -283,6 +285,175 @@ static void test_ppo_random(bool verbose)
     EXPECT(l0 == 0.0 && st.n_tokens == 0 && st.ratio_max == 0.0 && g4[0] == 0.0f, "ppo empty mask");
 }
 
+typedef struct {
+    float      *logp, *old, *prox, *adv, *mask;
+    PgPpoConfig cfg;
+    float       norm;
+    int         B, T;
+} GspoCtx;
+
+static double eval_gspo(void *p)
+{
+    GspoCtx *c = p;
+    return pg_gspo_loss(NULL, NULL, c->logp, c->old, c->prox, c->adv, c->mask, &c->cfg, c->norm,
+                        c->B, c->T);
+}
+
+/* GSPO against the per-token ratio, by hand. One sequence of two tokens
+ * with log-ratios 0.1 and 0.3, clip 0.2 / 0.2:
+ *   GSPO  s = exp((0.1 + 0.3) / 2) = e^0.2 = 1.2214028
+ *         A = +1: s > 1.2, clipped: loss = -1.2, no gradient at all
+ *         A = -1: the unclipped side: loss = s = 1.2214028, and each token
+ *                 gets -A s / n = 1.2214028 / 2 = 0.6107014
+ *   PPO   r = e^0.1 = 1.1051709 (kept), e^0.3 = 1.3498588 (clipped to 1.2)
+ *         A = +1: loss = -(1.1051709 + 1.2) / 2 = -1.1525855; token 0 gets
+ *                 -r / 2 = -0.5525855, token 1 nothing
+ * GSPO keeps or drops the sequence whole; PPO keeps the token that stayed
+ * close and drops the one that moved. A second row of three tokens with
+ * log-ratios -0.05, 0.02, 0.06 has s = e^0.01 = 1.0100502, inside the
+ * band: with A = 2 its loss is -2.0201003 and each token gets
+ * -2 * 1.0100502 / 3 = -0.6733668. */
+static void test_gspo_examples(bool verbose)
+{
+    PgPpoConfig cfg = {.clip_low = 0.2f, .clip_high = 0.2f};
+    PgPpoStats  st;
+    float       old[2] = {-1.0f, -2.0f}, lp[2] = {-0.9f, -1.7f}, adv[2] = {1, 1}, g[2] = {0};
+    double      loss = pg_gspo_loss(g, &st, lp, old, NULL, adv, NULL, &cfg, 0.0f, 1, 2);
+    EXPECT_NEAR(loss, -1.2, 1e-6, "gspo A=+1 s=e^0.2 clipped: loss -1.2");
+    EXPECT(g[0] == 0.0f && g[1] == 0.0f, "gspo clipped sequence: no gradient on any token");
+    EXPECT_NEAR(st.ratio_max, 1.2214028, 1e-6, "gspo sequence ratio e^0.2");
+    EXPECT(st.clip_high_frac == 1.0 && st.n_tokens == 2, "gspo both tokens counted clipped");
+    double lt = pg_ppo_loss(g, NULL, lp, old, NULL, adv, NULL, &cfg, 0.0f, 2);
+    EXPECT_NEAR(lt, -1.1525855, 1e-6, "per-token ratio: loss -(e^0.1 + 1.2) / 2");
+    EXPECT_NEAR(g[0], -0.5525855, 1e-6, "per-token ratio: token 0 kept, -e^0.1 / 2");
+    EXPECT(g[1] == 0.0f, "per-token ratio: token 1 clipped");
+    if (verbose)
+        printf("  gspo vs token ratio, A = +1: gspo loss %.7f (no gradient), per token %.7f "
+               "(token 0 gets %.7f)\n",
+               loss, lt, g[0]);
+    adv[0] = adv[1] = -1.0f;
+    g[0] = g[1] = 0.0f;
+    loss = pg_gspo_loss(g, &st, lp, old, NULL, adv, NULL, &cfg, 0.0f, 1, 2);
+    EXPECT_NEAR(loss, 1.2214028, 1e-6, "gspo A=-1: loss s");
+    EXPECT_NEAR(g[0], 0.6107014, 1e-6, "gspo A=-1: token 0 gets s/2");
+    EXPECT_NEAR(g[1], 0.6107014, 1e-6, "gspo A=-1: token 1 gets s/2");
+    EXPECT(st.clip_frac == 0.0, "gspo A=-1 unclipped");
+
+    float old3[3] = {-1, -1, -1}, lp3[3] = {-1.05f, -0.98f, -0.94f}, a3[3] = {2, 2, 2};
+    float g3[3] = {0};
+    loss = pg_gspo_loss(g3, &st, lp3, old3, NULL, a3, NULL, &cfg, 0.0f, 1, 3);
+    EXPECT_NEAR(loss, -2.0201003, 1e-6, "gspo 3 tokens, s = e^0.01, A = 2");
+    for (int t = 0; t < 3; t++) EXPECT_NEAR(g3[t], -0.6733668, 1e-6, "gspo 3 tokens gradient");
+
+    /* On-policy every sequence ratio is exactly 1 and the gradient is the
+     * per-token one: -A * w / D for 0/1 or sequence-mean weights. */
+    enum { B = 4, T = 6 };
+    Rng   rng;
+    float m[B * T] = {0}, w[B * T], l[B * T], a[B * T], gs[B * T] = {0}, gp[B * T] = {0};
+    rng_seed(&rng, 19);
+    for (int b = 0; b < B; b++) {
+        int   len = 1 + (int)rng_below(&rng, T);
+        float ab = rng_normal(&rng);
+        for (int t = 0; t < T; t++) {
+            m[b * T + t] = t < len;
+            l[b * T + t] = -0.1f - rng_uniform(&rng);
+            a[b * T + t] = ab;
+        }
+    }
+    agg_seq_mean_weights(w, m, B, T);
+    double ls = pg_gspo_loss(gs, &st, l, l, NULL, a, w, &cfg, 0.0f, B, T);
+    double lq = pg_ppo_loss(gp, NULL, l, l, NULL, a, w, &cfg, 0.0f, B * T);
+    int    same = 0;
+    for (int i = 0; i < B * T; i++) same += fabsf(gs[i] - gp[i]) <= 1e-7f;
+    EXPECT(same == B * T && fabs(ls - lq) < 1e-7 && st.ratio_min == 1.0 && st.ratio_max == 1.0,
+           "gspo on-policy: ratio 1 and the per-token gradient");
+}
+
+/* Random sequences of random lengths with stale log-probs: the loss
+ * against its definition, finite differences (plain and decoupled, 0/1 mask
+ * and sequence-mean weights), and clipping both ways. */
+static void test_gspo_random(bool verbose)
+{
+    enum { B = 10, T = 20, N = B * T };
+    Rng   rng;
+    float logp[N], old[N], prox[N], adv[N], mask[N] = {0}, w[N];
+    rng_seed(&rng, 23);
+    PgPpoConfig cfg = {
+        .clip_low = 0.2f, .clip_high = 0.28f, .ratio_cap = 3.0f, .prox_weight_cap = 1.3f};
+    const double kinks[3] = {log(0.8), log(1.28), log(3.0)};
+    for (int b = 0; b < B; b++) {
+        int len = 1 + (int)rng_below(&rng, T);
+        /* A row's mean log-ratio to prox, kept 0.02 from every kink; the
+         * tokens scatter around it with zero mean. */
+        double mu;
+        bool   near;
+        do {
+            mu = 0.6 * rng_normal(&rng);
+            near = false;
+            for (int k = 0; k < 3; k++) near |= fabs(mu - kinks[k]) < 0.02;
+        } while (near);
+        float  ab = rng_normal(&rng), dev[T];
+        double dsum = 0.0;
+        for (int t = 0; t < len; t++) dsum += dev[t] = 0.3f * rng_normal(&rng);
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            if (t >= len) {
+                logp[i] = old[i] = prox[i] = adv[i] = NAN; /* never read */
+                continue;
+            }
+            mask[i] = 1.0f;
+            old[i] = -0.05f - 3.0f * rng_uniform(&rng);
+            prox[i] = old[i] + 0.2f * rng_normal(&rng);
+            logp[i] = prox[i] + (float)(mu + dev[t] - dsum / len);
+            adv[i] = ab;
+        }
+    }
+    for (int pass = 0; pass < 4; pass++) {
+        bool   decoupled = pass & 1, seq_mean = pass & 2;
+        float *wt = mask;
+        if (seq_mean) {
+            agg_seq_mean_weights(w, mask, B, T);
+            wt = w;
+        }
+        float *q = decoupled ? prox : old;
+        /* Plain runs measure the ratio against old: shift logp so the rows
+         * keep their distance from the kinks. */
+        float lp[N];
+        for (int i = 0; i < N; i++) lp[i] = mask[i] != 0.0f ? logp[i] - prox[i] + q[i] : NAN;
+        float      g[N] = {0};
+        PgPpoStats st;
+        double     loss =
+            pg_gspo_loss(g, &st, lp, old, decoupled ? prox : NULL, adv, wt, &cfg, 0.0f, B, T);
+        double want = 0.0, D = 0.0;
+        for (int b = 0; b < B; b++) {
+            double n = 0, W = 0, lr = 0, lw = 0;
+            for (int t = 0; t < T; t++) {
+                size_t i = (size_t)b * T + t;
+                if (mask[i] == 0.0f) continue;
+                n += 1;
+                W += wt[i];
+                lr += (double)lp[i] - q[i];
+                lw += (double)prox[i] - old[i];
+            }
+            double ww = decoupled ? fmin(exp(lw / n), 1.3) : 1.0;
+            want -= W * ww * ppo_objective_ref(exp(lr / n), adv[(size_t)b * T], &cfg);
+            D += W;
+        }
+        want /= D;
+        char name[64];
+        snprintf(name, sizeof name, "gspo%s%s", decoupled ? " decoupled" : "",
+                 seq_mean ? " seq-mean" : "");
+        EXPECT_NEAR(loss, want, 1e-9, name);
+        EXPECT(st.clip_high_frac > 0 && st.clip_low_frac > 0 && st.clip_frac < 0.9,
+               "%s: both clip bounds bind on some rows", name);
+        GspoCtx c = {lp, old, decoupled ? prox : NULL, adv, wt, cfg, 0.0f, B, T};
+        EXPECT_GRAD(name, eval_gspo, &c, lp, g, mask, N, FD_TOL);
+        if (verbose)
+            printf("  %-24s clip low %.3f high %.3f, ratio [%.3f %.3f], w %.3f\n", name,
+                   st.clip_low_frac, st.clip_high_frac, st.ratio_min, st.ratio_max, st.weight_mean);
+    }
+}
+
 static void test_entropy(bool verbose)
 {
     Rng   rng;
@@ -304,6 +475,8 @@ int pg_selftest(bool verbose)
 {
     test_ppo_examples(verbose);
     test_ppo_random(verbose);
+    test_gspo_examples(verbose);
+    test_gspo_random(verbose);
     test_entropy(verbose);
     return expect_end();
 }
