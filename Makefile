@@ -92,7 +92,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image image-test cluster-up cluster-down cluster-test stack-test
+        install image image-test cluster-up cluster-down cluster-test stack-test compare
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -180,6 +180,11 @@ cluster-test:
 # is in none); needs the image, which cluster-test or image builds.
 stack-test:
 	./tests/cluster/stack_test.sh
+
+# The algorithm comparison (README "Algorithms"): algorithm x max staleness x
+# seed, each a local cluster; COMPARE_ARGS narrows the grid.
+compare: deps $(PROGS)
+	./tests/bench/compare.py $(COMPARE_ARGS)
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:

@@ -221,8 +221,12 @@ static int on_fetch_timer(Reactor *r, void *arg)
     if (rc == ERR_IO) return rc;
     if (rc == 0) {
         CHECK(reactor_set_timer(r, ACTOR_TIMER_FETCH, -1) == 0);
-        if (back == ACTOR_WAITING_WEIGHTS)
-            actor_set_state(a, ACTOR_IDLE, 0); /* the first weights: ask for work now */
+        /* The first weights, or new ones while idle after an empty grant
+         * (a learner that leases only at its current version, as in the
+         * synchronous mode, has work again): ask for work now, not after
+         * the retry delay. */
+        if (back == ACTOR_WAITING_WEIGHTS || back == ACTOR_IDLE)
+            actor_set_state(a, ACTOR_IDLE, 0);
         else
             actor_set_state(a, back, ACTOR_KEEP_TIMER);
         return 0;

@@ -87,6 +87,27 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
 
 /* ---- Construction ----------------------------------------------------- */
 
+/* The update's carried state of the resumed checkpoint (algo.h AlgoCarry):
+ * a malformed one is refused with the checkpoint, not silently reset. */
+static int learner_restore_algo(Learner *l, const json_t *st)
+{
+    json_t   *b = json_object_get(st, "kl_beta"), *m = json_object_get(st, "baseline");
+    json_t   *h = json_object_get(st, "has_baseline");
+    AlgoCarry c = {.kl_beta = json_number_value(b),
+                   .baseline = json_number_value(m),
+                   .has_baseline = json_is_true(h)};
+    if (!json_is_number(b) || !json_is_number(m) || !json_is_boolean(h) ||
+        algo_carry_set(l->algo, &c) != 0) {
+        log_error("learner: '%s': trainer state's algo_state is malformed", l->cfg.ckpt_dir);
+        return ERR_FORMAT;
+    }
+    json_decref(l->resume_algo_state);
+    l->resume_algo_state = NULL;
+    log_info("learner: resumed the update's state: KL coefficient %g, baseline %g%s",
+             algo_kl_beta(l->algo), c.baseline, c.has_baseline ? "" : " (none yet)");
+    return 0;
+}
+
 Learner *learner_new(const LearnerConfig *cfg)
 {
     char why[200];
@@ -115,6 +136,7 @@ Learner *learner_new(const LearnerConfig *cfg)
     /* The reference even without a KL term: the KL to it is measured (and
      * recorded) for every algorithm, at one reference forward per batch. */
     l->algo = algo_new(&ac, l->policy, l->opt, l->ref, l->critic, l->critic_opt);
+    if (l->resume_algo_state && (rc = learner_restore_algo(l, l->resume_algo_state))) goto fail;
     LeaseConfig lc = {.lease_prompts = cfg->lease_prompts,
                       .timeout_ms = cfg->lease_timeout_ms,
                       .max_staleness = cfg->max_staleness,
@@ -163,6 +185,7 @@ void learner_free(Learner **lp)
     free(l->prompt_tok);
     free(l->tok_version);
     algo_free(&l->algo);
+    json_decref(l->resume_algo_state);
     lease_free(&l->leases);
     optim_free(&l->opt);
     optim_free(&l->critic_opt);

@@ -14,6 +14,7 @@
 #ifndef RLHF_LEARNER_INT_H
 #define RLHF_LEARNER_INT_H
 
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <time.h>
@@ -109,7 +110,8 @@ struct Learner {
     size_t          cap_versions;
 
     uint64_t dup_epoch, snapshots_served, grants_empty;
-    uint64_t groups_flat;                 /* dropped by dynamic sampling (all rewards equal) */
+    uint64_t groups_flat;       /* dropped by dynamic sampling (all rewards equal) */
+    json_t  *resume_algo_state; /* the checkpoint's "algo_state" until the algo takes it */
     uint64_t samples_total, tokens_total; /* trained by this incarnation */
     double   t_start, t_loop, t_last_step;
     double   accuracy_before, accuracy_start, accuracy_after;

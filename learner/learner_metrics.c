@@ -19,7 +19,8 @@ struct LearnerMetrics {
     MetricsFamily *samples_total, *tokens_total, *samples_per_s;
     MetricsFamily *stale_mean, *stale_max;
     MetricsFamily *snap_bytes, *snaps_served, *snap_sent_bytes, *snap_send_s, *publish_time;
-    MetricsFamily *reward, *accuracy, *kl, *entropy, *loss, *grad_norm, *lr, *step_s;
+    MetricsFamily *reward, *accuracy, *kl, *kl_beta, *entropy, *loss, *grad_norm, *lr, *step_s;
+    MetricsFamily *groups_flat;
 };
 
 /* The lease accounting as metrics.jsonl writes it. */
@@ -106,6 +107,10 @@ int learner_metrics_open(Learner *l)
                                  "fraction of the last batch's completions scored correct", NULL);
     p->kl = metrics_family(m, G, "rlhf_learner_kl_ref",
                            "KL to the reference policy (k3 estimator), last batch", NULL);
+    p->kl_beta = metrics_family(m, G, "rlhf_learner_kl_beta",
+                                "KL coefficient the last update used (adaptive or fixed)", NULL);
+    p->groups_flat = metrics_family(m, C, "rlhf_learner_groups_flat_total",
+                                    "groups dropped by dynamic sampling (all rewards equal)", NULL);
     p->entropy = metrics_family(m, G, "rlhf_learner_entropy", "policy entropy, last batch", NULL);
     p->loss = metrics_family(m, G, "rlhf_learner_loss", "loss of the last update", NULL);
     p->grad_norm =
@@ -157,6 +162,8 @@ void learner_metrics_step(Learner *l, const LeaseCounters *c, const AlgoStats *s
     metrics_set(p->reward, NULL, l->last_reward);
     metrics_set(p->accuracy, NULL, l->last_accuracy);
     metrics_set(p->kl, NULL, l->last_kl);
+    metrics_set(p->kl_beta, NULL, st->kl_beta);
+    metrics_set(p->groups_flat, NULL, (double)l->groups_flat);
     metrics_set(p->entropy, NULL, st->entropy);
     metrics_set(p->loss, NULL, st->loss);
     metrics_set(p->grad_norm, NULL, st->grad_norm);

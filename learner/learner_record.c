@@ -66,6 +66,11 @@ int learner_record_ckpt(Learner *l, bool finished)
                   "finished", finished, "optim_steps", (json_int_t)optim_step_count(l->opt),
                   "max_digits", l->cfg.max_digits);
     CHECK(ts.extra);
+    AlgoCarry carry;
+    algo_carry_get(l->algo, &carry);
+    json_object_set_new(ts.extra, "algo_state",
+                        json_pack("{s:f, s:f, s:b}", "kl_beta", carry.kl_beta, "baseline",
+                                  carry.baseline, "has_baseline", carry.has_baseline));
     double t0 = progress_now();
     rc = ckpt_save_keep(l->cfg.ckpt_dir, l->cfg.ckpt_keep, l->policy, l->tok, &co, &ts);
     json_decref(ts.extra);

@@ -96,6 +96,8 @@ static int read_resume_state(Learner *l, const char *dir, CkptTrainerState *ts,
     l->reward_before = json_is_number(rb) ? json_number_value(rb) : NAN;
     json_t *id = json_object_get(x, "init_dir");
     if (json_is_string(id)) snprintf(l->init_dir, sizeof l->init_dir, "%s", json_string_value(id));
+    json_decref(l->resume_algo_state);
+    l->resume_algo_state = json_incref(json_object_get(x, "algo_state")); /* may be NULL */
     *lease_state = json_incref(ls);
     return 0;
 }

@@ -6,7 +6,8 @@
  * update (learner_train_step, called directly) then takes no step at all
  * (policy, critic, both optimizers' moments and step counts bit-identical,
  * the version unchanged) and its groups count as failed, with the lease
- * identity intact; the next good batch trains. */
+ * identity intact; the next good batch trains. The update's carried state
+ * (REINFORCE's baseline, an adaptive KL coefficient) survives a resume. */
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -22,7 +23,9 @@
 #include "common/net/zsock.h"
 #include "learner/learner.h"
 #include "learner/learner_int.h"
+#include "learner/learner_record.h"
 #include "learner/learner_train.h"
+#include "tests/support/testfs.h"
 #include "tests/support/expect.h"
 #include "tests/support/learner_feed.h"
 #include "tests/test_list.h"
@@ -157,6 +160,57 @@ static void test_nonfinite_update(bool verbose)
            (unsigned long long)lc.failed);
     state_free(&before);
     learner_free(&l);
+}
+
+/* The update's carried state survives a restart: REINFORCE's baseline and
+ * an adaptive KL coefficient, moved by two steps, are saved with the
+ * checkpoint and the resumed learner starts from them, not from the
+ * configured start (0 baseline, --kl-beta). */
+static void test_carry_resume(void)
+{
+    char tmp[PATH_MAX], dir[PATH_MAX + 8];
+    if (!EXPECT(testfs_tmpdir_new("carry", tmp, sizeof tmp) == 0, "a temp dir")) return;
+    snprintf(dir, sizeof dir, "%s/ckpt", tmp);
+    LearnerConfig c = small_config(ALGO_REINFORCE);
+    c.ckpt_dir = dir;
+    c.algo.kl_beta = 0.05f;
+    c.algo.kl_target = 1e-6f; /* far below the KL of two steps at lr 1e-3 */
+    c.algo.kl_horizon = 10.0f; /* a short horizon: beta moves in two steps */
+    Learner *l = learner_new(&c);
+    if (!EXPECT(l != NULL, "learner_new (REINFORCE, adaptive KL)")) goto out;
+    for (int i = 0; i < 2; i++) {
+        learner_feed(l, 2, 1.0f);
+        learner_train_step(l);
+    }
+    AlgoCarry was;
+    algo_carry_get(l->algo, &was);
+    EXPECT(learner_record_ckpt(l, false) == 0, "checkpoint saved");
+    learner_free(&l);
+    EXPECT(was.has_baseline && was.baseline != 0.0 && fabs(was.kl_beta - 0.05) > 1e-6,
+           "two steps moved the state: baseline %g (has %d), KL coefficient %g (from 0.05)",
+           was.baseline, was.has_baseline, was.kl_beta);
+    l = learner_new(&c);
+    if (!EXPECT(l != NULL, "learner_new resuming '%s'", dir)) goto out;
+    AlgoCarry now;
+    algo_carry_get(l->algo, &now);
+    EXPECT(now.has_baseline == was.has_baseline && fabs(now.baseline - was.baseline) < 1e-9 &&
+               fabs(now.kl_beta - was.kl_beta) < 1e-9,
+           "resumed: baseline %g (saved %g), KL coefficient %g (saved %g)", now.baseline,
+           was.baseline, now.kl_beta, was.kl_beta);
+    learner_free(&l);
+    /* A fixed coefficient is the config's: the operator's new --kl-beta wins. */
+    c.algo.kl_target = 0.0f;
+    c.algo.kl_beta = 0.2f;
+    l = learner_new(&c);
+    if (EXPECT(l != NULL, "learner_new resuming with a fixed coefficient")) {
+        algo_carry_get(l->algo, &now);
+        EXPECT(fabs(now.kl_beta - 0.2) < 1e-7 && fabs(now.baseline - was.baseline) < 1e-9,
+               "fixed KL coefficient %g (the config's 0.2), baseline %g (saved %g)", now.kl_beta,
+               now.baseline, was.baseline);
+    }
+    learner_free(&l);
+out:
+    testfs_tmpdir_remove(tmp);
 }
 
 typedef struct {
@@ -339,5 +393,6 @@ int learner_train_selftest(bool verbose)
     test_config_checks();
     test_reward_range();
     test_nonfinite_update(verbose);
+    test_carry_resume();
     return expect_end();
 }

@@ -211,6 +211,23 @@ double algo_kl_beta(const Algo *a)
     return a->beta;
 }
 
+void algo_carry_get(const Algo *a, AlgoCarry *out)
+{
+    *out =
+        (AlgoCarry){.kl_beta = a->beta, .baseline = a->baseline, .has_baseline = a->has_baseline};
+}
+
+int algo_carry_set(Algo *a, const AlgoCarry *c)
+{
+    if (!isfinite(c->kl_beta) || c->kl_beta < 0 || !isfinite(c->baseline)) return ERR_ARG;
+    if (a->cfg.kl_target > 0.0f) a->beta = c->kl_beta;
+    if (a->cfg.kind == ALGO_REINFORCE) {
+        a->baseline = c->baseline;
+        a->has_baseline = c->has_baseline;
+    }
+    return 0;
+}
+
 const char *const algo_kind_names[] = {"grpo",    "ppo",  "reinforce", "rloo",
                                        "dr_grpo", "dapo", "gspo",      NULL};
 _Static_assert(sizeof algo_kind_names / sizeof algo_kind_names[0] == ALGO_N_KINDS + 1,

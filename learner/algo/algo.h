@@ -330,6 +330,24 @@ const AlgoConfig *algo_config(const Algo *a);
  * the adaptive controller after each step when kl_target > 0. */
 double algo_kl_beta(const Algo *a);
 
+/* What one update carries to the next: the adaptive KL coefficient and
+ * REINFORCE's running baseline. A checkpoint saves it (trainer state
+ * "algo_state") so a resumed run goes on from where it was rather than from
+ * the configured start. */
+typedef struct {
+    double kl_beta;      /* the coefficient the next step will use, >= 0 */
+    double baseline;     /* REINFORCE's running mean of rewards */
+    bool   has_baseline; /* false until the first REINFORCE batch */
+} AlgoCarry;
+
+void algo_carry_get(const Algo *a, AlgoCarry *out);
+/* Restores c (from algo_carry_get of an earlier run). The coefficient is
+ * taken only when it adapts (kl_target > 0): a fixed one is the config's,
+ * which the operator may have changed for the resumed run; the baseline
+ * only for REINFORCE. Returns 0, or ERR_ARG (nothing changed) for a value
+ * that is not finite or a negative coefficient. */
+int algo_carry_set(Algo *a, const AlgoCarry *c);
+
 /* One update over n >= 1 trajectories (n <= 0 or traj NULL is a CHECK).
  * Cost: a forward of the reference (if any), of the critic (PPO), and with
  * decoupled or more than one minibatch a forward of the policy before the
