@@ -10,7 +10,9 @@
  * testcl_actor, and ends with `return testcl_finish(&c);`, which kills
  * whatever still runs, prints the tail of every log if a check failed and
  * removes the temp directory. Every wait is cut to the test's budget and
- * ends early on Ctrl-C (tests/support/proc.h).
+ * ends early on Ctrl-C (tests/support/proc.h). A run that should be
+ * complete is checked with testcl_wait_done, testcl_check_metrics and
+ * testcl_check_summary (the accounting identity in every record).
  *
  * The model is a tiny random-init policy (--dim 32 --layers 1) unless the
  * run options ask for another shape, so a run of a few dozen steps takes
@@ -137,6 +139,7 @@ int64_t testcl_step(TestCl *c);
 /* Waits until the learner has recorded step; false (a failed check) if it
  * exits first or timeout_s passes. */
 bool testcl_wait_step(TestCl *c, Proc *learner, int64_t step, double timeout_s);
+
 /* The lease counters of a metrics record or the summary. */
 typedef struct {
     int64_t issued, trained, dropped_stale, reissued, failed, in_flight, buffered, duplicates;
