@@ -82,9 +82,10 @@ int learner_selftest(bool verbose);
 int learner_train_selftest(bool verbose);
 int chat_smollm2_selftest(bool verbose);
 int algo_selftest(bool verbose);
-/* kill -9 of one of two actors while it holds a lease: the lease is
- * re-issued after its deadline, the other actor finishes every step, and
- * the accounting identity holds in every metrics record and the summary. */
+/* tests/cluster_fault_test.c, kill -9 of each kind of daemon mid-run: one
+ * of two actors while it holds a lease: the lease is re-issued after its
+ * deadline, the other actor finishes every step, and the accounting
+ * identity holds in every metrics record and the summary. */
 int cluster_fault_actor_selftest(bool verbose);
 /* kill -9 of the learner after a checkpoint, then a restart with the same
  * flags: it resumes from the checkpoint (same run id, epoch + 1, version and
@@ -95,7 +96,8 @@ int cluster_fault_learner_selftest(bool verbose);
  * the same port: the lost groups come back as re-issued leases and the run
  * completes with the identity intact. */
 int cluster_fault_reward_selftest(bool verbose);
-/* Garbage, truncated protobufs, oversized frames (WIRE_MAX_FRAME + 1), a
+/* tests/cluster_hostile_test.c (frames from tests/support/frames.c):
+ * garbage, truncated protobufs, oversized frames (WIRE_MAX_FRAME + 1), a
  * wrong protocol version, out-of-range token ids and numbers, NaN and
  * infinite values, sent from the test's own DEALER and PUSH sockets to the
  * learner's lease ROUTER, snapshot ROUTER and results PULL and the reward
@@ -106,18 +108,20 @@ int cluster_fault_reward_selftest(bool verbose);
  * metrics and summary), logs it, answers refused requests with an
  * ErrorReply (learner), keeps serving, and the run completes. */
 int cluster_hostile_selftest(bool verbose);
-/* The learner, a reward server and an actor with --metrics-addr train a
- * few steps: each serves /metrics and /healthz; the learner's scraped step
- * and lease counters equal the last record of metrics.jsonl (the actor
- * frozen meanwhile), the accounting identity holds in the scraped values,
- * and the actor's and reward server's counters show the work. */
+/* tests/cluster_metrics_test.c: the learner, a reward server and an actor
+ * with --metrics-addr train a few steps: each serves /metrics and /healthz;
+ * the learner's scraped step and lease counters equal the last record of
+ * metrics.jsonl (the actor frozen meanwhile), the accounting identity holds
+ * in the scraped values, and the actor's and reward server's counters show
+ * the work. */
 int cluster_metrics_selftest(bool verbose);
-/* A learner, a reward server and an actor with CURVE keys (rlhf-keygen)
- * train; a client with a key not on the allow-list and a plaintext client
- * are refused on every server socket (lease, results, snapshot, weights,
- * samples), counted per socket, and nothing they send reaches a decoder or
- * the training; a keyed but hostile client is refused frame by frame as in
- * cluster_hostile; a non-loopback bind without keys is refused. */
+/* tests/cluster_auth_test.c: a learner, a reward server and an actor with
+ * CURVE keys (rlhf-keygen) train; a client with a key not on the
+ * allow-list and a plaintext client are refused on every server socket
+ * (lease, results, snapshot, weights, samples), counted per socket, and
+ * nothing they send reaches a decoder or the training; a keyed but hostile
+ * client is refused frame by frame as in cluster_hostile; a non-loopback
+ * bind without keys is refused. */
 int cluster_auth_selftest(bool verbose);
 /* Issue 8, findings 4 and 7, with the real rlhf-learner: 4096 floats of the
  * newest model.safetensors set to 1000.0 are refused (file and tensor

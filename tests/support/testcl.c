@@ -1,6 +1,7 @@
 #include "tests/support/testcl.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -149,6 +150,25 @@ void testcl_end(TestCl *c, Proc *p)
            proc_describe(p, st, sizeof st));
 }
 
+bool testcl_pause(Proc *p)
+{
+    int rc = proc_pause(p, 5.0);
+    EXPECT(rc != ERR_TIMEOUT, "%s did not stop within 5 s of SIGSTOP", proc_name(p));
+    return rc == 0;
+}
+
+void testcl_wait_done(TestCl *c, Proc *learner, double timeout_s)
+{
+    if (proc_wait(learner, testcl_budget(c, timeout_s)) != 0) {
+        EXPECT(false, "%s still running after %.0f s (at step %lld)", proc_name(learner), timeout_s,
+               (long long)testcl_step(c));
+        return;
+    }
+    char st[64];
+    EXPECT(proc_exited_ok(learner), "%s: %s, expected exit 0", proc_name(learner),
+           proc_describe(learner, st, sizeof st));
+}
+
 static bool pick_ports(TestCl *c)
 {
     int base = ports_pick(TESTCL_PORTS, TESTCL_PORT_LO, TESTCL_PORT_HI);
@@ -211,10 +231,16 @@ static Proc *reward_proc(TestCl *c, const char *name)
 
 Proc *testcl_actor(TestCl *c, const char *name, int batch, bool is_debug)
 {
+    return testcl_actor_via(c, name, batch, is_debug, c->ep_lease, c->ep_weights, c->ep_snap);
+}
+
+Proc *testcl_actor_via(TestCl *c, const char *name, int batch, bool is_debug, const char *ep_lease,
+                       const char *ep_weights, const char *ep_snap)
+{
     Proc *p = testcl_proc(c, name, "rlhf-actor", NULL, NULL);
-    proc_arg(p, "--lease=%s", c->ep_lease);
-    proc_arg(p, "--weights=%s", c->ep_weights);
-    proc_arg(p, "--snapshot=%s", c->ep_snap);
+    proc_arg(p, "--lease=%s", ep_lease);
+    proc_arg(p, "--weights=%s", ep_weights);
+    proc_arg(p, "--snapshot=%s", ep_snap);
     proc_arg(p, "--reward=%s", c->ep_samples);
     proc_arg(p, "--id=%s", name);
     proc_arg(p, "--batch=%d", batch);
@@ -226,18 +252,29 @@ Proc *testcl_actor(TestCl *c, const char *name, int batch, bool is_debug)
     return p;
 }
 
-bool testcl_keygen(TestCl *c, const char *dir, const char *name)
+static bool keygen(TestCl *c, const char *dir, const char *name, bool is_listed)
 {
     char pname[64];
     snprintf(pname, sizeof pname, "keygen-%s", name ? name : "all");
     Proc *p = testcl_proc(c, pname, "rlhf-keygen", NULL, NULL);
     proc_arg(p, "--dir=%s", dir);
     if (name) proc_arg(p, "--name=%s", name);
+    if (!is_listed) proc_arg(p, "--no-authorize");
     char st[64];
     return testcl_start(c, p) &&
            EXPECT(proc_wait(p, testcl_budget(c, 10.0)) == 0 && proc_exited_ok(p),
                   "rlhf-keygen --dir %s%s%s: %s", dir, name ? " --name " : "", name ? name : "",
                   proc_describe(p, st, sizeof st));
+}
+
+bool testcl_keygen(TestCl *c, const char *dir, const char *name)
+{
+    return keygen(c, dir, name, true);
+}
+
+bool testcl_keygen_unlisted(TestCl *c, const char *dir, const char *name)
+{
+    return keygen(c, dir, name, false);
 }
 
 bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward)
@@ -247,6 +284,8 @@ bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **rew
         int   n0 = c->n_procs;
         Proc *l = testcl_learner(c, "learner", o);
         Proc *r = reward_proc(c, "reward");
+        if (o->is_reward_metrics)
+            proc_arg(r, "--metrics-addr=127.0.0.1:%d", c->port + TESTCL_PORT_HTTP_REWARD);
         /* " params, " ends the learner's start-up line, logged once bound. */
         bool ok = testcl_start(c, l) && testcl_wait_log(c, l, " params, ", 30.0);
         ok = ok && testcl_start(c, r) && testcl_wait_log(c, r, "samples bound at", 15.0);
@@ -271,6 +310,17 @@ bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **rew
     }
     EXPECT(false, "no free ports after %d attempts", TESTCL_START_TRIES);
     return false;
+}
+
+int testcl_ports(TestCl *c, int n)
+{
+    int base = ports_pick(n, TESTCL_PORT_LO, TESTCL_PORT_HI);
+    if (base <= 0) {
+        EXPECT(false, "no block of %d free ports in %d..%d", n, TESTCL_PORT_LO, TESTCL_PORT_HI);
+        return 0;
+    }
+    testcl_note(c, "ports %d..%d for the test", base, base + n - 1);
+    return base;
 }
 
 json_t *testcl_metrics(TestCl *c)
@@ -328,6 +378,85 @@ bool testcl_wait_step(TestCl *c, Proc *learner, int64_t step, double timeout_s)
     }
 }
 
+static bool counters_of(const json_t *o, const char *where, TestClCounters *k)
+{
+    static const char *keys[] = {"issued", "trained",   "dropped_stale", "reissued",
+                                 "failed", "in_flight", "buffered",      "duplicates"};
+    int64_t           *vals[] = {&k->issued, &k->trained,   &k->dropped_stale, &k->reissued,
+                                 &k->failed, &k->in_flight, &k->buffered,      &k->duplicates};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        *vals[i] = testcl_jint(o, keys[i]);
+        if (*vals[i] < 0) {
+            EXPECT(false, "%s: no non-negative integer '%s'", where, keys[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool testcl_identity(const json_t *o, const char *where, TestClCounters *k)
+{
+    TestClCounters local;
+    if (!k) k = &local;
+    if (!counters_of(o, where, k)) return false;
+    int64_t sum =
+        k->trained + k->dropped_stale + k->reissued + k->failed + k->in_flight + k->buffered;
+    if (k->issued != sum) {
+        EXPECT(false,
+               "%s: issued %" PRId64 " != trained %" PRId64 " + dropped_stale %" PRId64
+               " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
+               " + buffered %" PRId64 " = %" PRId64,
+               where, k->issued, k->trained, k->dropped_stale, k->reissued, k->failed, k->in_flight,
+               k->buffered, sum);
+        return false;
+    }
+    return true;
+}
+
+json_t *testcl_check_metrics(TestCl *c)
+{
+    json_t *arr = testcl_metrics(c);
+    size_t  i;
+    json_t *o;
+    int     bad = 0;
+    json_array_foreach(arr, i, o)
+    {
+        char where[64];
+        snprintf(where, sizeof where, "metrics record %zu", i + 1);
+        if (!testcl_identity(o, where, NULL) && ++bad >= 3) break;
+    }
+    return arr;
+}
+
+json_t *testcl_check_summary(TestCl *c, int steps, TestClCounters *k)
+{
+    json_error_t err;
+    json_t      *s = json_load_file(c->summary, 0, &err);
+    if (!json_is_object(s)) {
+        EXPECT(false, "summary '%s': %s", c->summary, err.text);
+        json_decref(s);
+        return NULL;
+    }
+    EXPECT(testcl_jint(s, "steps") == steps, "summary: steps %" PRId64 ", expected %d",
+           testcl_jint(s, "steps"), steps);
+    EXPECT(testcl_jint(s, "version") == steps, "summary: version %" PRId64 ", expected %d",
+           testcl_jint(s, "version"), steps);
+    EXPECT(json_is_false(json_object_get(s, "stopped_early")), "summary: stopped_early");
+    EXPECT(json_is_true(json_object_get(s, "accounting_ok")), "summary: accounting_ok is not true");
+    testcl_identity(s, "summary", k);
+    return s;
+}
+
+void testcl_note_counters(TestCl *c, const TestClCounters *k)
+{
+    testcl_note(c,
+                "summary: issued %" PRId64 " = trained %" PRId64 " + dropped_stale %" PRId64
+                " + reissued %" PRId64 " + failed %" PRId64 " + in_flight %" PRId64
+                " + buffered %" PRId64 "; duplicates %" PRId64,
+                k->issued, k->trained, k->dropped_stale, k->reissued, k->failed, k->in_flight,
+                k->buffered, k->duplicates);
+}
+
 int testcl_count(const Proc *p, const char *needle)
 {
     char *text = proc_read_out(p);
@@ -335,6 +464,36 @@ int testcl_count(const Proc *p, const char *needle)
     for (const char *q = text ? strstr(text, needle) : NULL; q; q = strstr(q + 1, needle)) n++;
     free(text);
     return n;
+}
+
+const char *testcl_find_last(const char *text, const char *needle)
+{
+    const char *last = NULL;
+    for (const char *q = text ? strstr(text, needle) : NULL; q; q = strstr(q + 1, needle)) last = q;
+    return last;
+}
+
+bool testcl_reward_status(const Proc *p, long long *scored, long long *received, char *rejects,
+                          size_t cap)
+{
+    char *text = proc_read_out(p);
+    if (!text) return false;
+    const char *last = testcl_find_last(text, ": scored ");
+    bool        ok = false;
+    if (last) {
+        const char *rcv = strstr(last, "received ");
+        const char *rej = strstr(last, "rejects: ");
+        ok = sscanf(last, ": scored %lld groups", scored) == 1 && rcv &&
+             sscanf(rcv, "received %lld", received) == 1 && rej;
+        if (ok && rejects) {
+            /* The reasons end the line, unless ", unsent at shutdown" follows. */
+            rej += strlen("rejects: ");
+            size_t n = strcspn(rej, ",\n");
+            snprintf(rejects, cap, "%.*s", (int)n, rej);
+        }
+    }
+    free(text);
+    return ok;
 }
 
 long testcl_status_kb(int pid, const char *field)

@@ -10,7 +10,9 @@
  * testcl_actor, and ends with `return testcl_finish(&c);`, which kills
  * whatever still runs, prints the tail of every log if a check failed and
  * removes the temp directory. Every wait is cut to the test's budget and
- * ends early on Ctrl-C (tests/support/proc.h).
+ * ends early on Ctrl-C (tests/support/proc.h). A run that should be
+ * complete is checked with testcl_wait_done, testcl_check_metrics and
+ * testcl_check_summary (the accounting identity in every record).
  *
  * The model is a tiny random-init policy (--dim 32 --layers 1) unless the
  * run options ask for another shape, so a run of a few dozen steps takes
@@ -27,6 +29,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tests/support/proc.h"
@@ -35,7 +38,8 @@
 /* Ports of a test: learner lease, weights, snapshot, results; the reward
  * server's samples; the learner's and the reward server's /metrics. */
 #define TESTCL_PORTS 7
-#define TESTCL_PORT_HTTP 5 /* offset of the learner's /metrics port */
+#define TESTCL_PORT_HTTP 5        /* offset of the learner's /metrics port */
+#define TESTCL_PORT_HTTP_REWARD 6 /* offset of the reward server's /metrics port */
 
 typedef struct {
     const char *test;
@@ -67,6 +71,8 @@ typedef struct {
     bool        is_debug;            /* RLHF_LOG=debug: every grant logged */
     bool        is_metrics;          /* --metrics-addr on port + TESTCL_PORT_HTTP */
     const char *extra[8];            /* more learner flags, NULL-terminated */
+    bool        is_reward_metrics;   /* the reward server's --metrics-addr on
+                                      * port + TESTCL_PORT_HTTP_REWARD */
 } TestClRun;
 
 #define TESTCL_GROUP 4 /* completions per prompt (--group) */
@@ -99,15 +105,30 @@ bool testcl_start(TestCl *c, Proc *p);
 bool testcl_wait_log(TestCl *c, Proc *p, const char *needle, double timeout_s);
 /* SIGTERM, then expects exit 0 within 10 s (else kills it). */
 void testcl_end(TestCl *c, Proc *p);
+/* SIGSTOP to p's group, returning once p is stopped (so nothing it does
+ * races with what the test reads next); false (a failed check if it did
+ * not stop within 5 s) otherwise. SIGCONT resumes it. */
+bool testcl_pause(Proc *p);
+/* Waits for the learner to finish its run and expects exit 0; a failed
+ * check naming the step reached if it still runs after timeout_s. */
+void testcl_wait_done(TestCl *c, Proc *learner, double timeout_s);
 
 /* The learner's command line for o (not started). */
 Proc *testcl_learner(TestCl *c, const char *name, const TestClRun *o);
 /* An actor generating batch sequences at a time, debug-logging if asked
  * (with keys: its key pair is keys/actor.key; add --key-name for another). */
 Proc *testcl_actor(TestCl *c, const char *name, int batch, bool is_debug);
+/* testcl_actor, connecting to the learner's lease, weights and snapshot
+ * sockets at other endpoints (a proxy of the test's in between). */
+Proc *testcl_actor_via(TestCl *c, const char *name, int batch, bool is_debug, const char *ep_lease,
+                       const char *ep_weights, const char *ep_snap);
 /* Picks ports, starts the learner and a reward server and waits until both
  * are bound; starts over on other ports if one was taken meanwhile. */
 bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward);
+/* The first of n more consecutive ports, free right now, in the range the
+ * cluster's come from: for what the test binds itself or adds to a
+ * program (a proxy, an actor's /metrics). 0 after a failed check. */
+int testcl_ports(TestCl *c, int n);
 
 /* The complete records of the metrics file, as a JSON array (caller owns). */
 json_t *testcl_metrics(TestCl *c);
@@ -118,11 +139,39 @@ int64_t testcl_step(TestCl *c);
 /* Waits until the learner has recorded step; false (a failed check) if it
  * exits first or timeout_s passes. */
 bool testcl_wait_step(TestCl *c, Proc *learner, int64_t step, double timeout_s);
+
+/* The lease counters of a metrics record or the summary. */
+typedef struct {
+    int64_t issued, trained, dropped_stale, reissued, failed, in_flight, buffered, duplicates;
+} TestClCounters;
+
+/* The accounting identity of o, recomputed: every issued group is trained,
+ * dropped as stale, re-issued, failed, in flight or buffered. Fills k (may
+ * be NULL); false after a failed check naming where (and each number). */
+bool testcl_identity(const json_t *o, const char *where, TestClCounters *k);
+/* The metrics records, with the identity checked in each (up to three
+ * failures reported); caller owns. */
+json_t *testcl_check_metrics(TestCl *c);
+/* The summary (caller owns; NULL after a failed check), checked for what
+ * every completed run shows: steps and version equal to steps, not stopped
+ * early, accounting_ok, and the identity recomputed into k. */
+json_t *testcl_check_summary(TestCl *c, int steps, TestClCounters *k);
+/* k on one line, in verbose runs. */
+void testcl_note_counters(TestCl *c, const TestClCounters *k);
 /* Runs rlhf-keygen --dir dir [--name name] to its end; false after a
  * failed check. */
 bool testcl_keygen(TestCl *c, const char *dir, const char *name);
+/* The same with --no-authorize: a key pair left off dir's allow-list. */
+bool testcl_keygen_unlisted(TestCl *c, const char *dir, const char *name);
 /* Lines of p's log holding needle. */
 int testcl_count(const Proc *p, const char *needle);
+/* The last occurrence of needle in text (may be NULL), or NULL. */
+const char *testcl_find_last(const char *text, const char *needle);
+/* The numbers of a reward server's last status line ("scored N groups
+ * (...), ..., received M, rejects: REASONS"), the reasons into rejects
+ * (cap bytes, may be NULL); false before the first such line. */
+bool testcl_reward_status(const Proc *p, long long *scored, long long *received, char *rejects,
+                          size_t cap);
 
 /* Kilobytes of a field of /proc/PID/status ("VmRSS", "VmHWM"), -1 if
  * unreadable. */
