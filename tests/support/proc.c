@@ -405,8 +405,14 @@ static int read_stream(const Proc *p, bool is_err, char **text)
 {
     *text = NULL;
     if (p->log_path) {
-        size_t len = 0;
-        return fileio_read_all(p->log_path, PROC_OUTPUT_MAX, true, text, &len);
+        /* The log of a running program grows while it is read: take what
+         * it holds now (read_fd), not fileio_read_all, which refuses a file
+         * that grows under it. */
+        int fd = open(p->log_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+        int rc = read_fd(p, fd, text);
+        close(fd);
+        return rc;
     }
     if (p->is_quiet) return ERR_NOTFOUND;
     return read_fd(p, is_err ? p->err_fd : p->out_fd, text);
