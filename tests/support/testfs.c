@@ -1,10 +1,14 @@
 #include "tests/support/testfs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
@@ -48,9 +52,29 @@ bool testfs_path(char *out, size_t cap, const char *fmt, ...)
 
 char *testfs_read(const char *path, size_t max_len)
 {
-    char  *buf = NULL;
-    size_t len = 0;
-    if (fileio_read_all(path, max_len, true, &buf, &len) != 0) return NULL;
+    /* Not fileio_read_all: a running program's file (a log, metrics.jsonl)
+     * may grow while it is read, and what it held at the start is wanted. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) fprintf(stderr, "testfs: open '%s': %s\n", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max_len) {
+        fprintf(stderr, "testfs: '%s' is not a regular file of at most %zu bytes\n", path, max_len);
+        close(fd);
+        return NULL;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char  *buf = xmalloc(n + 1);
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break; /* shorter than it was: take what is there */
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
     return buf;
 }
 

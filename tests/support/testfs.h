@@ -26,7 +26,8 @@ int testfs_tmpdir_remove(const char *dir);
  * and returns false. */
 bool testfs_path(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* The whole file of at most max_len bytes, NUL-terminated (caller frees),
+/* The whole file of at most max_len bytes as it is when opened (a file that
+ * grows meanwhile is read to its size then), NUL-terminated (caller frees),
  * or NULL if it is missing (silently), larger or unreadable (logged). */
 char *testfs_read(const char *path, size_t max_len);
 /* Writes len bytes to path (created or truncated). Returns 0 or ERR_IO. */
