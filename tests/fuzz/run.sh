@@ -91,12 +91,12 @@ for name in $names; do
     if [ "$found" -gt 0 ]; then
         n_findings=$((n_findings + found))
         failed="$failed $name"
-        echo "fuzz: $name: libFuzzer's report ($log):" >&2
-        grep -v -E '^#[0-9]+|^INFO:' "$log" | tail -n 60 >&2
+        echo "fuzz: $name: libFuzzer's report ($log):"
+        grep -v -E '^#[0-9]+|^INFO:' "$log" | tail -n 60
         for f in "$findings"/*; do
             [ -f "$f" ] || continue
-            echo "fuzz: $name: replaying $f with the logs visible:" >&2
-            "$bin" "$f" 2>&1 | tail -n 40 >&2 || true
+            echo "fuzz: $name: replaying $f with the logs visible:"
+            "$bin" "$f" 2>&1 | tail -n 40 || true
             break
         done
     fi
