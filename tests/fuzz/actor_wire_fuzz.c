@@ -63,8 +63,8 @@ static void note(Peer *a, const char *what, int rc, const ProtobufCMessage *m,
 }
 
 /* actor_recv: the expected type, else an ErrorReply, else a counted refusal. */
-static ProtobufCMessage *recv_as(Peer *a, const ProtobufCMessageDescriptor *desc,
-                                 const uint8_t *p, size_t n)
+static ProtobufCMessage *recv_as(Peer *a, const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+                                 size_t n)
 {
     ProtobufCMessage *m = NULL;
     WireReject        rej;
@@ -119,7 +119,7 @@ static void on_announce(Peer *a, const uint8_t *p, size_t n)
 {
     ProtobufCMessage *m = NULL;
     WireReject        rej;
-    int rc = wire_decode(&rlhf__weight_announce__descriptor, p, n, NULL, &m, &rej);
+    int               rc = wire_decode(&rlhf__weight_announce__descriptor, p, n, NULL, &m, &rej);
     if (rc) {
         note(a, "WeightAnnounce", rc, m, &rej);
         return;

@@ -28,8 +28,8 @@
 #define MAX_CHAT (MAX_TEXT + 1024)
 
 static Bpe   *g_b;
-static int   *g_ids;  /* (BPE_ENCODE_MAX_IDS(MAX_CHAT)) */
-static char  *g_out;  /* (g_out_cap) decoded bytes */
+static int   *g_ids; /* (BPE_ENCODE_MAX_IDS(MAX_CHAT)) */
+static char  *g_out; /* (g_out_cap) decoded bytes */
 static size_t g_out_cap;
 static char  *g_want; /* (MAX_CHAT) the encodable bytes */
 static char  *g_chat; /* (MAX_CHAT) the rendered chat */

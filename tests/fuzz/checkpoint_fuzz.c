@@ -38,7 +38,8 @@ static void resume_leases(const CkptTrainerState *ts)
 {
     json_t *lease = ts->extra ? json_object_get(ts->extra, "lease") : NULL;
     if (!json_is_object(lease)) return;
-    LeaseConfig lc = {.lease_prompts = 4, .timeout_ms = 1000, .max_staleness = 1, .batch_groups = 4};
+    LeaseConfig lc = {
+        .lease_prompts = 4, .timeout_ms = 1000, .max_staleness = 1, .batch_groups = 4};
     LeaseTable *t = lease_new(&lc, ((uint64_t)1 << 32) | 1, 0);
     if (lease_state_load(t, lease) == 0) {
         for (int k = 0; k < 3; k++) {
@@ -75,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t i = 0; i < n; i++)
                 FUZZ_CHECK(isfinite(w[i]), "ckpt_load accepted weight %zu = %g", i, (double)w[i]);
         }
-        float *mom = xmalloc(2 * n * sizeof(float));
+        float  *mom = xmalloc(2 * n * sizeof(float));
         int64_t step = -1;
         if (ckpt_load_optim(dir, mom, mom + n, n, &step) == 0)
             FUZZ_CHECK(step >= 0, "optimizer step %lld", (long long)step);
@@ -131,16 +132,18 @@ static void seeds(const char *dir)
     float *mom = xcalloc(2 * n, sizeof(float));
     for (size_t i = 0; i < n; i++) mom[i] = 0.01f * (float)(i % 7), mom[n + i] = 0.001f;
     CkptOptim   opt = {mom, mom + n, n, 12};
-    LeaseConfig lc = {.lease_prompts = 2, .timeout_ms = 1000, .max_staleness = 1, .batch_groups = 4};
-    LeaseTable *lt = lease_new(&lc, ((uint64_t)1 << 32) | 1, 0);
+    LeaseConfig lc = {
+        .lease_prompts = 2, .timeout_ms = 1000, .max_staleness = 1, .batch_groups = 4};
+    LeaseTable     *lt = lease_new(&lc, ((uint64_t)1 << 32) | 1, 0);
     uint64_t        id;
     const uint64_t *ids;
     lease_grant(lt, 2, 0, &id, &ids);
     lease_arrive(lt, id, 0, 2, ids[0], 3, 3);
     lease_grant(lt, 2, 0, &id, &ids);
     lease_expire(lt, 5000);
-    json_t *extra = json_pack("{s:b, s:i, s:o, s:f, s:s}", "rlhf_learner", 1, "epoch", 1, "lease",
-                              lease_state_save(lt), "accuracy_before", 0.25, "init_dir", "runs/sft");
+    json_t *extra =
+        json_pack("{s:b, s:i, s:o, s:f, s:s}", "rlhf_learner", 1, "epoch", 1, "lease",
+                  lease_state_save(lt), "accuracy_before", 0.25, "init_dir", "runs/sft");
     CkptTrainerState ts = {.step = 12, .policy_version = 12, .run_id = "run-a", .extra = extra};
     CHECK(ckpt_save(ckpt, m, tok, &opt, &ts) == 0);
     seed_dir(dir, "learner", ckpt);

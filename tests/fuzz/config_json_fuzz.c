@@ -91,7 +91,8 @@ static void seeds(const char *dir)
     static const char hf[] =
         "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, "
         "\"attention_dropout\": 0.0, \"bos_token_id\": 1, \"eos_token_id\": 2, "
-        "\"hidden_act\": \"silu\", \"hidden_size\": 576, \"initializer_range\": 0.041666666666666664, "
+        "\"hidden_act\": \"silu\", \"hidden_size\": 576, \"initializer_range\": "
+        "0.041666666666666664, "
         "\"intermediate_size\": 1536, \"max_position_embeddings\": 8192, \"mlp_bias\": false, "
         "\"model_type\": \"llama\", \"num_attention_heads\": 9, \"num_hidden_layers\": 30, "
         "\"num_key_value_heads\": 3, \"pad_token_id\": 2, \"pretraining_tp\": 1, "

@@ -20,8 +20,7 @@
 static void check_cert(const CurveCert *c, bool need_secret)
 {
     unsigned char key[CURVE_KEY_BYTES];
-    FUZZ_CHECK(strlen(c->public_z85) == CURVE_Z85_LEN &&
-                   curve_key_decode(c->public_z85, key) == 0,
+    FUZZ_CHECK(strlen(c->public_z85) == CURVE_Z85_LEN && curve_key_decode(c->public_z85, key) == 0,
                "public key '%s'", c->public_z85);
     if (!need_secret) return;
     FUZZ_CHECK(c->has_secret && curve_key_decode(c->secret_z85, key) == 0, "secret key");
@@ -63,7 +62,7 @@ static void seeds(const char *dir)
     CHECK(curve_cert_save(&c, fuzz_tmpdir(), "learner") == 0);
     const char *names[2] = {"learner.key", "learner.pub"};
     for (int i = 0; i < 2; i++) {
-        char path[4096], *text = NULL;
+        char   path[4096], *text = NULL;
         size_t n = 0;
         snprintf(path, sizeof path, "%s/%s", fuzz_tmpdir(), names[i]);
         CHECK(fileio_read_all(path, CURVE_CERT_MAX_BYTES, false, &text, &n) == 0);

@@ -180,7 +180,7 @@ Bpe *fuzz_bpe_small(void)
     fixture_vocab_add(&fv, "<tool>", BPE_TOKEN_USER_DEFINED);
     fixture_vocab_add_bytes(&fv, "\x04");
     const char *const merged[] = {"Ġt", "he", "Ġthe", "in", "Ġa", "an", "Ġ1", "12", "aa", "aaaa"};
-    const char *const merges[] = {"Ġ t", "h e", "Ġt he", "i n",  "Ġ a",
+    const char *const merges[] = {"Ġ t", "h e", "Ġt he", "i n", "Ġ a",
                                   "a n", "Ġ 1", "1 2",   "a a", "aa aa"};
     for (size_t i = 0; i < sizeof merged / sizeof merged[0]; i++)
         fixture_vocab_add(&fv, merged[i], BPE_TOKEN_NORMAL);
@@ -189,7 +189,7 @@ Bpe *fuzz_bpe_small(void)
                       "%}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
                       "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
                       "'<|im_start|>assistant\\n' }}{% endif %}";
-    Bpe *b = fixture_vocab_bpe(&fv, merges, (int)(sizeof merges / sizeof merges[0]), tpl);
+    Bpe        *b = fixture_vocab_bpe(&fv, merges, (int)(sizeof merges / sizeof merges[0]), tpl);
     fixture_vocab_free(&fv);
     CHECK(b);
     return b;

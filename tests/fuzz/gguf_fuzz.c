@@ -56,8 +56,7 @@ static void walk_metadata(const GgufFile *f)
         int         rc_bool = gguf_get_bool(f, key, &bv);
         int         rc_str = gguf_get_str(f, key, &sv);
         int         rc_array = gguf_get_array(f, key, &et, &data, &an);
-        FUZZ_CHECK(is_int_type(type) ? rc_int == 0 || rc_int == ERR_RANGE
-                                     : rc_int == ERR_MISMATCH,
+        FUZZ_CHECK(is_int_type(type) ? rc_int == 0 || rc_int == ERR_RANGE : rc_int == ERR_MISMATCH,
                    "'%s' of type %d: gguf_get_int %d", key, type, rc_int);
         FUZZ_CHECK((rc_float == 0) == (type == GGUF_VAL_FLOAT32 || type == GGUF_VAL_FLOAT64),
                    "'%s' of type %d: gguf_get_float %d", key, type, rc_float);
@@ -161,7 +160,9 @@ static void seed_quantised(const char *dir)
     static const struct {
         const char *name;
         int         type, bytes;
-    } t[] = {{"q8", GGUF_TYPE_Q8_0, 34}, {"q40", GGUF_TYPE_Q4_0, 18}, {"q41", GGUF_TYPE_Q4_1, 20},
+    } t[] = {{"q8", GGUF_TYPE_Q8_0, 34},
+             {"q40", GGUF_TYPE_Q4_0, 18},
+             {"q41", GGUF_TYPE_Q4_1, 20},
              {"bf", GGUF_TYPE_BF16, 64}};
     enum { N_T = 4, ALIGN = 32 };
     GgufBuf  kv = {0}, out = {0};

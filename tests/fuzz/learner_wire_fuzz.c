@@ -70,7 +70,7 @@ static void on_lease_request(Learner *l, const uint8_t *p, size_t n)
     const WireLimits  lim = {.vocab_size = L_VOCAB};
     ProtobufCMessage *m = NULL;
     WireReject        rej;
-    int rc = wire_decode(&rlhf__lease_request__descriptor, p, n, &lim, &m, &rej);
+    int               rc = wire_decode(&rlhf__lease_request__descriptor, p, n, &lim, &m, &rej);
     if (rc) {
         note(l, "LeaseRequest", rc, m, &rej);
         return;
@@ -93,7 +93,8 @@ static int64_t lease_terms(const Learner *l, const Rlhf__ScoredGroup *sg)
     const Rlhf__SampledGroup   *g = sg->group;
     const Rlhf__SamplingParams *s = g->sampling;
     if (g->epoch != L_EPOCH || g->n_completions != L_GROUP) return -1;
-    if (s->temperature != 1.0f || s->top_k != 0 || s->top_p != 1.0f || s->max_new_tokens != L_MAX_NEW)
+    if (s->temperature != 1.0f || s->top_k != 0 || s->top_p != 1.0f ||
+        s->max_new_tokens != L_MAX_NEW)
         return -1;
     int64_t oldest = INT64_MAX;
     for (size_t c = 0; c < g->n_completions; c++) {
@@ -122,7 +123,7 @@ static void on_scored_group(Learner *l, const uint8_t *p, size_t n)
     const WireLimits  lim = {.vocab_size = L_VOCAB, .run_id = L_RUN};
     ProtobufCMessage *m = NULL;
     WireReject        rej;
-    int rc = wire_decode(&rlhf__scored_group__descriptor, p, n, &lim, &m, &rej);
+    int               rc = wire_decode(&rlhf__scored_group__descriptor, p, n, &lim, &m, &rej);
     if (rc) {
         note(l, "ScoredGroup", rc, m, &rej);
         return;
@@ -156,7 +157,7 @@ static void on_snapshot_request(Learner *l, const uint8_t *p, size_t n)
     const WireLimits  lim = {.vocab_size = L_VOCAB};
     ProtobufCMessage *m = NULL;
     WireReject        rej;
-    int rc = wire_decode(&rlhf__snapshot_request__descriptor, p, n, &lim, &m, &rej);
+    int               rc = wire_decode(&rlhf__snapshot_request__descriptor, p, n, &lim, &m, &rej);
     if (rc) {
         note(l, "SnapshotRequest", rc, m, &rej);
         return;

@@ -31,7 +31,7 @@ typedef struct {
     Tok                   *tok;
     Bpe                   *bpe;
     WireRejects            rejects;
-    char                  *prompt_text, *text; /* big enough for either tokenizer */
+    char                  *prompt_text, *text;         /* big enough for either tokenizer */
     size_t                 prompt_cap[2], text_cap[2]; /* as scratch_init sizes them: tok, bpe */
     ScorerResult           results[WIRE_MAX_GROUP];
     Rlhf__Score            scores[WIRE_MAX_GROUP];
@@ -73,11 +73,11 @@ static void serve(Server *s, bool bpe, const uint8_t *data, size_t size)
                                               s->text_cap[1])
                  : reward_completion_text(s->tok, c->tokens, c->n_tokens, s->text, s->text_cap[0]);
         FUZZ_CHECK(rc == 0, "completion %zu of checked ids does not decode: %d", i, rc);
-        ScorerInput in = {.prompt = s->prompt_text,
-                          .completion = s->text,
-                          .answer = g->prompt->answer,
-                          .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
-        char        why[160];
+        ScorerInput   in = {.prompt = s->prompt_text,
+                            .completion = s->text,
+                            .answer = g->prompt->answer,
+                            .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
+        char          why[160];
         ScorerResult *res = &s->results[i];
         if (scorer_run(sc, &in, res, why, sizeof why) != 0) goto done;
         FUZZ_CHECK(isfinite(res->reward), "reward %g", (double)res->reward);

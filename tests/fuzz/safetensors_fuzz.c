@@ -24,9 +24,9 @@ static int dtype_size(const char *d)
     static const struct {
         const char *name;
         int         size;
-    } k[] = {{"F64", 8}, {"I64", 8}, {"U64", 8}, {"F32", 4},     {"I32", 4},     {"U32", 4},
-             {"F16", 2}, {"BF16", 2}, {"I16", 2}, {"U16", 2},    {"I8", 1},      {"U8", 1},
-             {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+    } k[] = {{"F64", 8}, {"I64", 8}, {"U64", 8},  {"F32", 4},     {"I32", 4},
+             {"U32", 4}, {"F16", 2}, {"BF16", 2}, {"I16", 2},     {"U16", 2},
+             {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (!strcmp(k[i].name, d)) return k[i].size;
     return 0;
@@ -50,16 +50,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t numel = 1;
         for (int d = 0; d < in.ndim; d++) numel *= (size_t)in.shape[d];
         FUZZ_CHECK(numel == in.numel && in.numel * (size_t)es == in.nbytes && in.nbytes <= size,
-                   "tensor '%s': numel %zu (shape says %zu), %zu bytes in a %zu-byte file",
-                   in.name, in.numel, numel, in.nbytes, size);
+                   "tensor '%s': numel %zu (shape says %zu), %zu bytes in a %zu-byte file", in.name,
+                   in.numel, numel, in.nbytes, size);
         FUZZ_CHECK(st_find(f, in.name) == i, "'%s' found at %d, is %d", in.name,
                    st_find(f, in.name), i);
         if (in.numel > MAX_READ) continue;
-        bool is_float = !strcmp(in.dtype, "F32") || !strcmp(in.dtype, "F16") ||
-                        !strcmp(in.dtype, "BF16");
+        bool is_float =
+            !strcmp(in.dtype, "F32") || !strcmp(in.dtype, "F16") || !strcmp(in.dtype, "BF16");
         rc = st_read_f32(f, in.name, g_buf, in.ndim, in.shape);
-        FUZZ_CHECK(is_float ? rc == 0 : rc == ERR_MISMATCH, "tensor '%s' (%s): read rc %d",
-                   in.name, in.dtype, rc);
+        FUZZ_CHECK(is_float ? rc == 0 : rc == ERR_MISMATCH, "tensor '%s' (%s): read rc %d", in.name,
+                   in.dtype, rc);
         /* The wrong shape: one more dimension of 1 is refused, not read. */
         if (in.ndim < ST_MAX_NDIM) {
             int64_t sh[ST_MAX_NDIM];
@@ -83,8 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 /* ---- seeds ---------------------------------------------------------------- */
 
 /* A file of the given header (padded to 8 bytes) and data region. */
-static void seed_raw(const char *dir, const char *name, const char *header, const void *d,
-                     size_t n)
+static void seed_raw(const char *dir, const char *name, const char *header, const void *d, size_t n)
 {
     size_t   h = strlen(header), pad = (8 - h % 8) % 8;
     size_t   total = 8 + h + pad + n;

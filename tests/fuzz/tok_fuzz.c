@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n; i++) in_set = in_set && text[i] && strchr(cs, text[i]);
     int n_ids = -1;
     int rc = tok_encode(t, text, n, TOK_ENC_BOS | TOK_ENC_EOS, ids, (int)n + 2, &n_ids);
-    FUZZ_CHECK((rc == 0) == in_set && n_ids == (int)n + 2, "encode %d of %zu bytes: %d ids", rc,
-               n, n_ids);
+    FUZZ_CHECK((rc == 0) == in_set && n_ids == (int)n + 2, "encode %d of %zu bytes: %d ids", rc, n,
+               n_ids);
     if (rc == 0) {
         FUZZ_CHECK(ids[0] == TOK_BOS && ids[n + 1] == TOK_EOS, "specials %d %d", ids[0],
                    ids[n + 1]);
