@@ -215,7 +215,7 @@ fuzz-deps:
 
 # Only meaningful inside fuzz-build's make (BUILD=$(FUZZ_BUILD), CC=clang).
 fuzz-bins: $(FUZZ_BINS)
-.PRECIOUS: $(BUILD)/tests/fuzz/%.o
+.SECONDARY: $(patsubst %,$(BUILD)/tests/fuzz/%_fuzz.o,$(FUZZ_NAMES)) $(FUZZ_SUPPORT_OBJ)
 $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%_fuzz.o $(FUZZ_SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
