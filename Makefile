@@ -7,6 +7,7 @@
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #   make bare-test  make test and a short make run from a clean clone in a bare Debian container
+#   make fuzz       libFuzzer harnesses (tests/fuzz) under ASan + UBSan, FUZZ_RUNS inputs each
 #   make install    copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make image      the Docker image rlhf:latest (deploy/Dockerfile) on a local Debian 12 base
 #   make image-test make image, then check it: every program's --help, non-root, a tiny cluster
@@ -92,7 +93,8 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image image-test cluster-up cluster-down cluster-test stack-test compare
+        install image image-test cluster-up cluster-down cluster-test stack-test compare \
+        fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -193,6 +195,42 @@ model:
 sanitize:
 	$(MAKE) BUILD=build-san SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
+# ---- fuzz ------------------------------------------------------------------
+# libFuzzer harnesses, one per decoder of outside input (tests/fuzz/*_fuzz.c;
+# tests/fuzz/README.md lists them and their figures). The library is built
+# again with clang, AddressSanitizer and UBSan into $(FUZZ_BUILD) by a
+# recursive make (objects compiled with coverage instrumentation, nothing
+# shared with $(BUILD)); tests/fuzz/run.sh then runs every harness (or those
+# in FUZZ=name ...) for FUZZ_RUNS inputs and fails on any finding. clang and
+# its runtime are installed by tests/fuzz/install-fuzz-deps.sh, only here.
+#   make fuzz                    FUZZ_RUNS=1000000 inputs per harness
+#   make fuzz FUZZ_RUNS=20000    the short run CI does
+#   make fuzz FUZZ=bpe           one harness
+FUZZ_BUILD ?= build-fuzz
+FUZZ_RUNS  ?= 1000000
+FUZZ       ?=
+FUZZ_SAN   := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+              -Wno-pass-failed
+FUZZ_NAMES := $(patsubst tests/fuzz/%_fuzz.c,%,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_BINS  := $(addprefix $(BUILD)/fuzz/,$(FUZZ_NAMES))
+FUZZ_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/,fuzz/fuzz.o support/fixtures.o support/wire_fixture.o)
+
+fuzz: fuzz-build
+	./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_RUNS) $(FUZZ)
+
+fuzz-build: deps fuzz-deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SAN="$(FUZZ_SAN)" fuzz-bins
+
+fuzz-deps:
+	@./tests/fuzz/install-fuzz-deps.sh
+
+# Only meaningful inside fuzz-build's make (BUILD=$(FUZZ_BUILD), CC=clang).
+fuzz-bins: $(FUZZ_BINS)
+.SECONDARY: $(patsubst %,$(BUILD)/tests/fuzz/%_fuzz.o,$(FUZZ_NAMES)) $(FUZZ_SUPPORT_OBJ)
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%_fuzz.o $(FUZZ_SUPPORT_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
 FMT_SRC := $(shell find $(SRCDIRS) tests -name '*.[ch]')
 format:
 	clang-format -i $(FMT_SRC)
@@ -200,6 +238,6 @@ format-check:
 	clang-format --dry-run --Werror $(FMT_SRC)
 
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

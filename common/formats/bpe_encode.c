@@ -117,7 +117,9 @@ static int encode_piece(const Bpe *b, BpeWork *w, const uint8_t *s, size_t len, 
                 log_error("bpe_encode: byte 0x%02x at position %zu has no token", s[i], at + i);
                 return ERR_RANGE;
             }
-            if (!atomic_exchange(&b->warned_drop, true))
+            /* The flag is the one mutable field of a Bpe (bpe.h); C11 atomics take a
+             * non-const pointer (clang enforces it), and the Bpe is heap-allocated. */
+            if (!atomic_exchange((atomic_bool *)&b->warned_drop, true))
                 log_warn("bpe_encode: byte 0x%02x at position %zu has no token in this vocabulary "
                          "and is dropped (reported once)",
                          s[i], at + i);

@@ -300,6 +300,52 @@ done:
     return rc;
 }
 
+/* Whether f holds a tensor called name; logs it missing otherwise. */
+static bool has_tensor(const GgufFile *f, const char *name, const ModelConfig *c)
+{
+    if (gguf_find_tensor(f, name) >= 0) return true;
+    log_error("gguf_load: '%s': no tensor '%s' (the metadata describes %d layers)", gguf_path(f),
+              name, c->n_layers);
+    return false;
+}
+
+/* Checks, before a model of c is allocated, that f holds a tensor of every
+ * GGUF name it needs (in the order gguf_load_model looks for them, so the
+ * same tensor is reported missing) and that its tensors, which gguf_open
+ * bounded by the file, hold at least the model's parameter count: the
+ * metadata alone sets the model's size, and a small file that claims a
+ * huge model must be refused here, not by an allocation of the size it
+ * claims. gguf_load_model then checks each tensor's shape and type. */
+static int check_holds(const GgufFile *f, const ModelConfig *c)
+{
+    char name[GGUF_MAX_NAME + 1];
+    if (!has_tensor(f, "token_embd.weight", c)) return ERR_NOTFOUND;
+    for (int l = 0; l < c->n_layers; l++) {
+        for (size_t i = 0; i < sizeof k_layer_names / sizeof k_layer_names[0]; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, k_layer_names[i][0]);
+            if (!has_tensor(f, name, c)) return ERR_NOTFOUND;
+        }
+    }
+    if (!has_tensor(f, "output_norm.weight", c) ||
+        (!c->tie_embeddings && !has_tensor(f, "output.weight", c)))
+        return ERR_NOTFOUND;
+    uint64_t have = 0;
+    for (int i = 0; i < gguf_tensor_count(f); i++) {
+        GgufTensorInfo t;
+        gguf_tensor_info(f, i, &t);
+        have += t.numel;
+    }
+    size_t want = model_config_num_params(c);
+    if (have < want) {
+        log_error("gguf_load: '%s': the metadata describes a model of %zu parameters (%d layers, "
+                  "dim %d, hidden %d, vocab %d), but the file's %d tensors hold %llu values",
+                  gguf_path(f), want, c->n_layers, c->dim, c->hidden_dim, c->vocab_size,
+                  gguf_tensor_count(f), (unsigned long long)have);
+        return ERR_MISMATCH;
+    }
+    return 0;
+}
+
 int gguf_load(const char *path, int max_seq_len, Model **out)
 {
     CHECK(path && out);
@@ -310,6 +356,7 @@ int gguf_load(const char *path, int max_seq_len, Model **out)
     ModelConfig cfg;
     if ((rc = gguf_model_config(f, &cfg)) != 0) goto close;
     if (max_seq_len > 0 && max_seq_len < cfg.max_seq_len) cfg.max_seq_len = max_seq_len;
+    if ((rc = check_holds(f, &cfg)) != 0) goto close;
     Model *m = model_new(&cfg);
     if ((rc = gguf_load_model(f, m)) != 0) {
         model_free(&m);

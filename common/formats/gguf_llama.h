@@ -52,7 +52,11 @@ int gguf_load_model(GgufFile *f, Model *m);
 
 /* Convenience: gguf_open + gguf_model_config (max_seq_len capped at
  * max_seq_len when > 0) + model_new + gguf_load_model + gguf_close.
- * Returns 0 with *out set (caller owns) or an error of those functions. */
+ * Returns 0 with *out set (caller owns) or an error of those functions.
+ * Before the model is allocated, every tensor it needs must be in the file
+ * (else ERR_NOTFOUND) and the file's tensors must hold at least its
+ * parameter count (else ERR_MISMATCH), so that metadata claiming a model
+ * far larger than the file is refused, not allocated. Logged. */
 int gguf_load(const char *path, int max_seq_len, Model **out);
 
 /* The GGUF name (e.g. blk.3.attn_q.weight) of our tensor called ours (e.g.

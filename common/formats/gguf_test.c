@@ -559,7 +559,10 @@ enum {
     MW_NO_KEY,     /* no llama.feed_forward_length */
     MW_ARCH,       /* general.architecture "gpt2" */
     MW_F16,        /* all matrices stored as F16 */
+    MW_HUGE,       /* metadata claims HUGE_LAYERS layers of hidden size 2^18 (~51 GB),
+                      the layers past the model's present as 1-element tensors */
 };
+#define HUGE_LAYERS 1024
 
 /* Writes m as llama.cpp's converter would: GGUF names, reversed dims,
  * permuted query and key rows, F32 (or F16 matrices), default alignment. */
@@ -569,19 +572,22 @@ static void write_model(Ctx *t, Model *m, int mode)
     GgufBuf            kv = {0}, out = {0};
     gguf_buf_kv_str(&kv, "general.architecture", mode == MW_ARCH ? "gpt2" : "llama");
     gguf_buf_kv_u32(&kv, "llama.embedding_length", (uint32_t)c->dim);
-    gguf_buf_kv_u32(&kv, "llama.block_count", (uint32_t)c->n_layers);
+    gguf_buf_kv_u32(&kv, "llama.block_count",
+                    mode == MW_HUGE ? HUGE_LAYERS : (uint32_t)c->n_layers);
     gguf_buf_kv_u32(&kv, "llama.attention.head_count", (uint32_t)c->n_heads);
     gguf_buf_kv_u32(&kv, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
     if (mode != MW_NO_KEY)
-        gguf_buf_kv_u32(&kv, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+        gguf_buf_kv_u32(&kv, "llama.feed_forward_length",
+                        mode == MW_HUGE ? 1u << 18 : (uint32_t)c->hidden_dim);
     gguf_buf_kv_u32(&kv, "llama.context_length", (uint32_t)c->max_seq_len);
     gguf_buf_kv_u32(&kv, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads));
     gguf_buf_kv_f32(&kv, "llama.rope.freq_base", c->rope_theta);
     gguf_buf_kv_f32(&kv, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     int      nt = model_num_tensors(m);
-    WTensor *wt = xcalloc((size_t)nt + 1, sizeof *wt);
-    void   **bufs = xcalloc((size_t)nt + 1, sizeof *bufs);
-    char(*names)[GGUF_MAX_NAME + 1] = xcalloc((size_t)nt + 1, sizeof *names);
+    size_t   cap = (size_t)nt + 1 + (mode == MW_HUGE ? 9 * (size_t)HUGE_LAYERS : 0);
+    WTensor *wt = xcalloc(cap, sizeof *wt);
+    void   **bufs = xcalloc(cap, sizeof *bufs);
+    char(*names)[GGUF_MAX_NAME + 1] = xcalloc(cap, sizeof *names);
     int n = 0;
     for (int i = 0; i < nt; i++) {
         ModelTensor mt;
@@ -629,6 +635,18 @@ static void write_model(Ctx *t, Model *m, int mode)
         wt[n] = wt[1];
         wt[n].name = names[n];
         n++;
+    }
+    if (mode == MW_HUGE) {
+        static const float one_value = 0.0f;
+        int                n_model = n;
+        for (int l = c->n_layers; l < HUGE_LAYERS; l++) {
+            for (int i = 0; i < n_model; i++) {
+                if (strncmp(names[i], "blk.0.", 6) != 0) continue;
+                snprintf(names[n], sizeof names[n], "blk.%d.%s", l, names[i] + 6);
+                wt[n] = (WTensor){names[n], GGUF_TYPE_F32, 1, {1, 1}, &one_value, sizeof(float)};
+                n++;
+            }
+        }
     }
     build_file(&out, 3, &kv, kv.n_kv, wt, n, GGUF_DEFAULT_ALIGNMENT, NULL);
     CHECK(fixture_write_file(t->path, out.p, out.n) == 0);
@@ -710,6 +728,11 @@ static void test_model(Ctx *t)
             {MW_NAN, ERR_NONFINITE, "tensor 'blk.0.ffn_gate.weight': element 5 is nan"},
             {MW_NO_KEY, ERR_NOTFOUND, "missing key 'llama.feed_forward_length'"},
             {MW_ARCH, ERR_UNSUPPORTED, "general.architecture 'gpt2', expected 'llama'"},
+            /* Found with the gguf fuzz harness: the model was allocated at
+             * the size the metadata claims (about 100 GB with gradients)
+             * before any tensor was checked, so a file under 1 MB
+             * aborted the loader. */
+            {MW_HUGE, ERR_MISMATCH, "the metadata describes a model of"},
         };
         for (size_t k = 0; k < sizeof bad_cases / sizeof bad_cases[0]; k++) {
             write_model(t, m, bad_cases[k].mode);

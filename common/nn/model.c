@@ -132,6 +132,14 @@ static size_t layout(Model *m, bool bind)
     return off;
 }
 
+size_t model_config_num_params(const ModelConfig *cfg)
+{
+    char why[160];
+    CHECK(model_config_validate(cfg, why, sizeof why) == 0);
+    Model m = {.cfg = *cfg};
+    return layout(&m, false);
+}
+
 Model *model_new(const ModelConfig *cfg)
 {
     char why[160];

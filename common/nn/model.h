@@ -55,6 +55,11 @@ ModelConfig model_config_llama(int dim, int n_layers, int n_heads, int n_kv_head
  * reason written to why (if non-NULL). */
 int model_config_validate(const ModelConfig *cfg, char *why, size_t why_len);
 
+/* The parameters a model of cfg has (model_num_params of model_new(cfg)),
+ * counted without allocating it, so a loader can weigh a config from a file
+ * against the file before building the model. CHECKs the config is valid. */
+size_t model_config_num_params(const ModelConfig *cfg);
+
 /* A model with all parameters zero and RMSNorm gains one. CHECKs the config
  * is valid (validate outside input first). Caller owns. */
 Model *model_new(const ModelConfig *cfg);
