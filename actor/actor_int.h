@@ -157,9 +157,6 @@ uint64_t actor_fnv1a(const char *s);
 
 /* ---- actor_weights.c -------------------------------------------------- */
 
-/* Parameters a config implies, in the model's layout (model.h): what a
- * snapshot's size is checked against before any model is built from it. */
-uint64_t actor_config_num_params(const ModelConfig *c);
 /* Whether two configs describe the same model shape. */
 bool actor_config_equal(const ModelConfig *x, const ModelConfig *y);
 

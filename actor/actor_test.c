@@ -43,9 +43,9 @@ static void st_config(bool verbose)
                "config round trip (tie %d, value head %d): rc %d, eos %d, expected 0 and %d",
                c.tie_embeddings, c.has_value_head, rc, eos, TOK_EOS);
         Model *m = model_new(&c);
-        EXPECT(model_num_params(m) == actor_config_num_params(&c),
+        EXPECT(model_num_params(m) == model_config_num_params(&c),
                "parameter count: model %zu, config implies %llu", model_num_params(m),
-               (unsigned long long)actor_config_num_params(&c));
+               (unsigned long long)model_config_num_params(&c));
         model_free(&m);
         free(js);
     }

@@ -18,20 +18,6 @@
 /* Seconds between log lines while snapshot fetches keep failing. */
 #define ACTOR_FETCH_LOG_S 10.0
 
-/* Parameters a config implies, in the model's layout (model.h): what the
- * snapshot's size is checked against before any model is built from it, so
- * a peer cannot make the actor allocate for a config it did not send. */
-uint64_t actor_config_num_params(const ModelConfig *c)
-{
-    uint64_t C = (uint64_t)c->dim, HS = C / (uint64_t)c->n_heads;
-    uint64_t kvd = (uint64_t)c->n_kv_heads * HS, H = (uint64_t)c->hidden_dim;
-    uint64_t layer = 2 * C + 2 * C * C + 2 * kvd * C + 3 * H * C;
-    uint64_t n = (uint64_t)c->vocab_size * C + (uint64_t)c->n_layers * layer + C;
-    if (!c->tie_embeddings) n += (uint64_t)c->vocab_size * C;
-    if (c->has_value_head) n += C + 1;
-    return n;
-}
-
 bool actor_config_equal(const ModelConfig *x, const ModelConfig *y)
 {
     return x->dim == y->dim && x->n_layers == y->n_layers && x->n_heads == y->n_heads &&
@@ -74,7 +60,9 @@ static int install_snapshot(Actor *a)
         actor_refuse(a, "snapshot", WIRE_REJ_BAD_VALUE, "%s: config refused", name);
         return ERR_FORMAT;
     }
-    uint64_t n = actor_config_num_params(&mc);
+    /* Weighed before any model is built from it: a peer cannot make the
+     * actor allocate for a config it did not send the weights of. */
+    uint64_t n = model_config_num_params(&mc);
     if (n * 4 != bytes) {
         actor_refuse(a, "snapshot", WIRE_REJ_BAD_SHAPE,
                      "%s: %zu bytes, but its config implies %llu parameters (%llu bytes)", name,

@@ -11,6 +11,8 @@
 #include "common/base/log.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_int.h"
+#include "common/formats/safetensors.h"
+#include "common/nn/model.h"
 
 /* The decimal form of x with the fewest digits that reads back as x, so
  * config.json says 1e-05 rather than 9.99999975e-06. */
@@ -327,6 +329,35 @@ int ckpt_config_from_json(const char *what, const char *text, ModelConfig *cfg, 
     return rc;
 }
 
+/* Whether dir's weights file can hold a model of cfg: a config.json that
+ * claims a far larger model than the weights beside it (damage, or a
+ * hostile file) is refused here, before any caller allocates that model.
+ * No weights file: nothing to weigh (the load that follows says so). */
+static int check_weights_hold(const char *dir, const char *cpath, const ModelConfig *cfg)
+{
+    char wpath[PATH_MAX];
+    ckpt_join(wpath, dir, CKPT_MODEL_FILE);
+    StFile *f = NULL;
+    int     rc = st_open(wpath, &f);
+    if (rc == ERR_NOTFOUND) return 0;
+    if (rc) return rc;
+    size_t have = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        StInfo in;
+        st_info_at(f, i, &in);
+        have += in.numel;
+    }
+    st_close(&f);
+    size_t want = model_config_num_params(cfg);
+    if (have < want) {
+        log_error("ckpt_load_config: '%s' describes a model of %zu parameters, but '%s' holds %zu "
+                  "values",
+                  cpath, want, wpath, have);
+        return ERR_MISMATCH;
+    }
+    return 0;
+}
+
 int ckpt_load_config(const char *dir, ModelConfig *cfg)
 {
     CHECK(dir && cfg);
@@ -336,7 +367,7 @@ int ckpt_load_config(const char *dir, ModelConfig *cfg)
     if (rc != 0) return rc;
     rc = ckpt_config_parse("ckpt_load_config", path, o, cfg);
     json_decref(o);
-    return rc;
+    return rc ? rc : check_weights_hold(dir, path, cfg);
 }
 
 int ckpt_load_tok(const char *dir, Tok **out)

@@ -20,7 +20,10 @@
  * for invalid JSON or a missing or ill-typed key; ERR_RANGE for a value out
  * of range or a config model_config_validate refuses; ERR_UNSUPPORTED for a
  * model type or feature this model lacks (rope_scaling, biases, another
- * activation, a newer rlhf_format_version). cfg is unspecified on error. */
+ * activation, a newer rlhf_format_version); ERR_MISMATCH when dir's
+ * model.safetensors holds fewer values than the config's model has
+ * parameters (so no caller allocates a model the weights cannot fill). cfg
+ * is unspecified on error. */
 int ckpt_load_config(const char *dir, ModelConfig *cfg);
 
 /* The config.json text of a model in the layout of ckpt.h (with tok's keys when

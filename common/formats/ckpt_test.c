@@ -396,6 +396,24 @@ static void test_refusals(TestCtx *t, const Tok *tok)
         EXPECT_REFUSED(ckpt_load_config(t->bad, &got), cfg_cases[i].want, cfg_cases[i].expect,
                        label);
     }
+    /* A config.json claiming a model far larger than the weights beside it
+     * (1024 layers: ~500x the values) is refused before anything is built
+     * for it; found by the checkpoint fuzz harness's review. */
+    {
+        char   src[PATH_MAX], dst[PATH_MAX];
+        char  *raw = NULL;
+        size_t len = 0;
+        ckpt_join(src, t->ck, CKPT_MODEL_FILE);
+        ckpt_join(dst, t->bad, CKPT_MODEL_FILE);
+        bool ok = fileio_read_all(src, 1 << 26, false, &raw, &len) == 0 &&
+                  fileio_write_atomic(dst, raw, len) == 0;
+        free(raw);
+        EXPECT(ok && put_config_with(t, "num_hidden_layers", "1024") == 0, "%s",
+               "a config of 1024 layers beside the 2-layer weights");
+        EXPECT_REFUSED(ckpt_load_config(t->bad, &got), ERR_MISMATCH, "describes a model of",
+                       "config larger than its weights");
+        unlink(dst);
+    }
     /* A plain HF config without our keys still loads, with HF defaults. */
     put_file(t->bad, CKPT_CONFIG_FILE,
              "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 40, "
