@@ -71,6 +71,10 @@ int actor_selftest(bool verbose);
 int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
 int reward_selftest(bool verbose);
+/* The code sandbox pool on real python3 processes under rlhf-sandbox-exec:
+ * every verdict, fractions of tests, forged results, output caps, the
+ * bound on concurrent runs, stopping, and each isolation mode here. */
+int sandbox_selftest(bool verbose);
 int lease_selftest(bool verbose);
 int learner_selftest(bool verbose);
 /* Issue 8, finding 5: a reward outside --reward-min/--reward-max (3e38) is
@@ -178,6 +182,7 @@ int cli_selftest(bool verbose);
     X(actor_dns, actor_dns_selftest)                                                               \
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
+    X(sandbox, sandbox_selftest)                                                                   \
     X(lease, lease_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
     X(learner_train, learner_train_selftest)                                                       \
