@@ -75,6 +75,9 @@ int reward_selftest(bool verbose);
  * every verdict, fractions of tests, forged results, output caps, the
  * bound on concurrent runs, stopping, and each isolation mode here. */
 int sandbox_selftest(bool verbose);
+/* The "code" scorer: programs built from completions and their metadata
+ * (HumanEval's shape, stop strings, fences, bad metadata), rewards. */
+int sandbox_scorer_selftest(bool verbose);
 int lease_selftest(bool verbose);
 int learner_selftest(bool verbose);
 /* Issue 8, finding 5: a reward outside --reward-min/--reward-max (3e38) is
@@ -183,6 +186,7 @@ int cli_selftest(bool verbose);
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
     X(sandbox, sandbox_selftest)                                                                   \
+    X(sandbox_scorer, sandbox_scorer_selftest)                                                     \
     X(lease, lease_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
     X(learner_train, learner_train_selftest)                                                       \
