@@ -22,7 +22,9 @@
  * (records "<length>\n<bytes>": the nonce, the program, then each test),
  * runs the program, then each test in the program's namespace, and reports
  * on fd 3 (see the header). Exceptions are caught as BaseException, so
- * SystemExit and KeyboardInterrupt count as failures, not as an end. */
+ * SystemExit and KeyboardInterrupt count as failures, not as an end. Only
+ * the process it started in reports: a program that forks must not have
+ * its copies of the runner report too. */
 static const char RUNNER[] =
     "import os, sys\n"
     "def _rlhf_runner():\n"
@@ -37,7 +39,10 @@ static const char RUNNER[] =
     "        i = j + 1 + n\n"
     "    nonce, code, tests = recs[0], recs[1], recs[2:]\n"
     "    side = open(3, 'w', buffering=1)\n"
+    "    me = os.getpid()\n"
     "    def say(s):\n"
+    "        if os.getpid() != me:\n"
+    "            return\n"
     "        side.write(nonce + ' ' + s + '\\n')\n"
     "        side.flush()\n"
     "    def name(e):\n"

