@@ -496,6 +496,11 @@ Reward *reward_new(const RewardConfig *cfg)
             log_warn("%s: no \"code\" scorer: its sandbox did not start (above)", cfg->id);
         else if (scorer_register(r->scorers, SANDBOX_SCORER_NAME, sandbox_scorer_run, r->code))
             goto fail;
+        /* A scoring thread waits for its run: fewer threads than workers leave workers idle. */
+        if (r->code && cfg->threads < cfg->code.sandbox.workers)
+            log_warn("%s: %d scoring threads for %d sandbox workers: at most %d code runs at "
+                     "once (raise --threads)",
+                     cfg->id, cfg->threads, cfg->code.sandbox.workers, cfg->threads);
     }
     r->zctx = zmq_ctx_new();
     if (!r->zctx) {
