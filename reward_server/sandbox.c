@@ -572,12 +572,12 @@ static void pump(Sandbox *sb)
             if (!sb->q_head) sb->q_tail = NULL;
             j->next = NULL;
         }
+        /* Closed under the lock: a submitter sends to the handle only while
+         * holding it and seeing no stop, so never to a closed handle. */
+        if (!j && is_stopping && sb->n_running == 0 && !uv_is_closing((uv_handle_t *)&sb->async))
+            uv_close((uv_handle_t *)&sb->async, NULL);
         pthread_mutex_unlock(&sb->mu);
-        if (!j) {
-            if (is_stopping && sb->n_running == 0 && !uv_is_closing((uv_handle_t *)&sb->async))
-                uv_close((uv_handle_t *)&sb->async, NULL);
-            return;
-        }
+        if (!j) return;
         atomic_fetch_sub(&sb->st_queued, 1);
         if (is_stopping) {
             j->is_cancelled = true;
@@ -637,6 +637,7 @@ int sandbox_submit(Sandbox *sb, const SandboxJob *job, SandboxDoneFn done, void 
             sb->q_head = j;
         sb->q_tail = j;
         atomic_fetch_add(&sb->st_queued, 1);
+        uv_async_send(&sb->async); /* under the lock: see pump */
     }
     pthread_mutex_unlock(&sb->mu);
     if (is_stopping) {
@@ -646,9 +647,7 @@ int sandbox_submit(Sandbox *sb, const SandboxJob *job, SandboxDoneFn done, void 
         make_result(j);
         done(&j->res, arg);
         job_free(j);
-        return 0;
     }
-    uv_async_send(&sb->async);
     return 0;
 }
 
@@ -690,10 +689,9 @@ void sandbox_stop(Sandbox *sb)
 {
     if (!sb) return;
     pthread_mutex_lock(&sb->mu);
-    bool was = sb->is_stopping;
+    if (!sb->is_stopping && sb->is_thread_running) uv_async_send(&sb->async);
     sb->is_stopping = true;
     pthread_mutex_unlock(&sb->mu);
-    if (!was && sb->is_thread_running) uv_async_send(&sb->async);
 }
 
 void sandbox_free(Sandbox **sbp)

@@ -37,7 +37,13 @@ enum {
     SBX_MSG_UNSUPPORTED = 'U', /* this isolation cannot be set up here: try the next */
     SBX_MSG_ERROR = 'E',       /* a failure no other mode would fix */
     SBX_MSG_PROBED = 'P',      /* probe: everything set up */
+    SBX_MSG_UNSHARED = 'N',    /* namespaces made: H writes the id maps, then says go */
 };
+
+/* The namespaces of SANDBOX_ISO_NAMESPACES. */
+#define SBX_NS_FLAGS                                                                               \
+    (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |     \
+     CLONE_NEWCGROUP)
 
 typedef struct {
     const SandboxExecConfig *cfg;
@@ -467,7 +473,7 @@ static bool parent_gone(const Ctx *x)
  * wait status to H and exits, which kills everything left in the namespace. */
 static _Noreturn void run_init(Ctx *x, char *const *argv, char *const *env)
 {
-    pid_t p = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+    pid_t p = fork();
     if (p < 0) child_fail(x, SBX_MSG_ERROR, "fork the program: %s", strerror(errno));
     if (p == 0) {
         close(x->init[1]);
@@ -491,26 +497,28 @@ static _Noreturn void run_init(Ctx *x, char *const *argv, char *const *env)
     _exit(n == (ssize_t)sizeof st ? 0 : SANDBOX_EXEC_SETUP_FAILED);
 }
 
+/* Closes H's ends of the pipes and the status fd in a child of H. */
+static void close_h_ends(const Ctx *x)
+{
+    close(x->go[1]);
+    close(x->ready[0]);
+    if (x->init[0] >= 0) close(x->init[0]);
+    if (x->cfg->status_fd >= 0) close(x->cfg->status_fd);
+}
+
+/* C: the sandbox set up around itself, then the program (with namespaces:
+ * as pid 1 of the new pid namespace, the program's init; see run_init). */
 static _Noreturn void run_child(Ctx *x, char *const *argv)
 {
     const SandboxExecConfig *cfg = x->cfg;
     const bool               is_ns = x->iso == SANDBOX_ISO_NAMESPACES;
-    close(x->go[1]);
-    close(x->ready[0]);
-    if (is_ns) close(x->init[0]);
-    if (cfg->status_fd >= 0) close(cfg->status_fd);
+    if (!is_ns) close_h_ends(x);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         child_fail(x, SBX_MSG_ERROR, "PR_SET_PDEATHSIG: %s", strerror(errno));
-    if (is_ns) {
-        char    c;
-        ssize_t got;
-        while ((got = read(x->go[0], &c, 1)) < 0 && errno == EINTR) {
-        }
-        if (got != 1) _exit(SANDBOX_EXEC_SETUP_FAILED); /* H failed and says why */
+    if (is_ns)
         setup_mounts(x);
-    } else if (getppid() != x->h_pid) {
+    else if (getppid() != x->h_pid)
         _exit(SANDBOX_EXEC_SETUP_FAILED);
-    }
     if (x->is_root) {
         if (setgroups(0, NULL) != 0 || setresgid(x->gid_in, x->gid_in, x->gid_in) != 0 ||
             setresuid(x->uid_in, x->uid_in, x->uid_in) != 0)
@@ -522,10 +530,10 @@ static _Noreturn void run_child(Ctx *x, char *const *argv)
     }
     if (parent_gone(x)) _exit(SANDBOX_EXEC_SETUP_FAILED);
 
-    /* RLIMIT_NPROC: a user namespace has its own count (the init is one of
-     * them); otherwise the uid's tasks everywhere count, so the program gets
+    /* RLIMIT_NPROC: a user namespace has its own count (the unsharer and the
+     * init may be among them); otherwise the uid's tasks everywhere count, so the program gets
      * nproc more than now. */
-    rlim_t nproc = (rlim_t)cfg->nproc + (is_ns ? 1 : 0);
+    rlim_t nproc = (rlim_t)cfg->nproc + (is_ns ? 2 : 0);
     if (!is_ns) {
         long now = count_tasks(x->uid);
         if (now < 0) child_fail(x, SBX_MSG_ERROR, "count tasks of uid %u: /proc", (unsigned)x->uid);
@@ -589,6 +597,42 @@ static _Noreturn void run_child(Ctx *x, char *const *argv)
     child_fail(x, SBX_MSG_ERROR, "exec %s: %s", x->path, strerror(errno));
 }
 
+/* With namespaces, H's child U makes them (unshare, in a process that
+ * fork left single threaded, as CLONE_NEWUSER requires: a sanitizer's
+ * threads in H do not come along), waits while H writes its uid and gid
+ * maps, and forks C, the first process of the new pid namespace. U stays
+ * outside it, waits for C and ends as C ended. fork and unshare rather
+ * than one raw clone: glibc's fork keeps the C library (and a sanitizer's
+ * allocator) consistent in the child. */
+static _Noreturn void run_unsharer(Ctx *x, char *const *argv)
+{
+    close_h_ends(x);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+        child_fail(x, SBX_MSG_ERROR, "PR_SET_PDEATHSIG: %s", strerror(errno));
+    if (unshare(SBX_NS_FLAGS) != 0)
+        child_fail(x, SBX_MSG_UNSUPPORTED, "unshare (new namespaces): %s", strerror(errno));
+    char    c = SBX_MSG_UNSHARED;
+    ssize_t got = write(x->ready[1], &c, 1);
+    while (got == 1 && (got = read(x->go[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (got != 1) _exit(SANDBOX_EXEC_SETUP_FAILED); /* H failed and says why */
+    pid_t pid = fork();
+    if (pid < 0)
+        child_fail(x, SBX_MSG_ERROR, "fork into the new pid namespace: %s", strerror(errno));
+    if (pid == 0) run_child(x, argv);
+    close(x->ready[1]);
+    close(x->init[1]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) _exit(SANDBOX_EXEC_SETUP_FAILED);
+    }
+    if (WIFSIGNALED(st)) {
+        signal(WTERMSIG(st), SIG_DFL);
+        kill(getpid(), WTERMSIG(st));
+    }
+    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : SANDBOX_EXEC_SETUP_FAILED);
+}
+
 /* ---- H --------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -599,11 +643,13 @@ typedef struct {
     char why[400];
 } Attempt;
 
-/* Reads C's message from the ready pipe until EOF (C's exec closes it). */
-static void read_ready(const Ctx *x, Attempt *a)
+/* Reads C's message from the ready pipe until EOF (C's exec closes it);
+ * first, when not 0, is its first byte, already read. */
+static void read_ready(const Ctx *x, Attempt *a, char first)
 {
     char   buf[400];
     size_t n = 0;
+    if (first) buf[n++] = first;
     for (;;) {
         ssize_t got = read(x->ready[0], buf + n, sizeof buf - 1 - n);
         if (got < 0 && errno == EINTR) continue;
@@ -643,44 +689,48 @@ static void attempt(Ctx *x, char *const *argv, Attempt *a)
         snprintf(a->why, sizeof a->why, "pipe2: %s", strerror(errno));
         return;
     }
-    unsigned long flags = SIGCHLD;
-    if (is_ns)
-        flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC |
-                 CLONE_NEWUTS | CLONE_NEWCGROUP;
     x->h_pid = getpid();
-    /* The raw clone (a fork when flags has no namespace): H is single
-     * threaded, so the child may go on running ordinary code. */
-    pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
-    if (pid == 0) run_child(x, argv);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (is_ns) run_unsharer(x, argv);
+        run_child(x, argv);
+    }
     close(x->go[0]);
     close(x->ready[1]);
     if (is_ns) close(x->init[1]);
     if (pid < 0) {
-        a->is_unsupported = is_ns;
-        a->is_failed = !is_ns;
-        snprintf(a->why, sizeof a->why, "clone%s: %s", is_ns ? " (new namespaces)" : "",
-                 strerror(errno));
+        a->is_failed = true;
+        snprintf(a->why, sizeof a->why, "fork: %s", strerror(errno));
         close(x->go[1]);
         close(x->ready[0]);
         if (is_ns) close(x->init[0]);
         return;
     }
+    char first = 0;
     if (is_ns) {
-        char why[200];
-        int  e = write_id_maps(x, pid, why, sizeof why);
-        if (e == 0 && write(x->go[1], "g", 1) != 1) e = -errno;
-        if (e != 0) {
-            kill(pid, SIGKILL);
-            wait_child(pid);
-            a->is_unsupported = true;
-            snprintf(a->why, sizeof a->why, "%s", why);
-            close(x->go[1]);
-            close(x->ready[0]);
-            close(x->init[0]);
-            return;
+        ssize_t got;
+        while ((got = read(x->ready[0], &first, 1)) < 0 && errno == EINTR) {
+        }
+        if (got == 1 && first == SBX_MSG_UNSHARED) {
+            first = 0;
+            char why[200];
+            int  e = write_id_maps(x, pid, why, sizeof why);
+            if (e == 0 && write(x->go[1], "g", 1) != 1) e = -errno;
+            if (e != 0) {
+                kill(pid, SIGKILL);
+                wait_child(pid);
+                a->is_unsupported = true;
+                snprintf(a->why, sizeof a->why, "%s", why);
+                close(x->go[1]);
+                close(x->ready[0]);
+                close(x->init[0]);
+                return;
+            }
+        } else if (got != 1) {
+            first = 0;
         }
     }
-    read_ready(x, a);
+    read_ready(x, a, first);
     close(x->ready[0]);
     a->wait_status = wait_child(pid);
     if (is_ns) {

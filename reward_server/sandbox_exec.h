@@ -5,7 +5,9 @@
  * then runs the program as its child:
  *
  *   reward server --uv_spawn (new session)--> rlhf-sandbox-exec (H)
- *       H --clone (new namespaces) or fork--> child (C): limits, then exec python3
+ *       H --fork--> C: limits, then exec python3
+ *   with namespaces:
+ *       H --fork--> U: unshare --fork--> C, pid 1: mounts, limits --fork--> exec python3
  *
  * H stays the leader of the process group the pool kills, waits for C,
  * writes "exit N" or "signal N" on the status fd and, with hold, waits to be
