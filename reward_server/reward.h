@@ -32,6 +32,7 @@
 #include "common/formats/tok.h"
 #include "common/net/auth.h"
 #include "common/net/wire.h"
+#include "reward_server/sandbox_scorer.h"
 
 #define REWARD_MAX_THREADS 64
 
@@ -50,6 +51,10 @@ typedef struct {
     /* Security: with keys, samples is a CURVE server allowing the keys in DIR/authorized and
        results a CURVE client of DIR/learner.pub (common/net/auth.h); AUTH_DEFAULTS = plaintext. */
     AuthConfig auth;
+    /* The "code" scorer's sandbox (reward_server/sandbox_scorer.h); code.sandbox.workers 0 = no
+       code scorer. Not required: a pool that cannot start is a warning, and "code" is then
+       unknown. The keys directory is hidden from the programs. */
+    SandboxScorerConfig code;
 } RewardConfig;
 
 typedef struct {
@@ -60,7 +65,12 @@ typedef struct {
     uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
     uint64_t rejects_total;
     double   score_seconds; /* time the workers spent scoring (decode, scorers) */
-    uint64_t refused_auth; /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
+    uint64_t refused_auth;  /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
+    /* The code scorer's sandbox: */
+    bool         has_code;             /* the "code" scorer is registered */
+    int          code_isolation;       /* SandboxIsolation in force */
+    bool         is_code_net_isolated; /* programs cannot reach the network */
+    SandboxStats code;                 /* its runs by verdict */
 } RewardStats;
 
 typedef struct Reward Reward;

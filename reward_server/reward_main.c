@@ -3,6 +3,8 @@
  * threads and pushes ScoredGroups to the learner's results endpoint. Several
  * servers may run; each binds its own samples endpoint and actors connect
  * to all of them. */
+#include <unistd.h>
+
 #include "common/base/log.h"
 #include "common/base/prog.h"
 #include "common/net/endpoints.h"
@@ -20,8 +22,14 @@ int main(int argc, char **argv)
                         .status_every_s = 5.0,
                         .metrics_addr = NULL,
                         .metrics_stale_s = METRICS_STALE_S,
-                        .auth = AUTH_DEFAULTS};
+                        .auth = AUTH_DEFAULTS,
+                        .code = {.sandbox = SANDBOX_DEFAULTS}};
     int          level = LOG_INFO;
+    /* One sandboxed run per CPU. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg.code.sandbox.workers = (int)(cpus < 1                     ? 1
+                                     : cpus > SANDBOX_MAX_WORKERS ? SANDBOX_MAX_WORKERS
+                                                                  : cpus);
 
     Flag flags[] = {
         FLAG_STRING("samples", &cfg.samples, "EP", "endpoint to bind for actors' samples"),
@@ -34,6 +42,23 @@ int main(int argc, char **argv)
                     "decode with this model's BPE tokenizer (the chat task)\n"
                     "instead of the char tokenizer",
                     .def = "none: the char tokenizer"),
+        FLAG_SECTION("Code rewards (task \"code\", README \"Code rewards in a sandbox\"):"),
+        FLAG_INT("code-workers", &cfg.code.sandbox.workers, 0, SANDBOX_MAX_WORKERS, "N",
+                 "sandboxed runs at once; 0 = no \"code\" scorer.\n"
+                 "Set --threads to at least N",
+                 .def = "one per CPU"),
+        FLAG_BOOL("code-all-or-nothing", &cfg.code.is_all_or_nothing,
+                  "reward 1 when every test passes, else 0\n(instead of the fraction passed)"),
+        FLAG_INT("code-timeout-ms", &cfg.code.sandbox.timeout_ms, 10, 3600000, "MS",
+                 "wall clock of one run, then its process group is killed"),
+        FLAG_INT("code-cpu-s", &cfg.code.sandbox.cpu_s, 1, 3600, "S", "CPU seconds of one run"),
+        FLAG_INT("code-mem-mb", &cfg.code.sandbox.mem_mb, 16, 1 << 20, "MB",
+                 "address space of one run"),
+        FLAG_CHOICE("code-isolation", &cfg.code.sandbox.isolation, sandbox_iso_names, "MODE",
+                    "namespaces, seccomp, rlimits, or auto: the strongest that works"),
+        FLAG_STRING("code-python", &cfg.code.sandbox.python, "PATH", "the interpreter"),
+        FLAG_INT("code-uid", &cfg.code.sandbox.uid, 1, 0x7ffffffe, "UID",
+                 "when run as root: the uid (and gid) programs run as"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "off"),
         FLAG_LOG_LEVEL(&level),
         METRICS_FLAGS(&cfg.metrics_addr, &cfg.metrics_stale_s),
@@ -48,6 +73,9 @@ int main(int argc, char **argv)
     };
     int rc = prog_start_stoppable(&spec, argc, argv, "reward", &level);
     if (rc != PROG_RUN) return rc;
+    cfg.code.sandbox.gid = cfg.code.sandbox.uid;
+    /* Asked for by name: a sandbox that cannot start fails the start. */
+    cfg.code.is_required = flags_at(&spec, "code-workers") > 0 && cfg.code.sandbox.workers > 0;
     Reward *r = reward_new(&cfg);
     if (!r) return PROG_EXIT_FAIL;
     rc = reward_run(r, prog_stop_atomic());

@@ -8,6 +8,7 @@
 struct RewardMetrics {
     Metrics       *m;
     MetricsFamily *received, *scored, *completions, *unsent, *rejects, *score_s;
+    MetricsFamily *code_runs, *code_capped, *code_iso, *code_net; /* the code sandbox */
 };
 
 int reward_metrics_open(const RewardConfig *cfg, RewardMetrics **out)
@@ -30,6 +31,18 @@ int reward_metrics_open(const RewardConfig *cfg, RewardMetrics **out)
     p->score_s =
         metrics_family(m, C, "rlhf_reward_score_seconds_total",
                        "time spent scoring groups (divide by groups scored for the mean)", NULL);
+    p->code_runs = metrics_family(m, C, "rlhf_reward_code_runs_total",
+                                  "sandboxed code runs, by how they ended", "verdict");
+    p->code_capped = metrics_family(m, C, "rlhf_reward_code_output_capped_total",
+                                    "sandboxed runs whose output went past the cap", NULL);
+    p->code_iso = metrics_family(m, METRICS_GAUGE, "rlhf_reward_code_isolation",
+                                 "1 for the sandbox's isolation mode in force (none: no code "
+                                 "scorer)",
+                                 "mode");
+    p->code_net = metrics_family(m, METRICS_GAUGE, "rlhf_reward_code_network_isolated",
+                                 "1 when sandboxed programs cannot reach the network, 0 when they "
+                                 "can (or there is no code scorer)",
+                                 NULL);
     double stale_s = cfg->metrics_stale_s > 0 ? cfg->metrics_stale_s : METRICS_STALE_S;
     int    rc = metrics_serve(m, cfg->metrics_addr, stale_s);
     if (rc) {
@@ -63,5 +76,13 @@ void reward_metrics_tick(RewardMetrics *p, const Reward *r)
         metrics_set(p->rejects, METRICS_LABELS(wire_reason_name((WireReason)k)),
                     (double)st.rejects[k]);
     metrics_set(p->score_s, NULL, st.score_seconds);
+    for (int v = 0; v < SANDBOX_VERDICT_COUNT; v++)
+        metrics_set(p->code_runs, METRICS_LABELS(sandbox_verdict_name((SandboxVerdict)v)),
+                    (double)st.code.verdicts[v]);
+    metrics_set(p->code_capped, NULL, (double)st.code.output_capped);
+    for (int i = SANDBOX_ISO_NAMESPACES; i < SANDBOX_ISO_COUNT; i++)
+        metrics_set(p->code_iso, METRICS_LABELS(sandbox_iso_names[i]),
+                    st.has_code && st.code_isolation == i ? 1.0 : 0.0);
+    metrics_set(p->code_net, NULL, st.is_code_net_isolated ? 1.0 : 0.0);
     metrics_unlock(p->m);
 }

