@@ -40,7 +40,7 @@ typedef struct {
     int         eval_n;
     /* Metrics: */
     int metrics_port_base; /* learner's HTTP port; reward servers, then actors, follow; 0 = off */
-    const char *keys; /* CURVE keys directory for every child (made if missing); NULL = none */
+    const char *keys;      /* CURVE keys directory for every child (made if missing); NULL = none */
 } RunArgs;
 
 static int mkdir_p(const char *path)

@@ -73,7 +73,10 @@
  *
  * Files: metrics_path gets one JSON object per optimizer step (appended; a
  * fresh run truncates it), summary_path one JSON object at the end, both
- * may be NULL. Parent directories are created.
+ * may be NULL. trained_log_path, when set, gets one line per group an
+ * update trained, written before the update's version is announced (see
+ * learner_record_trained), appended across restarts. Parent directories
+ * are created.
  *
  * Ownership: learner_new's caller owns the Learner; config strings are
  * borrowed and must outlive it. Threading: a Learner belongs to the thread
@@ -116,6 +119,7 @@ typedef struct {
     const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
     const char *metrics_path;     /* JSONL, one record per step; NULL = none */
     const char *summary_path;     /* JSON at the end; NULL = none */
+    const char *trained_log_path; /* the groups each step trained (learner_record.h); NULL = none */
     int         steps;            /* optimizer steps (versions) to take in total, >= 0 */
     int         batch_groups;     /* groups per update, >= 1 */
     int         group_size;       /* G completions per prompt, >= 1 */
@@ -128,22 +132,22 @@ typedef struct {
                                      connections; 0 = no limit per key */
     int snapshot_queue_mb;        /* MiB of snapshots queued for sending, all peers;
                                      0 = learner_snapshot_budget's default */
-    int         max_new_tokens;   /* completion length cap, >= 1 */
-    float       lr;               /* AdamW learning rate (policy and critic); see the default */
-    int         lr_warmup_steps;  /* linear warmup, in updates */
-    float       grad_clip;        /* global norm, 0 = off */
-    AlgoConfig  algo;             /* update rule; see learner/algo/algo.h */
-    float       reward_min;       /* valid rewards: finite, reward_min < reward_max; a group */
-    float       reward_max;       /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
-    uint64_t    seed;             /* run seed: prompts, init, shuffles */
-    int         max_digits;       /* arithmetic operands 1..max_digits digits */
-    int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
-    int         eval_every;       /* evaluate every N steps as well, 0 = start and end only */
-    int         ckpt_every;       /* checkpoint every N steps, 0 = only at the end */
-    int         ckpt_keep;        /* checkpoints kept (the newest included), 1..CKPT_KEEP_MAX */
-    int         poll_ms;          /* longest wait in the loop */
-    double      status_every_s;   /* seconds between status lines, 0 = none */
-    int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
+    int        max_new_tokens;    /* completion length cap, >= 1 */
+    float      lr;                /* AdamW learning rate (policy and critic); see the default */
+    int        lr_warmup_steps;   /* linear warmup, in updates */
+    float      grad_clip;         /* global norm, 0 = off */
+    AlgoConfig algo;              /* update rule; see learner/algo/algo.h */
+    float      reward_min;        /* valid rewards: finite, reward_min < reward_max; a group */
+    float      reward_max;        /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
+    uint64_t   seed;              /* run seed: prompts, init, shuffles */
+    int        max_digits;        /* arithmetic operands 1..max_digits digits */
+    int        eval_n;            /* held-out problems per evaluation, 0 = no evaluation */
+    int        eval_every;        /* evaluate every N steps as well, 0 = start and end only */
+    int        ckpt_every;        /* checkpoint every N steps, 0 = only at the end */
+    int        ckpt_keep;         /* checkpoints kept (the newest included), 1..CKPT_KEEP_MAX */
+    int        poll_ms;           /* longest wait in the loop */
+    double     status_every_s;    /* seconds between status lines, 0 = none */
+    int        chunk_bytes;       /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
     /* Metrics: */
