@@ -61,8 +61,8 @@ struct Reward {
 
     void           *zctx;
     Auth           *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */
-    Tok            *tok;  /* the char tokenizer, or NULL with bpe */
-    Bpe            *bpe;  /* a GGUF model's tokenizer (cfg.model_path) */
+    Tok            *tok; /* the char tokenizer, or NULL with bpe */
+    Bpe            *bpe; /* a GGUF model's tokenizer (cfg.model_path) */
     ScorerRegistry *scorers;
     ScorerArithOpts arith;
 

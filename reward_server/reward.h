@@ -60,7 +60,7 @@ typedef struct {
     uint64_t rejects[WIRE_REJ_COUNT]; /* refused frames and groups, by reason */
     uint64_t rejects_total;
     double   score_seconds; /* time the workers spent scoring (decode, scorers) */
-    uint64_t refused_auth;  /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
+    uint64_t refused_auth; /* connections refused by CURVE/ZAP (also rejects "unauthorized") */
 } RewardStats;
 
 typedef struct Reward Reward;
