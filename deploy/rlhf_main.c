@@ -20,10 +20,7 @@
 #include "deploy/cluster_cmd.h"
 #include "deploy/launch.h"
 
-/* rlhf-learner's --algo names (learner/algo/algo.h; deploy does not include
- * learner/, and cli_test checks that the two lists agree). */
-static const char *const k_algos[] = {"grpo",    "ppo",  "reinforce", "rloo",
-                                      "dr_grpo", "dapo", "gspo",      NULL};
+static const char *const k_algos[] = {"grpo", "ppo", NULL};
 
 typedef struct {
     int         actors;
@@ -43,7 +40,7 @@ typedef struct {
     int         eval_n;
     /* Metrics: */
     int metrics_port_base; /* learner's HTTP port; reward servers, then actors, follow; 0 = off */
-    const char *keys;      /* CURVE keys directory for every child (made if missing); NULL = none */
+    const char *keys; /* CURVE keys directory for every child (made if missing); NULL = none */
 } RunArgs;
 
 static int mkdir_p(const char *path)
@@ -289,8 +286,7 @@ int main(int argc, char **argv)
     Flag flags[] = {
         FLAG_INT("actors", &a.actors, 1, 32, "N", "rollout actors"),
         FLAG_INT("rewards", &a.rewards, 1, 16, "N", "reward servers"),
-        FLAG_CHOICE("algo", &a.algo, k_algos, "A",
-                    "grpo, ppo, reinforce, rloo, dr_grpo, dapo or gspo\n(rlhf-learner --algo)"),
+        FLAG_CHOICE("algo", &a.algo, k_algos, "A", "grpo or ppo"),
         FLAG_INT("steps", &a.steps, 1, 100000000, "N", "learner optimizer steps"),
         FLAG_STRING("init", &a.init, "DIR", "warm-start checkpoint; made by rlhf-sft if missing"),
         FLAG_INT("sft-steps", &a.sft_steps, 1, 100000000, "N",

@@ -132,22 +132,22 @@ typedef struct {
                                      connections; 0 = no limit per key */
     int snapshot_queue_mb;        /* MiB of snapshots queued for sending, all peers;
                                      0 = learner_snapshot_budget's default */
-    int        max_new_tokens;    /* completion length cap, >= 1 */
-    float      lr;                /* AdamW learning rate (policy and critic); see the default */
-    int        lr_warmup_steps;   /* linear warmup, in updates */
-    float      grad_clip;         /* global norm, 0 = off */
-    AlgoConfig algo;              /* update rule; see learner/algo/algo.h */
-    float      reward_min;        /* valid rewards: finite, reward_min < reward_max; a group */
-    float      reward_max;        /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
-    uint64_t   seed;              /* run seed: prompts, init, shuffles */
-    int        max_digits;        /* arithmetic operands 1..max_digits digits */
-    int        eval_n;            /* held-out problems per evaluation, 0 = no evaluation */
-    int        eval_every;        /* evaluate every N steps as well, 0 = start and end only */
-    int        ckpt_every;        /* checkpoint every N steps, 0 = only at the end */
-    int        ckpt_keep;         /* checkpoints kept (the newest included), 1..CKPT_KEEP_MAX */
-    int        poll_ms;           /* longest wait in the loop */
-    double     status_every_s;    /* seconds between status lines, 0 = none */
-    int        chunk_bytes;       /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
+    int         max_new_tokens;   /* completion length cap, >= 1 */
+    float       lr;               /* AdamW learning rate (policy and critic); see the default */
+    int         lr_warmup_steps;  /* linear warmup, in updates */
+    float       grad_clip;        /* global norm, 0 = off */
+    AlgoConfig  algo;             /* update rule; see learner/algo/algo.h */
+    float       reward_min;       /* valid rewards: finite, reward_min < reward_max; a group */
+    float       reward_max;       /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
+    uint64_t    seed;             /* run seed: prompts, init, shuffles */
+    int         max_digits;       /* arithmetic operands 1..max_digits digits */
+    int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
+    int         eval_every;       /* evaluate every N steps as well, 0 = start and end only */
+    int         ckpt_every;       /* checkpoint every N steps, 0 = only at the end */
+    int         ckpt_keep;        /* checkpoints kept (the newest included), 1..CKPT_KEEP_MAX */
+    int         poll_ms;          /* longest wait in the loop */
+    double      status_every_s;   /* seconds between status lines, 0 = none */
+    int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
     /* Metrics: */
