@@ -85,7 +85,8 @@ PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-re
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
 # programs end to end, so `make test` builds them first and tells the runner
 # where they are.
-TEST_SRC   := $(SELFTEST_SRC) $(wildcard tests/*_test.c tests/support/*.c)
+TEST_SRC   := $(SELFTEST_SRC) $(wildcard tests/*_test.c tests/support/*.c) \
+              tests/chaos/chaos_check.c tests/chaos/chaos_check_test.c
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
