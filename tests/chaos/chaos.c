@@ -326,7 +326,7 @@ static void fault(Soak *s)
     if (n == 0) return;
     Daemon *d = cand[rng_below(&s->rng, (uint32_t)n)];
     if (rng_below(&s->rng, 2) == 0) {
-        if (d->kind == KIND_LEARNER && !s->armed && rng_below(&s->rng, 3) == 0) {
+        if (d->kind == KIND_LEARNER && !s->armed && rng_below(&s->rng, 2) == 0) {
             arm_mid_save(s, d);
             return;
         }
@@ -606,6 +606,26 @@ static int finish(Soak *s, double soak_s, bool interrupted)
     json_object_set_new(inv, "no_daemon_exited_on_its_own",
                         json_pack("{s:b, s:i, s:O, s:b}", "ok", alive_ok, "exits", exits, "which",
                                   s->unexpected, "learner_ended_cleanly", learner_ok));
+
+    /* Interrupted saves leave their temp directories; the next save must
+     * remove them, or a learner that crashes now and then fills its disk. */
+    int  litter = 0;
+    DIR *dir = opendir(s->run_dir);
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        litter += !strncmp(e->d_name, ".ckpt" FILEIO_TMP_TAG, strlen(".ckpt" FILEIO_TMP_TAG));
+    if (dir) closedir(dir);
+    char  *ltext = NULL;
+    size_t llen = 0;
+    int    removed = 0;
+    if (fileio_read_all(l->log, (size_t)1 << 30, true, &ltext, &llen) == 0)
+        for (const char *p = ltext; (p = strstr(p, "left by a save that was interrupted")); p++)
+            removed++;
+    free(ltext);
+    bool litter_ok = litter == 0;
+    bad += !litter_ok;
+    json_object_set_new(inv, "interrupted_saves_cleaned_up",
+                        json_pack("{s:b, s:i, s:i}", "ok", litter_ok, "temp_dirs_left", litter,
+                                  "temp_dirs_removed_by_later_saves", removed));
 
     int     total = 0;
     json_t *faults = fault_counts(s, &total);
