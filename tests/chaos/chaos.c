@@ -16,8 +16,8 @@
  * the invariants are checked from what the daemons wrote
  * (tests/chaos/chaos_check.h), plus: the final checkpoint loads (here and
  * with rlhf-export), the held-out accuracy reaches --target, no daemon
- * exited on its own. The report goes to --out (JSON: settings, fault
- * counts by kind and target, restarts, epochs, steps, samples, accuracy,
+ * exited on its own, and no interrupted save's temp directory is left. The report goes to --out
+ * (JSON: settings, fault counts by kind and target, restarts, epochs, steps, samples, accuracy,
  * each invariant with its numbers); the exit status is 0 only if every
  * invariant holds. `make chaos` runs it (CHAOS_SECONDS, default 1800). */
 #include <dirent.h>
