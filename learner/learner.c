@@ -180,6 +180,7 @@ void learner_free(Learner **lp)
     learner_intake_free(l);
     learner_serve_close(l);
     if (l->metrics) fclose(l->metrics);
+    if (l->trained_log) fclose(l->trained_log);
     free(l->config_json);
     free(l->traj);
     free(l->prompt_tok);

@@ -73,7 +73,10 @@
  *
  * Files: metrics_path gets one JSON object per optimizer step (appended; a
  * fresh run truncates it), summary_path one JSON object at the end, both
- * may be NULL. Parent directories are created.
+ * may be NULL. trained_log_path, when set, gets one line per group an
+ * update trained, written before the update's version is announced (see
+ * learner_record_trained), appended across restarts. Parent directories
+ * are created.
  *
  * Ownership: learner_new's caller owns the Learner; config strings are
  * borrowed and must outlive it. Threading: a Learner belongs to the thread
@@ -116,6 +119,7 @@ typedef struct {
     const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
     const char *metrics_path;     /* JSONL, one record per step; NULL = none */
     const char *summary_path;     /* JSON at the end; NULL = none */
+    const char *trained_log_path; /* the groups each step trained (learner_record.h); NULL = none */
     int         steps;            /* optimizer steps (versions) to take in total, >= 0 */
     int         batch_groups;     /* groups per update, >= 1 */
     int         group_size;       /* G completions per prompt, >= 1 */

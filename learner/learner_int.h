@@ -118,6 +118,7 @@ struct Learner {
     double   reward_before, reward_start, reward_after; /* held-out mean reward */
     double   last_reward, last_accuracy, last_kl, last_stale;
     FILE    *metrics;
+    FILE    *trained_log; /* cfg.trained_log_path, open for appending; NULL = none */
     /* The Prometheus endpoint (learner_metrics), NULL when off. */
     struct LearnerMetrics *http_metrics;
 };

@@ -92,6 +92,10 @@ int main(int argc, char **argv)
         FLAG_PATH("ckpt-dir", &cfg.ckpt_dir, "DIR", "checkpoint to resume from and save to"),
         FLAG_PATH("metrics", &cfg.metrics_path, "FILE", "one JSON record per step"),
         FLAG_PATH("summary", &cfg.summary_path, "FILE", "JSON summary at the end"),
+        FLAG_PATH("trained-log", &cfg.trained_log_path, "FILE",
+                  "append one line per trained group (step, epoch, lease, slot,\n"
+                  "prompt), written before the step is announced",
+                  .def = "none"),
         FLAG_INT("steps", &cfg.steps, 0, 100000000, "N", "optimizer steps = policy versions"),
         FLAG_INT("ckpt-every", &cfg.ckpt_every, 0, 100000000, "N",
                  "checkpoint every N steps, 0 = only at the end"),

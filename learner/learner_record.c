@@ -92,10 +92,33 @@ int learner_record_ckpt(Learner *l, bool finished)
     return rc;
 }
 
+/* Opens the trained-groups log for appending (every incarnation, fresh or
+ * resumed, adds to it) and writes this incarnation's header line. */
+static int open_trained_log(Learner *l)
+{
+    const char *path = l->cfg.trained_log_path;
+    if (!path || !path[0]) return 0;
+    int rc = make_parents(path, false);
+    if (rc) return rc;
+    l->trained_log = fopen(path, "a");
+    if (!l->trained_log) {
+        log_error("learner: open trained log '%s': %s", path, strerror(errno));
+        return ERR_IO;
+    }
+    fprintf(l->trained_log, "# run %s epoch %" PRIu64 " step %" PRId64 "\n", l->run_id, l->epoch,
+            l->step);
+    if (fflush(l->trained_log) != 0) {
+        log_error("learner: write trained log '%s': %s", path, strerror(errno));
+        return ERR_IO;
+    }
+    return 0;
+}
+
 int learner_record_open_metrics(Learner *l, bool fresh)
 {
-    if (!l->cfg.metrics_path) return 0;
-    int rc = make_parents(l->cfg.metrics_path, false);
+    int rc = open_trained_log(l);
+    if (rc || !l->cfg.metrics_path) return rc;
+    rc = make_parents(l->cfg.metrics_path, false);
     if (rc) return rc;
     l->metrics = fopen(l->cfg.metrics_path, fresh ? "w" : "a");
     if (!l->metrics) {
@@ -103,6 +126,21 @@ int learner_record_open_metrics(Learner *l, bool fresh)
         return ERR_IO;
     }
     return 0;
+}
+
+void learner_record_trained(Learner *l, int ng)
+{
+    if (!l->trained_log) return;
+    CHECK(ng <= l->n_pend);
+    for (int i = 0; i < ng; i++) {
+        const LearnerPending *p = &l->pend[i];
+        fprintf(l->trained_log, "%" PRId64 " %" PRIu64 " %016" PRIx64 " %d %" PRIu64 "\n",
+                l->step + 1, l->epoch, p->lease_id, p->group_index, p->prompt_id);
+    }
+    /* Flushed to the kernel before the version is announced: a learner
+     * killed right after still leaves every line of what it published. */
+    if (fflush(l->trained_log) != 0)
+        log_error("learner: write trained log '%s': %s", l->cfg.trained_log_path, strerror(errno));
 }
 
 void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchInfo *bi,

@@ -133,6 +133,7 @@ int learner_train_step(Learner *l)
         CHECK(!single || st.n_opt_steps == 0);
     }
     free(undo.block);
+    if (!failed) learner_record_trained(l, B);
     learner_intake_settle(l, B, failed ? LEASE_OUT_FAILED : LEASE_OUT_TRAINED);
     if (failed) return 0;
     l->version++;

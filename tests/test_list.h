@@ -148,6 +148,8 @@ int peer_hoard_selftest(bool verbose);
 int peer_hoard_keyed_selftest(bool verbose);
 int peer_snapshot_flood_selftest(bool verbose);
 int peer_epoch_restore_selftest(bool verbose);
+/* tests/chaos: the chaos soak's invariant checks and the learner's trained log. */
+int chaos_check_selftest(bool verbose);
 /* Trains a tiny checkpoint with rlhf-sft and exercises rlhf-gen on it
  * (generation, scoring, their agreement, bad flags, bad input, corrupt and
  * missing checkpoints), then checks --help and bad-flag handling of every
@@ -232,6 +234,7 @@ int code_hostile_selftest(bool verbose);
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
     X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
+    X(chaos_check, chaos_check_selftest)                                                           \
     X(cli, cli_selftest)                                                                           \
     X(humaneval, humaneval_selftest)                                                               \
     X(code_hostile, code_hostile_selftest)

@@ -197,6 +197,50 @@ static int check_replaceable(const char *dir, bool *exists)
     return rc;
 }
 
+/* True if dir is a real directory holding only checkpoint files. */
+static bool holds_only_ckpt_files(const char *dir)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool           only = true;
+    struct dirent *e;
+    while (only && (e = readdir(d)))
+        only = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_ckpt_file(e->d_name);
+    closedir(d); /* read-only handle */
+    return only;
+}
+
+/* Removes the temp directories ".<base>.tmp-XXXXXX" that earlier saves to
+ * parent/base left when their process died mid-save (SIGKILL, a crash, a
+ * lost machine): each is a whole or partial checkpoint nobody will read,
+ * as large as one, and a learner that crashes now and then would otherwise
+ * fill its disk with them (found by the chaos soak, tests/chaos). Only
+ * directories of that exact name holding only checkpoint files are
+ * removed. A checkpoint directory has one writer (its learner), so no
+ * other save is under way. */
+static void remove_save_litter(const char *parent, const char *base)
+{
+    DIR *d = opendir(parent);
+    if (!d) return; /* the save's own mkdtemp reports an unreadable parent */
+    size_t         nb = strlen(base), nt = strlen(FILEIO_TMP_TAG);
+    struct dirent *e;
+    char           path[PATH_MAX];
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (s[0] != '.' || strncmp(s + 1, base, nb) || strncmp(s + 1 + nb, FILEIO_TMP_TAG, nt) ||
+            strlen(s + 1 + nb + nt) != 6)
+            continue;
+        int n = snprintf(path, sizeof path, "%s/%s", parent, s);
+        if (n <= 0 || (size_t)n >= sizeof path || !holds_only_ckpt_files(path)) continue;
+        log_warn("ckpt_save: removing '%s', left by a save that was interrupted", path);
+        if (fileio_remove_tree(path) != 0)
+            log_warn("ckpt_save: '%s' could not be removed whole", path);
+    }
+    closedir(d); /* read-only handle */
+}
+
 /* Deletes a replaced checkpoint directory: its checkpoint files, then the
  * directory. Anything else found there is left and reported; the new
  * checkpoint is already in place, so this cannot fail the save. */
@@ -416,6 +460,7 @@ static int save(const char *dir_in, int keep, Model *m, const Tok *tok, const Ck
     bool exists = false;
     if ((rc = check_replaceable(dir, &exists)) != 0) return rc;
 
+    remove_save_litter(parent, base);
     int n = snprintf(tmp, sizeof tmp, "%s/.%s" FILEIO_TMP_TAG "XXXXXX", parent, base);
     CHECK(n > 0 && (size_t)n < sizeof tmp);
     if (!mkdtemp(tmp)) {

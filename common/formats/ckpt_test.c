@@ -811,6 +811,39 @@ static void test_symlink(TestCtx *t)
     model_free(&b);
 }
 
+/* The temp directory of a save whose process was killed mid-save (the
+ * chaos soak's kill_mid_save) is removed by the next save to the same
+ * checkpoint; a look-alike holding anything else, or of another name, is
+ * left alone. Before the fix every interrupted save left a checkpoint-sized
+ * directory behind for good. */
+static void test_save_litter(TestCtx *t)
+{
+    ModelConfig c = test_config(false, false);
+    Model      *m = random_model(&c, 300);
+    char        names[512], litter[PATH_MAX], foreign[PATH_MAX], other[PATH_MAX], path[PATH_MAX];
+    struct stat st;
+    if (lstat(t->ck, &st) == 0) fileio_remove_tree(t->ck);
+    ckpt_join(litter, t->root, ".ck" FILEIO_TMP_TAG "Ab12Cd");
+    ckpt_join(foreign, t->root, ".ck" FILEIO_TMP_TAG "Zz9999");
+    ckpt_join(other, t->root, ".ck" FILEIO_TMP_TAG "not-six");
+    const char *dirs[3] = {litter, foreign, other};
+    for (int i = 0; i < 3; i++) CHECK(mkdir(dirs[i], 0755) == 0);
+    /* What a killed save leaves: a weights file, a half-written temp file. */
+    ckpt_join(path, litter, CKPT_MODEL_FILE);
+    CHECK(testfs_write(path, "partial", 7) == 0);
+    ckpt_join(path, litter, "." CKPT_MODEL_FILE FILEIO_TMP_TAG "x1y2z3");
+    CHECK(testfs_write(path, "partial", 7) == 0);
+    ckpt_join(path, foreign, "notes.txt");
+    CHECK(testfs_write(path, "mine", 4) == 0);
+    EXPECT(ckpt_save_keep(t->ck, 2, m, NULL, NULL, NULL) == 0, "%s", "a save beside the litter");
+    list_dir(t->root, names, sizeof names);
+    EXPECT(access(litter, F_OK) != 0 && access(foreign, F_OK) == 0 && access(other, F_OK) == 0,
+           "the interrupted save's directory is removed, the look-alikes kept: '%s'", names);
+    for (int i = 1; i < 3; i++) fileio_remove_tree(dirs[i]);
+    fileio_remove_tree(t->ck);
+    model_free(&m);
+}
+
 int ckpt_selftest(bool verbose)
 {
     TestCtx t = {.verbose = verbose};
@@ -828,6 +861,7 @@ int ckpt_selftest(bool verbose)
     test_integrity(&t, tok);
     test_history(&t);
     test_symlink(&t);
+    test_save_litter(&t);
 
     tok_free(&tok);
     EXPECT(testfs_tmpdir_remove(t.root) == 0, "removing the test directory %s", t.root);
