@@ -36,6 +36,11 @@ int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
 int task_selftest(bool verbose);
 int chat_task_selftest(bool verbose);
+/* The answer checkers (a table of edge cases each), the scorers and scorer
+ * specs built on them, and JSONL prompt datasets (a hostile file table). */
+int verify_selftest(bool verbose);
+int score_selftest(bool verbose);
+int dataset_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
@@ -195,6 +200,9 @@ int code_hostile_selftest(bool verbose);
     X(gen, gen_selftest)                                                                           \
     X(task, task_selftest)                                                                         \
     X(chat_task, chat_task_selftest)                                                               \
+    X(verify, verify_selftest)                                                                     \
+    X(score, score_selftest)                                                                       \
+    X(dataset, dataset_selftest)                                                                   \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
     X(sft, sft_selftest)                                                                           \
