@@ -68,6 +68,10 @@ struct Reward {
     ScorerArithOpts arith;
     SandboxScorer  *code; /* the "code" scorer's sandbox pool, NULL when off */
 
+    bool      has_forced; /* --scorer: one spec for every group, whatever its task */
+    ScoreSpec forced;     /* resolved against scorers */
+    char      forced_text[SCORE_SPEC_MAX];
+
     pthread_t   front;
     bool        is_front_running;
     WireRejects front_rejects; /* frame-level rejects on the samples socket */
@@ -232,16 +236,19 @@ int reward_completion_text_bpe(const Bpe *b, const int32_t *ids, size_t n, char 
 static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__ScoredGroup *out,
                        WireReject *rej)
 {
-    const Scorer *sc = scorer_find(r->scorers, g->prompt->task);
-    if (!sc) {
-        char names[256];
-        scorer_list(r->scorers, names, sizeof names);
-        rej->reason = WIRE_REJ_UNKNOWN;
-        snprintf(rej->why, sizeof rej->why,
-                 "lease %llu group %d: no scorer for task '%.40s' (have %.60s)",
-                 (unsigned long long)g->lease_id, g->group_index, g->prompt->task, names);
-        return ERR_NOTFOUND;
+    /* The server's --scorer, else the prompt's task: a name or a spec. */
+    ScoreSpec   spec_task;
+    const char *task = r->has_forced ? r->forced_text : g->prompt->task;
+    if (!r->has_forced) {
+        char why[200];
+        if (scorer_resolve(r->scorers, task, &spec_task, why, sizeof why)) {
+            rej->reason = WIRE_REJ_UNKNOWN;
+            snprintf(rej->why, sizeof rej->why, "lease %llu group %d: task '%.40s': %.120s",
+                     (unsigned long long)g->lease_id, g->group_index, task, why);
+            return ERR_NOTFOUND;
+        }
     }
+    const ScoreSpec *spec = r->has_forced ? &r->forced : &spec_task;
     /* The wire checks bounded the prompt to WIRE_MAX_PROMPT_TOKENS ids of the vocab. */
     int rc = r->bpe ? bpe_decode(r->bpe, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens,
                                  0, s->prompt_text, s->prompt_cap, NULL)
@@ -259,7 +266,7 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
                           .meta_json = g->prompt->meta_json,
                           .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
         char        why[160];
-        rc = scorer_run(sc, &in, &s->results[i], why, sizeof why);
+        rc = score_spec_run(spec, &in, &s->results[i], why, sizeof why);
         if (rc) {
             rej->reason = rc == ERR_NONFINITE ? WIRE_REJ_NONFINITE : WIRE_REJ_BAD_VALUE;
             snprintf(rej->why, sizeof rej->why, "lease %llu group %d completion %zu: %.100s",
@@ -296,7 +303,7 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
     out->group = g;
     out->scores = s->score_ptrs;
     out->n_scores = g->n_completions;
-    out->scorer_id = (char *)scorer_name(sc);
+    out->scorer_id = (char *)task; /* lives as long as g or the server */
     return 0;
 }
 
@@ -502,6 +509,15 @@ Reward *reward_new(const RewardConfig *cfg)
                      "once (raise --threads)",
                      cfg->id, cfg->threads, cfg->code.sandbox.workers, cfg->threads);
     }
+    if (cfg->scorer && cfg->scorer[0]) {
+        char swhy[400];
+        if (scorer_resolve(r->scorers, cfg->scorer, &r->forced, swhy, sizeof swhy)) {
+            log_error("reward_new: --scorer: %s", swhy);
+            goto fail;
+        }
+        snprintf(r->forced_text, sizeof r->forced_text, "%s", cfg->scorer);
+        r->has_forced = true;
+    }
     r->zctx = zmq_ctx_new();
     if (!r->zctx) {
         log_error("reward_new: zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
@@ -523,8 +539,9 @@ Reward *reward_new(const RewardConfig *cfg)
     char names[256];
     scorer_list(r->scorers, names, sizeof names);
     log_info("%s: samples bound at %s, results to %s, %d scoring threads, scorers %s (arith "
-             "format bonus %g)",
-             r->id, r->samples_ep, r->results, r->n_workers, names, r->arith.format_bonus);
+             "format bonus %g)%s%s",
+             r->id, r->samples_ep, r->results, r->n_workers, names, r->arith.format_bonus,
+             r->has_forced ? "; every group scored with " : "", r->forced_text);
     return r;
 fail:
     reward_free(&r);

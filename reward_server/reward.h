@@ -8,10 +8,11 @@
  * The front thread only moves frames (no copy, no decoding); each worker
  * owns its two sockets, decodes and validates a group with the wire checks
  * (token ids against the char tokenizer's vocab), decodes the token ids to
- * text, scores and forwards. Every refused frame or group is logged (rate
- * limited) with its reason and counted; the server keeps serving. When the
- * learner is slow, sends block for a bounded time and back-pressure reaches
- * the actors through the high-water marks.
+ * text, scores with the spec its prompt's task names (cfg.scorer's, if set,
+ * for every group; scorer_id says which) and forwards. Every refused frame
+ * or group is logged (rate limited) with its reason and counted; the server
+ * keeps serving. When the learner is slow, sends block for a bounded time
+ * and back-pressure reaches the actors through the high-water marks.
  *
  * Ownership: reward_new's caller owns the Reward and frees it with
  * reward_free; config strings are copied. Threading: reward_new starts all
@@ -43,6 +44,7 @@ typedef struct {
     const char *id;             /* this server's name in logs, 1..WIRE_MAX_NAME bytes */
     float       format_bonus;   /* arith: reward added for an integer-shaped answer, [0, 1] */
     const char *model_path;     /* GGUF of the BPE tokenizer (chat task); NULL = char tokenizer */
+    const char *scorer;         /* spec for every group (score.h); NULL = each prompt's task */
     double      status_every_s; /* seconds between status lines in reward_run; 0 = none */
     /* Metrics: */
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */

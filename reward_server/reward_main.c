@@ -1,5 +1,5 @@
 /* rlhf-reward: the reward server. Binds a PULL for SampledGroups from actors,
- * scores each completion (built-in "arith" scorer by default) on worker
+ * scores each completion with the scorer its prompt's task names (or --scorer) on worker
  * threads and pushes ScoredGroups to the learner's results endpoint. Several
  * servers may run; each binds its own samples endpoint and actors connect
  * to all of them. */
@@ -19,6 +19,7 @@ int main(int argc, char **argv)
                         .id = "reward-0",
                         .format_bonus = 0.0f,
                         .model_path = NULL,
+                        .scorer = NULL,
                         .status_every_s = 5.0,
                         .metrics_addr = NULL,
                         .metrics_stale_s = METRICS_STALE_S,
@@ -42,6 +43,11 @@ int main(int argc, char **argv)
                     "decode with this model's BPE tokenizer (the chat task)\n"
                     "instead of the char tokenizer",
                     .def = "none: the char tokenizer"),
+        FLAG_STRING("scorer", &cfg.scorer, "SPEC",
+                    "score every group with SPEC whatever its prompt's task:\n"
+                    "NAME or NAME:W,NAME:W,... (arith, arith_chat, exact, number,\n"
+                    "choice, boxed, regex, format_answer_tag, format_think)",
+                    .def = "each prompt's task"),
         FLAG_SECTION("Code rewards (task \"code\", README \"Code rewards in a sandbox\"):"),
         FLAG_INT("code-workers", &cfg.code.sandbox.workers, 0, SANDBOX_MAX_WORKERS, "N",
                  "sandboxed runs at once; 0 = no \"code\" scorer.\n"

@@ -1,6 +1,8 @@
 /* reward's self-test: the server in this process between a fake actor and a
  * fake learner, with good groups and one bad group per reject reason (a
- * prompt without a task among them: refused, not scored by a default). */
+ * prompt without a task among them: refused, not scored by a default); then
+ * a server whose --scorer spec overrides the prompts' task and sees their
+ * meta. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -129,6 +131,73 @@ static void rt_check_scored(const Rlhf__ScoredGroup *sg)
                i, (double)s->reward, s->n_components, (double)want_correct[i],
                (double)want_correct[i], (double)want_format[i]);
     }
+}
+
+/* A server with --scorer "number:1,regex:0.5": every group is scored with
+ * that spec whatever its task says, and the prompt's meta (the regex) reaches
+ * the scorer. A --scorer naming no scorer is refused at start. */
+static void test_forced_scorer(void *zctx, WireSock *learner, const char *results_ep,
+                               const Tok *tok, bool verbose)
+{
+    RewardConfig cfg = {.samples = "tcp://127.0.0.1:*",
+                        .results = results_ep,
+                        .threads = 1,
+                        .id = "reward-spec",
+                        .scorer = "number:1,nope"};
+    fileio_capture_begin();
+    Reward *r = reward_new(&cfg);
+    char   *errs = fileio_capture_end(verbose);
+    EXPECT(!r && strstr(errs, "--scorer") && strstr(errs, "unknown scorer 'nope'"),
+           "--scorer number:1,nope: started, or logged '%s'", errs);
+    free(errs);
+    cfg.scorer = "number:1,regex:0.5";
+    r = reward_new(&cfg);
+    if (!EXPECT(r != NULL, "reward_new with --scorer %s", cfg.scorer)) return;
+    pthread_t runner;
+    CHECK(pthread_create(&runner, NULL, rt_run_main, r) == 0);
+    WireSock *actor = wire_sock_new(zctx, ZMQ_PUSH, "actor", NULL);
+    CHECK(actor && wire_connect(actor, reward_samples_endpoint(r)) == 0);
+    RtGroup *t = xmalloc(sizeof *t);
+    /* A problem with a non-negative answer (a '-' is not a digit for the regex). */
+    for (int k = 2; k < 40; k++) {
+        rt_group(t, tok, k, 40);
+        if (t->answer[0] != '-') break;
+    }
+    t->prompt.meta_json = (char *)"{\"regex\": \"^[0-9]+$\"}";
+    EXPECT(wire_send(actor, &t->g.base, 0) == 0, "send group");
+    WireLimits         lim = {.vocab_size = tok_vocab_size(tok), .run_id = "run-rt"};
+    WireMsg            m;
+    Rlhf__ScoredGroup *sg = NULL;
+    int rc = wire_recv_decode(learner, 3000, &rlhf__scored_group__descriptor, &lim, &m,
+                              (ProtobufCMessage **)&sg, NULL);
+    /* Completions: the answer; the answer and a 1 (another number, digits
+     * only); "x" and the answer (its last number is right, not digits
+     * only); the answer cut off (the number still counts). */
+    static const float want[RT_G] = {1.5f, 0.5f, 1.0f, 1.5f};
+    if (EXPECT(rc == 0 && sg->n_scores == RT_G, "no scored group back (%s)", err_str(rc))) {
+        EXPECT(!strcmp(sg->scorer_id, "number:1,regex:0.5") &&
+                   !strcmp(sg->group->prompt->meta_json, t->prompt.meta_json),
+               "scorer id '%s', meta passed through '%s'", sg->scorer_id,
+               sg->group->prompt->meta_json);
+        for (int i = 0; i < RT_G; i++) {
+            const Rlhf__Score *sc = sg->scores[i];
+            EXPECT(fabsf(sc->reward - want[i]) < 1e-6f && sc->n_components == 2 &&
+                       !strcmp(sc->components[0]->name, "number") &&
+                       !strcmp(sc->components[1]->name, "regex"),
+                   "forced spec, completion %d: reward %g, expected %g", i, (double)sc->reward,
+                   (double)want[i]);
+            if (verbose)
+                printf("  --scorer number:1,regex:0.5: completion %d reward %.2f\n", i,
+                       (double)sc->reward);
+        }
+        protobuf_c_message_free_unpacked(&sg->base, NULL);
+        wire_msg_close(&m);
+    }
+    reward_stop(r);
+    pthread_join(runner, NULL);
+    reward_free(&r);
+    wire_sock_free(&actor);
+    free(t);
 }
 
 int reward_selftest(bool verbose)
@@ -284,6 +353,7 @@ int reward_selftest(bool verbose)
     if (verbose) printf("  reward: stopped in %.0f ms\n", 1e3 * stop_s);
     free(t);
     wire_sock_free(&actor);
+    test_forced_scorer(zctx, learner, results_ep, tok, verbose);
     wire_sock_free(&learner);
     zmq_ctx_term(zctx);
     tok_free(&tok);

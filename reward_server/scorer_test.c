@@ -1,6 +1,9 @@
 /* scorer's self-test: the built-in arith and arith_chat scorers on worked
  * examples (with and without a format bonus), a prompt without an answer,
- * and the registry's rules (names, duplicates, capacity, the list). */
+ * specs resolved against the registry (a server scorer summed with
+ * built-ins, meta passed through, a "code" scorer taking over the remote
+ * built-in's name and record check, unknown names listed), and the
+ * registry's rules (names, duplicates, capacity, the list). */
 #include "reward_server/scorer.h"
 
 #include <math.h>
@@ -99,36 +102,91 @@ static void test_arith_chat(const Scorer *sc, bool verbose)
     }
 }
 
+/* A server scorer for the spec tests: reward = bytes of meta / 10, one
+ * component "meta_bytes". */
+static int meta_len_scorer(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
+                           size_t why_len)
+{
+    size_t n = in->meta ? strlen(in->meta) : 0;
+    snprintf(out->components[0].name, sizeof out->components[0].name, "meta_bytes");
+    out->components[0].value = (float)n;
+    out->n_components = 1;
+    out->reward = (float)n / 10.0f;
+    return 0;
+}
+
+static void test_specs(ScorerRegistry *r, bool verbose)
+{
+    EXPECT(scorer_register(r, "metalen", meta_len_scorer, NULL) == 0, "'metalen' refused");
+    /* "code" is a built-in without a function here: a server scorer takes it over. */
+    EXPECT(scorer_register(r, "code", meta_len_scorer, NULL) == 0, "'code' refused");
+    ScoreSpec    spec;
+    char         why[400] = "";
+    int          rc = scorer_resolve(r, "metalen:0.5,exact:2", &spec, why, sizeof why);
+    ScorerInput  in = {.prompt = "Capital of France?",
+                       .completion = "Paris",
+                       .answer = "paris",
+                       .meta = "{\"k\":1}"};
+    ScorerResult res;
+    if (EXPECT(rc == 0, "scorer_resolve('metalen:0.5,exact:2'): %s", why)) {
+        rc = score_spec_run(&spec, &in, &res, why, sizeof why);
+        /* 0.5 * 7/10 + 2 * 1 = 2.35 */
+        EXPECT(rc == 0 && fabsf(res.reward - 2.35f) < 1e-6f && res.n_components == 2 &&
+                   !strcmp(res.components[0].name, "metalen") && res.components[0].value == 0.7f &&
+                   !strcmp(res.components[1].name, "exact") && res.components[1].value == 1.0f,
+               "metalen:0.5,exact:2: rc %d reward %g (expected 2.35), components %d", rc,
+               res.reward, res.n_components);
+        if (verbose) printf("  metalen:0.5,exact:2 -> reward %.2f\n", res.reward);
+    }
+    rc = scorer_resolve(r, "code", &spec, why, sizeof why);
+    char cwhy[200] = "";
+    EXPECT(rc == 0 && score_spec_is_local(&spec) &&
+               score_spec_check_record(&spec, "", "{}", cwhy, sizeof cwhy) == ERR_ARG &&
+               strstr(cwhy, "tests"),
+           "a server 'code' scorer: rc %d, local %d, record check '%s' (expected the built-in's)",
+           rc, rc ? -1 : score_spec_is_local(&spec), cwhy);
+    rc = scorer_resolve(r, "boxed:1,nope", &spec, why, sizeof why);
+    EXPECT(rc == ERR_ARG && strstr(why, "unknown scorer 'nope'") && strstr(why, "have arith,"),
+           "an unknown scorer: rc %d why '%s'", rc, why);
+    rc = scorer_resolve(r, "", &spec, why, sizeof why);
+    EXPECT(rc == ERR_ARG, "an empty task resolved (there is no default)");
+}
+
 /* Registry rules; the refusals are logged, which the capture checks. */
 static void test_registry(ScorerRegistry *r, const ScorerArithOpts *bonus, bool verbose)
 {
     fileio_capture_begin();
     EXPECT(scorer_find(r, "nope") == NULL, "scorer_find found 'nope'");
-    EXPECT(scorer_register(r, "arith", scorer_arith, NULL) == ERR_ARG,
+    EXPECT(scorer_register(r, "arith", score_arith, NULL) == ERR_ARG,
            "a second 'arith' was registered, expected ERR_ARG");
-    EXPECT(scorer_register(r, "Bad Name", scorer_arith, NULL) == ERR_ARG,
+    EXPECT(scorer_register(r, "Bad Name", score_arith, NULL) == ERR_ARG,
            "'Bad Name' was registered, expected ERR_ARG");
-    EXPECT(scorer_register(r, "", scorer_arith, NULL) == ERR_ARG,
+    EXPECT(scorer_register(r, "", score_arith, NULL) == ERR_ARG,
            "an empty name was registered, expected ERR_ARG");
-    EXPECT(scorer_register(r, "arith-2", scorer_arith, bonus) == 0, "'arith-2' was refused");
-    for (int i = 3; i < SCORER_MAX; i++) {
+    EXPECT(scorer_register(r, "arith-2", score_arith, bonus) == 0, "'arith-2' was refused");
+    int n = 0;
+    for (int i = 0; i < 2 * SCORER_MAX; i++) {
         char name[16];
         snprintf(name, sizeof name, "s%d", i);
-        EXPECT(scorer_register(r, name, scorer_arith, NULL) == 0,
-               "'%s' was refused with %d of %d scorers registered", name, i, SCORER_MAX);
+        if (scorer_register(r, name, score_arith, NULL) != 0) break;
+        n++;
     }
-    EXPECT(scorer_register(r, "one-too-many", scorer_arith, NULL) == ERR_ARG,
-           "a scorer beyond SCORER_MAX (%d) was registered, expected ERR_ARG", SCORER_MAX);
+    char list[1024];
+    scorer_list(r, list, sizeof list);
+    int listed = 1;
+    for (const char *p = list; *p; p++) listed += *p == ',';
+    EXPECT(listed == SCORER_MAX, "the registry took %d scorers, expected SCORER_MAX = %d", listed,
+           SCORER_MAX);
     char *log = fileio_capture_end(verbose);
     EXPECT(strstr(log, "'arith' is already registered") && strstr(log, "registry full"),
            "the refusals logged '%s', expected \"'arith' is already registered\" and "
            "\"registry full\"",
            log);
     free(log);
-    char list[512];
-    scorer_list(r, list, sizeof list);
-    EXPECT(strncmp(list, "arith,arith_chat,arith-2,s3", 27) == 0,
-           "scorer_list gave '%s', expected it to start 'arith,arith_chat,arith-2,s3'", list);
+    const char *want = "arith,arith_chat,exact,number,choice,boxed,regex,format_answer_tag,"
+                       "format_think,metalen,code,arith-2,s0";
+    EXPECT(strncmp(list, want, strlen(want)) == 0,
+           "scorer_list gave '%s', expected it to start '%s'", list, want);
     if (verbose) printf("  scorers: %s\n", list);
 }
 
@@ -157,6 +215,7 @@ int scorer_selftest(bool verbose)
         EXPECT(rc == ERR_ARG && strstr(why, "no reference"),
                "a prompt without an answer: rc %d, why '%s'; expected ERR_ARG and 'no reference'",
                rc, why);
+        test_specs(r, verbose);
         test_registry(r, &bonus, verbose);
     }
     scorer_registry_free(&r);

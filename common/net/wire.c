@@ -111,7 +111,8 @@ int wire_check_prompt(const Rlhf__Prompt *m, const WireLimits *lim, WireReject *
         (rc = check_str("Prompt", "answer", m->answer, WIRE_MAX_TEXT, false, rej)) ||
         /* The task names the scorer: a prompt without one cannot be scored
          * rightly, and guessing a default would score it by the wrong rules. */
-        (rc = check_str("Prompt", "task", m->task, WIRE_MAX_NAME, true, rej)))
+        (rc = check_str("Prompt", "task", m->task, WIRE_MAX_NAME, true, rej)) ||
+        (rc = check_str("Prompt", "meta_json", m->meta_json, WIRE_MAX_META, false, rej)))
         return rc;
     return 0;
 }

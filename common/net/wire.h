@@ -50,6 +50,7 @@
 #define WIRE_MAX_COMPONENTS 32                      /* named reward components per score */
 #define WIRE_MAX_NAME 128                           /* bytes of an id or name string */
 #define WIRE_MAX_TEXT 4096                          /* bytes of an answer or error reason */
+#define WIRE_MAX_META ((size_t)64 << 10)            /* bytes of a prompt's meta_json */
 #define WIRE_MAX_CONFIG_JSON ((size_t)64 << 10)     /* bytes of a snapshot's config JSON */
 #define WIRE_MAX_VOCAB (1 << 24)                    /* token ids when no vocab is given */
 #define WIRE_MAX_TEMPERATURE 100.0f                 /* sampling temperature upper bound */
@@ -80,7 +81,8 @@ typedef struct {
  *   sampling params  temperature finite in [0, WIRE_MAX_TEMPERATURE], top_k >= 0,
  *                    top_p in (0, 1], max_new_tokens in [1, WIRE_MAX_TOKENS]
  *   prompt           1..WIRE_MAX_PROMPT_TOKENS ids in the vocab; answer bounded; task
- *                    1..WIRE_MAX_NAME bytes (it names the scorer; there is no default)
+ *                    1..WIRE_MAX_NAME bytes (it names the scorer; there is no default);
+ *                    meta_json 0..WIRE_MAX_META bytes (its JSON is the scorer's to parse)
  *   completion       1..WIRE_MAX_TOKENS tokens; logp_behaviour, logp_sampled and
  *                    policy_version exactly as long as tokens; log-probs finite and
  *                    <= WIRE_LOGP_EPS; finish is STOP or LENGTH

@@ -58,7 +58,10 @@ static void test_sampled_group(bool verbose)
         {"temperature nan", ERR_NONFINITE, WIRE_REJ_NONFINITE},
         {"group index", ERR_FORMAT, WIRE_REJ_BAD_SHAPE},
         {"no prompt", ERR_FORMAT, WIRE_REJ_BAD_SHAPE},
+        {"meta too long", ERR_FORMAT, WIRE_REJ_BAD_SHAPE},
+        {"meta at bound", 0, 0},
     };
+    static char meta[WIRE_MAX_META + 2];
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         wire_fixture_group_init(&t);
         switch (k) {
@@ -109,6 +112,12 @@ static void test_sampled_group(bool verbose)
             break;
         case 16:
             t.g.prompt = NULL;
+            break;
+        case 17: /* one byte over, then exactly at the bound */
+        case 18:
+            memset(meta, ' ', WIRE_MAX_META + 1);
+            meta[WIRE_MAX_META + (k == 17)] = '\0';
+            t.prompt.meta_json = meta;
             break;
         }
         memset(&rej, 0, sizeof rej);
