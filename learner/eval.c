@@ -1,5 +1,7 @@
 #include "learner/eval.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include "common/base/err.h"
 #include "common/nn/gen.h"
 #include "common/base/log.h"
+#include "common/tasks/score.h"
 
 /* Longest completion worth waiting for: the answer, a sign and EOS. */
 #define EVAL_MAX_NEW 10
@@ -150,6 +153,92 @@ int eval_chat(Model *m, const Bpe *bpe, const ChatTaskConfig *task, uint64_t see
     out->n = n;
     free(text);
     free(probs);
+    greedy_free(&e);
+    return rc;
+}
+
+/* The value of the first component named format*, or 0. */
+static double format_of(const ScoreResult *r)
+{
+    for (int i = 0; i < r->n_components; i++)
+        if (!strncmp(r->components[i].name, "format", 6)) return r->components[i].value;
+    return 0;
+}
+
+int eval_dataset(Model *m, const Tok *tok, const Bpe *bpe, Dataset *d, int n, int batch,
+                 int max_new, EvalResult *out)
+{
+    CHECK(n > 0 && batch > 0 && max_new > 0 && !tok != !bpe);
+    memset(out, 0, sizeof *out);
+    if ((uint64_t)n > dataset_size(d)) n = (int)dataset_size(d);
+    int P = dataset_max_ids(d);
+    int T = P + max_new;
+    if (T > model_config(m)->max_seq_len) T = model_config(m)->max_seq_len;
+    Greedy e;
+    greedy_new(&e, m, batch, T, P, max_new, bpe ? bpe_eot_id(bpe) : TOK_EOS);
+    DatasetRecord *recs = xcalloc((size_t)batch, sizeof *recs);
+    size_t         tcap = bpe ? bpe_decode_max_bytes(bpe, max_new) : TOK_DECODE_MAX_BYTES(max_new);
+    char          *text = xmalloc(tcap);
+    int           *gn = e.go.n_tokens, *gf = e.go.finish;
+    Rng            rng;
+    rng_seed(&rng, 1); /* greedy: drawn from only for ties that cannot happen */
+    int    rc = 0, scored = 0, failed = 0;
+    double correct = 0, format = 0, reward = 0;
+    for (int k = 0; k < n && rc == 0;) {
+        int nb = 0;
+        while (nb < batch && k < n && rc == 0) {
+            DatasetRecord *r = &recs[nb];
+            dataset_record_free(r);
+            if ((rc = dataset_read(d, (uint64_t)k++, r))) break;
+            if (!score_spec_is_local(&r->spec)) {
+                out->skipped++;
+                continue;
+            }
+            int *ids = e.pbuf + (size_t)nb * (size_t)P;
+            memcpy(ids, r->ids, sizeof(int) * (size_t)r->n_ids);
+            e.plen[nb] = r->n_ids;
+            e.pp[nb] = ids;
+            nb++;
+        }
+        if (rc || nb == 0) break;
+        if ((rc = gen_run(e.g, &e.gc, nb, e.pp, e.plen, &rng, &e.go))) break;
+        for (int i = 0; i < nb; i++) {
+            bool       cut = gf[i] != GEN_FINISH_STOP;
+            const int *ct = e.go.tokens + (size_t)i * (size_t)max_new;
+            int        nt = gn[i] - !cut;
+            /* Special ids are skipped, so control tokens cannot fake an answer. */
+            int drc = bpe ? bpe_decode(bpe, ct, nt, 0, text, tcap, NULL)
+                          : tok_decode(tok, ct, nt, 0, text, tcap, NULL);
+            if (drc) text[0] = '\0';
+            ScoreInput  in = {.prompt = "",
+                              .completion = text,
+                              .answer = recs[i].answer,
+                              .meta = recs[i].meta,
+                              .is_truncated = cut};
+            ScoreResult res;
+            char        why[200];
+            scored++;
+            if (score_spec_run(&recs[i].spec, &in, &res, why, sizeof why)) {
+                if (failed++ == 0)
+                    log_warn("eval: %s:%" PRIu64 ": not scored, counted as 0 (%s)",
+                             dataset_path(d), recs[i].line, why);
+                continue;
+            }
+            if (scored <= 3)
+                log_debug("eval: %s:%" PRIu64 " -> '%.80s' (answer '%.40s'): reward %.3f",
+                          dataset_path(d), recs[i].line, text, recs[i].answer, res.reward);
+            correct += score_is_correct(&res);
+            reward += res.reward;
+            format += format_of(&res);
+        }
+    }
+    out->n = scored;
+    out->accuracy = scored ? correct / scored : NAN;
+    out->reward = scored ? reward / scored : NAN;
+    out->format = scored ? format / scored : NAN;
+    for (int i = 0; i < batch; i++) dataset_record_free(&recs[i]);
+    free(recs);
+    free(text);
     greedy_free(&e);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include "common/base/log.h"
 #include "common/formats/ckpt.h"
 #include "common/net/reactor.h"
+#include "common/tasks/score.h"
 #include "learner/epoch.h"
 #include "learner/learner_int.h"
 #include "learner/learner_intake.h"
@@ -18,6 +19,7 @@
 #include "learner/learner_record.h"
 #include "learner/learner_serve.h"
 #include "learner/learner_setup.h"
+#include "learner/learner_task.h"
 #include "learner/learner_train.h"
 
 #define ANNOUNCE_EVERY_MS 1000 /* re-announce the current version for late subscribers */
@@ -27,6 +29,7 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
 {
     char        tmp[384];
     const char *bad = NULL;
+    ScoreSpec   spec;
     if (!c->lease_ep || !c->results_ep || !c->weights_ep || !c->snapshot_ep)
         bad = "every endpoint is required";
     else if (auth_check_bind(&c->auth, c->lease_ep, tmp, sizeof tmp) ||
@@ -61,6 +64,11 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "model_path and init_dir exclude each other";
     else if (c->max_digits < 1 || c->max_digits > 6)
         bad = "max_digits must be in 1..6";
+    else if (c->data_max_bad < 0 || c->data_max_bad > 100)
+        bad = "data_max_bad must be in 0..100";
+    else if (c->data_task && score_spec_parse(c->data_task, score_builtin, NULL, &spec, tmp,
+                                              sizeof tmp) != 0)
+        bad = tmp;
     else if (c->eval_n < 0 || c->eval_every < 0 || c->ckpt_every < 0)
         bad = "eval_n, eval_every and ckpt_every must be >= 0";
     else if (c->ckpt_keep < 1 || c->ckpt_keep > CKPT_KEEP_MAX)
@@ -178,6 +186,7 @@ void learner_free(Learner **lp)
     Learner *l = *lp;
     learner_metrics_close(l); /* its server reads the registry: first */
     learner_intake_free(l);
+    learner_task_free(l);
     learner_serve_close(l);
     if (l->metrics) fclose(l->metrics);
     if (l->trained_log) fclose(l->trained_log);

@@ -141,6 +141,12 @@ typedef struct {
     float       reward_max;       /* with one outside is refused (WIRE_REJ_BAD_VALUE) */
     uint64_t    seed;             /* run seed: prompts, init, shuffles */
     int         max_digits;       /* arithmetic operands 1..max_digits digits */
+    const char *data_path;        /* JSONL prompts to train on (common/tasks/dataset.h);
+                                     NULL = the built-in task */
+    const char *eval_data_path;   /* JSONL held-out prompts, evaluated instead of the built-in
+                                     split; NULL = the built-in split (none for a data run) */
+    const char *data_task;        /* scorer spec of records without a task; NULL = refused */
+    int         data_max_bad;     /* a data file with more than this % bad records is refused */
     int         eval_n;           /* held-out problems per evaluation, 0 = no evaluation */
     int         eval_every;       /* evaluate every N steps as well, 0 = start and end only */
     int         ckpt_every;       /* checkpoint every N steps, 0 = only at the end */
@@ -189,6 +195,10 @@ typedef struct {
                      .reward_max = LEARNER_REWARD_LIMIT,                                           \
                      .seed = 1,                                                                    \
                      .max_digits = 3,                                                              \
+                     .data_path = NULL,                                                            \
+                     .eval_data_path = NULL,                                                       \
+                     .data_task = NULL,                                                            \
+                     .data_max_bad = 50,                                                           \
                      .eval_n = 200,                                                                \
                      .eval_every = 0,                                                              \
                      .ckpt_every = 10,                                                             \

@@ -64,6 +64,7 @@ typedef struct {
 enum { LEARNER_N_ROUTES = 3 }; /* results, lease, snapshot */
 
 typedef struct LearnerMetrics LearnerMetrics;
+typedef struct LearnerPrompts LearnerPrompts; /* learner_task.c: the prompt source, datasets */
 
 struct Learner {
     LearnerConfig  cfg;
@@ -77,6 +78,7 @@ struct Learner {
     Optim         *opt, *critic_opt;
     Algo          *algo;
     LeaseTable    *leases;
+    LearnerPrompts *prompts; /* the prompt source (learner_task_open) */
 
     void        *zctx;
     Auth        *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */

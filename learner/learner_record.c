@@ -71,6 +71,7 @@ int learner_record_ckpt(Learner *l, bool finished)
     json_object_set_new(ts.extra, "algo_state",
                         json_pack("{s:f, s:f, s:b}", "kl_beta", carry.kl_beta, "baseline",
                                   carry.baseline, "has_baseline", carry.has_baseline));
+    learner_task_save_state(l, ts.extra); /* the data's position, for a --data run */
     double t0 = progress_now();
     rc = ckpt_save_keep(l->cfg.ckpt_dir, l->cfg.ckpt_keep, l->policy, l->tok, &co, &ts);
     json_decref(ts.extra);

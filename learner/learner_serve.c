@@ -180,8 +180,6 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
     g.min_policy_version = (uint64_t)min_version(l);
     Rlhf__Prompt  pr[LEARNER_MAX_LEASE_PROMPTS];
     Rlhf__Prompt *pp[LEARNER_MAX_LEASE_PROMPTS];
-    int           toks[LEARNER_MAX_LEASE_PROMPTS][LEARNER_PROMPT_IDS_MAX];
-    char          answer[LEARNER_MAX_LEASE_PROMPTS][LEARNER_ANSWER_MAX];
     CHECK(n <= LEARNER_MAX_LEASE_PROMPTS);
     if (n > 0) {
         g.lease_id = lease_id;
@@ -189,13 +187,8 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
         g.group_size = l->cfg.group_size;
         g.sampling = &sp;
         for (int i = 0; i < n; i++) {
-            int len = learner_task_prompt(l, ids[i], toks[i], answer[i]);
             pr[i] = (Rlhf__Prompt)RLHF__PROMPT__INIT;
-            pr[i].prompt_id = ids[i];
-            pr[i].n_tokens = (size_t)len;
-            pr[i].tokens = (int32_t *)toks[i];
-            pr[i].answer = answer[i];
-            pr[i].task = (char *)learner_task_name(l);
+            learner_task_wire_prompt(l, ids[i], i, &pr[i]); /* ids, answer, task, meta */
             pp[i] = &pr[i];
         }
         g.n_prompts = (size_t)n;

@@ -350,7 +350,9 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         l->critic_opt = optim_new(&oc, model_num_params(l->critic));
         if (resume && (rc = resume_critic(l))) goto out;
     }
-    rc = learner_task_check(l);
+    /* The prompts, and on a resume the data position's checks (the lease
+     * state holds the position itself). */
+    rc = learner_task_open(l, resume, resume ? json_object_get(ts.extra, "data") : NULL);
 out:
     json_decref(ts.extra);
     return rc;

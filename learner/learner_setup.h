@@ -30,7 +30,8 @@
 #include "learner/learner_int.h"
 
 /* Policy, reference, tokenizer, optimizer state and run identity, from a
- * checkpoint to resume or from the warm start; then learner_task_check.
+ * checkpoint to resume or from the warm start; then the prompts
+ * (learner_task_open, with the checkpoint's data state on a resume).
  * On a resume *lease_state gets the checkpoint's lease state (caller owns a
  * reference), else it stays NULL. Returns 0 or an error (logged). */
 int learner_setup_models(Learner *l, json_t **lease_state);

@@ -10,8 +10,7 @@
 #include "learner/learner_intake.h"
 #include "learner/learner_publish.h"
 #include "learner/learner_record.h"
-
-#define EVAL_BATCH 64
+#include "learner/learner_task.h"
 
 int learner_train_evaluate(Learner *l, double *acc, double *reward)
 {
@@ -20,17 +19,17 @@ int learner_train_evaluate(Learner *l, double *acc, double *reward)
     EvalResult r;
     double     t0 = progress_now();
     int        rc;
-    if (l->bpe) /* Small batches: a 135M model's KV cache and logits are per sequence. */
-        rc = eval_chat(l->policy, l->bpe, &l->chat, l->eval_seed, l->cfg.eval_n, 16,
-                       l->cfg.max_new_tokens, &r);
-    else
-        rc = eval_arith(l->policy, l->tok, &l->task, l->eval_seed, l->cfg.eval_n, EVAL_BATCH, &r);
-    if (rc) return rc;
+    if ((rc = learner_task_evaluate(l, &r))) return rc;
+    if (r.n == 0) return 0; /* nothing to evaluate (a --data run without --eval-data) */
     *acc = r.accuracy;
     *reward = r.reward;
     log_info("held-out greedy accuracy at step %" PRId64 ": %.3f (reward %.3f, format %.3f, n=%d, "
              "%.1f s)",
              l->step, r.accuracy, r.reward, r.format, r.n, progress_now() - t0);
+    if (r.skipped)
+        log_warn("held-out evaluation: %d records skipped: their scorer runs only in the reward "
+                 "server",
+                 r.skipped);
     return 0;
 }
 

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Writes the example datasets of examples/ (deterministic: run it again and
+the files come out the same).
+
+  arith-chat/train.jsonl, eval.jsonl  the chat arithmetic task as JSONL:
+      {"prompt": "What is 37 + 45? Reply with the number only.", "answer": "82"}
+      operands 0..99, + and -; no "task", so a run picks the scorer
+      (rlhf-learner --task number); the two files share no problem.
+  code/train.jsonl, eval.jsonl  small Python functions to write, checked by
+      unit tests in a sandbox (scorer "code", run by the reward server):
+      {"prompt": ..., "task": "code",
+       "meta": {"tests": "assert f(...) == ...", "entry_point": "f"}}
+  formats/train.jsonl  one record per built-in scorer and a weighted spec,
+      to show the record format (answers, tasks, meta).
+
+Usage: python3 examples/make_examples.py [OUT_DIR]   (default: examples/)
+"""
+import json
+import os
+import random
+import sys
+
+
+def write(path, records):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"{path}: {len(records)} records")
+
+
+def arith_chat(out):
+    rng = random.Random(9001)
+    problems = [(a, op, b) for a in range(100) for b in range(100) for op in "+-"]
+    rng.shuffle(problems)
+
+    def record(p):
+        a, op, b = p
+        v = a + b if op == "+" else a - b
+        return {"prompt": f"What is {a} {op} {b}? Reply with the number only.", "answer": str(v)}
+
+    write(os.path.join(out, "arith-chat", "eval.jsonl"), [record(p) for p in problems[:96]])
+    write(os.path.join(out, "arith-chat", "train.jsonl"), [record(p) for p in problems[96:496]])
+
+
+# Small functions: (name, prompt, reference body, tests), each family with a
+# parameter so train and eval get different instances.
+def code_family(k):
+    return [
+        ("add_k", f"Write a Python function `add_k(x)` that returns x plus {k}.",
+         [f"assert add_k(0) == {k}", f"assert add_k(5) == {5 + k}", f"assert add_k(-{k}) == 0"]),
+        ("times_k", f"Write a Python function `times_k(x)` that returns x times {k}.",
+         [f"assert times_k(1) == {k}", f"assert times_k(3) == {3 * k}", "assert times_k(0) == 0"]),
+        ("is_multiple", f"Write a Python function `is_multiple(n)` that returns True when n is "
+         f"a multiple of {k} and False otherwise.",
+         [f"assert is_multiple({k}) is True", f"assert is_multiple({k * 7}) is True",
+          f"assert is_multiple({k + 1}) is False"]),
+        ("repeat_word", f"Write a Python function `repeat_word(w)` that returns the string w "
+         f"repeated {k} times.",
+         [f"assert repeat_word('ab') == {'ab' * k!r}", "assert repeat_word('') == ''"]),
+        ("first_k", f"Write a Python function `first_k(xs)` that returns the first {k} elements "
+         f"of the list xs (all of them if it is shorter).",
+         [f"assert first_k(list(range(10))) == {list(range(min(k, 10)))!r}",
+          "assert first_k([]) == []"]),
+        ("count_above", f"Write a Python function `count_above(xs)` that returns how many "
+         f"numbers in the list xs are greater than {k}.",
+         [f"assert count_above([{k}, {k + 1}, {k + 2}]) == 2", "assert count_above([]) == 0"]),
+    ]
+
+
+def code(out):
+    fixed = [
+        ("reverse_string", "Write a Python function `reverse_string(s)` that returns s reversed.",
+         ["assert reverse_string('abc') == 'cba'", "assert reverse_string('') == ''"]),
+        ("count_vowels", "Write a Python function `count_vowels(s)` that returns the number of "
+         "vowels (a, e, i, o, u, either case) in s.",
+         ["assert count_vowels('Hello') == 2", "assert count_vowels('xyz') == 0",
+          "assert count_vowels('AEIOU') == 5"]),
+        ("largest", "Write a Python function `largest(xs)` that returns the largest number in "
+         "the non-empty list xs.",
+         ["assert largest([3, 9, 2]) == 9", "assert largest([-5, -2]) == -2"]),
+        ("is_palindrome", "Write a Python function `is_palindrome(s)` that returns True when "
+         "the string s reads the same backwards.",
+         ["assert is_palindrome('level') is True", "assert is_palindrome('ab') is False",
+          "assert is_palindrome('') is True"]),
+    ]
+
+    def record(name, prompt, tests):
+        return {"prompt": prompt + " Reply with the code only.", "task": "code",
+                "meta": {"tests": "\n".join(tests) + "\n", "entry_point": name}}
+
+    train = [record(*f) for k in range(2, 10) for f in code_family(k)] + [record(*f) for f in fixed]
+    evals = [record(*f) for k in (11, 13) for f in code_family(k)]
+    write(os.path.join(out, "code", "train.jsonl"), train)
+    write(os.path.join(out, "code", "eval.jsonl"), evals)
+
+
+def formats(out):
+    write(os.path.join(out, "formats", "train.jsonl"), [
+        {"prompt": "Capital of France?", "answer": "Paris", "task": "exact"},
+        {"prompt": "What is 1/3 as a decimal?", "answer": 0.3333, "task": "number",
+         "meta": {"abs_tol": 0.001}},
+        {"prompt": "Which is a prime? (A) 4 (B) 6 (C) 7 (D) 9", "answer": "C", "task": "choice"},
+        {"prompt": "Solve x + 2 = 5. Put the final answer in \\boxed{}.", "answer": "3",
+         "task": "boxed:0.9,format_answer_tag:0.1"},
+        {"prompt": "Answer yes or no: is 7 odd?", "task": "regex",
+         "meta": {"regex": "^[[:space:]]*(yes|Yes)[.!]?[[:space:]]*$"}},
+        {"messages": [{"role": "system", "content": "Think first, then answer."},
+                      {"role": "user", "content": "What is 6 x 7?"}],
+         "answer": "42", "task": "number:0.8,format_think:0.2"},
+    ])
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+    arith_chat(out)
+    code(out)
+    formats(out)
+
+
+if __name__ == "__main__":
+    main()
