@@ -92,6 +92,11 @@ int learner_selftest(bool verbose);
  * not finite (PPO's critic on that reward) takes no step at all and its
  * groups count as failed, the lease identity intact. */
 int learner_train_selftest(bool verbose);
+/* --data on real learners in this process: an epoch visits every record
+ * once, leases carry each record's task and meta, a save and resume (even
+ * with another --seed) continues the data exactly, a changed file or a
+ * switch between data and the built-in task is refused, --eval-data. */
+int learner_task_selftest(bool verbose);
 int chat_smollm2_selftest(bool verbose);
 int algo_selftest(bool verbose);
 /* tests/cluster_fault_test.c, kill -9 of each kind of daemon mid-run: one
@@ -142,6 +147,12 @@ int cluster_auth_selftest(bool verbose);
  * is refused; a checkpoint directory that is a symbolic link resumes and
  * saves through the link. */
 int resume_selftest(bool verbose);
+/* --data with the real programs: the built-in task as JSONL (one bad line
+ * named by file:line) learned by an rlhf-sft warm start through learner,
+ * reward server and actor processes, measured on --eval-data; a kill -9 of
+ * the learner and a restart that resumes the data at the checkpoint's
+ * position; a mostly bad file and a bad --task refused. */
+int data_char_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
  * counted; with a client key over several connections, the key's credit
@@ -229,6 +240,7 @@ int code_hostile_selftest(bool verbose);
     X(epoch, epoch_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
     X(learner_train, learner_train_selftest)                                                       \
+    X(learner_task, learner_task_selftest)                                                         \
     X(chat_smollm2, chat_smollm2_selftest)                                                         \
     X(algo, algo_selftest)                                                                         \
     X(fault_actor, cluster_fault_actor_selftest)                                                   \
@@ -238,6 +250,7 @@ int code_hostile_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
+    X(data_char, data_char_selftest)                                                               \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
