@@ -220,8 +220,8 @@ int eval_dataset(Model *m, const Tok *tok, const Bpe *bpe, Dataset *d, int n, in
             scored++;
             if (score_spec_run(&recs[i].spec, &in, &res, why, sizeof why)) {
                 if (failed++ == 0)
-                    log_warn("eval: %s:%" PRIu64 ": not scored, counted as 0 (%s)",
-                             dataset_path(d), recs[i].line, why);
+                    log_warn("eval: %s:%" PRIu64 ": not scored, counted as 0 (%s)", dataset_path(d),
+                             recs[i].line, why);
                 continue;
             }
             if (scored <= 3)

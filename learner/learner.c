@@ -66,8 +66,8 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "max_digits must be in 1..6";
     else if (c->data_max_bad < 0 || c->data_max_bad > 100)
         bad = "data_max_bad must be in 0..100";
-    else if (c->data_task && score_spec_parse(c->data_task, score_builtin, NULL, &spec, tmp,
-                                              sizeof tmp) != 0)
+    else if (c->data_task &&
+             score_spec_parse(c->data_task, score_builtin, NULL, &spec, tmp, sizeof tmp) != 0)
         bad = tmp;
     else if (c->eval_n < 0 || c->eval_every < 0 || c->ckpt_every < 0)
         bad = "eval_n, eval_every and ckpt_every must be >= 0";

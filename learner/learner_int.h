@@ -78,7 +78,8 @@ struct Learner {
     Optim         *opt, *critic_opt;
     Algo          *algo;
     LeaseTable    *leases;
-    LearnerPrompts *prompts; /* the prompt source (learner_task_open) */
+
+    LearnerPrompts *prompts; /* the prompt source, datasets (learner_task_open) */
 
     void        *zctx;
     Auth        *auth; /* CURVE keys and ZAP of the sockets (plaintext without keys) */

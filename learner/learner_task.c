@@ -226,20 +226,19 @@ bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp
     LearnerPrompts      *lp = l->prompts;
     const DatasetRecord *r = prompt_get(l, id);
     if (!score_spec_is_local(&r->spec)) return false;
-    int  nt = (int)cp->n_tokens;
-    int  stop_id = l->bpe ? bpe_eot_id(l->bpe) : TOK_EOS;
-    bool stop = nt > 0 && cp->tokens[nt - 1] == stop_id;
-    int  nc = nt - stop;
+    int    nt = (int)cp->n_tokens;
+    int    stop_id = l->bpe ? bpe_eot_id(l->bpe) : TOK_EOS;
+    bool   stop = nt > 0 && cp->tokens[nt - 1] == stop_id;
+    int    nc = nt - stop;
     size_t need = l->bpe ? bpe_decode_max_bytes(l->bpe, nc) : TOK_DECODE_MAX_BYTES(nc);
     if (need > lp->text_cap) {
         lp->text_cap = need;
         lp->text = xrealloc(lp->text, need);
     }
     /* The ids were checked against the vocabulary on arrival. */
-    int rc = l->bpe ? bpe_decode(l->bpe, (const int *)cp->tokens, nc, 0, lp->text, lp->text_cap,
-                                 NULL)
-                    : tok_decode(l->tok, (const int *)cp->tokens, nc, 0, lp->text, lp->text_cap,
-                                 NULL);
+    int rc = l->bpe
+                 ? bpe_decode(l->bpe, (const int *)cp->tokens, nc, 0, lp->text, lp->text_cap, NULL)
+                 : tok_decode(l->tok, (const int *)cp->tokens, nc, 0, lp->text, lp->text_cap, NULL);
     if (rc) return false;
     ScoreInput  in = {.prompt = "",
                       .completion = lp->text,
@@ -267,8 +266,8 @@ static int data_opts(Learner *l, DatasetOpts *o)
     }
     *o = (DatasetOpts){.tok = l->bpe ? NULL : l->tok,
                        .bpe = l->bpe,
-                       .max_prompt_ids = room < LEARNER_PROMPT_IDS_MAX ? room
-                                                                       : LEARNER_PROMPT_IDS_MAX,
+                       .max_prompt_ids =
+                           room < LEARNER_PROMPT_IDS_MAX ? room : LEARNER_PROMPT_IDS_MAX,
                        .default_task = l->cfg.data_task,
                        .lookup = score_builtin,
                        .max_bad_percent = l->cfg.data_max_bad};

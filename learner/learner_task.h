@@ -35,8 +35,8 @@
 #include "learner/eval.h"
 #include "learner/learner_int.h"
 
-#define LEARNER_TASK_ARITH "arith" /* the built-in task's name on the wire */
-#define LEARNER_PROMPT_IDS_MAX 1024 /* prompt ids of any source at most */
+#define LEARNER_TASK_ARITH "arith"            /* the built-in task's name on the wire */
+#define LEARNER_PROMPT_IDS_MAX 1024           /* prompt ids of any source at most */
 #define LEARNER_ANSWER_MAX DATASET_MAX_ANSWER /* bytes of an answer, NUL included */
 
 /* Opens the prompt source (and the evaluation file) for the loaded model:
