@@ -4,7 +4,8 @@ the files come out the same).
 
   arith-chat/train.jsonl, eval.jsonl  the chat arithmetic task as JSONL:
       {"prompt": "What is 37 + 45? Reply with the number only.", "answer": "82"}
-      operands 0..99, + and -; no "task", so a run picks the scorer
+      operands of 1 or 2 digits as the built-in task draws them, + and -;
+      no "task", so a run picks the scorer
       (rlhf-learner --task number); the two files share no problem.
   code/train.jsonl, eval.jsonl  small Python functions to write, checked by
       unit tests in a sandbox (scorer "code", run by the reward server):
@@ -30,9 +31,20 @@ def write(path, records):
 
 
 def arith_chat(out):
+    # As the built-in chat task draws them (common/tasks/task.c): the number
+    # of digits first (1 or 2), then the operand, so one-digit operands are
+    # as common as two-digit ones; distinct problems, none in both files.
     rng = random.Random(9001)
-    problems = [(a, op, b) for a in range(100) for b in range(100) for op in "+-"]
-    rng.shuffle(problems)
+
+    def operand():
+        return rng.randrange(0, 10) if rng.randrange(2) == 0 else rng.randrange(10, 100)
+
+    problems, seen = [], set()
+    while len(problems) < 496:
+        p = (operand(), "+-"[rng.randrange(2)], operand())
+        if p not in seen:
+            seen.add(p)
+            problems.append(p)
 
     def record(p):
         a, op, b = p
@@ -40,7 +52,7 @@ def arith_chat(out):
         return {"prompt": f"What is {a} {op} {b}? Reply with the number only.", "answer": str(v)}
 
     write(os.path.join(out, "arith-chat", "eval.jsonl"), [record(p) for p in problems[:96]])
-    write(os.path.join(out, "arith-chat", "train.jsonl"), [record(p) for p in problems[96:496]])
+    write(os.path.join(out, "arith-chat", "train.jsonl"), [record(p) for p in problems[96:]])
 
 
 # Small functions: (name, prompt, reference body, tests), each family with a

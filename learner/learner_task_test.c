@@ -152,8 +152,10 @@ static void test_resume(const char *dir, const char *data, bool verbose)
      * then the learner is gone without a final save. */
     int fed = learner_feed(a, 3, 1.0f);
     EXPECT(fed == 3, "fed %d groups, expected 3", fed);
+    fileio_capture_begin();
     EXPECT(learner_record_ckpt(a, false) == 0, "checkpoint");
     learner_free(&a);
+    free(fileio_capture_end(verbose));
 
     char ts_path[600];
     testfs_path(ts_path, sizeof ts_path, "%s/ckpt/trainer_state.json", dir);
