@@ -231,7 +231,7 @@ int learner_intake_build_batch(Learner *l, int ng, LearnerBatchInfo *bi)
             bi->reward_sq += (double)r * r;
             bi->tokens += (int64_t)cp->n_tokens;
             /* Task accuracy from the learner's own check: the answer, then the stop token. */
-            bi->n_correct += learner_task_is_correct(l, l->pend[gi].prompt_id, cp);
+            bi->n_correct += learner_task_is_correct(l, l->pend[gi].prompt_id, cp, sg->scores[c]);
         }
     }
     bi->n_samples = k;

@@ -110,23 +110,22 @@ int main(int argc, char **argv)
         FLAG_INT("max-digits", &cfg.max_digits, 1, 6, "N", "operands of 1..N digits"),
         FLAG_SECTION("Data (instead of the built-in task):"),
         FLAG_PATH("data", &cfg.data_path, "FILE.jsonl",
-                  "train on these prompts: one JSON object a line, {\"prompt\": ...}\n"
-                  "or {\"messages\": [...]}, optional \"answer\", \"task\" (scorer\n"
-                  "spec), \"meta\" (object for the scorer); shuffled with --seed\n"
-                  "each epoch; the position resumes with the checkpoint",
+                  "train on these prompts: a JSON object a line, \"prompt\" or\n"
+                  "\"messages\", optional \"answer\", \"task\", \"meta\"; shuffled\n"
+                  "with --seed each epoch, resumed where the checkpoint was",
                   .def = "none: the built-in task"),
         FLAG_PATH("eval-data", &cfg.eval_data_path, "FILE.jsonl",
-                  "held-out prompts: the first --eval-n are evaluated greedily\n"
-                  "with their scorers, instead of the built-in split",
-                  .def = "none: the built-in split (none with --data)"),
+                  "held-out prompts: the first --eval-n, greedily, each with\n"
+                  "its own scorer",
+                  .def = "the built-in split; none with --data"),
         FLAG_STRING("task", &cfg.data_task, "SPEC",
-                    "scorer of records without a \"task\": NAME or NAME:W,NAME:W\n"
-                    "(arith, arith_chat, exact, number, choice, boxed, regex,\n"
-                    "format_answer_tag, format_think, code)",
-                    .def = "none: such records are refused"),
+                    "scorer of records without a \"task\": NAME[:W],... of arith,\n"
+                    "arith_chat, exact, number, choice, boxed, regex,\n"
+                    "format_answer_tag, format_think, code",
+                    .def = "none: refused"),
         FLAG_INT("data-max-bad", &cfg.data_max_bad, 0, 100, "PCT",
                  "refuse a data file with more than PCT% bad records\n"
-                 "(each bad one is logged as FILE:LINE and skipped)"),
+                 "(each one logged as FILE:LINE and skipped)"),
         FLAG_SECTION("Leases:"),
         FLAG_INT("batch-groups", &cfg.batch_groups, 1, 4096, "N", "groups per update"),
         FLAG_INT("group", &cfg.group_size, 1, 256, "N", "completions per prompt, G"),

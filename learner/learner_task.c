@@ -221,11 +221,20 @@ const char *learner_task_name(const Learner *l)
     return l->prompts ? l->prompts->src->name : (l->bpe ? CHAT_TASK_NAME : LEARNER_TASK_ARITH);
 }
 
-bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp)
+/* The reward server's verdict: its "correct" component, else its reward. */
+static bool score_says_correct(const Rlhf__Score *sc)
+{
+    for (size_t i = 0; i < sc->n_components; i++)
+        if (!strcmp(sc->components[i]->name, "correct")) return sc->components[i]->value >= 0.5f;
+    return sc->reward >= 0.5f;
+}
+
+bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp,
+                             const Rlhf__Score *sc)
 {
     LearnerPrompts      *lp = l->prompts;
     const DatasetRecord *r = prompt_get(l, id);
-    if (!score_spec_is_local(&r->spec)) return false;
+    if (!score_spec_is_local(&r->spec)) return sc && score_says_correct(sc);
     int    nt = (int)cp->n_tokens;
     int    stop_id = l->bpe ? bpe_eot_id(l->bpe) : TOK_EOS;
     bool   stop = nt > 0 && cp->tokens[nt - 1] == stop_id;

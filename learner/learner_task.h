@@ -61,9 +61,11 @@ void learner_task_wire_prompt(Learner *l, uint64_t id, int slot, Rlhf__Prompt *p
 const char *learner_task_name(const Learner *l);
 /* Whether completion cp of train prompt id is correct by the prompt's own
  * scorer, run here (score_is_correct; the built-in tasks want the stop
- * token, the chat task scores an unstopped one too); false when the scorer
- * runs only in the reward server. */
-bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp);
+ * token, the chat task scores an unstopped one too). A scorer that runs only
+ * in the reward server (sandboxed code) is taken at its word: its score sc's
+ * component "correct" (else its reward) at least 0.5. */
+bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp,
+                             const Rlhf__Score *sc);
 
 /* Greedy held-out evaluation of the policy: --eval-data's first eval_n
  * records, or eval_n problems of the built-in task's held-out split (none

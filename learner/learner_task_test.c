@@ -29,15 +29,20 @@
 #include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
-enum { N_REC = 7 };
+enum { N_REC = 8 };
 
-/* Record k: "k+1=" -> k+1; record 3 carries its own task and meta. */
+/* Record k: "k+1=" -> k+1; record 3 carries its own task and meta, record
+ * 7 is scored by the reward server alone ("code"). */
 static void write_data(const char *path, int changed_record)
 {
     char   buf[2048];
     size_t n = 0;
     for (int k = 0; k < N_REC; k++) {
-        if (k == 3)
+        if (k == 7)
+            n += (size_t)snprintf(buf + n, sizeof buf - n,
+                                  "{\"prompt\": \"7+1=\", \"answer\": \"8\", \"task\": "
+                                  "\"code\", \"meta\": {\"tests\": \"assert f() == 8\"}}\n");
+        else if (k == 3)
             n += (size_t)snprintf(buf + n, sizeof buf - n,
                                   "{\"prompt\": \"3+1=\", \"answer\": \"4\", \"task\": "
                                   "\"number:1,regex:0.5\", \"meta\": {\"regex\": \"^4$\"}}\n");
@@ -128,14 +133,39 @@ static void test_epochs(Learner *l, int order[2][N_REC], bool verbose)
         Rlhf__Completion cp = RLHF__COMPLETION__INIT;
         cp.tokens = toks;
         cp.n_tokens = 2;
-        bool right = learner_task_is_correct(l, p, &cp);
+        bool right = learner_task_is_correct(l, p, &cp, NULL);
         toks[0] = tok_id(l->tok, '5');
-        bool wrong = learner_task_is_correct(l, p, &cp);
+        bool wrong = learner_task_is_correct(l, p, &cp, NULL);
         EXPECT(right && !wrong, "is_correct by the record's scorer: '4' %d, '5' %d", right, wrong);
+    }
+    /* The reward server's verdict for the record it alone scores. */
+    for (uint64_t p = 0; p < N_REC; p++) {
+        if (answer_of(l, p) != 8) continue;
+        int32_t               toks[1] = {TOK_EOS};
+        Rlhf__Completion      cp = RLHF__COMPLETION__INIT;
+        Rlhf__RewardComponent comp = RLHF__REWARD_COMPONENT__INIT, *cpp = &comp;
+        Rlhf__Score           sc = RLHF__SCORE__INIT;
+        cp.tokens = toks;
+        cp.n_tokens = 1;
+        comp.name = (char *)"correct";
+        comp.value = 1.0f;
+        sc.components = &cpp;
+        sc.n_components = 1;
+        bool yes = learner_task_is_correct(l, p, &cp, &sc);
+        comp.value = 0.0f;
+        sc.reward = 1.0f; /* the component decides, not the reward */
+        bool no = learner_task_is_correct(l, p, &cp, &sc);
+        sc.n_components = 0;
+        bool by_reward = learner_task_is_correct(l, p, &cp, &sc);
+        EXPECT(yes && !no && by_reward && !learner_task_is_correct(l, p, &cp, NULL),
+               "a code record's correctness from its score: correct=1 %d, correct=0 %d, reward 1 "
+               "%d",
+               yes, no, by_reward);
     }
     Rlhf__Prompt pr = RLHF__PROMPT__INIT;
     learner_task_wire_prompt(l, 0, 0, &pr);
-    EXPECT(!strcmp(pr.task, "arith") || !strcmp(pr.task, "number:1,regex:0.5"),
+    EXPECT(!strcmp(pr.task, "arith") || !strcmp(pr.task, "number:1,regex:0.5") ||
+               !strcmp(pr.task, "code"),
            "a record without a task has --task's: '%s'", pr.task);
     EXPECT(!strcmp(learner_task_name(l), "data"), "task name '%s'", learner_task_name(l));
 }
@@ -160,7 +190,7 @@ static void test_resume(const char *dir, const char *data, bool verbose)
     char ts_path[600];
     testfs_path(ts_path, sizeof ts_path, "%s/ckpt/trainer_state.json", dir);
     char *ts = testfs_read(ts_path, 1 << 20);
-    EXPECT(ts && strstr(ts, "\"data\"") && strstr(ts, "\"records\": 7") &&
+    EXPECT(ts && strstr(ts, "\"data\"") && strstr(ts, "\"records\": 8") &&
                strstr(ts, "\"epoch\": 0") && strstr(ts, "\"position\": 3"),
            "trainer_state.json has no data position 0/3: %s", ts ? ts : "(missing)");
     free(ts);
@@ -170,7 +200,7 @@ static void test_resume(const char *dir, const char *data, bool verbose)
     char    *log = NULL;
     Learner *b = start(&c, verbose, &log);
     if (EXPECT(b != NULL, "resume with --data failed: %s", log)) {
-        EXPECT(strstr(log, "resuming the data") && strstr(log, "epoch 0, record 3 of 7"),
+        EXPECT(strstr(log, "resuming the data") && strstr(log, "epoch 0, record 3 of 8"),
                "no resume line in '%s'", log);
         bool same = true;
         for (int e = 0; e < 2; e++)
