@@ -273,6 +273,21 @@ static void test_bad_files(const char *dir, const Tok *tok, bool verbose)
                err_str(ex[i].rc), ex[i].log);
         free(log);
     }
+    /* No newline after the last record: it is a record all the same. */
+    testfs_path(path, sizeof path, "%s/nonl.jsonl", dir);
+    const char *nonl =
+        "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n{\"prompt\": \"2+2=\", \"answer\": \"4\"}";
+    testfs_write(path, nonl, strlen(nonl));
+    fileio_capture_begin();
+    int rc0 = dataset_open(path, &o, &d);
+    free(fileio_capture_end(verbose));
+    DatasetRecord last = {0};
+    EXPECT(rc0 == 0 && dataset_size(d) == 2 && dataset_read(d, 1, &last) == 0 &&
+               !strcmp(last.answer, "4"),
+           "a last line without a newline: %s, %" PRIu64 " records", err_str(rc0),
+           d ? dataset_size(d) : 0);
+    dataset_record_free(&last);
+    dataset_free(&d);
     /* Options: a bad default task, two tokenizers. */
     testfs_path(path, sizeof path, "%s/one.jsonl", dir);
     testfs_write(path, "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n", 34);
