@@ -476,6 +476,21 @@ static void test_chat(const char *dir, bool verbose)
     EXPECT(rc == ERR_FORMAT && strstr(log, "chat.jsonl:1: too long"),
            "prompts over %d ids: %s, log '%s'", nw - 1, err_str(rc), log);
     free(log);
+    /* The shipped examples load whole with the model they are for. */
+    const char *examples[] = {"examples/arith-chat/train.jsonl", "examples/arith-chat/eval.jsonl",
+                              "examples/code/train.jsonl", "examples/code/eval.jsonl",
+                              "examples/formats/train.jsonl"};
+    o = (DatasetOpts){.bpe = bpe, .max_prompt_ids = 200, .default_task = "number"};
+    for (size_t i = 0; i < N_OF(examples); i++) {
+        fileio_capture_begin();
+        rc = dataset_open(examples[i], &o, &d);
+        free(fileio_capture_end(verbose));
+        DatasetStats es = {0};
+        if (d) dataset_stats(d, &es);
+        EXPECT(rc == 0 && es.bad == 0 && es.good > 0, "'%s': %s, %" PRIu64 " bad records",
+               examples[i], err_str(rc), es.bad);
+        dataset_free(&d);
+    }
     bpe_free(&bpe);
 }
 
