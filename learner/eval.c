@@ -213,7 +213,7 @@ int eval_dataset(Model *m, const Tok *tok, const Bpe *bpe, Dataset *d, int n, in
             ScoreInput  in = {.prompt = "",
                               .completion = text,
                               .answer = recs[i].answer,
-                              .meta = recs[i].meta,
+                              .meta_json = recs[i].meta,
                               .is_truncated = cut};
             ScoreResult res;
             char        why[200];

@@ -252,7 +252,7 @@ bool learner_task_is_correct(Learner *l, uint64_t id, const Rlhf__Completion *cp
     ScoreInput  in = {.prompt = "",
                       .completion = lp->text,
                       .answer = r->answer,
-                      .meta = r->meta,
+                      .meta_json = r->meta,
                       .is_truncated = !stop};
     ScoreResult res;
     char        why[160];

@@ -107,7 +107,7 @@ static void test_arith_chat(const Scorer *sc, bool verbose)
 static int meta_len_scorer(const ScorerInput *in, const void *opts, ScorerResult *out, char *why,
                            size_t why_len)
 {
-    size_t n = in->meta ? strlen(in->meta) : 0;
+    size_t n = in->meta_json ? strlen(in->meta_json) : 0;
     snprintf(out->components[0].name, sizeof out->components[0].name, "meta_bytes");
     out->components[0].value = (float)n;
     out->n_components = 1;
@@ -126,7 +126,7 @@ static void test_specs(ScorerRegistry *r, bool verbose)
     ScorerInput  in = {.prompt = "Capital of France?",
                        .completion = "Paris",
                        .answer = "paris",
-                       .meta = "{\"k\":1}"};
+                       .meta_json = "{\"k\":1}"};
     ScorerResult res;
     if (EXPECT(rc == 0, "scorer_resolve('metalen:0.5,exact:2'): %s", why)) {
         rc = score_spec_run(&spec, &in, &res, why, sizeof why);

@@ -173,7 +173,7 @@ static int score_number(const ScoreInput *in, const void *opts, ScoreResult *out
         snprintf(why, why_len, "number: answer '%.40s' is not a number", in->answer);
         return ERR_ARG;
     }
-    if ((rc = number_tolerances(in->meta, &rel, &abs_tol, why, why_len))) return rc;
+    if ((rc = number_tolerances(in->meta_json, &rel, &abs_tol, why, why_len))) return rc;
     const char *c = str_or_empty(in->completion);
     size_t      st, len;
     verify_answer_span(c, strlen(c), &st, &len);
@@ -256,7 +256,7 @@ static int score_regex(const ScoreInput *in, const void *opts, ScoreResult *out,
     char        buf[VERIFY_REGEX_MAX_PATTERN + 1];
     const char *pattern;
     bool        match = false;
-    int         rc = regex_pattern(in->answer, in->meta, buf, sizeof buf, &pattern, why, why_len);
+    int rc = regex_pattern(in->answer, in->meta_json, buf, sizeof buf, &pattern, why, why_len);
     if (!rc) rc = verify_regex(pattern, str_or_empty(in->completion), &match, why, why_len);
     return rc ? rc : score_correct(out, match);
 }

@@ -61,7 +61,7 @@ typedef struct {
     const char *prompt;       /* prompt text, special tokens removed */
     const char *completion;   /* completion text, stop token and anything after it removed */
     const char *answer;       /* reference answer carried by the prompt ("" if none) */
-    const char *meta;         /* the record's metadata, a JSON object as text ("" or NULL: none) */
+    const char *meta_json;    /* the record's metadata, a JSON object as text ("" or NULL: none) */
     bool        is_truncated; /* the completion hit the length cap (finish LENGTH) */
 } ScoreInput;
 

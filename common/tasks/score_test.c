@@ -92,7 +92,7 @@ static void run_cases(const RunCase *ex, size_t n, bool verbose)
         ScoreInput  in = {.prompt = "p",
                           .completion = ex[i].completion,
                           .answer = ex[i].answer,
-                          .meta = ex[i].meta,
+                          .meta_json = ex[i].meta,
                           .is_truncated = ex[i].is_truncated};
         ScoreResult res;
         rc = score_spec_run(&s, &in, &res, why, sizeof why);
@@ -171,7 +171,7 @@ static void test_builtins(bool verbose)
     ScoreSpec s;
     char      why[200];
     score_spec_parse("boxed:0.9,format_answer_tag:0.1", score_builtin, NULL, &s, why, sizeof why);
-    ScoreInput  in = {.prompt = "p", .completion = "\\boxed{42}", .answer = "42", .meta = ""};
+    ScoreInput  in = {.prompt = "p", .completion = "\\boxed{42}", .answer = "42", .meta_json = ""};
     ScoreResult r;
     int         rc = score_spec_run(&s, &in, &r, why, sizeof why);
     EXPECT(rc == 0 && r.n_components == 2 && !strcmp(r.components[0].name, "boxed") &&
