@@ -10,7 +10,7 @@ the files come out the same).
   code/train.jsonl, eval.jsonl  small Python functions to write, checked by
       unit tests in a sandbox (scorer "code", run by the reward server):
       {"prompt": ..., "task": "code",
-       "meta": {"tests": "assert f(...) == ...", "entry_point": "f"}}
+       "meta": {"tests": ["assert f(...) == ...", ...], "prefix": ""}}
   formats/train.jsonl  one record per built-in scorer and a weighted spec,
       to show the record format (answers, tasks, meta).
 
@@ -97,9 +97,12 @@ def code(out):
           "assert is_palindrome('') is True"]),
     ]
 
+    # Each assert is a test of its own (the reward is the fraction that
+    # pass); the prompt is prose, not code, so nothing goes before the
+    # completion ("prefix": ""; reward_server/sandbox_scorer.h).
     def record(name, prompt, tests):
         return {"prompt": prompt + " Reply with the code only.", "task": "code",
-                "meta": {"tests": "\n".join(tests) + "\n", "entry_point": name}}
+                "meta": {"tests": tests, "prefix": ""}}
 
     train = [record(*f) for k in range(2, 10) for f in code_family(k)] + [record(*f) for f in fixed]
     evals = [record(*f) for k in (11, 13) for f in code_family(k)]

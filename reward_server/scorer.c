@@ -111,10 +111,9 @@ int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opt
     int rc = 0;
     for (int i = 0; i < score_builtin_count() && !rc; i++) {
         const ScoreDef *d = score_builtin_at(i);
-        if (!d->fn) continue; /* run by a scorer of this server's table, if any */
+        /* One without a function here ("code") is the server's to register. */
+        if (!d->fn) continue;
         rc = scorer_register(r, d->name, d->fn, !strcmp(d->name, "arith") ? arith_opts : d->opts);
     }
-    /* The reward server's own scorers, one registration each (a sandboxed
-     * "code" scorer goes here: scorer_register(r, "code", fn, opts)). */
     return rc;
 }

@@ -10,8 +10,8 @@
  * was cut off by the length cap.
  *
  * The registry holds every built-in scorer that runs in-process
- * (scorer_register_builtins) and the reward server's own, registered in the
- * table at the end of scorer.c: one line each. A scorer registered under the
+ * (scorer_register_builtins) and the reward server's own, registered by
+ * reward_new (the sandboxed "code" scorer). A scorer registered under the
  * name of a built-in that has no function here (e.g. "code", run in a
  * sandbox) takes over that name and keeps the built-in's record check.
  *
@@ -77,8 +77,7 @@ typedef ScoreArithOpts ScorerArithOpts;
 #define SCORER_ARITH_DEFAULTS SCORE_ARITH_DEFAULTS
 
 /* Registers every built-in scorer that runs here ("arith" with arith_opts,
- * borrowed, NULL = defaults), then the reward server's own (the table at the
- * end of scorer.c). Returns 0 or scorer_register's error. */
+ * borrowed, NULL = defaults). Returns 0 or scorer_register's error. */
 int scorer_register_builtins(ScorerRegistry *r, const ScorerArithOpts *arith_opts);
 
 #endif

@@ -6,6 +6,7 @@
  * registry's rules (names, duplicates, capacity, the list). */
 #include "reward_server/scorer.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,9 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/tasks/chat_task.h"
+#include "reward_server/sandbox_scorer.h"
 #include "tests/support/expect.h"
+#include "tests/support/testfs.h"
 #include "tests/test_list.h"
 
 /* Worked examples: completion, answer, truncated -> reward, correct, format
@@ -190,6 +193,63 @@ static void test_registry(ScorerRegistry *r, const ScorerArithOpts *bonus, bool 
     if (verbose) printf("  scorers: %s\n", list);
 }
 
+/* The first record of the shipped examples/code/train.jsonl ("add_k(x)
+ * returns x plus 2", three asserts) through a registry whose "code" is the
+ * real sandboxed scorer: a fenced chat answer that is right passes all,
+ * one that returns 2 passes one of three. */
+static void test_code_example(bool verbose)
+{
+    FILE *f = fopen("examples/code/train.jsonl", "r");
+    char  line[4096] = "";
+    if (!EXPECT(f && fgets(line, sizeof line, f), "cannot read examples/code/train.jsonl")) {
+        if (f) fclose(f);
+        return;
+    }
+    fclose(f);
+    json_error_t    e;
+    json_t         *rec = json_loads(line, 0, &e);
+    char           *meta = json_dumps(json_object_get(rec, "meta"), JSON_COMPACT);
+    const char     *task = json_string_value(json_object_get(rec, "task"));
+    char            tmp[256];
+    SandboxScorer  *sb = NULL;
+    ScorerRegistry *r = scorer_registry_new();
+    if (EXPECT(meta && task && testfs_tmpdir_new("scorer-code", tmp, sizeof tmp) == 0,
+               "examples/code/train.jsonl line 1 has no task or meta")) {
+        SandboxScorerConfig cfg = {.sandbox = SANDBOX_DEFAULTS};
+        cfg.sandbox.tmp_dir = tmp;
+        cfg.sandbox.workers = 1;
+        sb = sandbox_scorer_new(&cfg, NULL);
+        ScoreSpec spec;
+        char      why[300] = "";
+        int       rc = -1;
+        if (EXPECT(sb && scorer_register_builtins(r, NULL) == 0 &&
+                       scorer_register(r, SANDBOX_SCORER_NAME, sandbox_scorer_run, sb) == 0,
+                   "no sandboxed code scorer"))
+            rc = scorer_resolve(r, task, &spec, why, sizeof why);
+        const char *answers[2] = {"```python\ndef add_k(x):\n    return x + 2\n```",
+                                  "```python\ndef add_k(x):\n    return 2\n```"};
+        const float want[2] = {1.0f, 1.0f / 3.0f};
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            ScorerInput  in = {.prompt = json_string_value(json_object_get(rec, "prompt")),
+                               .completion = answers[i],
+                               .answer = "",
+                               .meta_json = meta};
+            ScorerResult res;
+            int          src = score_spec_run(&spec, &in, &res, why, sizeof why);
+            if (verbose) printf("  examples/code line 1, answer %d: reward %.3f\n", i, res.reward);
+            EXPECT(src == 0 && fabsf(res.reward - want[i]) < 1e-5f,
+                   "examples/code line 1, answer %d: rc %d (%s) reward %g, expected %g", i, src,
+                   why, src ? 0.0 : res.reward, (double)want[i]);
+        }
+        EXPECT(rc == 0, "task '%s' did not resolve: %s", task ? task : "", why);
+        sandbox_scorer_free(&sb);
+        testfs_tmpdir_remove(tmp);
+    }
+    scorer_registry_free(&r);
+    free(meta);
+    json_decref(rec);
+}
+
 int scorer_selftest(bool verbose)
 {
     ScorerArithOpts bonus = {.format_bonus = 0.1f};
@@ -220,6 +280,7 @@ int scorer_selftest(bool verbose)
     }
     scorer_registry_free(&r);
     scorer_registry_free(&rb);
+    test_code_example(verbose);
     EXPECT(!r && !rb, "scorer_registry_free left a pointer set");
     return expect_end();
 }

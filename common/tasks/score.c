@@ -286,18 +286,39 @@ static int score_think(const ScoreInput *in, const void *opts, ScoreResult *out,
 
 /* ---- code (the reward server's) ----------------------------------------- */
 
+/* The metadata reward_server/sandbox_scorer.h reads: "tests" a string, or
+ * an array of 1..SCORE_CODE_MAX_TESTS strings; "entry_point" a string, with
+ * string tests only; "prefix" a string; "stop" an array of strings. */
+#define SCORE_CODE_MAX_TESTS 256
 static int check_code(const char *answer, const char *meta, char *why, size_t why_len)
 {
     json_t *root;
     int     rc = meta_parse("code", meta, &root, why, why_len);
     if (rc) return rc;
-    json_t *t = root ? json_object_get(root, "tests") : NULL;
-    json_t *e = root ? json_object_get(root, "entry_point") : NULL;
-    if (!json_is_string(t) || json_string_length(t) == 0) {
-        snprintf(why, why_len, "code: meta has no \"tests\" string (the unit tests to run)");
-        rc = ERR_ARG;
-    } else if (e && !json_is_string(e)) {
-        snprintf(why, why_len, "code: meta \"entry_point\" is not a string");
+    json_t     *t = root ? json_object_get(root, "tests") : NULL;
+    json_t     *e = root ? json_object_get(root, "entry_point") : NULL;
+    json_t     *p = root ? json_object_get(root, "prefix") : NULL;
+    json_t     *st = root ? json_object_get(root, "stop") : NULL;
+    const char *bad = NULL;
+    if (!json_is_string(t) && !json_is_array(t))
+        bad = "meta has no \"tests\" (a string, or an array of strings: the unit tests)";
+    else if (json_is_string(t) && json_string_length(t) == 0)
+        bad = "meta \"tests\" is empty";
+    else if (json_is_array(t) &&
+             (json_array_size(t) == 0 || json_array_size(t) > SCORE_CODE_MAX_TESTS))
+        bad = "meta \"tests\" is an array of no tests, or too many";
+    else if (e && (!json_is_string(e) || !json_is_string(t)))
+        bad = "meta \"entry_point\" is not a string, or goes with an array of tests";
+    else if (p && !json_is_string(p))
+        bad = "meta \"prefix\" is not a string";
+    else if (st && !json_is_array(st))
+        bad = "meta \"stop\" is not an array of strings";
+    for (size_t k = 0; !bad && json_is_array(t) && k < json_array_size(t); k++)
+        if (!json_is_string(json_array_get(t, k))) bad = "meta \"tests\" holds a non-string";
+    for (size_t k = 0; !bad && json_is_array(st) && k < json_array_size(st); k++)
+        if (!json_is_string(json_array_get(st, k))) bad = "meta \"stop\" holds a non-string";
+    if (bad) {
+        snprintf(why, why_len, "code: %s", bad);
         rc = ERR_ARG;
     }
     json_decref(root);

@@ -23,6 +23,7 @@
  *   format_think       <think>...</think> then <answer>...</answer>, nothing else
  *   code               the record's unit tests in a sandbox: run by the reward
  *                      server only (no function here); records need meta "tests"
+ *                      as reward_server/sandbox_scorer.h reads it (checked here)
  * The answer scorers report one component, correct; the format ones one,
  * format; a truncated completion (hit the length cap) never has the format.
  *

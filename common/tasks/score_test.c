@@ -211,8 +211,15 @@ static void test_record_checks(bool verbose)
         {"format_think", "", "", NULL},
         {"arith_chat", "8.5", "", "not an integer"},
         {"code", "", "{\"tests\": \"assert f(1) == 2\", \"entry_point\": \"f\"}", NULL},
+        {"code", "", "{\"tests\": [\"assert f(1) == 2\", \"assert f(0) == 1\"], \"prefix\": \"\"}",
+         NULL},
         {"code", "", "{\"entry_point\": \"f\"}", "no \"tests\""},
         {"code", "", "{\"tests\": \"x\", \"entry_point\": 3}", "entry_point"},
+        {"code", "", "{\"tests\": [\"x\"], \"entry_point\": \"f\"}", "entry_point"},
+        {"code", "", "{\"tests\": []}", "no tests"},
+        {"code", "", "{\"tests\": [\"x\", 3]}", "non-string"},
+        {"code", "", "{\"tests\": \"x\", \"prefix\": 1}", "prefix"},
+        {"code", "", "{\"tests\": \"x\", \"stop\": \"def\"}", "stop"},
         {"code", "", "not json", "not a JSON object"},
     };
     for (size_t i = 0; i < N_OF(ex); i++) {
