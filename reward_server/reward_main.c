@@ -44,9 +44,9 @@ int main(int argc, char **argv)
                     "instead of the char tokenizer",
                     .def = "none: the char tokenizer"),
         FLAG_STRING("scorer", &cfg.scorer, "SPEC",
-                    "score every group with SPEC, NAME[:W],... of arith,\n"
-                    "arith_chat, exact, number, choice, boxed, regex,\n"
-                    "format_answer_tag, format_think; whatever the prompts say",
+                    "score every group with SPEC, whatever its prompt's task:\n"
+                    "NAME[:W],... of arith, arith_chat, exact, number, choice,\n"
+                    "boxed, regex, format_answer_tag, format_think, code",
                     .def = "each prompt's task"),
         FLAG_SECTION("Code rewards (task \"code\", README \"Code rewards in a sandbox\"):"),
         FLAG_INT("code-workers", &cfg.code.sandbox.workers, 0, SANDBOX_MAX_WORKERS, "N",
