@@ -25,7 +25,9 @@ int bpe_smollm2_selftest(bool verbose);
 int st_selftest(bool verbose);
 int sampler_selftest(bool verbose);
 int optim_selftest(bool verbose);
+int half_selftest(bool verbose);
 int tensor_selftest(bool verbose);
+int kern_selftest(bool verbose);
 int model_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
@@ -135,7 +137,9 @@ int cli_selftest(bool verbose);
     X(safetensors, st_selftest)                                                                    \
     X(sampler, sampler_selftest)                                                                   \
     X(optim, optim_selftest)                                                                       \
+    X(half, half_selftest)                                                                         \
     X(tensor, tensor_selftest)                                                                     \
+    X(kern, kern_selftest)                                                                         \
     X(model, model_selftest)                                                                       \
     X(gguf_type, gguf_type_selftest)                                                               \
     X(gguf, gguf_selftest)                                                                         \

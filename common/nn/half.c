@@ -52,3 +52,15 @@ uint16_t half_f32_to_f16(float x)
     memcpy(&f, &a, sizeof f);
     return (uint16_t)(sign | (uint16_t)nearbyintf(f * 16777216.0f));
 }
+
+uint16_t half_f32_to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040); /* quiet NaN */
+    /* Adding 0x7fff plus the lowest kept bit rounds the dropped 16 bits to
+     * nearest with ties to even; a carry propagates into the exponent, which
+     * is how the largest floats overflow to infinity. */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}

@@ -1,0 +1,271 @@
+/* kern: packing, the shared epilogue, the portable C variant, the run-time
+ * choice of variant and the threading; the vector variants are in
+ * kern_avx512.c and kern_avx2.c. */
+#include "common/nn/kern.h"
+#include "common/nn/kern_int.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/base/par.h"
+#include "common/nn/half.h"
+#include "common/nn/tensor.h"
+
+const char *const kern_type_names[] = {"fp32", "bf16", "fp16", NULL};
+
+static int blocks_of(int rows)
+{
+    return (rows + KERN_BLOCK - 1) / KERN_BLOCK;
+}
+
+static size_t block_elems(KernType t, int C)
+{
+    /* BF16 stores columns in pairs: an odd C gets a zero column. */
+    return t == KERN_BF16 ? (size_t)(C + 1) / 2 * 2 * KERN_BLOCK : (size_t)C * KERN_BLOCK;
+}
+
+size_t kern_mat_bytes(KernType t, int n_part, const int *rows, int C)
+{
+    CHECK(t == KERN_BF16 || t == KERN_F16);
+    CHECK(n_part >= 1 && n_part <= KERN_MAX_PARTS && C > 0);
+    size_t blocks = 0;
+    for (int p = 0; p < n_part; p++) blocks += (size_t)blocks_of(rows[p]);
+    return blocks * block_elems(t, C) * sizeof(uint16_t);
+}
+
+static uint16_t narrow(KernType t, float x)
+{
+    return t == KERN_BF16 ? half_f32_to_bf16(x) : half_f32_to_f16(x);
+}
+
+static float widen(KernType t, uint16_t h)
+{
+    return t == KERN_BF16 ? half_bf16_to_f32(h) : half_f16_to_f32(h);
+}
+
+float kern_round(KernType t, float x)
+{
+    return t == KERN_F32 ? x : widen(t, narrow(t, x));
+}
+
+/* Where row r of part p lives: its block and lane. */
+static int block_of_row(const KernMat *m, int p, int r)
+{
+    return m->is_swiglu ? 2 * (r / KERN_BLOCK) + p : m->block0[p] + r / KERN_BLOCK;
+}
+
+/* The part a block belongs to and the part's first row in it. */
+static void part_of_block(const KernMat *m, int blk, int *p, int *r0)
+{
+    if (m->is_swiglu) {
+        *p = blk % 2;
+        *r0 = blk / 2 * KERN_BLOCK;
+        return;
+    }
+    int q = 0;
+    while (q + 1 < m->n_part && m->block0[q + 1] <= blk) q++;
+    *p = q;
+    *r0 = (blk - m->block0[q]) * KERN_BLOCK;
+}
+
+int kern_mat_pack(KernMat *m, void *mem, KernType t, int n_part, const float *const *w,
+                  const int *rows, int C, bool is_swiglu, const char *name)
+{
+    size_t bytes = kern_mat_bytes(t, n_part, rows, C);
+    CHECK(!is_swiglu || (n_part == 2 && rows[0] == rows[1]));
+    memset(m, 0, sizeof *m);
+    m->type = t;
+    m->C = C;
+    m->n_part = n_part;
+    m->is_swiglu = is_swiglu;
+    m->block_elems = block_elems(t, C);
+    m->data = mem;
+    for (int p = 0; p < n_part; p++) {
+        CHECK(rows[p] > 0);
+        m->rows[p] = rows[p];
+        m->block0[p + 1] = m->block0[p] + blocks_of(rows[p]);
+    }
+    /* Zeros in the padding rows and column: they add nothing to the sums. */
+    memset(mem, 0, bytes);
+    for (int p = 0; p < n_part; p++) {
+        for (int r = 0; r < rows[p]; r++) {
+            uint16_t    *blk = m->data + (size_t)block_of_row(m, p, r) * m->block_elems;
+            int          lane = r % KERN_BLOCK;
+            const float *w_r = w[p] + (size_t)r * C;
+            for (int c = 0; c < C; c++) {
+                uint16_t h = narrow(t, w_r[c]);
+                if (!isfinite(widen(t, h))) {
+                    log_error("kern_mat_pack: %s part %d: w[%d][%d] = %g does not fit %s", name, p,
+                              r, c, (double)w_r[c], kern_type_names[t]);
+                    return ERR_RANGE;
+                }
+                size_t at = t == KERN_BF16 ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * lane + c % 2
+                                           : (size_t)c * KERN_BLOCK + lane;
+                blk[at] = h;
+            }
+        }
+    }
+    return 0;
+}
+
+void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, const float *res)
+{
+    const KernMat *w = j->w;
+    if (j->mode == KERN_OUT_SWIGLU) {
+        /* Blocks come as (gate k, up k) pairs; the product is the one
+         * tensor_swiglu_forward computes. */
+        int H = w->rows[0];
+        for (int n = 0; n < nt; n++) {
+            float *out = j->outs[0] + (size_t)(n0 + n) * H;
+            for (int b = 0; b < nb; b += 2) {
+                const float *g = res + ((size_t)n * nb + b) * KERN_BLOCK, *u = g + KERN_BLOCK;
+                int          r0 = (blk + b) / 2 * KERN_BLOCK;
+                int          cnt = H - r0 < KERN_BLOCK ? H - r0 : KERN_BLOCK;
+                for (int i = 0; i < cnt; i++)
+                    out[r0 + i] = g[i] / (1.0f + tensor_exp(-g[i])) * u[i];
+            }
+        }
+        return;
+    }
+    for (int b = 0; b < nb; b++) {
+        int p, r0;
+        part_of_block(w, blk + b, &p, &r0);
+        int R = w->rows[p], cnt = R - r0 < KERN_BLOCK ? R - r0 : KERN_BLOCK;
+        for (int n = 0; n < nt; n++) {
+            const float *v = res + ((size_t)n * nb + b) * KERN_BLOCK;
+            float       *out = j->outs[p] + (size_t)(n0 + n) * R + r0;
+            if (j->mode == KERN_OUT_ADD)
+                for (int i = 0; i < cnt; i++) out[i] += v[i];
+            else
+                memcpy(out, v, (size_t)cnt * sizeof(float));
+        }
+    }
+}
+
+/* ---- the portable variant ------------------------------------------------ */
+
+static bool ref_supported(void)
+{
+    return true;
+}
+
+/* Plain loops in the layout's order: each output is summed over c in order,
+ * like the vector variants (which fuse each multiply-add). */
+static void ref_range(const KernJob *j, int b0, int b1)
+{
+    const KernMat *w = j->w;
+    KernType       t = w->type;
+    int            C = w->C;
+    float          res[KERN_MAX_TILE_ROWS * KERN_GROUP * KERN_BLOCK];
+    float          col[KERN_BLOCK];
+    for (int g = b0; g < b1; g += KERN_GROUP) {
+        int nb = b1 - g < KERN_GROUP ? b1 - g : KERN_GROUP;
+        for (int n0 = 0; n0 < j->N; n0 += KERN_MAX_TILE_ROWS) {
+            int nt = j->N - n0 < KERN_MAX_TILE_ROWS ? j->N - n0 : KERN_MAX_TILE_ROWS;
+            memset(res, 0, sizeof res);
+            for (int b = 0; b < nb; b++) {
+                const uint16_t *blk = w->data + (size_t)(g + b) * w->block_elems;
+                for (int c = 0; c < C; c++) {
+                    for (int i = 0; i < KERN_BLOCK; i++) {
+                        size_t at = t == KERN_BF16 ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * i + c % 2
+                                                   : (size_t)c * KERN_BLOCK + i;
+                        col[i] = widen(t, blk[at]);
+                    }
+                    for (int n = 0; n < nt; n++) {
+                        float  xc = j->inp[(size_t)(n0 + n) * C + c];
+                        float *acc = res + ((size_t)n * nb + b) * KERN_BLOCK;
+                        for (int i = 0; i < KERN_BLOCK; i++) acc[i] += col[i] * xc;
+                    }
+                }
+            }
+            kern_epilogue(j, g, n0, nt, nb, res);
+        }
+    }
+}
+
+const KernVariant kern_variants[] = {
+#if defined(__x86_64__) && defined(__GNUC__)
+    {"avx512", kern_avx512_supported, kern_avx512_bf16, kern_avx512_f16},
+    {"avx2", kern_avx2_supported, kern_avx2_bf16, kern_avx2_f16},
+#endif
+    {"c", ref_supported, ref_range, ref_range},
+};
+const int kern_n_variants = (int)(sizeof kern_variants / sizeof kern_variants[0]);
+
+/* ---- choice and threading ------------------------------------------------ */
+
+static pthread_once_t     g_once = PTHREAD_ONCE_INIT;
+static const KernVariant *g_variant;
+
+static void pick_variant(void)
+{
+    const char *want = getenv("RLHF_KERNEL");
+    for (int i = 0; i < kern_n_variants && want && *want; i++) {
+        if (strcmp(kern_variants[i].name, want) != 0) continue;
+        if (kern_variants[i].is_supported()) {
+            g_variant = &kern_variants[i];
+            return;
+        }
+        log_warn("RLHF_KERNEL=%s: this CPU cannot run it; choosing the best it can", want);
+    }
+    if (want && *want && !g_variant) {
+        bool known = false;
+        for (int i = 0; i < kern_n_variants; i++) known = known || !strcmp(kern_variants[i].name, want);
+        if (!known) log_warn("RLHF_KERNEL=%s: no such kernel; choosing the best this CPU runs", want);
+    }
+    for (int i = 0; i < kern_n_variants; i++) {
+        if (kern_variants[i].is_supported()) {
+            g_variant = &kern_variants[i];
+            return;
+        }
+    }
+}
+
+const KernVariant *kern_variant(void)
+{
+    pthread_once(&g_once, pick_variant);
+    return g_variant;
+}
+
+const char *kern_variant_name(void)
+{
+    return kern_variant()->name;
+}
+
+typedef struct {
+    KernJob     job;
+    KernRangeFn fn;
+    int         per_unit; /* blocks per unit of the split: 2 keeps SwiGLU pairs whole */
+} ParJob;
+
+static void par_range(void *ctx, size_t u0, size_t u1)
+{
+    const ParJob *p = ctx;
+    p->fn(&p->job, (int)u0 * p->per_unit, (int)u1 * p->per_unit);
+}
+
+void kern_linear_variant(const KernVariant *v, float *const *outs, const float *inp,
+                         const KernMat *w, int N, KernOut mode)
+{
+    CHECK(N >= 0 && (w->type == KERN_BF16 || w->type == KERN_F16));
+    CHECK(mode != KERN_OUT_SWIGLU || w->is_swiglu);
+    if (N == 0) return;
+    ParJob p = {.job = {.outs = outs, .inp = inp, .w = w, .N = N, .mode = mode},
+                .fn = w->type == KERN_BF16 ? v->bf16 : v->f16,
+                .per_unit = w->is_swiglu ? 2 : 1};
+    size_t units = (size_t)w->block0[w->n_part] / (size_t)p.per_unit;
+    /* A wake-up of the pool costs about as much as streaming 256 KiB of
+     * weights or a million multiply-adds: below that, one thread. */
+    size_t unit_elems = (size_t)p.per_unit * w->block_elems;
+    size_t work = unit_elems * (size_t)(N + 8) / 8, min_work = (size_t)1 << 17;
+    par_for(units, work ? (min_work + work - 1) / work : 1, par_range, &p);
+}
+
+void kern_linear(float *const *outs, const float *inp, const KernMat *w, int N, KernOut mode)
+{
+    kern_linear_variant(kern_variant(), outs, inp, w, N, mode);
+}
