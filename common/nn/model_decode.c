@@ -5,12 +5,16 @@
 #include "common/nn/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/base/log.h"
+#include "common/base/par.h"
 #include "common/base/views.h"
 #include "common/nn/cpu.h"
+#include "common/nn/kern.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
@@ -22,7 +26,7 @@ struct KVCache {
     void  *block; /* k, v, len, count */
     /* per-call row scratch, grown on demand */
     int    cap;
-    float *x, *xn, *rstd, *q, *kk, *vv, *atty, *gate, *up, *scores;
+    float *x, *xn, *rstd, *q, *kk, *vv, *atty, *gate, *up;
     int   *pos;
     void  *rows_block; /* the row scratch */
     size_t rows_bytes;
@@ -85,43 +89,188 @@ static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
           VIEW(&kv->x, rows * C),         VIEW(&kv->xn, rows * C),   VIEW(&kv->rstd, rows),
           VIEW(&kv->q, rows * QD),        VIEW(&kv->kk, rows * KD),  VIEW(&kv->vv, rows * KD),
           VIEW(&kv->atty, rows * QD),     VIEW(&kv->gate, rows * H), VIEW(&kv->up, rows * H),
-          VIEW(&kv->scores, kv->max_len), VIEW(&kv->pos, rows)};
+          VIEW(&kv->pos, rows)};
     views_reserve(&kv->rows_block, &kv->rows_bytes, views, sizeof views / sizeof views[0]);
     kv->cap = n;
 }
 
-/* One row's attention, every head: y_h = softmax_j(q_h . k_j * scale) v_j
- * over the first len positions of its sequence's cache (kc, vc: rows of KD
- * floats, query head h reading kv head h / group). scores holds len floats. */
-static RLHF_HOT void attend_row(float *y, float *scores, const float *q, const float *kc,
-                                const float *vc, int len, int NH, int group, int HS, int KD,
-                                float scale)
+/* ---- half-precision weights ----------------------------------------------- */
+
+static size_t align64(size_t n)
 {
-    for (int h = 0; h < NH; h++) {
-        const float *q_h = q + (size_t)h * HS;
-        float       *y_h = y + (size_t)h * HS;
-        size_t       ko = (size_t)(h / group) * HS;
-        float        mx = -INFINITY;
-        for (int j = 0; j < len; j++) {
-            const float *k_j = kc + (size_t)j * KD + ko;
-            float        s = 0.0f;
-            for (int i = 0; i < HS; i++) s += q_h[i] * k_j[i];
-            scores[j] = s * scale;
-            mx = scores[j] > mx ? scores[j] : mx;
-        }
-        double sum = 0.0;
-        for (int j = 0; j < len; j++) {
-            scores[j] = expf(scores[j] - mx);
-            sum += scores[j];
-        }
-        float inv = (float)(1.0 / sum);
-        memset(y_h, 0, HS * sizeof(float));
-        for (int j = 0; j < len; j++) {
-            const float *v_j = vc + (size_t)j * KD + ko;
-            float        p = scores[j] * inv;
-            for (int i = 0; i < HS; i++) y_h[i] += p * v_j[i];
+    return (n + 63) & ~(size_t)63;
+}
+
+/* One matrix of pack_all: packs parts ws at mem + *at (unless mem is NULL)
+ * and advances *at. Returns 0 or ERR_RANGE (logged with what). */
+static int pack_one(KernMat *km, char *mem, size_t *at, KernType t, int n_part,
+                    const float *const *ws, const int *rows, int C, bool is_swiglu,
+                    const char *what)
+{
+    size_t bytes = kern_mat_bytes(t, n_part, rows, C);
+    if (mem && kern_mat_pack(km, mem + *at, t, n_part, ws, rows, C, is_swiglu, what) != 0)
+        return ERR_RANGE;
+    *at += align64(bytes);
+    return 0;
+}
+
+/* Packs (or, with mem NULL, only sizes) every matrix of m for type t into
+ * mem: the LayerKern table, then each layer's matrices, then the LM head.
+ * Writes the bytes used to *bytes. Returns 0 or ERR_RANGE (logged). */
+static int pack_all(Model *m, KernType t, char *mem, size_t *bytes)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim, QD = c->n_heads * head_size(c), H = c->hidden_dim;
+    int                KD = c->n_kv_heads * head_size(c), V = c->vocab_size;
+    size_t             at = align64(sizeof(LayerKern) * (size_t)c->n_layers);
+    LayerKern          unused;
+    int                rc = 0;
+    for (int l = 0; l < c->n_layers && rc == 0; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        LayerKern          *k = mem ? &m->dec_layers[l] : &unused;
+        const float        *qkv[3] = {w->wq, w->wk, w->wv}, *gu[2] = {w->w_gate, w->w_up};
+        const float        *wo[1] = {w->wo}, *down[1] = {w->w_down};
+        int                 r_qkv[3] = {QD, KD, KD}, r_c[1] = {C}, r_h[2] = {H, H};
+        char                what[4][64];
+        snprintf(what[0], sizeof what[0], "layer %d q/k/v_proj", l);
+        snprintf(what[1], sizeof what[1], "layer %d o_proj", l);
+        snprintf(what[2], sizeof what[2], "layer %d gate/up_proj", l);
+        snprintf(what[3], sizeof what[3], "layer %d down_proj", l);
+        rc = pack_one(&k->qkv, mem, &at, t, 3, qkv, r_qkv, C, false, what[0]);
+        if (!rc) rc = pack_one(&k->wo, mem, &at, t, 1, wo, r_c, QD, false, what[1]);
+        if (!rc) rc = pack_one(&k->gate_up, mem, &at, t, 2, gu, r_h, C, true, what[2]);
+        if (!rc) rc = pack_one(&k->down, mem, &at, t, 1, down, r_c, H, false, what[3]);
+    }
+    const float *head[1] = {m->w.lm_head};
+    int          r_v[1] = {V};
+    if (!rc) rc = pack_one(&m->dec_lm_head, mem, &at, t, 1, head, r_v, C, false, "lm_head");
+    *bytes = at;
+    return rc;
+}
+
+int model_set_decode_type(Model *m, KernType t)
+{
+    CHECK(t == KERN_F32 || t == KERN_BF16 || t == KERN_F16);
+    m->dec_type = KERN_F32;
+    if (t == KERN_F32) {
+        free(m->dec_block);
+        m->dec_block = NULL;
+        m->dec_bytes = 0;
+        return 0;
+    }
+    size_t bytes = 0;
+    pack_all(m, t, NULL, &bytes);
+    /* A new version of the same model reuses the block. */
+    if (bytes != m->dec_bytes) {
+        free(m->dec_block);
+        m->dec_block = xmalloc_aligned(bytes);
+        m->dec_bytes = bytes;
+    }
+    m->dec_layers = m->dec_block;
+    if (pack_all(m, t, m->dec_block, &bytes) != 0) {
+        log_error("model_set_decode_type: the weights do not fit %s; decoding in fp32",
+                  kern_type_names[t]);
+        return ERR_RANGE;
+    }
+    m->dec_type = t;
+    return 0;
+}
+
+KernType model_decode_type(const Model *m)
+{
+    return m->dec_type;
+}
+
+/* ---- attention over the cache -------------------------------------------- */
+
+/* Positions whose scores one pass keeps (on the stack). */
+#define ATT_CHUNK 256
+
+typedef struct {
+    float       *atty;         /* (n, NH*HS) */
+    const float *q;            /* (n, NH*HS) */
+    const float *kc, *vc;      /* the layer's cache, (n_seq, max_len, KD) */
+    const int   *seq, *pos;    /* (n) */
+    size_t       seq_stride;   /* floats per sequence in kc, vc */
+    int          NH, KVH, HS, KD;
+    float        scale;
+} AttendCtx;
+
+/* Rows r and kv heads g of item i = r * KVH + g: each query head h of the
+ * group, y_h = softmax_j(q_h . k_j * scale) v_j over positions 0..pos[r] of
+ * its sequence. Positions go in chunks with a running maximum (scores and
+ * the weighted sum are rescaled when it grows), which is the plain
+ * max-subtracted softmax when the sequence fits one chunk. */
+static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
+{
+    const AttendCtx *a = p;
+    int              HS = a->HS, KD = a->KD, group = a->NH / a->KVH;
+    float            sc[ATT_CHUNK];
+    for (size_t i = i0; i < i1; i++) {
+        int          r = (int)(i / (size_t)a->KVH), g = (int)(i % (size_t)a->KVH);
+        int          len = a->pos[r] + 1;
+        const float *kc = a->kc + (size_t)a->seq[r] * a->seq_stride + (size_t)g * HS;
+        const float *vc = a->vc + (size_t)a->seq[r] * a->seq_stride + (size_t)g * HS;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const float *q_h = a->q + (size_t)r * a->NH * HS + (size_t)h * HS;
+            float       *y_h = a->atty + (size_t)r * a->NH * HS + (size_t)h * HS;
+            float        mx = -INFINITY, sum = 0.0f;
+            for (int c = 0; c < HS; c++) y_h[c] = 0.0f;
+            for (int j0 = 0; j0 < len; j0 += ATT_CHUNK) {
+                int   nj = len - j0 < ATT_CHUNK ? len - j0 : ATT_CHUNK;
+                float cmx = mx;
+                for (int j = 0; j < nj; j++) {
+                    const float *k_j = kc + (size_t)(j0 + j) * KD;
+                    float        s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int c = 0; c < HS; c++) s += q_h[c] * k_j[c];
+                    sc[j] = s * a->scale;
+                    cmx = sc[j] > cmx ? sc[j] : cmx;
+                }
+                if (cmx > mx && j0 > 0) { /* rescale what the earlier chunks summed */
+                    float f = tensor_exp(mx - cmx);
+                    sum *= f;
+                    for (int c = 0; c < HS; c++) y_h[c] *= f;
+                }
+                mx = cmx;
+                for (int j = 0; j < nj; j++) {
+                    sc[j] = tensor_exp(sc[j] - mx);
+                    sum += sc[j];
+                }
+                for (int j = 0; j < nj; j++) {
+                    const float *v_j = vc + (size_t)(j0 + j) * KD;
+                    float        e = sc[j];
+#pragma omp simd
+                    for (int c = 0; c < HS; c++) y_h[c] += e * v_j[c];
+                }
+            }
+            float inv = 1.0f / sum;
+            for (int c = 0; c < HS; c++) y_h[c] *= inv;
         }
     }
+}
+
+static void attend(float *atty, const float *q, const float *kc, const float *vc, const int *seq,
+                   const int *pos, int n, size_t seq_stride, const ModelConfig *c, int KD)
+{
+    int       HS = head_size(c);
+    AttendCtx a = {.atty = atty,
+                   .q = q,
+                   .kc = kc,
+                   .vc = vc,
+                   .seq = seq,
+                   .pos = pos,
+                   .seq_stride = seq_stride,
+                   .NH = c->n_heads,
+                   .KVH = c->n_kv_heads,
+                   .HS = HS,
+                   .KD = KD,
+                   .scale = 1.0f / sqrtf((float)HS)};
+    /* Two threads once the multiply-adds pass a wake-up's worth. */
+    double work = 0;
+    for (int r = 0; r < n; r++) work += 2.0 * (pos[r] + 1) * c->n_heads * HS;
+    size_t items = (size_t)n * c->n_kv_heads;
+    par_for(items, work >= 262144.0 ? 1 : items + 1, attend_range, &a);
 }
 
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
@@ -130,7 +279,6 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
     const ModelConfig *c = &m->cfg;
     int                C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
     int                QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
-    int                group = NH / KVH;
     CHECK(n > 0 && n_out >= 0 && n_out <= n);
     for (int r = 0; r < n; r++) {
         CHECK(seq[r] >= 0 && seq[r] < kv->n_seq);
@@ -144,18 +292,31 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
     memset(kv->count, 0, (size_t)kv->n_seq * sizeof(int));
     for (int r = 0; r < n; r++) kv->pos[r] = kv->len[seq[r]] + kv->count[seq[r]]++;
 
-    for (int r = 0; r < n; r++)
-        memcpy(kv->x + (size_t)r * C, m->w.embed + (size_t)tokens[r] * C, C * sizeof(float));
-    float  scale = 1.0f / sqrtf((float)HS);
+    KernType t = m->dec_type;
+    bool     is_half = t != KERN_F32;
+    for (int r = 0; r < n; r++) {
+        const float *e = m->w.embed + (size_t)tokens[r] * C;
+        float       *x_r = kv->x + (size_t)r * C;
+        if (is_half) /* the row the tied LM head holds, too */
+            for (int i = 0; i < C; i++) x_r[i] = kern_round(t, e[i]);
+        else
+            memcpy(x_r, e, C * sizeof(float));
+    }
     size_t seq_stride = (size_t)kv->max_len * KD;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
+        const LayerKern    *d = is_half ? &m->dec_layers[l] : NULL;
         float              *kc_l = kv->k + (size_t)l * kv->n_seq * seq_stride;
         float              *vc_l = kv->v + (size_t)l * kv->n_seq * seq_stride;
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C, c->norm_eps);
-        tensor_linear_forward(kv->q, kv->xn, w->wq, n, C, QD);
-        tensor_linear_forward(kv->kk, kv->xn, w->wk, n, C, KD);
-        tensor_linear_forward(kv->vv, kv->xn, w->wv, n, C, KD);
+        if (is_half) {
+            float *qkv[3] = {kv->q, kv->kk, kv->vv};
+            kern_linear(qkv, kv->xn, &d->qkv, n, KERN_OUT_STORE);
+        } else {
+            tensor_linear_forward(kv->q, kv->xn, w->wq, n, C, QD);
+            tensor_linear_forward(kv->kk, kv->xn, w->wk, n, C, KD);
+            tensor_linear_forward(kv->vv, kv->xn, w->wv, n, C, KD);
+        }
         tensor_rope_forward(kv->q, kv->pos, n, NH, HS, m->rope_cos, m->rope_sin);
         tensor_rope_forward(kv->kk, kv->pos, n, KVH, HS, m->rope_cos, m->rope_sin);
         /* Every row's key and value goes in before any row attends, so rows
@@ -165,23 +326,33 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
             memcpy(kc_l + at, kv->kk + (size_t)r * KD, KD * sizeof(float));
             memcpy(vc_l + at, kv->vv + (size_t)r * KD, KD * sizeof(float));
         }
-        for (int r = 0; r < n; r++)
-            attend_row(kv->atty + (size_t)r * QD, kv->scores, kv->q + (size_t)r * QD,
-                       kc_l + (size_t)seq[r] * seq_stride, vc_l + (size_t)seq[r] * seq_stride,
-                       kv->pos[r] + 1, NH, group, HS, KD, scale);
-        tensor_linear_forward_add(kv->x, kv->atty, w->wo, n, QD, C);
+        attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, seq_stride, c, KD);
+        // attention output projection, into the residual
+        if (is_half)
+            kern_linear(&kv->x, kv->atty, &d->wo, n, KERN_OUT_ADD);
+        else
+            tensor_linear_forward_add(kv->x, kv->atty, w->wo, n, QD, C);
+        // MLP: rmsnorm, silu(gate) * up, down projection into the residual
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C, c->norm_eps);
-        tensor_linear_forward(kv->gate, kv->xn, w->w_gate, n, C, H);
-        tensor_linear_forward(kv->up, kv->xn, w->w_up, n, C, H);
-        tensor_swiglu_forward(kv->gate, kv->gate, kv->up, (size_t)n * H);
-        tensor_linear_forward_add(kv->x, kv->gate, w->w_down, n, H, C);
+        if (is_half) {
+            kern_linear(&kv->gate, kv->xn, &d->gate_up, n, KERN_OUT_SWIGLU);
+            kern_linear(&kv->x, kv->gate, &d->down, n, KERN_OUT_ADD);
+        } else {
+            tensor_linear_forward(kv->gate, kv->xn, w->w_gate, n, C, H);
+            tensor_linear_forward(kv->up, kv->xn, w->w_up, n, C, H);
+            tensor_swiglu_forward(kv->gate, kv->gate, kv->up, (size_t)n * H);
+            tensor_linear_forward_add(kv->x, kv->gate, w->w_down, n, H, C);
+        }
     }
     if (n_out > 0) {
         /* Final norm for the wanted rows only, packed into xn. */
         for (int o = 0; o < n_out; o++)
             tensor_rmsnorm_forward(kv->xn + (size_t)o * C, kv->rstd + o,
                                    kv->x + (size_t)out_rows[o] * C, m->w.norm, 1, C, c->norm_eps);
-        tensor_linear_forward(logits, kv->xn, m->w.lm_head, n_out, C, V);
+        if (is_half)
+            kern_linear(&logits, kv->xn, &m->dec_lm_head, n_out, KERN_OUT_STORE);
+        else
+            tensor_linear_forward(logits, kv->xn, m->w.lm_head, n_out, C, V);
     }
     for (int r = 0; r < n; r++)
         kv->len[seq[r]] = kv->pos[r] + 1 > kv->len[seq[r]] ? kv->pos[r] + 1 : kv->len[seq[r]];
