@@ -32,14 +32,14 @@ int half_selftest(bool verbose)
         {1.0f, 0x3f80},
         {-2.0f, 0xc000},
         {0.15625f, 0x3e20},
-        {1.0f + 1.0f / 256, 0x3f80},        /* tie between 1 and 1+2^-7: even (1) wins */
-        {1.0f + 3.0f / 256, 0x3f82},        /* tie between 1+2^-7 and 1+2^-6: even wins */
+        {1.0f + 1.0f / 256, 0x3f80},                /* tie between 1 and 1+2^-7: even (1) wins */
+        {1.0f + 3.0f / 256, 0x3f82},                /* tie between 1+2^-7 and 1+2^-6: even wins */
         {1.0f + 1.0f / 256 + 1.0f / 65536, 0x3f81}, /* just above the tie */
-        {1.0f + 1.0f / 512, 0x3f80},        /* below the tie */
-        {1.99999f, 0x4000},                 /* carries into the exponent */
-        {3.3895313892515355e38f, 0x7f7f},   /* the largest bf16 */
-        {3.4028234663852886e38f, 0x7f80},   /* FLT_MAX is past the last tie: infinity */
-        {1e-40f, 0x0001},                   /* a subnormal float keeps its top bits */
+        {1.0f + 1.0f / 512, 0x3f80},                /* below the tie */
+        {1.99999f, 0x4000},                         /* carries into the exponent */
+        {3.3895313892515355e38f, 0x7f7f},           /* the largest bf16 */
+        {3.4028234663852886e38f, 0x7f80},           /* FLT_MAX is past the last tie: infinity */
+        {1e-40f, 0x0001},                           /* a subnormal float keeps its top bits */
         {INFINITY, 0x7f80},
         {-INFINITY, 0xff80},
     };
@@ -77,10 +77,14 @@ int half_selftest(bool verbose)
         if (dhi < dlo || (dhi == dlo && (want & 1))) want++;
         if (h != want) wrong++;
         double err = fabs((double)half_bf16_to_f32(h) - x);
-        if (fabs(x) >= 0x1p-126) worst = fmax(worst, err / fabs(x));
-        else if (err > 0x1p-134) wrong++;
+        if (fabs(x) >= 0x1p-126)
+            worst = fmax(worst, err / fabs(x));
+        else if (err > 0x1p-134)
+            wrong++;
     }
-    if (verbose) printf("  bf16: 1e6 random floats, worst relative error %.3g (bound 2^-8 = %.3g)\n", worst, 0x1p-8);
+    if (verbose)
+        printf("  bf16: 1e6 random floats, worst relative error %.3g (bound 2^-8 = %.3g)\n", worst,
+               0x1p-8);
     EXPECT(wrong == 0, "%d of 1e6 random floats rounded to the wrong bf16", wrong);
     EXPECT(worst <= 0x1p-8, "bf16 relative rounding error %.3g > 2^-8", worst);
     return expect_end();

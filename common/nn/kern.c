@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,12 +53,6 @@ float kern_round(KernType t, float x)
     return t == KERN_F32 ? x : widen(t, narrow(t, x));
 }
 
-/* Where row r of part p lives: its block and lane. */
-static int block_of_row(const KernMat *m, int p, int r)
-{
-    return m->is_swiglu ? 2 * (r / KERN_BLOCK) + p : m->block0[p] + r / KERN_BLOCK;
-}
-
 /* The part a block belongs to and the part's first row in it. */
 static void part_of_block(const KernMat *m, int blk, int *p, int *r0)
 {
@@ -72,11 +67,80 @@ static void part_of_block(const KernMat *m, int blk, int *p, int *r0)
     *r0 = (blk - m->block0[q]) * KERN_BLOCK;
 }
 
+/* Columns (or column pairs) a row is narrowed in at once. */
+#define PACK_CHUNK 256
+
+typedef struct {
+    const KernMat      *m;
+    const float *const *w;
+    atomic_int          bad_block; /* the first block holding a value that did not fit, or -1 */
+} PackCtx;
+
+/* Packs blocks [b0, b1): each row's columns into its lane, zeros in the
+ * padding. A value that rounds to infinity or NaN marks its block bad. */
+static void pack_range(void *p, size_t b0, size_t b1)
+{
+    PackCtx       *pc = p;
+    const KernMat *m = pc->m;
+    int            C = m->C;
+    for (size_t blk = b0; blk < b1; blk++) {
+        int part, r0;
+        part_of_block(m, (int)blk, &part, &r0);
+        int       n = m->rows[part] - r0 < KERN_BLOCK ? m->rows[part] - r0 : KERN_BLOCK;
+        uint16_t *dst = m->data + blk * m->block_elems;
+        unsigned  bad = 0;
+        memset(dst, 0, m->block_elems * sizeof(uint16_t));
+        for (int i = 0; i < n; i++) {
+            const float *w_r = pc->w[part] + (size_t)(r0 + i) * C;
+            /* Each row is narrowed a chunk at a time into tmp, a loop that
+             * vectorises, then spread to its lane with stride 16. */
+            uint32_t tmp[PACK_CHUNK];
+            if (m->type == KERN_BF16) {
+                /* A 32-bit lane per (row, column pair): low half the even column. */
+                uint32_t *d32 = (uint32_t *)dst + i;
+                for (int j0 = 0; j0 < C / 2; j0 += PACK_CHUNK) {
+                    int k = C / 2 - j0 < PACK_CHUNK ? C / 2 - j0 : PACK_CHUNK;
+#pragma omp simd reduction(| : bad)
+                    for (int j = 0; j < k; j++) {
+                        uint32_t lo = half_f32_to_bf16(w_r[2 * (j0 + j)]);
+                        uint32_t hi = half_f32_to_bf16(w_r[2 * (j0 + j) + 1]);
+                        bad |= ((lo & 0x7f80u) == 0x7f80u) | ((hi & 0x7f80u) == 0x7f80u);
+                        tmp[j] = lo | hi << 16;
+                    }
+                    for (int j = 0; j < k; j++) d32[(size_t)(j0 + j) * KERN_BLOCK] = tmp[j];
+                }
+                if (C & 1) {
+                    uint32_t lo = half_f32_to_bf16(w_r[C - 1]);
+                    bad |= (lo & 0x7f80u) == 0x7f80u;
+                    d32[(size_t)(C / 2) * KERN_BLOCK] = lo;
+                }
+            } else {
+                for (int j0 = 0; j0 < C; j0 += PACK_CHUNK) {
+                    int k = C - j0 < PACK_CHUNK ? C - j0 : PACK_CHUNK;
+#pragma omp simd reduction(| : bad)
+                    for (int j = 0; j < k; j++) {
+                        uint32_t h = half_f32_to_f16(w_r[j0 + j]);
+                        bad |= (h & 0x7c00u) == 0x7c00u;
+                        tmp[j] = h;
+                    }
+                    for (int j = 0; j < k; j++)
+                        dst[(size_t)(j0 + j) * KERN_BLOCK + i] = (uint16_t)tmp[j];
+                }
+            }
+        }
+        if (bad) {
+            int none = -1;
+            atomic_compare_exchange_strong(&pc->bad_block, &none, (int)blk);
+        }
+    }
+}
+
 int kern_mat_pack(KernMat *m, void *mem, KernType t, int n_part, const float *const *w,
                   const int *rows, int C, bool is_swiglu, const char *name)
 {
-    size_t bytes = kern_mat_bytes(t, n_part, rows, C);
     CHECK(!is_swiglu || (n_part == 2 && rows[0] == rows[1]));
+    CHECK(t == KERN_BF16 || t == KERN_F16);
+    CHECK(n_part >= 1 && n_part <= KERN_MAX_PARTS && C > 0);
     memset(m, 0, sizeof *m);
     m->type = t;
     m->C = C;
@@ -89,27 +153,26 @@ int kern_mat_pack(KernMat *m, void *mem, KernType t, int n_part, const float *co
         m->rows[p] = rows[p];
         m->block0[p + 1] = m->block0[p] + blocks_of(rows[p]);
     }
-    /* Zeros in the padding rows and column: they add nothing to the sums. */
-    memset(mem, 0, bytes);
-    for (int p = 0; p < n_part; p++) {
-        for (int r = 0; r < rows[p]; r++) {
-            uint16_t    *blk = m->data + (size_t)block_of_row(m, p, r) * m->block_elems;
-            int          lane = r % KERN_BLOCK;
-            const float *w_r = w[p] + (size_t)r * C;
-            for (int c = 0; c < C; c++) {
-                uint16_t h = narrow(t, w_r[c]);
-                if (!isfinite(widen(t, h))) {
-                    log_error("kern_mat_pack: %s part %d: w[%d][%d] = %g does not fit %s", name, p,
-                              r, c, (double)w_r[c], kern_type_names[t]);
-                    return ERR_RANGE;
-                }
-                size_t at = t == KERN_BF16 ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * lane + c % 2
-                                           : (size_t)c * KERN_BLOCK + lane;
-                blk[at] = h;
+    PackCtx pc = {.m = m, .w = w};
+    atomic_init(&pc.bad_block, -1);
+    par_for((size_t)m->block0[n_part], 16, pack_range, &pc);
+    int blk = atomic_load(&pc.bad_block);
+    if (blk < 0) return 0;
+    /* Name the first value of the block that does not fit. */
+    int p, r0;
+    part_of_block(m, blk, &p, &r0);
+    for (int r = r0; r < rows[p] && r < r0 + KERN_BLOCK; r++) {
+        for (int c = 0; c < C; c++) {
+            float x = w[p][(size_t)r * C + c];
+            if (!isfinite(widen(t, narrow(t, x)))) {
+                log_error("kern_mat_pack: %s part %d: w[%d][%d] = %g does not fit %s", name, p, r,
+                          c, (double)x, kern_type_names[t]);
+                return ERR_RANGE;
             }
         }
     }
-    return 0;
+    CHECK(false); /* the block had such a value */
+    return ERR_RANGE;
 }
 
 void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, const float *res)
@@ -171,8 +234,9 @@ static void ref_range(const KernJob *j, int b0, int b1)
                 const uint16_t *blk = w->data + (size_t)(g + b) * w->block_elems;
                 for (int c = 0; c < C; c++) {
                     for (int i = 0; i < KERN_BLOCK; i++) {
-                        size_t at = t == KERN_BF16 ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * i + c % 2
-                                                   : (size_t)c * KERN_BLOCK + i;
+                        size_t at = t == KERN_BF16
+                                        ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * i + c % 2
+                                        : (size_t)c * KERN_BLOCK + i;
                         col[i] = widen(t, blk[at]);
                     }
                     for (int n = 0; n < nt; n++) {
@@ -214,8 +278,10 @@ static void pick_variant(void)
     }
     if (want && *want && !g_variant) {
         bool known = false;
-        for (int i = 0; i < kern_n_variants; i++) known = known || !strcmp(kern_variants[i].name, want);
-        if (!known) log_warn("RLHF_KERNEL=%s: no such kernel; choosing the best this CPU runs", want);
+        for (int i = 0; i < kern_n_variants; i++)
+            known = known || !strcmp(kern_variants[i].name, want);
+        if (!known)
+            log_warn("RLHF_KERNEL=%s: no such kernel; choosing the best this CPU runs", want);
     }
     for (int i = 0; i < kern_n_variants; i++) {
         if (kern_variants[i].is_supported()) {
@@ -262,7 +328,7 @@ void kern_linear_variant(const KernVariant *v, float *const *outs, const float *
      * weights or a million multiply-adds: below that, one thread. */
     size_t unit_elems = (size_t)p.per_unit * w->block_elems;
     size_t work = unit_elems * (size_t)(N + 8) / 8, min_work = (size_t)1 << 17;
-    par_for(units, work ? (min_work + work - 1) / work : 1, par_range, &p);
+    par_for_hot(units, work ? (min_work + work - 1) / work : 1, par_range, &p);
 }
 
 void kern_linear(float *const *outs, const float *inp, const KernMat *w, int N, KernOut mode)

@@ -52,14 +52,14 @@ extern const char *const kern_type_names[];
 #define KERN_MAX_PARTS 3
 
 typedef struct {
-    KernType  type;                        /* KERN_BF16 or KERN_F16 */
-    int       C;                           /* input width */
-    int       n_part;                      /* 1..KERN_MAX_PARTS matrices */
-    int       rows[KERN_MAX_PARTS];        /* output rows of each part */
-    int       block0[KERN_MAX_PARTS + 1];  /* first block of each part; [n_part] = all blocks */
-    bool      is_swiglu;                   /* parts gate, up with blocks interleaved */
-    size_t    block_elems;                 /* 16-bit values per block */
-    uint16_t *data;                        /* (blocks, block_elems) */
+    KernType  type;                       /* KERN_BF16 or KERN_F16 */
+    int       C;                          /* input width */
+    int       n_part;                     /* 1..KERN_MAX_PARTS matrices */
+    int       rows[KERN_MAX_PARTS];       /* output rows of each part */
+    int       block0[KERN_MAX_PARTS + 1]; /* first block of each part; [n_part] = all blocks */
+    bool      is_swiglu;                  /* parts gate, up with blocks interleaved */
+    size_t    block_elems;                /* 16-bit values per block */
+    uint16_t *data;                       /* (blocks, block_elems) */
 } KernMat;
 
 /* Bytes the packed form of n_part matrices of rows[p] x C takes. */

@@ -65,7 +65,8 @@ static KAVX2 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt,
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) {
             const uint32_t *p = wp + b * bs + (size_t)C2 * KERN_BLOCK;
-            __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)p), 16));
+            __m256          e0 =
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)p), 16));
             __m256 e1 = _mm256_castsi256_ps(
                 _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(p + 8)), 16));
 #pragma GCC unroll 4

@@ -68,7 +68,8 @@ static K512 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt, 
             __m512  we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 #pragma GCC unroll 8
             for (int n = 0; n < nt; n++)
-                acc[n][b] = _mm512_fmadd_ps(we, _mm512_set1_ps(x[(size_t)n * C + C - 1]), acc[n][b]);
+                acc[n][b] =
+                    _mm512_fmadd_ps(we, _mm512_set1_ps(x[(size_t)n * C + C - 1]), acc[n][b]);
         }
     }
 #pragma GCC unroll 8

@@ -67,11 +67,11 @@ static void check_shape(const KernVariant *v, KernType t, const Shape *s, Rng *r
             w[p][i] = k == 0 ? z * 1e-4f : k == 1 ? z * 100.0f : z;
         }
     }
-    size_t bytes = kern_mat_bytes(t, P, s->rows, C);
-    void  *mem = xmalloc_aligned(bytes);
+    size_t  bytes = kern_mat_bytes(t, P, s->rows, C);
+    void   *mem = xmalloc_aligned(bytes);
     KernMat m;
-    int     rc = kern_mat_pack(&m, mem, t, P, (const float *const *)w, s->rows, C, s->is_swiglu,
-                               "test");
+    int     rc =
+        kern_mat_pack(&m, mem, t, P, (const float *const *)w, s->rows, C, s->is_swiglu, "test");
     EXPECT(rc == 0, "kern_mat_pack returned %d", rc);
     double u = 0x1p-24, uh = t == KERN_BF16 ? 0x1p-8 : 0x1p-11, ah = t == KERN_BF16 ? 0 : 0x1p-25;
     /* Reference products and their bounds. */
@@ -167,12 +167,18 @@ int kern_selftest(bool verbose)
 {
     expect_begin("kern", verbose);
     static const Shape shapes[] = {
-        {1, 64, 1, {16}, false},       {1, 1, 1, {1}, false},
-        {3, 45, 1, {37}, false},       {2, 7, 3, {5, 19, 33}, false},
-        {5, 33, 2, {40, 40}, true},    {8, 130, 1, {64}, false},
-        {9, 96, 1, {200}, false},      {17, 31, 2, {24, 24}, true},
-        {4, 576, 3, {576, 192, 192}, false}, {16, 576, 1, {576}, false},
-        {7, 100, 1, {83}, false},      {12, 257, 2, {48, 48}, true},
+        {1, 64, 1, {16}, false},
+        {1, 1, 1, {1}, false},
+        {3, 45, 1, {37}, false},
+        {2, 7, 3, {5, 19, 33}, false},
+        {5, 33, 2, {40, 40}, true},
+        {8, 130, 1, {64}, false},
+        {9, 96, 1, {200}, false},
+        {17, 31, 2, {24, 24}, true},
+        {4, 576, 3, {576, 192, 192}, false},
+        {16, 576, 1, {576}, false},
+        {7, 100, 1, {83}, false},
+        {12, 257, 2, {48, 48}, true},
     };
     int n_tested = 0;
     for (int vi = 0; vi < kern_n_variants; vi++) {
@@ -207,20 +213,22 @@ int kern_selftest(bool verbose)
      * to [[1, 2^-9, -3], [0.5, 1, 2]] (1 + 2^-8 is a tie, even wins), so with
      * x = [2, 512, 1] the outputs are 2 + 1 - 3 = 0 and 1 + 512 + 2 = 515. */
     {
-        float    w0[6] = {1.0f, 0x1p-9f, -3.0f, 0.5f, 1.0f + 0x1p-8f, 2.0f}, x[3] = {2, 512, 1};
+        float        w0[6] = {1.0f, 0x1p-9f, -3.0f, 0.5f, 1.0f + 0x1p-8f, 2.0f}, x[3] = {2, 512, 1};
         const float *wp[1] = {w0};
-        int      rows[1] = {2};
-        uint16_t mem[64] __attribute__((aligned(64)));
-        KernMat  m;
-        EXPECT(kern_mat_bytes(KERN_BF16, 1, rows, 3) == sizeof mem, "bf16 2x3 packs into %zu bytes, expected %zu",
-               kern_mat_bytes(KERN_BF16, 1, rows, 3), sizeof mem);
+        int          rows[1] = {2};
+        uint16_t     mem[64] __attribute__((aligned(64)));
+        KernMat      m;
+        EXPECT(kern_mat_bytes(KERN_BF16, 1, rows, 3) == sizeof mem,
+               "bf16 2x3 packs into %zu bytes, expected %zu", kern_mat_bytes(KERN_BF16, 1, rows, 3),
+               sizeof mem);
         CHECK(kern_mat_pack(&m, mem, KERN_BF16, 1, wp, rows, 3, false, "hand") == 0);
         for (int vi = 0; vi < kern_n_variants; vi++) {
             if (!kern_variants[vi].is_supported()) continue;
             float  y[2] = {-1, -1};
             float *outs[1] = {y};
             kern_linear_variant(&kern_variants[vi], outs, x, &m, 1, KERN_OUT_STORE);
-            EXPECT(y[0] == 0.0f && y[1] == 515.0f, "%s: hand-computed case gave [%g, %g], expected [0, 515]",
+            EXPECT(y[0] == 0.0f && y[1] == 515.0f,
+                   "%s: hand-computed case gave [%g, %g], expected [0, 515]",
                    kern_variants[vi].name, (double)y[0], (double)y[1]);
         }
     }

@@ -85,11 +85,10 @@ static void kv_reserve(KVCache *kv, const ModelConfig *c, int n)
     if (n <= kv->cap) return;
     size_t C = (size_t)c->dim, QD = C, KD = (size_t)kv->KD, H = (size_t)c->hidden_dim;
     size_t rows = (size_t)n;
-    View   views[] = {
-          VIEW(&kv->x, rows * C),         VIEW(&kv->xn, rows * C),   VIEW(&kv->rstd, rows),
-          VIEW(&kv->q, rows * QD),        VIEW(&kv->kk, rows * KD),  VIEW(&kv->vv, rows * KD),
-          VIEW(&kv->atty, rows * QD),     VIEW(&kv->gate, rows * H), VIEW(&kv->up, rows * H),
-          VIEW(&kv->pos, rows)};
+    View   views[] = {VIEW(&kv->x, rows * C),     VIEW(&kv->xn, rows * C),   VIEW(&kv->rstd, rows),
+                      VIEW(&kv->q, rows * QD),    VIEW(&kv->kk, rows * KD),  VIEW(&kv->vv, rows * KD),
+                      VIEW(&kv->atty, rows * QD), VIEW(&kv->gate, rows * H), VIEW(&kv->up, rows * H),
+                      VIEW(&kv->pos, rows)};
     views_reserve(&kv->rows_block, &kv->rows_bytes, views, sizeof views / sizeof views[0]);
     kv->cap = n;
 }
@@ -187,11 +186,11 @@ KernType model_decode_type(const Model *m)
 #define ATT_CHUNK 256
 
 typedef struct {
-    float       *atty;         /* (n, NH*HS) */
-    const float *q;            /* (n, NH*HS) */
-    const float *kc, *vc;      /* the layer's cache, (n_seq, max_len, KD) */
-    const int   *seq, *pos;    /* (n) */
-    size_t       seq_stride;   /* floats per sequence in kc, vc */
+    float       *atty;       /* (n, NH*HS) */
+    const float *q;          /* (n, NH*HS) */
+    const float *kc, *vc;    /* the layer's cache, (n_seq, max_len, KD) */
+    const int   *seq, *pos;  /* (n) */
+    size_t       seq_stride; /* floats per sequence in kc, vc */
     int          NH, KVH, HS, KD;
     float        scale;
 } AttendCtx;
@@ -270,7 +269,7 @@ static void attend(float *atty, const float *q, const float *kc, const float *vc
     double work = 0;
     for (int r = 0; r < n; r++) work += 2.0 * (pos[r] + 1) * c->n_heads * HS;
     size_t items = (size_t)n * c->n_kv_heads;
-    par_for(items, work >= 262144.0 ? 1 : items + 1, attend_range, &a);
+    par_for_hot(items, work >= 262144.0 ? 1 : items + 1, attend_range, &a);
 }
 
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,

@@ -292,7 +292,7 @@ static void long_check(const ModelConfig *cfg, KernType wt, bool verbose)
         round_matrices(m, wt);
         CHECK(model_set_decode_type(m, wt) == 0);
     }
-    int V = cfg->vocab_size, *tokens = xmalloc(sizeof(int) * T), *seq = xcalloc(T, sizeof(int));
+    int  V = cfg->vocab_size, *tokens = xmalloc(sizeof(int) * T), *seq = xcalloc(T, sizeof(int));
     int *targets = xcalloc(T, sizeof(int)), *outs = xmalloc(sizeof(int) * T);
     for (int i = 0; i < T; i++) {
         tokens[i] = (i * 7 + 3) % V;
