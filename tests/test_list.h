@@ -32,6 +32,9 @@ int model_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
+/* SmolLM2 decoded with bf16 and fp16 weights against fp32: logits, KL,
+ * log-prob gaps and greedy agreement (skipped without the model file). */
+int decode_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
 int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
@@ -144,6 +147,7 @@ int cli_selftest(bool verbose);
     X(gguf_type, gguf_type_selftest)                                                               \
     X(gguf, gguf_selftest)                                                                         \
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
+    X(decode_smollm2, decode_smollm2_selftest)                                                     \
     X(ckpt, ckpt_selftest)                                                                         \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \
