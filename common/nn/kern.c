@@ -13,6 +13,7 @@
 #include "common/base/err.h"
 #include "common/base/log.h"
 #include "common/base/par.h"
+#include "common/nn/cpu.h"
 #include "common/nn/half.h"
 #include "common/nn/tensor.h"
 
@@ -78,7 +79,7 @@ typedef struct {
 
 /* Packs blocks [b0, b1): each row's columns into its lane, zeros in the
  * padding. A value that rounds to infinity or NaN marks its block bad. */
-static void pack_range(void *p, size_t b0, size_t b1)
+static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
 {
     PackCtx       *pc = p;
     const KernMat *m = pc->m;
@@ -175,7 +176,7 @@ int kern_mat_pack(KernMat *m, void *mem, KernType t, int n_part, const float *co
     return ERR_RANGE;
 }
 
-void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, const float *res)
+RLHF_HOT void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, const float *res)
 {
     const KernMat *w = j->w;
     if (j->mode == KERN_OUT_SWIGLU) {

@@ -20,7 +20,9 @@
 
 struct KVCache {
     int    L, n_seq, max_len, KD;
-    float *k, *v; /* (L, n_seq, max_len, KVH*HS) */
+    float *k;     /* (L, n_seq, KVH, HS, max_len): keys transposed, so the scores of
+                     consecutive positions are one vector multiply-add per channel */
+    float *v;     /* (L, n_seq, max_len, KVH*HS) */
     int   *len;   /* (n_seq) */
     int   *count; /* (n_seq) scratch for model_step */
     void  *block; /* k, v, len, count */
@@ -186,71 +188,71 @@ KernType model_decode_type(const Model *m)
 #define ATT_CHUNK 256
 
 typedef struct {
-    float       *atty;       /* (n, NH*HS) */
-    const float *q;          /* (n, NH*HS) */
-    const float *kc, *vc;    /* the layer's cache, (n_seq, max_len, KD) */
-    const int   *seq, *pos;  /* (n) */
-    size_t       seq_stride; /* floats per sequence in kc, vc */
-    int          NH, KVH, HS, KD;
+    float       *atty;    /* (n, NH*HS) */
+    const float *q;       /* (n, NH*HS) */
+    const float *kc, *vc; /* the layer's caches: (n_seq, KVH, HS, max_len), (n_seq, max_len, KD) */
+    const int   *seq, *pos; /* (n) */
+    int          NH, KVH, HS, max_len;
     float        scale;
 } AttendCtx;
 
-/* Rows r and kv heads g of item i = r * KVH + g: each query head h of the
- * group, y_h = softmax_j(q_h . k_j * scale) v_j over positions 0..pos[r] of
- * its sequence. Positions go in chunks with a running maximum (scores and
- * the weighted sum are rescaled when it grows), which is the plain
- * max-subtracted softmax when the sequence fits one chunk. */
+/* Items i = r * NH + h, row r and query head h (reading kv head h / group):
+ * y_h = softmax_j(q_h . k_j * scale) v_j over positions 0..pos[r] of the
+ * row's sequence. Positions go in chunks with a running maximum (the sum
+ * and y are rescaled when it grows), which is the plain max-subtracted
+ * softmax when the sequence fits one chunk. */
 static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
 {
     const AttendCtx *a = p;
-    int              HS = a->HS, KD = a->KD, group = a->NH / a->KVH;
+    int              HS = a->HS, KD = a->KVH * HS, group = a->NH / a->KVH, ML = a->max_len;
     float            sc[ATT_CHUNK];
     for (size_t i = i0; i < i1; i++) {
-        int          r = (int)(i / (size_t)a->KVH), g = (int)(i % (size_t)a->KVH);
+        int          r = (int)(i / (size_t)a->NH), h = (int)(i % (size_t)a->NH), g = h / group;
         int          len = a->pos[r] + 1;
-        const float *kc = a->kc + (size_t)a->seq[r] * a->seq_stride + (size_t)g * HS;
-        const float *vc = a->vc + (size_t)a->seq[r] * a->seq_stride + (size_t)g * HS;
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            const float *q_h = a->q + (size_t)r * a->NH * HS + (size_t)h * HS;
-            float       *y_h = a->atty + (size_t)r * a->NH * HS + (size_t)h * HS;
-            float        mx = -INFINITY, sum = 0.0f;
-            for (int c = 0; c < HS; c++) y_h[c] = 0.0f;
-            for (int j0 = 0; j0 < len; j0 += ATT_CHUNK) {
-                int   nj = len - j0 < ATT_CHUNK ? len - j0 : ATT_CHUNK;
-                float cmx = mx;
-                for (int j = 0; j < nj; j++) {
-                    const float *k_j = kc + (size_t)(j0 + j) * KD;
-                    float        s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int c = 0; c < HS; c++) s += q_h[c] * k_j[c];
-                    sc[j] = s * a->scale;
-                    cmx = sc[j] > cmx ? sc[j] : cmx;
-                }
-                if (cmx > mx && j0 > 0) { /* rescale what the earlier chunks summed */
-                    float f = tensor_exp(mx - cmx);
-                    sum *= f;
-                    for (int c = 0; c < HS; c++) y_h[c] *= f;
-                }
-                mx = cmx;
-                for (int j = 0; j < nj; j++) {
-                    sc[j] = tensor_exp(sc[j] - mx);
-                    sum += sc[j];
-                }
-                for (int j = 0; j < nj; j++) {
-                    const float *v_j = vc + (size_t)(j0 + j) * KD;
-                    float        e = sc[j];
+        const float *kt = a->kc + ((size_t)a->seq[r] * a->KVH + g) * HS * ML; /* (HS, ML) */
+        const float *vc = a->vc + (size_t)a->seq[r] * ML * KD + (size_t)g * HS;
+        const float *q_h = a->q + (size_t)r * a->NH * HS + (size_t)h * HS;
+        float       *y_h = a->atty + (size_t)r * a->NH * HS + (size_t)h * HS;
+        float        mx = -INFINITY, sum = 0.0f;
+        for (int c = 0; c < HS; c++) y_h[c] = 0.0f;
+        for (int j0 = 0; j0 < len; j0 += ATT_CHUNK) {
+            int nj = len - j0 < ATT_CHUNK ? len - j0 : ATT_CHUNK;
+            for (int j = 0; j < nj; j++) sc[j] = 0.0f;
+            for (int c = 0; c < HS; c++) {
+                const float *k_c = kt + (size_t)c * ML + j0;
+                float        q_c = q_h[c];
 #pragma omp simd
-                    for (int c = 0; c < HS; c++) y_h[c] += e * v_j[c];
-                }
+                for (int j = 0; j < nj; j++) sc[j] += q_c * k_c[j];
             }
-            float inv = 1.0f / sum;
-            for (int c = 0; c < HS; c++) y_h[c] *= inv;
+            float cmx = mx;
+            for (int j = 0; j < nj; j++) {
+                sc[j] *= a->scale;
+                cmx = sc[j] > cmx ? sc[j] : cmx;
+            }
+            if (cmx > mx && j0 > 0) { /* rescale what the earlier chunks summed */
+                float f = tensor_exp(mx - cmx);
+                sum *= f;
+                for (int c = 0; c < HS; c++) y_h[c] *= f;
+            }
+            mx = cmx;
+            for (int j = 0; j < nj; j++) {
+                sc[j] = tensor_exp(sc[j] - mx);
+                sum += sc[j];
+            }
+            for (int j = 0; j < nj; j++) {
+                const float *v_j = vc + (size_t)(j0 + j) * KD;
+                float        e = sc[j];
+#pragma omp simd
+                for (int c = 0; c < HS; c++) y_h[c] += e * v_j[c];
+            }
         }
+        float inv = 1.0f / sum;
+        for (int c = 0; c < HS; c++) y_h[c] *= inv;
     }
 }
 
 static void attend(float *atty, const float *q, const float *kc, const float *vc, const int *seq,
-                   const int *pos, int n, size_t seq_stride, const ModelConfig *c, int KD)
+                   const int *pos, int n, int max_len, const ModelConfig *c)
 {
     int       HS = head_size(c);
     AttendCtx a = {.atty = atty,
@@ -259,17 +261,16 @@ static void attend(float *atty, const float *q, const float *kc, const float *vc
                    .vc = vc,
                    .seq = seq,
                    .pos = pos,
-                   .seq_stride = seq_stride,
                    .NH = c->n_heads,
                    .KVH = c->n_kv_heads,
                    .HS = HS,
-                   .KD = KD,
+                   .max_len = max_len,
                    .scale = 1.0f / sqrtf((float)HS)};
     /* Two threads once the multiply-adds pass a wake-up's worth. */
     double work = 0;
     for (int r = 0; r < n; r++) work += 2.0 * (pos[r] + 1) * c->n_heads * HS;
-    size_t items = (size_t)n * c->n_kv_heads;
-    par_for_hot(items, work >= 262144.0 ? 1 : items + 1, attend_range, &a);
+    size_t items = (size_t)n * c->n_heads;
+    par_for_hot(items, work >= 65536.0 ? 1 : items + 1, attend_range, &a);
 }
 
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
@@ -321,11 +322,13 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         /* Every row's key and value goes in before any row attends, so rows
          * later in the call can see earlier rows of their sequence. */
         for (int r = 0; r < n; r++) {
-            size_t at = (size_t)seq[r] * seq_stride + (size_t)kv->pos[r] * KD;
-            memcpy(kc_l + at, kv->kk + (size_t)r * KD, KD * sizeof(float));
-            memcpy(vc_l + at, kv->vv + (size_t)r * KD, KD * sizeof(float));
+            float       *k_at = kc_l + (size_t)seq[r] * seq_stride + (size_t)kv->pos[r];
+            float       *v_at = vc_l + (size_t)seq[r] * seq_stride + (size_t)kv->pos[r] * KD;
+            const float *k_r = kv->kk + (size_t)r * KD;
+            for (int e = 0; e < KD; e++) k_at[(size_t)e * kv->max_len] = k_r[e];
+            memcpy(v_at, kv->vv + (size_t)r * KD, KD * sizeof(float));
         }
-        attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, seq_stride, c, KD);
+        attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, kv->max_len, c);
         // attention output projection, into the residual
         if (is_half)
             kern_linear(&kv->x, kv->atty, &d->wo, n, KERN_OUT_ADD);
