@@ -3,6 +3,10 @@
  * build's -march (function target attributes), and only called after
  * kern_avx2_supported said yes.
  *
+ * (In the default -march=native build the attribute only adds to what the
+ * build machine has, so on an AVX-512 machine the compiler may use its extra
+ * registers here; the portable build compiles this file as plain AVX2.)
+ *
  * A block of 16 outputs is two ymm accumulators. With 16 registers a tile
  * is nt rows x ob blocks with nt * ob <= 4: (1 x 4), (2 x 2), (3 x 1) and
  * (4 x 1), each block's weights widened once and used for nt rows. */
