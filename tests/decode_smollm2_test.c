@@ -1,6 +1,8 @@
 /* decode_smollm2_test: SmolLM2-135M-Instruct decoded with its matrices in
  * bf16 and fp16 (model_set_decode_type, what actors use) against the same
- * model decoded in fp32, on the prompts of tests/fixtures/logits_smollm2.json.
+ * model decoded in fp32, on the prompts of tests/fixtures/logits_smollm2.json;
+ * also bf16 through the AVX512_BF16 kernel where the CPU has it (its inputs
+ * are rounded to bf16 too, so its tolerances are doubled).
  *
  * Per prompt: the fp32 greedy continuation of NEW tokens; then each type
  * reads the prompt and that continuation in one prefill (teacher forcing,
@@ -27,6 +29,7 @@
 #include "common/base/err.h"
 #include "common/formats/gguf_llama.h"
 #include "common/nn/kern.h"
+#include "common/nn/kern_int.h"
 #include "common/nn/model.h"
 #include "tests/support/expect.h"
 
@@ -111,27 +114,41 @@ int decode_smollm2_selftest(bool verbose)
         json_decref(doc);
         return expect_end();
     }
-    int    V = model_config(m)->vocab_size;
-    float *lg[3], *step = xmalloc(sizeof(float) * (size_t)V);
-    for (int t = 0; t < 3; t++) lg[t] = xmalloc(sizeof(float) * (size_t)NEW * V);
+    /* fp32, bf16, fp16 with the kernel kern_linear picks, and bf16 with the
+     * AVX512_BF16 kernel (which rounds the inputs too) where the CPU has it. */
+    const KernVariant *auto_v = kern_variant(), *dot = kern_variant_by_name("avx512bf16");
+    bool               has_dot = dot && dot->is_supported();
+    enum { N_CFG = 4 };
+    static const KernType types[N_CFG] = {KERN_F32, KERN_BF16, KERN_F16, KERN_BF16};
+    int                   V = model_config(m)->vocab_size;
+    float                *lg[N_CFG], *step = xmalloc(sizeof(float) * (size_t)V);
+    for (int k = 0; k < N_CFG; k++) lg[k] = xmalloc(sizeof(float) * (size_t)NEW * V);
     for (size_t ci = 0; ci < json_array_size(cases); ci++) {
         json_t *ja = json_object_get(json_array_get(cases, ci), "ids");
-        int     n = (int)json_array_size(ja), text[MAX_IDS + NEW], gr[3][NEW];
+        int     n = (int)json_array_size(ja), text[MAX_IDS + NEW], gr[N_CFG][NEW];
         if (!EXPECT(n > 0 && n <= MAX_IDS, "case %zu: %d ids", ci, n)) continue;
         for (int i = 0; i < n; i++)
             text[i] = (int)json_integer_value(json_array_get(ja, (size_t)i));
-        for (KernType t = KERN_F32; t <= KERN_F16; t++) {
-            CHECK(model_set_decode_type(m, t) == 0);
-            greedy(m, text, n, gr[t], step);
-            if (t == KERN_F32) memcpy(text + n, gr[t], sizeof(int) * (NEW - 1));
-            teacher_forced(m, text, n, lg[t]);
+        int n_cfg = has_dot ? N_CFG : N_CFG - 1;
+        for (int k = 0; k < n_cfg; k++) {
+            kern_set_variant(k == 3 ? dot : auto_v);
+            CHECK(model_set_decode_type(m, types[k]) == 0);
+            greedy(m, text, n, gr[k], step);
+            if (k == 0) memcpy(text + n, gr[k], sizeof(int) * (NEW - 1));
+            teacher_forced(m, text, n, lg[k]);
         }
-        for (KernType t = KERN_BF16; t <= KERN_F16; t++) {
-            double uh = t == KERN_BF16 ? 0x1p-8 : 0x1p-11, worst = 0, maxref = 0;
+        kern_set_variant(auto_v);
+        for (int k = 1; k < n_cfg; k++) {
+            KernType t = types[k];
+            /* The dot kernel's inputs are rounded too: twice the error. */
+            double uh = (t == KERN_BF16 ? 0x1p-8 : 0x1p-11) * (k == 3 ? 2 : 1);
+            double worst = 0, maxref = 0;
+            char   name[40];
+            snprintf(name, sizeof name, "%s%s", kern_type_names[t], k == 3 ? " (avx512bf16)" : "");
             double kl_sum = 0, kl_max = 0, gap_sum = 0, gap_max = 0;
             int    top1 = 0, agree = 0;
-            for (int k = 0; k < NEW; k++) {
-                const float *a = lg[KERN_F32] + (size_t)k * V, *b = lg[t] + (size_t)k * V;
+            for (int p = 0; p < NEW; p++) {
+                const float *a = lg[0] + (size_t)p * V, *b = lg[k] + (size_t)p * V;
                 for (int i = 0; i < V; i++) {
                     worst = fmax(worst, fabs(a[i] - b[i]));
                     maxref = fmax(maxref, fabs(a[i]));
@@ -141,28 +158,27 @@ int decode_smollm2_selftest(bool verbose)
                 kl_sum += d;
                 kl_max = fmax(kl_max, d);
                 /* The continuation's token at this position (the fp32 greedy one). */
-                double gap = fabs(log_softmax_at(a, V, gr[KERN_F32][k]) -
-                                  log_softmax_at(b, V, gr[KERN_F32][k]));
+                double gap = fabs(log_softmax_at(a, V, gr[0][p]) - log_softmax_at(b, V, gr[0][p]));
                 gap_sum += gap;
                 gap_max = fmax(gap_max, gap);
             }
-            while (agree < NEW && gr[t][agree] == gr[KERN_F32][agree]) agree++;
+            while (agree < NEW && gr[k][agree] == gr[0][agree]) agree++;
             double rel = worst / maxref;
             printf("decode_smollm2: case %zu (%d ids) %s vs fp32: max |logit diff| %.3g of %.3g "
                    "(rel %.2e, tol %.2e); top-1 same at %d/%d positions; KL mean %.2e max %.2e; "
                    "|logp diff| of the tokens mean %.2e max %.2e (tol mean %.2e); free-running "
                    "greedy agrees on %d/%d tokens\n",
-                   ci, n, kern_type_names[t], worst, maxref, rel, 4 * uh, top1, NEW, kl_sum / NEW,
-                   kl_max, gap_sum / NEW, gap_max, 8 * uh, agree, NEW);
-            EXPECT(rel <= 4 * uh, "case %zu %s: relative logit difference %.3g > %.3g", ci,
-                   kern_type_names[t], rel, 4 * uh);
+                   ci, n, name, worst, maxref, rel, 4 * uh, top1, NEW, kl_sum / NEW, kl_max,
+                   gap_sum / NEW, gap_max, 8 * uh, agree, NEW);
+            EXPECT(rel <= 4 * uh, "case %zu %s: relative logit difference %.3g > %.3g", ci, name,
+                   rel, 4 * uh);
             EXPECT(agree >= 1, "case %zu %s: the first generated token differs from fp32's", ci,
-                   kern_type_names[t]);
-            EXPECT(gap_sum / NEW <= 8 * uh, "case %zu %s: mean |logp diff| %.3g > %.3g", ci,
-                   kern_type_names[t], gap_sum / NEW, 8 * uh);
+                   name);
+            EXPECT(gap_sum / NEW <= 8 * uh, "case %zu %s: mean |logp diff| %.3g > %.3g", ci, name,
+                   gap_sum / NEW, 8 * uh);
         }
     }
-    for (int t = 0; t < 3; t++) free(lg[t]);
+    for (int k = 0; k < N_CFG; k++) free(lg[k]);
     free(step);
     model_free(&m);
     json_decref(doc);

@@ -254,10 +254,11 @@ static void ref_range(const KernJob *j, int b0, int b1)
 
 const KernVariant kern_variants[] = {
 #if defined(__x86_64__) && defined(__GNUC__)
-    {"avx512", kern_avx512_supported, kern_avx512_bf16, kern_avx512_f16},
-    {"avx2", kern_avx2_supported, kern_avx2_bf16, kern_avx2_f16},
+    {"avx512bf16", kern_avx512bf16_supported, kern_avx512bf16_bf16, kern_avx512_f16, true},
+    {"avx512", kern_avx512_supported, kern_avx512_bf16, kern_avx512_f16, false},
+    {"avx2", kern_avx2_supported, kern_avx2_bf16, kern_avx2_f16, false},
 #endif
-    {"c", ref_supported, ref_range, ref_range},
+    {"c", ref_supported, ref_range, ref_range, false},
 };
 const int kern_n_variants = (int)(sizeof kern_variants / sizeof kern_variants[0]);
 
@@ -284,8 +285,11 @@ static void pick_variant(void)
         if (!known)
             log_warn("RLHF_KERNEL=%s: no such kernel; choosing the best this CPU runs", want);
     }
+    /* Automatically only a kernel that keeps the input in fp32: the model
+     * is then exactly its weights rounded (RLHF_KERNEL=avx512bf16 trades
+     * that for arithmetic speed). */
     for (int i = 0; i < kern_n_variants; i++) {
-        if (kern_variants[i].is_supported()) {
+        if (!kern_variants[i].is_bf16_input && kern_variants[i].is_supported()) {
             g_variant = &kern_variants[i];
             return;
         }
@@ -296,6 +300,20 @@ const KernVariant *kern_variant(void)
 {
     pthread_once(&g_once, pick_variant);
     return g_variant;
+}
+
+void kern_set_variant(const KernVariant *v)
+{
+    CHECK(v && v->is_supported());
+    kern_variant(); /* the automatic choice is made once, before */
+    g_variant = v;
+}
+
+const KernVariant *kern_variant_by_name(const char *name)
+{
+    for (int i = 0; i < kern_n_variants; i++)
+        if (!strcmp(kern_variants[i].name, name)) return &kern_variants[i];
+    return NULL;
 }
 
 const char *kern_variant_name(void)

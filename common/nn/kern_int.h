@@ -37,6 +37,7 @@ typedef struct {
     const char *name;
     bool (*is_supported)(void); /* whether this CPU (and OS) runs it */
     KernRangeFn bf16, f16;
+    bool        is_bf16_input; /* BF16 products round the input to bf16 too */
 } KernVariant;
 
 /* Best first; the last is portable C and always supported. */
@@ -48,8 +49,20 @@ void kern_linear_variant(const KernVariant *v, float *const *outs, const float *
                          const KernMat *w, int N, KernOut mode);
 /* The variant kern_linear uses. */
 const KernVariant *kern_variant(void);
+/* Makes kern_linear use v from now on (tests and benchmarks; not while
+ * another thread decodes). v must be supported. */
+void kern_set_variant(const KernVariant *v);
+/* The variant named name, or NULL. */
+const KernVariant *kern_variant_by_name(const char *name);
 
-/* The variants, one file each (kern_avx512.c, kern_avx2.c, kern.c). */
+/* Input width up to which the AVX512_BF16 kernel converts rows on its
+ * stack (8 rows x C/2 pairs); wider inputs take the AVX-512 kernel. */
+#define KERN_BF16DOT_MAX_C 8192
+
+/* The variants, one file each (kern_avx512bf16.c, kern_avx512.c,
+ * kern_avx2.c, kern.c). */
+bool kern_avx512bf16_supported(void);
+void kern_avx512bf16_bf16(const KernJob *j, int b0, int b1);
 bool kern_avx512_supported(void);
 void kern_avx512_bf16(const KernJob *j, int b0, int b1);
 void kern_avx512_f16(const KernJob *j, int b0, int b1);

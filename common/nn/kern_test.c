@@ -10,7 +10,9 @@
  *   against the exact product with the fp32 weights:
  *     |y - sum w_c x_c| <= u_h S + a_h sum |x_c| + (C + 2) u (1 + u_h) S
  * with u_h = 2^-8, a_h = 0 for BF16 and u_h = 2^-11, a_h = 2^-25 (the
- * absolute error of F16's subnormals) for F16. The worst ratio of error to
+ * absolute error of F16's subnormals) for F16. The AVX512_BF16 kernel also
+ * rounds the input to bf16 (u_x = 2^-8), which adds u_x sum |w'_c x_c| to
+ * the first bound and (u_h + u_x + u_h u_x) S to the second. The worst ratio of error to
  * bound is printed. Also: the threaded call equals one thread's result
  * bit for bit, nothing past an output is written, and a weight F16 cannot
  * hold is refused naming the matrix. */
@@ -74,6 +76,8 @@ static void check_shape(const KernVariant *v, KernType t, const Shape *s, Rng *r
         kern_mat_pack(&m, mem, t, P, (const float *const *)w, s->rows, C, s->is_swiglu, "test");
     EXPECT(rc == 0, "kern_mat_pack returned %d", rc);
     double u = 0x1p-24, uh = t == KERN_BF16 ? 0x1p-8 : 0x1p-11, ah = t == KERN_BF16 ? 0 : 0x1p-25;
+    /* A kernel that rounds the input to bf16 adds that rounding (ux). */
+    double ux = t == KERN_BF16 && v->is_bf16_input ? 0x1p-8 : 0;
     /* Reference products and their bounds. */
     double *yp[KERN_MAX_PARTS], *bp[KERN_MAX_PARTS], *yf[KERN_MAX_PARTS], *bf[KERN_MAX_PARTS];
     for (int p = 0; p < P; p++) {
@@ -96,9 +100,10 @@ static void check_shape(const KernVariant *v, KernType t, const Shape *s, Rng *r
                 }
                 size_t at = (size_t)i * s->rows[p] + o;
                 yp[p][at] = sp;
-                bp[p][at] = (C + 2) * u * ap;
+                bp[p][at] = ux * ap + (C + 2) * u * (1 + ux) * ap;
                 yf[p][at] = sf;
-                bf[p][at] = uh * af + ah * ax + (C + 2) * u * (1 + uh) * af;
+                bf[p][at] =
+                    (uh + ux + uh * ux) * af + ah * ax + (C + 2) * u * (1 + uh) * (1 + ux) * af;
             }
         }
     }
@@ -179,6 +184,7 @@ int kern_selftest(bool verbose)
         {16, 576, 1, {576}, false},
         {7, 100, 1, {83}, false},
         {12, 257, 2, {48, 48}, true},
+        {2, KERN_BF16DOT_MAX_C + 3, 1, {20}, false},
     };
     int n_tested = 0;
     for (int vi = 0; vi < kern_n_variants; vi++) {
