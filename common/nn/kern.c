@@ -88,17 +88,21 @@ static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
         int part, r0;
         part_of_block(m, (int)blk, &part, &r0);
         int       n = m->rows[part] - r0 < KERN_BLOCK ? m->rows[part] - r0 : KERN_BLOCK;
-        uint16_t *dst = m->data + blk * m->block_elems;
+        size_t    stride;
+        uint16_t *dst = kern_block_at(m, (int)blk, &stride);
+        int       steps = kern_steps(m), se = kern_step_elems(m);
         unsigned  bad = 0;
-        memset(dst, 0, m->block_elems * sizeof(uint16_t));
+        /* Zeros in the padding rows and column: they add nothing to the sums. */
+        for (int k = 0; k < steps; k++) memset(dst + (size_t)k * stride, 0, (size_t)se * 2);
         for (int i = 0; i < n; i++) {
             const float *w_r = pc->w[part] + (size_t)(r0 + i) * C;
             /* Each row is narrowed a chunk at a time into tmp, a loop that
-             * vectorises, then spread to its lane with stride 16. */
+             * vectorises, then spread to its lane of every step. */
             uint32_t tmp[PACK_CHUNK];
             if (m->type == KERN_BF16) {
                 /* A 32-bit lane per (row, column pair): low half the even column. */
                 uint32_t *d32 = (uint32_t *)dst + i;
+                size_t    s32 = stride / 2;
                 for (int j0 = 0; j0 < C / 2; j0 += PACK_CHUNK) {
                     int k = C / 2 - j0 < PACK_CHUNK ? C / 2 - j0 : PACK_CHUNK;
 #pragma omp simd reduction(| : bad)
@@ -108,12 +112,12 @@ static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
                         bad |= ((lo & 0x7f80u) == 0x7f80u) | ((hi & 0x7f80u) == 0x7f80u);
                         tmp[j] = lo | hi << 16;
                     }
-                    for (int j = 0; j < k; j++) d32[(size_t)(j0 + j) * KERN_BLOCK] = tmp[j];
+                    for (int j = 0; j < k; j++) d32[(size_t)(j0 + j) * s32] = tmp[j];
                 }
                 if (C & 1) {
                     uint32_t lo = half_f32_to_bf16(w_r[C - 1]);
                     bad |= (lo & 0x7f80u) == 0x7f80u;
-                    d32[(size_t)(C / 2) * KERN_BLOCK] = lo;
+                    d32[(size_t)(C / 2) * s32] = lo;
                 }
             } else {
                 for (int j0 = 0; j0 < C; j0 += PACK_CHUNK) {
@@ -125,7 +129,7 @@ static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
                         tmp[j] = h;
                     }
                     for (int j = 0; j < k; j++)
-                        dst[(size_t)(j0 + j) * KERN_BLOCK + i] = (uint16_t)tmp[j];
+                        dst[(size_t)(j0 + j) * stride + i] = (uint16_t)tmp[j];
                 }
             }
         }
@@ -189,6 +193,7 @@ RLHF_HOT void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, c
                 const float *g = res + ((size_t)n * nb + b) * KERN_BLOCK, *u = g + KERN_BLOCK;
                 int          r0 = (blk + b) / 2 * KERN_BLOCK;
                 int          cnt = H - r0 < KERN_BLOCK ? H - r0 : KERN_BLOCK;
+#pragma omp simd
                 for (int i = 0; i < cnt; i++)
                     out[r0 + i] = g[i] / (1.0f + tensor_exp(-g[i])) * u[i];
             }
@@ -202,10 +207,13 @@ RLHF_HOT void kern_epilogue(const KernJob *j, int blk, int n0, int nt, int nb, c
         for (int n = 0; n < nt; n++) {
             const float *v = res + ((size_t)n * nb + b) * KERN_BLOCK;
             float       *out = j->outs[p] + (size_t)(n0 + n) * R + r0;
-            if (j->mode == KERN_OUT_ADD)
+            if (j->mode == KERN_OUT_ADD) {
+#pragma omp simd
                 for (int i = 0; i < cnt; i++) out[i] += v[i];
-            else
-                memcpy(out, v, (size_t)cnt * sizeof(float));
+            } else {
+#pragma omp simd
+                for (int i = 0; i < cnt; i++) out[i] = v[i];
+            }
         }
     }
 }
@@ -224,20 +232,21 @@ static void ref_range(const KernJob *j, int b0, int b1)
     const KernMat *w = j->w;
     KernType       t = w->type;
     int            C = w->C;
-    float          res[KERN_MAX_TILE_ROWS * KERN_GROUP * KERN_BLOCK];
+    float          res[KERN_TILE_ROWS * KERN_GROUP * KERN_BLOCK];
     float          col[KERN_BLOCK];
-    for (int g = b0; g < b1; g += KERN_GROUP) {
-        int nb = b1 - g < KERN_GROUP ? b1 - g : KERN_GROUP;
-        for (int n0 = 0; n0 < j->N; n0 += KERN_MAX_TILE_ROWS) {
-            int nt = j->N - n0 < KERN_MAX_TILE_ROWS ? j->N - n0 : KERN_MAX_TILE_ROWS;
+    for (int g = b0, ge; g < b1; g = ge) {
+        ge = kern_piece_end(g, b1);
+        int nb = ge - g;
+        for (int n0 = 0; n0 < j->N; n0 += KERN_TILE_ROWS) {
+            int nt = j->N - n0 < KERN_TILE_ROWS ? j->N - n0 : KERN_TILE_ROWS;
             memset(res, 0, sizeof res);
             for (int b = 0; b < nb; b++) {
-                const uint16_t *blk = w->data + (size_t)(g + b) * w->block_elems;
+                size_t          stride;
+                const uint16_t *blk = kern_block_at(w, g + b, &stride);
                 for (int c = 0; c < C; c++) {
                     for (int i = 0; i < KERN_BLOCK; i++) {
-                        size_t at = t == KERN_BF16
-                                        ? (size_t)(c / 2) * 2 * KERN_BLOCK + 2 * i + c % 2
-                                        : (size_t)c * KERN_BLOCK + i;
+                        size_t at = t == KERN_BF16 ? (size_t)(c / 2) * stride + 2 * i + c % 2
+                                                   : (size_t)c * stride + i;
                         col[i] = widen(t, blk[at]);
                     }
                     for (int n = 0; n < nt; n++) {

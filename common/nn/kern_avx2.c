@@ -20,9 +20,6 @@
 #define KAVX2 __attribute__((target("avx2,fma,f16c")))
 #define INL __attribute__((always_inline)) inline
 
-/* Rows one tile takes at most here. */
-#define ROWS2 4
-
 bool kern_avx2_supported(void)
 {
     __builtin_cpu_init();
@@ -35,25 +32,28 @@ static KAVX2 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt,
 {
     const KernMat  *w = j->w;
     const int       C = w->C, C2 = C / 2;
-    const size_t    bs = w->block_elems / 2;
-    const uint32_t *wp = (const uint32_t *)w->data + (size_t)(blk + b_off) * bs;
+    size_t          stride;
+    const uint32_t *wp = (const uint32_t *)kern_block_at(w, blk + b_off, &stride);
     const float    *x = j->inp + (size_t)n0 * C;
     const __m256i   hi = _mm256_set1_epi32((int)0xffff0000u);
-    __m256          acc[ROWS2][KERN_GROUP][2];
+    __m256          acc[KERN_TILE_ROWS][KERN_GROUP][2];
+    stride /= 2; /* in 32-bit pairs */
 #pragma GCC unroll 4
     for (int n = 0; n < nt; n++)
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) acc[n][b][0] = acc[n][b][1] = _mm256_setzero_ps();
     for (int c2 = 0; c2 < C2; c2++) {
+        const uint32_t *step = wp + (size_t)c2 * stride;
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) {
-            const uint32_t *p = wp + b * bs + (size_t)c2 * KERN_BLOCK;
-            __m256i         lo = _mm256_loadu_si256((const __m256i *)p);
-            __m256i         up = _mm256_loadu_si256((const __m256i *)(p + 8));
-            __m256          e0 = _mm256_castsi256_ps(_mm256_slli_epi32(lo, 16));
-            __m256          o0 = _mm256_castsi256_ps(_mm256_and_si256(lo, hi));
-            __m256          e1 = _mm256_castsi256_ps(_mm256_slli_epi32(up, 16));
-            __m256          o1 = _mm256_castsi256_ps(_mm256_and_si256(up, hi));
+            const uint32_t *p = step + b * KERN_BLOCK;
+            _mm_prefetch((const char *)(p + KERN_PREFETCH * stride), _MM_HINT_T0);
+            __m256i lo = _mm256_loadu_si256((const __m256i *)p);
+            __m256i up = _mm256_loadu_si256((const __m256i *)(p + 8));
+            __m256  e0 = _mm256_castsi256_ps(_mm256_slli_epi32(lo, 16));
+            __m256  o0 = _mm256_castsi256_ps(_mm256_and_si256(lo, hi));
+            __m256  e1 = _mm256_castsi256_ps(_mm256_slli_epi32(up, 16));
+            __m256  o1 = _mm256_castsi256_ps(_mm256_and_si256(up, hi));
 #pragma GCC unroll 4
             for (int n = 0; n < nt; n++) {
                 __m256 xe = _mm256_broadcast_ss(x + (size_t)n * C + 2 * c2);
@@ -68,7 +68,7 @@ static KAVX2 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt,
     if (C & 1) {
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) {
-            const uint32_t *p = wp + b * bs + (size_t)C2 * KERN_BLOCK;
+            const uint32_t *p = wp + (size_t)C2 * stride + b * KERN_BLOCK;
             __m256          e0 =
                 _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)p), 16));
             __m256 e1 = _mm256_castsi256_ps(
@@ -97,20 +97,22 @@ static KAVX2 INL void tile_f16(const KernJob *j, int blk, int n0, const int nt, 
 {
     const KernMat  *w = j->w;
     const int       C = w->C;
-    const size_t    bs = w->block_elems;
-    const uint16_t *wp = w->data + (size_t)(blk + b_off) * bs;
+    size_t          stride;
+    const uint16_t *wp = kern_block_at(w, blk + b_off, &stride);
     const float    *x = j->inp + (size_t)n0 * C;
-    __m256          acc[ROWS2][KERN_GROUP][2];
+    __m256          acc[KERN_TILE_ROWS][KERN_GROUP][2];
 #pragma GCC unroll 4
     for (int n = 0; n < nt; n++)
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) acc[n][b][0] = acc[n][b][1] = _mm256_setzero_ps();
     for (int c = 0; c < C; c++) {
+        const uint16_t *step = wp + (size_t)c * stride;
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) {
-            const uint16_t *p = wp + b * bs + (size_t)c * KERN_BLOCK;
-            __m256          w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            __m256          w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+            const uint16_t *p = step + b * KERN_BLOCK;
+            _mm_prefetch((const char *)(p + 2 * KERN_PREFETCH * stride), _MM_HINT_T0);
+            __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
 #pragma GCC unroll 4
             for (int n = 0; n < nt; n++) {
                 __m256 xv = _mm256_broadcast_ss(x + (size_t)n * C + c);
@@ -130,7 +132,8 @@ static KAVX2 INL void tile_f16(const KernJob *j, int blk, int n0, const int nt, 
     }
 }
 
-/* nt rows over the nb blocks of a group, as tiles of constant shape. */
+/* nt rows over the nb blocks of a piece of one group, as tiles of constant
+ * shape (nt x OB, whole tiles, then single blocks). */
 #define SPLIT(TILE, NT, OB)                                                                        \
     case NT: {                                                                                     \
         int b = 0;                                                                                 \
@@ -141,11 +144,12 @@ static KAVX2 INL void tile_f16(const KernJob *j, int blk, int n0, const int nt, 
 #define RANGE(NAME, TILE)                                                                          \
     KAVX2 void NAME(const KernJob *j, int b0, int b1)                                              \
     {                                                                                              \
-        float res[KERN_MAX_TILE_ROWS * KERN_GROUP * KERN_BLOCK] __attribute__((aligned(32)));      \
-        for (int g = b0; g < b1; g += KERN_GROUP) {                                                \
-            int nb = b1 - g < KERN_GROUP ? b1 - g : KERN_GROUP;                                    \
-            for (int n0 = 0; n0 < j->N; n0 += ROWS2) {                                             \
-                int nt = j->N - n0 < ROWS2 ? j->N - n0 : ROWS2;                                    \
+        float res[KERN_TILE_ROWS * KERN_GROUP * KERN_BLOCK] __attribute__((aligned(32)));          \
+        for (int g = b0, ge; g < b1; g = ge) {                                                     \
+            ge = kern_piece_end(g, b1);                                                            \
+            int nb = ge - g;                                                                       \
+            for (int n0 = 0; n0 < j->N; n0 += KERN_TILE_ROWS) {                                    \
+                int nt = j->N - n0 < KERN_TILE_ROWS ? j->N - n0 : KERN_TILE_ROWS;                  \
                 switch (nt) {                                                                      \
                     SPLIT(TILE, 1, 4)                                                              \
                     SPLIT(TILE, 2, 2)                                                              \

@@ -57,47 +57,44 @@ static KBF void convert_rows(const KernJob *j, int n0, int nt, uint32_t *xb, int
 static KBF INL void tile(const KernJob *j, int blk, const uint32_t *xb, int C2p, const int nt,
                          const int ob, float *res, int nb, int b_off)
 {
-    const KernMat  *w = j->w;
-    const size_t    bs = w->block_elems / 2;
-    const uint32_t *wp = (const uint32_t *)w->data + (size_t)(blk + b_off) * bs;
-    __m512          acc[KERN_MAX_TILE_ROWS][KERN_GROUP];
-#pragma GCC unroll 8
+    size_t          stride;
+    const uint32_t *wp = (const uint32_t *)kern_block_at(j->w, blk + b_off, &stride);
+    __m512          acc[KERN_TILE_ROWS][KERN_GROUP];
+    stride /= 2; /* in 32-bit pairs */
+#pragma GCC unroll 4
     for (int n = 0; n < nt; n++)
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++) acc[n][b] = _mm512_setzero_ps();
     for (int c2 = 0; c2 < C2p; c2++) {
-        __m512bh wv[KERN_GROUP];
+        const uint32_t *step = wp + (size_t)c2 * stride;
+        __m512bh        wv[KERN_GROUP];
 #pragma GCC unroll 4
-        for (int b = 0; b < ob; b++)
-            wv[b] = (__m512bh)_mm512_loadu_si512(wp + b * bs + (size_t)c2 * KERN_BLOCK);
-#pragma GCC unroll 8
+        for (int b = 0; b < ob; b++) {
+            _mm_prefetch((const char *)(step + KERN_PREFETCH * stride + b * KERN_BLOCK),
+                         _MM_HINT_T0);
+            wv[b] = (__m512bh)_mm512_loadu_si512(step + b * KERN_BLOCK);
+        }
+#pragma GCC unroll 4
         for (int n = 0; n < nt; n++) {
             __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[(size_t)n * C2p + c2]);
 #pragma GCC unroll 4
             for (int b = 0; b < ob; b++) acc[n][b] = _mm512_dpbf16_ps(acc[n][b], wv[b], xv);
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int n = 0; n < nt; n++)
 #pragma GCC unroll 4
         for (int b = 0; b < ob; b++)
             _mm512_storeu_ps(res + ((size_t)n * nb + b_off + b) * KERN_BLOCK, acc[n][b]);
 }
 
-#define WIDE(NT)                                                                                   \
+#define ROWS(NT)                                                                                   \
     case NT:                                                                                       \
-        if (nb == 4)                                                                               \
-            tile(j, g, xb, C2p, NT, 4, res, nb, 0);                                                \
+        if (nb == KERN_GROUP)                                                                      \
+            tile(j, g, xb, C2p, NT, KERN_GROUP, res, nb, 0);                                       \
         else                                                                                       \
             for (int b = 0; b < nb; b++) tile(j, g, xb, C2p, NT, 1, res, nb, b);                   \
         break
-#define TALL(NT)                                                                                   \
-    case NT: {                                                                                     \
-        int b = 0;                                                                                 \
-        for (; b + 2 <= nb; b += 2) tile(j, g, xb, C2p, NT, 2, res, nb, b);                        \
-        for (; b < nb; b++) tile(j, g, xb, C2p, NT, 1, res, nb, b);                                \
-        break;                                                                                     \
-    }
 
 KBF void kern_avx512bf16_bf16(const KernJob *j, int b0, int b1)
 {
@@ -106,25 +103,22 @@ KBF void kern_avx512bf16_bf16(const KernJob *j, int b0, int b1)
         kern_avx512_bf16(j, b0, b1);
         return;
     }
-    uint32_t xb[KERN_MAX_TILE_ROWS * (KERN_BF16DOT_MAX_C / 2)] __attribute__((aligned(64)));
-    float    res[KERN_MAX_TILE_ROWS * KERN_GROUP * KERN_BLOCK] __attribute__((aligned(64)));
-    /* Blocks outside, so the weights of a group are read from memory once
-     * for all rows; the rows are converted again for each group, which
-     * costs 1/64 of the group's dot products. */
-    for (int g = b0; g < b1; g += KERN_GROUP) {
-        int nb = b1 - g < KERN_GROUP ? b1 - g : KERN_GROUP;
-        for (int n0 = 0; n0 < j->N; n0 += KERN_MAX_TILE_ROWS) {
-            int nt = j->N - n0 < KERN_MAX_TILE_ROWS ? j->N - n0 : KERN_MAX_TILE_ROWS;
+    uint32_t xb[KERN_TILE_ROWS * (KERN_BF16DOT_MAX_C / 2)] __attribute__((aligned(64)));
+    float    res[KERN_TILE_ROWS * KERN_GROUP * KERN_BLOCK] __attribute__((aligned(64)));
+    /* Groups outside, so a group's weights are read from memory once for
+     * all rows; the rows are converted again for each group, which costs
+     * about 1/64 of the group's dot products. */
+    for (int g = b0, ge; g < b1; g = ge) {
+        ge = kern_piece_end(g, b1);
+        int nb = ge - g;
+        for (int n0 = 0; n0 < j->N; n0 += KERN_TILE_ROWS) {
+            int nt = j->N - n0 < KERN_TILE_ROWS ? j->N - n0 : KERN_TILE_ROWS;
             convert_rows(j, n0, nt, xb, C2p);
             switch (nt) {
-                WIDE(1);
-                WIDE(2);
-                WIDE(3);
-                WIDE(4);
-                TALL(5);
-                TALL(6);
-                TALL(7);
-                TALL(8);
+                ROWS(1);
+                ROWS(2);
+                ROWS(3);
+                ROWS(4);
             }
             kern_epilogue(j, g, n0, nt, nb, res);
         }
