@@ -74,7 +74,7 @@ static void part_of_block(const KernMat *m, int blk, int *p, int *r0)
 typedef struct {
     const KernMat      *m;
     const float *const *w;
-    atomic_int          bad_block; /* the first block holding a value that did not fit, or -1 */
+    atomic_int          bad_block; /* a block holding a value that does not fit, or -1 */
 } PackCtx;
 
 /* Packs blocks [b0, b1): each row's columns into its lane, zeros in the
@@ -92,8 +92,11 @@ static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
         uint16_t *dst = kern_block_at(m, (int)blk, &stride);
         int       steps = kern_steps(m), se = kern_step_elems(m);
         unsigned  bad = 0;
-        /* Zeros in the padding rows and column: they add nothing to the sums. */
-        for (int k = 0; k < steps; k++) memset(dst + (size_t)k * stride, 0, (size_t)se * 2);
+        /* Zeros in the padding rows and column (a part's last block, the
+         * odd column of BF16 pairs): they add nothing to the sums. Every
+         * other value is written below. */
+        if (n < KERN_BLOCK || (m->type == KERN_BF16 && C % 2))
+            for (int k = 0; k < steps; k++) memset(dst + (size_t)k * stride, 0, (size_t)se * 2);
         for (int i = 0; i < n; i++) {
             const float *w_r = pc->w[part] + (size_t)(r0 + i) * C;
             /* Each row is narrowed a chunk at a time into tmp, a loop that
@@ -163,7 +166,7 @@ int kern_mat_pack(KernMat *m, void *mem, KernType t, int n_part, const float *co
     par_for((size_t)m->block0[n_part], 16, pack_range, &pc);
     int blk = atomic_load(&pc.bad_block);
     if (blk < 0) return 0;
-    /* Name the first value of the block that does not fit. */
+    /* Name the first value of that block that does not fit. */
     int p, r0;
     part_of_block(m, blk, &p, &r0);
     for (int r = r0; r < rows[p] && r < r0 + KERN_BLOCK; r++) {

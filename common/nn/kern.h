@@ -13,7 +13,9 @@
  * boundary (rows padded with zeros to a multiple of 16). BF16 blocks hold
  * columns in pairs, (16 rows x 2 columns) per 64 bytes, so that a 32-bit
  * lane holds both halves of a pair: shifting and masking widen them. F16
- * blocks hold one column per 32 bytes for the hardware conversion.
+ * blocks hold one column per 32 bytes for the hardware conversion. Blocks
+ * go in groups of 4 whose steps are interleaved (kern_int.h), so the kernel
+ * reads a group of 64 outputs as one contiguous stream.
  *
  * Several parts fuse the matrices that read the same input into one threaded
  * pass (q, k and v of attention), and a SwiGLU pair (gate and up, blocks
@@ -59,7 +61,7 @@ typedef struct {
     int       block0[KERN_MAX_PARTS + 1]; /* first block of each part; [n_part] = all blocks */
     bool      is_swiglu;                  /* parts gate, up with blocks interleaved */
     size_t    block_elems;                /* 16-bit values per block */
-    uint16_t *data;                       /* (blocks, block_elems) */
+    uint16_t *data;                       /* blocks * block_elems values, groups interleaved */
 } KernMat;
 
 /* Bytes the packed form of n_part matrices of rows[p] x C takes. */

@@ -30,6 +30,7 @@
 #include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
 #include "common/nn/kern.h"
+#include "common/nn/kern_int.h"
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
 #include "common/base/rng.h"
@@ -78,7 +79,7 @@ static json_t *bench_train(Model *m, const int *ids, int n_ids, int T, int steps
  * the weights in type t; the bound is the read rate over the bytes of
  * weights one step streams. */
 static json_t *bench_decode(Model *m, const int *prompt, int DB, int n_new, KernType t,
-                            double read_gbs)
+                            const char *label, double read_gbs)
 {
     CHECK(model_set_decode_type(m, t) == 0);
     int *prompts = xmalloc(sizeof(int) * DB * DEC_PROMPT);
@@ -89,13 +90,14 @@ static json_t *bench_decode(Model *m, const int *prompt, int DB, int n_new, Kern
     double tps = (double)DB * n_new / dec;
     printf("decode %s batch %d: %.1f tokens/s, %.2f steps/s; read bound %.2f steps/s (%.0f MB "
            "of weights at %.1f GB/s) = %.1f%% of bound; prefill %d x %d in %.3f s\n",
-           kern_type_names[t], DB, tps, steps_per_s, bound, weight_bytes / 1e6, read_gbs,
+           label, DB, tps, steps_per_s, bound, weight_bytes / 1e6, read_gbs,
            100.0 * steps_per_s / bound, DB, DEC_PROMPT, prefill);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "weights",
-                          kern_type_names[t], "batch", DB, "prompt", DEC_PROMPT, "new_tokens",
-                          n_new, "tokens_per_s", tps, "steps_per_s", steps_per_s,
-                          "weight_mb_per_step", weight_bytes / 1e6, "bound_steps_per_s", bound,
-                          "pct_bound", 100.0 * steps_per_s / bound, "prefill_s", prefill);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "weights", kern_type_names[t],
+        "kernel", t == KERN_F32 ? "tensor" : kern_variant_name(), "batch", DB, "prompt", DEC_PROMPT,
+        "new_tokens", n_new, "tokens_per_s", tps, "steps_per_s", steps_per_s, "weight_mb_per_step",
+        weight_bytes / 1e6, "bound_steps_per_s", bound, "pct_bound", 100.0 * steps_per_s / bound,
+        "prefill_s", prefill);
     free(prompts);
     CHECK(model_set_decode_type(m, KERN_F32) == 0);
     return o;
@@ -213,10 +215,23 @@ int main(int argc, char **argv)
                   "cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_start", load_avg);
     json_t *dec = json_object();
     for (KernType t = KERN_F32; t < N_DEC_TYPES; t++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "b1", bench_decode(m, ids, 1, a.n_new, t, read_bound));
-        json_object_set_new(o, "b8", bench_decode(m, ids, 8, a.n_new, t, read_bound));
-        json_object_set_new(dec, kern_type_names[t], o);
+        json_t     *o = json_object();
+        const char *name = kern_type_names[t];
+        json_object_set_new(o, "b1", bench_decode(m, ids, 1, a.n_new, t, name, read_bound));
+        json_object_set_new(o, "b8", bench_decode(m, ids, 8, a.n_new, t, name, read_bound));
+        json_object_set_new(dec, name, o);
+    }
+    /* bf16 through the AVX512_BF16 dot kernel too, where the CPU has it: the
+     * inputs rounded to bf16 as well, twice the arithmetic rate. */
+    const KernVariant *auto_v = kern_variant(), *dot = kern_variant_by_name("avx512bf16");
+    if (dot && dot->is_supported()) {
+        kern_set_variant(dot);
+        json_t     *o = json_object();
+        const char *name = "bf16 (avx512bf16 kernel)";
+        json_object_set_new(o, "b1", bench_decode(m, ids, 1, a.n_new, KERN_BF16, name, read_bound));
+        json_object_set_new(o, "b8", bench_decode(m, ids, 8, a.n_new, KERN_BF16, name, read_bound));
+        json_object_set_new(dec, "bf16_avx512bf16", o);
+        kern_set_variant(auto_v);
     }
     /* The fp32 figures under their earlier names too. */
     json_object_set(res, "decode_b1", json_object_get(json_object_get(dec, "fp32"), "b1"));
