@@ -18,11 +18,18 @@
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
+/* Positions per tile of the key cache: one vector of scores. */
+#define KV_TILE 16
+
 struct KVCache {
-    int    L, n_seq, max_len, KD;
-    float *k;     /* (L, n_seq, KVH, HS, max_len): keys transposed, so the scores of
-                     consecutive positions are one vector multiply-add per channel */
-    float *v;     /* (L, n_seq, max_len, KVH*HS) */
+    int L, n_seq, max_len, KD;
+    int max_pad; /* max_len rounded up to a whole tile */
+    /* Per layer and sequence, each kv head's keys and values contiguous, so
+     * attending to a sequence reads them as streams. Keys go in tiles of
+     * KV_TILE positions stored channel-major (HS, KV_TILE): the scores of a
+     * tile's positions are one vector multiply-add per channel. */
+    float *k;     /* (L, n_seq, KVH, max_pad / KV_TILE, HS, KV_TILE) */
+    float *v;     /* (L, n_seq, KVH, max_pad, HS) */
     int   *len;   /* (n_seq) */
     int   *count; /* (n_seq) scratch for model_step */
     void  *block; /* k, v, len, count */
@@ -46,7 +53,8 @@ KVCache *kv_new(const Model *m, int n_seq, int max_len)
     kv->n_seq = n_seq;
     kv->max_len = max_len;
     kv->KD = c->n_kv_heads * head_size(c);
-    size_t n = (size_t)kv->L * n_seq * max_len * kv->KD;
+    kv->max_pad = (max_len + KV_TILE - 1) / KV_TILE * KV_TILE;
+    size_t n = (size_t)kv->L * n_seq * kv->max_pad * kv->KD;
     View   views[] = {VIEW(&kv->k, n), VIEW(&kv->v, n), VIEW(&kv->len, n_seq),
                       VIEW(&kv->count, n_seq)};
     kv->block = views_alloc(views, sizeof views / sizeof views[0]);
@@ -186,13 +194,18 @@ KernType model_decode_type(const Model *m)
 
 /* Positions whose scores one pass keeps (on the stack). */
 #define ATT_CHUNK 256
+/* Floats per vector of the attention loops: GCC's generic vectors, which
+ * each clone of RLHF_HOT code lowers to its own registers (one zmm, two ymm,
+ * four xmm); alignment 4, so loads and stores may be unaligned. */
+#define ATT_VEC 16
+typedef float VecF __attribute__((vector_size(ATT_VEC * sizeof(float)), aligned(4)));
 
 typedef struct {
-    float       *atty;    /* (n, NH*HS) */
-    const float *q;       /* (n, NH*HS) */
-    const float *kc, *vc; /* the layer's caches: (n_seq, KVH, HS, max_len), (n_seq, max_len, KD) */
+    float       *atty;      /* (n, NH*HS) */
+    const float *q;         /* (n, NH*HS) */
+    const float *kc, *vc;   /* the layer's caches, as in KVCache */
     const int   *seq, *pos; /* (n) */
-    int          NH, KVH, HS, max_len;
+    int          NH, KVH, HS, max_pad;
     float        scale;
 } AttendCtx;
 
@@ -204,25 +217,28 @@ typedef struct {
 static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
 {
     const AttendCtx *a = p;
-    int              HS = a->HS, KD = a->KVH * HS, group = a->NH / a->KVH, ML = a->max_len;
-    float            sc[ATT_CHUNK];
+    int              HS = a->HS, group = a->NH / a->KVH;
+    size_t           head_stride = (size_t)a->max_pad * HS; /* floats per (seq, kv head) */
+    float            sc[ATT_CHUNK] __attribute__((aligned(64)));
     for (size_t i = i0; i < i1; i++) {
         int          r = (int)(i / (size_t)a->NH), h = (int)(i % (size_t)a->NH), g = h / group;
         int          len = a->pos[r] + 1;
-        const float *kt = a->kc + ((size_t)a->seq[r] * a->KVH + g) * HS * ML; /* (HS, ML) */
-        const float *vc = a->vc + (size_t)a->seq[r] * ML * KD + (size_t)g * HS;
+        size_t       sg = (size_t)a->seq[r] * a->KVH + (size_t)g;
+        const float *kt = a->kc + sg * head_stride, *vh = a->vc + sg * head_stride;
         const float *q_h = a->q + (size_t)r * a->NH * HS + (size_t)h * HS;
         float       *y_h = a->atty + (size_t)r * a->NH * HS + (size_t)h * HS;
         float        mx = -INFINITY, sum = 0.0f;
         for (int c = 0; c < HS; c++) y_h[c] = 0.0f;
         for (int j0 = 0; j0 < len; j0 += ATT_CHUNK) {
             int nj = len - j0 < ATT_CHUNK ? len - j0 : ATT_CHUNK;
-            for (int j = 0; j < nj; j++) sc[j] = 0.0f;
-            for (int c = 0; c < HS; c++) {
-                const float *k_c = kt + (size_t)c * ML + j0;
-                float        q_c = q_h[c];
-#pragma omp simd
-                for (int j = 0; j < nj; j++) sc[j] += q_c * k_c[j];
+            /* A tile's positions at once, each lane summing its q . k_j over
+             * the channels in a register. The last tile's lanes past len
+             * hold zeros or an earlier sequence's keys: computed, unused. */
+            for (int jt = 0; jt < nj; jt += KV_TILE) {
+                const float *tile = kt + (size_t)(j0 + jt) * HS; /* (HS, KV_TILE) */
+                VecF         acc = {0};
+                for (int c = 0; c < HS; c++) acc += q_h[c] * *(const VecF *)(tile + c * KV_TILE);
+                *(VecF *)(sc + jt) = acc;
             }
             float cmx = mx;
             for (int j = 0; j < nj; j++) {
@@ -239,11 +255,20 @@ static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
                 sc[j] = tensor_exp(sc[j] - mx);
                 sum += sc[j];
             }
-            for (int j = 0; j < nj; j++) {
-                const float *v_j = vc + (size_t)(j0 + j) * KD;
-                float        e = sc[j];
-#pragma omp simd
-                for (int c = 0; c < HS; c++) y_h[c] += e * v_j[c];
+            /* 16 channels at a time, each lane summing e_j v_j over the
+             * positions in a register. */
+            const float *v0 = vh + (size_t)j0 * HS;
+            int          cv = 0;
+            for (; cv + ATT_VEC <= HS; cv += ATT_VEC) {
+                VecF acc = *(const VecF *)(y_h + cv);
+                for (int j = 0; j < nj; j++)
+                    acc += sc[j] * *(const VecF *)(v0 + (size_t)j * HS + cv);
+                *(VecF *)(y_h + cv) = acc;
+            }
+            for (; cv < HS; cv++) {
+                float acc = y_h[cv];
+                for (int j = 0; j < nj; j++) acc += sc[j] * v0[(size_t)j * HS + cv];
+                y_h[cv] = acc;
             }
         }
         float inv = 1.0f / sum;
@@ -252,7 +277,7 @@ static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
 }
 
 static void attend(float *atty, const float *q, const float *kc, const float *vc, const int *seq,
-                   const int *pos, int n, int max_len, const ModelConfig *c)
+                   const int *pos, int n, int max_pad, const ModelConfig *c)
 {
     int       HS = head_size(c);
     AttendCtx a = {.atty = atty,
@@ -264,7 +289,7 @@ static void attend(float *atty, const float *q, const float *kc, const float *vc
                    .NH = c->n_heads,
                    .KVH = c->n_kv_heads,
                    .HS = HS,
-                   .max_len = max_len,
+                   .max_pad = max_pad,
                    .scale = 1.0f / sqrtf((float)HS)};
     /* Two threads once the multiply-adds pass a wake-up's worth. */
     double work = 0;
@@ -302,7 +327,7 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         else
             memcpy(x_r, e, C * sizeof(float));
     }
-    size_t seq_stride = (size_t)kv->max_len * KD;
+    size_t seq_stride = (size_t)kv->max_pad * KD, head_stride = (size_t)kv->max_pad * HS;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
         const LayerKern    *d = is_half ? &m->dec_layers[l] : NULL;
@@ -322,13 +347,21 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         /* Every row's key and value goes in before any row attends, so rows
          * later in the call can see earlier rows of their sequence. */
         for (int r = 0; r < n; r++) {
-            float       *k_at = kc_l + (size_t)seq[r] * seq_stride + (size_t)kv->pos[r];
-            float       *v_at = vc_l + (size_t)seq[r] * seq_stride + (size_t)kv->pos[r] * KD;
-            const float *k_r = kv->kk + (size_t)r * KD;
-            for (int e = 0; e < KD; e++) k_at[(size_t)e * kv->max_len] = k_r[e];
-            memcpy(v_at, kv->vv + (size_t)r * KD, KD * sizeof(float));
+            int p = kv->pos[r];
+            for (int g = 0; g < KVH; g++) {
+                float       *kt = kc_l + (size_t)seq[r] * seq_stride + (size_t)g * head_stride;
+                float       *tile = kt + (size_t)(p / KV_TILE * KV_TILE) * HS;
+                const float *k_g = kv->kk + (size_t)r * KD + (size_t)g * HS;
+                /* A new tile starts zeroed: its unused lanes are then
+                 * initialised (attention computes them and drops them). */
+                if (p % KV_TILE == 0) memset(tile, 0, sizeof(float) * KV_TILE * HS);
+                for (int i = 0; i < HS; i++) tile[(size_t)i * KV_TILE + p % KV_TILE] = k_g[i];
+                memcpy(vc_l + (size_t)seq[r] * seq_stride + (size_t)g * head_stride +
+                           (size_t)p * HS,
+                       kv->vv + (size_t)r * KD + (size_t)g * HS, HS * sizeof(float));
+            }
         }
-        attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, kv->max_len, c);
+        attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, kv->max_pad, c);
         // attention output projection, into the residual
         if (is_half)
             kern_linear(&kv->x, kv->atty, &d->wo, n, KERN_OUT_ADD);
