@@ -68,8 +68,8 @@ static void part_of_block(const KernMat *m, int blk, int *p, int *r0)
     *r0 = (blk - m->block0[q]) * KERN_BLOCK;
 }
 
-/* Columns (or column pairs) a row is narrowed in at once. */
-#define PACK_CHUNK 256
+/* Columns packing narrows at once (even, so BF16 pairs stay whole). */
+#define PACK_CHUNK 512
 
 typedef struct {
     const KernMat      *m;
@@ -77,62 +77,51 @@ typedef struct {
     atomic_int          bad_block; /* a block holding a value that does not fit, or -1 */
 } PackCtx;
 
-/* Packs blocks [b0, b1): each row's columns into its lane, zeros in the
- * padding. A value that rounds to infinity or NaN marks its block bad. */
+/* Packs blocks [b0, b1): row by row, a chunk of columns narrowed at once
+ * into tmp (a loop that vectorises), then spread to the row's lane of each
+ * step. Zeros go where padding is (a part's last block, the partner of an
+ * odd last column); every other value is written once. A value that rounds
+ * to infinity or NaN marks its block bad. */
 static RLHF_HOT void pack_range(void *p, size_t b0, size_t b1)
 {
     PackCtx       *pc = p;
     const KernMat *m = pc->m;
-    int            C = m->C;
+    int            C = m->C, steps = kern_steps(m), se = kern_step_elems(m);
+    uint16_t       tmp[PACK_CHUNK];
     for (size_t blk = b0; blk < b1; blk++) {
         int part, r0;
         part_of_block(m, (int)blk, &part, &r0);
         int       n = m->rows[part] - r0 < KERN_BLOCK ? m->rows[part] - r0 : KERN_BLOCK;
         size_t    stride;
         uint16_t *dst = kern_block_at(m, (int)blk, &stride);
-        int       steps = kern_steps(m), se = kern_step_elems(m);
         unsigned  bad = 0;
-        /* Zeros in the padding rows and column (a part's last block, the
-         * odd column of BF16 pairs): they add nothing to the sums. Every
-         * other value is written below. */
         if (n < KERN_BLOCK || (m->type == KERN_BF16 && C % 2))
             for (int k = 0; k < steps; k++) memset(dst + (size_t)k * stride, 0, (size_t)se * 2);
         for (int i = 0; i < n; i++) {
             const float *w_r = pc->w[part] + (size_t)(r0 + i) * C;
-            /* Each row is narrowed a chunk at a time into tmp, a loop that
-             * vectorises, then spread to its lane of every step. */
-            uint32_t tmp[PACK_CHUNK];
-            if (m->type == KERN_BF16) {
-                /* A 32-bit lane per (row, column pair): low half the even column. */
-                uint32_t *d32 = (uint32_t *)dst + i;
-                size_t    s32 = stride / 2;
-                for (int j0 = 0; j0 < C / 2; j0 += PACK_CHUNK) {
-                    int k = C / 2 - j0 < PACK_CHUNK ? C / 2 - j0 : PACK_CHUNK;
+            for (int c0 = 0; c0 < C; c0 += PACK_CHUNK) {
+                int k = C - c0 < PACK_CHUNK ? C - c0 : PACK_CHUNK;
+                if (m->type == KERN_BF16) {
 #pragma omp simd reduction(| : bad)
                     for (int j = 0; j < k; j++) {
-                        uint32_t lo = half_f32_to_bf16(w_r[2 * (j0 + j)]);
-                        uint32_t hi = half_f32_to_bf16(w_r[2 * (j0 + j) + 1]);
-                        bad |= ((lo & 0x7f80u) == 0x7f80u) | ((hi & 0x7f80u) == 0x7f80u);
-                        tmp[j] = lo | hi << 16;
+                        uint16_t h = half_f32_to_bf16(w_r[c0 + j]);
+                        bad |= (h & 0x7f80u) == 0x7f80u;
+                        tmp[j] = h;
                     }
-                    for (int j = 0; j < k; j++) d32[(size_t)(j0 + j) * s32] = tmp[j];
-                }
-                if (C & 1) {
-                    uint32_t lo = half_f32_to_bf16(w_r[C - 1]);
-                    bad |= (lo & 0x7f80u) == 0x7f80u;
-                    d32[(size_t)(C / 2) * s32] = lo;
-                }
-            } else {
-                for (int j0 = 0; j0 < C; j0 += PACK_CHUNK) {
-                    int k = C - j0 < PACK_CHUNK ? C - j0 : PACK_CHUNK;
-#pragma omp simd reduction(| : bad)
+                    /* Lane i of a step holds (even column, odd column) of row
+                     * i: one 4-byte copy per pair (c0 is even). */
+                    uint16_t *d = dst + 2 * i + (size_t)(c0 / 2) * stride;
+                    for (int j = 0; j + 1 < k; j += 2)
+                        memcpy(d + (size_t)(j / 2) * stride, tmp + j, 2 * sizeof(uint16_t));
+                    if (k % 2) d[(size_t)(k / 2) * stride] = tmp[k - 1];
+                } else {
                     for (int j = 0; j < k; j++) {
-                        uint32_t h = half_f32_to_f16(w_r[j0 + j]);
+                        uint16_t h = half_f32_to_f16(w_r[c0 + j]);
                         bad |= (h & 0x7c00u) == 0x7c00u;
                         tmp[j] = h;
                     }
-                    for (int j = 0; j < k; j++)
-                        dst[(size_t)(j0 + j) * stride + i] = (uint16_t)tmp[j];
+                    uint16_t *d = dst + i + (size_t)c0 * stride;
+                    for (int j = 0; j < k; j++) d[(size_t)j * stride] = tmp[j];
                 }
             }
         }
