@@ -41,10 +41,12 @@ static inline uint16_t half_f32_to_f16(float x)
      * bumps the exponent. */
     uint32_t h = (a - 0x38000000u) >> 13, rem = a & 0x1fffu;
     h += (rem > 0x1000u) | ((rem == 0x1000u) & (h & 1u));
-    /* Subnormal half: |x| = M 2^(E-150) is M >> (126 - E) units of 2^-24,
-     * rounded to nearest even by hand (a shift past 31 leaves 0 either way). */
+    /* Subnormal half (E <= 112): |x| = M 2^(E-150) is M >> (126 - E) units
+     * of 2^-24, rounded to nearest even by hand; a shift past 31 leaves 0
+     * either way. The shift is kept in 14..31 for every x, as the result is
+     * computed (and dropped) for normal x too. */
     uint32_t e = a >> 23, mant = (a & 0x7fffffu) | 0x800000u;
-    uint32_t sh = 126 - e < 31 ? 126 - e : 31;
+    uint32_t sh = e > 112 ? 14 : 126 - e < 31 ? 126 - e : 31;
     uint32_t sub = mant >> sh, srem = mant & ((1u << sh) - 1), half = 1u << (sh - 1);
     sub += (srem > half) | ((srem == half) & (sub & 1u));
     uint32_t r = a >= 0x38800000u ? h : sub;
