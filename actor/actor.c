@@ -325,6 +325,7 @@ Actor *actor_new(const ActorConfig *cfg)
 {
     CHECK(cfg && cfg->batch >= 1 && cfg->n_reward >= 1 && cfg->n_reward <= ACTOR_MAX_REWARD);
     CHECK(cfg->lease_ep && cfg->weights_ep && cfg->snapshot_ep && cfg->poll_ms > 0);
+    CHECK(cfg->decode_weights >= KERN_F32 && cfg->decode_weights <= KERN_F16);
     Actor *a = xcalloc(1, sizeof *a);
     a->cfg = *cfg;
     if (cfg->id && (strlen(cfg->id) == 0 || strlen(cfg->id) >= ACTOR_MAX_ID)) {
@@ -418,9 +419,10 @@ const char *actor_id(const Actor *a)
 int actor_run(Actor *a, atomic_int *stop)
 {
     log_info("actor %s: lease %s, weights %s, snapshot %s, %d reward endpoint(s) (first %s), "
-             "batch %d, seed %llu",
+             "batch %d, seed %llu, decoding in %s (%s kernels)",
              a->id, a->cfg.lease_ep, a->cfg.weights_ep, a->cfg.snapshot_ep, a->cfg.n_reward,
-             a->cfg.reward_eps[0], a->cfg.batch, (unsigned long long)a->seed);
+             a->cfg.reward_eps[0], a->cfg.batch, (unsigned long long)a->seed,
+             kern_type_names[a->cfg.decode_weights], kern_variant_name());
     a->t_status = progress_now();
     a->stop = stop;
     a->reactor = reactor_new("actor", a->cfg.poll_ms);

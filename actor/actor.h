@@ -22,7 +22,11 @@
  *
  * Log-prob contract: logp_behaviour of a token is log softmax(logits / T) of
  * the token, untruncated (gen's logp_full, what the learner recomputes with
- * model_forward at the same temperature); logp_sampled is the log-prob under
+ * model_forward at the same temperature), under the weights the actor
+ * decodes with: the snapshot itself with decode_weights KERN_F32, or its
+ * matrices rounded to bf16 / fp16 (model_set_decode_type), which is faster
+ * and differs from the learner's fp32 log-probs by the rounding (the
+ * importance ratio corrects for it); logp_sampled is the log-prob under
  * the top-k/top-p truncated distribution it was actually drawn from (equal
  * to logp_behaviour without truncation). Greedy sampling (T = 0) follows the
  * sampler: logp_behaviour at T = 1, logp_sampled 0.
@@ -42,6 +46,7 @@
 #include <stdint.h>
 
 #include "common/net/auth.h"
+#include "common/nn/kern.h"
 #include "common/net/endpoints.h"
 #include "common/net/metrics.h"
 
@@ -65,6 +70,7 @@ typedef struct {
     int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
     int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
     double      status_every_s;      /* seconds between status lines; 0 = none */
+    int         decode_weights;      /* KernType the snapshot is decoded in (converted on receipt) */
     /* Metrics: */
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
     double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */
@@ -87,6 +93,7 @@ typedef struct {
                    .reply_timeout_ms = 5000,                                                       \
                    .snapshot_timeout_ms = 5000,                                                    \
                    .status_every_s = 5.0,                                                          \
+                   .decode_weights = KERN_BF16,                                                    \
                    .metrics_addr = NULL,                                                           \
                    .metrics_stale_s = METRICS_STALE_S,                                             \
                    .auth = AUTH_DEFAULTS})

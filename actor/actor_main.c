@@ -65,6 +65,10 @@ int main(int argc, char **argv)
                     .def = "actor-<pid>"),
         FLAG_INT("batch", &cfg.batch, 1, 4096, "N", "sequences generated together at most"),
         FLAG_U64("seed", &cfg.seed, "S", "sampling seed, 0 = derived from the id"),
+        FLAG_CHOICE("decode-weights", &cfg.decode_weights, kern_type_names, "T",
+                    "precision the snapshot is decoded in: bf16 or fp16 read\n"
+                    "half the bytes per token (log-probs then differ from the\n"
+                    "learner's by the rounding); fp32 decodes it as sent"),
         FLAG_STATUS_EVERY(&cfg.status_every_s, "none"),
         FLAG_INT("reply-timeout-ms", &cfg.reply_timeout_ms, 10, 3600000, "N",
                  "re-send an unanswered lease request after N ms"),

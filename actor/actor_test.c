@@ -597,6 +597,8 @@ int actor_selftest(bool verbose)
     T->cfg.reply_timeout_ms = 400;
     T->cfg.snapshot_timeout_ms = 1000;
     T->cfg.status_every_s = 0;
+    /* The contract is checked exactly: decode the fp32 snapshot as sent. */
+    T->cfg.decode_weights = KERN_F32;
     pthread_t th;
     CHECK(pthread_create(&th, NULL, st_actor_thread, T) == 0);
     double t_begin = progress_now();

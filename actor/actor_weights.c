@@ -98,6 +98,9 @@ static int install_snapshot(Actor *a)
     }
     /* The swap: whole, between batches (this runs only outside gen_run). */
     memcpy(model_params(a->model), data, bytes);
+    /* Decoding reads its own copy in the configured precision (fp32 if the
+     * weights do not fit it, logged there). */
+    model_set_decode_type(a->model, (KernType)a->cfg.decode_weights);
     /* A new version of the same run and epoch is routine; anything else is news. */
     bool is_routine =
         actor_has_weights(a) && !strcmp(id.run_id, a->held.run_id) && id.epoch == a->held.epoch;

@@ -5,7 +5,9 @@
  *   rlhf-gen --ckpt DIR --score TEXT [--prompt TEXT]     score
  *
  * Generation goes through gen_run, the sampling path the actors use, so the
- * reported log-probabilities are the ones an RL learner would receive.
+ * reported log-probabilities are the ones an RL learner would receive (from
+ * an actor decoding in the same precision: --decode-weights, fp32 here by
+ * default so that generation and scoring agree exactly).
  * Scoring runs the training forward (model_forward), so its log-probs are
  * the ones the learner recomputes. Results go to stdout, logs to stderr. */
 #include <errno.h>
@@ -37,6 +39,7 @@ typedef struct {
     SamplerConfig sampler;        /* temperature, top-k, top-p */
     uint64_t      seed;           /* sampling seed */
     bool          is_verbose_tok; /* print every generated token with its log-probs */
+    int           decode_weights; /* KernType generation decodes in */
 } GenArgs;
 
 static const GenArgs k_defaults = {
@@ -50,11 +53,13 @@ static const GenArgs k_defaults = {
     .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f},
     .seed = 1,
     .is_verbose_tok = false,
+    .decode_weights = KERN_F32,
 };
 
 /* The flags that apply to generation only. */
 static const char *const k_gen_only[] = {"n",     "max-new", "temperature",    "top-k",
-                                         "top-p", "seed",    "verbose-tokens", NULL};
+                                         "top-p", "seed",    "verbose-tokens", "decode-weights",
+                                         NULL};
 
 /* Validates each sampling flag on its own against the defaults, so the
  * error names the flag; the reason is sampler_config_validate's. */
@@ -199,6 +204,7 @@ static int run_generate(const GenArgs *a, Model *m, const Tok *tok)
                  a->max_new, P, mc->max_seq_len, mc->max_seq_len - P);
         max_len = mc->max_seq_len;
     }
+    if ((rc = model_set_decode_type(m, (KernType)a->decode_weights)) != 0) return rc;
     int         n = a->n, W = a->max_new, np;
     int        *prompt = xmalloc(sizeof(int) * (size_t)P);
     const int **prompts = xmalloc(sizeof(int *) * (size_t)n);
@@ -341,6 +347,10 @@ int main(int argc, char **argv)
         FLAG_U64("seed", &a.seed, "S", "sampling seed"),
         FLAG_BOOL("verbose-tokens", &a.is_verbose_tok,
                   "print each generated token with logp_full and\nlogp_sampled"),
+        FLAG_CHOICE("decode-weights", &a.decode_weights, kern_type_names, "T",
+                    "precision of the weights generation decodes with: fp32,\n"
+                    "or bf16 / fp16 as actors use (log-probs then differ from\n"
+                    "--score's by the rounding)"),
         FLAGS_END,
     };
     FlagsSpec spec = {

@@ -2,7 +2,7 @@
  * check by hand that a pretrained model loads and predicts sensibly.
  *
  *   rlhf-gguf --model PATH.gguf                       metadata and tensors
- *   rlhf-gguf --model PATH.gguf --ids 1,2,3 [--greedy N] [--top K]
+ *   rlhf-gguf --model PATH.gguf --ids 1,2,3 [--greedy N] [--top K] [--decode-weights T]
  *
  * With --ids the model is loaded (time reported), the ids are fed through
  * the decode path the actors use (model_step with a KV cache), and the top K
@@ -24,10 +24,11 @@
 #define MAX_IDS 4096
 
 typedef struct {
-    const char *model;  /* GGUF file, required */
-    const char *ids;    /* comma-separated prompt ids; NULL = only describe the file */
-    int         greedy; /* greedy continuation length */
-    int         top;    /* next-token logits shown */
+    const char *model;          /* GGUF file, required */
+    const char *ids;            /* comma-separated prompt ids; NULL = only describe the file */
+    int         greedy;         /* greedy continuation length */
+    int         top;            /* next-token logits shown */
+    int         decode_weights; /* KernType the decode runs in */
 } GgufArgs;
 
 static int check(const FlagsSpec *spec, void *ctx)
@@ -124,6 +125,11 @@ static int run(const GgufArgs *a)
     int    n = 0, V = c->vocab_size;
     float *logits = xmalloc(sizeof(float) * (size_t)V);
     if ((rc = parse_ids(a->ids, V, ids, &n)) != 0) goto free_bufs;
+    t0 = progress_now();
+    if ((rc = model_set_decode_type(m, (KernType)a->decode_weights)) != 0) goto free_bufs;
+    if (a->decode_weights != KERN_F32)
+        printf("weights converted to %s in %.2f s (%s kernels)\n",
+               kern_type_names[a->decode_weights], progress_now() - t0, kern_variant_name());
     KVCache *kv = kv_new(m, 1, n + a->greedy + 1);
     int     *seq = xcalloc((size_t)n, sizeof(int));
     int      last = n - 1;
@@ -166,7 +172,7 @@ free_bufs:
 
 int main(int argc, char **argv)
 {
-    GgufArgs a = {.model = NULL, .ids = NULL, .greedy = 20, .top = 10};
+    GgufArgs a = {.model = NULL, .ids = NULL, .greedy = 20, .top = 10, .decode_weights = KERN_F32};
 
     Flag flags[] = {
         FLAG_STRING("model", &a.model, "PATH", "GGUF file", .def = "(required)"),
@@ -174,11 +180,14 @@ int main(int argc, char **argv)
                     .def = "none: describe only"),
         FLAG_INT("greedy", &a.greedy, 0, 1 << 16, "N", "greedy continuation length"),
         FLAG_INT("top", &a.top, 0, 1000, "K", "next-token logits to show"),
+        FLAG_CHOICE("decode-weights", &a.decode_weights, kern_type_names, "T",
+                    "precision of the weights the decode reads: fp32, or bf16 /\n"
+                    "fp16 as the actors use"),
         FLAGS_END,
     };
     FlagsSpec spec = {
         .prog = "rlhf-gguf",
-        .synopsis = "--model PATH.gguf [--ids I,J,... [--greedy N] [--top K]]",
+        .synopsis = "--model PATH.gguf [--ids I,J,... [--greedy N] [--top K] [--decode-weights T]]",
         .about = "Describes a GGUF model file, or loads it and runs it on token ids.\n",
         .flags = flags,
         .check = check,

@@ -25,11 +25,16 @@ int bpe_smollm2_selftest(bool verbose);
 int st_selftest(bool verbose);
 int sampler_selftest(bool verbose);
 int optim_selftest(bool verbose);
+int half_selftest(bool verbose);
 int tensor_selftest(bool verbose);
+int kern_selftest(bool verbose);
 int model_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
+/* SmolLM2 decoded with bf16 and fp16 weights against fp32: logits, KL,
+ * log-prob gaps and greedy agreement (skipped without the model file). */
+int decode_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
 int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
@@ -200,11 +205,14 @@ int code_hostile_selftest(bool verbose);
     X(safetensors, st_selftest)                                                                    \
     X(sampler, sampler_selftest)                                                                   \
     X(optim, optim_selftest)                                                                       \
+    X(half, half_selftest)                                                                         \
     X(tensor, tensor_selftest)                                                                     \
+    X(kern, kern_selftest)                                                                         \
     X(model, model_selftest)                                                                       \
     X(gguf_type, gguf_type_selftest)                                                               \
     X(gguf, gguf_selftest)                                                                         \
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
+    X(decode_smollm2, decode_smollm2_selftest)                                                     \
     X(ckpt, ckpt_selftest)                                                                         \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \

@@ -1,7 +1,10 @@
 #include "common/base/par.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAR_MAX_THREADS 64
@@ -12,11 +15,14 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t  wake, done;
     int             n_threads;
-    unsigned long   generation; /* bumped for each job */
-    int             pending;    /* worker ranges not yet finished */
-    ParFn           fn;
-    void           *ctx;
-    size_t          n;
+    /* Bumped (under mu, after the job's fields are set) for each job; read
+     * without the lock by spinning workers. */
+    atomic_ulong generation;
+    atomic_int   pending; /* worker ranges not yet finished */
+    ParFn        fn;
+    void        *ctx;
+    size_t       n;
+    bool         is_hot; /* the job's workers spin afterwards (par_for_hot) */
 } g_pool = {.once = PTHREAD_ONCE_INIT,
             .busy = PTHREAD_MUTEX_INITIALIZER,
             .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -31,23 +37,93 @@ static void range_of(size_t n, int parts, int i, size_t *b, size_t *e)
     *e = n * (size_t)(i + 1) / (size_t)parts;
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Spinning pays only while every thread of the pool has a core. When a
+ * spinner finds it was descheduled (a gap in its own clock), or the caller
+ * finds a worker that is neither asleep nor started on its share, other
+ * work is competing for the cores: hot calls then stop spinning for
+ * PAR_BACKOFF_US, so the pool does not take that work's time. */
+#define PAR_BACKOFF_US 1000000
+#define PAR_GAP_US 50             /* a pause in a spin loop this long means it was descheduled */
+#define PAR_START_US 20           /* a runnable worker starts a job within this */
+static atomic_llong g_calm_until; /* now_us() before which hot calls do not spin */
+static atomic_int   g_started;    /* workers that took the current job */
+static atomic_int   g_sleepers;   /* workers blocked on the condition variable */
+
+static bool spin_allowed(void)
+{
+    return now_us() >= atomic_load_explicit(&g_calm_until, memory_order_relaxed);
+}
+
+static void back_off(int64_t t)
+{
+    atomic_store_explicit(&g_calm_until, t + PAR_BACKOFF_US, memory_order_relaxed);
+}
+
+/* Spins (with the CPU's pause hint) until the job's generation differs from
+ * seen (is_caller false: a worker waiting for the next job) or every worker
+ * has finished (is_caller true), for at most PAR_HOT_US. Returns whether
+ * that happened; false after a timeout or a sign of contention. */
+static bool spin_wait(bool is_caller, unsigned long seen, int n_workers)
+{
+    int64_t t0 = now_us(), last = t0;
+    for (unsigned i = 1;; i++) {
+        if (is_caller ? atomic_load_explicit(&g_pool.pending, memory_order_acquire) == 0
+                      : atomic_load_explicit(&g_pool.generation, memory_order_acquire) != seen)
+            return true;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (i % 32 != 0) continue;
+        int64_t t = now_us();
+        bool    is_stalled = is_caller && t - t0 > PAR_START_US &&
+                          atomic_load(&g_started) < n_workers && atomic_load(&g_sleepers) == 0;
+        if (t - last > PAR_GAP_US || is_stalled) {
+            back_off(t);
+            return false;
+        }
+        if (t - t0 > PAR_HOT_US) return false;
+        last = t;
+    }
+}
+
 static void *worker(void *arg)
 {
     int           id = (int)(size_t)arg;
     unsigned long seen = 0;
+    bool          was_hot = false;
     t_in_worker = true;
-    pthread_mutex_lock(&g_pool.mu);
     for (;;) {
-        while (g_pool.generation == seen) pthread_cond_wait(&g_pool.wake, &g_pool.mu);
-        seen = g_pool.generation;
+        /* After a hot job, watch for the next one before going to sleep. */
+        if (!was_hot || !spin_allowed() || !spin_wait(false, seen, 0)) {
+            pthread_mutex_lock(&g_pool.mu);
+            atomic_fetch_add(&g_sleepers, 1);
+            while (atomic_load(&g_pool.generation) == seen)
+                pthread_cond_wait(&g_pool.wake, &g_pool.mu);
+            atomic_fetch_sub(&g_sleepers, 1);
+            pthread_mutex_unlock(&g_pool.mu);
+        }
+        /* The fields were written before the generation was bumped and stay
+         * until every worker has counted itself out of pending. */
+        seen = atomic_load_explicit(&g_pool.generation, memory_order_acquire);
+        atomic_fetch_add(&g_started, 1);
         ParFn  fn = g_pool.fn;
         void  *ctx = g_pool.ctx;
         size_t b, e;
         range_of(g_pool.n, g_pool.n_threads, id, &b, &e);
-        pthread_mutex_unlock(&g_pool.mu);
+        was_hot = g_pool.is_hot;
         if (b < e) fn(ctx, b, e);
-        pthread_mutex_lock(&g_pool.mu);
-        if (--g_pool.pending == 0) pthread_cond_signal(&g_pool.done);
+        if (atomic_fetch_sub_explicit(&g_pool.pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&g_pool.mu);
+            pthread_cond_signal(&g_pool.done);
+            pthread_mutex_unlock(&g_pool.mu);
+        }
     }
     return NULL;
 }
@@ -79,7 +155,7 @@ int par_threads(void)
     return g_pool.n_threads;
 }
 
-void par_for(size_t n, size_t min_parallel, ParFn fn, void *ctx)
+static void run(size_t n, size_t min_parallel, ParFn fn, void *ctx, bool is_hot)
 {
     if (n == 0) return;
     int nt = par_threads();
@@ -92,15 +168,30 @@ void par_for(size_t n, size_t min_parallel, ParFn fn, void *ctx)
     g_pool.fn = fn;
     g_pool.ctx = ctx;
     g_pool.n = n;
-    g_pool.pending = nt - 1;
-    g_pool.generation++;
+    g_pool.is_hot = is_hot && spin_allowed();
+    atomic_store(&g_started, 0);
+    atomic_store(&g_pool.pending, nt - 1);
+    atomic_fetch_add_explicit(&g_pool.generation, 1, memory_order_release);
+    /* Spinning workers see the generation; sleeping ones need the signal. */
     pthread_cond_broadcast(&g_pool.wake);
     pthread_mutex_unlock(&g_pool.mu);
     size_t b, e;
     range_of(n, nt, 0, &b, &e);
     fn(ctx, b, e);
-    pthread_mutex_lock(&g_pool.mu);
-    while (g_pool.pending > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
-    pthread_mutex_unlock(&g_pool.mu);
+    if (!g_pool.is_hot || !spin_wait(true, 0, nt - 1)) {
+        pthread_mutex_lock(&g_pool.mu);
+        while (atomic_load(&g_pool.pending) > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
+        pthread_mutex_unlock(&g_pool.mu);
+    }
     pthread_mutex_unlock(&g_pool.busy);
+}
+
+void par_for(size_t n, size_t min_parallel, ParFn fn, void *ctx)
+{
+    run(n, min_parallel, fn, ctx, false);
+}
+
+void par_for_hot(size_t n, size_t min_parallel, ParFn fn, void *ctx)
+{
+    run(n, min_parallel, fn, ctx, true);
 }

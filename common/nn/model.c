@@ -173,6 +173,7 @@ void model_free(Model **pm)
     Model *m = *pm;
     if (!m) return;
     free(m->a.block);
+    free(m->dec_block);
     free(m->block);
     free(m);
     *pm = NULL;

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/nn/kern.h"
+
 typedef struct {
     int   dim;            /* C, model width */
     int   n_layers;       /* L */
@@ -147,6 +149,20 @@ int  kv_n_seq(const KVCache *kv);
  * sequence would exceed max_len; on error nothing is appended. */
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
                const int *out_rows, float *logits);
+
+/* The precision model_step decodes with. KERN_F32 (the default) reads the
+ * parameters themselves. KERN_BF16 and KERN_F16 make a copy of every weight
+ * matrix rounded to that type and packed for kern_linear (q, k and v fused,
+ * gate and up fused with the SwiGLU), and model_step then reads half the
+ * bytes per token; the embedding rows are rounded the same way as they are
+ * looked up, and the norm gains stay fp32, so the result is the model with
+ * its matrices rounded to 16 bits. The copy is of the parameters as they are
+ * at the call: call again after changing them. model_forward and
+ * model_backward always use the fp32 parameters. Returns 0, or ERR_RANGE
+ * (logged, naming the tensor) when a parameter does not fit the type; the
+ * model then decodes in fp32. */
+int      model_set_decode_type(Model *m, KernType t);
+KernType model_decode_type(const Model *m);
 
 /* Floating-point operations of one training step (forward + backward) over
  * B*T tokens: 6 * matmul parameters * tokens plus the attention term. */

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/nn/kern.h"
 #include "common/nn/model.h"
 
 typedef struct {
@@ -23,6 +24,14 @@ typedef struct {
     float *w_up;      /* (H, C) */
     float *w_down;    /* (C, H) */
 } LayerWeights;
+
+/* A layer's matrices packed for kern_linear (model_set_decode_type). */
+typedef struct {
+    KernMat qkv;     /* parts wq (NH*HS, C), wk, wv (KVH*HS, C) */
+    KernMat wo;      /* (C, NH*HS) */
+    KernMat gate_up; /* SwiGLU pair w_gate, w_up (H, C) */
+    KernMat down;    /* (C, H) */
+} LayerKern;
 
 /* Views into the parameter block (or, with the same offsets, the gradients). */
 typedef struct {
@@ -86,6 +95,12 @@ struct Model {
     float       temperature;         /* of the distributions model_forward reports */
     Acts        a;
     bool        has_forward; /* a forward ran since the last resize */
+    /* Decoding in half precision (model_decode.c): */
+    KernType   dec_type;    /* what model_step reads: KERN_F32 = the parameters */
+    LayerKern *dec_layers;  /* L entries, in dec_block */
+    KernMat    dec_lm_head; /* (V, C) */
+    void      *dec_block;   /* dec_layers and every packed matrix */
+    size_t     dec_bytes;
 };
 
 static inline int head_size(const ModelConfig *c)

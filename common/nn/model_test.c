@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/base/fileio.h"
 #include "common/base/rng.h"
 #include "common/nn/model.h"
 #include "tests/support/expect.h"
@@ -99,12 +100,30 @@ static void grad_check(const ModelConfig *cfg, const char *label, float temperat
     model_free(&m);
 }
 
+/* Rounds every matrix of m to type t in place (norm gains stay). */
+static void round_matrices(Model *m, KernType t)
+{
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        ModelTensor mt;
+        model_tensor(m, i, &mt);
+        if (mt.ndim != 2) continue;
+        for (size_t k = 0; k < mt.numel; k++) mt.data[k] = kern_round(t, mt.data[k]);
+    }
+}
+
 /* Logits from the KV-cache path equal the full forward's on a batch of
- * sequences of different lengths, fed as a mix of prefills and decode steps. */
-static void kv_check(const ModelConfig *cfg, bool verbose)
+ * sequences of different lengths, fed as a mix of prefills and decode steps.
+ * With t BF16 or F16 the weights are first rounded to t, so the half-
+ * precision decode (packed, fused matrices) and the fp32 forward multiply
+ * the same numbers and differ only in the order of the sums. */
+static void kv_check(const ModelConfig *cfg, KernType wt, bool verbose)
 {
     Model *m = model_new(cfg);
     model_init_random(m, 3, 0.3f);
+    if (wt != KERN_F32) {
+        round_matrices(m, wt);
+        CHECK(model_set_decode_type(m, wt) == 0);
+    }
     Rng r;
     rng_seed(&r, 9);
     enum { B = 3, T = 9 };
@@ -186,10 +205,121 @@ static void kv_check(const ModelConfig *cfg, bool verbose)
     EXPECT(kv_len(kv, 0) == lens[0], "kv_len of seq 0 is %d after a refused step, expected %d",
            kv_len(kv, 0), lens[0]);
     double rel = worst / fmax(maxref, 1e-30);
-    if (verbose) printf("  kv cache vs full forward: max rel diff %.2e (tol 1e-5)\n", rel);
-    EXPECT(rel <= 1e-5, "kv cache vs full forward: rel diff %.3g > 1e-5", rel);
+    if (verbose)
+        printf("  kv cache (%s weights) vs full forward: max rel diff %.2e (tol 1e-5)\n",
+               kern_type_names[wt], rel);
+    EXPECT(rel <= 1e-5, "kv cache (%s weights) vs full forward: rel diff %.3g > 1e-5",
+           kern_type_names[wt], rel);
     free(lg);
     kv_free(&kv);
+    model_free(&m);
+}
+
+/* Decoding the same fp32 model with its matrices in BF16 and F16: logits
+ * near the fp32 decode's and the same greedy continuation; a weight F16
+ * cannot hold is refused and the model keeps decoding in fp32. Per matrix
+ * the rounding moves an output by at most u_h S (kern.h); through the
+ * layers the largest logit difference measured about 6 u_h of the largest
+ * logit on this model, and the check allows 16 u_h. */
+static void half_vs_fp32_check(const ModelConfig *cfg, bool verbose)
+{
+    enum { P = 6, NEW = 8 };
+    Model *m = model_new(cfg);
+    model_init_random(m, 21, 0.3f);
+    int    V = cfg->vocab_size, prompt[P] = {1, 5, 2, 7, 3, 4};
+    float *lg[3];
+    int    greedy[3][NEW];
+    for (KernType t = KERN_F32; t <= KERN_F16; t++) {
+        CHECK(model_set_decode_type(m, t) == 0);
+        EXPECT(model_decode_type(m) == t, "decode type %d after setting %d", model_decode_type(m),
+               t);
+        lg[t] = xmalloc(sizeof(float) * (size_t)V * (P + NEW));
+        KVCache *kv = kv_new(m, 1, P + NEW);
+        int      seq[P] = {0}, outs[P] = {0, 1, 2, 3, 4, 5};
+        CHECK(model_step(m, kv, P, seq, prompt, P, outs, lg[t]) == 0);
+        for (int k = 0; k < NEW; k++) {
+            const float *row = lg[t] + (size_t)(P - 1 + k) * V;
+            int          best = 0;
+            for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+            greedy[t][k] = best;
+            int zero = 0, out = 0;
+            CHECK(model_step(m, kv, 1, &zero, &best, 1, &out, lg[t] + (size_t)(P + k) * V) == 0);
+        }
+        kv_free(&kv);
+    }
+    for (KernType t = KERN_BF16; t <= KERN_F16; t++) {
+        double worst = 0, maxref = 0, uh = t == KERN_BF16 ? 0x1p-8 : 0x1p-11;
+        for (size_t i = 0; i < (size_t)V * (P + NEW - 1); i++) {
+            worst = fmax(worst, fabs(lg[t][i] - lg[KERN_F32][i]));
+            maxref = fmax(maxref, fabs(lg[KERN_F32][i]));
+        }
+        int agree = 0;
+        while (agree < NEW && greedy[t][agree] == greedy[KERN_F32][agree]) agree++;
+        double rel = worst / maxref;
+        if (verbose)
+            printf("  %s decode vs fp32 decode: max logit diff %.3g of max |logit| %.3g (rel "
+                   "%.2e, tol %.2e); greedy agrees on %d of %d tokens\n",
+                   kern_type_names[t], worst, maxref, rel, 16 * uh, agree, NEW);
+        EXPECT(rel <= 16 * uh, "%s decode vs fp32: rel logit diff %.3g > %.3g", kern_type_names[t],
+               rel, 16 * uh);
+        EXPECT(agree == NEW, "%s decode: greedy continuation departs from fp32's at token %d",
+               kern_type_names[t], agree);
+    }
+    for (int t = 0; t < 3; t++) free(lg[t]);
+    /* 1e5 does not fit F16: refused, and decoding falls back to fp32. */
+    ModelTensor up;
+    CHECK(model_find_tensor(m, "model.layers.1.mlp.up_proj.weight", &up) == 0);
+    up.data[3] = 1e5f;
+    fileio_capture_begin();
+    int   rc = model_set_decode_type(m, KERN_F16);
+    char *log = fileio_capture_end(verbose);
+    EXPECT(rc == ERR_RANGE && strstr(log, "does not fit fp16"),
+           "a weight of 1e5 in F16: returned %d, log '%s'", rc, log);
+    free(log);
+    EXPECT(model_decode_type(m) == KERN_F32, "after a refused F16 copy the decode type is %d",
+           model_decode_type(m));
+    model_free(&m);
+}
+
+/* A sequence longer than attention's chunk of positions (256): prefilled in
+ * one step, every row's logits match the full forward's. */
+static void long_check(const ModelConfig *cfg, KernType wt, bool verbose)
+{
+    enum { T = 300 };
+    Model *m = model_new(cfg);
+    model_init_random(m, 4, 0.3f);
+    if (wt != KERN_F32) {
+        round_matrices(m, wt);
+        CHECK(model_set_decode_type(m, wt) == 0);
+    }
+    int  V = cfg->vocab_size, *tokens = xmalloc(sizeof(int) * T), *seq = xcalloc(T, sizeof(int));
+    int *targets = xcalloc(T, sizeof(int)), *outs = xmalloc(sizeof(int) * T);
+    for (int i = 0; i < T; i++) {
+        tokens[i] = (i * 7 + 3) % V;
+        outs[i] = i;
+    }
+    model_forward(m, tokens, targets, NULL, 1, T, NULL, NULL, NULL);
+    const float *full = model_last_logits(m, NULL);
+    float       *lg = xmalloc(sizeof(float) * (size_t)T * V);
+    KVCache     *kv = kv_new(m, 1, T);
+    CHECK(model_step(m, kv, T, seq, tokens, T, outs, lg) == 0);
+    double worst = 0, maxref = 0;
+    for (size_t i = 0; i < (size_t)T * V; i++) {
+        worst = fmax(worst, fabs(lg[i] - full[i]));
+        maxref = fmax(maxref, fabs(full[i]));
+    }
+    if (verbose)
+        printf("  %d positions (%s weights): kv cache vs full forward max rel diff %.2e (tol "
+               "1e-5)\n",
+               T, kern_type_names[wt], worst / maxref);
+    EXPECT(worst / maxref <= 1e-5, "%d positions (%s weights): rel diff %.3g > 1e-5", T,
+           kern_type_names[wt], worst / maxref);
+    kv_free(&kv);
+    free(lg);
+    free(tokens);
+    free(seq);
+    free(targets);
+    free(outs);
     model_free(&m);
 }
 
@@ -249,13 +379,19 @@ int model_selftest(bool verbose)
     c.n_kv_heads = 1;
     grad_check(&c, "untied, MQA", 1.0f, verbose);
 
-    kv_check(&base, verbose);
+    for (KernType t = KERN_F32; t <= KERN_F16; t++) kv_check(&base, t, verbose);
     temperature_check(&base, verbose);
     c = base;
     c.tie_embeddings = true;
     c.dim = 32;
     c.n_heads = 2;
     c.n_kv_heads = 1;
-    kv_check(&c, verbose);
+    for (KernType t = KERN_F32; t <= KERN_F16; t++) kv_check(&c, t, verbose);
+    /* Shapes that are not multiples of the kernels' blocks (C 40, KD 20, H
+     * 75, V 37). */
+    ModelConfig odd = fixture_model_config(40, 2, 4, 2, 75, 37, 320);
+    for (KernType t = KERN_F32; t <= KERN_F16; t++) kv_check(&odd, t, verbose);
+    half_vs_fp32_check(&odd, verbose);
+    for (KernType t = KERN_F32; t <= KERN_F16; t++) long_check(&odd, t, verbose);
     return expect_end();
 }

@@ -105,8 +105,9 @@ static void linear_small(float *out, const float *inp, const float *w, int N, in
                          bool add)
 {
     SmallCtx s = {out, inp, w, N, C, OC, add};
-    /* Worth two threads once w is past a few L2-sized blocks. */
-    par_for((size_t)OC, 2 * 65536 / (size_t)(C > 0 ? C : 1), linear_small_range, &s);
+    /* Worth two threads once w is past a few L2-sized blocks. Few rows mean
+     * decoding, whose calls come in quick succession: the pool stays hot. */
+    par_for_hot((size_t)OC, 2 * 65536 / (size_t)(C > 0 ? C : 1), linear_small_range, &s);
 }
 
 void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC)

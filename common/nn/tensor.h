@@ -91,8 +91,11 @@ static inline float tensor_exp(float x)
 {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     /* e^x = 2^k e^r with k = round(x / ln 2) and |r| <= ln(2)/2; ln 2 is split
-     * in a high part exact in float and a low part, so r is accurate. */
-    float k = __builtin_floorf(x * 1.44269504089f + 0.5f);
+     * in a high part exact in float and a low part, so r is accurate. Adding
+     * and subtracting 1.5 * 2^23 rounds to the nearest integer (|x / ln 2| <
+     * 2^22) with plain additions, which vectorise; floorf does not unless
+     * floating-point traps are off (-fno-trapping-math). */
+    float k = (x * 1.44269504089f + 12582912.0f) - 12582912.0f;
     float r = x - k * 0.693145752f - k * 1.42860682e-6f;
     /* Taylor series to r^7: the next term is below 1e-8 on |r| <= 0.347. */
     float p = 1.0f / 5040.0f;

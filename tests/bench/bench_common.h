@@ -1,9 +1,9 @@
 /* bench_common: what the model benchmarks share. The machine ceilings every
- * figure is set beside (the practical sgemm GFLOP/s and the memcpy
- * bandwidth), the timed training step and greedy KV-cache decoding they
- * measure, the SmolLM2-135M shape, and the merge of a result into the JSON
- * file. Header-only (each benchmark is one program, linked with
- * tests/support/fixtures.o); the functions allocate their own buffers and
+ * figure is set beside (the practical sgemm GFLOP/s, the memcpy bandwidth
+ * and the read-only streaming rate that bounds a weight-streaming decode),
+ * the timed training step and greedy KV-cache decoding they measure, the
+ * SmolLM2-135M shape, and the merge of a result into the JSON file. Header-only (each benchmark is
+ * one program, linked with tests/support/fixtures.o); the functions allocate their own buffers and
  * CHECK what cannot fail on a working machine.
  */
 #ifndef RLHF_BENCH_COMMON_H
@@ -18,7 +18,10 @@
 #include <time.h>
 
 #include "common/base/err.h"
+#include "common/base/par.h"
 #include "common/base/rng.h"
+#include "common/nn/cpu.h"
+#include "common/nn/kern.h"
 #include "common/nn/model.h"
 #include "common/nn/optim.h"
 #include "common/nn/tensor.h"
@@ -79,6 +82,66 @@ static inline double bench_memcpy_gbs(void)
 {
     size_t n = (size_t)512 << 20;
     return (double)n / bench_memcpy_best_s(n) / 1e9;
+}
+
+/* The read-only streaming rate: a vectorised sum over a buffer much larger
+ * than the caches, split over the thread pool the way decoding splits the
+ * weights (one contiguous range per thread). This, not memcpy (which moves
+ * every byte twice), is the ceiling of a decode step that reads each weight
+ * once. */
+typedef struct {
+    const float *p;
+    size_t       chunk; /* floats per item */
+    double      *sums;  /* one per item */
+} BenchRead;
+
+static RLHF_HOT void bench_read_range(void *ctx, size_t k0, size_t k1)
+{
+    const BenchRead *r = ctx;
+    for (size_t k = k0; k < k1; k++) {
+        const float *p = r->p + k * r->chunk;
+        /* 64 partial sums: several vector accumulators, so the loop waits on
+         * memory, not on the latency of one chain of adds. */
+        float acc[64] = {0};
+        for (size_t i = 0; i < r->chunk; i += 64) {
+#pragma omp simd
+            for (int j = 0; j < 64; j++) acc[j] += p[i + j];
+        }
+        double s = 0.0;
+        for (int j = 0; j < 64; j++) s += acc[j];
+        r->sums[k] = s;
+    }
+}
+
+/* Best of passes over 512 MiB (MiB sized by mib for a quick run), in GB/s,
+ * with the pool (threaded) or on the calling thread alone. */
+static inline double bench_read_gbs_n(size_t mib, int passes, bool threaded)
+{
+    size_t    n = mib << 18, chunk = (size_t)1 << 16; /* floats; 256 KiB items */
+    float    *p = xmalloc_aligned(n * sizeof(float));
+    size_t    items = n / chunk;
+    BenchRead r = {p, chunk, xcalloc(items, sizeof(double))};
+    for (size_t i = 0; i < n; i++) p[i] = 1.0f;
+    double best = 1e30;
+    for (int rep = 0; rep < passes; rep++) {
+        double t0 = bench_now_s();
+        if (threaded)
+            par_for(items, 1, bench_read_range, &r);
+        else
+            bench_read_range(&r, 0, items);
+        best = fmin(best, bench_now_s() - t0);
+    }
+    double total = 0.0;
+    for (size_t k = 0; k < items; k++) total += r.sums[k];
+    if (total != (double)n) abort(); /* every float was read */
+    free(p);
+    free(r.sums);
+    return (double)n * sizeof(float) / best / 1e9;
+}
+
+static inline double bench_read_gbs(bool threaded)
+{
+    return bench_read_gbs_n(512, 5, threaded);
 }
 
 /* The shape of SmolLM2-135M (random weights time it as well as real ones). */
@@ -165,13 +228,16 @@ static inline double bench_decode_s(Model *m, const int *prompts, int DB, int n_
     return dec;
 }
 
-/* The fp32 weight bytes one decoding step reads: every weight once (a tied
- * embedding as the LM head; an untied one only as the few looked-up rows). */
-static inline double bench_decode_weight_bytes(const Model *m)
+/* The weight bytes one decoding step reads: every weight once (a tied
+ * embedding as the LM head; an untied one only as the few looked-up rows),
+ * the matrices in type t and the norm gains in fp32. */
+static inline double bench_decode_weight_bytes(const Model *m, KernType t)
 {
     const ModelConfig *c = model_config(m);
     size_t             P = model_num_params(m);
-    return 4.0 * (double)(P - (c->tie_embeddings ? 0 : (size_t)c->vocab_size * c->dim));
+    double streamed = (double)(P - (c->tie_embeddings ? 0 : (size_t)c->vocab_size * c->dim));
+    double norms = (2.0 * c->n_layers + 1) * c->dim;
+    return (t == KERN_F32 ? 4.0 : 2.0) * (streamed - norms) + 4.0 * norms;
 }
 
 /* Sets res (taken) under key in the JSON file out, keeping the file's other
