@@ -9,12 +9,30 @@
 typedef struct {
     int   *tokens, *targets;    /* (n, T) */
     float *mask, *logp, *dlogp; /* (n, T) */
+    int    T;                   /* positions per row: the longest example's, not the caller's cap */
     int    n_tokens;
 } Batch;
 
+/* Checks every example against the cap T and packs the batch to the length
+ * its longest example needs (prompt + completion - 1 positions: the last
+ * token is only a target). Right padding is causal-masked away, so a
+ * shorter row gives the same losses and gradients and skips the padding's
+ * work: the arithmetic task's examples need 6..10 positions of a cap of 13. */
 static int pack(const SftExample *ex, int n, int T, int pad_id, Batch *b)
 {
-    size_t NT = (size_t)n * T;
+    int Tb = 1;
+    for (int i = 0; i < n; i++) {
+        const SftExample *e = &ex[i];
+        int               len = e->prompt_len + e->completion_len;
+        if (e->prompt_len < 1 || e->completion_len < 1 || len > T + 1) {
+            log_error("sft: example %d: prompt %d + completion %d tokens does not fit T=%d", i,
+                      e->prompt_len, e->completion_len, T);
+            return ERR_RANGE;
+        }
+        Tb = len - 1 > Tb ? len - 1 : Tb;
+    }
+    size_t NT = (size_t)n * Tb;
+    b->T = Tb;
     b->tokens = xmalloc(NT * sizeof(int));
     b->targets = xmalloc(NT * sizeof(int));
     b->mask = xcalloc(NT * 3, sizeof(float));
@@ -24,16 +42,8 @@ static int pack(const SftExample *ex, int n, int T, int pad_id, Batch *b)
     for (int i = 0; i < n; i++) {
         const SftExample *e = &ex[i];
         int               len = e->prompt_len + e->completion_len;
-        if (e->prompt_len < 1 || e->completion_len < 1 || len > T + 1) {
-            log_error("sft: example %d: prompt %d + completion %d tokens does not fit T=%d", i,
-                      e->prompt_len, e->completion_len, T);
-            free(b->tokens);
-            free(b->targets);
-            free(b->mask);
-            return ERR_RANGE;
-        }
-        int *tok = b->tokens + (size_t)i * T, *tgt = b->targets + (size_t)i * T;
-        for (int t = 0; t < T; t++) {
+        int *tok = b->tokens + (size_t)i * Tb, *tgt = b->targets + (size_t)i * Tb;
+        for (int t = 0; t < Tb; t++) {
             int cur = t < e->prompt_len ? e->prompt[t]
                       : t < len         ? e->completion[t - e->prompt_len]
                                         : pad_id;
@@ -44,7 +54,7 @@ static int pack(const SftExample *ex, int n, int T, int pad_id, Batch *b)
             tgt[t] = nxt;
             /* Position t predicts token t+1: count it when that is a completion token. */
             if (t + 1 >= e->prompt_len && t + 1 < len) {
-                b->mask[(size_t)i * T + t] = 1.0f;
+                b->mask[(size_t)i * Tb + t] = 1.0f;
                 b->n_tokens++;
             }
         }
@@ -59,14 +69,14 @@ static void unpack(Batch *b)
     free(b->mask);
 }
 
-static void forward_stats(Model *m, Batch *b, int n, int T, SftStats *st)
+static void forward_stats(Model *m, Batch *b, int n, SftStats *st)
 {
-    model_forward(m, b->tokens, b->targets, b->mask, n, T, b->logp, NULL, NULL);
+    model_forward(m, b->tokens, b->targets, b->mask, n, b->T, b->logp, NULL, NULL);
     int          n_act, V = model_config(m)->vocab_size;
     const float *lg = model_last_logits(m, &n_act);
     double       loss = 0.0;
     int          correct = 0;
-    for (size_t i = 0, a = 0; i < (size_t)n * T; i++) {
+    for (size_t i = 0, a = 0; i < (size_t)n * b->T; i++) {
         if (b->mask[i] == 0.0f) continue;
         loss -= b->logp[i];
         const float *row = lg + a++ * V;
@@ -77,6 +87,7 @@ static void forward_stats(Model *m, Batch *b, int n, int T, SftStats *st)
     st->loss = loss / b->n_tokens;
     st->token_acc = (double)correct / b->n_tokens;
     st->n_tokens = b->n_tokens;
+    st->seq_len = b->T;
 }
 
 int sft_eval(Model *m, const SftExample *ex, int n, int T, int pad_id, SftStats *st)
@@ -85,7 +96,7 @@ int sft_eval(Model *m, const SftExample *ex, int n, int T, int pad_id, SftStats 
     int   rc = pack(ex, n, T, pad_id, &b);
     if (rc) return rc;
     memset(st, 0, sizeof *st);
-    forward_stats(m, &b, n, T, st);
+    forward_stats(m, &b, n, st);
     unpack(&b);
     return 0;
 }
@@ -97,9 +108,9 @@ int sft_step(Model *m, Optim *opt, const SftExample *ex, int n, int T, int pad_i
     if (rc) return rc;
     memset(st, 0, sizeof *st);
     model_zero_grad(m);
-    forward_stats(m, &b, n, T, st);
+    forward_stats(m, &b, n, st);
     /* loss = -sum(mask * logp) / n_tokens. */
-    for (size_t i = 0; i < (size_t)n * T; i++) b.dlogp[i] = -b.mask[i] / b.n_tokens;
+    for (size_t i = 0; i < (size_t)n * b.T; i++) b.dlogp[i] = -b.mask[i] / b.n_tokens;
     model_backward(m, b.dlogp, NULL, NULL);
     rc = optim_step(opt, model_params(m), model_grads(m), NULL, &st->grad_norm, &st->lr);
     if (rc) log_error("sft_step: gradient norm %g is not finite; step skipped", st->grad_norm);

@@ -4,7 +4,9 @@
  *
  * An example is a prompt and a completion, both as token ids; the sequence
  * fed to the model is prompt ++ completion and only the completion tokens
- * are predicted (loss-masked). Sequences are right-padded with pad_id.
+ * are predicted (loss-masked). Sequences are right-padded with pad_id, to
+ * the length the batch's longest example needs (T is only the cap): the
+ * padding never changes a loss or a gradient, only the work.
  * Ownership: examples and the model/optimizer are borrowed. Threading: one
  * thread. Errors: ERR_RANGE for an example longer than T or with an empty
  * completion (logged with its index); ERR_NONFINITE if the gradient was not
@@ -30,6 +32,7 @@ typedef struct {
     double grad_norm; /* before clipping */
     double lr;
     int    n_tokens; /* completion tokens in the batch */
+    int    seq_len;  /* positions per row: the longest prompt + completion, minus 1 */
 } SftStats;
 
 /* One optimizer step on n examples packed into a (n, T) batch. Returns 0 or

@@ -1,17 +1,75 @@
 /* sft's self-test: a small model overfits 8 arithmetic facts, and greedy
- * decoding then reproduces every answer exactly. */
+ * decoding then reproduces every answer exactly; a batch is packed to its
+ * longest example, so the cap T changes no number, and an example over the
+ * cap is refused before anything is stepped. */
 #include "learner/sft.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/base/fileio.h"
 #include "common/base/rng.h"
 #include "common/formats/tok.h"
 #include "common/nn/gen.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/test_list.h"
+
+/* The same three steps under caps of 12 and 40 positions: both pack to the
+ * batch's longest example (9 positions: BOS + "100-1=" + "99" + EOS is 10
+ * tokens, the last only a target), so losses and weights agree bit for bit;
+ * a batch of short examples packs shorter; a cap below the longest example
+ * is refused and leaves the model and optimizer as they were. */
+static void test_pack_to_longest(const Tok *tok, const SftExample *ex, int nx)
+{
+    ModelConfig c = fixture_model_config(32, 1, 2, 1, 64, tok_vocab_size(tok), 48);
+    c.tie_embeddings = true;
+    OptimConfig oc = fixture_optim_config(3e-3f, 3e-4f, 0, 10);
+    Model      *m[2];
+    Optim      *o[2];
+    int         caps[2] = {12, 40};
+    SftStats    st[2];
+    memset(st, 0, sizeof st);
+    for (int k = 0; k < 2; k++) {
+        m[k] = model_new(&c);
+        model_init_random(m[k], 5, 0.05f);
+        o[k] = optim_new(&oc, model_num_params(m[k]));
+        for (int s = 0; s < 3; s++)
+            CHECK(sft_step(m[k], o[k], ex, nx, caps[k], TOK_PAD, &st[k]) == 0);
+    }
+    EXPECT(st[0].seq_len == 9 && st[1].seq_len == 9,
+           "packed to %d and %d positions under caps 12 and 40, expected 9 (the longest example)",
+           st[0].seq_len, st[1].seq_len);
+    EXPECT(st[0].loss == st[1].loss && st[0].n_tokens == st[1].n_tokens,
+           "caps 12 and 40: loss %.9g vs %.9g, %d vs %d tokens; expected identical", st[0].loss,
+           st[1].loss, st[0].n_tokens, st[1].n_tokens);
+    size_t np = model_num_params(m[0]);
+    EXPECT(memcmp(model_params(m[0]), model_params(m[1]), np * sizeof(float)) == 0,
+           "caps 12 and 40 left different weights after 3 steps");
+
+    /* "7+8=" "15" and "5-7=" "-2": BOS + 4 + 2 + EOS, 7 positions. */
+    SftExample short_ex[2] = {ex[1], ex[3]};
+    SftStats   ss = {0};
+    CHECK(sft_eval(m[0], short_ex, 2, 40, TOK_PAD, &ss) == 0);
+    EXPECT(ss.seq_len == 7 && ss.n_tokens == 6, "short batch: %d positions, %d tokens; expected 7, 6",
+           ss.seq_len, ss.n_tokens);
+
+    float *before = xmalloc(np * sizeof(float));
+    memcpy(before, model_params(m[0]), np * sizeof(float));
+    EXPECT_REFUSED(sft_step(m[0], o[0], ex, nx, 8, TOK_PAD, &ss), ERR_RANGE,
+                   "does not fit T=8", "sft_step under a cap of 8 positions");
+    EXPECT(optim_step_count(o[0]) == 3 &&
+               memcmp(before, model_params(m[0]), np * sizeof(float)) == 0,
+           "a refused batch moved the optimizer to step %lld or changed weights",
+           (long long)optim_step_count(o[0]));
+    free(before);
+    for (int k = 0; k < 2; k++) {
+        optim_free(&o[k]);
+        model_free(&m[k]);
+    }
+}
 
 int sft_selftest(bool verbose)
 {
@@ -79,6 +137,7 @@ int sft_selftest(bool verbose)
                gf[i] == GEN_FINISH_STOP ? "" : " without EOS", answers[i]);
     }
     if (verbose) printf("  sft overfit: greedy reproduces %d/%d answers\n", exact, NX);
+    test_pack_to_longest(tok, ex, NX);
     gen_free(&g);
     optim_free(&opt);
     model_free(&m);
