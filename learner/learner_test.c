@@ -476,6 +476,20 @@ out:
     learner_free(&l);
 }
 
+/* A lease with prompts in it: asks again (up to 5 s) while the learner
+ * answers with an empty grant, as it does when a request overtakes the
+ * group that frees a place (they come on different sockets). */
+static Rlhf__LeaseGrant *fake_lease_some(Fake *f, int max_prompts)
+{
+    for (int i = 0; i < 100; i++) {
+        Rlhf__LeaseGrant *g = fake_lease(f, max_prompts);
+        if (!g || g->n_prompts > 0) return g;
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        usleep(50 * 1000);
+    }
+    return NULL;
+}
+
 /* DAPO's dynamic sampling in the synchronous mode (max staleness 0): a
  * group whose rewards are all equal is dropped on arrival and counted, its
  * place goes to a newly leased prompt, and the batch is made of groups with
@@ -510,19 +524,19 @@ static void test_dynamic_sampling(const char *dir)
     fake_send_group(&f, g[0], 0, 4, 0, FAKE_OK); /* all right: no signal, dropped */
     fake_send_group(&f, g[0], 1, 2, 0, FAKE_OK); /* kept */
     /* The dropped group's place is leased again (only that one place). */
-    g[1] = fake_lease(&f, 4);
+    g[1] = fake_lease_some(&f, 4);
     EXPECT(g[1] && g[1]->n_prompts == 1,
            "the flat group's place is leased: %d prompt(s), expected 1",
            g[1] ? (int)g[1]->n_prompts : -1);
     if (!g[1]) goto out;
     fake_send_group(&f, g[1], 0, 0, 0, FAKE_OK); /* all wrong: dropped too */
-    g[2] = fake_lease(&f, 4);
+    g[2] = fake_lease_some(&f, 4);
     EXPECT(g[2] && g[2]->n_prompts == 1, "and again");
     if (!g[2]) goto out;
     fake_send_group(&f, g[2], 0, 1, 0, FAKE_OK); /* kept: the batch is full */
     int64_t seen = fake_wait_version(&f, 1, 10000);
     EXPECT(seen == 1, "two groups with signal make version 1: saw %lld", (long long)seen);
-    g[3] = fake_lease(&f, 4);
+    g[3] = fake_lease_some(&f, 4);
     EXPECT(g[3] && g[3]->n_prompts == 2 && g[3]->min_policy_version == 1,
            "sync: the next batch is leased at the new version only");
     usleep(200 * 1000);
