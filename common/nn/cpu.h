@@ -22,4 +22,24 @@
 #define RLHF_HOT
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <stdbool.h>
+
+/* CPU features the kernels test that not every compiler's
+ * __builtin_cpu_supports names (clang 14, the fuzz build's, lacks f16c and
+ * avx512bf16): read from CPUID directly. */
+static inline bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
+static inline bool cpu_has_avx512bf16(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}
+#endif
+
 #endif

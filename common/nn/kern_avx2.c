@@ -14,6 +14,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
+#include "common/nn/cpu.h"
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -24,7 +25,7 @@ bool kern_avx2_supported(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           cpu_has_f16c();
 }
 
 static KAVX2 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt, const int ob,

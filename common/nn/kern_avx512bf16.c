@@ -15,6 +15,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
+#include "common/nn/cpu.h"
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -26,7 +27,7 @@ bool kern_avx512bf16_supported(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
+           cpu_has_avx512bf16();
 }
 
 /* xb (nt, C2p) 32-bit bf16 pairs of rows n0.. of the input, the odd

@@ -11,7 +11,7 @@
  *                                    over, as fetch_once does); a complete snapshot
  *                                    is installed as install_snapshot does: its
  *                                    config.json through ckpt_config_from_json, its
- *                                    size against actor_config_num_params, every
+ *                                    size against model_config_num_params, every
  *                                    parameter finite, then model_new
  *
  * Input: records of [socket byte][u16 length][frame]; socket 3 resets the
@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "actor/actor_int.h" /* actor_config_num_params */
+#include "actor/actor_int.h"
 #include "common/base/err.h"
 #include "common/base/rng.h"
 #include "common/formats/ckpt_config.h"
@@ -141,7 +141,7 @@ static void install(Peer *a)
     int         eos = -1;
     if (ckpt_config_from_json("snapshot", wire_snap_rx_config(a->rx), &mc, &eos) != 0) return;
     FUZZ_CHECK(eos >= 0 && eos < mc.vocab_size, "eos %d of vocab %d", eos, mc.vocab_size);
-    uint64_t np = actor_config_num_params(&mc);
+    uint64_t np = model_config_num_params(&mc);
     if (np * 4 != bytes) return;
     const float *w = data;
     for (size_t i = 0; i < bytes / 4; i++)

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "actor/actor_int.h" /* actor_config_num_params */
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/formats/ckpt.h"
@@ -67,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const char *dir = fuzz_tmpdir();
     ModelConfig mc;
-    if (ckpt_load_config(dir, &mc) == 0 && actor_config_num_params(&mc) <= MAX_PARAMS &&
+    if (ckpt_load_config(dir, &mc) == 0 && model_config_num_params(&mc) <= MAX_PARAMS &&
         mc.max_seq_len <= MAX_SEQ) {
         Model *m = model_new(&mc);
         size_t n = model_num_params(m);
