@@ -1,7 +1,7 @@
 /* sandbox_scorer: the "code" scorer. A completion is a program; the
  * prompt's metadata (Prompt.meta_json, a JSON object) carries its tests;
  * the reward is the fraction of tests that pass in the sandbox
- * (reward_server/sandbox.h), or 1/0 when all-or-nothing.
+ * (reward_server/sandbox/sandbox.h), or 1/0 when all-or-nothing.
  *
  * The metadata:
  *   "tests"        required. A string: test code run after the program, as
@@ -41,7 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "reward_server/sandbox.h"
+#include "reward_server/sandbox/sandbox.h"
 #include "reward_server/scorer.h"
 
 #define SANDBOX_SCORER_NAME "code"

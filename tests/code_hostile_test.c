@@ -31,7 +31,7 @@
 #include "common/formats/gguf_buf.h"
 #include "common/net/auth.h"
 #include "common/net/zsock.h"
-#include "reward_server/sandbox.h"
+#include "reward_server/sandbox/sandbox.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/support/http.h"

@@ -22,7 +22,7 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
-#include "reward_server/sandbox.h"
+#include "reward_server/sandbox/sandbox.h"
 #include "reward_server/sandbox_scorer.h"
 #include "tests/bench/bench_common.h"
 

@@ -1,4 +1,4 @@
-#include "reward_server/sandbox.h"
+#include "reward_server/sandbox/sandbox.h"
 
 #include <errno.h>
 #include <ftw.h>

@@ -1,5 +1,5 @@
 /* sandbox_exec: the inside of rlhf-sandbox-exec, the small program the
- * sandbox pool (reward_server/sandbox.h) starts through libuv for every run
+ * sandbox pool (reward_server/sandbox/sandbox.h) starts through libuv for every run
  * of untrusted code. libuv's uv_spawn has no hook between fork and exec, so
  * the limits and namespaces are applied here, in a process of our own, which
  * then runs the program as its child:

@@ -4,7 +4,7 @@
  * A job is a program (for HumanEval: prompt + completion + "\n" + test +
  * "\n" + "check(entry_point)") and optionally a list of test snippets run
  * one by one after it, in its namespace. Each run is a python3 process under
- * rlhf-sandbox-exec (reward_server/sandbox_exec.h: namespaces or seccomp,
+ * rlhf-sandbox-exec (reward_server/sandbox/sandbox_exec.h: namespaces or seccomp,
  * landlock, CPU, memory, file, process and fd limits), started by uv_spawn in
  * a new session with a private mkdtemp directory (removed after), stdout and
  * stderr captured through libuv pipes and capped, and a wall-clock timeout
@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "reward_server/sandbox_exec.h"
+#include "reward_server/sandbox/sandbox_exec.h"
 
 #define SANDBOX_PYTHON "/usr/bin/python3"
 #define SANDBOX_MAX_WORKERS 256

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "common/base/err.h"
-#include "reward_server/sandbox.h"
+#include "reward_server/sandbox/sandbox.h"
 #include "tests/support/expect.h"
 #include "tests/support/testfs.h"
 #include "tests/test_list.h"

@@ -1,4 +1,4 @@
-/* rlhf-sandbox-exec: runs one program in a sandbox (reward_server/sandbox_exec.h):
+/* rlhf-sandbox-exec: runs one program in a sandbox (reward_server/sandbox/sandbox_exec.h):
  * namespaces or a seccomp filter, landlock file rules, resource limits. The
  * reward server starts it through libuv for every run of untrusted code;
  * by hand it shows what this machine allows:
@@ -9,7 +9,7 @@
  */
 #include "common/base/log.h"
 #include "common/base/prog.h"
-#include "reward_server/sandbox_exec.h"
+#include "reward_server/sandbox/sandbox_exec.h"
 
 #define SANDBOX_EXEC_MAX_ARGS 64
 

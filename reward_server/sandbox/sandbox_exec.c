@@ -1,4 +1,4 @@
-#include "reward_server/sandbox_exec.h"
+#include "reward_server/sandbox/sandbox_exec.h"
 
 #include <dirent.h>
 #include <errno.h>
