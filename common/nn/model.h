@@ -150,6 +150,28 @@ int  kv_n_seq(const KVCache *kv);
 int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
                const int *out_rows, float *logits);
 
+/* A cache for model_score: n_seq sequences of up to max_len tokens, holding
+ * one layer's keys and values (a single pass needs no more: each layer's
+ * replace the previous layer's). Its contents last for one call only;
+ * model_step refuses it (CHECK). Caller owns; kv_free. */
+KVCache *kv_new_once(const Model *m, int n_seq, int max_len);
+
+/* The scalar head of n_seq sequences that share a prefix, in one forward
+ * pass (a reward model scoring the completions of one prompt): value[i] is
+ * the head on the final normed hidden state at the last token of prefix ++
+ * tails[i] (at the prefix's last token when tail_lens[i] is 0), as
+ * model_forward's value at that position. The prefix goes through the model
+ * once and each tail attends to it; the rows of all tails go through every
+ * matrix product together. Same kernels as model_step, in fp32 whatever
+ * model_set_decode_type chose (a pass over many rows is a matrix product,
+ * not a weight stream). kv: from kv_new_once with n_seq and max_len at
+ * least this call's; it is reset by the call. CHECKs has_value_head,
+ * n_prefix >= 1, n_seq >= 1 and tail_lens[i] >= 0. Returns 0, or ERR_RANGE
+ * for an id outside [0,V) or a sequence longer than kv's max_len (nothing
+ * computed). */
+int model_score(Model *m, KVCache *kv, const int *prefix, int n_prefix, int n_seq,
+                const int *const *tails, const int *tail_lens, float *value);
+
 /* The precision model_step decodes with. KERN_F32 (the default) reads the
  * parameters themselves. KERN_BF16 and KERN_F16 make a copy of every weight
  * matrix rounded to that type and packed for kern_linear (q, k and v fused,

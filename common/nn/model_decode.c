@@ -22,14 +22,19 @@
 #define KV_TILE 16
 
 struct KVCache {
-    int L, n_seq, max_len, KD;
-    int max_pad; /* max_len rounded up to a whole tile */
+    int  L, n_seq, max_len, KD;
+    int  max_pad; /* max_len rounded up to a whole tile */
+    int  L_store; /* layers the store holds: L, or 1 for a one-pass cache (kv_new_once) */
+    bool is_once; /* kv_new_once's: model_score only */
+    /* model_score's shared prefix: keys and values of sequence 0's positions
+     * below fan_len are stored in sequences 0..fan_seqs-1 alike. */
+    int fan_len, fan_seqs;
     /* Per layer and sequence, each kv head's keys and values contiguous, so
      * attending to a sequence reads them as streams. Keys go in tiles of
      * KV_TILE positions stored channel-major (HS, KV_TILE): the scores of a
      * tile's positions are one vector multiply-add per channel. */
-    float *k;     /* (L, n_seq, KVH, max_pad / KV_TILE, HS, KV_TILE) */
-    float *v;     /* (L, n_seq, KVH, max_pad, HS) */
+    float *k;     /* (L_store, n_seq, KVH, max_pad / KV_TILE, HS, KV_TILE) */
+    float *v;     /* (L_store, n_seq, KVH, max_pad, HS) */
     int   *len;   /* (n_seq) */
     int   *count; /* (n_seq) scratch for model_step */
     void  *block; /* k, v, len, count */
@@ -39,22 +44,28 @@ struct KVCache {
     int   *pos;
     void  *rows_block; /* the row scratch */
     size_t rows_bytes;
+    /* model_score's rows: sequence and id of each, grown on demand */
+    int  *row_seq, *row_tok;
+    int   tok_cap;
+    void *tok_block;
 };
 
 /* ---- KV cache ------------------------------------------------------------ */
 
-KVCache *kv_new(const Model *m, int n_seq, int max_len)
+static KVCache *cache_new(const Model *m, int n_seq, int max_len, bool is_once)
 {
     const ModelConfig *c = &m->cfg;
     /* Positions index the RoPE tables, which end at max_seq_len. */
     CHECK(n_seq > 0 && max_len > 0 && max_len <= c->max_seq_len);
     KVCache *kv = xcalloc(1, sizeof *kv);
     kv->L = c->n_layers;
+    kv->L_store = is_once ? 1 : kv->L;
+    kv->is_once = is_once;
     kv->n_seq = n_seq;
     kv->max_len = max_len;
     kv->KD = c->n_kv_heads * head_size(c);
     kv->max_pad = (max_len + KV_TILE - 1) / KV_TILE * KV_TILE;
-    size_t n = (size_t)kv->L * n_seq * kv->max_pad * kv->KD;
+    size_t n = (size_t)kv->L_store * n_seq * kv->max_pad * kv->KD;
     View   views[] = {VIEW(&kv->k, n), VIEW(&kv->v, n), VIEW(&kv->len, n_seq),
                       VIEW(&kv->count, n_seq)};
     kv->block = views_alloc(views, sizeof views / sizeof views[0]);
@@ -63,12 +74,23 @@ KVCache *kv_new(const Model *m, int n_seq, int max_len)
     return kv;
 }
 
+KVCache *kv_new(const Model *m, int n_seq, int max_len)
+{
+    return cache_new(m, n_seq, max_len, false);
+}
+
+KVCache *kv_new_once(const Model *m, int n_seq, int max_len)
+{
+    return cache_new(m, n_seq, max_len, true);
+}
+
 void kv_free(KVCache **pkv)
 {
     KVCache *kv = *pkv;
     if (!kv) return;
     free(kv->block);
     free(kv->rows_block);
+    free(kv->tok_block);
     free(kv);
     *pkv = NULL;
 }
@@ -298,27 +320,55 @@ static void attend(float *atty, const float *q, const float *kc, const float *vc
     par_for_hot(items, work >= 65536.0 ? 1 : items + 1, attend_range, &a);
 }
 
-int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
-               const int *out_rows, float *logits)
+/* Checks n rows of tokens for sequences seq against the vocabulary and
+ * kv's room, then gives each row its position (kv->pos). Returns 0, or
+ * ERR_RANGE with nothing changed. */
+static int place_rows(const Model *m, KVCache *kv, int n, const int *seq, const int *tokens)
 {
-    const ModelConfig *c = &m->cfg;
-    int                C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
-    int                QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
-    CHECK(n > 0 && n_out >= 0 && n_out <= n);
+    int V = m->cfg.vocab_size;
     for (int r = 0; r < n; r++) {
         CHECK(seq[r] >= 0 && seq[r] < kv->n_seq);
         if (tokens[r] < 0 || tokens[r] >= V) return ERR_RANGE;
     }
-    for (int o = 0; o < n_out; o++) CHECK(out_rows[o] >= 0 && out_rows[o] < n);
     memset(kv->count, 0, (size_t)kv->n_seq * sizeof(int));
     for (int r = 0; r < n; r++)
         if (kv->len[seq[r]] + ++kv->count[seq[r]] > kv->max_len) return ERR_RANGE;
-    kv_reserve(kv, c, n);
+    kv_reserve(kv, &m->cfg, n);
     memset(kv->count, 0, (size_t)kv->n_seq * sizeof(int));
     for (int r = 0; r < n; r++) kv->pos[r] = kv->len[seq[r]] + kv->count[seq[r]]++;
+    return 0;
+}
 
-    KernType t = m->dec_type;
-    bool     is_half = t != KERN_F32;
+/* Stores row r's key and value (k_r, v_r: (KD)) at position p of sequence
+ * s in a layer's caches kc_l, vc_l. */
+static void store_kv(KVCache *kv, const ModelConfig *c, float *kc_l, float *vc_l, int s, int p,
+                     const float *k_r, const float *v_r)
+{
+    int    HS = head_size(c), KD = kv->KD;
+    size_t seq_stride = (size_t)kv->max_pad * KD, head_stride = (size_t)kv->max_pad * HS;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        float       *kt = kc_l + (size_t)s * seq_stride + (size_t)g * head_stride;
+        float       *tile = kt + (size_t)(p / KV_TILE * KV_TILE) * HS;
+        const float *k_g = k_r + (size_t)g * HS;
+        /* A new tile starts zeroed: its unused lanes are then
+         * initialised (attention computes them and drops them). */
+        if (p % KV_TILE == 0) memset(tile, 0, sizeof(float) * KV_TILE * HS);
+        for (int i = 0; i < HS; i++) tile[(size_t)i * KV_TILE + p % KV_TILE] = k_g[i];
+        memcpy(vc_l + (size_t)s * seq_stride + (size_t)g * head_stride + (size_t)p * HS,
+               v_r + (size_t)g * HS, HS * sizeof(float));
+    }
+}
+
+/* Feeds the n placed rows through every layer, leaving the final residual
+ * stream in kv->x (n, C) and each row's key and value in the cache; with
+ * is_half the matrices are the packed half-precision copies. */
+static void forward_rows(Model *m, KVCache *kv, int n, const int *seq, const int *tokens,
+                         bool is_half)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
+    int                QD = NH * HS, KD = KVH * HS, H = c->hidden_dim;
+    KernType           t = m->dec_type;
     for (int r = 0; r < n; r++) {
         const float *e = m->w.embed + (size_t)tokens[r] * C;
         float       *x_r = kv->x + (size_t)r * C;
@@ -327,12 +377,14 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         else
             memcpy(x_r, e, C * sizeof(float));
     }
-    size_t seq_stride = (size_t)kv->max_pad * KD, head_stride = (size_t)kv->max_pad * HS;
+    size_t layer_stride = (size_t)kv->n_seq * kv->max_pad * KD;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
         const LayerKern    *d = is_half ? &m->dec_layers[l] : NULL;
-        float              *kc_l = kv->k + (size_t)l * kv->n_seq * seq_stride;
-        float              *vc_l = kv->v + (size_t)l * kv->n_seq * seq_stride;
+        /* A one-pass cache reuses its one layer: this layer's keys replace
+         * the previous layer's, which no row reads again. */
+        size_t at = kv->L_store == 1 ? 0 : (size_t)l * layer_stride;
+        float *kc_l = kv->k + at, *vc_l = kv->v + at;
         tensor_rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C, c->norm_eps);
         if (is_half) {
             float *qkv[3] = {kv->q, kv->kk, kv->vv};
@@ -345,21 +397,14 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
         tensor_rope_forward(kv->q, kv->pos, n, NH, HS, m->rope_cos, m->rope_sin);
         tensor_rope_forward(kv->kk, kv->pos, n, KVH, HS, m->rope_cos, m->rope_sin);
         /* Every row's key and value goes in before any row attends, so rows
-         * later in the call can see earlier rows of their sequence. */
+         * later in the call can see earlier rows of their sequence; a row of
+         * a shared prefix goes into every sequence that shares it. */
         for (int r = 0; r < n; r++) {
-            int p = kv->pos[r];
-            for (int g = 0; g < KVH; g++) {
-                float       *kt = kc_l + (size_t)seq[r] * seq_stride + (size_t)g * head_stride;
-                float       *tile = kt + (size_t)(p / KV_TILE * KV_TILE) * HS;
-                const float *k_g = kv->kk + (size_t)r * KD + (size_t)g * HS;
-                /* A new tile starts zeroed: its unused lanes are then
-                 * initialised (attention computes them and drops them). */
-                if (p % KV_TILE == 0) memset(tile, 0, sizeof(float) * KV_TILE * HS);
-                for (int i = 0; i < HS; i++) tile[(size_t)i * KV_TILE + p % KV_TILE] = k_g[i];
-                memcpy(vc_l + (size_t)seq[r] * seq_stride + (size_t)g * head_stride +
-                           (size_t)p * HS,
-                       kv->vv + (size_t)r * KD + (size_t)g * HS, HS * sizeof(float));
-            }
+            int          p = kv->pos[r];
+            const float *k_r = kv->kk + (size_t)r * KD, *v_r = kv->vv + (size_t)r * KD;
+            bool         is_shared = seq[r] == 0 && p < kv->fan_len;
+            for (int s = seq[r]; s < (is_shared ? kv->fan_seqs : seq[r] + 1); s++)
+                store_kv(kv, c, kc_l, vc_l, s, p, k_r, v_r);
         }
         attend(kv->atty, kv->q, kc_l, vc_l, seq, kv->pos, n, kv->max_pad, c);
         // attention output projection, into the residual
@@ -379,6 +424,21 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
             tensor_linear_forward_add(kv->x, kv->gate, w->w_down, n, H, C);
         }
     }
+    // final norm: the wanted rows are normed by the caller
+}
+
+int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, int n_out,
+               const int *out_rows, float *logits)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim, V = c->vocab_size;
+    CHECK(!kv->is_once);
+    CHECK(n > 0 && n_out >= 0 && n_out <= n);
+    for (int o = 0; o < n_out; o++) CHECK(out_rows[o] >= 0 && out_rows[o] < n);
+    int rc = place_rows(m, kv, n, seq, tokens);
+    if (rc) return rc;
+    bool is_half = m->dec_type != KERN_F32;
+    forward_rows(m, kv, n, seq, tokens, is_half);
     if (n_out > 0) {
         /* Final norm for the wanted rows only, packed into xn. */
         for (int o = 0; o < n_out; o++)
@@ -392,4 +452,63 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
     for (int r = 0; r < n; r++)
         kv->len[seq[r]] = kv->pos[r] + 1 > kv->len[seq[r]] ? kv->pos[r] + 1 : kv->len[seq[r]];
     return 0;
+}
+
+int model_score(Model *m, KVCache *kv, const int *prefix, int n_prefix, int n_seq,
+                const int *const *tails, const int *tail_lens, float *value)
+{
+    const ModelConfig *c = &m->cfg;
+    int                C = c->dim;
+    CHECK(kv->is_once && c->has_value_head);
+    CHECK(n_prefix >= 1 && n_seq >= 1 && n_seq <= kv->n_seq);
+    size_t total = (size_t)n_prefix;
+    for (int i = 0; i < n_seq; i++) {
+        CHECK(tail_lens[i] >= 0);
+        if (n_prefix + tail_lens[i] > kv->max_len) return ERR_RANGE;
+        total += (size_t)tail_lens[i];
+    }
+    CHECK(total <= (size_t)INT32_MAX / 2);
+    int n = (int)total;
+    /* The rows: the prefix once, as sequence 0's, then every tail, each
+     * placed after the prefix in its own sequence. */
+    if (n > kv->tok_cap) {
+        free(kv->tok_block);
+        View v[] = {VIEW(&kv->row_seq, n), VIEW(&kv->row_tok, n)};
+        kv->tok_block = views_alloc(v, 2);
+        kv->tok_cap = n;
+    }
+    int r = 0;
+    for (int t = 0; t < n_prefix; t++, r++) {
+        kv->row_seq[r] = 0;
+        kv->row_tok[r] = prefix[t];
+    }
+    for (int i = 0; i < n_seq; i++) {
+        for (int t = 0; t < tail_lens[i]; t++, r++) {
+            kv->row_seq[r] = i;
+            kv->row_tok[r] = tails[i][t];
+        }
+    }
+    for (int i = 0; i < kv->n_seq; i++) kv->len[i] = i == 0 || i >= n_seq ? 0 : n_prefix;
+    int rc = place_rows(m, kv, n, kv->row_seq, kv->row_tok);
+    if (rc == 0) {
+        kv->fan_len = n_prefix;
+        kv->fan_seqs = n_seq;
+        forward_rows(m, kv, n, kv->row_seq, kv->row_tok, false);
+        /* Each sequence's last row: its tail's last, or the prefix's. */
+        for (int i = 0, end = n_prefix; i < n_seq; i++) {
+            end += tail_lens[i];
+            int          last = tail_lens[i] > 0 ? end - 1 : n_prefix - 1;
+            float       *h = kv->xn;
+            const float *w = m->w.score_w;
+            tensor_rmsnorm_forward(h, kv->rstd, kv->x + (size_t)last * C, m->w.norm, 1, C,
+                                   c->norm_eps);
+            /* In double, as model_forward sums the head. */
+            double s = m->w.score_b[0];
+            for (int k = 0; k < C; k++) s += (double)h[k] * w[k];
+            value[i] = (float)s;
+        }
+    }
+    kv->fan_len = kv->fan_seqs = 0;
+    for (int i = 0; i < kv->n_seq; i++) kv->len[i] = 0;
+    return rc;
 }

@@ -323,6 +323,66 @@ static void long_check(const ModelConfig *cfg, KernType wt, bool verbose)
     model_free(&m);
 }
 
+/* model_score over a prefix shared by tails of different lengths (one
+ * empty, one crossing key tiles, the prefix ending inside a tile) equals
+ * model_forward's value at each sequence's last token, one sequence at a
+ * time; scoring the tails together equals scoring each alone; a bad id or
+ * an overlong tail is refused. */
+static void score_check(const ModelConfig *base, bool verbose)
+{
+    enum { P = 19, S = 4, W = 30 };
+    ModelConfig cfg = *base;
+    cfg.has_value_head = true;
+    if (cfg.max_seq_len < P + W) cfg.max_seq_len = P + W;
+    Model *m = model_new(&cfg);
+    model_init_random(m, 11, 0.3f);
+    int lens[S] = {7, 0, 30, 1}, V = cfg.vocab_size, prefix[P], tails[S][W];
+    Rng r;
+    rng_seed(&r, 5);
+    for (int t = 0; t < P; t++) prefix[t] = (int)rng_below(&r, (uint32_t)V);
+    for (int i = 0; i < S; i++)
+        for (int t = 0; t < W; t++) tails[i][t] = (int)rng_below(&r, (uint32_t)V);
+    const int *tp[S] = {tails[0], tails[1], tails[2], tails[3]};
+    KVCache   *kv = kv_new_once(m, S, P + W);
+    float      got[S], alone[S];
+    CHECK(model_score(m, kv, prefix, P, S, tp, lens, got) == 0);
+    double worst = 0, worst_alone = 0;
+    for (int i = 0; i < S; i++) {
+        int   T = P + lens[i], seq[P + W], tg[P + W] = {0};
+        float mask[P + W] = {0}, value[P + W];
+        memcpy(seq, prefix, sizeof prefix);
+        memcpy(seq + P, tails[i], sizeof(int) * (size_t)lens[i]);
+        model_forward(m, seq, tg, mask, 1, T, NULL, NULL, value);
+        worst = fmax(worst, fabs(got[i] - value[T - 1]) / fmax(fabs(value[T - 1]), 1.0));
+        CHECK(model_score(m, kv, prefix, P, 1, &tp[i], &lens[i], &alone[i]) == 0);
+        worst_alone = fmax(worst_alone, fabs(got[i] - alone[i]) / fmax(fabs(alone[i]), 1.0));
+    }
+    if (verbose)
+        printf("  score of %d tails after a shared prefix vs full forward: max rel diff %.2e (tol "
+               "1e-5); together vs alone %.2e (tol 1e-5)\n",
+               S, worst, worst_alone);
+    EXPECT(worst <= 1e-5, "model_score vs model_forward's value: rel diff %.3g > 1e-5", worst);
+    EXPECT(worst_alone <= 1e-5, "model_score of tails together vs alone: rel diff %.3g > 1e-5",
+           worst_alone);
+    int bad_lens[S] = {7, 0, 30, 1};
+    int keep = tails[2][29];
+    tails[2][29] = V;
+    EXPECT(model_score(m, kv, prefix, P, S, tp, bad_lens, got) == ERR_RANGE,
+           "model_score with id %d (V %d) in a tail: expected ERR_RANGE", V, V);
+    tails[2][29] = keep;
+    KVCache *small = kv_new_once(m, S, P + 29);
+    EXPECT(model_score(m, small, prefix, P, S, tp, bad_lens, got) == ERR_RANGE,
+           "model_score of %d tokens with room for %d: expected ERR_RANGE", P + 30, P + 29);
+    /* The refusals left nothing behind: the same call scores the same. */
+    CHECK(model_score(m, kv, prefix, P, S, tp, lens, alone) == 0);
+    for (int i = 0; i < S; i++)
+        EXPECT(alone[i] == got[i], "model_score after refusals: seq %d %.9g, before %.9g", i,
+               alone[i], got[i]);
+    kv_free(&small);
+    kv_free(&kv);
+    model_free(&m);
+}
+
 /* At temperature T the reported log-probs are log softmax(raw logits / T). */
 static void temperature_check(const ModelConfig *cfg, bool verbose)
 {
@@ -393,5 +453,7 @@ int model_selftest(bool verbose)
     for (KernType t = KERN_F32; t <= KERN_F16; t++) kv_check(&odd, t, verbose);
     half_vs_fp32_check(&odd, verbose);
     for (KernType t = KERN_F32; t <= KERN_F16; t++) long_check(&odd, t, verbose);
+    score_check(&odd, verbose);
+    score_check(&base, verbose);
     return expect_end();
 }
