@@ -697,8 +697,9 @@ static void list_add(char *buf, size_t len, int *count, const char *name)
     (*count)++;
 }
 
-/* Checks every tensor of f against the model before anything is copied. */
-static int check_tensors(const char *path, StFile *f, Model *m)
+/* Checks every tensor of f against the model before anything is copied;
+ * with may_lack_bias, score.bias may be absent (a transformers classifier). */
+static int check_tensors(const char *path, StFile *f, Model *m, bool may_lack_bias)
 {
     char missing[512] = "", extra[512] = "";
     int  n_missing = 0, n_extra = 0;
@@ -706,6 +707,7 @@ static int check_tensors(const char *path, StFile *f, Model *m)
         ModelTensor mt;
         model_tensor(m, i, &mt);
         int j = st_find(f, mt.name);
+        if (j < 0 && may_lack_bias && !strcmp(mt.name, "score.bias")) continue;
         if (j < 0) {
             list_add(missing, sizeof missing, &n_missing, mt.name);
             continue;
@@ -768,6 +770,7 @@ int ckpt_load(const char *dir, Model *m)
     ModelConfig cfg;
     char        cfg_id[CKPT_SAVE_ID_LEN + 1] = "";
     rc = ckpt_config_parse("ckpt_load", cpath, o, &cfg);
+    bool          is_classifier = ckpt_config_is_classifier(o);
     const json_t *id = json_object_get(o, CKPT_SAVE_ID_KEY);
     if (json_is_string(id)) snprintf(cfg_id, sizeof cfg_id, "%s", json_string_value(id));
     json_decref(o);
@@ -785,7 +788,7 @@ int ckpt_load(const char *dir, Model *m)
         rc = ERR_AGAIN;
         goto close_file;
     }
-    if ((rc = check_tensors(wpath, f, m)) != 0) goto close_file;
+    if ((rc = check_tensors(wpath, f, m, is_classifier)) != 0) goto close_file;
     if (!st_has_checksums(f))
         log_warn("ckpt_load: '%s' records no tensor checksums (saved before they existed, or by "
                  "another tool): loading it unverified",
@@ -793,6 +796,13 @@ int ckpt_load(const char *dir, Model *m)
     for (int i = 0; i < model_num_tensors(m) && rc == 0; i++) {
         ModelTensor mt;
         model_tensor(m, i, &mt);
+        if (is_classifier && !strcmp(mt.name, "score.bias") && st_find(f, mt.name) < 0) {
+            log_info("ckpt_load: '%s' has no score.bias (a transformers classifier's head has "
+                     "none): 0",
+                     wpath);
+            mt.data[0] = 0.0f;
+            continue;
+        }
         if ((rc = st_read_f32(f, mt.name, mt.data, mt.ndim, mt.shape)) != 0) break;
         long long bad = first_nonfinite(mt.data, mt.numel);
         if (bad >= 0) {

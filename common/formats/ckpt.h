@@ -79,6 +79,10 @@
 #define CKPT_KEEP_MAX 1000           /* checkpoints ckpt_save_keep may keep */
 #define CKPT_PREV_TAG ".prev-"       /* "<dir>.prev-<n>": a kept predecessor */
 #define CKPT_DAMAGED_TAG ".damaged-" /* "<dir>.damaged-<n>": set aside by ckpt_set_aside */
+/* transformers' name for a model with the scalar head on the last token (a
+ * reward model): read as has_value_head when it has one label; its
+ * score.bias may be absent (transformers has none), which loads as 0. */
+#define CKPT_ARCH_CLASSIFIER "LlamaForSequenceClassification"
 
 /* Optimizer moments parallel to model_params, borrowed. */
 typedef struct {

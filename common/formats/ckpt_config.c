@@ -261,6 +261,42 @@ static int check_supported(const char *fn, const char *path, const json_t *o)
     return 0;
 }
 
+bool ckpt_config_is_classifier(const json_t *o)
+{
+    const json_t *a = json_object_get(o, "architectures");
+    for (size_t i = 0; json_is_array(a) && i < json_array_size(a); i++) {
+        const json_t *s = json_array_get(a, i);
+        if (json_is_string(s) && !strcmp(json_string_value(s), CKPT_ARCH_CLASSIFIER)) return true;
+    }
+    return false;
+}
+
+/* A sequence classifier (a reward model) has the scalar head: one label,
+ * as transformers counts them (num_labels, else the entries of id2label,
+ * else its default of 2). Sets *has_head; refuses more labels, or a config
+ * that names the architecture and denies the head. */
+static int classifier_head(const char *fn, const char *path, const json_t *o, bool *has_head)
+{
+    if (!ckpt_config_is_classifier(o)) return 0;
+    long long     labels = 2;
+    const json_t *id2label = json_object_get(o, "id2label");
+    if (json_is_object(id2label)) labels = (long long)json_object_size(id2label);
+    int rc = ckpt_get_int(fn, path, o, "num_labels", false, labels, 1, INT_MAX, &labels);
+    if (rc) return rc;
+    if (labels != 1) {
+        log_error("%s: '%s': %s with %lld labels; a reward model has one (num_labels 1)", fn, path,
+                  CKPT_ARCH_CLASSIFIER, labels);
+        return ERR_UNSUPPORTED;
+    }
+    const json_t *v = json_object_get(o, "rlhf_has_value_head");
+    if (json_is_false(v)) {
+        log_error("%s: '%s': %s but rlhf_has_value_head is false", fn, path, CKPT_ARCH_CLASSIFIER);
+        return ERR_FORMAT;
+    }
+    *has_head = true;
+    return 0;
+}
+
 int ckpt_config_parse(const char *fn, const char *path, const json_t *o, ModelConfig *cfg)
 {
     int rc = check_supported(fn, path, o);
@@ -285,7 +321,8 @@ int ckpt_config_parse(const char *fn, const char *path, const json_t *o, ModelCo
     if ((rc = get_float(fn, path, o, "rms_norm_eps", true, 0, &cfg->norm_eps)) ||
         (rc = get_float(fn, path, o, "rope_theta", false, 10000.0f, &cfg->rope_theta)) ||
         (rc = get_bool(fn, path, o, "tie_word_embeddings", false, &cfg->tie_embeddings)) ||
-        (rc = get_bool(fn, path, o, "rlhf_has_value_head", false, &cfg->has_value_head)))
+        (rc = get_bool(fn, path, o, "rlhf_has_value_head", false, &cfg->has_value_head)) ||
+        (rc = classifier_head(fn, path, o, &cfg->has_value_head)))
         return rc;
     char why[160];
     if (model_config_validate(cfg, why, sizeof why) != 0) {
@@ -347,8 +384,10 @@ static int check_weights_hold(const char *dir, const char *cpath, const ModelCon
         st_info_at(f, i, &in);
         have += in.numel;
     }
+    /* transformers' classifier has no score.bias (ckpt_load takes it as 0). */
+    bool no_bias = cfg->has_value_head && st_find(f, "score.bias") < 0;
     st_close(&f);
-    size_t want = model_config_num_params(cfg);
+    size_t want = model_config_num_params(cfg) - (no_bias ? 1 : 0);
     if (have < want) {
         log_error("ckpt_load_config: '%s' describes a model of %zu parameters, but '%s' holds %zu "
                   "values",

@@ -16,7 +16,10 @@
 /* Reads dir/config.json into cfg and checks it with model_config_validate.
  * Accepts plain HF Llama configs too (defaults as in HF: num_key_value_heads
  * = num_attention_heads, rope_theta 10000, tie_word_embeddings false, no
- * value head). Returns 0; ERR_NOTFOUND if there is no config.json; ERR_FORMAT
+ * value head), and "architectures" CKPT_ARCH_CLASSIFIER with one label
+ * (num_labels, else id2label's entries, else 2 as in transformers) as a
+ * model with the scalar head (ERR_UNSUPPORTED for more labels, ERR_FORMAT
+ * with rlhf_has_value_head false). Returns 0; ERR_NOTFOUND if there is no config.json; ERR_FORMAT
  * for invalid JSON or a missing or ill-typed key; ERR_RANGE for a value out
  * of range or a config model_config_validate refuses; ERR_UNSUPPORTED for a
  * model type or feature this model lacks (rope_scaling, biases, another

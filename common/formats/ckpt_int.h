@@ -49,5 +49,7 @@ const char *ckpt_get_string(const char *fn, const char *path, const json_t *o, c
 int ckpt_config_write(const char *path, const ModelConfig *c, const Tok *tok, const char *save_id);
 /* config.json's object -> cfg, validated; errors as ckpt_load_config. */
 int ckpt_config_parse(const char *fn, const char *path, const json_t *o, ModelConfig *cfg);
+/* Whether config.json's "architectures" names CKPT_ARCH_CLASSIFIER. */
+bool ckpt_config_is_classifier(const json_t *o);
 
 #endif
