@@ -344,6 +344,7 @@ static const ScoreDef k_builtins[] = {
      "one <answer>...</answer> block, nothing after it"},
     {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>"},
     {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox"},
+    {"rm", NULL, NULL, NULL, "the reward model the reward server hosts (--reward-model)"},
 };
 
 int score_builtin_count(void)
@@ -500,16 +501,9 @@ int score_spec_check_record(const ScoreSpec *s, const char *answer, const char *
     return 0;
 }
 
-int score_run(const ScoreDef *def, const ScoreInput *in, ScoreResult *out, char *why,
-              size_t why_len)
+/* What every scorer's result must be: finite, with named components. */
+static int check_result(const ScoreDef *def, const ScoreResult *out, char *why, size_t why_len)
 {
-    memset(out, 0, sizeof *out);
-    if (!def->fn) {
-        snprintf(why, why_len, "scorer '%s' runs only in the reward server", def->name);
-        return ERR_UNSUPPORTED;
-    }
-    int rc = def->fn(in, def->opts, out, why, why_len);
-    if (rc) return rc;
     if (out->n_components < 0 || out->n_components > SCORE_MAX_COMPONENTS) {
         snprintf(why, why_len, "scorer '%s' returned %d components, expected 0..%d", def->name,
                  out->n_components, SCORE_MAX_COMPONENTS);
@@ -533,16 +527,44 @@ int score_run(const ScoreDef *def, const ScoreInput *in, ScoreResult *out, char 
     return 0;
 }
 
+int score_run(const ScoreDef *def, const ScoreInput *in, ScoreResult *out, char *why,
+              size_t why_len)
+{
+    memset(out, 0, sizeof *out);
+    if (!def->fn) {
+        snprintf(why, why_len, "scorer '%s' runs only in the reward server", def->name);
+        return ERR_UNSUPPORTED;
+    }
+    int rc = def->fn(in, def->opts, out, why, why_len);
+    return rc ? rc : check_result(def, out, why, why_len);
+}
+
+/* Term k of s into out: the given result (checked), else a run. */
+static int run_term(const ScoreSpec *s, int k, const ScoreInput *in,
+                    const ScoreResult *const *given, ScoreResult *out, char *why, size_t why_len)
+{
+    const ScoreDef *def = s->terms[k].def;
+    if (!given || !given[k]) return score_run(def, in, out, why, why_len);
+    *out = *given[k];
+    return check_result(def, out, why, why_len);
+}
+
 int score_spec_run(const ScoreSpec *s, const ScoreInput *in, ScoreResult *out, char *why,
                    size_t why_len)
 {
+    return score_spec_run_given(s, in, NULL, out, why, why_len);
+}
+
+int score_spec_run_given(const ScoreSpec *s, const ScoreInput *in, const ScoreResult *const *given,
+                         ScoreResult *out, char *why, size_t why_len)
+{
     CHECK(s->n_terms >= 1 && s->n_terms <= SCORE_MAX_TERMS);
-    if (s->is_bare) return score_run(s->terms[0].def, in, out, why, why_len);
+    if (s->is_bare) return run_term(s, 0, in, given, out, why, why_len);
     ScoreResult part;
     double      total = 0;
     memset(out, 0, sizeof *out);
     for (int k = 0; k < s->n_terms; k++) {
-        int rc = score_run(s->terms[k].def, in, &part, why, why_len);
+        int rc = run_term(s, k, in, given, &part, why, why_len);
         if (rc) return rc;
         total += (double)s->terms[k].weight * part.reward;
         add_component(out, s->terms[k].def->name, part.reward);

@@ -24,6 +24,9 @@
  *   code               the record's unit tests in a sandbox: run by the reward
  *                      server only (no function here); records need meta "tests"
  *                      as reward_server/sandbox_scorer.h reads it (checked here)
+ *   rm                 a learned reward model's score of prompt + completion,
+ *                      any real number: run by the reward server only, from
+ *                      the token ids (reward_server/rm_scorer.h); component rm
  * The answer scorers report one component, correct; the format ones one,
  * format; a truncated completion (hit the length cap) never has the format.
  *
@@ -139,6 +142,12 @@ int score_run(const ScoreDef *def, const ScoreInput *in, ScoreResult *out, char 
 /* Runs a spec (see the top): 0 or the first term's error. */
 int score_spec_run(const ScoreSpec *s, const ScoreInput *in, ScoreResult *out, char *why,
                    size_t why_len);
+/* score_spec_run where some terms were scored already (by a scorer that
+ * takes a whole group at once, such as the reward model): given[k], when
+ * given and non-NULL, is term k's result, checked as score_run checks a
+ * scorer's instead of running the term. */
+int score_spec_run_given(const ScoreSpec *s, const ScoreInput *in, const ScoreResult *const *given,
+                         ScoreResult *out, char *why, size_t why_len);
 /* Whether a result counts as correct (see the top). */
 bool score_is_correct(const ScoreResult *r);
 

@@ -263,9 +263,44 @@ static void test_misbehaving(void)
     EXPECT(rc == ERR_UNSUPPORTED && strstr(why, "reward server"), "code here: rc %d '%s'", rc, why);
 }
 
+/* Terms scored elsewhere (the reward model scores a group at once): their
+ * results enter the weighted sum as given, checked like a scorer's; a term
+ * given none runs, and "rm" cannot run here. */
+static void test_given(bool verbose)
+{
+    ScoreSpec   s;
+    char        why[200] = "";
+    ScoreInput  in = {.completion = "<answer>Paris</answer>", .answer = "paris"};
+    ScoreResult rm = {.reward = -0.75f, .n_components = 1, .components = {{"rm", -0.75f}}}, out;
+    EXPECT(score_spec_parse("rm:2,exact:0.5", score_builtin, NULL, &s, why, sizeof why) == 0 &&
+               !score_spec_is_local(&s),
+           "rm:2,exact:0.5: '%s', or local", why);
+    const ScoreResult *given[2] = {&rm, NULL};
+    int                rc = score_spec_run_given(&s, &in, given, &out, why, sizeof why);
+    /* 2 * -0.75 + 0.5 * 1 = -1 */
+    EXPECT(rc == 0 && out.reward == -1.0f && out.n_components == 2 &&
+               !strcmp(out.components[0].name, "rm") && out.components[0].value == -0.75f &&
+               !strcmp(out.components[1].name, "exact") && out.components[1].value == 1.0f,
+           "rm:2,exact:0.5 given rm -0.75: rc %d '%s' reward %g (expected -1)", rc, why,
+           out.reward);
+    if (verbose) printf("  rm:2,exact:0.5 with rm given -0.75 -> reward %g\n", out.reward);
+    rc = score_spec_run(&s, &in, &out, why, sizeof why);
+    EXPECT(rc == ERR_UNSUPPORTED && strstr(why, "'rm' runs only in the reward server"),
+           "rm without a given result: rc %d '%s'", rc, why);
+    rm.reward = NAN;
+    rc = score_spec_run_given(&s, &in, given, &out, why, sizeof why);
+    EXPECT(rc == ERR_NONFINITE && strstr(why, "'rm'"), "a given NaN: rc %d '%s'", rc, why);
+    rm.reward = 0.5f;
+    EXPECT(score_spec_parse("rm", score_builtin, NULL, &s, why, sizeof why) == 0 && s.is_bare,
+           "bare rm: '%s'", why);
+    rc = score_spec_run_given(&s, &in, given, &out, why, sizeof why);
+    EXPECT(rc == 0 && out.reward == 0.5f && out.n_components == 1, "bare rm given 0.5: rc %d %g",
+           rc, out.reward);
+}
+
 int score_selftest(bool verbose)
 {
-    EXPECT(score_builtin_count() == 10, "%d built-in scorers, expected 10", score_builtin_count());
+    EXPECT(score_builtin_count() == 11, "%d built-in scorers, expected 11", score_builtin_count());
     for (int i = 0; i < score_builtin_count(); i++) {
         const ScoreDef *d = score_builtin_at(i);
         EXPECT(score_name_ok(d->name) && score_builtin(NULL, d->name) == d && d->about,
@@ -275,5 +310,6 @@ int score_selftest(bool verbose)
     test_builtins(verbose);
     test_record_checks(verbose);
     test_misbehaving();
+    test_given(verbose);
     return expect_end();
 }
