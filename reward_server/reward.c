@@ -32,10 +32,17 @@
 /* Per-worker buffers, sized once for the largest group the wire allows so
  * that scoring never allocates. */
 typedef struct {
-    char                   *prompt_text; /* prompt_cap bytes: the longest prompt decoded */
-    char                   *text;        /* text_cap bytes: the longest completion decoded */
-    size_t                  prompt_cap, text_cap;
-    ScorerResult           *results;    /* (WIRE_MAX_GROUP) */
+    char         *prompt_text; /* prompt_cap bytes: the longest prompt decoded */
+    char         *text;        /* text_cap bytes: the longest completion decoded */
+    size_t        prompt_cap, text_cap;
+    ScorerResult *results; /* (WIRE_MAX_GROUP) */
+    /* Group scorers' results, term k's for completion i at k * WIRE_MAX_GROUP + i
+     * (SCORE_MAX_TERMS * WIRE_MAX_GROUP, or none without group scorers), and
+     * the group as they see it. */
+    ScorerResult           *group_res;
+    const int32_t         **group_ids;  /* (WIRE_MAX_GROUP) */
+    size_t                 *group_n;    /* (WIRE_MAX_GROUP) */
+    bool                   *group_cut;  /* (WIRE_MAX_GROUP) */
     Rlhf__Score            *scores;     /* (WIRE_MAX_GROUP) */
     Rlhf__Score           **score_ptrs; /* (WIRE_MAX_GROUP) */
     Rlhf__RewardComponent  *comps;      /* (WIRE_MAX_GROUP, SCORER_MAX_COMPONENTS) */
@@ -67,6 +74,7 @@ struct Reward {
     ScorerRegistry *scorers;
     ScorerArithOpts arith;
     SandboxScorer  *code; /* the "code" scorer's sandbox pool, NULL when off */
+    RmScorer       *rm;   /* the "rm" scorer's reward model, NULL when off */
 
     bool      has_forced; /* --scorer: one spec for every group, whatever its task */
     ScoreSpec forced;     /* resolved against scorers */
@@ -196,10 +204,13 @@ static void scratch_init(Scratch *s, const Reward *r)
     s->text_cap = r->bpe ? bpe_decode_max_bytes(r->bpe, WIRE_MAX_TOKENS)
                          : TOK_DECODE_MAX_BYTES(WIRE_MAX_TOKENS);
     const size_t n_comps = (size_t)WIRE_MAX_GROUP * SCORER_MAX_COMPONENTS;
+    const size_t n_group = r->rm ? (size_t)SCORE_MAX_TERMS * WIRE_MAX_GROUP : 0;
     const View   v[] = {VIEW(&s->prompt_text, s->prompt_cap), VIEW(&s->text, s->text_cap),
                         VIEW(&s->results, WIRE_MAX_GROUP),    VIEW(&s->scores, WIRE_MAX_GROUP),
                         VIEW(&s->score_ptrs, WIRE_MAX_GROUP), VIEW(&s->comps, n_comps),
-                        VIEW(&s->comp_ptrs, n_comps)};
+                        VIEW(&s->comp_ptrs, n_comps),         VIEW(&s->group_res, n_group),
+                        VIEW(&s->group_ids, WIRE_MAX_GROUP),  VIEW(&s->group_n, WIRE_MAX_GROUP),
+                        VIEW(&s->group_cut, WIRE_MAX_GROUP)};
     const int    n = (int)(sizeof v / sizeof v[0]);
     s->block = views_alloc(v, n);
     /* The protobuf structs are initialised per group; zero the rest once as calloc did. */
@@ -231,6 +242,49 @@ int reward_completion_text_bpe(const Bpe *b, const int32_t *ids, size_t n, char 
     return bpe_decode(b, (const int *)ids, (int)k, 0, out, cap, NULL);
 }
 
+/* Runs the spec's group scorers (the reward model) once over g, term k's
+ * results into s->group_res + k * WIRE_MAX_GROUP and given[k] pointing
+ * there (NULL for the other terms). Returns 0 or an error with rej filled. */
+static int score_group_terms(Reward *r, Scratch *s, const ScoreSpec *spec,
+                             const Rlhf__SampledGroup *g,
+                             const ScorerResult *given[SCORE_MAX_TERMS], WireReject *rej)
+{
+    ScorerGroup sg = {.prompt = g->prompt->tokens,
+                      .n_prompt = g->prompt->n_tokens,
+                      .n = (int)g->n_completions,
+                      .completions = s->group_ids,
+                      .n_tokens = s->group_n,
+                      .is_truncated = s->group_cut,
+                      .stop_id = r->bpe ? bpe_eot_id(r->bpe) : TOK_EOS};
+    bool        has_ids = false;
+    for (int k = 0; k < spec->n_terms; k++) {
+        const void   *opts = NULL;
+        ScorerGroupFn fn = scorer_group_fn(r->scorers, spec->terms[k].def, &opts);
+        given[k] = NULL;
+        if (!fn) continue;
+        for (size_t i = 0; i < g->n_completions && !has_ids; i++) {
+            const Rlhf__Completion *c = g->completions[i];
+            s->group_ids[i] = c->tokens;
+            s->group_n[i] = c->n_tokens;
+            s->group_cut[i] = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH;
+        }
+        has_ids = true;
+        ScorerResult *res = s->group_res + (size_t)k * WIRE_MAX_GROUP;
+        memset(res, 0, sizeof *res * g->n_completions);
+        char why[200] = "";
+        int  bad = -1;
+        int  rc = fn(&sg, opts, res, &bad, why, sizeof why);
+        if (rc) {
+            rej->reason = rc == ERR_NONFINITE ? WIRE_REJ_NONFINITE : WIRE_REJ_BAD_VALUE;
+            snprintf(rej->why, sizeof rej->why, "lease %llu group %d: %.150s",
+                     (unsigned long long)g->lease_id, g->group_index, why);
+            return rc;
+        }
+        given[k] = res;
+    }
+    return 0;
+}
+
 /* Scores every completion of g (already validated) into out, which points
  * into s and at g. Returns 0 or an error with rej filled. */
 static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__ScoredGroup *out,
@@ -249,24 +303,32 @@ static int score_group(Reward *r, Scratch *s, Rlhf__SampledGroup *g, Rlhf__Score
         }
     }
     const ScoreSpec *spec = r->has_forced ? &r->forced : &spec_task;
+    /* Terms scored a group at once, first: given[k][i] is term k's result
+     * for completion i. */
+    const ScorerResult *given[SCORE_MAX_TERMS];
+    int                 rc = r->rm ? score_group_terms(r, s, spec, g, given, rej) : 0;
+    if (rc) return rc;
     /* The wire checks bounded the prompt to WIRE_MAX_PROMPT_TOKENS ids of the vocab. */
-    int rc = r->bpe ? bpe_decode(r->bpe, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens,
-                                 0, s->prompt_text, s->prompt_cap, NULL)
-                    : tok_decode(r->tok, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens,
-                                 0, s->prompt_text, s->prompt_cap, NULL);
+    rc = r->bpe ? bpe_decode(r->bpe, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens, 0,
+                             s->prompt_text, s->prompt_cap, NULL)
+                : tok_decode(r->tok, (const int *)g->prompt->tokens, (int)g->prompt->n_tokens, 0,
+                             s->prompt_text, s->prompt_cap, NULL);
     for (size_t i = 0; i < g->n_completions && !rc; i++) {
         const Rlhf__Completion *c = g->completions[i];
         rc = r->bpe
                  ? reward_completion_text_bpe(r->bpe, c->tokens, c->n_tokens, s->text, s->text_cap)
                  : reward_completion_text(r->tok, c->tokens, c->n_tokens, s->text, s->text_cap);
         if (rc) break;
-        ScorerInput in = {.prompt = s->prompt_text,
-                          .completion = s->text,
-                          .answer = g->prompt->answer,
-                          .meta_json = g->prompt->meta_json,
-                          .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
-        char        why[160];
-        rc = score_spec_run(spec, &in, &s->results[i], why, sizeof why);
+        ScorerInput         in = {.prompt = s->prompt_text,
+                                  .completion = s->text,
+                                  .answer = g->prompt->answer,
+                                  .meta_json = g->prompt->meta_json,
+                                  .is_truncated = c->finish == RLHF__COMPLETION__FINISH__FINISH_LENGTH};
+        char                why[160];
+        const ScorerResult *given_i[SCORE_MAX_TERMS];
+        for (int k = 0; k < spec->n_terms; k++)
+            given_i[k] = r->rm && given[k] ? given[k] + i : NULL;
+        rc = score_spec_run_given(spec, &in, given_i, &s->results[i], why, sizeof why);
         if (rc) {
             rej->reason = rc == ERR_NONFINITE ? WIRE_REJ_NONFINITE : WIRE_REJ_BAD_VALUE;
             snprintf(rej->why, sizeof rej->why, "lease %llu group %d completion %zu: %.100s",
@@ -432,6 +494,7 @@ void reward_free(Reward **rp)
     free(r->workers);
     scorer_registry_free(&r->scorers);
     sandbox_scorer_free(&r->code);
+    rm_scorer_free(&r->rm);
     tok_free(&r->tok);
     bpe_free(&r->bpe);
     free(r);
@@ -509,6 +572,17 @@ Reward *reward_new(const RewardConfig *cfg)
                      "once (raise --threads)",
                      cfg->id, cfg->threads, cfg->code.sandbox.workers, cfg->threads);
     }
+    if (cfg->reward_model && cfg->reward_model[0]) {
+        RmScorerConfig rc_ = {.dir = cfg->reward_model,
+                              .max_tokens = cfg->rm_max_tokens > 0 ? cfg->rm_max_tokens
+                                                                   : RM_DEFAULT_MAX_TOKENS,
+                              .streams = cfg->rm_streams > 0 ? cfg->rm_streams : 1,
+                              .tok = r->tok,
+                              .bpe = r->bpe};
+        r->rm = rm_scorer_new(&rc_);
+        if (!r->rm || scorer_register_group(r->scorers, RM_SCORER_NAME, rm_scorer_run, r->rm))
+            goto fail;
+    }
     if (cfg->scorer && cfg->scorer[0]) {
         char swhy[400];
         if (scorer_resolve(r->scorers, cfg->scorer, &r->forced, swhy, sizeof swhy)) {
@@ -585,6 +659,10 @@ void reward_stats(const Reward *r, RewardStats *out)
         out->is_code_net_isolated = sandbox_is_network_isolated(sb);
         sandbox_stats(sb, &out->code);
     }
+    if (r->rm) {
+        out->has_rm = true;
+        rm_scorer_stats(r->rm, &out->rm);
+    }
 }
 
 void reward_status_line(Reward *r, char *buf, size_t cap)
@@ -599,10 +677,14 @@ void reward_status_line(Reward *r, char *buf, size_t cap)
     wire_rejects_format(&all, rej, sizeof rej);
     double t = now_s(), dt = t - r->t_last_status;
     double rate = dt > 0 ? (double)(st.groups_scored - r->scored_last_status) / dt : 0.0;
+    char   rm[96] = "";
+    if (st.has_rm)
+        snprintf(rm, sizeof rm, "rm %llu completions in %.1f s, ",
+                 (unsigned long long)st.rm.completions, st.rm.seconds);
     snprintf(buf, cap,
-             "scored %llu groups (%llu completions), %.1f groups/s, received %llu, rejects: %s%s",
+             "scored %llu groups (%llu completions), %.1f groups/s, %sreceived %llu, rejects: %s%s",
              (unsigned long long)st.groups_scored, (unsigned long long)st.completions_scored, rate,
-             (unsigned long long)st.groups_received, rej,
+             rm, (unsigned long long)st.groups_received, rej,
              st.groups_unsent ? ", unsent at shutdown" : "");
     r->t_last_status = t;
     r->scored_last_status = st.groups_scored;

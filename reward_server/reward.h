@@ -33,6 +33,7 @@
 #include "common/formats/tok.h"
 #include "common/net/auth.h"
 #include "common/net/wire.h"
+#include "reward_server/rm_scorer.h"
 #include "reward_server/sandbox_scorer.h"
 
 #define REWARD_MAX_THREADS 64
@@ -57,6 +58,11 @@ typedef struct {
        code scorer. Not required: a pool that cannot start is a warning, and "code" is then
        unknown. The keys directory is hidden from the programs. */
     SandboxScorerConfig code;
+    /* The "rm" scorer (reward_server/rm_scorer.h): the reward model's
+       checkpoint directory, NULL or "" = none (then "rm" is unknown). */
+    const char *reward_model;
+    int         rm_max_tokens; /* rows of one forward pass; 0 = RM_DEFAULT_MAX_TOKENS */
+    int         rm_streams;    /* forward passes at once; 0 = 1 */
 } RewardConfig;
 
 typedef struct {
@@ -73,6 +79,9 @@ typedef struct {
     int          code_isolation;       /* SandboxIsolation in force */
     bool         is_code_net_isolated; /* programs cannot reach the network */
     SandboxStats code;                 /* its runs by verdict */
+    /* The reward model: */
+    bool    has_rm; /* the "rm" scorer is registered */
+    RmStats rm;     /* its completions, passes, time and refusals */
 } RewardStats;
 
 typedef struct Reward Reward;
@@ -102,7 +111,8 @@ void reward_stop(Reward *r);
 void reward_stats(const Reward *r, RewardStats *out);
 /* "scored 12 groups (48 completions), 3.1 groups/s, received 14, rejects:
  * garbage=1 bad_tokens=1" with the rate since the previous call (or since
- * start) into buf. */
+ * start) into buf; with a reward model, "rm 48 completions in 1.2 s, " goes
+ * before "received". */
 void reward_status_line(Reward *r, char *buf, size_t cap);
 
 /* Renders a completion's ids as text for a scorer: the ids before the first

@@ -24,7 +24,10 @@ int main(int argc, char **argv)
                         .metrics_addr = NULL,
                         .metrics_stale_s = METRICS_STALE_S,
                         .auth = AUTH_DEFAULTS,
-                        .code = {.sandbox = SANDBOX_DEFAULTS}};
+                        .code = {.sandbox = SANDBOX_DEFAULTS},
+                        .reward_model = NULL,
+                        .rm_max_tokens = RM_DEFAULT_MAX_TOKENS,
+                        .rm_streams = 1};
     int          level = LOG_INFO;
     /* One sandboxed run per CPU. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -46,8 +49,23 @@ int main(int argc, char **argv)
         FLAG_STRING("scorer", &cfg.scorer, "SPEC",
                     "score every group with SPEC, whatever its prompt's task:\n"
                     "NAME[:W],... of arith, arith_chat, exact, number, choice,\n"
-                    "boxed, regex, format_answer_tag, format_think, code",
+                    "boxed, regex, format_answer_tag, format_think, code, rm",
                     .def = "each prompt's task"),
+        FLAG_SECTION("Reward model (scorer \"rm\", README \"A reward model in the reward "
+                     "server\"):"),
+        FLAG_PATH("reward-model", &cfg.reward_model, "DIR",
+                  "host this reward model as the scorer \"rm\": a checkpoint\n"
+                  "with the scalar head (ours, or transformers'\n"
+                  "LlamaForSequenceClassification with one label); the reward is\n"
+                  "its value at the last id of prompt + completion as sampled.\n"
+                  "Combine with rules: --scorer rm:1,format_answer_tag:0.1",
+                  .def = "none: no \"rm\" scorer"),
+        FLAG_INT("reward-model-tokens", &cfg.rm_max_tokens, 1, 1 << 20, "N",
+                 "ids in one forward pass at most (its memory): a group's\n"
+                 "completions go through together, the prompt once"),
+        FLAG_INT("reward-model-streams", &cfg.rm_streams, 1, RM_MAX_STREAMS, "N",
+                 "forward passes at once (each uses every core through\n"
+                 "OpenBLAS; more overlap the scoring threads' serial work)"),
         FLAG_SECTION("Code rewards (task \"code\", README \"Code rewards in a sandbox\"):"),
         FLAG_INT("code-workers", &cfg.code.sandbox.workers, 0, SANDBOX_MAX_WORKERS, "N",
                  "sandboxed runs at once; 0 = no \"code\" scorer.\n"

@@ -9,6 +9,8 @@ struct RewardMetrics {
     Metrics       *m;
     MetricsFamily *received, *scored, *completions, *unsent, *rejects, *score_s;
     MetricsFamily *code_runs, *code_capped, *code_iso, *code_net; /* the code sandbox */
+    MetricsFamily *rm_done, *rm_empty, *rm_passes, *rm_rows, *rm_s,
+        *rm_refused; /* the reward model */
 };
 
 int reward_metrics_open(const RewardConfig *cfg, RewardMetrics **out)
@@ -43,6 +45,23 @@ int reward_metrics_open(const RewardConfig *cfg, RewardMetrics **out)
                                  "1 when sandboxed programs cannot reach the network, 0 when they "
                                  "can (or there is no code scorer)",
                                  NULL);
+    p->rm_done = metrics_family(m, C, "rlhf_reward_rm_completions_total",
+                                "completions the reward model scored", NULL);
+    p->rm_empty = metrics_family(m, C, "rlhf_reward_rm_empty_total",
+                                 "of those, completions that were only the stop token", NULL);
+    p->rm_passes = metrics_family(m, C, "rlhf_reward_rm_passes_total",
+                                  "forward passes of the reward model", NULL);
+    p->rm_rows =
+        metrics_family(m, C, "rlhf_reward_rm_tokens_total",
+                       "ids through the reward model (a group's prompt once a pass)", NULL);
+    p->rm_s = metrics_family(m, C, "rlhf_reward_rm_seconds_total",
+                             "wall time of the reward model's passes (divide by completions for "
+                             "the mean)",
+                             NULL);
+    p->rm_refused = metrics_family(m, C, "rlhf_reward_rm_refused_total",
+                                   "groups the reward model refused, by the reason of the first "
+                                   "bad completion",
+                                   "reason");
     double stale_s = cfg->metrics_stale_s > 0 ? cfg->metrics_stale_s : METRICS_STALE_S;
     int    rc = metrics_serve(m, cfg->metrics_addr, stale_s);
     if (rc) {
@@ -84,5 +103,12 @@ void reward_metrics_tick(RewardMetrics *p, const Reward *r)
         metrics_set(p->code_iso, METRICS_LABELS(sandbox_iso_names[i]),
                     st.has_code && st.code_isolation == i ? 1.0 : 0.0);
     metrics_set(p->code_net, NULL, st.is_code_net_isolated ? 1.0 : 0.0);
+    metrics_set(p->rm_done, NULL, (double)st.rm.completions);
+    metrics_set(p->rm_empty, NULL, (double)st.rm.empty);
+    metrics_set(p->rm_passes, NULL, (double)st.rm.passes);
+    metrics_set(p->rm_rows, NULL, (double)st.rm.rows);
+    metrics_set(p->rm_s, NULL, st.rm.seconds);
+    for (int k = 0; k < RM_REFUSED_COUNT; k++)
+        metrics_set(p->rm_refused, METRICS_LABELS(rm_refusal_names[k]), (double)st.rm.refused[k]);
     metrics_unlock(p->m);
 }

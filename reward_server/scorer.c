@@ -8,8 +8,10 @@
 #include "common/base/log.h"
 
 struct Scorer {
-    ScoreDef def; /* def.name points at name */
-    char     name[SCORER_NAME_MAX];
+    ScoreDef      def; /* def.name points at name; def.fn NULL for a group scorer */
+    char          name[SCORER_NAME_MAX];
+    ScorerGroupFn group_fn;   /* a group scorer's, else NULL */
+    const void   *group_opts; /* its opts */
 };
 
 struct ScorerRegistry {
@@ -29,9 +31,10 @@ void scorer_registry_free(ScorerRegistry **r)
     *r = NULL;
 }
 
-int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void *opts)
+/* Adds fn (or group_fn) under name. */
+static int add(ScorerRegistry *r, const char *name, ScorerFn fn, ScorerGroupFn group_fn,
+               const void *opts)
 {
-    CHECK(r && fn);
     if (!score_name_ok(name)) {
         log_error("scorer_register: name '%s': expected 1..%d bytes of [a-z0-9_-]",
                   name ? name : "(null)", SCORER_NAME_MAX - 1);
@@ -52,10 +55,34 @@ int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void
     const ScoreDef *b = score_builtin(NULL, name);
     s->def = (ScoreDef){.name = s->name,
                         .fn = fn,
-                        .opts = opts,
+                        .opts = fn ? opts : NULL,
                         .check = b ? b->check : NULL,
                         .about = b ? b->about : "the reward server's own"};
+    s->group_fn = group_fn;
+    s->group_opts = group_fn ? opts : NULL;
     return 0;
+}
+
+int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void *opts)
+{
+    CHECK(r && fn);
+    return add(r, name, fn, NULL, opts);
+}
+
+int scorer_register_group(ScorerRegistry *r, const char *name, ScorerGroupFn fn, const void *opts)
+{
+    CHECK(r && fn);
+    return add(r, name, NULL, fn, opts);
+}
+
+ScorerGroupFn scorer_group_fn(const ScorerRegistry *r, const ScoreDef *d, const void **opts)
+{
+    for (int i = 0; i < r->n; i++) {
+        if (&r->scorers[i].def != d) continue;
+        if (opts) *opts = r->scorers[i].group_opts;
+        return r->scorers[i].group_fn;
+    }
+    return NULL;
 }
 
 const Scorer *scorer_find(const ScorerRegistry *r, const char *name)

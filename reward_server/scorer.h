@@ -11,9 +11,15 @@
  *
  * The registry holds every built-in scorer that runs in-process
  * (scorer_register_builtins) and the reward server's own, registered by
- * reward_new (the sandboxed "code" scorer). A scorer registered under the
- * name of a built-in that has no function here (e.g. "code", run in a
- * sandbox) takes over that name and keeps the built-in's record check.
+ * reward_new (the sandboxed "code" scorer, the reward model "rm"). A scorer
+ * registered under the name of a built-in that has no function here (e.g.
+ * "code", run in a sandbox) takes over that name and keeps the built-in's
+ * record check.
+ *
+ * A group scorer (scorer_register_group: the reward model) scores all the
+ * completions of a group at once from their token ids, not one text at a
+ * time: the reward server runs it once per group for the term of the spec
+ * that names it and passes its results to score_spec_run_given.
  *
  * Ownership: scorer_registry_new's caller owns the registry; names are
  * copied, opts are borrowed and must outlive the registry. Scorer pointers
@@ -29,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/tasks/score.h"
 
@@ -47,12 +54,37 @@ typedef ScoreFn ScorerFn;
 typedef struct ScorerRegistry ScorerRegistry;
 typedef struct Scorer         Scorer;
 
+/* A group as a group scorer sees it: ids as the actor fed and sampled them. */
+typedef struct {
+    const int32_t        *prompt;       /* (n_prompt) the prompt's ids, BOS first */
+    size_t                n_prompt;     /* >= 1 */
+    int                   n;            /* completions, >= 1 */
+    const int32_t *const *completions;  /* (n) each completion's ids as sampled */
+    const size_t         *n_tokens;     /* (n) */
+    const bool           *is_truncated; /* (n) the completion hit the length cap */
+    int                   stop_id;      /* the id that ends a completion (-1: none) */
+} ScorerGroup;
+
+/* Scores the n completions of g into out[0..n) (zeroed by the caller).
+ * opts is what was given to scorer_register_group. Returns 0, or a negative
+ * ERR_* with the reason in why when a completion cannot be scored: then
+ * *bad is its index (or -1 when the group as a whole cannot be). Must be
+ * thread-safe. */
+typedef int (*ScorerGroupFn)(const ScorerGroup *g, const void *opts, ScorerResult *out, int *bad,
+                             char *why, size_t why_len);
+
 ScorerRegistry *scorer_registry_new(void);
 void            scorer_registry_free(ScorerRegistry **r);
 
 /* Adds fn under name (1..SCORER_NAME_MAX-1 bytes of [a-z0-9_-]). Returns 0,
  * or ERR_ARG (logged) for a bad or duplicate name or a full registry. */
 int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void *opts);
+/* Adds a group scorer under name, as scorer_register. */
+int scorer_register_group(ScorerRegistry *r, const char *name, ScorerGroupFn fn, const void *opts);
+/* The group function of the scorer whose def d is (a term of a spec that
+ * scorer_resolve resolved against r), with its opts into *opts; NULL for a
+ * scorer of one completion. */
+ScorerGroupFn scorer_group_fn(const ScorerRegistry *r, const ScoreDef *d, const void **opts);
 /* The scorer of that name, or NULL (also for an empty name: a prompt
  * must name its task; none is scored by a default). */
 const Scorer *scorer_find(const ScorerRegistry *r, const char *name);

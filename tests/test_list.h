@@ -88,6 +88,12 @@ int sandbox_selftest(bool verbose);
 /* The "code" scorer: programs built from completions and their metadata
  * (HumanEval's shape, stop strings, fences, bad metadata), rewards. */
 int sandbox_scorer_selftest(bool verbose);
+/* The "rm" scorer: a small random reward model saved and served; rewards
+ * equal model_forward's value at the last id (together, alone, in bounded
+ * passes, from threads), hostile groups refused and counted, models that
+ * are not reward models refused, the transformers layout loaded; the
+ * reward server with --reward-model and rm:1,arith:0.5. */
+int rm_scorer_selftest(bool verbose);
 int lease_selftest(bool verbose);
 /* learner/epoch: the epoch of each start, a restored checkpoint, lease ids. */
 int epoch_selftest(bool verbose);
@@ -244,6 +250,7 @@ int code_hostile_selftest(bool verbose);
     X(reward, reward_selftest)                                                                     \
     X(sandbox, sandbox_selftest)                                                                   \
     X(sandbox_scorer, sandbox_scorer_selftest)                                                     \
+    X(rm_scorer, rm_scorer_selftest)                                                               \
     X(lease, lease_selftest)                                                                       \
     X(epoch, epoch_selftest)                                                                       \
     X(learner, learner_selftest)                                                                   \
