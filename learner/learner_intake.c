@@ -177,6 +177,24 @@ void learner_intake_drop_stale(Learner *l)
     }
 }
 
+/* Adds a score's components to the batch's sums by name. */
+static void add_components(LearnerBatchInfo *bi, const Rlhf__Score *sc)
+{
+    for (size_t j = 0; j < sc->n_components; j++) {
+        const Rlhf__RewardComponent *c = sc->components[j];
+        int                          k = 0;
+        while (k < bi->n_comps && strncmp(bi->comp_name[k], c->name, LEARNER_COMPONENT_NAME - 1))
+            k++;
+        if (k == bi->n_comps) {
+            if (k == LEARNER_MAX_COMPONENTS) continue;
+            snprintf(bi->comp_name[k], LEARNER_COMPONENT_NAME, "%s", c->name);
+            bi->n_comps++;
+        }
+        bi->comp_sum[k] += c->value;
+        bi->comp_n[k]++;
+    }
+}
+
 int learner_intake_build_batch(Learner *l, int ng, LearnerBatchInfo *bi)
 {
     int G = l->cfg.group_size;
@@ -229,6 +247,7 @@ int learner_intake_build_batch(Learner *l, int ng, LearnerBatchInfo *bi)
                                           .temperature = g->sampling->temperature};
             bi->reward_sum += r;
             bi->reward_sq += (double)r * r;
+            add_components(bi, sg->scores[c]);
             bi->tokens += (int64_t)cp->n_tokens;
             /* Task accuracy from the learner's own check: the answer, then the stop token. */
             bi->n_correct += learner_task_is_correct(l, l->pend[gi].prompt_id, cp, sg->scores[c]);

@@ -189,6 +189,12 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETI("tokens", bi->tokens);
     SETR("reward_mean", mean);
     SETR("reward_std", var > 0 ? sqrt(var) : 0);
+    /* Each reward component's mean over the completions that carry it. */
+    json_t *comps = json_object();
+    for (int k = 0; k < bi->n_comps; k++)
+        json_object_set_new(comps, bi->comp_name[k],
+                            json_real(bi->comp_sum[k] / (bi->comp_n[k] ? bi->comp_n[k] : 1)));
+    json_object_set_new(o, "reward_components", comps);
     SETR("accuracy", bi->n_correct / n);
     SETR("kl_ref", st->kl_ref_k3);
     SETR("kl_ref_k1", st->kl_ref_k1);
