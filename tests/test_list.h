@@ -94,6 +94,12 @@ int sandbox_scorer_selftest(bool verbose);
  * are not reward models refused, the transformers layout loaded; the
  * reward server with --reward-model and rm:1,arith:0.5. */
 int rm_scorer_selftest(bool verbose);
+/* tests/rm_serve_test.c: rlhf-reward --reward-model with --scorer
+ * rm:1,arith:0.5 between a real learner and actor on the built-in task: a
+ * hand-set reward model (+1 for a completion that stops, -1 for one cut
+ * off) whose every score shows in the learner's reward components, the
+ * sum exact, the policy learning to stop, the accounting intact. */
+int rm_serve_selftest(bool verbose);
 int lease_selftest(bool verbose);
 /* learner/epoch: the epoch of each start, a restored checkpoint, lease ids. */
 int epoch_selftest(bool verbose);
@@ -266,6 +272,7 @@ int code_hostile_selftest(bool verbose);
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
+    X(rm_serve, rm_serve_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \

@@ -286,6 +286,7 @@ bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **rew
         Proc *r = reward_proc(c, "reward");
         if (o->is_reward_metrics)
             proc_arg(r, "--metrics-addr=127.0.0.1:%d", c->port + TESTCL_PORT_HTTP_REWARD);
+        for (int i = 0; i < 8 && o->reward_extra[i]; i++) proc_arg(r, "%s", o->reward_extra[i]);
         /* " params, " ends the learner's start-up line, logged once bound. */
         bool ok = testcl_start(c, l) && testcl_wait_log(c, l, " params, ", 30.0);
         ok = ok && testcl_start(c, r) && testcl_wait_log(c, r, "samples bound at", 15.0);

@@ -73,6 +73,7 @@ typedef struct {
     const char *extra[8];            /* more learner flags, NULL-terminated */
     bool        is_reward_metrics;   /* the reward server's --metrics-addr on
                                       * port + TESTCL_PORT_HTTP_REWARD */
+    const char *reward_extra[8];     /* more reward server flags, NULL-terminated */
 } TestClRun;
 
 #define TESTCL_GROUP 4 /* completions per prompt (--group) */
