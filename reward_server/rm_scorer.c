@@ -31,6 +31,7 @@ typedef struct {
 
 struct RmScorer {
     Model           *m;
+    bool             is_borrowed; /* rm_scorer_borrow's: not freed here */
     int              max_tokens;
     int              n_streams;
     Stream           streams[RM_MAX_STREAMS];
@@ -93,19 +94,42 @@ void rm_scorer_free(RmScorer **ps)
     }
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
-    model_free(&s->m);
+    if (!s->is_borrowed) model_free(&s->m);
     free(s);
     *ps = NULL;
+}
+
+static bool config_ok(const RmScorerConfig *cfg)
+{
+    if (cfg->max_tokens >= 1 && cfg->streams >= 1 && cfg->streams <= RM_MAX_STREAMS) return true;
+    log_error("rm_scorer: max tokens %d (expected >= 1), streams %d (expected 1..%d)",
+              cfg->max_tokens, cfg->streams, RM_MAX_STREAMS);
+    return false;
+}
+
+/* A scorer around m (owned or not), its streams empty. */
+static RmScorer *scorer_alloc(Model *m, const RmScorerConfig *cfg, bool is_borrowed)
+{
+    RmScorer *s = xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->max_tokens = cfg->max_tokens;
+    s->n_streams = cfg->streams;
+    s->m = m;
+    s->is_borrowed = is_borrowed;
+    return s;
+}
+
+RmScorer *rm_scorer_borrow(Model *m, const RmScorerConfig *cfg)
+{
+    CHECK(m && cfg && model_config(m)->has_value_head);
+    return config_ok(cfg) ? scorer_alloc(m, cfg, true) : NULL;
 }
 
 RmScorer *rm_scorer_new(const RmScorerConfig *cfg)
 {
     CHECK(cfg && cfg->dir && (cfg->tok != NULL) != (cfg->bpe != NULL));
-    if (cfg->max_tokens < 1 || cfg->streams < 1 || cfg->streams > RM_MAX_STREAMS) {
-        log_error("rm_scorer: max tokens %d (expected >= 1), streams %d (expected 1..%d)",
-                  cfg->max_tokens, cfg->streams, RM_MAX_STREAMS);
-        return NULL;
-    }
+    if (!config_ok(cfg)) return NULL;
     ModelConfig mc;
     if (ckpt_load_config(cfg->dir, &mc)) return NULL;
     if (!mc.has_value_head) {
@@ -115,13 +139,8 @@ RmScorer *rm_scorer_new(const RmScorerConfig *cfg)
         return NULL;
     }
     if (check_tokenizer(cfg, &mc)) return NULL;
-    RmScorer *s = xcalloc(1, sizeof *s);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->max_tokens = cfg->max_tokens;
-    s->n_streams = cfg->streams;
-    s->m = model_new(&mc);
-    int rc = ckpt_load(cfg->dir, s->m);
+    RmScorer *s = scorer_alloc(model_new(&mc), cfg, false);
+    int       rc = ckpt_load(cfg->dir, s->m);
     if (rc == ERR_AGAIN) rc = ckpt_load(cfg->dir, s->m); /* replaced while loading: once more */
     if (rc) {
         log_error("rm_scorer: cannot load the reward model '%s': %s", cfg->dir, err_str(rc));

@@ -90,6 +90,11 @@ typedef struct RmScorer RmScorer;
  * whose tokenizer is not the server's) and makes the streams' caches. NULL
  * after logging. */
 RmScorer *rm_scorer_new(const RmScorerConfig *cfg);
+/* A scorer over a model already in memory (benchmarks, a trainer scoring
+ * its own samples): m is borrowed, must have the scalar head (CHECK) and
+ * outlive the scorer, and must not change while rm_scorer_run runs. cfg's
+ * dir and tokenizers are not used. */
+RmScorer *rm_scorer_borrow(Model *m, const RmScorerConfig *cfg);
 void      rm_scorer_free(RmScorer **s);
 
 /* The model (borrowed), e.g. for its config. */

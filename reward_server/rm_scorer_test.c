@@ -162,6 +162,15 @@ static void test_equal(Model *m, const char *dir, const Tok *tok, bool verbose)
     EXPECT(d_direct <= 1e-5, "served rewards vs model_forward: rel diff %.3g > 1e-5", d_direct);
     EXPECT(d_alone <= 1e-5, "a group vs its completions alone: rel diff %.3g > 1e-5", d_alone);
     EXPECT(d_part <= 1e-5, "one pass vs passes of 12 ids: rel diff %.3g > 1e-5", d_part);
+    /* The model in memory, borrowed: the saved one's rewards exactly. */
+    RmScorerConfig bc = {.max_tokens = 64, .streams = 1};
+    RmScorer      *borrowed = rm_scorer_borrow(m, &bc);
+    ScorerResult   mem[RS_G] = {0};
+    rc = rm_scorer_run(&t->g, borrowed, mem, &bad, why, sizeof why);
+    bool same = rc == 0;
+    for (int i = 0; i < RS_G; i++) same &= mem[i].reward == out[i].reward;
+    EXPECT(same, "rm_scorer_borrow: rc %d, rewards differ from the saved model's", rc);
+    rm_scorer_free(&borrowed);
     RmStats st, st_small;
     rm_scorer_stats(s, &st);
     rm_scorer_stats(small, &st_small);
