@@ -20,6 +20,7 @@
 #include "common/net/zsock.h"
 #include "common/formats/bpe_gguf.h"
 #include "common/net/reactor.h"
+#include "common/nn/tensor.h"
 #include "common/tasks/task.h"
 #include "reward_server/reward_metrics.h"
 #include "reward_server/sandbox_scorer.h"
@@ -582,6 +583,14 @@ Reward *reward_new(const RewardConfig *cfg)
         r->rm = rm_scorer_new(&rc_);
         if (!r->rm || scorer_register_group(r->scorers, RM_SCORER_NAME, rm_scorer_run, r->rm))
             goto fail;
+        /* Streams are the parallelism: each pass on one core, none waiting
+         * on another's BLAS threads (measured faster for both shapes of
+         * tests/bench/bench_rm.c). Nothing else here multiplies matrices. */
+        if (rc_.streams > 1) tensor_set_blas_threads(1);
+        if (cfg->threads < rc_.streams)
+            log_warn("%s: %d scoring threads for %d reward-model streams: at most %d passes at "
+                     "once (raise --threads)",
+                     cfg->id, cfg->threads, rc_.streams, cfg->threads);
     }
     if (cfg->scorer && cfg->scorer[0]) {
         char swhy[400];

@@ -62,7 +62,8 @@ typedef struct {
        checkpoint directory, NULL or "" = none (then "rm" is unknown). */
     const char *reward_model;
     int         rm_max_tokens; /* rows of one forward pass; 0 = RM_DEFAULT_MAX_TOKENS */
-    int         rm_streams;    /* forward passes at once; 0 = 1 */
+    int         rm_streams;    /* forward passes at once; 0 = 1. Above 1, OpenBLAS gets one
+                                  thread per product (the streams run side by side) */
 } RewardConfig;
 
 typedef struct {

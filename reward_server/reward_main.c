@@ -27,13 +27,15 @@ int main(int argc, char **argv)
                         .code = {.sandbox = SANDBOX_DEFAULTS},
                         .reward_model = NULL,
                         .rm_max_tokens = RM_DEFAULT_MAX_TOKENS,
-                        .rm_streams = 1};
+                        .rm_streams = 0};
     int          level = LOG_INFO;
     /* One sandboxed run per CPU. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     cfg.code.sandbox.workers = (int)(cpus < 1                     ? 1
                                      : cpus > SANDBOX_MAX_WORKERS ? SANDBOX_MAX_WORKERS
                                                                   : cpus);
+    /* One reward-model pass per CPU, each on one BLAS thread. */
+    cfg.rm_streams = (int)(cpus < 1 ? 1 : cpus > RM_MAX_STREAMS ? RM_MAX_STREAMS : cpus);
 
     Flag flags[] = {
         FLAG_STRING("samples", &cfg.samples, "EP", "endpoint to bind for actors' samples"),
@@ -64,8 +66,10 @@ int main(int argc, char **argv)
                  "ids in one forward pass at most (its memory): a group's\n"
                  "completions go through together, the prompt once"),
         FLAG_INT("reward-model-streams", &cfg.rm_streams, 1, RM_MAX_STREAMS, "N",
-                 "forward passes at once (each uses every core through\n"
-                 "OpenBLAS; more overlap the scoring threads' serial work)"),
+                 "forward passes at once, each a group on one core (OpenBLAS\n"
+                 "then runs one thread a product); 1 = one pass at a time on\n"
+                 "every core. Set --threads to at least N",
+                 .def = "one per CPU"),
         FLAG_SECTION("Code rewards (task \"code\", README \"Code rewards in a sandbox\"):"),
         FLAG_INT("code-workers", &cfg.code.sandbox.workers, 0, SANDBOX_MAX_WORKERS, "N",
                  "sandboxed runs at once; 0 = no \"code\" scorer.\n"

@@ -22,11 +22,13 @@
  *
  * Threads: rm_scorer_run may be called from any number of threads (the
  * reward server's scoring workers); at most `streams` forward passes run at
- * once, each on a cache of its own, and the others wait. A pass uses
- * OpenBLAS's threads for its matrix products and the par pool for
- * attention, so one stream already keeps every core busy on a group of
- * any size; more streams overlap the serial parts (norms, the reward
- * server's decoding) at the price of a cache each.
+ * once, each on a cache of its own, and the others wait. A pass's matrix
+ * products use as many threads as OpenBLAS is given. The reward server
+ * runs one stream per CPU with one BLAS thread each (tensor_set_blas_threads):
+ * passes side by side never wait on each other's threads, which measured
+ * faster than one pass at a time on every core, most of all for small
+ * models (tests/bench/bench_rm.c); each stream costs a cache and up to
+ * max_tokens rows of activations.
  *
  * Refusals: a completion that cannot be scored fails the group (the
  * learner needs a reward for every completion, so the lease is re-issued):

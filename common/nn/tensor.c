@@ -21,6 +21,17 @@ void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void tensor_set_blas_threads(int n)
+{
+    CHECK(n >= 1);
+    openblas_set_num_threads(n);
+}
+
+int tensor_blas_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
 void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {

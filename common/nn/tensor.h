@@ -25,6 +25,12 @@
  * when trans_b. ldc is C's row stride. Strides allow strided head views. */
 void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* OpenBLAS's threads for one tensor_gemm, process-wide (n >= 1; its
+ * default is one per CPU or $OPENBLAS_NUM_THREADS). A process that runs
+ * several products at once on threads of its own (the reward model's
+ * streams) sets 1: the products then never wait on each other's threads. */
+void tensor_set_blas_threads(int n);
+int  tensor_blas_threads(void);
 /* The same contract with plain loops in double, for tests. */
 void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
