@@ -505,7 +505,8 @@ static void test_server(Model *m, const char *dir, const Tok *tok, bool verbose)
     RewardStats st;
     for (int i = 0; i < 100; i++) {
         reward_stats(r, &st);
-        if (st.rejects_total >= 1) break;
+        /* The counters move after the send and the refusal: wait for both. */
+        if (st.rejects_total >= 1 && st.groups_scored >= 1) break;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
