@@ -121,7 +121,7 @@ int main(int argc, char **argv)
         FLAG_STRING("task", &cfg.data_task, "SPEC",
                     "scorer of records without a \"task\": NAME[:W],... of arith,\n"
                     "arith_chat, exact, number, choice, boxed, regex,\n"
-                    "format_answer_tag, format_think, code",
+                    "format_answer_tag, format_think, code, rm",
                     .def = "none: refused"),
         FLAG_INT("data-max-bad", &cfg.data_max_bad, 0, 100, "PCT",
                  "refuse a data file with more than PCT% bad records\n"
