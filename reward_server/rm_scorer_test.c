@@ -22,6 +22,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/formats/bpe.h"
 #include "common/formats/ckpt.h"
 #include "common/net/zsock.h"
 #include "reward_server/reward.h"
@@ -373,6 +374,32 @@ static void test_loading(const char *root, const char *dir, const Tok *tok, bool
     rm_scorer_free(&a);
     rm_scorer_free(&b);
     tok_free(&digits);
+    /* A server decoding with a BPE (--model): a model saved with the char
+     * tokenizer is refused; one without a tokenizer of its own loads, with
+     * a warning that its vocabulary is the smaller. */
+    FixtureVocab fv = {0};
+    fixture_vocab_add(&fv, "<|endoftext|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(&fv, "<|im_end|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add_bytes(&fv, "");
+    Bpe *bpe = fixture_vocab_bpe(&fv, NULL, 0, NULL);
+    fixture_vocab_free(&fv);
+    CHECK(bpe);
+    RmScorerConfig bc = {.dir = dir, .max_tokens = 64, .streams = 1, .bpe = bpe};
+    fileio_capture_begin();
+    RmScorer *x = rm_scorer_new(&bc);
+    bc.dir = hf;
+    RmScorer *y = rm_scorer_new(&bc);
+    char     *log = fileio_capture_end(verbose);
+    EXPECT(!x && strstr(log, "but the server decodes with a BPE"),
+           "a char model under a BPE server: loaded, or '%s'", log);
+    /* The warning shows when warnings do (verbose runs). */
+    EXPECT(y && (log_level() < LOG_WARN ||
+                 strstr(log, "has a vocabulary of 85 ids, the server's tokenizer 258")),
+           "a model without a tokenizer under a BPE server: not loaded, or no warning: '%s'", log);
+    free(log);
+    rm_scorer_free(&x);
+    rm_scorer_free(&y);
+    bpe_free(&bpe);
 }
 
 /* The reward server hosting the model: --scorer rm:1,arith:0.5. */
