@@ -255,6 +255,15 @@ static void stream_give(RmScorer *s, Stream *st)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Positions a pass's cache may hold (sequences x the longest): twice the
+ * rows of a pass, or one sequence as long as the context. A pass is planned
+ * within it, so a stream's memory stays bounded whatever the groups. */
+static size_t kv_positions_max(const RmScorer *s)
+{
+    size_t rows = 2 * (size_t)s->max_tokens, ctx = (size_t)model_config(s->m)->max_seq_len;
+    return rows > ctx ? rows : ctx;
+}
+
 /* Room for n completions of up to len ids each (prompt included). */
 static void stream_reserve(RmScorer *s, Stream *st, int n, int len)
 {
@@ -265,9 +274,15 @@ static void stream_reserve(RmScorer *s, Stream *st, int n, int len)
         st->cap = n;
     }
     if (!st->kv || n > st->kv_seq || len > st->kv_len) {
-        /* Grown to the largest shape seen, so it settles after a few groups. */
-        st->kv_seq = n > st->kv_seq ? n : st->kv_seq;
-        st->kv_len = len > st->kv_len ? len : st->kv_len;
+        /* Grown to the largest shape seen, so it settles after a few
+         * groups, unless that shape would hold more positions than a pass
+         * may use (many short completions once, one long one another time):
+         * then just this pass's shape. */
+        int    gn = n > st->kv_seq ? n : st->kv_seq, gl = len > st->kv_len ? len : st->kv_len;
+        size_t cap = kv_positions_max(s);
+        bool   is_grown = (size_t)gn * (size_t)gl <= cap;
+        st->kv_seq = is_grown ? gn : n;
+        st->kv_len = is_grown ? gl : len;
         kv_free(&st->kv);
         st->kv = kv_new_once(s->m, st->kv_seq, st->kv_len);
     }
@@ -293,10 +308,11 @@ int rm_scorer_run(const ScorerGroup *g, const void *opts, ScorerResult *out, int
         /* A pass: completions i0..i1-1, the prompt once, within max_tokens rows. */
         int i1 = i0, total = P, longest = 0;
         while (i1 < g->n) {
-            int n = kept_len(g, i1);
-            if (i1 > i0 && total + n > s->max_tokens) break;
+            int    n = kept_len(g, i1), lo = n > longest ? n : longest;
+            size_t kv_pos = (size_t)(i1 - i0 + 1) * (size_t)(P + lo);
+            if (i1 > i0 && (total + n > s->max_tokens || kv_pos > 2 * (size_t)s->max_tokens)) break;
             total += n;
-            longest = n > longest ? n : longest;
+            longest = lo;
             i1++;
         }
         stream_reserve(s, st, i1 - i0, P + longest);

@@ -16,9 +16,12 @@
  *
  * Batching: the completions of a group go through the model together, the
  * prompt once (model_score): as many completions per forward pass as keep
- * its rows (prompt + their ids) within max_tokens, which bounds the memory
- * of a pass (a single completion longer than that still goes alone, up to
- * the model's context).
+ * its rows (prompt + their ids) within max_tokens and its cache (their
+ * count x the longest prompt + completion) within 2 max_tokens positions,
+ * which bounds the memory of a pass (a single completion longer than that
+ * still goes alone, up to the model's context): a stream holds at most
+ * max(max_tokens, context) rows of activations and max(2 max_tokens,
+ * context) positions of one layer's keys and values.
  *
  * Threads: rm_scorer_run may be called from any number of threads (the
  * reward server's scoring workers); at most `streams` forward passes run at

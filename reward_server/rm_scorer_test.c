@@ -164,7 +164,7 @@ static void test_equal(Model *m, const char *dir, const Tok *tok, bool verbose)
     EXPECT(d_alone <= 1e-5, "a group vs its completions alone: rel diff %.3g > 1e-5", d_alone);
     EXPECT(d_part <= 1e-5, "one pass vs passes of 12 ids: rel diff %.3g > 1e-5", d_part);
     /* The model in memory, borrowed: the saved one's rewards exactly. */
-    RmScorerConfig bc = {.max_tokens = 64, .streams = 1};
+    RmScorerConfig bc = {.max_tokens = RM_DEFAULT_MAX_TOKENS, .streams = 1};
     RmScorer      *borrowed = rm_scorer_borrow(m, &bc);
     ScorerResult   mem[RS_G] = {0};
     rc = rm_scorer_run(&t->g, borrowed, mem, &bad, why, sizeof why);
@@ -186,6 +186,22 @@ static void test_equal(Model *m, const char *dir, const Tok *tok, bool verbose)
            "%llu passes of at most 12 ids, expected 4 ({12$, 7$}, {123456}, "
            "{$}, {long})",
            (unsigned long long)st_small.passes);
+    /* Short completions and a long one: the rows fit one pass of 40, but
+     * a cache of 5 x (7 + 15) positions would pass 2 x 40, so the long one
+     * goes alone. */
+    RmScorer          *k40 = rs_open(dir, tok, 40, 1);
+    static const char *mixed[RS_G] = {"$", "1$", "$", "2$", "12345678901234$"};
+    rs_group(t, tok, "12+34=", mixed, RS_G);
+    rc = rm_scorer_run(&t->g, k40, out, &bad, why, sizeof why);
+    double d_mixed = 0;
+    for (int i = 0; i < RS_G && rc == 0; i++)
+        d_mixed = fmax(d_mixed, rs_rel(out[i].reward, rs_direct(m, t, i)));
+    RmStats st40;
+    rm_scorer_stats(k40, &st40);
+    EXPECT(rc == 0 && st40.passes == 2 && d_mixed <= 1e-5,
+           "mixed lengths under 40 ids a pass: rc %d, %llu passes (expected 2), rel diff %.3g", rc,
+           (unsigned long long)st40.passes, d_mixed);
+    rm_scorer_free(&k40);
     free(t);
     free(one);
     rm_scorer_free(&small);
