@@ -36,6 +36,8 @@ int gguf_smollm2_selftest(bool verbose);
  * log-prob gaps and greedy agreement (skipped without the model file). */
 int decode_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
+/* config.json of transformers' reward models (LlamaForSequenceClassification). */
+int ckpt_config_selftest(bool verbose);
 int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
@@ -226,6 +228,7 @@ int code_hostile_selftest(bool verbose);
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
     X(decode_smollm2, decode_smollm2_selftest)                                                     \
     X(ckpt, ckpt_selftest)                                                                         \
+    X(ckpt_config, ckpt_config_selftest)                                                           \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \
     X(gen, gen_selftest)                                                                           \
