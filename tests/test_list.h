@@ -40,6 +40,7 @@ int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
 int task_selftest(bool verbose);
+int gold_selftest(bool verbose);
 int chat_task_selftest(bool verbose);
 /* The answer checkers (a table of edge cases each), the scorers and scorer
  * specs built on them, and JSONL prompt datasets (a hostile file table). */
@@ -218,6 +219,7 @@ int code_hostile_selftest(bool verbose);
     X(export_smollm2, export_smollm2_selftest)                                                     \
     X(gen, gen_selftest)                                                                           \
     X(task, task_selftest)                                                                         \
+    X(gold, gold_selftest)                                                                         \
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
