@@ -159,6 +159,7 @@ int resume_selftest(bool verbose);
  * the learner and a restart that resumes the data at the checkpoint's
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
+int prefgen_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
  * counted; with a client key over several connections, the key's credit
@@ -261,6 +262,7 @@ int code_hostile_selftest(bool verbose);
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
+    X(prefgen, prefgen_selftest)                                                                   \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
