@@ -1,7 +1,9 @@
 #include "learner/learner_intake.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +179,24 @@ void learner_intake_drop_stale(Learner *l)
     }
 }
 
+static void add_components(LearnerBatchInfo *bi, const Rlhf__Score *sc)
+{
+    for (size_t i = 0; i < sc->n_components; i++) {
+        const Rlhf__RewardComponent *rc = sc->components[i];
+        if (!rc->name || !isfinite(rc->value)) continue;
+        int k = 0;
+        while (k < bi->n_comp && strncmp(bi->comp_name[k], rc->name, sizeof bi->comp_name[k] - 1))
+            k++;
+        if (k == bi->n_comp) {
+            if (k == LEARNER_COMPONENTS_MAX) continue;
+            snprintf(bi->comp_name[k], sizeof bi->comp_name[k], "%s", rc->name);
+            bi->n_comp++;
+        }
+        bi->comp_sum[k] += rc->value;
+        bi->comp_n[k]++;
+    }
+}
+
 int learner_intake_build_batch(Learner *l, int ng, LearnerBatchInfo *bi)
 {
     int G = l->cfg.group_size;
@@ -229,6 +249,7 @@ int learner_intake_build_batch(Learner *l, int ng, LearnerBatchInfo *bi)
                                           .temperature = g->sampling->temperature};
             bi->reward_sum += r;
             bi->reward_sq += (double)r * r;
+            add_components(bi, sg->scores[c]);
             bi->tokens += (int64_t)cp->n_tokens;
             /* Task accuracy from the learner's own check: the answer, then the stop token. */
             bi->n_correct += learner_task_is_correct(l, l->pend[gi].prompt_id, cp, sg->scores[c]);

@@ -27,8 +27,18 @@
 #include "learner/learner_int.h"
 #include "learner/lease.h"
 
+/* The reward components a batch's scores named (the first
+ * LEARNER_COMPONENTS_MAX distinct names), with their sums: what the metrics
+ * report as each component's mean, e.g. a hidden gold reward monitored with
+ * weight 0 beside a learned one. */
+#define LEARNER_COMPONENTS_MAX 8
+
 /* What a batch held, for the metrics and the status line. */
 typedef struct {
+    int     n_comp;
+    char    comp_name[LEARNER_COMPONENTS_MAX][32];
+    double  comp_sum[LEARNER_COMPONENTS_MAX];
+    int     comp_n[LEARNER_COMPONENTS_MAX];
     double  reward_sum, reward_sq;
     int     n_correct, n_samples;
     int64_t tokens;

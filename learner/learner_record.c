@@ -190,6 +190,13 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETR("reward_mean", mean);
     SETR("reward_std", var > 0 ? sqrt(var) : 0);
     SETR("accuracy", bi->n_correct / n);
+    if (bi->n_comp > 0) {
+        json_t *comp = json_object();
+        for (int i = 0; i < bi->n_comp; i++)
+            json_object_set_new(comp, bi->comp_name[i],
+                                json_real(bi->comp_sum[i] / (bi->comp_n[i] ? bi->comp_n[i] : 1)));
+        json_object_set_new(o, "components", comp);
+    }
     SETR("kl_ref", st->kl_ref_k3);
     SETR("kl_ref_k1", st->kl_ref_k1);
     SETR("kl_ref_seq", st->kl_ref_seq);

@@ -179,6 +179,10 @@ static int fake_send_group(Fake *f, const Rlhf__LeaseGrant *g, int pi, int n_cor
     int                 G = g->group_size - (mut == FAKE_WRONG_G);
     Rlhf__Completion    comp[16], *cp[16];
     Rlhf__Score         score[16], *sp[16];
+    /* Every score carries a monitored component, averaged by the metrics. */
+    Rlhf__RewardComponent gold = RLHF__REWARD_COMPONENT__INIT, *gold_p = &gold;
+    gold.name = "gold";
+    gold.value = 0.25f;
     int32_t             toks[16][16];
     float               logp[16][16];
     uint64_t            ver[16][16];
@@ -204,6 +208,8 @@ static int fake_send_group(Fake *f, const Rlhf__LeaseGrant *g, int pi, int n_cor
         cp[c] = &comp[c];
         score[c] = (Rlhf__Score)RLHF__SCORE__INIT;
         score[c].reward = c < n_correct ? 1.0f : 0.0f;
+        score[c].n_components = 1;
+        score[c].components = &gold_p;
         if (mut == FAKE_NAN_REWARD && c == 0) score[c].reward = NAN;
         sp[c] = &score[c];
     }
@@ -424,9 +430,10 @@ out:
     if (fileio_read_all(path, 1 << 20, false, &text, &len) == 0)
         for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
     EXPECT(lines == 2 && text && strstr(text, "\"reward_mean\"") && strstr(text, "\"kl_ref\"") &&
-               strstr(text, "\"staleness_hist\"") && strstr(text, "\"dropped_stale\""),
-           "%d metrics records, expected 2 (one per step) with reward, KL, staleness and lease "
-           "counters",
+               strstr(text, "\"staleness_hist\"") && strstr(text, "\"dropped_stale\"") &&
+               strstr(text, "\"components\":{\"gold\":0.25}"),
+           "%d metrics records, expected 2 (one per step) with reward, KL, staleness, lease "
+           "counters and the mean of each reward component",
            lines);
     free(text);
     snprintf(path, sizeof path, "%s/summary.json", dir);
