@@ -191,6 +191,7 @@ void learner_free(Learner **lp)
     if (l->metrics) fclose(l->metrics);
     if (l->trained_log) fclose(l->trained_log);
     free(l->config_json);
+    free(l->snap_half);
     free(l->traj);
     free(l->prompt_tok);
     free(l->tok_version);

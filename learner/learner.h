@@ -154,6 +154,7 @@ typedef struct {
     int         poll_ms;          /* longest wait in the loop */
     double      status_every_s;   /* seconds between status lines, 0 = none */
     int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
+    int         snapshot_dtype;   /* Rlhf__WeightDtype snapshots go out in (bf16 default) */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
     /* Metrics: */
@@ -206,6 +207,7 @@ typedef struct {
                      .poll_ms = 50,                                                                \
                      .status_every_s = 5.0,                                                        \
                      .chunk_bytes = 0,                                                             \
+                     .snapshot_dtype = 1,                                                          \
                      .dim = 64,                                                                    \
                      .n_layers = 2,                                                                \
                      .n_heads = 4,                                                                 \

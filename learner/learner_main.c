@@ -16,6 +16,8 @@ _Static_assert(sizeof(AlgoKind) == sizeof(int) && sizeof(AggMode) == sizeof(int)
 
 static const char *const k_off_on[] = {"off", "on", NULL};
 static const char *const k_ratio_levels[] = {"token", "sequence", NULL};
+/* Indexed by Rlhf__WeightDtype. */
+static const char *const k_snapshot_dtypes[] = {"fp32", "bf16", NULL};
 static const char *const k_kl_places[] = {"auto", "loss", "reward", NULL};
 static const char *const k_kl_kinds[] = {"auto", "k1", "k2", "k3", NULL};
 _Static_assert(PG_RATIO_SEQUENCE == 1 && ALGO_KL_REWARD == 2 && KL_K1 == 1 && KL_K3 == 3,
@@ -144,6 +146,9 @@ int main(int argc, char **argv)
         FLAG_INT("snapshot-queue-mb", &cfg.snapshot_queue_mb, 0, 1 << 20, "N",
                  "MiB of weight snapshots queued for sending, all peers (one\n"
                  "at a time per peer); 0 = the larger of 256 MiB and 4 snapshots"),
+        FLAG_CHOICE("snapshot-dtype", &cfg.snapshot_dtype, k_snapshot_dtypes, "T",
+                    "element type of weight snapshots on the wire: bf16 (the\n"
+                    "fp32 masters rounded once per version; half the bytes) or fp32"),
         FLAG_INT("max-new-tokens", &cfg.max_new_tokens, 1, 1024, "N", "completion length cap"),
         FLAG_FLOAT("reward-min", &cfg.reward_min, -3e38, 3e38, "X",
                    "lowest valid reward; a group with one below it is refused"),

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/nn/half.h"
 #include "common/base/fileio.h"
 #include "common/base/progress.h"
 #include "common/formats/ckpt.h"
@@ -419,9 +420,15 @@ out:
     size_t      bytes = 0;
     const void *snap = wire_snap_rx_data(rx, &bytes);
     Model      *pol = learner_policy(l);
-    EXPECT(snap && bytes == model_num_params(pol) * sizeof(float) &&
-               memcmp(snap, model_params(pol), bytes) == 0,
-           "the fetched snapshot equals the learner's weights");
+    /* Snapshots go out in bf16 by default: the fp32 masters rounded once. */
+    size_t n_par = model_num_params(pol), n_diff = 0;
+    bool   is_bf16 = wire_snap_rx_dtype(rx) == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16;
+    for (size_t i = 0; snap && is_bf16 && bytes == n_par * 2 && i < n_par; i++)
+        n_diff += ((const uint16_t *)snap)[i] != half_f32_to_bf16(model_params(pol)[i]);
+    EXPECT(snap && is_bf16 && bytes == n_par * 2 && n_diff == 0,
+           "the fetched snapshot (%zu bytes, dtype %d, %zu values differ) is the learner's "
+           "weights rounded to bf16 (%zu bytes)",
+           bytes, wire_snap_rx_dtype(rx), n_diff, n_par * 2);
     char path[600];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     char  *text = NULL;
