@@ -19,15 +19,6 @@
 /* Seconds between log lines while snapshot fetches keep failing. */
 #define ACTOR_FETCH_LOG_S 10.0
 
-bool actor_config_equal(const ModelConfig *x, const ModelConfig *y)
-{
-    return x->dim == y->dim && x->n_layers == y->n_layers && x->n_heads == y->n_heads &&
-           x->n_kv_heads == y->n_kv_heads && x->hidden_dim == y->hidden_dim &&
-           x->vocab_size == y->vocab_size && x->max_seq_len == y->max_seq_len &&
-           x->rope_theta == y->rope_theta && x->norm_eps == y->norm_eps &&
-           x->tie_embeddings == y->tie_embeddings && x->has_value_head == y->has_value_head;
-}
-
 void actor_weights_format(const WeightsId *w, char *buf, size_t cap)
 {
     snprintf(buf, cap, "run '%s' epoch %llu v%llu", w->run_id, (unsigned long long)w->epoch,
@@ -82,7 +73,7 @@ static int install_snapshot(Actor *a)
             return ERR_FORMAT;
         }
     }
-    if (!a->model || !actor_config_equal(model_config(a->model), &mc)) {
+    if (!a->model || !model_config_equal(model_config(a->model), &mc)) {
         Model *m = model_new(&mc);
         if (model_num_params(m) != n) {
             /* config_num_params disagrees with model.h's layout: a bug here. */

@@ -116,6 +116,8 @@ typedef struct {
     const char *init_dir;         /* warm-start checkpoint; NULL = random init of the shape below */
     const char *model_path;       /* pretrained GGUF model (policy, reference and BPE tokenizer;
                                      the chat task); NULL = the char task. Excludes init_dir */
+    const char *critic_init;      /* PPO: a reward model checkpoint (the policy's shape with the
+                                     scalar head) the critic starts from; NULL = the policy */
     const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
     const char *metrics_path;     /* JSONL, one record per step; NULL = none */
     const char *summary_path;     /* JSON at the end; NULL = none */
@@ -174,6 +176,7 @@ typedef struct {
                      .weights_ep = ENDPOINT_WEIGHTS,                                               \
                      .snapshot_ep = ENDPOINT_SNAPSHOT,                                             \
                      .init_dir = NULL,                                                             \
+                     .critic_init = NULL,                                                          \
                      .model_path = NULL,                                                           \
                      .ckpt_dir = "runs/latest/ckpt",                                               \
                      .metrics_path = "runs/latest/metrics.jsonl",                                  \

@@ -85,6 +85,10 @@ int main(int argc, char **argv)
         FLAG_STRING("weights", &cfg.weights_ep, "EP", "PUB for WeightAnnounce"),
         FLAG_STRING("snapshot", &cfg.snapshot_ep, "EP", "ROUTER for SnapshotRequest/WeightChunk"),
         FLAG_SECTION("Run:"),
+        FLAG_PATH("critic-init", &cfg.critic_init, "DIR",
+                  "PPO: start the critic from this reward model (the policy's\n"
+                  "shape with a scalar head), as the original RLHF recipe does",
+                  .def = "the policy with a new head"),
         FLAG_PATH("init", &cfg.init_dir, "DIR", "warm-start checkpoint, also the KL reference",
                   .def = "none: random init"),
         FLAG_PATH("model", &cfg.model_path, "PATH.gguf",
