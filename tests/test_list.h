@@ -158,6 +158,12 @@ int resume_selftest(bool verbose);
  * the learner and a restart that resumes the data at the checkpoint's
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
+/* tests/pyreward_test.c: the Python reward server (reward_server/python):
+ * usage; every way a score goes wrong refused under rlhf-reward's reasons,
+ * hostile frames, good groups that pass the learner's checks; the only
+ * reward server of a real cluster, which learns, with a score function that
+ * raises at times (counted, re-issued, the run goes on); CURVE keys. */
+int pyreward_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
  * counted; with a client key over several connections, the key's credit
@@ -259,6 +265,7 @@ int code_hostile_selftest(bool verbose);
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
+    X(pyreward, pyreward_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
