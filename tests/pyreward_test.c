@@ -15,6 +15,10 @@
  *           as ScoredGroups that pass the learner's wire checks, with the
  *           rewards in completion order and the prompt, completion, answer
  *           and metadata the function saw; SIGTERM ends it with exit 0.
+ *   bpe     with --model, a GGUF's byte-level BPE (ChatML, a user-defined
+ *           token, a token outside the byte alphabet, multi-byte UTF-8):
+ *           the prompt and completion texts the function gets are the ones
+ *           rlhf-reward's decoding gives (reward_completion_text_bpe).
  *   learn   the only reward server of a real cluster (an rlhf-sft warm
  *           start, rlhf-learner, rlhf-actor) with a score function that
  *           raises on every tenth call: held-out accuracy rises clearly, the
@@ -38,15 +42,22 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
+#include "common/formats/bpe.h"
+#include "common/formats/bpe_gguf.h"
+#include "common/formats/gguf.h"
+#include "common/formats/gguf_buf.h"
 #include "common/formats/tok.h"
 #include "common/net/auth.h"
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
+#include "reward_server/reward.h"
 #include "tests/support/expect.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/frames.h"
 #include "tests/support/proc.h"
 #include "tests/support/testcl.h"
 #include "tests/support/testfs.h"
+#include "tests/support/wire_fixture.h"
 
 /* A test still running after this long fails, and its processes are killed. */
 #define PYR_BUDGET_S 240.0
@@ -59,7 +70,7 @@
 static const char *const k_flags[] = {
     "--samples",    "--results", "--id",          "--scorer-id",       "--charset",
     "--reward-min", "--reward-max", "--status-every", "--log-level", "--metrics-addr",
-    "--metrics-stale-s", "--keys", "--key-name",    "--insecure"};
+    "--metrics-stale-s", "--keys", "--key-name",    "--insecure", "--model"};
 
 typedef struct {
     TestCl c;
@@ -317,6 +328,166 @@ done:
     if (zctx) zmq_ctx_term(zctx);
 }
 
+/* ---- bpe: a GGUF's tokenizer, decoded as rlhf-reward decodes it ---- */
+
+#define BPE_T 12 /* tokens of a completion */
+
+/* 3 control tokens, GPT-2's 256 byte tokens (ids 3..258), then "ab" (a
+ * merge), "<tool>" (user-defined: its own text) and "€x" (outside the byte
+ * alphabet: its UTF-8 bytes), and a ChatML template, so <|im_end|> (id 2)
+ * ends a completion. */
+enum { BPE_IM_START = 1, BPE_IM_END = 2, BPE_BYTE0 = 3, BPE_AB = 259, BPE_TOOL, BPE_EURO };
+
+static int bpe_write_gguf(const char *path)
+{
+    FixtureVocab v = {0};
+    fixture_vocab_add(&v, "<|endoftext|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(&v, "<|im_start|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add(&v, "<|im_end|>", BPE_TOKEN_CONTROL);
+    fixture_vocab_add_bytes(&v, "");
+    CHECK(fixture_vocab_add(&v, "ab", BPE_TOKEN_NORMAL) == BPE_AB);
+    CHECK(fixture_vocab_add(&v, "<tool>", BPE_TOKEN_USER_DEFINED) == BPE_TOOL);
+    CHECK(fixture_vocab_add(&v, "\xe2\x82\xacx", BPE_TOKEN_NORMAL) == BPE_EURO);
+    GgufBuf b = {0};
+    gguf_buf_put(&b, "GGUF", 4);
+    gguf_buf_u32(&b, 3);
+    gguf_buf_u64(&b, 0); /* tensors */
+    gguf_buf_u64(&b, 8); /* metadata pairs */
+    gguf_buf_kv_str(&b, "general.name", "pyreward-bpe");
+    gguf_buf_kv_str(&b, "tokenizer.ggml.model", "gpt2");
+    gguf_buf_kv_str(&b, "tokenizer.ggml.pre", "smollm");
+    gguf_buf_kv_array(&b, "tokenizer.ggml.tokens", GGUF_VAL_STRING, (uint64_t)v.n);
+    for (int i = 0; i < v.n; i++) gguf_buf_str(&b, v.tok[i]);
+    gguf_buf_kv_array(&b, "tokenizer.ggml.merges", GGUF_VAL_STRING, 1);
+    gguf_buf_str(&b, "a b");
+    gguf_buf_kv_array(&b, "tokenizer.ggml.token_type", GGUF_VAL_INT32, (uint64_t)v.n);
+    for (int i = 0; i < v.n; i++) gguf_buf_u32(&b, (uint32_t)v.type[i]);
+    gguf_buf_kv_u32(&b, "tokenizer.ggml.eos_token_id", 0);
+    gguf_buf_kv_str(&b, "tokenizer.chat_template",
+                    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                    "{% endfor %}");
+    int rc = fixture_write_file(path, b.p, b.n);
+    gguf_buf_free(&b);
+    fixture_vocab_free(&v);
+    return rc;
+}
+
+/* The byte tokens of s, from ids[k]; returns the new k. */
+static int bpe_put_text(int32_t *ids, int k, const char *s)
+{
+    for (; *s; s++) ids[k++] = BPE_BYTE0 + (uint8_t)*s;
+    return k;
+}
+
+static void test_bpe(Pyr *t)
+{
+    TestCl *c = &t->c;
+    char    gguf[PATH_MAX + 32];
+    testfs_path(gguf, sizeof gguf, "%s/bpe.gguf", c->tmp);
+    Bpe *bpe = NULL;
+    if (!EXPECT(bpe_write_gguf(gguf) == 0 && bpe_load(gguf, &bpe) == 0, "the test's GGUF"))
+        return;
+    /* The prompt as a chat model sees it; completions with every kind of
+     * token, ended by <|im_end|> and followed by what must not count. */
+    int32_t ptok[16], tok[TESTCL_GROUP][BPE_T];
+    int     np = 0;
+    ptok[np++] = BPE_IM_START;
+    np = bpe_put_text(ptok, np, "user\nq\xc3\xa9?");
+    ptok[np++] = BPE_IM_END;
+    for (int i = 0; i < TESTCL_GROUP; i++) {
+        int k = 0;
+        tok[i][k++] = BPE_IM_START;
+        k = bpe_put_text(tok[i], k, i % 2 ? "h\xc3\xa9" : "ok ");
+        tok[i][k++] = BPE_AB;
+        tok[i][k++] = BPE_TOOL;
+        tok[i][k++] = BPE_EURO;
+        k = bpe_put_text(tok[i], k, i == 3 ? "\n" : " ");
+        tok[i][k++] = BPE_IM_END;
+        while (k < BPE_T) k = bpe_put_text(tok[i], k, "z");
+    }
+    float                lp[TESTCL_GROUP][BPE_T];
+    uint64_t             pv[TESTCL_GROUP][BPE_T] = {{0}};
+    Rlhf__Completion     comp[TESTCL_GROUP], *comp_p[TESTCL_GROUP];
+    Rlhf__Prompt         prompt = RLHF__PROMPT__INIT;
+    Rlhf__SamplingParams sp = RLHF__SAMPLING_PARAMS__INIT;
+    Rlhf__SampledGroup   g;
+    for (int i = 0; i < TESTCL_GROUP; i++) {
+        for (int k = 0; k < BPE_T; k++) lp[i][k] = -0.5f;
+        wire_fixture_completion_init(&comp[i], tok[i], lp[i], lp[i], pv[i], BPE_T);
+        comp_p[i] = &comp[i];
+    }
+    prompt.tokens = ptok;
+    prompt.n_tokens = (size_t)np;
+    prompt.answer = "ok";
+    prompt.task = "arith_chat";
+    sp.temperature = 1.0f;
+    sp.top_p = 1.0f;
+    sp.max_new_tokens = BPE_T;
+    wire_fixture_sampled_init(&g, PYR_RUN, 1, &prompt, &sp, comp_p, TESTCL_GROUP);
+    g.lease_id = 42;
+    g.group_count = 1;
+
+    /* What rlhf-reward --model gives its scorers. */
+    char want_prompt[160], want_comp[TESTCL_GROUP][160], text[128];
+    bool ok = bpe_decode(bpe, (const int *)ptok, np, 0, text, sizeof text, NULL) == 0;
+    snprintf(want_prompt, sizeof want_prompt, "prompt=%s", text);
+    for (int i = 0; ok && i < TESTCL_GROUP; i++) {
+        ok = reward_completion_text_bpe(bpe, tok[i], BPE_T, text, sizeof text) == 0;
+        snprintf(want_comp[i], sizeof want_comp[i], "completion=%s", text);
+    }
+    int vocab = bpe_vocab_size(bpe);
+    bpe_free(&bpe);
+    if (!EXPECT(ok, "rlhf-reward's decoding of the test's ids")) return;
+
+    int port = testcl_ports(c, 2);
+    if (!port) return;
+    char ep_samples[64], ep_results[64];
+    snprintf(ep_samples, sizeof ep_samples, "tcp://127.0.0.1:%d", port);
+    snprintf(ep_results, sizeof ep_results, "tcp://127.0.0.1:%d", port + 1);
+    void        *zctx = zmq_ctx_new();
+    WireSockOpts so = WIRE_SOCK_DEFAULTS;
+    so.linger_ms = 0;
+    so.immediate = false;
+    so.sndtimeo_ms = 5000;
+    WireSock *pull = wire_sock_new(zctx, ZMQ_PULL, "test-results", &so);
+    WireSock *push = wire_sock_new(zctx, ZMQ_PUSH, "test-samples", &so);
+    Proc     *py = py_reward(t, "bpe", "score_probe", ep_samples, ep_results);
+    proc_arg(py, "--model=%s", gguf);
+    if (EXPECT(pull && push && !wire_bind(pull, ep_results), "the test's sockets") &&
+        py_start(t, py) && EXPECT(!wire_connect(push, ep_samples), "connect to the server") &&
+        EXPECT(proc_output_has(py, "the BPE of"), "the server did not say it decodes BPE")) {
+        int rc = wire_send(push, &g.base, 0);
+        EXPECT(rc == 0, "sending the BPE group: %s", err_str(rc));
+        WireMsg            m;
+        Rlhf__ScoredGroup *sg = NULL;
+        WireReject         rej = {0};
+        WireLimits         lim = {.vocab_size = vocab};
+        rc = wire_recv_decode(pull, (int)(1000 * testcl_budget(c, 20.0)),
+                              &rlhf__scored_group__descriptor, &lim, &m, (ProtobufCMessage **)&sg,
+                              &rej);
+        if (EXPECT(rc == 0, "the BPE group: %s (%s: %s)", err_str(rc), wire_reason_name(rej.reason),
+                   rej.why) &&
+            EXPECT(sg->n_scores == TESTCL_GROUP, "%zu scores", sg->n_scores)) {
+            for (int i = 0; i < TESTCL_GROUP; i++) {
+                const Rlhf__Score *sc = sg->scores[i];
+                EXPECT(component(sc, want_prompt) && component(sc, want_comp[i]),
+                       "completion %d: the function saw other texts than rlhf-reward's '%s' and "
+                       "'%s' (it saw %zu components, the first '%s')",
+                       i, want_prompt, want_comp[i], sc->n_components,
+                       sc->n_components ? sc->components[0]->name : "");
+            }
+            testcl_note(c, "bpe: '%s', '%s' as rlhf-reward decodes them", want_prompt,
+                        want_comp[1]);
+        }
+        if (sg) protobuf_c_message_free_unpacked(&sg->base, NULL);
+        if (rc == 0) wire_msg_close(&m);
+        testcl_end(c, py);
+    }
+    wire_sock_free(&push);
+    wire_sock_free(&pull);
+    if (zctx) zmq_ctx_term(zctx);
+}
+
 /* A warm start that answers one-digit sums about a quarter right. */
 static bool warm_start(Pyr *t, char *sft, size_t cap)
 {
@@ -494,6 +665,7 @@ int pyreward_selftest(bool verbose)
 
     test_usage(&t);
     test_probe(&t);
+    test_bpe(&t);
     char sft[PATH_MAX + 16];
     if (!testcl_out_of_time(&t.c) && warm_start(&t, sft, sizeof sft)) {
         test_learn(&t, sft);

@@ -23,6 +23,7 @@ import zmq
 
 from . import __version__
 from . import log as logmod
+from .bpe import GgufError
 from .keys import CertError
 from .log import LEVELS, level_from_env, log
 from .server import (
@@ -127,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
                     help="ScoredGroup.scorer_id (default python:MODULE.FUNCTION)")
     sc.add_argument("--charset", default=CHARSET_DEFAULT, metavar="CHARS",
                     help="the model's char tokenizer, ids 3.. in this order (default rlhf.c's)")
+    sc.add_argument("--model", default="", metavar="PATH.gguf",
+                    help="decode with this model's BPE tokenizer (the chat task)\n"
+                    "instead of the char tokenizer (default none: the char tokenizer)")
     sc.add_argument("--reward-min", type=_float32, default=-REWARD_LIMIT, metavar="X",
                     help="lowest valid reward; a group with one below is refused (default %(default)g)")
     sc.add_argument("--reward-max", type=_float32, default=REWARD_LIMIT, metavar="X",
@@ -163,6 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         id=args.id,
         scorer_id=args.scorer_id,
         charset=args.charset,
+        model_path=args.model,
         reward_min=args.reward_min,
         reward_max=args.reward_max,
         status_every_s=args.status_every,
@@ -190,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         server.start()
         server.run()
-    except (ConfigError, CertError, zmq.ZMQError, OSError, RuntimeError) as e:
+    except (ConfigError, CertError, GgufError, zmq.ZMQError, OSError, RuntimeError) as e:
         log.error("%s: cannot serve: %s", args.id, e)
         server.close()
         return 1

@@ -41,6 +41,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from . import rlhf_pb2
+from .bpe import BpeTokenizer
 from .keys import CertError, Zap, is_loopback, load_cert
 from .log import log
 from .metrics import MetricsServer
@@ -83,6 +84,7 @@ class Config:
     id: str = "reward-py"  # this server's name in logs
     scorer_id: str = ""  # ScoredGroup.scorer_id; "" = "python:<module>.<function>"
     charset: str = CHARSET_DEFAULT  # the char tokenizer's charset (the model's)
+    model_path: str = ""  # a GGUF model: decode with its BPE tokenizer instead (the chat task)
     reward_min: float = -REWARD_LIMIT  # lowest valid reward
     reward_max: float = REWARD_LIMIT  # highest valid reward
     status_every_s: float = 5.0  # seconds between status lines; 0 = none
@@ -114,6 +116,8 @@ class Config:
             raise ConfigError(f"status interval {self.status_every_s:g} s, expected [0, 1e6)")
         if not 0.1 <= self.metrics_stale_s <= 86400:
             raise ConfigError(f"metrics stale time {self.metrics_stale_s:g} s, expected 0.1..86400")
+        if self.model_path and self.charset != CHARSET_DEFAULT:
+            raise ConfigError("a model and a charset: give one (the model's tokenizer or the char one)")
         if not self.keys_dir and not self.insecure and not is_loopback(self.samples):
             raise ConfigError(
                 f"bind '{self.samples}' is not loopback and there are no keys: give --keys DIR "
@@ -163,7 +167,8 @@ class Server:
         self.cfg.check()
         self.score = score
         self.scorer_id = self.cfg.scorer_id or _default_scorer_id(score)
-        self.tok = CharTokenizer(self.cfg.charset)
+        # The BPE of cfg.model_path replaces it in start().
+        self.tok: Union[CharTokenizer, BpeTokenizer] = CharTokenizer(self.cfg.charset)
         self.samples_endpoint = ""  # as bound, port filled in
         self._rejects = Rejects()
         self._stats = Stats()
@@ -179,10 +184,13 @@ class Server:
     # ---- life cycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Loads the keys, binds samples and connects results (and starts the
-        metrics endpoint). Raises ConfigError, CertError or zmq.ZMQError;
-        close() releases what was made."""
+        """Loads the model's tokenizer and the keys, binds samples and
+        connects results (and starts the metrics endpoint). Raises
+        ConfigError, CertError, GgufError or zmq.ZMQError; close() releases
+        what was made."""
         cfg = self.cfg
+        if cfg.model_path:
+            self.tok = BpeTokenizer.from_gguf(cfg.model_path)
         self._ctx = zmq.Context()
         own = None
         learner_pub = None
@@ -230,12 +238,12 @@ class Server:
             self._metrics = MetricsServer(cfg.metrics_addr, cfg.metrics_stale_s, self._metrics_snapshot)
         self._t_status = time.monotonic()
         log.info(
-            "%s: samples bound at %s, results to %s, scorer %s (char tokenizer, %d ids), rewards "
-            "in [%g, %g]%s",
+            "%s: samples bound at %s, results to %s, scorer %s (%s, %d ids), rewards in [%g, %g]%s",
             cfg.id,
             self.samples_endpoint,
             cfg.results,
             self.scorer_id,
+            f"the BPE of {cfg.model_path}" if cfg.model_path else "char tokenizer",
             self.tok.vocab_size,
             cfg.reward_min,
             cfg.reward_max,
