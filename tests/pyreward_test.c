@@ -25,9 +25,11 @@
  *           accounting identity holds in every record and the summary, the
  *           raises are counted as bad_value and their leases re-issued, and
  *           the learner refuses nothing the server sent.
- *   keys    the cluster with CURVE keys from rlhf-keygen: it trains; a
+ *   keys    the cluster with CURVE keys from rlhf-keygen, the server started
+ *           from a script of one's own (rlhf_reward.serve): it trains; a
  *           plaintext client and a client whose key is not on the allow-list
- *           are refused on the samples socket and counted as unauthorized.
+ *           are refused on the samples socket and counted as unauthorized;
+ *           SIGTERM ends serve(), which returns the counters.
  *
  * Returns the number of failed checks (0 = pass). */
 #include "tests/test_list.h"
@@ -586,7 +588,18 @@ static void test_keys(Pyr *t, const char *sft)
                    .extra = {f_init, "--max-digits=1", "--lr=1e-4", NULL}};
     Proc     *learner;
     if (!testcl_start_learner(c, &o, "learner-keys", &learner)) return;
-    Proc *py = py_reward(t, "reward-py-keys", "score", c->ep_samples, c->ep_results);
+    /* This one from a script of the user's own, through rlhf_reward.serve. */
+    char python[PATH_MAX + 32], script[PATH_MAX + 32];
+    testfs_path(python, sizeof python, "%s/pyenv/bin/python", c->build);
+    snprintf(script, sizeof script, "%s", t->fixture);
+    char *slash = strrchr(script, '/');
+    snprintf(slash ? slash + 1 : script, sizeof script - (size_t)(slash ? slash + 1 - script : 0),
+             "pyreward_serve.py");
+    Proc *py = testcl_proc_at(c, "reward-py-keys", python, NULL);
+    proc_arg(py, "%s", script);
+    proc_arg(py, "%s", c->ep_samples);
+    proc_arg(py, "%s", c->ep_results);
+    proc_arg(py, "%s", c->keys);
     if (!py_start(t, py)) return;
     Proc *actor = testcl_actor(c, "actor-keys", 32, false);
     if (!testcl_start(c, actor)) return;
@@ -645,6 +658,12 @@ static void test_keys(Pyr *t, const char *sft)
            "with keys: scored %lld received %lld rejects '%s' (trained %lld): expected every "
            "group scored and the two clients refused as unauthorized",
            scored, received, reasons, (long long)k.trained);
+    char returned[160];
+    snprintf(returned, sizeof returned,
+             "serve returned groups_scored=%lld groups_received=%lld refused_auth=%lld "
+             "unauthorized=%lld",
+             scored, received, n[WIRE_REJ_UNAUTHORIZED], n[WIRE_REJ_UNAUTHORIZED]);
+    EXPECT(proc_output_has(py, returned), "serve() did not return '%s'", returned);
     c->keys[0] = '\0';
 }
 

@@ -121,6 +121,18 @@ Proc *testcl_proc(TestCl *c, const char *name, const char *prog, const char *con
     return p;
 }
 
+Proc *testcl_proc_at(TestCl *c, const char *name, const char *path, const char *const *env)
+{
+    CHECK(c->n_procs < TESTCL_MAX_PROCS);
+    char log[PATH_MAX + 64];
+    testfs_path(log, sizeof log, "%s/%s.log", c->tmp, name);
+    Proc *p = proc_new(path, NULL, &(ProcOpts){.name = name, .env = env, .log_path = log});
+    /* The whole path as argv[0]: an interpreter finds its venv from it. */
+    proc_arg(p, "%s", path);
+    c->procs[c->n_procs++] = p;
+    return p;
+}
+
 bool testcl_start(TestCl *c, Proc *p)
 {
     if (!EXPECT(proc_start(p) == 0, "%s did not start", proc_name(p))) return false;

@@ -99,6 +99,9 @@ int testcl_finish(TestCl *c);
  * supplies the program and command line instead (a restart). */
 Proc *testcl_proc(TestCl *c, const char *name, const char *prog, const char *const *env,
                   const Proc *clone_of);
+/* The same for a program outside the build directory, at path (also its
+ * argv[0]). */
+Proc *testcl_proc_at(TestCl *c, const char *name, const char *path, const char *const *env);
 /* Starts p; false after a failed check. */
 bool testcl_start(TestCl *c, Proc *p);
 /* Waits until p's log holds needle; false if p exits or time runs out. */

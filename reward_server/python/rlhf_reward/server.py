@@ -177,6 +177,7 @@ class Server:
         self._samples: Optional[zmq.Socket] = None
         self._results: Optional[zmq.Socket] = None
         self._zap: Optional[Zap] = None
+        self._refused_auth = 0
         self._metrics: Optional[MetricsServer] = None
         self._t_status = time.monotonic()
         self._scored_at_status = 0
@@ -266,6 +267,7 @@ class Server:
             self._metrics = None
         if self._zap:
             self._zap.close()
+            self._refused_auth = self._zap.refused  # stats() after close() still has it
             self._zap = None
         for s in (self._samples, self._results):
             if s is not None:
@@ -429,7 +431,7 @@ class Server:
     def stats(self) -> Stats:
         st = Stats(**{k: v for k, v in vars(self._stats).items() if k != "rejects"})
         st.rejects = self._rejects.snapshot()
-        st.refused_auth = self._zap.refused if self._zap else 0
+        st.refused_auth = self._zap.refused if self._zap else self._refused_auth
         return st
 
     def status_line(self) -> str:
