@@ -39,7 +39,7 @@ def _protoc(proto: str, out_dir: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-class BuildPyWithProto(build_py):
+class BuildPyWithProto(build_py):  # type: ignore[misc]  # setuptools is untyped here
     """build_py, then protoc into the built package (into the source package
     for an editable install, where that is what gets imported)."""
 

@@ -14,23 +14,23 @@ does: same sockets, checks, rejects, status lines, CURVE key files and
 
 __version__ = "0.1.0"
 
-from .bpe import BpeTokenizer, GgufError  # noqa: E402
-from .keys import CertError  # noqa: E402
-from .server import Config, ConfigError, ScoreFn, ScoreValue, Server, Stats, serve  # noqa: E402
-from .text import CHARSET_DEFAULT, CharTokenizer  # noqa: E402
+from .bpe import BpeTokenizer, GgufError
+from .keys import CertError
+from .server import Config, ConfigError, ScoreFn, ScoreValue, Server, Stats, serve
+from .text import CHARSET_DEFAULT, CharTokenizer
 
 __all__ = [
-    "BpeTokenizer",
-    "GgufError",
     "CHARSET_DEFAULT",
+    "BpeTokenizer",
     "CertError",
     "CharTokenizer",
     "Config",
     "ConfigError",
+    "GgufError",
     "ScoreFn",
     "ScoreValue",
     "Server",
     "Stats",
-    "serve",
     "__version__",
+    "serve",
 ]

@@ -16,7 +16,8 @@ the tensors. Errors name the file: GgufError."""
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED = 1, 2, 3, 4
 MAX_TOKENS = 1 << 22
@@ -24,7 +25,19 @@ MAX_TOKEN_BYTES = 1024
 MAX_STRING = 1 << 26  # bytes of one metadata string (a chat template is a few KiB)
 
 # GGUF value types (common/formats/gguf.h GGUF_VAL_*): struct format of the scalars.
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALAR = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -93,7 +106,7 @@ class _Reader:
         raise GgufError(f"{self.path}: value type {vtype}")
 
 
-def read_tokenizer_metadata(path: str) -> Dict[str, Any]:
+def read_tokenizer_metadata(path: str) -> dict[str, Any]:
     """The tokenizer.* metadata entries of a GGUF file (strings as bytes)."""
     try:
         with open(path, "rb") as f:
@@ -107,7 +120,7 @@ def read_tokenizer_metadata(path: str) -> Dict[str, Any]:
             n_kv = r.scalar("<Q")
             if n_kv > 1 << 20:
                 raise GgufError(f"{path}: {n_kv} metadata entries")
-            meta: Dict[str, Any] = {}
+            meta: dict[str, Any] = {}
             for _ in range(n_kv):
                 key = r.string().decode("utf-8", errors="replace")
                 vtype = r.scalar("<I")
@@ -123,13 +136,15 @@ def read_tokenizer_metadata(path: str) -> Dict[str, Any]:
 class BpeTokenizer:
     """A GGUF model's byte-level BPE, for decoding only."""
 
-    def __init__(self, tokens: Sequence[bytes], types: Sequence[int], eos_id: int, chat_template: str) -> None:
+    def __init__(
+        self, tokens: Sequence[bytes], types: Sequence[int], eos_id: int, chat_template: str
+    ) -> None:
         n = len(tokens)
         if not 1 <= n <= MAX_TOKENS:
             raise ValueError(f"{n} tokens, expected 1..{MAX_TOKENS}")
         self.vocab_size = n
-        self._bytes: List[bytes] = []
-        self._skip: List[bool] = []
+        self._bytes: list[bytes] = []
+        self._skip: list[bool] = []
         for i, (raw, t) in enumerate(zip(tokens, types)):
             if not 1 <= len(raw) <= MAX_TOKEN_BYTES:
                 raise ValueError(f"token {i} of {len(raw)} bytes, expected 1..{MAX_TOKEN_BYTES}")
@@ -143,17 +158,21 @@ class BpeTokenizer:
         self.eot_id = im_end if is_chatml and im_end is not None else eos_id
 
     @classmethod
-    def from_gguf(cls, path: str) -> "BpeTokenizer":
+    def from_gguf(cls, path: str) -> BpeTokenizer:
         meta = read_tokenizer_metadata(path)
         model = meta.get("tokenizer.ggml.model", b"")
         if model != b"gpt2":
-            raise GgufError(f"{path}: tokenizer.ggml.model '{model!r}', expected 'gpt2' (byte-level BPE)")
-        tokens: Optional[List[bytes]] = meta.get("tokenizer.ggml.tokens")
+            raise GgufError(
+                f"{path}: tokenizer.ggml.model '{model!r}', expected 'gpt2' (byte-level BPE)"
+            )
+        tokens: list[bytes] | None = meta.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list) or not tokens:
             raise GgufError(f"{path}: tokenizer.ggml.tokens missing")
         types = meta.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
         if len(types) != len(tokens):
-            raise GgufError(f"{path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
+            raise GgufError(
+                f"{path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
+            )
         eos = meta.get("tokenizer.ggml.eos_token_id", -1)
         if not isinstance(eos, int) or not -1 <= eos < len(tokens):
             raise GgufError(f"{path}: tokenizer.ggml.eos_token_id {eos!r}")

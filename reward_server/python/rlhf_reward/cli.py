@@ -17,7 +17,7 @@ import importlib.util
 import math
 import os
 import sys
-from typing import List, Optional
+from typing import cast
 
 import zmq
 
@@ -69,14 +69,16 @@ def load_score(spec: str) -> ScoreFn:
             module = importlib.import_module(target)
         except ModuleNotFoundError as e:
             if e.name and target.split(".")[0] == e.name.split(".")[0]:
-                raise ModuleError(f"--module '{spec}': no module '{e.name}' (sys.path: {sys.path[0]}, ...)") from None
+                raise ModuleError(
+                    f"--module '{spec}': no module '{e.name}' (sys.path: {sys.path[0]}, ...)"
+                ) from None
             raise
     fn = getattr(module, func, None)
     if fn is None:
         raise ModuleError(f"--module '{spec}': {module.__name__} has no '{func}'")
     if not callable(fn):
         raise ModuleError(f"--module '{spec}': {module.__name__}.{func} is not callable")
-    return fn
+    return cast(ScoreFn, fn)
 
 
 def _float32(text: str) -> float:
@@ -101,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
             "score(prompt, completion, answer, meta) -> float and sends ScoredGroups to the\n"
             "learner, as rlhf-reward does. A score function that raises, or returns a\n"
             "non-finite or out-of-range reward, refuses that group (counted as a reject,\n"
-            "logged); the learner re-issues it. README \"A reward server in Python\"."
+            'logged); the learner re-issues it. README "A reward server in Python".'
         ),
         epilog=(
             "SIGINT or SIGTERM stops it cleanly (exit 0; a second one exits 130 at once).\n"
@@ -117,48 +119,111 @@ def parser() -> argparse.ArgumentParser:
         "(FUNCTION defaults to 'score'); required",
     )
     s = p.add_argument_group("sockets")
-    s.add_argument("--samples", default=ENDPOINT_SAMPLES, metavar="EP",
-                   help="endpoint to bind for actors' samples (default %(default)s)")
-    s.add_argument("--results", default=ENDPOINT_RESULTS, metavar="EP",
-                   help="learner's results endpoint to connect (default %(default)s)")
-    s.add_argument("--id", default="reward-py", metavar="NAME",
-                   help="this server's name in logs (default %(default)s)")
+    s.add_argument(
+        "--samples",
+        default=ENDPOINT_SAMPLES,
+        metavar="EP",
+        help="endpoint to bind for actors' samples (default %(default)s)",
+    )
+    s.add_argument(
+        "--results",
+        default=ENDPOINT_RESULTS,
+        metavar="EP",
+        help="learner's results endpoint to connect (default %(default)s)",
+    )
+    s.add_argument(
+        "--id",
+        default="reward-py",
+        metavar="NAME",
+        help="this server's name in logs (default %(default)s)",
+    )
     sc = p.add_argument_group("scoring")
-    sc.add_argument("--scorer-id", default="", metavar="NAME",
-                    help="ScoredGroup.scorer_id (default python:MODULE.FUNCTION)")
-    sc.add_argument("--charset", default=CHARSET_DEFAULT, metavar="CHARS",
-                    help="the model's char tokenizer, ids 3.. in this order (default rlhf.c's)")
-    sc.add_argument("--model", default="", metavar="PATH.gguf",
-                    help="decode with this model's BPE tokenizer (the chat task)\n"
-                    "instead of the char tokenizer (default none: the char tokenizer)")
-    sc.add_argument("--reward-min", type=_float32, default=-REWARD_LIMIT, metavar="X",
-                    help="lowest valid reward; a group with one below is refused (default %(default)g)")
-    sc.add_argument("--reward-max", type=_float32, default=REWARD_LIMIT, metavar="X",
-                    help="highest valid reward; a group with one above is refused (default %(default)g)")
+    sc.add_argument(
+        "--scorer-id",
+        default="",
+        metavar="NAME",
+        help="ScoredGroup.scorer_id (default python:MODULE.FUNCTION)",
+    )
+    sc.add_argument(
+        "--charset",
+        default=CHARSET_DEFAULT,
+        metavar="CHARS",
+        help="the model's char tokenizer, ids 3.. in this order (default rlhf.c's)",
+    )
+    sc.add_argument(
+        "--model",
+        default="",
+        metavar="PATH.gguf",
+        help="decode with this model's BPE tokenizer (the chat task)\n"
+        "instead of the char tokenizer (default none: the char tokenizer)",
+    )
+    sc.add_argument(
+        "--reward-min",
+        type=_float32,
+        default=-REWARD_LIMIT,
+        metavar="X",
+        help="lowest valid reward; a group with one below is refused (default %(default)g)",
+    )
+    sc.add_argument(
+        "--reward-max",
+        type=_float32,
+        default=REWARD_LIMIT,
+        metavar="X",
+        help="highest valid reward; a group with one above is refused (default %(default)g)",
+    )
     o = p.add_argument_group("logs and metrics")
-    o.add_argument("--status-every", type=_nonneg, default=5.0, metavar="S",
-                   help="seconds between status lines, 0 = off (default %(default)g)")
-    o.add_argument("--log-level", choices=list(LEVELS), default=None,
-                   help="error, warn, info or debug (default $RLHF_LOG, else info)")
-    o.add_argument("--metrics-addr", default="", metavar="HOST:PORT",
-                   help="serve Prometheus /metrics and /healthz over HTTP here\n"
-                   "(port 0 picks one, logged) (default off)")
-    o.add_argument("--metrics-stale-s", type=float, default=METRICS_STALE_S, metavar="S",
-                   help="/healthz answers 503 after S s without a loop pass (default %(default)g)")
+    o.add_argument(
+        "--status-every",
+        type=_nonneg,
+        default=5.0,
+        metavar="S",
+        help="seconds between status lines, 0 = off (default %(default)g)",
+    )
+    o.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        default=None,
+        help="error, warn, info or debug (default $RLHF_LOG, else info)",
+    )
+    o.add_argument(
+        "--metrics-addr",
+        default="",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz over HTTP here\n"
+        "(port 0 picks one, logged) (default off)",
+    )
+    o.add_argument(
+        "--metrics-stale-s",
+        type=float,
+        default=METRICS_STALE_S,
+        metavar="S",
+        help="/healthz answers 503 after S s without a loop pass (default %(default)g)",
+    )
     k = p.add_argument_group("security")
-    k.add_argument("--keys", default="", metavar="DIR",
-                   help="CURVE keys (README \"Keys\"): DIR/<key-name>.key, the learner's\n"
-                   "DIR/learner.pub, allow-list DIR/authorized/*.pub (default none: plaintext)")
-    k.add_argument("--key-name", default="reward", metavar="NAME",
-                   help="this server's key pair DIR/NAME.key (default %(default)s)")
-    k.add_argument("--insecure", action="store_true",
-                   help="without --keys, bind non-loopback endpoints anyway\n"
-                   "(anyone who reaches them is let in) (default off)")
+    k.add_argument(
+        "--keys",
+        default="",
+        metavar="DIR",
+        help='CURVE keys (README "Keys"): DIR/<key-name>.key, the learner\'s\n'
+        "DIR/learner.pub, allow-list DIR/authorized/*.pub (default none: plaintext)",
+    )
+    k.add_argument(
+        "--key-name",
+        default="reward",
+        metavar="NAME",
+        help="this server's key pair DIR/NAME.key (default %(default)s)",
+    )
+    k.add_argument(
+        "--insecure",
+        action="store_true",
+        help="without --keys, bind non-loopback endpoints anyway\n"
+        "(anyone who reaches them is let in) (default off)",
+    )
     p.add_argument("--version", action="version", version=f"rlhf-reward {__version__}")
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logmod.setup("reward", args.log_level or level_from_env())
     cfg = Config(
@@ -182,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ModuleError as e:
         log.error("%s", e)
         return 2
-    except Exception:  # the user's module failed while loading: show where
+    except Exception:  # noqa: BLE001 (the user's module failed while loading: show where)
         log.exception("--module '%s': loading it failed", args.module)
         return 1
     try:

@@ -24,7 +24,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any
 
 import zmq
 from zmq.utils import z85
@@ -69,55 +69,60 @@ def _decode_key(path: str, lineno: int, name: str, value: str) -> str:
     return value
 
 
+def _bad(path: str, lineno: int, what: str) -> CertError:
+    return CertError(f"{path}:{lineno}: {what}")
+
+
 def parse_cert(path: str, text: str, need_secret: bool) -> Cert:
     """Parses certificate text (path names it in errors). Raises CertError."""
     section = ""
     seen = set()
-    keys: Dict[str, str] = {}
+    keys: dict[str, str] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
-        def bad(what: str) -> CertError:
-            return CertError(f"{path}:{lineno}: {what}")
-
         if "\r" in line:
-            raise bad("carriage return in the line (expected Unix line ends)")
+            raise _bad(path, lineno, "carriage return in the line (expected Unix line ends)")
         body = line.lstrip(" ")
         if body.startswith("\t"):
-            raise bad("tab in the indentation (ZPL indents with spaces)")
+            raise _bad(path, lineno, "tab in the indentation (ZPL indents with spaces)")
         if body == "" or body.startswith("#"):
             continue
         if body == line:  # a section at the left margin
             if body not in ("metadata", "curve"):
-                raise bad(f"section '{body[:40]}', expected metadata or curve")
+                raise _bad(path, lineno, f"section '{body[:40]}', expected metadata or curve")
             if body in seen:
-                raise bad(f"section '{body}' given twice")
+                raise _bad(path, lineno, f"section '{body}' given twice")
             seen.add(body)
             section = body
             continue
         if not section:
-            raise bad(f"'{body[:40]}' outside a section (metadata or curve)")
+            raise _bad(path, lineno, f"'{body[:40]}' outside a section (metadata or curve)")
         n = 0
         while n < len(body) and body[n] in _NAME_CHARS:
             n += 1
         if n == 0:
-            raise bad(f"expected a name, found '{body[:40]}'")
+            raise _bad(path, lineno, f"expected a name, found '{body[:40]}'")
         name, rest = body[:n], body[n:].lstrip(" ")
         if not rest.startswith("="):
-            raise bad(f"'{name}': expected '=' after the name, found '{rest[:20]}'")
+            raise _bad(path, lineno, f"'{name}': expected '=' after the name, found '{rest[:20]}'")
         rest = rest[1:].lstrip(" ")
         if not rest or rest[0] not in "\"'":
-            raise bad(f"'{name}': expected a quoted value, found '{rest[:40]}'")
+            raise _bad(path, lineno, f"'{name}': expected a quoted value, found '{rest[:40]}'")
         end = rest.find(rest[0], 1)
         if end < 0:
-            raise bad(f"'{name}': value has no closing quote")
+            raise _bad(path, lineno, f"'{name}': value has no closing quote")
         value, tail = rest[1:end], rest[end + 1 :]
         if tail.strip(" "):
-            raise bad(f"'{name}': unexpected '{tail.strip(' ')[:20]}' after the value")
+            raise _bad(
+                path, lineno, f"'{name}': unexpected '{tail.strip(' ')[:20]}' after the value"
+            )
         if section == "metadata":
             continue
         if name not in ("public-key", "secret-key"):
-            raise bad(f"'{name}' in section curve, expected public-key or secret-key")
+            raise _bad(
+                path, lineno, f"'{name}' in section curve, expected public-key or secret-key"
+            )
         if name in keys:
-            raise bad(f"'{name}' given twice")
+            raise _bad(path, lineno, f"'{name}' given twice")
         keys[name] = _decode_key(path, lineno, name, value)
     last = text.count("\n") + 1
     public, secret = keys.get("public-key", ""), keys.get("secret-key", "")
@@ -158,7 +163,7 @@ def load_cert(path: str, need_secret: bool) -> Cert:
     return parse_cert(path, text, need_secret)
 
 
-def load_allow_list(directory: str, who: str) -> Dict[bytes, str]:
+def load_allow_list(directory: str, who: str) -> dict[bytes, str]:
     """Every NAME.pub in directory: binary key -> NAME. A missing or empty
     directory refuses everyone (with a warning). Raises CertError."""
     try:
@@ -166,7 +171,7 @@ def load_allow_list(directory: str, who: str) -> Dict[bytes, str]:
     except OSError:
         log.warning("%s: allow-list %s: cannot open it, so every client is refused", who, directory)
         return {}
-    keys: Dict[bytes, str] = {}
+    keys: dict[bytes, str] = {}
     for name in names:
         if name.startswith(".") or not name.endswith(".pub") or len(name) <= 4:
             continue
@@ -196,7 +201,7 @@ class Zap:
     the thread that owns it, before binding); close() before closing the
     sockets and terminating the context."""
 
-    def __init__(self, ctx: zmq.Context, allow_dir: str, who: str, rejects: Rejects) -> None:
+    def __init__(self, ctx: zmq.Context[Any], allow_dir: str, who: str, rejects: Rejects) -> None:
         self.who = who
         self.allow_dir = allow_dir
         self.keys = load_allow_list(allow_dir, who)
@@ -206,17 +211,17 @@ class Zap:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._lock = threading.Lock()
-        self._pending: List[Tuple[str, str, threading.Event]] = []  # (name, monitor endpoint)
+        self._pending: list[tuple[str, str, threading.Event]] = []  # (name, monitor endpoint)
         self.allowed = 0
         self.refused = 0
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"{who}-zap", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error:
             raise self._error
 
-    def watch(self, sock: zmq.Socket, name: str) -> None:
+    def watch(self, sock: zmq.Socket[Any], name: str) -> None:
         """Asks the handler about every CURVE client of sock (its ZAP domain
         is name) and monitors sock's failed handshakes. Returns once the
         handler listens to the monitor."""
@@ -238,11 +243,13 @@ class Zap:
         self._rejects.count("unauthorized")
         self._log_rejects.note("zap", what, Reject("unauthorized", why))
 
-    def _on_request(self, rep: zmq.Socket) -> None:
+    def _on_request(self, rep: zmq.Socket[Any]) -> None:
         f = rep.recv_multipart()
         if len(f) < 6 or f[0] != b"1.0":
             self._refuse("ZAP request", "malformed (not ZAP 1.0)")
-            rep.send_multipart([b"1.0", f[1] if len(f) > 1 else b"", b"500", b"malformed request", b"", b""])
+            rep.send_multipart(
+                [b"1.0", f[1] if len(f) > 1 else b"", b"500", b"malformed request", b"", b""]
+            )
             return
         domain, address = f[2].decode(errors="replace"), f[3].decode(errors="replace")
         what = f"connection on '{domain}' from {address}"
@@ -260,10 +267,10 @@ class Zap:
         log.debug("%s: %s: allowed key '%s'", self.who, what, name)
         rep.send_multipart([b"1.0", f[1], b"200", b"OK", name.encode(), b""])
 
-    def _on_monitor(self, name: str, mon: zmq.Socket) -> None:
+    def _on_monitor(self, name: str, mon: zmq.Socket[Any]) -> None:
         ev = parse_monitor_message(mon.recv_multipart())
-        where = ev.get("endpoint", b"")
-        where = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
+        raw = ev.get("endpoint", b"")
+        where = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         what = f"connection on '{name}' ({where})"
         if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             why = (
@@ -278,7 +285,7 @@ class Zap:
         self._refuse(what, why)
 
     def _run(self) -> None:
-        monitors: Dict[zmq.Socket, str] = {}
+        monitors: dict[zmq.Socket[Any], str] = {}
         try:
             rep = self._ctx.socket(zmq.REP)
             rep.linger = 0

@@ -18,7 +18,12 @@ LEVELS = {
     "info": logging.INFO,
     "debug": logging.DEBUG,
 }
-_NAMES = {logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO", logging.DEBUG: "DEBUG"}
+_NAMES = {
+    logging.ERROR: "ERROR",
+    logging.WARNING: "WARN",
+    logging.INFO: "INFO",
+    logging.DEBUG: "DEBUG",
+}
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -35,7 +40,9 @@ class _Formatter(logging.Formatter):
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d} {level:<5} {self.role}: {text}"
+        return (
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d} {level:<5} {self.role}: {text}"
+        )
 
 
 def level_from_env(default: str = "info") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable
 
 from .log import log
 from .wire import REASONS
@@ -28,8 +28,8 @@ COUNTERS = (
 REJECTS = ("rlhf_reward_rejects_total", "frames and groups refused, by reason")
 
 
-def parse_addr(addr: str) -> Tuple[str, int]:
-    """"HOST:PORT" ("[::1]:PORT" for IPv6) -> (host, port). Raises ValueError."""
+def parse_addr(addr: str) -> tuple[str, int]:
+    """ "HOST:PORT" ("[::1]:PORT" for IPv6) -> (host, port). Raises ValueError."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"address '{addr[:100]}', expected HOST:PORT with PORT in 0..65535")
@@ -38,10 +38,14 @@ def parse_addr(addr: str) -> Tuple[str, int]:
     return host, int(port)
 
 
-def render(values: Dict[str, float], rejects: Dict[str, int]) -> str:
+def render(values: dict[str, float], rejects: dict[str, int]) -> str:
     out = []
     for name, help_text in COUNTERS:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {values[name]:.17g}"]
+        out += [
+            f"# HELP {name} {help_text}",
+            f"# TYPE {name} counter",
+            f"{name} {values[name]:.17g}",
+        ]
     name, help_text = REJECTS
     out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
     out += [f'{name}{{reason="{r}"}} {rejects.get(r, 0)}' for r in REASONS]
@@ -56,7 +60,7 @@ class MetricsServer:
         self,
         addr: str,
         stale_s: float,
-        snapshot: Callable[[], Tuple[Dict[str, float], Dict[str, int]]],
+        snapshot: Callable[[], tuple[dict[str, float], dict[str, int]]],
     ) -> None:
         host, port = parse_addr(addr)
         self.stale_s = stale_s
@@ -65,7 +69,9 @@ class MetricsServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
+            def _reply(
+                self, code: int, body: str, ctype: str = "text/plain; charset=utf-8"
+            ) -> None:
                 data = body.encode()
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
@@ -74,10 +80,12 @@ class MetricsServer:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     values, rejects = outer._snapshot()
-                    self._reply(200, render(values, rejects), "text/plain; version=0.0.4; charset=utf-8")
+                    self._reply(
+                        200, render(values, rejects), "text/plain; version=0.0.4; charset=utf-8"
+                    )
                 elif self.path == "/healthz":
                     silent = time.monotonic() - outer._tick
                     if silent <= outer.stale_s:
@@ -97,7 +105,7 @@ class MetricsServer:
 
             do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # one line per scrape would drown the log
 
         server_class = http.server.ThreadingHTTPServer
@@ -114,7 +122,7 @@ class MetricsServer:
             raise OSError(f"metrics: cannot serve HTTP on '{addr}': {e.strerror}") from None
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
-        self._thread: Optional[threading.Thread] = threading.Thread(
+        self._thread: threading.Thread | None = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
         )
         self._thread.start()

@@ -34,13 +34,14 @@ import numbers
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Union
 
 import zmq
 from google.protobuf.message import DecodeError
 
-from . import rlhf_pb2
+from . import rlhf_pb2  # type: ignore[attr-defined]  # generated at build time
 from .bpe import BpeTokenizer
 from .keys import CertError, Zap, is_loopback, load_cert
 from .log import log
@@ -58,9 +59,9 @@ from .wire import (
     check_sampled_group,
 )
 
-ScoreValue = Union[float, Tuple[float, Mapping[str, float]]]
+ScoreValue = Union[float, tuple[float, Mapping[str, float]]]
 # score(prompt, completion, answer, meta) -> reward, or (reward, {component: value}).
-ScoreFn = Callable[[str, str, str, Dict[str, Any]], ScoreValue]
+ScoreFn = Callable[[str, str, str, dict[str, Any]], ScoreValue]
 
 ENDPOINT_SAMPLES = "tcp://127.0.0.1:5557"
 ENDPOINT_RESULTS = "tcp://127.0.0.1:5558"
@@ -117,7 +118,9 @@ class Config:
         if not 0.1 <= self.metrics_stale_s <= 86400:
             raise ConfigError(f"metrics stale time {self.metrics_stale_s:g} s, expected 0.1..86400")
         if self.model_path and self.charset != CHARSET_DEFAULT:
-            raise ConfigError("a model and a charset: give one (the model's tokenizer or the char one)")
+            raise ConfigError(
+                "a model and a charset: give one (the model's tokenizer or the char one)"
+            )
         if not self.keys_dir and not self.insecure and not is_loopback(self.samples):
             raise ConfigError(
                 f"bind '{self.samples}' is not loopback and there are no keys: give --keys DIR "
@@ -132,7 +135,7 @@ class Stats:
     completions_scored: int = 0  # completions in those groups
     groups_unsent: int = 0  # scored but dropped at shutdown (no learner)
     score_seconds: float = 0.0  # time spent scoring (decoding and the score function)
-    rejects: Dict[str, int] = field(default_factory=dict)  # refused frames and groups, by reason
+    rejects: dict[str, int] = field(default_factory=dict)  # refused frames and groups, by reason
     refused_auth: int = 0  # connections refused by CURVE/ZAP (also rejects "unauthorized")
 
 
@@ -142,7 +145,7 @@ def _default_scorer_id(score: ScoreFn) -> str:
     return f"python:{module}.{name}"[:MAX_NAME]
 
 
-def _sock_opts(s: zmq.Socket, send_timeout_ms: int) -> None:
+def _sock_opts(s: zmq.Socket[Any], send_timeout_ms: int) -> None:
     """rlhf.c's socket defaults (common/net/zsock.h WIRE_SOCK_DEFAULTS)."""
     s.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_RECV)
     s.setsockopt(zmq.LINGER, 200)
@@ -160,7 +163,7 @@ def _sock_opts(s: zmq.Socket, send_timeout_ms: int) -> None:
 class Server:
     """One reward server: Server(score, cfg), start(), run(), close()."""
 
-    def __init__(self, score: ScoreFn, cfg: Optional[Config] = None) -> None:
+    def __init__(self, score: ScoreFn, cfg: Config | None = None) -> None:
         if not callable(score):
             raise ConfigError(f"score function {score!r} is not callable")
         self.cfg = cfg or Config()
@@ -168,17 +171,17 @@ class Server:
         self.score = score
         self.scorer_id = self.cfg.scorer_id or _default_scorer_id(score)
         # The BPE of cfg.model_path replaces it in start().
-        self.tok: Union[CharTokenizer, BpeTokenizer] = CharTokenizer(self.cfg.charset)
+        self.tok: CharTokenizer | BpeTokenizer = CharTokenizer(self.cfg.charset)
         self.samples_endpoint = ""  # as bound, port filled in
         self._rejects = Rejects()
         self._stats = Stats()
         self._stop = threading.Event()
-        self._ctx: Optional[zmq.Context] = None
-        self._samples: Optional[zmq.Socket] = None
-        self._results: Optional[zmq.Socket] = None
-        self._zap: Optional[Zap] = None
+        self._ctx: zmq.Context[Any] | None = None
+        self._samples: zmq.Socket[Any] | None = None
+        self._results: zmq.Socket[Any] | None = None
+        self._zap: Zap | None = None
         self._refused_auth = 0
-        self._metrics: Optional[MetricsServer] = None
+        self._metrics: MetricsServer | None = None
         self._t_status = time.monotonic()
         self._scored_at_status = 0
 
@@ -236,7 +239,9 @@ class Server:
             raise zmq.ZMQError(e.errno, f"connect results '{cfg.results}': {e.strerror}") from None
 
         if cfg.metrics_addr:
-            self._metrics = MetricsServer(cfg.metrics_addr, cfg.metrics_stale_s, self._metrics_snapshot)
+            self._metrics = MetricsServer(
+                cfg.metrics_addr, cfg.metrics_stale_s, self._metrics_snapshot
+            )
         self._t_status = time.monotonic()
         log.info(
             "%s: samples bound at %s, results to %s, scorer %s (%s, %d ids), rewards in [%g, %g]%s",
@@ -277,7 +282,7 @@ class Server:
             self._ctx.term()
             self._ctx = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:  # noqa: PYI034 (no typing_extensions dependency)
         self.start()
         return self
 
@@ -286,7 +291,7 @@ class Server:
 
     # ---- the loop ---------------------------------------------------------
 
-    def run(self, stop: Optional[threading.Event] = None) -> None:
+    def run(self, stop: threading.Event | None = None) -> None:
         """Serves until stop() (or the given event) is set, logging a status
         line every status_every_s and a final one. Wakes at least every 100 ms."""
         assert self._samples is not None, "start() first"
@@ -319,12 +324,16 @@ class Server:
         if self._samples.getsockopt(zmq.RCVMORE):
             while self._samples.getsockopt(zmq.RCVMORE):
                 self._samples.recv(copy=False)
-            self._rejects.note(where, "frame", Reject("unknown", "multipart message, expected one frame"))
+            self._rejects.note(
+                where, "frame", Reject("unknown", "multipart message, expected one frame")
+            )
             return True
         data = frame.bytes
         if len(data) > MAX_FRAME:
             self._rejects.note(
-                where, "frame", Reject("oversized", f"frame of {len(data)} bytes, expected <= {MAX_FRAME}")
+                where,
+                "frame",
+                Reject("oversized", f"frame of {len(data)} bytes, expected <= {MAX_FRAME}"),
             )
             return True
         g = rlhf_pb2.SampledGroup()
@@ -337,7 +346,9 @@ class Server:
             finally:
                 self._stats.score_seconds += time.monotonic() - t0
         except DecodeError as e:
-            self._rejects.note(where, "SampledGroup", Reject("garbage", f"not a SampledGroup ({e})"))
+            self._rejects.note(
+                where, "SampledGroup", Reject("garbage", f"not a SampledGroup ({e})")
+            )
             return True
         except Reject as rej:
             self._rejects.note(where, "SampledGroup", rej)
@@ -372,20 +383,26 @@ class Server:
             except ValueError as e:
                 raise Reject("bad_value", f"{head}: meta_json is not JSON ({e})") from None
             if not isinstance(meta_obj, dict):
-                raise Reject("bad_value", f"{head}: meta_json is a {type(meta_obj).__name__}, expected an object")
+                raise Reject(
+                    "bad_value",
+                    f"{head}: meta_json is a {type(meta_obj).__name__}, expected an object",
+                )
         prompt = self.tok.decode(g.prompt.tokens)
         answer = g.prompt.answer
-        out = rlhf_pb2.ScoredGroup(version=PROTOCOL_VERSION, run_id=g.run_id, scorer_id=self.scorer_id)
+        out = rlhf_pb2.ScoredGroup(
+            version=PROTOCOL_VERSION, run_id=g.run_id, scorer_id=self.scorer_id
+        )
         for i, c in enumerate(g.completions):
             text = self.tok.completion_text(c.tokens)
             # A fresh dict per call: a score function may change what it is given.
-            meta: Dict[str, Any] = json.loads(meta_json) if meta_json else {}
+            meta: dict[str, Any] = json.loads(meta_json) if meta_json else {}
             try:
                 value = self.score(prompt, text, answer, meta)
-            except Exception as e:  # the user's code: any failure is this completion's error
+            except Exception as e:  # noqa: BLE001 (the user's code: any failure is this completion's)
                 log.debug("%s: %s completion %d: score raised", self.cfg.id, head, i, exc_info=True)
                 raise Reject(
-                    "bad_value", f"{head} completion {i}: score raised {type(e).__name__}: {e}"[:300]
+                    "bad_value",
+                    f"{head} completion {i}: score raised {type(e).__name__}: {e}"[:300],
                 ) from None
             reward, comps = self._check_value(value, f"{head} completion {i}")
             s = out.scores.add(reward=reward)
@@ -394,20 +411,31 @@ class Server:
         out.group.CopyFrom(g)
         return out
 
-    def _check_value(self, value: Any, where: str) -> Tuple[float, List[Tuple[str, float]]]:
-        comps: List[Tuple[str, float]] = []
+    def _check_value(self, value: Any, where: str) -> tuple[float, list[tuple[str, float]]]:
+        comps: list[tuple[str, float]] = []
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
             value, named = value
             if len(named) > MAX_COMPONENTS:
-                raise Reject("bad_value", f"{where}: {len(named)} components, expected <= {MAX_COMPONENTS}")
+                raise Reject(
+                    "bad_value", f"{where}: {len(named)} components, expected <= {MAX_COMPONENTS}"
+                )
             for name, v in named.items():
                 if not isinstance(name, str) or not 1 <= len(name.encode()) <= MAX_NAME:
-                    raise Reject("bad_value", f"{where}: component name {name!r}, expected 1..{MAX_NAME} bytes")
+                    raise Reject(
+                        "bad_value",
+                        f"{where}: component name {name!r}, expected 1..{MAX_NAME} bytes",
+                    )
                 if not isinstance(v, numbers.Real):
-                    raise Reject("bad_value", f"{where}: component '{name}' is {type(v).__name__}, expected a number")
+                    raise Reject(
+                        "bad_value",
+                        f"{where}: component '{name}' is {type(v).__name__}, expected a number",
+                    )
                 v = float(v)
                 if not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
-                    raise Reject("nonfinite", f"{where}: component '{name}' = {v:g}, expected a finite float32")
+                    raise Reject(
+                        "nonfinite",
+                        f"{where}: component '{name}' = {v:g}, expected a finite float32",
+                    )
                 comps.append((name, v))
         if not isinstance(value, numbers.Real):
             raise Reject(
@@ -435,7 +463,7 @@ class Server:
         return st
 
     def status_line(self) -> str:
-        """"scored 12 groups (48 completions), 3.1 groups/s, received 14,
+        """ "scored 12 groups (48 completions), 3.1 groups/s, received 14,
         rejects: bad_value=1", with the rate since the previous call, in
         rlhf-reward's words (tests and people read both alike)."""
         st = self._stats
@@ -449,7 +477,7 @@ class Server:
             + (", unsent at shutdown" if st.groups_unsent else "")
         )
 
-    def _metrics_snapshot(self) -> Tuple[Dict[str, float], Dict[str, int]]:
+    def _metrics_snapshot(self) -> tuple[dict[str, float], dict[str, int]]:
         st = self._stats
         values = {
             "rlhf_reward_groups_received_total": float(st.groups_received),
@@ -476,7 +504,7 @@ def install_signal_handlers(server: Server) -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def serve(score: ScoreFn, cfg: Optional[Config] = None, **settings: Any) -> Stats:
+def serve(score: ScoreFn, cfg: Config | None = None, **settings: Any) -> Stats:
     """Runs a reward server with score until SIGINT or SIGTERM (in the main
     thread) and returns its counters. Settings are Config fields, e.g.
     serve(score, results="tcp://learner:5558", samples="tcp://0.0.0.0:5557",
@@ -502,4 +530,13 @@ def serve(score: ScoreFn, cfg: Optional[Config] = None, **settings: Any) -> Stat
     return server.stats()
 
 
-__all__ = ["Config", "ConfigError", "CertError", "ScoreFn", "ScoreValue", "Server", "Stats", "serve"]
+__all__ = [
+    "CertError",
+    "Config",
+    "ConfigError",
+    "ScoreFn",
+    "ScoreValue",
+    "Server",
+    "Stats",
+    "serve",
+]

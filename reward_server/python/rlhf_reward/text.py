@@ -7,7 +7,7 @@ token is not part of the text), special ids skipped."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 TOK_PAD, TOK_BOS, TOK_EOS = 0, 1, 2
 N_SPECIAL = 3

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from .log import log
 
@@ -77,9 +78,9 @@ class Rejects:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._n: Dict[str, int] = {r: 0 for r in REASONS}
-        self._last_log: Dict[str, float] = {r: 0.0 for r in REASONS}
-        self._suppressed: Dict[str, int] = {r: 0 for r in REASONS}
+        self._n: dict[str, int] = {r: 0 for r in REASONS}
+        self._last_log: dict[str, float] = {r: 0.0 for r in REASONS}
+        self._suppressed: dict[str, int] = {r: 0 for r in REASONS}
 
     def count(self, reason: str) -> int:
         with self._lock:
@@ -106,7 +107,7 @@ class Rejects:
         with self._lock:
             return self._n[reason]
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._n)
 
@@ -115,7 +116,7 @@ class Rejects:
             return sum(self._n.values())
 
     def format(self) -> str:
-        """"garbage=1 bad_value=3" (non-zero reasons only), or "none"."""
+        """ "garbage=1 bad_value=3" (non-zero reasons only), or "none"."""
         n = self.snapshot()
         parts = [f"{r}={n[r]}" for r in REASONS if n[r]]
         return " ".join(parts) if parts else "none"
@@ -144,7 +145,7 @@ def _check_tokens(msg: str, ids: Iterable[int], vocab: int) -> None:
             raise Reject("bad_tokens", f"{msg}.tokens[{i}] = {t}, expected [0, {vocab})")
 
 
-def check_sampling(s) -> None:  # s: rlhf_pb2.SamplingParams
+def check_sampling(s: Any) -> None:  # s: rlhf_pb2.SamplingParams
     if not math.isfinite(s.temperature) or not math.isfinite(s.top_p):
         raise Reject(
             "nonfinite",
@@ -166,7 +167,7 @@ def check_sampling(s) -> None:  # s: rlhf_pb2.SamplingParams
         )
 
 
-def check_prompt(p, vocab: int) -> None:  # p: rlhf_pb2.Prompt
+def check_prompt(p: Any, vocab: int) -> None:  # p: rlhf_pb2.Prompt
     _check_count("Prompt", "tokens", len(p.tokens), 1, MAX_PROMPT_TOKENS)
     _check_tokens("Prompt", p.tokens, vocab)
     _check_str("Prompt", "answer", p.answer, MAX_TEXT, False)
@@ -175,7 +176,7 @@ def check_prompt(p, vocab: int) -> None:  # p: rlhf_pb2.Prompt
     _check_str("Prompt", "meta_json", p.meta_json, MAX_META, False)
 
 
-def check_completion(c, vocab: int) -> None:  # c: rlhf_pb2.Completion
+def check_completion(c: Any, vocab: int) -> None:  # c: rlhf_pb2.Completion
     n = len(c.tokens)
     _check_count("Completion", "tokens", n, 1, MAX_TOKENS)
     # The learner indexes the three per-token arrays with one index.
@@ -201,11 +202,13 @@ def check_completion(c, vocab: int) -> None:  # c: rlhf_pb2.Completion
         raise Reject("bad_value", f"Completion.finish {c.finish}, expected STOP (1) or LENGTH (2)")
 
 
-def check_sampled_group(g, vocab: int, run_id: Optional[str] = None) -> None:
+def check_sampled_group(g: Any, vocab: int, run_id: str | None = None) -> None:
     """Raises Reject unless g (rlhf_pb2.SampledGroup) passes everything
     rlhf.c's wire_check_sampled_group checks, token ids against vocab."""
     if g.version != PROTOCOL_VERSION:
-        raise Reject("bad_version", f"SampledGroup version {g.version}, expected {PROTOCOL_VERSION}")
+        raise Reject(
+            "bad_version", f"SampledGroup version {g.version}, expected {PROTOCOL_VERSION}"
+        )
     _check_str("SampledGroup", "run_id", g.run_id, MAX_NAME, False)
     if run_id and g.run_id != run_id:
         raise Reject("bad_run", f"SampledGroup.run_id '{g.run_id}', expected '{run_id}'")
