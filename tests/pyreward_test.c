@@ -14,7 +14,8 @@
  *           group under rlhf-reward's reason, logged; good groups come back
  *           as ScoredGroups that pass the learner's wire checks, with the
  *           rewards in completion order and the prompt, completion, answer
- *           and metadata the function saw; SIGTERM ends it with exit 0.
+ *           and metadata the function saw; /metrics counts what the status
+ *           line does and /healthz answers; SIGTERM ends it with exit 0.
  *   bpe     with --model, a GGUF's byte-level BPE (ChatML, a user-defined
  *           token, a token outside the byte alphabet, multi-byte UTF-8):
  *           the prompt and completion texts the function gets are the ones
@@ -56,6 +57,7 @@
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/support/frames.h"
+#include "tests/support/http.h"
 #include "tests/support/proc.h"
 #include "tests/support/testcl.h"
 #include "tests/support/testfs.h"
@@ -223,6 +225,48 @@ static void probe_check(Pyr *t, const Rlhf__ScoredGroup *sg, uint64_t lease, dou
     }
 }
 
+/* The probe server's /healthz and /metrics (port 0: the one it logged)
+ * against what the test sent. */
+static void probe_metrics(Pyr *t, const Proc *py, const long long n_want[WIRE_REJ_COUNT],
+                          int n_sent)
+{
+    char       *log = proc_read_out(py);
+    const char *at = log ? strstr(log, "metrics: serving http://127.0.0.1:") : NULL;
+    int         port = 0;
+    if (!EXPECT(at && sscanf(at, "metrics: serving http://127.0.0.1:%d", &port) == 1 && port > 0,
+                "the probe server did not log its metrics port")) {
+        free(log);
+        return;
+    }
+    free(log);
+    HttpReply r;
+    int       rc = http_request(port, "GET", "/healthz", NULL, 10.0, false, &r);
+    EXPECT(rc == 0 && r.status == 200 && !strcmp(r.body, "ok\n"), "/healthz: %d '%s'",
+           rc ? rc : r.status, rc ? "" : r.body);
+    if (rc == 0) http_reply_free(&r);
+    rc = http_request(port, "GET", "/nope", NULL, 10.0, false, &r);
+    EXPECT(rc == 0 && r.status == 404, "/nope: %d, expected 404", rc ? rc : r.status);
+    if (rc == 0) http_reply_free(&r);
+    rc = http_request(port, "GET", "/metrics", NULL, 10.0, false, &r);
+    if (!EXPECT(rc == 0 && r.status == 200, "/metrics: %d", rc ? rc : r.status)) return;
+    double v;
+    EXPECT(http_prom_value(r.body, "rlhf_reward_groups_received_total", &v) && v == n_sent,
+           "/metrics groups received %g, expected %d", v, n_sent);
+    EXPECT(http_prom_value(r.body, "rlhf_reward_groups_scored_total", &v) && v == 2,
+           "/metrics groups scored %g, expected 2", v);
+    EXPECT(http_prom_value(r.body, "rlhf_reward_completions_scored_total", &v) &&
+               v == 2 * TESTCL_GROUP,
+           "/metrics completions scored %g, expected %d", v, 2 * TESTCL_GROUP);
+    for (int k = 0; k < WIRE_REJ_COUNT; k++) {
+        char series[96];
+        snprintf(series, sizeof series, "rlhf_reward_rejects_total{reason=\"%s\"}",
+                 wire_reason_name((WireReason)k));
+        EXPECT(http_prom_value(r.body, series, &v) && v == (double)n_want[k],
+               "/metrics %s = %g, expected %lld", series, v, n_want[k]);
+    }
+    http_reply_free(&r);
+}
+
 /* Every way a score can go wrong, hostile frames, and two good groups. */
 static void test_probe(Pyr *t)
 {
@@ -241,6 +285,7 @@ static void test_probe(Pyr *t)
     WireSock *push = wire_sock_new(zctx, ZMQ_PUSH, "test-samples", &so);
     Proc     *py = py_reward(t, "probe", "score_probe", ep_samples, ep_results);
     proc_arg(py, "--reward-max=10");
+    proc_arg(py, "--metrics-addr=127.0.0.1:0");
     FrameSet f = {0};
     if (!EXPECT(pull && push && !wire_bind(pull, ep_results), "the test's sockets") ||
         !py_start(t, py) || !EXPECT(!wire_connect(push, ep_samples), "connect to the server"))
@@ -307,6 +352,7 @@ static void test_probe(Pyr *t)
            "probe server: scored %lld received %lld rejects '%s', expected 2, %d, '%s'", scored,
            received, got, n_sent, want);
     testcl_note(c, "probe: %d frames, 2 scored, rejects %s", n_sent, got);
+    probe_metrics(t, py, n_want, n_sent);
     static const char *const logged[] = {
         "lease 2 group 0 completion 0: score raised RuntimeError: probe asked to raise",
         "lease 3 group 0 completion 2: score raised KeyError",

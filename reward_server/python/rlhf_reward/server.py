@@ -175,7 +175,9 @@ class Server:
         self.samples_endpoint = ""  # as bound, port filled in
         self._rejects = Rejects()
         self._stats = Stats()
-        self._stop = threading.Event()
+        # A plain flag: set from signal handlers and other threads, read by the loop
+        # (one store of a bool under the GIL; an Event's lock would not be signal-safe).
+        self._stopping = False
         self._ctx: zmq.Context[Any] | None = None
         self._samples: zmq.Socket[Any] | None = None
         self._results: zmq.Socket[Any] | None = None
@@ -258,11 +260,11 @@ class Server:
 
     def stop(self) -> None:
         """Makes run() return soon. Thread-safe; safe in a signal handler."""
-        self._stop.set()
+        self._stopping = True
 
     @property
     def is_stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
 
     def close(self) -> None:
         """Stops the ZAP and HTTP threads, closes the sockets with their
@@ -299,12 +301,12 @@ class Server:
         poller.register(self._samples, zmq.POLLIN)
         every = self.cfg.status_every_s
         next_status = time.monotonic() + every
-        while not self._stop.is_set() and not (stop is not None and stop.is_set()):
+        while not self._stopping and not (stop is not None and stop.is_set()):
             if self._metrics:
                 self._metrics.tick()
             if poller.poll(POLL_MS):
                 for _ in range(BURST):
-                    if self._stop.is_set() or not self._take_one():
+                    if self._stopping or not self._take_one():
                         break
             if every > 0 and time.monotonic() >= next_status:
                 log.info("%s: %s", self.cfg.id, self.status_line())
@@ -363,7 +365,7 @@ class Server:
             try:
                 self._results.send(data)
             except zmq.Again:
-                if self._stop.is_set():
+                if self._stopping:
                     self._stats.groups_unsent += 1
                     return
                 continue
