@@ -99,7 +99,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # The test plumbing the benchmarks use (bench_cluster starts the programs).
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
-.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model humaneval \
+.PHONY: all deps pydeps run run-smollm2 test bench format format-check clean sanitize model humaneval \
         bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
         chaos fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
@@ -156,7 +156,11 @@ run: deps $(PROGS)
 run-smollm2: deps model $(PROGS)
 	./deploy/run-smollm2.sh $(BUILD)
 
-test: deps $(PROGS) $(BUILD)/rlhf-test
+# The Python reward server's venv (tests/pyreward_test.c runs it): build/pyenv.
+pydeps: deps
+	@./deploy/install-pydeps.sh $(BUILD) >/dev/null
+
+test: deps pydeps $(PROGS) $(BUILD)/rlhf-test
 	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)
 
 # bench_cluster runs the programs (a warm start and a local cluster), so they are built first.

@@ -160,6 +160,12 @@ int resume_selftest(bool verbose);
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
 int prefgen_selftest(bool verbose);
+/* tests/pyreward_test.c: the Python reward server (reward_server/python):
+ * usage; every way a score goes wrong refused under rlhf-reward's reasons,
+ * hostile frames, good groups that pass the learner's checks; the only
+ * reward server of a real cluster, which learns, with a score function that
+ * raises at times (counted, re-issued, the run goes on); CURVE keys. */
+int pyreward_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
  * counted; with a client key over several connections, the key's credit
@@ -263,6 +269,7 @@ int code_hostile_selftest(bool verbose);
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
     X(prefgen, prefgen_selftest)                                                                   \
+    X(pyreward, pyreward_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \
