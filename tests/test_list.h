@@ -41,6 +41,7 @@ int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
 int task_selftest(bool verbose);
 int gold_selftest(bool verbose);
+int passk_selftest(bool verbose);
 int chat_task_selftest(bool verbose);
 /* The answer checkers (a table of edge cases each), the scorers and scorer
  * specs built on them, and JSONL prompt datasets (a hostile file table). */
@@ -227,6 +228,7 @@ int code_hostile_selftest(bool verbose);
     X(gen, gen_selftest)                                                                           \
     X(task, task_selftest)                                                                         \
     X(gold, gold_selftest)                                                                         \
+    X(passk, passk_selftest)                                                                       \
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
