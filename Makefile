@@ -74,6 +74,7 @@ LIB        := $(BUILD)/librlhf.a
 $(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
 $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
 $(BUILD)/rlhf-prefgen: $(BUILD)/actor/prefgen_main.o
+$(BUILD)/rlhf-eval: $(BUILD)/deploy/eval_main.o
 $(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
 $(BUILD)/rlhf-reward: $(BUILD)/reward_server/reward_main.o
 $(BUILD)/rlhf-actor: $(BUILD)/actor/actor_main.o
@@ -84,7 +85,7 @@ $(BUILD)/rlhf-keygen: $(BUILD)/deploy/keygen_main.o
 $(BUILD)/rlhf-sandbox-exec: $(BUILD)/reward_server/sandbox/sandbox_exec_main.o
 PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
               $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen \
-              $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen
+              $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen $(BUILD)/rlhf-eval
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
