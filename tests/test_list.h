@@ -162,6 +162,7 @@ int resume_selftest(bool verbose);
 int data_char_selftest(bool verbose);
 int prefgen_selftest(bool verbose);
 int eval_cmd_selftest(bool verbose);
+int critic_init_selftest(bool verbose);
 /* tests/pyreward_test.c: the Python reward server (reward_server/python):
  * usage; every way a score goes wrong refused under rlhf-reward's reasons,
  * hostile frames, good groups that pass the learner's checks; the only
@@ -273,6 +274,7 @@ int code_hostile_selftest(bool verbose);
     X(data_char, data_char_selftest)                                                               \
     X(prefgen, prefgen_selftest)                                                                   \
     X(eval_cmd, eval_cmd_selftest)                                                                 \
+    X(critic_init, critic_init_selftest)                                                           \
     X(pyreward, pyreward_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
