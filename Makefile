@@ -73,6 +73,8 @@ LIB        := $(BUILD)/librlhf.a
 # Program name <- entry source. Add new programs here.
 $(BUILD)/rlhf-sft: $(BUILD)/learner/sft_main.o
 $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
+$(BUILD)/rlhf-prefgen: $(BUILD)/actor/prefgen_main.o
+$(BUILD)/rlhf-eval: $(BUILD)/deploy/eval_main.o
 $(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
 $(BUILD)/rlhf-reward: $(BUILD)/reward_server/reward_main.o
 $(BUILD)/rlhf-actor: $(BUILD)/actor/actor_main.o
@@ -83,7 +85,7 @@ $(BUILD)/rlhf-keygen: $(BUILD)/deploy/keygen_main.o
 $(BUILD)/rlhf-sandbox-exec: $(BUILD)/reward_server/sandbox/sandbox_exec_main.o
 PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
               $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen \
-              $(BUILD)/rlhf-sandbox-exec
+              $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen $(BUILD)/rlhf-eval
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the
@@ -98,7 +100,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # The test plumbing the benchmarks use (bench_cluster starts the programs).
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
-.PHONY: all deps run run-smollm2 test bench format format-check clean sanitize model humaneval \
+.PHONY: all deps pydeps run run-smollm2 test bench format format-check clean sanitize model humaneval \
         bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
         chaos fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
@@ -155,7 +157,11 @@ run: deps $(PROGS)
 run-smollm2: deps model $(PROGS)
 	./deploy/run-smollm2.sh $(BUILD)
 
-test: deps $(PROGS) $(BUILD)/rlhf-test
+# The Python reward server's venv (tests/pyreward_test.c runs it): build/pyenv.
+pydeps: deps
+	@./deploy/install-pydeps.sh $(BUILD) >/dev/null
+
+test: deps pydeps $(PROGS) $(BUILD)/rlhf-test
 	RLHF_BUILD_DIR=$(BUILD) ./$(BUILD)/rlhf-test $(T)
 
 # bench_cluster runs the programs (a warm start and a local cluster), so they are built first.

@@ -155,9 +155,4 @@ void actor_copy_str(char *dst, size_t cap, const char *src);
 /* FNV-1a of a string: seeds derived from names. */
 uint64_t actor_fnv1a(const char *s);
 
-/* ---- actor_weights.c -------------------------------------------------- */
-
-/* Whether two configs describe the same model shape. */
-bool actor_config_equal(const ModelConfig *x, const ModelConfig *y);
-
 #endif

@@ -39,7 +39,7 @@ static void st_config(bool verbose)
         int         eos = -1;
         int         rc = ckpt_config_from_json("test config", js, &got, &eos);
         tok_free(&tok);
-        EXPECT(rc == 0 && actor_config_equal(&got, &c) && eos == TOK_EOS,
+        EXPECT(rc == 0 && model_config_equal(&got, &c) && eos == TOK_EOS,
                "config round trip (tie %d, value head %d): rc %d, eos %d, expected 0 and %d",
                c.tie_embeddings, c.has_value_head, rc, eos, TOK_EOS);
         Model *m = model_new(&c);

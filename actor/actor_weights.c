@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "common/base/err.h"
+#include "common/nn/half.h"
 #include "common/base/log.h"
 #include "common/base/progress.h"
 #include "common/formats/ckpt.h"
@@ -17,15 +18,6 @@
 #define ACTOR_BACKOFF_MAX_MS 2000
 /* Seconds between log lines while snapshot fetches keep failing. */
 #define ACTOR_FETCH_LOG_S 10.0
-
-bool actor_config_equal(const ModelConfig *x, const ModelConfig *y)
-{
-    return x->dim == y->dim && x->n_layers == y->n_layers && x->n_heads == y->n_heads &&
-           x->n_kv_heads == y->n_kv_heads && x->hidden_dim == y->hidden_dim &&
-           x->vocab_size == y->vocab_size && x->max_seq_len == y->max_seq_len &&
-           x->rope_theta == y->rope_theta && x->norm_eps == y->norm_eps &&
-           x->tie_embeddings == y->tie_embeddings && x->has_value_head == y->has_value_head;
-}
 
 void actor_weights_format(const WeightsId *w, char *buf, size_t cap)
 {
@@ -63,21 +55,25 @@ static int install_snapshot(Actor *a)
     /* Weighed before any model is built from it: a peer cannot make the
      * actor allocate for a config it did not send the weights of. */
     uint64_t n = model_config_num_params(&mc);
-    if (n * 4 != bytes) {
+    int      dtype = wire_snap_rx_dtype(a->rx);
+    size_t   elem = wire_dtype_size(dtype);
+    if (n * elem != bytes) {
         actor_refuse(a, "snapshot", WIRE_REJ_BAD_SHAPE,
-                     "%s: %zu bytes, but its config implies %llu parameters (%llu bytes)", name,
-                     bytes, (unsigned long long)n, (unsigned long long)n * 4);
+                     "%s: %zu bytes of %s, but its config implies %llu parameters (%llu bytes)",
+                     name, bytes, elem == 2 ? "bf16" : "f32", (unsigned long long)n,
+                     (unsigned long long)(n * elem));
         return ERR_FORMAT;
     }
-    const float *w = data;
-    for (size_t i = 0; i < bytes / 4; i++) {
-        if (!isfinite(w[i])) {
+    /* Every value finite, checked in the wire's own type before any is used. */
+    for (size_t i = 0; i < n; i++) {
+        float v = elem == 2 ? half_bf16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
+        if (!isfinite(v)) {
             actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE, "%s: parameter %zu is %g", name, i,
-                         (double)w[i]);
+                         (double)v);
             return ERR_FORMAT;
         }
     }
-    if (!a->model || !actor_config_equal(model_config(a->model), &mc)) {
+    if (!a->model || !model_config_equal(model_config(a->model), &mc)) {
         Model *m = model_new(&mc);
         if (model_num_params(m) != n) {
             /* config_num_params disagrees with model.h's layout: a bug here. */
@@ -97,7 +93,15 @@ static int install_snapshot(Actor *a)
                  mc.vocab_size, mc.max_seq_len, model_num_params(m));
     }
     /* The swap: whole, between batches (this runs only outside gen_run). */
-    memcpy(model_params(a->model), data, bytes);
+    if (elem == 2) {
+        /* bf16 widens to f32 exactly: the actor then holds the learner's
+         * weights rounded once, and a bf16 decode copy of them is lossless. */
+        float          *w = model_params(a->model);
+        const uint16_t *h = data;
+        for (size_t i = 0; i < n; i++) w[i] = half_bf16_to_f32(h[i]);
+    } else {
+        memcpy(model_params(a->model), data, bytes);
+    }
     /* Decoding reads its own copy in the configured precision (fp32 if the
      * weights do not fit it, logged there). */
     model_set_decode_type(a->model, (KernType)a->cfg.decode_weights);

@@ -13,7 +13,8 @@
 # commit of the 1.0.3 release era (untested here: the build machines reach
 # PyPI only; the checksum below refuses anything else).
 #
-# Idempotent: files already in place with the right checksums are kept.
+# Then writes DIR/humaneval-chat.jsonl, the problems as records of ours
+# (deploy/humaneval-tasks.py). Idempotent: files already in place with the right checksums are kept.
 # Exits 0 when DIR holds both verified files, 1 otherwise.
 set -eu
 
@@ -28,6 +29,9 @@ GITHUB_URL=https://github.com/openai/human-eval/raw/master/data/$GZ
 
 say() { echo "get-humaneval: $*" >&2; }
 
+# The problems as a dataset of ours (rlhf-eval, the code scorer).
+tasks() { python3 "$(dirname "$0")/humaneval-tasks.py" "$DIR/$JSONL" "$DIR/humaneval-chat.jsonl"; }
+
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then
         sha256sum "$1" | cut -d' ' -f1
@@ -40,6 +44,7 @@ if [ -f "$DIR/$GZ" ] && [ -f "$DIR/$JSONL" ] &&
     [ "$(sha256_of "$DIR/$GZ")" = "$SHA256_GZ" ] &&
     [ "$(sha256_of "$DIR/$JSONL")" = "$SHA256_JSONL" ]; then
     say "$DIR/$JSONL is present and verified"
+    tasks
     exit 0
 fi
 
@@ -106,3 +111,4 @@ fi
 mv "$TMP/$GZ" "$DIR/$GZ"
 mv "$TMP/$JSONL" "$DIR/$JSONL"
 say "$DIR/$JSONL fetched from $got and verified ($(wc -l <"$DIR/$JSONL") problems)"
+tasks

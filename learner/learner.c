@@ -62,6 +62,8 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "grad_clip must be >= 0";
     else if (c->model_path && c->init_dir)
         bad = "model_path and init_dir exclude each other";
+    else if (c->critic_init && c->algo.kind != ALGO_PPO)
+        bad = "critic_init (--critic-init) applies to --algo ppo only (the others have no critic)";
     else if (c->max_digits < 1 || c->max_digits > 6)
         bad = "max_digits must be in 1..6";
     else if (c->data_max_bad < 0 || c->data_max_bad > 100)
@@ -191,6 +193,7 @@ void learner_free(Learner **lp)
     if (l->metrics) fclose(l->metrics);
     if (l->trained_log) fclose(l->trained_log);
     free(l->config_json);
+    free(l->snap_half);
     free(l->traj);
     free(l->prompt_tok);
     free(l->tok_version);

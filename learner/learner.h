@@ -116,6 +116,8 @@ typedef struct {
     const char *init_dir;         /* warm-start checkpoint; NULL = random init of the shape below */
     const char *model_path;       /* pretrained GGUF model (policy, reference and BPE tokenizer;
                                      the chat task); NULL = the char task. Excludes init_dir */
+    const char *critic_init;      /* PPO: a reward model checkpoint (the policy's shape with the
+                                     scalar head) the critic starts from; NULL = the policy */
     const char *ckpt_dir;         /* resumed from if it holds a checkpoint, saved to; NULL = none */
     const char *metrics_path;     /* JSONL, one record per step; NULL = none */
     const char *summary_path;     /* JSON at the end; NULL = none */
@@ -154,6 +156,7 @@ typedef struct {
     int         poll_ms;          /* longest wait in the loop */
     double      status_every_s;   /* seconds between status lines, 0 = none */
     int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
+    int         snapshot_dtype;   /* Rlhf__WeightDtype snapshots go out in (bf16 default) */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
     /* Metrics: */
@@ -173,6 +176,7 @@ typedef struct {
                      .weights_ep = ENDPOINT_WEIGHTS,                                               \
                      .snapshot_ep = ENDPOINT_SNAPSHOT,                                             \
                      .init_dir = NULL,                                                             \
+                     .critic_init = NULL,                                                          \
                      .model_path = NULL,                                                           \
                      .ckpt_dir = "runs/latest/ckpt",                                               \
                      .metrics_path = "runs/latest/metrics.jsonl",                                  \
@@ -206,6 +210,7 @@ typedef struct {
                      .poll_ms = 50,                                                                \
                      .status_every_s = 5.0,                                                        \
                      .chunk_bytes = 0,                                                             \
+                     .snapshot_dtype = 1,                                                          \
                      .dim = 64,                                                                    \
                      .n_layers = 2,                                                                \
                      .n_heads = 4,                                                                 \

@@ -98,7 +98,8 @@ struct Learner {
     int64_t  last_ckpt_step;
     char     init_dir[PATH_MAX]; /* where the reference came from ("" = random init) */
     char    *config_json;        /* the policy's config, sent in snapshot chunk 0 */
-    uint64_t checksum;           /* of the parameter block at checksum_version */
+    uint16_t *snap_half;         /* the bf16 snapshot block at checksum_version, or NULL */
+    uint64_t checksum;           /* of the snapshot block at checksum_version */
     int64_t  checksum_version;
 
     LearnerPending *pend;

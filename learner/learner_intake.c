@@ -1,7 +1,9 @@
 #include "learner/learner_intake.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,20 +179,20 @@ void learner_intake_drop_stale(Learner *l)
     }
 }
 
-/* Adds a score's components to the batch's sums by name. */
 static void add_components(LearnerBatchInfo *bi, const Rlhf__Score *sc)
 {
-    for (size_t j = 0; j < sc->n_components; j++) {
-        const Rlhf__RewardComponent *c = sc->components[j];
-        int                          k = 0;
-        while (k < bi->n_comps && strncmp(bi->comp_name[k], c->name, LEARNER_COMPONENT_NAME - 1))
+    for (size_t i = 0; i < sc->n_components; i++) {
+        const Rlhf__RewardComponent *rc = sc->components[i];
+        if (!rc->name || !isfinite(rc->value)) continue;
+        int k = 0;
+        while (k < bi->n_comp && strncmp(bi->comp_name[k], rc->name, sizeof bi->comp_name[k] - 1))
             k++;
-        if (k == bi->n_comps) {
-            if (k == LEARNER_MAX_COMPONENTS) continue;
-            snprintf(bi->comp_name[k], LEARNER_COMPONENT_NAME, "%s", c->name);
-            bi->n_comps++;
+        if (k == bi->n_comp) {
+            if (k == LEARNER_COMPONENTS_MAX) continue;
+            snprintf(bi->comp_name[k], sizeof bi->comp_name[k], "%s", rc->name);
+            bi->n_comp++;
         }
-        bi->comp_sum[k] += c->value;
+        bi->comp_sum[k] += rc->value;
         bi->comp_n[k]++;
     }
 }

@@ -27,19 +27,18 @@
 #include "learner/learner_int.h"
 #include "learner/lease.h"
 
-/* Reward components a batch's metrics report, by name (the first seen). */
-#define LEARNER_MAX_COMPONENTS 8
-#define LEARNER_COMPONENT_NAME 32 /* bytes kept of a name, NUL included */
+/* The reward components a batch's scores named (the first
+ * LEARNER_COMPONENTS_MAX distinct names), with their sums: what the metrics
+ * report as each component's mean, e.g. a hidden gold reward monitored with
+ * weight 0 beside a learned one. */
+#define LEARNER_COMPONENTS_MAX 8
 
 /* What a batch held, for the metrics and the status line. */
 typedef struct {
-    /* The reward servers' components (Score.components), summed by name
-     * over the completions that carry them: names beyond
-     * LEARNER_MAX_COMPONENTS are not counted. */
-    char    comp_name[LEARNER_MAX_COMPONENTS][LEARNER_COMPONENT_NAME];
-    double  comp_sum[LEARNER_MAX_COMPONENTS];
-    int     comp_n[LEARNER_MAX_COMPONENTS];
-    int     n_comps;
+    int     n_comp;
+    char    comp_name[LEARNER_COMPONENTS_MAX][32];
+    double  comp_sum[LEARNER_COMPONENTS_MAX];
+    int     comp_n[LEARNER_COMPONENTS_MAX];
     double  reward_sum, reward_sq;
     int     n_correct, n_samples;
     int64_t tokens;

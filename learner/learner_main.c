@@ -16,6 +16,8 @@ _Static_assert(sizeof(AlgoKind) == sizeof(int) && sizeof(AggMode) == sizeof(int)
 
 static const char *const k_off_on[] = {"off", "on", NULL};
 static const char *const k_ratio_levels[] = {"token", "sequence", NULL};
+/* Indexed by Rlhf__WeightDtype. */
+static const char *const k_snapshot_dtypes[] = {"fp32", "bf16", NULL};
 static const char *const k_kl_places[] = {"auto", "loss", "reward", NULL};
 static const char *const k_kl_kinds[] = {"auto", "k1", "k2", "k3", NULL};
 _Static_assert(PG_RATIO_SEQUENCE == 1 && ALGO_KL_REWARD == 2 && KL_K1 == 1 && KL_K3 == 3,
@@ -83,6 +85,10 @@ int main(int argc, char **argv)
         FLAG_STRING("weights", &cfg.weights_ep, "EP", "PUB for WeightAnnounce"),
         FLAG_STRING("snapshot", &cfg.snapshot_ep, "EP", "ROUTER for SnapshotRequest/WeightChunk"),
         FLAG_SECTION("Run:"),
+        FLAG_PATH("critic-init", &cfg.critic_init, "DIR",
+                  "PPO: start the critic from this reward model (the policy's\n"
+                  "shape with a scalar head), as the original RLHF recipe does",
+                  .def = "the policy with a new head"),
         FLAG_PATH("init", &cfg.init_dir, "DIR", "warm-start checkpoint, also the KL reference",
                   .def = "none: random init"),
         FLAG_PATH("model", &cfg.model_path, "PATH.gguf",
@@ -144,6 +150,9 @@ int main(int argc, char **argv)
         FLAG_INT("snapshot-queue-mb", &cfg.snapshot_queue_mb, 0, 1 << 20, "N",
                  "MiB of weight snapshots queued for sending, all peers (one\n"
                  "at a time per peer); 0 = the larger of 256 MiB and 4 snapshots"),
+        FLAG_CHOICE("snapshot-dtype", &cfg.snapshot_dtype, k_snapshot_dtypes, "T",
+                    "element type of weight snapshots on the wire: bf16 (the\n"
+                    "fp32 masters rounded once per version; half the bytes) or fp32"),
         FLAG_INT("max-new-tokens", &cfg.max_new_tokens, 1, 1024, "N", "completion length cap"),
         FLAG_FLOAT("reward-min", &cfg.reward_min, -3e38, 3e38, "X",
                    "lowest valid reward; a group with one below it is refused"),

@@ -8,6 +8,7 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/net/snapshot.h"
+#include "common/nn/half.h"
 #include "learner/learner_metrics.h"
 #include "learner/learner_serve.h"
 
@@ -33,25 +34,43 @@ void learner_publish_config(Learner *l)
     if (l->bpe) add_bpe_config(l);
 }
 
-static void update_checksum(Learner *l)
+size_t learner_publish_bytes(const Learner *l)
 {
-    if (l->checksum_version == l->version) return;
-    l->checksum =
-        wire_snap_checksum(model_params(l->policy), model_num_params(l->policy) * sizeof(float));
+    return model_num_params(l->policy) * wire_dtype_size(l->cfg.snapshot_dtype);
+}
+
+/* The block of the current version in the wire's element type, and its
+ * checksum, made once per version. */
+static const void *current_block(Learner *l)
+{
+    size_t      n = model_num_params(l->policy);
+    const void *block = model_params(l->policy);
+    if (l->cfg.snapshot_dtype == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16) {
+        if (!l->snap_half) l->snap_half = xmalloc(sizeof(uint16_t) * n);
+        block = l->snap_half;
+    }
+    if (l->checksum_version == l->version) return block;
+    if (l->snap_half) {
+        const float *w = model_params(l->policy);
+        for (size_t i = 0; i < n; i++) l->snap_half[i] = half_f32_to_bf16(w[i]);
+    }
+    l->checksum = wire_snap_checksum(block, learner_publish_bytes(l));
     l->checksum_version = l->version;
+    return block;
 }
 
 void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
 {
     const Rlhf__SnapshotRequest *req = (const Rlhf__SnapshotRequest *)*msg;
-    update_checksum(l);
+    const void  *block = current_block(l);
     WireSnapMeta meta = {.run_id = l->run_id,
                          .epoch = l->epoch,
                          .policy_version = (uint64_t)l->version,
                          .config_json = l->config_json,
                          .checksum = l->checksum,
-                         .has_checksum = true};
-    size_t       bytes = model_num_params(l->policy) * sizeof(float);
+                         .has_checksum = true,
+                         .dtype = l->cfg.snapshot_dtype};
+    size_t       bytes = learner_publish_bytes(l);
     size_t       chunk = (size_t)l->cfg.chunk_bytes;
     double       t0 = progress_now();
     /* One snapshot queued per peer, and a budget over all of them: a peer
@@ -63,8 +82,8 @@ void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **m
         learner_serve_refuse(l->s_snap, m, "SnapshotRequest", rc, &rej);
         return;
     }
-    rc = wire_snap_out_send(l->snap_out, l->s_snap, m->peer, m->peer_len, &meta,
-                            model_params(l->policy), bytes, chunk);
+    rc = wire_snap_out_send(l->snap_out, l->s_snap, m->peer, m->peer_len, &meta, block, bytes,
+                            chunk);
     if (rc) {
         log_warn("snapshot: version %" PRId64 " to '%.64s' not sent (%s)", l->version,
                  req->actor_id, err_str(rc));
@@ -83,7 +102,7 @@ void learner_publish_announce(Learner *l)
     a.run_id = l->run_id;
     a.epoch = l->epoch;
     a.policy_version = (uint64_t)l->version;
-    a.total_bytes = model_num_params(l->policy) * sizeof(float);
+    a.total_bytes = learner_publish_bytes(l);
     int rc = wire_send(l->s_weights, &a.base, ZMQ_DONTWAIT);
     if (rc && rc != ERR_AGAIN) log_warn("weights: announce not sent (%s)", err_str(rc));
 }

@@ -189,13 +189,14 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETI("tokens", bi->tokens);
     SETR("reward_mean", mean);
     SETR("reward_std", var > 0 ? sqrt(var) : 0);
-    /* Each reward component's mean over the completions that carry it. */
-    json_t *comps = json_object();
-    for (int k = 0; k < bi->n_comps; k++)
-        json_object_set_new(comps, bi->comp_name[k],
-                            json_real(bi->comp_sum[k] / (bi->comp_n[k] ? bi->comp_n[k] : 1)));
-    json_object_set_new(o, "reward_components", comps);
     SETR("accuracy", bi->n_correct / n);
+    if (bi->n_comp > 0) {
+        json_t *comp = json_object();
+        for (int i = 0; i < bi->n_comp; i++)
+            json_object_set_new(comp, bi->comp_name[i],
+                                json_real(bi->comp_sum[i] / (bi->comp_n[i] ? bi->comp_n[i] : 1)));
+        json_object_set_new(o, "components", comp);
+    }
     SETR("kl_ref", st->kl_ref_k3);
     SETR("kl_ref_k1", st->kl_ref_k1);
     SETR("kl_ref_seq", st->kl_ref_seq);

@@ -43,8 +43,9 @@ int learner_serve_open(Learner *l)
         return rc;
     /* The per-peer limits (learner.h, "Per-peer limits"). */
     l->lease_credit = learner_lease_credit(&l->cfg);
-    size_t       bytes = model_num_params(l->policy) * sizeof(float);
-    WireSnapMeta meta = {.run_id = l->run_id, .config_json = l->config_json};
+    size_t       bytes = learner_publish_bytes(l);
+    WireSnapMeta meta = {
+        .run_id = l->run_id, .config_json = l->config_json, .dtype = l->cfg.snapshot_dtype};
     size_t       frames = wire_snap_packed_bytes(&meta, bytes, (size_t)l->cfg.chunk_bytes);
     size_t       budget = learner_snapshot_budget(&l->cfg, bytes);
     if (frames == 0 || budget < frames) {

@@ -209,6 +209,38 @@ done:
     return rc;
 }
 
+/* A new run's critic from a reward model (the original RLHF recipe's
+ * choice: the value head starts as the reward model, body and head). The
+ * reward model must have the critic's shape: the policy's, with the scalar
+ * head. A resumed run keeps its own critic. */
+static int critic_from_reward_model(Learner *l, const char *dir)
+{
+    ModelConfig mc;
+    int         rc = ckpt_load_config(dir, &mc);
+    if (rc) {
+        log_error("learner: --critic-init '%s': no reward model config there (%s)", dir,
+                  err_str(rc));
+        return rc;
+    }
+    const ModelConfig *want = model_config(l->critic);
+    if (!mc.has_value_head || !model_config_equal(&mc, want)) {
+        log_error("learner: --critic-init '%s': %s (dim %d, %d layers, vocab %d); the critic is "
+                  "the policy's shape with a scalar head (dim %d, %d layers, vocab %d)",
+                  dir, mc.has_value_head ? "another model shape" : "no scalar head (score.weight)",
+                  mc.dim, mc.n_layers, mc.vocab_size, want->dim, want->n_layers,
+                  want->vocab_size);
+        return ERR_MISMATCH;
+    }
+    for (int attempt = 0; attempt < 3; attempt++)
+        if ((rc = ckpt_load(dir, l->critic)) != ERR_AGAIN) break;
+    if (rc) {
+        log_error("learner: --critic-init '%s': %s", dir, err_str(rc));
+        return rc;
+    }
+    log_info("learner: critic initialised from the reward model '%s'", dir);
+    return 0;
+}
+
 /* The critic saved with the resumed policy: the newest of the critic's
  * history whose trainer state has the policy's run id, step and version and
  * that loads whole. Damaged ones are logged and set aside; without a good
@@ -349,6 +381,8 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         OptimConfig oc = learner_optim_config(c);
         l->critic_opt = optim_new(&oc, model_num_params(l->critic));
         if (resume && (rc = resume_critic(l))) goto out;
+        if (!resume && c->critic_init && (rc = critic_from_reward_model(l, c->critic_init)))
+            goto out;
     }
     /* The prompts, and on a resume the data position's checks (the lease
      * state holds the position itself). */

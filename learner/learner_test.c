@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/nn/half.h"
 #include "common/base/fileio.h"
 #include "common/base/progress.h"
 #include "common/formats/ckpt.h"
@@ -179,6 +180,10 @@ static int fake_send_group(Fake *f, const Rlhf__LeaseGrant *g, int pi, int n_cor
     int                 G = g->group_size - (mut == FAKE_WRONG_G);
     Rlhf__Completion    comp[16], *cp[16];
     Rlhf__Score         score[16], *sp[16];
+    /* Every score carries a monitored component, averaged by the metrics. */
+    Rlhf__RewardComponent gold = RLHF__REWARD_COMPONENT__INIT, *gold_p = &gold;
+    gold.name = "gold";
+    gold.value = 0.25f;
     int32_t             toks[16][16];
     float               logp[16][16];
     uint64_t            ver[16][16];
@@ -204,6 +209,8 @@ static int fake_send_group(Fake *f, const Rlhf__LeaseGrant *g, int pi, int n_cor
         cp[c] = &comp[c];
         score[c] = (Rlhf__Score)RLHF__SCORE__INIT;
         score[c].reward = c < n_correct ? 1.0f : 0.0f;
+        score[c].n_components = 1;
+        score[c].components = &gold_p;
         if (mut == FAKE_NAN_REWARD && c == 0) score[c].reward = NAN;
         sp[c] = &score[c];
     }
@@ -413,9 +420,15 @@ out:
     size_t      bytes = 0;
     const void *snap = wire_snap_rx_data(rx, &bytes);
     Model      *pol = learner_policy(l);
-    EXPECT(snap && bytes == model_num_params(pol) * sizeof(float) &&
-               memcmp(snap, model_params(pol), bytes) == 0,
-           "the fetched snapshot equals the learner's weights");
+    /* Snapshots go out in bf16 by default: the fp32 masters rounded once. */
+    size_t n_par = model_num_params(pol), n_diff = 0;
+    bool   is_bf16 = wire_snap_rx_dtype(rx) == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16;
+    for (size_t i = 0; snap && is_bf16 && bytes == n_par * 2 && i < n_par; i++)
+        n_diff += ((const uint16_t *)snap)[i] != half_f32_to_bf16(model_params(pol)[i]);
+    EXPECT(snap && is_bf16 && bytes == n_par * 2 && n_diff == 0,
+           "the fetched snapshot (%zu bytes, dtype %d, %zu values differ) is the learner's "
+           "weights rounded to bf16 (%zu bytes)",
+           bytes, wire_snap_rx_dtype(rx), n_diff, n_par * 2);
     char path[600];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     char  *text = NULL;
@@ -424,9 +437,10 @@ out:
     if (fileio_read_all(path, 1 << 20, false, &text, &len) == 0)
         for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
     EXPECT(lines == 2 && text && strstr(text, "\"reward_mean\"") && strstr(text, "\"kl_ref\"") &&
-               strstr(text, "\"staleness_hist\"") && strstr(text, "\"dropped_stale\""),
-           "%d metrics records, expected 2 (one per step) with reward, KL, staleness and lease "
-           "counters",
+               strstr(text, "\"staleness_hist\"") && strstr(text, "\"dropped_stale\"") &&
+               strstr(text, "\"components\":{\"gold\":0.25}"),
+           "%d metrics records, expected 2 (one per step) with reward, KL, staleness, lease "
+           "counters and the mean of each reward component",
            lines);
     free(text);
     snprintf(path, sizeof path, "%s/summary.json", dir);

@@ -28,6 +28,7 @@
 #include "common/base/err.h"
 #include "common/formats/tok.h"
 #include "common/net/snapshot.h"
+#include "common/nn/half.h"
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "tests/support/expect.h"
@@ -87,16 +88,18 @@ static void proxy_forward(Proxy *px, WireSock *dst, const void *peer, size_t pee
 
 static void proxy_send_nan_snapshot(Proxy *px, const Rlhf__SnapshotRequest *req)
 {
-    size_t n = (size_t)(px->total_bytes / 4);
-    float *block = xcalloc(n, sizeof *block);
-    block[n / 2] = NAN;
+    /* The learner's snapshots are bf16 (its default): one NaN among zeros. */
+    size_t    n = (size_t)(px->total_bytes / 2);
+    uint16_t *block = xcalloc(n, sizeof *block);
+    block[n / 2] = half_f32_to_bf16(NAN);
     /* One version past what the actor holds, so it is not taken for the
      * snapshot it has; the checksum is right, so only the NaN can fail it. */
     WireSnapMeta meta = {.run_id = req->run_id,
                          .epoch = req->have_epoch,
                          .policy_version = req->have_policy_version + 1,
                          .config_json = px->config_json,
-                         .has_checksum = false};
+                         .has_checksum = false,
+                         .dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16};
     int          rc = wire_snap_send(px->a_snap, px->snap_peer, px->snap_peer_len, &meta, block,
                                      n * sizeof *block, 0);
     free(block);

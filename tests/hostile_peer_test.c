@@ -452,7 +452,7 @@ int peer_snapshot_flood_selftest(bool verbose)
                          .layers = 4,
                          .hidden = 512,
                          .is_metrics = true,
-                         .extra = {"--snapshot-queue-mb=11", NULL}};
+                         .extra = {"--snapshot-queue-mb=11", "--snapshot-dtype=fp32", NULL}};
     TestCl          c;
     Proc           *learner, *reward;
     if (!testcl_init(&c, "peer_snapshot_flood", verbose, PEER_BUDGET_S) ||

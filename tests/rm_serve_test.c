@@ -11,7 +11,7 @@
  * the random policy can learn. So every rm component is +1 or -1: each
  * step's mean times its samples, (rm + 1) / 2 x n, is a whole number of
  * stopped completions; reward_mean = rm + 0.5 x arith in every record
- * (metrics.jsonl reward_components); the policy learns to stop (rm's mean
+ * (metrics.jsonl components); the policy learns to stop (rm's mean
  * rises); the reward server's reward model scored every completion it
  * passed on; and the run completes with the lease accounting intact. */
 #include <inttypes.h>
@@ -103,7 +103,7 @@ int rm_serve_selftest(bool verbose)
     int     n_first = 0, n_last = 0;
     for (size_t i = 0; i < n_recs; i++) {
         const json_t *r = json_array_get(recs, i);
-        const json_t *comps = json_object_get(r, "reward_components");
+        const json_t *comps = json_object_get(r, "components");
         const json_t *rm = json_object_get(comps, "rm"), *ar = json_object_get(comps, "arith");
         double        mean = json_number_value(json_object_get(r, "reward_mean"));
         int64_t       n = testcl_jint(r, "samples");

@@ -60,6 +60,9 @@ int main(int argc, char **argv)
         }
     }
     int passed = 0, failed = 0;
+    /* The names of the failed tests, repeated just above the last line so a
+     * log's tail (all a CI page may show) says which ones. */
+    char failed_names[1024] = "";
     expect_share();
     for (size_t i = 0; i < sizeof k_tests / sizeof k_tests[0]; i++) {
         const TestCase *t = &k_tests[i];
@@ -90,6 +93,8 @@ int main(int argc, char **argv)
             printf("PASS %-24s %7.2fs\n", t->name, dt);
         } else {
             failed++;
+            size_t used = strlen(failed_names);
+            snprintf(failed_names + used, sizeof failed_names - used, " %s", t->name);
             if (WIFSIGNALED(status))
                 printf("FAIL %-24s %7.2fs (signal %d)\n", t->name, dt, WTERMSIG(status));
             else
@@ -98,6 +103,7 @@ int main(int argc, char **argv)
     }
     printf("%llu checks made through tests/support/expect.h\n",
            (unsigned long long)expect_shared_checks());
+    if (failed) printf("failed:%s\n", failed_names);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -42,6 +42,8 @@ int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
 int task_selftest(bool verbose);
+int gold_selftest(bool verbose);
+int passk_selftest(bool verbose);
 int chat_task_selftest(bool verbose);
 /* The answer checkers (a table of edge cases each), the scorers and scorer
  * specs built on them, and JSONL prompt datasets (a hostile file table). */
@@ -172,6 +174,15 @@ int resume_selftest(bool verbose);
  * the learner and a restart that resumes the data at the checkpoint's
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
+int prefgen_selftest(bool verbose);
+int eval_cmd_selftest(bool verbose);
+int critic_init_selftest(bool verbose);
+/* tests/pyreward_test.c: the Python reward server (reward_server/python):
+ * usage; every way a score goes wrong refused under rlhf-reward's reasons,
+ * hostile frames, good groups that pass the learner's checks; the only
+ * reward server of a real cluster, which learns, with a score function that
+ * raises at times (counted, re-issued, the run goes on); CURVE keys. */
+int pyreward_selftest(bool verbose);
 /* tests/hostile_peer_test.c: a lease hoarder beside an honest actor (the
  * hoarder holds at most its credit, the run completes, the refusals are
  * counted; with a client key over several connections, the key's credit
@@ -233,6 +244,8 @@ int code_hostile_selftest(bool verbose);
     X(export_smollm2, export_smollm2_selftest)                                                     \
     X(gen, gen_selftest)                                                                           \
     X(task, task_selftest)                                                                         \
+    X(gold, gold_selftest)                                                                         \
+    X(passk, passk_selftest)                                                                       \
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
@@ -276,6 +289,10 @@ int code_hostile_selftest(bool verbose);
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
     X(rm_serve, rm_serve_selftest)                                                                 \
+    X(prefgen, prefgen_selftest)                                                                   \
+    X(eval_cmd, eval_cmd_selftest)                                                                 \
+    X(critic_init, critic_init_selftest)                                                           \
+    X(pyreward, pyreward_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
     X(peer_hoard_keyed, peer_hoard_keyed_selftest)                                                 \
     X(peer_snapshot_flood, peer_snapshot_flood_selftest)                                           \

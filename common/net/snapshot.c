@@ -31,16 +31,19 @@ static int chunk_of(const char *fn, const char *sock, const WireSnapMeta *meta, 
     if (chunk_bytes == 0) chunk_bytes = WIRE_CHUNK_BYTES;
     size_t   cfg_len = meta->config_json ? strlen(meta->config_json) : 0;
     uint64_t count = bytes && chunk_bytes ? (bytes + chunk_bytes - 1) / chunk_bytes : 0;
-    if (bytes == 0 || bytes % 4 || bytes > WIRE_MAX_SNAPSHOT_BYTES || chunk_bytes % 4 ||
+    size_t   elem = wire_dtype_size(meta->dtype);
+    if (elem == 0 || bytes == 0 || bytes % elem || bytes > WIRE_MAX_SNAPSHOT_BYTES ||
+        chunk_bytes % 4 ||
         chunk_bytes > WIRE_MAX_CHUNK_BYTES || count > WIRE_MAX_CHUNKS || index >= count ||
         !meta->has_checksum || cfg_len > WIRE_MAX_CONFIG_JSON ||
         (meta->run_id && strlen(meta->run_id) > WIRE_MAX_NAME)) {
         log_error("%s: socket '%s': chunk %u of %zu bytes at %zu per chunk "
-                  "(%llu chunks, config %zu bytes, checksum %s): expected a positive multiple "
-                  "of 4 up to %llu bytes, chunk size a multiple of 4 up to %zu, at most %d "
-                  "chunks, config up to %zu bytes and a checksum",
+                  "(%llu chunks, config %zu bytes, checksum %s, dtype %d): expected a known "
+                  "dtype, a positive multiple of its size up to %llu bytes, chunk size a "
+                  "multiple of 4 up to %zu, at most %d chunks, config up to %zu bytes and a "
+                  "checksum",
                   fn, sock, index, bytes, chunk_bytes, (unsigned long long)count, cfg_len,
-                  meta->has_checksum ? "set" : "missing",
+                  meta->has_checksum ? "set" : "missing", meta->dtype,
                   (unsigned long long)WIRE_MAX_SNAPSHOT_BYTES, WIRE_MAX_CHUNK_BYTES,
                   WIRE_MAX_CHUNKS, WIRE_MAX_CONFIG_JSON);
         return ERR_ARG;
@@ -62,6 +65,7 @@ static int chunk_of(const char *fn, const char *sock, const WireSnapMeta *meta, 
     c->data.len = len;
     c->config_json = (char *)(index == 0 && meta->config_json ? meta->config_json : "");
     c->checksum = meta->checksum;
+    c->dtype = (Rlhf__WeightDtype)meta->dtype;
     return 0;
 }
 
@@ -105,7 +109,7 @@ size_t wire_snap_packed_bytes(const WireSnapMeta *meta, size_t bytes, size_t chu
     for (uint32_t i = 0; i < count; i++) {
         Rlhf__WeightChunk c;
         /* Validated again when sent; a bad block packs to nothing here. */
-        if (bytes == 0 || bytes % 4 || bytes > WIRE_MAX_SNAPSHOT_BYTES ||
+        if (bytes == 0 || bytes > WIRE_MAX_SNAPSHOT_BYTES ||
             chunk_of("wire_snap_packed_bytes", "-", &m, NULL, bytes, chunk_bytes, i, &c))
             return 0;
         total += protobuf_c_message_get_packed_size(&c.base);
@@ -324,6 +328,7 @@ struct WireSnapRx {
     bool     is_complete;
     char     run_id[WIRE_MAX_NAME + 1];
     uint64_t epoch, policy_version, total, checksum;
+    int      dtype; /* Rlhf__WeightDtype of the block */
     uint32_t count;  /* chunks expected */
     uint32_t n_have; /* chunks received */
     uint64_t stride; /* bytes per chunk but the last, 0 until known */
@@ -387,6 +392,7 @@ static int rx_start(WireSnapRx *rx, const Rlhf__WeightChunk *c, WireReject *rej)
     rx->policy_version = c->policy_version;
     rx->total = c->total_bytes;
     rx->checksum = c->checksum;
+    rx->dtype = (int)c->dtype;
     rx->count = c->chunk_count;
     rx->is_started = true;
     return 0;
@@ -403,15 +409,17 @@ int wire_snap_rx_accept(WireSnapRx *rx, const Rlhf__WeightChunk *c, WireReject *
     if (rx->is_started &&
         (strcmp(rx->run_id, c->run_id ? c->run_id : "") || rx->epoch != c->epoch ||
          rx->policy_version != c->policy_version || rx->total != c->total_bytes ||
-         rx->count != c->chunk_count || rx->checksum != c->checksum))
+         rx->count != c->chunk_count || rx->checksum != c->checksum ||
+         rx->dtype != (int)c->dtype))
         return wire_reject_set(
             rej, ERR_MISMATCH, WIRE_REJ_BAD_CHUNK,
-            "chunk %u of snapshot (run '%s' epoch %llu v%llu, %llu bytes in %u chunks) "
-            "while assembling (run '%s' epoch %llu v%llu, %llu bytes in %u chunks)",
+            "chunk %u of snapshot (run '%s' epoch %llu v%llu, %llu bytes in %u chunks, dtype "
+            "%d) while assembling (run '%s' epoch %llu v%llu, %llu bytes in %u chunks, dtype %d)",
             c->chunk_index, c->run_id, (unsigned long long)c->epoch,
             (unsigned long long)c->policy_version, (unsigned long long)c->total_bytes,
-            c->chunk_count, rx->run_id, (unsigned long long)rx->epoch,
-            (unsigned long long)rx->policy_version, (unsigned long long)rx->total, rx->count);
+            c->chunk_count, (int)c->dtype, rx->run_id, (unsigned long long)rx->epoch,
+            (unsigned long long)rx->policy_version, (unsigned long long)rx->total, rx->count,
+            rx->dtype);
     /* The chunk grid: every chunk but the last has `stride` bytes at
      * index * stride. This chunk implies a stride; it must agree with the
      * one already known and with chunk_count, which rules out gaps and
@@ -490,6 +498,11 @@ uint64_t wire_snap_rx_epoch(const WireSnapRx *rx)
 uint64_t wire_snap_rx_policy_version(const WireSnapRx *rx)
 {
     return rx->policy_version;
+}
+
+int wire_snap_rx_dtype(const WireSnapRx *rx)
+{
+    return rx->dtype;
 }
 
 const char *wire_snap_rx_config(const WireSnapRx *rx)

@@ -41,6 +41,7 @@ typedef struct {
     const char *config_json;  /* model config, sent in chunk 0; NULL = "" */
     uint64_t    checksum;     /* wire_snap_checksum of the block, if has_checksum */
     bool        has_checksum; /* false: wire_snap_send computes it */
+    int         dtype;        /* the block's element type, a Rlhf__WeightDtype (0 = f32) */
 } WireSnapMeta;
 
 /* XXH3-64 of a block, the checksum WeightChunk carries. */
@@ -48,7 +49,8 @@ uint64_t wire_snap_checksum(const void *block, size_t bytes);
 /* Chunks a block of bytes takes at chunk_bytes per chunk (0 = WIRE_CHUNK_BYTES). */
 uint32_t wire_snap_chunk_count(size_t bytes, size_t chunk_bytes);
 
-/* Sends chunk `index` of block (bytes, a positive multiple of 4) to peer on a
+/* Sends chunk `index` of block (bytes, a positive multiple of the element
+ * size of meta->dtype, wire_dtype_size) to peer on a
  * ROUTER socket, or to whoever on other socket types (peer NULL). chunk_bytes
  * (0 = WIRE_CHUNK_BYTES) must be a multiple of 4 and <= WIRE_MAX_CHUNK_BYTES;
  * meta->has_checksum must be set. The chunk's data is copied once, into the
@@ -151,6 +153,8 @@ const char *wire_snap_rx_run_id(const WireSnapRx *rx);
 uint64_t    wire_snap_rx_epoch(const WireSnapRx *rx);
 uint64_t    wire_snap_rx_policy_version(const WireSnapRx *rx);
 const char *wire_snap_rx_config(const WireSnapRx *rx);
+/* The block's element type, a Rlhf__WeightDtype (valid as the identity is). */
+int wire_snap_rx_dtype(const WireSnapRx *rx);
 /* Once complete, hands an owned block to the caller (free()) and resets the
  * receiver; NULL if incomplete or if the block is the caller's buf. */
 void *wire_snap_rx_take(WireSnapRx *rx, size_t *bytes);

@@ -135,6 +135,72 @@ out:
     wire_sock_free(&pull);
 }
 
+/* A bf16 block: an odd count of 2-byte elements (not a multiple of 4 bytes),
+ * its dtype carried by every chunk and checked across them; an unknown
+ * dtype, and f32 blocks that are not whole floats, refused. */
+static void test_bf16(void *zctx, bool verbose)
+{
+    WireSock *pull, *push;
+    if (!EXPECT(wire_fixture_pair(zctx, "inproc://wire-snap-bf16", ZMQ_PULL, "bf16-pull", &pull,
+                                  ZMQ_PUSH, "bf16-push", &push, NULL, 0) == 0,
+                "bf16 snapshot sockets"))
+        return;
+    enum { N = 3001, CHUNK = 2048 }; /* 6002 bytes: 3 chunks, the last one short */
+    uint16_t block[N];
+    for (int i = 0; i < N; i++) block[i] = (uint16_t)(i * 40503u);
+    WireSnapMeta meta = {.run_id = "run-h", .epoch = 2, .policy_version = 5, .dtype = 1};
+    int          rc = wire_snap_send(push, NULL, 0, &meta, block, sizeof block, CHUNK);
+    EXPECT(rc == 0, "bf16 snapshot send: rc %d, expected 0", rc);
+    Rlhf__WeightChunk *ch[3] = {0};
+    WireMsg            m;
+    for (int i = 0; i < 3; i++) {
+        rc = wire_recv_decode(pull, 2000, &rlhf__weight_chunk__descriptor, NULL, &m,
+                              (ProtobufCMessage **)&ch[i], NULL);
+        wire_msg_close(&m);
+        if (!EXPECT(rc == 0, "receive bf16 chunk %d: rc %d", i, rc)) goto out;
+    }
+    WireSnapRx *rx = wire_snap_rx_new(NULL, sizeof block);
+    WireReject  rej;
+    rc = wire_snap_rx_accept(rx, ch[0], &rej);
+    /* A chunk claiming another dtype does not join the snapshot. */
+    ch[1]->dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32;
+    int rc_mixed = wire_snap_rx_accept(rx, ch[1], &rej);
+    expect_refused(rc_mixed, &rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
+                   "an f32 chunk of 6002 bytes (not whole floats)");
+    ch[1]->dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16;
+    for (int k = 1; k < 3 && rc >= 0; k++) rc = wire_snap_rx_accept(rx, ch[k], &rej);
+    size_t      got_bytes = 0;
+    const void *got = wire_snap_rx_data(rx, &got_bytes);
+    EXPECT(rc == 1 && got && got_bytes == sizeof block && !memcmp(got, block, sizeof block) &&
+               wire_snap_rx_dtype(rx) == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16,
+           "bf16 snapshot: rc %d, %zu bytes, dtype %d; expected 1, %zu identical bytes, bf16", rc,
+           got_bytes, wire_snap_rx_dtype(rx), sizeof block);
+    /* Another dtype of the same size mid-assembly is refused as another snapshot. */
+    wire_snap_rx_reset(rx);
+    ch[0]->total_bytes = ch[1]->total_bytes = 6000; /* whole floats now */
+    ch[2]->data.len -= 2;
+    rc = wire_snap_rx_accept(rx, ch[0], &rej);
+    ch[1]->dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32;
+    rc_mixed = wire_snap_rx_accept(rx, ch[1], &rej);
+    expect_refused(rc_mixed, &rej, ERR_MISMATCH, WIRE_REJ_BAD_CHUNK, "a chunk of another dtype");
+    /* Unknown dtypes are refused by the wire check. */
+    ch[1]->dtype = (Rlhf__WeightDtype)7;
+    rc = wire_check_weight_chunk(ch[1], NULL, &rej);
+    expect_refused(rc, &rej, ERR_RANGE, WIRE_REJ_BAD_VALUE, "dtype 7");
+    EXPECT(strstr(rej.why, "dtype 7") != NULL, "the refusal names the dtype: '%s'", rej.why);
+    /* The sender refuses an f32 block that is not whole floats. */
+    meta.dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32;
+    rc = wire_snap_send(push, NULL, 0, &meta, block, sizeof block, CHUNK);
+    EXPECT(rc == ERR_ARG, "an f32 send of %zu bytes: rc %d, expected ERR_ARG", sizeof block, rc);
+    if (verbose) printf("  bf16 snapshot: %zu bytes in 3 chunks, dtype checked\n", sizeof block);
+    wire_snap_rx_free(&rx);
+out:
+    for (int i = 0; i < 3; i++)
+        if (ch[i]) protobuf_c_message_free_unpacked(&ch[i]->base, NULL);
+    wire_sock_free(&pull);
+    wire_sock_free(&push);
+}
+
 static double elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;
@@ -334,6 +400,7 @@ int snapshot_selftest(bool verbose)
     void *zctx = zmq_ctx_new();
     if (!EXPECT(zctx != NULL, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()))) return expect_end();
     test_rx(zctx, verbose);
+    test_bf16(zctx, verbose);
     test_tcp(zctx, verbose);
     test_out(zctx, verbose);
     zmq_ctx_term(zctx);

@@ -279,12 +279,22 @@ int wire_check_lease_grant(const Rlhf__LeaseGrant *m, const WireLimits *lim, Wir
     return 0;
 }
 
-static int check_snapshot_bytes(const char *msg, uint64_t total, WireReject *rej)
+size_t wire_dtype_size(int dtype)
 {
-    if (total % 4 != 0 || total > WIRE_MAX_SNAPSHOT_BYTES)
+    switch (dtype) {
+    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32: return 4;
+    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16: return 2;
+    default: return 0;
+    }
+}
+
+/* elem: the element size the block must be a whole number of. */
+static int check_snapshot_bytes(const char *msg, uint64_t total, size_t elem, WireReject *rej)
+{
+    if (total % elem != 0 || total > WIRE_MAX_SNAPSHOT_BYTES)
         return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
-                               "%s.total_bytes %llu, expected a multiple of 4 up to %llu", msg,
-                               (unsigned long long)total,
+                               "%s.total_bytes %llu, expected a multiple of %zu up to %llu", msg,
+                               (unsigned long long)total, elem,
                                (unsigned long long)WIRE_MAX_SNAPSHOT_BYTES);
     return 0;
 }
@@ -294,7 +304,7 @@ int wire_check_weight_announce(const Rlhf__WeightAnnounce *m, const WireLimits *
 {
     if (!lim) lim = &k_no_limits;
     int rc = check_head("WeightAnnounce", m->version, m->run_id, lim, rej);
-    return rc ? rc : check_snapshot_bytes("WeightAnnounce", m->total_bytes, rej);
+    return rc ? rc : check_snapshot_bytes("WeightAnnounce", m->total_bytes, 2, rej);
 }
 
 int wire_check_snapshot_request(const Rlhf__SnapshotRequest *m, const WireLimits *lim,
@@ -308,9 +318,13 @@ int wire_check_snapshot_request(const Rlhf__SnapshotRequest *m, const WireLimits
 int wire_check_weight_chunk(const Rlhf__WeightChunk *m, const WireLimits *lim, WireReject *rej)
 {
     if (!lim) lim = &k_no_limits;
-    int rc;
+    int    rc;
+    size_t elem = wire_dtype_size((int)m->dtype);
+    if (elem == 0)
+        return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
+                               "WeightChunk.dtype %d, expected 0 (f32) or 1 (bf16)", (int)m->dtype);
     if ((rc = check_head("WeightChunk", m->version, m->run_id, lim, rej)) ||
-        (rc = check_snapshot_bytes("WeightChunk", m->total_bytes, rej)) ||
+        (rc = check_snapshot_bytes("WeightChunk", m->total_bytes, elem, rej)) ||
         (rc = check_str("WeightChunk", "config_json", m->config_json, WIRE_MAX_CONFIG_JSON, false,
                         rej)))
         return rc;

@@ -95,11 +95,16 @@ typedef struct {
  *   lease request    max_prompts in [0, WIRE_MAX_PROMPTS]
  *   lease grant      prompts <= WIRE_MAX_PROMPTS; with prompts: group_size in
  *                    [1, WIRE_MAX_GROUP] and sampling present; retry_after_ms >= 0
- *   weight announce  total_bytes a multiple of 4, <= WIRE_MAX_SNAPSHOT_BYTES
- *   weight chunk     0 <= chunk_index < chunk_count <= WIRE_MAX_CHUNKS; total_bytes as
- *                    above and > 0; 1 <= data bytes <= WIRE_MAX_CHUNK_BYTES;
+ *   weight announce  total_bytes a multiple of 2, <= WIRE_MAX_SNAPSHOT_BYTES
+ *   weight chunk     dtype f32 or bf16; 0 <= chunk_index < chunk_count <=
+ *                    WIRE_MAX_CHUNKS; total_bytes a multiple of the dtype's
+ *                    size as above and > 0; 1 <= data bytes <= WIRE_MAX_CHUNK_BYTES;
  *                    offset + data <= total_bytes; config_json bounded
  *   others           strings bounded */
+/* Bytes of one element of a snapshot block of dtype (a Rlhf__WeightDtype):
+ * 4 for f32, 2 for bf16, 0 for anything else. */
+size_t wire_dtype_size(int dtype);
+
 int wire_check_sampling(const Rlhf__SamplingParams *m, const WireLimits *lim, WireReject *rej);
 int wire_check_prompt(const Rlhf__Prompt *m, const WireLimits *lim, WireReject *rej);
 int wire_check_completion(const Rlhf__Completion *m, const WireLimits *lim, WireReject *rej);

@@ -132,6 +132,15 @@ static size_t layout(Model *m, bool bind)
     return off;
 }
 
+bool model_config_equal(const ModelConfig *x, const ModelConfig *y)
+{
+    return x->dim == y->dim && x->n_layers == y->n_layers && x->n_heads == y->n_heads &&
+           x->n_kv_heads == y->n_kv_heads && x->hidden_dim == y->hidden_dim &&
+           x->vocab_size == y->vocab_size && x->max_seq_len == y->max_seq_len &&
+           x->rope_theta == y->rope_theta && x->norm_eps == y->norm_eps &&
+           x->tie_embeddings == y->tie_embeddings && x->has_value_head == y->has_value_head;
+}
+
 size_t model_config_num_params(const ModelConfig *cfg)
 {
     char why[160];

@@ -61,6 +61,8 @@ int model_config_validate(const ModelConfig *cfg, char *why, size_t why_len);
  * counted without allocating it, so a loader can weigh a config from a file
  * against the file before building the model. CHECKs the config is valid. */
 size_t model_config_num_params(const ModelConfig *cfg);
+/* Whether two configs describe the same model (every field). */
+bool model_config_equal(const ModelConfig *x, const ModelConfig *y);
 
 /* A model with all parameters zero and RMSNorm gains one. CHECKs the config
  * is valid (validate outside input first). Caller owns. */

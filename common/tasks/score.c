@@ -8,6 +8,7 @@
 
 #include "common/base/err.h"
 #include "common/tasks/chat_task.h"
+#include "common/tasks/gold.h"
 #include "common/tasks/task.h"
 #include "common/tasks/verify.h"
 
@@ -73,6 +74,20 @@ int score_arith(const ScoreInput *in, const void *opts, ScoreResult *out, char *
     add_component(out, "correct", ts.correct);
     add_component(out, "format", ts.format);
     out->reward = ts.correct + o->format_bonus * ts.format;
+    return 0;
+}
+
+/* The hidden judge of the preference task (common/tasks/gold.h): a graded
+ * reward in [-1, 1]; a truncated completion is not an answer. */
+static int score_gold_arith(const ScoreInput *in, const void *opts, ScoreResult *out, char *why,
+                            size_t why_len)
+{
+    int rc = need_answer("gold_arith", in, why, why_len);
+    if (rc) return rc;
+    double g = in->is_truncated ? -1.0 : gold_arith(str_or_empty(in->completion), in->answer);
+    add_component(out, "correct", g == 1.0 ? 1.0f : 0.0f);
+    add_component(out, "gold", (float)g);
+    out->reward = (float)g;
     return 0;
 }
 
@@ -344,6 +359,8 @@ static const ScoreDef k_builtins[] = {
      "one <answer>...</answer> block, nothing after it"},
     {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>"},
     {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox"},
+    {"gold_arith", score_gold_arith, NULL, check_integer_answer,
+     "the preference task's hidden judge: exp(-|x-a|/(1+|a|/10)), -1 if not an integer"},
     {"rm", NULL, NULL, NULL, "the reward model the reward server hosts (--reward-model)"},
 };
 
@@ -459,10 +476,9 @@ int score_spec_parse(const char *text, ScoreLookupFn lookup, const void *ctx, Sc
             trimmed(colon + 1, tn - nn - 1, weight, sizeof weight);
             char  *end = NULL;
             double v = strtod(weight, &end);
-            if (!weight[0] || *end || !isfinite(v) || v == 0 || fabs(v) > SCORE_WEIGHT_MAX) {
+            if (!weight[0] || *end || !isfinite(v) || fabs(v) > SCORE_WEIGHT_MAX) {
                 snprintf(why, why_len,
-                         "scorer spec '%s': weight '%s' of '%s': expected a non-zero number "
-                         "within +-%g",
+                         "scorer spec '%s': weight '%s' of '%s': expected a number within +-%g",
                          text, weight, name, SCORE_WEIGHT_MAX);
                 return ERR_ARG;
             }
@@ -475,6 +491,13 @@ int score_spec_parse(const char *text, ScoreLookupFn lookup, const void *ctx, Sc
             snprintf(why, why_len, "scorer spec '%s': ends with ','", text);
             return ERR_ARG;
         }
+    }
+    bool rewarded = false;
+    for (int k = 0; k < out->n_terms; k++) rewarded |= out->terms[k].weight != 0.0f;
+    if (!rewarded) {
+        snprintf(why, why_len, "scorer spec '%s': every weight is 0, nothing would be rewarded",
+                 text);
+        return ERR_ARG;
     }
     out->is_bare = out->n_terms == 1 && !any_weight;
     return 0;

@@ -9,6 +9,9 @@
  *                      (components correct, format; + format_bonus * format)
  *   arith_chat         the chat task: the last integer is the answer,
  *                      * (1 + 0.2 format) (common/tasks/chat_task.h)
+ *   gold_arith         the preference task's hidden judge (common/tasks/gold.h):
+ *                      exp(-|x - a| / (1 + |a|/10)) for an integer x, else -1
+ *                      (components correct, gold)
  *   exact              the answer text (the last <answer> block, else the
  *                      whole completion) equals the answer after
  *                      verify_normalize (case, whitespace, punctuation)
@@ -32,8 +35,10 @@
  *
  * Spec syntax:  spec = term *("," term);  term = name [":" weight]
  * with optional spaces around names and weights; a weight is a finite
- * decimal number, non-zero, |w| <= SCORE_WEIGHT_MAX (negative: a penalty);
- * at most SCORE_MAX_TERMS terms, each scorer once. A bare name ("boxed") is
+ * decimal number, |w| <= SCORE_WEIGHT_MAX (negative: a penalty; 0: a
+ * monitor, reported as its component but adding nothing, e.g. a hidden gold
+ * reward beside the learned one; not every weight 0); at most
+ * SCORE_MAX_TERMS terms, each scorer once. A bare name ("boxed") is
  * that scorer as it is: its reward and its components. Anything else
  * ("boxed:0.9,format_answer_tag:0.1", or "boxed:1") is the weighted sum of
  * the terms' rewards, with one component per term, named for its scorer, the

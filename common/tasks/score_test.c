@@ -32,15 +32,16 @@ static void test_parse(bool verbose)
         {"", 0, false, "0 bytes"},
         {"nope", 0, false, "unknown scorer 'nope'"},
         {"boxed,boxed", 0, false, "twice"},
-        {"boxed:0", 0, false, "non-zero"},
+        {"boxed:0", 0, false, "every weight is 0"},
+        {"boxed:1,gold_arith:0", 2, false, NULL},
         {"boxed:abc", 0, false, "weight 'abc'"},
         {"boxed:", 0, false, "weight ''"},
         {",boxed", 0, false, "not a scorer name"},
         {"boxed,", 0, false, "ends with ','"},
         {"Boxed", 0, false, "not a scorer name"},
         {"boxed:1e9", 0, false, "within"},
-        {"boxed:nan", 0, false, "non-zero"},
-        {"boxed:inf", 0, false, "non-zero"},
+        {"boxed:nan", 0, false, "expected a number"},
+        {"boxed:inf", 0, false, "expected a number"},
         {"boxed:1:2", 0, false, "weight '1:2'"},
         {"exact,number,choice,boxed,regex,format_think,format_answer_tag,arith,arith_chat", 0,
          false, "more than 8"},
@@ -114,6 +115,14 @@ static void run_cases(const RunCase *ex, size_t n, bool verbose)
 static void test_builtins(bool verbose)
 {
     static const RunCase ex[] = {
+        /* gold_arith: exp(-|x-a|/(1+|a|/10)); a monitor term (weight 0) adds nothing. */
+        {"gold_arith", "82", "82", "", false, 0, 1, true},
+        {"gold_arith", "80", "82", "", false, 0, 0.80461506f, false},
+        {"gold_arith", "82", "82", "", true, 0, -1, false},
+        {"gold_arith", "eighty", "82", "", false, 0, -1, false},
+        {"gold_arith", "82", "", "", false, ERR_ARG, 0, false},
+        {"arith:1,gold_arith:0", "80", "82", "", false, 0, 0, false},
+        {"gold_arith:0,arith:1", "82", "82", "", false, 0, 1, true},
         /* exact: normalised, the <answer> block when there is one. */
         {"exact", "Paris.", "paris", "", false, 0, 1, true},
         {"exact", "It is Paris", "paris", "", false, 0, 0, false},
@@ -300,7 +309,7 @@ static void test_given(bool verbose)
 
 int score_selftest(bool verbose)
 {
-    EXPECT(score_builtin_count() == 11, "%d built-in scorers, expected 11", score_builtin_count());
+    EXPECT(score_builtin_count() == 12, "%d built-in scorers, expected 12", score_builtin_count());
     for (int i = 0; i < score_builtin_count(); i++) {
         const ScoreDef *d = score_builtin_at(i);
         EXPECT(score_name_ok(d->name) && score_builtin(NULL, d->name) == d && d->about,

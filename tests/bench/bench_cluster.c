@@ -53,6 +53,7 @@
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "common/net/snapshot.h"
+#include "common/nn/half.h"
 #include "learner/algo/algo.h"
 #include "learner/learner.h"
 #include "learner/learner_config.h"
@@ -706,8 +707,8 @@ typedef struct {
  * wire_snap_send per SnapshotRequest, a fresh checksum as for a new
  * version) or as raw frames of the same size. Repetitions are printed
  * numbered from rep0 + 1. */
-static int run_transfer(const float *block, size_t bytes, size_t chunk_bytes, int reps, int rep0,
-                        bool is_raw, XferResult *res)
+static int run_transfer(const void *block, size_t bytes, size_t chunk_bytes, int reps, int rep0,
+                        bool is_raw, int dtype, XferResult *res)
 {
     memset(res, 0, sizeof *res);
     res->best_s = INFINITY;
@@ -759,7 +760,7 @@ static int run_transfer(const float *block, size_t bytes, size_t chunk_bytes, in
         memset(rx[i].buf, 0, bytes); /* a receiver's block is resident, as an actor's is */
         CHECK(pthread_create(&th[i], NULL, rx_main, &rx[i]) == 0);
     }
-    WireSnapMeta meta = {.run_id = "bench", .epoch = 0, .config_json = "{}"};
+    WireSnapMeta meta = {.run_id = "bench", .epoch = 0, .config_json = "{}", .dtype = dtype};
     uint32_t     n_chunks = wire_snap_chunk_count(bytes, chunk_bytes);
     for (int rep = 0; rep < reps; rep++) {
         pthread_barrier_wait(&bar);
@@ -824,7 +825,8 @@ static int run_transfer(const float *block, size_t bytes, size_t chunk_bytes, in
         double done = 0;
         for (int i = 0; i < N_RECEIVERS; i++) done = fmax(done, rx[i].t_done[rep]);
         double dt = done - t0;
-        printf("  %-8s rep %d: %.3f s (%.2f GB/s delivered)%s\n", is_raw ? "raw zmq" : "snapshot",
+        printf("  %-8s rep %d: %.3f s (%.2f GB/s delivered)%s\n",
+               is_raw ? "raw zmq" : dtype ? "bf16" : "snapshot",
                rep0 + rep + 1, dt, N_RECEIVERS * (double)bytes / dt / 1e9,
                is_raw ? "" : "  incl. checksum");
         fflush(stdout);
@@ -1080,14 +1082,33 @@ static bool bench_snapshot(const Args *a, json_t *res)
      * comes and goes does not land on one side only. */
     for (int rep = 0; rep < a->reps && src == 0 && rrc == 0 && !*g_stop; rep++) {
         XferResult x;
-        if ((src = run_transfer(block, bytes, chunk, 1, rep, false, &x)) == 0 &&
+        if ((src = run_transfer(block, bytes, chunk, 1, rep, false, 0, &x)) == 0 &&
             x.best_s < snap.best_s)
             snap = x;
-        if (src == 0 && (rrc = run_transfer(block, bytes, chunk, 1, rep, true, &x)) == 0 &&
+        if (src == 0 && (rrc = run_transfer(block, bytes, chunk, 1, rep, true, 0, &x)) == 0 &&
             x.best_s < raw.best_s)
             raw = x;
     }
-    if (*g_stop) src = rrc = ERR_AGAIN;
+    /* The same weights in bf16, as the learner publishes them by default:
+     * rounded once per version (timed apart), then half the bytes sent. */
+    size_t    hbytes = P * sizeof(uint16_t);
+    uint16_t *half = xmalloc_aligned(hbytes);
+    double    conv = INFINITY;
+    for (int k = 0; k < 3; k++) {
+        double t0 = now_s();
+        for (size_t i = 0; i < P; i++) half[i] = half_f32_to_bf16(block[i]);
+        conv = fmin(conv, now_s() - t0);
+    }
+    XferResult hsnap = {.best_s = INFINITY};
+    int        hrc = src;
+    for (int rep = 0; rep < a->reps && hrc == 0 && !*g_stop; rep++) {
+        XferResult x;
+        if ((hrc = run_transfer(half, hbytes, chunk, 1, rep, false, 1, &x)) == 0 &&
+            x.best_s < hsnap.best_s)
+            hsnap = x;
+    }
+    free(half);
+    if (*g_stop) src = rrc = hrc = ERR_AGAIN;
     model_free(&m);
     printf("   memcpy      %.3f s for %.1f MB (%.2f GB/s, best of 5); x%d receivers %.3f s\n", mc,
            bytes / 1e6, bytes / mc / 1e9, N_RECEIVERS, N_RECEIVERS * mc);
@@ -1096,6 +1117,11 @@ static bool bench_snapshot(const Args *a, json_t *res)
                "receiver assembles and verifies the checksum; the sender's checksum is %.3f s of "
                "it) = %.1fx memcpy of %d blocks\n",
                snap.best_s, snap.checksum_s, snap.best_s / (N_RECEIVERS * mc), N_RECEIVERS);
+    if (hrc == 0)
+        printf("   bf16        %.3f s  + %.3f s rounding the fp32 masters once = %.3f s for %.1f MB "
+               "(%.2fx the fp32 snapshot's time, %.2fx its bytes)\n",
+               hsnap.best_s, conv, hsnap.best_s + conv, hbytes / 1e6,
+               (hsnap.best_s + conv) / snap.best_s, (double)hbytes / (double)bytes);
     if (rrc == 0)
         printf("   raw zmq     %.3f s  (ROUTER -> DEALERs, the same chunks as bare frames, "
                "copied into place) = %.1fx memcpy of %d blocks\n",
@@ -1113,6 +1139,13 @@ static bool bench_snapshot(const Args *a, json_t *res)
         json_object_set_new(sj, "snapshot_checksum_s", num(snap.checksum_s));
     }
     if (rrc == 0) json_object_set_new(sj, "raw_zmq_s", num(raw.best_s));
+    if (hrc == 0) {
+        json_object_set_new(sj, "bf16_bytes", json_integer((json_int_t)hbytes));
+        json_object_set_new(sj, "bf16_snapshot_s", num(hsnap.best_s));
+        json_object_set_new(sj, "bf16_round_s", num(conv));
+        json_object_set_new(sj, "bf16_publish_s", num(hsnap.best_s + conv));
+        json_object_set_new(sj, "ratio_bf16_fp32_time", num((hsnap.best_s + conv) / snap.best_s));
+    }
     if (src == 0 && rrc == 0) {
         double ratio = snap.best_s / raw.best_s;
         printf("   snapshot / raw zmq = %.2fx (goal within %.0fx: %s)\n", ratio, RATIO_GOAL,
@@ -1121,7 +1154,7 @@ static bool bench_snapshot(const Args *a, json_t *res)
         json_object_set_new(sj, "ratio_goal", json_real(RATIO_GOAL));
     }
     json_object_set_new(res, "snapshot", sj);
-    return src == 0 && rrc == 0;
+    return src == 0 && rrc == 0 && hrc == 0;
 }
 
 int main(int argc, char **argv)

@@ -49,6 +49,9 @@ set -e
 tail -n 25 "$LOG"
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOG" | tail -n 1)
 if [ $rc -ne 0 ] || [ -z "$line" ]; then
+    # what failed, from the whole log: the FAIL lines and the failed checks
+    # (test: file:line: message), so a CI page that shows only the tail says why
+    grep -E '^FAIL |^[a-z0-9_]+: [A-Za-z0-9_/.]+\.c:[0-9]+: |ERROR' "$LOG" | tail -n 40 || true
     echo "bare-test: FAILED (container exit $rc; whole log in $LOG)"
     exit 1
 fi

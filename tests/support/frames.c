@@ -235,8 +235,8 @@ void frames_announce(FrameSet *s, const char *run_id, uint64_t epoch)
     w.version = 4;
     frame_msg(s, "wrong version", &w.base, 0, WIRE_REJ_BAD_VERSION);
     w.version = WIRE_PROTOCOL_VERSION;
-    w.total_bytes = 6;
-    frame_msg(s, "total_bytes 6", &w.base, 0, WIRE_REJ_BAD_VALUE);
+    w.total_bytes = 7; /* no whole number of elements of any dtype */
+    frame_msg(s, "total_bytes 7", &w.base, 0, WIRE_REJ_BAD_VALUE);
     frame_oversized(s);
 }
 

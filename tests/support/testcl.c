@@ -121,6 +121,18 @@ Proc *testcl_proc(TestCl *c, const char *name, const char *prog, const char *con
     return p;
 }
 
+Proc *testcl_proc_at(TestCl *c, const char *name, const char *path, const char *const *env)
+{
+    CHECK(c->n_procs < TESTCL_MAX_PROCS);
+    char log[PATH_MAX + 64];
+    testfs_path(log, sizeof log, "%s/%s.log", c->tmp, name);
+    Proc *p = proc_new(path, NULL, &(ProcOpts){.name = name, .env = env, .log_path = log});
+    /* The whole path as argv[0]: an interpreter finds its venv from it. */
+    proc_arg(p, "%s", path);
+    c->procs[c->n_procs++] = p;
+    return p;
+}
+
 bool testcl_start(TestCl *c, Proc *p)
 {
     if (!EXPECT(proc_start(p) == 0, "%s did not start", proc_name(p))) return false;
@@ -277,26 +289,29 @@ bool testcl_keygen_unlisted(TestCl *c, const char *dir, const char *name)
     return keygen(c, dir, name, false);
 }
 
-bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward)
+/* Picks ports and starts the learner (named name) and, when reward is non-NULL, a
+ * reward server; starts over on other ports if one was taken meanwhile. */
+static bool start_core(TestCl *c, const TestClRun *o, const char *name, Proc **learner,
+                       Proc **reward)
 {
     for (int attempt = 0; attempt < TESTCL_START_TRIES && !testcl_out_of_time(c); attempt++) {
         if (!pick_ports(c)) return false;
         int   n0 = c->n_procs;
-        Proc *l = testcl_learner(c, "learner", o);
-        Proc *r = reward_proc(c, "reward");
-        if (o->is_reward_metrics)
+        Proc *l = testcl_learner(c, name, o);
+        Proc *r = reward ? reward_proc(c, "reward") : NULL;
+        if (r && o->is_reward_metrics)
             proc_arg(r, "--metrics-addr=127.0.0.1:%d", c->port + TESTCL_PORT_HTTP_REWARD);
         for (int i = 0; i < 8 && o->reward_extra[i]; i++) proc_arg(r, "%s", o->reward_extra[i]);
         /* " params, " ends the learner's start-up line, logged once bound. */
         bool ok = testcl_start(c, l) && testcl_wait_log(c, l, " params, ", 30.0);
-        ok = ok && testcl_start(c, r) && testcl_wait_log(c, r, "samples bound at", 15.0);
+        ok = ok && (!r || (testcl_start(c, r) && testcl_wait_log(c, r, "samples bound at", 15.0)));
         if (ok) {
             *learner = l;
-            *reward = r;
+            if (reward) *reward = r;
             return true;
         }
         bool is_busy = proc_output_has(l, "Address already in use") ||
-                       proc_output_has(r, "Address already in use");
+                       (r && proc_output_has(r, "Address already in use"));
         if (!EXPECT(is_busy, "the learner or the reward server did not start")) return false;
         testcl_note(c, "a port of %d..%d was taken meanwhile; starting over on others", c->port,
                     c->port + TESTCL_PORTS - 1);
@@ -304,13 +319,22 @@ bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **rew
         fileio_remove_tree(c->ckpt);
         unlink(c->metrics);
         unlink(proc_log_path(l));
-        unlink(proc_log_path(r));
-        proc_free(&c->procs[n0]);
-        proc_free(&c->procs[n0 + 1]);
+        if (r) unlink(proc_log_path(r));
+        for (int i = c->n_procs - 1; i >= n0; i--) proc_free(&c->procs[i]);
         c->n_procs = n0;
     }
     EXPECT(false, "no free ports after %d attempts", TESTCL_START_TRIES);
     return false;
+}
+
+bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward)
+{
+    return start_core(c, o, "learner", learner, reward);
+}
+
+bool testcl_start_learner(TestCl *c, const TestClRun *o, const char *name, Proc **learner)
+{
+    return start_core(c, o, name, learner, NULL);
 }
 
 int testcl_ports(TestCl *c, int n)

@@ -100,6 +100,9 @@ int testcl_finish(TestCl *c);
  * supplies the program and command line instead (a restart). */
 Proc *testcl_proc(TestCl *c, const char *name, const char *prog, const char *const *env,
                   const Proc *clone_of);
+/* The same for a program outside the build directory, at path (also its
+ * argv[0]). */
+Proc *testcl_proc_at(TestCl *c, const char *name, const char *path, const char *const *env);
 /* Starts p; false after a failed check. */
 bool testcl_start(TestCl *c, Proc *p);
 /* Waits until p's log holds needle; false if p exits or time runs out. */
@@ -126,6 +129,9 @@ Proc *testcl_actor_via(TestCl *c, const char *name, int batch, bool is_debug, co
 /* Picks ports, starts the learner and a reward server and waits until both
  * are bound; starts over on other ports if one was taken meanwhile. */
 bool testcl_start_core(TestCl *c, const TestClRun *o, Proc **learner, Proc **reward);
+/* The same with the learner alone, named name (the test brings its own
+ * reward server to c->ep_samples). */
+bool testcl_start_learner(TestCl *c, const TestClRun *o, const char *name, Proc **learner);
 /* The first of n more consecutive ports, free right now, in the range the
  * cluster's come from: for what the test binds itself or adds to a
  * program (a proxy, an actor's /metrics). 0 after a failed check. */
