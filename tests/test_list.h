@@ -46,6 +46,9 @@ int chat_task_selftest(bool verbose);
 int verify_selftest(bool verbose);
 int score_selftest(bool verbose);
 int dataset_selftest(bool verbose);
+/* The JSONL indexing the datasets share (common/tasks/jsonl), through a
+ * reader of its own. */
+int jsonl_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
@@ -221,6 +224,7 @@ int code_hostile_selftest(bool verbose);
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
+    X(jsonl, jsonl_selftest)                                                                       \
     X(dataset, dataset_selftest)                                                                   \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
