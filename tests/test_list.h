@@ -49,6 +49,9 @@ int dataset_selftest(bool verbose);
 /* The JSONL indexing the datasets share (common/tasks/jsonl), through a
  * reader of its own. */
 int jsonl_selftest(bool verbose);
+/* Prompts and completions as token ids (common/tasks/render): both
+ * tokenizers, the end token, text a tokenizer cannot take, message lists. */
+int render_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
@@ -225,6 +228,7 @@ int code_hostile_selftest(bool verbose);
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
     X(jsonl, jsonl_selftest)                                                                       \
+    X(render, render_selftest)                                                                     \
     X(dataset, dataset_selftest)                                                                   \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \

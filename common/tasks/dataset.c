@@ -11,15 +11,13 @@
 #include "common/base/progress.h"
 #include "common/formats/bpe_chat.h"
 #include "common/tasks/jsonl.h"
+#include "common/tasks/render.h"
 
 struct Dataset {
     Jsonl      *jsonl;
+    Render     *render;
     DatasetOpts opts;
     int         max_ids;
-    int        *ids; /* (ids_cap) encoding scratch */
-    int         ids_cap;
-    char       *chat; /* (chat_cap) the rendered conversation */
-    size_t      chat_cap;
 };
 
 static const char *const k_problems[DATASET_N_PROBLEMS] = {
@@ -59,115 +57,37 @@ void dataset_record_free(DatasetRecord *rec)
     memset(rec, 0, sizeof *rec);
 }
 
-static int *ids_scratch(Dataset *d, size_t need)
+/* A renderer's problem as the dataset's. */
+static DatasetProblem from_render(RenderProblem p)
 {
-    CHECK(need < (size_t)1 << 30);
-    if ((int)need > d->ids_cap) {
-        d->ids_cap = (int)need;
-        d->ids = xrealloc(d->ids, sizeof(int) * need);
-    }
-    return d->ids;
+    static const DatasetProblem map[] = {
+        [RENDER_OK] = DATASET_OK,           [RENDER_BAD_TYPE] = DATASET_BAD_TYPE,
+        [RENDER_EMPTY] = DATASET_BAD_EMPTY, [RENDER_TOO_LONG] = DATASET_BAD_TOO_LONG,
+        [RENDER_CHARS] = DATASET_BAD_CHARS,
+    };
+    return map[p];
 }
 
-/* Tokenises text for the char model: every byte must be in its charset. */
-static DatasetProblem render_plain(Dataset *d, const char *text, int *n, char *why, size_t wl)
+/* The prompt's ids into rec, within the model's limit. */
+static DatasetProblem render_record(Dataset *d, const BpeChatMessage *msgs, int n_msgs,
+                                    DatasetRecord *rec, char *why, size_t wl)
 {
-    size_t len = strlen(text);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (tok_id(d->opts.tok, (char)c) < 0) {
-            if (c >= 0x20 && c < 0x7f)
-                snprintf(why, wl, "'%c' (byte %zu of the prompt) is not in the char tokenizer", c,
-                         i);
-            else
-                snprintf(why, wl,
-                         "byte 0x%02x (byte %zu of the prompt) is not in the char "
-                         "tokenizer",
-                         c, i);
-            return DATASET_BAD_CHARS;
-        }
-    }
-    if (len + 1 > (size_t)d->opts.max_prompt_ids) {
-        snprintf(why, wl, "%zu ids with BOS, the model takes prompts of at most %d", len + 1,
-                 d->opts.max_prompt_ids);
+    const int     *ids = NULL;
+    int            n = 0;
+    DatasetProblem p = from_render(render_prompt(d->render, msgs, n_msgs, &ids, &n, why, wl));
+    if (p) return p;
+    if (n > d->opts.max_prompt_ids) {
+        if (render_is_chat(d->render))
+            snprintf(why, wl, "%d ids in the chat template, the model takes prompts of at most %d",
+                     n, d->opts.max_prompt_ids);
+        else
+            snprintf(why, wl, "%d ids with BOS, the model takes prompts of at most %d", n,
+                     d->opts.max_prompt_ids);
         return DATASET_BAD_TOO_LONG;
     }
-    int *ids = ids_scratch(d, len + 1);
-    /* Every character was checked: tok_encode cannot fail. */
-    CHECK(tok_encode(d->opts.tok, text, len, TOK_ENC_BOS, ids, (int)len + 1, n) == 0);
-    return DATASET_OK;
-}
-
-/* Renders a conversation with the chat template and tokenises it. */
-static DatasetProblem render_chat(Dataset *d, const BpeChatMessage *msgs, int n_msgs, int *n,
-                                  char *why, size_t wl)
-{
-    const char *sys = bpe_chat_default_system(d->opts.bpe);
-    size_t      need = 64 * (size_t)(n_msgs + 2) + (sys ? strlen(sys) : 0);
-    for (int i = 0; i < n_msgs; i++) need += strlen(msgs[i].role) + strlen(msgs[i].content);
-    if (need > d->chat_cap) {
-        d->chat_cap = need;
-        d->chat = xrealloc(d->chat, need);
-    }
-    size_t len = 0;
-    /* The buffer holds every message and the template's markup: a failure
-     * is a template that is not ChatML, which dataset_open ruled out. */
-    CHECK(bpe_chat_format(d->opts.bpe, msgs, n_msgs, true, d->chat, d->chat_cap, &len) == 0);
-    int *ids = ids_scratch(d, BPE_ENCODE_MAX_IDS(len));
-    int  flags = BPE_ENC_SPECIAL | (bpe_add_bos(d->opts.bpe) ? BPE_ENC_BOS : 0);
-    CHECK(bpe_encode(d->opts.bpe, d->chat, len, flags, ids, d->ids_cap, n) == 0);
-    if (*n > d->opts.max_prompt_ids) {
-        snprintf(why, wl, "%d ids in the chat template, the model takes prompts of at most %d", *n,
-                 d->opts.max_prompt_ids);
-        return DATASET_BAD_TOO_LONG;
-    }
-    return DATASET_OK;
-}
-
-/* The conversation of a "messages" member into msgs (borrowing its strings). */
-static DatasetProblem read_messages(const json_t *m, BpeChatMessage *msgs, int *n_msgs, char *why,
-                                    size_t wl)
-{
-    if (!json_is_array(m)) {
-        snprintf(why, wl, "\"messages\" is %s, expected an array", jsonl_type_name(m));
-        return DATASET_BAD_TYPE;
-    }
-    size_t n = json_array_size(m);
-    if (n == 0) {
-        snprintf(why, wl, "\"messages\" is empty");
-        return DATASET_BAD_EMPTY;
-    }
-    if (n > DATASET_MAX_MESSAGES) {
-        snprintf(why, wl, "%zu messages, at most %d", n, DATASET_MAX_MESSAGES);
-        return DATASET_BAD_TOO_LONG;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const json_t *e = json_array_get(m, i);
-        const json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
-        if (!json_is_object(e) || !json_is_string(role) || !json_is_string(content)) {
-            snprintf(why, wl,
-                     "message %zu: expected an object with string \"role\" and "
-                     "\"content\"",
-                     i);
-            return DATASET_BAD_TYPE;
-        }
-        const char *r = json_string_value(role);
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-            snprintf(why, wl, "message %zu: role '%.20s', expected system, user or assistant", i,
-                     r);
-            return DATASET_BAD_TYPE;
-        }
-        msgs[i] = (BpeChatMessage){.role = r, .content = json_string_value(content)};
-    }
-    if (strcmp(msgs[n - 1].role, "user")) {
-        snprintf(why, wl, "the last message is the %s's, expected the user's", msgs[n - 1].role);
-        return DATASET_BAD_TYPE;
-    }
-    if (jsonl_is_blank(msgs[n - 1].content)) {
-        snprintf(why, wl, "the last user message is empty");
-        return DATASET_BAD_EMPTY;
-    }
-    *n_msgs = (int)n;
+    rec->ids = xmalloc(sizeof(int) * (size_t)n);
+    memcpy(rec->ids, ids, sizeof(int) * (size_t)n);
+    rec->n_ids = n;
     return DATASET_OK;
 }
 
@@ -248,7 +168,7 @@ static DatasetProblem parse_record(Dataset *d, const json_t *root, DatasetRecord
     DatasetProblem p = DATASET_OK;
     const json_t  *prompt = json_object_get(root, "prompt");
     const json_t  *messages = json_object_get(root, "messages");
-    BpeChatMessage msgs[DATASET_MAX_MESSAGES];
+    BpeChatMessage msgs[RENDER_MAX_MESSAGES];
     int            n_msgs = 0;
     if (!prompt == !messages) {
         snprintf(why, wl,
@@ -267,7 +187,7 @@ static DatasetProblem parse_record(Dataset *d, const json_t *root, DatasetRecord
                  "plain \"prompt\"");
         p = DATASET_BAD_TYPE;
     } else if (messages) {
-        p = read_messages(messages, msgs, &n_msgs, why, wl);
+        p = from_render(render_read_messages(messages, "messages", "user", msgs, &n_msgs, why, wl));
     } else {
         msgs[0] = (BpeChatMessage){.role = "user", .content = json_string_value(prompt)};
         n_msgs = 1;
@@ -277,13 +197,7 @@ static DatasetProblem parse_record(Dataset *d, const json_t *root, DatasetRecord
     if (!p) p = read_task(d, json_object_get(root, "task"), rec, why, wl);
     if (!p && score_spec_check_record(&rec->spec, rec->answer, rec->meta, why, wl))
         p = DATASET_BAD_SCORER;
-    if (!p)
-        p = d->opts.tok ? render_plain(d, msgs[0].content, &rec->n_ids, why, wl)
-                        : render_chat(d, msgs, n_msgs, &rec->n_ids, why, wl);
-    if (!p) {
-        rec->ids = xmalloc(sizeof(int) * (size_t)rec->n_ids);
-        memcpy(rec->ids, d->ids, sizeof(int) * (size_t)rec->n_ids);
-    }
+    if (!p) p = render_record(d, msgs, n_msgs, rec, why, wl);
     return p;
 }
 
@@ -305,8 +219,7 @@ void dataset_free(Dataset **dp)
     if (!dp || !*dp) return;
     Dataset *d = *dp;
     jsonl_free(&d->jsonl);
-    free(d->ids);
-    free(d->chat);
+    render_free(&d->render);
     free(d);
     *dp = NULL;
 }
@@ -338,6 +251,7 @@ int dataset_open(const char *path, const DatasetOpts *opts, Dataset **out)
     }
     Dataset *d = xcalloc(1, sizeof *d);
     d->opts = *opts;
+    d->render = render_new(opts->tok, opts->bpe);
     double    t0 = progress_now();
     JsonlOpts jo = {.what = "dataset",
                     .problem_names = k_problems,
