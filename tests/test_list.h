@@ -52,6 +52,9 @@ int jsonl_selftest(bool verbose);
 /* Prompts and completions as token ids (common/tasks/render): both
  * tokenizers, the end token, text a tokenizer cannot take, message lists. */
 int render_selftest(bool verbose);
+/* Preference data (pairs, chat pairs, rankings, reference completions): a
+ * hostile file table, chat records with a hand-made ChatML vocabulary. */
+int prefs_data_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
@@ -230,6 +233,7 @@ int code_hostile_selftest(bool verbose);
     X(jsonl, jsonl_selftest)                                                                       \
     X(render, render_selftest)                                                                     \
     X(dataset, dataset_selftest)                                                                   \
+    X(prefs_data, prefs_data_selftest)                                                             \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
     X(sft, sft_selftest)                                                                           \
