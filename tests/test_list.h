@@ -58,6 +58,13 @@ int prefs_data_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
+/* The reward model (learner/rm): the Bradley-Terry gradient through the
+ * whole model by finite differences, learning pairs, the bias
+ * normalisation, the checkpoint round trip in the HF classifier layout. */
+int rm_selftest(bool verbose);
+/* DPO (learner/dpo): the gradient through the whole model by finite
+ * differences, a policy equal to its reference, learning pairs. */
+int dpo_selftest(bool verbose);
 /* The RL math of learner/algo, one module each. */
 int agg_selftest(bool verbose);
 int kl_selftest(bool verbose);
@@ -237,6 +244,8 @@ int code_hostile_selftest(bool verbose);
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
     X(sft, sft_selftest)                                                                           \
+    X(rm_train, rm_selftest)                                                                       \
+    X(dpo_train, dpo_selftest)                                                                     \
     X(rl_agg, agg_selftest)                                                                        \
     X(rl_kl, kl_selftest)                                                                          \
     X(rl_advantage, advantage_selftest)                                                            \

@@ -191,9 +191,8 @@ static PrefsProblem read_ranking(const json_t *comps, const json_t *rank, int *o
     return PREFS_OK;
 }
 
-static PrefsProblem read_margin(const json_t *m, float *out, char *why, size_t wl)
+static PrefsProblem read_margin(const json_t *m, PrefsRecord *rec, char *why, size_t wl)
 {
-    *out = 0.0f;
     if (!m || json_is_null(m)) return PREFS_OK;
     if (!json_is_number(m)) {
         snprintf(why, wl, "\"margin\" is %s, expected a number", jsonl_type_name(m));
@@ -204,18 +203,17 @@ static PrefsProblem read_margin(const json_t *m, float *out, char *why, size_t w
         snprintf(why, wl, "\"margin\" is %g, expected 0..1e6", v);
         return PREFS_BAD_MARGIN;
     }
-    *out = (float)v;
+    rec->margin = (float)v;
+    rec->has_margin = true;
     return PREFS_OK;
 }
 
 /* The members of a record into ps (texts borrowed from root). */
-static PrefsProblem parse_members(const Prefs *pr, const json_t *root, Parsed *ps, float *margin,
-                                  bool *is_ranking, char *why, size_t wl)
+static PrefsProblem parse_members(const Prefs *pr, const json_t *root, Parsed *ps, PrefsRecord *rec,
+                                  char *why, size_t wl)
 {
     const json_t *prompt = json_object_get(root, "prompt");
     PrefsProblem  p;
-    *margin = 0.0f;
-    *is_ranking = false;
     if (prompt && (p = read_prompt(prompt, ps, why, wl))) return p;
     if (pr->opts.reference) {
         const json_t *c = json_object_get(root, "completion");
@@ -254,7 +252,7 @@ static PrefsProblem parse_members(const Prefs *pr, const json_t *root, Parsed *p
                 return p;
         }
         ps->k = k;
-        *is_ranking = true;
+        rec->is_ranking = true;
         return PREFS_OK;
     }
     if (!chosen || !rejected) {
@@ -270,7 +268,7 @@ static PrefsProblem parse_members(const Prefs *pr, const json_t *root, Parsed *p
     if ((p = read_completion(chosen, ps, 0, why, wl)) ||
         (p = read_completion(rejected, ps, 1, why, wl)))
         return p;
-    return read_margin(json_object_get(root, "margin"), margin, why, wl);
+    return read_margin(json_object_get(root, "margin"), rec, why, wl);
 }
 
 /* Checks, renders and tokenises one record into rec (which the caller frees). */
@@ -278,7 +276,7 @@ static PrefsProblem parse_record(Prefs *pr, const json_t *root, PrefsRecord *rec
                                  size_t wl)
 {
     Parsed      *ps = xcalloc(1, sizeof *ps);
-    PrefsProblem p = parse_members(pr, root, ps, &rec->margin, &rec->is_ranking, why, wl);
+    PrefsProblem p = parse_members(pr, root, ps, rec, why, wl);
     for (int i = 0; !p && i < ps->k; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(ps->text[i], ps->text[j])) {

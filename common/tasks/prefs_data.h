@@ -103,7 +103,8 @@ typedef struct {
     int      k;                 /* completions: 2..PREFS_MAX_K, 1 for a reference */
     int     *comp[PREFS_MAX_K]; /* (n_comp[i]) completion i's ids, end token last */
     int      n_comp[PREFS_MAX_K];
-    float    margin;     /* of a pair, else 0 */
+    float    margin;     /* of a pair that gives one, else 0 */
+    bool     has_margin; /* the record gave "margin" */
     bool     is_ranking; /* from "completions" and "ranking" */
 } PrefsRecord;
 
