@@ -203,6 +203,11 @@ int humaneval_selftest(bool verbose);
  * rlhf-reward with CURVE keys over ZeroMQ: each contained with its verdict,
  * then an ordinary group scored right. */
 int code_hostile_selftest(bool verbose);
+/* rlhf-rm and rlhf-dpo end to end on a generated preference file with the
+ * char model warm-started by rlhf-sft: held-out pair accuracy and
+ * implicit-reward accuracy rising, the normalisation, the reward model's
+ * checkpoint reloaded, refused files. */
+int prefs_cli_selftest(bool verbose);
 
 /* name (substring-matched by `rlhf-test NAME`), function */
 #define TEST_LIST(X)                                                                               \
@@ -287,6 +292,7 @@ int code_hostile_selftest(bool verbose);
     X(chaos_check, chaos_check_selftest)                                                           \
     X(cli, cli_selftest)                                                                           \
     X(humaneval, humaneval_selftest)                                                               \
-    X(code_hostile, code_hostile_selftest)
+    X(code_hostile, code_hostile_selftest)                                                         \
+    X(prefs_cli, prefs_cli_selftest)
 
 #endif
