@@ -375,8 +375,8 @@ int prefs_open(const char *path, const PrefsOpts *opts, Prefs **out)
         log_info("prefs: '%s': %" PRIu64 " reference completions, up to %d ids, indexed in %.1f s",
                  path, pr->st.file.good, pr->st.max_ids, progress_now() - t0);
     else
-        log_info("prefs: '%s': %" PRIu64 " records (%" PRIu64 " rankings of up to %d), %" PRIu64
-                 " pairs, sequences of up to %d ids, indexed in %.1f s",
+        log_info("prefs: '%s': %" PRIu64 " records (%" PRIu64 " rankings; up to %d completions a "
+                 "record), %" PRIu64 " pairs, sequences of up to %d ids, indexed in %.1f s",
                  path, pr->st.file.good, pr->st.ranked, pr->st.max_k, pr->st.pairs, pr->st.max_ids,
                  progress_now() - t0);
     *out = pr;

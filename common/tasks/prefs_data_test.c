@@ -14,6 +14,7 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/formats/bpe_gguf.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/support/testfs.h"
@@ -310,6 +311,35 @@ static void test_chat(const char *dir, bool verbose)
     bpe_free(&b);
 }
 
+/* The shipped examples load whole with the model they are for. */
+static void test_examples(bool verbose)
+{
+    const char *gguf = fixture_smollm2_path("prefs_data (shipped examples)");
+    if (!gguf) return;
+    Bpe *b = NULL;
+    if (!EXPECT(bpe_load(gguf, &b) == 0, "bpe_load '%s'", gguf)) return;
+    const char *files[] = {"examples/prefs-chat/train.jsonl", "examples/prefs-chat/eval.jsonl",
+                           "examples/prefs-chat/ranking.jsonl",
+                           "examples/prefs-chat/reference.jsonl"};
+    for (size_t i = 0; i < N_OF(files); i++) {
+        PrefsOpts o = {.bpe = b, .max_ids = 512, .reference = strstr(files[i], "reference")};
+        Prefs    *p = NULL;
+        fileio_capture_begin();
+        int rc = prefs_open(files[i], &o, &p);
+        free(fileio_capture_end(verbose));
+        PrefsStats st = {0};
+        if (p) prefs_stats(p, &st);
+        EXPECT(rc == 0 && st.file.bad == 0 && st.file.good == (i == 0 ? 256u : 64u),
+               "'%s': %s, %" PRIu64 " good, %" PRIu64 " bad", files[i], err_str(rc), st.file.good,
+               st.file.bad);
+        if (verbose)
+            printf("  %s: %" PRIu64 " records, %" PRIu64 " pairs, up to %d ids\n", files[i],
+                   st.file.good, st.pairs, st.max_ids);
+        prefs_free(&p);
+    }
+    bpe_free(&b);
+}
+
 int prefs_data_selftest(bool verbose)
 {
     char dir[256];
@@ -321,6 +351,7 @@ int prefs_data_selftest(bool verbose)
     test_hostile(dir, tok, verbose);
     test_reference(dir, tok, verbose);
     test_chat(dir, verbose);
+    test_examples(verbose);
     tok_free(&tok);
     log_init("prefs_data", level);
     testfs_tmpdir_remove(dir);
