@@ -13,6 +13,12 @@ the files come out the same).
        "meta": {"tests": ["assert f(...) == ...", ...], "prefix": ""}}
   formats/train.jsonl  one record per built-in scorer and a weighted spec,
       to show the record format (answers, tasks, meta).
+  prefs-chat/train.jsonl, eval.jsonl  chat preference pairs for rlhf-rm and
+      rlhf-dpo: the bare right number is preferred over a wrong number or a
+      chatty (several-line) answer; train.jsonl mixes the three pair forms
+      (strings, message lists with "prompt", conversations without it);
+      ranking.jsonl ranks three completions (bare right, chatty right, wrong);
+      reference.jsonl holds {"prompt", "completion"} lines for --norm-data.
 
 Usage: python3 examples/make_examples.py [OUT_DIR]   (default: examples/)
 """
@@ -126,11 +132,64 @@ def formats(out):
     ])
 
 
+def prefs_chat(out):
+    # Chat arithmetic as above (other problems), judged as the issue's gold
+    # rule judges chat answers: right, and one line.
+    rng = random.Random(9002)
+
+    def operand():
+        return rng.randrange(0, 10) if rng.randrange(2) == 0 else rng.randrange(10, 100)
+
+    problems, seen = [], set()
+    while len(problems) < 384:
+        p = (operand(), "+-"[rng.randrange(2)], operand())
+        if p not in seen:
+            seen.add(p)
+            problems.append(p)
+
+    def parts(p):
+        a, op, b = p
+        v = a + b if op == "+" else a - b
+        q = f"What is {a} {op} {b}? Reply with the number only."
+        wrong = str(v + rng.choice([-10, -2, -1, 1, 2, 10]))
+        chatty = f"Let me work it out: {a} {op} {b} = {v}.\nSo the answer is {v}."
+        return q, str(v), wrong, chatty
+
+    def pair(p, form):
+        q, right, wrong, chatty = parts(p)
+        bad = wrong if rng.randrange(2) == 0 else chatty
+        if form == 0:
+            return {"prompt": q, "chosen": right, "rejected": bad}
+        user = [{"role": "user", "content": q}]
+        if form == 1:
+            return {"prompt": user, "chosen": [{"role": "assistant", "content": right}],
+                    "rejected": [{"role": "assistant", "content": bad}]}
+        return {"chosen": user + [{"role": "assistant", "content": right}],
+                "rejected": user + [{"role": "assistant", "content": bad}]}
+
+    def ranking(p):
+        q, right, wrong, chatty = parts(p)
+        comps = [right, chatty, wrong]  # best first
+        order = [0, 1, 2]
+        rng.shuffle(order)
+        return {"prompt": q, "completions": [comps[i] for i in order],
+                "ranking": sorted(range(3), key=lambda j: order[j])}
+
+    d = os.path.join(out, "prefs-chat")
+    write(os.path.join(d, "eval.jsonl"), [pair(p, 0) for p in problems[:64]])
+    write(os.path.join(d, "train.jsonl"), [pair(p, i % 3) for i, p in enumerate(problems[64:320])])
+    write(os.path.join(d, "ranking.jsonl"), [ranking(p) for p in problems[320:]])
+    write(os.path.join(d, "reference.jsonl"),
+          [{"prompt": parts(p)[0], "completion": rng.choice(parts(p)[1:])}
+           for p in problems[64:128]])
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     arith_chat(out)
     code(out)
     formats(out)
+    prefs_chat(out)
 
 
 if __name__ == "__main__":

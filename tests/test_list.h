@@ -50,9 +50,25 @@ int chat_task_selftest(bool verbose);
 int verify_selftest(bool verbose);
 int score_selftest(bool verbose);
 int dataset_selftest(bool verbose);
+/* The JSONL indexing the datasets share (common/tasks/jsonl), through a
+ * reader of its own. */
+int jsonl_selftest(bool verbose);
+/* Prompts and completions as token ids (common/tasks/render): both
+ * tokenizers, the end token, text a tokenizer cannot take, message lists. */
+int render_selftest(bool verbose);
+/* Preference data (pairs, chat pairs, rankings, reference completions): a
+ * hostile file table, chat records with a hand-made ChatML vocabulary. */
+int prefs_data_selftest(bool verbose);
 int progress_selftest(bool verbose);
 int eval_selftest(bool verbose);
 int sft_selftest(bool verbose);
+/* The reward model (learner/rm): the Bradley-Terry gradient through the
+ * whole model by finite differences, learning pairs, the bias
+ * normalisation, the checkpoint round trip in the HF classifier layout. */
+int rm_selftest(bool verbose);
+/* DPO (learner/dpo): the gradient through the whole model by finite
+ * differences, a policy equal to its reference, learning pairs. */
+int dpo_selftest(bool verbose);
 /* The RL math of learner/algo, one module each. */
 int agg_selftest(bool verbose);
 int kl_selftest(bool verbose);
@@ -212,6 +228,11 @@ int humaneval_selftest(bool verbose);
  * rlhf-reward with CURVE keys over ZeroMQ: each contained with its verdict,
  * then an ordinary group scored right. */
 int code_hostile_selftest(bool verbose);
+/* rlhf-rm and rlhf-dpo end to end on a generated preference file with the
+ * char model warm-started by rlhf-sft: held-out pair accuracy and
+ * implicit-reward accuracy rising, the normalisation, the reward model's
+ * checkpoint reloaded, refused files. */
+int prefs_cli_selftest(bool verbose);
 
 /* name (substring-matched by `rlhf-test NAME`), function */
 #define TEST_LIST(X)                                                                               \
@@ -249,10 +270,15 @@ int code_hostile_selftest(bool verbose);
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
+    X(jsonl, jsonl_selftest)                                                                       \
+    X(render, render_selftest)                                                                     \
     X(dataset, dataset_selftest)                                                                   \
+    X(prefs_data, prefs_data_selftest)                                                             \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
     X(sft, sft_selftest)                                                                           \
+    X(rm_train, rm_selftest)                                                                       \
+    X(dpo_train, dpo_selftest)                                                                     \
     X(rl_agg, agg_selftest)                                                                        \
     X(rl_kl, kl_selftest)                                                                          \
     X(rl_advantage, advantage_selftest)                                                            \
@@ -300,6 +326,7 @@ int code_hostile_selftest(bool verbose);
     X(chaos_check, chaos_check_selftest)                                                           \
     X(cli, cli_selftest)                                                                           \
     X(humaneval, humaneval_selftest)                                                               \
-    X(code_hostile, code_hostile_selftest)
+    X(code_hostile, code_hostile_selftest)                                                         \
+    X(prefs_cli, prefs_cli_selftest)
 
 #endif

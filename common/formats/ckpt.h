@@ -5,7 +5,11 @@
  *                          hidden_size, ..., torch_dtype "float32") plus our
  *                          own "rlhf_*" keys: format version, value head,
  *                          tokenizer kind and charset, so the directory is
- *                          self-contained;
+ *                          self-contained; a model with the scalar head is
+ *                          "LlamaForSequenceClassification" with num_labels
+ *                          1 (score.weight (1, C) as transformers names it;
+ *                          score.bias beside it, which transformers' Llama
+ *                          classifier lacks and leaves unused);
  *   model.safetensors      every model tensor under its HF name (F32);
  *   optimizer.safetensors  optional: flat "exp_avg" and "exp_avg_sq", the
  *                          step count in metadata;

@@ -48,7 +48,17 @@ static json_t *config_object(const ModelConfig *c, const Tok *tok)
 {
     json_t *o = json_object();
     CHECK(o);
-    json_object_set_new(o, "architectures", json_pack("[s]", "LlamaForCausalLM"));
+    /* A scalar head makes the model what transformers calls a sequence
+     * classifier with one label (a reward model, or PPO's critic): its
+     * "score" Linear reads the last token's final hidden state. */
+    json_object_set_new(o, "architectures",
+                        json_pack("[s]", c->has_value_head ? "LlamaForSequenceClassification"
+                                                           : "LlamaForCausalLM"));
+    if (c->has_value_head) {
+        json_object_set_new(o, "num_labels", json_integer(1));
+        json_object_set_new(o, "id2label", json_pack("{s:s}", "0", "LABEL_0"));
+        json_object_set_new(o, "label2id", json_pack("{s:i}", "LABEL_0", 0));
+    }
     json_object_set_new(o, "model_type", json_string("llama"));
     json_object_set_new(o, "hidden_size", json_integer(c->dim));
     json_object_set_new(o, "intermediate_size", json_integer(c->hidden_dim));

@@ -22,17 +22,19 @@
  * DATASET_MAX_LINE; no prompt or messages (or both); a member of the wrong
  * type; an empty prompt; a prompt longer than max_prompt_ids once rendered and
  * tokenised, an answer over DATASET_MAX_ANSWER or meta over DATASET_MAX_META
- * bytes; characters the char tokenizer lacks; an unknown or malformed task, or
+ * bytes; text the tokenizer cannot take (a character the char tokenizer lacks,
+ * a byte the BPE has no token for: common/tasks/render.h); an unknown or malformed task, or
  * none; a record its scorer cannot score (a "number" answer that is not a
  * number: score_spec_check_record). The whole file is refused when more than
  * max_bad_percent of its records are bad, or none is good.
  *
- * Memory: opening reads the file once in blocks of DATASET_MAX_LINE bytes,
- * checking every record, and keeps 16 bytes per good record (offset, length,
- * line); dataset_read reads one record back with pread and renders it again.
- * The file stays open, so a file replaced (renamed over) or removed during a
- * run is not seen; one edited in place is (a record that no longer parses is
- * an error; dataset_fingerprint changes, which a resumed learner checks).
+ * The file's lines, its indexing and reading back are common/tasks/jsonl's:
+ * opening reads the file once in blocks, checking every record, and keeps 16
+ * bytes per good record (offset, length, line); dataset_read reads one record
+ * back with pread and renders it again. The file stays open, so a file
+ * replaced (renamed over) or removed during a run is not seen; one edited in
+ * place is (a record that no longer parses is an error; dataset_fingerprint
+ * changes, which a resumed learner checks).
  *
  * Ownership: dataset_open's caller owns the Dataset; the tokenizer and the
  * lookup context in DatasetOpts are borrowed and must outlive it; a
@@ -49,14 +51,16 @@
 
 #include "common/formats/bpe.h"
 #include "common/formats/tok.h"
+#include "common/tasks/jsonl.h"
+#include "common/tasks/render.h"
 #include "common/tasks/score.h"
 
-#define DATASET_MAX_LINE (1 << 20)  /* bytes of one record's line */
+#define DATASET_MAX_LINE JSONL_MAX_LINE /* bytes of one record's line */
 #define DATASET_MAX_ANSWER 4096     /* bytes of an answer, NUL included (the wire's text bound) */
 #define DATASET_MAX_META (64 << 10) /* bytes of meta as compact JSON, NUL included */
-#define DATASET_MAX_MESSAGES 64     /* messages of one record */
-#define DATASET_MAX_RECORDS (1u << 31) /* good records of one file */
-#define DATASET_LOG_BAD 20             /* bad records logged one by one */
+#define DATASET_MAX_MESSAGES RENDER_MAX_MESSAGES /* messages of one record */
+#define DATASET_MAX_RECORDS JSONL_MAX_RECORDS    /* good records of one file */
+#define DATASET_LOG_BAD JSONL_LOG_BAD            /* bad records logged one by one */
 
 typedef enum {
     DATASET_OK = 0,
@@ -67,7 +71,7 @@ typedef enum {
     DATASET_BAD_TYPE,      /* a member of the wrong type */
     DATASET_BAD_EMPTY,     /* an empty prompt or user message */
     DATASET_BAD_TOO_LONG,  /* the rendered prompt, the answer or meta too long */
-    DATASET_BAD_CHARS,     /* characters the char tokenizer lacks */
+    DATASET_BAD_CHARS,     /* text the tokenizer cannot take */
     DATASET_BAD_TASK,      /* no task, or an unknown or malformed one */
     DATASET_BAD_SCORER,    /* the task's scorer cannot score the record */
     DATASET_N_PROBLEMS

@@ -84,3 +84,47 @@ double prefs_dpo_loss(float *dchosen, float *drejected, PrefsPairStats *stats,
     pair_means(stats, &sums, P);
     return D > 0.0 ? sum / D : 0.0;
 }
+
+double prefs_pairs_loss(float *dscore, PrefsPairStats *stats, const double *s,
+                        const PrefsPair *pairs, int P, double scale, double norm)
+{
+    CHECK(P >= 0 && (P == 0 || (s && pairs)) && scale > 0.0 && norm >= 0.0);
+    double wsum = 0.0;
+    for (int p = 0; p < P; p++) {
+        CHECK(pairs[p].weight > 0.0f && pairs[p].margin >= 0.0f);
+        wsum += pairs[p].weight;
+    }
+    const double   D = norm > 0.0 ? norm : wsum;
+    PrefsPairStats sums = {0};
+    double         sum = 0.0;
+    for (int p = 0; p < P; p++) {
+        const PrefsPair *q = &pairs[p];
+        double           c = s[q->chosen], r = s[q->rejected];
+        double           z = scale * (c - r) - q->margin;
+        /* d softplus(-z) / dz = -sigmoid(-z); dz/dc = scale. */
+        double g = -(double)q->weight * scale * sigmoid(-z) / D;
+        if (dscore) {
+            dscore[q->chosen] += (float)g;
+            dscore[q->rejected] -= (float)g;
+        }
+        sum += q->weight * softplus(-z);
+        sums.accuracy += scale * (c - r) > 0.0;
+        sums.chosen_mean += scale * c;
+        sums.rejected_mean += scale * r;
+        sums.margin_mean += scale * (c - r);
+    }
+    pair_means(stats, &sums, P);
+    return D > 0.0 ? sum / D : 0.0;
+}
+
+int prefs_ranking_pairs(PrefsPair *out, int base, int k, float margin)
+{
+    CHECK(k >= 2 && base >= 0 && margin >= 0.0f);
+    int   n = 0;
+    float w = 2.0f / ((float)k * (float)(k - 1));
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++)
+            out[n++] = (PrefsPair){
+                .chosen = base + i, .rejected = base + j, .weight = w, .margin = margin};
+    return n;
+}

@@ -1,0 +1,117 @@
+#!/bin/sh
+# RLHF from preferences on the built-in preference task, every stage a
+# separate process: SFT warm start -> pairs labelled by the hidden gold judge
+# (rlhf-prefgen) -> a reward model (rlhf-rm) -> a reward server hosting it ->
+# PPO on the cluster against the learned reward, the critic started from the
+# reward model, a k1 KL penalty in the reward; the gold reward is watched
+# beside the proxy (a weight-0 term) and measured before and after with
+# rlhf-eval. Writes RUN_DIR/summary.json with the gold figures.
+#
+#   deploy/run-prefs.sh [BUILD_DIR]        (make run-prefs)
+#
+# Environment (defaults in brackets): RUN_DIR [runs/prefs], SFT [runs/sft-prefs],
+# SFT_STEPS [1500], PAIRS [4000], EVAL_PAIRS [500], RM_EPOCHS [2], STEPS [150],
+# KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
+# SEED [1]. Extra learner flags go in LEARNER_ARGS.
+set -eu
+BIN=${1:-build}
+RUN_DIR=${RUN_DIR:-runs/prefs}
+SFT=${SFT:-runs/sft-prefs}
+SFT_STEPS=${SFT_STEPS:-1500}
+PAIRS=${PAIRS:-4000}
+EVAL_PAIRS=${EVAL_PAIRS:-500}
+RM_EPOCHS=${RM_EPOCHS:-2}
+STEPS=${STEPS:-150}
+KL_BETA=${KL_BETA:-0.05}
+LR=${LR:-1e-4}
+ACTORS=${ACTORS:-2}
+P=${PORT_BASE:-7855}
+EVAL_N=${EVAL_N:-500}
+SEED=${SEED:-1}
+say() { echo "run-prefs: $*" >&2; }
+
+mkdir -p "$RUN_DIR"
+if [ ! -f "$SFT/config.json" ]; then
+    say "1/5 SFT warm start ($SFT_STEPS steps) into $SFT"
+    "$BIN/rlhf-sft" --out "$SFT" --steps "$SFT_STEPS" --max-digits 3 --seed "$SEED" \
+        --eval-every 0 >"$RUN_DIR/sft.log" 2>&1
+else
+    say "1/5 SFT warm start: $SFT (cached)"
+fi
+say "2/5 preference pairs from the SFT policy, labelled by the gold judge"
+"$BIN/rlhf-prefgen" --ckpt "$SFT" --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
+    --eval-pairs "$EVAL_PAIRS" --seed $((SEED + 3000)) >"$RUN_DIR/prefgen.log" 2>&1
+say "3/5 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
+"$BIN/rlhf-rm" --init "$SFT" --data "$RUN_DIR/prefs/train.jsonl" \
+    --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
+    --epochs "$RM_EPOCHS" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
+    --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
+
+gold() { # gold reward of a policy on held-out problems, 4 samples each at temperature 1
+    "$BIN/rlhf-eval" --ckpt "$1" --builtin "$EVAL_N" --task gold_arith --n 4 --temperature 1 \
+        --max-new 8 --seed $((SEED + 7)) --out "$2" >>"$RUN_DIR/eval.log" 2>&1
+}
+say "4/5 gold reward of the SFT policy"
+gold "$SFT" "$RUN_DIR/gold-sft.json"
+
+say "5/5 PPO against the reward model on the cluster ($STEPS steps)"
+LEASE=tcp://127.0.0.1:$P
+WEIGHTS=tcp://127.0.0.1:$((P + 1))
+SAMPLES=tcp://127.0.0.1:$((P + 2))
+RESULTS=tcp://127.0.0.1:$((P + 3))
+SNAP=tcp://127.0.0.1:$((P + 4))
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+rm -rf "$RUN_DIR/ckpt" "$RUN_DIR/ckpt-critic"
+"$BIN/rlhf-reward" --samples "$SAMPLES" --results "$RESULTS" --reward-model "$RUN_DIR/rm" \
+    --scorer rm:1,gold_arith:0 >"$RUN_DIR/reward.log" 2>&1 &
+PIDS="$PIDS $!"
+i=0
+while [ "$i" -lt "$ACTORS" ]; do
+    OPENBLAS_NUM_THREADS=1 "$BIN/rlhf-actor" --lease "$LEASE" --weights "$WEIGHTS" \
+        --snapshot "$SNAP" --reward "$SAMPLES" --id "actor-$i" --seed $((SEED + i + 1)) \
+        >"$RUN_DIR/actor-$i.log" 2>&1 &
+    PIDS="$PIDS $!"
+    i=$((i + 1))
+done
+# shellcheck disable=SC2086 # LEARNER_ARGS is a list of flags
+"$BIN/rlhf-learner" --algo ppo --init "$SFT" --critic-init "$RUN_DIR/rm" --kl-place reward \
+    --kl-beta "$KL_BETA" --max-digits 3 --lease "$LEASE" --weights "$WEIGHTS" \
+    --results "$RESULTS" --snapshot "$SNAP" --ckpt-dir "$RUN_DIR/ckpt" --ckpt-every 0 \
+    --metrics "$RUN_DIR/metrics.jsonl" --summary "$RUN_DIR/ppo-summary.json" --steps "$STEPS" \
+    --lr "$LR" --eval-n 0 --seed "$SEED" ${LEARNER_ARGS:-} >"$RUN_DIR/learner.log" 2>&1
+cleanup
+PIDS=""
+gold "$RUN_DIR/ckpt" "$RUN_DIR/gold-ppo.json"
+
+# The summary: the gold judge's view of every stage, and the proxy's.
+python3 - "$RUN_DIR" <<'EOF'
+import json, math, sys
+d = sys.argv[1]
+lab = json.load(open(f"{d}/prefs/labeller.json"))
+rm = json.load(open(f"{d}/rm-summary.json"))
+g0 = json.load(open(f"{d}/gold-sft.json"))
+g1 = json.load(open(f"{d}/gold-ppo.json"))
+recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.strip()]
+def sd(g):  # standard error of the mean gold reward over prompts
+    xs = [p["reward_mean"] for p in g["per_prompt"]]
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+comp = lambda r, k: r.get("components", {}).get(k)
+curve = [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
+          "gold": comp(r, "gold_arith")} for r in recs]
+out = {
+    "labeller_ceiling": lab["ceiling_eval"], "flip_drawn": lab["flip_drawn_train"],
+    "rm_pair_accuracy": rm.get("eval_accuracy", rm.get("accuracy")),
+    "gold_sft": g0["reward_mean"], "gold_sft_se": sd(g0),
+    "gold_ppo": g1["reward_mean"], "gold_ppo_se": sd(g1),
+    "exact_sft": g0["pass_at_k"]["1"], "exact_ppo": g1["pass_at_k"]["1"],
+    "steps": len(recs), "curve": curve,
+}
+json.dump(out, open(f"{d}/summary.json", "w"), indent=1)
+print(json.dumps({k: v for k, v in out.items() if k != "curve"}, indent=1))
+EOF
