@@ -159,6 +159,11 @@ run: deps $(PROGS)
 run-smollm2: deps model $(PROGS)
 	./deploy/run-smollm2.sh $(BUILD)
 
+# RLHF from preferences on the built-in preference task (deploy/run-prefs.sh:
+# SFT, pairs judged by the hidden gold judge, reward model, PPO against it).
+run-prefs: deps $(PROGS)
+	./deploy/run-prefs.sh $(BUILD)
+
 # The Python reward server's venv (tests/pyreward_test.c runs it): build/pyenv.
 pydeps: deps
 	@./deploy/install-pydeps.sh $(BUILD) >/dev/null

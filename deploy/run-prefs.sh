@@ -10,7 +10,7 @@
 #   deploy/run-prefs.sh [BUILD_DIR]        (make run-prefs)
 #
 # Environment (defaults in brackets): RUN_DIR [runs/prefs], SFT [runs/sft-prefs],
-# SFT_STEPS [1500], PAIRS [4000], EVAL_PAIRS [500], RM_EPOCHS [2], STEPS [150],
+# SFT_STEPS [1500], PAIRS [4000], EVAL_PAIRS [500], RM_EPOCHS [4], RM_LR [1e-3], STEPS [150],
 # KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
 # SEED [1]. Extra learner flags go in LEARNER_ARGS.
 set -eu
@@ -20,7 +20,8 @@ SFT=${SFT:-runs/sft-prefs}
 SFT_STEPS=${SFT_STEPS:-1500}
 PAIRS=${PAIRS:-4000}
 EVAL_PAIRS=${EVAL_PAIRS:-500}
-RM_EPOCHS=${RM_EPOCHS:-2}
+RM_EPOCHS=${RM_EPOCHS:-4}
+RM_LR=${RM_LR:-1e-3}
 STEPS=${STEPS:-150}
 KL_BETA=${KL_BETA:-0.05}
 LR=${LR:-1e-4}
@@ -44,7 +45,7 @@ say "2/5 preference pairs from the SFT policy, labelled by the gold judge"
 say "3/5 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
 "$BIN/rlhf-rm" --init "$SFT" --data "$RUN_DIR/prefs/train.jsonl" \
     --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
-    --epochs "$RM_EPOCHS" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
+    --epochs "$RM_EPOCHS" --lr "$RM_LR" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
     --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
 
 gold() { # gold reward of a policy on held-out problems, 4 samples each at temperature 1
@@ -106,7 +107,8 @@ curve = [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
           "gold": comp(r, "gold_arith")} for r in recs]
 out = {
     "labeller_ceiling": lab["ceiling_eval"], "flip_drawn": lab["flip_drawn_train"],
-    "rm_pair_accuracy": rm.get("eval_accuracy", rm.get("accuracy")),
+    "rm_pair_accuracy": rm["eval_after"]["pair_accuracy"],
+    "rm_pair_accuracy_before": rm["eval_before"]["pair_accuracy"],
     "gold_sft": g0["reward_mean"], "gold_sft_se": sd(g0),
     "gold_ppo": g1["reward_mean"], "gold_ppo_se": sd(g1),
     "exact_sft": g0["pass_at_k"]["1"], "exact_ppo": g1["pass_at_k"]["1"],
