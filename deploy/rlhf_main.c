@@ -213,16 +213,14 @@ static void show_status(void *p, double elapsed)
     json_decref(o);
 }
 
-/* `rlhf run` with its parsed flags; returns the exit status. */
 /* Appends text split at spaces and tabs (no quoting) to c: the --*-flags. */
 static void add_split(ClusterCmd *c, const char *text)
 {
     if (!text) return;
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", text);
-    char *save = NULL;
+    char *buf = xstrdup(text), *save = NULL;
     for (char *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
         cluster_cmd_add(c, "%s", w);
+    free(buf);
 }
 
 /* The learner flags of k_learner_pass that were given or set by --model. */
