@@ -155,7 +155,7 @@ run: deps $(PROGS)
 	./$(BUILD)/rlhf run $(RUN_ARGS)
 
 # The cluster on SmolLM2-135M-Instruct and the chat arithmetic task (~15 min on 2 cores);
-# deploy/run-smollm2.sh lists the knobs (STEPS=, LR=, ... in the environment).
+# deploy/run-smollm2.sh (rlhf run --model) lists the knobs (STEPS=, LR=, RUN_ARGS=, ... in the environment).
 run-smollm2: deps model $(PROGS)
 	./deploy/run-smollm2.sh $(BUILD)
 

@@ -69,7 +69,10 @@ void cluster_cmd_learner(ClusterCmd *c, const char *bin_dir, const ClusterEndpoi
     cluster_cmd_flag(c, "--weights", "%s", e->weights);
     cluster_cmd_flag(c, "--results", "%s", e->results);
     cluster_cmd_flag(c, "--snapshot", "%s", e->snapshot);
-    cluster_cmd_flag(c, "--init", "%s", run->init);
+    if (run->model)
+        cluster_cmd_flag(c, "--model", "%s", run->model);
+    else
+        cluster_cmd_flag(c, "--init", "%s", run->init);
     cluster_cmd_flag(c, "--ckpt-dir", "%s", run->ckpt_dir);
     cluster_cmd_flag(c, "--metrics", "%s", run->metrics);
     cluster_cmd_flag(c, "--summary", "%s", run->summary);

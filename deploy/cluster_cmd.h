@@ -43,7 +43,8 @@ void cluster_cmd_free(ClusterCmd *c);
 
 /* What a learner run writes and how long it is. */
 typedef struct {
-    const char *init;     /* warm-start checkpoint directory */
+    const char *init;     /* warm-start checkpoint directory; or */
+    const char *model;    /* a pretrained GGUF model (--model), NULL = none: --init */
     const char *ckpt_dir; /* its checkpoints */
     const char *metrics;  /* its per-step metrics (JSON lines) */
     const char *summary;  /* its summary (JSON) */
@@ -52,8 +53,9 @@ typedef struct {
     int         eval_n; /* held-out problems evaluated before and after */
 } ClusterLearnerRun;
 
-/* c := bin_dir/rlhf-learner binding the endpoints of e, with run's flags.
- * The caller may add more flags with cluster_cmd_flag. */
+/* c := bin_dir/rlhf-learner binding the endpoints of e, with run's flags
+ * (--model when run names one, else --init). The caller may add more flags
+ * with cluster_cmd_flag. */
 void cluster_cmd_learner(ClusterCmd *c, const char *bin_dir, const ClusterEndpoints *e,
                          const ClusterLearnerRun *run);
 /* c := bin_dir/rlhf-reward binding samples, pushing to results, with the

@@ -136,6 +136,13 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
         begin_shutdown(l, 0);
         return;
     }
+    if (!term_signal && code == LAUNCH_EXIT_USAGE) {
+        /* The same command line would be refused again: no restart. */
+        log_error("launch: %s refused its command line (status %d); not restarting it", s->name,
+                  code);
+        begin_shutdown(l, ERR_ARG);
+        return;
+    }
     if (term_signal)
         log_warn("launch: %s killed by signal %d after %.1f s", s->name, term_signal, lived);
     else

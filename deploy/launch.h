@@ -4,21 +4,26 @@
  * the log so the terminal keeps one live status line. A child that crashes
  * (non-zero exit or a signal) while the run is going is restarted with
  * exponential back-off (0.5 s doubling to 8 s, reset once it has lived
- * 30 s). When the main child (the learner) exits 0 the run is over: the
- * others get SIGTERM, then SIGKILL after a grace period. SIGINT or SIGTERM
- * to the launcher does the same (a clean shutdown of every child); a second
- * one kills them at once. Every second the status callback may print a
- * line (it gets the elapsed time).
+ * 30 s); one that exits with LAUNCH_EXIT_USAGE (a bad command line, which
+ * would be refused again) ends the run instead. When the main child (the learner) exits 0 the run
+ * is over: the others get SIGTERM, then SIGKILL after a grace period. SIGINT or SIGTERM to the
+ * launcher does the same (a clean shutdown of every child); a second one kills them at once. Every
+ * second the status callback may print a line (it gets the elapsed time).
  *
  * Ownership: the caller owns the LaunchChild array and its strings for the
  * duration of launch_run. Threading: one thread. Errors: launch_run returns
  * 0 when the main child finished with status 0, ERR_IO if a child could not
- * be spawned at all (logged), ERR_AGAIN if the run was interrupted, or
- * ERR_RANGE if the main child failed more than max_restarts times. */
+ * be spawned at all (logged), ERR_AGAIN if the run was interrupted,
+ * ERR_RANGE if a child failed more than max_restarts times, or ERR_ARG if
+ * one refused its command line. */
 #ifndef RLHF_LAUNCH_H
 #define RLHF_LAUNCH_H
 
 #include <stdbool.h>
+
+/* The exit status of a program given a bad command line (common/base/prog.h's
+ * PROG_EXIT_USAGE). */
+#define LAUNCH_EXIT_USAGE 2
 
 typedef struct {
     const char *name;     /* e.g. "learner", "actor-1" */

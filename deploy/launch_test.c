@@ -1,7 +1,7 @@
 /* launch's self-test, with real processes through /bin/sh: restarts with
  * back-off, a clean stop of the others when the main child ends, SIGKILL
- * after the grace period, the status callback, and a program that cannot be
- * spawned. */
+ * after the grace period, the status callback, a program that cannot be
+ * spawned, and one that refuses its command line. */
 #include "deploy/launch.h"
 
 #include <signal.h>
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/base/progress.h"
 #include "tests/support/expect.h"
 #include "tests/test_list.h"
 
@@ -69,6 +70,18 @@ int launch_selftest(bool verbose)
     rc = launch_run(&cfg, bad, 1, &rep);
     EXPECT(rc == ERR_IO, "launch_run of a missing program: %d (%s), expected ERR_IO", rc,
            err_str(rc));
+    /* A child that refuses its command line (status 2) is not restarted:
+     * the run ends at once with ERR_ARG. */
+    char       *usage[] = {"/bin/sh", "-c", "exit 2", NULL};
+    char       *idle[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
+    LaunchChild refused[] = {{"main", idle, NULL, true}, {"refused", usage, NULL, false}};
+    double      t0 = progress_now();
+    rc = launch_run(&cfg, refused, 2, &rep);
+    double took = progress_now() - t0;
+    EXPECT(rc == ERR_ARG && rep.restarts[1] == 0 && took < 10.0,
+           "a child exiting with status 2: launch_run %d (%s), %d restarts, %.1f s; expected "
+           "ERR_ARG, none, at once",
+           rc, err_str(rc), rep.restarts[1], took);
     unlink(counter);
     unlink(logp);
     rmdir(dir);

