@@ -48,13 +48,14 @@ int scorer_register(ScorerRegistry *r, const char *name, ScorerFn fn, const void
     Scorer *s = &r->scorers[r->n++];
     snprintf(s->name, sizeof s->name, "%s", name);
     /* A built-in's name (one without a function here, such as "code") keeps
-     * its record check and description. */
+     * its record check, description and answer extraction. */
     const ScoreDef *b = score_builtin(NULL, name);
     s->def = (ScoreDef){.name = s->name,
                         .fn = fn,
                         .opts = opts,
                         .check = b ? b->check : NULL,
-                        .about = b ? b->about : "the reward server's own"};
+                        .about = b ? b->about : "the reward server's own",
+                        .extract = b ? b->extract : NULL};
     return 0;
 }
 
