@@ -117,8 +117,9 @@ int gen_run(Generator *g, const GenConfig *cfg, int n, const int *const *prompts
                 out->finish[i] = GEN_FINISH_STOP;
                 continue;
             }
-            if (cfg->is_stop && cfg->is_stop(cfg->stop_ctx, i, out->tokens + (size_t)i * cfg->max_new,
-                                             out->n_tokens[i])) {
+            if (cfg->is_stop &&
+                cfg->is_stop(cfg->stop_ctx, i, out->tokens + (size_t)i * cfg->max_new,
+                             out->n_tokens[i])) {
                 out->finish[i] = GEN_FINISH_CALLER;
                 continue;
             }

@@ -32,10 +32,10 @@ typedef bool (*GenStopFn)(void *ctx, int seq, const int *tokens, int n_tokens);
 
 typedef struct {
     SamplerConfig sampler;
-    int           max_new;   /* tokens generated at most per sequence, > 0 */
-    int           stop_id;   /* token that ends a completion (kept in the output), -1 = none */
-    GenStopFn     is_stop;   /* the caller's stop test (e.g. stop strings), NULL = none */
-    void         *stop_ctx;  /* is_stop's context */
+    int           max_new;     /* tokens generated at most per sequence, > 0 */
+    int           stop_id;     /* token that ends a completion (kept in the output), -1 = none */
+    GenStopFn     is_stop;     /* the caller's stop test (e.g. stop strings), NULL = none */
+    void         *stop_ctx;    /* is_stop's context */
     bool          is_rng_each; /* gen_run's rng is an array: sequence i draws from rng[i] */
 } GenConfig;
 

@@ -421,10 +421,8 @@ static const ScoreDef k_builtins[] = {
      "the completion matches meta regex (else the answer), POSIX ERE", NULL},
     {"format_answer_tag", score_answer_tag, NULL, NULL,
      "one <answer>...</answer> block, nothing after it", NULL},
-    {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>",
-     NULL},
-    {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox",
-     NULL},
+    {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>", NULL},
+    {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox", NULL},
 };
 
 int score_builtin_count(void)

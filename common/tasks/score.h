@@ -107,7 +107,7 @@ typedef struct {
     ScoreFn      fn;    /* NULL: only the reward server runs it (score_spec_is_local) */
     const void  *opts;  /* fn's options, NULL = defaults */
     ScoreCheckFn check; /* what a record needs, NULL = nothing */
-    const char    *about;   /* one line for --help and logs */
+    const char    *about; /* one line for --help and logs */
     ScoreExtractFn extract; /* the answer it reads, for voting; NULL = none (format, code) */
 } ScoreDef;
 
