@@ -160,6 +160,25 @@ static DatasetProblem render_chat(Dataset *d, const BpeChatMessage *msgs, int n_
     return DATASET_OK;
 }
 
+/* Tokenises a completion prompt for a BPE model as it is: the text's own
+ * bytes, never read as control tokens (a prompt cannot smuggle one in). */
+static DatasetProblem render_raw(Dataset *d, const char *text, int *n, char *why, size_t wl)
+{
+    size_t len = strlen(text);
+    int   *ids = ids_scratch(d, BPE_ENCODE_MAX_IDS(len));
+    int    flags = bpe_add_bos(d->opts.bpe) ? BPE_ENC_BOS : 0;
+    if (bpe_encode(d->opts.bpe, text, len, flags, ids, d->ids_cap, n)) {
+        snprintf(why, wl, "the prompt cannot be tokenised");
+        return DATASET_BAD_CHARS;
+    }
+    if (*n > d->opts.max_prompt_ids) {
+        snprintf(why, wl, "%d ids, the model takes prompts of at most %d", *n,
+                 d->opts.max_prompt_ids);
+        return DATASET_BAD_TOO_LONG;
+    }
+    return DATASET_OK;
+}
+
 /* The conversation of a "messages" member into msgs (borrowing its strings). */
 static DatasetProblem read_messages(const json_t *m, BpeChatMessage *msgs, int *n_msgs, char *why,
                                     size_t wl)
@@ -311,6 +330,10 @@ static DatasetProblem parse_record(Dataset *d, const char *text, size_t len, Dat
                  "\"messages\" needs a chat model (--model); the char model takes a "
                  "plain \"prompt\"");
         p = DATASET_BAD_TYPE;
+    } else if (messages && d->opts.is_raw) {
+        snprintf(why, wl,
+                 "\"messages\" needs the chat template; raw prompts are a plain \"prompt\"");
+        p = DATASET_BAD_TYPE;
     } else if (messages) {
         p = read_messages(messages, msgs, &n_msgs, why, wl);
     } else {
@@ -323,8 +346,9 @@ static DatasetProblem parse_record(Dataset *d, const char *text, size_t len, Dat
     if (!p && score_spec_check_record(&rec->spec, rec->answer, rec->meta, why, wl))
         p = DATASET_BAD_SCORER;
     if (!p)
-        p = d->opts.tok ? render_plain(d, msgs[0].content, &rec->n_ids, why, wl)
-                        : render_chat(d, msgs, n_msgs, &rec->n_ids, why, wl);
+        p = d->opts.tok      ? render_plain(d, msgs[0].content, &rec->n_ids, why, wl)
+            : d->opts.is_raw ? render_raw(d, msgs[0].content, &rec->n_ids, why, wl)
+                             : render_chat(d, msgs, n_msgs, &rec->n_ids, why, wl);
     if (!p) {
         rec->ids = xmalloc(sizeof(int) * (size_t)rec->n_ids);
         memcpy(rec->ids, d->ids, sizeof(int) * (size_t)rec->n_ids);
@@ -490,7 +514,7 @@ int dataset_open(const char *path, const DatasetOpts *opts, Dataset **out)
                   path ? path : "(null)");
         return ERR_ARG;
     }
-    if (opts->bpe && !bpe_chat_supported(opts->bpe)) {
+    if (opts->bpe && !opts->is_raw && !bpe_chat_supported(opts->bpe)) {
         log_error("dataset: '%s': the model's tokenizer has no ChatML chat template to render "
                   "prompts with",
                   path);

@@ -5,7 +5,8 @@
  * A record:
  *   "prompt"    string: the user's text; for a chat model one user message
  *               rendered with its chat template (and default system prompt),
- *               for the char model the text itself, BOS first
+ *               or with is_raw the text itself (a completion prompt: code to
+ *               continue); for the char model the text itself, BOS first
  *   "messages"  or [{"role": "system"|"user"|"assistant", "content": string},
  *               ...], the last one the user's: a conversation for a chat model
  *   "answer"    optional string or number (a number is written out: 82, 0.5)
@@ -79,6 +80,9 @@ const char *dataset_problem_name(DatasetProblem p);
 typedef struct {
     const Tok    *tok;             /* the char tokenizer: plain prompts, BOS first; or */
     const Bpe    *bpe;             /* a BPE with a ChatML template: chat prompts (one of the two) */
+    bool          is_raw;          /* with bpe: "prompt" tokenised as it is, no template (BOS
+                                      when the model adds one; no special tokens read from the
+                                      text); "messages" records are bad */
     int           max_prompt_ids;  /* a longer rendered prompt is a bad record, >= 1 */
     const char   *default_task;    /* task of records without one; NULL = such records are bad */
     ScoreLookupFn lookup;          /* resolves task specs; NULL = score_builtin */
