@@ -47,7 +47,10 @@ int verify_selftest(bool verbose);
 int score_selftest(bool verbose);
 int dataset_selftest(bool verbose);
 int progress_selftest(bool verbose);
+/* Evaluation: n samples per prompt, scored, with stop strings (eval); the
+ * pass@k estimator and the majority vote (passk). */
 int eval_selftest(bool verbose);
+int passk_selftest(bool verbose);
 int sft_selftest(bool verbose);
 /* The RL math of learner/algo, one module each. */
 int agg_selftest(bool verbose);
@@ -224,6 +227,7 @@ int code_hostile_selftest(bool verbose);
     X(dataset, dataset_selftest)                                                                   \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
+    X(passk, passk_selftest)                                                                       \
     X(sft, sft_selftest)                                                                           \
     X(rl_agg, agg_selftest)                                                                        \
     X(rl_kl, kl_selftest)                                                                          \

@@ -1,6 +1,6 @@
 /* eval's self-test: an untrained model answers nothing right, and the
  * result does not depend on the batch size. */
-#include "learner/eval.h"
+#include "common/tasks/eval.h"
 
 #include <stdio.h>
 
