@@ -51,6 +51,8 @@ int progress_selftest(bool verbose);
  * pass@k estimator and the majority vote (passk). */
 int eval_selftest(bool verbose);
 int passk_selftest(bool verbose);
+/* rlhf-eval's report over hand-made prompts: pass@k, votes, JSON, table. */
+int eval_report_selftest(bool verbose);
 int sft_selftest(bool verbose);
 /* The RL math of learner/algo, one module each. */
 int agg_selftest(bool verbose);
@@ -228,6 +230,7 @@ int code_hostile_selftest(bool verbose);
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
     X(passk, passk_selftest)                                                                       \
+    X(eval_report, eval_report_selftest)                                                           \
     X(sft, sft_selftest)                                                                           \
     X(rl_agg, agg_selftest)                                                                        \
     X(rl_kl, kl_selftest)                                                                          \
