@@ -11,15 +11,26 @@
  * wall time. A second run with another batch size gives the same report;
  * --arith runs the built-in task. Bad input (a missing file or
  * checkpoint, bad flag values, a mostly bad file, an unknown scorer, an
- * unwritable report) ends with a clear error naming it. */
+ * unwritable report) ends with a clear error naming it. With
+ * data/humaneval/HumanEval.jsonl (make humaneval; skipped without it),
+ * deploy/humaneval_jsonl.py's records build, for every canonical solution,
+ * exactly HumanEval's program (prompt + completion + "\n" + test + "\n" +
+ * "check(entry_point)"), in both forms, and load whole with SmolLM2's
+ * tokenizer (raw and chat). */
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/base/fileio.h"
+#include "common/formats/bpe_gguf.h"
+#include "common/tasks/dataset.h"
+#include "reward_server/sandbox_scorer.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/expect.h"
 #include "tests/support/proc.h"
 #include "tests/support/testfs.h"
@@ -278,6 +289,108 @@ static void test_bad_input(const char *ck, const char *data)
     proc_result_free(&r);
 }
 
+/* Reads the n-th line of a JSONL file already split into lines. */
+static json_t *line_json(char **lines, int i)
+{
+    json_error_t e;
+    return json_loads(lines[i], 0, &e);
+}
+
+static int split(char *text, char **lines, int max)
+{
+    int   n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l && n < max; l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    return n;
+}
+
+/* Every converted record builds HumanEval's own program around the
+ * canonical solution; the files load whole. */
+static void check_converted(const char *he, const char *conv, bool is_instruct)
+{
+    char *orig = testfs_read(he, 16u << 20), *text = testfs_read(conv, 16u << 20);
+    if (!EXPECT(orig && text, "cannot read '%s' or '%s'", he, conv)) {
+        free(orig);
+        free(text);
+        return;
+    }
+    static char *lo[200], *lc[200];
+    int          no = split(orig, lo, 200), nc = split(text, lc, 200), same = 0;
+    EXPECT(no == 164 && nc == 164, "%d problems, %d records", no, nc);
+    for (int i = 0; i < no && i < nc; i++) {
+        json_t     *p = line_json(lo, i), *r = line_json(lc, i);
+        const char *prompt = json_string_value(json_object_get(p, "prompt"));
+        const char *canon = json_string_value(json_object_get(p, "canonical_solution"));
+        const char *test = json_string_value(json_object_get(p, "test"));
+        const char *ep = json_string_value(json_object_get(p, "entry_point"));
+        char       *meta = json_dumps(json_object_get(r, "meta"), JSON_COMPACT);
+        /* A chat model answers with the whole function in a fence. */
+        size_t cap = strlen(prompt) + strlen(canon) + 32;
+        char  *completion = xmalloc(cap);
+        snprintf(completion, cap, is_instruct ? "```python\n%s%s```\n" : "%s%s",
+                 is_instruct ? prompt : "", canon);
+        size_t wcap = 2 * strlen(prompt) + strlen(canon) + strlen(test) + strlen(ep) + 32;
+        char  *want = xmalloc(wcap);
+        snprintf(want, wcap, "%s%s%s\n%s\ncheck(%s)\n", prompt, is_instruct ? prompt : "", canon,
+                 test, ep);
+        SandboxProgram prog;
+        char           why[200];
+        /* The prompt given to the builder is not the prefix: meta's is used. */
+        int rc = sandbox_program_build("(not this)", completion, meta, &prog, why, sizeof why);
+        same += rc == 0 && !strcmp(prog.code, want) &&
+                !strcmp(json_string_value(json_object_get(r, "task")), "code") &&
+                strstr(json_string_value(json_object_get(r, "prompt")), prompt);
+        if (rc == 0) sandbox_program_free(&prog);
+        free(want);
+        free(completion);
+        free(meta);
+        json_decref(p);
+        json_decref(r);
+    }
+    EXPECT(same == 164, "%s: %d of 164 records build HumanEval's program", conv, same);
+    free(orig);
+    free(text);
+    const char *gguf = fixture_smollm2_path("eval_cli (HumanEval records)");
+    Bpe        *bpe = NULL;
+    if (!gguf || bpe_load(gguf, &bpe)) return;
+    DatasetOpts o = {.bpe = bpe, .is_raw = !is_instruct, .max_prompt_ids = 2048};
+    Dataset    *d = NULL;
+    fileio_capture_begin();
+    int rc = dataset_open(conv, &o, &d);
+    free(fileio_capture_end(g_verbose));
+    DatasetStats st = {0};
+    if (d) dataset_stats(d, &st);
+    EXPECT(rc == 0 && st.good == 164 && st.bad == 0, "'%s' as %s prompts: %s, %llu good", conv,
+           is_instruct ? "chat" : "raw", err_str(rc), (unsigned long long)st.good);
+    if (g_verbose && d)
+        printf("  eval_cli: %s: 164 records build HumanEval's programs; prompts of up to %d ids\n",
+               conv, dataset_max_ids(d));
+    dataset_free(&d);
+    bpe_free(&bpe);
+}
+
+static void test_humaneval_records(void)
+{
+    const char *he = "data/humaneval/HumanEval.jsonl";
+    if (access(he, R_OK) != 0) {
+        printf("eval_cli (HumanEval records): skipped: run make humaneval (no %s)\n", he);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        char out[PATH_MAX + 32];
+        testfs_path(out, sizeof out, "%s/he-%d.jsonl", g_tmp, k);
+        const char *argv[] = {"python3", "deploy/humaneval_jsonl.py", he,
+                              out,       k ? "--instruct" : NULL,     NULL};
+        ProcResult  r;
+        int         rc = proc_run("/usr/bin/python3", argv, NULL, EC_TIMEOUT_S, &r);
+        bool        ok = EXPECT_RUN(rc == 0 && r.status == 0 && strstr(r.err, "164 problems"), &r,
+                                    "humaneval_jsonl.py: exit %d", r.status);
+        proc_result_free(&r);
+        if (ok) check_converted(he, out, k == 1);
+    }
+}
+
 int eval_cli_selftest(bool verbose)
 {
     g_verbose = verbose;
@@ -342,6 +455,7 @@ int eval_cli_selftest(bool verbose)
            "--arith 20: not a report of 20 arithmetic problems with votes");
     json_decref(c);
     test_bad_input(ck, data);
+    test_humaneval_records();
 out:
     EXPECT(testfs_tmpdir_remove(g_tmp) == 0, "cannot remove '%s'", g_tmp);
     return expect_end();
