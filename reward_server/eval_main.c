@@ -35,10 +35,14 @@ static int parse_stop(const char *text, void *ptr)
         if (ch == '\\') {
             p++;
             unsigned hex;
-            if (*p == 'n') ch = '\n';
-            else if (*p == 't') ch = '\t';
-            else if (*p == 'r') ch = '\r';
-            else if (*p == '\\' || *p == '"' || *p == '\'') ch = *p;
+            if (*p == 'n')
+                ch = '\n';
+            else if (*p == 't')
+                ch = '\t';
+            else if (*p == 'r')
+                ch = '\r';
+            else if (*p == '\\' || *p == '"' || *p == '\'')
+                ch = *p;
             else if (*p == 'x' && sscanf(p + 1, "%2x", &hex) == 1 && hex > 0 &&
                      strspn(p + 1, "0123456789abcdefABCDEF") >= 2)
                 ch = (char)hex, p += 2;
@@ -75,9 +79,12 @@ static void show_stops(const void *ptr, char *out, size_t cap)
     for (int i = 0; i < c->n_stops && at + 8 < cap; i++) {
         at += (size_t)snprintf(out + at, cap - at, "%s\"", i ? " " : "");
         for (const char *p = c->stops[i]; *p && at + 6 < cap; p++) {
-            if (*p == '\n') at += (size_t)snprintf(out + at, cap - at, "\\n");
-            else if (*p == '\t') at += (size_t)snprintf(out + at, cap - at, "\\t");
-            else out[at++] = *p;
+            if (*p == '\n')
+                at += (size_t)snprintf(out + at, cap - at, "\\n");
+            else if (*p == '\t')
+                at += (size_t)snprintf(out + at, cap - at, "\\t");
+            else
+                out[at++] = *p;
         }
         at += (size_t)snprintf(out + at, cap - at, "\"");
     }
@@ -100,8 +107,9 @@ static int check(const FlagsSpec *spec, void *ctx)
         return ERR_ARG;
     }
     if (c->sampler.temperature == 0 && c->n > 1)
-        fprintf(stderr, "rlhf-eval: note: --temperature 0 is greedy: the %d samples of a prompt "
-                        "are the same\n",
+        fprintf(stderr,
+                "rlhf-eval: note: --temperature 0 is greedy: the %d samples of a prompt "
+                "are the same\n",
                 c->n);
     if (!c->data && (c->task || flags_at(spec, "template") > 0)) {
         fprintf(stderr, "rlhf-eval: --%s applies to --data only\n", c->task ? "task" : "template");
@@ -138,8 +146,9 @@ int main(int argc, char **argv)
     };
     /* One sandboxed run per CPU. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    c.code.sandbox.workers = (int)(cpus < 1 ? 1 : cpus > SANDBOX_MAX_WORKERS ? SANDBOX_MAX_WORKERS
-                                                                              : cpus);
+    c.code.sandbox.workers = (int)(cpus < 1                     ? 1
+                                   : cpus > SANDBOX_MAX_WORKERS ? SANDBOX_MAX_WORKERS
+                                                                : cpus);
     int  level = -1;
     Flag flags[] = {
         FLAG_SECTION("The policy:"),
@@ -160,7 +169,8 @@ int main(int argc, char **argv)
                  "instead of --data: N held-out problems of the built-in\n"
                  "arithmetic task (the chat task for a GGUF model)"),
         FLAG_INT("arith-digits", &c.arith_digits, 0, 9, "D",
-                 "--arith: operand digits at most, 0 = the task's own\n(3 for the char task, 2 for the chat task)"),
+                 "--arith: operand digits at most, 0 = the task's own\n(3 for the char task, 2 for "
+                 "the chat task)"),
         FLAG_U64("arith-seed", &c.arith_seed, "S", "--arith: which held-out problems"),
         FLAG_CHOICE("template", &c.tmpl, evaluator_template_names, "T",
                     "a GGUF model's prompts: chat (its chat template) or raw\n"

@@ -112,8 +112,7 @@ void eval_report_summary(const EvalReport *r, EvalSummary *out)
     out->samples = (uint64_t)r->n_rows * (uint64_t)r->n;
     out->mean_reward = out->samples ? reward / (double)out->samples : NAN;
     out->accuracy = out->samples ? correct / (double)out->samples : NAN;
-    out->vote_accuracy =
-        out->vote_prompts ? (double)out->vote_correct / out->vote_prompts : NAN;
+    out->vote_accuracy = out->vote_prompts ? (double)out->vote_correct / out->vote_prompts : NAN;
 }
 
 /* The scorers of prompts without a vote, comma-separated, into buf. */
@@ -174,11 +173,10 @@ json_t *eval_report_json(const EvalReport *r)
                                : json_null();
         json_array_append_new(
             prompts, json_pack("{s:s, s:s, s:s, s:i, s:i, s:f, s:i, s:o, s:I, s:[i, i, i]}", "id",
-                               w->label, "task", w->task, "answer", w->answer, "n", r->n,
-                               "correct", w->correct, "mean_reward", w->reward_sum / r->n,
-                               "unscored", w->unscored, "vote", v, "tokens",
-                               (json_int_t)w->tokens, "finish", w->n_stop, w->n_stop_string,
-                               w->n_length));
+                               w->label, "task", w->task, "answer", w->answer, "n", r->n, "correct",
+                               w->correct, "mean_reward", w->reward_sum / r->n, "unscored",
+                               w->unscored, "vote", v, "tokens", (json_int_t)w->tokens, "finish",
+                               w->n_stop, w->n_stop_string, w->n_length));
     }
     return json_pack("{s:o, s:o}", "results", results, "prompts", prompts);
 }

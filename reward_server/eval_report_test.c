@@ -48,8 +48,8 @@ int eval_report_selftest(bool verbose)
     CHECK(score_spec_parse("exact", score_builtin, NULL, &exact, why, sizeof why) == 0);
     CHECK(score_spec_parse("code", score_builtin, NULL, &code, why, sizeof why) == 0);
     /* Finishes: end token 3 + 4, stop string 1 + 5, length cap 1 + 1. */
-    const int   S = GEN_FINISH_STOP, L = GEN_FINISH_LENGTH, C = GEN_FINISH_CALLER;
-    EvalSample  a[N], b[N], c[N];
+    const int  S = GEN_FINISH_STOP, L = GEN_FINISH_LENGTH, C = GEN_FINISH_CALLER;
+    EvalSample a[N], b[N], c[N];
     /* A: 2 of 5 correct; "7" twice (samples 0 and 2, correct) wins the vote. */
     const char *aa[N] = {"7", "5", "7", "x", NULL};
     fill(a, (int[]){1, 0, 1, 0, 0}, aa, (int[]){S, S, C, L, S});
@@ -91,15 +91,15 @@ int eval_report_selftest(bool verbose)
     json_t     *p = json_object_get(j, "prompts");
     const char *note = json_string_value(json_object_get(vote, "note"));
     EXPECT(fabs(jnum(res, "pass_at_k.2") - 1.7 / 3) < 1e-12 &&
-               fabs(jnum(res, "pass_at_k.5") - 2.0 / 3) < 1e-12 &&
-               jnum(vote, "accuracy") == 0.5 && note && strstr(note, "scorer code") &&
-               json_array_size(p) == 3 && jnum(p, "0.correct") == 2 &&
+               fabs(jnum(res, "pass_at_k.5") - 2.0 / 3) < 1e-12 && jnum(vote, "accuracy") == 0.5 &&
+               note && strstr(note, "scorer code") && json_array_size(p) == 3 &&
+               jnum(p, "0.correct") == 2 &&
                !strcmp(json_string_value(json_object_get(
                            json_object_get(json_array_get(p, 1), "vote"), "answer")),
                        "5") &&
                jnum(p, "1.vote.count") == 2 &&
-               json_is_false(json_object_get(json_object_get(json_array_get(p, 1), "vote"),
-                                             "correct")) &&
+               json_is_false(
+                   json_object_get(json_object_get(json_array_get(p, 1), "vote"), "correct")) &&
                json_is_null(json_object_get(json_array_get(p, 2), "vote")),
            "the JSON report disagrees with the hand-made prompts");
     if (verbose) {

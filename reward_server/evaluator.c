@@ -137,7 +137,7 @@ static int open_prompts(Ev *e)
                      .lookup = scorer_lookup,
                      .lookup_ctx = e->scorers,
                      .max_bad_percent = c->data_max_bad};
-    int rc = dataset_open(c->data, &o, &e->data);
+    int         rc = dataset_open(c->data, &o, &e->data);
     if (rc) return rc;
     uint64_t n = dataset_size(e->data);
     e->src = (EvalSource){.kind = EVAL_SRC_DATASET, .data = e->data, .n = n < limit ? n : limit};
@@ -149,17 +149,18 @@ static int open_prompts(Ev *e)
 static void write_completions(Ev *e, const EvalPrompt *p)
 {
     for (int j = 0; j < p->n_samples && e->rc_io == 0; j++) {
-        const EvalSample *s = &p->samples[j];
+        const EvalSample  *s = &p->samples[j];
         static const char *finish[] = {"?", "end_token", "length", "stop_string"};
-        json_t *o = json_pack("{s:s, s:i, s:f, s:b, s:b, s:o, s:s, s:i, s:s}", "id", p->label,
-                              "sample", j, "reward", (double)s->reward, "correct", s->is_correct,
-                              "scored", s->is_scored,
-                              "answer", s->has_answer ? json_string(s->answer) : json_null(),
-                              "finish", finish[s->finish >= 1 && s->finish <= 3 ? s->finish : 0],
-                              "tokens", s->n_tokens, "text", s->text ? s->text : "");
+        json_t            *o =
+            json_pack("{s:s, s:i, s:f, s:b, s:b, s:o, s:s, s:i, s:s}", "id", p->label, "sample", j,
+                      "reward", (double)s->reward, "correct", s->is_correct, "scored", s->is_scored,
+                      "answer", s->has_answer ? json_string(s->answer) : json_null(), "finish",
+                      finish[s->finish >= 1 && s->finish <= 3 ? s->finish : 0], "tokens",
+                      s->n_tokens, "text", s->text ? s->text : "");
         /* Completions may hold any bytes; jansson refuses invalid UTF-8 (NULL). */
-        if (!o) o = json_pack("{s:s, s:i, s:s}", "id", p->label, "sample", j, "text",
-                              "(not valid UTF-8)");
+        if (!o)
+            o = json_pack("{s:s, s:i, s:s}", "id", p->label, "sample", j, "text",
+                          "(not valid UTF-8)");
         if (json_dumpf(o, e->completions, JSON_COMPACT) || fputc('\n', e->completions) == EOF) {
             log_error("--completions '%s': %s", e->cfg->completions, strerror(errno));
             e->rc_io = ERR_IO;
@@ -178,10 +179,10 @@ static int on_prompt(void *ctx, const EvalPrompt *p)
     }
     e->done += (uint64_t)p->n_samples;
     if (e->completions) write_completions(e, p);
-    char extra[160];
+    char   extra[160];
     double t = progress_elapsed(&e->progress);
-    snprintf(extra, sizeof extra, "correct %.3f, %.1f tokens/s", (double)e->correct / (double)e->done,
-             t > 0 ? (double)e->tokens / t : 0.0);
+    snprintf(extra, sizeof extra, "correct %.3f, %.1f tokens/s",
+             (double)e->correct / (double)e->done, t > 0 ? (double)e->tokens / t : 0.0);
     progress_update(&e->progress, (int64_t)e->done, extra, false);
     return e->rc_io;
 }
@@ -192,11 +193,16 @@ static void escape(const char *s, char *out, size_t cap)
     size_t k = 0;
     for (; *s && k + 5 < cap; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '\n') k += (size_t)snprintf(out + k, cap - k, "\\n");
-        else if (ch == '\t') k += (size_t)snprintf(out + k, cap - k, "\\t");
-        else if (ch == '\\') k += (size_t)snprintf(out + k, cap - k, "\\\\");
-        else if (ch < 0x20) k += (size_t)snprintf(out + k, cap - k, "\\x%02x", ch);
-        else out[k++] = (char)ch;
+        if (ch == '\n')
+            k += (size_t)snprintf(out + k, cap - k, "\\n");
+        else if (ch == '\t')
+            k += (size_t)snprintf(out + k, cap - k, "\\t");
+        else if (ch == '\\')
+            k += (size_t)snprintf(out + k, cap - k, "\\\\");
+        else if (ch < 0x20)
+            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", ch);
+        else
+            out[k++] = (char)ch;
     }
     out[k] = '\0';
 }
@@ -207,7 +213,7 @@ static json_t *settings_json(const Ev *e, const EvalStats *st, double wall_s)
     const EvaluatorConfig *c = e->cfg;
     json_t                *stops = json_array();
     for (int i = 0; i < c->n_stops; i++) json_array_append_new(stops, json_string(c->stops[i]));
-    char date[32];
+    char   date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     json_t *s = json_pack(
@@ -216,18 +222,17 @@ static json_t *settings_json(const Ev *e, const EvalStats *st, double wall_s)
         "program", "rlhf-eval", "ckpt", c->ckpt, "model", c->model, "tokenizer",
         e->bpe ? "bpe" : "char", "template",
         e->bpe && c->data ? evaluator_template_names[c->tmpl] : NULL, "decode_weights",
-        kern_type_names[c->decode_weights], "data", c->data, "scorer", c->scorer, "limit",
-        c->limit, "sampling", "n", c->n, "temperature", (double)c->sampler.temperature, "top_p",
+        kern_type_names[c->decode_weights], "data", c->data, "scorer", c->scorer, "limit", c->limit,
+        "sampling", "n", c->n, "temperature", (double)c->sampler.temperature, "top_p",
         (double)c->sampler.top_p, "top_k", c->sampler.top_k, "max_new", c->max_new, "seed",
         (json_int_t)c->seed, "stop", stops, "batch", c->batch, "threads", c->threads, "skipped",
         (json_int_t)st->skipped, "tokens", (json_int_t)st->tokens, "wall_seconds", wall_s,
         "tokens_per_second", wall_s > 0 ? (double)st->tokens / wall_s : 0.0, "date", date);
     if (!c->data)
-        json_object_set_new(s, "builtin",
-                            json_pack("{s:s, s:i, s:i, s:I}", "task",
-                                      e->bpe ? CHAT_TASK_NAME : "arith", "problems", c->arith_n,
-                                      "digits", e->task.max_digits, "seed",
-                                      (json_int_t)c->arith_seed));
+        json_object_set_new(
+            s, "builtin",
+            json_pack("{s:s, s:i, s:i, s:I}", "task", e->bpe ? CHAT_TASK_NAME : "arith", "problems",
+                      c->arith_n, "digits", e->task.max_digits, "seed", (json_int_t)c->arith_seed));
     if (c->task) json_object_set_new(s, "default_task", json_string(c->task));
     if (e->code)
         json_object_set_new(
@@ -261,9 +266,9 @@ static int write_report(const Ev *e, const EvalStats *st, double wall_s)
 static void print_header(const Ev *e, FILE *f)
 {
     const EvaluatorConfig *c = e->cfg;
-    fprintf(f, "rlhf-eval: %s%s%s on %s\n", c->ckpt ? c->ckpt : "", c->ckpt && c->model ? " + " : "",
-            c->model ? c->model : "", c->data ? c->data : (e->bpe ? "the chat arithmetic task" :
-                                                                     "the arithmetic task"));
+    fprintf(f, "rlhf-eval: %s%s%s on %s\n", c->ckpt ? c->ckpt : "",
+            c->ckpt && c->model ? " + " : "", c->model ? c->model : "",
+            c->data ? c->data : (e->bpe ? "the chat arithmetic task" : "the arithmetic task"));
     fprintf(f, "  scorer %s; temperature %g, top-p %g, top-k %d, max-new %d, seed %llu\n",
             c->scorer ? c->scorer : "each prompt's task", (double)c->sampler.temperature,
             (double)c->sampler.top_p, c->sampler.top_k, c->max_new, (unsigned long long)c->seed);
@@ -337,7 +342,7 @@ int evaluator_run(const EvaluatorConfig *c)
                      .spec = c->scorer ? &e.spec : NULL,
                      .score_threads = e.code ? c->code.sandbox.workers : 1,
                      .is_keep_text = e.completions != NULL};
-    char why[200];
+    char       why[200];
     if ((rc = eval_config_check(&ec, why, sizeof why))) {
         log_error("rlhf-eval: %s", why);
         goto out;

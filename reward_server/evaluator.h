@@ -26,30 +26,30 @@ enum { EVALUATOR_TEMPLATE_CHAT = 0, EVALUATOR_TEMPLATE_RAW = 1 };
 extern const char *const evaluator_template_names[]; /* "chat", "raw" */
 
 typedef struct {
-    const char   *ckpt;         /* our checkpoint directory, or NULL */
-    const char   *model;        /* a GGUF: the weights (without ckpt) and the BPE tokenizer */
-    const char   *data;         /* JSONL prompts, or NULL for the built-in arithmetic task */
-    int           arith_n;      /* built-in task: problems (held-out 0..n-1) */
-    int           arith_digits; /* built-in task: operand digits at most */
-    uint64_t      arith_seed;   /* built-in task: which held-out problems */
-    int           tmpl;         /* EVALUATOR_TEMPLATE_*: how a BPE model's prompts are rendered */
-    const char   *task;         /* scorer spec of records without a task, NULL = none */
-    const char   *scorer;       /* scorer spec for every prompt, NULL = each prompt's task */
-    int           data_max_bad; /* refuse a file with more bad records, percent */
-    int           limit;        /* the first N prompts, 0 = all */
-    int           n;            /* samples per prompt */
-    SamplerConfig sampler;
-    int           max_new;
-    int           batch;
-    uint64_t      seed;
-    char          stops[EVAL_MAX_STOPS][EVAL_STOP_MAX]; /* unescaped */
-    int           n_stops;
-    int           threads;        /* model threads, 0 = as the environment says */
-    int           decode_weights; /* KernType */
-    const char   *out;            /* the JSON report, NULL = none */
-    const char   *completions;    /* every completion as JSONL, NULL = none */
-    SandboxScorerConfig code;     /* code.sandbox.workers 0 = no code scorer */
-    double        progress_every_s; /* seconds between progress lines when not a terminal */
+    const char         *ckpt;         /* our checkpoint directory, or NULL */
+    const char         *model;        /* a GGUF: the weights (without ckpt) and the BPE tokenizer */
+    const char         *data;         /* JSONL prompts, or NULL for the built-in arithmetic task */
+    int                 arith_n;      /* built-in task: problems (held-out 0..n-1) */
+    int                 arith_digits; /* built-in task: operand digits at most */
+    uint64_t            arith_seed;   /* built-in task: which held-out problems */
+    int                 tmpl;   /* EVALUATOR_TEMPLATE_*: how a BPE model's prompts are rendered */
+    const char         *task;   /* scorer spec of records without a task, NULL = none */
+    const char         *scorer; /* scorer spec for every prompt, NULL = each prompt's task */
+    int                 data_max_bad; /* refuse a file with more bad records, percent */
+    int                 limit;        /* the first N prompts, 0 = all */
+    int                 n;            /* samples per prompt */
+    SamplerConfig       sampler;
+    int                 max_new;
+    int                 batch;
+    uint64_t            seed;
+    char                stops[EVAL_MAX_STOPS][EVAL_STOP_MAX]; /* unescaped */
+    int                 n_stops;
+    int                 threads;          /* model threads, 0 = as the environment says */
+    int                 decode_weights;   /* KernType */
+    const char         *out;              /* the JSON report, NULL = none */
+    const char         *completions;      /* every completion as JSONL, NULL = none */
+    SandboxScorerConfig code;             /* code.sandbox.workers 0 = no code scorer */
+    double              progress_every_s; /* seconds between progress lines when not a terminal */
 } EvaluatorConfig;
 
 /* Runs the evaluation; 0, or an ERR_* after logging. */

@@ -37,8 +37,8 @@
 #include "tests/test_list.h"
 
 #define EC_TIMEOUT_S 300.0
-#define EC_N 6             /* samples per prompt */
-#define EC_ARITH 12        /* arithmetic records */
+#define EC_N 6      /* samples per prompt */
+#define EC_ARITH 12 /* arithmetic records */
 #define EC_PROMPTS (EC_ARITH + 2)
 
 static char g_build[PATH_MAX], g_tmp[PATH_MAX];
@@ -147,8 +147,8 @@ static void check_report(const char *report, const char *completions)
     EXPECT(num(res, "prompts") == EC_PROMPTS && num(res, "samples") == EC_PROMPTS * EC_N &&
                num(res, "samples_per_prompt") == EC_N && num(res, "unscored") == 0 &&
                json_array_size(prompts) == EC_PROMPTS,
-           "report: %g prompts, %g samples (%g not scored), expected %d x %d",
-           num(res, "prompts"), num(res, "samples"), num(res, "unscored"), EC_PROMPTS, EC_N);
+           "report: %g prompts, %g samples (%g not scored), expected %d x %d", num(res, "prompts"),
+           num(res, "samples"), num(res, "unscored"), EC_PROMPTS, EC_N);
     EXPECT(num(samp, "n") == EC_N && num(samp, "temperature") == 1.0 && num(samp, "top_p") == 1.0 &&
                num(samp, "max_new") == 8 && num(samp, "seed") == 5 &&
                json_array_size(json_object_get(samp, "stop")) == 1 &&
@@ -196,15 +196,15 @@ static void check_report(const char *report, const char *completions)
         }
         vote_right += s[i].is_correct[best];
         EXPECT(json_is_object(v) &&
-                   !strcmp(json_string_value(json_object_get(v, "answer")),
-                           s[i].answers[best]) &&
+                   !strcmp(json_string_value(json_object_get(v, "answer")), s[i].answers[best]) &&
                    num(v, "count") == best_n &&
                    json_is_true(json_object_get(v, "correct")) == s[i].is_correct[best],
                "prompt %d: the vote is not '%s' x%d (correct %d)", i, s[i].answers[best], best_n,
                s[i].is_correct[best]);
     }
     double acc = total / (EC_PROMPTS * EC_N);
-    EXPECT(fabs(num(pass, "1") - num(res, "accuracy")) < 1e-12 && fabs(num(pass, "1") - acc) < 1e-12,
+    EXPECT(fabs(num(pass, "1") - num(res, "accuracy")) < 1e-12 &&
+               fabs(num(pass, "1") - acc) < 1e-12,
            "pass@1 %.15g, accuracy %.15g, per-sample accuracy of the completions %.15g",
            num(pass, "1"), num(res, "accuracy"), acc);
     for (int k = 1; k <= EC_N; k++) {
@@ -214,8 +214,8 @@ static void check_report(const char *report, const char *completions)
                k, num(pass, key), pass_k[k]);
     }
     const char *note = json_string_value(json_object_get(vote, "note"));
-    EXPECT(num(vote, "prompts") == EC_ARITH && num(vote, "correct") == vote_right &&
-               note && strstr(note, "scorer code reads no answer"),
+    EXPECT(num(vote, "prompts") == EC_ARITH && num(vote, "correct") == vote_right && note &&
+               strstr(note, "scorer code reads no answer"),
            "majority vote: %g of %g, by hand %d of %d; note '%s'", num(vote, "correct"),
            num(vote, "prompts"), vote_right, EC_ARITH, note ? note : "");
     EXPECT(mixed > 0, "no prompt has both right and wrong samples: pass@k checks little");
@@ -407,18 +407,19 @@ int eval_cli_selftest(bool verbose)
     testfs_path(rep3, sizeof rep3, "%s/r3.json", g_tmp);
     write_data(data);
     /* A little training: 1-digit sums are right about half the time. */
-    const char *sft[] = {"rlhf-sft",   "--out",  ck,     "--steps", "200", "--max-digits", "1",
-                         "--dim",      "64",     "--layers", "2",   "--heads", "4", "--kv-heads",
-                         "2",          "--hidden", "128",  "--batch", "32", "--seed", "3",
-                         "--eval-n",   "20",     "--eval-every", "0", NULL};
+    const char *sft[] = {"rlhf-sft", "--out",      ck,   "--steps",  "200", "--max-digits",
+                         "1",        "--dim",      "64", "--layers", "2",   "--heads",
+                         "4",        "--kv-heads", "2",  "--hidden", "128", "--batch",
+                         "32",       "--seed",     "3",  "--eval-n", "20",  "--eval-every",
+                         "0",        NULL};
     ProcResult  r = run(sft);
     bool        ok = EXPECT_RUN(r.status == 0, &r, "rlhf-sft: exit %d", r.status);
     proc_result_free(&r);
     if (!ok) goto out;
     /* The stop "=" never shows in a sum's answer: a real stop string that cuts nothing right. */
-    const char *ev[] = {"rlhf-eval", "--ckpt", ck,     "--data",        data, "--n",
-                        "6",         "--temperature", "1", "--max-new", "8",  "--seed",
-                        "5",         "--batch", "5",  "--stop",        "=",  "--out",
+    const char *ev[] = {"rlhf-eval", "--ckpt",        ck,   "--data",    data, "--n",
+                        "6",         "--temperature", "1",  "--max-new", "8",  "--seed",
+                        "5",         "--batch",       "5",  "--stop",    "=",  "--out",
                         rep,         "--completions", comp, NULL};
     r = run(ev);
     ok = EXPECT_RUN(r.status == 0 && strstr(r.out, "pass@1") && strstr(r.out, "pass@6") &&
@@ -441,8 +442,9 @@ int eval_cli_selftest(bool verbose)
     json_decref(a);
     json_decref(b);
     /* The built-in task. */
-    const char *ar[] = {"rlhf-eval", "--ckpt", ck, "--arith", "20", "--arith-digits", "1", "--n",
-                        "2", "--temperature", "0.5", "--out", rep3, NULL};
+    const char *ar[] = {"rlhf-eval", "--ckpt", ck,  "--arith",       "20",  "--arith-digits",
+                        "1",         "--n",    "2", "--temperature", "0.5", "--out",
+                        rep3,        NULL};
     r = run(ar);
     EXPECT_RUN(r.status == 0, &r, "rlhf-eval --arith: exit %d", r.status);
     proc_result_free(&r);

@@ -80,14 +80,16 @@ const char *dataset_problem_name(DatasetProblem p);
 typedef struct {
     const Tok    *tok;             /* the char tokenizer: plain prompts, BOS first; or */
     const Bpe    *bpe;             /* a BPE with a ChatML template: chat prompts (one of the two) */
-    bool          is_raw;          /* with bpe: "prompt" tokenised as it is, no template (BOS
-                                      when the model adds one; no special tokens read from the
-                                      text); "messages" records are bad */
     int           max_prompt_ids;  /* a longer rendered prompt is a bad record, >= 1 */
     const char   *default_task;    /* task of records without one; NULL = such records are bad */
     ScoreLookupFn lookup;          /* resolves task specs; NULL = score_builtin */
     const void   *lookup_ctx;      /* lookup's context */
     int           max_bad_percent; /* refuse the file above this share of bad records, 0..100 */
+
+    /* With bpe: a "prompt" tokenised as it is, without the template (BOS
+     * when the model adds one; no special tokens read from the text);
+     * "messages" records are bad. */
+    bool is_raw;
 } DatasetOpts;
 
 typedef struct {

@@ -89,16 +89,15 @@ static void test_large(bool verbose)
 {
     static const struct {
         int n, c, k;
-    } ex[] = {{2000, 1000, 1}, {2000, 1000, 5},   {2000, 1000, 50},  {2000, 3, 100},
+    } ex[] = {{2000, 1000, 1}, {2000, 1000, 5},    {2000, 1000, 50},  {2000, 3, 100},
               {100000, 7, 10}, {100000, 50000, 2}, {2000, 1000, 1000}};
     for (size_t i = 0; i < N_OF(ex); i++) {
         int    n = ex[i].n, c = ex[i].c, k = ex[i].k;
-        double lg = lgamma(n - c + 1.0) - lgamma(n - c - k + 1.0) - lgamma(n + 1.0) +
-                    lgamma(n - k + 1.0);
+        double lg =
+            lgamma(n - c + 1.0) - lgamma(n - c - k + 1.0) - lgamma(n + 1.0) + lgamma(n - k + 1.0);
         double want = n - c < k ? 1.0 : 1.0 - exp(lg);
         double got = passk_estimate(n, c, k);
-        if (verbose)
-            printf("  pass@%d n=%d c=%d: %.12f (lgamma %.12f)\n", k, n, c, got, want);
+        if (verbose) printf("  pass@%d n=%d c=%d: %.12f (lgamma %.12f)\n", k, n, c, got, want);
         EXPECT(isfinite(got) && got >= 0 && got <= 1 && fabs(got - want) <= 1e-9,
                "pass@%d n=%d c=%d: %.15g, lgamma says %.15g", k, n, c, got, want);
     }
@@ -124,8 +123,9 @@ static void test_vote(void)
     };
     for (size_t i = 0; i < N_OF(ex); i++) {
         int count = -7, got = passk_vote(ex[i].a, ex[i].n, &count);
-        EXPECT(got == ex[i].want && count == ex[i].count, "vote (%s): sample %d with %d, expected %d with %d",
-               ex[i].why, got, count, ex[i].want, ex[i].count);
+        EXPECT(got == ex[i].want && count == ex[i].count,
+               "vote (%s): sample %d with %d, expected %d with %d", ex[i].why, got, count,
+               ex[i].want, ex[i].count);
     }
 }
 

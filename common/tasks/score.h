@@ -107,8 +107,10 @@ typedef struct {
     ScoreFn      fn;    /* NULL: only the reward server runs it (score_spec_is_local) */
     const void  *opts;  /* fn's options, NULL = defaults */
     ScoreCheckFn check; /* what a record needs, NULL = nothing */
-    const char    *about; /* one line for --help and logs */
-    ScoreExtractFn extract; /* the answer it reads, for voting; NULL = none (format, code) */
+    const char  *about; /* one line for --help and logs */
+
+    /* The answer it reads, for voting; NULL = none (format, regex, code). */
+    ScoreExtractFn extract;
 } ScoreDef;
 
 /* Finds a scorer by name: ctx is the lookup's own (a registry). */
