@@ -76,7 +76,6 @@ $(BUILD)/rlhf-rm: $(BUILD)/learner/rm_main.o
 $(BUILD)/rlhf-dpo: $(BUILD)/learner/dpo_main.o
 $(BUILD)/rlhf-gen: $(BUILD)/actor/gen_main.o
 $(BUILD)/rlhf-prefgen: $(BUILD)/actor/prefgen_main.o
-$(BUILD)/rlhf-eval: $(BUILD)/deploy/eval_main.o
 $(BUILD)/rlhf: $(BUILD)/deploy/rlhf_main.o
 $(BUILD)/rlhf-reward: $(BUILD)/reward_server/reward_main.o
 $(BUILD)/rlhf-actor: $(BUILD)/actor/actor_main.o
@@ -85,6 +84,7 @@ $(BUILD)/rlhf-gguf: $(BUILD)/actor/gguf_main.o
 $(BUILD)/rlhf-export: $(BUILD)/learner/export_main.o
 $(BUILD)/rlhf-keygen: $(BUILD)/deploy/keygen_main.o
 $(BUILD)/rlhf-sandbox-exec: $(BUILD)/reward_server/sandbox/sandbox_exec_main.o
+$(BUILD)/rlhf-eval: $(BUILD)/reward_server/eval_main.o
 PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-rm $(BUILD)/rlhf-dpo $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
               $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen \
               $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen $(BUILD)/rlhf-eval

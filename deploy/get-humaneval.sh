@@ -2,7 +2,10 @@
 # Fetches HumanEval (164 Python problems with their canonical solutions and
 # tests, OpenAI, MIT licence) into data/humaneval/ (git-ignored) and
 # verifies its SHA-256; the code sandbox's tests and the evaluation use it.
-# `make humaneval` runs this.
+# Then writes the problems as prompt records for rlhf-eval and --data
+# (deploy/humaneval_jsonl.py): HumanEval-code.jsonl (the prompt to continue,
+# rlhf-eval --template raw) and HumanEval-instruct.jsonl (asking a chat
+# model for the function). `make humaneval` runs this.
 #
 #   deploy/get-humaneval.sh [DIR]      DIR defaults to data/humaneval
 #
@@ -13,8 +16,7 @@
 # commit of the 1.0.3 release era (untested here: the build machines reach
 # PyPI only; the checksum below refuses anything else).
 #
-# Then writes DIR/humaneval-chat.jsonl, the problems as records of ours
-# (deploy/humaneval-tasks.py). Idempotent: files already in place with the right checksums are kept.
+# Idempotent: files already in place with the right checksums are kept.
 # Exits 0 when DIR holds both verified files, 1 otherwise.
 set -eu
 
@@ -29,8 +31,18 @@ GITHUB_URL=https://github.com/openai/human-eval/raw/master/data/$GZ
 
 say() { echo "get-humaneval: $*" >&2; }
 
-# The problems as a dataset of ours (rlhf-eval, the code scorer).
-tasks() { python3 "$(dirname "$0")/humaneval-tasks.py" "$DIR/$JSONL" "$DIR/humaneval-chat.jsonl"; }
+# The prompt records, (re)written when missing or older than the problems.
+convert() {
+    conv=$(dirname "$0")/humaneval_jsonl.py
+    for kind in code instruct; do
+        out="$DIR/HumanEval-$kind.jsonl"
+        if [ ! -f "$out" ] || [ "$DIR/$JSONL" -nt "$out" ]; then
+            flag=
+            [ "$kind" = instruct ] && flag=--instruct
+            python3 "$conv" "$DIR/$JSONL" "$out" $flag || exit 1
+        fi
+    done
+}
 
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then
@@ -44,7 +56,7 @@ if [ -f "$DIR/$GZ" ] && [ -f "$DIR/$JSONL" ] &&
     [ "$(sha256_of "$DIR/$GZ")" = "$SHA256_GZ" ] &&
     [ "$(sha256_of "$DIR/$JSONL")" = "$SHA256_JSONL" ]; then
     say "$DIR/$JSONL is present and verified"
-    tasks
+    convert
     exit 0
 fi
 
@@ -111,4 +123,4 @@ fi
 mv "$TMP/$GZ" "$DIR/$GZ"
 mv "$TMP/$JSONL" "$DIR/$JSONL"
 say "$DIR/$JSONL fetched from $got and verified ($(wc -l <"$DIR/$JSONL") problems)"
-tasks
+convert

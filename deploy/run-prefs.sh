@@ -49,8 +49,8 @@ say "3/5 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's
     --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
 
 gold() { # gold reward of a policy on held-out problems, 4 samples each at temperature 1
-    "$BIN/rlhf-eval" --ckpt "$1" --builtin "$EVAL_N" --task gold_arith --n 4 --temperature 1 \
-        --max-new 8 --seed $((SEED + 7)) --out "$2" >>"$RUN_DIR/eval.log" 2>&1
+    "$BIN/rlhf-eval" --ckpt "$1" --arith "$EVAL_N" --arith-digits 3 --scorer gold_arith --n 4 \
+        --temperature 1 --max-new 8 --seed $((SEED + 7)) --out "$2" >>"$RUN_DIR/eval.log" 2>&1
 }
 say "4/5 gold reward of the SFT policy"
 gold "$SFT" "$RUN_DIR/gold-sft.json"

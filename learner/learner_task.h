@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "common/tasks/dataset.h"
-#include "learner/eval.h"
+#include "common/tasks/eval.h"
 #include "learner/learner_int.h"
 
 #define LEARNER_TASK_ARITH "arith"            /* the built-in task's name on the wire */

@@ -6,7 +6,7 @@
 
 #include "common/base/err.h"
 #include "common/base/log.h"
-#include "learner/eval.h"
+#include "common/tasks/eval.h"
 #include "learner/learner_intake.h"
 #include "learner/learner_publish.h"
 #include "learner/learner_record.h"

@@ -13,7 +13,7 @@
 #include "common/base/progress.h"
 #include "common/base/rng.h"
 #include "common/tasks/task.h"
-#include "learner/eval.h"
+#include "common/tasks/eval.h"
 #include "learner/sft.h"
 
 typedef struct {

@@ -51,13 +51,14 @@ static int add(ScorerRegistry *r, const char *name, ScorerFn fn, ScorerGroupFn g
     Scorer *s = &r->scorers[r->n++];
     snprintf(s->name, sizeof s->name, "%s", name);
     /* A built-in's name (one without a function here, such as "code") keeps
-     * its record check and description. */
+     * its record check, description and answer extraction. */
     const ScoreDef *b = score_builtin(NULL, name);
     s->def = (ScoreDef){.name = s->name,
                         .fn = fn,
                         .opts = fn ? opts : NULL,
                         .check = b ? b->check : NULL,
-                        .about = b ? b->about : "the reward server's own"};
+                        .about = b ? b->about : "the reward server's own",
+                        .extract = b ? b->extract : NULL};
     s->group_fn = group_fn;
     s->group_opts = group_fn ? opts : NULL;
     return 0;

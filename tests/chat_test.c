@@ -21,7 +21,7 @@
 #include "common/base/err.h"
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
-#include "learner/eval.h"
+#include "common/tasks/eval.h"
 #include "learner/learner.h"
 
 static int expect(bool ok, const char *what)

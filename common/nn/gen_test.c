@@ -1,6 +1,8 @@
 /* gen_selftest: greedy generation through the KV cache against greedy
  * decoding by full forwards, logp_full against the full forward, stop and
- * length finishes, reproducibility by seed and a refused bad prompt. */
+ * length finishes, reproducibility by seed, one generator per sequence
+ * (a sequence's sample does not depend on its batch), the caller's stop
+ * test, and a refused bad prompt. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,14 @@
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/test_list.h"
+
+/* A stop test that ends every sequence at *ctx tokens. */
+static bool stop_at_count(void *ctx, int seq, const int *tokens, int n_tokens)
+{
+    (void)seq;
+    (void)tokens;
+    return n_tokens >= *(const int *)ctx;
+}
 
 int gen_selftest(bool verbose)
 {
@@ -82,6 +92,33 @@ int gen_selftest(bool verbose)
         EXPECT(ntok[i] == ntok2[i] && !memcmp(toks + i * 10, toks2 + i * 10, sizeof(int) * ntok[i]),
                "seq %d sampled twice with seed 77: %d and %d tokens, expected the same completion",
                i, ntok[i], ntok2[i]);
+    /* One generator per sequence: sequence 2 alone, drawing from the
+     * generator it had in the batch of three, samples the same completion. */
+    Rng each[3];
+    for (int i = 0; i < 3; i++) rng_seed(&each[i], 100 + (uint64_t)i);
+    cfg.is_rng_each = true;
+    CHECK(gen_run(g, &cfg, 3, prompts, lens, each, &out) == 0);
+    int n2 = ntok[2], t2[10];
+    memcpy(t2, toks + 2 * 10, sizeof(int) * (size_t)n2);
+    rng_seed(&each[0], 102);
+    CHECK(gen_run(g, &cfg, 1, prompts + 2, lens + 2, each, &out) == 0);
+    EXPECT(ntok[0] == n2 && !memcmp(toks, t2, sizeof(int) * (size_t)n2),
+           "sequence 2 with its own generator: %d tokens in a batch of 3, %d alone; expected the "
+           "same completion",
+           n2, ntok[0]);
+    cfg.is_rng_each = false;
+    /* The caller's stop test ends a completion where it says, the token kept. */
+    int stop_after = 3;
+    cfg.stop_id = -1;
+    cfg.is_stop = stop_at_count;
+    cfg.stop_ctx = &stop_after;
+    rng_seed(&rng, 5);
+    CHECK(gen_run(g, &cfg, 3, prompts, lens, &rng, &out) == 0);
+    for (int i = 0; i < 3; i++)
+        EXPECT(ntok[i] == 3 && fin[i] == GEN_FINISH_CALLER,
+               "seq %d with a stop test at 3 tokens: %d tokens, finish %d; expected 3 and %d", i,
+               ntok[i], fin[i], GEN_FINISH_CALLER);
+    cfg.is_stop = NULL;
     /* Bad prompts are refused. */
     int        bad[] = {1, 99};
     const int *bp[] = {bad};

@@ -91,6 +91,32 @@ static DatasetProblem render_record(Dataset *d, const BpeChatMessage *msgs, int 
     return DATASET_OK;
 }
 
+/* A completion prompt for a BPE model tokenised as it is: the text's own
+ * bytes, never read as control tokens (a prompt cannot smuggle one in), no
+ * chat template. */
+static DatasetProblem render_raw(Dataset *d, const char *text, DatasetRecord *rec, char *why,
+                                 size_t wl)
+{
+    size_t len = strlen(text);
+    int    cap = (int)BPE_ENCODE_MAX_IDS(len), n = 0;
+    int   *ids = xmalloc(sizeof(int) * (size_t)cap);
+    int    flags = bpe_add_bos(d->opts.bpe) ? BPE_ENC_BOS : 0;
+    if (bpe_encode(d->opts.bpe, text, len, flags, ids, cap, &n)) {
+        free(ids);
+        snprintf(why, wl, "the prompt cannot be tokenised");
+        return DATASET_BAD_CHARS;
+    }
+    if (n > d->opts.max_prompt_ids) {
+        free(ids);
+        snprintf(why, wl, "%d ids, the model takes prompts of at most %d", n,
+                 d->opts.max_prompt_ids);
+        return DATASET_BAD_TOO_LONG;
+    }
+    rec->ids = ids;
+    rec->n_ids = n;
+    return DATASET_OK;
+}
+
 static DatasetProblem read_answer(const json_t *a, char **out, char *why, size_t wl)
 {
     char num[64];
@@ -186,6 +212,10 @@ static DatasetProblem parse_record(Dataset *d, const json_t *root, DatasetRecord
                  "\"messages\" needs a chat model (--model); the char model takes a "
                  "plain \"prompt\"");
         p = DATASET_BAD_TYPE;
+    } else if (messages && d->opts.is_raw) {
+        snprintf(why, wl,
+                 "\"messages\" needs the chat template; raw prompts are a plain \"prompt\"");
+        p = DATASET_BAD_TYPE;
     } else if (messages) {
         p = from_render(render_read_messages(messages, "messages", "user", msgs, &n_msgs, why, wl));
     } else {
@@ -197,7 +227,9 @@ static DatasetProblem parse_record(Dataset *d, const json_t *root, DatasetRecord
     if (!p) p = read_task(d, json_object_get(root, "task"), rec, why, wl);
     if (!p && score_spec_check_record(&rec->spec, rec->answer, rec->meta, why, wl))
         p = DATASET_BAD_SCORER;
-    if (!p) p = render_record(d, msgs, n_msgs, rec, why, wl);
+    if (!p)
+        p = d->opts.bpe && d->opts.is_raw ? render_raw(d, msgs[0].content, rec, why, wl)
+                                          : render_record(d, msgs, n_msgs, rec, why, wl);
     return p;
 }
 
@@ -234,7 +266,7 @@ int dataset_open(const char *path, const DatasetOpts *opts, Dataset **out)
                   path ? path : "(null)");
         return ERR_ARG;
     }
-    if (opts->bpe && !bpe_chat_supported(opts->bpe)) {
+    if (opts->bpe && !opts->is_raw && !bpe_chat_supported(opts->bpe)) {
         log_error("dataset: '%s': the model's tokenizer has no ChatML chat template to render "
                   "prompts with",
                   path);

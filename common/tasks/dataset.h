@@ -5,7 +5,8 @@
  * A record:
  *   "prompt"    string: the user's text; for a chat model one user message
  *               rendered with its chat template (and default system prompt),
- *               for the char model the text itself, BOS first
+ *               or with is_raw the text itself (a completion prompt: code to
+ *               continue); for the char model the text itself, BOS first
  *   "messages"  or [{"role": "system"|"user"|"assistant", "content": string},
  *               ...], the last one the user's: a conversation for a chat model
  *   "answer"    optional string or number (a number is written out: 82, 0.5)
@@ -88,6 +89,11 @@ typedef struct {
     ScoreLookupFn lookup;          /* resolves task specs; NULL = score_builtin */
     const void   *lookup_ctx;      /* lookup's context */
     int           max_bad_percent; /* refuse the file above this share of bad records, 0..100 */
+
+    /* With bpe: a "prompt" tokenised as it is, without the template (BOS
+     * when the model adds one; no special tokens read from the text);
+     * "messages" records are bad. */
+    bool is_raw;
 } DatasetOpts;
 
 typedef struct {

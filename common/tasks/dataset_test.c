@@ -415,7 +415,8 @@ static void test_changed(const char *dir, const Tok *tok, bool verbose)
 }
 
 /* Chat prompts with SmolLM2's template: a "prompt" renders as the chat task
- * renders its questions; messages with a system prompt; the limits. */
+ * renders its questions; messages with a system prompt; the limits; raw
+ * prompts (no template). */
 static void test_chat(const char *dir, bool verbose)
 {
     const char *gguf = fixture_smollm2_path("dataset (chat part)");
@@ -476,6 +477,35 @@ static void test_chat(const char *dir, bool verbose)
     EXPECT(rc == ERR_FORMAT && strstr(log, "chat.jsonl:1: too long"),
            "prompts over %d ids: %s, log '%s'", nw - 1, err_str(rc), log);
     free(log);
+    /* Raw prompts: the text as it is, no template, control tokens in the
+     * text read as plain bytes; "messages" refused. */
+    const char *raw = "{\"prompt\": \"def f(x):\\n    \\\"<|im_start|>\\\"\\n\", \"task\": "
+                      "\"code\", \"meta\": {\"tests\": \"assert f(1)\"}}\n"
+                      "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n";
+    testfs_path(path, sizeof path, "%s/raw.jsonl", dir);
+    testfs_write(path, raw, strlen(raw));
+    o = (DatasetOpts){.bpe = bpe, .is_raw = true, .max_prompt_ids = 64, .max_bad_percent = 50};
+    fileio_capture_begin();
+    rc = dataset_open(path, &o, &d);
+    log = fileio_capture_end(verbose);
+    EXPECT(rc == 0 && strstr(log, "raw.jsonl:2: wrong type: \"messages\" needs the chat template"),
+           "raw prompts: %s, log '%s'", err_str(rc), log);
+    free(log);
+    const char *code = "def f(x):\n    \"<|im_start|>\"\n";
+    int         raw_ids[64], nr = 0;
+    CHECK(bpe_encode(bpe, code, strlen(code), 0, raw_ids, 64, &nr) == 0);
+    rc = d ? dataset_read(d, 0, &rec) : ERR_ARG;
+    back = xmalloc(bpe_decode_max_bytes(bpe, 64));
+    if (rc == 0)
+        bpe_decode(bpe, rec.ids, rec.n_ids, BPE_DEC_SPECIAL, back, bpe_decode_max_bytes(bpe, 64),
+                   NULL);
+    EXPECT(rc == 0 && rec.n_ids == nr && !memcmp(rec.ids, raw_ids, sizeof(int) * (size_t)nr) &&
+               !strcmp(back, code),
+           "a raw prompt: %d ids, expected %d; decodes as '%s'", rec.n_ids, nr,
+           rc == 0 ? back : "");
+    free(back);
+    dataset_record_free(&rec);
+    dataset_free(&d);
     /* The shipped examples load whole with the model they are for. */
     const char *examples[] = {"examples/arith-chat/train.jsonl", "examples/arith-chat/eval.jsonl",
                               "examples/code/train.jsonl", "examples/code/eval.jsonl",

@@ -1,47 +1,36 @@
 #include "common/tasks/passk.h"
 
-#include <stdio.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/base/err.h"
-#include "common/tasks/verify.h"
 
 double passk_estimate(int n, int c, int k)
 {
     CHECK(n >= 1 && c >= 0 && c <= n && k >= 1 && k <= n);
     if (n - c < k) return 1.0;
-    double miss = 1.0; /* C(n-c, k) / C(n, k) */
-    for (int j = n - c + 1; j <= n; j++) miss *= 1.0 - (double)k / j;
-    return 1.0 - miss;
+    /* C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (i - k) / i: each factor is a
+     * ratio of nearby integers, so the product only ever shrinks toward 0. */
+    double fail = 1.0;
+    for (int i = n - c + 1; i <= n; i++) fail *= 1.0 - (double)k / (double)i;
+    return 1.0 - fail;
 }
 
-void passk_vote_key(const char *completion, char *out, size_t cap)
+int passk_vote(const char *const *answers, int n, int *count)
 {
-    CHECK(cap > 0);
-    out[0] = '\0';
-    if (!completion) return;
-    size_t n = strlen(completion), st, len;
-    verify_answer_span(completion, n, &st, &len);
-    double v;
-    if (verify_last_number(completion + st, len, &v)) {
-        snprintf(out, cap, "%.15g", v == 0 ? 0.0 : v); /* -0 votes with 0 */
-        return;
-    }
-    verify_normalize(completion + st, len, out, cap);
-}
-
-int passk_vote(const char *const *keys, int n)
-{
+    CHECK(n >= 0 && (answers || n == 0));
     int best = -1, best_count = 0;
-    for (int i = 0; i < n; i++) {
-        if (!keys[i] || !keys[i][0]) continue;
-        /* Counted once, at its first sample. */
-        bool seen = false;
-        for (int j = 0; j < i && !seen; j++) seen = keys[j] && !strcmp(keys[j], keys[i]);
+    for (int j = 0; j < n; j++) {
+        if (!answers[j]) continue;
+        bool seen = false; /* counted already, at its first sample */
+        for (int i = 0; i < j && !seen; i++) seen = answers[i] && !strcmp(answers[i], answers[j]);
         if (seen) continue;
-        int count = 0;
-        for (int j = i; j < n; j++) count += keys[j] && !strcmp(keys[j], keys[i]);
-        if (count > best_count) best = i, best_count = count;
+        int c = 1;
+        for (int i = j + 1; i < n; i++) c += answers[i] && !strcmp(answers[i], answers[j]);
+        /* Strictly more: among equal counts the earlier first sample stays. */
+        if (c > best_count) best = j, best_count = c;
     }
+    if (count) *count = best_count;
     return best;
 }

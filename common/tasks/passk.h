@@ -1,35 +1,29 @@
-/* passk: the figures of an evaluation with n samples per prompt.
+/* passk: what n samples of one prompt say about a model: the unbiased
+ * pass@k estimator of Chen et al. (2021, "Evaluating Large Language Models
+ * Trained on Code", the HumanEval paper) and the majority vote over the
+ * samples' answers.
  *
- * pass@k, unbiased (the estimator of the HumanEval paper): with n samples of
- * a prompt of which c are correct, the chance that k of them drawn without
- * replacement hold at least one correct one,
- *   pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod_{j = n-c+1}^{n} (1 - k / j),
- * computed as that product (no factorials, exact to rounding for any n);
- * 1 when n - c < k. Averaged over prompts by the caller.
- *
- * Majority vote: each sample's answer reduced to a key (passk_vote_key: the
- * answer text, its last <answer> block when there is one, as a number when it
- * holds one, else normalised as exact match normalises), the most frequent
- * key wins; a tie goes to the key sampled first; samples without an answer
- * (empty key) do not vote.
- *
- * Pure functions; thread-safe; no allocation. */
+ * Pure functions of their arguments; no allocation, no errors (arguments
+ * out of range are bugs: CHECK). Thread-safe. */
 #ifndef RLHF_PASSK_H
 #define RLHF_PASSK_H
 
-#include <stdbool.h>
-#include <stddef.h>
-
-/* pass@k for n samples with c correct; 0 <= c <= n, 1 <= k <= n (CHECK). */
+/* The probability that at least one of k samples, drawn without
+ * replacement from n of which c are correct, is correct:
+ * 1 - C(n-c, k) / C(n, k), for 0 <= c <= n and 1 <= k <= n. Computed as
+ * 1 - prod_{i = n-c+1..n} (1 - k/i), a product of c factors in [0, 1) that
+ * never forms a binomial coefficient, so it neither overflows nor cancels
+ * for large n; exactly 1 when n - c < k (every draw holds a correct one)
+ * and exactly 0 when c = 0. pass@1 is c / n. Averaged over prompts it is
+ * the benchmark's pass@k. */
 double passk_estimate(int n, int c, int k);
 
-/* The voting key of a completion into out (cap bytes, > 0): "" when it has
- * no answer. Numbers compare by value ("82", "82.0" and "the answer is 82"
- * give the same key). */
-void passk_vote_key(const char *completion, char *out, size_t cap);
-
-/* The winner of a vote among n keys (NULL or "" do not vote): the index of
- * the first sample with the most frequent key, or -1 when none votes. */
-int passk_vote(const char *const *keys, int n);
+/* The majority vote over n answers (answers[j] NULL: sample j has none):
+ * the answer given most often (equal strings are the same answer), ties
+ * going to the one given first, i.e. by the lowest sample index. Returns
+ * the index of the first sample that gave the winning answer, with *count
+ * (may be NULL) the number that gave it; -1 and 0 when no sample has an
+ * answer. O(n^2) comparisons. */
+int passk_vote(const char *const *answers, int n, int *count);
 
 #endif

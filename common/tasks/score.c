@@ -340,28 +340,108 @@ static int check_code(const char *answer, const char *meta, char *why, size_t wh
     return rc;
 }
 
+/* ---- answers, for voting ------------------------------------------------ */
+
+/* Copies s[0..n) into out, cut to cap - 1 bytes. */
+static bool put_key(const char *s, size_t n, char *out, size_t cap)
+{
+    if (n >= cap) n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return true;
+}
+
+static bool extract_arith(const ScoreInput *in, char *out, size_t cap)
+{
+    /* As score_arith reads it: a truncated completion has no answer. */
+    if (in->is_truncated) return false;
+    const char *c = str_or_empty(in->completion);
+    return put_key(c, strlen(c), out, cap);
+}
+
+static bool extract_arith_chat(const ScoreInput *in, char *out, size_t cap)
+{
+    long long v;
+    if (!chat_task_extract(str_or_empty(in->completion), &v)) return false;
+    snprintf(out, cap, "%lld", v);
+    return true;
+}
+
+/* The answer span of the completion (verify_answer_span). */
+static void answer_span(const ScoreInput *in, const char **s, size_t *n)
+{
+    const char *c = str_or_empty(in->completion);
+    size_t      st;
+    verify_answer_span(c, strlen(c), &st, n);
+    *s = c + st;
+}
+
+static bool extract_exact(const ScoreInput *in, char *out, size_t cap)
+{
+    const char *s;
+    size_t      n;
+    answer_span(in, &s, &n);
+    return verify_normalize(s, n, out, cap) > 0;
+}
+
+static bool extract_number(const ScoreInput *in, char *out, size_t cap)
+{
+    const char *s;
+    size_t      n;
+    double      v;
+    answer_span(in, &s, &n);
+    if (!verify_last_number(s, n, &v)) return false;
+    snprintf(out, cap, "%.17g", v == 0 ? 0.0 : v); /* -0 and 0 are one answer */
+    return true;
+}
+
+static bool extract_choice(const ScoreInput *in, char *out, size_t cap)
+{
+    const char *s;
+    size_t      n;
+    answer_span(in, &s, &n);
+    char c = verify_choice(s, n);
+    if (!c) return false;
+    return put_key(&c, 1, out, cap);
+}
+
+static bool extract_boxed(const ScoreInput *in, char *out, size_t cap)
+{
+    const char *c = str_or_empty(in->completion);
+    size_t      st, n, k = 0;
+    if (!verify_boxed(c, strlen(c), &st, &n)) return false;
+    for (size_t i = 0; i < n && k + 1 < cap; i++)
+        if (c[st + i] != ' ' && c[st + i] != '\t' && c[st + i] != '\n' && c[st + i] != '\r')
+            out[k++] = c[st + i];
+    out[k] = '\0';
+    return true;
+}
+
 /* ---- The table ---------------------------------------------------------- */
 
 static const ScoreDef k_builtins[] = {
     {"arith", score_arith, NULL, check_has_answer,
-     "char task: the completion is exactly the answer (+ format bonus)"},
+     "char task: the completion is exactly the answer (+ format bonus)", extract_arith},
     {CHAT_TASK_NAME, score_arith_chat, NULL, check_integer_answer,
-     "chat task: the last integer is the answer, x1.2 when just the number"},
+     "chat task: the last integer is the answer, x1.2 when just the number", extract_arith_chat},
     {"exact", score_exact, NULL, check_has_answer,
-     "the answer text equals the answer after normalisation"},
+     "the answer text equals the answer after normalisation", extract_exact},
     {"number", score_number, NULL, check_number,
-     "the last number equals the answer within meta rel_tol/abs_tol"},
-    {"choice", score_choice, NULL, check_choice, "the chosen letter A-E is the answer's"},
-    {"boxed", score_boxed, NULL, check_has_answer, "the last \\boxed{...} matches the answer"},
+     "the last number equals the answer within meta rel_tol/abs_tol", extract_number},
+    {"choice", score_choice, NULL, check_choice, "the chosen letter A-E is the answer's",
+     extract_choice},
+    {"boxed", score_boxed, NULL, check_has_answer, "the last \\boxed{...} matches the answer",
+     extract_boxed},
     {"regex", score_regex, NULL, check_regex,
-     "the completion matches meta regex (else the answer), POSIX ERE"},
+     "the completion matches meta regex (else the answer), POSIX ERE", NULL},
     {"format_answer_tag", score_answer_tag, NULL, NULL,
-     "one <answer>...</answer> block, nothing after it"},
-    {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>"},
-    {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox"},
+     "one <answer>...</answer> block, nothing after it", NULL},
+    {"format_think", score_think, NULL, NULL, "<think>...</think> then <answer>...</answer>", NULL},
+    {"code", NULL, NULL, check_code, "unit tests in meta run in the reward server's sandbox", NULL},
     {"gold_arith", score_gold_arith, NULL, check_integer_answer,
-     "the preference task's hidden judge: exp(-|x-a|/(1+|a|/10)), -1 if not an integer"},
-    {"rm", NULL, NULL, NULL, "the reward model the reward server hosts (--reward-model)"},
+     "the preference task's hidden judge: exp(-|x-a|/(1+|a|/10)), -1 if not an integer",
+     extract_arith},
+    {"rm", NULL, NULL, NULL, "the reward model the reward server hosts (--reward-model)", NULL},
 };
 
 int score_builtin_count(void)
@@ -605,4 +685,19 @@ bool score_is_correct(const ScoreResult *r)
     for (int i = 0; i < r->n_components; i++)
         if (!strcmp(r->components[i].name, "correct")) return r->components[i].value >= 0.5f;
     return r->n_components > 0 && r->components[0].value >= 0.5f;
+}
+
+const ScoreDef *score_spec_extractor(const ScoreSpec *s)
+{
+    for (int k = 0; k < s->n_terms; k++)
+        if (s->terms[k].def->extract) return s->terms[k].def;
+    return NULL;
+}
+
+bool score_spec_extract(const ScoreSpec *s, const ScoreInput *in, char *out, size_t cap)
+{
+    CHECK(cap > 0);
+    out[0] = '\0';
+    const ScoreDef *d = score_spec_extractor(s);
+    return d && d->extract(in, out, cap);
 }

@@ -33,6 +33,17 @@
  * The answer scorers report one component, correct; the format ones one,
  * format; a truncated completion (hit the length cap) never has the format.
  *
+ * Answers for majority voting (ScoreDef.extract, score_spec_extract): the
+ * answer a scorer reads, as a key that is equal for answers it reads alike:
+ *   arith       the completion (none when truncated)
+ *   arith_chat  the last integer, in decimal
+ *   exact       the answer text after verify_normalize (none when empty)
+ *   number      the answer text's last number, printed with %.17g
+ *               (numbers within the tolerance but not equal are different keys)
+ *   choice      the letter chosen
+ *   boxed       the last \boxed{...} content without whitespace
+ * The format scorers, regex and code read no answer.
+ *
  * Spec syntax:  spec = term *("," term);  term = name [":" weight]
  * with optional spaces around names and weights; a weight is a finite
  * decimal number, |w| <= SCORE_WEIGHT_MAX (negative: a penalty; 0: a
@@ -93,6 +104,11 @@ typedef int (*ScoreFn)(const ScoreInput *in, const void *opts, ScoreResult *out,
 /* Whether a dataset record (its answer, "" if none; its meta, "" if none)
  * can be scored; 0 or ERR_ARG with the reason in why. */
 typedef int (*ScoreCheckFn)(const char *answer, const char *meta, char *why, size_t why_len);
+/* The answer the scorer reads from in's completion, as a voting key (see
+ * the top): writes it NUL-terminated into out (cap > 0 bytes, cut to
+ * cap - 1) and returns true, or returns false when the completion holds
+ * none. Pure. */
+typedef bool (*ScoreExtractFn)(const ScoreInput *in, char *out, size_t cap);
 
 typedef struct {
     const char  *name;  /* [a-z0-9_-], 1..SCORE_NAME_MAX-1 bytes */
@@ -100,6 +116,9 @@ typedef struct {
     const void  *opts;  /* fn's options, NULL = defaults */
     ScoreCheckFn check; /* what a record needs, NULL = nothing */
     const char  *about; /* one line for --help and logs */
+
+    /* The answer it reads, for voting; NULL = none (format, regex, code). */
+    ScoreExtractFn extract;
 } ScoreDef;
 
 /* Finds a scorer by name: ctx is the lookup's own (a registry). */
@@ -155,6 +174,12 @@ int score_spec_run_given(const ScoreSpec *s, const ScoreInput *in, const ScoreRe
                          ScoreResult *out, char *why, size_t why_len);
 /* Whether a result counts as correct (see the top). */
 bool score_is_correct(const ScoreResult *r);
+/* The first term of s whose scorer reads an answer (has extract), or NULL
+ * when none does: what majority voting over s compares. */
+const ScoreDef *score_spec_extractor(const ScoreSpec *s);
+/* The answer of in by score_spec_extractor(s) into out (as ScoreExtractFn);
+ * false when s has no extractor or the completion holds no answer. */
+bool score_spec_extract(const ScoreSpec *s, const ScoreInput *in, char *out, size_t cap);
 
 /* Options of the built-in "arith" scorer. */
 typedef struct {

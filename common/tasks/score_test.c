@@ -2,7 +2,9 @@
  * built-in scorer through a spec on worked examples (with meta tolerances,
  * a meta regex, truncation), weighted sums with their components and hand
  * computed rewards, the record checks a dataset runs, the remote "code"
- * scorer, and a scorer that misbehaves. */
+ * scorer, a scorer that misbehaves, and the answers each scorer reads for
+ * majority voting (a table: equal keys for answers read alike, none where
+ * a scorer reads no answer). */
 #include "common/tasks/score.h"
 
 #include <math.h>
@@ -258,8 +260,8 @@ static int bad_scorer(const ScoreInput *in, const void *opts, ScoreResult *out, 
 static void test_misbehaving(void)
 {
     float       nan_v = NAN, one = 1.0f;
-    ScoreDef    d1 = {"bad", bad_scorer, &nan_v, NULL, "NaN"};
-    ScoreDef    d2 = {"bad2", bad_scorer, &one, NULL, "no name"};
+    ScoreDef    d1 = {"bad", bad_scorer, &nan_v, NULL, "NaN", NULL};
+    ScoreDef    d2 = {"bad2", bad_scorer, &one, NULL, "no name", NULL};
     ScoreInput  in = {.completion = "x", .answer = "1"};
     ScoreResult r;
     char        why[160] = "";
@@ -307,6 +309,60 @@ static void test_given(bool verbose)
            rc, out.reward);
 }
 
+/* The voting key of each scorer on worked completions. */
+static void test_extract(bool verbose)
+{
+    static const struct {
+        const char *spec, *completion;
+        bool        is_truncated;
+        const char *key; /* NULL: no answer */
+    } ex[] = {
+        {"arith", "42", false, "42"},
+        {"arith", "42", true, NULL},
+        {"arith_chat", "So 3 + 4 = 7.", false, "7"},
+        {"arith_chat", "no idea", false, NULL},
+        {"exact", "The  Answer: Paris!", false, "the answer paris"},
+        {"exact", "thinking <answer> PARIS </answer>", false, "paris"},
+        {"exact", " ?! ", false, NULL},
+        {"number", "about 1,000.50 apples", false, "1000.5"},
+        {"number", "it is 3/4", false, "0.75"},
+        {"number", "-0", false, "0"},
+        {"number", "no digits", false, NULL},
+        {"choice", "The answer is (c)", false, "C"},
+        {"choice", "hmm", false, NULL},
+        {"boxed", "so \\boxed{ \\frac{1}{2} }", false, "\\frac{1}{2}"},
+        {"boxed", "no box", false, NULL},
+        /* A sum votes on its first term that reads an answer. */
+        {"format_answer_tag:0.1,boxed:0.9", "<answer>\\boxed{4}</answer>", false, "4"},
+        {"format_think", "<think>a</think><answer>b</answer>", false, NULL},
+        {"regex", "abc", false, NULL},
+        {"code", "def f(): pass", false, NULL},
+    };
+    for (size_t i = 0; i < N_OF(ex); i++) {
+        ScoreSpec s;
+        char      why[200] = "", key[64];
+        if (!EXPECT(score_spec_parse(ex[i].spec, score_builtin, NULL, &s, why, sizeof why) == 0,
+                    "spec '%s': %s", ex[i].spec, why))
+            continue;
+        ScoreInput in = {.completion = ex[i].completion, .is_truncated = ex[i].is_truncated};
+        bool       got = score_spec_extract(&s, &in, key, sizeof key);
+        if (verbose)
+            printf("  extract %-31.31s %-36.36s -> %s\n", ex[i].spec, ex[i].completion,
+                   got ? key : "(none)");
+        EXPECT(got == (ex[i].key != NULL) && (!got || !strcmp(key, ex[i].key)),
+               "%s reads '%s'%s as %s'%s', expected %s'%s'", ex[i].spec, ex[i].completion,
+               ex[i].is_truncated ? " (truncated)" : "", got ? "" : "no answer ", got ? key : "",
+               ex[i].key ? "" : "no answer ", ex[i].key ? ex[i].key : "");
+    }
+    /* A key is cut to the buffer. */
+    ScoreSpec s;
+    char      why[80], key[4];
+    CHECK(score_spec_parse("exact", score_builtin, NULL, &s, why, sizeof why) == 0);
+    ScoreInput in = {.completion = "abcdef"};
+    EXPECT(score_spec_extract(&s, &in, key, sizeof key) && !strcmp(key, "abc"),
+           "'abcdef' into 4 bytes: '%s', expected 'abc'", key);
+}
+
 int score_selftest(bool verbose)
 {
     EXPECT(score_builtin_count() == 12, "%d built-in scorers, expected 12", score_builtin_count());
@@ -320,5 +376,6 @@ int score_selftest(bool verbose)
     test_record_checks(verbose);
     test_misbehaving();
     test_given(verbose);
+    test_extract(verbose);
     return expect_end();
 }
