@@ -133,8 +133,12 @@ static void test_classifier(TestCtx *t, const Tok *tok)
         {"rlhf_has_value_head", "false", ERR_FORMAT, "but rlhf_has_value_head is false"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* Our save writes num_labels 1 for a model with the head: gone here,
+         * so that id2label alone counts the labels. */
         const char *const kv[] = {"architectures",
                                   "[\"LlamaForSequenceClassification\"]",
+                                  "num_labels",
+                                  NULL,
                                   "id2label",
                                   "{\"0\": \"LABEL_0\"}",
                                   cases[i].key,
@@ -144,7 +148,17 @@ static void test_classifier(TestCtx *t, const Tok *tok)
         EXPECT_REFUSED(ckpt_load_config(hf, &got), cases[i].want, cases[i].expect, cases[i].key);
     }
     /* Without the architecture, a missing score.bias is a missing tensor. */
-    const char *const causal[] = {"rlhf_has_value_head", "true", NULL};
+    const char *const causal[] = {"rlhf_has_value_head",
+                                  "true",
+                                  "architectures",
+                                  "[\"LlamaForCausalLM\"]",
+                                  "num_labels",
+                                  NULL,
+                                  "id2label",
+                                  NULL,
+                                  "label2id",
+                                  NULL,
+                                  NULL};
     EXPECT(put_hf_config(t, hf, causal) == 0, "%s", "causal config");
     EXPECT_REFUSED(ckpt_load(hf, x), ERR_NOTFOUND, "'score.bias'",
                    "a causal model's checkpoint without score.bias");
