@@ -250,9 +250,11 @@ static bool actor_groups_around(const Proc *p, const char *mark, long long *befo
 
 int cluster_fault_learner_selftest(bool verbose)
 {
-    /* Four leases a step and no staleness: both actors take part in every
-     * step, and the steps are paced by their requests, slow enough for both
-     * to find the restarted learner before the run ends. */
+    /* Four leases a step and no staleness: every step waits for groups
+     * made with its own weights. After the restart the actors find the new
+     * learner one at a time, the other one stopped (SIGSTOP), so the run
+     * cannot end before each has followed it however slowly its sockets
+     * reconnect (libzmq's reconnect back-off plus the actor's own). */
     const TestClRun o = {
         .steps = 60, .ckpt_every = 4, .max_staleness = 0, .batch_groups = 8, .is_debug = true};
     TestCl c;
@@ -283,7 +285,9 @@ int cluster_fault_learner_selftest(bool verbose)
            ", expected epoch 0, step 4..%" PRId64,
            ck.epoch, ck.step, ck.version, step_at_kill);
 
-    /* Down for a second: the actors' requests go unanswered and time out. */
+    /* Down for a second: the actors' requests go unanswered and time out.
+     * actor-1 sleeps through it and the restart. */
+    if (!testcl_pause(actors[0])) return testcl_finish(&c);
     testcl_sleep_ms(1000);
     Proc *again = testcl_proc(&c, "learner-2", NULL, NULL, learner);
     if (!testcl_start(&c, again)) return testcl_finish(&c);
@@ -299,6 +303,25 @@ int cluster_fault_learner_selftest(bool verbose)
     if (testcl_wait_log(&c, again, " params, ", 30.0) && read_ckpt_state(&c, &ck2)) e1 = ck2.epoch;
     EXPECT(e1 >> 32 == 1 && (e1 & 0xffffffff) != 0,
            "learner-2's epoch %#" PRIx64 ", expected one restart and a nonce", e1);
+    char installed[160];
+    snprintf(installed, sizeof installed, "weights run '%s' epoch %" PRId64 " v", ck.run_id, e1);
+    /* actor-2 alone until it has the new weights and two steps trained on
+     * its groups; then actor-1 alone the same way; then both. */
+    for (int k = 0; k < 2; k++) {
+        Proc *on = actors[1 - k], *off = actors[k];
+        if (k == 1) {
+            if (!testcl_pause(actors[1])) return testcl_finish(&c);
+            proc_signal(actors[0], SIGCONT);
+        }
+        if (!EXPECT(testcl_wait_log(&c, on, installed, 30.0),
+                    "%s never installed weights of the new epoch (the other actor stopped)",
+                    proc_name(on)))
+            return testcl_finish(&c);
+        if (!testcl_wait_step(&c, again, testcl_step(&c) + 2, 30.0)) return testcl_finish(&c);
+        testcl_note(&c, "%s followed learner-2 alone (%s stopped); step %" PRId64, proc_name(on),
+                    proc_name(off), testcl_step(&c));
+    }
+    proc_signal(actors[1], SIGCONT);
     testcl_wait_done(&c, again, 60.0);
 
     /* The metrics go on where the checkpoint left off, in the new epoch. */
@@ -353,8 +376,6 @@ int cluster_fault_learner_selftest(bool verbose)
 
     /* The same actor processes followed the new incarnation: each got
      * leases from it, installed its weights and sent groups with them. */
-    char installed[160];
-    snprintf(installed, sizeof installed, "weights run '%s' epoch %" PRId64 " v", ck.run_id, e1);
     for (int a = 0; a < 2; a++) {
         EXPECT(proc_is_running(actors[a]) && proc_pid(actors[a]) == pids[a],
                "%s (pid %d) did not survive the learner's restart", proc_name(actors[a]),
