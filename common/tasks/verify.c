@@ -515,7 +515,87 @@ static void regex_key_init(void)
     CHECK(pthread_key_create(&g_regex_key, regex_cache_free) == 0);
 }
 
-/* The length and back-reference checks of a pattern. */
+/* Reads a bound "{m}", "{m,}" or "{m,n}" at p[*i] ('{'); returns its
+ * largest count (m + 1 for "{m,}"), or -1 if it is not a bound (regcomp
+ * then judges the pattern). */
+static double bound_count(const char *p, size_t n, size_t *i)
+{
+    size_t j = *i + 1;
+    double m = 0, hi = -1;
+    bool   has_m = false, has_comma = false;
+    for (; j < n && p[j] >= '0' && p[j] <= '9'; j++, has_m = true) m = m * 10 + (p[j] - '0');
+    if (j < n && p[j] == ',') {
+        has_comma = true;
+        for (j++; j < n && p[j] >= '0' && p[j] <= '9'; j++)
+            hi = (hi < 0 ? 0 : hi * 10) + (p[j] - '0');
+    }
+    if (!has_m || j >= n || p[j] != '}') return -1;
+    *i = j;
+    if (!has_comma) return m;
+    return hi < 0 ? m + 1 : (hi > m ? hi : m);
+}
+
+/* An upper estimate of the atoms of pattern once regcomp has unrolled its
+ * bounded repeats: an atom counts 1, a group the sum of its branches, and a
+ * bound multiplies what it repeats by its largest count. Malformed syntax
+ * is counted loosely (regcomp refuses it after). */
+static double pattern_nodes(const char *p, size_t n)
+{
+    enum { DEPTH = 64 };
+    double sum[DEPTH + 1] = {0}, last[DEPTH + 1] = {0};
+    int    d = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '(' && d < DEPTH) {
+            d++;
+            sum[d] = last[d] = 0;
+        } else if (ch == ')' && d > 0) {
+            double g = sum[d] + 1;
+            d--;
+            sum[d] += g;
+            last[d] = g;
+        } else if (ch == '|') {
+            last[d] = 0; /* branches add up in sum */
+        } else if (ch == '{') {
+            double k = bound_count(p, n, &i);
+            if (k < 0) { /* a literal brace */
+                sum[d] += 1;
+                last[d] = 1;
+                continue;
+            }
+            double rep = last[d] * k;
+            sum[d] += rep - last[d];
+            last[d] = rep;
+        } else if (ch == '*' || ch == '+' || ch == '?') {
+            sum[d] += 1;
+        } else {
+            if (ch == '\\' && i + 1 < n) {
+                i++;
+            } else if (ch == '[') { /* a bracket expression is one atom */
+                size_t j = i + 1;
+                if (j < n && p[j] == '^') j++;
+                if (j < n && p[j] == ']') j++;
+                for (; j < n && p[j] != ']'; j++)
+                    if (p[j] == '[' && j + 1 < n &&
+                        (p[j + 1] == ':' || p[j + 1] == '.' || p[j + 1] == '=')) {
+                        const char *end = strstr(p + j + 2, p[j + 1] == ':'   ? ":]"
+                                                            : p[j + 1] == '.' ? ".]"
+                                                                              : "=]");
+                        if (!end) break;
+                        j = (size_t)(end - p) + 1;
+                    }
+                i = j < n ? j : n - 1;
+            }
+            sum[d] += 1;
+            last[d] = 1;
+        }
+    }
+    double total = 0;
+    for (int k = 0; k <= d; k++) total += sum[k];
+    return total;
+}
+
+/* The length, back-reference and size checks of a pattern. */
 static int pattern_ok(const char *pattern, char *why, size_t why_len)
 {
     size_t n = pattern ? strnlen(pattern, VERIFY_REGEX_MAX_PATTERN + 1) : 0;
@@ -531,6 +611,14 @@ static int pattern_ok(const char *pattern, char *why, size_t why_len)
             return ERR_ARG;
         }
         if (pattern[i] == '\\') i++; /* "\\1" is a backslash then a 1 */
+    }
+    double nodes = pattern_nodes(pattern, n);
+    if (nodes > VERIFY_REGEX_MAX_NODES) {
+        snprintf(why, why_len,
+                 "regex: pattern '%.60s' unrolls its bounded repeats to about %.3g atoms, "
+                 "expected at most %d",
+                 pattern, nodes, VERIFY_REGEX_MAX_NODES);
+        return ERR_ARG;
     }
     return 0;
 }

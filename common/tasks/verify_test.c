@@ -320,6 +320,17 @@ static const RegexCase k_regex[] = {
     {"\\\\1", "\\1", 0, true},
     {"^$", "", 0, true},
     {"(a|aa)*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac", 0, false},
+    /* Bounded repeats: fine alone, refused stacked (regcomp would take
+     * seconds and gigabytes unrolling them). */
+    {"^.{0,500}$", "short", 0, true},
+    {"^(ab|cd){2,3}$", "abcdab", 0, true},
+    {"^(a{1,100}){1,20}$", "aaa", 0, true},
+    {"^[[:digit:]]{3}-[0-9]{4}$", "555-0134", 0, true},
+    {"a{,3}", "a{,3}", 0, true},
+    {"((a{1,255}){1,255}){1,255}", "a", ERR_ARG, false},
+    {"(((a{10}){10}){10}){10}", "a", ERR_ARG, false},
+    {"(x|y{1,100}){1,100}", "x", ERR_ARG, false},
+    {"[a-z]{5000}", "a", ERR_ARG, false},
 };
 
 static void test_regex(bool verbose)
