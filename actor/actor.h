@@ -70,7 +70,7 @@ typedef struct {
     int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
     int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
     double      status_every_s;      /* seconds between status lines; 0 = none */
-    int         decode_weights;      /* KernType the snapshot is decoded in (converted on receipt) */
+    int         decode_weights; /* KernType the snapshot is decoded in (converted on receipt) */
     /* Metrics: */
     const char *metrics_addr;    /* HOST:PORT of the Prometheus endpoint; NULL or "" = off */
     double      metrics_stale_s; /* /healthz answers 503 after this long without a loop pass */

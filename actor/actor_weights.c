@@ -66,7 +66,8 @@ static int install_snapshot(Actor *a)
     }
     /* Every value finite, checked in the wire's own type before any is used. */
     for (size_t i = 0; i < n; i++) {
-        float v = elem == 2 ? half_bf16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
+        float v =
+            elem == 2 ? half_bf16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
         if (!isfinite(v)) {
             actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE, "%s: parameter %zu is %g", name, i,
                          (double)v);

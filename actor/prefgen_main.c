@@ -84,9 +84,9 @@ typedef struct {
     GenConfig  gc;
     Rng        rng;
     /* per-run buffers for batch * k sequences */
-    int       *prompt_ids, *plens, *toks, *ntok, *fin;
+    int        *prompt_ids, *plens, *toks, *ntok, *fin;
     const int **prompts;
-    float     *lps, *lpf;
+    float      *lps, *lpf;
 } Sampler;
 
 static int check(const FlagsSpec *spec, void *ctx)
@@ -119,7 +119,7 @@ static void sampler_init(Sampler *s, Model *m, const Tok *tok, const PrefArgs *a
     s->k = a->k;
     s->max_new = a->max_new;
     s->batch = 16;
-    int n = s->batch * s->k, W = a->max_new;
+    int                n = s->batch * s->k, W = a->max_new;
     const ModelConfig *mc = model_config(m);
     int max_len = PROMPT_CAP + W < mc->max_seq_len ? PROMPT_CAP + W : mc->max_seq_len;
     s->g = gen_new(m, n, max_len);
@@ -176,8 +176,10 @@ static int sample(Sampler *s, const TaskProblem *probs, int np, char (*texts)[TA
         for (int j = 0; j < s->ntok[q] && ok; j++) {
             char c = tok_char(s->tok, t[j]);
             if (!c) continue; /* EOS */
-            if (nc + 1 >= TASK_TEXT_MAX) ok = false;
-            else texts[q][nc++] = c;
+            if (nc + 1 >= TASK_TEXT_MAX)
+                ok = false;
+            else
+                texts[q][nc++] = c;
         }
         texts[q][ok ? nc : 0] = '\0';
     }
@@ -209,8 +211,8 @@ static bool pick_pair(const TaskProblem *p, char (*texts)[TASK_TEXT_MAX], int k,
 /* Collects want pairs from the split (held_out), counting prompts tried and
  * skipped; refs (if non-NULL, nrefs wanted) takes each prompt's first
  * sample. */
-static int collect(Sampler *s, const PrefArgs *a, bool held_out, Pair *pairs, int want,
-                   int *tried, int *skipped, Pair *refs, int nrefs, const char *label)
+static int collect(Sampler *s, const PrefArgs *a, bool held_out, Pair *pairs, int want, int *tried,
+                   int *skipped, Pair *refs, int nrefs, const char *label)
 {
     char(*texts)[TASK_TEXT_MAX] = xmalloc(sizeof *texts * (size_t)s->batch * s->k);
     TaskProblem *probs = xmalloc(sizeof *probs * (size_t)s->batch);
@@ -218,7 +220,7 @@ static int collect(Sampler *s, const PrefArgs *a, bool held_out, Pair *pairs, in
     tc.max_digits = a->max_digits;
     Progress pr;
     progress_start(&pr, label, "pair", want);
-    int got = 0, nref = 0, rc = 0;
+    int      got = 0, nref = 0, rc = 0;
     uint64_t next = 0;
     *tried = *skipped = 0;
     while (got < want || (refs && nref < nrefs)) {
@@ -284,9 +286,9 @@ static int write_pairs(const char *path, const Pair *pairs, int n, double tau, R
         const char *ch = first ? p->a : p->b, *rj = first ? p->b : p->a;
         double      gc = first ? p->ga : p->gb, gr = first ? p->gb : p->ga;
         if (gc < gr) against++;
-        json_t *meta = json_pack("{s:s, s:f, s:f, s:f}", "answer", p->prob.answer, "gold_chosen",
-                                 gc, "gold_rejected", gr, "p_chosen",
-                                 gold_prefer_prob(gc, gr, tau));
+        json_t *meta =
+            json_pack("{s:s, s:f, s:f, s:f}", "answer", p->prob.answer, "gold_chosen", gc,
+                      "gold_rejected", gr, "p_chosen", gold_prefer_prob(gc, gr, tau));
         append_line(&buf, &len, &cap,
                     json_pack("{s:s, s:s, s:s, s:o}", "prompt", p->prob.prompt, "chosen", ch,
                               "rejected", rj, "meta", meta));
@@ -370,9 +372,9 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok)
             "s:i, s:i, s:f, s:I}",
             "policy", a->ckpt, "tau", tau, "flip_target", a->flip, "flip_drawn_train", flip_t,
             "flip_drawn_eval", flip_e, "ceiling_train", ceil_t, "ceiling_eval", ceil_e,
-            "gold_mean_policy", gold_ref, "train", "pairs", a->pairs, "prompts", tried_t,
-            "skipped", skip_t, "eval", "pairs", a->eval_pairs, "prompts", tried_e, "skipped",
-            skip_e, "k", a->k, "refs", a->refs, "temperature", (double)a->temperature, "seed",
+            "gold_mean_policy", gold_ref, "train", "pairs", a->pairs, "prompts", tried_t, "skipped",
+            skip_t, "eval", "pairs", a->eval_pairs, "prompts", tried_e, "skipped", skip_e, "k",
+            a->k, "refs", a->refs, "temperature", (double)a->temperature, "seed",
             (json_int_t)a->seed);
         char *txt = json_dumps(j, JSON_INDENT(2));
         snprintf(path, sizeof path, "%s/labeller.json", a->out);
@@ -402,23 +404,23 @@ int main(int argc, char **argv)
 {
     PrefArgs a = k_defaults;
     Flag     flags[] = {
-        FLAG_STRING("ckpt", &a.ckpt, "DIR", "the policy to sample from (an SFT checkpoint)",
+            FLAG_STRING("ckpt", &a.ckpt, "DIR", "the policy to sample from (an SFT checkpoint)",
                         .def = "(required)"),
-        FLAG_STRING("out", &a.out, "DIR",
+            FLAG_STRING("out", &a.out, "DIR",
                         "where train.jsonl, eval.jsonl, ref.jsonl and\nlabeller.json go",
                         .def = "(required)"),
-        FLAG_INT("pairs", &a.pairs, 1, 10000000, "N", "train pairs"),
-        FLAG_INT("eval-pairs", &a.eval_pairs, 0, 10000000, "N", "held-out pairs"),
-        FLAG_INT("refs", &a.refs, 0, 10000000, "N",
+            FLAG_INT("pairs", &a.pairs, 1, 10000000, "N", "train pairs"),
+            FLAG_INT("eval-pairs", &a.eval_pairs, 0, 10000000, "N", "held-out pairs"),
+            FLAG_INT("refs", &a.refs, 0, 10000000, "N",
                      "reference completions (the policy's own samples)"),
-        FLAG_INT("k", &a.k, 2, 64, "K", "samples per prompt a pair is chosen from"),
-        FLAG_FLOAT("temperature", &a.temperature, 0, 100, "X", "sampling temperature"),
-        FLAG_INT("max-new", &a.max_new, 2, 64, "N", "tokens per completion at most, EOS included"),
-        FLAG_DOUBLE("flip", &a.flip, 0, 1, "F",
+            FLAG_INT("k", &a.k, 2, 64, "K", "samples per prompt a pair is chosen from"),
+            FLAG_FLOAT("temperature", &a.temperature, 0, 100, "X", "sampling temperature"),
+            FLAG_INT("max-new", &a.max_new, 2, 64, "N", "tokens per completion at most, EOS included"),
+            FLAG_DOUBLE("flip", &a.flip, 0, 1, "F",
                         "share of labels against the judge's order, in (0, 0.5)"),
-        FLAG_U64("seed", &a.seed, "S", "problems, sampling and the labeller's coin"),
-        FLAG_INT("max-digits", &a.max_digits, 1, 6, "D", "operand digits of the task"),
-        FLAGS_END,
+            FLAG_U64("seed", &a.seed, "S", "problems, sampling and the labeller's coin"),
+            FLAG_INT("max-digits", &a.max_digits, 1, 6, "D", "operand digits of the task"),
+            FLAGS_END,
     };
     FlagsSpec spec = {
         .prog = "rlhf-prefgen",

@@ -91,16 +91,16 @@ struct Learner {
     LearnerRoute
         routes[LEARNER_N_ROUTES]; /* the dispatch table, filled by learner_serve_register */
 
-    char     run_id[33];
-    uint64_t epoch;
-    int64_t  version;
-    int64_t  step;
-    int64_t  last_ckpt_step;
-    char     init_dir[PATH_MAX]; /* where the reference came from ("" = random init) */
-    char    *config_json;        /* the policy's config, sent in snapshot chunk 0 */
-    uint16_t *snap_half;         /* the bf16 snapshot block at checksum_version, or NULL */
-    uint64_t checksum;           /* of the snapshot block at checksum_version */
-    int64_t  checksum_version;
+    char      run_id[33];
+    uint64_t  epoch;
+    int64_t   version;
+    int64_t   step;
+    int64_t   last_ckpt_step;
+    char      init_dir[PATH_MAX]; /* where the reference came from ("" = random init) */
+    char     *config_json;        /* the policy's config, sent in snapshot chunk 0 */
+    uint16_t *snap_half;          /* the bf16 snapshot block at checksum_version, or NULL */
+    uint64_t  checksum;           /* of the snapshot block at checksum_version */
+    int64_t   checksum_version;
 
     LearnerPending *pend;
     int             n_pend, cap_pend;

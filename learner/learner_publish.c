@@ -62,17 +62,17 @@ static const void *current_block(Learner *l)
 void learner_publish_snapshot(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
 {
     const Rlhf__SnapshotRequest *req = (const Rlhf__SnapshotRequest *)*msg;
-    const void  *block = current_block(l);
-    WireSnapMeta meta = {.run_id = l->run_id,
-                         .epoch = l->epoch,
-                         .policy_version = (uint64_t)l->version,
-                         .config_json = l->config_json,
-                         .checksum = l->checksum,
-                         .has_checksum = true,
-                         .dtype = l->cfg.snapshot_dtype};
-    size_t       bytes = learner_publish_bytes(l);
-    size_t       chunk = (size_t)l->cfg.chunk_bytes;
-    double       t0 = progress_now();
+    const void                  *block = current_block(l);
+    WireSnapMeta                 meta = {.run_id = l->run_id,
+                                         .epoch = l->epoch,
+                                         .policy_version = (uint64_t)l->version,
+                                         .config_json = l->config_json,
+                                         .checksum = l->checksum,
+                                         .has_checksum = true,
+                                         .dtype = l->cfg.snapshot_dtype};
+    size_t                       bytes = learner_publish_bytes(l);
+    size_t                       chunk = (size_t)l->cfg.chunk_bytes;
+    double                       t0 = progress_now();
     /* One snapshot queued per peer, and a budget over all of them: a peer
      * that asks again and again without reading is refused, not fed. */
     WireReject rej;

@@ -5,11 +5,10 @@
  * config (naming the GGUF tokenizer for a chat model) in chunk 0 and the
  * checksum of the parameter block. The block goes out in the element type of
  * --snapshot-dtype: bf16 (the default: the fp32 masters rounded to nearest
- * even once per version, half the bytes) or f32 (the masters as they are). Snapshots go out through a ledger of
- * queued output (common/net/snapshot.h, WireSnapOut): one at a time per
- * peer, within a memory budget over all peers; a request beyond either is
- * answered with an ErrorReply and counted as a busy or over_budget reject
- * of the snapshot socket.
+ * even once per version, half the bytes) or f32 (the masters as they are). Snapshots go out through
+ * a ledger of queued output (common/net/snapshot.h, WireSnapOut): one at a time per peer, within a
+ * memory budget over all peers; a request beyond either is answered with an ErrorReply and counted
+ * as a busy or over_budget reject of the snapshot socket.
  *
  * Ownership: the Learner owns config_json, the bf16 copy and the checksum
  * cache (all of one version, made when first asked for).

@@ -46,8 +46,8 @@ int learner_serve_open(Learner *l)
     size_t       bytes = learner_publish_bytes(l);
     WireSnapMeta meta = {
         .run_id = l->run_id, .config_json = l->config_json, .dtype = l->cfg.snapshot_dtype};
-    size_t       frames = wire_snap_packed_bytes(&meta, bytes, (size_t)l->cfg.chunk_bytes);
-    size_t       budget = learner_snapshot_budget(&l->cfg, bytes);
+    size_t frames = wire_snap_packed_bytes(&meta, bytes, (size_t)l->cfg.chunk_bytes);
+    size_t budget = learner_snapshot_budget(&l->cfg, bytes);
     if (frames == 0 || budget < frames) {
         log_error("learner: --snapshot-queue-mb %d (%zu bytes) does not hold one snapshot of "
                   "%zu bytes; give at least --snapshot-queue-mb %zu",

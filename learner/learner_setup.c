@@ -227,8 +227,7 @@ static int critic_from_reward_model(Learner *l, const char *dir)
         log_error("learner: --critic-init '%s': %s (dim %d, %d layers, vocab %d); the critic is "
                   "the policy's shape with a scalar head (dim %d, %d layers, vocab %d)",
                   dir, mc.has_value_head ? "another model shape" : "no scalar head (score.weight)",
-                  mc.dim, mc.n_layers, mc.vocab_size, want->dim, want->n_layers,
-                  want->vocab_size);
+                  mc.dim, mc.n_layers, mc.vocab_size, want->dim, want->n_layers, want->vocab_size);
         return ERR_MISMATCH;
     }
     for (int attempt = 0; attempt < 3; attempt++)

@@ -184,9 +184,9 @@ static int fake_send_group(Fake *f, const Rlhf__LeaseGrant *g, int pi, int n_cor
     Rlhf__RewardComponent gold = RLHF__REWARD_COMPONENT__INIT, *gold_p = &gold;
     gold.name = "gold";
     gold.value = 0.25f;
-    int32_t             toks[16][16];
-    float               logp[16][16];
-    uint64_t            ver[16][16];
+    int32_t  toks[16][16];
+    float    logp[16][16];
+    uint64_t ver[16][16];
     CHECK(G <= 16);
     for (int c = 0; c < G; c++) {
         char text[24];

@@ -174,7 +174,7 @@ static void test_carry_resume(void)
     LearnerConfig c = small_config(ALGO_REINFORCE);
     c.ckpt_dir = dir;
     c.algo.kl_beta = 0.05f;
-    c.algo.kl_target = 1e-6f; /* far below the KL of two steps at lr 1e-3 */
+    c.algo.kl_target = 1e-6f;  /* far below the KL of two steps at lr 1e-3 */
     c.algo.kl_horizon = 10.0f; /* a short horizon: beta moves in two steps */
     Learner *l = learner_new(&c);
     if (!EXPECT(l != NULL, "learner_new (REINFORCE, adaptive KL)")) goto out;

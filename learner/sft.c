@@ -42,7 +42,7 @@ static int pack(const SftExample *ex, int n, int T, int pad_id, Batch *b)
     for (int i = 0; i < n; i++) {
         const SftExample *e = &ex[i];
         int               len = e->prompt_len + e->completion_len;
-        int *tok = b->tokens + (size_t)i * Tb, *tgt = b->targets + (size_t)i * Tb;
+        int              *tok = b->tokens + (size_t)i * Tb, *tgt = b->targets + (size_t)i * Tb;
         for (int t = 0; t < Tb; t++) {
             int cur = t < e->prompt_len ? e->prompt[t]
                       : t < len         ? e->completion[t - e->prompt_len]

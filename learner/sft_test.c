@@ -53,13 +53,13 @@ static void test_pack_to_longest(const Tok *tok, const SftExample *ex, int nx)
     SftExample short_ex[2] = {ex[1], ex[3]};
     SftStats   ss = {0};
     CHECK(sft_eval(m[0], short_ex, 2, 40, TOK_PAD, &ss) == 0);
-    EXPECT(ss.seq_len == 7 && ss.n_tokens == 6, "short batch: %d positions, %d tokens; expected 7, 6",
-           ss.seq_len, ss.n_tokens);
+    EXPECT(ss.seq_len == 7 && ss.n_tokens == 6,
+           "short batch: %d positions, %d tokens; expected 7, 6", ss.seq_len, ss.n_tokens);
 
     float *before = xmalloc(np * sizeof(float));
     memcpy(before, model_params(m[0]), np * sizeof(float));
-    EXPECT_REFUSED(sft_step(m[0], o[0], ex, nx, 8, TOK_PAD, &ss), ERR_RANGE,
-                   "does not fit T=8", "sft_step under a cap of 8 positions");
+    EXPECT_REFUSED(sft_step(m[0], o[0], ex, nx, 8, TOK_PAD, &ss), ERR_RANGE, "does not fit T=8",
+                   "sft_step under a cap of 8 positions");
     EXPECT(optim_step_count(o[0]) == 3 &&
                memcmp(before, model_params(m[0]), np * sizeof(float)) == 0,
            "a refused batch moved the optimizer to step %lld or changed weights",

@@ -58,7 +58,7 @@ int critic_init_selftest(bool verbose)
     snprintf(critic, sizeof critic, "%s-critic", ck);
     Proc *s = testcl_proc(&c, "sft", "rlhf-sft", NULL, NULL);
     proc_arg(s, "--out=%s", sft);
-    const char *sft_args[] = {"--steps=20", "--batch=16",   "--dim=32",      "--layers=1",
+    const char *sft_args[] = {"--steps=20",  "--batch=16",     "--dim=32",       "--layers=1",
                               "--hidden=64", "--max-digits=1", "--eval-every=0", "--seed=3"};
     for (size_t i = 0; i < sizeof sft_args / sizeof sft_args[0]; i++)
         proc_arg(s, "%s", sft_args[i]);
@@ -83,31 +83,27 @@ int critic_init_selftest(bool verbose)
         goto out;
     for (size_t i = 0; i < hw.numel; i++) hw.data[i] = 0.01f * (float)(i % 7) - 0.02f;
     hb.data[0] = 0.75f;
-    if (!EXPECT(ckpt_save(rm, rmm, tok, NULL, NULL) == 0, "cannot save the reward model"))
-        goto out;
+    if (!EXPECT(ckpt_save(rm, rmm, tok, NULL, NULL) == 0, "cannot save the reward model")) goto out;
 
     ProcResult r;
     rc = run_learner(&c, sft, rm, ck, "ppo", &r);
-    EXPECT_RUN(rc == 0 && r.status == 0 &&
-                   strstr(r.err, "critic initialised from the reward model"),
-               &r, "learner with --critic-init: exit %d, expected 0 and the critic from the RM",
-               r.status);
+    EXPECT_RUN(
+        rc == 0 && r.status == 0 && strstr(r.err, "critic initialised from the reward model"), &r,
+        "learner with --critic-init: exit %d, expected 0 and the critic from the RM", r.status);
     proc_result_free(&r);
     ModelConfig cc;
     if (EXPECT(ckpt_load_config(critic, &cc) == 0 && model_config_equal(&cc, model_config(rmm)),
                "the learner's critic checkpoint '%s' is missing or of another shape", critic)) {
         got = model_new(&cc);
-        EXPECT(ckpt_load(critic, got) == 0 &&
-                   memcmp(model_params(got), model_params(rmm),
-                          model_num_params(rmm) * sizeof(float)) == 0,
+        EXPECT(ckpt_load(critic, got) == 0 && memcmp(model_params(got), model_params(rmm),
+                                                     model_num_params(rmm) * sizeof(float)) == 0,
                "the critic saved is not the reward model bit for bit");
     }
 
     /* A model without the head, and the flag with a critic-less algorithm. */
     rc = run_learner(&c, sft, sft, ck, "ppo", &r);
     EXPECT_RUN(rc == 0 && r.status != 0 && strstr(r.err, "no scalar head"), &r,
-               "--critic-init of a policy without the head: exit %d, expected a refusal",
-               r.status);
+               "--critic-init of a policy without the head: exit %d, expected a refusal", r.status);
     proc_result_free(&r);
     rc = run_learner(&c, sft, rm, ck, "grpo", &r);
     EXPECT_RUN(rc == 0 && r.status == 2 && strstr(r.err, "applies to --algo ppo only"), &r,

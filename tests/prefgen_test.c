@@ -31,10 +31,10 @@ static int read_pairs(const char *path, double *dg, int cap, int *against)
         json_t      *j = json_loads(line, 0, &e);
         const char  *prompt = NULL, *ch = NULL, *rj = NULL, *ans = NULL;
         double       gc = 0, gr = 0, pc = 0;
-        if (!EXPECT(j && json_unpack(j, "{s:s, s:s, s:s, s:{s:s, s:F, s:F, s:F}}", "prompt",
-                                     &prompt, "chosen", &ch, "rejected", &rj, "meta", "answer",
-                                     &ans, "gold_chosen", &gc, "gold_rejected", &gr, "p_chosen",
-                                     &pc) == 0,
+        if (!EXPECT(j &&
+                        json_unpack(j, "{s:s, s:s, s:s, s:{s:s, s:F, s:F, s:F}}", "prompt", &prompt,
+                                    "chosen", &ch, "rejected", &rj, "meta", "answer", &ans,
+                                    "gold_chosen", &gc, "gold_rejected", &gr, "p_chosen", &pc) == 0,
                     "%s:%d: not a pair record: %s", path, n + 1, line)) {
             json_decref(j);
             break;
@@ -111,15 +111,16 @@ int prefgen_selftest(bool verbose)
         EXPECT_NEAR(flip_t, (double)against_t / PAIRS, 1e-12, "flip_drawn_train as counted");
         double pe = gold_mean_flip(dg_e, EVAL, tau), sde = sqrt(pe * (1 - pe) / EVAL);
         EXPECT_NEAR((double)against_e / EVAL, pe, 5 * sde, "held-out labels against the judge");
-        testcl_note(&c, "tau %.4f, labels against the judge %.3f (train) %.3f (held out), "
-                        "ceiling %.4f",
+        testcl_note(&c,
+                    "tau %.4f, labels against the judge %.3f (train) %.3f (held out), "
+                    "ceiling %.4f",
                     tau, (double)against_t / PAIRS, (double)against_e / EVAL, ceil_e);
     }
     json_decref(lab);
 
     /* Refusals name the flag. */
-    char        prog[PATH_MAX + 32], f_ckpt[PATH_MAX + 64];
-    ProcResult  r;
+    char       prog[PATH_MAX + 32], f_ckpt[PATH_MAX + 64];
+    ProcResult r;
     snprintf(prog, sizeof prog, "%s/rlhf-prefgen", c.build);
     snprintf(f_ckpt, sizeof f_ckpt, "--ckpt=%s", sft);
     const char *bad_flip[] = {"rlhf-prefgen", f_ckpt, "--out=/tmp/x", "--flip=0.6", NULL};

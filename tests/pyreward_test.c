@@ -72,15 +72,15 @@
 
 /* The flags --help must list, each with its default (--module is required). */
 static const char *const k_flags[] = {
-    "--samples",    "--results", "--id",          "--scorer-id",       "--charset",
-    "--reward-min", "--reward-max", "--status-every", "--log-level", "--metrics-addr",
-    "--metrics-stale-s", "--keys", "--key-name",    "--insecure", "--model"};
+    "--samples",         "--results",    "--id",           "--scorer-id", "--charset",
+    "--reward-min",      "--reward-max", "--status-every", "--log-level", "--metrics-addr",
+    "--metrics-stale-s", "--keys",       "--key-name",     "--insecure",  "--model"};
 
 typedef struct {
     TestCl c;
-    char   prog[PATH_MAX + 32];    /* the server's entry script */
-    char   fixture[PATH_MAX];      /* absolute path of the score functions */
-    int    vocab;                  /* of the char tokenizer */
+    char   prog[PATH_MAX + 32]; /* the server's entry script */
+    char   fixture[PATH_MAX];   /* absolute path of the score functions */
+    int    vocab;               /* of the char tokenizer */
 } Pyr;
 
 /* The server scoring with fixture function fn, on the given endpoints. */
@@ -99,9 +99,8 @@ static Proc *py_reward(Pyr *t, const char *name, const char *fn, const char *sam
 
 static bool py_start(Pyr *t, Proc *p)
 {
-    return testcl_start(&t->c, p) &&
-           EXPECT(testcl_wait_log(&t->c, p, "samples bound at", 30.0),
-                  "%s did not bind its samples socket", proc_name(p));
+    return testcl_start(&t->c, p) && EXPECT(testcl_wait_log(&t->c, p, "samples bound at", 30.0),
+                                            "%s did not bind its samples socket", proc_name(p));
 }
 
 /* Counts of a reasons string ("garbage=2 bad_value=1") by WireReason. */
@@ -167,10 +166,8 @@ static void test_usage(Pyr *t)
     snprintf(module, sizeof module, "--module=%s:score", t->fixture);
     const char *open_bind[] = {PYR_PROG, module, "--samples=tcp://0.0.0.0:19998", NULL};
     rc = proc_run(t->prog, open_bind, NULL, 60.0, &r);
-    EXPECT_RUN(rc == 0 && r.status == 2 && strstr(r.err, "not loopback") &&
-                   strstr(r.err, "--keys"),
-               &r, "a non-loopback bind without keys: exit %d, expected 2 naming --keys",
-               r.status);
+    EXPECT_RUN(rc == 0 && r.status == 2 && strstr(r.err, "not loopback") && strstr(r.err, "--keys"),
+               &r, "a non-loopback bind without keys: exit %d, expected 2 naming --keys", r.status);
     proc_result_free(&r);
 }
 
@@ -201,8 +198,8 @@ static void probe_check(Pyr *t, const Rlhf__ScoredGroup *sg, uint64_t lease, dou
     /* frames.c's prompt is BOS 20 21 22, every completion 20 EOS. */
     const char *cs = TOK_CHARSET_DEFAULT;
     char        prompt[64], completion[64];
-    snprintf(prompt, sizeof prompt, "prompt=%c%c%c", cs[20 - TOK_N_SPECIAL],
-             cs[21 - TOK_N_SPECIAL], cs[22 - TOK_N_SPECIAL]);
+    snprintf(prompt, sizeof prompt, "prompt=%c%c%c", cs[20 - TOK_N_SPECIAL], cs[21 - TOK_N_SPECIAL],
+             cs[22 - TOK_N_SPECIAL]);
     snprintf(completion, sizeof completion, "completion=%c", cs[20 - TOK_N_SPECIAL]);
     EXPECT(sg->group->lease_id == lease && !strcmp(sg->run_id, PYR_RUN) &&
                !strcmp(sg->scorer_id, "python:pyreward_scores.score_probe") &&
@@ -219,9 +216,9 @@ static void probe_check(Pyr *t, const Rlhf__ScoredGroup *sg, uint64_t lease, dou
                    k->value == (float)meta_k,
                "lease %llu score %zu: reward %g (expected 0.25), %zu components (%s %s %s, "
                "meta_k %g expected %g)",
-               (unsigned long long)lease, i, s->reward, s->n_components,
-               p ? "prompt" : "NO prompt", c ? "completion" : "NO completion",
-               a ? "answer" : "NO answer", k ? k->value : NAN, meta_k);
+               (unsigned long long)lease, i, s->reward, s->n_components, p ? "prompt" : "NO prompt",
+               c ? "completion" : "NO completion", a ? "answer" : "NO answer", k ? k->value : NAN,
+               meta_k);
     }
 }
 
@@ -343,8 +340,8 @@ static void test_probe(Pyr *t)
     reasons_format(n_want, want, sizeof want);
     long long scored = -1, received = -1;
     double    t0 = testcl_now();
-    while (!(testcl_reward_status(py, &scored, &received, got, sizeof got) &&
-             received == n_sent && !strcmp(got, want)) &&
+    while (!(testcl_reward_status(py, &scored, &received, got, sizeof got) && received == n_sent &&
+             !strcmp(got, want)) &&
            testcl_now() - t0 < 20.0 && !testcl_out_of_time(c))
         testcl_sleep_ms(50);
     reasons_parse(got, n_got);
@@ -433,8 +430,7 @@ static void test_bpe(Pyr *t)
     char    gguf[PATH_MAX + 32];
     testfs_path(gguf, sizeof gguf, "%s/bpe.gguf", c->tmp);
     Bpe *bpe = NULL;
-    if (!EXPECT(bpe_write_gguf(gguf) == 0 && bpe_load(gguf, &bpe) == 0, "the test's GGUF"))
-        return;
+    if (!EXPECT(bpe_write_gguf(gguf) == 0 && bpe_load(gguf, &bpe) == 0, "the test's GGUF")) return;
     /* The prompt as a chat model sees it; completions with every kind of
      * token, ended by <|im_end|> and followed by what must not count. */
     int32_t ptok[16], tok[TESTCL_GROUP][BPE_T];
@@ -542,9 +538,9 @@ static bool warm_start(Pyr *t, char *sft, size_t cap)
     testfs_path(sft, cap, "%s/sft", t->c.tmp);
     Proc *s = testcl_proc(&t->c, "sft", "rlhf-sft", NULL, NULL);
     proc_arg(s, "--out=%s", sft);
-    const char *args[] = {"--steps=600",  "--batch=32",     "--dim=64",          "--layers=2",
-                          "--hidden=128", "--max-digits=1", "--label-noise=0.6", "--eval-every=0",
-                          "--seed=1"};
+    const char *args[] = {"--steps=600",       "--batch=32",     "--dim=64",
+                          "--layers=2",        "--hidden=128",   "--max-digits=1",
+                          "--label-noise=0.6", "--eval-every=0", "--seed=1"};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) proc_arg(s, "%s", args[i]);
     if (!testcl_start(&t->c, s)) return false;
     int rc = proc_wait(s, testcl_budget(&t->c, 120.0));
@@ -618,8 +614,7 @@ static void test_keys(Pyr *t, const char *sft)
 {
     TestCl *c = &t->c;
     testfs_path(c->keys, sizeof c->keys, "%s/keys", c->tmp);
-    if (!testcl_keygen(c, c->keys, NULL) || !testcl_keygen_unlisted(c, c->keys, "stranger"))
-        return;
+    if (!testcl_keygen(c, c->keys, NULL) || !testcl_keygen_unlisted(c, c->keys, "stranger")) return;
     fileio_remove_tree(c->ckpt);
     unlink(c->metrics);
     unlink(c->summary);
@@ -719,8 +714,8 @@ int pyreward_selftest(bool verbose)
     if (!testcl_init(&t.c, "pyreward", verbose, PYR_BUDGET_S)) return testcl_finish(&t.c);
     testfs_path(t.prog, sizeof t.prog, "%s/%s", t.c.build, PYR_PROG);
     if (!EXPECT(access(t.prog, X_OK) == 0,
-                "'%s' not found: deploy/install-pydeps.sh %s makes it (make test runs it)",
-                t.prog, t.c.build) ||
+                "'%s' not found: deploy/install-pydeps.sh %s makes it (make test runs it)", t.prog,
+                t.c.build) ||
         !EXPECT(realpath(PYR_FIXTURE, t.fixture) != NULL, "'%s' not found (run from the tree)",
                 PYR_FIXTURE))
         return testcl_finish(&t.c);

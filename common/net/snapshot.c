@@ -33,9 +33,8 @@ static int chunk_of(const char *fn, const char *sock, const WireSnapMeta *meta, 
     uint64_t count = bytes && chunk_bytes ? (bytes + chunk_bytes - 1) / chunk_bytes : 0;
     size_t   elem = wire_dtype_size(meta->dtype);
     if (elem == 0 || bytes == 0 || bytes % elem || bytes > WIRE_MAX_SNAPSHOT_BYTES ||
-        chunk_bytes % 4 ||
-        chunk_bytes > WIRE_MAX_CHUNK_BYTES || count > WIRE_MAX_CHUNKS || index >= count ||
-        !meta->has_checksum || cfg_len > WIRE_MAX_CONFIG_JSON ||
+        chunk_bytes % 4 || chunk_bytes > WIRE_MAX_CHUNK_BYTES || count > WIRE_MAX_CHUNKS ||
+        index >= count || !meta->has_checksum || cfg_len > WIRE_MAX_CONFIG_JSON ||
         (meta->run_id && strlen(meta->run_id) > WIRE_MAX_NAME)) {
         log_error("%s: socket '%s': chunk %u of %zu bytes at %zu per chunk "
                   "(%llu chunks, config %zu bytes, checksum %s, dtype %d): expected a known "
@@ -328,7 +327,7 @@ struct WireSnapRx {
     bool     is_complete;
     char     run_id[WIRE_MAX_NAME + 1];
     uint64_t epoch, policy_version, total, checksum;
-    int      dtype; /* Rlhf__WeightDtype of the block */
+    int      dtype;  /* Rlhf__WeightDtype of the block */
     uint32_t count;  /* chunks expected */
     uint32_t n_have; /* chunks received */
     uint64_t stride; /* bytes per chunk but the last, 0 until known */
@@ -409,8 +408,7 @@ int wire_snap_rx_accept(WireSnapRx *rx, const Rlhf__WeightChunk *c, WireReject *
     if (rx->is_started &&
         (strcmp(rx->run_id, c->run_id ? c->run_id : "") || rx->epoch != c->epoch ||
          rx->policy_version != c->policy_version || rx->total != c->total_bytes ||
-         rx->count != c->chunk_count || rx->checksum != c->checksum ||
-         rx->dtype != (int)c->dtype))
+         rx->count != c->chunk_count || rx->checksum != c->checksum || rx->dtype != (int)c->dtype))
         return wire_reject_set(
             rej, ERR_MISMATCH, WIRE_REJ_BAD_CHUNK,
             "chunk %u of snapshot (run '%s' epoch %llu v%llu, %llu bytes in %u chunks, dtype "

@@ -282,9 +282,12 @@ int wire_check_lease_grant(const Rlhf__LeaseGrant *m, const WireLimits *lim, Wir
 size_t wire_dtype_size(int dtype)
 {
     switch (dtype) {
-    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32: return 4;
-    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16: return 2;
-    default: return 0;
+    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32:
+        return 4;
+    case RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16:
+        return 2;
+    default:
+        return 0;
     }
 }
 

@@ -24,8 +24,7 @@
 bool kern_avx2_supported(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           cpu_has_f16c();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 
 static KAVX2 INL void tile_bf16(const KernJob *j, int blk, int n0, const int nt, const int ob,

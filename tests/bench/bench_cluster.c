@@ -826,7 +826,9 @@ static int run_transfer(const void *block, size_t bytes, size_t chunk_bytes, int
         for (int i = 0; i < N_RECEIVERS; i++) done = fmax(done, rx[i].t_done[rep]);
         double dt = done - t0;
         printf("  %-8s rep %d: %.3f s (%.2f GB/s delivered)%s\n",
-               is_raw ? "raw zmq" : dtype ? "bf16" : "snapshot",
+               is_raw  ? "raw zmq"
+               : dtype ? "bf16"
+                       : "snapshot",
                rep0 + rep + 1, dt, N_RECEIVERS * (double)bytes / dt / 1e9,
                is_raw ? "" : "  incl. checksum");
         fflush(stdout);
@@ -1118,10 +1120,11 @@ static bool bench_snapshot(const Args *a, json_t *res)
                "it) = %.1fx memcpy of %d blocks\n",
                snap.best_s, snap.checksum_s, snap.best_s / (N_RECEIVERS * mc), N_RECEIVERS);
     if (hrc == 0)
-        printf("   bf16        %.3f s  + %.3f s rounding the fp32 masters once = %.3f s for %.1f MB "
-               "(%.2fx the fp32 snapshot's time, %.2fx its bytes)\n",
-               hsnap.best_s, conv, hsnap.best_s + conv, hbytes / 1e6,
-               (hsnap.best_s + conv) / snap.best_s, (double)hbytes / (double)bytes);
+        printf(
+            "   bf16        %.3f s  + %.3f s rounding the fp32 masters once = %.3f s for %.1f MB "
+            "(%.2fx the fp32 snapshot's time, %.2fx its bytes)\n",
+            hsnap.best_s, conv, hsnap.best_s + conv, hbytes / 1e6,
+            (hsnap.best_s + conv) / snap.best_s, (double)hbytes / (double)bytes);
     if (rrc == 0)
         printf("   raw zmq     %.3f s  (ROUTER -> DEALERs, the same chunks as bare frames, "
                "copied into place) = %.1fx memcpy of %d blocks\n",
