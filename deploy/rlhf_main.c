@@ -21,6 +21,7 @@
 #include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/net/endpoints.h"
+#include "common/tasks/score.h"
 #include "deploy/cluster_cmd.h"
 #include "deploy/launch.h"
 
@@ -520,8 +521,7 @@ int main(int argc, char **argv)
                   .def = "none: no held-out evaluation with --data"),
         FLAG_STRING("task", &a.task, "SPEC",
                     "scorer of records without a \"task\" (rlhf-learner --task):\n"
-                    "NAME[:W],... of arith, arith_chat, exact, number, choice,\n"
-                    "boxed, regex, format_answer_tag, format_think, code",
+                    "NAME[:W],... of " SCORE_RULE_NAMES ", rm",
                     .def = "none: such records are refused"),
         FLAG_STRING("scorer", &a.scorer, "SPEC",
                     "the reward servers score every group with SPEC, whatever\n"

@@ -7,6 +7,7 @@
 #include "common/base/err.h"
 #include "common/base/prog.h"
 #include "common/formats/ckpt.h"
+#include "common/tasks/score.h"
 #include "learner/learner.h"
 
 _Static_assert(sizeof(AlgoKind) == sizeof(int) && sizeof(AggMode) == sizeof(int) &&
@@ -125,9 +126,8 @@ int main(int argc, char **argv)
                   "its own scorer",
                   .def = "the built-in split; none with --data"),
         FLAG_STRING("task", &cfg.data_task, "SPEC",
-                    "scorer of records without a \"task\": NAME[:W],... of arith,\n"
-                    "arith_chat, exact, number, choice, boxed, regex,\n"
-                    "format_answer_tag, format_think, code, rm",
+                    "scorer of records without a \"task\": NAME[:W],... of\n" SCORE_RULE_NAMES
+                    ", rm",
                     .def = "none: refused"),
         FLAG_INT("data-max-bad", &cfg.data_max_bad, 0, 100, "PCT",
                  "refuse a data file with more than PCT% bad records\n"

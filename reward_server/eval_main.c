@@ -18,6 +18,7 @@
 #include "common/base/log.h"
 #include "common/base/prog.h"
 #include "common/nn/kern.h"
+#include "common/tasks/score.h"
 #include "reward_server/evaluator.h"
 
 /* --stop TEXT, repeatable: C escapes (\n \t \r \\ \" \xHH) unescaped. */
@@ -179,8 +180,7 @@ int main(int argc, char **argv)
                     .def = "none: such records are refused"),
         FLAG_STRING("scorer", &c.scorer, "SPEC",
                     "score every prompt with SPEC, whatever its task:\n"
-                    "NAME[:W],... of arith, arith_chat, exact, number, choice,\n"
-                    "boxed, regex, format_answer_tag, format_think, code",
+                    "NAME[:W],... of " SCORE_RULE_NAMES,
                     .def = "each prompt's task"),
         FLAG_INT("data-max-bad", &c.data_max_bad, 0, 100, "PCT",
                  "refuse a file with more than PCT% bad records"),

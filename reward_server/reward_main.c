@@ -9,6 +9,7 @@
 #include "common/base/prog.h"
 #include "common/net/endpoints.h"
 #include "common/net/metrics.h"
+#include "common/tasks/score.h"
 #include "reward_server/reward.h"
 
 int main(int argc, char **argv)
@@ -50,8 +51,7 @@ int main(int argc, char **argv)
                     .def = "none: the char tokenizer"),
         FLAG_STRING("scorer", &cfg.scorer, "SPEC",
                     "score every group with SPEC, whatever its prompt's task:\n"
-                    "NAME[:W],... of arith, arith_chat, exact, number, choice,\n"
-                    "boxed, regex, format_answer_tag, format_think, code, rm",
+                    "NAME[:W],... of " SCORE_RULE_NAMES ", rm",
                     .def = "each prompt's task"),
         FLAG_SECTION("Reward model (scorer \"rm\", README \"A reward model in the reward "
                      "server\"):"),

@@ -124,6 +124,14 @@ typedef struct {
 /* Finds a scorer by name: ctx is the lookup's own (a registry). */
 typedef const ScoreDef *(*ScoreLookupFn)(const void *ctx, const char *name);
 
+/* The names of the built-in rule scorers, in the table's order, for the
+ * --help of every program that takes a spec ("rm", the hosted reward model,
+ * is the table's last entry, named where a program can host or pass it).
+ * The self-test keeps this list and the table the same. */
+#define SCORE_RULE_NAMES                                                                           \
+    "arith, arith_chat, exact, number, choice, boxed,\nregex, format_answer_tag, format_think, "   \
+    "code, gold_arith"
+
 /* The built-in table: score_builtin_count entries, score_builtin_at(i). */
 int             score_builtin_count(void);
 const ScoreDef *score_builtin_at(int i);

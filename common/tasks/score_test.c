@@ -371,6 +371,19 @@ int score_selftest(bool verbose)
         EXPECT(score_name_ok(d->name) && score_builtin(NULL, d->name) == d && d->about,
                "built-in %d '%s' is not well named or not found", i, d->name);
     }
+    /* SCORE_RULE_NAMES + ", rm" lists the table, in order. */
+    char names[512] = "";
+    for (int i = 0; i < score_builtin_count(); i++) {
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                 score_builtin_at(i)->name);
+    }
+    char   listed[512];
+    size_t k = 0;
+    for (const char *p = SCORE_RULE_NAMES ", rm"; *p && k + 1 < sizeof listed; p++)
+        listed[k++] = *p == '\n' ? ' ' : *p; /* a line break stands for a space */
+    listed[k] = '\0';
+    EXPECT(!strcmp(names, listed), "SCORE_RULE_NAMES + rm '%s', the table '%s'", listed, names);
     test_parse(verbose);
     test_builtins(verbose);
     test_record_checks(verbose);
