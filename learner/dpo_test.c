@@ -85,7 +85,12 @@ static void test_grad(const Tok *tok, bool verbose)
             analytic += (double)gt[i] * dir[i];
         }
         double num = numcheck_directional(dpo_loss, &ctx, ti.data, dir, ti.numel, 1e-3f);
-        double err = numcheck_rel_diff(analytic, num, 1e-2);
+        /* The loss is a float forward: each evaluation carries rounding of
+         * about 1e-7 of its ~0.7, which the 2e-3 step turns into ~1e-4 of
+         * noise in the numeric slope. A slope below 0.05 (lm_head's is about
+         * 0.02 on some machines' kernels) is judged against 0.05, so that
+         * noise stays under the tolerance; the larger slopes are relative. */
+        double err = numcheck_rel_diff(analytic, num, 5e-2);
         worst = fmax(worst, err);
         EXPECT(err <= 3e-3, "dpo grad: %s analytic %.6g numeric %.6g rel err %.3g > 3e-3", ti.name,
                analytic, num, err);
