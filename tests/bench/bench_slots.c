@@ -2,21 +2,24 @@
  * continuous batching, on SmolLM2-135M-Instruct and the chat arithmetic
  * task the SmolLM2 run trains on.
  *
- * The same sequences are generated twice, each with its own sampling stream
- * so both ways draw the same completions: first in chunks of --batch
- * sequences, each chunk running until its longest completion ends (what an
- * actor did with a lease before, and still does when a lease holds no more
- * sequences than --batch), then all at once through --batch slots with
- * gen's continuous batching (a finished sequence's slot goes at once to the
- * next waiting prompt: what an actor does within a lease of more sequences
- * than slots, and what filling slots across leases would do). Slot use is
+ * The same sequences are generated three times, each with its own sampling
+ * stream so every way draws the same completions: in chunks of one lease
+ * (--lease-prompts x --group sequences, the learner's default 4 x 4) through
+ * --batch slots, each running until its longest completion ends (what an
+ * actor does, before and after continuous batching, when a lease holds no
+ * more sequences than --batch); in chunks of --batch sequences (the same
+ * with leases that fill the slots); and all at once through --batch slots
+ * with gen's continuous batching (a finished sequence's slot goes at once
+ * to the next waiting prompt: what an actor does within a lease of more
+ * sequences than slots, and what filling slots across leases would do). Slot use is
  * counted, not timed (gen_stats), so the figures do not depend on how busy
  * the machine is. Writes them under "slots" in the JSON file given as the
  * first argument (default build/bench.json), keeping other keys. Without the
  * model file it prints "skipped: run make model" and exits 0.
  *
  *   bench_slots [OUT.json] [--model PATH.gguf] [--prompts N] [--group G]
- *               [--batch B] [--new W] [--temperature T] [--seed S] */
+ *               [--lease-prompts L] [--batch B] [--new W] [--temperature T]
+ *               [--seed S] */
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -44,6 +47,7 @@ typedef struct {
     const char *model;
     int         prompts;     /* chat problems */
     int         group;       /* completions per problem */
+    int         lease;       /* problems per lease */
     int         batch;       /* slots */
     int         n_new;       /* max new tokens per completion */
     double      temperature; /* sampling temperature */
@@ -64,9 +68,9 @@ static int count_done(void *ctx, int seq)
     return 0;
 }
 
-/* Generates the N sequences the given way (continuous, or in chunks of
- * batch) with fresh per-sequence streams; returns the slot counters spent. */
-static GenStats run(Generator *g, const GenConfig *base, int N, int batch, bool is_continuous,
+/* Generates the N sequences in runs of chunk (N: all at once, continuous)
+ * with fresh per-sequence streams; returns the slot counters spent. */
+static GenStats run(Generator *g, const GenConfig *base, int N, int chunk, const char *label,
                     const int *const *prompts, const int *lens, Rng *rngs, uint64_t seed,
                     GenOutput *out)
 {
@@ -75,11 +79,11 @@ static GenStats run(Generator *g, const GenConfig *base, int N, int batch, bool 
     cfg.on_done = count_done;
     cfg.done_ctx = &c;
     for (int i = 0; i < N; i++) rng_seed(&rngs[i], seed * 1000003u + (uint64_t)i);
-    progress_start(&c.p, is_continuous ? "continuous" : "chunked", "completion", N);
+    progress_start(&c.p, label, "completion", N);
     GenStats a, b;
     gen_stats(g, &a);
-    for (int s0 = 0; s0 < N; s0 += is_continuous ? N : batch) {
-        int       n = is_continuous || N - s0 < batch ? N - s0 : batch;
+    for (int s0 = 0; s0 < N; s0 += chunk) {
+        int       n = N - s0 < chunk ? N - s0 : chunk;
         GenOutput o = {
             out->tokens + (size_t)s0 * cfg.max_new, out->logp_sampled + (size_t)s0 * cfg.max_new,
             out->logp_full + (size_t)s0 * cfg.max_new, out->n_tokens + s0, out->finish + s0};
@@ -95,7 +99,7 @@ static GenStats run(Generator *g, const GenConfig *base, int N, int batch, bool 
 static json_t *report(const char *label, const GenStats *s)
 {
     double used = s->slot_steps ? (double)s->rows_used / (double)s->slot_steps : 0.0;
-    printf("%-10s %6llu steps, %7llu slot steps, %7llu used: %5.1f%% used, %5.1f%% wasted\n", label,
+    printf("%-22s %6llu steps, %7llu slot steps, %7llu used: %5.1f%% used, %5.1f%% wasted\n", label,
            (unsigned long long)s->steps, (unsigned long long)s->slot_steps,
            (unsigned long long)s->rows_used, 100.0 * used, 100.0 * (1.0 - used));
     return json_pack("{s:I, s:I, s:I, s:I, s:f}", "steps", (json_int_t)s->steps, "slot_steps",
@@ -110,6 +114,7 @@ static int parse_args(int argc, char **argv, Args *a)
                 .model = DEFAULT_MODEL,
                 .prompts = 32,
                 .group = 4,
+                .lease = 4,
                 .batch = 32,
                 .n_new = 16,
                 .temperature = 0.7,
@@ -117,17 +122,19 @@ static int parse_args(int argc, char **argv, Args *a)
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
-            printf("usage: %s [OUT.json] [--model PATH] [--prompts N] [--group G] [--batch B] "
-                   "[--new W] [--temperature T] [--seed S]\n"
-                   "  OUT.json         results file, other keys kept (default build/bench.json)\n"
-                   "  --model PATH     GGUF file (default %s)\n"
-                   "  --prompts N      chat arithmetic problems (default 32)\n"
-                   "  --group G        completions per problem (default 4, the SmolLM2 run's)\n"
-                   "  --batch B        slots, the actor's --batch (default 32, its default)\n"
-                   "  --new W          new tokens per completion at most (default 16, the run's)\n"
-                   "  --temperature T  sampling temperature (default 0.7, the run's)\n"
-                   "  --seed S         problems and sampling streams (default 1)\n",
-                   argv[0], DEFAULT_MODEL);
+            printf(
+                "usage: %s [OUT.json] [--model PATH] [--prompts N] [--group G] "
+                "[--lease-prompts L] [--batch B] [--new W] [--temperature T] [--seed S]\n"
+                "  OUT.json           results file, other keys kept (default build/bench.json)\n"
+                "  --model PATH       GGUF file (default %s)\n"
+                "  --prompts N        chat arithmetic problems (default 32)\n"
+                "  --group G          completions per problem (default 4, the SmolLM2 run's)\n"
+                "  --lease-prompts L  problems per lease (default 4, the learner's)\n"
+                "  --batch B          slots, the actor's --batch (default 32, its default)\n"
+                "  --new W            new tokens per completion at most (default 16, the run's)\n"
+                "  --temperature T    sampling temperature (default 0.7, the run's)\n"
+                "  --seed S           problems and sampling streams (default 1)\n",
+                argv[0], DEFAULT_MODEL);
             return 1;
         }
         if (s[0] != '-') {
@@ -153,6 +160,8 @@ static int parse_args(int argc, char **argv, Args *a)
             a->prompts = (int)x;
         else if (!strcmp(s, "--group") && is_int)
             a->group = (int)x;
+        else if (!strcmp(s, "--lease-prompts") && is_int)
+            a->lease = (int)x;
         else if (!strcmp(s, "--batch") && is_int)
             a->batch = (int)x;
         else if (!strcmp(s, "--new") && is_int)
@@ -219,10 +228,14 @@ int main(int argc, char **argv)
            "tokens, T %.2f, stop at id %d\n",
            a.prompts, a.group, N, a.batch, W, a.temperature, gc.stop_id);
     fflush(stdout); /* before the progress lines on stderr */
-    GenStats before = run(g, &gc, N, a.batch, false, prompts, lens, rngs, (uint64_t)a.seed, &o[0]);
-    GenStats after = run(g, &gc, N, a.batch, true, prompts, lens, rngs, (uint64_t)a.seed, &o[1]);
-    /* Both ways drew from the same streams: the same completions, up to
-     * the batched arithmetic's rounding flipping a draw. */
+    int      L = a.lease * a.group < N ? a.lease * a.group : N;
+    uint64_t sd = (uint64_t)a.seed;
+    GenStats lease = run(g, &gc, N, L, "per lease", prompts, lens, rngs, sd, &o[0]);
+    GenStats chunk = run(g, &gc, N, a.batch, "chunked", prompts, lens, rngs, sd, &o[0]);
+    GenStats after = run(g, &gc, N, N, "continuous", prompts, lens, rngs, sd, &o[1]);
+    /* The ways drew from the same streams: the same completions, up to the
+     * batched arithmetic's rounding flipping a draw (the chunked run's
+     * against the continuous one's). */
     int n_same = 0, n_stop = 0, n_len = 0;
     for (int i = 0; i < N; i++) {
         n_same += o[0].n_tokens[i] == o[1].n_tokens[i] &&
@@ -232,13 +245,17 @@ int main(int argc, char **argv)
         n_len += o[1].finish[i] == GEN_FINISH_LENGTH;
     }
     printf("completions: %llu tokens, %d stopped by themselves, %d at %d tokens; %d of %d the "
-           "same both ways\n",
+           "same chunked and continuous\n",
            (unsigned long long)after.rows_used, n_stop, n_len, W, n_same, N);
-    json_t *res =
-        json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:i, s:i}", "file", a.model, "sequences", N,
-                  "group", a.group, "slots", a.batch, "max_new", W, "temperature", a.temperature,
-                  "finished_by_stop", n_stop, "same_completions", n_same);
-    json_object_set_new(res, "chunked", report("chunked", &before));
+    json_t *res = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:i}", "file", a.model,
+                            "sequences", N, "group", a.group, "lease_sequences", L, "slots",
+                            a.batch, "max_new", W, "temperature", a.temperature, "finished_by_stop",
+                            n_stop, "same_completions", n_same);
+    char    what[64];
+    snprintf(what, sizeof what, "leases of %d", L);
+    json_object_set_new(res, "per_lease", report(what, &lease));
+    snprintf(what, sizeof what, "chunks of %d", a.batch);
+    json_object_set_new(res, "chunked", report(what, &chunk));
     json_object_set_new(res, "continuous", report("continuous", &after));
     rc = bench_json_write("bench_slots", a.out, "slots", res);
     for (int k = 0; k < 2; k++) {
