@@ -122,15 +122,18 @@ static void status_line(Actor *a)
     wire_rejects_add(&all, &a->local);
     wire_rejects_format(&all, rej, sizeof rej);
     if (actor_has_weights(a)) actor_weights_format(&a->held, w, sizeof w);
-    double gps = dt > 0 ? (double)(s.groups_sent - a->st_last.groups_sent) / dt : 0.0;
-    double tps = dt > 0 ? (double)(s.tokens_generated - a->st_last.tokens_generated) / dt : 0.0;
+    double   gps = dt > 0 ? (double)(s.groups_sent - a->st_last.groups_sent) / dt : 0.0;
+    double   tps = dt > 0 ? (double)(s.tokens_generated - a->st_last.tokens_generated) / dt : 0.0;
+    uint64_t slots = s.slot_steps - a->st_last.slot_steps;
+    double   used =
+        slots ? 100.0 * (double)(s.slot_rows_used - a->st_last.slot_rows_used) / slots : 0.0;
     log_info("actor %s: leases %llu done, %llu refused, %llu abandoned, %llu stale; groups %llu "
-             "(%.2f/s); tokens %llu (%.0f/s); weights %s (%llu snapshots); rejects %llu (%s); "
-             "error replies %llu",
+             "(%.2f/s); tokens %llu (%.0f/s); slots %.0f%% used; weights %s (%llu snapshots); "
+             "rejects %llu (%s); error replies %llu",
              a->id, (unsigned long long)s.leases_done, (unsigned long long)s.leases_refused,
              (unsigned long long)s.leases_abandoned, (unsigned long long)s.leases_stale,
-             (unsigned long long)s.groups_sent, gps, (unsigned long long)s.tokens_generated, tps, w,
-             (unsigned long long)s.snapshots, (unsigned long long)s.rejects, rej,
+             (unsigned long long)s.groups_sent, gps, (unsigned long long)s.tokens_generated, tps,
+             used, w, (unsigned long long)s.snapshots, (unsigned long long)s.rejects, rej,
              (unsigned long long)s.error_replies);
     a->st_last = s;
     a->t_status = t;

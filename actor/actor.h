@@ -2,14 +2,14 @@
  * (clone pattern: WeightAnnounce on a SUB says a version exists, a
  * SnapshotRequest to the snapshot ROUTER fetches it as WeightChunk frames),
  * asks the learner's lease ROUTER for work (LeaseRequest / LeaseGrant on a
- * DEALER), samples group_size completions per prompt with gen_run through
- * the KV cache, batched across prompts, and PUSHes one SampledGroup per
- * prompt to the reward servers.
+ * DEALER), samples group_size completions per prompt through the KV cache
+ * with gen's continuous batching (a lease's sequences through --batch
+ * slots), and PUSHes one SampledGroup per prompt to the reward servers.
  *
- * Weights are swapped whole and only between generation batches: a snapshot
- * is assembled in a spare buffer, verified (checksum, config, size, finite
- * values) and then copied over the model's parameters in one piece, never
- * while gen_run runs. Every token carries the policy version of the weights
+ * Weights are swapped whole and only while no sequence is being generated:
+ * a snapshot is assembled in a spare buffer, verified (checksum, config,
+ * size, finite values) and then copied over the model's parameters in one
+ * piece, never while a sequence is running. Every token carries the policy version of the weights
  * that produced it. A (run_id, epoch, policy_version) triple names a set of
  * weights; the actor refetches whenever the learner's (run, epoch,
  * version) differs from what it holds in any direction: another run or
@@ -119,6 +119,8 @@ typedef struct {
     uint64_t epoch;                    /* learner epoch of the held weights */
     uint64_t policy_version;           /* version of the held weights */
     uint64_t snapshot_bytes;           /* bytes of the snapshots installed */
+    uint64_t slot_steps;               /* generation slots offered: --batch per step */
+    uint64_t slot_rows_used;           /* of those, slots that held a sequence */
 } ActorStats;
 
 typedef struct Actor Actor;
@@ -137,9 +139,9 @@ void actor_free(Actor **a);
  * (retrying with back-off until a learner answers), then requests, generates
  * and pushes work, following weight updates, and logs a status line every
  * status_every_s. Every wait is at most poll_ms, so a stop is seen promptly:
- * a gen_run batch under way when the stop comes is finished, the groups it
- * completed are pushed if a reward server takes them at once, and the rest
- * of the lease is abandoned (the learner re-issues it at its deadline).
+ * generation stops at the next decode step, the groups completed before it
+ * have been pushed, and the rest of the lease is abandoned (the learner
+ * re-issues it at its deadline).
  * Returns 0 when stopped, ERR_IO if a socket fails for good. */
 int actor_run(Actor *a, atomic_int *stop);
 

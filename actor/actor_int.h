@@ -101,16 +101,17 @@ struct Actor {
     LeaseSeen seen[ACTOR_RECENT_LEASES];
     int       n_seen, seen_at;
 
-    /* Generation buffers, carved for each grant from one block grown on demand. */
-    int        *out_tok;           /* (batch, W) */
-    float      *out_lps, *out_lpf; /* (batch, W) */
-    int        *out_n, *out_fin;   /* (batch) */
-    const int **prompts;           /* (batch) */
-    int        *plens;             /* (batch) */
-    int32_t    *gb_tok;            /* (G, W) one group being assembled */
-    float      *gb_lb, *gb_ls;     /* (G, W) */
-    uint64_t   *gb_pv;             /* (G, W) */
-    int        *gb_n, *gb_fin;     /* (G) */
+    /* Generation buffers for one lease of N = P x G sequences, carved for
+     * each grant from one block grown on demand. */
+    int        *out_tok;           /* (N, W) */
+    float      *out_lps, *out_lpf; /* (N, W) */
+    int        *out_n, *out_fin;   /* (N) */
+    const int **prompts;           /* (N) */
+    int        *plens;             /* (N) */
+    Rng        *rngs;              /* (N) one sampling stream per sequence */
+    uint64_t   *seq_version;       /* (N) the policy version that made each sequence */
+    int        *group_done;        /* (P) completions of each group finished */
+    uint64_t   *gb_pv;             /* (G, W) policy versions of the group being pushed */
     void       *buf_block;         /* all of the above */
     size_t      buf_bytes;
 
@@ -148,7 +149,7 @@ int actor_recv(Actor *a, WireSock *s, int timeout_ms, const ProtobufCMessageDesc
 void actor_refuse(Actor *a, const char *what, WireReason reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Handles every announce queued on the weights socket without waiting
- * (also between batches of a lease). Returns 0 or ERR_IO. */
+ * (also between the decode steps of a lease). Returns 0 or ERR_IO. */
 int actor_read_announces(Actor *a);
 /* Copies src (NULL = "") into dst, truncated to cap. */
 void actor_copy_str(char *dst, size_t cap, const char *src);

@@ -15,6 +15,7 @@ struct ActorMetrics {
     MetricsFamily *state, *has_weights, *version, *epoch;
     MetricsFamily *groups, *samples, *tokens, *samples_per_s, *leases, *requests;
     MetricsFamily *rejects, *error_replies, *snapshots, *snap_failures, *snap_bytes;
+    MetricsFamily *slot_steps, *slot_used;
 };
 
 /* Label values of ActorState, in its order. */
@@ -61,6 +62,11 @@ int actor_metrics_open(Actor *a)
                                       "snapshot fetch attempts that failed", NULL);
     p->snap_bytes = metrics_family(m, C, "rlhf_actor_snapshot_bytes_total",
                                    "bytes of the snapshots installed", NULL);
+    p->slot_steps = metrics_family(m, C, "rlhf_actor_slot_steps_total",
+                                   "generation slots offered: --batch per decode step", NULL);
+    p->slot_used =
+        metrics_family(m, C, "rlhf_actor_slot_used_total",
+                       "of those, slots that held a sequence (the rest were wasted)", NULL);
     int rc = metrics_serve(m, addr, a->cfg.metrics_stale_s);
     if (rc) {
         metrics_free(&p->m);
@@ -124,6 +130,8 @@ void actor_metrics_tick(Actor *a)
     metrics_set(p->snapshots, NULL, (double)s.snapshots);
     metrics_set(p->snap_failures, NULL, (double)s.snapshot_failures);
     metrics_set(p->snap_bytes, NULL, (double)s.snapshot_bytes);
+    metrics_set(p->slot_steps, NULL, (double)s.slot_steps);
+    metrics_set(p->slot_used, NULL, (double)s.slot_rows_used);
     metrics_unlock(p->m);
 }
 

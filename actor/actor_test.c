@@ -592,7 +592,7 @@ int actor_selftest(bool verbose)
     T->cfg.reward_eps[0] = L.ep_pull;
     T->cfg.n_reward = 1;
     T->cfg.id = "actor-st";
-    T->cfg.batch = 3; /* 2 prompts x 4 = 8 sequences: three batches, groups across batches */
+    T->cfg.batch = 3; /* 2 prompts x 4 = 8 sequences through 3 slots */
     T->cfg.seed = 5;
     T->cfg.reply_timeout_ms = 400;
     T->cfg.snapshot_timeout_ms = 1000;
@@ -642,9 +642,10 @@ int actor_selftest(bool verbose)
     st_check_groups(&L, 3, 2, 4, 7, NULL, 0, "actor-st", &worst, verbose);
     st_clear_groups(&L);
 
-    /* 3b. v8 announced just as a lease of 4 prompts x 4 (6 batches of 3) is
-     * granted: the actor may swap at any batch boundary, never inside one,
-     * and every token names the weights that made it. */
+    /* 3b. v8 announced just as a lease of 4 prompts x 4 (16 sequences
+     * through 3 slots) is granted: the actor may swap only when no
+     * sequence is running, never inside a completion, and every token
+     * names the weights that made it. */
     Model *m7 = model_new(&mc);
     model_copy_params(m7, L.m);
     L.version = 8;
@@ -726,6 +727,18 @@ int actor_selftest(bool verbose)
            "run-st epoch 0 v1",
            (unsigned long long)s->snapshots, s->run_id, (unsigned long long)s->epoch,
            (unsigned long long)s->policy_version);
+    /* One row per sampled token, every step offering --batch slots; pushed
+     * tokens are a subset (abandoned leases sampled some not pushed). */
+    EXPECT(s->slot_rows_used >= s->tokens_generated && s->slot_rows_used <= s->slot_steps &&
+               s->slot_steps % 3 == 0 && s->slot_steps > 0,
+           "slot use: %llu of %llu slots used for %llu tokens pushed; expected tokens <= used <= "
+           "slots, slots a multiple of --batch 3",
+           (unsigned long long)s->slot_rows_used, (unsigned long long)s->slot_steps,
+           (unsigned long long)s->tokens_generated);
+    if (verbose)
+        printf("  actor: slots %llu of %llu used (%.1f%%, --batch 3)\n",
+               (unsigned long long)s->slot_rows_used, (unsigned long long)s->slot_steps,
+               s->slot_steps ? 100.0 * (double)s->slot_rows_used / (double)s->slot_steps : 0.0);
     if (verbose)
         printf("  actor: leases done %llu refused %llu stale %llu; groups %llu, tokens %llu; "
                "snapshots %llu (failed fetches %llu); requests %llu (re-sent %llu); rejects %llu; "

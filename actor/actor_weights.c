@@ -93,7 +93,7 @@ static int install_snapshot(Actor *a)
                  a->id, mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.hidden_dim,
                  mc.vocab_size, mc.max_seq_len, model_num_params(m));
     }
-    /* The swap: whole, between batches (this runs only outside gen_run). */
+    /* The swap: whole, while no sequence is being generated (actor_work). */
     if (elem == 2) {
         /* bf16 widens to f32 exactly: the actor then holds the learner's
          * weights rounded once, and a bf16 decode copy of them is lossless. */

@@ -13,7 +13,7 @@
 #include "common/base/rng.h"
 #include "common/base/views.h"
 
-/* Prompt ids arrive as int32 and gen_run takes int: the same type here. */
+/* Prompt ids arrive as int32 and gen takes int: the same type here. */
 _Static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
 
 /* Until a grant tells the group size, credit is asked as if G were this. */
@@ -76,17 +76,16 @@ static bool lease_seen(Actor *a, const Rlhf__LeaseGrant *g)
     return false;
 }
 
-/* Carves the generation buffers (batch, and batch x W) and the group
- * buffers (G x W) from one block, growing it when needed; the old contents
- * are not kept. */
-static void ensure_buffers(Actor *a, int G, int W)
+/* Carves the generation buffers of a lease of N sequences in groups of G
+ * (P = N / G), W tokens each, from one block, growing it when needed; the
+ * old contents are not kept. */
+static void ensure_buffers(Actor *a, int N, int G, int W)
 {
-    size_t B = (size_t)a->cfg.batch, BW = B * W, GW = (size_t)G * W;
-    View   views[] = {VIEW(&a->prompts, B),  VIEW(&a->plens, B),    VIEW(&a->out_tok, BW),
-                      VIEW(&a->out_lps, BW), VIEW(&a->out_lpf, BW), VIEW(&a->out_n, B),
-                      VIEW(&a->out_fin, B),  VIEW(&a->gb_tok, GW),  VIEW(&a->gb_lb, GW),
-                      VIEW(&a->gb_ls, GW),   VIEW(&a->gb_pv, GW),   VIEW(&a->gb_n, G),
-                      VIEW(&a->gb_fin, G)};
+    size_t NW = (size_t)N * W, GW = (size_t)G * W, P = (size_t)(N / G);
+    View   views[] = {VIEW(&a->prompts, N),    VIEW(&a->plens, N),    VIEW(&a->out_tok, NW),
+                      VIEW(&a->out_lps, NW),   VIEW(&a->out_lpf, NW), VIEW(&a->out_n, N),
+                      VIEW(&a->out_fin, N),    VIEW(&a->rngs, N),     VIEW(&a->seq_version, N),
+                      VIEW(&a->group_done, P), VIEW(&a->gb_pv, GW)};
     views_reserve(&a->buf_block, &a->buf_bytes, views, sizeof views / sizeof views[0]);
 }
 
@@ -118,7 +117,8 @@ static int push_group(Actor *a, const Rlhf__SampledGroup *g)
     }
 }
 
-/* Builds the SampledGroup of prompt p from the group buffer and pushes it. */
+/* Builds the SampledGroup of prompt p from its G finished sequences
+ * (p*G .. p*G+G-1 of the lease) and pushes it. */
 static int send_group(Actor *a, const Rlhf__LeaseGrant *g, int p, int W)
 {
     int                G = g->group_size;
@@ -126,18 +126,21 @@ static int send_group(Actor *a, const Rlhf__LeaseGrant *g, int p, int W)
     Rlhf__Completion **compp = xmalloc((size_t)G * sizeof *compp);
     uint64_t           tokens = 0;
     for (int c = 0; c < G; c++) {
+        int    i = p * G + c, k = a->out_n[i];
+        size_t at = (size_t)i * W;
         rlhf__completion__init(&comp[c]);
-        size_t at = (size_t)c * W;
+        /* Weights change only while no sequence runs: one version per completion. */
+        for (int t = 0; t < k; t++) a->gb_pv[(size_t)c * W + t] = a->seq_version[i];
         comp[c].n_tokens = comp[c].n_logp_behaviour = comp[c].n_logp_sampled =
-            comp[c].n_policy_version = (size_t)a->gb_n[c];
-        comp[c].tokens = a->gb_tok + at;
-        comp[c].logp_behaviour = a->gb_lb + at;
-        comp[c].logp_sampled = a->gb_ls + at;
-        comp[c].policy_version = a->gb_pv + at;
-        comp[c].finish = a->gb_fin[c] == GEN_FINISH_STOP ? RLHF__COMPLETION__FINISH__FINISH_STOP
-                                                         : RLHF__COMPLETION__FINISH__FINISH_LENGTH;
+            comp[c].n_policy_version = (size_t)k;
+        comp[c].tokens = a->out_tok + at;
+        comp[c].logp_behaviour = a->out_lpf + at;
+        comp[c].logp_sampled = a->out_lps + at;
+        comp[c].policy_version = a->gb_pv + (size_t)c * W;
+        comp[c].finish = a->out_fin[i] == GEN_FINISH_STOP ? RLHF__COMPLETION__FINISH__FINISH_STOP
+                                                          : RLHF__COMPLETION__FINISH__FINISH_LENGTH;
         compp[c] = &comp[c];
-        tokens += (uint64_t)a->gb_n[c];
+        tokens += (uint64_t)k;
     }
     Rlhf__SampledGroup sg = RLHF__SAMPLED_GROUP__INIT;
     sg.version = WIRE_PROTOCOL_VERSION;
@@ -196,18 +199,89 @@ static bool grant_usable(Actor *a, const Rlhf__LeaseGrant *g)
     return true;
 }
 
-/* Seeds the lease's sampling stream from the actor seed and the lease's
- * identity, so a seed fixes each lease's samples whatever the order. */
-static void seed_lease(Actor *a, const Rlhf__LeaseGrant *g, Rng *rng)
+/* Seeds the N sequences' sampling streams from the actor seed and the
+ * lease's identity, one stream per sequence, so a seed fixes each lease's
+ * samples whatever the order and whenever a sequence gets a slot. */
+static void seed_lease(Actor *a, const Rlhf__LeaseGrant *g, int N)
 {
     uint64_t s = a->seed ^ (g->lease_id * 0x9E3779B97F4A7C15ULL) ^ (g->epoch << 48) ^
                  actor_fnv1a(g->run_id ? g->run_id : "");
-    rng_seed(rng, s);
+    Rng lease;
+    rng_seed(&lease, s);
+    for (int i = 0; i < N; i++) rng_seed(&a->rngs[i], rng_u64(&lease));
 }
 
-/* Serves one grant with prompts: weights first if needed, then
- * generation in chunks of --batch sequences, pushing each group as soon as
- * its G completions are done. Returns 0, ACTOR_STOPPED or ERR_IO. */
+/* One lease being generated: gen's on_done context. */
+typedef struct {
+    Actor                  *a;
+    const Rlhf__LeaseGrant *g;
+    int                     W;
+    int                     push_rc; /* send_group's failure that ended the run, 0 = none */
+} LeaseRun;
+
+/* gen's on_done: sequence i of the lease is finished; once all G of its
+ * group are, the group is pushed. Returns 0, or send_group's failure. */
+static int on_sequence_done(void *ctx, int i)
+{
+    LeaseRun *r = ctx;
+    Actor    *a = r->a;
+    int       G = r->g->group_size, p = i / G;
+    a->seq_version[i] = a->held.version;
+    if (++a->group_done[p] < G) return 0;
+    r->push_rc = send_group(a, r->g, p, r->W);
+    return r->push_rc;
+}
+
+/* Adds the generator's slot use since *last to the actor's counters. */
+static void count_slots(Actor *a, GenStats *last)
+{
+    GenStats now;
+    gen_stats(a->gen, &now);
+    a->st.slot_steps += now.slot_steps - last->slot_steps;
+    a->st.slot_rows_used += now.rows_used - last->rows_used;
+    *last = now;
+}
+
+/* Between two generation steps of lease lid: a stop, or newer weights of
+ * the same learner. Weights are swapped only when no sequence is running
+ * (the KV cache holds no old-weights state and every completion is made
+ * by one version): while a fetch is due, *is_admit is cleared so the
+ * running sequences finish and no waiting prompt starts, then the fetch
+ * is tried once and prompts start again whatever it did (as between the
+ * --batch chunks before continuous batching). Returns 0, ACTOR_STOPPED or
+ * ERR_IO; sets *is_dropped when the learner now serves other weights and
+ * the rest of the lease must be dropped. */
+static int between_steps(Actor *a, const Rlhf__LeaseGrant *g, int max_len, bool *is_admit,
+                         bool *is_dropped)
+{
+    unsigned long long lid = (unsigned long long)g->lease_id;
+    *is_admit = true;
+    if (actor_is_stopped(a)) return ACTOR_STOPPED;
+    if (actor_read_announces(a)) return ERR_IO;
+    if (!a->is_fetch_due) return 0;
+    if (gen_running(a->gen) > 0) {
+        *is_admit = false;
+        return 0;
+    }
+    int rc = actor_fetch(a, 1);
+    if (rc == ACTOR_STOPPED || rc == ERR_IO) return rc;
+    if (!actor_held_matches(a, g->run_id, g->epoch)) {
+        log_warn("actor %s: the learner restarted (now run '%s' epoch %llu) during lease %llu: "
+                 "rest of the lease dropped",
+                 a->id, a->held.run_id, (unsigned long long)a->held.epoch, lid);
+        *is_dropped = true;
+    } else if (max_len > model_config(a->model)->max_seq_len || !a->gen) {
+        log_warn("actor %s: the model changed shape during lease %llu: rest of the lease dropped",
+                 a->id, lid);
+        *is_dropped = true;
+    }
+    return 0;
+}
+
+/* Serves one grant with prompts: weights first if needed, then all its
+ * P x G sequences in one continuous generation through --batch slots,
+ * pushing each group as soon as its G completions are done. Returns 0,
+ * ACTOR_STOPPED or ERR_IO. */
 static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g)
 {
     unsigned long long lid = (unsigned long long)g->lease_id;
@@ -236,7 +310,7 @@ static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g)
         return 0;
     }
     const ModelConfig *mc = model_config(a->model);
-    int                G = g->group_size, P = (int)g->n_prompts;
+    int                G = g->group_size, P = (int)g->n_prompts, N = P * G;
     int                W = g->sampling->max_new_tokens, maxp = 0;
     for (int p = 0; p < P; p++)
         if ((int)g->prompts[p]->n_tokens > maxp) maxp = (int)g->prompts[p]->n_tokens;
@@ -246,88 +320,55 @@ static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g)
         a->gen = gen_new(a->model, a->cfg.batch, max_len);
         a->gen_max_len = max_len;
     }
-    ensure_buffers(a, G, W);
+    ensure_buffers(a, N, G, W);
+    for (int i = 0; i < N; i++) {
+        a->prompts[i] = (const int *)g->prompts[i / G]->tokens;
+        a->plens[i] = (int)g->prompts[i / G]->n_tokens;
+    }
+    memset(a->group_done, 0, sizeof(int) * (size_t)P);
+    seed_lease(a, g, N);
+    LeaseRun  run = {a, g, W, 0};
     GenConfig gc = {.sampler = {g->sampling->temperature, g->sampling->top_k, g->sampling->top_p},
                     .max_new = W,
-                    .stop_id = a->eos_id};
+                    .stop_id = a->eos_id,
+                    .is_rng_each = true,
+                    .on_done = on_sequence_done,
+                    .done_ctx = &run};
     GenOutput out = {a->out_tok, a->out_lps, a->out_lpf, a->out_n, a->out_fin};
-    Rng       rng;
-    seed_lease(a, g, &rng);
     log_debug("actor %s: lease %llu: %d prompts x %d, max_new %d, T %g, with v%llu", a->id, lid, P,
               G, W, (double)g->sampling->temperature, (unsigned long long)a->held.version);
-    long total = (long)P * G;
-    for (long s0 = 0; s0 < total; s0 += a->cfg.batch) {
+    int      rc = gen_start(a->gen, &gc, N, a->prompts, a->plens, a->rngs, &out);
+    GenStats last;
+    gen_stats(a->gen, &last);
+    for (bool is_first = true; rc == 0 && gen_pending(a->gen) > 0; is_first = false) {
         actor_metrics_tick(a); /* the loop is alive while a long lease is served */
-        if (s0 > 0) {
-            /* Between batches: a stop, or newer weights of the same learner. */
-            if (actor_is_stopped(a)) {
-                a->st.leases_abandoned++;
-                return ACTOR_STOPPED;
-            }
-            if (actor_read_announces(a)) return ERR_IO;
-            if (a->is_fetch_due) {
-                int rc = actor_fetch(a, 1);
-                if (rc == ACTOR_STOPPED || rc == ERR_IO) {
-                    if (rc == ACTOR_STOPPED) a->st.leases_abandoned++;
-                    return rc;
-                }
-                if (!actor_held_matches(a, g->run_id, g->epoch)) {
-                    log_warn("actor %s: the learner restarted (now run '%s' epoch %llu) during "
-                             "lease %llu: rest of the lease dropped",
-                             a->id, a->held.run_id, (unsigned long long)a->held.epoch, lid);
-                    a->st.leases_abandoned++;
-                    return 0;
-                }
-                mc = model_config(a->model);
-                if (max_len > mc->max_seq_len || !a->gen) {
-                    log_warn("actor %s: the model changed shape during lease %llu: rest of the "
-                             "lease dropped",
-                             a->id, lid);
-                    a->st.leases_abandoned++;
-                    return 0;
-                }
-            }
-        }
-        int n = total - s0 < a->cfg.batch ? (int)(total - s0) : a->cfg.batch;
-        for (int i = 0; i < n; i++) {
-            const Rlhf__Prompt *pr = g->prompts[(s0 + i) / G];
-            a->prompts[i] = (const int *)pr->tokens;
-            a->plens[i] = (int)pr->n_tokens;
-        }
-        uint64_t version = a->held.version;
-        int      rc = gen_run(a->gen, &gc, n, a->prompts, a->plens, &rng, &out);
-        if (rc != 0) {
-            /* Validated prompts cannot fail; non-finite logits mean broken weights. */
-            actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE,
-                         "lease %llu: generation failed (%s) with %s v%llu", lid, err_str(rc),
-                         a->held.run_id, (unsigned long long)version);
-            a->st.leases_abandoned++;
-            return 0;
-        }
-        for (int i = 0; i < n; i++) {
-            long   s = s0 + i;
-            int    p = (int)(s / G), c = (int)(s % G), k = out.n_tokens[i];
-            size_t from = (size_t)i * W, to = (size_t)c * W;
-            for (int t = 0; t < k; t++) {
-                a->gb_tok[to + t] = out.tokens[from + t];
-                a->gb_lb[to + t] = out.logp_full[from + t];
-                a->gb_ls[to + t] = out.logp_sampled[from + t];
-                a->gb_pv[to + t] = version;
-            }
-            a->gb_n[c] = k;
-            a->gb_fin[c] = out.finish[i];
-            if (c + 1 < G) continue;
-            rc = send_group(a, g, p, W);
-            if (rc == ACTOR_STOPPED) {
-                a->st.leases_abandoned++;
-                return rc;
-            }
-            if (rc == ERR_RANGE) { /* too big for one frame: logged by wire */
+        bool is_admit = true, is_dropped = false;
+        if (!is_first) {
+            rc = between_steps(a, g, max_len, &is_admit, &is_dropped);
+            if (rc == ACTOR_STOPPED) a->st.leases_abandoned++;
+            if (rc) return rc;
+            if (is_dropped) {
                 a->st.leases_abandoned++;
                 return 0;
             }
-            if (rc) return rc;
         }
+        rc = gen_step(a->gen, is_admit);
+        count_slots(a, &last);
+    }
+    if (run.push_rc == ACTOR_STOPPED || run.push_rc == ERR_RANGE) {
+        /* Stopped while no reward server took a group, or a group too big
+         * for one frame (logged by wire): the rest is dropped. */
+        a->st.leases_abandoned++;
+        return run.push_rc == ACTOR_STOPPED ? ACTOR_STOPPED : 0;
+    }
+    if (run.push_rc) return run.push_rc;
+    if (rc != 0) {
+        /* Validated prompts cannot fail; non-finite logits mean broken weights. */
+        actor_refuse(a, "snapshot", WIRE_REJ_NONFINITE,
+                     "lease %llu: generation failed (%s) with %s v%llu", lid, err_str(rc),
+                     a->held.run_id, (unsigned long long)a->held.version);
+        a->st.leases_abandoned++;
+        return 0;
     }
     a->st.leases_done++;
     log_debug("actor %s: lease %llu done", a->id, lid);

@@ -1,13 +1,16 @@
 /* actor_work: the actor's work — lease requests and grants, and serving a
- * grant: batched generation with gen_run through the KV cache, each group
- * of group_size completions PUSHed to the reward servers as soon as it is
- * complete.
+ * grant: all its P x G sequences in one continuous-batching run of gen
+ * through --batch slots (a finished sequence's slot goes at once to the
+ * next waiting one), each group of group_size completions PUSHed to the
+ * reward servers as soon as it is complete.
  *
- * Serving a grant is a blocking call (the actor is in ACTOR_SAMPLING): it
- * generates batch after batch, and only between batches looks at the stop
- * flag, reads announces and swaps in newer weights of the same learner, so
- * weights never change inside a batch and every token records the version
- * that made it.
+ * Serving a grant is a blocking call (the actor is in ACTOR_SAMPLING).
+ * Between decode steps it looks at the stop flag and reads announces; newer
+ * weights of the same learner are swapped in only when no sequence is
+ * running: once a fetch is due no waiting prompt starts, the running ones
+ * finish, then the fetch is tried and prompts start again. So weights never
+ * change inside a completion and every token records the version that made
+ * it. Slot use (slots offered and used) is counted in ActorStats.
  *
  * Ownership and threading: the actor's thread; handlers borrow the message
  * they are given (the dispatcher frees it). Errors: see actor_int.h. */

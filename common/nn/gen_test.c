@@ -2,7 +2,10 @@
  * decoding by full forwards, logp_full against the full forward, stop and
  * length finishes, reproducibility by seed, one generator per sequence
  * (a sequence's sample does not depend on its batch), the caller's stop
- * test, and a refused bad prompt. */
+ * test, a refused bad prompt; continuous batching: more sequences than
+ * slots give each sequence the tokens it gets alone, a worked schedule's
+ * slot counters and completion order, and a completion callback that ends
+ * the run. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,195 @@ static bool stop_at_count(void *ctx, int seq, const int *tokens, int n_tokens)
     (void)seq;
     (void)tokens;
     return n_tokens >= *(const int *)ctx;
+}
+
+/* A stop test that ends a sequence when it samples the id *ctx (a stop
+ * string of one token, so the test sees the same tokens alone or not). */
+static bool stop_at_id(void *ctx, int seq, const int *tokens, int n_tokens)
+{
+    (void)seq;
+    return tokens[n_tokens - 1] == *(const int *)ctx;
+}
+
+/* The worked schedule's stop test: sequence seq ends at want[seq] tokens
+ * unless that is max_new (then it ends by length). */
+typedef struct {
+    const int *want;
+    int        max_new;
+    int        order[16], n_done; /* on_done's calls */
+    int        stop_after;        /* on_done returns 42 at this many calls, 0 = never */
+} Sched;
+
+static bool stop_at_want(void *ctx, int seq, const int *tokens, int n_tokens)
+{
+    (void)tokens;
+    const Sched *sc = ctx;
+    return sc->want[seq] < sc->max_new && n_tokens >= sc->want[seq];
+}
+
+static int record_done(void *ctx, int seq)
+{
+    Sched *sc = ctx;
+    sc->order[sc->n_done++] = seq;
+    return sc->n_done == sc->stop_after ? 42 : 0;
+}
+
+/* Continuous batching against generating each sequence alone, and the
+ * slot counters and callback order of a schedule worked out by hand. */
+static void continuous(Model *m, bool verbose)
+{
+    enum { N = 7, MAXNEW = 10 };
+    Generator *g = gen_new(m, 3, 24), *g1 = gen_new(m, 1, 24);
+    int        p[N][6] = {{1},       {1, 4, 4, 4, 9, 3},  {1, 7}, {1, 3, 8, 8},
+                          {1, 6, 6}, {1, 11, 12, 13, 14}, {1, 5}};
+    int        lens[N] = {1, 6, 2, 4, 3, 5, 2}, stop_tok = 5;
+    const int *prompts[N];
+    for (int i = 0; i < N; i++) prompts[i] = p[i];
+    GenConfig cfg = {.sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f},
+                     .max_new = MAXNEW,
+                     .stop_id = 2,
+                     .is_stop = stop_at_id,
+                     .stop_ctx = &stop_tok,
+                     .is_rng_each = true};
+    int       toks[N * MAXNEW], ntok[N], fin[N], t1[MAXNEW], n1, f1;
+    float     lps[N * MAXNEW], lpf[N * MAXNEW], s1[MAXNEW], l1[MAXNEW];
+    GenOutput out = {toks, lps, lpf, ntok, fin}, o1 = {t1, s1, l1, &n1, &f1};
+    Rng       each[N];
+    for (int i = 0; i < N; i++) rng_seed(&each[i], 500 + (uint64_t)i);
+    GenStats a, b;
+    gen_stats(g, &a);
+    CHECK(gen_run(g, &cfg, N, prompts, lens, each, &out) == 0);
+    gen_stats(g, &b);
+    double worst = 0.0;
+    int    n_fin[4] = {0}, total = 0;
+    for (int i = 0; i < N; i++) {
+        Rng r;
+        rng_seed(&r, 500 + (uint64_t)i);
+        CHECK(gen_run(g1, &cfg, 1, prompts + i, lens + i, &r, &o1) == 0);
+        bool same = n1 == ntok[i] && f1 == fin[i] &&
+                    !memcmp(t1, toks + i * MAXNEW, sizeof(int) * (size_t)n1);
+        EXPECT(same,
+               "sequence %d: %d tokens (finish %d) among %d in 3 slots, %d (finish %d) alone; "
+               "expected the same completion",
+               i, ntok[i], fin[i], N, n1, f1);
+        for (int t = 0; same && t < n1; t++) {
+            worst = fmax(worst, fabs(l1[t] - lpf[i * MAXNEW + t]));
+            worst = fmax(worst, fabs(s1[t] - lps[i * MAXNEW + t]));
+        }
+        n_fin[fin[i]]++;
+        total += ntok[i];
+        int last = toks[i * MAXNEW + ntok[i] - 1];
+        EXPECT((fin[i] == GEN_FINISH_STOP) == (last == 2) &&
+                   (fin[i] == GEN_FINISH_CALLER) == (last == stop_tok) &&
+                   (fin[i] != GEN_FINISH_LENGTH || ntok[i] == MAXNEW),
+               "sequence %d: finish %d with %d tokens, last %d", i, fin[i], ntok[i], last);
+    }
+    EXPECT(worst <= 1e-5, "continuous vs alone: log-prob max diff %.3g > 1e-5", worst);
+    EXPECT(b.rows_used - a.rows_used == (uint64_t)total,
+           "rows used %llu, expected one per generated token (%d)",
+           (unsigned long long)(b.rows_used - a.rows_used), total);
+    EXPECT(b.slot_steps - a.slot_steps == 3 * (b.steps - a.steps),
+           "slot steps %llu for %llu steps of 3 slots",
+           (unsigned long long)(b.slot_steps - a.slot_steps),
+           (unsigned long long)(b.steps - a.steps));
+    if (verbose)
+        printf(
+            "  gen: %d sequences through 3 slots == each alone (log-prob max diff %.2e, tol "
+            "1e-5); finishes stop %d, caller %d, length %d; %llu steps, %llu of %llu slots used\n",
+            N, worst, n_fin[GEN_FINISH_STOP], n_fin[GEN_FINISH_CALLER], n_fin[GEN_FINISH_LENGTH],
+            (unsigned long long)(b.steps - a.steps),
+            (unsigned long long)(b.rows_used - a.rows_used),
+            (unsigned long long)(b.slot_steps - a.slot_steps));
+
+    /* A worked schedule, 6 sequences of 1, 4, 2, 3, 1, 2 tokens in 2 slots
+     * (the 4 by max_new, the rest by the stop test):
+     *   step 1: slots {0,1}  0 ends          step 5: {3,4}  4 ends
+     *   step 2: {2,1}                        step 6: {3,5}  3 ends
+     *   step 3: {2,1}  2 ends                step 7: {-,5}  5 ends
+     *   step 4: {3,1}  1 ends
+     * 7 steps, 14 slot steps, 13 used: 1 wasted. In chunks of 2 (gen_run
+     * on 0-1, 2-3, 4-5) the same takes 4 + 3 + 2 = 9 steps, 18 slot
+     * steps, 5 wasted. */
+    Generator *g2 = gen_new(m, 2, 24);
+    int        want[6] = {1, 4, 2, 3, 1, 2}, wlens[6] = {2, 3, 1, 4, 2, 5};
+    Sched      sc = {.want = want, .max_new = 4};
+    GenConfig  wc = {.sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f},
+                     .max_new = 4,
+                     .stop_id = -1,
+                     .is_stop = stop_at_want,
+                     .stop_ctx = &sc,
+                     .is_rng_each = true,
+                     .on_done = record_done,
+                     .done_ctx = &sc};
+    for (int i = 0; i < 6; i++) rng_seed(&each[i], 9 + (uint64_t)i);
+    gen_stats(g2, &a);
+    CHECK(gen_run(g2, &wc, 6, prompts, wlens, each, &out) == 0);
+    gen_stats(g2, &b);
+    int order[6] = {0, 2, 1, 4, 3, 5};
+    EXPECT(b.steps - a.steps == 7 && b.slot_steps - a.slot_steps == 14 &&
+               b.rows_used - a.rows_used == 13,
+           "worked schedule: %llu steps, %llu slot steps, %llu used; expected 7, 14, 13",
+           (unsigned long long)(b.steps - a.steps),
+           (unsigned long long)(b.slot_steps - a.slot_steps),
+           (unsigned long long)(b.rows_used - a.rows_used));
+    EXPECT(b.prefill_rows - a.prefill_rows == 17, "prefill rows %llu, expected 2+3+1+4+2+5 = 17",
+           (unsigned long long)(b.prefill_rows - a.prefill_rows));
+    EXPECT(sc.n_done == 6 && !memcmp(sc.order, order, sizeof order),
+           "completion order %d %d %d %d %d %d (%d calls), expected 0 2 1 4 3 5", sc.order[0],
+           sc.order[1], sc.order[2], sc.order[3], sc.order[4], sc.order[5], sc.n_done);
+    for (int i = 0; i < 6; i++)
+        EXPECT(ntok[i] == want[i] &&
+                   fin[i] == (want[i] == 4 ? GEN_FINISH_LENGTH : GEN_FINISH_CALLER),
+               "worked schedule sequence %d: %d tokens, finish %d; expected %d, %d", i, ntok[i],
+               fin[i], want[i], want[i] == 4 ? GEN_FINISH_LENGTH : GEN_FINISH_CALLER);
+    /* The same in chunks of two, the way a caller without continuous
+     * batching would run it. */
+    gen_stats(g2, &a);
+    for (int c = 0; c < 6; c += 2) {
+        sc.want = want + c; /* the stop test sees the chunk's own indices */
+        CHECK(gen_run(g2, &wc, 2, prompts + c, wlens + c, each + c, &out) == 0);
+    }
+    sc.want = want;
+    gen_stats(g2, &b);
+    EXPECT(b.steps - a.steps == 9 && b.slot_steps - a.slot_steps == 18 &&
+               b.rows_used - a.rows_used == 13,
+           "worked schedule in chunks: %llu steps, %llu slot steps, %llu used; expected 9, 18, 13",
+           (unsigned long long)(b.steps - a.steps),
+           (unsigned long long)(b.slot_steps - a.slot_steps),
+           (unsigned long long)(b.rows_used - a.rows_used));
+    if (verbose)
+        printf("  gen: worked schedule: 7 steps, 1 of 14 slots wasted continuous; 9 steps, 5 of 18 "
+               "in chunks; completions in order 0 2 1 4 3 5\n");
+
+    /* on_done's non-zero ends the run there, and gen_run returns it. */
+    sc.n_done = 0;
+    sc.stop_after = 3;
+    CHECK(gen_start(g2, &wc, 6, prompts, wlens, each, &out) == 0);
+    int rc = 0;
+    while (rc == 0 && gen_pending(g2) > 0) rc = gen_step(g2, true);
+    EXPECT(rc == 42 && sc.n_done == 3 && gen_pending(g2) == 0 && gen_running(g2) == 0,
+           "on_done returning 42 at the 3rd completion: step returned %d after %d calls, %d "
+           "pending; expected 42, 3, 0",
+           rc, sc.n_done, gen_pending(g2));
+    /* Without admission, a step runs the slots' sequences to their end and
+     * starts none: then nothing is running and a step does nothing. */
+    sc.n_done = 0;
+    sc.stop_after = 0;
+    CHECK(gen_start(g2, &wc, 6, prompts, wlens, each, &out) == 0);
+    CHECK(gen_step(g2, true) == 0); /* 0 and 1 start, 0 ends */
+    while (gen_running(g2) > 0) CHECK(gen_step(g2, false) == 0);
+    gen_stats(g2, &a);
+    CHECK(gen_step(g2, false) == 0);
+    gen_stats(g2, &b);
+    EXPECT(sc.n_done == 2 && gen_pending(g2) == 4 && b.steps == a.steps,
+           "drained without admission: %d done, %d pending, %llu steps taken idle; expected 2, 4, "
+           "0",
+           sc.n_done, gen_pending(g2), (unsigned long long)(b.steps - a.steps));
+    while (gen_pending(g2) > 0) CHECK(gen_step(g2, true) == 0);
+    EXPECT(sc.n_done == 6, "after draining and admitting again: %d done, expected 6", sc.n_done);
+    gen_free(&g2);
+    gen_free(&g1);
+    gen_free(&g);
 }
 
 int gen_selftest(bool verbose)
@@ -126,6 +318,7 @@ int gen_selftest(bool verbose)
     EXPECT_REFUSED(gen_run(g, &cfg, 1, bp, bl, &rng, &out), ERR_RANGE, "is id 99",
                    "prompt with token id 99 (V 17)");
     gen_free(&g);
+    continuous(m, verbose);
     model_free(&m);
     return expect_end();
 }
