@@ -13,9 +13,9 @@
 # MODEL [models/SmolLM2-135M-Instruct.Q4_1.gguf], LR [2e-5], KL_BETA [0.01],
 # GROUP [8], BATCH_GROUPS [2], MAX_NEW [96], TEMPERATURE [0.7], EVAL_SAMPLES
 # [8] (samples per held-out prompt), PORT_BASE [7855], DATA [examples/code].
-# The learner also scores the whole held-out set greedily before and after
-# (RUN_DIR/summary.json). Writes RUN_DIR/eval-before.json, eval-after.json
-# (rlhf-eval's reports) and RUN_DIR/code-summary.txt.
+# Greedy accuracy (one sample at temperature 0) is measured the same way.
+# Writes RUN_DIR/eval-*.json (rlhf-eval's
+# reports), their completions and RUN_DIR/code-summary.txt.
 set -eu
 BIN=${1:-build}
 RUN_DIR=${RUN_DIR:-runs/code-grpo}
@@ -42,9 +42,10 @@ evaluate() {
 
 echo "run-code: held-out set before training"
 evaluate eval-before "$EVAL_SAMPLES" "$TEMPERATURE"
+evaluate eval-greedy-before 1 0
 
 "$BIN/rlhf" run --model "$MODEL" --run-dir "$RUN_DIR" --steps "${STEPS:-30}" \
-    --data "$DATA/train.jsonl" --eval-data "$DATA/eval.jsonl" --eval-n 1000 \
+    --data "$DATA/train.jsonl" \
     --actors 1 --port-base "${PORT_BASE:-7855}" --lr "${LR:-2e-5}" \
     --kl-beta "${KL_BETA:-0.01}" --temperature "$TEMPERATURE" \
     --max-new-tokens "$MAX_NEW" --group "${GROUP:-8}" --batch-groups "${BATCH_GROUPS:-2}" \
@@ -52,12 +53,12 @@ evaluate eval-before "$EVAL_SAMPLES" "$TEMPERATURE"
 
 echo "run-code: held-out set after training"
 evaluate eval-after "$EVAL_SAMPLES" "$TEMPERATURE" --ckpt "$RUN_DIR/ckpt"
+evaluate eval-greedy-after 1 0 --ckpt "$RUN_DIR/ckpt"
 
 {
-    for f in eval-before eval-after; do
-        printf '%-12s T %s: ' "$f" "$TEMPERATURE"
-        grep -E '^  pass@(1|8) ' "$RUN_DIR/$f.txt" | tr -s ' ' | tr '\n' ' '
+    for f in eval-before eval-after eval-greedy-before eval-greedy-after; do
+        printf '%-20s' "$f"
+        grep -E '^  pass@[0-9]+ ' "$RUN_DIR/$f.txt" | tr -s ' ' | tr '\n' ' '
         echo
     done
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("greedy (learner):", {k: v for k, v in s.items() if "eval" in k or "acc" in k})' "$RUN_DIR/summary.json"
 } | tee "$RUN_DIR/code-summary.txt"
