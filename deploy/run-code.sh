@@ -14,8 +14,8 @@
 # GROUP [8], BATCH_GROUPS [2], MAX_NEW [96], TEMPERATURE [0.7], EVAL_SAMPLES
 # [8] (samples per held-out prompt), PORT_BASE [7855], DATA [examples/code].
 # Greedy accuracy (one sample at temperature 0) is measured the same way.
-# Writes RUN_DIR/eval-*.json (rlhf-eval's
-# reports), their completions and RUN_DIR/code-summary.txt.
+# Writes RUN_DIR/eval-*.json (rlhf-eval's reports),
+# their completions and RUN_DIR/code-summary.txt.
 set -eu
 BIN=${1:-build}
 RUN_DIR=${RUN_DIR:-runs/code-grpo}
