@@ -5,7 +5,8 @@
  * rlhf-sft --data trains on, with the figures in "meta") and a summary: the
  * best-of-k curve for k = 1, 2, 4, ... n, each pick (by the reward model)
  * measured by the hidden gold judge (common/tasks/gold.h), beside the
- * oracle's pick (by gold) and the mean over all samples. */
+ * oracle's pick (by gold) and the mean over all samples; each k's gain over
+ * best-of-1 has a paired standard error (the same prompts and samples). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ enum { CURVE_MAX = 11 }; /* k = 1, 2, 4, ... 1024 */
 typedef struct { /* sums over prompts for one k */
     int    k;
     double gold, gold2, rm, oracle;
+    double gain, gain2; /* of the pick's gold over best-of-1's, on the same prompt */
 } CurvePoint;
 
 static int check(const FlagsSpec *spec, void *ctx)
@@ -109,11 +111,15 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, RmScorer *rm)
             gold_all += gold[i] / a->n;
             any[i] = true;
         }
+        double g1 = 0;
         for (int c = 0; c < ncv; c++) {
             int    k = cv[c].k, pick = bon_argmax(s->score, s->stopped, k);
             double g = pick >= 0 ? gold[pick] : -1.0; /* none stopped: no answer */
+            if (c == 0) g1 = g;
             cv[c].gold += g;
             cv[c].gold2 += g * g;
+            cv[c].gain += g - g1;
+            cv[c].gain2 += (g - g1) * (g - g1);
             cv[c].rm += s->score[pick >= 0 ? pick : 0];
             cv[c].oracle += gold[bon_argmax(gold, any, k)];
         }
@@ -150,10 +156,12 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, RmScorer *rm)
         json_t *curve = json_array();
         for (int c = 0; c < ncv; c++) {
             double m = cv[c].gold / P, var = P > 1 ? (cv[c].gold2 - P * m * m) / (P - 1) : 0;
-            json_array_append_new(curve,
-                                  json_pack("{s:i, s:f, s:f, s:f, s:f}", "n", cv[c].k, "gold", m,
-                                            "gold_se", sqrt(var > 0 ? var / P : 0), "rm",
-                                            cv[c].rm / P, "gold_oracle", cv[c].oracle / P));
+            double d = cv[c].gain / P, dv = P > 1 ? (cv[c].gain2 - P * d * d) / (P - 1) : 0;
+            json_array_append_new(curve, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "n",
+                                                   cv[c].k, "gold", m, "gold_se",
+                                                   sqrt(var > 0 ? var / P : 0), "gain_vs_1", d,
+                                                   "gain_vs_1_se", sqrt(dv > 0 ? dv / P : 0), "rm",
+                                                   cv[c].rm / P, "gold_oracle", cv[c].oracle / P));
             log_info("best-of-%d: gold %.4f (oracle %.4f), reward model %+.3f", cv[c].k, m,
                      cv[c].oracle / P, cv[c].rm / P);
         }
