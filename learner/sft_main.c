@@ -162,6 +162,7 @@ int main(int argc, char **argv)
     SftStats st = {0};
     double   loss_avg = 0.0;
     int      step = 0;
+    rc = 0; /* PROG_RUN until now: a data error below sets it */
     for (step = 0; step < a.steps && !*stop; step++) {
         Rng noise;
         rng_seed(&noise, a.seed * 7919 + (uint64_t)step);
