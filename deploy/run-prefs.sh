@@ -11,8 +11,9 @@
 #
 # Environment (defaults in brackets): RUN_DIR [runs/prefs], SFT [runs/sft-prefs],
 # SFT_STEPS [1500], PAIRS [40000], EVAL_PAIRS [500], PICK [widest: the pair of
-# the K samples with the widest gold gap; or first], RM_INIT [$SFT: the reward
-# model's warm start, e.g. a longer-trained SFT], RM_EPOCHS [3], RM_LR [1e-4], STEPS [150],
+# the K samples with the widest gold gap; or first], RM_SFT_STEPS [3000: the
+# reward model's warm start is the SFT trained this much longer, into RM_INIT
+# [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [150],
 # KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
 # SEED [1]. Extra learner flags go in LEARNER_ARGS.
 set -eu
@@ -23,8 +24,10 @@ SFT_STEPS=${SFT_STEPS:-1500}
 PAIRS=${PAIRS:-40000}
 EVAL_PAIRS=${EVAL_PAIRS:-500}
 PICK=${PICK:-widest}
-RM_INIT=${RM_INIT:-$SFT}
-RM_EPOCHS=${RM_EPOCHS:-3}
+RM_SFT_STEPS=${RM_SFT_STEPS:-3000}
+RM_INIT=${RM_INIT:-$SFT-long}
+[ "$RM_SFT_STEPS" -gt 0 ] || RM_INIT=$SFT
+RM_EPOCHS=${RM_EPOCHS:-5}
 RM_LR=${RM_LR:-1e-4}
 STEPS=${STEPS:-150}
 KL_BETA=${KL_BETA:-0.05}
@@ -42,6 +45,11 @@ if [ ! -f "$SFT/config.json" ]; then
         --eval-every 0 >"$RUN_DIR/sft.log" 2>&1
 else
     say "1/5 SFT warm start: $SFT (cached)"
+fi
+if [ ! -f "$RM_INIT/config.json" ]; then
+    say "1/5 the reward model's warm start: $SFT trained $RM_SFT_STEPS steps more into $RM_INIT"
+    "$BIN/rlhf-sft" --init "$SFT" --out "$RM_INIT" --steps "$RM_SFT_STEPS" --lr 1e-3 \
+        --max-digits 3 --seed $((SEED + 1)) --eval-every 0 >"$RUN_DIR/sft-rm.log" 2>&1
 fi
 say "2/5 preference pairs from the SFT policy, labelled by the gold judge"
 "$BIN/rlhf-prefgen" --ckpt "$SFT" --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
