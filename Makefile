@@ -86,9 +86,10 @@ $(BUILD)/rlhf-export: $(BUILD)/learner/export_main.o
 $(BUILD)/rlhf-keygen: $(BUILD)/deploy/keygen_main.o
 $(BUILD)/rlhf-sandbox-exec: $(BUILD)/reward_server/sandbox/sandbox_exec_main.o
 $(BUILD)/rlhf-eval: $(BUILD)/reward_server/eval_main.o
+$(BUILD)/rlhf-bon: $(BUILD)/reward_server/bon_main.o
 PROGS      := $(BUILD)/rlhf-sft $(BUILD)/rlhf-rm $(BUILD)/rlhf-dpo $(BUILD)/rlhf-gen $(BUILD)/rlhf $(BUILD)/rlhf-reward $(BUILD)/rlhf-actor \
               $(BUILD)/rlhf-learner $(BUILD)/rlhf-gguf $(BUILD)/rlhf-export $(BUILD)/rlhf-keygen \
-              $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen $(BUILD)/rlhf-eval
+              $(BUILD)/rlhf-sandbox-exec $(BUILD)/rlhf-prefgen $(BUILD)/rlhf-eval $(BUILD)/rlhf-bon
 
 
 # Test modules (tests/*_test.c) are linked into the runner only. Some run the

@@ -52,7 +52,10 @@ typedef struct {
     double      flip;        /* share of labels against the gold order */
     uint64_t    seed;        /* problems, sampling and the coin */
     int         max_digits;  /* the task's operand digits */
+    int         pick;        /* which pair of the k samples: k_picks[pick] */
 } PrefArgs;
+
+static const char *const k_picks[] = {"first", "widest", NULL};
 
 static const PrefArgs k_defaults = {
     .ckpt = NULL,
@@ -66,6 +69,7 @@ static const PrefArgs k_defaults = {
     .flip = GOLD_FLIP_DEFAULT,
     .seed = 3000,
     .max_digits = 3,
+    .pick = 0,
 };
 
 /* One candidate pair before labelling. */
@@ -186,26 +190,37 @@ static int sample(Sampler *s, const TaskProblem *probs, int np, char (*texts)[TA
     return 0;
 }
 
-/* Picks the first pair, in sampling order, of a prompt's k samples that
- * differ in text and in gold reward; false when there is none. Not the pair
- * with the largest gap: the pairs keep the policy's own mix of easy and hard
- * choices. */
-static bool pick_pair(const TaskProblem *p, char (*texts)[TASK_TEXT_MAX], int k, Pair *out)
+/* Picks a pair of a prompt's k samples that differ in text and in gold
+ * reward; false when there is none. With widest false, the first such pair
+ * in sampling order: the pairs keep the policy's own mix of easy and hard
+ * choices. With widest, the pair with the largest gold gap (the first on a
+ * tie), as a labelling budget spent on the comparisons that say the most
+ * would be: fewer near-misses whose label is close to a coin flip. The
+ * labeller's tau and ceiling are calibrated on whichever pairs are made. */
+static bool pick_pair(const TaskProblem *p, char (*texts)[TASK_TEXT_MAX], int k, bool widest,
+                      Pair *out)
 {
-    for (int x = 0; x < k; x++) {
-        for (int y = x + 1; y < k; y++) {
+    double g[64], best = 0;
+    int    bx = -1, by = -1;
+    CHECK(k <= 64);
+    for (int x = 0; x < k; x++) g[x] = gold_arith(texts[x], p->answer);
+    for (int x = 0; x < k && (widest || bx < 0); x++) {
+        for (int y = x + 1; y < k && (widest || bx < 0); y++) {
             if (!strcmp(texts[x], texts[y])) continue;
-            double gx = gold_arith(texts[x], p->answer), gy = gold_arith(texts[y], p->answer);
-            if (fabs(gx - gy) < 1e-9) continue;
-            out->prob = *p;
-            snprintf(out->a, sizeof out->a, "%s", texts[x]);
-            snprintf(out->b, sizeof out->b, "%s", texts[y]);
-            out->ga = gx;
-            out->gb = gy;
-            return true;
+            double gap = fabs(g[x] - g[y]);
+            if (gap < 1e-9 || gap <= best) continue;
+            best = gap;
+            bx = x;
+            by = y;
         }
     }
-    return false;
+    if (bx < 0) return false;
+    out->prob = *p;
+    snprintf(out->a, sizeof out->a, "%s", texts[bx]);
+    snprintf(out->b, sizeof out->b, "%s", texts[by]);
+    out->ga = g[bx];
+    out->gb = g[by];
+    return true;
 }
 
 /* Collects want pairs from the split (held_out), counting prompts tried and
@@ -242,7 +257,7 @@ static int collect(Sampler *s, const PrefArgs *a, bool held_out, Pair *pairs, in
                 nref++;
             }
             if (got >= want) continue;
-            if (pick_pair(&probs[i], texts + i * s->k, s->k, &pairs[got]))
+            if (pick_pair(&probs[i], texts + i * s->k, s->k, a->pick == 1, &pairs[got]))
                 got++;
             else
                 (*skipped)++;
@@ -369,13 +384,13 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok)
         if (a->refs) gold_ref /= a->refs;
         json_t *j = json_pack(
             "{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}, "
-            "s:i, s:i, s:f, s:I}",
+            "s:i, s:i, s:f, s:I, s:s}",
             "policy", a->ckpt, "tau", tau, "flip_target", a->flip, "flip_drawn_train", flip_t,
             "flip_drawn_eval", flip_e, "ceiling_train", ceil_t, "ceiling_eval", ceil_e,
             "gold_mean_policy", gold_ref, "train", "pairs", a->pairs, "prompts", tried_t, "skipped",
             skip_t, "eval", "pairs", a->eval_pairs, "prompts", tried_e, "skipped", skip_e, "k",
             a->k, "refs", a->refs, "temperature", (double)a->temperature, "seed",
-            (json_int_t)a->seed);
+            (json_int_t)a->seed, "pick", k_picks[a->pick]);
         char *txt = json_dumps(j, JSON_INDENT(2));
         snprintf(path, sizeof path, "%s/labeller.json", a->out);
         size_t n = strlen(txt);
@@ -420,6 +435,9 @@ int main(int argc, char **argv)
                         "share of labels against the judge's order, in (0, 0.5)"),
             FLAG_U64("seed", &a.seed, "S", "problems, sampling and the labeller's coin"),
             FLAG_INT("max-digits", &a.max_digits, 1, 6, "D", "operand digits of the task"),
+            FLAG_CHOICE("pick", &a.pick, k_picks, "HOW",
+                        "which pair of the K samples: first (the first two the\n"
+                            "judge tells apart) or widest (the largest gold gap)"),
             FLAGS_END,
     };
     FlagsSpec spec = {

@@ -10,7 +10,10 @@
 #   deploy/run-prefs.sh [BUILD_DIR]        (make run-prefs)
 #
 # Environment (defaults in brackets): RUN_DIR [runs/prefs], SFT [runs/sft-prefs],
-# SFT_STEPS [1500], PAIRS [4000], EVAL_PAIRS [500], RM_EPOCHS [4], RM_LR [1e-3], STEPS [150],
+# SFT_STEPS [1500], PAIRS [40000], EVAL_PAIRS [500], PICK [widest: the pair of
+# the K samples with the widest gold gap; or first], RM_SFT_STEPS [3000: the
+# reward model's warm start is the SFT trained this much longer, into RM_INIT
+# [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [150],
 # KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
 # SEED [1]. Extra learner flags go in LEARNER_ARGS.
 set -eu
@@ -18,10 +21,14 @@ BIN=${1:-build}
 RUN_DIR=${RUN_DIR:-runs/prefs}
 SFT=${SFT:-runs/sft-prefs}
 SFT_STEPS=${SFT_STEPS:-1500}
-PAIRS=${PAIRS:-4000}
+PAIRS=${PAIRS:-40000}
 EVAL_PAIRS=${EVAL_PAIRS:-500}
-RM_EPOCHS=${RM_EPOCHS:-4}
-RM_LR=${RM_LR:-1e-3}
+PICK=${PICK:-widest}
+RM_SFT_STEPS=${RM_SFT_STEPS:-3000}
+RM_INIT=${RM_INIT:-$SFT-long}
+[ "$RM_SFT_STEPS" -gt 0 ] || RM_INIT=$SFT
+RM_EPOCHS=${RM_EPOCHS:-5}
+RM_LR=${RM_LR:-1e-4}
 STEPS=${STEPS:-150}
 KL_BETA=${KL_BETA:-0.05}
 LR=${LR:-1e-4}
@@ -39,11 +46,16 @@ if [ ! -f "$SFT/config.json" ]; then
 else
     say "1/5 SFT warm start: $SFT (cached)"
 fi
+if [ ! -f "$RM_INIT/config.json" ]; then
+    say "1/5 the reward model's warm start: $SFT trained $RM_SFT_STEPS steps more into $RM_INIT"
+    "$BIN/rlhf-sft" --init "$SFT" --out "$RM_INIT" --steps "$RM_SFT_STEPS" --lr 1e-3 \
+        --max-digits 3 --seed $((SEED + 1)) --eval-every 0 >"$RUN_DIR/sft-rm.log" 2>&1
+fi
 say "2/5 preference pairs from the SFT policy, labelled by the gold judge"
 "$BIN/rlhf-prefgen" --ckpt "$SFT" --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
-    --eval-pairs "$EVAL_PAIRS" --seed $((SEED + 3000)) >"$RUN_DIR/prefgen.log" 2>&1
+    --eval-pairs "$EVAL_PAIRS" --pick "$PICK" --seed $((SEED + 3000)) >"$RUN_DIR/prefgen.log" 2>&1
 say "3/5 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
-"$BIN/rlhf-rm" --init "$SFT" --data "$RUN_DIR/prefs/train.jsonl" \
+"$BIN/rlhf-rm" --init "$RM_INIT" --data "$RUN_DIR/prefs/train.jsonl" \
     --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
     --epochs "$RM_EPOCHS" --lr "$RM_LR" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
     --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
@@ -99,9 +111,13 @@ g0 = json.load(open(f"{d}/gold-sft.json"))
 g1 = json.load(open(f"{d}/gold-ppo.json"))
 recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.strip()]
 def sd(g):  # standard error of the mean gold reward over prompts
-    xs = [p["reward_mean"] for p in g["per_prompt"]]
+    xs = [p["mean_reward"] for p in g["prompts"]]
     m = sum(xs) / len(xs)
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+def gain(a, b):  # mean and paired standard error of b - a over the same prompts
+    ds = [y["mean_reward"] - x["mean_reward"] for x, y in zip(a["prompts"], b["prompts"])]
+    m = sum(ds) / len(ds)
+    return m, math.sqrt(sum((x - m) ** 2 for x in ds) / (len(ds) - 1) / len(ds))
 comp = lambda r, k: r.get("components", {}).get(k)
 curve = [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
           "gold": comp(r, "gold_arith")} for r in recs]
@@ -109,9 +125,10 @@ out = {
     "labeller_ceiling": lab["ceiling_eval"], "flip_drawn": lab["flip_drawn_train"],
     "rm_pair_accuracy": rm["eval_after"]["pair_accuracy"],
     "rm_pair_accuracy_before": rm["eval_before"]["pair_accuracy"],
-    "gold_sft": g0["reward_mean"], "gold_sft_se": sd(g0),
-    "gold_ppo": g1["reward_mean"], "gold_ppo_se": sd(g1),
-    "exact_sft": g0["pass_at_k"]["1"], "exact_ppo": g1["pass_at_k"]["1"],
+    "gold_sft": g0["results"]["mean_reward"], "gold_sft_se": sd(g0),
+    "gold_ppo": g1["results"]["mean_reward"], "gold_ppo_se": sd(g1),
+    "gold_gain": gain(g0, g1)[0], "gold_gain_se": gain(g0, g1)[1],
+    "exact_sft": g0["results"]["pass_at_k"]["1"], "exact_ppo": g1["results"]["pass_at_k"]["1"],
     "steps": len(recs), "curve": curve,
 }
 json.dump(out, open(f"{d}/summary.json", "w"), indent=1)

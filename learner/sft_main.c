@@ -1,6 +1,9 @@
 /* rlhf-sft: supervised warm start of a policy on the built-in arithmetic
  * task, from scratch or from a checkpoint; writes a checkpoint with the
- * held-out accuracy in its trainer state. */
+ * held-out accuracy in its trainer state. With --data it trains on a JSONL
+ * file of {"prompt", "completion"} records instead of the task's
+ * demonstrations (e.g. rlhf-bon's best-of-n picks), in a shuffled order,
+ * and still measures the arithmetic task's held-out accuracy. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +16,9 @@
 #include "common/base/progress.h"
 #include "common/base/rng.h"
 #include "common/tasks/task.h"
+#include "common/tasks/dataset.h"
 #include "common/tasks/eval.h"
+#include "common/tasks/prefs_data.h"
 #include "learner/sft.h"
 
 typedef struct {
@@ -29,6 +34,7 @@ typedef struct {
     int         eval_n;
     int         eval_every;
     float       label_noise; /* fraction of demonstrations whose answer is off by one */
+    const char *data;        /* JSONL {"prompt", "completion"} to train on, NULL = the task */
 } SftArgs;
 
 int main(int argc, char **argv)
@@ -50,6 +56,7 @@ int main(int argc, char **argv)
         .eval_n = 500,
         .eval_every = 500,
         .label_noise = 0.0f,
+        .data = NULL,
     };
 
     Flag flags[] = {
@@ -73,11 +80,17 @@ int main(int argc, char **argv)
         FLAG_FLOAT("label-noise", &a.label_noise, 0.0, 1.0, "P",
                    "fraction of demonstrations whose answer is one too high,\n"
                    "imitating a careless labeller"),
+        FLAG_PATH("data", &a.data, "FILE.jsonl",
+                  "train on these {\"prompt\", \"completion\"} records (e.g.\n"
+                  "rlhf-bon --out) instead of the task's demonstrations;\n"
+                  "a file with more than 10% bad records is refused",
+                  .def = "none: the built-in task"),
         FLAGS_END,
     };
     FlagsSpec spec = {
         .prog = "rlhf-sft",
-        .about = "Supervised warm start on the built-in arithmetic task (a+b=, a-b=).\n",
+        .about = "Supervised warm start on the built-in arithmetic task (a+b=, a-b=), or\n"
+                 "on a JSONL file of prompt/completion records (--data).\n",
         .flags = flags,
     };
     int rc = prog_start_stoppable(&spec, argc, argv, "sft", NULL);
@@ -114,6 +127,18 @@ int main(int argc, char **argv)
              mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim, mc->vocab_size,
              model_num_params(m), T);
 
+    /* A data file: its records, tokenised with the model's tokenizer, each
+     * completion closed by EOS (prefs_data's reference records). */
+    Prefs       *data = NULL;
+    PrefsRecord *recs = NULL;
+    if (a.data) {
+        PrefsOpts po = {
+            .tok = tok, .max_ids = mc->max_seq_len, .max_bad_percent = 10, .reference = true};
+        if (prefs_open(a.data, &po, &data)) return PROG_EXIT_FAIL;
+        recs = xcalloc((size_t)a.batch, sizeof *recs);
+        T = mc->max_seq_len;
+        log_info("training on %llu records of %s", (unsigned long long)prefs_size(data), a.data);
+    }
     OptimConfig  oc = {.lr_peak = a.lr,
                        .lr_min = a.lr / 10,
                        .lr_warmup_steps = a.warmup,
@@ -137,10 +162,20 @@ int main(int argc, char **argv)
     SftStats st = {0};
     double   loss_avg = 0.0;
     int      step = 0;
+    rc = 0; /* PROG_RUN until now: a data error below sets it */
     for (step = 0; step < a.steps && !*stop; step++) {
         Rng noise;
         rng_seed(&noise, a.seed * 7919 + (uint64_t)step);
-        for (int i = 0; i < a.batch; i++) {
+        for (int i = 0; i < a.batch && data; i++) {
+            uint64_t n = prefs_size(data), k = (uint64_t)step * a.batch + i;
+            /* Epoch e visits every record once, in its own shuffled order. */
+            prefs_record_free(&recs[i]);
+            if ((rc = prefs_read(data, dataset_shuffle(n, a.seed + k / n, k % n), &recs[i]))) break;
+            ex[i] =
+                (SftExample){recs[i].prompt, recs[i].n_prompt, recs[i].comp[0], recs[i].n_comp[0]};
+        }
+        if (rc) break;
+        for (int i = 0; i < a.batch && !data; i++) {
             task_problem(&task, a.seed, (uint64_t)step * a.batch + i, false, &probs[i]);
             /* A noisy demonstration: the same systematic slip every time, so
              * the imitating policy learns it as a habit RL has to unlearn. */
@@ -188,6 +223,9 @@ int main(int argc, char **argv)
     printf("{\"steps\": %d, \"accuracy_before\": %.4f, \"accuracy_after\": %.4f, \"checkpoint\": "
            "\"%s\"}\n",
            step, before.accuracy, after.accuracy, a.out);
+    for (int i = 0; recs && i < a.batch; i++) prefs_record_free(&recs[i]);
+    free(recs);
+    prefs_free(&data);
     free(probs);
     free(ids);
     free(ex);

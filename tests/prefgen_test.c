@@ -4,7 +4,14 @@
  * (common/tasks/gold.h): every pair differs in text and gold, the gold
  * rewards recorded are the judge's, the labels disagree with the judge about
  * as often as the calibrated coin says, and the ceiling reported is the one
- * the held-out gaps give. Bad flags are refused by name. */
+ * the held-out gaps give. With --pick widest and the same seed (the same
+ * samples), every pair's gold gap is at least the first pair's. Then
+ * best-of-n on top: a reward model trained a few steps on the pairs,
+ * rlhf-bon picks among 4 samples per prompt (every kept completion's gold
+ * is the judge's, the curve starts at best-of-1 and the oracle is never
+ * below the pick), rlhf-sft --data trains on its output, and rlhf-bon
+ * refuses a policy as its reward model and a bad --n. Bad flags are refused
+ * by name. */
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -20,6 +27,141 @@
 
 /* Reads a JSONL file of pairs; checks each record and fills the gold gaps
  * and how many labels go against the judge. Returns the record count. */
+static int read_pairs(const char *path, double *dg, int cap, int *against);
+
+/* Runs prog with args (NULL-terminated, after the program's name) to
+ * completion within budget seconds; true when it exited 0. */
+static bool run_ok(TestCl *c, const char *name, const char *prog, const char *const *args,
+                   double budget)
+{
+    Proc *p = testcl_proc(c, name, prog, NULL, NULL);
+    for (int i = 0; args[i]; i++) proc_arg(p, "%s", args[i]);
+    if (!testcl_start(c, p)) return false;
+    int rc = proc_wait(p, testcl_budget(c, budget));
+    return EXPECT(rc == 0 && proc_exited_ok(p), "%s did not finish", prog);
+}
+
+/* The --pick widest file beside the first-pick one (same seed, so the same
+ * samples per prompt): every pair's gap at least the first pair's. */
+static void check_widest(TestCl *c, const char *sft, const char *out, const double *dg_first,
+                         int n_first)
+{
+    char out_w[PATH_MAX + 40], path[PATH_MAX + 64], a1[2 * PATH_MAX], a2[2 * PATH_MAX];
+    testfs_path(out_w, sizeof out_w, "%s-widest", out);
+    snprintf(a1, sizeof a1, "--ckpt=%s", sft);
+    snprintf(a2, sizeof a2, "--out=%s", out_w);
+    const char *args[] = {a1,
+                          a2,
+                          "--pairs=1500",
+                          "--eval-pairs=600",
+                          "--refs=200",
+                          "--max-digits=2",
+                          "--pick=widest",
+                          NULL};
+    if (!run_ok(c, "prefgen-widest", "rlhf-prefgen", args, 120.0)) return;
+    static double dg[1500];
+    int           against = 0, narrower = 0;
+    double        sum_w = 0, sum_f = 0;
+    testfs_path(path, sizeof path, "%s/train.jsonl", out_w);
+    int n = read_pairs(path, dg, 1500, &against);
+    EXPECT(n == n_first, "%d widest pairs, %d first pairs", n, n_first);
+    for (int i = 0; i < n && i < n_first; i++) {
+        narrower += fabs(dg[i]) + 1e-12 < fabs(dg_first[i]);
+        sum_w += fabs(dg[i]);
+        sum_f += fabs(dg_first[i]);
+    }
+    EXPECT(narrower == 0,
+           "%d widest pairs have a narrower gap than the first pair of the same "
+           "samples",
+           narrower);
+    EXPECT(sum_w > sum_f, "mean gap widest %g, first %g: expected wider", sum_w / n,
+           sum_f / n_first);
+    testcl_note(c, "mean gold gap: first pair %.4f, widest pair %.4f", sum_f / n_first, sum_w / n);
+}
+
+/* rlhf-rm for a few steps, rlhf-bon on it, rlhf-sft --data on the picks. */
+static void check_bon(TestCl *c, const char *sft, const char *out)
+{
+    char        rm[PATH_MAX + 40], bon[PATH_MAX + 40], sum[PATH_MAX + 40], sft2[PATH_MAX + 40];
+    static char a[6][2 * PATH_MAX];
+    testfs_path(rm, sizeof rm, "%s/rm", c->tmp);
+    testfs_path(bon, sizeof bon, "%s/bon.jsonl", c->tmp);
+    testfs_path(sum, sizeof sum, "%s/bon.json", c->tmp);
+    testfs_path(sft2, sizeof sft2, "%s/sft-bon", c->tmp);
+    snprintf(a[0], sizeof a[0], "--init=%s", sft);
+    snprintf(a[1], sizeof a[1], "--data=%s/train.jsonl", out);
+    snprintf(a[2], sizeof a[2], "--out=%s", rm);
+    const char *rm_args[] = {a[0], a[1], a[2], "--steps=10", "--eval-frac=0.1", NULL};
+    if (!run_ok(c, "rm", "rlhf-rm", rm_args, 120.0)) return;
+    snprintf(a[0], sizeof a[0], "--policy=%s", sft);
+    snprintf(a[1], sizeof a[1], "--reward-model=%s", rm);
+    snprintf(a[2], sizeof a[2], "--out=%s", bon);
+    snprintf(a[3], sizeof a[3], "--summary=%s", sum);
+    const char *bon_args[] = {a[0], a[1], a[2], a[3], "--n=4", "--prompts=40", "--max-digits=2",
+                              NULL};
+    if (!run_ok(c, "bon", "rlhf-bon", bon_args, 120.0)) return;
+    /* Every kept completion's gold is the judge's. */
+    char *text = testfs_read(bon, 1u << 20);
+    int   kept = 0, wrong = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        json_t     *j = json_loads(line, 0, NULL);
+        const char *comp = NULL, *ans = NULL;
+        double      g = 0, sc = 0;
+        int         n = 0;
+        if (!EXPECT(j &&
+                        json_unpack(j, "{s:s, s:{s:s, s:F, s:F, s:i}}", "completion", &comp, "meta",
+                                    "answer", &ans, "gold", &g, "score", &sc, "n", &n) == 0,
+                    "bon.jsonl:%d: not a kept record: %s", kept + 1, line)) {
+            json_decref(j);
+            break;
+        }
+        wrong += fabs(gold_arith(comp, ans) - g) > 1e-9 || n != 4;
+        kept++;
+        json_decref(j);
+    }
+    free(text);
+    json_t *s = json_load_file(sum, 0, NULL);
+    json_t *cv = s ? json_object_get(s, "curve") : NULL;
+    int     kept_sum = -1;
+    json_unpack(s, "{s:i}", "kept", &kept_sum);
+    EXPECT(kept == kept_sum && kept > 30 && wrong == 0,
+           "bon.jsonl: %d records (summary says %d), %d with a gold that is not the judge's", kept,
+           kept_sum, wrong);
+    EXPECT(json_array_size(cv) == 3, "the curve has %zu points, expected n = 1, 2, 4",
+           json_array_size(cv));
+    for (size_t i = 0; i < json_array_size(cv); i++) {
+        int    n = 0;
+        double g = 0, o = 0, gain = 0;
+        json_unpack(json_array_get(cv, i), "{s:i, s:F, s:F, s:F}", "n", &n, "gold", &g,
+                    "gold_oracle", &o, "gain_vs_1", &gain);
+        EXPECT(n == 1 << i && o >= g - 1e-12 && (i > 0 || (gain == 0 && fabs(o - g) < 1e-12)),
+               "curve point %zu: n %d gold %g oracle %g gain %g", i, n, g, o, gain);
+    }
+    json_decref(s);
+    snprintf(a[0], sizeof a[0], "--init=%s", sft);
+    snprintf(a[1], sizeof a[1], "--data=%s", bon);
+    snprintf(a[2], sizeof a[2], "--out=%s", sft2);
+    const char *sft_args[] = {
+        a[0], a[1], a[2], "--steps=5", "--batch=8", "--eval-n=20", "--max-digits=2", NULL};
+    run_ok(c, "sft-bon", "rlhf-sft", sft_args, 60.0);
+    /* Refusals: a policy is not a reward model; --n 0. */
+    char       prog[PATH_MAX + 32];
+    ProcResult r;
+    snprintf(prog, sizeof prog, "%s/rlhf-bon", c->build);
+    snprintf(a[0], sizeof a[0], "--policy=%s", sft);
+    snprintf(a[1], sizeof a[1], "--reward-model=%s", sft);
+    const char *no_head[] = {"rlhf-bon", a[0], a[1], NULL};
+    int         rc = proc_run(prog, no_head, NULL, 30.0, &r);
+    EXPECT_RUN(rc == 0 && r.status == 1 && strstr(r.err, sft), &r,
+               "a policy as --reward-model: exit %d, expected 1 naming it", r.status);
+    proc_result_free(&r);
+    const char *n0[] = {"rlhf-bon", a[0], "--reward-model=/x", "--n=0", NULL};
+    rc = proc_run(prog, n0, NULL, 30.0, &r);
+    EXPECT_RUN(rc == 0 && r.status == 2 && strstr(r.err, "--n"), &r,
+               "--n 0: exit %d, expected 2 naming the flag", r.status);
+    proc_result_free(&r);
+}
+
 static int read_pairs(const char *path, double *dg, int cap, int *against)
 {
     char *text = testfs_read(path, 64u << 20);
@@ -117,6 +259,8 @@ int prefgen_selftest(bool verbose)
                     tau, (double)against_t / PAIRS, (double)against_e / EVAL, ceil_e);
     }
     json_decref(lab);
+    check_widest(&c, sft, out, dg_t, n_t);
+    check_bon(&c, sft, out);
 
     /* Refusals name the flag. */
     char       prog[PATH_MAX + 32], f_ckpt[PATH_MAX + 64];

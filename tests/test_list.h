@@ -195,6 +195,7 @@ int resume_selftest(bool verbose);
  * position; a mostly bad file and a bad --task refused. */
 int data_char_selftest(bool verbose);
 int prefgen_selftest(bool verbose);
+int bon_selftest(bool verbose);
 int critic_init_selftest(bool verbose);
 /* tests/pyreward_test.c: the Python reward server (reward_server/python):
  * usage; every way a score goes wrong refused under rlhf-reward's reasons,
@@ -331,6 +332,7 @@ int prefs_cli_selftest(bool verbose);
     X(resume, resume_selftest)                                                                     \
     X(data_char, data_char_selftest)                                                               \
     X(rm_serve, rm_serve_selftest)                                                                 \
+    X(bon, bon_selftest)                                                                           \
     X(prefgen, prefgen_selftest)                                                                   \
     X(critic_init, critic_init_selftest)                                                           \
     X(pyreward, pyreward_selftest)                                                                 \
