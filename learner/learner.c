@@ -314,6 +314,7 @@ void learner_status(const Learner *l, LearnerStatus *out)
     }
     out->snapshots_served = l->snapshots_served;
     out->grants_empty = l->grants_empty;
+    out->grants_credit = l->grants_credit;
     out->accuracy_before = l->accuracy_before;
     out->accuracy_after = l->accuracy_after;
     out->reward_before = l->reward_before;

@@ -32,7 +32,9 @@
  * cfg.lease_credit), and with CURVE keys and cfg.lease_credit_key > 0 all
  * connections of one client key (ZAP's user id: the key's allow-list name)
  * together at most lease_credit_key; a request beyond it gets no work and
- * is counted as an over_credit reject of the lease socket. Without keys an
+ * a short retry delay, counted in grants_credit: flow control, not a
+ * reject (an honest actor faster than the learner holds its credit most of
+ * the time; a hoarder holds it until its leases expire). Without keys an
  * identity is a connection, and a client that opens many connections gets
  * a credit on each: plaintext binds only to loopback unless --insecure, and
  * a deployment with keys gives each actor its own key for a per-actor bound
@@ -249,6 +251,7 @@ typedef struct {
     uint64_t      rejects_snapshot;
     uint64_t      snapshots_served;
     uint64_t      grants_empty;    /* requests answered without work */
+    uint64_t      grants_credit;   /* of those, because the peer held its lease credit */
     double        accuracy_before; /* held-out greedy accuracy at the run's start */
     double        accuracy_after;  /* at the end (NaN before) */
     double        reward_before;   /* held-out greedy mean reward at the run's start */

@@ -114,6 +114,7 @@ struct Learner {
     size_t          cap_versions;
 
     uint64_t dup_epoch, snapshots_served, grants_empty;
+    uint64_t grants_credit;     /* of grants_empty: the peer held its lease credit */
     uint64_t groups_flat;       /* dropped by dynamic sampling (all rewards equal) */
     json_t  *resume_algo_state; /* the checkpoint's "algo_state" until the algo takes it */
     uint64_t samples_total, tokens_total; /* trained by this incarnation */

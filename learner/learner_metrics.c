@@ -13,6 +13,7 @@ struct LearnerMetrics {
     double         t_refresh;
     MetricsFamily *step, *version, *epoch;
     MetricsFamily *groups_total, *groups, *leases_total, *leases_expired, *grants_empty;
+    MetricsFamily *grants_credit;
     MetricsFamily *rejects;
     MetricsFamily *lease_credit, *lease_holders, *lease_held_max;
     MetricsFamily *snap_queued, *snap_budget, *snap_transfers;
@@ -65,6 +66,11 @@ int learner_metrics_open(Learner *l)
                                        "leases expired (last step)", NULL);
     p->grants_empty = metrics_family(m, C, "rlhf_learner_grants_empty_total",
                                      "lease requests answered without work", NULL);
+    p->grants_credit = metrics_family(
+        m, C, "rlhf_learner_grants_credit_total",
+        "lease requests answered without work because the peer held its lease credit "
+        "(flow control: it asks again in 50 ms)",
+        NULL);
     p->rejects = metrics_family(m, C, "rlhf_learner_rejects_total",
                                 "frames and groups refused, by socket and reason", "socket,reason");
     p->lease_credit = metrics_family(m, G, "rlhf_learner_lease_credit",
@@ -202,6 +208,7 @@ void learner_metrics_tick(Learner *l)
                         (double)wire_rejects_get(r, (WireReason)k));
     }
     metrics_set(p->grants_empty, NULL, (double)l->grants_empty);
+    metrics_set(p->grants_credit, NULL, (double)l->grants_credit);
     int holders = 0, held_max = 0;
     lease_holders(l->leases, &holders, &held_max);
     metrics_set(p->lease_credit, NULL, (double)l->lease_credit);

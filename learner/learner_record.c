@@ -247,6 +247,7 @@ void learner_record_metrics(Learner *l, const AlgoStats *st, const LearnerBatchI
     SETI("leases", c.leases);
     SETI("leases_expired", c.leases_expired);
     SETI("snapshots_served", l->snapshots_served);
+    SETI("grants_credit", l->grants_credit);
     json_object_set_new(o, "rejects", rej);
     SETI("refused_auth", auth_refused(l->auth));
 #undef SETR
@@ -329,6 +330,7 @@ int learner_record_summary(Learner *l, bool stopped)
         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_results))));
     json_object_set_new(o, "rejects_snapshot",
                         json_integer((json_int_t)wire_rejects_total(wire_sock_rejects(l->s_snap))));
+    json_object_set_new(o, "grants_credit", json_integer((json_int_t)l->grants_credit));
     json_object_set_new(o, "refused_auth", json_integer((json_int_t)auth_refused(l->auth)));
     json_object_set_new(o, "stopped_early", json_boolean(stopped));
 #undef NUM

@@ -138,8 +138,9 @@ static int peer_accounts(Learner *l, const WireMsg *m, LeaseAccount acct[LEASE_M
 
 /* The dispatch table's handler of a LeaseRequest: a grant of up to
  * max_prompts prompts, or none with a retry delay; never keeps the message.
- * A peer that already holds its credit gets none, counted as an
- * over_credit reject of the lease socket. */
+ * A peer that already holds its credit gets none and is told to ask again
+ * soon: flow control, counted in grants_credit (an actor faster than the
+ * learner holds its credit most of the time), not a reject. */
 static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
 {
     const Rlhf__LeaseRequest *req = (const Rlhf__LeaseRequest *)*msg;
@@ -155,19 +156,18 @@ static void grant_lease(Learner *l, const WireMsg *m, ProtobufCMessage **msg)
     bool            is_over = req->max_prompts > 0 && lease_capacity(l->leases) > 0 &&
                    lease_credit_left(l->leases, acct, n_acct) == 0;
     if (is_over) {
-        char       hex[20];
-        WireReject rej;
-        peer_hex(m, hex);
-        if (lease_credit_left(l->leases, acct, 1) == 0)
-            wire_reject_set(&rej, ERR_RANGE, WIRE_REJ_OVER_CREDIT,
-                            "peer %s ('%.64s') holds its credit of %d groups in flight", hex,
-                            req->actor_id, l->lease_credit);
-        else
-            wire_reject_set(&rej, ERR_RANGE, WIRE_REJ_OVER_CREDIT,
-                            "peer %s ('%.64s'): its key '%.64s' holds the key's credit of %d "
-                            "groups in flight",
-                            hex, req->actor_id, key + 1, l->cfg.lease_credit_key);
-        wire_reject_note(wire_sock_rejects(l->s_lease), "learner", "LeaseRequest", &rej);
+        l->grants_credit++;
+        if (log_level() >= LOG_DEBUG) {
+            char hex[20];
+            peer_hex(m, hex);
+            if (lease_credit_left(l->leases, acct, 1) == 0)
+                log_debug("lease: peer %s ('%.64s') holds its credit of %d groups in flight", hex,
+                          req->actor_id, l->lease_credit);
+            else
+                log_debug("lease: peer %s ('%.64s'): its key '%.64s' holds the key's credit of "
+                          "%d groups in flight",
+                          hex, req->actor_id, key + 1, l->cfg.lease_credit_key);
+        }
     } else {
         n = lease_grant_to(l->leases, req->max_prompts, learner_mono_ms(), acct, n_acct, &lease_id,
                            &ids);

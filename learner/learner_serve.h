@@ -13,7 +13,7 @@
  * timeout. Who frees a message: see learner_int.h (one rule). A lease
  * request is always answered: with work, or with none and a retry delay;
  * a peer that holds its lease credit (learner.h, "Per-peer limits") gets
- * none, counted as an over_credit reject of the lease socket.
+ * none and a short retry delay: flow control, counted in grants_credit.
  *
  * Ownership: the Learner owns the ZeroMQ context and sockets
  * (learner_serve_close). Threading: the Learner's thread. Errors: binds

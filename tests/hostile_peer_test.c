@@ -107,23 +107,6 @@ static double prom(const char *text, const char *series)
     return v;
 }
 
-/* The count of reason in a "garbage=1 over_credit=3" list, 0 if absent. */
-static long long reason_count(const char *reasons, const char *reason)
-{
-    char want[64];
-    snprintf(want, sizeof want, "%s=", reason);
-    const char *q = reasons ? strstr(reasons, want) : NULL;
-    return q ? atoll(q + strlen(want)) : 0;
-}
-
-/* The reasons of one socket's rejects in a metrics record ("" if none). */
-static const char *record_reasons(const json_t *rec, const char *socket)
-{
-    const json_t *s = json_object_get(json_object_get(rec, "rejects"), socket);
-    const char   *r = json_string_value(json_object_get(s, "reasons"));
-    return r ? r : "";
-}
-
 /* The numbers of an actor's last status line: groups sent and their rate. */
 static bool actor_groups(const Proc *p, long long *groups)
 {
@@ -272,15 +255,16 @@ int peer_hoard_selftest(bool verbose)
         (unsigned long long)atomic_load(&h.grants), (unsigned long long)atomic_load(&h.prompts),
         (unsigned long long)atomic_load(&h.empties), (unsigned long long)atomic_load(&h.held_max));
     if (ok) {
-        /* The refusals, on the endpoint while the learner runs. */
+        /* The requests held back by the credit, on the endpoint while the
+         * learner runs: flow control, not rejects. */
         char  *text = scrape(&c);
-        double over =
-            prom(text, "rlhf_learner_rejects_total{socket=\"lease\",reason=\"over_credit\"}");
-        EXPECT(over > 0,
-               "/metrics: rlhf_learner_rejects_total{socket=\"lease\",reason="
-               "\"over_credit\"} is %g, expected > 0",
-               over);
-        testcl_note(&c, "/metrics: %g lease requests refused as over_credit", over);
+        double over = prom(text, "rlhf_learner_grants_credit_total");
+        double rej = prom(text, "rlhf_learner_rejects_total{socket=\"lease\",reason=\"garbage\"}");
+        EXPECT(over > 0 && rej == 0,
+               "/metrics: rlhf_learner_grants_credit_total is %g, expected > 0; lease garbage "
+               "rejects %g, expected 0",
+               over, rej);
+        testcl_note(&c, "/metrics: %g lease requests held back by the credit", over);
         free(text);
         ok = testcl_wait_step(&c, learner, o.steps, 60.0);
     }
@@ -301,10 +285,11 @@ int peer_hoard_selftest(bool verbose)
         json_t   *recs = testcl_metrics(&c);
         size_t    n = json_array_size(recs);
         json_t   *last = n ? json_array_get(recs, n - 1) : NULL;
-        long long over = reason_count(last ? record_reasons(last, "lease") : NULL, "over_credit");
+        json_t   *jc = last ? json_object_get(last, "grants_credit") : NULL;
+        long long over = json_is_integer(jc) ? (long long)json_integer_value(jc) : -1;
         EXPECT(n == (size_t)o.steps && over > 0,
-               "metrics.jsonl: %zu records, the last counts %lld over_credit lease rejects; "
-               "expected %d records and > 0",
+               "metrics.jsonl: %zu records, the last counts %lld requests held back by the "
+               "credit (grants_credit); expected %d records and > 0",
                n, over, o.steps);
         json_decref(recs);
     }
@@ -363,11 +348,17 @@ int peer_hoard_keyed_selftest(bool verbose)
            "the hoarder's key held up to %llu groups over its 3 connections, the key's credit "
            "is %d",
            (unsigned long long)held_max, key_credit);
-    EXPECT(proc_output_has(learner, "its key 'actor' holds the key's credit of 2"),
-           "the learner did not log a refusal naming the key");
-    if (ok)
+    if (ok) {
         EXPECT(proc_wait(learner, testcl_budget(&c, 20.0)) == 0 && proc_exited_ok(learner),
                "the learner did not finish its %d steps cleanly", o.steps);
+        /* The key's connections were held back by its credit: flow control. */
+        json_t   *summ = json_load_file(c.summary, 0, NULL);
+        json_t   *jc = summ ? json_object_get(summ, "grants_credit") : NULL;
+        long long held_back = json_is_integer(jc) ? (long long)json_integer_value(jc) : -1;
+        EXPECT(held_back > 0, "summary %s: grants_credit %lld, expected > 0", c.summary, held_back);
+        testcl_note(&c, "lease requests held back by a credit: %lld", held_back);
+        json_decref(summ);
+    }
     testcl_end(&c, actor);
     testcl_end(&c, reward);
     return testcl_finish(&c);

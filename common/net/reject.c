@@ -8,9 +8,8 @@
 #include "common/base/progress.h"
 
 static const char *const k_reason_names[WIRE_REJ_COUNT] = {
-    "garbage",    "oversized",    "bad_version", "bad_run",   "bad_shape",
-    "bad_tokens", "nonfinite",    "bad_value",   "bad_chunk", "checksum",
-    "unknown",    "unauthorized", "over_credit", "busy",      "over_budget",
+    "garbage",   "oversized", "bad_version", "bad_run", "bad_shape",    "bad_tokens", "nonfinite",
+    "bad_value", "bad_chunk", "checksum",    "unknown", "unauthorized", "busy",       "over_budget",
 };
 
 /* The first WIRE_LOG_BURST rejections of a reason are logged each; after

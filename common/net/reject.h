@@ -40,8 +40,8 @@ typedef enum {
     WIRE_REJ_CHECKSUM,     /* snapshot checksum mismatch */
     WIRE_REJ_UNKNOWN,      /* unexpected frame structure or message type */
     WIRE_REJ_UNAUTHORIZED, /* a connection refused by CURVE/ZAP (key not allowed, plaintext) */
-    /* Well-formed requests refused by a per-peer limit (learner/lease.h, snapshot.h): */
-    WIRE_REJ_OVER_CREDIT, /* the peer already holds as much work as its credit allows */
+    /* Well-formed requests refused by a per-peer limit (snapshot.h; a lease
+     * request beyond the peer's credit is flow control, not a reject): */
     WIRE_REJ_BUSY,        /* an earlier answer to the same peer is still queued */
     WIRE_REJ_OVER_BUDGET, /* the output queued for all peers would exceed its memory budget */
     WIRE_REJ_COUNT

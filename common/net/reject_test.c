@@ -41,12 +41,10 @@ int reject_selftest(bool verbose)
            "reason names '%s' '%s' '%s', expected garbage bad_tokens unknown",
            wire_reason_name(WIRE_REJ_GARBAGE), wire_reason_name(WIRE_REJ_BAD_TOKENS),
            wire_reason_name(WIRE_REJ_UNKNOWN));
-    EXPECT(!strcmp(wire_reason_name(WIRE_REJ_OVER_CREDIT), "over_credit") &&
-               !strcmp(wire_reason_name(WIRE_REJ_BUSY), "busy") &&
+    EXPECT(!strcmp(wire_reason_name(WIRE_REJ_BUSY), "busy") &&
                !strcmp(wire_reason_name(WIRE_REJ_OVER_BUDGET), "over_budget"),
-           "per-peer limit reasons '%s' '%s' '%s', expected over_credit busy over_budget",
-           wire_reason_name(WIRE_REJ_OVER_CREDIT), wire_reason_name(WIRE_REJ_BUSY),
-           wire_reason_name(WIRE_REJ_OVER_BUDGET));
+           "per-peer limit reasons '%s' '%s', expected busy over_budget",
+           wire_reason_name(WIRE_REJ_BUSY), wire_reason_name(WIRE_REJ_OVER_BUDGET));
     for (int r = 0; r < WIRE_REJ_COUNT; r++)
         EXPECT(wire_reason_name((WireReason)r) && strlen(wire_reason_name((WireReason)r)) > 1,
                "reason %d has no name", r);

@@ -38,7 +38,7 @@ FLOAT32_MAX = 3.4028234663852886e38  # larger finite doubles become inf on the w
 FINISH_STOP = 1
 FINISH_LENGTH = 2
 
-# Appended to only, in rlhf.c's order (common/net/reject.h WireReason).
+# In rlhf.c's order (common/net/reject.h WireReason).
 REASONS = (
     "garbage",
     "oversized",
@@ -52,7 +52,6 @@ REASONS = (
     "checksum",
     "unknown",
     "unauthorized",
-    "over_credit",
     "busy",
     "over_budget",
 )
