@@ -105,7 +105,7 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_SUPPORT_OBJ := $(addprefix $(BUILD)/tests/support/,fixtures.o proc.o ports.o)
 
 .PHONY: all deps pydeps run run-smollm2 run-code test bench format format-check clean sanitize model humaneval \
-        bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare \
+        bare-test install image image-test cluster-up cluster-down cluster-test stack-test compare plot \
         chaos fuzz fuzz-build fuzz-deps fuzz-bins
 .SECONDARY: $(PROTO_C)
 all: deps $(PROGS) $(BUILD)/rlhf-test
@@ -227,6 +227,11 @@ stack-test:
 # seed, each a local cluster; COMPARE_ARGS narrows the grid.
 compare: deps $(PROGS)
 	./tests/bench/compare.py $(COMPARE_ARGS)
+
+# The training curves of a run directory as a PNG: make plot RUN=runs/latest
+# (tests/bench/plot_run.py: several RUN_DIRs overlay, --out names the file).
+plot:
+	./tests/bench/plot_run.py $(or $(RUN),runs/latest) $(PLOT_ARGS)
 
 # The pretrained model (98 MB, git-ignored); skipped when already verified.
 model:
