@@ -29,6 +29,8 @@ int half_selftest(bool verbose);
 int tensor_selftest(bool verbose);
 int kern_selftest(bool verbose);
 int model_selftest(bool verbose);
+/* LoRA adapters: gradients through the model, merging, a frozen base. */
+int lora_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
@@ -271,6 +273,7 @@ int prefs_cli_selftest(bool verbose);
     X(tensor, tensor_selftest)                                                                     \
     X(kern, kern_selftest)                                                                         \
     X(model, model_selftest)                                                                       \
+    X(lora, lora_selftest)                                                                         \
     X(gguf_type, gguf_type_selftest)                                                               \
     X(gguf, gguf_selftest)                                                                         \
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
