@@ -158,9 +158,9 @@ Model *model_new(const ModelConfig *cfg)
     m->cfg = *cfg;
     m->n_params = layout(m, false);
     size_t L = (size_t)cfg->n_layers, rope = (size_t)cfg->max_seq_len * (head_size(cfg) / 2);
-    View   views[] = {VIEW(&m->params, m->n_params),   VIEW(&m->w.layers, L),
-                      VIEW(&m->g.layers, L),           VIEW(&m->tensors, m->n_tensors),
-                      VIEW(&m->rope_cos, rope),        VIEW(&m->rope_sin, rope)};
+    View   views[] = {VIEW(&m->params, m->n_params), VIEW(&m->w.layers, L),
+                      VIEW(&m->g.layers, L),         VIEW(&m->tensors, m->n_tensors),
+                      VIEW(&m->rope_cos, rope),      VIEW(&m->rope_sin, rope)};
     m->block = views_alloc(views, sizeof views / sizeof views[0]);
     /* The gradients have a block of their own: adapters free it. */
     m->grads = xmalloc(m->n_params * sizeof(float));

@@ -109,8 +109,8 @@ int model_find_tensor(Model *m, const char *name, ModelTensor *out);
  * from a copy with the adapters merged (lora_merge). CHECKs that no
  * adapters are attached yet and that the configs are equal. */
 typedef struct Lora Lora;
-void  model_attach_lora(Model *m, Lora **lo);
-Lora *model_lora(const Model *m); /* borrowed, or NULL */
+void                model_attach_lora(Model *m, Lora **lo);
+Lora               *model_lora(const Model *m); /* borrowed, or NULL */
 /* What an optimizer trains: the adapters' block when attached, else the
  * whole parameter block (and the matching gradients). */
 float *model_train_params(Model *m);

@@ -86,7 +86,7 @@ struct Model {
     ModelConfig cfg;
     size_t      n_params;
     float      *params;
-    float      *grads;           /* own allocation; NULL with adapters attached */
+    float      *grads; /* own allocation; NULL with adapters attached */
     Weights     w, g;
     int         n_tensors;
     TensorInfo *tensors;
