@@ -101,6 +101,11 @@ struct Learner {
     uint16_t *snap_half;          /* the bf16 snapshot block at checksum_version, or NULL */
     uint64_t  checksum;           /* of the snapshot block at checksum_version */
     int64_t   checksum_version;
+    /* With LoRA, the policy's base with the adapters merged (what actors
+     * and the held-out evaluation decode), made once per version. */
+    Model  *merged;
+    int64_t merged_version;
+    bool    memory_logged; /* the training memory has been logged (first step) */
 
     LearnerPending *pend;
     int             n_pend, cap_pend;

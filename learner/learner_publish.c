@@ -9,6 +9,7 @@
 #include "common/formats/ckpt_config.h"
 #include "common/net/snapshot.h"
 #include "common/nn/half.h"
+#include "common/nn/lora.h"
 #include "learner/learner_metrics.h"
 #include "learner/learner_serve.h"
 
@@ -28,6 +29,22 @@ static void add_bpe_config(Learner *l)
     CHECK(l->config_json);
 }
 
+Model *learner_publish_model(Learner *l)
+{
+    Lora *lo = model_lora(l->policy);
+    if (!lo) return l->policy;
+    if (!l->merged) {
+        l->merged = model_new(model_config(l->policy));
+        l->merged_version = -1;
+    }
+    if (l->merged_version != l->version) {
+        model_copy_params(l->merged, l->policy);
+        lora_merge(lo, l->merged);
+        l->merged_version = l->version;
+    }
+    return l->merged;
+}
+
 void learner_publish_config(Learner *l)
 {
     l->config_json = ckpt_config_to_json(model_config(l->policy), l->tok);
@@ -43,15 +60,15 @@ size_t learner_publish_bytes(const Learner *l)
  * checksum, made once per version. */
 static const void *current_block(Learner *l)
 {
-    size_t      n = model_num_params(l->policy);
-    const void *block = model_params(l->policy);
+    size_t       n = model_num_params(l->policy);
+    const float *w = model_params(learner_publish_model(l));
+    const void  *block = w;
     if (l->cfg.snapshot_dtype == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16) {
         if (!l->snap_half) l->snap_half = xmalloc(sizeof(uint16_t) * n);
         block = l->snap_half;
     }
     if (l->checksum_version == l->version) return block;
     if (l->snap_half) {
-        const float *w = model_params(l->policy);
         for (size_t i = 0; i < n; i++) l->snap_half[i] = half_f32_to_bf16(w[i]);
     }
     l->checksum = wire_snap_checksum(block, learner_publish_bytes(l));

@@ -10,8 +10,9 @@
  * memory budget over all peers; a request beyond either is answered with an ErrorReply and counted
  * as a busy or over_budget reject of the snapshot socket.
  *
- * Ownership: the Learner owns config_json, the bf16 copy and the checksum
- * cache (all of one version, made when first asked for).
+ * Ownership: the Learner owns config_json, the bf16 copy, the merged model
+ * of a LoRA run and the checksum cache (all of one version, made when first
+ * asked for).
  * Threading: the Learner's thread. Errors: a send that fails is logged and
  * dropped (the announce repeats; an actor asks for the snapshot again). */
 #ifndef RLHF_LEARNER_PUBLISH_H
@@ -19,6 +20,10 @@
 
 #include "learner/learner_int.h"
 
+/* The model actors get at the current version: the policy itself, or with
+ * LoRA adapters a copy of its base with them merged (made once per version,
+ * owned by the Learner). Borrowed until the next version. */
+Model *learner_publish_model(Learner *l);
 /* Builds l->config_json from the policy's config (and the BPE's ids). */
 void learner_publish_config(Learner *l);
 /* Bytes of a snapshot's block in the configured element type. */

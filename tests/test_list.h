@@ -31,6 +31,8 @@ int kern_selftest(bool verbose);
 int model_selftest(bool verbose);
 /* LoRA adapters: gradients through the model, merging, a frozen base. */
 int lora_selftest(bool verbose);
+/* LoRA end to end: learns, log-probs agree, adapters checkpointed and resumed. */
+int lora_cluster_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
@@ -333,6 +335,7 @@ int prefs_cli_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
+    X(lora_cluster, lora_cluster_selftest)                                                         \
     X(data_char, data_char_selftest)                                                               \
     X(rm_serve, rm_serve_selftest)                                                                 \
     X(bon, bon_selftest)                                                                           \

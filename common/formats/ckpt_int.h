@@ -45,6 +45,9 @@ int ckpt_get_int(const char *fn, const char *path, const json_t *o, const char *
  * is missing or not a string. */
 const char *ckpt_get_string(const char *fn, const char *path, const json_t *o, const char *key);
 
+/* Writes m's adapters to path (adapter_model.safetensors) with the save id. */
+int ckpt_lora_write(const char *path, Lora *lo, const char *save_id);
+
 /* Writes config.json for c (and tok, when non-NULL) with the save id. */
 int ckpt_config_write(const char *path, const ModelConfig *c, const Tok *tok, const char *save_id);
 /* config.json's object -> cfg, validated; errors as ckpt_load_config. */

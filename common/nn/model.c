@@ -254,11 +254,11 @@ void model_memory(const Model *m, ModelMemory *out)
     out->params_bytes = m->n_params * sizeof(float);
     out->grads_bytes = m->grads ? m->n_params * sizeof(float) : 0;
     out->acts_bytes = m->a.block_bytes;
-    out->adapter_bytes = 0;
+    out->adapter_bytes = out->adapter_acts_bytes = 0;
     if (m->lora) {
         out->adapter_bytes = lora_num_params(m->lora) * sizeof(float);
         out->grads_bytes += lora_num_params(m->lora) * sizeof(float);
-        out->acts_bytes += lora_act_bytes(m->lora);
+        out->adapter_acts_bytes = lora_act_bytes(m->lora);
     }
 }
 

@@ -120,10 +120,11 @@ size_t model_num_train_params(const Model *m);
 /* Bytes a model holds for training, as allocated now (activations grow
  * with the largest batch seen). */
 typedef struct {
-    size_t params_bytes;  /* the base parameters */
-    size_t adapter_bytes; /* the adapters' parameters, 0 without */
-    size_t grads_bytes;   /* gradients of what is trained */
-    size_t acts_bytes;    /* training activations, the adapters' included */
+    size_t params_bytes;       /* the base parameters */
+    size_t adapter_bytes;      /* the adapters' parameters, 0 without */
+    size_t grads_bytes;        /* gradients of what is trained */
+    size_t acts_bytes;         /* training activations of the base */
+    size_t adapter_acts_bytes; /* what the adapters keep for the backward pass */
 } ModelMemory;
 void model_memory(const Model *m, ModelMemory *out);
 
