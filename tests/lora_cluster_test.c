@@ -11,8 +11,9 @@
  * the summary's memory shows gradients and optimizer moments of the
  * adapters only; the checkpoint holds adapter_model.safetensors; a learner
  * restarted on it with other LoRA flags is refused with a message naming
- * both; and one restarted with the same flags resumes the adapters (the
- * reward stays learned rather than falling back to the base's). */
+ * both; one restarted with the same flags resumes the adapters (the
+ * reward stays learned rather than falling back to the base's); and
+ * rlhf-export of the checkpoint is the base with the adapters merged. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,7 +21,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/base/err.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/ckpt_config.h"
+#include "common/nn/lora.h"
 #include "tests/support/expect.h"
 #include "tests/support/fixtures.h"
 #include "tests/support/testcl.h"
@@ -74,6 +78,57 @@ static double mismatch_max(const json_t *recs, int *missing)
         worst = fmax(worst, json_number_value(m));
     }
     return worst;
+}
+
+/* A model of checkpoint dir into *m (adapters attached when it has them);
+ * false after a failed check. */
+static bool load_dir(const char *dir, Model **m)
+{
+    ModelConfig mc;
+    Lora       *lo = NULL;
+    *m = NULL;
+    int rc = ckpt_load_config(dir, &mc);
+    if (!rc && (rc = ckpt_load_lora(dir, &mc, &lo)) == ERR_NOTFOUND) rc = 0;
+    if (rc) return EXPECT(false, "cannot load '%s': %s", dir, err_str(rc));
+    *m = model_new(&mc);
+    if (lo) model_attach_lora(*m, &lo);
+    rc = ckpt_load(dir, *m);
+    if (rc) model_free(m);
+    return EXPECT(rc == 0, "cannot load '%s': %s", dir, err_str(rc));
+}
+
+/* rlhf-export of the LoRA checkpoint gives its base with the adapters
+ * merged, bit for bit as lora_merge makes it, and not the base. */
+static void check_export(TestCl *c)
+{
+    char out[PATH_MAX + 16];
+    testfs_path(out, sizeof out, "%s/exported", c->tmp);
+    Proc *p = testcl_proc(c, "export", "rlhf-export", NULL, NULL);
+    proc_arg(p, "--model=%s", c->ckpt);
+    proc_arg(p, "--out=%s", out);
+    if (!testcl_start(c, p)) return;
+    if (!EXPECT(proc_wait(p, testcl_budget(c, 30.0)) == 0 && proc_exited_ok(p) &&
+                    proc_output_has(p, "merged the LoRA adapters"),
+                "%s", "rlhf-export of the LoRA checkpoint failed or did not merge"))
+        return;
+    Model *ex = NULL, *ck = NULL;
+    if (load_dir(out, &ex) && load_dir(c->ckpt, &ck) &&
+        EXPECT(model_lora(ck) && !model_lora(ex), "%s", "adapters where not expected")) {
+        Model *merged = model_new(model_config(ck));
+        model_copy_params(merged, ck);
+        lora_merge(model_lora(ck), merged);
+        size_t n = model_num_params(ex);
+        float  d_merged = fixture_max_abs_diff(model_params(ex), model_params(merged), n);
+        float  d_base = fixture_max_abs_diff(model_params(ex), model_params(ck), n);
+        EXPECT(d_merged == 0.0f && d_base > 1e-3f,
+               "exported weights: max |diff| %g from base + adapters merged (want 0), %g from the "
+               "base (want > 1e-3)",
+               (double)d_merged, (double)d_base);
+        testcl_note(c, "export: merged weights differ from the base by up to %.3g", d_base);
+        model_free(&merged);
+    }
+    model_free(&ex);
+    model_free(&ck);
 }
 
 static void check_memory(TestCl *c, const json_t *sum)
@@ -174,6 +229,7 @@ int lora_cluster_selftest(bool verbose)
            "after the resume rm's mean is %.3f, near the base's %.3f: adapters lost?", resumed,
            first);
     json_decref(recs);
+    check_export(&c);
     testcl_end(&c, actor);
     testcl_end(&c, reward);
     return testcl_finish(&c);
