@@ -192,6 +192,15 @@ Learner *learner_new(const LearnerConfig *cfg)
              l->run_id, l->epoch, l->version, learner_algo_name(cfg->algo.kind),
              model_num_params(l->policy), cfg->steps, cfg->batch_groups, cfg->group_size,
              cfg->lease_prompts, cfg->lease_timeout_ms, cfg->max_staleness);
+    Lora *lo = model_lora(l->policy);
+    if (lo)
+        log_info(
+            "LoRA: rank %d, alpha %g, %zu adapter parameters on %zu frozen; snapshots: %zu "
+            "bytes with the base (an actor's first), then %zu bytes of adapters alone per "
+            "version (%.2f%%)",
+            lora_config(lo)->rank, (double)lora_config(lo)->alpha, lora_num_params(lo),
+            model_num_params(l->policy), learner_publish_bytes(l), learner_publish_adapter_bytes(l),
+            100.0 * (double)learner_publish_adapter_bytes(l) / (double)learner_publish_bytes(l));
     return l;
 fail:
     log_error("learner_new: %s", err_str(rc));
@@ -212,6 +221,7 @@ void learner_free(Learner **lp)
     free(l->config_json);
     free(l->snap_half);
     model_free(&l->merged);
+    free(l->snap_lora);
     free(l->traj);
     free(l->prompt_tok);
     free(l->tok_version);

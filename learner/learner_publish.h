@@ -3,7 +3,12 @@
  * every update and periodically for late subscribers, and the whole snapshot
  * as WeightChunks to whoever asks on the snapshot ROUTER, with the policy's
  * config (naming the GGUF tokenizer for a chat model) in chunk 0 and the
- * checksum of the parameter block. The block goes out in the element type of
+ * checksum of the parameter block. With LoRA (--lora-rank) an actor's first
+ * snapshot of an incarnation holds the frozen base and the adapters
+ * (SNAPSHOT_BASE_ADAPTERS); a request that says it holds that base
+ * (have_base, same run and epoch) gets the adapters alone
+ * (SNAPSHOT_ADAPTERS), which the actor merges into its copy of the base. The block goes out in the
+ * element type of
  * --snapshot-dtype: bf16 (the default: the fp32 masters rounded to nearest
  * even once per version, half the bytes) or f32 (the masters as they are). Snapshots go out through
  * a ledger of queued output (common/net/snapshot.h, WireSnapOut): one at a time per peer, within a
@@ -26,8 +31,11 @@
 Model *learner_publish_model(Learner *l);
 /* Builds l->config_json from the policy's config (and the BPE's ids). */
 void learner_publish_config(Learner *l);
-/* Bytes of a snapshot's block in the configured element type. */
+/* Bytes of a full snapshot's block in the configured element type (with
+ * LoRA the base and the adapters), and of an adapters-only one (0 without
+ * LoRA). */
 size_t learner_publish_bytes(const Learner *l);
+size_t learner_publish_adapter_bytes(const Learner *l);
 /* Announces the current version on the weights socket. */
 void learner_publish_announce(Learner *l);
 /* The dispatch table's handler of a SnapshotRequest: sends the current

@@ -12,6 +12,7 @@
 #include "common/formats/ckpt.h"
 #include "common/nn/lora.h"
 #include "learner/learner_metrics.h"
+#include "learner/learner_publish.h"
 #include "learner/learner_task.h"
 #include "learner/learner_train.h"
 
@@ -344,6 +345,12 @@ int learner_record_summary(Learner *l, bool stopped)
                                   "activations", (json_int_t)lm.acts, "full_fine_tuning",
                                   (json_int_t)lm.full_ft, "merged_copy", (json_int_t)lm.merged));
     json_object_set_new(o, "lora_rank", json_integer(lo ? lora_config(lo)->rank : 0));
+    json_object_set_new(o, "snapshot_bytes_full",
+                        json_integer((json_int_t)learner_publish_bytes(l)));
+    json_object_set_new(o, "snapshot_bytes_adapters",
+                        json_integer((json_int_t)learner_publish_adapter_bytes(l)));
+    json_object_set_new(o, "snapshots_served", json_integer((json_int_t)l->snapshots_served));
+    json_object_set_new(o, "snapshots_adapters", json_integer((json_int_t)l->snapshots_adapters));
 #undef NUM
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(o);

@@ -9,11 +9,12 @@
  * learner's log-probs (adapter forward) agree with the actor's (decode of
  * the merged weights) to float rounding in every record (mismatch_abs);
  * the summary's memory shows gradients and optimizer moments of the
- * adapters only; the checkpoint holds adapter_model.safetensors; a learner
- * restarted on it with other LoRA flags is refused with a message naming
- * both; one restarted with the same flags resumes the adapters (the
- * reward stays learned rather than falling back to the base's); and
- * rlhf-export of the checkpoint is the base with the adapters merged. */
+ * adapters only; the actor's first snapshot holds the base and the adapters
+ * and later ones the adapters alone (the learner's summary counts them); the checkpoint holds
+ * adapter_model.safetensors; a learner restarted on it with other LoRA flags is refused with a
+ * message naming both; one restarted with the same flags resumes the adapters (the reward stays
+ * learned rather than falling back to the base's); and rlhf-export of the checkpoint is the base
+ * with the adapters merged. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -144,6 +145,20 @@ static void check_memory(TestCl *c, const json_t *sum)
            " optimizer %" PRId64 " per step %" PRId64 " full fine-tuning %" PRId64
            "; expected gradients = adapters, optimizer = 2 x adapters, less than full",
            w, a, g, o, step, full);
+    int64_t full_b = testcl_jint(sum, "snapshot_bytes_full");
+    int64_t ad_b = testcl_jint(sum, "snapshot_bytes_adapters");
+    int64_t served = testcl_jint(sum, "snapshots_served");
+    int64_t served_ad = testcl_jint(sum, "snapshots_adapters");
+    /* fp32: the base and adapters, then the adapters alone. */
+    EXPECT(full_b == 4 * (w / 4 + a / 4) && ad_b == a && served_ad >= 1 && served_ad < served,
+           "snapshots: %" PRId64 " bytes full, %" PRId64 " adapters alone, %" PRId64 " of %" PRId64
+           " served as adapters; expected the base + adapters, the adapters, "
+           "and all but the first as adapters",
+           full_b, ad_b, served_ad, served);
+    testcl_note(c,
+                "snapshots: %" PRId64 " bytes with the base, %" PRId64
+                " of adapters alone; %" PRId64 " of %" PRId64 " served as adapters",
+                full_b, ad_b, served_ad, served);
     testcl_note(c,
                 "memory per step: %" PRId64 " bytes with LoRA, %" PRId64
                 " for full fine-tuning (weights %" PRId64 ", adapters %" PRId64 ")",
@@ -180,6 +195,8 @@ int lora_cluster_selftest(bool verbose)
     testcl_wait_done(&c, learner, 200.0);
     EXPECT(proc_output_has(learner, "memory per learner step"), "%s",
            "the learner did not log its memory per step");
+    EXPECT(proc_output_has(actor, "LoRA base and adapters"), "%s",
+           "the actor did not install a snapshot of the base and adapters");
 
     TestClCounters k;
     json_t        *sum = testcl_check_summary(&c, STEPS, &k);

@@ -105,6 +105,9 @@ int metrics_selftest(bool verbose);
  * log-prob contract against model_forward, a new version, a learner restart
  * with a lower version, and hostile frames on every socket. */
 int actor_selftest(bool verbose);
+/* An actor following LoRA snapshots: base and adapters, adapters alone,
+ * refusals of adapters whose base it lacks. */
+int actor_lora_selftest(bool verbose);
 /* actor_dns: reward host names resolved to every address and followed. */
 int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
@@ -315,6 +318,7 @@ int prefs_cli_selftest(bool verbose);
     X(reactor, reactor_selftest)                                                                   \
     X(metrics, metrics_selftest)                                                                   \
     X(actor, actor_selftest)                                                                       \
+    X(actor_lora, actor_lora_selftest)                                                             \
     X(actor_dns, actor_dns_selftest)                                                               \
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \

@@ -190,6 +190,16 @@ int ckpt_load(const char *dir, Model *m);
  * is NULL on error. */
 int ckpt_load_lora(const char *dir, const ModelConfig *mc, Lora **out);
 
+/* The adapters' rank, alpha and targets as config JSON keys (the metadata
+ * keys above), added to object o: how a snapshot's config names them. */
+void ckpt_lora_config_to_json(json_t *o, const LoraConfig *lc);
+/* Reads them back from config JSON text for a model of shape mc. Returns 0
+ * with *lc filled; ERR_NOTFOUND (not logged) when the text has none;
+ * ERR_FORMAT, logged naming name, for bad values or a config that does not
+ * fit mc. */
+int ckpt_lora_config_from_json(const char *name, const char *text, const ModelConfig *mc,
+                               LoraConfig *lc);
+
 /* Loads optimizer state into exp_avg and exp_avg_sq (n floats each) and the
  * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,
  * if the checkpoint has no optimizer state (normal for an inference

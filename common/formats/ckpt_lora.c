@@ -123,3 +123,49 @@ close_file:
         *out = lo;
     return rc;
 }
+
+void ckpt_lora_config_to_json(json_t *o, const LoraConfig *lc)
+{
+    char targets[64];
+    lora_format_targets(lc->targets, targets, sizeof targets);
+    json_object_set_new(o, CKPT_LORA_RANK_KEY, json_integer(lc->rank));
+    json_object_set_new(o, CKPT_LORA_ALPHA_KEY, json_real(lc->alpha));
+    json_object_set_new(o, CKPT_LORA_TARGETS_KEY, json_string(targets));
+}
+
+int ckpt_lora_config_from_json(const char *name, const char *text, const ModelConfig *mc,
+                               LoraConfig *lc)
+{
+    json_error_t e;
+    json_t      *o = json_loads(text ? text : "", 0, &e);
+    int          rc = 0;
+    char         why[160];
+    if (!json_is_object(o)) {
+        log_error("ckpt_lora_config_from_json: %s: config is not a JSON object", name);
+        json_decref(o);
+        return ERR_FORMAT;
+    }
+    const json_t *r = json_object_get(o, CKPT_LORA_RANK_KEY);
+    const json_t *a = json_object_get(o, CKPT_LORA_ALPHA_KEY);
+    const json_t *t = json_object_get(o, CKPT_LORA_TARGETS_KEY);
+    if (!r && !a && !t) {
+        rc = ERR_NOTFOUND;
+    } else if (!json_is_integer(r) || !json_is_number(a) || !json_is_string(t) ||
+               json_integer_value(r) < 1 || json_integer_value(r) > LORA_MAX_RANK) {
+        log_error("ckpt_lora_config_from_json: %s: %s, %s and %s must be a rank in 1..%d, a "
+                  "number and a target list",
+                  name, CKPT_LORA_RANK_KEY, CKPT_LORA_ALPHA_KEY, CKPT_LORA_TARGETS_KEY,
+                  LORA_MAX_RANK);
+        rc = ERR_FORMAT;
+    } else {
+        lc->rank = (int)json_integer_value(r);
+        lc->alpha = (float)json_number_value(a);
+        if (lora_parse_targets(json_string_value(t), &lc->targets, why, sizeof why) ||
+            lora_config_validate(lc, mc, why, sizeof why)) {
+            log_error("ckpt_lora_config_from_json: %s: %s", name, why);
+            rc = ERR_FORMAT;
+        }
+    }
+    json_decref(o);
+    return rc;
+}
