@@ -40,6 +40,8 @@ int gguf_smollm2_selftest(bool verbose);
  * log-prob gaps and greedy agreement (skipped without the model file). */
 int decode_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
+/* A checkpoint's LoRA adapters: round trip, damage, the snapshot config keys. */
+int ckpt_lora_selftest(bool verbose);
 /* config.json of transformers' reward models (LlamaForSequenceClassification). */
 int ckpt_config_selftest(bool verbose);
 int export_selftest(bool verbose);
@@ -284,6 +286,7 @@ int prefs_cli_selftest(bool verbose);
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
     X(decode_smollm2, decode_smollm2_selftest)                                                     \
     X(ckpt, ckpt_selftest)                                                                         \
+    X(ckpt_lora, ckpt_lora_selftest)                                                               \
     X(ckpt_config, ckpt_config_selftest)                                                           \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \
