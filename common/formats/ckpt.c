@@ -764,6 +764,28 @@ static long long first_nonfinite(const float *x, size_t n)
     return -1;
 }
 
+/* The adapters of checkpoint dir into lo, from the same save as its
+ * config (cfg_id): ERR_AGAIN when another save's (replaced while loading). */
+static int load_adapters(const char *dir, const char *cfg_id, Lora *lo)
+{
+    char    path[PATH_MAX];
+    StFile *f = NULL;
+    ckpt_join(path, dir, CKPT_ADAPTER_FILE);
+    int rc = st_open(path, &f);
+    if (rc) return rc;
+    const char *id = st_meta_get(f, CKPT_SAVE_ID_KEY);
+    if (!id || strcmp(id, cfg_id)) {
+        log_warn("ckpt_load: '%s': config.json is from save '%s' but the adapters from save '%s' "
+                 "(replaced while loading?)",
+                 dir, cfg_id[0] ? cfg_id : "none", id ? id : "none");
+        rc = ERR_AGAIN;
+    } else {
+        rc = ckpt_lora_read(path, f, lo);
+    }
+    st_close(&f);
+    return rc;
+}
+
 int ckpt_load(const char *dir, Model *m)
 {
     CHECK(dir && m);
@@ -803,6 +825,7 @@ int ckpt_load(const char *dir, Model *m)
         log_warn("ckpt_load: '%s' records no tensor checksums (saved before they existed, or by "
                  "another tool): loading it unverified",
                  wpath);
+    if (model_lora(m) && (rc = load_adapters(dir, cfg_id, model_lora(m))) != 0) goto close_file;
     for (int i = 0; i < model_num_tensors(m) && rc == 0; i++) {
         ModelTensor mt;
         model_tensor(m, i, &mt);

@@ -179,7 +179,12 @@ bool ckpt_exists(const char *dir);
  * the file lacks (naming it); ERR_FORMAT for a malformed file or a tensor whose bytes do not
  * match their checksum (naming file and tensor); ERR_NONFINITE for a NaN or infinite
  * weight; ERR_IO. After a validation error m is untouched; after a damaged tensor (ERR_FORMAT),
- * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified. */
+ * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified.
+ * With LoRA adapters attached to m (shaped from ckpt_load_lora), their values
+ * are read again from adapter_model.safetensors in the same pass, which must
+ * carry config.json's save id (else ERR_AGAIN: retry), so base and adapters
+ * are always of one save; ERR_NOTFOUND if the file is missing, ERR_MISMATCH
+ * for tensors that do not fit the attached adapters. */
 int ckpt_load(const char *dir, Model *m);
 
 /* Loads the adapters of checkpoint dir for a model of shape mc into *out

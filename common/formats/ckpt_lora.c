@@ -72,6 +72,32 @@ static int read_config(const char *path, StFile *f, const ModelConfig *mc, LoraC
     return 0;
 }
 
+int ckpt_lora_read(const char *path, StFile *f, Lora *lo)
+{
+    int rc = 0;
+    if (st_count(f) != lora_num_tensors(lo)) {
+        log_error("ckpt_load_lora: '%s': %d tensors, expected %d for rank %d on these targets",
+                  path, st_count(f), lora_num_tensors(lo), lora_config(lo)->rank);
+        return ERR_MISMATCH;
+    }
+    if (!st_has_checksums(f))
+        log_warn("ckpt_load_lora: '%s' records no checksums: loading it unverified", path);
+    for (int i = 0; i < lora_num_tensors(lo) && !rc; i++) {
+        ModelTensor t;
+        lora_tensor(lo, i, &t);
+        /* st_read_f32 names a missing tensor or a shape that differs. */
+        if ((rc = st_read_f32(f, t.name, t.data, 2, t.shape))) break;
+        for (size_t k = 0; k < t.numel && !rc; k++) {
+            if (!isfinite(t.data[k])) {
+                log_error("ckpt_load_lora: '%s': tensor '%s' element %zu is %g", path, t.name, k,
+                          (double)t.data[k]);
+                rc = ERR_NONFINITE;
+            }
+        }
+    }
+    return rc;
+}
+
 int ckpt_load_lora(const char *dir, const ModelConfig *mc, Lora **out)
 {
     CHECK(dir && mc && out);
@@ -94,27 +120,7 @@ int ckpt_load_lora(const char *dir, const ModelConfig *mc, Lora **out)
     Lora      *lo = NULL;
     if ((rc = read_config(path, f, mc, &lc))) goto close_file;
     lo = lora_new(&lc, mc);
-    if (st_count(f) != lora_num_tensors(lo)) {
-        log_error("ckpt_load_lora: '%s': %d tensors, expected %d for rank %d on these targets",
-                  path, st_count(f), lora_num_tensors(lo), lc.rank);
-        rc = ERR_MISMATCH;
-        goto close_file;
-    }
-    if (!st_has_checksums(f))
-        log_warn("ckpt_load_lora: '%s' records no checksums: loading it unverified", path);
-    for (int i = 0; i < lora_num_tensors(lo) && !rc; i++) {
-        ModelTensor t;
-        lora_tensor(lo, i, &t);
-        /* st_read_f32 names a missing tensor or a shape that differs. */
-        if ((rc = st_read_f32(f, t.name, t.data, 2, t.shape))) break;
-        for (size_t k = 0; k < t.numel && !rc; k++) {
-            if (!isfinite(t.data[k])) {
-                log_error("ckpt_load_lora: '%s': tensor '%s' element %zu is %g", path, t.name, k,
-                          (double)t.data[k]);
-                rc = ERR_NONFINITE;
-            }
-        }
-    }
+    rc = ckpt_lora_read(path, f, lo);
 close_file:
     st_close(&f);
     if (rc)

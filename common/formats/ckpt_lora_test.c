@@ -1,12 +1,14 @@
 /* ckpt_lora_selftest: a checkpoint of a model with LoRA adapters attached
  * saves adapter_model.safetensors beside the base and loads back bit for
  * bit (rank, alpha, targets and every A and B); optimizer state must be the
- * adapters' size; a checkpoint without adapters says ERR_NOTFOUND; a
+ * adapters' size; adapters of another save than the base are refused
+ * (ERR_AGAIN); a checkpoint without adapters says ERR_NOTFOUND; a
  * damaged adapter tensor is refused; the snapshot config's LoRA keys round
  * trip and bad ones are refused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/base/err.h"
 #include "common/formats/ckpt.h"
@@ -61,6 +63,24 @@ static void round_trip(const char *tmp)
                "%s", "the base after the round trip differs");
         model_free(&back);
     }
+    /* Adapters of an earlier save beside the base of a later one (a save
+     * replaced the directory while loading): ERR_AGAIN, never a mix. */
+    testfs_path(path, sizeof path, "%s/%s", dir, CKPT_ADAPTER_FILE);
+    struct stat st;
+    char       *old = testfs_read(path, 1 << 20);
+    size_t      len = old && stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+    if (EXPECT(old && ckpt_save(dir, m, NULL, &good, NULL) == 0, "%s", "second save failed")) {
+        CHECK(testfs_write(path, old, len) == 0);
+        Lora *again = NULL;
+        CHECK(ckpt_load_lora(dir, &mc, &again) == 0);
+        Model *mix = model_new(&mc);
+        model_attach_lora(mix, &again);
+        rc = ckpt_load(dir, mix);
+        EXPECT(rc == ERR_AGAIN, "adapters of another save: %s, expected ERR_AGAIN", err_str(rc));
+        model_free(&mix);
+        CHECK(ckpt_save(dir, m, NULL, &good, NULL) == 0);
+    }
+    free(old);
     /* A checkpoint of a plain model has no adapters. */
     char plain[4096];
     testfs_path(plain, sizeof plain, "%s/plain", tmp);
