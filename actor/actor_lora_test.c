@@ -4,7 +4,8 @@
  * installed, no crash) and the next request says it lacks the base; the
  * base and adapters install as base + merge, bit for bit; adapters alone
  * then replace the previous merge (not stack on it); adapters of another
- * learner epoch are refused and the base forgotten. */
+ * learner epoch are refused and the base forgotten; and the same in bf16
+ * (the learner's default wire type). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "common/formats/ckpt_config.h"
 #include "common/formats/tok.h"
 #include "common/net/snapshot.h"
+#include "common/nn/half.h"
 #include "common/nn/lora.h"
 #include "common/nn/model.h"
 #include "tests/support/expect.h"
@@ -47,7 +49,7 @@ static void *fetch_thread(void *p)
 /* What the fake learner serves for one request. */
 typedef struct {
     uint64_t    epoch, version;
-    int         kind;
+    int         kind, dtype;
     const void *block;
     size_t      bytes;
 } Serve;
@@ -70,7 +72,7 @@ static int one_fetch(Actor *a, WireSock *snap, const char *config, const Serve *
                              .epoch = s->epoch,
                              .policy_version = s->version,
                              .config_json = config,
-                             .dtype = RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_F32,
+                             .dtype = s->dtype,
                              .kind = s->kind};
         EXPECT(wire_snap_send(snap, m.peer, m.peer_len, &meta, s->block, s->bytes, 4096) == 0, "%s",
                "snapshot not sent");
@@ -177,6 +179,26 @@ int actor_lora_selftest(bool verbose)
     EXPECT(rc == 0 && !have_base && holds_merge(a, base, lo),
            "after the refusal: rc %d, have_base %d; expected the base asked for and installed", rc,
            have_base);
+    /* 5. bf16 on the wire (the learner's default): the base and adapters
+     * widen exactly, so the actor holds bf16(base) + merge(bf16(adapters)). */
+    uint16_t *half = xmalloc((n + na) * sizeof(uint16_t));
+    for (size_t i = 0; i < n + na; i++) half[i] = half_f32_to_bf16(block[i]);
+    Model *rbase = model_new(&mc);
+    Lora  *rlo = lora_new(&lc, &mc);
+    for (size_t i = 0; i < n; i++) model_params(rbase)[i] = half_bf16_to_f32(half[i]);
+    for (size_t i = 0; i < na; i++) lora_params(rlo)[i] = half_bf16_to_f32(half[n + i]);
+    s = (Serve){
+        .epoch = 3, .version = 4, .kind = 1, .dtype = 1, .block = half, .bytes = (n + na) * 2};
+    rc = one_fetch(a, snap, config, &s, &have_base);
+    EXPECT(rc == 0 && holds_merge(a, rbase, rlo), "bf16 base and adapters: rc %d", rc);
+    s = (Serve){
+        .epoch = 3, .version = 5, .kind = 2, .dtype = 1, .block = half + n, .bytes = na * 2};
+    rc = one_fetch(a, snap, config, &s, &have_base);
+    EXPECT(rc == 0 && have_base && holds_merge(a, rbase, rlo) && a->held.version == 5,
+           "bf16 adapters alone: rc %d, have_base %d", rc, have_base);
+    free(half);
+    lora_free(&rlo);
+    model_free(&rbase);
 
     actor_free(&a);
     free(block);
