@@ -396,6 +396,8 @@ void actor_free(Actor **pa)
     }
     gen_free(&a->gen);
     model_free(&a->model);
+    free(a->base);
+    lora_free(&a->lora);
     wire_snap_rx_free(&a->rx);
     free(a->buf_block);
     for (int i = 0; i < 3 + ACTOR_MAX_REWARD; i++) free(a->ep_copies[i]);

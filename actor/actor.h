@@ -119,6 +119,7 @@ typedef struct {
     uint64_t epoch;                    /* learner epoch of the held weights */
     uint64_t policy_version;           /* version of the held weights */
     uint64_t snapshot_bytes;           /* bytes of the snapshots installed */
+    uint64_t snapshots_adapters;       /* of them, LoRA adapters alone (the base held) */
     uint64_t slot_steps;               /* generation slots offered: --batch per step */
     uint64_t slot_rows_used;           /* of those, slots that held a sequence */
 } ActorStats;

@@ -21,6 +21,7 @@
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "common/nn/gen.h"
+#include "common/nn/lora.h"
 #include "common/nn/model.h"
 
 /* Internal result: the stop flag was seen. */
@@ -83,6 +84,8 @@ struct Actor {
 
     /* Weights. */
     Model      *model;         /* NULL before the first snapshot */
+    float      *base;          /* LoRA run: the frozen base of held (model_num_params), or NULL */
+    Lora       *lora;          /* LoRA run: the held adapters, merged into model, or NULL */
     int         eos_id;        /* stop token of the held model */
     WeightsId   held;          /* identity of the weights in model */
     bool        is_fetch_due;  /* the learner has other weights: fetch at the fetch timer */

@@ -12,6 +12,7 @@
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
 #include "common/formats/tok.h"
+#include "common/nn/lora.h"
 
 /* Back-off between failed snapshot fetches, doubling from MIN to MAX. */
 #define ACTOR_BACKOFF_MIN_MS 100
@@ -25,10 +26,42 @@ void actor_weights_format(const WeightsId *w, char *buf, size_t cap)
              (unsigned long long)w->version);
 }
 
+/* Widens n elements of the wire's type (bf16 or f32) into dst. bf16 widens
+ * to f32 exactly: the actor then holds the learner's weights rounded once,
+ * and a bf16 decode copy of them is lossless. */
+static void from_wire(float *dst, const void *src, size_t n, size_t elem)
+{
+    if (elem == 2) {
+        const uint16_t *h = src;
+        for (size_t i = 0; i < n; i++) dst[i] = half_bf16_to_f32(h[i]);
+    } else {
+        memcpy(dst, src, n * sizeof(float));
+    }
+}
+
+/* Forgets the base and adapters of a LoRA run: the held weights are whole. */
+static void drop_base(Actor *a)
+{
+    free(a->base);
+    a->base = NULL;
+    lora_free(&a->lora);
+}
+
+static bool lora_config_same(const Lora *lo, const LoraConfig *lc)
+{
+    const LoraConfig *h = lora_config(lo);
+    return h->rank == lc->rank && h->alpha == lc->alpha && h->targets == lc->targets;
+}
+
 /* Makes the complete snapshot in a->rx the held weights: checks its config,
  * size and values, then copies the whole block over the parameters (or
- * builds a new model when the config changed). Returns 0 or ERR_FORMAT
- * (refusal counted and logged). */
+ * builds a new model when the config changed). A LoRA run's snapshot holds
+ * the frozen base and the adapters, or the adapters alone for the base held
+ * already: the base is kept, and the parameters become base + the adapters
+ * merged, so a new version replaces the previous merge. Returns 0,
+ * ERR_FORMAT, or ERR_MISMATCH for adapters whose base is not held (then the
+ * base is forgotten, so the next request asks for it); refusals counted
+ * and logged. */
 static int install_snapshot(Actor *a)
 {
     size_t      bytes = 0;
@@ -46,26 +79,38 @@ static int install_snapshot(Actor *a)
         return 0;
     }
     ModelConfig mc;
-    int         eos = TOK_EOS;
+    LoraConfig  lc = {0};
+    int         eos = TOK_EOS, kind = wire_snap_rx_kind(a->rx);
+    bool        is_lora = kind != RLHF__SNAPSHOT_KIND__SNAPSHOT_FULL;
     /* The same rules as a checkpoint's config.json; the reason is logged there. */
-    if (ckpt_config_from_json(name, wire_snap_rx_config(a->rx), &mc, &eos) != 0) {
+    if (ckpt_config_from_json(name, wire_snap_rx_config(a->rx), &mc, &eos) != 0 ||
+        (is_lora && ckpt_lora_config_from_json(name, wire_snap_rx_config(a->rx), &mc, &lc))) {
         actor_refuse(a, "snapshot", WIRE_REJ_BAD_VALUE, "%s: config refused", name);
         return ERR_FORMAT;
     }
+    if (kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_ADAPTERS &&
+        !(a->base && a->lora && actor_held_matches(a, id.run_id, id.epoch) &&
+          model_config_equal(model_config(a->model), &mc) && lora_config_same(a->lora, &lc))) {
+        drop_base(a);
+        actor_refuse(a, "snapshot", WIRE_REJ_BAD_RUN,
+                     "%s: adapters for a base this actor does not hold; asking for the base", name);
+        return ERR_MISMATCH;
+    }
     /* Weighed before any model is built from it: a peer cannot make the
      * actor allocate for a config it did not send the weights of. */
-    uint64_t n = model_config_num_params(&mc);
+    uint64_t n = model_config_num_params(&mc), na = is_lora ? lora_config_num_params(&lc, &mc) : 0;
+    uint64_t want = kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_ADAPTERS ? na : n + na;
     int      dtype = wire_snap_rx_dtype(a->rx);
     size_t   elem = wire_dtype_size(dtype);
-    if (n * elem != bytes) {
+    if (want * elem != bytes) {
         actor_refuse(a, "snapshot", WIRE_REJ_BAD_SHAPE,
                      "%s: %zu bytes of %s, but its config implies %llu parameters (%llu bytes)",
-                     name, bytes, elem == 2 ? "bf16" : "f32", (unsigned long long)n,
-                     (unsigned long long)(n * elem));
+                     name, bytes, elem == 2 ? "bf16" : "f32", (unsigned long long)want,
+                     (unsigned long long)(want * elem));
         return ERR_FORMAT;
     }
     /* Every value finite, checked in the wire's own type before any is used. */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < want; i++) {
         float v =
             elem == 2 ? half_bf16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
         if (!isfinite(v)) {
@@ -87,6 +132,7 @@ static int install_snapshot(Actor *a)
         gen_free(&a->gen);
         a->gen_max_len = 0;
         model_free(&a->model);
+        drop_base(a);
         a->model = m;
         log_info("actor %s: model: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d, "
                  "max_seq_len %d, %zu parameters",
@@ -94,14 +140,22 @@ static int install_snapshot(Actor *a)
                  mc.vocab_size, mc.max_seq_len, model_num_params(m));
     }
     /* The swap: whole, while no sequence is being generated (actor_work). */
-    if (elem == 2) {
-        /* bf16 widens to f32 exactly: the actor then holds the learner's
-         * weights rounded once, and a bf16 decode copy of them is lossless. */
-        float          *w = model_params(a->model);
-        const uint16_t *h = data;
-        for (size_t i = 0; i < n; i++) w[i] = half_bf16_to_f32(h[i]);
+    float *w = model_params(a->model);
+    if (!is_lora) {
+        drop_base(a);
+        from_wire(w, data, n, elem);
     } else {
-        memcpy(model_params(a->model), data, bytes);
+        const uint8_t *adapters = data;
+        if (kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_BASE_ADAPTERS) {
+            if (!a->base) a->base = xmalloc(n * sizeof(float));
+            from_wire(a->base, data, n, elem);
+            adapters += n * elem;
+            if (a->lora && !lora_config_same(a->lora, &lc)) lora_free(&a->lora);
+            if (!a->lora) a->lora = lora_new(&lc, &mc);
+        }
+        from_wire(lora_params(a->lora), adapters, na, elem);
+        memcpy(w, a->base, n * sizeof(float));
+        lora_merge(a->lora, a->model);
     }
     /* Decoding reads its own copy in the configured precision (fp32 if the
      * weights do not fit it, logged there). */
@@ -113,8 +167,12 @@ static int install_snapshot(Actor *a)
     a->held = id;
     a->st.snapshots++;
     a->st.snapshot_bytes += bytes;
-    log_msg(is_routine ? LOG_DEBUG : LOG_INFO, "actor %s: weights %s installed (%zu bytes)", a->id,
-            name, bytes);
+    if (kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_ADAPTERS) a->st.snapshots_adapters++;
+    log_msg(is_routine ? LOG_DEBUG : LOG_INFO, "actor %s: weights %s installed (%zu bytes%s)",
+            a->id, name, bytes,
+            kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_ADAPTERS        ? ", LoRA adapters alone"
+            : kind == RLHF__SNAPSHOT_KIND__SNAPSHOT_BASE_ADAPTERS ? ", LoRA base and adapters"
+                                                                  : "");
     return 0;
 }
 
@@ -143,6 +201,8 @@ static int fetch_once(Actor *a)
     req.actor_id = a->id;
     req.have_policy_version = a->held.version;
     req.have_epoch = a->held.epoch;
+    /* The base is kept only with the held weights of its run and epoch. */
+    req.have_base = a->base != NULL;
     int rc = wire_send(a->snap, &req.base, ZMQ_DONTWAIT);
     if (rc == ERR_AGAIN) return ERR_TIMEOUT; /* no learner connected yet */
     if (rc) return rc;

@@ -4,7 +4,8 @@
  *   rlhf-export --model PATH --out FILE.gguf [--type f16]   GGUF file
  *
  * The model is a GGUF file or a checkpoint directory of ours (what the
- * learner saves). The tokenizer written beside it comes from a GGUF file:
+ * learner saves); a checkpoint of a LoRA run is exported with its adapters
+ * merged into the base, one ordinary model. The tokenizer written beside it comes from a GGUF file:
  * --tokenizer, or the model file itself when it is a GGUF. Results go to
  * stdout, logs to stderr. Exit status: 0 done, 1 failed, 2 bad flags. */
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "common/formats/gguf.h"
 #include "common/formats/gguf_llama.h"
 #include "common/base/log.h"
+#include "common/nn/lora.h"
 #include "common/nn/model.h"
 
 enum { FORMAT_FROM_OUT = -1, FORMAT_HF = 0, FORMAT_GGUF = 1 };
@@ -68,18 +70,33 @@ static bool is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* The model from a GGUF file (whole context) or a checkpoint directory. */
+/* The model from a GGUF file (whole context) or a checkpoint directory;
+ * a checkpoint's LoRA adapters are merged into its base (W + alpha/r B A). */
 static int load_model(const char *path, Model **out)
 {
     *out = NULL;
     if (!is_dir(path)) return gguf_load(path, 0, out);
     ModelConfig cfg;
+    Lora       *lo = NULL;
     int         rc = ckpt_load_config(path, &cfg);
     if (rc) return rc;
+    if ((rc = ckpt_load_lora(path, &cfg, &lo)) && rc != ERR_NOTFOUND) return rc;
     Model *m = model_new(&cfg);
+    if (lo) model_attach_lora(m, &lo);
     if ((rc = ckpt_load(path, m)) != 0) {
         model_free(&m);
         return rc;
+    }
+    if (model_lora(m)) {
+        const LoraConfig *lc = lora_config(model_lora(m));
+        Model            *merged = model_new(&cfg);
+        model_copy_params(merged, m);
+        lora_merge(model_lora(m), merged);
+        log_info("rlhf-export: merged the LoRA adapters of '%s' (rank %d, alpha %g, %zu "
+                 "parameters) into its base",
+                 path, lc->rank, (double)lc->alpha, lora_num_params(model_lora(m)));
+        model_free(&m);
+        m = merged;
     }
     *out = m;
     return 0;
@@ -95,7 +112,8 @@ int main(int argc, char **argv)
                     .log_level = LOG_INFO};
 
     Flag flags[] = {
-        FLAG_STRING("model", &a.model, "PATH", "GGUF file or checkpoint directory",
+        FLAG_STRING("model", &a.model, "PATH",
+                    "GGUF file or checkpoint directory (LoRA adapters merged)",
                     .def = "(required)"),
         FLAG_STRING("out", &a.out, "PATH", "output directory (hf; must not exist) or file (gguf)",
                     .def = "(required)"),

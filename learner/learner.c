@@ -25,6 +25,17 @@
 #define ANNOUNCE_EVERY_MS 1000 /* re-announce the current version for late subscribers */
 #define LEARNER_BURST 256      /* messages taken from one socket per pass */
 
+/* Whether the LoRA target list does not parse; the reason, naming the
+ * list, goes to why. */
+static bool bad_lora_targets(const char *s, char *why, size_t why_len)
+{
+    unsigned t;
+    char     w[200];
+    if (!lora_parse_targets(s, &t, w, sizeof w)) return false;
+    snprintf(why, why_len, "lora_targets '%s': %s", s ? s : "", w);
+    return true;
+}
+
 int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
 {
     char        tmp[384];
@@ -60,6 +71,12 @@ int learner_config_validate(const LearnerConfig *c, char *why, size_t why_len)
         bad = "lr_warmup_steps must be >= 0";
     else if (!(c->grad_clip >= 0.0f) || !isfinite(c->grad_clip))
         bad = "grad_clip must be >= 0";
+    else if (c->lora_rank < 0 || c->lora_rank > LORA_MAX_RANK)
+        bad = "lora_rank must be in 0..LORA_MAX_RANK (0 = off)";
+    else if (c->lora_rank > 0 && (!isfinite(c->lora_alpha) || !(c->lora_alpha > 0.0f)))
+        bad = "lora_alpha must be finite and > 0";
+    else if (c->lora_rank > 0 && bad_lora_targets(c->lora_targets, tmp, sizeof tmp))
+        bad = tmp;
     else if (c->model_path && c->init_dir)
         bad = "model_path and init_dir exclude each other";
     else if (c->critic_init && c->algo.kind != ALGO_PPO)
@@ -175,6 +192,15 @@ Learner *learner_new(const LearnerConfig *cfg)
              l->run_id, l->epoch, l->version, learner_algo_name(cfg->algo.kind),
              model_num_params(l->policy), cfg->steps, cfg->batch_groups, cfg->group_size,
              cfg->lease_prompts, cfg->lease_timeout_ms, cfg->max_staleness);
+    Lora *lo = model_lora(l->policy);
+    if (lo)
+        log_info(
+            "LoRA: rank %d, alpha %g, %zu adapter parameters on %zu frozen; snapshots: %zu "
+            "bytes with the base (an actor's first), then %zu bytes of adapters alone per "
+            "version (%.2f%%)",
+            lora_config(lo)->rank, (double)lora_config(lo)->alpha, lora_num_params(lo),
+            model_num_params(l->policy), learner_publish_bytes(l), learner_publish_adapter_bytes(l),
+            100.0 * (double)learner_publish_adapter_bytes(l) / (double)learner_publish_bytes(l));
     return l;
 fail:
     log_error("learner_new: %s", err_str(rc));
@@ -194,6 +220,8 @@ void learner_free(Learner **lp)
     if (l->trained_log) fclose(l->trained_log);
     free(l->config_json);
     free(l->snap_half);
+    model_free(&l->merged);
+    free(l->snap_lora);
     free(l->traj);
     free(l->prompt_tok);
     free(l->tok_version);

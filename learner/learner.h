@@ -159,6 +159,10 @@ typedef struct {
     double      status_every_s;   /* seconds between status lines, 0 = none */
     int         chunk_bytes;      /* snapshot chunk size, 0 = WIRE_CHUNK_BYTES */
     int         snapshot_dtype;   /* Rlhf__WeightDtype snapshots go out in (bf16 default) */
+    /* LoRA (common/nn/lora.h): train adapters on a frozen base. */
+    int         lora_rank;    /* r, 0 = full fine-tuning */
+    float       lora_alpha;   /* updates scaled by alpha / r */
+    const char *lora_targets; /* comma list of q,k,v,o,gate,up,down (attn, mlp, all) */
     /* Shape of a random-init model (no init_dir): self-tests and smoke runs. */
     int dim, n_layers, n_heads, hidden_dim;
     /* Metrics: */
@@ -213,6 +217,9 @@ typedef struct {
                      .status_every_s = 5.0,                                                        \
                      .chunk_bytes = 0,                                                             \
                      .snapshot_dtype = 1,                                                          \
+                     .lora_rank = 0,                                                               \
+                     .lora_alpha = 16.0f,                                                          \
+                     .lora_targets = "all",                                                        \
                      .dim = 64,                                                                    \
                      .n_layers = 2,                                                                \
                      .n_heads = 4,                                                                 \

@@ -101,6 +101,17 @@ struct Learner {
     uint16_t *snap_half;          /* the bf16 snapshot block at checksum_version, or NULL */
     uint64_t  checksum;           /* of the snapshot block at checksum_version */
     int64_t   checksum_version;
+    /* With LoRA, the policy's base with the adapters merged (what actors
+     * and the held-out evaluation decode), made once per version. */
+    Model  *merged;
+    int64_t merged_version;
+    /* With LoRA, the snapshot block: the frozen base in the wire's type,
+     * written once, then the adapters at adapters_version. */
+    void    *snap_lora;
+    uint64_t checksum_adapters; /* of the adapters' part at adapters_version */
+    int64_t  adapters_version;
+    uint64_t snapshots_adapters; /* snapshots served as adapters alone */
+    bool     memory_logged;      /* the training memory has been logged (first step) */
 
     LearnerPending *pend;
     int             n_pend, cap_pend;

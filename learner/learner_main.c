@@ -7,6 +7,7 @@
 #include "common/base/err.h"
 #include "common/base/prog.h"
 #include "common/formats/ckpt.h"
+#include "common/nn/lora.h"
 #include "common/tasks/score.h"
 #include "learner/learner.h"
 
@@ -166,6 +167,15 @@ int main(int argc, char **argv)
         FLAG_INT("warmup", &cfg.lr_warmup_steps, 0, 100000000, "N",
                  "learning-rate warmup in optimizer steps"),
         FLAG_FLOAT("grad-clip", &cfg.grad_clip, 0, 1e6, "X", "global gradient norm clip, 0 = off"),
+        FLAG_INT("lora-rank", &cfg.lora_rank, 0, LORA_MAX_RANK, "R",
+                 "train LoRA adapters of rank R on a frozen base (AdamW over\n"
+                 "the adapters only; actors get merged weights), 0 = full\n"
+                 "fine-tuning; adapters usually want a larger --lr"),
+        FLAG_FLOAT("lora-alpha", &cfg.lora_alpha, 1e-6, 1e6, "X",
+                   "LoRA: adapter updates are scaled by X / R"),
+        FLAG_STRING("lora-targets", &cfg.lora_targets, "LIST",
+                    "LoRA: projections to adapt, comma list of q,k,v,o,gate,up,\n"
+                    "down, or attn, mlp, all"),
         FLAG_FLOAT("kl-beta", &a->kl_beta, 0, 1e3, "X",
                    "KL-to-reference weight (preset); the start with --kl-target"),
         FLAG_CHOICE("kl-place", (int *)&a->kl_place, k_kl_places, "P",

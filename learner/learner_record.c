@@ -10,8 +10,11 @@
 #include "common/base/fileio.h"
 #include "common/base/log.h"
 #include "common/formats/ckpt.h"
+#include "common/nn/lora.h"
 #include "learner/learner_metrics.h"
+#include "learner/learner_publish.h"
 #include "learner/learner_task.h"
+#include "learner/learner_train.h"
 
 /* mkdir -p of the directory part of path (or of path itself if is_dir). */
 static int make_parents(const char *path, bool is_dir)
@@ -49,7 +52,7 @@ int learner_record_ckpt(Learner *l, bool finished)
     if (!l->cfg.ckpt_dir) return 0;
     int rc = make_parents(l->cfg.ckpt_dir, false);
     if (rc) return rc;
-    CkptOptim co = {optim_state_m(l->opt), optim_state_v(l->opt), model_num_params(l->policy),
+    CkptOptim co = {optim_state_m(l->opt), optim_state_v(l->opt), model_num_train_params(l->policy),
                     optim_step_count(l->opt)};
     CkptTrainerState ts = {.step = l->step, .policy_version = l->version};
     snprintf(ts.run_id, sizeof ts.run_id, "%s", l->run_id);
@@ -333,6 +336,23 @@ int learner_record_summary(Learner *l, bool stopped)
     json_object_set_new(o, "grants_credit", json_integer((json_int_t)l->grants_credit));
     json_object_set_new(o, "refused_auth", json_integer((json_int_t)auth_refused(l->auth)));
     json_object_set_new(o, "stopped_early", json_boolean(stopped));
+    LearnerMemory lm;
+    learner_train_memory(l, &lm);
+    Lora *lo = model_lora(l->policy);
+    json_object_set_new(o, "memory_bytes",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "per_step",
+                                  (json_int_t)lm.total, "weights", (json_int_t)lm.weights,
+                                  "adapters", (json_int_t)lm.adapters, "gradients",
+                                  (json_int_t)lm.grads, "optimizer", (json_int_t)lm.optimizer,
+                                  "activations", (json_int_t)lm.acts, "full_fine_tuning",
+                                  (json_int_t)lm.full_ft, "merged_copy", (json_int_t)lm.merged));
+    json_object_set_new(o, "lora_rank", json_integer(lo ? lora_config(lo)->rank : 0));
+    json_object_set_new(o, "snapshot_bytes_full",
+                        json_integer((json_int_t)learner_publish_bytes(l)));
+    json_object_set_new(o, "snapshot_bytes_adapters",
+                        json_integer((json_int_t)learner_publish_adapter_bytes(l)));
+    json_object_set_new(o, "snapshots_served", json_integer((json_int_t)l->snapshots_served));
+    json_object_set_new(o, "snapshots_adapters", json_integer((json_int_t)l->snapshots_adapters));
 #undef NUM
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(o);

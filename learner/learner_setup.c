@@ -33,19 +33,79 @@ static void new_run_id(char out[33], uint64_t seed)
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* Loads the model of checkpoint dir, and its char tokenizer into *tok when
- * tok is non-NULL and *tok is NULL (tok NULL: the BPE comes from the GGUF). */
+/* Loads the model of checkpoint dir, with its LoRA adapters attached when
+ * it has them, and its char tokenizer into *tok when tok is non-NULL and
+ * *tok is NULL (tok NULL: the BPE comes from the GGUF). */
 static int load_model_dir(const char *dir, Tok **tok, Model **m)
 {
     ModelConfig mc;
+    Lora       *lo = NULL;
     int         rc;
     if ((rc = ckpt_load_config(dir, &mc))) return rc;
     if (tok && !*tok && (rc = ckpt_load_tok(dir, tok))) return rc;
+    rc = ckpt_load_lora(dir, &mc, &lo);
+    if (rc && rc != ERR_NOTFOUND) return rc;
     *m = model_new(&mc);
+    if (lo) model_attach_lora(*m, &lo);
     rc = ckpt_load(dir, *m);
     if (rc == ERR_AGAIN) rc = ckpt_load(dir, *m); /* a save replaced it between reads */
     if (rc) model_free(m);
     return rc;
+}
+
+/* Whether the adapters of a resumed policy (or their absence) are what the
+ * flags ask for: a run does not switch between LoRA and full fine-tuning,
+ * nor change the adapters' shape, part-way (the optimizer state would not
+ * fit). Returns 0 or ERR_MISMATCH, logged naming both sides. */
+static int check_resumed_lora(const Learner *l, const char *dir)
+{
+    const LearnerConfig *c = &l->cfg;
+    const Lora          *lo = model_lora(l->policy);
+    char                 have[64] = "", want[64] = "";
+    unsigned             targets = 0;
+    if (c->lora_rank > 0) CHECK(lora_parse_targets(c->lora_targets, &targets, NULL, 0) == 0);
+    if (lo) lora_format_targets(lora_config(lo)->targets, have, sizeof have);
+    lora_format_targets(targets, want, sizeof want);
+    bool same = lo ? c->lora_rank == lora_config(lo)->rank &&
+                         c->lora_alpha == lora_config(lo)->alpha &&
+                         targets == lora_config(lo)->targets
+                   : c->lora_rank == 0;
+    if (same) return 0;
+    if (!lo)
+        log_error("learner: '%s' is a full fine-tuning checkpoint; it cannot resume with "
+                  "--lora-rank %d (start a new --ckpt-dir with --init '%s' to put adapters on it)",
+                  dir, c->lora_rank, dir);
+    else
+        log_error("learner: '%s' trains LoRA adapters of rank %d, alpha %g on %s; the flags ask "
+                  "for rank %d, alpha %g on %s (resume with the checkpoint's)",
+                  dir, lora_config(lo)->rank, (double)lora_config(lo)->alpha, have, c->lora_rank,
+                  (double)c->lora_alpha, c->lora_rank ? want : "none (full fine-tuning)");
+    return ERR_MISMATCH;
+}
+
+/* Puts new adapters of the flags' shape on a fresh run's policy (A random
+ * from the seed, B zero: the policy is unchanged). Returns 0, or ERR_ARG
+ * when the rank does not fit the model's projections (logged). */
+static int attach_new_lora(Learner *l)
+{
+    const LearnerConfig *c = &l->cfg;
+    if (c->lora_rank == 0) return 0;
+    LoraConfig lc = {.rank = c->lora_rank, .alpha = c->lora_alpha};
+    char       why[200];
+    CHECK(lora_parse_targets(c->lora_targets, &lc.targets, NULL, 0) == 0);
+    if (lora_config_validate(&lc, model_config(l->policy), why, sizeof why)) {
+        log_error("learner: --lora-rank %d on this model: %s", c->lora_rank, why);
+        return ERR_ARG;
+    }
+    if (model_lora(l->policy)) {
+        log_error("learner: the --init checkpoint already has LoRA adapters; export it merged "
+                  "(rlhf-export) to train new ones on it");
+        return ERR_ARG;
+    }
+    Lora *lo = lora_new(&lc, model_config(l->policy));
+    lora_init_random(lo, c->seed + 31);
+    model_attach_lora(l->policy, &lo);
+    return 0;
 }
 
 /* Reads the trainer state of learner checkpoint dir. Returns 0, 1 if the
@@ -127,7 +187,8 @@ static int try_resume(Learner *l, const char *dir, CkptTrainerState *ts, json_t 
     if (rc) return rc;
     bool had_tok = l->tok != NULL;
     if ((rc = load_model_dir(dir, l->bpe ? NULL : &l->tok, &l->policy))) goto fail;
-    size_t      n = model_num_params(l->policy);
+    if ((rc = check_resumed_lora(l, dir))) goto fail;
+    size_t      n = model_num_train_params(l->policy);
     OptimConfig oc = learner_optim_config(&l->cfg);
     l->opt = optim_new(&oc, n);
     int64_t osteps = 0;
@@ -364,8 +425,9 @@ int learner_setup_models(Learner *l, json_t **lease_state)
         }
         l->ref = model_new(model_config(l->policy));
         model_copy_params(l->ref, l->policy);
+        if ((rc = attach_new_lora(l))) goto out;
         OptimConfig oc = learner_optim_config(c);
-        l->opt = optim_new(&oc, model_num_params(l->policy));
+        l->opt = optim_new(&oc, model_num_train_params(l->policy));
         new_run_id(l->run_id, c->seed);
         l->epoch = 0;
         l->step = l->version = 0;

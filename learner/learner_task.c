@@ -8,6 +8,7 @@
 #include "common/base/err.h"
 #include "common/base/log.h"
 #include "common/tasks/score.h"
+#include "learner/learner_publish.h"
 
 _Static_assert(LEARNER_PROMPT_IDS_MAX >= TASK_TEXT_MAX &&
                    LEARNER_PROMPT_IDS_MAX >= CHAT_TASK_PROMPT_MAX_IDS &&
@@ -411,12 +412,14 @@ int learner_task_evaluate(Learner *l, EvalResult *out)
     memset(out, 0, sizeof *out);
     if (c->eval_n <= 0 || (lp->train && !lp->eval)) return 0;
     if (lp->eval)
-        return eval_dataset(l->policy, l->bpe ? NULL : l->tok, l->bpe, lp->eval, c->eval_n,
-                            l->bpe ? EVAL_BATCH_BPE : EVAL_BATCH_CHAR, c->max_new_tokens, out);
+        return eval_dataset(learner_publish_model(l), l->bpe ? NULL : l->tok, l->bpe, lp->eval,
+                            c->eval_n, l->bpe ? EVAL_BATCH_BPE : EVAL_BATCH_CHAR, c->max_new_tokens,
+                            out);
     if (l->bpe)
-        return eval_chat(l->policy, l->bpe, &l->chat, l->eval_seed, c->eval_n, EVAL_BATCH_BPE,
-                         c->max_new_tokens, out);
-    return eval_arith(l->policy, l->tok, &l->task, l->eval_seed, c->eval_n, EVAL_BATCH_CHAR, out);
+        return eval_chat(learner_publish_model(l), l->bpe, &l->chat, l->eval_seed, c->eval_n,
+                         EVAL_BATCH_BPE, c->max_new_tokens, out);
+    return eval_arith(learner_publish_model(l), l->tok, &l->task, l->eval_seed, c->eval_n,
+                      EVAL_BATCH_CHAR, out);
 }
 
 void learner_task_save_state(const Learner *l, json_t *extra)

@@ -69,12 +69,12 @@ static void undo_save(Learner *l, TrainUndo *u)
     Optim *opts[2];
     int    k = train_models(l, mods, opts);
     size_t total = 0;
-    for (int i = 0; i < k; i++) total += 3 * model_num_params(mods[i]);
+    for (int i = 0; i < k; i++) total += 3 * model_num_train_params(mods[i]);
     u->block = xmalloc(total * sizeof(float));
     float *p = u->block;
     for (int i = 0; i < k; i++) {
-        size_t n = model_num_params(mods[i]);
-        memcpy(p, model_params(mods[i]), n * sizeof(float));
+        size_t n = model_num_train_params(mods[i]);
+        memcpy(p, model_train_params(mods[i]), n * sizeof(float));
         memcpy(p + n, optim_state_m(opts[i]), n * sizeof(float));
         memcpy(p + 2 * n, optim_state_v(opts[i]), n * sizeof(float));
         u->steps[i] = optim_step_count(opts[i]);
@@ -89,13 +89,44 @@ static void undo_restore(Learner *l, const TrainUndo *u)
     int          k = train_models(l, mods, opts);
     const float *p = u->block;
     for (int i = 0; i < k; i++) {
-        size_t n = model_num_params(mods[i]);
-        memcpy(model_params(mods[i]), p, n * sizeof(float));
+        size_t n = model_num_train_params(mods[i]);
+        memcpy(model_train_params(mods[i]), p, n * sizeof(float));
         memcpy(optim_state_m(opts[i]), p + n, n * sizeof(float));
         memcpy(optim_state_v(opts[i]), p + 2 * n, n * sizeof(float));
         optim_set_step_count(opts[i], u->steps[i]);
         p += 3 * n;
     }
+}
+
+void learner_train_memory(Learner *l, LearnerMemory *out)
+{
+    ModelMemory mm;
+    model_memory(l->policy, &mm);
+    memset(out, 0, sizeof *out);
+    out->weights = mm.params_bytes;
+    out->adapters = mm.adapter_bytes;
+    out->grads = mm.grads_bytes;
+    out->optimizer = 2 * optim_n(l->opt) * sizeof(float);
+    out->acts = mm.acts_bytes + mm.adapter_acts_bytes;
+    out->total = out->weights + out->adapters + out->grads + out->optimizer + out->acts;
+    out->full_ft = 4 * mm.params_bytes + mm.acts_bytes;
+    out->merged = l->merged ? model_num_params(l->merged) * sizeof(float) : 0;
+}
+
+/* Logs the training memory once, after this incarnation's first step (the
+ * activations are allocated by then). */
+static void log_memory_once(Learner *l)
+{
+    if (l->memory_logged) return;
+    l->memory_logged = true;
+    LearnerMemory lm;
+    learner_train_memory(l, &lm);
+    const double MiB = 1024.0 * 1024.0;
+    log_info("memory per learner step: %.1f MiB (weights %.1f, adapters %.2f, gradients %.2f, "
+             "optimizer %.2f, activations %.1f); full fine-tuning: %.1f MiB%s",
+             lm.total / MiB, lm.weights / MiB, lm.adapters / MiB, lm.grads / MiB,
+             lm.optimizer / MiB, lm.acts / MiB, lm.full_ft / MiB,
+             lm.merged ? "; plus the merged copy for actors and evaluation" : "");
 }
 
 int learner_train_step(Learner *l)
@@ -142,6 +173,7 @@ int learner_train_step(Learner *l)
     l->t_last_step = progress_now();
     learner_publish_announce(l);
     learner_record_metrics(l, &st, &bi, dt);
+    log_memory_once(l);
     log_debug("step %" PRId64 ": reward %.3f acc %.3f kl %.4f (%.2f s)", l->step, l->last_reward,
               l->last_accuracy, l->last_kl, dt);
     return 1;

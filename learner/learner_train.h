@@ -29,4 +29,18 @@ int learner_train_step(Learner *l);
  * eval_n is 0). Returns 0 or the evaluator's error. */
 int learner_train_evaluate(Learner *l, double *acc, double *reward);
 
+/* Bytes the policy's training holds per step (the critic and reference not
+ * included): as allocated now, so activations count once a step has run. */
+typedef struct {
+    size_t weights;   /* the base parameters */
+    size_t adapters;  /* LoRA parameters, 0 without */
+    size_t grads;     /* gradients of what is trained */
+    size_t optimizer; /* AdamW's two moments of what is trained */
+    size_t acts;      /* activations, the adapters' included */
+    size_t total;     /* the sum of the above */
+    size_t full_ft;   /* the same for full fine-tuning: weights, 3 x weights, base activations */
+    size_t merged;    /* LoRA: the merged copy actors and evaluation decode, 0 without */
+} LearnerMemory;
+void learner_train_memory(Learner *l, LearnerMemory *out);
+
 #endif

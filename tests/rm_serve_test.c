@@ -2,13 +2,11 @@
  * char-model reward model, with --scorer rm:1,arith:0.5, between a real
  * rlhf-learner and rlhf-actor on the built-in task.
  *
- * The reward model is set by hand so that its scores mean something that
- * can be checked exactly: its layers are zero, so the final hidden state
- * is the last id's embedding; the embedding gives the stop token one
- * direction and every other id another, and the head reads +1 on the
- * first and -1 on the second. It prefers completions that end (the last id
- * is the stop token) to completions the length cap cut off, a preference
- * the random policy can learn. So every rm component is +1 or -1: each
+ * The reward model is set by hand (fixture_save_stop_rm) so that its
+ * scores mean something that can be checked exactly: it reads +1 on
+ * completions that end (the last id is the stop token) and -1 on
+ * completions the length cap cut off, a preference the random policy can
+ * learn. So every rm component is +1 or -1: each
  * step's mean times its samples, (rm + 1) / 2 x n, is a whole number of
  * stopped completions; reward_mean = rm + 0.5 x arith in every record
  * (metrics.jsonl components); the policy learns to stop (rm's mean
@@ -28,30 +26,6 @@
 #include "tests/support/testcl.h"
 #include "tests/support/testfs.h"
 #include "tests/test_list.h"
-
-enum { RM_C = 32 };
-
-/* The hand-set reward model described at the top, saved to dir. */
-static bool save_stop_rm(const char *dir)
-{
-    Tok        *tok = tok_new(TOK_CHARSET_DEFAULT);
-    ModelConfig c = fixture_model_config(RM_C, 1, 2, 2, 64, tok_vocab_size(tok), 64);
-    c.has_value_head = true;
-    Model      *m = model_new(&c); /* every weight 0, norm gains 1 */
-    ModelTensor e, w;
-    CHECK(model_find_tensor(m, "model.embed_tokens.weight", &e) == 0 &&
-          model_find_tensor(m, "score.weight", &w) == 0);
-    for (int v = 0; v < c.vocab_size; v++) e.data[(size_t)v * RM_C + (v == TOK_EOS ? 0 : 1)] = 1.0f;
-    /* RMSNorm maps a unit vector e_k to e_k / sqrt(1/C + eps): a head of
-     * sqrt(1/C + eps) reads exactly +-1. */
-    float k = sqrtf(1.0f / RM_C + c.norm_eps);
-    w.data[0] = k;
-    w.data[1] = -k;
-    bool ok = ckpt_save(dir, m, tok, NULL, NULL) == 0;
-    model_free(&m);
-    tok_free(&tok);
-    return ok;
-}
 
 /* The reward server's last status line: completions scored, and those its
  * reward model scored ("rm N completions in"). */
@@ -73,7 +47,7 @@ int rm_serve_selftest(bool verbose)
     char rm_dir[PATH_MAX + 16], f_rm[PATH_MAX + 32];
     testfs_path(rm_dir, sizeof rm_dir, "%s/rm", c.tmp);
     snprintf(f_rm, sizeof f_rm, "--reward-model=%s", rm_dir);
-    if (!EXPECT(save_stop_rm(rm_dir), "cannot save the reward model to %s", rm_dir))
+    if (!EXPECT(fixture_save_stop_rm(rm_dir), "cannot save the reward model to %s", rm_dir))
         return testcl_finish(&c);
     enum { STEPS = 40 };
     TestClRun o = {.steps = STEPS,

@@ -29,6 +29,10 @@ int half_selftest(bool verbose);
 int tensor_selftest(bool verbose);
 int kern_selftest(bool verbose);
 int model_selftest(bool verbose);
+/* LoRA adapters: gradients through the model, merging, a frozen base. */
+int lora_selftest(bool verbose);
+/* LoRA end to end: learns, log-probs agree, adapters checkpointed and resumed. */
+int lora_cluster_selftest(bool verbose);
 int gguf_type_selftest(bool verbose);
 int gguf_selftest(bool verbose);
 int gguf_smollm2_selftest(bool verbose);
@@ -36,6 +40,8 @@ int gguf_smollm2_selftest(bool verbose);
  * log-prob gaps and greedy agreement (skipped without the model file). */
 int decode_smollm2_selftest(bool verbose);
 int ckpt_selftest(bool verbose);
+/* A checkpoint's LoRA adapters: round trip, damage, the snapshot config keys. */
+int ckpt_lora_selftest(bool verbose);
 /* config.json of transformers' reward models (LlamaForSequenceClassification). */
 int ckpt_config_selftest(bool verbose);
 int export_selftest(bool verbose);
@@ -101,6 +107,9 @@ int metrics_selftest(bool verbose);
  * log-prob contract against model_forward, a new version, a learner restart
  * with a lower version, and hostile frames on every socket. */
 int actor_selftest(bool verbose);
+/* An actor following LoRA snapshots: base and adapters, adapters alone,
+ * refusals of adapters whose base it lacks. */
+int actor_lora_selftest(bool verbose);
 /* actor_dns: reward host names resolved to every address and followed. */
 int actor_dns_selftest(bool verbose);
 int scorer_selftest(bool verbose);
@@ -271,11 +280,13 @@ int prefs_cli_selftest(bool verbose);
     X(tensor, tensor_selftest)                                                                     \
     X(kern, kern_selftest)                                                                         \
     X(model, model_selftest)                                                                       \
+    X(lora, lora_selftest)                                                                         \
     X(gguf_type, gguf_type_selftest)                                                               \
     X(gguf, gguf_selftest)                                                                         \
     X(gguf_smollm2, gguf_smollm2_selftest)                                                         \
     X(decode_smollm2, decode_smollm2_selftest)                                                     \
     X(ckpt, ckpt_selftest)                                                                         \
+    X(ckpt_lora, ckpt_lora_selftest)                                                               \
     X(ckpt_config, ckpt_config_selftest)                                                           \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \
@@ -310,6 +321,7 @@ int prefs_cli_selftest(bool verbose);
     X(reactor, reactor_selftest)                                                                   \
     X(metrics, metrics_selftest)                                                                   \
     X(actor, actor_selftest)                                                                       \
+    X(actor_lora, actor_lora_selftest)                                                             \
     X(actor_dns, actor_dns_selftest)                                                               \
     X(scorer, scorer_selftest)                                                                     \
     X(reward, reward_selftest)                                                                     \
@@ -330,6 +342,7 @@ int prefs_cli_selftest(bool verbose);
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
+    X(lora_cluster, lora_cluster_selftest)                                                         \
     X(data_char, data_char_selftest)                                                               \
     X(rm_serve, rm_serve_selftest)                                                                 \
     X(bon, bon_selftest)                                                                           \

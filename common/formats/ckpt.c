@@ -23,7 +23,7 @@
 
 /* The only files a checkpoint directory may hold (besides fileio temp files). */
 static const char *const k_ckpt_files[] = {CKPT_CONFIG_FILE, CKPT_MODEL_FILE, CKPT_OPTIM_FILE,
-                                           CKPT_STATE_FILE};
+                                           CKPT_STATE_FILE, CKPT_ADAPTER_FILE};
 
 bool ckpt_fail_before_swap = false;
 
@@ -434,10 +434,10 @@ static int save(const char *dir_in, int keep, Model *m, const Tok *tok, const Ck
     if (rc != 0) return rc;
     if (opt) {
         CHECK(opt->exp_avg && opt->exp_avg_sq);
-        if (opt->n != model_num_params(m) || opt->step < 0) {
+        if (opt->n != model_num_train_params(m) || opt->step < 0) {
             log_error("ckpt_save: '%s': optimizer state of %zu floats at step %lld, expected "
-                      "%zu floats (the model's parameters) and step >= 0",
-                      dir, opt->n, (long long)opt->step, model_num_params(m));
+                      "%zu floats (the model's trained parameters) and step >= 0",
+                      dir, opt->n, (long long)opt->step, model_num_train_params(m));
             return ERR_ARG;
         }
     }
@@ -480,6 +480,10 @@ static int save(const char *dir_in, int keep, Model *m, const Tok *tok, const Ck
      * plainly incomplete. */
     ckpt_join(path, tmp, CKPT_MODEL_FILE);
     if ((rc = write_weights(path, m, save_id)) != 0) goto remove_tmp;
+    if (model_lora(m)) {
+        ckpt_join(path, tmp, CKPT_ADAPTER_FILE);
+        if ((rc = ckpt_lora_write(path, model_lora(m), save_id)) != 0) goto remove_tmp;
+    }
     if (opt) {
         ckpt_join(path, tmp, CKPT_OPTIM_FILE);
         if ((rc = write_optim(path, opt, save_id)) != 0) goto remove_tmp;
@@ -760,6 +764,28 @@ static long long first_nonfinite(const float *x, size_t n)
     return -1;
 }
 
+/* The adapters of checkpoint dir into lo, from the same save as its
+ * config (cfg_id): ERR_AGAIN when another save's (replaced while loading). */
+static int load_adapters(const char *dir, const char *cfg_id, Lora *lo)
+{
+    char    path[PATH_MAX];
+    StFile *f = NULL;
+    ckpt_join(path, dir, CKPT_ADAPTER_FILE);
+    int rc = st_open(path, &f);
+    if (rc) return rc;
+    const char *id = st_meta_get(f, CKPT_SAVE_ID_KEY);
+    if (!id || strcmp(id, cfg_id)) {
+        log_warn("ckpt_load: '%s': config.json is from save '%s' but the adapters from save '%s' "
+                 "(replaced while loading?)",
+                 dir, cfg_id[0] ? cfg_id : "none", id ? id : "none");
+        rc = ERR_AGAIN;
+    } else {
+        rc = ckpt_lora_read(path, f, lo);
+    }
+    st_close(&f);
+    return rc;
+}
+
 int ckpt_load(const char *dir, Model *m)
 {
     CHECK(dir && m);
@@ -789,10 +815,17 @@ int ckpt_load(const char *dir, Model *m)
         goto close_file;
     }
     if ((rc = check_tensors(wpath, f, m, is_classifier)) != 0) goto close_file;
+    ckpt_join(cpath, dir, CKPT_ADAPTER_FILE);
+    struct stat ast;
+    if (!model_lora(m) && stat(cpath, &ast) == 0)
+        log_warn("ckpt_load: '%s' holds LoRA adapters (%s) that this load leaves out: the model "
+                 "is the frozen base (rlhf-export merges the adapters into one model)",
+                 dir, CKPT_ADAPTER_FILE);
     if (!st_has_checksums(f))
         log_warn("ckpt_load: '%s' records no tensor checksums (saved before they existed, or by "
                  "another tool): loading it unverified",
                  wpath);
+    if (model_lora(m) && (rc = load_adapters(dir, cfg_id, model_lora(m))) != 0) goto close_file;
     for (int i = 0; i < model_num_tensors(m) && rc == 0; i++) {
         ModelTensor mt;
         model_tensor(m, i, &mt);

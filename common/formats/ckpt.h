@@ -11,8 +11,15 @@
  *                          score.bias beside it, which transformers' Llama
  *                          classifier lacks and leaves unused);
  *   model.safetensors      every model tensor under its HF name (F32);
+ *   adapter_model.safetensors  optional: LoRA adapters trained on the frozen
+ *                          base of model.safetensors (common/nn/lora.h), the
+ *                          tensors named as lora_tensor names them, rank,
+ *                          alpha and targets in metadata; a plain loader
+ *                          (ckpt_load) reads only the base and warns, and
+ *                          rlhf-export merges the two into one model;
  *   optimizer.safetensors  optional: flat "exp_avg" and "exp_avg_sq", the
- *                          step count in metadata;
+ *                          step count in metadata (of the adapters when the
+ *                          checkpoint has them);
  *   trainer_state.json     optional: step, policy version, run id and a
  *                          free-form JSON object from the caller.
  *
@@ -70,12 +77,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/nn/lora.h"
 #include "common/nn/model.h"
 #include "common/formats/tok.h"
 
 #define CKPT_CONFIG_FILE "config.json"
 #define CKPT_MODEL_FILE "model.safetensors"
 #define CKPT_OPTIM_FILE "optimizer.safetensors"
+#define CKPT_ADAPTER_FILE "adapter_model.safetensors"
+/* Metadata keys of the adapter file. */
+#define CKPT_LORA_RANK_KEY "rlhf_lora_rank"
+#define CKPT_LORA_ALPHA_KEY "rlhf_lora_alpha"
+#define CKPT_LORA_TARGETS_KEY "rlhf_lora_targets"
 #define CKPT_STATE_FILE "trainer_state.json"
 /* Written as "rlhf_format_version"; loaders refuse newer versions. */
 #define CKPT_FORMAT_VERSION 1
@@ -92,7 +105,7 @@
 typedef struct {
     const float *exp_avg;    /* (n) first moments */
     const float *exp_avg_sq; /* (n) second moments, each >= 0 */
-    size_t       n;          /* floats in each; must equal model_num_params */
+    size_t       n;          /* floats in each; must equal model_num_train_params */
     int64_t      step;       /* updates applied so far (for bias correction), >= 0 */
 } CkptOptim;
 
@@ -103,8 +116,9 @@ typedef struct {
     json_t *extra;                   /* a JSON object or NULL; see the functions */
 } CkptTrainerState;
 
-/* Saves model m (and, when non-NULL, the tokenizer's charset, the optimizer
- * state and the trainer state) as checkpoint directory dir, replacing any
+/* Saves model m (its adapters too when it has them attached, and, when
+ * non-NULL, the tokenizer's charset, the optimizer state and the trainer
+ * state) as checkpoint directory dir, replacing any
  * checkpoint there atomically as described above. The parent directory must
  * exist. m is only read (non-const because model_tensor takes a Model *);
  * ts->extra is borrowed. Returns 0; ERR_ARG if dir exists but is not a
@@ -165,8 +179,31 @@ bool ckpt_exists(const char *dir);
  * the file lacks (naming it); ERR_FORMAT for a malformed file or a tensor whose bytes do not
  * match their checksum (naming file and tensor); ERR_NONFINITE for a NaN or infinite
  * weight; ERR_IO. After a validation error m is untouched; after a damaged tensor (ERR_FORMAT),
- * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified. */
+ * ERR_NONFINITE or ERR_IO during the copy its parameters are unspecified.
+ * With LoRA adapters attached to m (shaped from ckpt_load_lora), their values
+ * are read again from adapter_model.safetensors in the same pass, which must
+ * carry config.json's save id (else ERR_AGAIN: retry), so base and adapters
+ * are always of one save; ERR_NOTFOUND if the file is missing, ERR_MISMATCH
+ * for tensors that do not fit the attached adapters. */
 int ckpt_load(const char *dir, Model *m);
+
+/* Loads the adapters of checkpoint dir for a model of shape mc into *out
+ * (caller owns; attach with model_attach_lora). Returns 0; ERR_NOTFOUND,
+ * logged at info level, when dir has none; ERR_FORMAT for a malformed file,
+ * bad rank, alpha or targets in its metadata, or a damaged tensor;
+ * ERR_MISMATCH for tensors that do not fit mc; ERR_NONFINITE; ERR_IO. *out
+ * is NULL on error. */
+int ckpt_load_lora(const char *dir, const ModelConfig *mc, Lora **out);
+
+/* The adapters' rank, alpha and targets as config JSON keys (the metadata
+ * keys above), added to object o: how a snapshot's config names them. */
+void ckpt_lora_config_to_json(json_t *o, const LoraConfig *lc);
+/* Reads them back from config JSON text for a model of shape mc. Returns 0
+ * with *lc filled; ERR_NOTFOUND (not logged) when the text has none;
+ * ERR_FORMAT, logged naming name, for bad values or a config that does not
+ * fit mc. */
+int ckpt_lora_config_from_json(const char *name, const char *text, const ModelConfig *mc,
+                               LoraConfig *lc);
 
 /* Loads optimizer state into exp_avg and exp_avg_sq (n floats each) and the
  * step count into *step. Returns 0; ERR_NOTFOUND, logged only at info level,

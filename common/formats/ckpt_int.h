@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/formats/safetensors.h"
 #include "common/formats/tok.h"
+#include "common/nn/lora.h"
 #include "common/nn/model.h"
 
 /* config.json and trainer_state.json larger than this are not ours. */
@@ -44,6 +46,12 @@ int ckpt_get_int(const char *fn, const char *path, const json_t *o, const char *
 /* A string field's value (borrowed from o), or NULL after logging when it
  * is missing or not a string. */
 const char *ckpt_get_string(const char *fn, const char *path, const json_t *o, const char *key);
+
+/* Writes m's adapters to path (adapter_model.safetensors) with the save id. */
+int ckpt_lora_write(const char *path, Lora *lo, const char *save_id);
+/* Reads every tensor of lo from f (the adapter file at path): ERR_MISMATCH
+ * for another tensor count, st_read_f32's errors, ERR_NONFINITE; logged. */
+int ckpt_lora_read(const char *path, StFile *f, Lora *lo);
 
 /* Writes config.json for c (and tok, when non-NULL) with the save id. */
 int ckpt_config_write(const char *path, const ModelConfig *c, const Tok *tok, const char *save_id);

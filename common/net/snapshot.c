@@ -65,6 +65,7 @@ static int chunk_of(const char *fn, const char *sock, const WireSnapMeta *meta, 
     c->config_json = (char *)(index == 0 && meta->config_json ? meta->config_json : "");
     c->checksum = meta->checksum;
     c->dtype = (Rlhf__WeightDtype)meta->dtype;
+    c->kind = (Rlhf__SnapshotKind)meta->kind;
     return 0;
 }
 
@@ -328,6 +329,7 @@ struct WireSnapRx {
     char     run_id[WIRE_MAX_NAME + 1];
     uint64_t epoch, policy_version, total, checksum;
     int      dtype;  /* Rlhf__WeightDtype of the block */
+    int      kind;   /* Rlhf__SnapshotKind of the block */
     uint32_t count;  /* chunks expected */
     uint32_t n_have; /* chunks received */
     uint64_t stride; /* bytes per chunk but the last, 0 until known */
@@ -392,6 +394,7 @@ static int rx_start(WireSnapRx *rx, const Rlhf__WeightChunk *c, WireReject *rej)
     rx->total = c->total_bytes;
     rx->checksum = c->checksum;
     rx->dtype = (int)c->dtype;
+    rx->kind = (int)c->kind;
     rx->count = c->chunk_count;
     rx->is_started = true;
     return 0;
@@ -408,7 +411,8 @@ int wire_snap_rx_accept(WireSnapRx *rx, const Rlhf__WeightChunk *c, WireReject *
     if (rx->is_started &&
         (strcmp(rx->run_id, c->run_id ? c->run_id : "") || rx->epoch != c->epoch ||
          rx->policy_version != c->policy_version || rx->total != c->total_bytes ||
-         rx->count != c->chunk_count || rx->checksum != c->checksum || rx->dtype != (int)c->dtype))
+         rx->count != c->chunk_count || rx->checksum != c->checksum || rx->dtype != (int)c->dtype ||
+         rx->kind != (int)c->kind))
         return wire_reject_set(
             rej, ERR_MISMATCH, WIRE_REJ_BAD_CHUNK,
             "chunk %u of snapshot (run '%s' epoch %llu v%llu, %llu bytes in %u chunks, dtype "
@@ -501,6 +505,11 @@ uint64_t wire_snap_rx_policy_version(const WireSnapRx *rx)
 int wire_snap_rx_dtype(const WireSnapRx *rx)
 {
     return rx->dtype;
+}
+
+int wire_snap_rx_kind(const WireSnapRx *rx)
+{
+    return rx->kind;
 }
 
 const char *wire_snap_rx_config(const WireSnapRx *rx)

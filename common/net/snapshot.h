@@ -42,6 +42,7 @@ typedef struct {
     uint64_t    checksum;     /* wire_snap_checksum of the block, if has_checksum */
     bool        has_checksum; /* false: wire_snap_send computes it */
     int         dtype;        /* the block's element type, a Rlhf__WeightDtype (0 = f32) */
+    int         kind;         /* what the block holds, a Rlhf__SnapshotKind (0 = full) */
 } WireSnapMeta;
 
 /* XXH3-64 of a block, the checksum WeightChunk carries. */
@@ -130,7 +131,7 @@ void wire_snap_rx_reset(WireSnapRx *rx);
 
 /* Takes one decoded chunk. The first chunk after new/reset fixes the
  * snapshot (run id, epoch, policy version, total bytes, chunk count,
- * checksum); every later chunk must agree. Returns:
+ * checksum, element type and kind); every later chunk must agree. Returns:
  *   0  accepted, more chunks to come
  *   1  accepted and the snapshot is complete: all chunks arrived and the
  *      checksum matches; the data stays until reset
@@ -153,8 +154,10 @@ const char *wire_snap_rx_run_id(const WireSnapRx *rx);
 uint64_t    wire_snap_rx_epoch(const WireSnapRx *rx);
 uint64_t    wire_snap_rx_policy_version(const WireSnapRx *rx);
 const char *wire_snap_rx_config(const WireSnapRx *rx);
-/* The block's element type, a Rlhf__WeightDtype (valid as the identity is). */
+/* The block's element type, a Rlhf__WeightDtype, and what it holds, a
+ * Rlhf__SnapshotKind (valid as the identity is). */
 int wire_snap_rx_dtype(const WireSnapRx *rx);
+int wire_snap_rx_kind(const WireSnapRx *rx);
 /* Once complete, hands an owned block to the caller (free()) and resets the
  * receiver; NULL if incomplete or if the block is the caller's buf. */
 void *wire_snap_rx_take(WireSnapRx *rx, size_t *bytes);

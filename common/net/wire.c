@@ -326,6 +326,11 @@ int wire_check_weight_chunk(const Rlhf__WeightChunk *m, const WireLimits *lim, W
     if (elem == 0)
         return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
                                "WeightChunk.dtype %d, expected 0 (f32) or 1 (bf16)", (int)m->dtype);
+    if ((int)m->kind < 0 || (int)m->kind > RLHF__SNAPSHOT_KIND__SNAPSHOT_ADAPTERS)
+        return wire_reject_set(rej, ERR_RANGE, WIRE_REJ_BAD_VALUE,
+                               "WeightChunk.kind %d, expected 0 (full), 1 (base and adapters) or "
+                               "2 (adapters)",
+                               (int)m->kind);
     if ((rc = check_head("WeightChunk", m->version, m->run_id, lim, rej)) ||
         (rc = check_snapshot_bytes("WeightChunk", m->total_bytes, elem, rej)) ||
         (rc = check_str("WeightChunk", "config_json", m->config_json, WIRE_MAX_CONFIG_JSON, false,

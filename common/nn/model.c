@@ -8,6 +8,7 @@
 #include "common/base/err.h"
 #include "common/base/rng.h"
 #include "common/base/views.h"
+#include "common/nn/lora.h"
 #include "common/nn/model_int.h"
 #include "common/nn/tensor.h"
 
@@ -83,7 +84,7 @@ static void add_tensor(Model *m, bool bind, size_t *off, float **wv, float **gv,
         t->shape[1] = ndim == 2 ? c : 0;
         t->numel = numel;
         *wv = m->params + *off;
-        *gv = m->grads + *off;
+        *gv = m->grads ? m->grads + *off : NULL;
     }
     m->n_tensors++;
     *off += numel;
@@ -157,11 +158,12 @@ Model *model_new(const ModelConfig *cfg)
     m->cfg = *cfg;
     m->n_params = layout(m, false);
     size_t L = (size_t)cfg->n_layers, rope = (size_t)cfg->max_seq_len * (head_size(cfg) / 2);
-    View   views[] = {VIEW(&m->params, m->n_params),   VIEW(&m->grads, m->n_params),
-                      VIEW(&m->w.layers, L),           VIEW(&m->g.layers, L),
-                      VIEW(&m->tensors, m->n_tensors), VIEW(&m->rope_cos, rope),
-                      VIEW(&m->rope_sin, rope)};
+    View   views[] = {VIEW(&m->params, m->n_params), VIEW(&m->w.layers, L),
+                      VIEW(&m->g.layers, L),         VIEW(&m->tensors, m->n_tensors),
+                      VIEW(&m->rope_cos, rope),      VIEW(&m->rope_sin, rope)};
     m->block = views_alloc(views, sizeof views / sizeof views[0]);
+    /* The gradients have a block of their own: adapters free it. */
+    m->grads = xmalloc(m->n_params * sizeof(float));
     memset(m->params, 0, m->n_params * sizeof(float));
     memset(m->grads, 0, m->n_params * sizeof(float));
     layout(m, true); /* fills the layer views and the tensor table */
@@ -183,6 +185,8 @@ void model_free(Model **pm)
     if (!m) return;
     free(m->a.block);
     free(m->dec_block);
+    lora_free(&m->lora);
+    free(m->grads);
     free(m->block);
     free(m);
     *pm = NULL;
@@ -210,7 +214,52 @@ float *model_grads(Model *m)
 
 void model_zero_grad(Model *m)
 {
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->lora) lora_zero_grad(m->lora);
+}
+
+void model_attach_lora(Model *m, Lora **lo)
+{
+    CHECK(!m->lora && *lo);
+    CHECK(model_config_equal(&m->cfg, lora_model_config(*lo)));
+    m->lora = *lo;
+    *lo = NULL;
+    free(m->grads);
+    m->grads = NULL;
+    layout(m, true); /* the gradient views become NULL */
+}
+
+Lora *model_lora(const Model *m)
+{
+    return m->lora;
+}
+
+float *model_train_params(Model *m)
+{
+    return m->lora ? lora_params(m->lora) : m->params;
+}
+
+float *model_train_grads(Model *m)
+{
+    return m->lora ? lora_grads(m->lora) : m->grads;
+}
+
+size_t model_num_train_params(const Model *m)
+{
+    return m->lora ? lora_num_params(m->lora) : m->n_params;
+}
+
+void model_memory(const Model *m, ModelMemory *out)
+{
+    out->params_bytes = m->n_params * sizeof(float);
+    out->grads_bytes = m->grads ? m->n_params * sizeof(float) : 0;
+    out->acts_bytes = m->a.block_bytes;
+    out->adapter_bytes = out->adapter_acts_bytes = 0;
+    if (m->lora) {
+        out->adapter_bytes = lora_num_params(m->lora) * sizeof(float);
+        out->grads_bytes += lora_num_params(m->lora) * sizeof(float);
+        out->adapter_acts_bytes = lora_act_bytes(m->lora);
+    }
 }
 
 void model_init_random(Model *m, uint64_t seed, float std)
@@ -243,7 +292,7 @@ void model_tensor(Model *m, int i, ModelTensor *out)
     TensorInfo *t = &m->tensors[i];
     snprintf(out->name, sizeof out->name, "%s", t->name);
     out->data = m->params + t->offset;
-    out->grad = m->grads + t->offset;
+    out->grad = m->grads ? m->grads + t->offset : NULL;
     out->ndim = t->ndim;
     out->shape[0] = t->shape[0];
     out->shape[1] = t->shape[1];
@@ -376,6 +425,19 @@ static LayerActs layer_acts(const Model *m, int l)
     return la;
 }
 
+/* The adapters' share of a projection, when adapters are attached: out
+ * (N, OUT) += their update of inp (N, IN), and its backward. */
+static void adapter_forward(Model *m, int l, LoraTarget t, float *out, const float *inp, int N)
+{
+    if (m->lora) lora_forward(m->lora, l, t, out, inp, N);
+}
+
+static void adapter_backward(Model *m, int l, LoraTarget t, float *dinp, const float *dout,
+                             const float *inp, int N)
+{
+    if (m->lora) lora_backward(m->lora, l, t, dinp, dout, inp, N);
+}
+
 void model_forward(Model *m, const int *tokens, const int *targets, const float *mask, int B, int T,
                    float *logp, float *entropy, float *value)
 {
@@ -385,6 +447,7 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
     int N = B * T, M = 0;
     for (int n = 0; n < N; n++) M += !mask || mask[n] != 0.0f;
     acts_prepare(m, B, T, M);
+    if (m->lora) lora_prepare(m->lora, N);
     Acts  *a = &m->a;
     int    C = c->dim, HS = head_size(c), NH = c->n_heads, KVH = c->n_kv_heads;
     int    QD = NH * HS, KD = KVH * HS, H = c->hidden_dim, V = c->vocab_size;
@@ -410,19 +473,26 @@ void model_forward(Model *m, const int *tokens, const int *targets, const float 
 
         tensor_rmsnorm_forward(la.ln1, la.rstd1, la.x, w->attn_norm, N, C, c->norm_eps);
         tensor_linear_forward(la.q, la.ln1, w->wq, N, C, QD);
+        adapter_forward(m, l, LORA_Q, la.q, la.ln1, N);
         tensor_linear_forward(la.k, la.ln1, w->wk, N, C, KD);
+        adapter_forward(m, l, LORA_K, la.k, la.ln1, N);
         tensor_linear_forward(la.v, la.ln1, w->wv, N, C, KD);
+        adapter_forward(m, l, LORA_V, la.v, la.ln1, N);
         tensor_rope_forward(la.q, a->pos, N, NH, HS, m->rope_cos, m->rope_sin);
         tensor_rope_forward(la.k, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         tensor_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, NH, KVH, HS);
         memcpy(la.mid, la.x, NC * sizeof(float));
         tensor_gemm(false, true, N, C, QD, 1.0f, la.atty, QD, w->wo, QD, 1.0f, la.mid, C);
+        adapter_forward(m, l, LORA_O, la.mid, la.atty, N);
         tensor_rmsnorm_forward(la.ln2, la.rstd2, la.mid, w->mlp_norm, N, C, c->norm_eps);
         tensor_linear_forward(la.gate, la.ln2, w->w_gate, N, C, H);
+        adapter_forward(m, l, LORA_GATE, la.gate, la.ln2, N);
         tensor_linear_forward(la.up, la.ln2, w->w_up, N, C, H);
+        adapter_forward(m, l, LORA_UP, la.up, la.ln2, N);
         tensor_swiglu_forward(la.act, la.gate, la.up, NH_);
         memcpy(la.xnext, la.mid, NC * sizeof(float));
         tensor_gemm(false, true, N, C, H, 1.0f, la.act, H, w->w_down, H, 1.0f, la.xnext, C);
+        adapter_forward(m, l, LORA_DOWN, la.xnext, la.act, N);
     }
     float *xf = a->resid + (size_t)c->n_layers * NC;
     tensor_rmsnorm_forward(a->lnf, a->rstdf, xf, m->w.norm, N, C, c->norm_eps);
@@ -486,10 +556,9 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
             const float *h = a->lnf + (size_t)n * C;
             float       *dh = a->dlnf + (size_t)n * C;
             if (dv == 0.0f) continue;
-            for (int i = 0; i < C; i++) {
-                dh[i] += dv * m->w.score_w[i];
-                m->g.score_w[i] += dv * h[i];
-            }
+            for (int i = 0; i < C; i++) dh[i] += dv * m->w.score_w[i];
+            if (!m->grads) continue; /* a frozen base */
+            for (int i = 0; i < C; i++) m->g.score_w[i] += dv * h[i];
             m->g.score_b[0] += dv;
         }
     }
@@ -506,17 +575,21 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         /* MLP: xnext = mid + act w_down^T; dresid is d xnext and stays the identity path. */
         memset(a->dact, 0, NH_ * sizeof(float));
         tensor_linear_backward(a->dact, g->w_down, a->dresid, la.act, w->w_down, N, H, C);
+        adapter_backward(m, l, LORA_DOWN, a->dact, a->dresid, la.act, N);
         memset(a->dgate, 0, NH_ * sizeof(float));
         memset(a->dup, 0, NH_ * sizeof(float));
         tensor_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, NH_);
         memset(a->dln, 0, NC * sizeof(float));
         tensor_linear_backward(a->dln, g->w_gate, a->dgate, la.ln2, w->w_gate, N, C, H);
+        adapter_backward(m, l, LORA_GATE, a->dln, a->dgate, la.ln2, N);
         tensor_linear_backward(a->dln, g->w_up, a->dup, la.ln2, w->w_up, N, C, H);
+        adapter_backward(m, l, LORA_UP, a->dln, a->dup, la.ln2, N);
         tensor_rmsnorm_backward(a->dresid, g->mlp_norm, a->dln, la.mid, w->mlp_norm, la.rstd2, N,
                                 C);
         /* Attention: mid = x + atty wo^T; dresid is now d mid. */
         memset(a->datty, 0, (size_t)N * QD * sizeof(float));
         tensor_linear_backward(a->datty, g->wo, a->dresid, la.atty, w->wo, N, QD, C);
+        adapter_backward(m, l, LORA_O, a->datty, a->dresid, la.atty, N);
         memset(a->dq, 0, (size_t)N * QD * sizeof(float));
         memset(a->dk, 0, (size_t)N * KD * sizeof(float));
         memset(a->dv, 0, (size_t)N * KD * sizeof(float));
@@ -526,12 +599,15 @@ void model_backward(Model *m, const float *dlogp, const float *dentropy, const f
         tensor_rope_backward(a->dk, a->pos, N, KVH, HS, m->rope_cos, m->rope_sin);
         memset(a->dln, 0, NC * sizeof(float));
         tensor_linear_backward(a->dln, g->wq, a->dq, la.ln1, w->wq, N, C, QD);
+        adapter_backward(m, l, LORA_Q, a->dln, a->dq, la.ln1, N);
         tensor_linear_backward(a->dln, g->wk, a->dk, la.ln1, w->wk, N, C, KD);
+        adapter_backward(m, l, LORA_K, a->dln, a->dk, la.ln1, N);
         tensor_linear_backward(a->dln, g->wv, a->dv, la.ln1, w->wv, N, C, KD);
+        adapter_backward(m, l, LORA_V, a->dln, a->dv, la.ln1, N);
         tensor_rmsnorm_backward(a->dresid, g->attn_norm, a->dln, la.x, w->attn_norm, la.rstd1, N,
                                 C);
     }
-    for (int n = 0; n < N; n++) {
+    for (int n = 0; n < N && m->grads; n++) {
         float       *ge = m->g.embed + (size_t)a->tokens[n] * C;
         const float *d = a->dresid + (size_t)n * C;
         for (int i = 0; i < C; i++) ge[i] += d[i];

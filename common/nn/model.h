@@ -101,6 +101,33 @@ void model_tensor(Model *m, int i, ModelTensor *out);
 /* Looks a tensor up by name; ERR_NOTFOUND if absent. */
 int model_find_tensor(Model *m, const char *name, ModelTensor *out);
 
+/* Low-rank adapters (common/nn/lora.h). model_attach_lora takes *lo (set
+ * to NULL) and freezes the base: the model's gradient block is released
+ * (model_grads returns NULL and ModelTensor.grad is NULL), model_forward
+ * adds the adapters and model_backward fills only their gradients.
+ * model_step and model_score refuse a model with adapters (CHECK): decode
+ * from a copy with the adapters merged (lora_merge). CHECKs that no
+ * adapters are attached yet and that the configs are equal. */
+typedef struct Lora Lora;
+void                model_attach_lora(Model *m, Lora **lo);
+Lora               *model_lora(const Model *m); /* borrowed, or NULL */
+/* What an optimizer trains: the adapters' block when attached, else the
+ * whole parameter block (and the matching gradients). */
+float *model_train_params(Model *m);
+float *model_train_grads(Model *m);
+size_t model_num_train_params(const Model *m);
+
+/* Bytes a model holds for training, as allocated now (activations grow
+ * with the largest batch seen). */
+typedef struct {
+    size_t params_bytes;       /* the base parameters */
+    size_t adapter_bytes;      /* the adapters' parameters, 0 without */
+    size_t grads_bytes;        /* gradients of what is trained */
+    size_t acts_bytes;         /* training activations of the base */
+    size_t adapter_acts_bytes; /* what the adapters keep for the backward pass */
+} ModelMemory;
+void model_memory(const Model *m, ModelMemory *out);
+
 /* Training forward over a right-padded batch.
  *   tokens  (B,T) input ids, each in [0,V)
  *   targets (B,T) id whose log-probability is wanted at each position

@@ -432,7 +432,7 @@ int model_step(Model *m, KVCache *kv, int n, const int *seq, const int *tokens, 
 {
     const ModelConfig *c = &m->cfg;
     int                C = c->dim, V = c->vocab_size;
-    CHECK(!kv->is_once);
+    CHECK(!kv->is_once && !m->lora);
     CHECK(n > 0 && n_out >= 0 && n_out <= n);
     for (int o = 0; o < n_out; o++) CHECK(out_rows[o] >= 0 && out_rows[o] < n);
     int rc = place_rows(m, kv, n, seq, tokens);
@@ -459,7 +459,7 @@ int model_score(Model *m, KVCache *kv, const int *prefix, int n_prefix, int n_se
 {
     const ModelConfig *c = &m->cfg;
     int                C = c->dim;
-    CHECK(kv->is_once && c->has_value_head);
+    CHECK(kv->is_once && c->has_value_head && !m->lora);
     CHECK(n_prefix >= 1 && n_seq >= 1 && n_seq <= kv->n_seq);
     size_t total = (size_t)n_prefix;
     for (int i = 0; i < n_seq; i++) {

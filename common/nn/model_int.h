@@ -86,7 +86,7 @@ struct Model {
     ModelConfig cfg;
     size_t      n_params;
     float      *params;
-    float      *grads;
+    float      *grads; /* own allocation; NULL with adapters attached */
     Weights     w, g;
     int         n_tensors;
     TensorInfo *tensors;
@@ -94,6 +94,7 @@ struct Model {
     void       *block;               /* params, grads, w.layers, g.layers, tensors, rope */
     float       temperature;         /* of the distributions model_forward reports */
     Acts        a;
+    Lora       *lora;        /* attached adapters (owned), or NULL; then grads is NULL */
     bool        has_forward; /* a forward ran since the last resize */
     /* Decoding in half precision (model_decode.c): */
     KernType   dec_type;    /* what model_step reads: KERN_F32 = the parameters */

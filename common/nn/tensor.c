@@ -141,7 +141,7 @@ void tensor_linear_backward(float *dinp, float *dw, const float *dout, const flo
                             const float *w, int N, int C, int OC)
 {
     if (dinp) tensor_gemm(false, false, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    tensor_gemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dw) tensor_gemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
 }
 
 typedef struct {
@@ -216,7 +216,7 @@ void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
     NormCtx a = {
         .dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .rstd_in = rstd, .N = N, .C = C};
     par_for((size_t)N, (size_t)(65536 / C + 1), rmsnorm_bwd_rows, &a);
-    par_for((size_t)C, (size_t)(N > 64 ? 0 : C + 1), rmsnorm_bwd_cols, &a);
+    if (dw) par_for((size_t)C, (size_t)(N > 64 ? 0 : C + 1), rmsnorm_bwd_cols, &a);
 }
 
 void tensor_rope_table(float *cos_tab, float *sin_tab, int max_pos, int HS, float theta)

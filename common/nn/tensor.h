@@ -41,13 +41,14 @@ void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float al
 void tensor_linear_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* The same product added to out: out (N,OC) += inp (N,C) @ w^T. */
 void tensor_linear_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
-/* dinp (N,C) += dout @ w (skipped when dinp is NULL); dw (OC,C) += dout^T @ inp. */
+/* dinp (N,C) += dout @ w; dw (OC,C) += dout^T @ inp; either skipped when NULL. */
 void tensor_linear_backward(float *dinp, float *dw, const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
 
 /* RMSNorm: out (N,C) = inp * rstd * w, rstd (N) = 1/sqrt(mean(inp^2) + eps). */
 void tensor_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                             float eps);
+/* dinp (N,C) += the input gradient; dw (C) += the gain gradient, skipped when NULL. */
 void tensor_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, const float *rstd, int N, int C);
 

@@ -166,7 +166,7 @@ Algo *algo_new(const AlgoConfig *cfg, Model *policy, Optim *policy_opt, Model *r
         CHECK(!"algo_new: invalid config");
     }
     CHECK(policy && policy_opt);
-    CHECK(optim_n(policy_opt) == model_num_params(policy));
+    CHECK(optim_n(policy_opt) == model_num_train_params(policy));
     const ModelConfig *pc = model_config(policy);
     CHECK(ref || cfg->kl_beta == 0.0f);
     if (ref) CHECK(memcmp(model_config(ref), pc, sizeof *pc) == 0);
@@ -746,7 +746,7 @@ int algo_step(Algo *a, const AlgoTrajectory *traj, int n, int64_t learner_versio
             if (e == 0 && b == 0) pre_update_stats(a, NT, st);
             model_backward(pm, s->m_dlogp, c->entropy_coef > 0.0f ? s->m_dent : NULL, NULL);
             double gn = 0, lr = 0;
-            rc = optim_step(a->opt, model_params(pm), model_grads(pm), NULL, &gn, &lr);
+            rc = optim_step(a->opt, model_train_params(pm), model_train_grads(pm), NULL, &gn, &lr);
             if (rc) {
                 log_error("algo_step: policy gradient norm %g is not finite at epoch %d "
                           "minibatch %d; stopping after %d optimizer steps",

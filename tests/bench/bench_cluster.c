@@ -16,7 +16,9 @@
  *      receivers over tcp loopback through the wire snapshot path, next to
  *      this machine's memcpy of the same bytes and a raw ZeroMQ transfer of
  *      the same bytes in the same chunks (the best of --reps alternating
- *      repetitions each).
+ *      repetitions each), and the same snapshot in bf16 and as a LoRA
+ *      run's adapters alone (rank 8 on every projection, bf16), what an
+ *      actor that holds the base receives per version.
  * Writes the figures under "cluster" in the JSON file given as the first
  * argument (default build/bench.json), keeping other keys. --help lists the
  * flags. The programs are taken from the directory above this one (the
@@ -53,6 +55,7 @@
 #include "common/net/wire.h"
 #include "common/net/zsock.h"
 #include "common/net/snapshot.h"
+#include "common/nn/lora.h"
 #include "common/nn/half.h"
 #include "learner/algo/algo.h"
 #include "learner/learner.h"
@@ -69,6 +72,7 @@
 #define N_ACTORS 2
 #define N_RECEIVERS 2
 #define OVERHEAD_TARGET 0.10 /* the target for 1 - cluster / in-process */
+#define LORA_RANK 8          /* the adapters of the LoRA-only snapshot figure */
 #define RATIO_GOAL 2.0       /* the goal for snapshot time / raw ZeroMQ time */
 #define RECV_TIMEOUT_MS 20000
 
@@ -708,7 +712,7 @@ typedef struct {
  * version) or as raw frames of the same size. Repetitions are printed
  * numbered from rep0 + 1. */
 static int run_transfer(const void *block, size_t bytes, size_t chunk_bytes, int reps, int rep0,
-                        bool is_raw, int dtype, XferResult *res)
+                        bool is_raw, int dtype, const char *label, XferResult *res)
 {
     memset(res, 0, sizeof *res);
     res->best_s = INFINITY;
@@ -825,12 +829,8 @@ static int run_transfer(const void *block, size_t bytes, size_t chunk_bytes, int
         double done = 0;
         for (int i = 0; i < N_RECEIVERS; i++) done = fmax(done, rx[i].t_done[rep]);
         double dt = done - t0;
-        printf("  %-8s rep %d: %.3f s (%.2f GB/s delivered)%s\n",
-               is_raw  ? "raw zmq"
-               : dtype ? "bf16"
-                       : "snapshot",
-               rep0 + rep + 1, dt, N_RECEIVERS * (double)bytes / dt / 1e9,
-               is_raw ? "" : "  incl. checksum");
+        printf("  %-8s rep %d: %.3f s (%.2f GB/s delivered)%s\n", label, rep0 + rep + 1, dt,
+               N_RECEIVERS * (double)bytes / dt / 1e9, is_raw ? "" : "  incl. checksum");
         fflush(stdout);
         if (dt < res->best_s) {
             res->best_s = dt;
@@ -1084,10 +1084,11 @@ static bool bench_snapshot(const Args *a, json_t *res)
      * comes and goes does not land on one side only. */
     for (int rep = 0; rep < a->reps && src == 0 && rrc == 0 && !*g_stop; rep++) {
         XferResult x;
-        if ((src = run_transfer(block, bytes, chunk, 1, rep, false, 0, &x)) == 0 &&
+        if ((src = run_transfer(block, bytes, chunk, 1, rep, false, 0, "snapshot", &x)) == 0 &&
             x.best_s < snap.best_s)
             snap = x;
-        if (src == 0 && (rrc = run_transfer(block, bytes, chunk, 1, rep, true, 0, &x)) == 0 &&
+        if (src == 0 &&
+            (rrc = run_transfer(block, bytes, chunk, 1, rep, true, 0, "raw zmq", &x)) == 0 &&
             x.best_s < raw.best_s)
             raw = x;
     }
@@ -1105,12 +1106,32 @@ static bool bench_snapshot(const Args *a, json_t *res)
     int        hrc = src;
     for (int rep = 0; rep < a->reps && hrc == 0 && !*g_stop; rep++) {
         XferResult x;
-        if ((hrc = run_transfer(half, hbytes, chunk, 1, rep, false, 1, &x)) == 0 &&
+        if ((hrc = run_transfer(half, hbytes, chunk, 1, rep, false, 1, "bf16", &x)) == 0 &&
             x.best_s < hsnap.best_s)
             hsnap = x;
     }
     free(half);
-    if (*g_stop) src = rrc = hrc = ERR_AGAIN;
+    /* A LoRA run's snapshot after an actor's first: the adapters alone
+     * (rank LORA_RANK on every projection), rounded to bf16 per version. */
+    LoraConfig lc = {.rank = LORA_RANK, .alpha = 2.0f * LORA_RANK, .targets = LORA_TARGETS_ALL};
+    size_t     NA = lora_config_num_params(&lc, &smol), lbytes = NA * sizeof(uint16_t);
+    uint16_t  *lhalf = xmalloc_aligned(lbytes);
+    double     lconv = INFINITY;
+    for (int k = 0; k < 3; k++) {
+        double t0 = now_s();
+        for (size_t i = 0; i < NA; i++) lhalf[i] = half_f32_to_bf16(block[i]);
+        lconv = fmin(lconv, now_s() - t0);
+    }
+    XferResult lsnap = {.best_s = INFINITY};
+    int        lrc = hrc;
+    for (int rep = 0; rep < a->reps && lrc == 0 && !*g_stop; rep++) {
+        XferResult x;
+        if ((lrc = run_transfer(lhalf, lbytes, chunk, 1, rep, false, 1, "lora", &x)) == 0 &&
+            x.best_s < lsnap.best_s)
+            lsnap = x;
+    }
+    free(lhalf);
+    if (*g_stop) src = rrc = hrc = lrc = ERR_AGAIN;
     model_free(&m);
     printf("   memcpy      %.3f s for %.1f MB (%.2f GB/s, best of 5); x%d receivers %.3f s\n", mc,
            bytes / 1e6, bytes / mc / 1e9, N_RECEIVERS, N_RECEIVERS * mc);
@@ -1125,6 +1146,12 @@ static bool bench_snapshot(const Args *a, json_t *res)
             "(%.2fx the fp32 snapshot's time, %.2fx its bytes)\n",
             hsnap.best_s, conv, hsnap.best_s + conv, hbytes / 1e6,
             (hsnap.best_s + conv) / snap.best_s, (double)hbytes / (double)bytes);
+    if (lrc == 0)
+        printf(
+            "   lora r%d     %.3f s  + %.4f s rounding = %.3f s for %.2f MB of adapters alone in "
+            "bf16 (%.3fx the fp32 snapshot's time, %.4fx its bytes)\n",
+            LORA_RANK, lsnap.best_s, lconv, lsnap.best_s + lconv, lbytes / 1e6,
+            (lsnap.best_s + lconv) / snap.best_s, (double)lbytes / (double)bytes);
     if (rrc == 0)
         printf("   raw zmq     %.3f s  (ROUTER -> DEALERs, the same chunks as bare frames, "
                "copied into place) = %.1fx memcpy of %d blocks\n",
@@ -1149,6 +1176,16 @@ static bool bench_snapshot(const Args *a, json_t *res)
         json_object_set_new(sj, "bf16_publish_s", num(hsnap.best_s + conv));
         json_object_set_new(sj, "ratio_bf16_fp32_time", num((hsnap.best_s + conv) / snap.best_s));
     }
+    if (lrc == 0) {
+        json_object_set_new(sj, "lora_rank", json_integer(LORA_RANK));
+        json_object_set_new(sj, "lora_params", json_integer((json_int_t)NA));
+        json_object_set_new(sj, "lora_bytes", json_integer((json_int_t)lbytes));
+        json_object_set_new(sj, "lora_snapshot_s", num(lsnap.best_s));
+        json_object_set_new(sj, "lora_round_s", num(lconv));
+        json_object_set_new(sj, "lora_publish_s", num(lsnap.best_s + lconv));
+        json_object_set_new(sj, "ratio_lora_fp32_time", num((lsnap.best_s + lconv) / snap.best_s));
+        json_object_set_new(sj, "ratio_lora_fp32_bytes", num((double)lbytes / (double)bytes));
+    }
     if (src == 0 && rrc == 0) {
         double ratio = snap.best_s / raw.best_s;
         printf("   snapshot / raw zmq = %.2fx (goal within %.0fx: %s)\n", ratio, RATIO_GOAL,
@@ -1157,7 +1194,7 @@ static bool bench_snapshot(const Args *a, json_t *res)
         json_object_set_new(sj, "ratio_goal", json_real(RATIO_GOAL));
     }
     json_object_set_new(res, "snapshot", sj);
-    return src == 0 && rrc == 0 && hrc == 0;
+    return src == 0 && rrc == 0 && hrc == 0 && lrc == 0;
 }
 
 int main(int argc, char **argv)

@@ -9,6 +9,8 @@
 
 #include "common/base/err.h"
 #include "common/formats/bpe_pre.h"
+#include "common/formats/ckpt.h"
+#include "common/formats/tok.h"
 
 ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                                  int vocab_size, int max_seq_len)
@@ -112,4 +114,32 @@ void fixture_vocab_free(FixtureVocab *fv)
 {
     for (int i = 0; i < fv->n; i++) free(fv->tok[i]);
     fv->n = 0;
+}
+
+enum { STOP_RM_C = 32 };
+
+/* Its layers are zero, so the final hidden state is the last id's
+ * embedding; the embedding gives the stop token one direction and every
+ * other id another, and the head reads +1 on the first and -1 on the
+ * second. */
+bool fixture_save_stop_rm(const char *dir)
+{
+    Tok        *tok = tok_new(TOK_CHARSET_DEFAULT);
+    ModelConfig c = fixture_model_config(STOP_RM_C, 1, 2, 2, 64, tok_vocab_size(tok), 64);
+    c.has_value_head = true;
+    Model      *m = model_new(&c); /* every weight 0, norm gains 1 */
+    ModelTensor e, w;
+    CHECK(model_find_tensor(m, "model.embed_tokens.weight", &e) == 0 &&
+          model_find_tensor(m, "score.weight", &w) == 0);
+    for (int v = 0; v < c.vocab_size; v++)
+        e.data[(size_t)v * STOP_RM_C + (v == TOK_EOS ? 0 : 1)] = 1.0f;
+    /* RMSNorm maps a unit vector e_k to e_k / sqrt(1/C + eps): a head of
+     * sqrt(1/C + eps) reads exactly +-1. */
+    float k = sqrtf(1.0f / STOP_RM_C + c.norm_eps);
+    w.data[0] = k;
+    w.data[1] = -k;
+    bool ok = ckpt_save(dir, m, tok, NULL, NULL) == 0;
+    model_free(&m);
+    tok_free(&tok);
+    return ok;
 }

@@ -8,6 +8,7 @@
 #ifndef RLHF_FIXTURES_H
 #define RLHF_FIXTURES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,13 @@
  * those fields on the result where a test wants otherwise). */
 ModelConfig fixture_model_config(int dim, int n_layers, int n_heads, int n_kv_heads, int hidden_dim,
                                  int vocab_size, int max_seq_len);
+
+/* Saves to checkpoint dir a char-model reward model (dim 32, one layer, a
+ * scalar head) set by hand to score +1 when a completion's last id is the
+ * stop token (it ended) and -1 otherwise (the length cap cut it off): a
+ * preference a random policy can learn, with rewards checkable exactly.
+ * Returns whether the save succeeded. */
+bool fixture_save_stop_rm(const char *dir);
 
 /* An AdamW config with the given learning-rate schedule, beta1 0.9, beta2
  * 0.95, eps 1e-8, no weight decay and no clipping (set those fields on the
