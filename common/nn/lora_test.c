@@ -164,9 +164,13 @@ static void grad_check(const ModelConfig *cfg, const LoraConfig *lc, float tempe
             analytic += (double)t.grad[k] * dir[k];
         }
         double num = numcheck_directional(case_loss, &g, t.data, dir, t.numel, 1e-3f);
+        /* The loss is a float forward: central differences at h 1e-3 carry
+         * ~1e-3 of rounding in the numeric slope (1.85e-3 worst here on an
+         * AVX2 machine; other kernels round differently), while a wrong
+         * gradient term is off by O(1): 5e-3 tells the two apart. */
         double err = numcheck_rel_diff(analytic, num, 1.0);
         worst = fmax(worst, err);
-        EXPECT(err <= 2e-3, "lora grad check (%s): %s analytic %.6g numeric %.6g err %.3g > 2e-3",
+        EXPECT(err <= 5e-3, "lora grad check (%s): %s analytic %.6g numeric %.6g err %.3g > 5e-3",
                label, t.name, analytic, num, err);
     }
     EXPECT(!memcmp(base, model_params(m), np * sizeof(float)),
@@ -175,7 +179,7 @@ static void grad_check(const ModelConfig *cfg, const LoraConfig *lc, float tempe
                model_num_train_params(m) == lora_num_params(lo),
            "%s: the trained block is not the adapters'", label);
     if (verbose)
-        printf("  lora grad check %-22s %3d tensors, max rel err %.2e (tol 2e-3)\n", label, nt,
+        printf("  lora grad check %-22s %3d tensors, max rel err %.2e (tol 5e-3)\n", label, nt,
                worst);
     free(dir);
     free(base);
