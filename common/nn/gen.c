@@ -27,13 +27,19 @@ struct Generator {
     int      row_cap;
     GenStats st;
 
-    /* The current run (borrowed from gen_start's caller). */
+    /* The current run (borrowed from gen_open's caller): cap places. */
     const GenConfig  *cfg;
     const int *const *prompts;
     const int        *prompt_lens;
     Rng              *rng;
     GenOutput        *out;
-    int               n, next_wait, n_running, n_pending;
+    int               cap, n_running, n_pending;
+    int              *wait;      /* (cap) ring of the waiting places, in admission order */
+    int               wait_head; /* the ring's first entry */
+    int               n_wait;    /* waiting places */
+    bool             *is_pend;   /* (cap) the place is waiting or running */
+    void             *run_block; /* wait and is_pend */
+    size_t            run_bytes;
 };
 
 Generator *gen_new(Model *m, int max_batch, int max_len)
@@ -64,6 +70,7 @@ void gen_free(Generator **pg)
     kv_free(&g->kv);
     free(g->block);
     free(g->row_block);
+    free(g->run_block);
     free(g);
     *pg = NULL;
 }
@@ -72,42 +79,61 @@ void gen_free(Generator **pg)
 static void end_run(Generator *g)
 {
     for (int s = 0; s < g->max_batch; s++) g->slot_seq[s] = -1;
-    g->n_running = g->n_pending = 0;
-    g->next_wait = g->n;
+    if (g->cap > 0) memset(g->is_pend, 0, sizeof(bool) * (size_t)g->cap);
+    g->n_running = g->n_pending = g->n_wait = g->wait_head = 0;
 }
 
-int gen_start(Generator *g, const GenConfig *cfg, int n, const int *const *prompts,
-              const int *prompt_lens, Rng *rng, GenOutput *out)
+int gen_open(Generator *g, const GenConfig *cfg, int cap, const int *const *prompts,
+             const int *prompt_lens, Rng *rng, GenOutput *out)
 {
-    CHECK(n > 0 && cfg->max_new > 0);
+    CHECK(cap > 0 && cfg->max_new > 0);
     end_run(g);
-    for (int i = 0; i < n; i++) {
-        if (prompt_lens[i] <= 0 || prompt_lens[i] >= g->max_len) {
-            log_error("gen_run: prompt %d has length %d, expected 1..%d", i, prompt_lens[i],
-                      g->max_len - 1);
-            return ERR_RANGE;
-        }
-        for (int t = 0; t < prompt_lens[i]; t++) {
-            if (prompts[i][t] < 0 || prompts[i][t] >= g->V) {
-                log_error("gen_run: prompt %d token %d is id %d, expected 0..%d", i, t,
-                          prompts[i][t], g->V - 1);
-                return ERR_RANGE;
-            }
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        out->n_tokens[i] = 0;
-        out->finish[i] = GEN_FINISH_LENGTH;
-    }
+    View v[] = {VIEW(&g->wait, cap), VIEW(&g->is_pend, cap)};
+    views_reserve(&g->run_block, &g->run_bytes, v, 2);
+    memset(g->is_pend, 0, sizeof(bool) * (size_t)cap);
     g->cfg = cfg;
     g->prompts = prompts;
     g->prompt_lens = prompt_lens;
     g->rng = rng;
     g->out = out;
-    g->n = n;
-    g->next_wait = 0;
-    g->n_pending = n;
+    g->cap = cap;
     return 0;
+}
+
+int gen_add(Generator *g, int first, int n)
+{
+    CHECK(g->cap > 0 && n > 0 && first >= 0 && first + n <= g->cap);
+    for (int i = first; i < first + n; i++) {
+        CHECK(!g->is_pend[i]); /* a place is reused only once its sequence is done */
+        if (g->prompt_lens[i] <= 0 || g->prompt_lens[i] >= g->max_len) {
+            log_error("gen_run: prompt %d has length %d, expected 1..%d", i, g->prompt_lens[i],
+                      g->max_len - 1);
+            return ERR_RANGE;
+        }
+        for (int t = 0; t < g->prompt_lens[i]; t++) {
+            if (g->prompts[i][t] < 0 || g->prompts[i][t] >= g->V) {
+                log_error("gen_run: prompt %d token %d is id %d, expected 0..%d", i, t,
+                          g->prompts[i][t], g->V - 1);
+                return ERR_RANGE;
+            }
+        }
+    }
+    for (int i = first; i < first + n; i++) {
+        g->out->n_tokens[i] = 0;
+        g->out->finish[i] = GEN_FINISH_LENGTH;
+        g->is_pend[i] = true;
+        g->wait[(g->wait_head + g->n_wait++) % g->cap] = i;
+    }
+    g->n_pending += n;
+    return 0;
+}
+
+int gen_start(Generator *g, const GenConfig *cfg, int n, const int *const *prompts,
+              const int *prompt_lens, Rng *rng, GenOutput *out)
+{
+    CHECK(n > 0);
+    gen_open(g, cfg, n, prompts, prompt_lens, rng, out);
+    return gen_add(g, 0, n);
 }
 
 /* Lays out the rows of one step, slot by slot: a new prompt's tokens or a
@@ -153,9 +179,11 @@ int gen_step(Generator *g, bool is_admit)
     GenOutput       *out = g->out;
     for (int s = 0; s < g->max_batch; s++) {
         g->is_new[s] = false;
-        if (!is_admit || g->slot_seq[s] >= 0 || g->next_wait >= g->n) continue;
+        if (!is_admit || g->slot_seq[s] >= 0 || g->n_wait == 0) continue;
         kv_reset(g->kv, s);
-        g->slot_seq[s] = g->next_wait++;
+        g->slot_seq[s] = g->wait[g->wait_head];
+        g->wait_head = (g->wait_head + 1) % g->cap;
+        g->n_wait--;
         g->is_new[s] = true;
         g->n_running++;
     }
@@ -193,6 +221,7 @@ int gen_step(Generator *g, bool is_admit)
         else if (out->n_tokens[i] < cfg->max_new && kv_len(g->kv, s) + 1 < g->max_len)
             continue; /* still running */
         g->slot_seq[s] = -1;
+        g->is_pend[i] = false;
         g->n_running--;
         g->n_pending--;
         if (cfg->on_done && (rc = cfg->on_done(cfg->done_ctx, i)) != 0) {
@@ -219,6 +248,16 @@ int gen_running(const Generator *g)
 int gen_pending(const Generator *g)
 {
     return g->n_pending;
+}
+
+int gen_waiting(const Generator *g)
+{
+    return g->n_wait;
+}
+
+int gen_free_slots(const Generator *g)
+{
+    return g->max_batch - g->n_running;
 }
 
 void gen_stats(const Generator *g, GenStats *out)

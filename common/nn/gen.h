@@ -11,7 +11,10 @@
  * once and its prefill rows go into the same call as the other slots'
  * decode rows, and no row is ever spent on a finished sequence. gen_run does
  * a whole run; gen_start and gen_step let the caller act between steps (the
- * actor swaps weights only when no sequence is running). Ownership: the
+ * actor swaps weights only when no sequence is running); gen_open and
+ * gen_add let it queue more sequences into a running run, so work that
+ * arrives later (the actor's next lease) takes slots as they free instead
+ * of after the run drains. Ownership: the
  * caller owns the GenOutput arrays. Threading: a Generator and its Model
  * belong to one thread. Errors: ERR_RANGE for a prompt that is empty, too
  * long or holds an out-of-range id (naming the sequence in the log);
@@ -94,11 +97,31 @@ int gen_run(Generator *g, const GenConfig *cfg, int n, const int *const *prompts
             const int *prompt_lens, Rng *rng, GenOutput *out);
 
 /* Starts a run of n >= 1 sequences (arguments as gen_run's) without
- * stepping it: checks every prompt (ERR_RANGE as above, and then no run is
- * started) and queues them all. cfg, prompts, prompt_lens, rng and out are
+ * stepping it: gen_open with cap n, then gen_add of all n (ERR_RANGE as
+ * above, and then nothing is queued). cfg, prompts, prompt_lens, rng and out are
  * borrowed until the run ends. A run still going is dropped. */
 int gen_start(Generator *g, const GenConfig *cfg, int n, const int *const *prompts,
               const int *prompt_lens, Rng *rng, GenOutput *out);
+
+/* Opens a run over caller arrays of cap sequence places: prompts and
+ * prompt_lens of cap entries, rng of cap generators when cfg->is_rng_each,
+ * out sized for cap sequences; nothing is queued yet (gen_add). Sequence
+ * numbers given to cfg->is_stop and cfg->on_done are places 0..cap-1. All
+ * arguments are borrowed until the run ends; a run still going is
+ * dropped. Every sequence of the run shares cfg (sampler, max_new, stop).
+ * Returns 0. */
+int gen_open(Generator *g, const GenConfig *cfg, int cap, const int *const *prompts,
+             const int *prompt_lens, Rng *rng, GenOutput *out);
+
+/* Queues places first..first+n-1 of the open run behind the waiting ones
+ * (they take free slots in queue order at the next admitting gen_step).
+ * The caller has filled their prompts, prompt_lens and rng; their outputs
+ * are reset. A place may be queued again once its sequence is done (its
+ * on_done told), so a caller can recycle a bounded set of places; queueing
+ * a place still pending, or beyond cap, is a programming error (CHECK).
+ * May be called between steps or from cfg->on_done. Returns 0, or
+ * ERR_RANGE for a bad prompt (logged) and then none of the n is queued. */
+int gen_add(Generator *g, int first, int n);
 
 /* One step of the run: if is_admit, waiting prompts first take the free
  * slots (in prompt order); then one model_step feeds each new prompt's
@@ -113,6 +136,10 @@ int gen_step(Generator *g, bool is_admit);
 int gen_running(const Generator *g);
 /* Sequences of the current run not finished yet: running or waiting. */
 int gen_pending(const Generator *g);
+/* Sequences of the current run queued but not holding a slot yet. */
+int gen_waiting(const Generator *g);
+/* Slots holding no sequence (max_batch - gen_running). */
+int gen_free_slots(const Generator *g);
 
 /* Slot-use counters since gen_new (see GenStats). */
 void gen_stats(const Generator *g, GenStats *out);

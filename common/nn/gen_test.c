@@ -107,6 +107,24 @@ static void continuous(Model *m, bool verbose)
                    (fin[i] != GEN_FINISH_LENGTH || ntok[i] == MAXNEW),
                "sequence %d: finish %d with %d tokens, last %d", i, fin[i], ntok[i], last);
     }
+    /* The first run again, queued in two parts (3, then 4 after the first
+     * step, as a caller's second batch of work arriving mid-run): each
+     * sequence gets the same completion as in the single run. */
+    int       tk2[N * MAXNEW], nt2[N], fn2[N];
+    float     ls2[N * MAXNEW], lf2[N * MAXNEW];
+    GenOutput out2 = {tk2, ls2, lf2, nt2, fn2};
+    for (int i = 0; i < N; i++) rng_seed(&each[i], 500 + (uint64_t)i);
+    CHECK(gen_open(g, &cfg, N, prompts, lens, each, &out2) == 0);
+    CHECK(gen_add(g, 0, 3) == 0);
+    CHECK(gen_step(g, true) == 0);
+    CHECK(gen_add(g, 3, N - 3) == 0);
+    while (gen_pending(g) > 0) CHECK(gen_step(g, true) == 0);
+    for (int i = 0; i < N; i++)
+        EXPECT(nt2[i] == ntok[i] && fn2[i] == fin[i] &&
+                   !memcmp(tk2 + i * MAXNEW, toks + i * MAXNEW, sizeof(int) * (size_t)nt2[i]),
+               "sequence %d added mid-run: %d tokens (finish %d), in one run %d (finish %d); "
+               "expected the same completion",
+               i, nt2[i], fn2[i], ntok[i], fin[i]);
     EXPECT(worst <= 1e-5, "continuous vs alone: log-prob max diff %.3g > 1e-5", worst);
     EXPECT(b.rows_used - a.rows_used == (uint64_t)total,
            "rows used %llu, expected one per generated token (%d)",
@@ -210,8 +228,130 @@ static void continuous(Model *m, bool verbose)
            sc.n_done, gen_pending(g2), (unsigned long long)(b.steps - a.steps));
     while (gen_pending(g2) > 0) CHECK(gen_step(g2, true) == 0);
     EXPECT(sc.n_done == 6, "after draining and admitting again: %d done, expected 6", sc.n_done);
+
     gen_free(&g2);
     gen_free(&g1);
+    gen_free(&g);
+}
+
+/* Work added to a running run, over places recycled once done: three
+ * "leases" of two sequences in 2 slots, A = places 0,1 (1 and 4 tokens),
+ * B = places 2,3 (2, 2), queued after A's first step, and C = places 0,1
+ * again (1, 1), queued once A is done and B all admitted:
+ *   step 1: {0,1} 0 ends; B queued     step 4: {3,1} 1 ends; C queued
+ *   step 2: {2,1}                      step 5: {3,0} 3, 0 end
+ *   step 3: {2,1} 2 ends               step 6: {1,-} 1 ends
+ * 6 steps, 12 slot steps, 11 used (1 wasted), completions 0 2 1 3 0 1;
+ * lease by lease (a run each) 4 + 2 + 1 = 7 steps, 14 slot steps, 3
+ * wasted. A step taken while work waits uses every slot, and every
+ * sequence gets the tokens its lease gets run alone. */
+static void added(Model *m, bool verbose)
+{
+    Generator *g = gen_new(m, 2, 24);
+    int        p[6][4] = {{1, 4}, {1, 7, 7}, {1, 3}, {1, 8, 9, 10}, {1, 6}, {1, 5, 5}};
+    int        lens_l[6] = {2, 3, 2, 4, 2, 3}, want_l[6] = {1, 4, 2, 2, 1, 1};
+    const int *pr_l[6];
+    for (int i = 0; i < 6; i++) pr_l[i] = p[i];
+    /* Place arrays: 4 places; lease L's sequence c sits at place pl[L][c]. */
+    int        pl[3][2] = {{0, 1}, {2, 3}, {0, 1}};
+    const int *prompts[4];
+    int        lens[4], want[4];
+    Rng        rng[4];
+    Sched      sc = {.want = want, .max_new = 4};
+    GenConfig  cfg = {.sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f},
+                      .max_new = 4,
+                      .stop_id = -1,
+                      .is_stop = stop_at_want,
+                      .stop_ctx = &sc,
+                      .is_rng_each = true,
+                      .on_done = record_done,
+                      .done_ctx = &sc};
+    int        toks[4 * 4], ntok[4], fin[4], got[6][4], got_n[6];
+    float      lps[4 * 4], lpf[4 * 4];
+    GenOutput  out = {toks, lps, lpf, ntok, fin};
+    int        wasted_waiting = 0;
+    /* Queues lease L into its places. */
+#define QUEUE(L)                                                                                   \
+    do {                                                                                           \
+        for (int c = 0; c < 2; c++) {                                                              \
+            int at = pl[L][c], j = 2 * (L) + c;                                                    \
+            prompts[at] = pr_l[j];                                                                 \
+            lens[at] = lens_l[j];                                                                  \
+            want[at] = want_l[j];                                                                  \
+            rng_seed(&rng[at], 70 + (uint64_t)j);                                                  \
+        }                                                                                          \
+        CHECK(gen_add(g, pl[L][0], 2) == 0);                                                       \
+    } while (0)
+    /* Keeps lease L's outputs (before its places are reused). */
+#define KEEP(L)                                                                                    \
+    for (int c = 0; c < 2; c++) {                                                                  \
+        int at = pl[L][c], j = 2 * (L) + c;                                                        \
+        got_n[j] = ntok[at];                                                                       \
+        memcpy(got[j], toks + at * 4, sizeof(int) * (size_t)ntok[at]);                             \
+    }
+    GenStats a, b, s0, s1;
+    gen_stats(g, &a);
+    CHECK(gen_open(g, &cfg, 4, prompts, lens, rng, &out) == 0);
+    QUEUE(0);
+    for (int step = 1; gen_pending(g) > 0; step++) {
+        /* Running plus waiting sequences could fill this many slots. */
+        int could = gen_running(g) + gen_waiting(g) < 2 ? gen_running(g) + gen_waiting(g) : 2;
+        gen_stats(g, &s0);
+        CHECK(gen_step(g, true) == 0);
+        gen_stats(g, &s1);
+        if (s1.rows_used - s0.rows_used < (uint64_t)could) wasted_waiting++;
+        if (step == 1) QUEUE(1);
+        if (step == 4) {
+            KEEP(0);
+            QUEUE(2);
+        }
+    }
+    KEEP(1);
+    KEEP(2);
+    gen_stats(g, &b);
+    int order[6] = {0, 2, 1, 3, 0, 1};
+    EXPECT(b.steps - a.steps == 6 && b.slot_steps - a.slot_steps == 12 &&
+               b.rows_used - a.rows_used == 11,
+           "added work: %llu steps, %llu slot steps, %llu used; expected 6, 12, 11",
+           (unsigned long long)(b.steps - a.steps),
+           (unsigned long long)(b.slot_steps - a.slot_steps),
+           (unsigned long long)(b.rows_used - a.rows_used));
+    EXPECT(sc.n_done == 6 && !memcmp(sc.order, order, sizeof order),
+           "added work: completion order %d %d %d %d %d %d (%d calls), expected 0 2 1 3 0 1",
+           sc.order[0], sc.order[1], sc.order[2], sc.order[3], sc.order[4], sc.order[5], sc.n_done);
+    EXPECT(wasted_waiting == 0, "%d steps left a slot empty while work waited", wasted_waiting);
+    /* Lease by lease, a run each: the same completions, more waste. */
+    gen_stats(g, &a);
+    sc.n_done = 0;
+    for (int L = 0; L < 3; L++) {
+        for (int c = 0; c < 2; c++) {
+            int j = 2 * L + c;
+            prompts[c] = pr_l[j];
+            lens[c] = lens_l[j];
+            want[c] = want_l[j];
+            rng_seed(&rng[c], 70 + (uint64_t)j);
+        }
+        CHECK(gen_run(g, &cfg, 2, prompts, lens, rng, &out) == 0);
+        for (int c = 0; c < 2; c++) {
+            int j = 2 * L + c;
+            EXPECT(ntok[c] == got_n[j] &&
+                       !memcmp(toks + c * 4, got[j], sizeof(int) * (size_t)ntok[c]),
+                   "lease %d sequence %d: %d tokens alone, %d added mid-run; expected the same", L,
+                   c, ntok[c], got_n[j]);
+        }
+    }
+    gen_stats(g, &b);
+    EXPECT(b.steps - a.steps == 7 && b.slot_steps - a.slot_steps == 14 &&
+               b.rows_used - a.rows_used == 11,
+           "lease by lease: %llu steps, %llu slot steps, %llu used; expected 7, 14, 11",
+           (unsigned long long)(b.steps - a.steps),
+           (unsigned long long)(b.slot_steps - a.slot_steps),
+           (unsigned long long)(b.rows_used - a.rows_used));
+    if (verbose)
+        printf("  gen: three leases added to one run over recycled places: 6 steps, 1 of 12 slots "
+               "wasted; lease by lease 7 steps, 3 of 14; same completions\n");
+#undef QUEUE
+#undef KEEP
     gen_free(&g);
 }
 
@@ -319,6 +459,7 @@ int gen_selftest(bool verbose)
                    "prompt with token id 99 (V 17)");
     gen_free(&g);
     continuous(m, verbose);
+    added(m, verbose);
     model_free(&m);
     return expect_end();
 }

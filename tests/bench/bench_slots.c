@@ -11,7 +11,10 @@
  * with leases that fill the slots); and all at once through --batch slots
  * with gen's continuous batching (a finished sequence's slot goes at once
  * to the next waiting prompt: what an actor does within a lease of more
- * sequences than slots, and what filling slots across leases would do). Slot use is
+ * sequences than slots); and a fourth time as leases joining one running
+ * generation (gen_add), two in flight at most, the next queued once the
+ * current one's sequences all hold slots (what an actor filling its slots
+ * across leases does when each grant arrives at once). Slot use is
  * counted, not timed (gen_stats), so the figures do not depend on how busy
  * the machine is. Writes them under "slots" in the JSON file given as the
  * first argument (default build/bench.json), keeping other keys. Without the
@@ -92,6 +95,56 @@ static GenStats run(Generator *g, const GenConfig *base, int N, int chunk, const
     progress_update(&c.p, c.done, NULL, true);
     progress_end(&c.p);
     gen_stats(g, &b);
+    return (GenStats){b.steps - a.steps, b.slot_steps - a.slot_steps, b.rows_used - a.rows_used,
+                      b.prefill_rows - a.prefill_rows};
+}
+
+/* Across leases: on_done's context counts each lease's unfinished sequences. */
+typedef struct {
+    Count c;
+    int   L;    /* sequences per lease */
+    int  *left; /* (leases) sequences not finished */
+} Across;
+
+static int across_done(void *ctx, int seq)
+{
+    Across *x = ctx;
+    x->left[seq / x->L]--;
+    return count_done(&x->c, seq);
+}
+
+/* Generates the N sequences as leases of L joining one running run (what
+ * an actor that fills its slots across leases does, with the next grant
+ * arriving at once): lease k is queued as soon as every sequence of lease
+ * k-1 holds a slot and lease k-2 is finished, so at most two leases are in
+ * flight. Returns the slot counters spent. */
+static GenStats run_across(Generator *g, const GenConfig *base, int N, int L,
+                           const int *const *prompts, const int *lens, Rng *rngs, uint64_t seed,
+                           GenOutput *out)
+{
+    int       n_leases = (N + L - 1) / L;
+    Across    x = {.c = {.done = 0}, .L = L, .left = xmalloc(sizeof(int) * (size_t)n_leases)};
+    GenConfig cfg = *base;
+    cfg.on_done = across_done;
+    cfg.done_ctx = &x;
+    for (int i = 0; i < N; i++) rng_seed(&rngs[i], seed * 1000003u + (uint64_t)i);
+    for (int k = 0; k < n_leases; k++) x.left[k] = N - k * L < L ? N - k * L : L;
+    progress_start(&x.c.p, "across leases", "completion", N);
+    GenStats a, b;
+    gen_stats(g, &a);
+    CHECK(gen_open(g, &cfg, N, prompts, lens, rngs, out) == 0);
+    int next = 0; /* the next lease to queue */
+    while (next < n_leases || gen_pending(g) > 0) {
+        if (next < n_leases && gen_waiting(g) == 0 && (next < 2 || x.left[next - 2] == 0)) {
+            CHECK(gen_add(g, next * L, x.left[next]) == 0);
+            next++;
+        }
+        CHECK(gen_step(g, true) == 0);
+    }
+    progress_update(&x.c.p, x.c.done, NULL, true);
+    progress_end(&x.c.p);
+    gen_stats(g, &b);
+    free(x.left);
     return (GenStats){b.steps - a.steps, b.slot_steps - a.slot_steps, b.rows_used - a.rows_used,
                       b.prefill_rows - a.prefill_rows};
 }
@@ -244,18 +297,28 @@ int main(int argc, char **argv)
         n_stop += o[1].finish[i] == GEN_FINISH_STOP;
         n_len += o[1].finish[i] == GEN_FINISH_LENGTH;
     }
+    /* Across leases, into the chunked run's outputs (compared above). */
+    GenStats across = run_across(g, &gc, N, L, prompts, lens, rngs, sd, &o[0]);
+    int      n_same_across = 0;
+    for (int i = 0; i < N; i++)
+        n_same_across += o[0].n_tokens[i] == o[1].n_tokens[i] &&
+                         !memcmp(o[0].tokens + (size_t)i * W, o[1].tokens + (size_t)i * W,
+                                 sizeof(int) * (size_t)o[0].n_tokens[i]);
     printf("completions: %llu tokens, %d stopped by themselves, %d at %d tokens; %d of %d the "
-           "same chunked and continuous\n",
-           (unsigned long long)after.rows_used, n_stop, n_len, W, n_same, N);
-    json_t *res = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:i}", "file", a.model,
-                            "sequences", N, "group", a.group, "lease_sequences", L, "slots",
-                            a.batch, "max_new", W, "temperature", a.temperature, "finished_by_stop",
-                            n_stop, "same_completions", n_same);
-    char    what[64];
+           "same chunked and continuous, %d across leases and continuous\n",
+           (unsigned long long)after.rows_used, n_stop, n_len, W, n_same, N, n_same_across);
+    json_t *res =
+        json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:i, s:i}", "file", a.model,
+                  "sequences", N, "group", a.group, "lease_sequences", L, "slots", a.batch,
+                  "max_new", W, "temperature", a.temperature, "finished_by_stop", n_stop,
+                  "same_completions", n_same, "same_completions_across", n_same_across);
+    char what[64];
     snprintf(what, sizeof what, "leases of %d", L);
     json_object_set_new(res, "per_lease", report(what, &lease));
     snprintf(what, sizeof what, "chunks of %d", a.batch);
     json_object_set_new(res, "chunked", report(what, &chunk));
+    snprintf(what, sizeof what, "leases of %d across", L);
+    json_object_set_new(res, "across_leases", report(what, &across));
     json_object_set_new(res, "continuous", report("continuous", &after));
     rc = bench_json_write("bench_slots", a.out, "slots", res);
     for (int k = 0; k < 2; k++) {
