@@ -37,6 +37,7 @@ typedef struct {
     int         steps;
     const char *init;
     int         sft_steps;
+    float       sft_lr;
     const char *run_dir;
     int         port_base;
     int         seed;
@@ -302,6 +303,7 @@ static int cmd_run(const RunArgs *args, const FlagsSpec *spec)
         cluster_cmd_add(&sft, "%s/rlhf-sft", bin);
         cluster_cmd_flag(&sft, "--out", "%s", a.init);
         cluster_cmd_flag(&sft, "--steps", "%d", a.sft_steps);
+        cluster_cmd_flag(&sft, "--lr", "%g", (double)a.sft_lr);
         cluster_cmd_flag(&sft, "--seed", "%d", a.seed);
         cluster_cmd_flag(&sft, "--max-digits", "%d", a.max_digits);
         cluster_cmd_flag(&sft, "--label-noise", "%g", (double)a.label_noise);
@@ -445,6 +447,7 @@ int main(int argc, char **argv)
         .steps = 400,
         .init = "runs/sft",
         .sft_steps = 4000,
+        .sft_lr = 2e-3f,
         .run_dir = "runs/latest",
         .port_base = ENDPOINT_PORT_BASE,
         .seed = 1,
@@ -490,6 +493,8 @@ int main(int argc, char **argv)
         FLAG_STRING("init", &a.init, "DIR", "warm-start checkpoint; made by rlhf-sft if missing"),
         FLAG_INT("sft-steps", &a.sft_steps, 1, 100000000, "N",
                  "SFT steps when the warm start is made"),
+        FLAG_FLOAT("sft-lr", &a.sft_lr, 1e-12, 1.0, "X",
+                   "SFT peak learning rate when the warm start is made"),
         FLAG_FLOAT("label-noise", &a.label_noise, 0.0, 1.0, "P",
                    "fraction of SFT demonstrations with a systematic off-by-one\n"
                    "answer, the imperfect labeller RL has to correct"),
