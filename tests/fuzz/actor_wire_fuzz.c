@@ -125,7 +125,8 @@ static void on_announce(Peer *a, const uint8_t *p, size_t n)
         return;
     }
     const Rlhf__WeightAnnounce *w = (const Rlhf__WeightAnnounce *)m;
-    FUZZ_CHECK(w->total_bytes % 4 == 0, "announce of %llu bytes",
+    /* An fp32 or a bf16 snapshot: a whole number of 2-byte elements. */
+    FUZZ_CHECK(w->total_bytes % 2 == 0, "announce of %llu bytes",
                (unsigned long long)w->total_bytes);
     protobuf_c_message_free_unpacked(m, NULL);
 }
@@ -135,8 +136,10 @@ static void install(Peer *a)
 {
     size_t      bytes = 0;
     const void *data = wire_snap_rx_data(a->rx, &bytes);
-    FUZZ_CHECK(data && bytes > 0 && bytes <= SNAP_CAP && bytes % 4 == 0, "complete: %zu bytes",
-               bytes);
+    size_t      elem = wire_snap_rx_dtype(a->rx) == RLHF__WEIGHT_DTYPE__WEIGHT_DTYPE_BF16 ? 2 : 4;
+    FUZZ_CHECK(data && bytes > 0 && bytes <= SNAP_CAP && bytes % elem == 0,
+               "complete: %zu bytes of %zu-byte elements", bytes, elem);
+    if (elem != 4) return; /* the fp32 install path is the one built below */
     ModelConfig mc;
     int         eos = -1;
     if (ckpt_config_from_json("snapshot", wire_snap_rx_config(a->rx), &mc, &eos) != 0) return;
