@@ -79,12 +79,8 @@ static void test_grad(const Tok *tok, bool verbose)
         ModelTensor ti;
         model_tensor(m, t, &ti);
         const float *gt = g + (ti.grad - model_grads(m));
-        double       analytic = 0.0;
-        for (size_t i = 0; i < ti.numel; i++) {
-            dir[i] = rng_normal(&rng);
-            analytic += (double)gt[i] * dir[i];
-        }
-        double num = numcheck_directional(dpo_loss, &ctx, ti.data, dir, ti.numel, 1e-3f);
+        double num, analytic = numcheck_slope(dpo_loss, &ctx, ti.data, gt, ti.numel, dir, &rng,
+                                              1e-3f, &num);
         /* The loss is a float forward: each evaluation carries rounding of
          * about 1e-7 of its ~0.7, which the 2e-3 step turns into ~1e-4 of
          * noise in the numeric slope. A slope below 0.05 (lm_head's is about

@@ -80,12 +80,8 @@ static void test_grad(const Tok *tok, bool verbose)
         ModelTensor ti;
         model_tensor(m, t, &ti);
         const float *gt = g + (ti.grad - model_grads(m));
-        double       analytic = 0.0;
-        for (size_t i = 0; i < ti.numel; i++) {
-            dir[i] = rng_normal(&rng);
-            analytic += (double)gt[i] * dir[i];
-        }
-        double num = numcheck_directional(rm_loss, &ctx, ti.data, dir, ti.numel, 1e-3f);
+        double       num,
+            analytic = numcheck_slope(rm_loss, &ctx, ti.data, gt, ti.numel, dir, &rng, 1e-3f, &num);
         double err = numcheck_rel_diff(analytic, num, 1e-2);
         worst = fmax(worst, err);
         EXPECT(err <= 3e-3, "rm grad: %s analytic %.6g numeric %.6g rel err %.3g > 3e-3", ti.name,

@@ -79,12 +79,8 @@ static void grad_check(const ModelConfig *cfg, const char *label, float temperat
     for (int t = 0; t < n_tensors; t++) {
         ModelTensor ti;
         model_tensor(m, t, &ti);
-        double analytic = 0.0;
-        for (size_t i = 0; i < ti.numel; i++) {
-            dir[i] = rng_normal(&r);
-            analytic += (double)ti.grad[i] * dir[i];
-        }
-        double num = numcheck_directional(case_loss, &g, ti.data, dir, ti.numel, 1e-3f);
+        double num, analytic = numcheck_slope(case_loss, &g, ti.data, ti.grad, ti.numel, dir, &r,
+                                              1e-3f, &num);
         double err = numcheck_rel_diff(analytic, num, 1.0);
         worst = fmax(worst, err);
         EXPECT(err <= 2e-3, "grad check (%s): %s analytic %.6g numeric %.6g err %.3g > tol 2e-3",

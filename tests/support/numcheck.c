@@ -32,6 +32,18 @@ double numcheck_directional(NumcheckLoss f, void *ctx, float *x, const float *di
     return (lp - lm) / (2.0 * h);
 }
 
+double numcheck_slope(NumcheckLoss f, void *ctx, float *x, const float *g, size_t n, float *dir,
+                      Rng *r, float h, double *numeric)
+{
+    double analytic = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        dir[i] = rng_normal(r);
+        analytic += (double)g[i] * dir[i];
+    }
+    *numeric = numcheck_directional(f, ctx, x, dir, n, h);
+    return analytic;
+}
+
 NumcheckGrad numcheck_grad(NumcheckLoss f, void *ctx, float *x, const float *g, const float *mask,
                            int n)
 {

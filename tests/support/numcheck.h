@@ -34,6 +34,12 @@ double numcheck_partial(NumcheckLoss f, void *ctx, float *x, float h);
 double numcheck_directional(NumcheckLoss f, void *ctx, float *x, const float *dir, size_t n,
                             float h);
 
+/* A gradient g (n) checked along a random direction: fills dir (n) with
+ * standard normals from r, returns the analytic slope g . dir and sets
+ * *numeric to numcheck_directional's slope with step h. */
+double numcheck_slope(NumcheckLoss f, void *ctx, float *x, const float *g, size_t n, float *dir,
+                      Rng *r, float h, double *numeric);
+
 /* numcheck_grad's measurements. */
 typedef struct {
     double worst_abs;  /* max |fd - g| */
