@@ -19,7 +19,6 @@
 #include "common/tasks/dataset.h"
 #include "common/tasks/eval.h"
 #include "common/tasks/prefs_data.h"
-#include "common/nn/tensor.h"
 #include "learner/sft.h"
 
 typedef struct {
@@ -36,7 +35,6 @@ typedef struct {
     int         eval_every;
     float       label_noise; /* fraction of demonstrations whose answer is off by one */
     const char *data;        /* JSONL {"prompt", "completion"} to train on, NULL = the task */
-    int         blas_threads;
 } SftArgs;
 
 int main(int argc, char **argv)
@@ -59,7 +57,6 @@ int main(int argc, char **argv)
         .eval_every = 500,
         .label_noise = 0.0f,
         .data = NULL,
-        .blas_threads = 0,
     };
 
     Flag flags[] = {
@@ -88,10 +85,6 @@ int main(int argc, char **argv)
                   "rlhf-bon --out) instead of the task's demonstrations;\n"
                   "a file with more than 10% bad records is refused",
                   .def = "none: the built-in task"),
-        FLAG_INT("blas-threads", &a.blas_threads, 0, 1024, "N",
-                 "OpenBLAS threads per matrix product; 0: one for a model\n"
-                 "of width <= 256 (the char model's products are too small\n"
-                 "for threads to pay), else OpenBLAS's own count"),
         FLAGS_END,
     };
     FlagsSpec spec = {
@@ -130,8 +123,6 @@ int main(int argc, char **argv)
         model_init_random(m, a.seed, 0.02f);
     }
     const ModelConfig *mc = model_config(m);
-    if (a.blas_threads > 0 || mc->dim <= 256)
-        tensor_set_blas_threads(a.blas_threads > 0 ? a.blas_threads : 1);
     log_info("model dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d params=%zu T=%d", mc->dim,
              mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim, mc->vocab_size,
              model_num_params(m), T);

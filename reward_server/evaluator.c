@@ -1,6 +1,5 @@
 #include "reward_server/evaluator.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -316,11 +315,10 @@ int evaluator_run(const EvaluatorConfig *c)
     int rc;
     if (c->out && (rc = check_out(c->out))) return rc;
     if (c->threads > 0) {
-        /* Before the first kernel starts the pool; OpenBLAS is told directly. */
+        /* Before the first kernel starts the pool, which also splits the products. */
         char n[16];
         snprintf(n, sizeof n, "%d", c->threads);
         setenv("RLHF_THREADS", n, 1);
-        openblas_set_num_threads(c->threads);
     }
     if ((rc = load_policy(&e)) || (rc = model_set_decode_type(e.m, (KernType)c->decode_weights)) ||
         (rc = load_scorers(&e)) || (rc = open_prompts(&e)))

@@ -26,8 +26,9 @@
  * Threads: rm_scorer_run may be called from any number of threads (the
  * reward server's scoring workers); at most `streams` forward passes run at
  * once, each on a cache of its own, and the others wait. A pass's matrix
- * products use as many threads as OpenBLAS is given. The reward server
- * runs one stream per CPU with one BLAS thread each (tensor_set_blas_threads):
+ * products are split over the pool unless tensor_set_blas_threads(1) made
+ * them serial. The reward server runs one stream per CPU with serial
+ * products (tensor_set_blas_threads(1)):
  * passes side by side never wait on each other's threads, which measured
  * faster than one pass at a time on every core, most of all for small
  * models (tests/bench/bench_rm.c); each stream costs a cache and up to

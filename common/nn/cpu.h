@@ -7,8 +7,8 @@
  * x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline, and the
  * dynamic loader picks one per function when the program starts (an ifunc),
  * from the CPU it runs on. One definition per kernel; the clones differ only
- * in the instructions the compiler may use. BLAS is not concerned: Debian's
- * OpenBLAS already selects its kernels at run time.
+ * in the instructions the compiler may use. BLAS selects its own kernels at
+ * run time (gemm.c corrects its choice on CPUs it does not know).
  *
  * Put RLHF_HOT on the function that holds the loop (a par_for range function
  * or a static helper), not on a caller: inlined callees take the clone's

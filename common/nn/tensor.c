@@ -1,7 +1,6 @@
 #include "common/nn/tensor.h"
 #include "common/nn/tensor_int.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,44 +10,6 @@
 #include "common/base/par.h"
 #include "common/base/rng.h"
 #include "common/nn/cpu.h"
-
-void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-                 int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    CHECK(M >= 0 && N >= 0 && K >= 0);
-    if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void tensor_set_blas_threads(int n)
-{
-    CHECK(n >= 1);
-    openblas_set_num_threads(n);
-}
-
-int tensor_blas_threads(void)
-{
-    return openblas_get_num_threads();
-}
-
-void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++) {
-            double acc = 0.0;
-            for (int p = 0; p < K; p++) {
-                float a = trans_a ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
-                float b = trans_b ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
-                acc += (double)a * b;
-            }
-            float *c = &C[(size_t)i * ldc + j];
-            /* beta == 0 must ignore C, which may hold garbage, as BLAS does. */
-            *c = (float)(alpha * acc + (beta == 0.0f ? 0.0 : (double)beta * *c));
-        }
-    }
-}
 
 /* Rows at or below this count take the weight-streaming kernel: with few
  * rows the product is bound by reading w, and sgemm's packing of w costs an
@@ -379,31 +340,93 @@ static RLHF_HOT void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
     }
 }
 
+/* The long-sequence attention: per (batch, head) sgemm calls, the heads
+ * spread over the pool (each call single-threaded inside a worker), a
+ * three-phase split so the softmax runs over all heads at once. The full
+ * T x T products waste the upper triangle but keep the work in sgemm. */
+typedef struct {
+    float       *out, *att, *dq, *dk, *dv, *scratch;
+    const float *q, *k, *v, *dout, *att_in;
+    int          T, NH, KVH, HS;
+} AttCtxG;
+
+/* Offsets of (b, h)'s query rows and its key/value rows. */
+static void att_offsets(const AttCtxG *a, size_t i, size_t *qo, size_t *ko, size_t *po)
+{
+    int b = (int)(i / (size_t)a->NH), h = (int)(i % (size_t)a->NH);
+    *qo = (size_t)b * a->T * a->NH * a->HS + (size_t)h * a->HS;
+    *ko = (size_t)b * a->T * a->KVH * a->HS + (size_t)(h / (a->NH / a->KVH)) * a->HS;
+    *po = i * a->T * a->T;
+}
+
+static void att_scores_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttCtxG *a = ctx;
+    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
+    for (size_t i = i0; i < i1; i++) {
+        size_t qo, ko, po;
+        att_offsets(a, i, &qo, &ko, &po);
+        tensor_gemm(false, true, T, T, a->HS, 1.0f / sqrtf((float)a->HS), a->q + qo, qs, a->k + ko,
+                    ks, 0.0f, a->att + po, T);
+    }
+}
+
+static void att_values_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttCtxG *a = ctx;
+    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
+    for (size_t i = i0; i < i1; i++) {
+        size_t qo, ko, po;
+        att_offsets(a, i, &qo, &ko, &po);
+        tensor_gemm(false, false, T, a->HS, T, 1.0f, a->att + po, T, a->v + ko, ks, 0.0f,
+                    a->out + qo, qs);
+    }
+}
+
 void tensor_attention_forward_gemm(float *out, float *att, const float *q, const float *k,
                                    const float *v, int B, int T, int NH, int KVH, int HS)
 {
     CHECK(NH % KVH == 0);
-    int   group = NH / KVH;
-    int   qs = NH * HS, ks = KVH * HS; /* row strides of q and k/v */
-    float scale = 1.0f / sqrtf((float)HS);
-    /* Three phases so the softmax runs over all heads at once in parallel,
-     * between sgemms that thread by themselves. The full T x T products
-     * waste the upper triangle but keep the work in sgemm. */
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;
-            const float *k_bh = k + (size_t)b * T * ks + (size_t)(h / group) * HS;
-            float       *att_bh = att + ((size_t)b * NH + h) * T * T;
-            tensor_gemm(false, true, T, T, HS, scale, q_bh, qs, k_bh, ks, 0.0f, att_bh, T);
+    AttCtxG a = {
+        .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
+    par_for((size_t)B * NH, 2, att_scores_range, &a);
+    causal_softmax_rows(att, (size_t)B * NH, T);
+    par_for((size_t)B * NH, 2, att_values_range, &a);
+}
+
+/* dv and dk are shared by the query heads of one kv head: a task owns a
+ * kv head (b, g) and runs its group's heads in turn, so each has one writer. */
+static void att_bwd_dp_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttCtxG *a = ctx;
+    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
+    for (size_t g = i0; g < i1; g++) {
+        for (size_t i = g * group; i < (g + 1) * group; i++) {
+            size_t qo, ko, po;
+            att_offsets(a, i, &qo, &ko, &po);
+            /* dP = dout V^T; dV += P^T dout. */
+            tensor_gemm(false, true, T, T, a->HS, 1.0f, a->dout + qo, qs, a->v + ko, ks, 0.0f,
+                        a->scratch + po, T);
+            tensor_gemm(true, false, T, a->HS, T, 1.0f, a->att_in + po, T, a->dout + qo, qs, 1.0f,
+                        a->dv + ko, ks);
         }
     }
-    causal_softmax_rows(att, (size_t)B * NH, T);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *v_bh = v + (size_t)b * T * ks + (size_t)(h / group) * HS;
-            const float *att_bh = att + ((size_t)b * NH + h) * T * T;
-            float       *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;
-            tensor_gemm(false, false, T, HS, T, 1.0f, att_bh, T, v_bh, ks, 0.0f, out_bh, qs);
+}
+
+static void att_bwd_dqk_range(void *ctx, size_t i0, size_t i1)
+{
+    const AttCtxG *a = ctx;
+    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
+    float          scale = 1.0f / sqrtf((float)a->HS);
+    for (size_t g = i0; g < i1; g++) {
+        for (size_t i = g * group; i < (g + 1) * group; i++) {
+            size_t qo, ko, po;
+            att_offsets(a, i, &qo, &ko, &po);
+            /* S = scale Q K^T: dQ += scale dS K; dK += scale dS^T Q. */
+            tensor_gemm(false, false, T, a->HS, T, scale, a->scratch + po, T, a->k + ko, ks, 1.0f,
+                        a->dq + qo, qs);
+            tensor_gemm(true, false, T, a->HS, T, scale, a->scratch + po, T, a->q + qo, qs, 1.0f,
+                        a->dk + ko, ks);
         }
     }
 }
@@ -413,32 +436,23 @@ void tensor_attention_backward_gemm(float *dq, float *dk, float *dv, float *scra
                                     const float *k, const float *v, int B, int T, int NH, int KVH,
                                     int HS)
 {
-    int   group = NH / KVH;
-    int   qs = NH * HS, ks = KVH * HS;
-    float scale = 1.0f / sqrtf((float)HS);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            size_t       qo = (size_t)b * T * qs + (size_t)h * HS;
-            size_t       ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
-            const float *att_bh = att + ((size_t)b * NH + h) * T * T;
-            float       *dp = scratch + ((size_t)b * NH + h) * T * T;
-            /* dP = dout V^T; dV += P^T dout. */
-            tensor_gemm(false, true, T, T, HS, 1.0f, dout + qo, qs, v + ko, ks, 0.0f, dp, T);
-            tensor_gemm(true, false, T, HS, T, 1.0f, att_bh, T, dout + qo, qs, 1.0f, dv + ko, ks);
-        }
-    }
+    AttCtxG a = {.dq = dq,
+                 .dk = dk,
+                 .dv = dv,
+                 .scratch = scratch,
+                 .dout = dout,
+                 .att_in = att,
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .T = T,
+                 .NH = NH,
+                 .KVH = KVH,
+                 .HS = HS};
+    par_for((size_t)B * KVH, 2, att_bwd_dp_range, &a);
     AttCtx sb = {.d = scratch, .p = att, .T = T};
     par_for((size_t)B * NH * T, (size_t)(65536 / T + 1), softmax_bwd_range, &sb);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            size_t qo = (size_t)b * T * qs + (size_t)h * HS;
-            size_t ko = (size_t)b * T * ks + (size_t)(h / group) * HS;
-            float *dp = scratch + ((size_t)b * NH + h) * T * T;
-            /* S = scale Q K^T: dQ += scale dS K; dK += scale dS^T Q. */
-            tensor_gemm(false, false, T, HS, T, scale, dp, T, k + ko, ks, 1.0f, dq + qo, qs);
-            tensor_gemm(true, false, T, HS, T, scale, dp, T, q + qo, qs, 1.0f, dk + ko, ks);
-        }
-    }
+    par_for((size_t)B * KVH, 2, att_bwd_dqk_range, &a);
 }
 
 /* Short sequences: per-head sgemm calls cost more in overhead than in

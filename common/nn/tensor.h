@@ -11,7 +11,7 @@
  * upstream gradient, saved tensors, sizes). Backward kernels ACCUMULATE into
  * every gradient they write (+=); zeroing is the caller's step. Kernels never
  * allocate: scratch comes from the caller. Misuse is a CHECK. Threading:
- * kernels are reentrant; tensor_gemm uses OpenBLAS's threads. */
+ * kernels are reentrant and split their work over the par pool. */
 #ifndef RLHF_TENSOR_H
 #define RLHF_TENSOR_H
 
@@ -25,12 +25,24 @@
  * when trans_b. ldc is C's row stride. Strides allow strided head views. */
 void tensor_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
-/* OpenBLAS's threads for one tensor_gemm, process-wide (n >= 1; its
- * default is one per CPU or $OPENBLAS_NUM_THREADS). A process that runs
- * several products at once on threads of its own (the reward model's
- * streams) sets 1: the products then never wait on each other's threads. */
+/* Threads of one tensor_gemm. OpenBLAS itself runs single-threaded (its
+ * idle threads spin in sched_yield and took a core from the pool's kernels
+ * between products); a product of at least 2^18 multiply-adds is split
+ * into one sgemm per pool thread over disjoint rows (or columns) of C, so
+ * the split changes no element's summation. A call made inside a pool task
+ * or while the pool is busy runs whole in its caller. n = 1 makes every
+ * product serial, process-wide: a process that runs several products at
+ * once on threads of its own (the reward model's streams) sets it, so the
+ * products never wait on each other; any other n means the pool. */
 void tensor_set_blas_threads(int n);
 int  tensor_blas_threads(void);
+/* The name of the OpenBLAS kernels this process runs (e.g. "SkylakeX"). */
+const char *tensor_blas_kernels(void);
+/* The $OPENBLAS_CORETYPE worth asking for on this CPU when OpenBLAS runs
+ * kernels `corename`, or NULL when those are the best it has: "SKYLAKEX"
+ * (or "COOPERLAKE" with AVX512-BF16) on an AVX-512 CPU that OpenBLAS took
+ * for an AVX2-or-older model (logged by the first product). */
+const char *tensor_blas_better_kernels(const char *corename);
 /* The same contract with plain loops in double, for tests. */
 void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -111,15 +111,17 @@ int main(int argc, char **argv)
     double sg = bench_sgemm_gflops();
     double bw = bench_memcpy_gbs();
     double rd = bench_read_gbs(true), rd1 = bench_read_gbs(false), read_bound = fmax(rd, rd1);
-    printf("machine: sgemm %.1f GFLOP/s (2048^3, best of 5), memcpy %.2f GB/s (512 MiB, best of "
-           "5), read %.2f GB/s with %d threads, %.2f GB/s with 1 (512 MiB sum, best of 5)\n",
-           sg, bw, rd, par_threads(), rd1);
+    printf("machine: sgemm %.1f GFLOP/s (2048^3, best of 5, OpenBLAS's %s kernels), memcpy %.2f "
+           "GB/s (512 MiB, best of 5), read %.2f GB/s with %d threads, %.2f GB/s with 1 (512 MiB "
+           "sum, best of 5)\n",
+           sg, tensor_blas_kernels(), bw, rd, par_threads(), rd1);
     Shape shapes[] = {
         {"tiny", fixture_model_config(128, 4, 4, 4, 512, 64, 128), 64, 64, 16, 8, 32, 5},
         {"smollm2-135m-shape", bench_smollm2_config(), 8, 256, 8, 32, 64, 2},
     };
-    json_t *res = json_pack("{s:f, s:f, s:f, s:f}", "sgemm_gflops", sg, "memcpy_gbs", bw,
-                            "read_gbs", rd, "read_gbs_1thread", rd1);
+    json_t *res =
+        json_pack("{s:f, s:s, s:f, s:f, s:f}", "sgemm_gflops", sg, "blas_kernels",
+                  tensor_blas_kernels(), "memcpy_gbs", bw, "read_gbs", rd, "read_gbs_1thread", rd1);
     for (size_t i = 0; i < (quick ? 1 : sizeof shapes / sizeof shapes[0]); i++)
         json_object_set_new(res, shapes[i].name, bench_shape(&shapes[i], sg, read_bound));
     bench_json_write("bench_model", out, "model", res);
