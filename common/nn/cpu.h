@@ -22,6 +22,13 @@
 #define RLHF_HOT
 #endif
 
+/* A generic vector of VEC_F floats (GCC's vector extension, also clang's):
+ * each clone of RLHF_HOT code lowers it to its own registers (one zmm, two
+ * ymm, four xmm). Alignment 4, so loads and stores through it may be
+ * unaligned. */
+#define VEC_F 16
+typedef float VecF __attribute__((vector_size(VEC_F * sizeof(float)), aligned(4)));
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #include <stdbool.h>

@@ -216,11 +216,6 @@ KernType model_decode_type(const Model *m)
 
 /* Positions whose scores one pass keeps (on the stack). */
 #define ATT_CHUNK 256
-/* Floats per vector of the attention loops: GCC's generic vectors, which
- * each clone of RLHF_HOT code lowers to its own registers (one zmm, two ymm,
- * four xmm); alignment 4, so loads and stores may be unaligned. */
-#define ATT_VEC 16
-typedef float VecF __attribute__((vector_size(ATT_VEC * sizeof(float)), aligned(4)));
 
 typedef struct {
     float       *atty;      /* (n, NH*HS) */
@@ -281,7 +276,7 @@ static RLHF_HOT void attend_range(void *p, size_t i0, size_t i1)
              * positions in a register. */
             const float *v0 = vh + (size_t)j0 * HS;
             int          cv = 0;
-            for (; cv + ATT_VEC <= HS; cv += ATT_VEC) {
+            for (; cv + VEC_F <= HS; cv += VEC_F) {
                 VecF acc = *(const VecF *)(y_h + cv);
                 for (int j = 0; j < nj; j++)
                     acc += sc[j] * *(const VecF *)(v0 + (size_t)j * HS + cv);

@@ -456,9 +456,15 @@ void tensor_attention_backward_gemm(float *dq, float *dk, float *dv, float *scra
 }
 
 /* Short sequences: per-head sgemm calls cost more in overhead than in
- * arithmetic, so plain loops over (b, kv head) tasks run instead, each task
- * owning every query head of its group so dk and dv have one writer. */
+ * arithmetic, so loops over (b, kv head) tasks run instead, each task
+ * owning every query head of its group so dk and dv have one writer.
+ *
+ * Every product runs as blocks of VEC_F lanes with the block's sums held
+ * in registers: a score row is q_t against the keys stored transposed (so
+ * the lanes run over key positions), a weighted sum of rows (P V, dS K,
+ * P^T dout, dS^T Q) runs its lanes over the head's channels. */
 #define ATT_LOOP_MAX_T 64
+#define ATT_TP(T) (((T) + VEC_F - 1) / VEC_F * VEC_F)
 
 typedef struct {
     float       *out, *att, *dq, *dk, *dv, *scratch;
@@ -466,98 +472,126 @@ typedef struct {
     int          T, NH, KVH, HS;
 } AttLoopCtx;
 
+/* mt (HS, TP) = the T rows of m (row stride ld) transposed, columns T..TP zero. */
+static void att_transpose(float *mt, const float *m, int ld, int T, int HS)
+{
+    int TP = ATT_TP(T);
+    for (int c = 0; c < HS; c++) {
+        for (int j = 0; j < T; j++) mt[(size_t)c * TP + j] = m[(size_t)j * ld + c];
+        for (int j = T; j < TP; j++) mt[(size_t)c * TP + j] = 0.0f;
+    }
+}
+
+/* dst[j] = scale * sum_c a[c] mt[c][j] for j < n rounded up to VEC_F (mt's
+ * row stride TP >= that). */
+static inline void att_row_dot(float *dst, const float *a, const float *mt, int TP, int n, int HS,
+                               float scale)
+{
+    for (int j = 0; j < n; j += VEC_F) {
+        VecF acc = {0};
+        for (int c = 0; c < HS; c++) acc += a[c] * *(const VecF *)(mt + (size_t)c * TP + j);
+        *(VecF *)(dst + j) = scale * acc;
+    }
+}
+
+/* out[c] += sum_{i in [i0, i1)} wt[i * ws] m[i * ld + c] for c < HS. */
+static inline void att_rows_sum(float *out, const float *wt, int ws, const float *m, int ld, int i0,
+                                int i1, int HS)
+{
+    int c = 0;
+    for (; c + VEC_F <= HS; c += VEC_F) {
+        VecF acc = *(const VecF *)(out + c);
+        for (int i = i0; i < i1; i++)
+            acc += wt[(size_t)i * ws] * *(const VecF *)(m + (size_t)i * ld + c);
+        *(VecF *)(out + c) = acc;
+    }
+    for (; c < HS; c++) {
+        float sum = 0.0f;
+        for (int i = i0; i < i1; i++) sum += wt[(size_t)i * ws] * m[(size_t)i * ld + c];
+        out[c] += sum;
+    }
+}
+
+/* row[0..n) = softmax(s[0..n)), row[n..T) = 0. */
+static inline void att_softmax_row(float *row, const float *s, int n, int T)
+{
+    float mx = s[0], sum = 0.0f;
+    for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        row[j] = tensor_exp(s[j] - mx);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) row[j] *= inv;
+    for (int j = n; j < T; j++) row[j] = 0.0f;
+}
+
 static RLHF_HOT void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
     int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int               qs = NH * HS, ks = KVH * HS;
+    int               qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
     float             scale = 1.0f / sqrtf((float)HS);
+    float            *kt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *srow = kt + HS * TP;
     for (size_t i = i0; i < i1; i++) {
         int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
-        const float *k_b = a->k + (size_t)b * T * ks + (size_t)g * HS;
         const float *v_b = a->v + (size_t)b * T * ks + (size_t)g * HS;
+        att_transpose(kt, a->k + (size_t)b * T * ks + (size_t)g * HS, ks, T, HS);
         for (int h = g * group; h < (g + 1) * group; h++) {
             float *att_bh = a->att + ((size_t)b * NH + h) * T * T;
             for (int t = 0; t < T; t++) {
-                const float *q_t = a->q + ((size_t)b * T + t) * qs + (size_t)h * HS;
-                float       *row = att_bh + (size_t)t * T;
-                float        mx = -INFINITY;
-                for (int j = 0; j <= t; j++) {
-                    const float *k_j = k_b + (size_t)j * ks;
-                    float        s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int c = 0; c < HS; c++) s += q_t[c] * k_j[c];
-                    row[j] = s * scale;
-                    mx = row[j] > mx ? row[j] : mx;
-                }
-                float sum = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    row[j] = tensor_exp(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= t; j++) row[j] *= inv;
-                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
-                float *o = a->out + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                size_t qo = ((size_t)b * T + t) * qs + (size_t)h * HS;
+                float *row = att_bh + (size_t)t * T;
+                att_row_dot(srow, a->q + qo, kt, TP, t + 1, HS, scale);
+                att_softmax_row(row, srow, t + 1, T);
+                float *o = a->out + qo;
                 for (int c = 0; c < HS; c++) o[c] = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    const float *v_j = v_b + (size_t)j * ks;
-                    float        p = row[j];
-#pragma omp simd
-                    for (int c = 0; c < HS; c++) o[c] += p * v_j[c];
-                }
+                att_rows_sum(o, row, 1, v_b, ks, 0, t + 1, HS);
             }
         }
     }
+    free(kt);
 }
 
+/* Per head, two passes: over query rows t (dP = dout V^T by the transposed
+ * V, the softmax backward into dS, dQ += scale dS K), then over key rows j
+ * (dV += P^T dout, dK += scale dS^T Q: column j of P and dS weighting the
+ * rows t >= j). */
 static RLHF_HOT void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
 {
     const AttLoopCtx *a = ctx;
     int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int               qs = NH * HS, ks = KVH * HS;
+    int               qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
     float             scale = 1.0f / sqrtf((float)HS);
+    float            *vt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *drow = vt + HS * TP;
     for (size_t i = i0; i < i1; i++) {
         int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
         size_t       kb = (size_t)b * T * ks + (size_t)g * HS;
-        const float *k_b = a->k + kb, *v_b = a->v + kb;
-        float       *dk_b = a->dk + kb, *dv_b = a->dv + kb;
+        const float *k_b = a->k + kb;
+        att_transpose(vt, a->v + kb, ks, T, HS);
         for (int h = g * group; h < (g + 1) * group; h++) {
-            const float *att_bh = a->att_in + ((size_t)b * NH + h) * T * T;
-            float       *dp = a->scratch + ((size_t)b * NH + h) * T * T;
+            size_t       qb = (size_t)b * T * qs + (size_t)h * HS;
+            const float *p = a->att_in + ((size_t)b * NH + h) * T * T;
+            float       *ds = a->scratch + ((size_t)b * NH + h) * T * T;
             for (int t = 0; t < T; t++) {
-                size_t       qo = ((size_t)b * T + t) * qs + (size_t)h * HS;
-                const float *dout_t = a->dout + qo, *q_t = a->q + qo;
-                float       *dq_t = a->dq + qo;
-                const float *p = att_bh + (size_t)t * T;
-                float       *d = dp + (size_t)t * T;
-                /* dP_j = dout . v_j and dV_j += P_j dout, then the softmax backward. */
-                float dot = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    const float *v_j = v_b + (size_t)j * ks;
-                    float       *dv_j = dv_b + (size_t)j * ks;
-                    float        s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int c = 0; c < HS; c++) {
-                        s += dout_t[c] * v_j[c];
-                        dv_j[c] += p[j] * dout_t[c];
-                    }
-                    d[j] = s;
-                    dot += s * p[j];
-                }
-                for (int j = 0; j <= t; j++) {
-                    float        ds = p[j] * (d[j] - dot) * scale;
-                    const float *k_j = k_b + (size_t)j * ks;
-                    float       *dk_j = dk_b + (size_t)j * ks;
+                const float *p_t = p + (size_t)t * T;
+                float       *ds_t = ds + (size_t)t * T, dot = 0.0f;
+                att_row_dot(drow, a->dout + qb + (size_t)t * qs, vt, TP, t + 1, HS, 1.0f);
+#pragma omp simd reduction(+ : dot)
+                for (int j = 0; j <= t; j++) dot += drow[j] * p_t[j];
 #pragma omp simd
-                    for (int c = 0; c < HS; c++) {
-                        dq_t[c] += ds * k_j[c];
-                        dk_j[c] += ds * q_t[c];
-                    }
-                }
+                for (int j = 0; j <= t; j++) ds_t[j] = p_t[j] * (drow[j] - dot) * scale;
+                att_rows_sum(a->dq + qb + (size_t)t * qs, ds_t, 1, k_b, ks, 0, t + 1, HS);
+            }
+            for (int j = 0; j < T; j++) {
+                att_rows_sum(a->dv + kb + (size_t)j * ks, p + j, T, a->dout + qb, qs, j, T, HS);
+                att_rows_sum(a->dk + kb + (size_t)j * ks, ds + j, T, a->q + qb, qs, j, T, HS);
             }
         }
     }
+    free(vt);
 }
 
 void tensor_attention_forward_loop(float *out, float *att, const float *q, const float *k,

@@ -77,9 +77,11 @@ static void test_attention_paths(bool verbose)
     Rng r;
     rng_seed(&r, 21);
     double worst = 0.0;
-    int    Ts[2] = {7, 70};
-    for (int ti = 0; ti < 2; ti++) {
-        int    B = 2, T = Ts[ti], NH = 4, KVH = 2, HS = 8;
+    /* Head sizes below, across and on the loops' 16 lanes; sequences of
+     * under one block of lanes, across blocks, and past the loop path's 64. */
+    int Ts[3] = {7, 33, 70}, HSs[3] = {8, 20, 32};
+    for (int ti = 0; ti < 9; ti++) {
+        int    B = 2, T = Ts[ti % 3], NH = 4, KVH = 2, HS = HSs[ti / 3];
         size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
         size_t na = (size_t)B * NH * T * T;
         float *buf = xcalloc(4 * nq + 6 * nk + 4 * na, sizeof(float));
