@@ -6,7 +6,11 @@
  * re-issued group and every group the learner issued pushed by the actor
  * once; with --cross-lease 1 leases were joined into a running generation
  * and fewer slots were wasted than with 0 (counts from the actor's
- * /metrics, not times).
+ * /metrics, not times). A third run with --cross-lease 1 against a
+ * learner whose lease credit allows one lease at a time: no lease joins,
+ * the early requests are answered without work and the actor waits as
+ * told, a bounded number of requests, none logged (but one re-sent as the
+ * learner ends).
  *
  * Returns the number of failed checks (0 = pass). */
 #include "tests/test_list.h"
@@ -28,7 +32,9 @@
 
 /* What the actor's /metrics said at the end of a run. */
 typedef struct {
-    double groups, slot_steps, slot_used, joined, abandoned, refused, stale;
+    double  groups, slot_steps, slot_used, joined, abandoned, refused, stale, requests, retries;
+    int64_t issued, grants_credit; /* the learner's summary */
+    int     noise; /* lines of the actor's log on re-sent requests or error replies */
 } CrossCounts;
 
 /* The value of series in the actor's /metrics on port; NaN if missing. */
@@ -51,11 +57,15 @@ static void scrape_counts(int port, CrossCounts *k)
     k->abandoned = scrape_value(port, "rlhf_actor_leases_total{outcome=\"abandoned\"}");
     k->refused = scrape_value(port, "rlhf_actor_leases_total{outcome=\"refused\"}");
     k->stale = scrape_value(port, "rlhf_actor_leases_total{outcome=\"stale\"}");
+    k->requests = scrape_value(port, "rlhf_actor_lease_requests_total");
 }
 
-/* One run with --cross-lease cross; the actor's counters into k. */
-static void run_once(bool verbose, int cross, CrossCounts *k)
+/* One run with --cross-lease cross (and the learner's --lease-credit
+ * credit, 0 = its default); the actor's counters into k. */
+static void run_once(bool verbose, int cross, int credit, CrossCounts *k)
 {
+    char credit_flag[32];
+    snprintf(credit_flag, sizeof credit_flag, "--lease-credit=%d", credit);
     const TestClRun o = {.steps = CROSS_STEPS,
                          .max_staleness = 1,
                          .batch_groups = 4,
@@ -65,11 +75,12 @@ static void run_once(bool verbose, int cross, CrossCounts *k)
                          .dim = 128,
                          .layers = 2,
                          .hidden = 256,
-                         .extra = {"--max-new-tokens=48"}};
+                         .extra = {"--max-new-tokens=48", credit_flag}};
     TestCl          c;
     Proc           *learner, *reward;
-    *k = (CrossCounts){NAN, NAN, NAN, NAN, NAN, NAN, NAN};
-    if (!testcl_init(&c, cross ? "cross_lease_on" : "cross_lease_off", verbose, CROSS_BUDGET_S) ||
+    *k = (CrossCounts){NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1, -1, -1};
+    const char *name = credit ? "cross_lease_credit" : cross ? "cross_lease_on" : "cross_lease_off";
+    if (!testcl_init(&c, name, verbose, CROSS_BUDGET_S) ||
         !testcl_start_core(&c, &o, &learner, &reward)) {
         testcl_finish(&c);
         return;
@@ -88,8 +99,18 @@ static void run_once(bool verbose, int cross, CrossCounts *k)
         return;
     }
     testcl_wait_done(&c, learner, 90.0);
+    /* Re-sent requests: one when the learner stops answering as it ends
+     * (its last records and checkpoint) is expected, more are not. */
+    int resent = testcl_count(actor, "no lease reply"), errs = testcl_count(actor, "error reply");
+    k->noise = resent + errs;
+    EXPECT(resent <= 1 && errs == 0,
+           "cross-lease %d: %d lines on re-sent requests (at most 1) and %d on error replies (0) "
+           "in the actor's log",
+           cross, resent, errs);
     TestClCounters kc = {0};
     json_t        *sum = testcl_check_summary(&c, CROSS_STEPS, &kc);
+    k->issued = kc.issued;
+    k->grants_credit = testcl_jint(sum, "grants_credit");
     json_decref(sum);
     testcl_note_counters(&c, &kc);
     EXPECT(kc.duplicates == 0 && kc.failed == 0 && kc.reissued == 0,
@@ -105,9 +126,10 @@ static void run_once(bool verbose, int cross, CrossCounts *k)
     }
     testcl_note(&c,
                 "cross-lease %d: groups %g, slots %g of %g used (%.1f%% wasted), leases joined "
-                "%g, abandoned %g",
+                "%g, abandoned %g; lease requests %g, answered without work for credit %" PRId64,
                 cross, k->groups, k->slot_used, k->slot_steps,
-                100.0 * (1.0 - k->slot_used / k->slot_steps), k->joined, k->abandoned);
+                100.0 * (1.0 - k->slot_used / k->slot_steps), k->joined, k->abandoned, k->requests,
+                k->grants_credit);
     EXPECT(k->groups == (double)kc.issued,
            "cross-lease %d: the actor pushed %g groups, the learner issued %" PRId64, cross,
            k->groups, kc.issued);
@@ -123,9 +145,22 @@ static void run_once(bool verbose, int cross, CrossCounts *k)
 
 int cross_lease_selftest(bool verbose)
 {
-    CrossCounts off, on;
-    run_once(verbose, 0, &off);
-    run_once(verbose, 1, &on);
+    CrossCounts off, on, cr;
+    run_once(verbose, 0, 0, &off);
+    run_once(verbose, 1, 0, &on);
+    /* A learner whose credit (2 groups, one lease) never allows a second
+     * lease: every early request is answered without work; the actor
+     * waits as told, doubling the wait, quietly, and serves one lease at
+     * a time. */
+    run_once(verbose, 1, 2, &cr);
+    EXPECT(cr.joined == 0 && cr.grants_credit > 0,
+           "--lease-credit 2: %g leases joined, %" PRId64
+           " requests answered for credit, expected 0 and > 0",
+           cr.joined, cr.grants_credit);
+    /* Leases are groups / 2; a spinning actor would ask hundreds of times each. */
+    EXPECT(cr.requests <= 12.0 * cr.groups / 2.0,
+           "--lease-credit 2: %g lease requests for %g leases, expected at most 12 each",
+           cr.requests, cr.groups / 2.0);
     EXPECT(off.joined == 0, "cross-lease 0: %g leases joined, expected none", off.joined);
     EXPECT(on.joined > 0, "cross-lease 1: no lease joined a running generation");
     double waste_off = 1.0 - off.slot_used / off.slot_steps;
