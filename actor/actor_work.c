@@ -526,8 +526,12 @@ static int serve_grant(Actor *a, const Rlhf__LeaseGrant *g, Rlhf__LeaseGrant **n
     int H = (P > request_prompts(a, G) ? P : request_prompts(a, G)) * G;
     int n_halves = a->cfg.cross_lease ? 2 : 1;
     if (a->cfg.cross_lease) {
-        int room = 2 * (max_len - W) + W;
-        max_len = room < ctx ? room : ctx;
+        int maxp = 0;
+        for (int p = 0; p < P; p++)
+            if ((int)g->prompts[p]->n_tokens > maxp) maxp = (int)g->prompts[p]->n_tokens;
+        int64_t room = 2 * (int64_t)maxp + W;
+        if (room > ctx) room = ctx;
+        if (room > max_len) max_len = (int)room;
     } else {
         H = P * G;
     }
