@@ -127,14 +127,15 @@ static void status_line(Actor *a)
     uint64_t slots = s.slot_steps - a->st_last.slot_steps;
     double   used =
         slots ? 100.0 * (double)(s.slot_rows_used - a->st_last.slot_rows_used) / slots : 0.0;
-    log_info("actor %s: leases %llu done, %llu refused, %llu abandoned, %llu stale; groups %llu "
+    log_info("actor %s: leases %llu done, %llu refused, %llu abandoned, %llu stale, %llu joined; "
+             "groups %llu "
              "(%.2f/s); tokens %llu (%.0f/s); slots %.0f%% used; weights %s (%llu snapshots); "
              "rejects %llu (%s); error replies %llu",
              a->id, (unsigned long long)s.leases_done, (unsigned long long)s.leases_refused,
              (unsigned long long)s.leases_abandoned, (unsigned long long)s.leases_stale,
-             (unsigned long long)s.groups_sent, gps, (unsigned long long)s.tokens_generated, tps,
-             used, w, (unsigned long long)s.snapshots, (unsigned long long)s.rejects, rej,
-             (unsigned long long)s.error_replies);
+             (unsigned long long)s.leases_joined, (unsigned long long)s.groups_sent, gps,
+             (unsigned long long)s.tokens_generated, tps, used, w, (unsigned long long)s.snapshots,
+             (unsigned long long)s.rejects, rej, (unsigned long long)s.error_replies);
     a->st_last = s;
     a->t_status = t;
 }
@@ -424,10 +425,11 @@ const char *actor_id(const Actor *a)
 int actor_run(Actor *a, atomic_int *stop)
 {
     log_info("actor %s: lease %s, weights %s, snapshot %s, %d reward endpoint(s) (first %s), "
-             "batch %d, seed %llu, decoding in %s (%s kernels)",
+             "batch %d%s, seed %llu, decoding in %s (%s kernels)",
              a->id, a->cfg.lease_ep, a->cfg.weights_ep, a->cfg.snapshot_ep, a->cfg.n_reward,
-             a->cfg.reward_eps[0], a->cfg.batch, (unsigned long long)a->seed,
-             kern_type_names[a->cfg.decode_weights], kern_variant_name());
+             a->cfg.reward_eps[0], a->cfg.batch, a->cfg.cross_lease ? " across leases" : "",
+             (unsigned long long)a->seed, kern_type_names[a->cfg.decode_weights],
+             kern_variant_name());
     a->t_status = progress_now();
     a->stop = stop;
     a->reactor = reactor_new("actor", a->cfg.poll_ms);

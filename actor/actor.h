@@ -61,12 +61,13 @@ typedef struct {
     const char *snapshot_ep;                  /* learner snapshot ROUTER (DEALER connects) */
     const char *reward_eps[ACTOR_MAX_REWARD]; /* reward server PULLs (PUSH connects to each) */
     int         n_reward;                     /* endpoints in reward_eps, >= 1 */
-    int         reward_resolve_ms;   /* > 0: connect to every address of a reward host name and
-                                        re-resolve this often (actor_dns.h); 0 = as given, once */
-    const char *id;                  /* actor id sent to the learner; NULL = "actor-<pid>" */
-    int         batch;               /* sequences generated together at most, >= 1 */
-    uint64_t    seed;                /* sampling seed; 0 = derived from the actor id */
-    int         poll_ms;             /* longest wait before the stop flag is looked at */
+    int         reward_resolve_ms; /* > 0: connect to every address of a reward host name and
+                                      re-resolve this often (actor_dns.h); 0 = as given, once */
+    const char *id;                /* actor id sent to the learner; NULL = "actor-<pid>" */
+    int         batch;             /* sequences generated together at most, >= 1 */
+    int         cross_lease; /* 1: the next lease joins the running generation (actor_work.h) */
+    uint64_t    seed;        /* sampling seed; 0 = derived from the actor id */
+    int         poll_ms;     /* longest wait before the stop flag is looked at */
     int         reply_timeout_ms;    /* re-send a LeaseRequest unanswered this long */
     int         snapshot_timeout_ms; /* re-send a SnapshotRequest when chunks stop this long */
     double      status_every_s;      /* seconds between status lines; 0 = none */
@@ -88,6 +89,7 @@ typedef struct {
                    .reward_resolve_ms = 0,                                                         \
                    .id = NULL,                                                                     \
                    .batch = 32,                                                                    \
+                   .cross_lease = 1,                                                               \
                    .seed = 0,                                                                      \
                    .poll_ms = 50,                                                                  \
                    .reply_timeout_ms = 5000,                                                       \
@@ -104,6 +106,7 @@ typedef struct {
     uint64_t leases_refused;           /* grants refused (unusable prompts, wrong model) */
     uint64_t leases_abandoned;         /* leases dropped part-way (stop, learner restarted) */
     uint64_t leases_stale;             /* duplicate or old-epoch grants ignored */
+    uint64_t leases_joined;            /* leases seeded into a running generation (--cross-lease) */
     uint64_t groups_sent;              /* SampledGroups pushed */
     uint64_t completions_sent;         /* completions in them */
     uint64_t tokens_generated;         /* tokens in them */

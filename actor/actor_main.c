@@ -64,6 +64,9 @@ int main(int argc, char **argv)
         FLAG_STRING("id", &cfg.id, "NAME", "actor id", .lo = 1, .hi = ACTOR_MAX_ID - 1,
                     .def = "actor-<pid>"),
         FLAG_INT("batch", &cfg.batch, 1, 4096, "N", "sequences generated together at most"),
+        FLAG_INT("cross-lease", &cfg.cross_lease, 0, 1, "0|1",
+                 "1: ask for the next lease while one runs; its prompts take\n"
+                 "slots as the running sequences end; 0: one lease at a time"),
         FLAG_U64("seed", &cfg.seed, "S", "sampling seed, 0 = derived from the id"),
         FLAG_CHOICE("decode-weights", &cfg.decode_weights, kern_type_names, "T",
                     "precision the snapshot is decoded in: bf16 or fp16 read\n"

@@ -15,7 +15,7 @@ struct ActorMetrics {
     MetricsFamily *state, *has_weights, *version, *epoch;
     MetricsFamily *groups, *samples, *tokens, *samples_per_s, *leases, *requests;
     MetricsFamily *rejects, *error_replies, *snapshots, *snap_failures, *snap_bytes;
-    MetricsFamily *slot_steps, *slot_used;
+    MetricsFamily *slot_steps, *slot_used, *joined;
 };
 
 /* Label values of ActorState, in its order. */
@@ -64,6 +64,8 @@ int actor_metrics_open(Actor *a)
                                    "bytes of the snapshots installed", NULL);
     p->slot_steps = metrics_family(m, C, "rlhf_actor_slot_steps_total",
                                    "generation slots offered: --batch per decode step", NULL);
+    p->joined = metrics_family(m, C, "rlhf_actor_leases_joined_total",
+                               "leases seeded into a running generation (--cross-lease)", NULL);
     p->slot_used =
         metrics_family(m, C, "rlhf_actor_slot_used_total",
                        "of those, slots that held a sequence (the rest were wasted)", NULL);
@@ -121,6 +123,7 @@ void actor_metrics_tick(Actor *a)
     metrics_set(p->leases, METRICS_LABELS("refused"), (double)s.leases_refused);
     metrics_set(p->leases, METRICS_LABELS("abandoned"), (double)s.leases_abandoned);
     metrics_set(p->leases, METRICS_LABELS("stale"), (double)s.leases_stale);
+    metrics_set(p->joined, NULL, (double)s.leases_joined);
     metrics_set(p->requests, NULL, (double)s.requests_sent);
     set_rejects(p, wire_sock_name(a->lease), wire_sock_rejects(a->lease));
     set_rejects(p, wire_sock_name(a->sub), wire_sock_rejects(a->sub));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "actor/actor.h"
+#include "actor/actor_fake_test.h"
 #include "actor/actor_int.h"
 #include "common/base/err.h"
 #include "common/base/log.h"
@@ -71,248 +72,6 @@ static void st_config(bool verbose)
         int         rc = ckpt_config_from_json("bad test config", bad[i], &got, &eos);
         EXPECT(rc != 0, "bad config %zu refused: rc %d, expected an error", i, rc);
     }
-}
-
-enum { ST_SNAP_GOOD, ST_SNAP_NAN, ST_SNAP_SHORT, ST_SNAP_CHECKSUM };
-
-/* A fake learner (lease ROUTER, PUB, snapshot ROUTER) and a fake reward
- * server (PULL), all real sockets on tcp loopback. */
-#define ST_MAX_GROUPS 16
-typedef struct {
-    void       *zctx;
-    WireSock   *lease, *pub, *snap, *pull;
-    char        ep_lease[256], ep_pub[256], ep_snap[256], ep_pull[256];
-    const char *run_id;
-    uint64_t    epoch, version;
-    Model      *m; /* the weights served */
-    char       *config;
-    /* What the actor sent. */
-    unsigned char peer[WIRE_MAX_IDENTITY], snap_peer[WIRE_MAX_IDENTITY];
-    size_t        peer_len, snap_peer_len;
-    int           n_requests, n_snap_requests;
-    char          req_run[ACTOR_MAX_RUN_ID], req_actor[ACTOR_MAX_ID];
-    uint64_t      req_epoch, req_version, snap_have_epoch, snap_have_version;
-    int           req_max_prompts;
-    /* The grant for the next request (packed), else a retry. */
-    uint8_t            *pending;
-    size_t              pending_len;
-    Rlhf__SampledGroup *groups[ST_MAX_GROUPS];
-    int                 n_groups;
-    double              t_announce;
-    bool                is_announcing;
-    bool                is_announce_after_grant; /* announce right behind the next grant */
-    int                 bad_snaps[4];            /* ST_SNAP_* served next, last first */
-    int                 n_bad_snaps;
-} StLearner;
-
-static WireSock *st_bind(void *zctx, int type, const char *name, const char *ep, char *out)
-{
-    WireSock *s = wire_sock_new(zctx, type, name, NULL);
-    if (!s) return NULL;
-    /* Rebinding a port just closed may fail for a moment: retry briefly. */
-    for (int k = 0; k < 40; k++) {
-        if (zmq_bind(wire_sock_zmq(s), ep) == 0) {
-            if (out && wire_last_endpoint(s, out, 256) != 0) break;
-            return s;
-        }
-        usleep(25 * 1000);
-    }
-    log_error("actor_selftest: bind '%s': %s", ep, zmq_strerror(zmq_errno()));
-    wire_sock_free(&s);
-    return NULL;
-}
-
-/* Binds the learner's sockets: on ephemeral ports the first time, on the
- * same endpoints again after a restart. */
-static int st_learner_up(StLearner *L, bool again)
-{
-    L->lease = st_bind(L->zctx, ZMQ_ROUTER, "fake-lease", again ? L->ep_lease : "tcp://127.0.0.1:*",
-                       L->ep_lease);
-    L->pub =
-        st_bind(L->zctx, ZMQ_PUB, "fake-pub", again ? L->ep_pub : "tcp://127.0.0.1:*", L->ep_pub);
-    L->snap = st_bind(L->zctx, ZMQ_ROUTER, "fake-snap", again ? L->ep_snap : "tcp://127.0.0.1:*",
-                      L->ep_snap);
-    return L->lease && L->pub && L->snap ? 0 : ERR_IO;
-}
-
-static void st_learner_down(StLearner *L)
-{
-    wire_sock_free(&L->lease);
-    wire_sock_free(&L->pub);
-    wire_sock_free(&L->snap);
-}
-
-/* Serves the current weights with small chunks, so a snapshot is many frames. */
-static void st_serve_snapshot(StLearner *L, const unsigned char *peer, size_t peer_len)
-{
-    WireSnapMeta meta = {.run_id = L->run_id,
-                         .epoch = L->epoch,
-                         .policy_version = L->version,
-                         .config_json = L->config};
-    size_t       bytes = model_num_params(L->m) * sizeof(float);
-    float       *block = xmalloc(bytes);
-    memcpy(block, model_params(L->m), bytes);
-    /* Broken snapshots first, one per request, while any are queued. */
-    int bad = L->n_bad_snaps > 0 ? L->bad_snaps[--L->n_bad_snaps] : ST_SNAP_GOOD;
-    if (bad == ST_SNAP_NAN) block[bytes / 8] = NAN;
-    if (bad == ST_SNAP_SHORT) bytes -= 4 * 16;
-    if (bad == ST_SNAP_CHECKSUM) {
-        meta.checksum = wire_snap_checksum(block, bytes) ^ 1;
-        meta.has_checksum = true;
-    }
-    int rc = wire_snap_send(L->snap, peer, peer_len, &meta, block, bytes, 8192);
-    if (rc) log_error("actor_selftest: snapshot send: %s", err_str(rc));
-    free(block);
-}
-
-static void st_announce(StLearner *L, uint64_t epoch, uint64_t version, uint32_t proto)
-{
-    Rlhf__WeightAnnounce w = RLHF__WEIGHT_ANNOUNCE__INIT;
-    w.version = proto;
-    w.run_id = (char *)L->run_id;
-    w.epoch = epoch;
-    w.policy_version = version;
-    w.total_bytes = model_num_params(L->m) * sizeof(float);
-    CHECK(wire_send(L->pub, &w.base, 0) == 0 || true); /* PUB drops without subscribers */
-}
-
-/* Handles everything the actor sends for up to ms. */
-static void st_pump(StLearner *L, int ms)
-{
-    double end = progress_now() + ms / 1000.0;
-    do {
-        if (L->is_announcing && progress_now() - L->t_announce > 0.1) {
-            st_announce(L, L->epoch, L->version, WIRE_PROTOCOL_VERSION);
-            L->t_announce = progress_now();
-        }
-        zmq_pollitem_t it[3] = {{.socket = wire_sock_zmq(L->lease), .events = ZMQ_POLLIN},
-                                {.socket = wire_sock_zmq(L->snap), .events = ZMQ_POLLIN},
-                                {.socket = wire_sock_zmq(L->pull), .events = ZMQ_POLLIN}};
-        if (zmq_poll(it, 3, 10) <= 0) continue;
-        WireMsg           m;
-        ProtobufCMessage *msg;
-        if ((it[0].revents & ZMQ_POLLIN) &&
-            wire_recv_decode(L->lease, 0, &rlhf__lease_request__descriptor, NULL, &m, &msg, NULL) ==
-                0) {
-            Rlhf__LeaseRequest *r = (Rlhf__LeaseRequest *)msg;
-            memcpy(L->peer, m.peer, m.peer_len);
-            L->peer_len = m.peer_len;
-            L->n_requests++;
-            snprintf(L->req_run, sizeof L->req_run, "%s", r->run_id ? r->run_id : "");
-            snprintf(L->req_actor, sizeof L->req_actor, "%s", r->actor_id ? r->actor_id : "");
-            L->req_epoch = r->epoch;
-            L->req_version = r->policy_version;
-            L->req_max_prompts = r->max_prompts;
-            protobuf_c_message_free_unpacked(msg, NULL);
-            wire_msg_close(&m);
-            if (L->pending) {
-                wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
-                free(L->pending);
-                L->pending = NULL;
-                if (L->is_announce_after_grant)
-                    st_announce(L, L->epoch, L->version, WIRE_PROTOCOL_VERSION);
-                L->is_announce_after_grant = false;
-            } else {
-                Rlhf__LeaseGrant g = RLHF__LEASE_GRANT__INIT;
-                g.version = WIRE_PROTOCOL_VERSION;
-                g.run_id = (char *)L->run_id;
-                g.epoch = L->epoch;
-                g.retry_after_ms = 30;
-                wire_send_to(L->lease, L->peer, L->peer_len, &g.base, 0);
-            }
-        }
-        if ((it[1].revents & ZMQ_POLLIN) &&
-            wire_recv_decode(L->snap, 0, &rlhf__snapshot_request__descriptor, NULL, &m, &msg,
-                             NULL) == 0) {
-            Rlhf__SnapshotRequest *r = (Rlhf__SnapshotRequest *)msg;
-            L->n_snap_requests++;
-            L->snap_have_epoch = r->have_epoch;
-            L->snap_have_version = r->have_policy_version;
-            memcpy(L->snap_peer, m.peer, m.peer_len);
-            L->snap_peer_len = m.peer_len;
-            protobuf_c_message_free_unpacked(msg, NULL);
-            wire_msg_close(&m);
-            st_serve_snapshot(L, L->snap_peer, L->snap_peer_len);
-        }
-        if (it[2].revents & ZMQ_POLLIN) {
-            WireLimits lim = {.vocab_size = model_config(L->m)->vocab_size};
-            if (wire_recv_decode(L->pull, 0, &rlhf__sampled_group__descriptor, &lim, &m, &msg,
-                                 NULL) == 0) {
-                wire_msg_close(&m);
-                if (L->n_groups < ST_MAX_GROUPS)
-                    L->groups[L->n_groups++] = (Rlhf__SampledGroup *)msg;
-                else
-                    protobuf_c_message_free_unpacked(msg, NULL);
-            }
-        }
-    } while (progress_now() < end);
-}
-
-static void st_clear_groups(StLearner *L)
-{
-    for (int i = 0; i < L->n_groups; i++)
-        protobuf_c_message_free_unpacked(&L->groups[i]->base, NULL);
-    L->n_groups = 0;
-}
-
-/* Pumps until at least n groups arrived or timeout_ms passed. */
-static bool st_wait_groups(StLearner *L, int n, int timeout_ms)
-{
-    double end = progress_now() + timeout_ms / 1000.0;
-    while (L->n_groups < n && progress_now() < end) st_pump(L, 20);
-    return L->n_groups >= n;
-}
-
-static bool st_wait_snap_requests(StLearner *L, int n, int timeout_ms)
-{
-    double end = progress_now() + timeout_ms / 1000.0;
-    while (L->n_snap_requests < n && progress_now() < end) st_pump(L, 20);
-    return L->n_snap_requests >= n;
-}
-
-/* A grant of n prompts x G, packed, to be sent at the next request. */
-static void st_grant(StLearner *L, uint64_t lease_id, uint64_t epoch, int n, int G, uint64_t min_v,
-                     int bad_token, float temperature)
-{
-    Tok                 *tok = tok_new(TOK_CHARSET_DEFAULT);
-    static const char   *texts[] = {"12+34=", "7-5=", "99+1=", "3+3="};
-    Rlhf__SamplingParams sp = RLHF__SAMPLING_PARAMS__INIT;
-    sp.temperature = temperature;
-    sp.top_k = 20; /* truncated: logp_sampled differs from logp_behaviour */
-    sp.top_p = 1.0f;
-    sp.max_new_tokens = 12;
-    Rlhf__Prompt pr[4], *prp[4];
-    int32_t      toks[4][16];
-    char         answers[4][8];
-    for (int i = 0; i < n; i++) {
-        int nt = 0;
-        CHECK(tok_encode(tok, texts[i], strlen(texts[i]), TOK_ENC_BOS, toks[i], 16, &nt) == 0);
-        if (bad_token && i == n - 1) toks[i][1] = bad_token;
-        rlhf__prompt__init(&pr[i]);
-        pr[i].prompt_id = 100 * lease_id + (uint64_t)i;
-        pr[i].tokens = toks[i];
-        pr[i].n_tokens = (size_t)nt;
-        snprintf(answers[i], sizeof answers[i], "%d", i);
-        pr[i].answer = answers[i];
-        pr[i].task = (char *)"arith";
-        prp[i] = &pr[i];
-    }
-    Rlhf__LeaseGrant g = RLHF__LEASE_GRANT__INIT;
-    g.version = WIRE_PROTOCOL_VERSION;
-    g.run_id = (char *)L->run_id;
-    g.epoch = epoch;
-    g.lease_id = lease_id;
-    g.deadline_unix_ms = 0;
-    g.min_policy_version = min_v;
-    g.group_size = G;
-    g.sampling = &sp;
-    g.prompts = prp;
-    g.n_prompts = (size_t)n;
-    free(L->pending);
-    L->pending_len = protobuf_c_message_get_packed_size(&g.base);
-    L->pending = xmalloc(L->pending_len);
-    protobuf_c_message_pack(&g.base, L->pending);
-    tok_free(&tok);
 }
 
 /* Checks the groups of one lease: shapes, versions, and the log-prob
@@ -399,41 +158,13 @@ static int st_check_groups(StLearner *L, uint64_t lease_id, int n, int G, uint64
     return fails;
 }
 
-typedef struct {
-    ActorConfig cfg;
-    atomic_int  stop;
-    int         rc;
-    ActorStats  stats;
-    bool        is_made;
-} StActor;
-
-static void *st_actor_thread(void *p)
-{
-    StActor *t = p;
-    Actor   *a = actor_new(&t->cfg);
-    if (!a) {
-        t->rc = ERR_IO;
-        return NULL;
-    }
-    t->is_made = true;
-    t->rc = actor_run(a, &t->stop);
-    actor_stats(a, &t->stats);
-    actor_free(&a);
-    return NULL;
-}
-
-static void st_new_weights(StLearner *L, uint64_t seed)
-{
-    model_init_random(L->m, seed, 0.3f);
-}
-
 /* Sends raw bytes to the actor over each of its sockets. */
 static void st_hostile(StLearner *L)
 {
     static const uint8_t garbage[] = {0xff, 0x01, 0x02, 0x7f, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
     /* SUB: garbage, a wrong protocol version, a truncated announce. */
     wire_send_raw(L->pub, NULL, 0, garbage, sizeof garbage, 0);
-    st_announce(L, L->epoch, L->version + 1, 7);
+    actor_fake_announce(L, L->epoch, L->version + 1, 7);
     Rlhf__WeightAnnounce w = RLHF__WEIGHT_ANNOUNCE__INIT;
     w.version = 1;
     w.run_id = (char *)L->run_id;
@@ -450,16 +181,16 @@ static void st_hostile(StLearner *L)
     g.epoch = L->epoch;
     g.retry_after_ms = 5;
     wire_send_to(L->lease, L->peer, L->peer_len, &g.base, 0);
-    st_grant(L, 90, L->epoch, 1, 2, 0, 0, NAN);
+    actor_fake_grant(L, 90, L->epoch, 1, 2, 0, 0, NAN);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
-    st_grant(L, 91, L->epoch, 2, 2, 0, 5000, 1.0f);
+    actor_fake_grant(L, 91, L->epoch, 2, 2, 0, 5000, 1.0f);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
     /* A grant of another epoch (a learner that is gone: the actor asks for
      * the snapshot, finds epoch 1 served and drops the lease), and lease 1
      * granted a second time. */
-    st_grant(L, 92, L->epoch - 1, 1, 2, 0, 0, 1.0f);
+    actor_fake_grant(L, 92, L->epoch - 1, 1, 2, 0, 0, 1.0f);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
-    st_grant(L, 1, L->epoch, 2, 4, 0, 0, 1.0f);
+    actor_fake_grant(L, 1, L->epoch, 2, 4, 0, 0, 1.0f);
     wire_send_raw(L->lease, L->peer, L->peer_len, L->pending, L->pending_len, 0);
     free(L->pending);
     L->pending = NULL;
@@ -467,7 +198,7 @@ static void st_hostile(StLearner *L)
      * a version the learner does not have, so the actor fetches (and reads
      * the garbage) and keeps what the learner serves. */
     wire_send_raw(L->snap, L->snap_peer, L->snap_peer_len, garbage, sizeof garbage, 0);
-    st_announce(L, L->epoch, 999, WIRE_PROTOCOL_VERSION);
+    actor_fake_announce(L, L->epoch, 999, WIRE_PROTOCOL_VERSION);
 }
 
 /* The fake learner restarts (same endpoints, new sockets) at epoch and
@@ -477,18 +208,18 @@ static void st_hostile(StLearner *L)
 static void st_restart(StLearner *L, uint64_t epoch, uint64_t version, uint64_t seed,
                        uint64_t lease_id, uint64_t held_epoch, uint64_t held_version, bool verbose)
 {
-    st_learner_down(L);
+    actor_fake_learner_down(L);
     usleep(100 * 1000);
     L->epoch = epoch;
     L->version = version;
-    st_new_weights(L, seed);
-    if (st_learner_up(L, true)) {
+    actor_fake_new_weights(L, seed);
+    if (actor_fake_learner_up(L, true)) {
         EXPECT(false, "fake learner rebinds");
         return;
     }
     int snaps = L->n_snap_requests, reqs = L->n_requests;
     L->is_announcing = true;
-    EXPECT(st_wait_snap_requests(L, snaps + 1, 8000),
+    EXPECT(actor_fake_wait_snap_requests(L, snaps + 1, 8000),
            "restarted learner (epoch %llu v%llu) -> snapshot request", (unsigned long long)epoch,
            (unsigned long long)version);
     L->is_announcing = false;
@@ -497,17 +228,18 @@ static void st_restart(StLearner *L, uint64_t epoch, uint64_t version, uint64_t 
            (unsigned long long)L->snap_have_epoch, (unsigned long long)L->snap_have_version,
            (unsigned long long)held_epoch, (unsigned long long)held_version);
     double end = progress_now() + 5.0;
-    while (L->n_requests == reqs && progress_now() < end) st_pump(L, 20);
-    st_grant(L, lease_id, epoch, 2, 4, version, 0, 1.0f);
-    EXPECT(st_wait_groups(L, 2, 8000), "groups after the learner restarted at epoch %llu v%llu",
-           (unsigned long long)epoch, (unsigned long long)version);
+    while (L->n_requests == reqs && progress_now() < end) actor_fake_pump(L, 20);
+    actor_fake_grant(L, lease_id, epoch, 2, 4, version, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(L, 2, 8000),
+           "groups after the learner restarted at epoch %llu v%llu", (unsigned long long)epoch,
+           (unsigned long long)version);
     double worst = 0.0;
     st_check_groups(L, lease_id, 2, 4, version, NULL, 0, "actor-st", &worst, verbose);
     EXPECT(L->req_epoch == epoch && L->req_version == version,
            "requests name epoch %llu v%llu, expected %llu v%llu", (unsigned long long)L->req_epoch,
            (unsigned long long)L->req_version, (unsigned long long)epoch,
            (unsigned long long)version);
-    st_clear_groups(L);
+    actor_fake_clear_groups(L);
 }
 
 /* The real program: with no learner anywhere it waits, and SIGTERM ends it
@@ -576,12 +308,12 @@ int actor_selftest(bool verbose)
     L.epoch = 1;
     L.version = 5;
     L.m = model_new(&mc);
-    st_new_weights(&L, 11);
+    actor_fake_new_weights(&L, 11);
     Tok *cfg_tok = tok_new(TOK_CHARSET_DEFAULT);
     L.config = ckpt_config_to_json(&mc, cfg_tok);
     tok_free(&cfg_tok);
-    L.pull = st_bind(L.zctx, ZMQ_PULL, "fake-reward", "tcp://127.0.0.1:*", L.ep_pull);
-    if (!EXPECT(L.pull && st_learner_up(&L, false) == 0, "fake learner sockets bound"))
+    L.pull = actor_fake_bind(L.zctx, ZMQ_PULL, "fake-reward", "tcp://127.0.0.1:*", L.ep_pull);
+    if (!EXPECT(L.pull && actor_fake_learner_up(&L, false) == 0, "fake learner sockets bound"))
         return expect_end();
 
     StActor *T = xcalloc(1, sizeof *T);
@@ -600,16 +332,16 @@ int actor_selftest(bool verbose)
     /* The contract is checked exactly: decode the fp32 snapshot as sent. */
     T->cfg.decode_weights = KERN_F32;
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, st_actor_thread, T) == 0);
+    CHECK(pthread_create(&th, NULL, actor_fake_actor_thread, T) == 0);
     double t_begin = progress_now();
     double worst = 0.0;
 
     /* 1. Start-up: the learner answers only later; the actor fetches v5. */
     usleep(200 * 1000);
-    EXPECT(st_wait_snap_requests(&L, 1, 5000), "first snapshot request");
-    st_pump(&L, 100);
-    st_grant(&L, 1, 1, 2, 4, 5, 0, 1.0f);
-    EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 1 arrive");
+    EXPECT(actor_fake_wait_snap_requests(&L, 1, 5000), "first snapshot request");
+    actor_fake_pump(&L, 100);
+    actor_fake_grant(&L, 1, 1, 2, 4, 5, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(&L, 2, 8000), "groups of lease 1 arrive");
     st_check_groups(&L, 1, 2, 4, 5, NULL, 0, "actor-st", &worst, verbose);
     EXPECT(!strcmp(L.req_actor, "actor-st") && !strcmp(L.req_run, "run-st") && L.req_epoch == 1 &&
                L.req_version == 5 && L.req_max_prompts >= 1,
@@ -617,30 +349,30 @@ int actor_selftest(bool verbose)
            "actor-st, run-st, epoch 1, v5, >= 1",
            L.req_actor, L.req_run, (unsigned long long)L.req_epoch,
            (unsigned long long)L.req_version, L.req_max_prompts);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
 
     /* 2. A new version announced: the actor refetches it and later tokens carry it. */
     L.version = 6;
-    st_new_weights(&L, 12);
+    actor_fake_new_weights(&L, 12);
     int snaps = L.n_snap_requests;
     L.is_announcing = true;
-    EXPECT(st_wait_snap_requests(&L, snaps + 1, 5000), "announce -> snapshot request");
+    EXPECT(actor_fake_wait_snap_requests(&L, snaps + 1, 5000), "announce -> snapshot request");
     L.is_announcing = false;
-    st_pump(&L, 50);
-    st_grant(&L, 2, 1, 2, 4, 5, 0, 1.0f);
-    EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 2 arrive");
+    actor_fake_pump(&L, 50);
+    actor_fake_grant(&L, 2, 1, 2, 4, 5, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(&L, 2, 8000), "groups of lease 2 arrive");
     worst = 0.0;
     st_check_groups(&L, 2, 2, 4, 6, NULL, 0, "actor-st", &worst, verbose);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
 
     /* 3. A grant asking for a version the actor lacks (no announce): fetched first. */
     L.version = 7;
-    st_new_weights(&L, 13);
-    st_grant(&L, 3, 1, 2, 4, 7, 0, 1.0f);
-    EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 3 arrive");
+    actor_fake_new_weights(&L, 13);
+    actor_fake_grant(&L, 3, 1, 2, 4, 7, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(&L, 2, 8000), "groups of lease 3 arrive");
     worst = 0.0;
     st_check_groups(&L, 3, 2, 4, 7, NULL, 0, "actor-st", &worst, verbose);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
 
     /* 3b. v8 announced just as a lease of 4 prompts x 4 (16 sequences
      * through 3 slots) is granted: the actor may swap only when no
@@ -649,47 +381,47 @@ int actor_selftest(bool verbose)
     Model *m7 = model_new(&mc);
     model_copy_params(m7, L.m);
     L.version = 8;
-    st_new_weights(&L, 15);
-    st_grant(&L, 5, 1, 4, 4, 7, 0, 1.0f);
+    actor_fake_new_weights(&L, 15);
+    actor_fake_grant(&L, 5, 1, 4, 4, 7, 0, 1.0f);
     L.is_announce_after_grant = true;
-    EXPECT(st_wait_groups(&L, 4, 8000), "groups of lease 5 arrive");
+    EXPECT(actor_fake_wait_groups(&L, 4, 8000), "groups of lease 5 arrive");
     worst = 0.0;
     st_check_groups(&L, 5, 4, 4, 8, m7, 7, "actor-st", &worst, verbose);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
     model_free(&m7);
 
     /* 4. Hostile frames on every socket, then a normal lease still works. */
     snaps = L.n_snap_requests;
     st_hostile(&L);
-    st_pump(&L, 300);
+    actor_fake_pump(&L, 300);
     EXPECT(L.n_snap_requests == snaps + 2,
            "another epoch's grant and a bogus announce: %d snapshot requests, expected one each",
            L.n_snap_requests - snaps);
-    st_clear_groups(&L); /* lease 91 is refused, 92 dropped, the second lease 1 ignored */
-    st_grant(&L, 4, 1, 2, 4, 8, 0, 1.0f);
-    EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 4 after hostile input");
+    actor_fake_clear_groups(&L); /* lease 91 is refused, 92 dropped, the second lease 1 ignored */
+    actor_fake_grant(&L, 4, 1, 2, 4, 8, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(&L, 2, 8000), "groups of lease 4 after hostile input");
     worst = 0.0;
     st_check_groups(&L, 4, 2, 4, 8, NULL, 0, "actor-st", &worst, verbose);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
 
     /* 4b. Broken snapshots of v9 (a NaN weight, a block too short for its
      * config, a bad checksum) are refused and v8 kept; then v9 is installed. */
     L.version = 9;
-    st_new_weights(&L, 16);
+    actor_fake_new_weights(&L, 16);
     L.bad_snaps[0] = ST_SNAP_CHECKSUM;
     L.bad_snaps[1] = ST_SNAP_SHORT;
     L.bad_snaps[2] = ST_SNAP_NAN;
     L.n_bad_snaps = 3;
     snaps = L.n_snap_requests;
     L.is_announcing = true;
-    EXPECT(st_wait_snap_requests(&L, snaps + 4, 8000), "broken snapshots asked again");
+    EXPECT(actor_fake_wait_snap_requests(&L, snaps + 4, 8000), "broken snapshots asked again");
     L.is_announcing = false;
-    st_pump(&L, 50);
-    st_grant(&L, 6, 1, 2, 4, 9, 0, 1.0f);
-    EXPECT(st_wait_groups(&L, 2, 8000), "groups of lease 6 after broken snapshots");
+    actor_fake_pump(&L, 50);
+    actor_fake_grant(&L, 6, 1, 2, 4, 9, 0, 1.0f);
+    EXPECT(actor_fake_wait_groups(&L, 2, 8000), "groups of lease 6 after broken snapshots");
     worst = 0.0;
     st_check_groups(&L, 6, 2, 4, 9, NULL, 0, "actor-st", &worst, verbose);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
 
     /* 5. The learner restarts from an older checkpoint: epoch 2, version 3,
      * behind the actor's v9. Same endpoints, new sockets. */
@@ -750,9 +482,10 @@ int actor_selftest(bool verbose)
                (unsigned long long)s->requests_resent, (unsigned long long)s->rejects, dt_stop,
                progress_now() - t_begin);
     free(T);
-    st_clear_groups(&L);
+    actor_fake_clear_groups(&L);
+    actor_cross_check(&L, verbose);
     free(L.pending);
-    st_learner_down(&L);
+    actor_fake_learner_down(&L);
     wire_sock_free(&L.pull);
     zmq_ctx_term(L.zctx);
     model_free(&L.m);

@@ -182,6 +182,12 @@ int cluster_hostile_selftest(bool verbose);
  * in the scraped values, and the actor's and reward server's counters show
  * the work. */
 int cluster_metrics_selftest(bool verbose);
+/* tests/cross_lease_test.c: the same small run of a real learner, reward
+ * server and actor with --cross-lease 0 and 1: each accounted for (the
+ * identity, no duplicate, failed or re-issued group, every issued group
+ * pushed once); with 1, leases joined a running generation and fewer
+ * slots were wasted (counts from the actor's /metrics). */
+int cross_lease_selftest(bool verbose);
 /* tests/cluster_auth_test.c: a learner, a reward server and an actor with
  * CURVE keys (rlhf-keygen) train; a client with a key not on the
  * allow-list and a plaintext client are refused on every server socket
@@ -340,6 +346,7 @@ int prefs_cli_selftest(bool verbose);
     X(fault_reward, cluster_fault_reward_selftest)                                                 \
     X(hostile, cluster_hostile_selftest)                                                           \
     X(metrics_cluster, cluster_metrics_selftest)                                                   \
+    X(cross_lease, cross_lease_selftest)                                                           \
     X(auth, cluster_auth_selftest)                                                                 \
     X(resume, resume_selftest)                                                                     \
     X(lora_cluster, lora_cluster_selftest)                                                         \
