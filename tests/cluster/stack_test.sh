@@ -92,8 +92,11 @@ docker run --rm -v "$KEYS:/keys" "$IMG" rlhf-keygen --log-level warn --dir /keys
 docker run --rm -v "$KEYS:/keys" --user 0 "$IMG" chmod -R a+rX /keys/set
 
 say "deploying the stack: 2 actors, 2 reward servers"
+# Steps enough that the run outlasts the scale-up and the learner's restart
+# below (the tiny model makes about 6 steps a second; 120 were over before
+# the two new actors had started).
 RLHF_IMAGE=$IMG RLHF_KEYS=$KEYS/set RLHF_ACTORS=2 RLHF_REWARDS=2 \
-    RLHF_SFT_STEPS=300 RLHF_MAX_DIGITS=1 RLHF_LABEL_NOISE=0 RLHF_STEPS=${STACK_STEPS:-120} \
+    RLHF_SFT_STEPS=300 RLHF_MAX_DIGITS=1 RLHF_LABEL_NOISE=0 RLHF_STEPS=${STACK_STEPS:-600} \
     RLHF_BATCH_GROUPS=8 RLHF_EVAL_N=100 RLHF_LR=0.00005 \
     RLHF_SFT_ARGS="--dim 128 --layers 2 --hidden 256 --eval-n 100" \
     RLHF_LEARNER_ARGS="--lease-timeout-ms 3000 --max-staleness 50 --ckpt-every 10 --status-every 2" \
