@@ -48,10 +48,14 @@ static int64_t now_us(void)
  * spinner finds it was descheduled (a gap in its own clock), or the caller
  * finds a worker that is neither asleep nor started on its share, other
  * work is competing for the cores: hot calls then stop spinning for
- * PAR_BACKOFF_US, so the pool does not take that work's time. */
-#define PAR_BACKOFF_US 1000000
-#define PAR_GAP_US 50             /* a pause in a spin loop this long means it was descheduled */
-#define PAR_START_US 20           /* a runnable worker starts a job within this */
+ * PAR_BACKOFF_US, so the pool does not take that work's time. The
+ * thresholds leave room for a virtual machine's own jitter: at 50 us (gap)
+ * and 20 us (start) they fired without any competing work on a 2-vCPU
+ * machine and kept the pool off its spin for a second at a time, and
+ * SmolLM2 decoding ran at 76-88 tokens/s at batch 1 instead of 125-175. */
+#define PAR_BACKOFF_US 100000
+#define PAR_GAP_US 200            /* a pause in a spin loop this long means it was descheduled */
+#define PAR_START_US 200          /* a runnable worker starts a job within this */
 static atomic_llong g_calm_until; /* now_us() before which hot calls do not spin */
 static atomic_int   g_started;    /* workers that took the current job */
 static atomic_int   g_sleepers;   /* workers blocked on the condition variable */
