@@ -117,11 +117,14 @@ static void run_once(bool verbose, int cross, int credit, CrossCounts *k)
            "cross-lease %d: duplicates %" PRId64 ", failed %" PRId64 ", reissued %" PRId64
            ", expected none",
            cross, kc.duplicates, kc.failed, kc.reissued);
-    /* Every group issued is pushed once: the actor finishes what it holds
-     * (the learner is gone, so nothing new comes) and its counters settle. */
+    /* Every group issued and not in flight when the learner ended is pushed
+     * once; those in flight then (granted to an early request as the run
+     * ended) may be pushed or, if the grant never reached the actor, not:
+     * the actor finishes what it holds and its counters settle. */
+    int64_t settled = kc.issued - kc.in_flight;
     for (double t0 = testcl_now(); testcl_now() - t0 < 15.0 && !testcl_out_of_time(&c);) {
         scrape_counts(http_a, k);
-        if (k->groups == (double)kc.issued) break;
+        if (k->groups >= (double)settled && k->groups <= (double)kc.issued) break;
         testcl_sleep_ms(100);
     }
     testcl_note(&c,
@@ -130,9 +133,10 @@ static void run_once(bool verbose, int cross, int credit, CrossCounts *k)
                 cross, k->groups, k->slot_used, k->slot_steps,
                 100.0 * (1.0 - k->slot_used / k->slot_steps), k->joined, k->abandoned, k->requests,
                 k->grants_credit);
-    EXPECT(k->groups == (double)kc.issued,
-           "cross-lease %d: the actor pushed %g groups, the learner issued %" PRId64, cross,
-           k->groups, kc.issued);
+    EXPECT(k->groups >= (double)settled && k->groups <= (double)kc.issued,
+           "cross-lease %d: the actor pushed %g groups, the learner issued %" PRId64
+           " with %" PRId64 " in flight at its end",
+           cross, k->groups, kc.issued, kc.in_flight);
     EXPECT(k->abandoned == 0 && k->refused == 0 && k->stale == 0,
            "cross-lease %d: leases abandoned %g, refused %g, stale %g, expected none", cross,
            k->abandoned, k->refused, k->stale);

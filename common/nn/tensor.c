@@ -340,18 +340,40 @@ static RLHF_HOT void softmax_bwd_range(void *ctx, size_t r0, size_t r1)
     }
 }
 
-/* The long-sequence attention: per (batch, head) sgemm calls, the heads
- * spread over the pool (each call single-threaded inside a worker), a
- * three-phase split so the softmax runs over all heads at once. The full
- * T x T products waste the upper triangle but keep the work in sgemm. */
+/* The arguments of both attention paths' tasks (forward: out, att, q, k,
+ * v; backward: the gradients, scratch, dout, att_in, q, k, v). */
 typedef struct {
     float       *out, *att, *dq, *dk, *dv, *scratch;
     const float *q, *k, *v, *dout, *att_in;
     int          T, NH, KVH, HS;
-} AttCtxG;
+} AttHeadsCtx;
+
+static AttHeadsCtx att_bwd_ctx(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int T, int NH, int KVH, int HS)
+{
+    return (AttHeadsCtx){.dq = dq,
+                         .dk = dk,
+                         .dv = dv,
+                         .scratch = scratch,
+                         .dout = dout,
+                         .att_in = att,
+                         .q = q,
+                         .k = k,
+                         .v = v,
+                         .T = T,
+                         .NH = NH,
+                         .KVH = KVH,
+                         .HS = HS};
+}
+
+/* The long-sequence attention: per (batch, head) sgemm calls, the heads
+ * spread over the pool (each call single-threaded inside a worker), a
+ * three-phase split so the softmax runs over all heads at once. The full
+ * T x T products waste the upper triangle but keep the work in sgemm. */
 
 /* Offsets of (b, h)'s query rows and its key/value rows. */
-static void att_offsets(const AttCtxG *a, size_t i, size_t *qo, size_t *ko, size_t *po)
+static void att_offsets(const AttHeadsCtx *a, size_t i, size_t *qo, size_t *ko, size_t *po)
 {
     int b = (int)(i / (size_t)a->NH), h = (int)(i % (size_t)a->NH);
     *qo = (size_t)b * a->T * a->NH * a->HS + (size_t)h * a->HS;
@@ -361,8 +383,8 @@ static void att_offsets(const AttCtxG *a, size_t i, size_t *qo, size_t *ko, size
 
 static void att_scores_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttCtxG *a = ctx;
-    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
     for (size_t i = i0; i < i1; i++) {
         size_t qo, ko, po;
         att_offsets(a, i, &qo, &ko, &po);
@@ -373,8 +395,8 @@ static void att_scores_range(void *ctx, size_t i0, size_t i1)
 
 static void att_values_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttCtxG *a = ctx;
-    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS;
     for (size_t i = i0; i < i1; i++) {
         size_t qo, ko, po;
         att_offsets(a, i, &qo, &ko, &po);
@@ -387,7 +409,7 @@ void tensor_attention_forward_gemm(float *out, float *att, const float *q, const
                                    const float *v, int B, int T, int NH, int KVH, int HS)
 {
     CHECK(NH % KVH == 0);
-    AttCtxG a = {
+    AttHeadsCtx a = {
         .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
     par_for((size_t)B * NH, 2, att_scores_range, &a);
     causal_softmax_rows(att, (size_t)B * NH, T);
@@ -398,8 +420,8 @@ void tensor_attention_forward_gemm(float *out, float *att, const float *q, const
  * kv head (b, g) and runs its group's heads in turn, so each has one writer. */
 static void att_bwd_dp_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttCtxG *a = ctx;
-    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
     for (size_t g = i0; g < i1; g++) {
         for (size_t i = g * group; i < (g + 1) * group; i++) {
             size_t qo, ko, po;
@@ -415,9 +437,9 @@ static void att_bwd_dp_range(void *ctx, size_t i0, size_t i1)
 
 static void att_bwd_dqk_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttCtxG *a = ctx;
-    int            T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
-    float          scale = 1.0f / sqrtf((float)a->HS);
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, qs = a->NH * a->HS, ks = a->KVH * a->HS, group = a->NH / a->KVH;
+    float              scale = 1.0f / sqrtf((float)a->HS);
     for (size_t g = i0; g < i1; g++) {
         for (size_t i = g * group; i < (g + 1) * group; i++) {
             size_t qo, ko, po;
@@ -436,19 +458,7 @@ void tensor_attention_backward_gemm(float *dq, float *dk, float *dv, float *scra
                                     const float *k, const float *v, int B, int T, int NH, int KVH,
                                     int HS)
 {
-    AttCtxG a = {.dq = dq,
-                 .dk = dk,
-                 .dv = dv,
-                 .scratch = scratch,
-                 .dout = dout,
-                 .att_in = att,
-                 .q = q,
-                 .k = k,
-                 .v = v,
-                 .T = T,
-                 .NH = NH,
-                 .KVH = KVH,
-                 .HS = HS};
+    AttHeadsCtx a = att_bwd_ctx(dq, dk, dv, scratch, dout, att, q, k, v, T, NH, KVH, HS);
     par_for((size_t)B * KVH, 2, att_bwd_dp_range, &a);
     AttCtx sb = {.d = scratch, .p = att, .T = T};
     par_for((size_t)B * NH * T, (size_t)(65536 / T + 1), softmax_bwd_range, &sb);
@@ -465,12 +475,6 @@ void tensor_attention_backward_gemm(float *dq, float *dk, float *dv, float *scra
  * P^T dout, dS^T Q) runs its lanes over the head's channels. */
 #define ATT_LOOP_MAX_T 64
 #define ATT_TP(T) (((T) + VEC_F - 1) / VEC_F * VEC_F)
-
-typedef struct {
-    float       *out, *att, *dq, *dk, *dv, *scratch;
-    const float *q, *k, *v, *dout, *att_in;
-    int          T, NH, KVH, HS;
-} AttLoopCtx;
 
 /* mt (HS, TP) = the T rows of m (row stride ld) transposed, columns T..TP zero. */
 static void att_transpose(float *mt, const float *m, int ld, int T, int HS)
@@ -530,11 +534,11 @@ static inline void att_softmax_row(float *row, const float *s, int n, int T)
 
 static RLHF_HOT void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttLoopCtx *a = ctx;
-    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int               qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
-    float             scale = 1.0f / sqrtf((float)HS);
-    float            *kt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *srow = kt + HS * TP;
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int                qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
+    float              scale = 1.0f / sqrtf((float)HS);
+    float             *kt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *srow = kt + HS * TP;
     for (size_t i = i0; i < i1; i++) {
         int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
         const float *v_b = a->v + (size_t)b * T * ks + (size_t)g * HS;
@@ -561,11 +565,11 @@ static RLHF_HOT void att_loop_fwd_range(void *ctx, size_t i0, size_t i1)
  * rows t >= j). */
 static RLHF_HOT void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
 {
-    const AttLoopCtx *a = ctx;
-    int               T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
-    int               qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
-    float             scale = 1.0f / sqrtf((float)HS);
-    float            *vt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *drow = vt + HS * TP;
+    const AttHeadsCtx *a = ctx;
+    int                T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, group = NH / KVH;
+    int                qs = NH * HS, ks = KVH * HS, TP = ATT_TP(T);
+    float              scale = 1.0f / sqrtf((float)HS);
+    float             *vt = xmalloc(sizeof(float) * (size_t)(HS + 1) * TP), *drow = vt + HS * TP;
     for (size_t i = i0; i < i1; i++) {
         int          b = (int)(i / (size_t)KVH), g = (int)(i % (size_t)KVH);
         size_t       kb = (size_t)b * T * ks + (size_t)g * HS;
@@ -597,7 +601,7 @@ static RLHF_HOT void att_loop_bwd_range(void *ctx, size_t i0, size_t i1)
 void tensor_attention_forward_loop(float *out, float *att, const float *q, const float *k,
                                    const float *v, int B, int T, int NH, int KVH, int HS)
 {
-    AttLoopCtx a = {
+    AttHeadsCtx a = {
         .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .NH = NH, .KVH = KVH, .HS = HS};
     par_for((size_t)B * KVH, 2, att_loop_fwd_range, &a);
 }
@@ -607,19 +611,7 @@ void tensor_attention_backward_loop(float *dq, float *dk, float *dv, float *scra
                                     const float *k, const float *v, int B, int T, int NH, int KVH,
                                     int HS)
 {
-    AttLoopCtx a = {.dq = dq,
-                    .dk = dk,
-                    .dv = dv,
-                    .scratch = scratch,
-                    .dout = dout,
-                    .att_in = att,
-                    .q = q,
-                    .k = k,
-                    .v = v,
-                    .T = T,
-                    .NH = NH,
-                    .KVH = KVH,
-                    .HS = HS};
+    AttHeadsCtx a = att_bwd_ctx(dq, dk, dv, scratch, dout, att, q, k, v, T, NH, KVH, HS);
     par_for((size_t)B * KVH, 2, att_loop_bwd_range, &a);
 }
 
