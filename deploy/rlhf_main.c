@@ -37,6 +37,7 @@ typedef struct {
     int         steps;
     const char *init;
     int         sft_steps;
+    int         sft_layers;
     float       sft_lr;
     const char *run_dir;
     int         port_base;
@@ -303,6 +304,7 @@ static int cmd_run(const RunArgs *args, const FlagsSpec *spec)
         cluster_cmd_add(&sft, "%s/rlhf-sft", bin);
         cluster_cmd_flag(&sft, "--out", "%s", a.init);
         cluster_cmd_flag(&sft, "--steps", "%d", a.sft_steps);
+        cluster_cmd_flag(&sft, "--layers", "%d", a.sft_layers);
         cluster_cmd_flag(&sft, "--lr", "%g", (double)a.sft_lr);
         cluster_cmd_flag(&sft, "--seed", "%d", a.seed);
         cluster_cmd_flag(&sft, "--max-digits", "%d", a.max_digits);
@@ -447,6 +449,7 @@ int main(int argc, char **argv)
         .steps = 400,
         .init = "runs/sft",
         .sft_steps = 4000,
+        .sft_layers = 2,
         .sft_lr = 2e-3f,
         .run_dir = "runs/latest",
         .port_base = ENDPOINT_PORT_BASE,
@@ -493,6 +496,9 @@ int main(int argc, char **argv)
         FLAG_STRING("init", &a.init, "DIR", "warm-start checkpoint; made by rlhf-sft if missing"),
         FLAG_INT("sft-steps", &a.sft_steps, 1, 100000000, "N",
                  "SFT steps when the warm start is made"),
+        FLAG_INT("sft-layers", &a.sft_layers, 1, 1024, "N",
+                 "transformer layers of the warm start when it is made (width 128,\n"
+                 "SwiGLU 512: rlhf-sft's defaults)"),
         FLAG_FLOAT("sft-lr", &a.sft_lr, 1e-12, 1.0, "X",
                    "SFT peak learning rate when the warm start is made"),
         FLAG_FLOAT("label-noise", &a.label_noise, 0.0, 1.0, "P",

@@ -93,6 +93,8 @@ def parse_args():
     p.add_argument("--init", default="runs/sft",
                    help="warm-start checkpoint; made by rlhf-sft if missing")
     p.add_argument("--sft-steps", type=int, default=4000, help="SFT steps if it is made")
+    p.add_argument("--sft-layers", type=int, default=2,
+                   help="layers of the warm start if it is made (rlhf run's --sft-layers)")
     p.add_argument("--label-noise", type=float, default=0.6, help="SFT label noise if it is made")
     p.add_argument("--bin", default="build", help="directory of the rlhf-* programs")
     p.add_argument("--out", default="runs/compare", help="where runs and reports go")
@@ -181,6 +183,7 @@ def ensure_warm_start(a):
     print(f"compare: no warm start at {a.init}; running rlhf-sft ({a.sft_steps} steps)",
           flush=True)
     argv = [os.path.join(a.bin, "rlhf-sft"), "--out", a.init, "--steps", str(a.sft_steps),
+            "--layers", str(a.sft_layers),
             "--seed", "1", "--max-digits", str(a.max_digits), "--label-noise",
             str(a.label_noise), "--eval-every", "0"]
     rc = subprocess.run(argv, preexec_fn=(lambda: os.nice(a.nice)) if a.nice else None).returncode
