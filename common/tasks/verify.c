@@ -536,9 +536,11 @@ static double bound_count(const char *p, size_t n, size_t *i)
 }
 
 /* An upper estimate of the atoms of pattern once regcomp has unrolled its
- * bounded repeats: an atom counts 1, a group the sum of its branches, and a
- * bound multiplies what it repeats by its largest count. Malformed syntax
- * is counted loosely (regcomp refuses it after). */
+ * repeats: an atom counts 1, a group the sum of its branches, a bound
+ * multiplies what it repeats by its largest count, and '+' doubles it (glibc
+ * compiles x+ as x x*, a copy of x; so "a" and twenty '+' are a million
+ * atoms). '*' and '?' add a node. Malformed syntax is counted loosely
+ * (regcomp refuses it after). */
 static double pattern_nodes(const char *p, size_t n)
 {
     enum { DEPTH = 64 };
@@ -566,8 +568,13 @@ static double pattern_nodes(const char *p, size_t n)
             double rep = last[d] * k;
             sum[d] += rep - last[d];
             last[d] = rep;
-        } else if (ch == '*' || ch == '+' || ch == '?') {
+        } else if (ch == '+') {
+            double rep = 2 * last[d] + 1;
+            sum[d] += rep - last[d];
+            last[d] = rep;
+        } else if (ch == '*' || ch == '?') {
             sum[d] += 1;
+            last[d] += 1;
         } else {
             if (ch == '\\' && i + 1 < n) {
                 i++;
@@ -615,7 +622,7 @@ static int pattern_ok(const char *pattern, char *why, size_t why_len)
     double nodes = pattern_nodes(pattern, n);
     if (nodes > VERIFY_REGEX_MAX_NODES) {
         snprintf(why, why_len,
-                 "regex: pattern '%.60s' unrolls its bounded repeats to about %.3g atoms, "
+                 "regex: pattern '%.60s' unrolls its repeats to about %.3g atoms, "
                  "expected at most %d",
                  pattern, nodes, VERIFY_REGEX_MAX_NODES);
         return ERR_ARG;

@@ -20,9 +20,10 @@
 
 #define VERIFY_REGEX_MAX_PATTERN 512 /* bytes of a pattern at most */
 #define VERIFY_REGEX_MAX_INPUT 8192  /* a longer text never matches */
-/* Size of a compiled pattern at most, in atoms after bounded repeats are
- * unrolled ("(a{1,100}){1,20}" is about 2000): glibc's regcomp copies the
- * repeated part, so stacked bounds cost memory and time multiplied. */
+/* Size of a compiled pattern at most, in atoms after repeats are unrolled
+ * ("(a{1,100}){1,20}" is about 2000): glibc's regcomp copies the repeated
+ * part of a bound and of a '+', so stacked ones cost memory and time
+ * multiplied. */
 #define VERIFY_REGEX_MAX_NODES 4000
 #define VERIFY_NUMBER_REL_TOL 1e-6 /* the number scorer's default tolerances */
 #define VERIFY_NUMBER_ABS_TOL 1e-9
@@ -86,8 +87,9 @@ bool verify_boxed_match(const char *got, size_t ngot, const char *want, size_t n
  * Returns 0 with *match set, or ERR_ARG with why filled for a pattern that is
  * empty, longer than VERIFY_REGEX_MAX_PATTERN, uses a back-reference (\1..\9:
  * the one construct that makes POSIX matching slow), unrolls to more than
- * VERIFY_REGEX_MAX_NODES atoms (stacked bounds such as "((a{1,255}){1,255}){1,255}",
- * which take regcomp gigabytes) or does not compile.
+ * VERIFY_REGEX_MAX_NODES atoms (stacked bounds such as "((a{1,255}){1,255}){1,255}"
+ * or stacked '+' such as "a" and twenty '+', which take regcomp gigabytes) or
+ * does not compile.
  * Each thread keeps its last pattern compiled, so the G completions of one
  * prompt compile it once. */
 int verify_regex(const char *pattern, const char *text, bool *match, char *why, size_t why_len);
