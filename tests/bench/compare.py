@@ -44,6 +44,8 @@ Examples:
   tests/bench/compare.py --algos grpo,dapo --staleness 0,2 --seeds 1 \\
       --steps 40 --out runs/compare-tiny          # a quick check
   tests/bench/compare.py --report-only --out runs/compare   # re-read only
+  tests/bench/compare.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+      --algos grpo,rloo,dapo --staleness 2 --out runs/compare-smollm2
 """
 
 import argparse
@@ -58,6 +60,17 @@ import statistics
 import subprocess
 import sys
 import time
+
+# Per-run defaults of the two kinds of grid: the char model on the built-in
+# task (make run's settings), and a GGUF chat model on the chat arithmetic
+# task (`rlhf run --model`'s, make run-smollm2's).
+CHAR_PRESET = {"steps": 400, "target": 0.9, "eval_every": 20, "eval_n": 300,
+               "batch_groups": 16, "lr": 1e-4, "actors": 2}
+MODEL_PRESET = {"steps": 40, "target": 0.7, "eval_every": 10, "eval_n": 96,
+                "batch_groups": 4, "lr": 2e-5, "actors": 1}
+MODEL_LEARNER_FLAGS = ["--group", "4", "--max-new-tokens", "16", "--temperature", "0.7",
+                       "--kl-beta", "0.01", "--lease-prompts", "2",
+                       "--lease-timeout-ms", "120000", "--warmup", "2"]
 
 ALGOS = ["grpo", "ppo", "reinforce", "rloo", "dr_grpo", "dapo", "gspo"]
 EVAL_RE = re.compile(
@@ -75,15 +88,25 @@ def parse_args():
     p.add_argument("--staleness", default="0,1,2,4,8",
                    help="comma-separated --max-staleness values; 0 is the synchronous mode")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
-    p.add_argument("--steps", type=int, default=400, help="learner steps per run")
-    p.add_argument("--target", type=float, default=0.9, help="held-out accuracy to reach")
-    p.add_argument("--eval-every", type=int, default=20,
-                   help="held-out evaluation every N steps (the curve's resolution)")
-    p.add_argument("--eval-n", type=int, default=300, help="held-out problems per evaluation")
-    p.add_argument("--batch-groups", type=int, default=16, help="groups per update")
-    p.add_argument("--lr", type=float, default=1e-4, help="learner learning rate")
+    p.add_argument("--model", default=None,
+                   help="a GGUF chat model (SmolLM2-135M-Instruct: make model) trained on the "
+                        "built-in chat arithmetic task instead of the char model; the flags "
+                        "below marked [char | model] then take their second default, "
+                        "`rlhf run --model`'s settings (group 4, 16 new tokens, temperature "
+                        "0.7, KL beta 0.01, leases of 2 prompts)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="learner steps per run [400 | 40]")
+    p.add_argument("--target", type=float, default=None,
+                   help="held-out accuracy to reach [0.9 | 0.7]")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="held-out evaluation every N steps, the curve's resolution [20 | 10]")
+    p.add_argument("--eval-n", type=int, default=None,
+                   help="held-out problems per evaluation [300 | 96]")
+    p.add_argument("--batch-groups", type=int, default=None,
+                   help="groups per update [16 | 4]")
+    p.add_argument("--lr", type=float, default=None, help="learner learning rate [1e-4 | 2e-5]")
     p.add_argument("--max-digits", type=int, default=2, help="operands of 1..N digits")
-    p.add_argument("--actors", type=int, default=2, help="actors per run")
+    p.add_argument("--actors", type=int, default=None, help="actors per run [2 | 1]")
     p.add_argument("--rewards", type=int, default=1, help="reward servers per run")
     p.add_argument("--learner-args", default="",
                    help="more rlhf-learner flags for every run (one shell-quoted string)")
@@ -108,6 +131,12 @@ def parse_args():
                    help="run nothing; read OUT's runs and write the reports")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs (and matplotlib)")
     a = p.parse_args()
+    preset = MODEL_PRESET if a.model else CHAR_PRESET
+    for k, v in preset.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.model and not os.path.isfile(a.model):
+        p.error(f"--model: no file '{a.model}' (make model fetches SmolLM2-135M-Instruct)")
     a.algos = [x for x in a.algos.split(",") if x]
     for x in a.algos:
         if x not in ALGOS:
@@ -200,7 +229,7 @@ def run_one(a, algo, stale, seed, run_dir):
     ep = lambda off: f"tcp://127.0.0.1:{base + off}"  # noqa: E731
     learner = [os.path.join(a.bin, "rlhf-learner"),
                "--lease", ep(0), "--weights", ep(1), "--results", ep(3), "--snapshot", ep(4),
-               "--init", a.init, "--ckpt-dir", os.path.join(run_dir, "ckpt"),
+               *(["--model", a.model] if a.model else ["--init", a.init]), "--ckpt-dir", os.path.join(run_dir, "ckpt"),
                "--metrics", os.path.join(run_dir, "metrics.jsonl"),
                "--summary", os.path.join(run_dir, "summary.json"),
                "--steps", str(a.steps), "--seed", str(seed), "--eval-n", str(a.eval_n),
@@ -208,6 +237,8 @@ def run_one(a, algo, stale, seed, run_dir):
                "--algo", algo, "--max-staleness", str(stale),
                "--max-digits", str(a.max_digits), "--lr", str(a.lr),
                "--batch-groups", str(a.batch_groups), "--status-every", "0"]
+    if a.model:
+        learner += MODEL_LEARNER_FLAGS
     learner += shlex.split(a.learner_args) + a.algo_extra.get(algo, [])
     with open(os.path.join(run_dir, "command.txt"), "w") as f:
         f.write(shlex.join(learner) + "\n")
@@ -216,7 +247,8 @@ def run_one(a, algo, stale, seed, run_dir):
     for i in range(a.rewards):
         samples.append(ep(10 + i))
         procs.append(spawn([os.path.join(a.bin, "rlhf-reward"), "--samples", ep(10 + i),
-                            "--results", ep(3), "--id", f"reward-{i}"],
+                            "--results", ep(3), "--id", f"reward-{i}",
+                            *(["--model", a.model] if a.model else [])],
                            os.path.join(run_dir, f"reward-{i}.log"), a.nice))
     for i in range(a.actors):
         procs.append(spawn([os.path.join(a.bin, "rlhf-actor"), "--lease", ep(0),
@@ -384,7 +416,9 @@ def write_markdown(a, results, path):
             ("best", "best acc"), ("final", "final acc"), ("kl", "KL to ref"),
             ("mismatch", "mismatch (1e-6)"), ("clip", "clip frac"), ("stale", "staleness"),
             ("sps", "samples/s"), ("learn", "update s"), ("interval", "s between updates")]
-    lines = [f"# Algorithm comparison: built-in task, target held-out accuracy {a.target}", "",
+    task = (f"{os.path.basename(a.model)} on the chat arithmetic task" if a.model
+            else "built-in task")
+    lines = [f"# Algorithm comparison: {task}, target held-out accuracy {a.target}", "",
              f"{time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename} "
              f"({os.cpu_count()} cores); {len(results)} runs; "
              f"{a.steps} steps of {a.batch_groups} groups, lr {a.lr}, "
@@ -512,7 +546,8 @@ def write_plots(a, results, out):
         ax.set_xticks(stales)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"built-in task: {len(results)} runs, mean ± std over seeds "
+    task = os.path.basename(a.model) if a.model else "built-in task"
+    fig.suptitle(f"{task}: {len(results)} runs, mean ± std over seeds "
                  f"(x: some seeds did not reach {a.target})")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "compare.png"), dpi=110)
@@ -553,7 +588,8 @@ def main():
         for prog in ("rlhf-learner", "rlhf-actor", "rlhf-reward", "rlhf-sft"):
             if not os.access(os.path.join(a.bin, prog), os.X_OK):
                 sys.exit(f"compare: {a.bin}/{prog} is missing: run make first")
-        ensure_warm_start(a)
+        if not a.model:
+            ensure_warm_start(a)
         for k, (algo, st, seed) in enumerate(grid, 1):
             run_dir = os.path.join(a.out, f"{algo}-s{st}-seed{seed}")
             if a.resume and os.path.exists(os.path.join(run_dir, "summary.json")):
