@@ -5,7 +5,10 @@
 # PPO on the cluster against the learned reward, the critic started from the
 # reward model, a k1 KL penalty in the reward; the gold reward is watched
 # beside the proxy (a weight-0 term) and measured before and after with
-# rlhf-eval. Writes RUN_DIR/summary.json with the gold figures.
+# rlhf-eval. Beside PPO, the offline alternatives on the same pairs: DPO
+# from the SFT policy (rlhf-dpo) and best-of-n for n = 1, 2, 4, 8, 16 with
+# the same reward model (rlhf-bon), each measured by the gold judge on the
+# same held-out problems. Writes RUN_DIR/summary.json with the gold figures.
 #
 #   deploy/run-prefs.sh [BUILD_DIR]        (make run-prefs)
 #
@@ -15,7 +18,8 @@
 # reward model's warm start is the SFT trained this much longer, into RM_INIT
 # [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [150],
 # KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
-# SEED [1]. Extra learner flags go in LEARNER_ARGS.
+# SEED [1], DPO_EPOCHS [1], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16].
+# Extra learner flags go in LEARNER_ARGS.
 set -eu
 BIN=${1:-build}
 RUN_DIR=${RUN_DIR:-runs/prefs}
@@ -36,25 +40,29 @@ ACTORS=${ACTORS:-2}
 P=${PORT_BASE:-7855}
 EVAL_N=${EVAL_N:-500}
 SEED=${SEED:-1}
+DPO_EPOCHS=${DPO_EPOCHS:-1}
+DPO_LR=${DPO_LR:-1e-5}
+DPO_BETA=${DPO_BETA:-0.1}
+BON_N=${BON_N:-16}
 say() { echo "run-prefs: $*" >&2; }
 
 mkdir -p "$RUN_DIR"
 if [ ! -f "$SFT/config.json" ]; then
-    say "1/5 SFT warm start ($SFT_STEPS steps) into $SFT"
+    say "1/7 SFT warm start ($SFT_STEPS steps) into $SFT"
     "$BIN/rlhf-sft" --out "$SFT" --steps "$SFT_STEPS" --max-digits 3 --seed "$SEED" \
         --eval-every 0 >"$RUN_DIR/sft.log" 2>&1
 else
-    say "1/5 SFT warm start: $SFT (cached)"
+    say "1/7 SFT warm start: $SFT (cached)"
 fi
 if [ ! -f "$RM_INIT/config.json" ]; then
-    say "1/5 the reward model's warm start: $SFT trained $RM_SFT_STEPS steps more into $RM_INIT"
+    say "1/7 the reward model's warm start: $SFT trained $RM_SFT_STEPS steps more into $RM_INIT"
     "$BIN/rlhf-sft" --init "$SFT" --out "$RM_INIT" --steps "$RM_SFT_STEPS" --lr 1e-3 \
         --max-digits 3 --seed $((SEED + 1)) --eval-every 0 >"$RUN_DIR/sft-rm.log" 2>&1
 fi
-say "2/5 preference pairs from the SFT policy, labelled by the gold judge"
+say "2/7 preference pairs from the SFT policy, labelled by the gold judge"
 "$BIN/rlhf-prefgen" --ckpt "$SFT" --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
     --eval-pairs "$EVAL_PAIRS" --pick "$PICK" --seed $((SEED + 3000)) >"$RUN_DIR/prefgen.log" 2>&1
-say "3/5 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
+say "3/7 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
 "$BIN/rlhf-rm" --init "$RM_INIT" --data "$RUN_DIR/prefs/train.jsonl" \
     --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
     --epochs "$RM_EPOCHS" --lr "$RM_LR" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
@@ -64,10 +72,10 @@ gold() { # gold reward of a policy on held-out problems, 4 samples each at tempe
     "$BIN/rlhf-eval" --ckpt "$1" --arith "$EVAL_N" --arith-digits 3 --scorer gold_arith --n 4 \
         --temperature 1 --max-new 8 --seed $((SEED + 7)) --out "$2" >>"$RUN_DIR/eval.log" 2>&1
 }
-say "4/5 gold reward of the SFT policy"
+say "4/7 gold reward of the SFT policy"
 gold "$SFT" "$RUN_DIR/gold-sft.json"
 
-say "5/5 PPO against the reward model on the cluster ($STEPS steps)"
+say "5/7 PPO against the reward model on the cluster ($STEPS steps)"
 LEASE=tcp://127.0.0.1:$P
 WEIGHTS=tcp://127.0.0.1:$((P + 1))
 SAMPLES=tcp://127.0.0.1:$((P + 2))
@@ -101,6 +109,18 @@ cleanup
 PIDS=""
 gold "$RUN_DIR/ckpt" "$RUN_DIR/gold-ppo.json"
 
+say "6/7 DPO from the SFT policy on the same pairs ($DPO_EPOCHS epochs, beta $DPO_BETA)"
+"$BIN/rlhf-dpo" --init "$SFT" --data "$RUN_DIR/prefs/train.jsonl" \
+    --eval-data "$RUN_DIR/prefs/eval.jsonl" --epochs "$DPO_EPOCHS" --lr "$DPO_LR" \
+    --beta "$DPO_BETA" --out "$RUN_DIR/dpo" --summary "$RUN_DIR/dpo-summary.json" \
+    --seed "$SEED" >"$RUN_DIR/dpo.log" 2>&1
+gold "$RUN_DIR/dpo" "$RUN_DIR/gold-dpo.json"
+
+say "7/7 best-of-n (n = 1..$BON_N) from the SFT policy, picked by the reward model"
+"$BIN/rlhf-bon" --policy "$SFT" --reward-model "$RUN_DIR/rm" --n "$BON_N" \
+    --prompts "$EVAL_N" --held-out --max-digits 3 --seed $((SEED + 7)) \
+    --summary "$RUN_DIR/bon.json" >"$RUN_DIR/bon.log" 2>&1
+
 # The summary: the gold judge's view of every stage, and the proxy's.
 python3 - "$RUN_DIR" <<'EOF'
 import json, math, sys
@@ -109,6 +129,9 @@ lab = json.load(open(f"{d}/prefs/labeller.json"))
 rm = json.load(open(f"{d}/rm-summary.json"))
 g0 = json.load(open(f"{d}/gold-sft.json"))
 g1 = json.load(open(f"{d}/gold-ppo.json"))
+gd = json.load(open(f"{d}/gold-dpo.json"))
+dpo = json.load(open(f"{d}/dpo-summary.json"))
+bon = json.load(open(f"{d}/bon.json"))
 recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.strip()]
 def sd(g):  # standard error of the mean gold reward over prompts
     xs = [p["mean_reward"] for p in g["prompts"]]
@@ -128,7 +151,13 @@ out = {
     "gold_sft": g0["results"]["mean_reward"], "gold_sft_se": sd(g0),
     "gold_ppo": g1["results"]["mean_reward"], "gold_ppo_se": sd(g1),
     "gold_gain": gain(g0, g1)[0], "gold_gain_se": gain(g0, g1)[1],
+    "gold_dpo": gd["results"]["mean_reward"], "gold_dpo_se": sd(gd),
+    "gold_dpo_gain": gain(g0, gd)[0], "gold_dpo_gain_se": gain(g0, gd)[1],
+    "dpo_implicit_accuracy": dpo["eval_after"]["implicit_reward_accuracy"],
+    "best_of_n": [{k: c[k] for k in ("n", "gold", "gold_se", "gain_vs_1", "gain_vs_1_se",
+                                     "rm", "gold_oracle")} for c in bon["curve"]],
     "exact_sft": g0["results"]["pass_at_k"]["1"], "exact_ppo": g1["results"]["pass_at_k"]["1"],
+    "exact_dpo": gd["results"]["pass_at_k"]["1"],
     "steps": len(recs), "curve": curve,
 }
 json.dump(out, open(f"{d}/summary.json", "w"), indent=1)

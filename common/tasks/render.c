@@ -87,7 +87,7 @@ RenderProblem render_read_messages(const json_t *m, const char *name, const char
                  last_role);
         return RENDER_BAD_TYPE;
     }
-    if (jsonl_is_blank(msgs[n - 1].content)) {
+    if (!strcmp(last_role, "user") && jsonl_is_blank(msgs[n - 1].content)) {
         snprintf(why, wl, "the last %s message is empty", last_role);
         return RENDER_EMPTY;
     }
@@ -157,10 +157,6 @@ RenderProblem render_prompt(Render *r, const BpeChatMessage *msgs, int n, const 
 RenderProblem render_completion(Render *r, const char *text, const char *what, const int **ids,
                                 int *n_ids, char *why, size_t wl)
 {
-    if (jsonl_is_blank(text)) {
-        snprintf(why, wl, "the %s is empty", what);
-        return RENDER_EMPTY;
-    }
     RenderProblem p = check_chars(r, text, what, why, wl);
     if (p) return p;
     size_t len = strlen(text);

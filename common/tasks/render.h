@@ -52,8 +52,9 @@ bool render_is_chat(const Render *r);
 /* Reads the array m of {"role": "system"|"user"|"assistant", "content":
  * string} objects into msgs (RENDER_MAX_MESSAGES, strings borrowed from m)
  * and their count into *n. name is the member's name for the reasons
- * ("messages", "chosen"). The last message must be last_role's and not
- * blank. */
+ * ("messages", "chosen"). The last message must be last_role's; a user's
+ * must not be blank (a prompt asks something), an assistant's may be (an
+ * empty reply is a reply: the model stopped at once). */
 RenderProblem render_read_messages(const json_t *m, const char *name, const char *last_role,
                                    BpeChatMessage *msgs, int *n, char *why, size_t wl);
 
@@ -64,7 +65,9 @@ RenderProblem render_prompt(Render *r, const BpeChatMessage *msgs, int n, const 
                             int *n_ids, char *why, size_t wl);
 
 /* The ids of a completion of text, closed by the end token. what names the
- * text in reasons ("completion 2"). */
+ * text in reasons ("completion 2"). An empty text is a completion too (the
+ * model stopped at once: the end token alone), and a reward model must see
+ * such completions: a policy that learns to stop at once is scored by it. */
 RenderProblem render_completion(Render *r, const char *text, const char *what, const int **ids,
                                 int *n_ids, char *why, size_t wl);
 

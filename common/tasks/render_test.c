@@ -52,6 +52,9 @@ static void test_char(bool verbose)
     EXPECT(p == RENDER_OK && n == 3 && ids[0] == tok_id(tok, '1') && ids[1] == tok_id(tok, '5') &&
                ids[2] == TOK_EOS,
            "char completion '15': problem %d, %d ids, expected '1' '5' EOS", p, n);
+    p = render_completion(r, "", "rejected", &ids, &n, why, sizeof why);
+    EXPECT(p == RENDER_OK && n == 1 && ids[0] == TOK_EOS,
+           "char empty completion: problem %d, %d ids, expected EOS alone", p, n);
     struct {
         const char   *text;
         bool          prompt;
@@ -60,8 +63,6 @@ static void test_char(bool verbose)
     } bad[] = {
         {"a\tb", true, RENDER_CHARS, "byte 0x09 (byte 1 of the prompt) is not in the char"},
         {"h\xc3\xa9", false, RENDER_CHARS, "byte 0xc3 (byte 1 of the chosen)"},
-        {"  ", false, RENDER_EMPTY, "the chosen is empty"},
-        {"", false, RENDER_EMPTY, "the chosen is empty"},
     };
     for (size_t i = 0; i < N_OF(bad); i++) {
         why[0] = '\0';
@@ -99,8 +100,9 @@ static void test_messages(bool verbose)
         {"[{\"role\": \"robot\", \"content\": \"x\"}]", "user", RENDER_BAD_TYPE, "role 'robot'"},
         {"[{\"role\": \"user\", \"content\": \"hi\"}]", "assistant", RENDER_BAD_TYPE,
          "the last message is the user's, expected the assistant's"},
-        {"[{\"role\": \"assistant\", \"content\": \" \"}]", "assistant", RENDER_EMPTY,
-         "the last assistant message is empty"},
+        {"[{\"role\": \"assistant\", \"content\": \" \"}]", "assistant", RENDER_OK, ""},
+        {"[{\"role\": \"user\", \"content\": \" \"}]", "user", RENDER_EMPTY,
+         "the last user message is empty"},
         {"[1]", "user", RENDER_BAD_TYPE, "message 0"},
     };
     for (size_t i = 0; i < N_OF(ex); i++) {
