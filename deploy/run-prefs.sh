@@ -18,7 +18,7 @@
 # reward model's warm start is the SFT trained this much longer, into RM_INIT
 # [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [150],
 # KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
-# SEED [1], DPO_EPOCHS [1], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16].
+# SEED [1], RL_ALGOS [ppo grpo: one RL run each, in RUN_DIR/ALGO], DPO_EPOCHS [1], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16].
 # Extra learner flags go in LEARNER_ARGS.
 set -eu
 BIN=${1:-build}
@@ -40,6 +40,7 @@ ACTORS=${ACTORS:-2}
 P=${PORT_BASE:-7855}
 EVAL_N=${EVAL_N:-500}
 SEED=${SEED:-1}
+RL_ALGOS=${RL_ALGOS:-ppo grpo}
 DPO_EPOCHS=${DPO_EPOCHS:-1}
 DPO_LR=${DPO_LR:-1e-5}
 DPO_BETA=${DPO_BETA:-0.1}
@@ -75,7 +76,6 @@ gold() { # gold reward of a policy on held-out problems, 4 samples each at tempe
 say "4/7 gold reward of the SFT policy"
 gold "$SFT" "$RUN_DIR/gold-sft.json"
 
-say "5/7 PPO against the reward model on the cluster ($STEPS steps)"
 LEASE=tcp://127.0.0.1:$P
 WEIGHTS=tcp://127.0.0.1:$((P + 1))
 SAMPLES=tcp://127.0.0.1:$((P + 2))
@@ -85,29 +85,42 @@ PIDS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+    PIDS=""
 }
 trap cleanup EXIT INT TERM
-rm -rf "$RUN_DIR/ckpt" "$RUN_DIR/ckpt-critic"
-"$BIN/rlhf-reward" --samples "$SAMPLES" --results "$RESULTS" --reward-model "$RUN_DIR/rm" \
-    --scorer rm:1,gold_arith:0 >"$RUN_DIR/reward.log" 2>&1 &
-PIDS="$PIDS $!"
-i=0
-while [ "$i" -lt "$ACTORS" ]; do
-    OPENBLAS_NUM_THREADS=1 "$BIN/rlhf-actor" --lease "$LEASE" --weights "$WEIGHTS" \
-        --snapshot "$SNAP" --reward "$SAMPLES" --id "actor-$i" --seed $((SEED + i + 1)) \
-        >"$RUN_DIR/actor-$i.log" 2>&1 &
+# One RL run against the reward model on the cluster, in RUN_DIR/ALGO: a
+# reward server hosting it (the gold judge a weight-0 monitor beside it),
+# ACTORS actors and the learner (PPO's critic starts from the reward model).
+rl() {
+    D="$RUN_DIR/$1"
+    rm -rf "$D"
+    mkdir -p "$D"
+    "$BIN/rlhf-reward" --samples "$SAMPLES" --results "$RESULTS" --reward-model "$RUN_DIR/rm" \
+        --scorer rm:1,gold_arith:0 >"$D/reward.log" 2>&1 &
     PIDS="$PIDS $!"
-    i=$((i + 1))
+    i=0
+    while [ "$i" -lt "$ACTORS" ]; do
+        OPENBLAS_NUM_THREADS=1 "$BIN/rlhf-actor" --lease "$LEASE" --weights "$WEIGHTS" \
+            --snapshot "$SNAP" --reward "$SAMPLES" --id "actor-$i" --seed $((SEED + i + 1)) \
+            >"$D/actor-$i.log" 2>&1 &
+        PIDS="$PIDS $!"
+        i=$((i + 1))
+    done
+    CRITIC=""
+    [ "$1" = ppo ] && CRITIC="--critic-init $RUN_DIR/rm"
+    # shellcheck disable=SC2086 # CRITIC and LEARNER_ARGS are lists of flags
+    "$BIN/rlhf-learner" --algo "$1" --init "$SFT" $CRITIC --kl-place reward \
+        --kl-beta "$KL_BETA" --max-digits 3 --lease "$LEASE" --weights "$WEIGHTS" \
+        --results "$RESULTS" --snapshot "$SNAP" --ckpt-dir "$D/ckpt" --ckpt-every 0 \
+        --metrics "$D/metrics.jsonl" --summary "$D/summary.json" --steps "$STEPS" \
+        --lr "$LR" --eval-n 0 --seed "$SEED" ${LEARNER_ARGS:-} >"$D/learner.log" 2>&1
+    cleanup
+    gold "$D/ckpt" "$RUN_DIR/gold-$1.json"
+}
+for A in $RL_ALGOS; do
+    say "5/7 $A against the reward model on the cluster ($STEPS steps) into $RUN_DIR/$A"
+    rl "$A"
 done
-# shellcheck disable=SC2086 # LEARNER_ARGS is a list of flags
-"$BIN/rlhf-learner" --algo ppo --init "$SFT" --critic-init "$RUN_DIR/rm" --kl-place reward \
-    --kl-beta "$KL_BETA" --max-digits 3 --lease "$LEASE" --weights "$WEIGHTS" \
-    --results "$RESULTS" --snapshot "$SNAP" --ckpt-dir "$RUN_DIR/ckpt" --ckpt-every 0 \
-    --metrics "$RUN_DIR/metrics.jsonl" --summary "$RUN_DIR/ppo-summary.json" --steps "$STEPS" \
-    --lr "$LR" --eval-n 0 --seed "$SEED" ${LEARNER_ARGS:-} >"$RUN_DIR/learner.log" 2>&1
-cleanup
-PIDS=""
-gold "$RUN_DIR/ckpt" "$RUN_DIR/gold-ppo.json"
 
 say "6/7 DPO from the SFT policy on the same pairs ($DPO_EPOCHS epochs, beta $DPO_BETA)"
 "$BIN/rlhf-dpo" --init "$SFT" --data "$RUN_DIR/prefs/train.jsonl" \
@@ -122,17 +135,15 @@ say "7/7 best-of-n (n = 1..$BON_N) from the SFT policy, picked by the reward mod
     --summary "$RUN_DIR/bon.json" >"$RUN_DIR/bon.log" 2>&1
 
 # The summary: the gold judge's view of every stage, and the proxy's.
-python3 - "$RUN_DIR" <<'EOF'
+python3 - "$RUN_DIR" $RL_ALGOS <<'EOF'
 import json, math, sys
-d = sys.argv[1]
+d, algos = sys.argv[1], sys.argv[2:]
 lab = json.load(open(f"{d}/prefs/labeller.json"))
 rm = json.load(open(f"{d}/rm-summary.json"))
 g0 = json.load(open(f"{d}/gold-sft.json"))
-g1 = json.load(open(f"{d}/gold-ppo.json"))
 gd = json.load(open(f"{d}/gold-dpo.json"))
 dpo = json.load(open(f"{d}/dpo-summary.json"))
 bon = json.load(open(f"{d}/bon.json"))
-recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.strip()]
 def sd(g):  # standard error of the mean gold reward over prompts
     xs = [p["mean_reward"] for p in g["prompts"]]
     m = sum(xs) / len(xs)
@@ -142,24 +153,30 @@ def gain(a, b):  # mean and paired standard error of b - a over the same prompts
     m = sum(ds) / len(ds)
     return m, math.sqrt(sum((x - m) ** 2 for x in ds) / (len(ds) - 1) / len(ds))
 comp = lambda r, k: r.get("components", {}).get(k)
-curve = [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
-          "gold": comp(r, "gold_arith")} for r in recs]
 out = {
     "labeller_ceiling": lab["ceiling_eval"], "flip_drawn": lab["flip_drawn_train"],
     "rm_pair_accuracy": rm["eval_after"]["pair_accuracy"],
     "rm_pair_accuracy_before": rm["eval_before"]["pair_accuracy"],
     "gold_sft": g0["results"]["mean_reward"], "gold_sft_se": sd(g0),
-    "gold_ppo": g1["results"]["mean_reward"], "gold_ppo_se": sd(g1),
-    "gold_gain": gain(g0, g1)[0], "gold_gain_se": gain(g0, g1)[1],
-    "gold_dpo": gd["results"]["mean_reward"], "gold_dpo_se": sd(gd),
-    "gold_dpo_gain": gain(g0, gd)[0], "gold_dpo_gain_se": gain(g0, gd)[1],
-    "dpo_implicit_accuracy": dpo["eval_after"]["implicit_reward_accuracy"],
-    "best_of_n": [{k: c[k] for k in ("n", "gold", "gold_se", "gain_vs_1", "gain_vs_1_se",
-                                     "rm", "gold_oracle")} for c in bon["curve"]],
-    "exact_sft": g0["results"]["pass_at_k"]["1"], "exact_ppo": g1["results"]["pass_at_k"]["1"],
-    "exact_dpo": gd["results"]["pass_at_k"]["1"],
-    "steps": len(recs), "curve": curve,
+    "exact_sft": g0["results"]["pass_at_k"]["1"],
 }
+for a in algos:  # each RL run: gold after, its paired gain, the curve of KL, proxy, gold
+    g = json.load(open(f"{d}/gold-{a}.json"))
+    recs = [json.loads(l) for l in open(f"{d}/{a}/metrics.jsonl") if l.strip()]
+    out[a] = {"gold": g["results"]["mean_reward"], "gold_se": sd(g),
+              "gold_gain": gain(g0, g)[0], "gold_gain_se": gain(g0, g)[1],
+              "exact": g["results"]["pass_at_k"]["1"], "steps": len(recs),
+              "curve": [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
+                         "gold": comp(r, "gold_arith")} for r in recs]}
+out["dpo"] = {"gold": gd["results"]["mean_reward"], "gold_se": sd(gd),
+              "gold_gain": gain(g0, gd)[0], "gold_gain_se": gain(g0, gd)[1],
+              "exact": gd["results"]["pass_at_k"]["1"],
+              "implicit_reward_accuracy": dpo["eval_after"]["implicit_reward_accuracy"]}
+out["best_of_n"] = [{k: c[k] for k in ("n", "gold", "gold_se", "gain_vs_1", "gain_vs_1_se",
+                                       "rm", "gold_oracle")} for c in bon["curve"]]
 json.dump(out, open(f"{d}/summary.json", "w"), indent=1)
-print(json.dumps({k: v for k, v in out.items() if k != "curve"}, indent=1))
+brief = {k: ({kk: vv for kk, vv in v.items() if kk != "curve"} if isinstance(v, dict) else v)
+         for k, v in out.items() if k != "best_of_n"}
+brief["best_of_n"] = {c["n"]: round(c["gold"], 4) for c in out["best_of_n"]}
+print(json.dumps(brief, indent=1))
 EOF
