@@ -608,7 +608,7 @@ def main():
                   f" (best {r['best_accuracy']:.3f}), "
                   + (f"{a.target} at {r['time_to_target']:.1f} s / {r['samples_to_target']} "
                      "samples" if r["reached"] else f"{a.target} not reached")
-                  + f", {r['samples_per_s']:.0f} samples/s, {time.time() - t0:.0f} s in all",
+                  + f", {r['samples_per_s']:.1f} samples/s, {time.time() - t0:.0f} s in all",
                   flush=True)
     results = []
     for algo, st, seed in grid:
