@@ -7,16 +7,28 @@
  * ("Haswell") on an AVX-512 CPU halves the sgemm rate (the development
  * machine's environment does: 235 against 410-439 GFLOP/s on 2 cores,
  * 2048^3), so the first product logs which kernels run and what the CPU
- * could run. */
+ * could run.
+ *
+ * A CPU newer than the library can also be mistaken for an old one:
+ * Debian 12's OpenBLAS (0.3.21) runs its generic Prescott (SSE3) kernels on
+ * an Emerald Rapids Xeon, sgemm 67 against 335 GFLOP/s with the Cooperlake
+ * kernels the CPU can run, a training step 2.8x slower. That is no choice
+ * of the user's, so when the variable is unset and the library picked
+ * pre-AVX2 kernels on an AVX-512 CPU, the program sets it and executes
+ * itself again before main (same pid, arguments and descriptors; the
+ * kernels are chosen when the library loads, so nothing less will do).
+ * RLHF_BLAS_REEXEC=0 turns this off. */
 #include "common/nn/tensor.h"
 
 #include <cblas.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/log.h"
@@ -44,6 +56,45 @@ const char *tensor_blas_better_kernels(const char *corename)
     (void)corename;
 #endif
     return NULL;
+}
+
+bool tensor_blas_kernels_generic(const char *corename)
+{
+    static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
+                                      "atom", "katmai", "coppermine", "northwood", "banias"};
+    for (size_t i = 0; corename && i < sizeof old / sizeof old[0]; i++)
+        if (!strcasecmp(corename, old[i])) return true;
+    return false;
+}
+
+/* Before main (see the top): re-executes the program with
+ * OPENBLAS_CORETYPE set when the library mistook the CPU for an old one.
+ * Any failure leaves the program running as it is (and blas_single says
+ * which kernels run). */
+__attribute__((constructor)) static void blas_fix_misdetected_kernels(void)
+{
+    const char *off = getenv("RLHF_BLAS_REEXEC");
+    if (getenv("OPENBLAS_CORETYPE") || (off && !strcmp(off, "0"))) return;
+    const char *core = tensor_blas_kernels(), *better = tensor_blas_better_kernels(core);
+    if (!better || !tensor_blas_kernels_generic(core)) return;
+    /* The arguments as the kernel keeps them: NUL-separated. */
+    static char buf[1 << 16];
+    int         fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    size_t  len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    if (len == 0 || len >= sizeof buf - 1) return;
+    static char *argv[1024];
+    int          argc = 0;
+    for (size_t i = 0; i < len && argc < 1023; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
+    if (argc == 1023) return;
+    argv[argc] = NULL;
+    if (setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: run on as we are */
 }
 
 typedef struct {

@@ -43,6 +43,10 @@ const char *tensor_blas_kernels(void);
  * (or "COOPERLAKE" with AVX512-BF16) on an AVX-512 CPU that OpenBLAS took
  * for an AVX2-or-older model (logged by the first product). */
 const char *tensor_blas_better_kernels(const char *corename);
+/* Whether `corename` names kernels older than AVX2 ("Prescott", ...): on a
+ * CPU that has better ones, a CPU the library does not know, and the
+ * program re-executes itself with them before main (gemm.c). */
+bool tensor_blas_kernels_generic(const char *corename);
 /* The same contract with plain loops in double, for tests. */
 void tensor_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -34,6 +34,17 @@ static void fill_normal(float *x, size_t n, Rng *r, float std)
  * C, by columns), each also with the products made serial. */
 static void test_gemm(bool verbose)
 {
+    /* Not the generic kernels where the CPU has better ones (unless the
+     * user asked for them): the program re-executed itself with them. */
+    const char *core = tensor_blas_kernels(), *forced = getenv("OPENBLAS_CORETYPE");
+    EXPECT(!tensor_blas_kernels_generic(core) || !tensor_blas_better_kernels(core) ||
+               (forced && tensor_blas_kernels_generic(forced)),
+           "OpenBLAS runs its %s kernels on a CPU that has %s", core,
+           tensor_blas_better_kernels(core));
+    EXPECT(tensor_blas_kernels_generic("Prescott") && !tensor_blas_kernels_generic("SkylakeX") &&
+               !tensor_blas_kernels_generic("Haswell") && !tensor_blas_kernels_generic(NULL),
+           "which kernel names are generic");
+    if (verbose) printf("  OpenBLAS kernels: %s\n", core);
     Rng r;
     rng_seed(&r, 1);
     static const int shapes[3][3] = {{7, 5, 9}, {150, 70, 40}, {40, 150, 70}};
