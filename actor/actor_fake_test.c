@@ -193,7 +193,7 @@ void actor_fake_grant(StLearner *L, uint64_t lease_id, uint64_t epoch, int n, in
     sp.max_new_tokens = L->max_new > 0 ? L->max_new : 12;
     Rlhf__Prompt pr[4], *prp[4];
     int32_t      toks[4][16];
-    char         answers[4][8];
+    char         answers[4][12];
     for (int i = 0; i < n; i++) {
         int nt = 0;
         CHECK(tok_encode(tok, texts[i], strlen(texts[i]), TOK_ENC_BOS, toks[i], 16, &nt) == 0);
