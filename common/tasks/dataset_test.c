@@ -348,7 +348,12 @@ static void test_large(const char *dir, const Tok *tok, bool verbose)
                (double)st.bytes / 1e6, grew);
     EXPECT(rc == 0 && st.good == (uint64_t)N, "large file: %s, %" PRIu64 " records", err_str(rc),
            st.good);
-    /* The index is 16 bytes a record (1.6 MB) and the block buffer 2 MiB. */
+    /* The index is 16 bytes a record (1.6 MB) and the block buffer 2 MiB.
+     * AddressSanitizer's quarantine and shadow make resident memory say
+     * nothing about the code, so its build skips the bound. */
+#ifdef __SANITIZE_ADDRESS__
+    grew = 0;
+#endif
     EXPECT(before > 0 && grew * 1024 < (long)(st.bytes / 4),
            "indexing a %" PRIu64 "-byte file grew resident memory by %ld kB", st.bytes, grew);
     for (int k = 0; d && k < N; k += 9973) {
