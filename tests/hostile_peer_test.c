@@ -488,6 +488,9 @@ int peer_snapshot_flood_selftest(bool verbose)
      * budget (two, if the learner's heartbeat has meanwhile hung up on the
      * first flooder, which stopped taking frames), the rest is refused as
      * over budget. */
+    char  *text0 = scrape(&c);
+    double served0 = prom(text0, "rlhf_learner_snapshots_served_total");
+    free(text0);
     for (int i = 1; i < N_FLOODERS; i++) {
         char name[32];
         snprintf(name, sizeof name, "flooder-%d", i);
@@ -502,13 +505,19 @@ int peer_snapshot_flood_selftest(bool verbose)
     long   rss2 = testcl_status_kb(pid, "VmRSS"), hwm2 = testcl_status_kb(pid, "VmHWM");
     char  *text = scrape(&c);
     double queued = prom(text, "rlhf_learner_snapshot_queued_bytes");
+    double served = prom(text, "rlhf_learner_snapshots_served_total") - served0;
     double budget = prom(text, "rlhf_learner_snapshot_queue_budget_bytes");
     free(text);
     testcl_note(&c,
                 "%d flooding connections: RSS %ld kB (peak %ld kB); %g bytes queued of a budget "
                 "of %g; %g refused as over budget",
                 N_FLOODERS, rss2, hwm2, queued, budget, over);
-    EXPECT(over >= N_MORE, "/metrics: %g refused as over_budget, expected >= %d", over, N_MORE);
+    /* Refused over budget, unless every new connection got its transfer
+     * because the earlier ones had drained into socket buffers (loopback
+     * TCP takes megabytes on some machines): then nothing was over it. */
+    EXPECT(over >= N_MORE || served >= N_FLOODERS - 1,
+           "/metrics: %g refused as over_budget, expected >= %d (or all %d served: %g)", over,
+           N_MORE, N_FLOODERS - 1, served);
     EXPECT(queued <= budget && budget == 11.0 * 1024 * 1024,
            "/metrics: %g bytes queued, budget %g, expected <= budget = 11 MiB", queued, budget);
     long bound2_kb = (long)(11 * 1024) + 48 * 1024;
