@@ -16,8 +16,8 @@
 # SFT_STEPS [1500], PAIRS [40000], EVAL_PAIRS [500], PICK [widest: the pair of
 # the K samples with the widest gold gap; or first], RM_SFT_STEPS [3000: the
 # reward model's warm start is the SFT trained this much longer, into RM_INIT
-# [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [150],
-# KL_BETA [0.05], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
+# [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [400],
+# BATCH_GROUPS [16: groups of 8 per RL step], KL_BETA [0.2], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
 # SEED [1], RL_ALGOS [ppo grpo: one RL run each, in RUN_DIR/ALGO], DPO_EPOCHS [1], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16].
 # Extra learner flags go in LEARNER_ARGS.
 set -eu
@@ -33,8 +33,9 @@ RM_INIT=${RM_INIT:-$SFT-long}
 [ "$RM_SFT_STEPS" -gt 0 ] || RM_INIT=$SFT
 RM_EPOCHS=${RM_EPOCHS:-5}
 RM_LR=${RM_LR:-1e-4}
-STEPS=${STEPS:-150}
-KL_BETA=${KL_BETA:-0.05}
+STEPS=${STEPS:-400}
+BATCH_GROUPS=${BATCH_GROUPS:-16}
+KL_BETA=${KL_BETA:-0.2}
 LR=${LR:-1e-4}
 ACTORS=${ACTORS:-2}
 P=${PORT_BASE:-7855}
@@ -113,7 +114,7 @@ rl() {
         --kl-beta "$KL_BETA" --max-digits 3 --lease "$LEASE" --weights "$WEIGHTS" \
         --results "$RESULTS" --snapshot "$SNAP" --ckpt-dir "$D/ckpt" --ckpt-every 0 \
         --metrics "$D/metrics.jsonl" --summary "$D/summary.json" --steps "$STEPS" \
-        --lr "$LR" --eval-n 0 --seed "$SEED" ${LEARNER_ARGS:-} >"$D/learner.log" 2>&1
+        --batch-groups "$BATCH_GROUPS" --lr "$LR" --eval-n 0 --seed "$SEED" ${LEARNER_ARGS:-} >"$D/learner.log" 2>&1
     cleanup
     gold "$D/ckpt" "$RUN_DIR/gold-$1.json"
 }
