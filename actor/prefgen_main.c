@@ -1,10 +1,19 @@
-/* rlhf-prefgen: the built-in preference task. Samples pairs of completions
- * of the arithmetic task from a policy (the SFT warm start), and has the
- * hidden gold judge (common/tasks/gold.h) label each pair through a noisy
- * Bradley-Terry coin, as annotators who disagree would. Writes, into --out:
+/* rlhf-prefgen: the built-in preference tasks. Samples completions of an
+ * arithmetic task from a policy and has a hidden gold judge
+ * (common/tasks/gold.h) label them through a noisy Bradley-Terry coin, as
+ * annotators who disagree would. The policy is the char model's SFT warm
+ * start (--ckpt, the arithmetic task, judge gold_arith) or a chat model
+ * (--model FILE.gguf, the chat arithmetic task worded as a question and
+ * rendered with its chat template, judge gold_chat: right arithmetic in a
+ * one-line answer). Writes, into --out:
  *
  *   train.jsonl   {"prompt","chosen","rejected","meta":{...}} pairs to train
- *                 a reward model or DPO on (train split of the task)
+ *                 a reward model or DPO on (train split of the task); with
+ *                 --form rankings, {"prompt","completions","ranking",
+ *                 "meta"}: each train prompt's distinct samples (distinct
+ *                 in text and in gold reward) ranked by the same labeller
+ *                 (gold_rank), and the pairs that --form pairs would have
+ *                 written go to train-pairs.jsonl
  *   eval.jsonl    held-out pairs (the task's evaluation split), same labeller
  *   ref.jsonl     {"prompt","completion"}: the policy's own samples on train
  *                 prompts, the reference completions a reward model's scores
@@ -13,11 +22,16 @@
  *                 labeller's ceiling: the best held-out pair accuracy any
  *                 reward model can expect (1 - the mean flip chance)
  *
- * Each record's meta carries the answer and both gold rewards, so that what
+ * A prompt is the char task's text ("37+45=") or the chat task's question
+ * (a user message; trainers given the GGUF render it with its template).
+ * Each record's meta carries the answer and the gold rewards, so that what
  * a learned reward agrees with can be checked against the judge; trainers
  * must not read it. A pair is two completions that differ in text and in
- * gold reward (a tie gives an annotator nothing to choose); prompts whose K
- * samples hold no such pair are counted and skipped. */
+ * gold reward (a tie gives an annotator nothing to choose), each ended by
+ * the policy itself (one cut by the length cap is not an answer to show);
+ * prompts whose K samples hold no such pair are counted and skipped.
+ * Sampling is common/tasks/eval's: sample j of prompt i draws from its own
+ * stream of (seed, i, j). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -32,73 +46,99 @@
 #include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
 #include "common/formats/ckpt_config.h"
+#include "common/formats/gguf_llama.h"
 #include "common/formats/tok.h"
 #include "common/nn/gen.h"
+#include "common/nn/kern.h"
 #include "common/nn/model.h"
+#include "common/tasks/chat_task.h"
+#include "common/tasks/eval.h"
 #include "common/tasks/gold.h"
+#include "common/tasks/prefs_data.h"
 #include "common/tasks/task.h"
 
 typedef struct {
-    const char *ckpt;        /* the policy the pairs are sampled from */
+    const char *ckpt;        /* the char policy the pairs are sampled from */
+    const char *model;       /* or a chat model (GGUF) */
     const char *out;         /* output directory */
     int         pairs;       /* train pairs */
     int         eval_pairs;  /* held-out pairs */
     int         refs;        /* reference completions */
     int         k;           /* samples per prompt a pair is picked from */
     float       temperature; /* sampling temperature */
-    int         max_new;     /* tokens per completion at most, EOS included */
+    int         max_new;     /* tokens per completion at most, EOS included; 0 = the task's */
     double      flip;        /* share of labels against the gold order */
     uint64_t    seed;        /* problems, sampling and the coin */
-    int         max_digits;  /* the task's operand digits */
+    int         max_digits;  /* the task's operand digits; 0 = the task's */
     int         pick;        /* which pair of the k samples: k_picks[pick] */
+    int         form;        /* train records: k_forms[form] */
+    int         batch;       /* sequences decoded together */
+    int         decode_weights; /* KernType */
 } PrefArgs;
 
 static const char *const k_picks[] = {"first", "widest", NULL};
+static const char *const k_forms[] = {"pairs", "rankings", NULL};
 
 static const PrefArgs k_defaults = {
     .ckpt = NULL,
+    .model = NULL,
     .out = NULL,
     .pairs = 4000,
     .eval_pairs = 500,
     .refs = 1000,
     .k = 4,
     .temperature = 1.0f,
-    .max_new = 8,
+    .max_new = 0,
     .flip = GOLD_FLIP_DEFAULT,
     .seed = 3000,
-    .max_digits = 3,
+    .max_digits = 0,
     .pick = 0,
+    .form = 0,
+    .batch = 64,
+    .decode_weights = KERN_F32,
 };
 
-/* One candidate pair before labelling. */
+/* A prompt's completions with their gold rewards: a pair (n = 2, in
+ * sampling order, unlabelled), a ranking's distinct samples, or a
+ * reference (n = 1). Strings are owned. */
 typedef struct {
-    TaskProblem prob;
-    char        a[TASK_TEXT_MAX], b[TASK_TEXT_MAX];
-    double      ga, gb;
-} Pair;
+    char  *prompt, *answer;
+    int    n;
+    char  *t[PREFS_MAX_K];
+    double g[PREFS_MAX_K];
+} Item;
 
-typedef struct {
-    Model     *m;
-    const Tok *tok;
-    Generator *g;
-    int        batch; /* prompts per gen_run */
-    int        k, max_new;
-    GenConfig  gc;
-    Rng        rng;
-    /* per-run buffers for batch * k sequences */
-    int        *prompt_ids, *plens, *toks, *ntok, *fin;
-    const int **prompts;
-    float      *lps, *lpf;
-} Sampler;
+static void item_free(Item *it)
+{
+    free(it->prompt);
+    free(it->answer);
+    for (int i = 0; i < it->n; i++) free(it->t[i]);
+    memset(it, 0, sizeof *it);
+}
+
+static void item_set(Item *it, const EvalPrompt *p)
+{
+    it->prompt = xstrdup(p->prompt);
+    it->answer = xstrdup(p->answer);
+    it->n = 0;
+}
+
+static void item_add(Item *it, const char *text, double g)
+{
+    it->t[it->n] = xstrdup(text);
+    it->g[it->n++] = g;
+}
 
 static int check(const FlagsSpec *spec, void *ctx)
 {
     (void)spec;
     PrefArgs *a = ctx;
-    if (!a->ckpt || !a->out) {
-        fprintf(stderr, "rlhf-prefgen: --ckpt DIR and --out DIR are required\n");
+    if (!a->out || (!a->ckpt == !a->model)) {
+        fprintf(stderr, "rlhf-prefgen: --out DIR and one policy, --ckpt DIR or --model "
+                        "FILE.gguf, are required\n");
         return ERR_ARG;
     }
     if (!(a->flip > 0 && a->flip < 0.5)) {
@@ -113,162 +153,144 @@ static int check(const FlagsSpec *spec, void *ctx)
     return 0;
 }
 
-enum { PROMPT_CAP = TASK_TEXT_MAX + 1 };
+/* What one pass over a split collects. */
+typedef struct {
+    const PrefArgs *a;
+    Item           *pairs;  /* want */
+    Item           *ranked; /* want, or NULL */
+    Item           *refs;   /* nrefs, or NULL */
+    int             want, nrefs, got, nref;
+    int             tried, skipped, cut; /* prompts; prompts without a pair; samples cut */
+    Progress        pr;
+} Collect;
 
-static void sampler_init(Sampler *s, Model *m, const Tok *tok, const PrefArgs *a)
+/* The judge's gold reward of a sample that ended by itself, in double
+ * (the sample's reward is the same, rounded to a float). */
+static double judge(const PrefArgs *a, const EvalPrompt *p, int j)
 {
-    memset(s, 0, sizeof *s);
-    s->m = m;
-    s->tok = tok;
-    s->k = a->k;
-    s->max_new = a->max_new;
-    s->batch = 16;
-    int                n = s->batch * s->k, W = a->max_new;
-    const ModelConfig *mc = model_config(m);
-    int max_len = PROMPT_CAP + W < mc->max_seq_len ? PROMPT_CAP + W : mc->max_seq_len;
-    s->g = gen_new(m, n, max_len);
-    s->gc = (GenConfig){.sampler = {.temperature = a->temperature, .top_k = 0, .top_p = 1.0f},
-                        .max_new = W,
-                        .stop_id = TOK_EOS};
-    rng_seed(&s->rng, a->seed ^ 0x9e3779b97f4a7c15ull);
-    s->prompt_ids = xmalloc(sizeof(int) * (size_t)s->batch * PROMPT_CAP);
-    s->plens = xmalloc(sizeof(int) * (size_t)n);
-    s->prompts = xmalloc(sizeof(int *) * (size_t)n);
-    s->toks = xmalloc(sizeof(int) * (size_t)n * W);
-    s->lps = xmalloc(sizeof(float) * (size_t)n * W);
-    s->lpf = xmalloc(sizeof(float) * (size_t)n * W);
-    s->ntok = xmalloc(sizeof(int) * (size_t)n);
-    s->fin = xmalloc(sizeof(int) * (size_t)n);
+    const char *t = p->samples[j].text;
+    return a->model ? gold_chat(t, p->answer) : gold_arith(t, p->answer);
 }
 
-static void sampler_free(Sampler *s)
+static bool usable(const EvalSample *s)
 {
-    gen_free(&s->g);
-    free(s->prompt_ids);
-    free(s->plens);
-    free(s->prompts);
-    free(s->toks);
-    free(s->lps);
-    free(s->lpf);
-    free(s->ntok);
-    free(s->fin);
+    return s->finish == GEN_FINISH_STOP && s->is_scored;
 }
 
-/* Samples k completions of each of np <= batch problems into texts
- * (np * k strings of TASK_TEXT_MAX bytes); a completion cut by the length
- * cap, or longer than a task text, becomes "" (not an answer: gold -1).
- * Returns 0 or gen_run's error. */
-static int sample(Sampler *s, const TaskProblem *probs, int np, char (*texts)[TASK_TEXT_MAX])
+/* Picks a pair of a prompt's samples that ended by themselves and differ
+ * in text and in gold reward; false when there is none. With widest false,
+ * the first such pair in sampling order: the pairs keep the policy's own
+ * mix of easy and hard choices. With widest, the pair with the largest gold
+ * gap (the first on a tie), as a labelling budget spent on the comparisons
+ * that say the most would be: fewer near-misses whose label is close to a
+ * coin flip. The labeller's tau and ceiling are calibrated on whichever
+ * pairs are made. */
+static bool pick_pair(const PrefArgs *a, const EvalPrompt *p, Item *out)
 {
-    int W = s->max_new;
-    for (int i = 0; i < np; i++) {
-        int *ids = s->prompt_ids + (size_t)i * PROMPT_CAP, n_ids = 0;
-        CHECK(tok_encode(s->tok, probs[i].prompt, strlen(probs[i].prompt), TOK_ENC_BOS, ids,
-                         PROMPT_CAP, &n_ids) == 0);
-        for (int j = 0; j < s->k; j++) {
-            s->prompts[i * s->k + j] = ids;
-            s->plens[i * s->k + j] = n_ids;
-        }
-    }
-    GenOutput go = {s->toks, s->lps, s->lpf, s->ntok, s->fin};
-    int       rc = gen_run(s->g, &s->gc, np * s->k, s->prompts, s->plens, &s->rng, &go);
-    if (rc) return rc;
-    for (int q = 0; q < np * s->k; q++) {
-        const int *t = s->toks + (size_t)q * W;
-        int        nc = 0;
-        bool       ok = s->fin[q] == GEN_FINISH_STOP;
-        for (int j = 0; j < s->ntok[q] && ok; j++) {
-            char c = tok_char(s->tok, t[j]);
-            if (!c) continue; /* EOS */
-            if (nc + 1 >= TASK_TEXT_MAX)
-                ok = false;
-            else
-                texts[q][nc++] = c;
-        }
-        texts[q][ok ? nc : 0] = '\0';
-    }
-    return 0;
-}
-
-/* Picks a pair of a prompt's k samples that differ in text and in gold
- * reward; false when there is none. With widest false, the first such pair
- * in sampling order: the pairs keep the policy's own mix of easy and hard
- * choices. With widest, the pair with the largest gold gap (the first on a
- * tie), as a labelling budget spent on the comparisons that say the most
- * would be: fewer near-misses whose label is close to a coin flip. The
- * labeller's tau and ceiling are calibrated on whichever pairs are made. */
-static bool pick_pair(const TaskProblem *p, char (*texts)[TASK_TEXT_MAX], int k, bool widest,
-                      Pair *out)
-{
-    double g[64], best = 0;
-    int    bx = -1, by = -1;
-    CHECK(k <= 64);
-    for (int x = 0; x < k; x++) g[x] = gold_arith(texts[x], p->answer);
+    const EvalSample *s = p->samples;
+    double            best = 0, g[PREFS_MAX_K];
+    int               bx = -1, by = -1, k = p->n_samples;
+    bool              widest = a->pick == 1;
+    for (int x = 0; x < k; x++) g[x] = usable(&s[x]) ? judge(a, p, x) : 0;
     for (int x = 0; x < k && (widest || bx < 0); x++) {
+        if (!usable(&s[x])) continue;
         for (int y = x + 1; y < k && (widest || bx < 0); y++) {
-            if (!strcmp(texts[x], texts[y])) continue;
+            if (!usable(&s[y]) || !strcmp(s[x].text, s[y].text)) continue;
             double gap = fabs(g[x] - g[y]);
-            if (gap < 1e-9 || gap <= best) continue;
+            if (gap < 1e-6 || gap <= best) continue;
             best = gap;
             bx = x;
             by = y;
         }
     }
     if (bx < 0) return false;
-    out->prob = *p;
-    snprintf(out->a, sizeof out->a, "%s", texts[bx]);
-    snprintf(out->b, sizeof out->b, "%s", texts[by]);
-    out->ga = g[bx];
-    out->gb = g[by];
+    item_set(out, p);
+    item_add(out, s[bx].text, g[bx]);
+    item_add(out, s[by].text, g[by]);
     return true;
 }
 
-/* Collects want pairs from the split (held_out), counting prompts tried and
- * skipped; refs (if non-NULL, nrefs wanted) takes each prompt's first
- * sample. */
-static int collect(Sampler *s, const PrefArgs *a, bool held_out, Pair *pairs, int want, int *tried,
-                   int *skipped, Pair *refs, int nrefs, const char *label)
+/* A prompt's samples that ended by themselves and differ from every
+ * earlier one in text and in gold reward, in sampling order. */
+static void distinct(const PrefArgs *a, const EvalPrompt *p, Item *out)
 {
-    char(*texts)[TASK_TEXT_MAX] = xmalloc(sizeof *texts * (size_t)s->batch * s->k);
-    TaskProblem *probs = xmalloc(sizeof *probs * (size_t)s->batch);
-    TaskConfig   tc = TASK_DEFAULTS;
-    tc.max_digits = a->max_digits;
-    Progress pr;
-    progress_start(&pr, label, "pair", want);
-    int      got = 0, nref = 0, rc = 0;
-    uint64_t next = 0;
-    *tried = *skipped = 0;
-    while (got < want || (refs && nref < nrefs)) {
-        if (*tried > 50 * (want + nrefs) + 1000) {
-            log_error("%s: %d prompts gave only %d of %d pairs: the policy in '%s' rarely "
-                      "samples two completions the judge tells apart (try a higher "
-                      "--temperature or --k)",
-                      label, *tried, got, want, a->ckpt);
-            rc = ERR_RANGE;
+    item_set(out, p);
+    for (int x = 0; x < p->n_samples && out->n < PREFS_MAX_K; x++) {
+        const EvalSample *s = &p->samples[x];
+        if (!usable(s)) continue;
+        double g = judge(a, p, x);
+        bool   seen = false;
+        for (int y = 0; y < out->n && !seen; y++)
+            seen = !strcmp(out->t[y], s->text) || fabs(out->g[y] - g) < 1e-6;
+        if (!seen) item_add(out, s->text, g);
+    }
+}
+
+/* eval_run's callback: one prompt's k samples, scored by the judge. */
+static int on_prompt(void *ctx, const EvalPrompt *p)
+{
+    Collect *c = ctx;
+    c->tried++;
+    for (int j = 0; j < p->n_samples; j++) c->cut += p->samples[j].finish != GEN_FINISH_STOP;
+    if (c->refs && c->nref < c->nrefs) {
+        for (int j = 0; j < p->n_samples; j++) {
+            if (!usable(&p->samples[j])) continue;
+            Item *r = &c->refs[c->nref++];
+            item_set(r, p);
+            item_add(r, p->samples[j].text, judge(c->a, p, j));
             break;
         }
-        for (int i = 0; i < s->batch; i++) task_problem(&tc, a->seed, next++, held_out, &probs[i]);
-        if ((rc = sample(s, probs, s->batch, texts))) break;
-        for (int i = 0; i < s->batch; i++) {
-            (*tried)++;
-            if (refs && nref < nrefs) {
-                refs[nref].prob = probs[i];
-                snprintf(refs[nref].a, sizeof refs[nref].a, "%s", texts[i * s->k]);
-                nref++;
-            }
-            if (got >= want) continue;
-            if (pick_pair(&probs[i], texts + i * s->k, s->k, a->pick == 1, &pairs[got]))
-                got++;
-            else
-                (*skipped)++;
-        }
-        progress_update(&pr, got, NULL, false);
     }
-    progress_update(&pr, got, NULL, true);
-    progress_end(&pr);
-    free(probs);
-    free(texts);
-    return rc;
+    if (c->got < c->want) {
+        if (pick_pair(c->a, p, &c->pairs[c->got])) {
+            if (c->ranked) distinct(c->a, p, &c->ranked[c->got]);
+            c->got++;
+        } else {
+            c->skipped++;
+        }
+        progress_update(&c->pr, c->got, NULL, false);
+    }
+    return c->got >= c->want && (!c->refs || c->nref >= c->nrefs) ? 1 : 0;
+}
+
+/* Collects c->want pairs (and refs) from one split of the task. */
+static int collect(Model *m, const Tok *tok, const Bpe *bpe, bool train, Collect *c,
+                   const char *label)
+{
+    const PrefArgs *a = c->a;
+    TaskConfig      tc = bpe ? CHAT_TASK_DEFAULTS : TASK_DEFAULTS;
+    if (a->max_digits) tc.max_digits = a->max_digits;
+    ScoreSpec spec;
+    char      why[256];
+    CHECK(score_spec_parse(bpe ? "gold_chat" : "gold_arith", score_builtin, NULL, &spec, why,
+                           sizeof why) == 0);
+    uint64_t    limit = 50 * (uint64_t)(c->want + c->nrefs) + 1000;
+    EvalSource  src = {.kind = bpe ? EVAL_SRC_CHAT : EVAL_SRC_ARITH,
+                       .task = &tc,
+                       .task_seed = a->seed,
+                       .is_train = train,
+                       .n = limit};
+    EvalConfig  ec = {.n_samples = a->k,
+                      .sampler = {.temperature = a->temperature, .top_k = 0, .top_p = 1.0f},
+                      .max_new = a->max_new ? a->max_new : (bpe ? 32 : 8),
+                      .batch = a->batch,
+                      .seed = a->seed ^ (train ? 0x7261696eull : 0x6576616cull),
+                      .spec = &spec,
+                      .score_threads = 1,
+                      .is_keep_text = true};
+    progress_start(&c->pr, label, "pair", c->want);
+    int rc = c->want > 0 || c->nrefs > 0 ? eval_run(m, tok, bpe, &src, &ec, on_prompt, c, NULL) : 1;
+    progress_update(&c->pr, c->got, NULL, true);
+    progress_end(&c->pr);
+    if (rc < 0) return rc;
+    if (c->got < c->want) {
+        log_error("%s: %d prompts gave only %d of %d pairs: the policy in '%s' rarely "
+                  "samples two completions the judge tells apart (try a higher "
+                  "--temperature, --k or --max-new)",
+                  label, c->tried, c->got, c->want, a->ckpt ? a->ckpt : a->model);
+        return ERR_RANGE;
+    }
+    return 0;
 }
 
 /* Appends one JSON object and a newline to buf (growing it). */
@@ -287,75 +309,156 @@ static void append_line(char **buf, size_t *len, size_t *cap, json_t *obj)
     json_decref(obj);
 }
 
+static int write_buf(const char *path, char *buf, size_t len)
+{
+    int rc = fileio_write_atomic(path, buf ? buf : "", len);
+    if (rc) log_error("writing '%s': %s", path, err_str(rc));
+    free(buf);
+    return rc;
+}
+
 /* Labels pairs with the coin and writes them to path; returns the share of
  * labels drawn against the gold order (flipped). */
-static int write_pairs(const char *path, const Pair *pairs, int n, double tau, Rng *coin,
+static int write_pairs(const char *path, const Item *pairs, int n, double tau, Rng *coin,
                        double *flipped)
 {
     char  *buf = NULL;
     size_t len = 0, cap = 0;
     int    against = 0;
     for (int i = 0; i < n; i++) {
-        const Pair *p = &pairs[i];
-        int         first = gold_label(p->ga, p->gb, tau, rng_uniform(coin));
-        const char *ch = first ? p->a : p->b, *rj = first ? p->b : p->a;
-        double      gc = first ? p->ga : p->gb, gr = first ? p->gb : p->ga;
+        const Item *p = &pairs[i];
+        int         first = gold_label(p->g[0], p->g[1], tau, rng_uniform(coin));
+        const char *ch = p->t[first ? 0 : 1], *rj = p->t[first ? 1 : 0];
+        double      gc = p->g[first ? 0 : 1], gr = p->g[first ? 1 : 0];
         if (gc < gr) against++;
         json_t *meta =
-            json_pack("{s:s, s:f, s:f, s:f}", "answer", p->prob.answer, "gold_chosen", gc,
+            json_pack("{s:s, s:f, s:f, s:f}", "answer", p->answer, "gold_chosen", gc,
                       "gold_rejected", gr, "p_chosen", gold_prefer_prob(gc, gr, tau));
         append_line(&buf, &len, &cap,
-                    json_pack("{s:s, s:s, s:s, s:o}", "prompt", p->prob.prompt, "chosen", ch,
+                    json_pack("{s:s, s:s, s:s, s:o}", "prompt", p->prompt, "chosen", ch,
                               "rejected", rj, "meta", meta));
     }
-    int rc = fileio_write_atomic(path, buf ? buf : "", len);
-    if (rc) log_error("writing '%s': %s", path, err_str(rc));
-    free(buf);
     *flipped = n ? (double)against / n : 0.0;
-    return rc;
+    return write_buf(path, buf, len);
 }
 
-static int write_refs(const char *path, const Pair *refs, int n)
+/* Ranks each prompt's distinct samples with the labeller (gold_rank, its
+ * own Rng) and writes them to path; returns, over every pair of every
+ * ranking, the share ordered against the gold order (flipped), the
+ * labeller's ceiling on them and their number. */
+static int write_rankings(const char *path, const Item *rk, int n, double tau, Rng *coin,
+                          double *flipped, double *ceiling, long *npairs)
+{
+    char  *buf = NULL;
+    size_t len = 0, cap = 0;
+    long   against = 0, pairs = 0;
+    double agree = 0;
+    for (int i = 0; i < n; i++) {
+        const Item *r = &rk[i];
+        double      u[PREFS_MAX_K];
+        int         order[PREFS_MAX_K];
+        for (int j = 0; j < r->n; j++) u[j] = rng_uniform(coin);
+        gold_rank(r->g, u, r->n, tau, order);
+        json_t *cs = json_array(), *rank = json_array(), *golds = json_array();
+        for (int j = 0; j < r->n; j++) {
+            json_array_append_new(cs, json_string(r->t[j]));
+            json_array_append_new(rank, json_integer(order[j]));
+            json_array_append_new(golds, json_real(r->g[j]));
+            for (int l = j + 1; l < r->n; l++) {
+                double dg = r->g[order[j]] - r->g[order[l]];
+                against += dg < 0;
+                agree += 1.0 - gold_mean_flip(&dg, 1, tau);
+                pairs++;
+            }
+        }
+        append_line(&buf, &len, &cap,
+                    json_pack("{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt", r->prompt,
+                              "completions", cs, "ranking", rank, "meta", "answer", r->answer,
+                              "gold", golds));
+    }
+    *flipped = pairs ? (double)against / (double)pairs : 0.0;
+    *ceiling = pairs ? agree / (double)pairs : 0.0;
+    *npairs = pairs;
+    return write_buf(path, buf, len);
+}
+
+static int write_refs(const char *path, const Item *refs, int n)
 {
     char  *buf = NULL;
     size_t len = 0, cap = 0;
     for (int i = 0; i < n; i++)
         append_line(&buf, &len, &cap,
-                    json_pack("{s:s, s:s, s:{s:s, s:f}}", "prompt", refs[i].prob.prompt,
-                              "completion", refs[i].a, "meta", "answer", refs[i].prob.answer,
-                              "gold", gold_arith(refs[i].a, refs[i].prob.answer)));
-    int rc = fileio_write_atomic(path, buf ? buf : "", len);
-    if (rc) log_error("writing '%s': %s", path, err_str(rc));
-    free(buf);
-    return rc;
+                    json_pack("{s:s, s:s, s:{s:s, s:f}}", "prompt", refs[i].prompt,
+                              "completion", refs[i].t[0], "meta", "answer", refs[i].answer,
+                              "gold", refs[i].g[0]));
+    return write_buf(path, buf, len);
 }
 
-static double *gaps(const Pair *p, int n)
+static double *gaps(const Item *p, int n)
 {
     double *dg = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) dg[i] = p[i].ga - p[i].gb;
+    for (int i = 0; i < n; i++) dg[i] = p[i].g[0] - p[i].g[1];
     return dg;
 }
 
-static int run(const PrefArgs *a, Model *m, const Tok *tok)
+static void items_free(Item *it, int n)
+{
+    for (int i = 0; it && i < n; i++) item_free(&it[i]);
+    free(it);
+}
+
+static int write_labeller(const PrefArgs *a, const Collect *t, const Collect *e, double tau,
+                          double flip_t, double flip_e, double ceil_t, double ceil_e,
+                          long ranked_pairs)
+{
+    double gold_ref = 0;
+    for (int i = 0; i < t->nref; i++) gold_ref += t->refs[i].g[0];
+    if (t->nref) gold_ref /= t->nref;
+    json_t *j = json_pack(
+        "{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:i, s:i, s:i, s:i}, "
+        "s:{s:i, s:i, s:i, s:i}, s:i, s:i, s:f, s:I, s:s, s:s, s:I}",
+        "policy", a->ckpt ? a->ckpt : a->model, "judge", a->model ? "gold_chat" : "gold_arith",
+        "tau", tau, "flip_target", a->flip, "flip_drawn_train", flip_t, "flip_drawn_eval", flip_e,
+        "ceiling_train", ceil_t, "ceiling_eval", ceil_e, "gold_mean_policy", gold_ref, "train",
+        "pairs", t->got, "prompts", t->tried, "skipped", t->skipped, "cut", t->cut, "eval",
+        "pairs", e->got, "prompts", e->tried, "skipped", e->skipped, "cut", e->cut, "k", a->k,
+        "refs", t->nref, "temperature", (double)a->temperature, "seed", (json_int_t)a->seed,
+        "pick", k_picks[a->pick], "form", k_forms[a->form], "ranked_pairs",
+        (json_int_t)ranked_pairs);
+    char *txt = json_dumps(j, JSON_INDENT(2));
+    char  path[4096];
+    snprintf(path, sizeof path, "%s/labeller.json", a->out);
+    size_t n = strlen(txt);
+    txt = xrealloc(txt, n + 2);
+    txt[n] = '\n';
+    txt[n + 1] = '\0';
+    fputs(txt, stdout);
+    int rc = write_buf(path, txt, n + 1);
+    json_decref(j);
+    log_info("labeller: tau %.4f, %.1f%% of labels against the judge (asked %.0f%%); "
+             "held-out ceiling %.4f; the policy's mean gold reward %.4f",
+             tau, 100 * flip_t, 100 * a->flip, ceil_e, gold_ref);
+    return rc;
+}
+
+static int run(const PrefArgs *a, Model *m, const Tok *tok, const Bpe *bpe)
 {
     if (mkdir(a->out, 0755) != 0 && errno != EEXIST) {
         log_error("--out '%s': %s", a->out, strerror(errno));
         return ERR_IO;
     }
-    Sampler s;
-    sampler_init(&s, m, tok, a);
-    Pair *train = xmalloc(sizeof(Pair) * (size_t)a->pairs);
-    Pair *eval = xmalloc(sizeof(Pair) * (size_t)(a->eval_pairs ? a->eval_pairs : 1));
-    Pair *refs = xmalloc(sizeof(Pair) * (size_t)(a->refs ? a->refs : 1));
-    int   tried_t, skip_t, tried_e = 0, skip_e = 0;
-    int   rc = collect(&s, a, false, train, a->pairs, &tried_t, &skip_t, refs, a->refs, "train");
-    if (rc == 0 && a->eval_pairs)
-        rc = collect(&s, a, true, eval, a->eval_pairs, &tried_e, &skip_e, NULL, 0, "eval");
-    double *dg_t = gaps(train, a->pairs), *dg_e = gaps(eval, a->eval_pairs);
+    Collect t = {.a = a, .want = a->pairs, .nrefs = a->refs};
+    Collect e = {.a = a, .want = a->eval_pairs};
+    t.pairs = xcalloc((size_t)a->pairs, sizeof(Item));
+    t.ranked = a->form == 1 ? xcalloc((size_t)a->pairs, sizeof(Item)) : NULL;
+    t.refs = xcalloc((size_t)(a->refs ? a->refs : 1), sizeof(Item));
+    e.pairs = xcalloc((size_t)(a->eval_pairs ? a->eval_pairs : 1), sizeof(Item));
+    int rc = collect(m, tok, bpe, true, &t, "train");
+    if (rc == 0) rc = collect(m, tok, bpe, false, &e, "eval");
+    double *dg_t = gaps(t.pairs, t.got), *dg_e = gaps(e.pairs, e.got);
     double  tau = 0, flip_t = 0, flip_e = 0;
     if (rc == 0) {
-        tau = gold_calibrate_tau(dg_t, (size_t)a->pairs, a->flip);
+        tau = gold_calibrate_tau(dg_t, (size_t)t.got, a->flip);
         if (tau <= 0) {
             log_error("no labeller temperature gives a flip rate of %g on these pairs", a->flip);
             rc = ERR_RANGE;
@@ -364,63 +467,74 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok)
     char path[4096];
     Rng  coin;
     rng_seed(&coin, a->seed ^ 0xc0ffee);
+    /* The pairs are labelled first in either form, so that eval.jsonl's
+     * labels are the same draws whichever form train.jsonl takes. */
     if (rc == 0) {
-        snprintf(path, sizeof path, "%s/train.jsonl", a->out);
-        rc = write_pairs(path, train, a->pairs, tau, &coin, &flip_t);
+        snprintf(path, sizeof path, "%s/%s", a->out, t.ranked ? "train-pairs.jsonl" : "train.jsonl");
+        rc = write_pairs(path, t.pairs, t.got, tau, &coin, &flip_t);
     }
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/eval.jsonl", a->out);
-        rc = write_pairs(path, eval, a->eval_pairs, tau, &coin, &flip_e);
+        rc = write_pairs(path, e.pairs, e.got, tau, &coin, &flip_e);
+    }
+    double ceil_t = rc == 0 ? 1.0 - gold_mean_flip(dg_t, (size_t)t.got, tau) : 0;
+    double ceil_e = rc == 0 && e.got ? 1.0 - gold_mean_flip(dg_e, (size_t)e.got, tau) : 0;
+    long   ranked_pairs = 0;
+    if (rc == 0 && t.ranked) {
+        Rng rcoin;
+        rng_seed(&rcoin, a->seed ^ 0x7a4bull);
+        snprintf(path, sizeof path, "%s/train.jsonl", a->out);
+        rc = write_rankings(path, t.ranked, t.got, tau, &rcoin, &flip_t, &ceil_t, &ranked_pairs);
     }
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/ref.jsonl", a->out);
-        rc = write_refs(path, refs, a->refs);
+        rc = write_refs(path, t.refs, t.nref);
     }
-    if (rc == 0) {
-        double ceil_t = 1.0 - gold_mean_flip(dg_t, (size_t)a->pairs, tau);
-        double ceil_e = a->eval_pairs ? 1.0 - gold_mean_flip(dg_e, (size_t)a->eval_pairs, tau) : 0;
-        double gold_ref = 0;
-        for (int i = 0; i < a->refs; i++) gold_ref += gold_arith(refs[i].a, refs[i].prob.answer);
-        if (a->refs) gold_ref /= a->refs;
-        json_t *j = json_pack(
-            "{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}, "
-            "s:i, s:i, s:f, s:I, s:s}",
-            "policy", a->ckpt, "tau", tau, "flip_target", a->flip, "flip_drawn_train", flip_t,
-            "flip_drawn_eval", flip_e, "ceiling_train", ceil_t, "ceiling_eval", ceil_e,
-            "gold_mean_policy", gold_ref, "train", "pairs", a->pairs, "prompts", tried_t, "skipped",
-            skip_t, "eval", "pairs", a->eval_pairs, "prompts", tried_e, "skipped", skip_e, "k",
-            a->k, "refs", a->refs, "temperature", (double)a->temperature, "seed",
-            (json_int_t)a->seed, "pick", k_picks[a->pick]);
-        char *txt = json_dumps(j, JSON_INDENT(2));
-        snprintf(path, sizeof path, "%s/labeller.json", a->out);
-        size_t n = strlen(txt);
-        txt = xrealloc(txt, n + 2);
-        txt[n] = '\n';
-        txt[n + 1] = '\0';
-        rc = fileio_write_atomic(path, txt, n + 1);
-        if (rc) log_error("writing '%s': %s", path, err_str(rc));
-        fputs(txt, stdout);
-        free(txt);
-        json_decref(j);
-        log_info("labeller: tau %.4f, %.1f%% of labels against the judge (asked %.0f%%); "
-                 "held-out ceiling %.4f; the policy's mean gold reward %.4f",
-                 tau, 100 * flip_t, 100 * a->flip, ceil_e, gold_ref);
-    }
+    if (rc == 0)
+        rc = write_labeller(a, &t, &e, tau, flip_t, flip_e, ceil_t, ceil_e, ranked_pairs);
     free(dg_t);
     free(dg_e);
-    free(refs);
-    free(eval);
-    free(train);
-    sampler_free(&s);
+    items_free(t.pairs, t.got);
+    items_free(t.ranked, t.got);
+    items_free(t.refs, t.nref);
+    items_free(e.pairs, e.got);
     return rc;
+}
+
+/* The policy: our checkpoint with its char tokenizer, or a GGUF with its
+ * BPE tokenizer and chat template. */
+static int load_policy(const PrefArgs *a, Model **m, Tok **tok, Bpe **bpe)
+{
+    int rc;
+    if (a->model) {
+        if ((rc = bpe_load(a->model, bpe)) || (rc = gguf_load(a->model, 0, m))) return rc;
+        if (!bpe_chat_supported(*bpe)) {
+            log_error("--model '%s': no chat template this program can render", a->model);
+            return ERR_FORMAT;
+        }
+    } else {
+        ModelConfig mc;
+        if ((rc = ckpt_load_config(a->ckpt, &mc)) || (rc = ckpt_load_tok(a->ckpt, tok))) return rc;
+        *m = model_new(&mc);
+        for (int attempt = 0; attempt < 3; attempt++)
+            if ((rc = ckpt_load(a->ckpt, *m)) != ERR_AGAIN) break;
+        if (rc) return rc;
+    }
+    return model_set_decode_type(*m, (KernType)a->decode_weights);
 }
 
 int main(int argc, char **argv)
 {
     PrefArgs a = k_defaults;
     Flag     flags[] = {
-            FLAG_STRING("ckpt", &a.ckpt, "DIR", "the policy to sample from (an SFT checkpoint)",
-                        .def = "(required)"),
+            FLAG_STRING("ckpt", &a.ckpt, "DIR",
+                        "the policy to sample from: an SFT checkpoint of the\n"
+                            "built-in arithmetic task (judge gold_arith)",
+                        .def = "none"),
+            FLAG_STRING("model", &a.model, "FILE.gguf",
+                        "or a chat model: the chat arithmetic task, its chat\n"
+                            "template (judge gold_chat)",
+                        .def = "none"),
             FLAG_STRING("out", &a.out, "DIR",
                         "where train.jsonl, eval.jsonl, ref.jsonl and\nlabeller.json go",
                         .def = "(required)"),
@@ -428,22 +542,34 @@ int main(int argc, char **argv)
             FLAG_INT("eval-pairs", &a.eval_pairs, 0, 10000000, "N", "held-out pairs"),
             FLAG_INT("refs", &a.refs, 0, 10000000, "N",
                      "reference completions (the policy's own samples)"),
-            FLAG_INT("k", &a.k, 2, 64, "K", "samples per prompt a pair is chosen from"),
+            FLAG_INT("k", &a.k, 2, PREFS_MAX_K, "K",
+                     "samples per prompt a pair is chosen from (or ranked)"),
             FLAG_FLOAT("temperature", &a.temperature, 0, 100, "X", "sampling temperature"),
-            FLAG_INT("max-new", &a.max_new, 2, 64, "N", "tokens per completion at most, EOS included"),
+            FLAG_INT("max-new", &a.max_new, 0, 1024, "N",
+                     "tokens per completion at most, the end token included;\n"
+                         "0 = 8 for the char task, 32 for the chat task"),
             FLAG_DOUBLE("flip", &a.flip, 0, 1, "F",
                         "share of labels against the judge's order, in (0, 0.5)"),
             FLAG_U64("seed", &a.seed, "S", "problems, sampling and the labeller's coin"),
-            FLAG_INT("max-digits", &a.max_digits, 1, 6, "D", "operand digits of the task"),
+            FLAG_INT("max-digits", &a.max_digits, 0, 6, "D",
+                     "operand digits of the task; 0 = 3 for the char task, 2\n"
+                         "for the chat task"),
             FLAG_CHOICE("pick", &a.pick, k_picks, "HOW",
                         "which pair of the K samples: first (the first two the\n"
                             "judge tells apart) or widest (the largest gold gap)"),
+            FLAG_CHOICE("form", &a.form, k_forms, "FORM",
+                        "train.jsonl's records: pairs, or rankings of each\n"
+                            "prompt's distinct samples by the same labeller (the\n"
+                            "pairs then in train-pairs.jsonl; eval.jsonl is pairs)"),
+            FLAG_INT("batch", &a.batch, 1, 4096, "N", "sequences decoded together"),
+            FLAG_CHOICE("decode-weights", &a.decode_weights, kern_type_names, "T",
+                        "precision sampling decodes in: fp32, bf16, fp16"),
             FLAGS_END,
     };
     FlagsSpec spec = {
         .prog = "rlhf-prefgen",
-        .synopsis = "--ckpt DIR --out DIR [flags]",
-        .about = "Makes the built-in preference task: pairs of completions of the arithmetic\n"
+        .synopsis = "(--ckpt DIR | --model FILE.gguf) --out DIR [flags]",
+        .about = "Makes the built-in preference tasks: pairs of completions of an arithmetic\n"
                  "task sampled from a policy, labelled by a hidden gold judge through a noisy\n"
                  "Bradley-Terry coin, so the best held-out pair accuracy is known.\n",
         .flags = flags,
@@ -452,15 +578,13 @@ int main(int argc, char **argv)
     };
     int rc = prog_start(&spec, argc, argv, "prefgen", NULL);
     if (rc != PROG_RUN) return rc;
-    ModelConfig mc;
-    Tok        *tok = NULL;
-    Model      *m = NULL;
-    if (ckpt_load_config(a.ckpt, &mc) || ckpt_load_tok(a.ckpt, &tok)) return PROG_EXIT_FAIL;
-    m = model_new(&mc);
-    for (int attempt = 0; attempt < 3; attempt++)
-        if ((rc = ckpt_load(a.ckpt, m)) != ERR_AGAIN) break;
-    if (rc == 0) rc = run(&a, m, tok);
+    Tok   *tok = NULL;
+    Bpe   *bpe = NULL;
+    Model *m = NULL;
+    rc = load_policy(&a, &m, &tok, &bpe);
+    if (rc == 0) rc = run(&a, m, tok, bpe);
     model_free(&m);
     tok_free(&tok);
+    bpe_free(&bpe);
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

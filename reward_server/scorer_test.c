@@ -187,7 +187,7 @@ static void test_registry(ScorerRegistry *r, const ScorerArithOpts *bonus, bool 
            log);
     free(log);
     const char *want = "arith,arith_chat,exact,number,choice,boxed,regex,format_answer_tag,"
-                       "format_think,gold_arith,metalen,code,arith-2,s0";
+                       "format_think,gold_arith,gold_chat,metalen,code,arith-2,s0";
     EXPECT(strncmp(list, want, strlen(want)) == 0,
            "scorer_list gave '%s', expected it to start '%s'", list, want);
     if (verbose) printf("  scorers: %s\n", list);

@@ -5,7 +5,12 @@
  * rewards recorded are the judge's, the labels disagree with the judge about
  * as often as the calibrated coin says, and the ceiling reported is the one
  * the held-out gaps give. With --pick widest and the same seed (the same
- * samples), every pair's gold gap is at least the first pair's. Then
+ * samples), every pair's gold gap is at least the first pair's. With
+ * --form rankings and the same seed, eval.jsonl is the same file and the
+ * pairs move to train-pairs.jsonl unchanged; every ranking is a permutation
+ * of distinct completions whose recorded gold is the judge's, its pairs
+ * ordered against the judge as often as the coin says, and the reward-model
+ * trainer takes the file. Then
  * best-of-n on top: a reward model trained a few steps on the pairs,
  * rlhf-bon picks among 4 samples per prompt (every kept completion's gold
  * is the judge's, the curve starts at best-of-1 and the oracle is never
@@ -77,6 +82,114 @@ static void check_widest(TestCl *c, const char *sft, const char *out, const doub
     EXPECT(sum_w > sum_f, "mean gap widest %g, first %g: expected wider", sum_w / n,
            sum_f / n_first);
     testcl_note(c, "mean gold gap: first pair %.4f, widest pair %.4f", sum_f / n_first, sum_w / n);
+}
+
+/* Reads rankings: checks each record against the judge; counts its pairs
+ * and the pairs ordered against the judge, and the expected number of
+ * those at tau. Returns the record count. */
+static int read_rankings(const char *path, double tau, long *pairs, long *against, double *expect)
+{
+    char *text = testfs_read(path, 64u << 20);
+    if (!EXPECT(text != NULL, "cannot read '%s'", path)) return 0;
+    int n = 0, bad = 0;
+    *pairs = *against = 0;
+    *expect = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), n++) {
+        json_t     *j = json_loads(line, 0, NULL), *cs = NULL, *rk = NULL, *gs = NULL;
+        const char *ans = NULL;
+        if (!EXPECT(j && json_unpack(j, "{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt", &(const char *){0},
+                                     "completions", &cs, "ranking", &rk, "meta", "answer", &ans,
+                                     "gold", &gs) == 0,
+                    "%s:%d: not a ranking record: %s", path, n + 1, line)) {
+            json_decref(j);
+            break;
+        }
+        size_t k = json_array_size(cs);
+        int    seen[16] = {0}, order[16];
+        double g[16];
+        bad += k < 2 || k > 16 || json_array_size(rk) != k || json_array_size(gs) != k;
+        for (size_t i = 0; i < k && i < 16; i++) {
+            const char *t = json_string_value(json_array_get(cs, i));
+            g[i] = json_real_value(json_array_get(gs, i));
+            bad += !t || fabs(gold_arith(t, ans) - g[i]) > 1e-9;
+            for (size_t l = 0; l < i && t; l++) {
+                const char *u = json_string_value(json_array_get(cs, l));
+                bad += !u || !strcmp(t, u) || fabs(g[i] - g[l]) < 1e-9;
+            }
+            json_int_t o = json_integer_value(json_array_get(rk, i));
+            bad += o < 0 || o >= (json_int_t)k || seen[o]++;
+            order[i] = (int)(o >= 0 && o < (json_int_t)k ? o : 0);
+        }
+        for (size_t i = 0; i < k && i < 16; i++)
+            for (size_t l = i + 1; l < k && l < 16; l++) {
+                double dg = g[order[i]] - g[order[l]];
+                *against += dg < 0;
+                *expect += gold_mean_flip(&dg, 1, tau);
+                (*pairs)++;
+            }
+        json_decref(j);
+    }
+    EXPECT(bad == 0, "%s: %d problems in %d rankings (not a permutation, a repeated or "
+                     "tied completion, a gold that is not the judge's)", path, bad, n);
+    free(text);
+    return n;
+}
+
+/* --form rankings with the first run's seed: the same held-out file, the
+ * same pairs beside the rankings, rankings as the judge's coin orders them,
+ * and rlhf-rm trains on them. */
+static void check_rankings(TestCl *c, const char *sft, const char *out, int n_first)
+{
+    char out_r[PATH_MAX + 40], a1[2 * PATH_MAX], a2[2 * PATH_MAX], p1[PATH_MAX + 80],
+        p2[PATH_MAX + 80];
+    testfs_path(out_r, sizeof out_r, "%s-rankings", out);
+    snprintf(a1, sizeof a1, "--ckpt=%s", sft);
+    snprintf(a2, sizeof a2, "--out=%s", out_r);
+    const char *same[] = {a1, a2, "--pairs=1500", "--eval-pairs=600", "--refs=200",
+                          "--max-digits=2", "--form=rankings", NULL};
+    if (!run_ok(c, "prefgen-rankings", "rlhf-prefgen", same, 120.0)) return;
+    const char *files[][2] = {{"eval.jsonl", "eval.jsonl"}, {"train.jsonl", "train-pairs.jsonl"},
+                              {"ref.jsonl", "ref.jsonl"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p1, sizeof p1, "%s/%s", out, files[i][0]);
+        snprintf(p2, sizeof p2, "%s/%s", out_r, files[i][1]);
+        char *x = testfs_read(p1, 64u << 20), *y = testfs_read(p2, 64u << 20);
+        EXPECT(x && y && !strcmp(x, y), "%s differs from the pairs run's %s", p2, p1);
+        free(x);
+        free(y);
+    }
+    snprintf(p1, sizeof p1, "%s/labeller.json", out_r);
+    json_t *lab = json_load_file(p1, 0, NULL);
+    double  tau = 0, flip_t = -1, ceil_t = -1;
+    json_int_t ranked = -1;
+    if (!EXPECT(lab && json_unpack(lab, "{s:F, s:F, s:F, s:I}", "tau", &tau, "flip_drawn_train",
+                                   &flip_t, "ceiling_train", &ceil_t, "ranked_pairs",
+                                   &ranked) == 0,
+                "%s: fields missing", p1)) {
+        json_decref(lab);
+        return;
+    }
+    json_decref(lab);
+    long   pairs = 0, against = 0;
+    double expect = 0;
+    snprintf(p2, sizeof p2, "%s/train.jsonl", out_r);
+    int n = read_rankings(p2, tau, &pairs, &against, &expect);
+    double pe = pairs ? expect / (double)pairs : 0, sd = pairs ? sqrt(pe * (1 - pe) / pairs) : 1;
+    EXPECT(n == n_first && pairs == ranked && pairs >= n, "%d rankings (%ld pairs, labeller says "
+           "%lld), expected %d", n, pairs, (long long)ranked, n_first);
+    EXPECT_NEAR((double)against / (double)pairs, pe, 5 * sd, "ranked pairs against the judge");
+    EXPECT_NEAR(flip_t, (double)against / (double)pairs, 1e-12, "flip_drawn_train as counted");
+    EXPECT_NEAR(ceil_t, 1 - pe, 1e-9, "ceiling_train over the ranked pairs");
+    testcl_note(c, "rankings: %ld pairs in %d rankings, %.3f against the judge (coin %.3f)", pairs,
+                n, (double)against / (double)pairs, pe);
+    /* The reward-model trainer takes the rankings. */
+    char rm[PATH_MAX + 40], b1[2 * PATH_MAX], b2[2 * PATH_MAX], b3[2 * PATH_MAX];
+    testfs_path(rm, sizeof rm, "%s/rm-rankings", c->tmp);
+    snprintf(b1, sizeof b1, "--init=%s", sft);
+    snprintf(b2, sizeof b2, "--data=%s", p2);
+    snprintf(b3, sizeof b3, "--out=%s", rm);
+    const char *rm_args[] = {b1, b2, b3, "--steps=5", "--eval-frac=0.1", NULL};
+    run_ok(c, "rm-rankings", "rlhf-rm", rm_args, 120.0);
 }
 
 /* rlhf-rm for a few steps, rlhf-bon on it, rlhf-sft --data on the picks. */
@@ -260,6 +373,7 @@ int prefgen_selftest(bool verbose)
     }
     json_decref(lab);
     check_widest(&c, sft, out, dg_t, n_t);
+    check_rankings(&c, sft, out, n_t);
     check_bon(&c, sft, out);
 
     /* Refusals name the flag. */

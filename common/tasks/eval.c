@@ -143,7 +143,7 @@ static int arith_max_ids(const Run *r)
 static int arith_read(Run *r, uint64_t i, Item *it)
 {
     TaskProblem p;
-    task_problem(r->src->task, r->src->task_seed, i, true, &p);
+    task_problem(r->src->task, r->src->task_seed, i, !r->src->is_train, &p);
     it->ids = xmalloc(sizeof(int) * TASK_TEXT_MAX);
     int rc = tok_encode(r->tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, it->ids, TASK_TEXT_MAX,
                         &it->n_ids);
@@ -161,7 +161,7 @@ static int chat_max_ids(const Run *r)
 static int chat_read(Run *r, uint64_t i, Item *it)
 {
     ChatTaskProblem p;
-    chat_task_problem(r->src->task, r->src->task_seed, i, true, &p);
+    chat_task_problem(r->src->task, r->src->task_seed, i, !r->src->is_train, &p);
     it->ids = xmalloc(sizeof(int) * CHAT_TASK_PROMPT_MAX_IDS);
     int rc =
         chat_task_prompt_ids(r->bpe, p.question, it->ids, CHAT_TASK_PROMPT_MAX_IDS, &it->n_ids);
@@ -233,6 +233,7 @@ static int items_report(Run *r, EvalPromptFn fn, void *ctx)
         for (int j = 0; j < n && it->texts; j++) it->samples[j].text = it->texts[j];
         EvalPrompt p = {.index = it->index,
                         .label = it->label,
+                        .prompt = it->prompt,
                         .answer = it->answer,
                         .task = it->task,
                         .spec = r->cfg->spec ? r->cfg->spec : &it->spec,

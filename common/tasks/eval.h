@@ -59,6 +59,8 @@ typedef struct {
     Dataset          *data;      /* EVAL_SRC_DATASET */
     const TaskConfig *task;      /* EVAL_SRC_ARITH, EVAL_SRC_CHAT: the problems' shape */
     uint64_t          task_seed; /* EVAL_SRC_ARITH, EVAL_SRC_CHAT: held-out problems of this seed */
+    bool              is_train;  /* EVAL_SRC_ARITH, EVAL_SRC_CHAT: the train split's problems
+                                    instead (rlhf-prefgen samples there) */
     uint64_t          n;         /* the first n prompts (a dataset: at most its size), >= 1 */
 } EvalSource;
 
@@ -94,6 +96,7 @@ typedef struct {
 typedef struct {
     uint64_t          index;  /* its number in the source, from 0 */
     const char       *label;  /* "FILE:LINE", "arith:I" or "arith_chat:I" */
+    const char       *prompt; /* its text: a record's prompt as scored, the task's question */
     const char       *answer; /* the reference answer, "" if none */
     const char       *task;   /* its own task (a record's, or the built-in's scorer) */
     const ScoreSpec  *spec;   /* the spec it was scored with: EvalConfig.spec, else its task's */

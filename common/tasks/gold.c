@@ -1,9 +1,11 @@
 #include "common/tasks/gold.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <string.h>
 
 #include "common/base/err.h"
+#include "common/tasks/chat_task.h"
 
 /* Parses '-'? digits (1..GOLD_DIGITS_MAX) filling all of s; false otherwise. */
 static int parse_int(const char *s, double *out)
@@ -26,6 +28,18 @@ double gold_arith(const char *completion, const char *answer)
     double x, a;
     if (!parse_int(completion, &x) || !parse_int(answer, &a)) return -1.0;
     return exp(-fabs(x - a) / (1.0 + fabs(a) / 10.0));
+}
+
+double gold_chat(const char *completion, const char *answer)
+{
+    double    a;
+    long long x;
+    if (!parse_int(answer, &a) || !completion || !chat_task_extract(completion, &x)) return -1.0;
+    double g = exp(-fabs((double)x - a) / (1.0 + fabs(a) / 10.0));
+    size_t lo = 0, hi = strlen(completion);
+    while (lo < hi && isspace((unsigned char)completion[lo])) lo++;
+    while (hi > lo && isspace((unsigned char)completion[hi - 1])) hi--;
+    return memchr(completion + lo, '\n', hi - lo) ? 0.5 * g : g;
 }
 
 static double sigmoid(double z)
@@ -68,4 +82,20 @@ double gold_calibrate_tau(const double *dg, size_t n, double flip)
 int gold_label(double g1, double g2, double tau, double u)
 {
     return u < gold_prefer_prob(g1, g2, tau) ? 1 : 0;
+}
+
+void gold_rank(const double *g, const double *u, int n, double tau, int *order)
+{
+    CHECK(tau > 0 && n >= 0 && n <= GOLD_RANK_MAX);
+    double key[GOLD_RANK_MAX];
+    for (int i = 0; i < n; i++) {
+        double ui = u[i] > 0 ? u[i] : 1e-300; /* Gumbel: -log(-log u) */
+        key[i] = g[i] / tau - log(-log(ui < 1 ? ui : 1 - 1e-16));
+        order[i] = i;
+    }
+    for (int i = 1; i < n; i++) { /* insertion sort, descending key */
+        int j = i, o = order[i];
+        for (; j > 0 && key[order[j - 1]] < key[o]; j--) order[j] = order[j - 1];
+        order[j] = o;
+    }
 }

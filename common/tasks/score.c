@@ -91,6 +91,20 @@ static int score_gold_arith(const ScoreInput *in, const void *opts, ScoreResult 
     return 0;
 }
 
+/* The chat judge of the preference task (common/tasks/gold.h): the last
+ * integer's closeness, halved for an answer of more than one line. */
+static int score_gold_chat(const ScoreInput *in, const void *opts, ScoreResult *out, char *why,
+                           size_t why_len)
+{
+    int rc = need_answer("gold_chat", in, why, why_len);
+    if (rc) return rc;
+    double g = in->is_truncated ? -1.0 : gold_chat(str_or_empty(in->completion), in->answer);
+    add_component(out, "correct", g == 1.0 ? 1.0f : 0.0f);
+    add_component(out, "gold", (float)g);
+    out->reward = (float)g;
+    return 0;
+}
+
 int score_arith_chat(const ScoreInput *in, const void *opts, ScoreResult *out, char *why,
                      size_t why_len)
 {
@@ -441,6 +455,9 @@ static const ScoreDef k_builtins[] = {
     {"gold_arith", score_gold_arith, NULL, check_integer_answer,
      "the preference task's hidden judge: exp(-|x-a|/(1+|a|/10)), -1 if not an integer",
      extract_arith},
+    {"gold_chat", score_gold_chat, NULL, check_integer_answer,
+     "the chat preference task's judge: gold_arith of the last integer, halved over two lines",
+     extract_arith_chat},
     {"rm", NULL, NULL, NULL, "the reward model the reward server hosts (--reward-model)", NULL},
 };
 

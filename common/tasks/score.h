@@ -130,7 +130,7 @@ typedef const ScoreDef *(*ScoreLookupFn)(const void *ctx, const char *name);
  * The self-test keeps this list and the table the same. */
 #define SCORE_RULE_NAMES                                                                           \
     "arith, arith_chat, exact, number, choice, boxed,\nregex, format_answer_tag, format_think, "   \
-    "code, gold_arith"
+    "code, gold_arith, gold_chat"
 
 /* The built-in table: score_builtin_count entries, score_builtin_at(i). */
 int             score_builtin_count(void);

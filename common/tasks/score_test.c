@@ -365,7 +365,7 @@ static void test_extract(bool verbose)
 
 int score_selftest(bool verbose)
 {
-    EXPECT(score_builtin_count() == 12, "%d built-in scorers, expected 12", score_builtin_count());
+    EXPECT(score_builtin_count() == 13, "%d built-in scorers, expected 13", score_builtin_count());
     for (int i = 0; i < score_builtin_count(); i++) {
         const ScoreDef *d = score_builtin_at(i);
         EXPECT(score_name_ok(d->name) && score_builtin(NULL, d->name) == d && d->about,
