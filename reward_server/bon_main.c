@@ -1,4 +1,6 @@
-/* rlhf-bon: best-of-n (rejection sampling) on the built-in arithmetic task.
+/* rlhf-bon: best-of-n (rejection sampling) on the built-in arithmetic task
+ * (a char checkpoint, --policy; judge gold_arith) or on the chat arithmetic
+ * task (a GGUF chat model, --model, its chat template; judge gold_chat).
  * For each prompt, samples n completions from a policy, scores them with a
  * reward model (reward_server/bon.h) and keeps the best; writes the kept
  * completions as an SFT dataset ({"prompt", "completion"} a line, what
@@ -19,21 +21,26 @@
 #include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/formats/ckpt.h"
+#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt_config.h"
+#include "common/formats/gguf_llama.h"
 #include "common/formats/tok.h"
+#include "common/nn/kern.h"
+#include "common/tasks/chat_task.h"
 #include "common/tasks/gold.h"
 #include "common/tasks/task.h"
 #include "reward_server/bon.h"
 
 typedef struct {
-    const char *policy, *rm, *out, *summary;
-    int         n, prompts, max_new, max_digits;
+    const char *policy, *model, *rm, *out, *summary;
+    int         n, prompts, max_new, max_digits, decode_weights;
     float       temperature;
     bool        held_out;
     uint64_t    seed;
 } BonArgs;
 
 enum { CURVE_MAX = 11 }; /* k = 1, 2, 4, ... 1024 */
+enum { TEXT_CAP = 4096 }; /* bytes of a completion's text kept, NUL included */
 
 typedef struct { /* sums over prompts for one k */
     int    k;
@@ -45,8 +52,9 @@ static int check(const FlagsSpec *spec, void *ctx)
 {
     (void)spec;
     const BonArgs *a = ctx;
-    if (!a->policy || !a->rm) {
-        fprintf(stderr, "rlhf-bon: --policy DIR and --reward-model DIR are required\n");
+    if (!a->policy == !a->model || !a->rm) {
+        fprintf(stderr, "rlhf-bon: one policy (--policy DIR or --model FILE.gguf) and "
+                        "--reward-model DIR are required\n");
         return ERR_ARG;
     }
     if (!(a->temperature > 0)) {
@@ -59,12 +67,18 @@ static int check(const FlagsSpec *spec, void *ctx)
 
 /* The completion's text (the stop token dropped); "" for one that did not
  * stop or does not fit (not an answer: gold -1). */
-static void text_of(const Tok *tok, const BonSamples *s, int i, char *out, size_t cap)
+static void text_of(const Tok *tok, const Bpe *bpe, const BonSamples *s, int i, char *out,
+                    size_t cap)
 {
-    size_t n = 0;
-    bool   ok = s->stopped[i];
-    for (int t = 0; t < s->n_tokens[i] && ok; t++) {
-        char c = tok_char(tok, s->tokens[(size_t)i * s->max_new + t]);
+    size_t     n = 0;
+    bool       ok = s->stopped[i];
+    const int *ids = s->tokens + (size_t)i * s->max_new;
+    if (bpe && ok) { /* the stop token is a control id: bpe_decode skips it */
+        ok = bpe_decode_max_bytes(bpe, s->n_tokens[i]) <= cap &&
+             bpe_decode(bpe, ids, s->n_tokens[i], 0, out, cap, &n) == 0 && strlen(out) == n;
+    }
+    for (int t = 0; !bpe && t < s->n_tokens[i] && ok; t++) {
+        char c = tok_char(tok, ids[t]);
         if (!c) continue; /* the stop token */
         if (n + 1 >= cap)
             ok = false;
@@ -74,21 +88,43 @@ static void text_of(const Tok *tok, const BonSamples *s, int i, char *out, size_
     out[ok ? n : 0] = '\0';
 }
 
-static int run(const BonArgs *a, Model *policy, const Tok *tok, RmScorer *rm)
+/* Problem i of the task as the policy sees it: its prompt text (for the
+ * dataset), answer and ids. */
+static void problem_of(const BonArgs *a, const Tok *tok, const Bpe *bpe, uint64_t i,
+                       char *prompt, char *answer, int *ids, int cap, int *n_ids)
 {
-    BonConfig bc = {
-        .n = a->n, .temperature = a->temperature, .max_new = a->max_new, .stop_id = TOK_EOS};
+    TaskConfig tc = bpe ? CHAT_TASK_DEFAULTS : TASK_DEFAULTS;
+    if (a->max_digits) tc.max_digits = a->max_digits;
+    if (bpe) {
+        ChatTaskProblem p;
+        chat_task_problem(&tc, a->seed, i, a->held_out, &p);
+        snprintf(prompt, CHAT_TASK_TEXT_MAX, "%s", p.question);
+        snprintf(answer, CHAT_TASK_TEXT_MAX, "%s", p.answer);
+        CHECK(chat_task_prompt_ids(bpe, p.question, ids, cap, n_ids) == 0);
+    } else {
+        TaskProblem p;
+        task_problem(&tc, a->seed, i, a->held_out, &p);
+        snprintf(prompt, CHAT_TASK_TEXT_MAX, "%s", p.prompt);
+        snprintf(answer, CHAT_TASK_TEXT_MAX, "%s", p.answer);
+        CHECK(tok_encode(tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, ids, cap, n_ids) == 0);
+    }
+}
+
+static int run(const BonArgs *a, Model *policy, const Tok *tok, const Bpe *bpe, RmScorer *rm)
+{
+    BonConfig bc = {.n = a->n,
+                    .temperature = a->temperature,
+                    .max_new = a->max_new ? a->max_new : (bpe ? 32 : 8),
+                    .stop_id = bpe ? bpe_eot_id(bpe) : TOK_EOS};
     Bon *b = bon_new(policy, rm, &bc);
     if (!b) return ERR_ARG;
     CurvePoint cv[CURVE_MAX];
     int        ncv = 0;
     for (int k = 1; k <= a->n && ncv < CURVE_MAX; k *= 2) cv[ncv++] = (CurvePoint){.k = k};
     if (cv[ncv - 1].k != a->n && ncv < CURVE_MAX) cv[ncv++] = (CurvePoint){.k = a->n};
-    TaskConfig tc = TASK_DEFAULTS;
-    tc.max_digits = a->max_digits;
     Rng rng;
     rng_seed(&rng, a->seed ^ 0x5eedb0b0ull);
-    char(*texts)[TASK_TEXT_MAX] = xmalloc(sizeof *texts * (size_t)a->n);
+    char(*texts)[TEXT_CAP] = xmalloc(sizeof *texts * (size_t)a->n);
     double  *gold = xmalloc(sizeof(double) * (size_t)a->n);
     bool    *any = xmalloc(sizeof(bool) * (size_t)a->n);
     char    *buf = NULL;
@@ -98,16 +134,17 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, RmScorer *rm)
     Progress pr;
     progress_start(&pr, "bon", "prompt", a->prompts);
     for (; done < a->prompts && rc == 0; done++) {
-        TaskProblem p;
-        task_problem(&tc, a->seed, (uint64_t)done, a->held_out, &p);
-        int ids[TASK_TEXT_MAX + 1], n_ids = 0;
-        CHECK(tok_encode(tok, p.prompt, strlen(p.prompt), TOK_ENC_BOS, ids, TASK_TEXT_MAX + 1,
-                         &n_ids) == 0);
+        struct {
+            char prompt[CHAT_TASK_TEXT_MAX], answer[CHAT_TASK_TEXT_MAX];
+        } p;
+        int ids[CHAT_TASK_PROMPT_MAX_IDS], n_ids = 0;
+        problem_of(a, tok, bpe, (uint64_t)done, p.prompt, p.answer, ids, CHAT_TASK_PROMPT_MAX_IDS,
+                   &n_ids);
         if ((rc = bon_run(b, ids, n_ids, &rng))) break;
         const BonSamples *s = bon_samples(b);
         for (int i = 0; i < a->n; i++) {
-            text_of(tok, s, i, texts[i], TASK_TEXT_MAX);
-            gold[i] = gold_arith(texts[i], p.answer);
+            text_of(tok, bpe, s, i, texts[i], TEXT_CAP);
+            gold[i] = bpe ? gold_chat(texts[i], p.answer) : gold_arith(texts[i], p.answer);
             gold_all += gold[i] / a->n;
             any[i] = true;
         }
@@ -166,7 +203,7 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, RmScorer *rm)
                      cv[c].oracle / P, cv[c].rm / P);
         }
         json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:s, s:f, s:f, s:i, s:i, s:o, s:s?}", "policy",
-                              a->policy, "reward_model", a->rm, "n", a->n, "prompts", P, "split",
+                              a->policy ? a->policy : a->model, "reward_model", a->rm, "n", a->n, "prompts", P, "split",
                               a->held_out ? "held_out" : "train", "temperature",
                               (double)a->temperature, "gold_mean_sample", gold_all / P, "kept",
                               kept, "no_stopped_sample", none, "curve", curve, "out", a->out);
@@ -195,14 +232,21 @@ int main(int argc, char **argv)
 {
     BonArgs a = {.n = 16,
                  .prompts = 500,
-                 .max_new = 8,
-                 .max_digits = 3,
+                 .max_new = 0,
+                 .max_digits = 0,
+                 .decode_weights = KERN_F32,
                  .temperature = 1.0f,
                  .held_out = false,
                  .seed = 1};
     Flag    flags[] = {
-           FLAG_PATH("policy", &a.policy, "DIR", "the policy to sample from (a checkpoint)",
-                     .def = "(required)"),
+           FLAG_PATH("policy", &a.policy, "DIR",
+                     "the policy to sample from: a checkpoint of the built-in\n"
+                        "arithmetic task (judge gold_arith)",
+                     .def = "none"),
+           FLAG_PATH("model", &a.model, "FILE.gguf",
+                     "or a chat model: the chat arithmetic task, its chat\n"
+                        "template (judge gold_chat)",
+                     .def = "none"),
            FLAG_PATH("reward-model", &a.rm, "DIR", "the reward model that picks (rlhf-rm's output)",
                      .def = "(required)"),
            FLAG_INT("n", &a.n, 1, BON_MAX_N, "N", "completions sampled per prompt"),
@@ -211,8 +255,14 @@ int main(int argc, char **argv)
                      "prompts from the task's held-out split (to measure),\n"
                         "not its training split (to make a dataset)"),
            FLAG_FLOAT("temperature", &a.temperature, 0, 100, "T", "sampling temperature"),
-           FLAG_INT("max-new", &a.max_new, 1, 64, "N", "tokens per completion at most, EOS included"),
-           FLAG_INT("max-digits", &a.max_digits, 1, 6, "D", "operand digits of the task"),
+           FLAG_INT("max-new", &a.max_new, 0, 1024, "N",
+                    "tokens per completion at most, the end token included;\n"
+                       "0 = 8 for the char task, 32 for the chat task"),
+           FLAG_INT("max-digits", &a.max_digits, 0, 6, "D",
+                    "operand digits of the task; 0 = 3 for the char task, 2\n"
+                       "for the chat task"),
+           FLAG_CHOICE("decode-weights", &a.decode_weights, kern_type_names, "T",
+                       "precision sampling decodes in: fp32, bf16, fp16"),
            FLAG_U64("seed", &a.seed, "S", "problems and sampling"),
            FLAG_PATH("out", &a.out, "FILE.jsonl",
                      "the kept completions, {\"prompt\", \"completion\", \"meta\"}\n"
@@ -224,7 +274,7 @@ int main(int argc, char **argv)
     };
     FlagsSpec spec = {
         .prog = "rlhf-bon",
-        .synopsis = "--policy DIR --reward-model DIR [flags]",
+        .synopsis = "(--policy DIR | --model FILE.gguf) --reward-model DIR [flags]",
         .about = "Best-of-n (rejection sampling): samples n completions per prompt of the\n"
                  "arithmetic task from a policy, keeps the one the reward model scores best,\n"
                  "and reports the gold reward of best-of-k for k = 1, 2, 4, ... n.\n",
@@ -236,19 +286,30 @@ int main(int argc, char **argv)
     if (rc != PROG_RUN) return rc;
     ModelConfig mc;
     Tok        *tok = NULL;
+    Bpe        *bpe = NULL;
     Model      *m = NULL;
-    if (ckpt_load_config(a.policy, &mc) || ckpt_load_tok(a.policy, &tok)) return PROG_EXIT_FAIL;
-    m = model_new(&mc);
-    if ((rc = ckpt_load(a.policy, m))) {
-        log_error("cannot load the policy '%s': %s", a.policy, err_str(rc));
-    } else {
-        RmScorerConfig sc = {
-            .dir = a.rm, .max_tokens = RM_DEFAULT_MAX_TOKENS, .streams = 1, .tok = tok};
+    if (a.model) {
+        rc = bpe_load(a.model, &bpe);
+        if (rc == 0) rc = gguf_load(a.model, 0, &m);
+    } else if ((rc = ckpt_load_config(a.policy, &mc)) == 0 &&
+               (rc = ckpt_load_tok(a.policy, &tok)) == 0) {
+        m = model_new(&mc);
+        if ((rc = ckpt_load(a.policy, m)))
+            log_error("cannot load the policy '%s': %s", a.policy, err_str(rc));
+    }
+    if (rc == 0) rc = model_set_decode_type(m, (KernType)a.decode_weights);
+    if (rc == 0) {
+        RmScorerConfig sc = {.dir = a.rm,
+                             .max_tokens = RM_DEFAULT_MAX_TOKENS,
+                             .streams = 1,
+                             .tok = tok,
+                             .bpe = bpe};
         RmScorer *rm = rm_scorer_new(&sc);
-        rc = rm ? run(&a, m, tok, rm) : ERR_ARG;
+        rc = rm ? run(&a, m, tok, bpe, rm) : ERR_ARG;
         rm_scorer_free(&rm);
     }
     model_free(&m);
     tok_free(&tok);
+    bpe_free(&bpe);
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }
