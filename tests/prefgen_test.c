@@ -15,8 +15,11 @@
  * rlhf-bon picks among 4 samples per prompt (every kept completion's gold
  * is the judge's, the curve starts at best-of-1 and the oracle is never
  * below the pick), rlhf-sft --data trains on its output, and rlhf-bon
- * refuses a policy as its reward model and a bad --n. Bad flags are refused
- * by name. */
+ * refuses a policy as its reward model and a bad --n. On SmolLM2 (when
+ * models/ has it), the chat variant: rlhf-prefgen --model writes the chat
+ * task's questions with answers whose recorded gold is gold_chat's, rlhf-rm
+ * starts a reward model from the GGUF on them and rlhf-bon --model picks
+ * with it. Bad flags are refused by name. */
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -24,6 +27,7 @@
 #include <string.h>
 
 #include "common/tasks/gold.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/expect.h"
 #include "tests/support/proc.h"
 #include "tests/support/testcl.h"
@@ -275,6 +279,65 @@ static void check_bon(TestCl *c, const char *sft, const char *out)
     proc_result_free(&r);
 }
 
+/* The chat variant on SmolLM2: a few pairs, a reward model of two steps
+ * from the GGUF, best-of-2 with it. */
+static void check_chat(TestCl *c)
+{
+    const char *gguf = fixture_smollm2_path("prefgen");
+    if (!gguf) return;
+    char        out[PATH_MAX + 40], rm[PATH_MAX + 40], path[PATH_MAX + 80];
+    static char a[5][2 * PATH_MAX];
+    testfs_path(out, sizeof out, "%s/chat", c->tmp);
+    testfs_path(rm, sizeof rm, "%s/rm-chat", c->tmp);
+    snprintf(a[0], sizeof a[0], "--model=%s", gguf);
+    snprintf(a[1], sizeof a[1], "--out=%s", out);
+    const char *args[] = {a[0], a[1], "--pairs=6", "--eval-pairs=4", "--refs=4", "--max-new=24",
+                          "--decode-weights=bf16", "--batch=16", NULL};
+    if (!run_ok(c, "prefgen-chat", "rlhf-prefgen", args, 240.0)) return;
+    snprintf(path, sizeof path, "%s/train.jsonl", out);
+    char *text = testfs_read(path, 1u << 20);
+    int   n = 0, bad = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n"), n++) {
+        json_t     *j = json_loads(line, 0, NULL);
+        const char *q = NULL, *ch = NULL, *rj = NULL, *ans = NULL;
+        double      gc = 0, gr = 0;
+        if (!j || json_unpack(j, "{s:s, s:s, s:s, s:{s:s, s:F, s:F}}", "prompt", &q, "chosen", &ch,
+                              "rejected", &rj, "meta", "answer", &ans, "gold_chosen", &gc,
+                              "gold_rejected", &gr) != 0) {
+            bad++;
+        } else {
+            bad += strncmp(q, "What is ", 8) != 0 || fabs(gold_chat(ch, ans) - gc) > 1e-9 ||
+                   fabs(gold_chat(rj, ans) - gr) > 1e-9 || !strcmp(ch, rj);
+        }
+        json_decref(j);
+    }
+    free(text);
+    EXPECT(n == 6 && bad == 0, "chat train.jsonl: %d pairs, %d not questions with gold_chat's "
+           "gold and two answers", n, bad);
+    snprintf(a[1], sizeof a[1], "--data=%s/train.jsonl", out);
+    snprintf(a[2], sizeof a[2], "--out=%s", rm);
+    snprintf(a[3], sizeof a[3], "--eval-data=%s/eval.jsonl", out);
+    const char *rm_args[] = {a[0], a[1], a[2], a[3], "--steps=1", "--batch=2", "--max-len=256",
+                             NULL};
+    if (!run_ok(c, "rm-chat", "rlhf-rm", rm_args, 240.0)) return;
+    snprintf(a[1], sizeof a[1], "--reward-model=%s", rm);
+    snprintf(a[2], sizeof a[2], "--summary=%s/bon.json", out);
+    const char *bon_args[] = {a[0], a[1], a[2], "--n=2", "--prompts=2", "--held-out",
+                              "--max-new=24", "--decode-weights=bf16", NULL};
+    if (!run_ok(c, "bon-chat", "rlhf-bon", bon_args, 240.0)) return;
+    snprintf(path, sizeof path, "%s/bon.json", out);
+    json_t *s = json_load_file(path, 0, NULL);
+    int     np = 0;
+    double  g1 = -9, o = -9;
+    json_unpack(json_array_get(json_object_get(s, "curve"), 1), "{s:F, s:F}", "gold", &g1,
+                "gold_oracle", &o);
+    json_unpack(s, "{s:i}", "prompts", &np);
+    EXPECT(np == 2 && g1 >= -1 && g1 <= 1 && o >= g1 - 1e-12,
+           "chat best-of-2: %d prompts, gold %g, oracle %g", np, g1, o);
+    testcl_note(c, "chat: best-of-2 gold %.3f (oracle %.3f)", g1, o);
+    json_decref(s);
+}
+
 static int read_pairs(const char *path, double *dg, int cap, int *against)
 {
     char *text = testfs_read(path, 64u << 20);
@@ -375,6 +438,7 @@ int prefgen_selftest(bool verbose)
     check_widest(&c, sft, out, dg_t, n_t);
     check_rankings(&c, sft, out, n_t);
     check_bon(&c, sft, out);
+    check_chat(&c);
 
     /* Refusals name the flag. */
     char       prog[PATH_MAX + 32], f_ckpt[PATH_MAX + 64];
