@@ -24,12 +24,13 @@
 # reward model trains on each prompt's K samples ranked, DPO on the pairs], RM_SFT_STEPS [3000: the
 # reward model's warm start is the SFT trained this much longer, into RM_INIT
 # [$SFT-long], cached; 0 = start it from $SFT], RM_EPOCHS [5], RM_LR [1e-4], STEPS [400],
-# BATCH_GROUPS [16: groups of 8 per RL step], KL_BETA [0.2], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
-# SEED [1], RL_ALGOS [ppo grpo: one RL run each, in RUN_DIR/ALGO], DPO_EPOCHS [1], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16].
+# BATCH_GROUPS [16: groups of 8 per RL step]; REUSE [0; 1 keeps RUN_DIR's pairs, reward model
+# and SFT gold], KL_BETA [0.2], LR [1e-4], ACTORS [2], PORT_BASE [7855], EVAL_N [500],
+# SEED [1], RL_ALGOS [ppo grpo: one RL run each, in RUN_DIR/ALGO], DPO_EPOCHS [1; 0 skips DPO], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16; 0 skips best-of-n].
 # Extra learner flags go in LEARNER_ARGS. MODEL [none]; with it: RUN_DIR
-# {runs/prefs-smollm2}, PAIRS {1000}, EVAL_PAIRS {300}, RM_EPOCHS {1}, RM_LR
-# {2e-5}, STEPS {40}, BATCH_GROUPS {4}, GROUP {4}, LR {2e-5}, KL_BETA {0.05},
-# EVAL_N {300}, TEMPERATURE {0.7}, MAX_NEW {32}, DPO_LR {1e-6}, BON_N {8},
+# {runs/prefs-smollm2}, PAIRS {400}, EVAL_PAIRS {300}, RM_EPOCHS {1}, RM_LR
+# {2e-5}, RM_BATCH {8; else 16: records a step}, STEPS {40}, BATCH_GROUPS {4}, GROUP {4}, LR {2e-5}, KL_BETA {0.05},
+# EVAL_N {200}, TEMPERATURE {0.7}, MAX_NEW {32}, DPO_LR {1e-6}, BON_N {8},
 # ACTORS {1}, DECODE {bf16: the precision sampling decodes in}.
 set -eu
 BIN=${1:-build}
@@ -37,11 +38,12 @@ MODEL=${MODEL:-}
 if [ -n "$MODEL" ]; then
     [ -f "$MODEL" ] || { echo "run-prefs: no $MODEL (make model)" >&2; exit 1; }
     RUN_DIR=${RUN_DIR:-runs/prefs-smollm2}
-    PAIRS=${PAIRS:-1000} EVAL_PAIRS=${EVAL_PAIRS:-300} RM_EPOCHS=${RM_EPOCHS:-1}
+    PAIRS=${PAIRS:-400} EVAL_PAIRS=${EVAL_PAIRS:-300} RM_EPOCHS=${RM_EPOCHS:-1}
     RM_LR=${RM_LR:-2e-5} STEPS=${STEPS:-40} BATCH_GROUPS=${BATCH_GROUPS:-4} LR=${LR:-2e-5}
-    KL_BETA=${KL_BETA:-0.05} EVAL_N=${EVAL_N:-300} DPO_LR=${DPO_LR:-1e-6} BON_N=${BON_N:-8}
-    ACTORS=${ACTORS:-1}
+    KL_BETA=${KL_BETA:-0.05} EVAL_N=${EVAL_N:-200} DPO_LR=${DPO_LR:-1e-6} BON_N=${BON_N:-8}
+    ACTORS=${ACTORS:-1} RM_BATCH=${RM_BATCH:-8}
 fi
+RM_BATCH=${RM_BATCH:-16}
 TEMPERATURE=${TEMPERATURE:-$([ -n "$MODEL" ] && echo 0.7 || echo 1)}
 MAX_NEW=${MAX_NEW:-$([ -n "$MODEL" ] && echo 32 || echo 8)}
 GROUP=${GROUP:-$([ -n "$MODEL" ] && echo 4 || echo 8)}
@@ -100,20 +102,25 @@ if [ -z "$MODEL" ] && [ ! -f "$RM_INIT/config.json" ]; then
     "$BIN/rlhf-sft" --init "$SFT" --out "$RM_INIT" --steps "$RM_SFT_STEPS" --lr 1e-3 \
         --max-digits 3 --seed $((SEED + 1)) --eval-every 0 >"$RUN_DIR/sft-rm.log" 2>&1
 fi
+# With REUSE=1 the preference data, the reward model and the SFT policy's
+# gold reward already in RUN_DIR are kept (to rerun the later stages).
+reused() { [ "${REUSE:-0}" = 1 ] && [ -f "$1" ] && say "   reusing $1"; }
 say "2/7 preference data from the policy, labelled by the gold judge ($JUDGE)"
 # shellcheck disable=SC2086 # POLICY and DIGITS are lists of flags
-"$BIN/rlhf-prefgen" $POLICY $DIGITS --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
-    --eval-pairs "$EVAL_PAIRS" --pick "$PICK" --form "$FORM" --temperature "$TEMPERATURE" \
-    --max-new "$MAX_NEW" --decode-weights "$DECODE" --seed $((SEED + 3000)) \
-    >"$RUN_DIR/prefgen.log" 2>&1
+reused "$RUN_DIR/prefs/labeller.json" ||
+    "$BIN/rlhf-prefgen" $POLICY $DIGITS --out "$RUN_DIR/prefs" --pairs "$PAIRS" \
+        --eval-pairs "$EVAL_PAIRS" --pick "$PICK" --form "$FORM" --temperature "$TEMPERATURE" \
+        --max-new "$MAX_NEW" --decode-weights "$DECODE" --seed $((SEED + 3000)) \
+        >"$RUN_DIR/prefgen.log" 2>&1
 say "3/7 reward model ($RM_EPOCHS epochs, Bradley-Terry, centred on the policy's own samples)"
 RM_FROM="--init $RM_INIT"
 [ -z "$MODEL" ] || RM_FROM="--model $MODEL"
 # shellcheck disable=SC2086 # RM_FROM is a list of flags
-"$BIN/rlhf-rm" $RM_FROM --data "$RUN_DIR/prefs/train.jsonl" \
-    --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
-    --epochs "$RM_EPOCHS" --lr "$RM_LR" --out "$RUN_DIR/rm" --summary "$RUN_DIR/rm-summary.json" \
-    --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
+reused "$RUN_DIR/rm-summary.json" ||
+    "$BIN/rlhf-rm" $RM_FROM --data "$RUN_DIR/prefs/train.jsonl" \
+        --eval-data "$RUN_DIR/prefs/eval.jsonl" --norm-data "$RUN_DIR/prefs/ref.jsonl" \
+        --epochs "$RM_EPOCHS" --lr "$RM_LR" --batch "$RM_BATCH" --out "$RUN_DIR/rm" \
+        --summary "$RUN_DIR/rm-summary.json" --seed "$SEED" >"$RUN_DIR/rm.log" 2>&1
 
 gold() { # gold reward of a policy on held-out problems, 4 samples each at TEMPERATURE
     if [ -n "$MODEL" ]; then
@@ -128,7 +135,7 @@ gold() { # gold reward of a policy on held-out problems, 4 samples each at TEMPE
         >>"$RUN_DIR/eval.log" 2>&1
 }
 say "4/7 gold reward of the SFT policy"
-gold "$SFT" "$RUN_DIR/gold-sft.json"
+reused "$RUN_DIR/gold-sft.json" || gold "$SFT" "$RUN_DIR/gold-sft.json"
 
 LEASE=tcp://127.0.0.1:$P
 WEIGHTS=tcp://127.0.0.1:$((P + 1))
@@ -178,37 +185,43 @@ for A in $RL_ALGOS; do
     rl "$A"
 done
 
-say "6/7 DPO from the SFT policy on the same pairs ($DPO_EPOCHS epochs, beta $DPO_BETA)"
-DPO_FROM="--init $SFT"
-[ -z "$MODEL" ] || DPO_FROM="--model $MODEL"
-# shellcheck disable=SC2086 # DPO_FROM is a list of flags
-DPO_DATA=$RUN_DIR/prefs/train.jsonl
-[ "$FORM" = pairs ] || DPO_DATA=$RUN_DIR/prefs/train-pairs.jsonl
-"$BIN/rlhf-dpo" $DPO_FROM --data "$DPO_DATA" \
-    --eval-data "$RUN_DIR/prefs/eval.jsonl" --epochs "$DPO_EPOCHS" --lr "$DPO_LR" \
-    --beta "$DPO_BETA" --out "$RUN_DIR/dpo" --summary "$RUN_DIR/dpo-summary.json" \
-    --seed "$SEED" >"$RUN_DIR/dpo.log" 2>&1
-gold "$RUN_DIR/dpo" "$RUN_DIR/gold-dpo.json"
+rm -f "$RUN_DIR/gold-dpo.json" "$RUN_DIR/bon.json"
+if [ "$DPO_EPOCHS" -gt 0 ]; then
+    say "6/7 DPO from the SFT policy on the same pairs ($DPO_EPOCHS epochs, beta $DPO_BETA)"
+    DPO_FROM="--init $SFT"
+    [ -z "$MODEL" ] || DPO_FROM="--model $MODEL"
+    DPO_DATA=$RUN_DIR/prefs/train.jsonl
+    [ "$FORM" = pairs ] || DPO_DATA=$RUN_DIR/prefs/train-pairs.jsonl
+    # shellcheck disable=SC2086 # DPO_FROM is a list of flags
+    "$BIN/rlhf-dpo" $DPO_FROM --data "$DPO_DATA" \
+        --eval-data "$RUN_DIR/prefs/eval.jsonl" --epochs "$DPO_EPOCHS" --lr "$DPO_LR" \
+        --beta "$DPO_BETA" --out "$RUN_DIR/dpo" --summary "$RUN_DIR/dpo-summary.json" \
+        --seed "$SEED" >"$RUN_DIR/dpo.log" 2>&1
+    gold "$RUN_DIR/dpo" "$RUN_DIR/gold-dpo.json"
+else
+    say "6/7 DPO: skipped (DPO_EPOCHS=0)"
+fi
 
-say "7/7 best-of-n (n = 1..$BON_N) from the SFT policy, picked by the reward model"
-BON_POLICY="--policy $SFT"
-[ -z "$MODEL" ] || BON_POLICY="--model $MODEL"
-# shellcheck disable=SC2086 # BON_POLICY and DIGITS are lists of flags
-"$BIN/rlhf-bon" $BON_POLICY --reward-model "$RUN_DIR/rm" --n "$BON_N" --prompts "$EVAL_N" \
-    --held-out $DIGITS --temperature "$TEMPERATURE" --max-new "$MAX_NEW" \
-    --decode-weights "$DECODE" --seed $((SEED + 7)) \
-    --summary "$RUN_DIR/bon.json" >"$RUN_DIR/bon.log" 2>&1
+if [ "$BON_N" -gt 0 ]; then
+    say "7/7 best-of-n (n = 1..$BON_N) from the SFT policy, picked by the reward model"
+    BON_POLICY="--policy $SFT"
+    [ -z "$MODEL" ] || BON_POLICY="--model $MODEL"
+    # shellcheck disable=SC2086 # BON_POLICY and DIGITS are lists of flags
+    "$BIN/rlhf-bon" $BON_POLICY --reward-model "$RUN_DIR/rm" --n "$BON_N" --prompts "$EVAL_N" \
+        --held-out $DIGITS --temperature "$TEMPERATURE" --max-new "$MAX_NEW" \
+        --decode-weights "$DECODE" --seed $((SEED + 7)) \
+        --summary "$RUN_DIR/bon.json" >"$RUN_DIR/bon.log" 2>&1
+else
+    say "7/7 best-of-n: skipped (BON_N=0)"
+fi
 
 # The summary: the gold judge's view of every stage, and the proxy's.
 python3 - "$RUN_DIR" "$JUDGE" $RL_ALGOS <<'EOF'
-import json, math, sys
+import json, math, os, sys
 d, judge, algos = sys.argv[1], sys.argv[2], sys.argv[3:]
-lab = json.load(open(f"{d}/prefs/labeller.json"))
-rm = json.load(open(f"{d}/rm-summary.json"))
-g0 = json.load(open(f"{d}/gold-sft.json"))
-gd = json.load(open(f"{d}/gold-dpo.json"))
-dpo = json.load(open(f"{d}/dpo-summary.json"))
-bon = json.load(open(f"{d}/bon.json"))
+load = lambda f: json.load(open(f"{d}/{f}")) if os.path.exists(f"{d}/{f}") else None
+lab, rm, g0 = load("prefs/labeller.json"), load("rm-summary.json"), load("gold-sft.json")
+gd, dpo, bon = load("gold-dpo.json"), load("dpo-summary.json"), load("bon.json")
 def sd(g):  # standard error of the mean gold reward over prompts
     xs = [p["mean_reward"] for p in g["prompts"]]
     m = sum(xs) / len(xs)
@@ -233,12 +246,13 @@ for a in algos:  # each RL run: gold after, its paired gain, the curve of KL, pr
               "exact": g["results"]["pass_at_k"]["1"], "steps": len(recs),
               "curve": [{"step": r["step"], "kl_ref": r["kl_ref"], "proxy": comp(r, "rm"),
                          "gold": comp(r, judge)} for r in recs]}
-out["dpo"] = {"gold": gd["results"]["mean_reward"], "gold_se": sd(gd),
-              "gold_gain": gain(g0, gd)[0], "gold_gain_se": gain(g0, gd)[1],
-              "exact": gd["results"]["pass_at_k"]["1"],
-              "implicit_reward_accuracy": dpo["eval_after"]["implicit_reward_accuracy"]}
+if gd:  # DPO_EPOCHS=0 skips it
+    out["dpo"] = {"gold": gd["results"]["mean_reward"], "gold_se": sd(gd),
+                  "gold_gain": gain(g0, gd)[0], "gold_gain_se": gain(g0, gd)[1],
+                  "exact": gd["results"]["pass_at_k"]["1"],
+                  "implicit_reward_accuracy": dpo["eval_after"]["implicit_reward_accuracy"]}
 out["best_of_n"] = [{k: c[k] for k in ("n", "gold", "gold_se", "gain_vs_1", "gain_vs_1_se",
-                                       "rm", "gold_oracle")} for c in bon["curve"]]
+                                       "rm", "gold_oracle")} for c in (bon or {}).get("curve", [])]
 json.dump(out, open(f"{d}/summary.json", "w"), indent=1)
 brief = {k: ({kk: vv for kk, vv in v.items() if kk != "curve"} if isinstance(v, dict) else v)
          for k, v in out.items() if k != "best_of_n"}
