@@ -29,8 +29,8 @@
 # SEED [1], RL_ALGOS [ppo grpo: one RL run each, in RUN_DIR/ALGO], DPO_EPOCHS [1; 0 skips DPO], DPO_LR [1e-5], DPO_BETA [0.1], BON_N [16; 0 skips best-of-n].
 # Extra learner flags go in LEARNER_ARGS. MODEL [none]; with it: RUN_DIR
 # {runs/prefs-smollm2}, PAIRS {400}, EVAL_PAIRS {300}, RM_EPOCHS {1}, RM_LR
-# {2e-5}, RM_BATCH {8; else 16: records a step}, STEPS {40}, BATCH_GROUPS {4}, GROUP {4}, LR {2e-5}, KL_BETA {0.05},
-# EVAL_N {200}, TEMPERATURE {0.7}, MAX_NEW {32}, DPO_LR {1e-6}, BON_N {8},
+# {2e-5}, RM_BATCH {8; else 16: records a step of the reward model and DPO}, STEPS {40}, BATCH_GROUPS {4}, GROUP {4}, LR {2e-5}, KL_BETA {0.05},
+# EVAL_N {200}, TEMPERATURE {0.7}, MAX_NEW {32}, DPO_LR {1e-5}, BON_N {8},
 # ACTORS {1}, DECODE {bf16: the precision sampling decodes in}.
 set -eu
 BIN=${1:-build}
@@ -40,7 +40,7 @@ if [ -n "$MODEL" ]; then
     RUN_DIR=${RUN_DIR:-runs/prefs-smollm2}
     PAIRS=${PAIRS:-400} EVAL_PAIRS=${EVAL_PAIRS:-300} RM_EPOCHS=${RM_EPOCHS:-1}
     RM_LR=${RM_LR:-2e-5} STEPS=${STEPS:-40} BATCH_GROUPS=${BATCH_GROUPS:-4} LR=${LR:-2e-5}
-    KL_BETA=${KL_BETA:-0.05} EVAL_N=${EVAL_N:-200} DPO_LR=${DPO_LR:-1e-6} BON_N=${BON_N:-8}
+    KL_BETA=${KL_BETA:-0.05} EVAL_N=${EVAL_N:-200} DPO_LR=${DPO_LR:-1e-5} BON_N=${BON_N:-8}
     ACTORS=${ACTORS:-1} RM_BATCH=${RM_BATCH:-8}
 fi
 RM_BATCH=${RM_BATCH:-16}
@@ -194,7 +194,7 @@ if [ "$DPO_EPOCHS" -gt 0 ]; then
     [ "$FORM" = pairs ] || DPO_DATA=$RUN_DIR/prefs/train-pairs.jsonl
     # shellcheck disable=SC2086 # DPO_FROM is a list of flags
     "$BIN/rlhf-dpo" $DPO_FROM --data "$DPO_DATA" \
-        --eval-data "$RUN_DIR/prefs/eval.jsonl" --epochs "$DPO_EPOCHS" --lr "$DPO_LR" \
+        --eval-data "$RUN_DIR/prefs/eval.jsonl" --epochs "$DPO_EPOCHS" --lr "$DPO_LR" --batch "$RM_BATCH" \
         --beta "$DPO_BETA" --out "$RUN_DIR/dpo" --summary "$RUN_DIR/dpo-summary.json" \
         --seed "$SEED" >"$RUN_DIR/dpo.log" 2>&1
     gold "$RUN_DIR/dpo" "$RUN_DIR/gold-dpo.json"
