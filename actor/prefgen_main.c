@@ -61,21 +61,21 @@
 #include "common/tasks/task.h"
 
 typedef struct {
-    const char *ckpt;        /* the char policy the pairs are sampled from */
-    const char *model;       /* or a chat model (GGUF) */
-    const char *out;         /* output directory */
-    int         pairs;       /* train pairs */
-    int         eval_pairs;  /* held-out pairs */
-    int         refs;        /* reference completions */
-    int         k;           /* samples per prompt a pair is picked from */
-    float       temperature; /* sampling temperature */
-    int         max_new;     /* tokens per completion at most, EOS included; 0 = the task's */
-    double      flip;        /* share of labels against the gold order */
-    uint64_t    seed;        /* problems, sampling and the coin */
-    int         max_digits;  /* the task's operand digits; 0 = the task's */
-    int         pick;        /* which pair of the k samples: k_picks[pick] */
-    int         form;        /* train records: k_forms[form] */
-    int         batch;       /* sequences decoded together */
+    const char *ckpt;           /* the char policy the pairs are sampled from */
+    const char *model;          /* or a chat model (GGUF) */
+    const char *out;            /* output directory */
+    int         pairs;          /* train pairs */
+    int         eval_pairs;     /* held-out pairs */
+    int         refs;           /* reference completions */
+    int         k;              /* samples per prompt a pair is picked from */
+    float       temperature;    /* sampling temperature */
+    int         max_new;        /* tokens per completion at most, EOS included; 0 = the task's */
+    double      flip;           /* share of labels against the gold order */
+    uint64_t    seed;           /* problems, sampling and the coin */
+    int         max_digits;     /* the task's operand digits; 0 = the task's */
+    int         pick;           /* which pair of the k samples: k_picks[pick] */
+    int         form;           /* train records: k_forms[form] */
+    int         batch;          /* sequences decoded together */
     int         decode_weights; /* KernType */
 } PrefArgs;
 
@@ -264,20 +264,20 @@ static int collect(Model *m, const Tok *tok, const Bpe *bpe, bool train, Collect
     char      why[256];
     CHECK(score_spec_parse(bpe ? "gold_chat" : "gold_arith", score_builtin, NULL, &spec, why,
                            sizeof why) == 0);
-    uint64_t    limit = 50 * (uint64_t)(c->want + c->nrefs) + 1000;
-    EvalSource  src = {.kind = bpe ? EVAL_SRC_CHAT : EVAL_SRC_ARITH,
-                       .task = &tc,
-                       .task_seed = a->seed,
-                       .is_train = train,
-                       .n = limit};
-    EvalConfig  ec = {.n_samples = a->k,
-                      .sampler = {.temperature = a->temperature, .top_k = 0, .top_p = 1.0f},
-                      .max_new = a->max_new ? a->max_new : (bpe ? 32 : 8),
-                      .batch = a->batch,
-                      .seed = a->seed ^ (train ? 0x7261696eull : 0x6576616cull),
-                      .spec = &spec,
-                      .score_threads = 1,
-                      .is_keep_text = true};
+    uint64_t   limit = 50 * (uint64_t)(c->want + c->nrefs) + 1000;
+    EvalSource src = {.kind = bpe ? EVAL_SRC_CHAT : EVAL_SRC_ARITH,
+                      .task = &tc,
+                      .task_seed = a->seed,
+                      .is_train = train,
+                      .n = limit};
+    EvalConfig ec = {.n_samples = a->k,
+                     .sampler = {.temperature = a->temperature, .top_k = 0, .top_p = 1.0f},
+                     .max_new = a->max_new ? a->max_new : (bpe ? 32 : 8),
+                     .batch = a->batch,
+                     .seed = a->seed ^ (train ? 0x7261696eull : 0x6576616cull),
+                     .spec = &spec,
+                     .score_threads = 1,
+                     .is_keep_text = true};
     progress_start(&c->pr, label, "pair", c->want);
     int rc = c->want > 0 || c->nrefs > 0 ? eval_run(m, tok, bpe, &src, &ec, on_prompt, c, NULL) : 1;
     progress_update(&c->pr, c->got, NULL, true);
@@ -331,12 +331,11 @@ static int write_pairs(const char *path, const Item *pairs, int n, double tau, R
         const char *ch = p->t[first ? 0 : 1], *rj = p->t[first ? 1 : 0];
         double      gc = p->g[first ? 0 : 1], gr = p->g[first ? 1 : 0];
         if (gc < gr) against++;
-        json_t *meta =
-            json_pack("{s:s, s:f, s:f, s:f}", "answer", p->answer, "gold_chosen", gc,
-                      "gold_rejected", gr, "p_chosen", gold_prefer_prob(gc, gr, tau));
+        json_t *meta = json_pack("{s:s, s:f, s:f, s:f}", "answer", p->answer, "gold_chosen", gc,
+                                 "gold_rejected", gr, "p_chosen", gold_prefer_prob(gc, gr, tau));
         append_line(&buf, &len, &cap,
-                    json_pack("{s:s, s:s, s:s, s:o}", "prompt", p->prompt, "chosen", ch,
-                              "rejected", rj, "meta", meta));
+                    json_pack("{s:s, s:s, s:s, s:o}", "prompt", p->prompt, "chosen", ch, "rejected",
+                              rj, "meta", meta));
     }
     *flipped = n ? (double)against / n : 0.0;
     return write_buf(path, buf, len);
@@ -372,9 +371,8 @@ static int write_rankings(const char *path, const Item *rk, int n, double tau, R
             }
         }
         append_line(&buf, &len, &cap,
-                    json_pack("{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt", r->prompt,
-                              "completions", cs, "ranking", rank, "meta", "answer", r->answer,
-                              "gold", golds));
+                    json_pack("{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt", r->prompt, "completions",
+                              cs, "ranking", rank, "meta", "answer", r->answer, "gold", golds));
     }
     *flipped = pairs ? (double)against / (double)pairs : 0.0;
     *ceiling = pairs ? agree / (double)pairs : 0.0;
@@ -388,9 +386,9 @@ static int write_refs(const char *path, const Item *refs, int n)
     size_t len = 0, cap = 0;
     for (int i = 0; i < n; i++)
         append_line(&buf, &len, &cap,
-                    json_pack("{s:s, s:s, s:{s:s, s:f}}", "prompt", refs[i].prompt,
-                              "completion", refs[i].t[0], "meta", "answer", refs[i].answer,
-                              "gold", refs[i].g[0]));
+                    json_pack("{s:s, s:s, s:{s:s, s:f}}", "prompt", refs[i].prompt, "completion",
+                              refs[i].t[0], "meta", "answer", refs[i].answer, "gold",
+                              refs[i].g[0]));
     return write_buf(path, buf, len);
 }
 
@@ -420,11 +418,10 @@ static int write_labeller(const PrefArgs *a, const Collect *t, const Collect *e,
         "policy", a->ckpt ? a->ckpt : a->model, "judge", a->model ? "gold_chat" : "gold_arith",
         "tau", tau, "flip_target", a->flip, "flip_drawn_train", flip_t, "flip_drawn_eval", flip_e,
         "ceiling_train", ceil_t, "ceiling_eval", ceil_e, "gold_mean_policy", gold_ref, "train",
-        "pairs", t->got, "prompts", t->tried, "skipped", t->skipped, "cut", t->cut, "eval",
-        "pairs", e->got, "prompts", e->tried, "skipped", e->skipped, "cut", e->cut, "k", a->k,
-        "refs", t->nref, "temperature", (double)a->temperature, "seed", (json_int_t)a->seed,
-        "pick", k_picks[a->pick], "form", k_forms[a->form], "ranked_pairs",
-        (json_int_t)ranked_pairs);
+        "pairs", t->got, "prompts", t->tried, "skipped", t->skipped, "cut", t->cut, "eval", "pairs",
+        e->got, "prompts", e->tried, "skipped", e->skipped, "cut", e->cut, "k", a->k, "refs",
+        t->nref, "temperature", (double)a->temperature, "seed", (json_int_t)a->seed, "pick",
+        k_picks[a->pick], "form", k_forms[a->form], "ranked_pairs", (json_int_t)ranked_pairs);
     char *txt = json_dumps(j, JSON_INDENT(2));
     char  path[4096];
     snprintf(path, sizeof path, "%s/labeller.json", a->out);
@@ -470,7 +467,8 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok, const Bpe *bpe)
     /* The pairs are labelled first in either form, so that eval.jsonl's
      * labels are the same draws whichever form train.jsonl takes. */
     if (rc == 0) {
-        snprintf(path, sizeof path, "%s/%s", a->out, t.ranked ? "train-pairs.jsonl" : "train.jsonl");
+        snprintf(path, sizeof path, "%s/%s", a->out,
+                 t.ranked ? "train-pairs.jsonl" : "train.jsonl");
         rc = write_pairs(path, t.pairs, t.got, tau, &coin, &flip_t);
     }
     if (rc == 0) {
@@ -490,8 +488,7 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok, const Bpe *bpe)
         snprintf(path, sizeof path, "%s/ref.jsonl", a->out);
         rc = write_refs(path, t.refs, t.nref);
     }
-    if (rc == 0)
-        rc = write_labeller(a, &t, &e, tau, flip_t, flip_e, ceil_t, ceil_e, ranked_pairs);
+    if (rc == 0) rc = write_labeller(a, &t, &e, tau, flip_t, flip_e, ceil_t, ceil_e, ranked_pairs);
     free(dg_t);
     free(dg_e);
     items_free(t.pairs, t.got);

@@ -39,7 +39,7 @@ typedef struct {
     uint64_t    seed;
 } BonArgs;
 
-enum { CURVE_MAX = 11 }; /* k = 1, 2, 4, ... 1024 */
+enum { CURVE_MAX = 11 };  /* k = 1, 2, 4, ... 1024 */
 enum { TEXT_CAP = 4096 }; /* bytes of a completion's text kept, NUL included */
 
 typedef struct { /* sums over prompts for one k */
@@ -90,8 +90,8 @@ static void text_of(const Tok *tok, const Bpe *bpe, const BonSamples *s, int i, 
 
 /* Problem i of the task as the policy sees it: its prompt text (for the
  * dataset), answer and ids. */
-static void problem_of(const BonArgs *a, const Tok *tok, const Bpe *bpe, uint64_t i,
-                       char *prompt, char *answer, int *ids, int cap, int *n_ids)
+static void problem_of(const BonArgs *a, const Tok *tok, const Bpe *bpe, uint64_t i, char *prompt,
+                       char *answer, int *ids, int cap, int *n_ids)
 {
     TaskConfig tc = bpe ? CHAT_TASK_DEFAULTS : TASK_DEFAULTS;
     if (a->max_digits) tc.max_digits = a->max_digits;
@@ -116,7 +116,7 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, const Bpe *bpe, 
                     .temperature = a->temperature,
                     .max_new = a->max_new ? a->max_new : (bpe ? 32 : 8),
                     .stop_id = bpe ? bpe_eot_id(bpe) : TOK_EOS};
-    Bon *b = bon_new(policy, rm, &bc);
+    Bon      *b = bon_new(policy, rm, &bc);
     if (!b) return ERR_ARG;
     CurvePoint cv[CURVE_MAX];
     int        ncv = 0;
@@ -202,12 +202,13 @@ static int run(const BonArgs *a, Model *policy, const Tok *tok, const Bpe *bpe, 
             log_info("best-of-%d: gold %.4f (oracle %.4f), reward model %+.3f", cv[c].k, m,
                      cv[c].oracle / P, cv[c].rm / P);
         }
-        json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:s, s:f, s:f, s:i, s:i, s:o, s:s?}", "policy",
-                              a->policy ? a->policy : a->model, "reward_model", a->rm, "n", a->n, "prompts", P, "split",
-                              a->held_out ? "held_out" : "train", "temperature",
-                              (double)a->temperature, "gold_mean_sample", gold_all / P, "kept",
-                              kept, "no_stopped_sample", none, "curve", curve, "out", a->out);
-        char   *txt = json_dumps(j, JSON_INDENT(1));
+        json_t *j =
+            json_pack("{s:s, s:s, s:i, s:i, s:s, s:f, s:f, s:i, s:i, s:o, s:s?}", "policy",
+                      a->policy ? a->policy : a->model, "reward_model", a->rm, "n", a->n, "prompts",
+                      P, "split", a->held_out ? "held_out" : "train", "temperature",
+                      (double)a->temperature, "gold_mean_sample", gold_all / P, "kept", kept,
+                      "no_stopped_sample", none, "curve", curve, "out", a->out);
+        char *txt = json_dumps(j, JSON_INDENT(1));
         puts(txt);
         if (a->summary) {
             size_t n = strlen(txt);
@@ -299,11 +300,8 @@ int main(int argc, char **argv)
     }
     if (rc == 0) rc = model_set_decode_type(m, (KernType)a.decode_weights);
     if (rc == 0) {
-        RmScorerConfig sc = {.dir = a.rm,
-                             .max_tokens = RM_DEFAULT_MAX_TOKENS,
-                             .streams = 1,
-                             .tok = tok,
-                             .bpe = bpe};
+        RmScorerConfig sc = {
+            .dir = a.rm, .max_tokens = RM_DEFAULT_MAX_TOKENS, .streams = 1, .tok = tok, .bpe = bpe};
         RmScorer *rm = rm_scorer_new(&sc);
         rc = rm ? run(&a, m, tok, bpe, rm) : ERR_ARG;
         rm_scorer_free(&rm);

@@ -101,9 +101,9 @@ static int read_rankings(const char *path, double tau, long *pairs, long *agains
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), n++) {
         json_t     *j = json_loads(line, 0, NULL), *cs = NULL, *rk = NULL, *gs = NULL;
         const char *ans = NULL;
-        if (!EXPECT(j && json_unpack(j, "{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt", &(const char *){0},
-                                     "completions", &cs, "ranking", &rk, "meta", "answer", &ans,
-                                     "gold", &gs) == 0,
+        if (!EXPECT(j && json_unpack(j, "{s:s, s:o, s:o, s:{s:s, s:o}}", "prompt",
+                                     &(const char *){0}, "completions", &cs, "ranking", &rk, "meta",
+                                     "answer", &ans, "gold", &gs) == 0,
                     "%s:%d: not a ranking record: %s", path, n + 1, line)) {
             json_decref(j);
             break;
@@ -133,8 +133,10 @@ static int read_rankings(const char *path, double tau, long *pairs, long *agains
             }
         json_decref(j);
     }
-    EXPECT(bad == 0, "%s: %d problems in %d rankings (not a permutation, a repeated or "
-                     "tied completion, a gold that is not the judge's)", path, bad, n);
+    EXPECT(bad == 0,
+           "%s: %d problems in %d rankings (not a permutation, a repeated or "
+           "tied completion, a gold that is not the judge's)",
+           path, bad, n);
     free(text);
     return n;
 }
@@ -149,10 +151,17 @@ static void check_rankings(TestCl *c, const char *sft, const char *out, int n_fi
     testfs_path(out_r, sizeof out_r, "%s-rankings", out);
     snprintf(a1, sizeof a1, "--ckpt=%s", sft);
     snprintf(a2, sizeof a2, "--out=%s", out_r);
-    const char *same[] = {a1, a2, "--pairs=1500", "--eval-pairs=600", "--refs=200",
-                          "--max-digits=2", "--form=rankings", NULL};
+    const char *same[] = {a1,
+                          a2,
+                          "--pairs=1500",
+                          "--eval-pairs=600",
+                          "--refs=200",
+                          "--max-digits=2",
+                          "--form=rankings",
+                          NULL};
     if (!run_ok(c, "prefgen-rankings", "rlhf-prefgen", same, 120.0)) return;
-    const char *files[][2] = {{"eval.jsonl", "eval.jsonl"}, {"train.jsonl", "train-pairs.jsonl"},
+    const char *files[][2] = {{"eval.jsonl", "eval.jsonl"},
+                              {"train.jsonl", "train-pairs.jsonl"},
                               {"ref.jsonl", "ref.jsonl"}};
     for (int i = 0; i < 3; i++) {
         snprintf(p1, sizeof p1, "%s/%s", out, files[i][0]);
@@ -163,12 +172,11 @@ static void check_rankings(TestCl *c, const char *sft, const char *out, int n_fi
         free(y);
     }
     snprintf(p1, sizeof p1, "%s/labeller.json", out_r);
-    json_t *lab = json_load_file(p1, 0, NULL);
-    double  tau = 0, flip_t = -1, ceil_t = -1;
+    json_t    *lab = json_load_file(p1, 0, NULL);
+    double     tau = 0, flip_t = -1, ceil_t = -1;
     json_int_t ranked = -1;
     if (!EXPECT(lab && json_unpack(lab, "{s:F, s:F, s:F, s:I}", "tau", &tau, "flip_drawn_train",
-                                   &flip_t, "ceiling_train", &ceil_t, "ranked_pairs",
-                                   &ranked) == 0,
+                                   &flip_t, "ceiling_train", &ceil_t, "ranked_pairs", &ranked) == 0,
                 "%s: fields missing", p1)) {
         json_decref(lab);
         return;
@@ -177,10 +185,12 @@ static void check_rankings(TestCl *c, const char *sft, const char *out, int n_fi
     long   pairs = 0, against = 0;
     double expect = 0;
     snprintf(p2, sizeof p2, "%s/train.jsonl", out_r);
-    int n = read_rankings(p2, tau, &pairs, &against, &expect);
+    int    n = read_rankings(p2, tau, &pairs, &against, &expect);
     double pe = pairs ? expect / (double)pairs : 0, sd = pairs ? sqrt(pe * (1 - pe) / pairs) : 1;
-    EXPECT(n == n_first && pairs == ranked && pairs >= n, "%d rankings (%ld pairs, labeller says "
-           "%lld), expected %d", n, pairs, (long long)ranked, n_first);
+    EXPECT(n == n_first && pairs == ranked && pairs >= n,
+           "%d rankings (%ld pairs, labeller says "
+           "%lld), expected %d",
+           n, pairs, (long long)ranked, n_first);
     EXPECT_NEAR((double)against / (double)pairs, pe, 5 * sd, "ranked pairs against the judge");
     EXPECT_NEAR(flip_t, (double)against / (double)pairs, 1e-12, "flip_drawn_train as counted");
     EXPECT_NEAR(ceil_t, 1 - pe, 1e-9, "ceiling_train over the ranked pairs");
@@ -291,8 +301,15 @@ static void check_chat(TestCl *c)
     testfs_path(rm, sizeof rm, "%s/rm-chat", c->tmp);
     snprintf(a[0], sizeof a[0], "--model=%s", gguf);
     snprintf(a[1], sizeof a[1], "--out=%s", out);
-    const char *args[] = {a[0], a[1], "--pairs=6", "--eval-pairs=4", "--refs=4", "--max-new=24",
-                          "--decode-weights=bf16", "--batch=16", NULL};
+    const char *args[] = {a[0],
+                          a[1],
+                          "--pairs=6",
+                          "--eval-pairs=4",
+                          "--refs=4",
+                          "--max-new=24",
+                          "--decode-weights=bf16",
+                          "--batch=16",
+                          NULL};
     if (!run_ok(c, "prefgen-chat", "rlhf-prefgen", args, 240.0)) return;
     snprintf(path, sizeof path, "%s/train.jsonl", out);
     char *text = testfs_read(path, 1u << 20);
@@ -312,8 +329,10 @@ static void check_chat(TestCl *c)
         json_decref(j);
     }
     free(text);
-    EXPECT(n == 6 && bad == 0, "chat train.jsonl: %d pairs, %d not questions with gold_chat's "
-           "gold and two answers", n, bad);
+    EXPECT(n == 6 && bad == 0,
+           "chat train.jsonl: %d pairs, %d not questions with gold_chat's "
+           "gold and two answers",
+           n, bad);
     snprintf(a[1], sizeof a[1], "--data=%s/train.jsonl", out);
     snprintf(a[2], sizeof a[2], "--out=%s", rm);
     snprintf(a[3], sizeof a[3], "--eval-data=%s/eval.jsonl", out);
@@ -322,8 +341,9 @@ static void check_chat(TestCl *c)
     if (!run_ok(c, "rm-chat", "rlhf-rm", rm_args, 240.0)) return;
     snprintf(a[1], sizeof a[1], "--reward-model=%s", rm);
     snprintf(a[2], sizeof a[2], "--summary=%s/bon.json", out);
-    const char *bon_args[] = {a[0], a[1], a[2], "--n=2", "--prompts=2", "--held-out",
-                              "--max-new=24", "--decode-weights=bf16", NULL};
+    const char *bon_args[] = {a[0],          a[1],         a[2],           "--n=2",
+                              "--prompts=2", "--held-out", "--max-new=24", "--decode-weights=bf16",
+                              NULL};
     if (!run_ok(c, "bon-chat", "rlhf-bon", bon_args, 240.0)) return;
     snprintf(path, sizeof path, "%s/bon.json", out);
     json_t *s = json_load_file(path, 0, NULL);

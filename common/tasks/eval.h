@@ -61,7 +61,7 @@ typedef struct {
     uint64_t          task_seed; /* EVAL_SRC_ARITH, EVAL_SRC_CHAT: held-out problems of this seed */
     bool              is_train;  /* EVAL_SRC_ARITH, EVAL_SRC_CHAT: the train split's problems
                                     instead (rlhf-prefgen samples there) */
-    uint64_t          n;         /* the first n prompts (a dataset: at most its size), >= 1 */
+    uint64_t n;                  /* the first n prompts (a dataset: at most its size), >= 1 */
 } EvalSource;
 
 typedef struct {

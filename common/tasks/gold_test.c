@@ -54,7 +54,8 @@ int gold_selftest(bool verbose)
     };
     for (size_t i = 0; i < sizeof cx / sizeof cx[0]; i++) {
         double g = gold_chat(cx[i].completion, cx[i].answer);
-        if (verbose) printf("  gold_chat('%s' for %s) = %.12g\n", cx[i].completion, cx[i].answer, g);
+        if (verbose)
+            printf("  gold_chat('%s' for %s) = %.12g\n", cx[i].completion, cx[i].answer, g);
         EXPECT_NEAR(g, cx[i].want, 1e-12, "gold_chat");
     }
 
