@@ -311,11 +311,13 @@ int reward_selftest(bool verbose)
         EXPECT(seen[k] == 1, "group %d scored %d times, expected once", k, seen[k]);
     EXPECT(got == N_GOOD, "%d good groups scored, expected %d", got, N_GOOD);
 
-    /* Rejects are counted by whichever worker saw them; wait for the last. */
+    /* Rejects are counted by whichever worker saw them, and a group as
+     * scored once its send returned (after the learner may have read it):
+     * wait for the last of both. */
     RewardStats st;
     for (int i = 0; i < 100; i++) {
         reward_stats(r, &st);
-        if (st.rejects_total >= 7) break;
+        if (st.rejects_total >= 7 && st.groups_scored >= N_GOOD) break;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
