@@ -15,10 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "common/formats/ckpt.h"
-#include "common/formats/ckpt_config.h"
+#include "common/formats/policy.h"
 #include "common/base/err.h"
 #include "common/base/prog.h"
 #include "common/nn/gen.h"
@@ -370,37 +368,19 @@ int main(int argc, char **argv)
     int rc = prog_start(&spec, argc, argv, "gen", NULL);
     if (rc != PROG_RUN) return rc;
 
-    /* Say plainly when the directory itself is the problem; what is wrong
-     * inside one is for the ckpt loaders to report. */
-    struct stat st;
-    if (stat(a.ckpt, &st) != 0) {
-        log_error("--ckpt '%s': %s", a.ckpt, strerror(errno));
-        return PROG_EXIT_FAIL;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        log_error("--ckpt '%s': not a directory", a.ckpt);
-        return PROG_EXIT_FAIL;
-    }
-    ModelConfig mc;
-    Tok        *tok = NULL;
-    Model      *m = NULL;
-    if (ckpt_load_config(a.ckpt, &mc) || ckpt_load_tok(a.ckpt, &tok)) return PROG_EXIT_FAIL;
-    m = model_new(&mc);
-    /* ERR_AGAIN means a save replaced the directory between reading the
-     * config and the weights; reading again gets one consistent save. */
-    for (int attempt = 0; attempt < 3; attempt++)
-        if ((rc = ckpt_load(a.ckpt, m)) != ERR_AGAIN) break;
-    if (rc == 0) {
+    PolicySpec ps = {.ckpt = a.ckpt};
+    Policy     pol;
+    if ((rc = policy_load(&ps, &pol)) == 0) {
+        const ModelConfig *mc = model_config(pol.m);
         log_info("loaded '%s': dim=%d layers=%d heads=%d/%d hidden=%d vocab=%d max_seq_len=%d",
-                 a.ckpt, mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.hidden_dim,
-                 mc.vocab_size, mc.max_seq_len);
-        rc = a.score ? run_score(&a, m, tok) : run_generate(&a, m, tok);
+                 a.ckpt, mc->dim, mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->hidden_dim,
+                 mc->vocab_size, mc->max_seq_len);
+        rc = a.score ? run_score(&a, pol.m, pol.tok) : run_generate(&a, pol.m, pol.tok);
     }
     if (fflush(stdout) != 0 && rc == 0) {
         log_error("writing the results to stdout: %s", strerror(errno));
         rc = ERR_IO;
     }
-    model_free(&m);
-    tok_free(&tok);
+    policy_free(&pol);
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

@@ -46,10 +46,7 @@
 #include "common/base/prog.h"
 #include "common/base/progress.h"
 #include "common/base/rng.h"
-#include "common/formats/bpe_gguf.h"
-#include "common/formats/ckpt.h"
-#include "common/formats/ckpt_config.h"
-#include "common/formats/gguf_llama.h"
+#include "common/formats/policy.h"
 #include "common/formats/tok.h"
 #include "common/nn/gen.h"
 #include "common/nn/kern.h"
@@ -500,26 +497,6 @@ static int run(const PrefArgs *a, Model *m, const Tok *tok, const Bpe *bpe)
 
 /* The policy: our checkpoint with its char tokenizer, or a GGUF with its
  * BPE tokenizer and chat template. */
-static int load_policy(const PrefArgs *a, Model **m, Tok **tok, Bpe **bpe)
-{
-    int rc;
-    if (a->model) {
-        if ((rc = bpe_load(a->model, bpe)) || (rc = gguf_load(a->model, 0, m))) return rc;
-        if (!bpe_chat_supported(*bpe)) {
-            log_error("--model '%s': no chat template this program can render", a->model);
-            return ERR_FORMAT;
-        }
-    } else {
-        ModelConfig mc;
-        if ((rc = ckpt_load_config(a->ckpt, &mc)) || (rc = ckpt_load_tok(a->ckpt, tok))) return rc;
-        *m = model_new(&mc);
-        for (int attempt = 0; attempt < 3; attempt++)
-            if ((rc = ckpt_load(a->ckpt, *m)) != ERR_AGAIN) break;
-        if (rc) return rc;
-    }
-    return model_set_decode_type(*m, (KernType)a->decode_weights);
-}
-
 int main(int argc, char **argv)
 {
     PrefArgs a = k_defaults;
@@ -575,13 +552,12 @@ int main(int argc, char **argv)
     };
     int rc = prog_start(&spec, argc, argv, "prefgen", NULL);
     if (rc != PROG_RUN) return rc;
-    Tok   *tok = NULL;
-    Bpe   *bpe = NULL;
-    Model *m = NULL;
-    rc = load_policy(&a, &m, &tok, &bpe);
-    if (rc == 0) rc = run(&a, m, tok, bpe);
-    model_free(&m);
-    tok_free(&tok);
-    bpe_free(&bpe);
+    /* One of --ckpt and --model (check): a GGUF is the chat task's policy. */
+    PolicySpec ps = {.ckpt = a.ckpt, .model = a.model, .need_chat = true};
+    Policy     pol;
+    if ((rc = policy_load(&ps, &pol)) == 0 &&
+        (rc = model_set_decode_type(pol.m, (KernType)a.decode_weights)) == 0)
+        rc = run(&a, pol.m, pol.tok, pol.bpe);
+    policy_free(&pol);
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

@@ -9,10 +9,8 @@
 #include "common/base/err.h"
 #include "common/base/fileio.h"
 #include "common/base/log.h"
-#include "common/formats/bpe_gguf.h"
 #include "common/formats/ckpt.h"
-#include "common/formats/ckpt_config.h"
-#include "common/formats/gguf_llama.h"
+#include "common/formats/policy.h"
 #include "common/tasks/dataset.h"
 #include "learner/rm.h"
 
@@ -33,35 +31,15 @@ struct PrefsRun {
 static int load_model(PrefsRun *r)
 {
     const PrefsRunConfig *c = &r->c;
-    int                   rc;
-    if (!c->init && !c->model) {
-        log_error("prefs: no model to start from: give --init DIR (a checkpoint, e.g. rlhf-sft's) "
-                  "or --model FILE.gguf");
-        return ERR_ARG;
-    }
-    if (c->model && (rc = bpe_load(c->model, &r->bpe))) return rc;
-    if (c->init) {
-        ModelConfig mc;
-        if ((rc = ckpt_load_config(c->init, &mc))) return rc;
-        if (!r->bpe && (rc = ckpt_load_tok(c->init, &r->tok))) {
-            log_error("prefs: '%s' names no char tokenizer; give the GGUF model whose tokenizer it "
-                      "uses with --model",
-                      c->init);
-            return rc;
-        }
-        r->model = model_new(&mc);
-        rc = ckpt_load(c->init, r->model);
-        if (rc == ERR_AGAIN) rc = ckpt_load(c->init, r->model); /* replaced while loading */
-        if (rc) return rc;
-    } else if ((rc = gguf_load(c->model, c->max_len, &r->model))) {
-        return rc;
-    }
+    PolicySpec            ps = {.ckpt = c->init, .model = c->model, .ckpt_flag = "--init"};
+    ps.max_seq_len = c->max_len;
+    int    rc;
+    Policy p;
+    if ((rc = policy_load(&ps, &p))) return rc;
+    r->model = p.m;
+    r->tok = p.tok;
+    r->bpe = p.bpe;
     const ModelConfig *mc = model_config(r->model);
-    int                vocab = r->tok ? tok_vocab_size(r->tok) : bpe_vocab_size(r->bpe);
-    if (vocab > mc->vocab_size) {
-        log_error("prefs: the tokenizer has %d ids, the model %d", vocab, mc->vocab_size);
-        return ERR_MISMATCH;
-    }
     if (c->value_head && !mc->has_value_head) {
         Model *rm = rm_from_policy(r->model, c->seed + 17, 0.02f);
         model_free(&r->model);

@@ -20,11 +20,7 @@
 #include "common/base/log.h"
 #include "common/base/prog.h"
 #include "common/base/progress.h"
-#include "common/formats/ckpt.h"
-#include "common/formats/bpe_gguf.h"
-#include "common/formats/ckpt_config.h"
-#include "common/formats/gguf_llama.h"
-#include "common/formats/tok.h"
+#include "common/formats/policy.h"
 #include "common/nn/kern.h"
 #include "common/tasks/chat_task.h"
 #include "common/tasks/gold.h"
@@ -285,29 +281,22 @@ int main(int argc, char **argv)
     };
     int rc = prog_start(&spec, argc, argv, "bon", NULL);
     if (rc != PROG_RUN) return rc;
-    ModelConfig mc;
-    Tok        *tok = NULL;
-    Bpe        *bpe = NULL;
-    Model      *m = NULL;
-    if (a.model) {
-        rc = bpe_load(a.model, &bpe);
-        if (rc == 0) rc = gguf_load(a.model, 0, &m);
-    } else if ((rc = ckpt_load_config(a.policy, &mc)) == 0 &&
-               (rc = ckpt_load_tok(a.policy, &tok)) == 0) {
-        m = model_new(&mc);
-        if ((rc = ckpt_load(a.policy, m)))
-            log_error("cannot load the policy '%s': %s", a.policy, err_str(rc));
-    }
-    if (rc == 0) rc = model_set_decode_type(m, (KernType)a.decode_weights);
+    /* One of --policy and --model (check): a GGUF is the chat task's policy. */
+    PolicySpec ps = {
+        .ckpt = a.policy, .model = a.model, .need_chat = true, .ckpt_flag = "--policy"};
+    Policy pol;
+    if ((rc = policy_load(&ps, &pol)) == 0)
+        rc = model_set_decode_type(pol.m, (KernType)a.decode_weights);
     if (rc == 0) {
-        RmScorerConfig sc = {
-            .dir = a.rm, .max_tokens = RM_DEFAULT_MAX_TOKENS, .streams = 1, .tok = tok, .bpe = bpe};
-        RmScorer *rm = rm_scorer_new(&sc);
-        rc = rm ? run(&a, m, tok, bpe, rm) : ERR_ARG;
+        RmScorerConfig sc = {.dir = a.rm,
+                             .max_tokens = RM_DEFAULT_MAX_TOKENS,
+                             .streams = 1,
+                             .tok = pol.tok,
+                             .bpe = pol.bpe};
+        RmScorer      *rm = rm_scorer_new(&sc);
+        rc = rm ? run(&a, pol.m, pol.tok, pol.bpe, rm) : ERR_ARG;
         rm_scorer_free(&rm);
     }
-    model_free(&m);
-    tok_free(&tok);
-    bpe_free(&bpe);
+    policy_free(&pol);
     return rc ? PROG_EXIT_FAIL : PROG_EXIT_OK;
 }

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,10 +14,7 @@
 #include "common/base/log.h"
 #include "common/base/par.h"
 #include "common/base/progress.h"
-#include "common/formats/bpe_gguf.h"
-#include "common/formats/ckpt.h"
-#include "common/formats/ckpt_config.h"
-#include "common/formats/gguf_llama.h"
+#include "common/formats/policy.h"
 #include "common/nn/kern.h"
 #include "reward_server/eval_report.h"
 #include "reward_server/scorer.h"
@@ -28,9 +24,7 @@ const char *const evaluator_template_names[] = {"chat", "raw", NULL};
 /* Everything one run holds, freed in reverse order by ev_free. */
 typedef struct {
     const EvaluatorConfig *cfg;
-    Model                 *m;
-    Tok                   *tok;
-    Bpe                   *bpe;
+    Policy                 pol; /* --ckpt and/or --model */
     ScorerRegistry        *scorers;
     SandboxScorer         *code;
     ScoreSpec              spec; /* --scorer */
@@ -46,43 +40,6 @@ typedef struct {
 } Ev;
 
 /* ---- loading ------------------------------------------------------------ */
-
-static int load_policy(Ev *e)
-{
-    const EvaluatorConfig *c = e->cfg;
-    int                    rc;
-    if (c->model && (rc = bpe_load(c->model, &e->bpe))) return rc;
-    if (!c->ckpt) return gguf_load(c->model, 0, &e->m);
-    struct stat st;
-    if (stat(c->ckpt, &st) != 0) {
-        log_error("--ckpt '%s': %s", c->ckpt, strerror(errno));
-        return ERR_NOTFOUND;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        log_error("--ckpt '%s': not a directory", c->ckpt);
-        return ERR_NOTFOUND;
-    }
-    ModelConfig mc;
-    if ((rc = ckpt_load_config(c->ckpt, &mc))) return rc;
-    if (!e->bpe && (rc = ckpt_load_tok(c->ckpt, &e->tok))) {
-        if (rc == ERR_NOTFOUND)
-            log_error("--ckpt '%s' holds no char tokenizer: give the GGUF it was trained from "
-                      "with --model for its BPE tokenizer",
-                      c->ckpt);
-        return rc;
-    }
-    if (e->bpe && mc.vocab_size < bpe_vocab_size(e->bpe)) {
-        log_error("--ckpt '%s' has %d token embeddings, the tokenizer of --model '%s' %d: not "
-                  "the model it was trained from",
-                  c->ckpt, mc.vocab_size, c->model, bpe_vocab_size(e->bpe));
-        return ERR_MISMATCH;
-    }
-    e->m = model_new(&mc);
-    /* ERR_AGAIN: a save replaced the directory between the config and the weights. */
-    for (int attempt = 0; attempt < 3; attempt++)
-        if ((rc = ckpt_load(c->ckpt, e->m)) != ERR_AGAIN) break;
-    return rc;
-}
 
 static int load_scorers(Ev *e)
 {
@@ -119,18 +76,18 @@ static int open_prompts(Ev *e)
     const EvaluatorConfig *c = e->cfg;
     uint64_t               limit = c->limit > 0 ? (uint64_t)c->limit : UINT64_MAX;
     if (!c->data) {
-        e->task = e->bpe ? CHAT_TASK_DEFAULTS : TASK_DEFAULTS;
+        e->task = e->pol.bpe ? CHAT_TASK_DEFAULTS : TASK_DEFAULTS;
         if (c->arith_digits > 0) e->task.max_digits = c->arith_digits;
-        e->src = (EvalSource){.kind = e->bpe ? EVAL_SRC_CHAT : EVAL_SRC_ARITH,
+        e->src = (EvalSource){.kind = e->pol.bpe ? EVAL_SRC_CHAT : EVAL_SRC_ARITH,
                               .task = &e->task,
                               .task_seed = c->arith_seed,
                               .n = (uint64_t)c->arith_n < limit ? (uint64_t)c->arith_n : limit};
         return 0;
     }
-    int         max_seq = model_config(e->m)->max_seq_len;
-    DatasetOpts o = {.tok = e->tok,
-                     .bpe = e->bpe,
-                     .is_raw = e->bpe && c->tmpl == EVALUATOR_TEMPLATE_RAW,
+    int         max_seq = model_config(e->pol.m)->max_seq_len;
+    DatasetOpts o = {.tok = e->pol.tok,
+                     .bpe = e->pol.bpe,
+                     .is_raw = e->pol.bpe && c->tmpl == EVALUATOR_TEMPLATE_RAW,
                      .max_prompt_ids = max_seq > 1 ? max_seq - 1 : 1,
                      .default_task = c->task,
                      .lookup = scorer_lookup,
@@ -219,8 +176,8 @@ static json_t *settings_json(const Ev *e, const EvalStats *st, double wall_s)
         "{s:s, s:s?, s:s?, s:s, s:s?, s:s, s:s?, s:s?, s:i, s:{s:i, s:f, s:f, s:i, s:i, s:I, s:o}, "
         "s:i, s:i, s:I, s:I, s:f, s:f, s:s}",
         "program", "rlhf-eval", "ckpt", c->ckpt, "model", c->model, "tokenizer",
-        e->bpe ? "bpe" : "char", "template",
-        e->bpe && c->data ? evaluator_template_names[c->tmpl] : NULL, "decode_weights",
+        e->pol.bpe ? "bpe" : "char", "template",
+        e->pol.bpe && c->data ? evaluator_template_names[c->tmpl] : NULL, "decode_weights",
         kern_type_names[c->decode_weights], "data", c->data, "scorer", c->scorer, "limit", c->limit,
         "sampling", "n", c->n, "temperature", (double)c->sampler.temperature, "top_p",
         (double)c->sampler.top_p, "top_k", c->sampler.top_k, "max_new", c->max_new, "seed",
@@ -228,10 +185,11 @@ static json_t *settings_json(const Ev *e, const EvalStats *st, double wall_s)
         (json_int_t)st->skipped, "tokens", (json_int_t)st->tokens, "wall_seconds", wall_s,
         "tokens_per_second", wall_s > 0 ? (double)st->tokens / wall_s : 0.0, "date", date);
     if (!c->data)
-        json_object_set_new(
-            s, "builtin",
-            json_pack("{s:s, s:i, s:i, s:I}", "task", e->bpe ? CHAT_TASK_NAME : "arith", "problems",
-                      c->arith_n, "digits", e->task.max_digits, "seed", (json_int_t)c->arith_seed));
+        json_object_set_new(s, "builtin",
+                            json_pack("{s:s, s:i, s:i, s:I}", "task",
+                                      e->pol.bpe ? CHAT_TASK_NAME : "arith", "problems", c->arith_n,
+                                      "digits", e->task.max_digits, "seed",
+                                      (json_int_t)c->arith_seed));
     if (c->task) json_object_set_new(s, "default_task", json_string(c->task));
     if (e->code)
         json_object_set_new(
@@ -267,7 +225,7 @@ static void print_header(const Ev *e, FILE *f)
     const EvaluatorConfig *c = e->cfg;
     fprintf(f, "rlhf-eval: %s%s%s on %s\n", c->ckpt ? c->ckpt : "",
             c->ckpt && c->model ? " + " : "", c->model ? c->model : "",
-            c->data ? c->data : (e->bpe ? "the chat arithmetic task" : "the arithmetic task"));
+            c->data ? c->data : (e->pol.bpe ? "the chat arithmetic task" : "the arithmetic task"));
     fprintf(f, "  scorer %s; temperature %g, top-p %g, top-k %d, max-new %d, seed %llu\n",
             c->scorer ? c->scorer : "each prompt's task", (double)c->sampler.temperature,
             (double)c->sampler.top_p, c->sampler.top_k, c->max_new, (unsigned long long)c->seed);
@@ -289,9 +247,7 @@ static void ev_free(Ev *e)
     dataset_free(&e->data);
     scorer_registry_free(&e->scorers);
     sandbox_scorer_free(&e->code);
-    model_free(&e->m);
-    bpe_free(&e->bpe);
-    tok_free(&e->tok);
+    policy_free(&e->pol);
 }
 
 /* Whether the report's directory takes files, asked before the run, not
@@ -320,7 +276,9 @@ int evaluator_run(const EvaluatorConfig *c)
         snprintf(n, sizeof n, "%d", c->threads);
         setenv("RLHF_THREADS", n, 1);
     }
-    if ((rc = load_policy(&e)) || (rc = model_set_decode_type(e.m, (KernType)c->decode_weights)) ||
+    PolicySpec ps = {.ckpt = c->ckpt, .model = c->model};
+    if ((rc = policy_load(&ps, &e.pol)) ||
+        (rc = model_set_decode_type(e.pol.m, (KernType)c->decode_weights)) ||
         (rc = load_scorers(&e)) || (rc = open_prompts(&e)))
         goto out;
     if (c->completions && !(e.completions = fopen(c->completions, "w"))) {
@@ -353,7 +311,7 @@ int evaluator_run(const EvaluatorConfig *c)
     if (c->progress_every_s > 0 && !e.progress.is_tty) e.progress.every_s = c->progress_every_s;
     EvalStats st = {0};
     double    t0 = progress_now();
-    rc = eval_run(e.m, e.tok, e.bpe, &e.src, &ec, on_prompt, &e, &st);
+    rc = eval_run(e.pol.m, e.pol.tok, e.pol.bpe, &e.src, &ec, on_prompt, &e, &st);
     double wall = progress_now() - t0;
     progress_update(&e.progress, (int64_t)e.done, "done", true);
     progress_end(&e.progress);

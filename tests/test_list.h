@@ -44,6 +44,8 @@ int ckpt_selftest(bool verbose);
 int ckpt_lora_selftest(bool verbose);
 /* config.json of transformers' reward models (LlamaForSequenceClassification). */
 int ckpt_config_selftest(bool verbose);
+/* A program's model and tokenizer from --ckpt and/or --model, and the refusals. */
+int policy_selftest(bool verbose);
 int export_selftest(bool verbose);
 int export_smollm2_selftest(bool verbose);
 int gen_selftest(bool verbose);
@@ -294,6 +296,7 @@ int prefs_cli_selftest(bool verbose);
     X(ckpt, ckpt_selftest)                                                                         \
     X(ckpt_lora, ckpt_lora_selftest)                                                               \
     X(ckpt_config, ckpt_config_selftest)                                                           \
+    X(policy, policy_selftest)                                                                     \
     X(export, export_selftest)                                                                     \
     X(export_smollm2, export_smollm2_selftest)                                                     \
     X(gen, gen_selftest)                                                                           \
