@@ -60,8 +60,8 @@ const char *tensor_blas_better_kernels(const char *corename)
 
 bool tensor_blas_kernels_generic(const char *corename)
 {
-    static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
-                                      "atom", "katmai", "coppermine", "northwood", "banias"};
+    static const char *const old[] = {"prescott", "core2",  "penryn",     "dunnington", "nehalem",
+                                      "atom",     "katmai", "coppermine", "northwood",  "banias"};
     for (size_t i = 0; corename && i < sizeof old / sizeof old[0]; i++)
         if (!strcasecmp(corename, old[i])) return true;
     return false;
