@@ -284,6 +284,7 @@ static int critic_from_reward_model(Learner *l, const char *dir)
         return rc;
     }
     const ModelConfig *want = model_config(l->critic);
+    mc.max_seq_len = want->max_seq_len; /* a capacity, not a shape (ckpt_load ignores it too) */
     if (!mc.has_value_head || !model_config_equal(&mc, want)) {
         log_error("learner: --critic-init '%s': %s (dim %d, %d layers, vocab %d); the critic is "
                   "the policy's shape with a scalar head (dim %d, %d layers, vocab %d)",

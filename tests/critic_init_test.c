@@ -2,7 +2,8 @@
  * --critic-init). A reward model is made here from a small SFT warm start
  * (the policy's body with a scalar head of known values) and saved as a
  * checkpoint; a real learner started with it and no steps to take saves its
- * critic, which must equal the reward model bit for bit. A model without
+ * critic, which must equal the reward model bit for bit (the reward model
+ * saved with more positions than the policy's, which is no other shape). A model without
  * the head, and --critic-init with another algorithm, are refused by name. */
 #include <limits.h>
 #include <stdio.h>
@@ -83,7 +84,20 @@ int critic_init_selftest(bool verbose)
         goto out;
     for (size_t i = 0; i < hw.numel; i++) hw.data[i] = 0.01f * (float)(i % 7) - 0.02f;
     hb.data[0] = 0.75f;
-    if (!EXPECT(ckpt_save(rm, rmm, tok, NULL, NULL) == 0, "cannot save the reward model")) goto out;
+    /* Saved with twice the positions, as rlhf-rm saves a GGUF's reward model
+     * with its --max-len while the learner loads the policy with its own:
+     * a capacity, not a shape, so the critic still takes it. */
+    ModelConfig lc = *model_config(rmm);
+    lc.max_seq_len *= 2;
+    Model *longer = model_new(&lc);
+    if (!EXPECT(model_num_params(longer) == model_num_params(rmm), "positions changed the size")) {
+        model_free(&longer);
+        goto out;
+    }
+    memcpy(model_params(longer), model_params(rmm), model_num_params(rmm) * sizeof(float));
+    bool saved = ckpt_save(rm, longer, tok, NULL, NULL) == 0;
+    model_free(&longer);
+    if (!EXPECT(saved, "cannot save the reward model")) goto out;
 
     ProcResult r;
     rc = run_learner(&c, sft, rm, ck, "ppo", &r);
